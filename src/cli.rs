@@ -1,0 +1,441 @@
+//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`.
+//!
+//! Read commands open the store directly when no daemon holds it, and otherwise go
+//! through the running daemon's admin API, so they work either way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::domain::OrderId;
+use crate::engine::Actor;
+use crate::metrics::Metrics;
+use crate::settings::{LogFormat, Settings};
+use crate::store::{EffectId, SledStore, Store, StoreError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orderbridge",
+    version,
+    about = "Sales-order automation daemon: CRM → screening → approval → ERP → finance"
+)]
+pub struct Cli {
+    /// Directory holding config/, connectors/ and mappings/.
+    #[arg(
+        long,
+        global = true,
+        default_value = ".",
+        env = "ORDERBRIDGE_CONFIG_DIR"
+    )]
+    pub config_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// Log format, overriding `log.format` (text or json).
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Validate every configuration file; exit 78 on any problem.
+    Check,
+    /// Read orders.
+    #[command(subcommand)]
+    Orders(OrdersCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The outbox of effects.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
+    /// Load generator: posts signed webhooks to a running daemon and reports throughput.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrdersCmd {
+    /// List orders, optionally in one state.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one order with its events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check every order's hash chain; exit 1 naming the first broken order and event.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxCmd {
+    /// Pending effects (due or backing off).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Effects that gave up.
+    Dead {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a dead letter, attempts reset.
+    Replay { id: String },
+}
+
+/// Where read commands get their data.
+enum Source {
+    Store(Arc<SledStore>),
+    Api {
+        base: String,
+        token: Option<String>,
+        client: reqwest::Client,
+    },
+}
+
+impl Source {
+    fn open(config_dir: &Path) -> anyhow::Result<Source> {
+        let settings = Settings::load_with(config_dir, false).map_err(|ds| {
+            anyhow::anyhow!(
+                ds.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+        match SledStore::open(
+            &settings.store_path,
+            16 * 1024 * 1024,
+            Arc::new(Metrics::default()),
+        ) {
+            Ok(s) => Ok(Source::Store(s)),
+            Err(StoreError::Locked(_)) => {
+                let mut addr = settings.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let token = settings
+                    .admin_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned());
+                if token.is_none() {
+                    bail!(
+                        "the daemon holds the store; set the admin token (server.admin_token) so this command can use its API"
+                    );
+                }
+                Ok(Source::Api {
+                    base: format!("http://{addr}/api"),
+                    token,
+                    client: reqwest::Client::new(),
+                })
+            }
+            Err(e) => Err(e).context(format!(
+                "opening the store at {}",
+                settings.store_path.display()
+            )),
+        }
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let Source::Api {
+            base,
+            token,
+            client,
+        } = self
+        else {
+            unreachable!("api() is only called on Source::Api")
+        };
+        let mut req = client.request(method, format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.context("calling the daemon's API")?;
+        let status = resp.status();
+        let body: Value = resp.json().await.context("reading the daemon's answer")?;
+        if !status.is_success() {
+            bail!(
+                "{}",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("request failed")
+            );
+        }
+        Ok(body)
+    }
+}
+
+pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
+    let dir = cli.config_dir.clone();
+    match cli.command {
+        Command::Run { log_format } => run_daemon(&dir, log_format).await,
+        Command::Check => Ok(crate::check::run_check(&dir)),
+        Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Command::Orders(cmd) => orders(&dir, cmd).await,
+        Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
+        Command::Outbox(cmd) => outbox(&dir, cmd).await,
+    }
+}
+
+async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i32> {
+    let loaded = match crate::check::load_all(dir) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "refusing to start: {} configuration problem(s); run `orderbridge check`",
+                problems.len()
+            );
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let format = match log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => bail!("--log-format {other}: expected text or json"),
+        None => loaded.settings.log_format,
+    };
+    crate::telemetry::init(format, &loaded.settings.log_level);
+    let app = crate::startup::Application::build(loaded).await?;
+    app.run_until_stopped(crate::shutdown::signal()).await?;
+    Ok(0)
+}
+
+async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
+    let src = Source::open(dir)?;
+    match cmd {
+        OrdersCmd::List { state, limit, json } => {
+            let rows: Vec<Value> = match &src {
+                Source::Store(s) => s
+                    .list(state.as_deref(), None, limit)
+                    .await?
+                    .iter()
+                    .map(crate::http::api::order_json)
+                    .collect(),
+                Source::Api { .. } => {
+                    let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
+                    let v = src
+                        .api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}"))
+                        .await?;
+                    v["orders"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<37} {:<18} {:<28} {:>20}  {}",
+                    "ORDER", "STATE", "SOURCE", "AMOUNT", "CUSTOMER"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<37} {:<18} {:<28} {:>16} {}  {}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        format!(
+                            "{}/{}",
+                            r["source"]["connector"].as_str().unwrap_or(""),
+                            r["source"]["external_id"].as_str().unwrap_or("")
+                        ),
+                        r["order"]["amount"]["amount"].as_str().unwrap_or(""),
+                        r["order"]["amount"]["currency"].as_str().unwrap_or(""),
+                        r["order"]["customer"]["name"].as_str().unwrap_or(""),
+                    );
+                }
+                println!("{} order(s)", rows.len());
+            }
+            Ok(0)
+        }
+        OrdersCmd::Show { id, json } => {
+            let oid: OrderId = id.parse()?;
+            let v = match &src {
+                Source::Store(s) => {
+                    let rec = s
+                        .order(oid)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
+                    let mut v = crate::http::api::order_json(&rec);
+                    v["events"] = serde_json::to_value(s.events(oid).await?)?;
+                    v
+                }
+                Source::Api { .. } => {
+                    src.api(reqwest::Method::GET, &format!("/orders/{oid}"))
+                        .await?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("order     {}", v["id"].as_str().unwrap_or(""));
+                println!("state     {}", v["state"].as_str().unwrap_or(""));
+                println!(
+                    "source    {}/{} v{}",
+                    v["source"]["connector"].as_str().unwrap_or(""),
+                    v["source"]["external_id"].as_str().unwrap_or(""),
+                    v["source"]["version"]
+                );
+                println!(
+                    "customer  {}",
+                    v["order"]["customer"]["name"].as_str().unwrap_or("")
+                );
+                println!(
+                    "amount    {} {}",
+                    v["order"]["amount"]["amount"].as_str().unwrap_or(""),
+                    v["order"]["amount"]["currency"].as_str().unwrap_or("")
+                );
+                println!("events:");
+                for e in v["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:>3}  {}  {:<22} -> {:<18} by {}",
+                        e["seq"],
+                        e["at"].as_str().unwrap_or(""),
+                        e["event"]["type"].as_str().unwrap_or(""),
+                        e["state"]["name"].as_str().unwrap_or(""),
+                        actor_text(&e["actor"]),
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn actor_text(a: &Value) -> String {
+    match (a["kind"].as_str(), a["id"].as_str()) {
+        (Some(k), Some(id)) => format!("{k}:{id}"),
+        (Some(k), None) => k.to_owned(),
+        _ => String::new(),
+    }
+}
+
+async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
+    let src = Source::open(dir)?;
+    let v = match &src {
+        Source::Store(s) => {
+            let r = s.verify_audit().await?;
+            serde_json::json!({
+                "orders": r.orders, "events": r.events, "intact": r.broken.is_none(),
+                "broken": r.broken.map(|(o, seq, why)| serde_json::json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
+            })
+        }
+        Source::Api { .. } => src.api(reqwest::Method::GET, "/audit/verify").await?,
+    };
+    if v["intact"].as_bool() == Some(true) {
+        println!(
+            "audit intact: {} orders, {} events verified",
+            v["orders"], v["events"]
+        );
+        Ok(0)
+    } else {
+        let b = &v["broken"];
+        println!(
+            "audit BROKEN at order {} event {}: {}",
+            b["order_id"].as_str().unwrap_or("?"),
+            b["seq"],
+            b["problem"].as_str().unwrap_or("?")
+        );
+        Ok(1)
+    }
+}
+
+async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
+    let src = Source::open(dir)?;
+    let print = |rows: Vec<Value>, json: bool| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(());
+        }
+        println!(
+            "{:<50} {:<28} {:>8}  {:<25} {}",
+            "EFFECT", "CONNECTOR.OPERATION", "ATTEMPTS", "NEXT AT", "LAST ERROR"
+        );
+        for r in &rows {
+            println!(
+                "{:<50} {:<28} {:>8}  {:<25} {}",
+                r["id"].as_str().unwrap_or(""),
+                format!(
+                    "{}.{}",
+                    r["connector"].as_str().unwrap_or(""),
+                    r["operation"].as_str().unwrap_or("")
+                ),
+                r["attempts"],
+                r["next_at"].as_str().unwrap_or(""),
+                r["last_error"].as_str().unwrap_or(""),
+            );
+        }
+        println!("{} effect(s)", rows.len());
+        Ok(())
+    };
+    match cmd {
+        OutboxCmd::List { json } | OutboxCmd::Dead { json } => {
+            let dead = matches!(cmd, OutboxCmd::Dead { .. });
+            let rows: Vec<Value> = match &src {
+                Source::Store(s) => {
+                    let rows = if dead {
+                        s.dead_letters(10_000).await?
+                    } else {
+                        s.pending_effects(10_000).await?
+                    };
+                    rows.iter()
+                        .map(serde_json::to_value)
+                        .collect::<Result<_, _>>()?
+                }
+                Source::Api { .. } => {
+                    let v = src
+                        .api(
+                            reqwest::Method::GET,
+                            if dead {
+                                "/outbox/dead?limit=10000"
+                            } else {
+                                "/outbox?limit=10000"
+                            },
+                        )
+                        .await?;
+                    v["effects"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            print(rows, json)?;
+            Ok(0)
+        }
+        OutboxCmd::Replay { id } => {
+            let eid: EffectId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            match &src {
+                Source::Store(s) => {
+                    s.replay(&eid, Actor::Person(whoami()), chrono::Utc::now())
+                        .await?;
+                }
+                Source::Api { .. } => {
+                    src.api(reqwest::Method::POST, &format!("/outbox/dead/{eid}/replay"))
+                        .await?;
+                }
+            }
+            println!("replayed {eid}: queued for delivery");
+            Ok(0)
+        }
+    }
+}
+
+fn whoami() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}

@@ -1,0 +1,461 @@
+//! The generic `rest` kind: inbound webhooks (Standard Webhooks signatures, a mapping)
+//! and outbound operations (method + path, JSON body, idempotency key header, auth),
+//! driven entirely by TOML.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use toml::Spanned;
+
+use super::signature::StandardWebhooks;
+use super::{
+    BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret,
+};
+use crate::domain::ConnectorId;
+use crate::mapping::Mapping;
+
+type Problems = Vec<(Option<Range<usize>>, String)>;
+
+/// `connectors/<id>.toml` with `kind = "rest"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Always `rest` for this kind.
+    pub kind: String,
+    /// Base URL of outbound calls, e.g. `https://erp.bank.example/api`.
+    pub base_url: Option<Spanned<String>>,
+    /// Time limit of one outbound call, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Most calls in flight to this system at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// How outbound calls authenticate.
+    pub auth: Option<Spanned<AuthFile>>,
+    /// Outbound operations by name; `rules.toml` effects refer to these names.
+    #[serde(default)]
+    pub operations: BTreeMap<String, Spanned<OperationFile>>,
+    /// Inbound webhooks from this system.
+    pub webhook: Option<Spanned<WebhookFile>>,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// `bearer` (token), `api_key` (header + value) or `basic` (username + password).
+    pub kind: String,
+    pub token: Option<Spanned<String>>,
+    pub header: Option<String>,
+    pub value: Option<Spanned<String>>,
+    pub username: Option<String>,
+    pub password: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationFile {
+    /// `POST`, `PUT` or `PATCH`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path under `base_url`; `{order_id}` and `{external_id}` are filled in.
+    pub path: String,
+    /// Header carrying the idempotency key.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// Signature scheme; `standard_webhooks` today.
+    pub signature: String,
+    /// `${ENV_NAME}` or `file:PATH` holding `whsec_…`.
+    pub secret: Spanned<String>,
+    /// Replay window: deliveries whose timestamp is further from now are refused.
+    #[serde(default = "default_tolerance")]
+    pub tolerance_secs: u64,
+    /// The mapping (`mappings/<name>.toml`) applied to payloads.
+    pub mapping: Spanned<String>,
+}
+
+fn default_tolerance() -> u64 {
+    300
+}
+
+enum Auth {
+    None,
+    Bearer(SecretString),
+    ApiKey(HeaderName, SecretString),
+    Basic(String, SecretString),
+}
+
+struct Operation {
+    method: reqwest::Method,
+    path: String,
+    idempotency_header: HeaderName,
+}
+
+/// The outbound half of a `rest` connector.
+pub struct RestPush {
+    id: ConnectorId,
+    client: reqwest::Client,
+    base: Url,
+    auth: Auth,
+    operations: BTreeMap<String, Operation>,
+    permits: Semaphore,
+}
+
+impl Config {
+    /// Validates the file and builds the connector (no network).
+    pub fn build(
+        self,
+        id: &ConnectorId,
+        config_dir: &Path,
+        mappings: &BTreeMap<String, Arc<Mapping>>,
+    ) -> Result<Connector, Problems> {
+        let mut problems: Problems = Vec::new();
+        let webhook = self.webhook.and_then(|w| {
+            let span = w.span();
+            let w = w.into_inner();
+            if w.signature != "standard_webhooks" {
+                problems.push((
+                    Some(span.clone()),
+                    format!(
+                        "webhook signature `{}` is not supported by kind rest (standard_webhooks)",
+                        w.signature
+                    ),
+                ));
+            }
+            let mapping = mappings.get(w.mapping.get_ref()).cloned();
+            if mapping.is_none() {
+                problems.push((
+                    Some(w.mapping.span()),
+                    format!(
+                        "mapping `{}` does not exist (no mappings/{}.toml, or it has errors)",
+                        w.mapping.get_ref(),
+                        w.mapping.get_ref()
+                    ),
+                ));
+            }
+            let verifier = resolve_secret(&w.secret, config_dir)
+                .and_then(|s| {
+                    StandardWebhooks::new(&s, w.tolerance_secs)
+                        .map_err(|e| (Some(w.secret.span()), e))
+                })
+                .map_err(|p| problems.push(p))
+                .ok();
+            Some(Webhook {
+                verifier: verifier?,
+                mapping: mapping?,
+            })
+        });
+
+        let mut operations = BTreeMap::new();
+        for (name, op) in self.operations {
+            let span = op.span();
+            let op = op.into_inner();
+            let method = match op.method.to_ascii_uppercase().as_str() {
+                "POST" => reqwest::Method::POST,
+                "PUT" => reqwest::Method::PUT,
+                "PATCH" => reqwest::Method::PATCH,
+                other => {
+                    problems.push((
+                        Some(span),
+                        format!("operation {name}: method `{other}` is not POST, PUT or PATCH"),
+                    ));
+                    continue;
+                }
+            };
+            let Ok(idempotency_header) = HeaderName::from_bytes(op.idempotency_header.as_bytes())
+            else {
+                problems.push((
+                    Some(span),
+                    format!(
+                        "operation {name}: `{}` is not a header name",
+                        op.idempotency_header
+                    ),
+                ));
+                continue;
+            };
+            if !op.path.starts_with('/') {
+                problems.push((
+                    Some(span),
+                    format!("operation {name}: path must start with `/`"),
+                ));
+                continue;
+            }
+            operations.insert(
+                name,
+                Operation {
+                    method,
+                    path: op.path,
+                    idempotency_header,
+                },
+            );
+        }
+
+        let base = match &self.base_url {
+            None if !operations.is_empty() => {
+                problems.push((None, "operations need a `base_url`".into()));
+                None
+            }
+            None => None,
+            Some(u) => match Url::parse(u.get_ref()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => {
+                    Some(url)
+                }
+                Ok(_) => {
+                    problems.push((
+                        Some(u.span()),
+                        "base_url must be http(s) without credentials (use [auth])".into(),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    problems.push((Some(u.span()), format!("base_url: {e}")));
+                    None
+                }
+            },
+        };
+
+        let auth = match self.auth {
+            None => Auth::None,
+            Some(a) => {
+                let span = a.span();
+                let a = a.into_inner();
+                let mut secret = |v: &Option<Spanned<String>>, what: &str| match v {
+                    None => {
+                        problems.push((
+                            Some(span.clone()),
+                            format!("auth kind {} needs `{what}`", a.kind),
+                        ));
+                        None
+                    }
+                    Some(v) => resolve_secret(v, config_dir)
+                        .map_err(|p| problems.push(p))
+                        .ok(),
+                };
+                match a.kind.as_str() {
+                    "bearer" => secret(&a.token, "token")
+                        .map(Auth::Bearer)
+                        .unwrap_or(Auth::None),
+                    "api_key" => {
+                        let value = secret(&a.value, "value");
+                        match a
+                            .header
+                            .as_deref()
+                            .map(|h| HeaderName::from_bytes(h.as_bytes()))
+                        {
+                            Some(Ok(h)) => value.map(|v| Auth::ApiKey(h, v)).unwrap_or(Auth::None),
+                            _ => {
+                                problems.push((
+                                    Some(span.clone()),
+                                    "auth kind api_key needs a valid `header`".into(),
+                                ));
+                                Auth::None
+                            }
+                        }
+                    }
+                    "basic" => {
+                        let password = secret(&a.password, "password");
+                        match (&a.username, password) {
+                            (Some(u), Some(p)) => Auth::Basic(u.clone(), p),
+                            _ => {
+                                problems.push((
+                                    Some(span.clone()),
+                                    "auth kind basic needs `username` and `password`".into(),
+                                ));
+                                Auth::None
+                            }
+                        }
+                    }
+                    other => {
+                        problems.push((
+                            Some(span.clone()),
+                            format!("auth kind `{other}` is not bearer, api_key or basic"),
+                        ));
+                        Auth::None
+                    }
+                }
+            }
+        };
+        if self.timeout_secs == 0 || self.max_concurrency == 0 {
+            problems.push((
+                None,
+                "timeout_secs and max_concurrency must be positive".into(),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let op_names: Vec<String> = operations.keys().cloned().collect();
+        let push: Option<Arc<dyn Push>> = match base {
+            Some(base) if !operations.is_empty() => {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(self.timeout_secs))
+                    .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
+                    .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
+                Some(Arc::new(RestPush {
+                    id: id.clone(),
+                    client,
+                    base,
+                    auth,
+                    operations,
+                    permits: Semaphore::new(self.max_concurrency),
+                }))
+            }
+            _ => None,
+        };
+        Ok(Connector {
+            id: id.clone(),
+            kind: "rest",
+            webhook,
+            push,
+            operations: op_names,
+        })
+    }
+}
+
+impl Push for RestPush {
+    fn perform<'a>(
+        &'a self,
+        effect: Outbound<'a>,
+    ) -> BoxFuture<'a, Result<Receipt, ConnectorError>> {
+        Box::pin(async move {
+            let op =
+                self.operations
+                    .get(effect.operation)
+                    .ok_or_else(|| ConnectorError::Permanent {
+                        message: format!(
+                            "connector {} has no operation `{}`",
+                            self.id, effect.operation
+                        ),
+                    })?;
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore is never closed");
+            let fill = |key: &str| {
+                effect
+                    .body
+                    .get(key)
+                    .and_then(|v| v.as_str())
+                    .map(encode_segment)
+                    .unwrap_or_default()
+            };
+            let path = op
+                .path
+                .replace("{order_id}", &fill("order_id"))
+                .replace("{external_id}", &fill("external_id"));
+            let url = join(&self.base, &path);
+            let mut req = self
+                .client
+                .request(op.method.clone(), url)
+                .json(effect.body)
+                .header(op.idempotency_header.clone(), effect.idempotency_key);
+            req = match &self.auth {
+                Auth::None => req,
+                Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
+                Auth::ApiKey(h, v) => {
+                    let mut hv = HeaderValue::from_str(v.expose_secret()).map_err(|_| {
+                        ConnectorError::Auth {
+                            message: "API key contains characters not allowed in a header".into(),
+                        }
+                    })?;
+                    hv.set_sensitive(true);
+                    req.header(h.clone(), hv)
+                }
+                Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose_secret())),
+            };
+            let resp = req.send().await.map_err(|e| ConnectorError::Retryable {
+                message: describe(&e.without_url()),
+                retry_after: None,
+            })?;
+            classify(resp).await
+        })
+    }
+}
+
+fn join(base: &Url, path: &str) -> String {
+    format!("{}{}", base.as_str().trim_end_matches('/'), path)
+}
+
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{what}: {e}");
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// Maps a response to success or to what the dispatcher should do next.
+pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    let snippet: String = body.chars().take(300).collect();
+    let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
+    match status.as_u16() {
+        200..=299 => Ok(Receipt {
+            status: status.as_u16(),
+            summary: snippet,
+        }),
+        401 | 403 => Err(ConnectorError::Auth { message }),
+        408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable {
+            message,
+            retry_after,
+        }),
+        _ => Err(ConnectorError::Permanent { message }),
+    }
+}

@@ -1,0 +1,185 @@
+//! Identifiers: order ids, connector ids, external ids and the external reference
+//! that invariant 4 keys on. All parse; none is a bare `String` past the edge.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("`{0}` is not an order id (expected ord_ followed by 32 hex digits)")]
+    BadOrderId(String),
+    #[error(
+        "connector id `{0}` must be 1-64 characters of a-z, 0-9, `-` or `_`, starting with a letter"
+    )]
+    BadConnectorId(String),
+    #[error("external id must be 1-200 printable characters without control characters")]
+    BadExternalId,
+}
+
+/// Our id of an order: a UUIDv7 (time-ordered, so store keys append), shown as `ord_…`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OrderId(Uuid);
+
+impl OrderId {
+    pub fn new_v7() -> Self {
+        OrderId(Uuid::now_v7())
+    }
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        OrderId(Uuid::from_bytes(b))
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+impl FromStr for OrderId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IdError::BadOrderId(s.chars().take(48).collect());
+        let hex = s.strip_prefix("ord_").ok_or_else(bad)?;
+        if hex.len() != 32 {
+            return Err(bad());
+        }
+        Uuid::try_parse(hex).map(OrderId).map_err(|_| bad())
+    }
+}
+impl TryFrom<String> for OrderId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+impl From<OrderId> for String {
+    fn from(id: OrderId) -> String {
+        id.to_string()
+    }
+}
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ord_{}", self.0.simple())
+    }
+}
+impl fmt::Debug for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$m:meta])* $name:ident, $check:expr, $err:expr) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+        impl $name {
+            pub fn as_str(&self) -> &str { &self.0 }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let check: fn(&str) -> bool = $check;
+                if check(s) { Ok($name(s.to_owned())) } else { Err($err(s)) }
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, Self::Error> { s.parse() }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String { id.0 }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(&self.0) }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { write!(f, "{:?}", self.0) }
+        }
+    };
+}
+
+string_id!(
+    /// The id of a connector instance: the file stem of `connectors/<id>.toml`.
+    ConnectorId,
+    |s| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    },
+    |s: &str| IdError::BadConnectorId(s.chars().take(64).collect())
+);
+
+string_id!(
+    /// The id an external system gives its record (a CRM deal id, an ERP order name).
+    ExternalId,
+    |s| !s.is_empty() && s.chars().count() <= 200 && !s.chars().any(char::is_control),
+    |_s: &str| IdError::BadExternalId
+);
+
+/// Invariant 4's key: one order per (connector, external id).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct ExternalRef {
+    pub connector: ConnectorId,
+    pub id: ExternalId,
+}
+
+impl ExternalRef {
+    /// Store key: connector, a NUL (never in a connector id), the external id.
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.connector.as_str().len() + 1 + self.id.as_str().len());
+        k.extend_from_slice(self.connector.as_str().as_bytes());
+        k.push(0);
+        k.extend_from_slice(self.id.as_str().as_bytes());
+        k
+    }
+}
+
+impl fmt::Display for ExternalRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.connector, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn connector_ids() {
+        assert!("demo-crm".parse::<ConnectorId>().is_ok());
+        for bad in ["", "Demo", "1crm", "a b", "a/b", "ü"] {
+            assert!(bad.parse::<ConnectorId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn external_ids_accept_chinese_and_reject_control() {
+        assert!("订单-10042".parse::<ExternalId>().is_ok());
+        assert!("a\nb".parse::<ExternalId>().is_err());
+        assert!("".parse::<ExternalId>().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn order_id_round_trips(b in any::<[u8; 16]>()) {
+            let id = OrderId::from_bytes(b);
+            prop_assert_eq!(id.to_string().parse::<OrderId>().unwrap(), id);
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<OrderId>(&json).unwrap(), id);
+        }
+
+        #[test]
+        fn order_id_parser_never_panics(s in "\\PC{0,60}") { let _ = s.parse::<OrderId>(); }
+
+        #[test]
+        fn external_id_round_trips(s in "[^\\p{Cc}]{1,100}") {
+            let id: ExternalId = s.parse().unwrap();
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<ExternalId>(&json).unwrap(), id);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Money: a decimal amount with an ISO 4217 currency. Never a float.
+//!
+//! `Money` parses from `"1250000.00"` plus a currency, serialises amounts as strings
+//! so no JSON or TOML reader can turn them into floats, and refuses to mix currencies.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Largest number of decimal places we accept (ISO 4217 minor units top out at 4).
+pub const MAX_SCALE: u32 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("`{0}` is not an ISO 4217 currency code (three upper-case letters)")]
+    UnknownCurrency(String),
+    #[error("`{0}` is not a decimal amount")]
+    NotADecimal(String),
+    #[error("amount {0} has more than {MAX_SCALE} decimal places")]
+    TooPrecise(Decimal),
+    #[error("amount {0} is negative")]
+    Negative(Decimal),
+    #[error("cannot combine {0} with {1}")]
+    CurrencyMismatch(CurrencyCode, CurrencyCode),
+    #[error("amount overflow")]
+    Overflow,
+}
+
+/// ISO 4217 alphabetic code, upper case.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CurrencyCode([u8; 3]);
+
+impl CurrencyCode {
+    pub fn as_str(&self) -> &str {
+        // Invariant: only ASCII upper-case letters get in (see `from_str`).
+        std::str::from_utf8(&self.0).expect("currency code is ASCII")
+    }
+}
+
+impl FromStr for CurrencyCode {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() == 3 && b.iter().all(u8::is_ascii_uppercase) {
+            Ok(CurrencyCode([b[0], b[1], b[2]]))
+        } else {
+            Err(MoneyError::UnknownCurrency(s.chars().take(16).collect()))
+        }
+    }
+}
+impl TryFrom<String> for CurrencyCode {
+    type Error = MoneyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+impl From<CurrencyCode> for String {
+    fn from(c: CurrencyCode) -> String {
+        c.as_str().to_owned()
+    }
+}
+impl fmt::Display for CurrencyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl fmt::Debug for CurrencyCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CurrencyCode({})", self.as_str())
+    }
+}
+
+/// A non-negative amount in one currency.
+///
+/// ```
+/// use orderbridge::domain::Money;
+/// let m = Money::parse("1250000.00", "CNY").unwrap();
+/// assert_eq!(m.to_string(), "1250000.00 CNY");
+/// assert!(Money::parse("1.5", "cny").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(try_from = "RawMoney", into = "RawMoney")]
+pub struct Money {
+    amount: Decimal,
+    currency: CurrencyCode,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMoney {
+    amount: String,
+    currency: String,
+}
+
+impl TryFrom<RawMoney> for Money {
+    type Error = MoneyError;
+    fn try_from(r: RawMoney) -> Result<Self, Self::Error> {
+        Money::parse(&r.amount, &r.currency)
+    }
+}
+impl From<Money> for RawMoney {
+    fn from(m: Money) -> RawMoney {
+        RawMoney {
+            amount: m.amount.to_string(),
+            currency: m.currency.to_string(),
+        }
+    }
+}
+
+impl Money {
+    /// # Errors
+    /// `Negative` or `TooPrecise` when the amount is outside what an order may carry.
+    pub fn new(amount: Decimal, currency: CurrencyCode) -> Result<Self, MoneyError> {
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(MoneyError::Negative(amount));
+        }
+        if amount.scale() > MAX_SCALE {
+            return Err(MoneyError::TooPrecise(amount));
+        }
+        Ok(Money { amount, currency })
+    }
+
+    /// Parses a plain decimal string (`"1250000.00"`, no exponent, no grouping).
+    pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
+        let currency = currency.parse()?;
+        Money::new(parse_decimal(amount)?, currency)
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+    pub fn currency(&self) -> CurrencyCode {
+        self.currency
+    }
+
+    pub fn checked_add(&self, rhs: &Money) -> Result<Money, MoneyError> {
+        if self.currency != rhs.currency {
+            return Err(MoneyError::CurrencyMismatch(self.currency, rhs.currency));
+        }
+        let sum = self
+            .amount
+            .checked_add(rhs.amount)
+            .ok_or(MoneyError::Overflow)?;
+        Money::new(sum, self.currency)
+    }
+
+    /// Compares two amounts of the same currency; `None` when currencies differ.
+    pub fn partial_cmp_same(&self, rhs: &Money) -> Option<std::cmp::Ordering> {
+        (self.currency == rhs.currency).then(|| self.amount.cmp(&rhs.amount))
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+/// Strict decimal parsing: digits, one optional dot, optional leading minus. No
+/// exponents, no thousands separators, no surrounding blanks.
+pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.trim_start_matches('-')
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.')
+        && s.matches('.').count() <= 1
+        && s.trim_start_matches('-')
+            .chars()
+            .any(|c| c.is_ascii_digit())
+        && !s[1..].contains('-');
+    if !ok {
+        return Err(MoneyError::NotADecimal(s.chars().take(40).collect()));
+    }
+    Decimal::from_str(s).map_err(|_| MoneyError::NotADecimal(s.chars().take(40).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rejects_bad_currency_and_amounts() {
+        for c in ["cny", "CN", "CNYY", "C1Y", "", "人民币"] {
+            assert!(c.parse::<CurrencyCode>().is_err(), "{c}");
+        }
+        for a in [
+            "", "1e5", "1,000.00", " 1", "--1", "1.2.3", "0.00001", "-5", ".", "1-",
+        ] {
+            assert!(Money::parse(a, "CNY").is_err(), "{a}");
+        }
+    }
+
+    #[test]
+    fn refuses_to_mix_currencies() {
+        let a = Money::parse("1.00", "CNY").unwrap();
+        let b = Money::parse("1.00", "USD").unwrap();
+        assert!(matches!(
+            a.checked_add(&b),
+            Err(MoneyError::CurrencyMismatch(..))
+        ));
+        assert_eq!(a.checked_add(&a).unwrap().to_string(), "2.00 CNY");
+    }
+
+    proptest! {
+        #[test]
+        fn money_round_trips_through_json(units in 0u64..10_000_000_000_000, scale in 0u32..=4, cur in "[A-Z]{3}") {
+            let m = Money::new(Decimal::from_i128_with_scale(units as i128, scale), cur.parse().unwrap()).unwrap();
+            let json = serde_json::to_string(&m).unwrap();
+            let back: Money = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.amount().scale(), scale);
+        }
+
+        #[test]
+        fn decimal_parser_never_panics(s in "\\PC{0,50}") {
+            let _ = parse_decimal(&s);
+        }
+    }
+}

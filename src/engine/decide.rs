@@ -1,0 +1,341 @@
+//! `decide`: the pure heart of the daemon. Given an order, an event, the rules and the
+//! time, it returns the next state, the audit entries and the effects to perform.
+//!
+//! It also runs the automatic steps that follow an event without waiting for anyone
+//! (screening after intake, automatic approval of small orders), so one external
+//! stimulus is one decision and one store transaction. No I/O here (invariant 6).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
+use super::rules::{Rules, Screening};
+use crate::domain::{ConnectorId, Order};
+
+/// One audit entry before the store gives it a sequence number and a hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub event: OrderEvent,
+    /// The state after this event.
+    pub state: OrderState,
+}
+
+/// An outbound effect, as data. The store gives it an id and an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectSpec {
+    pub connector: ConnectorId,
+    pub operation: String,
+    /// The state whose entry caused it (for the audit and metrics).
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub next: OrderState,
+    pub audit: Vec<AuditEntry>,
+    pub effects: Vec<EffectSpec>,
+}
+
+/// Applies `event` to an order in `state`, then every automatic step that follows.
+///
+/// # Errors
+/// `IllegalTransition` when `event` is not allowed in `state`; nothing is decided then.
+pub fn decide(
+    state: &OrderState,
+    order: &Order,
+    actor: Actor,
+    event: OrderEvent,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<Decision, IllegalTransition> {
+    let mut d = Decision {
+        next: state.clone(),
+        audit: Vec::new(),
+        effects: Vec::new(),
+    };
+    d.apply(actor, event, rules, now)?;
+    d.run_automatic(order, rules, now)?;
+    Ok(d)
+}
+
+/// The decision for a brand-new order: the `Received` entry, then the automatic steps.
+pub fn decide_new(
+    order: &Order,
+    actor: Actor,
+    received: OrderEvent,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Result<Decision, IllegalTransition> {
+    if !matches!(received, OrderEvent::Received { .. }) {
+        return Err(IllegalTransition {
+            state: "new",
+            event: received.name(),
+        });
+    }
+    let next = OrderState::Received;
+    let effects = effects_on_entering(&next, rules);
+    let mut d = Decision {
+        audit: vec![AuditEntry {
+            at: now,
+            actor,
+            event: received,
+            state: next.clone(),
+        }],
+        next,
+        effects,
+    };
+    d.run_automatic(order, rules, now)?;
+    Ok(d)
+}
+
+fn effects_on_entering(state: &OrderState, rules: &Rules) -> Vec<EffectSpec> {
+    rules
+        .effects
+        .iter()
+        .filter(|r| r.on_state == state.name())
+        .map(|r| EffectSpec {
+            connector: r.connector.clone(),
+            operation: r.operation.clone(),
+            cause: state.name().to_owned(),
+        })
+        .collect()
+}
+
+impl Decision {
+    /// Automatic steps; bounded (at most one screening and one automatic approval).
+    fn run_automatic(
+        &mut self,
+        order: &Order,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        for _ in 0..4 {
+            let follow = match &self.next {
+                OrderState::Received => Some(OrderEvent::ScreeningStarted {
+                    rules_version: rules.version.clone(),
+                }),
+                OrderState::Screening => Some(screening_event(order, rules)),
+                OrderState::AwaitingApproval { level: 1, .. } => {
+                    auto_approval(&self.audit, order, rules)
+                }
+                _ => None,
+            };
+            match follow {
+                Some(ev) => self.apply(Actor::System, ev, rules, now)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
+        let next = self.next.on(&event)?;
+        if next != self.next {
+            self.effects.extend(effects_on_entering(&next, rules));
+        }
+        self.audit.push(AuditEntry {
+            at: now,
+            actor,
+            event,
+            state: next.clone(),
+        });
+        self.next = next;
+        Ok(())
+    }
+}
+
+fn screening_event(order: &Order, rules: &Rules) -> OrderEvent {
+    let rules_version = rules.version.clone();
+    match rules.screen(order) {
+        Screening::Passed => {
+            let route = rules.route(order);
+            OrderEvent::ScreeningPassed {
+                rules_version,
+                chain: route.chain,
+                reason: route.reason,
+            }
+        }
+        Screening::Flagged(fired) => OrderEvent::ScreeningFlagged {
+            rules_version,
+            fired,
+        },
+        Screening::Rejected(fired) => OrderEvent::ScreeningRejected {
+            rules_version,
+            fired,
+        },
+    }
+}
+
+/// Level 1 is approved automatically when screening just passed with an automatic route.
+fn auto_approval(audit: &[AuditEntry], order: &Order, rules: &Rules) -> Option<OrderEvent> {
+    let just_passed = matches!(
+        audit.last().map(|a| &a.event),
+        Some(OrderEvent::ScreeningPassed { .. })
+    );
+    let route = rules.route(order);
+    match (just_passed, route.auto_on_behalf_of) {
+        (true, Some(role)) => Some(OrderEvent::Approved {
+            level: 1,
+            role: role.clone(),
+            comment: format!("automatic approval: {}", route.reason),
+            on_behalf_of: Some(role),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Money;
+    use crate::engine::lifecycle::Severity;
+    use crate::engine::rules::{ApprovalLevel, ApprovalRules, Check, EffectRule, ScreeningRule};
+
+    pub(crate) fn sample_order(amount: &str) -> Order {
+        serde_json::from_value(serde_json::json!({
+            "customer": {"id": "C-778", "name": "张伟", "kind": "individual",
+                "id_document": {"type": "cn_resident_id", "number": "11010519491231002X"},
+                "credit_rating": "A", "kyc_verified": true, "email": "zhang.wei@example.com"},
+            "product": {"type": "wealth_management", "code": "WM-STABLE-12M"},
+            "need": "客户希望配置稳健型理财产品，期限一年",
+            "amount": {"amount": amount, "currency": "CNY"},
+            "term_months": 12
+        }))
+        .unwrap()
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            version: "test-1".into(),
+            screening: vec![
+                ScreeningRule {
+                    id: "KYC".into(),
+                    severity: Severity::Flag,
+                    message: "kyc".into(),
+                    check: Check::KycVerified,
+                },
+                ScreeningRule {
+                    id: "ID".into(),
+                    severity: Severity::Flag,
+                    message: "id".into(),
+                    check: Check::IdDocumentValid,
+                },
+                ScreeningRule {
+                    id: "CREDIT".into(),
+                    severity: Severity::Reject,
+                    message: "credit".into(),
+                    check: Check::MinCreditRating {
+                        floor: crate::domain::CreditRating::Bbb,
+                    },
+                },
+            ],
+            approval: ApprovalRules {
+                auto_approve_up_to: Some(Money::parse("100000.00", "CNY").unwrap()),
+                auto_role: "line_supervisor".into(),
+                levels: vec![
+                    ApprovalLevel {
+                        role: "line_supervisor".into(),
+                        above: None,
+                    },
+                    ApprovalLevel {
+                        role: "branch_manager".into(),
+                        above: Some(Money::parse("1000000", "CNY").unwrap()),
+                    },
+                ],
+            },
+            effects: vec![EffectRule {
+                on_state: "approved".into(),
+                connector: "erp".parse().unwrap(),
+                operation: "create".into(),
+            }],
+        }
+    }
+
+    fn received() -> OrderEvent {
+        OrderEvent::Received {
+            connector: "crm".into(),
+            external_id: "D-1".into(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn small_order_is_screened_and_auto_approved_with_its_effect() {
+        let d = decide_new(
+            &sample_order("5000.00"),
+            Actor::Connector("crm".into()),
+            received(),
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(d.next, OrderState::Approved);
+        let names: Vec<_> = d.audit.iter().map(|a| a.event.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "received",
+                "screening_started",
+                "screening_passed",
+                "approved"
+            ]
+        );
+        assert!(
+            matches!(&d.audit[3].event, OrderEvent::Approved { on_behalf_of: Some(r), .. } if r == "line_supervisor")
+        );
+        assert_eq!(d.effects.len(), 1);
+        assert_eq!(d.effects[0].operation, "create");
+    }
+
+    #[test]
+    fn large_order_waits_for_two_levels() {
+        let d = decide_new(
+            &sample_order("1250000.00"),
+            Actor::System,
+            received(),
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(d.next, OrderState::AwaitingApproval { level: 1, of: 2 });
+        assert!(d.effects.is_empty());
+    }
+
+    #[test]
+    fn failing_rules_flag_or_reject_and_record_which_fired() {
+        let mut o = sample_order("5000.00");
+        o.customer.kyc_verified = false;
+        let d = decide_new(&o, Actor::System, received(), &rules(), Utc::now()).unwrap();
+        assert_eq!(d.next, OrderState::Flagged);
+        assert!(
+            matches!(&d.audit.last().unwrap().event, OrderEvent::ScreeningFlagged { fired, .. } if fired[0].rule_id == "KYC")
+        );
+
+        o.customer.credit_rating = Some(crate::domain::CreditRating::B);
+        let d = decide_new(&o, Actor::System, received(), &rules(), Utc::now()).unwrap();
+        assert_eq!(d.next, OrderState::Rejected);
+    }
+
+    #[test]
+    fn illegal_event_decides_nothing() {
+        let err = decide(
+            &OrderState::Approved,
+            &sample_order("1.00"),
+            Actor::System,
+            OrderEvent::Closed,
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.state, "approved");
+        assert_eq!(err.event, "closed");
+    }
+}

@@ -1,0 +1,754 @@
+//! The order lifecycle: states, events and the one function that moves between them.
+//!
+//! `OrderState::on` lists every legal (state, event) pair; anything else is an
+//! `IllegalTransition` naming both. No I/O, no clock: see `decide` for the wrapper.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Money;
+
+/// Who caused an event: the daemon itself, a person, or an external system.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    System,
+    Person(String),
+    Connector(String),
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::System => f.write_str("system"),
+            Actor::Person(p) => write!(f, "person:{p}"),
+            Actor::Connector(c) => write!(f, "connector:{c}"),
+        }
+    }
+}
+
+/// Outcome of one screening rule that fired.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RuleHit {
+    pub rule_id: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Manual review by an operator.
+    Flag,
+    /// The order is rejected outright.
+    Reject,
+}
+
+/// Where an order stands. Data that belongs to one state lives in its variant.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum OrderState {
+    Received,
+    Screening,
+    Flagged,
+    ManualReview,
+    /// Waiting for approval level `level` (1-based) of `of`.
+    AwaitingApproval {
+        level: u8,
+        of: u8,
+    },
+    Approved,
+    Rejected,
+    Executing,
+    Delivered,
+    Accepted,
+    /// A problem during `during`; resolving it returns there.
+    Exception {
+        during: Stage,
+    },
+    Invoiced,
+    Overdue,
+    Paid,
+    Closed,
+    Archived,
+    Cancelled,
+}
+
+/// The stage an exception interrupted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Executing,
+    Delivered,
+    Invoiced,
+}
+
+/// Names of every state, as used in `?state=` filters, metrics and the state index.
+pub const STATE_NAMES: &[&str] = &[
+    "received",
+    "screening",
+    "flagged",
+    "manual_review",
+    "awaiting_approval",
+    "approved",
+    "rejected",
+    "executing",
+    "delivered",
+    "accepted",
+    "exception",
+    "invoiced",
+    "overdue",
+    "paid",
+    "closed",
+    "archived",
+    "cancelled",
+];
+
+impl OrderState {
+    pub fn name(&self) -> &'static str {
+        use OrderState as S;
+        match self {
+            S::Received => "received",
+            S::Screening => "screening",
+            S::Flagged => "flagged",
+            S::ManualReview => "manual_review",
+            S::AwaitingApproval { .. } => "awaiting_approval",
+            S::Approved => "approved",
+            S::Rejected => "rejected",
+            S::Executing => "executing",
+            S::Delivered => "delivered",
+            S::Accepted => "accepted",
+            S::Exception { .. } => "exception",
+            S::Invoiced => "invoiced",
+            S::Overdue => "overdue",
+            S::Paid => "paid",
+            S::Closed => "closed",
+            S::Archived => "archived",
+            S::Cancelled => "cancelled",
+        }
+    }
+
+    /// States in which the source system may still change the order's data.
+    pub fn accepts_amendments(&self) -> bool {
+        use OrderState as S;
+        matches!(
+            self,
+            S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. }
+        )
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            OrderState::Rejected | OrderState::Archived | OrderState::Cancelled
+        )
+    }
+
+    /// The only place a state changes.
+    ///
+    /// # Errors
+    /// `IllegalTransition` naming the state and the event when the pair is not listed.
+    pub fn on(&self, ev: &OrderEvent) -> Result<OrderState, IllegalTransition> {
+        use OrderEvent as E;
+        use OrderState as S;
+        Ok(match (self, ev) {
+            // Bookkeeping events are legal everywhere and change nothing.
+            (
+                s,
+                E::EffectSucceeded { .. } | E::EffectDeadLettered { .. } | E::EffectReplayed { .. },
+            ) => s.clone(),
+
+            (S::Received, E::ScreeningStarted { .. }) => S::Screening,
+            (S::Screening, E::ScreeningPassed { chain, .. }) => awaiting(chain.len()),
+            (S::Screening, E::ScreeningFlagged { .. }) => S::Flagged,
+            (S::Screening, E::ScreeningRejected { .. }) => S::Rejected,
+            (s, E::Amended { .. }) if s.accepts_amendments() => S::Received,
+
+            (S::Flagged, E::ReviewStarted { .. }) => S::ManualReview,
+            (S::ManualReview, E::ReviewReturned { .. }) => S::Flagged,
+            (S::Flagged | S::ManualReview, E::ReviewReleased { chain, .. }) => {
+                awaiting(chain.len())
+            }
+            (S::Flagged | S::ManualReview, E::ReviewRejected { .. }) => S::Rejected,
+
+            (S::AwaitingApproval { level, of }, E::Approved { level: l, .. })
+                if l == level && level < of =>
+            {
+                S::AwaitingApproval {
+                    level: level + 1,
+                    of: *of,
+                }
+            }
+            (S::AwaitingApproval { level, .. }, E::Approved { level: l, .. }) if l == level => {
+                S::Approved
+            }
+            (S::AwaitingApproval { level, .. }, E::ApprovalDeclined { level: l, .. })
+                if l == level =>
+            {
+                S::Rejected
+            }
+
+            (S::Approved, E::ExecutionStarted) => S::Executing,
+            (S::Executing, E::DeliveryRecorded { .. }) => S::Delivered,
+            (S::Delivered, E::AcceptanceConfirmed { .. }) => S::Accepted,
+            (S::Executing, E::ExceptionOpened { .. }) => S::Exception {
+                during: Stage::Executing,
+            },
+            (S::Delivered, E::ExceptionOpened { .. }) => S::Exception {
+                during: Stage::Delivered,
+            },
+            (S::Invoiced | S::Overdue, E::ExceptionOpened { .. }) => S::Exception {
+                during: Stage::Invoiced,
+            },
+            (S::Exception { during }, E::ExceptionResolved { .. }) => match during {
+                Stage::Executing => S::Executing,
+                Stage::Delivered => S::Delivered,
+                Stage::Invoiced => S::Invoiced,
+            },
+            (S::Accepted, E::InvoiceIssued { .. }) => S::Invoiced,
+            (S::Invoiced | S::Overdue, E::PaymentReceived { settled: true, .. }) => S::Paid,
+            (S::Invoiced, E::PaymentReceived { settled: false, .. }) => S::Invoiced,
+            (S::Overdue, E::PaymentReceived { settled: false, .. }) => S::Overdue,
+            (S::Invoiced, E::PaymentOverdue) => S::Overdue,
+            (S::Paid, E::Closed) => S::Closed,
+            (S::Closed, E::Archived) => S::Archived,
+            (S::Rejected | S::Cancelled, E::Archived) => S::Archived,
+
+            (s, E::Cancelled { .. }) if !s.is_terminal() && !matches!(s, S::Paid | S::Closed) => {
+                S::Cancelled
+            }
+
+            (s, e) => {
+                return Err(IllegalTransition {
+                    state: s.name(),
+                    event: e.name(),
+                });
+            }
+        })
+    }
+}
+
+fn awaiting(levels: usize) -> OrderState {
+    if levels == 0 {
+        OrderState::Approved
+    } else {
+        OrderState::AwaitingApproval {
+            level: 1,
+            of: u8::try_from(levels).unwrap_or(u8::MAX),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("event `{event}` is not allowed in state `{state}`")]
+pub struct IllegalTransition {
+    pub state: &'static str,
+    pub event: &'static str,
+}
+
+/// Something that happened to an order. Past tense; each is one audit entry.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OrderEvent {
+    /// First delivery of an external record.
+    Received {
+        connector: String,
+        external_id: String,
+        version: u64,
+    },
+    /// A newer version of the external record replaced the order's data.
+    Amended {
+        version: u64,
+        changed: Vec<String>,
+    },
+    ScreeningStarted {
+        rules_version: String,
+    },
+    /// Every rule passed (or only informational ones fired); `chain` is the approval route.
+    ScreeningPassed {
+        rules_version: String,
+        chain: Vec<String>,
+        reason: String,
+    },
+    ScreeningFlagged {
+        rules_version: String,
+        fired: Vec<RuleHit>,
+    },
+    ScreeningRejected {
+        rules_version: String,
+        fired: Vec<RuleHit>,
+    },
+    ReviewStarted {
+        comment: String,
+    },
+    ReviewReturned {
+        comment: String,
+    },
+    ReviewReleased {
+        comment: String,
+        chain: Vec<String>,
+    },
+    ReviewRejected {
+        comment: String,
+    },
+    /// `on_behalf_of` is set for automatic approvals (recorded as the role they stand in for).
+    Approved {
+        level: u8,
+        role: String,
+        comment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_behalf_of: Option<String>,
+    },
+    ApprovalDeclined {
+        level: u8,
+        role: String,
+        comment: String,
+    },
+    ExecutionStarted,
+    DeliveryRecorded {
+        note: String,
+    },
+    AcceptanceConfirmed {
+        note: String,
+    },
+    ExceptionOpened {
+        reason: String,
+    },
+    ExceptionResolved {
+        resolution: String,
+    },
+    InvoiceIssued {
+        number: String,
+        amount: Money,
+    },
+    PaymentReceived {
+        amount: Money,
+        settled: bool,
+    },
+    PaymentOverdue,
+    Closed,
+    Archived,
+    Cancelled {
+        reason: String,
+    },
+    EffectSucceeded {
+        effect_id: String,
+        effect: String,
+        attempts: u32,
+        receipt: String,
+    },
+    EffectDeadLettered {
+        effect_id: String,
+        effect: String,
+        attempts: u32,
+        error: String,
+    },
+    EffectReplayed {
+        effect_id: String,
+        effect: String,
+    },
+}
+
+impl OrderEvent {
+    pub fn name(&self) -> &'static str {
+        use OrderEvent as E;
+        match self {
+            E::Received { .. } => "received",
+            E::Amended { .. } => "amended",
+            E::ScreeningStarted { .. } => "screening_started",
+            E::ScreeningPassed { .. } => "screening_passed",
+            E::ScreeningFlagged { .. } => "screening_flagged",
+            E::ScreeningRejected { .. } => "screening_rejected",
+            E::ReviewStarted { .. } => "review_started",
+            E::ReviewReturned { .. } => "review_returned",
+            E::ReviewReleased { .. } => "review_released",
+            E::ReviewRejected { .. } => "review_rejected",
+            E::Approved { .. } => "approved",
+            E::ApprovalDeclined { .. } => "approval_declined",
+            E::ExecutionStarted => "execution_started",
+            E::DeliveryRecorded { .. } => "delivery_recorded",
+            E::AcceptanceConfirmed { .. } => "acceptance_confirmed",
+            E::ExceptionOpened { .. } => "exception_opened",
+            E::ExceptionResolved { .. } => "exception_resolved",
+            E::InvoiceIssued { .. } => "invoice_issued",
+            E::PaymentReceived { .. } => "payment_received",
+            E::PaymentOverdue => "payment_overdue",
+            E::Closed => "closed",
+            E::Archived => "archived",
+            E::Cancelled { .. } => "cancelled",
+            E::EffectSucceeded { .. } => "effect_succeeded",
+            E::EffectDeadLettered { .. } => "effect_dead_lettered",
+            E::EffectReplayed { .. } => "effect_replayed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderEvent as E;
+    use OrderState as S;
+    use proptest::prelude::*;
+
+    fn money() -> Money {
+        Money::parse("10.00", "CNY").unwrap()
+    }
+
+    fn chain(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("role{i}")).collect()
+    }
+
+    fn approved(level: u8) -> OrderEvent {
+        E::Approved {
+            level,
+            role: "r".into(),
+            comment: String::new(),
+            on_behalf_of: None,
+        }
+    }
+
+    #[test]
+    fn every_legal_pair() {
+        let rv = || "v1".to_owned();
+        let table: Vec<(OrderState, OrderEvent, OrderState)> = vec![
+            (
+                S::Received,
+                E::ScreeningStarted {
+                    rules_version: rv(),
+                },
+                S::Screening,
+            ),
+            (
+                S::Screening,
+                E::ScreeningPassed {
+                    rules_version: rv(),
+                    chain: chain(2),
+                    reason: String::new(),
+                },
+                S::AwaitingApproval { level: 1, of: 2 },
+            ),
+            (
+                S::Screening,
+                E::ScreeningPassed {
+                    rules_version: rv(),
+                    chain: vec![],
+                    reason: String::new(),
+                },
+                S::Approved,
+            ),
+            (
+                S::Screening,
+                E::ScreeningFlagged {
+                    rules_version: rv(),
+                    fired: vec![],
+                },
+                S::Flagged,
+            ),
+            (
+                S::Screening,
+                E::ScreeningRejected {
+                    rules_version: rv(),
+                    fired: vec![],
+                },
+                S::Rejected,
+            ),
+            (
+                S::Flagged,
+                E::Amended {
+                    version: 2,
+                    changed: vec![],
+                },
+                S::Received,
+            ),
+            (
+                S::AwaitingApproval { level: 2, of: 3 },
+                E::Amended {
+                    version: 2,
+                    changed: vec![],
+                },
+                S::Received,
+            ),
+            (
+                S::Flagged,
+                E::ReviewStarted {
+                    comment: String::new(),
+                },
+                S::ManualReview,
+            ),
+            (
+                S::ManualReview,
+                E::ReviewReturned {
+                    comment: String::new(),
+                },
+                S::Flagged,
+            ),
+            (
+                S::ManualReview,
+                E::ReviewReleased {
+                    comment: String::new(),
+                    chain: chain(1),
+                },
+                S::AwaitingApproval { level: 1, of: 1 },
+            ),
+            (
+                S::Flagged,
+                E::ReviewRejected {
+                    comment: String::new(),
+                },
+                S::Rejected,
+            ),
+            (
+                S::AwaitingApproval { level: 1, of: 2 },
+                approved(1),
+                S::AwaitingApproval { level: 2, of: 2 },
+            ),
+            (
+                S::AwaitingApproval { level: 2, of: 2 },
+                approved(2),
+                S::Approved,
+            ),
+            (
+                S::AwaitingApproval { level: 1, of: 2 },
+                E::ApprovalDeclined {
+                    level: 1,
+                    role: "r".into(),
+                    comment: String::new(),
+                },
+                S::Rejected,
+            ),
+            (S::Approved, E::ExecutionStarted, S::Executing),
+            (
+                S::Executing,
+                E::DeliveryRecorded {
+                    note: String::new(),
+                },
+                S::Delivered,
+            ),
+            (
+                S::Delivered,
+                E::AcceptanceConfirmed {
+                    note: String::new(),
+                },
+                S::Accepted,
+            ),
+            (
+                S::Delivered,
+                E::ExceptionOpened {
+                    reason: String::new(),
+                },
+                S::Exception {
+                    during: Stage::Delivered,
+                },
+            ),
+            (
+                S::Exception {
+                    during: Stage::Delivered,
+                },
+                E::ExceptionResolved {
+                    resolution: String::new(),
+                },
+                S::Delivered,
+            ),
+            (
+                S::Accepted,
+                E::InvoiceIssued {
+                    number: "INV-1".into(),
+                    amount: money(),
+                },
+                S::Invoiced,
+            ),
+            (
+                S::Invoiced,
+                E::PaymentReceived {
+                    amount: money(),
+                    settled: false,
+                },
+                S::Invoiced,
+            ),
+            (S::Invoiced, E::PaymentOverdue, S::Overdue),
+            (
+                S::Overdue,
+                E::PaymentReceived {
+                    amount: money(),
+                    settled: true,
+                },
+                S::Paid,
+            ),
+            (S::Paid, E::Closed, S::Closed),
+            (S::Closed, E::Archived, S::Archived),
+            (
+                S::Executing,
+                E::Cancelled {
+                    reason: String::new(),
+                },
+                S::Cancelled,
+            ),
+            (
+                S::Paid,
+                E::EffectSucceeded {
+                    effect_id: "e".into(),
+                    effect: "x".into(),
+                    attempts: 1,
+                    receipt: String::new(),
+                },
+                S::Paid,
+            ),
+        ];
+        for (from, ev, to) in table {
+            assert_eq!(
+                from.on(&ev),
+                Ok(to.clone()),
+                "{} + {}",
+                from.name(),
+                ev.name()
+            );
+        }
+    }
+
+    #[test]
+    fn illegal_pairs_name_state_and_event() {
+        let err = S::Received.on(&E::Closed).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event `closed` is not allowed in state `received`"
+        );
+        // An approval for the wrong level is refused, not applied to the current one.
+        assert!(
+            S::AwaitingApproval { level: 2, of: 3 }
+                .on(&approved(1))
+                .is_err()
+        );
+        assert!(
+            S::Paid
+                .on(&E::Cancelled {
+                    reason: String::new()
+                })
+                .is_err()
+        );
+        assert!(
+            S::Approved
+                .on(&E::Amended {
+                    version: 9,
+                    changed: vec![]
+                })
+                .is_err()
+        );
+    }
+
+    fn any_state() -> impl Strategy<Value = OrderState> {
+        prop_oneof![
+            Just(S::Received),
+            Just(S::Screening),
+            Just(S::Flagged),
+            Just(S::ManualReview),
+            (1u8..5, 1u8..5).prop_map(|(l, o)| S::AwaitingApproval {
+                level: l.min(o),
+                of: o
+            }),
+            Just(S::Approved),
+            Just(S::Rejected),
+            Just(S::Executing),
+            Just(S::Delivered),
+            Just(S::Accepted),
+            Just(S::Exception {
+                during: Stage::Invoiced
+            }),
+            Just(S::Invoiced),
+            Just(S::Overdue),
+            Just(S::Paid),
+            Just(S::Closed),
+            Just(S::Archived),
+            Just(S::Cancelled),
+        ]
+    }
+
+    fn any_event() -> impl Strategy<Value = OrderEvent> {
+        prop_oneof![
+            Just(E::ScreeningStarted {
+                rules_version: "v".into()
+            }),
+            (0usize..4).prop_map(|n| E::ScreeningPassed {
+                rules_version: "v".into(),
+                chain: chain(n),
+                reason: String::new()
+            }),
+            Just(E::ScreeningFlagged {
+                rules_version: "v".into(),
+                fired: vec![]
+            }),
+            Just(E::ScreeningRejected {
+                rules_version: "v".into(),
+                fired: vec![]
+            }),
+            Just(E::Amended {
+                version: 2,
+                changed: vec![]
+            }),
+            Just(E::ReviewStarted {
+                comment: String::new()
+            }),
+            Just(E::ReviewReturned {
+                comment: String::new()
+            }),
+            (0usize..3).prop_map(|n| E::ReviewReleased {
+                comment: String::new(),
+                chain: chain(n)
+            }),
+            Just(E::ReviewRejected {
+                comment: String::new()
+            }),
+            (0u8..6).prop_map(approved),
+            (0u8..6).prop_map(|l| E::ApprovalDeclined {
+                level: l,
+                role: "r".into(),
+                comment: String::new()
+            }),
+            Just(E::ExecutionStarted),
+            Just(E::DeliveryRecorded {
+                note: String::new()
+            }),
+            Just(E::AcceptanceConfirmed {
+                note: String::new()
+            }),
+            Just(E::ExceptionOpened {
+                reason: String::new()
+            }),
+            Just(E::ExceptionResolved {
+                resolution: String::new()
+            }),
+            Just(E::InvoiceIssued {
+                number: "1".into(),
+                amount: money()
+            }),
+            any::<bool>().prop_map(|s| E::PaymentReceived {
+                amount: money(),
+                settled: s
+            }),
+            Just(E::PaymentOverdue),
+            Just(E::Closed),
+            Just(E::Archived),
+            Just(E::Cancelled {
+                reason: String::new()
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_sequences_never_panic_and_stay_in_listed_states(start in any_state(), evs in proptest::collection::vec(any_event(), 0..40)) {
+            let mut s = start;
+            for e in &evs {
+                if let Ok(next) = s.on(e) {
+                    prop_assert!(STATE_NAMES.contains(&next.name()));
+                    if let S::AwaitingApproval { level, of } = next { prop_assert!(level >= 1 && level <= of); }
+                    s = next;
+                }
+            }
+        }
+
+        #[test]
+        fn events_round_trip_through_json(e in any_event()) {
+            let json = serde_json::to_string(&e).unwrap();
+            prop_assert_eq!(serde_json::from_str::<OrderEvent>(&json).unwrap(), e);
+        }
+    }
+}

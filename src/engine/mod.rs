@@ -1,0 +1,10 @@
+//! The engine: lifecycle states and events, rules, and the pure `decide` function.
+//! Never imports `store`, `http`, `connectors` or `workers` (invariant 6).
+
+pub mod decide;
+pub mod lifecycle;
+pub mod rules;
+
+pub use decide::{AuditEntry, Decision, EffectSpec, decide, decide_new};
+pub use lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
+pub use rules::Rules;

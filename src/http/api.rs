@@ -1,0 +1,164 @@
+//! The admin API under `/api`, behind `Authorization: Bearer <admin token>`.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::OrderId;
+use crate::engine::Actor;
+use crate::store::{EffectId, OrderRecord};
+
+pub async fn require_admin(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let Some(expected) = &app.settings.admin_token else {
+        return Err(unauthorized(
+            "the admin API is disabled: set server.admin_token",
+        ));
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
+    if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        return Err(unauthorized("invalid token"));
+    }
+    Ok(next.run(req).await)
+}
+
+fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+    id.parse()
+        .map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
+}
+
+/// The order as the API shows it.
+pub fn order_json(rec: &OrderRecord) -> Value {
+    json!({
+        "id": rec.id.to_string(),
+        "state": rec.state.name(),
+        "state_detail": rec.state,
+        "source": {"connector": rec.source.connector, "external_id": rec.source.id, "version": rec.source_version},
+        "mapping_version": rec.mapping_version,
+        "order": rec.order,
+        "created_at": rec.created_at,
+        "updated_at": rec.updated_at,
+        "events": rec.last_seq,
+        "chain_head": rec.last_hash,
+    })
+}
+
+pub async fn get_order(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let rec = app
+        .store
+        .order(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let events = app.store.events(id).await?;
+    let mut body = order_json(&rec);
+    body["events"] = serde_json::to_value(events).map_err(ApiError::unexpected)?;
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list_orders(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(s) = &q.state
+        && !crate::engine::lifecycle::STATE_NAMES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown state `{s}` (one of: {})",
+            crate::engine::lifecycle::STATE_NAMES.join(", ")
+        ))
+        .with_field("state"));
+    }
+    let after = q.after.as_deref().map(parse_id).transpose()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = app.store.list(q.state.as_deref(), after, limit).await?;
+    let next = if page.len() == limit {
+        page.last().map(|r| r.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({"orders": page.iter().map(order_json).collect::<Vec<_>>(), "next_after": next}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    limit: Option<usize>,
+}
+
+pub async fn list_outbox(
+    State(app): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = app
+        .store
+        .pending_effects(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await?;
+    Ok(Json(json!({ "effects": rows })))
+}
+
+pub async fn list_dead(
+    State(app): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = app
+        .store
+        .dead_letters(q.limit.unwrap_or(100).clamp(1, 10_000))
+        .await?;
+    Ok(Json(json!({ "effects": rows })))
+}
+
+pub async fn replay_dead(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: EffectId = id
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
+    let effect = app
+        .store
+        .replay(&id, Actor::Person("admin-api".into()), app.clock.now())
+        .await?;
+    app.wake_dispatcher();
+    Ok(Json(json!({ "replayed": effect })))
+}
+
+pub async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let r = app.store.verify_audit().await?;
+    Ok(Json(json!({
+        "orders": r.orders,
+        "events": r.events,
+        "intact": r.broken.is_none(),
+        "broken": r.broken.map(|(o, seq, why)| json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
+    })))
+}

@@ -1,0 +1,108 @@
+//! The HTTP surface (axum): webhooks, the admin API, health and metrics.
+//! Handlers translate HTTP to store verbs; they never perform effects (invariant 2).
+
+pub mod api;
+pub mod error;
+pub mod health;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::clock::Clock;
+use crate::connectors::Registry;
+use crate::engine::Rules;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub rules: Arc<Rules>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    /// False until workers run, and again from the start of shutdown.
+    pub ready: Arc<AtomicBool>,
+    /// Wakes the dispatcher when new effects were committed.
+    pub dispatcher_wake: Arc<Notify>,
+    /// Bounds requests in flight (back-pressure, invariant 7).
+    pub in_flight: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn wake_dispatcher(&self) {
+        self.dispatcher_wake.notify_one();
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/orders", get(api::list_orders))
+        .route("/orders/{id}", get(api::get_order))
+        .route("/outbox", get(api::list_outbox))
+        .route("/outbox/dead", get(api::list_dead))
+        .route("/outbox/dead/{id}/replay", post(api::replay_dead))
+        .route("/audit/verify", get(api::verify_audit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            api::require_admin,
+        ));
+    Router::new()
+        // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.
+        .route(
+            "/webhooks/{connector}",
+            post(webhooks::receive).layer(DefaultBodyLimit::disable()),
+        )
+        .nest("/api", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Request id, concurrency bound and time limit for every request.
+async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id);
+    let _permit = match app.in_flight.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let fut = tracing::Instrument::instrument(next.run(req), span);
+    let mut resp = match tokio::time::timeout(app.settings.request_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; if it was a webhook, retry it (delivery is idempotent)",
+        )
+        .into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,190 @@
+//! `POST /webhooks/{connector}`: verify, parse, map, check the order template, then
+//! ingest. The answer is 202 only after the order is durably stored (invariant 1);
+//! every refusal names its reason and writes nothing.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::ExternalRef;
+use crate::metrics::LATENCY_BUCKETS;
+use crate::store::Inbound;
+
+pub async fn receive(
+    State(app): State<AppState>,
+    Path(connector): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let started = Instant::now();
+    let result = receive_inner(&app, &connector, &headers, body).await;
+    let status = match &result {
+        Ok((s, _)) => *s,
+        Err(e) => e.status,
+    };
+    let label = if app.registry.get(&connector).is_some() {
+        connector.as_str()
+    } else {
+        "unknown"
+    };
+    app.metrics.inc(
+        "orderbridge_webhooks_total",
+        &[("connector", label), ("status", status.as_str())],
+    );
+    app.metrics.observe(
+        "orderbridge_webhook_duration_seconds",
+        &[("connector", label)],
+        started.elapsed().as_secs_f64(),
+        LATENCY_BUCKETS,
+    );
+    if let Err(e) = &result
+        && e.status.is_client_error()
+    {
+        tracing::warn!(connector = label, status = e.status.as_u16(), code = e.code, reason = %e.message, "webhook refused");
+    }
+    result
+}
+
+async fn receive_inner(
+    app: &AppState,
+    connector: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let conn = app.registry.get(connector).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_connector",
+            format!("no connector `{}` receives webhooks here", clip(connector)),
+        )
+    })?;
+    let hook = conn.webhook.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_connector",
+            format!("connector `{connector}` has no [webhook] section"),
+        )
+    })?;
+
+    let limit = app.settings.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds the {limit}-byte limit"),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            src = s.source();
+        }
+        ApiError::bad_request(format!("could not read the body: {e}"))
+    })?;
+
+    let now = app.clock.now();
+    hook.verifier
+        .verify(headers, &bytes, now.timestamp())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+
+    let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("body is not JSON: {e}"),
+        )
+    })?;
+
+    let mapped = match hook.mapping.apply(&payload) {
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_order",
+                e.to_string(),
+            )
+            .with_field(e.field));
+        }
+        Ok(Err(skipped)) => {
+            app.metrics.inc(
+                "orderbridge_orders_ingested_total",
+                &[("connector", connector), ("outcome", "skipped")],
+            );
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(
+                    json!({"order_id": null, "state": null, "duplicate": false, "skipped": skipped.reason}),
+                ),
+            ));
+        }
+        Ok(Ok(m)) => m,
+    };
+    if let Some(missing) = app
+        .settings
+        .required_fields
+        .iter()
+        .find(|f| !mapped.order.has_field(f))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_field",
+            format!("the order template requires `{missing}`, which the payload does not provide"),
+        )
+        .with_field(missing.clone()));
+    }
+
+    let inbound = Inbound {
+        source: ExternalRef {
+            connector: conn.id.clone(),
+            id: mapped.external_id,
+        },
+        version: mapped.version,
+        mapping_version: hook.mapping.version.clone(),
+        order: mapped.order,
+    };
+    let ingested = app.store.ingest(inbound, &app.rules, now).await?;
+    let outcome = if ingested.duplicate {
+        "duplicate"
+    } else {
+        "accepted"
+    };
+    app.metrics.inc(
+        "orderbridge_orders_ingested_total",
+        &[("connector", connector), ("outcome", outcome)],
+    );
+    if !ingested.duplicate {
+        app.metrics.inc(
+            "orderbridge_orders_entered_state_total",
+            &[("state", ingested.state.name())],
+        );
+        app.wake_dispatcher();
+    }
+    tracing::debug!(order_id = %ingested.order_id, connector, state = ingested.state.name(), duplicate = ingested.duplicate, "webhook accepted");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "order_id": ingested.order_id.to_string(),
+            "state": ingested.state.name(),
+            "duplicate": ingested.duplicate,
+        })),
+    ))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,29 @@
+//! orderbridge: a sales-order automation daemon for financial-services firms.
+//!
+//! - `domain`: money, ids, the canonical order (pure data).
+//! - `engine`: lifecycle states and events, rules, `decide` (pure).
+//! - `mapping`: declarative payload → canonical order mapping (pure).
+//! - `connectors`: external systems: webhook verification, outbound pushes.
+//! - `store`: the durable, audited store (sled) behind the `Store` trait.
+//! - `workers`: the outbox dispatcher.
+//! - `http`: webhooks, admin API, health, metrics (axum).
+//! - `settings`, `check`, `diagnostics`: configuration loading and validation.
+//! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+
+pub mod bench;
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod connectors;
+pub mod diagnostics;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod mapping;
+pub mod metrics;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod workers;

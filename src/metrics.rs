@@ -1,0 +1,222 @@
+//! Prometheus metrics, kept in-process and rendered as text on `/metrics`.
+//! Names are prefixed `orderbridge_`; label names follow the audit's words
+//! (`connector`, `operation`, `state`, `outcome`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Bucket bounds for latencies, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+const HELP: &[(&str, &str, &str)] = &[
+    (
+        "orderbridge_webhooks_total",
+        "counter",
+        "Webhook deliveries by connector and HTTP status.",
+    ),
+    (
+        "orderbridge_webhook_duration_seconds",
+        "histogram",
+        "Time from request to answer for webhook deliveries, including the durable commit.",
+    ),
+    (
+        "orderbridge_orders_ingested_total",
+        "counter",
+        "Inbound orders by connector and outcome (new, amended, duplicate, skipped).",
+    ),
+    (
+        "orderbridge_orders_entered_state_total",
+        "counter",
+        "Orders that ended an intake step in each state.",
+    ),
+    (
+        "orderbridge_effect_attempts_total",
+        "counter",
+        "Outbound effect attempts by connector, operation and outcome (success, retry, dead).",
+    ),
+    (
+        "orderbridge_effect_duration_seconds",
+        "histogram",
+        "Duration of outbound effect attempts.",
+    ),
+    (
+        "orderbridge_commit_batch_size",
+        "histogram",
+        "Writes made durable by one group commit (flush + fsync).",
+    ),
+    (
+        "orderbridge_commit_duration_seconds",
+        "histogram",
+        "Duration of one group commit (flush + fsync).",
+    ),
+    (
+        "orderbridge_outbox_pending",
+        "gauge",
+        "Effects waiting in the outbox (due or backing off).",
+    ),
+    (
+        "orderbridge_dead_letters",
+        "gauge",
+        "Effects that gave up and wait for an operator (`orderbridge outbox replay`).",
+    ),
+    ("orderbridge_build_info", "gauge", "Build information."),
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: Vec<(f64, u64)>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    histograms: Mutex<BTreeMap<(&'static str, String), Histogram>>,
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(s, "{k}=\"{v}\"");
+    }
+    s
+}
+
+impl Metrics {
+    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        let mut c = self.counters.lock().expect("metrics lock");
+        *c.entry((name, labels(pairs))).or_default() += 1;
+    }
+
+    pub fn observe(
+        &self,
+        name: &'static str,
+        pairs: &[(&str, &str)],
+        value: f64,
+        bounds: &'static [f64],
+    ) {
+        let mut h = self.histograms.lock().expect("metrics lock");
+        let e = h.entry((name, labels(pairs))).or_insert_with(|| Histogram {
+            buckets: bounds.iter().map(|b| (*b, 0)).collect(),
+            ..Default::default()
+        });
+        for (b, n) in &mut e.buckets {
+            if value <= *b {
+                *n += 1;
+            }
+        }
+        e.sum += value;
+        e.count += 1;
+    }
+
+    pub fn observe_commit(&self, batch: usize, took: Duration) {
+        self.observe(
+            "orderbridge_commit_batch_size",
+            &[],
+            batch as f64,
+            BATCH_BUCKETS,
+        );
+        self.observe(
+            "orderbridge_commit_duration_seconds",
+            &[],
+            took.as_secs_f64(),
+            LATENCY_BUCKETS,
+        );
+    }
+
+    /// A counter's current value (tests and the CLI read it).
+    pub fn counter(&self, name: &'static str, pairs: &[(&str, &str)]) -> u64 {
+        self.counters
+            .lock()
+            .expect("metrics lock")
+            .get(&(name, labels(pairs)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text exposition, with `gauges` sampled by the caller.
+    pub fn render(&self, gauges: &[(&'static str, f64)]) -> String {
+        let mut out = String::new();
+        let counters = self.counters.lock().expect("metrics lock");
+        let histograms = self.histograms.lock().expect("metrics lock");
+        for (name, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            match *kind {
+                "counter" => {
+                    for ((n, l), v) in counters.iter().filter(|((n, _), _)| n == name) {
+                        let _ = writeln!(out, "{n}{{{l}}} {v}");
+                    }
+                }
+                "histogram" => {
+                    for ((n, l), h) in histograms.iter().filter(|((n, _), _)| n == name) {
+                        let sep = if l.is_empty() { "" } else { "," };
+                        for (b, c) in &h.buckets {
+                            let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{b}\"}} {c}");
+                        }
+                        let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
+                        let _ = writeln!(out, "{n}_sum{{{l}}} {}", h.sum);
+                        let _ = writeln!(out, "{n}_count{{{l}}} {}", h.count);
+                    }
+                }
+                _ if *name == "orderbridge_build_info" => {
+                    let _ = writeln!(out, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+                }
+                _ => {
+                    for (g, v) in gauges.iter().filter(|(g, _)| g == name) {
+                        let _ = writeln!(out, "{g} {v}");
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        m.inc(
+            "orderbridge_webhooks_total",
+            &[("connector", "demo-crm"), ("status", "202")],
+        );
+        m.inc(
+            "orderbridge_webhooks_total",
+            &[("connector", "demo-crm"), ("status", "202")],
+        );
+        m.observe(
+            "orderbridge_webhook_duration_seconds",
+            &[("connector", "demo-crm")],
+            0.003,
+            LATENCY_BUCKETS,
+        );
+        let text = m.render(&[("orderbridge_outbox_pending", 7.0)]);
+        assert!(
+            text.contains("orderbridge_webhooks_total{connector=\"demo-crm\",status=\"202\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.002\"} 0"
+        ));
+        assert!(text.contains("orderbridge_outbox_pending 7"));
+    }
+}

@@ -1,0 +1,129 @@
+//! Wiring only: open the store, bind the listener, build the state, start the
+//! workers, serve until the shutdown future resolves, then drain and flush.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::check::Loaded;
+use crate::clock::Clock;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::store::SledStore;
+use crate::workers::dispatcher::Dispatcher;
+
+/// How long shutdown waits for effects in flight before giving up on them (they stay
+/// in the outbox and run again after restart, with the same idempotency key).
+const GRACE: Duration = Duration::from_secs(10);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Application {
+    pub async fn build(loaded: Loaded) -> anyhow::Result<Application> {
+        Application::build_with_clock(loaded, Clock::system()).await
+    }
+
+    /// Opens the store and binds first, so `address()` is real even for port 0.
+    pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
+        let Loaded {
+            settings,
+            registry,
+            rules,
+            ..
+        } = loaded;
+        let metrics = Arc::new(Metrics::default());
+        let store = SledStore::open(
+            &settings.store_path,
+            settings.cache_capacity_bytes,
+            metrics.clone(),
+        )
+        .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let registry = Arc::new(registry);
+        let wake = Arc::new(Notify::new());
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            registry.clone(),
+            metrics.clone(),
+            settings.dispatcher.clone(),
+            clock.clone(),
+            wake.clone(),
+        );
+        let state = AppState {
+            store,
+            registry,
+            rules: Arc::new(rules),
+            in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            settings: Arc::new(settings),
+            metrics,
+            clock,
+            ready: Arc::new(AtomicBool::new(false)),
+            dispatcher_wake: wake,
+        };
+        Ok(Application {
+            listener,
+            state,
+            dispatcher,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
+    /// lets the dispatcher record what is in flight, and flushes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            dispatcher,
+        } = self;
+        let stop = CancellationToken::new();
+        let workers = tokio::spawn(dispatcher.run(stop.clone()));
+        state.ready.store(true, Ordering::SeqCst);
+        tracing::info!(address = %listener.local_addr()?, "orderbridge listening on http://{}", listener.local_addr()?);
+
+        let ready = state.ready.clone();
+        let app = router(state.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                ready.store(false, Ordering::SeqCst);
+            })
+            .await
+            .context("HTTP server failed")?;
+
+        stop.cancel();
+        if tokio::time::timeout(GRACE, workers).await.is_err() {
+            tracing::warn!(
+                "effects still in flight after {GRACE:?}; they stay in the outbox and run after restart"
+            );
+        }
+        state.store.flush().await.context("final flush")?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! The store: orders, their hash-chained events, the transactional outbox, dead
+//! letters and the indexes, behind `Store`, a trait in domain verbs.
+//!
+//! Every lifecycle step is one transaction (invariants 1, 2, 4, 5) and every write
+//! method returns only after the write is durable (group commit, see `commit.rs`).
+//! `sled_store.rs` is the embedded implementation.
+
+pub mod commit;
+pub mod records;
+pub mod sled_store;
+
+use chrono::{DateTime, Utc};
+
+pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
+pub use sled_store::SledStore;
+
+use crate::connectors::BoxFuture;
+use crate::domain::{ExternalRef, Order, OrderId};
+use crate::engine::{Actor, IllegalTransition, OrderEvent, OrderState, Rules};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("order {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Illegal(#[from] IllegalTransition),
+    /// The order cannot take this change in its state (e.g. an amendment after approval).
+    #[error("{0}")]
+    Conflict(String),
+    /// The data directory is held by another process (a running daemon).
+    #[error("the store at {0} is in use by another process (is the daemon running?)")]
+    Locked(String),
+    #[error(
+        "the store is corrupt: {0}; refusing to go on (restore from backup, never delete data)"
+    )]
+    Corrupt(String),
+    #[error("store I/O failed: {0}")]
+    Io(String),
+}
+
+/// An order as a connector's mapping produced it, ready to ingest.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub source: ExternalRef,
+    pub version: u64,
+    pub mapping_version: String,
+    pub order: Order,
+}
+
+/// What intake did with an inbound order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub order_id: OrderId,
+    pub state: OrderState,
+    /// True when this delivery changed nothing (same or older version).
+    pub duplicate: bool,
+}
+
+/// How an effect attempt ended, as the dispatcher reports it.
+#[derive(Debug, Clone)]
+pub enum EffectOutcome {
+    Done {
+        receipt: String,
+    },
+    /// Try again at `next_at`.
+    Retry {
+        error: String,
+        next_at: DateTime<Utc>,
+    },
+    /// Give up: move to dead letters.
+    Dead {
+        error: String,
+    },
+}
+
+/// Result of `audit verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    pub orders: u64,
+    pub events: u64,
+    /// The first broken chain: order and sequence number, with what is wrong.
+    pub broken: Option<(OrderId, u32, String)>,
+}
+
+pub trait Store: Send + Sync {
+    /// Intake: a new order, an amendment (newer version) or a duplicate; screening and
+    /// automatic steps run in the same transaction. Durable when it returns.
+    fn ingest<'a>(
+        &'a self,
+        inbound: Inbound,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Ingested, StoreError>>;
+
+    /// Applies one event (from a person or an external system) and the automatic steps
+    /// that follow. Durable when it returns.
+    fn apply<'a>(
+        &'a self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
+    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
+    /// A page of orders in id (= arrival) order, optionally in one state, after `after`.
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>>;
+
+    /// Effects due at `now`, oldest due first.
+    fn due_effects(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    fn pending_effects(&self, limit: usize)
+    -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    /// Records an attempt's outcome. Durable when it returns.
+    fn finish_effect<'a>(
+        &'a self,
+        effect: &'a EffectRecord,
+        outcome: EffectOutcome,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Moves a dead letter back to the outbox, due now, attempts reset. Durable when it returns.
+    fn replay<'a>(
+        &'a self,
+        id: &'a EffectId,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<EffectRecord, StoreError>>;
+
+    fn verify_audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>>;
+    /// Counts for metrics: (pending effects, dead letters).
+    fn counts(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>>;
+    /// Makes everything written so far durable (used at shutdown).
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,785 @@
+//! The embedded store on sled 0.34.
+//!
+//! Trees: `orders` (id → row), `events` (id ‖ seq → row), `outbox` (effect key → row),
+//! `outbox_due` (due ms ‖ effect key → ∅), `dead_letter` (effect key → row),
+//! `ext_index` (connector ‖ 0 ‖ external id → order id), `state_index`
+//! (state ‖ 0 ‖ order id → ∅). One lifecycle step is one transaction over these trees;
+//! every decision, row and id is computed before the closure, which only inserts
+//! (sled may run it more than once). Steps on one order are serialised by striped
+//! locks, so the read-decide-write sequence cannot interleave.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use tokio::sync::Mutex;
+
+use super::commit::Committer;
+use super::records::{
+    EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, event_key, state_key,
+};
+use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
+use crate::connectors::BoxFuture;
+use crate::domain::OrderId;
+use crate::engine::{Actor, Decision, OrderEvent, Rules, decide, decide_new};
+use crate::metrics::Metrics;
+
+const STRIPES: usize = 512;
+
+pub struct SledStore {
+    db: sled::Db,
+    dir: PathBuf,
+    orders: sled::Tree,
+    events: sled::Tree,
+    outbox: sled::Tree,
+    outbox_due: sled::Tree,
+    dead: sled::Tree,
+    ext_index: sled::Tree,
+    state_index: sled::Tree,
+    committer: Committer,
+    /// Rows in `outbox` and `dead_letter`, kept current so metrics need no scan.
+    pending: AtomicI64,
+    dead_count: AtomicI64,
+    ext_locks: Vec<Mutex<()>>,
+    order_locks: Vec<Mutex<()>>,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    (h.finish() as usize) % STRIPES
+}
+
+/// Rows one step writes, computed before the transaction.
+#[derive(Default)]
+struct StepRows {
+    order: Option<(OrderId, Vec<u8>)>,
+    events: Vec<([u8; 20], Vec<u8>)>,
+    outbox_put: Vec<([u8; 22], Vec<u8>, [u8; 30])>,
+    outbox_del: Vec<([u8; 22], [u8; 30])>,
+    dead_put: Vec<([u8; 22], Vec<u8>)>,
+    dead_del: Vec<[u8; 22]>,
+    ext: Option<(Vec<u8>, OrderId)>,
+    state_del: Option<Vec<u8>>,
+    state_put: Option<Vec<u8>>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `dir` with a page cache of `cache_bytes`.
+    ///
+    /// # Errors
+    /// `Locked` when another process holds it, `Corrupt` when sled finds damage (we
+    /// never delete data to recover), `Io` otherwise.
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<SledStore>, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref ioe)
+                    if ioe.kind() == std::io::ErrorKind::WouldBlock
+                        || ioe.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                other => io(other),
+            })?;
+        let tree = |n: &str| db.open_tree(n).map_err(io);
+        let store = SledStore {
+            orders: tree("orders")?,
+            events: tree("events")?,
+            outbox: tree("outbox")?,
+            outbox_due: tree("outbox_due")?,
+            dead: tree("dead_letter")?,
+            ext_index: tree("ext_index")?,
+            state_index: tree("state_index")?,
+            committer: Committer::start(db.clone(), dir.to_owned(), metrics),
+            pending: AtomicI64::new(0),
+            dead_count: AtomicI64::new(0),
+            ext_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            order_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            dir: dir.to_owned(),
+            db,
+        };
+        store
+            .pending
+            .store(store.outbox.len() as i64, Ordering::Relaxed);
+        store
+            .dead_count
+            .store(store.dead.len() as i64, Ordering::Relaxed);
+        super::commit::make_durable(&store.db, &store.dir).map_err(StoreError::Io)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(Arc::new(store))
+    }
+
+    fn read_order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
+        match self.orders.get(id.as_bytes()).map_err(io)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&format!("order {id}"), e)),
+        }
+    }
+
+    fn read_effect(tree: &sled::Tree, key: &[u8]) -> Result<Option<EffectRecord>, StoreError> {
+        match tree.get(key).map_err(io)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt("effect", e)),
+        }
+    }
+
+    /// Turns a decision into rows: chained events, effects, the updated order.
+    fn rows_for(
+        &self,
+        mut rec: OrderRecord,
+        decision: Decision,
+        now: DateTime<Utc>,
+        rows: &mut StepRows,
+    ) -> OrderRecord {
+        let is_new = rec.last_seq == 0;
+        let old_state = rec.state.clone();
+        let mut effect_seq = rec.last_seq + 1;
+        for entry in decision.audit {
+            let seq = rec.last_seq + 1;
+            let ev = EventRecord::chained(
+                rec.id,
+                seq,
+                &rec.last_hash,
+                entry.at,
+                entry.actor,
+                entry.event,
+                entry.state,
+            );
+            rec.last_seq = seq;
+            rec.last_hash = ev.hash.clone();
+            rows.events.push((ev.key(), json(&ev)));
+            effect_seq = seq;
+        }
+        rec.state = decision.next;
+        rec.updated_at = now;
+        for (i, spec) in decision.effects.into_iter().enumerate() {
+            let id = EffectId {
+                order_id: rec.id,
+                seq: effect_seq,
+                index: u16::try_from(i).unwrap_or(u16::MAX),
+            };
+            let body = serde_json::json!({
+                "effect_id": id.to_string(),
+                "order_id": rec.id.to_string(),
+                "connector": rec.source.connector.as_str(),
+                "external_id": rec.source.id.as_str(),
+                "operation": spec.operation,
+                "cause": spec.cause,
+                "state": rec.state.name(),
+                "order": rec.order,
+            });
+            let e = EffectRecord {
+                idempotency_key: format!("orderbridge:{id}"),
+                id,
+                connector: spec.connector,
+                operation: spec.operation,
+                cause: spec.cause,
+                body,
+                attempts: 0,
+                next_at: now,
+                created_at: now,
+                last_error: None,
+            };
+            rows.outbox_put.push((id.key(), json(&e), e.due_key()));
+        }
+        if is_new || old_state.name() != rec.state.name() {
+            if !is_new {
+                rows.state_del = Some(state_key(&old_state, rec.id));
+            }
+            rows.state_put = Some(state_key(&rec.state, rec.id));
+        }
+        rows.order = Some((rec.id, json(&rec)));
+        rec
+    }
+
+    /// Writes one step's rows in one transaction, then waits until it is durable.
+    async fn commit(&self, rows: StepRows) -> Result<(), StoreError> {
+        let result = (
+            &self.orders,
+            &self.events,
+            &self.outbox,
+            &self.outbox_due,
+            &self.dead,
+            &self.ext_index,
+            &self.state_index,
+        )
+            .transaction(
+                |(o, e, x, due, dead, ext, st): &(
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                    TransactionalTree,
+                )| {
+                    if let Some((id, row)) = &rows.order {
+                        o.insert(&id.as_bytes()[..], &row[..])?;
+                    }
+                    for (k, v) in &rows.events {
+                        e.insert(&k[..], &v[..])?;
+                    }
+                    for (k, v, d) in &rows.outbox_put {
+                        x.insert(&k[..], &v[..])?;
+                        due.insert(&d[..], &[][..])?;
+                    }
+                    for (k, d) in &rows.outbox_del {
+                        x.remove(&k[..])?;
+                        due.remove(&d[..])?;
+                    }
+                    for (k, v) in &rows.dead_put {
+                        dead.insert(&k[..], &v[..])?;
+                    }
+                    for k in &rows.dead_del {
+                        dead.remove(&k[..])?;
+                    }
+                    if let Some((k, id)) = &rows.ext {
+                        ext.insert(&k[..], &id.as_bytes()[..])?;
+                    }
+                    if let Some(k) = &rows.state_del {
+                        st.remove(&k[..])?;
+                    }
+                    if let Some(k) = &rows.state_put {
+                        st.insert(&k[..], &[][..])?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        match result {
+            Ok(()) => {
+                let delta = |put: usize, del: usize| put as i64 - del as i64;
+                self.pending.fetch_add(
+                    delta(rows.outbox_put.len(), rows.outbox_del.len()),
+                    Ordering::Relaxed,
+                );
+                self.dead_count.fetch_add(
+                    delta(rows.dead_put.len(), rows.dead_del.len()),
+                    Ordering::Relaxed,
+                );
+            }
+            Err(TransactionError::Storage(e)) => return Err(io(e)),
+            Err(TransactionError::Abort(())) => {
+                return Err(StoreError::Io("transaction aborted".into()));
+            }
+        }
+        self.committer.durable().await
+    }
+
+    async fn ingest_inner(
+        &self,
+        inbound: Inbound,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Ingested, StoreError> {
+        let ext_key = inbound.source.key();
+        let _ext_guard = self.ext_locks[stripe(&ext_key)].lock().await;
+        let existing = self.ext_index.get(&ext_key).map_err(io)?;
+        let actor = Actor::Connector(inbound.source.connector.to_string());
+        let Some(id_bytes) = existing else {
+            let id = OrderId::new_v7();
+            let received = OrderEvent::Received {
+                connector: inbound.source.connector.to_string(),
+                external_id: inbound.source.id.to_string(),
+                version: inbound.version,
+            };
+            let decision = decide_new(&inbound.order, actor, received, rules, now)?;
+            let rec = OrderRecord {
+                id,
+                source: inbound.source,
+                source_version: inbound.version,
+                mapping_version: inbound.mapping_version,
+                order: inbound.order,
+                state: crate::engine::OrderState::Received,
+                created_at: now,
+                updated_at: now,
+                last_seq: 0,
+                last_hash: GENESIS.to_owned(),
+            };
+            let mut rows = StepRows {
+                ext: Some((ext_key, id)),
+                ..Default::default()
+            };
+            let rec = self.rows_for(rec, decision, now, &mut rows);
+            self.commit(rows).await?;
+            return Ok(Ingested {
+                order_id: id,
+                state: rec.state,
+                duplicate: false,
+            });
+        };
+        let id = OrderId::from_bytes(
+            id_bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("ext_index", "bad order id"))?,
+        );
+        let _order_guard = self.order_locks[stripe(id.as_bytes())].lock().await;
+        let rec = self
+            .read_order(id)?
+            .ok_or_else(|| corrupt("ext_index", format!("points at missing order {id}")))?;
+        if inbound.version <= rec.source_version {
+            // The first delivery may still be waiting for its flush: ack only once durable.
+            self.committer.durable().await?;
+            return Ok(Ingested {
+                order_id: id,
+                state: rec.state,
+                duplicate: true,
+            });
+        }
+        if !rec.state.accepts_amendments() {
+            return Err(StoreError::Conflict(format!(
+                "order {id} is {} and can no longer be changed by the source system (version {} after {})",
+                rec.state.name(),
+                inbound.version,
+                rec.source_version
+            )));
+        }
+        let changed = changed_fields(&rec.order, &inbound.order);
+        let event = OrderEvent::Amended {
+            version: inbound.version,
+            changed,
+        };
+        let decision = decide(&rec.state, &inbound.order, actor, event, rules, now)?;
+        let mut rec = rec;
+        rec.order = inbound.order;
+        rec.source_version = inbound.version;
+        rec.mapping_version = inbound.mapping_version;
+        let mut rows = StepRows::default();
+        let rec = self.rows_for(rec, decision, now, &mut rows);
+        self.commit(rows).await?;
+        Ok(Ingested {
+            order_id: id,
+            state: rec.state,
+            duplicate: false,
+        })
+    }
+
+    async fn apply_inner(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<OrderRecord, StoreError> {
+        let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
+        let rec = self
+            .read_order(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
+        let mut rows = StepRows::default();
+        let rec = self.rows_for(rec, decision, now, &mut rows);
+        self.commit(rows).await?;
+        Ok(rec)
+    }
+
+    /// Appends a bookkeeping event (no state change) to an order's chain.
+    fn bookkeeping(
+        &self,
+        rec: OrderRecord,
+        actor: Actor,
+        event: OrderEvent,
+        now: DateTime<Utc>,
+        rows: &mut StepRows,
+    ) {
+        let state = rec.state.clone();
+        let decision = Decision {
+            next: state.clone(),
+            audit: vec![crate::engine::AuditEntry {
+                at: now,
+                actor,
+                event,
+                state,
+            }],
+            effects: Vec::new(),
+        };
+        self.rows_for(rec, decision, now, rows);
+    }
+
+    async fn finish_inner(
+        &self,
+        effect: &EffectRecord,
+        outcome: EffectOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let id = effect.id.order_id;
+        let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
+        // The row may have changed since it was claimed (e.g. replayed): use the stored one.
+        let Some(current) = Self::read_effect(&self.outbox, &effect.id.key())? else {
+            return Ok(());
+        };
+        let attempts = current.attempts + 1;
+        let mut rows = StepRows::default();
+        match outcome {
+            EffectOutcome::Retry { error, next_at } => {
+                let mut next = current.clone();
+                next.attempts = attempts;
+                next.next_at = next_at;
+                next.last_error = Some(error);
+                rows.outbox_del.push((current.id.key(), current.due_key()));
+                rows.outbox_put
+                    .push((next.id.key(), json(&next), next.due_key()));
+            }
+            EffectOutcome::Done { receipt } => {
+                let rec = self
+                    .read_order(id)?
+                    .ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+                rows.outbox_del.push((current.id.key(), current.due_key()));
+                let ev = OrderEvent::EffectSucceeded {
+                    effect_id: current.id.to_string(),
+                    effect: current.name(),
+                    attempts,
+                    receipt,
+                };
+                self.bookkeeping(
+                    rec,
+                    Actor::Connector(current.connector.to_string()),
+                    ev,
+                    now,
+                    &mut rows,
+                );
+            }
+            EffectOutcome::Dead { error } => {
+                let rec = self
+                    .read_order(id)?
+                    .ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+                let mut dead = current.clone();
+                dead.attempts = attempts;
+                dead.last_error = Some(error.clone());
+                rows.outbox_del.push((current.id.key(), current.due_key()));
+                rows.dead_put.push((dead.id.key(), json(&dead)));
+                let ev = OrderEvent::EffectDeadLettered {
+                    effect_id: current.id.to_string(),
+                    effect: current.name(),
+                    attempts,
+                    error,
+                };
+                self.bookkeeping(rec, Actor::System, ev, now, &mut rows);
+            }
+        }
+        self.commit(rows).await
+    }
+
+    async fn replay_inner(
+        &self,
+        id: &EffectId,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<EffectRecord, StoreError> {
+        let _g = self.order_locks[stripe(id.order_id.as_bytes())]
+            .lock()
+            .await;
+        let dead = Self::read_effect(&self.dead, &id.key())?
+            .ok_or_else(|| StoreError::NotFound(format!("dead letter {id}")))?;
+        let rec = self.read_order(id.order_id)?.ok_or_else(|| {
+            corrupt(
+                "dead_letter",
+                format!("effect for missing order {}", id.order_id),
+            )
+        })?;
+        let mut again = dead.clone();
+        again.attempts = 0;
+        again.next_at = now;
+        let mut rows = StepRows::default();
+        rows.dead_del.push(dead.id.key());
+        rows.outbox_put
+            .push((again.id.key(), json(&again), again.due_key()));
+        let ev = OrderEvent::EffectReplayed {
+            effect_id: id.to_string(),
+            effect: dead.name(),
+        };
+        self.bookkeeping(rec, actor, ev, now, &mut rows);
+        self.commit(rows).await?;
+        Ok(again)
+    }
+
+    fn scan_effects(tree: &sled::Tree, limit: usize) -> Result<Vec<EffectRecord>, StoreError> {
+        tree.iter()
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv.map_err(io)?;
+                serde_json::from_slice(&v).map_err(|e| corrupt("effect", e))
+            })
+            .collect()
+    }
+
+    fn verify_inner(&self) -> Result<AuditReport, StoreError> {
+        let mut report = AuditReport {
+            orders: 0,
+            events: 0,
+            broken: None,
+        };
+        for kv in self.orders.iter() {
+            let (_, v) = kv.map_err(io)?;
+            let rec: OrderRecord = serde_json::from_slice(&v).map_err(|e| corrupt("order", e))?;
+            report.orders += 1;
+            let mut prev = GENESIS.to_owned();
+            let mut expected = 1u32;
+            for ekv in self.events.scan_prefix(rec.id.as_bytes()) {
+                let (k, v) = ekv.map_err(io)?;
+                report.events += 1;
+                let broken = |seq: u32, why: String| Some((rec.id, seq, why));
+                let ev: EventRecord = match serde_json::from_slice(&v) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        report.broken = broken(expected, format!("event row unreadable: {e}"));
+                        return Ok(report);
+                    }
+                };
+                let problem = if k.as_ref() != event_key(rec.id, expected) || ev.seq != expected {
+                    Some(format!("expected event {expected}, found {}", ev.seq))
+                } else if ev.prev_hash != prev {
+                    Some("prev_hash does not match the previous event's hash".to_owned())
+                } else if ev.compute_hash() != ev.hash {
+                    Some("content does not match its hash (event was altered)".to_owned())
+                } else {
+                    None
+                };
+                if let Some(p) = problem {
+                    report.broken = broken(ev.seq, p);
+                    return Ok(report);
+                }
+                prev = ev.hash;
+                expected += 1;
+            }
+            if expected - 1 != rec.last_seq || prev != rec.last_hash {
+                report.broken = Some((
+                    rec.id,
+                    expected,
+                    format!(
+                        "chain ends at event {} but the order records {} (events missing or appended)",
+                        expected - 1,
+                        rec.last_seq
+                    ),
+                ));
+                return Ok(report);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Canonical fields that differ between two versions of an order (for the audit).
+fn changed_fields(old: &crate::domain::Order, new: &crate::domain::Order) -> Vec<String> {
+    let (a, b) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let mut out = Vec::new();
+    diff("", &a, &b, &mut out);
+    out
+}
+
+fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(prefix.to_owned()),
+        _ => {}
+    }
+}
+
+impl Store for SledStore {
+    fn ingest<'a>(
+        &'a self,
+        inbound: Inbound,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Ingested, StoreError>> {
+        Box::pin(self.ingest_inner(inbound, rules, now))
+    }
+
+    fn apply<'a>(
+        &'a self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>> {
+        Box::pin(self.apply_inner(id, actor, event, rules, now))
+    }
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {
+        Box::pin(async move { self.read_order(id) })
+    }
+
+    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
+        Box::pin(async move {
+            self.events
+                .scan_prefix(id.as_bytes())
+                .map(|kv| {
+                    let (_, v) = kv.map_err(io)?;
+                    serde_json::from_slice(&v).map_err(|e| corrupt("event", e))
+                })
+                .collect()
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match state {
+                None => {
+                    let start = after.map(|a| {
+                        let mut k = a.as_bytes().to_vec();
+                        k.push(0);
+                        k
+                    });
+                    let iter = match &start {
+                        Some(s) => self.orders.range(s.as_slice()..),
+                        None => self.orders.iter(),
+                    };
+                    for kv in iter.take(limit) {
+                        let (_, v) = kv.map_err(io)?;
+                        out.push(serde_json::from_slice(&v).map_err(|e| corrupt("order", e))?);
+                    }
+                }
+                Some(s) => {
+                    let mut prefix = s.as_bytes().to_vec();
+                    prefix.push(0);
+                    let mut start = prefix.clone();
+                    if let Some(a) = after {
+                        start.extend_from_slice(a.as_bytes());
+                        start.push(0);
+                    }
+                    for kv in self.state_index.range(start..).take(limit) {
+                        let (k, _) = kv.map_err(io)?;
+                        if !k.starts_with(&prefix) {
+                            break;
+                        }
+                        let id = OrderId::from_bytes(
+                            k[prefix.len()..]
+                                .try_into()
+                                .map_err(|_| corrupt("state_index", "bad key"))?,
+                        );
+                        if let Some(rec) = self.read_order(id)? {
+                            out.push(rec);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn due_effects(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+            let mut out = Vec::new();
+            for kv in self
+                .outbox_due
+                .range(..(now_ms + 1).to_be_bytes().to_vec())
+                .take(limit)
+            {
+                let (k, _) = kv.map_err(io)?;
+                if let Some(e) = Self::read_effect(&self.outbox, &k[8..])? {
+                    out.push(e);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn pending_effects(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { Self::scan_effects(&self.outbox, limit) })
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { Self::scan_effects(&self.dead, limit) })
+    }
+
+    fn finish_effect<'a>(
+        &'a self,
+        effect: &'a EffectRecord,
+        outcome: EffectOutcome,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.finish_inner(effect, outcome, now))
+    }
+
+    fn replay<'a>(
+        &'a self,
+        id: &'a EffectId,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<EffectRecord, StoreError>> {
+        Box::pin(self.replay_inner(id, actor, now))
+    }
+
+    fn verify_audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>> {
+        Box::pin(async move { self.verify_inner() })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {
+        let get = |a: &AtomicI64| u64::try_from(a.load(Ordering::Relaxed)).unwrap_or(0);
+        Box::pin(async move { Ok((get(&self.pending), get(&self.dead_count))) })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.committer.durable())
+    }
+}

@@ -1,0 +1,223 @@
+//! The dispatcher: performs due outbox effects through their connector's `Push`,
+//! with the effect's idempotency key, bounded concurrency, exponential backoff with
+//! jitter, a maximum attempt count and dead letters (invariants 2, 3, 7).
+//!
+//! An effect is marked done only after the receiver said so; a crash in between
+//! means it is sent again with the same key, which the receiver dedupes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::connectors::{ConnectorError, Outbound, Registry};
+use crate::metrics::{LATENCY_BUCKETS, Metrics};
+use crate::settings::DispatcherSettings;
+use crate::store::{EffectId, EffectOutcome, EffectRecord, Store};
+
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    settings: DispatcherSettings,
+    clock: Clock,
+    wake: Arc<Notify>,
+    in_flight: Mutex<HashSet<EffectId>>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        settings: DispatcherSettings,
+        clock: Clock,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            store,
+            registry,
+            metrics,
+            settings,
+            clock,
+            wake,
+            in_flight: Mutex::new(HashSet::new()),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// Runs until `stop`; then waits for the attempts in flight to be recorded.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let started = match self.clone().dispatch_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "dispatcher cannot read the outbox");
+                    0
+                }
+            };
+            if started == 0 {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(self.settings.sweep_interval) => {}
+                }
+            } else if stop.is_cancelled() {
+                break;
+            }
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// One step: starts every due effect not already in flight (waiting for a free
+    /// slot when all are busy). Returns how many it started.
+    pub async fn dispatch_due(self: Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        let now = self.clock.now();
+        let due = self
+            .store
+            .due_effects(now, self.settings.concurrency * 4)
+            .await?;
+        let mut started = 0;
+        for effect in due {
+            if !self.in_flight.lock().expect("lock").insert(effect.id) {
+                continue;
+            }
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
+            let this = self.clone();
+            let span = tracing::info_span!("effect", order_id = %effect.id.order_id, effect_id = %effect.id, connector = %effect.connector, operation = %effect.operation, attempt = effect.attempts + 1);
+            self.tracker.spawn(
+                async move {
+                    let id = effect.id;
+                    this.dispatch_one(effect).await;
+                    this.in_flight.lock().expect("lock").remove(&id);
+                    drop(permit);
+                    this.wake.notify_one();
+                }
+                .instrument(span),
+            );
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Performs one effect and records the outcome.
+    pub async fn dispatch_one(&self, effect: EffectRecord) {
+        let started = Instant::now();
+        let outcome = self.attempt(&effect).await;
+        let labels = [
+            ("connector", effect.connector.as_str()),
+            ("operation", effect.operation.as_str()),
+        ];
+        self.metrics.observe(
+            "orderbridge_effect_duration_seconds",
+            &labels,
+            started.elapsed().as_secs_f64(),
+            LATENCY_BUCKETS,
+        );
+        let outcome_label = match &outcome {
+            EffectOutcome::Done { .. } => "success",
+            EffectOutcome::Retry { .. } => "retry",
+            EffectOutcome::Dead { .. } => "dead",
+        };
+        self.metrics.inc(
+            "orderbridge_effect_attempts_total",
+            &[labels[0], labels[1], ("outcome", outcome_label)],
+        );
+        match &outcome {
+            EffectOutcome::Done { .. } => tracing::info!("effect performed"),
+            EffectOutcome::Retry { error, next_at } => {
+                tracing::warn!(%error, %next_at, "effect failed; will retry")
+            }
+            EffectOutcome::Dead { error } => {
+                tracing::error!(%error, "effect gave up and moved to dead letters; replay with `orderbridge outbox replay`")
+            }
+        }
+        // Recording must not be lost: retry the store write a few times before giving up
+        // (the effect then stays due and is simply attempted again, with the same key).
+        for i in 0..5u32 {
+            match self
+                .store
+                .finish_effect(&effect, outcome.clone(), self.clock.now())
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");
+                    tokio::time::sleep(Duration::from_millis(100 << i)).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, effect: &EffectRecord) -> EffectOutcome {
+        let Some(push) = self
+            .registry
+            .get(effect.connector.as_str())
+            .and_then(|c| c.push.clone())
+        else {
+            return EffectOutcome::Dead {
+                error: format!(
+                    "connector `{}` is not configured for outbound operations",
+                    effect.connector
+                ),
+            };
+        };
+        let out = Outbound {
+            operation: &effect.operation,
+            idempotency_key: &effect.idempotency_key,
+            body: &effect.body,
+        };
+        let attempts = effect.attempts + 1;
+        match push.perform(out).await {
+            Ok(receipt) => EffectOutcome::Done {
+                receipt: format!("HTTP {}: {}", receipt.status, receipt.summary),
+            },
+            Err(ConnectorError::Permanent { message }) => EffectOutcome::Dead { error: message },
+            Err(e) if attempts >= self.settings.max_attempts => EffectOutcome::Dead {
+                error: format!("{e} (gave up after {attempts} attempts)"),
+            },
+            Err(e) => {
+                let retry_after = match &e {
+                    ConnectorError::Retryable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                if let ConnectorError::Auth { .. } = &e {
+                    tracing::error!(connector = %effect.connector, "authentication failed; check the connector's credentials");
+                }
+                EffectOutcome::Retry {
+                    error: e.to_string(),
+                    next_at: self.next_attempt(attempts, retry_after),
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with equal jitter; `Retry-After` wins when longer.
+    fn next_attempt(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
+        let s = &self.settings;
+        let exp = s.backoff_initial.saturating_mul(
+            1u32.checked_shl(attempts.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        );
+        let capped = exp.min(s.backoff_max);
+        let half = capped / 2;
+        let jitter = Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
+        let delay = (half + jitter).max(retry_after.unwrap_or_default().min(s.backoff_max));
+        self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1))
+    }
+}
