@@ -64,31 +64,19 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cores} cores, {cpu}")
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let signer = Arc::new(
-        StandardWebhooks::new(&SecretString::from(args.secret.clone()), 300)
-            .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let url = format!(
-        "{}/webhooks/{}",
-        args.url.trim_end_matches('/'),
-        args.connector
-    );
+    let signer =
+        Arc::new(StandardWebhooks::new(&SecretString::from(args.secret.clone()), 300).map_err(|e| anyhow::anyhow!(e))?);
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(30)).build()?;
+    let url = format!("{}/webhooks/{}", args.url.trim_end_matches('/'), args.connector);
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(AtomicU64::new(0));
@@ -105,23 +93,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
     });
 
-    println!(
-        "bench: {} orders to {url} at concurrency {} ({})",
-        args.orders,
-        args.concurrency,
-        machine()
-    );
+    println!("bench: {} orders to {url} at concurrency {} ({})", args.orders, args.concurrency, machine());
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, next, failures, signer, prefix) = (
-            client.clone(),
-            url.clone(),
-            next.clone(),
-            failures.clone(),
-            signer.clone(),
-            args.prefix.clone(),
-        );
+        let (client, url, next, failures, signer, prefix) =
+            (client.clone(), url.clone(), next.clone(), failures.clone(), signer.clone(), args.prefix.clone());
         let total = args.orders;
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -151,11 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     }
                     Ok(r) => {
                         if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!(
-                                "bench: HTTP {}: {}",
-                                r.status(),
-                                r.text().await.unwrap_or_default()
-                            );
+                            eprintln!("bench: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
                         }
                     }
                     Err(e) => {
@@ -179,9 +152,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     lat.sort();
     let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
     };
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(

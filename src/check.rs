@@ -28,27 +28,19 @@ pub fn rules_path(config_dir: &Path) -> std::path::PathBuf {
 /// Loads `config/rules.toml`.
 pub fn load_rules(config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
     let path = rules_path(config_dir);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
-    let file: RulesFile =
-        toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
-    file.validate().map_err(|ps| {
-        ps.into_iter()
-            .map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message))
-            .collect()
-    })
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
+    let file: RulesFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
+    file.validate()
+        .map_err(|ps| ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)).collect())
 }
 
 /// Loads and cross-checks everything; returns every problem found.
 pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let mut problems = Vec::new();
-    let settings = Settings::load(config_dir)
-        .map_err(|p| problems.extend(p))
-        .ok();
+    let settings = Settings::load(config_dir).map_err(|p| problems.extend(p)).ok();
     let rules = load_rules(config_dir).map_err(|p| problems.extend(p)).ok();
-    let registry = Registry::load(config_dir)
-        .map_err(|p| problems.extend(p))
-        .ok();
+    let registry = Registry::load(config_dir).map_err(|p| problems.extend(p)).ok();
 
     if let (Some(rules), Some((registry, _))) = (&rules, &registry) {
         let path = rules_path(config_dir);
@@ -60,10 +52,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                     &path,
                     &text,
                     span,
-                    format!(
-                        "effects: connector `{}` does not exist (no connectors/{}.toml)",
-                        e.connector, e.connector
-                    ),
+                    format!("effects: connector `{}` does not exist (no connectors/{}.toml)", e.connector, e.connector),
                 )),
                 Some(c) if !c.operations.contains(&e.operation) => problems.push(Diagnostic::at(
                     &path,
@@ -73,11 +62,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                         "effects: connector `{}` has no operation `{}` (it has: {})",
                         e.connector,
                         e.operation,
-                        if c.operations.is_empty() {
-                            "none".into()
-                        } else {
-                            c.operations.join(", ")
-                        }
+                        if c.operations.is_empty() { "none".into() } else { c.operations.join(", ") }
                     ),
                 )),
                 Some(_) => {}
@@ -86,12 +71,9 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     }
 
     match (settings, rules, registry) {
-        (Some(settings), Some(rules), Some((registry, n))) if problems.is_empty() => Ok(Loaded {
-            settings,
-            registry,
-            rules,
-            files: n + 2,
-        }),
+        (Some(settings), Some(rules), Some((registry, n))) if problems.is_empty() => {
+            Ok(Loaded { settings, registry, rules, files: n + 2 })
+        }
         _ => Err(problems),
     }
 }
@@ -100,22 +82,14 @@ fn locate_effect(text: &str, index: usize) -> Option<std::ops::Range<usize>> {
     use toml::de::{DeTable, DeValue};
     let table = DeTable::parse(text).ok()?;
     let root = DeValue::Table(table.into_inner());
-    root.get("effects")?
-        .get_ref()
-        .get(index)
-        .map(|v| v.span())
-        .or_else(|| locate(text, &["effects"]))
+    root.get("effects")?.get_ref().get(index).map(|v| v.span()).or_else(|| locate(text, &["effects"]))
 }
 
 /// Counts the files `check` looks at (for its summary line).
 pub fn count_files(config_dir: &Path) -> usize {
     let n = |d: &str| {
         std::fs::read_dir(config_dir.join(d))
-            .map(|r| {
-                r.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-                    .count()
-            })
+            .map(|r| r.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "toml")).count())
             .unwrap_or(0)
     };
     2 + n("connectors") + n("mappings")
@@ -133,11 +107,7 @@ pub fn run_check(config_dir: &Path) -> i32 {
             for p in &problems {
                 println!("{p}");
             }
-            println!(
-                "{files} files checked, {} problem{}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" }
-            );
+            println!("{files} files checked, {} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
             EX_CONFIG
         }
     }

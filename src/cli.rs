@@ -25,12 +25,7 @@ use crate::store::{EffectId, SledStore, Store, StoreError};
 )]
 pub struct Cli {
     /// Directory holding config/, connectors/ and mappings/.
-    #[arg(
-        long,
-        global = true,
-        default_value = ".",
-        env = "ORDERBRIDGE_CONFIG_DIR"
-    )]
+    #[arg(long, global = true, default_value = ".", env = "ORDERBRIDGE_CONFIG_DIR")]
     pub config_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -103,65 +98,34 @@ pub enum OutboxCmd {
 /// Where read commands get their data.
 enum Source {
     Store(Arc<SledStore>),
-    Api {
-        base: String,
-        token: Option<String>,
-        client: reqwest::Client,
-    },
+    Api { base: String, token: Option<String>, client: reqwest::Client },
 }
 
 impl Source {
     fn open(config_dir: &Path) -> anyhow::Result<Source> {
-        let settings = Settings::load_with(config_dir, false).map_err(|ds| {
-            anyhow::anyhow!(
-                ds.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
-        match SledStore::open(
-            &settings.store_path,
-            16 * 1024 * 1024,
-            Arc::new(Metrics::default()),
-        ) {
+        let settings = Settings::load_with(config_dir, false)
+            .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+        match SledStore::open(&settings.store_path, 16 * 1024 * 1024, Arc::new(Metrics::default())) {
             Ok(s) => Ok(Source::Store(s)),
             Err(StoreError::Locked(_)) => {
                 let mut addr = settings.listen;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                let token = settings
-                    .admin_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned());
+                let token = settings.admin_token.as_ref().map(|t| t.expose_secret().to_owned());
                 if token.is_none() {
                     bail!(
                         "the daemon holds the store; set the admin token (server.admin_token) so this command can use its API"
                     );
                 }
-                Ok(Source::Api {
-                    base: format!("http://{addr}/api"),
-                    token,
-                    client: reqwest::Client::new(),
-                })
+                Ok(Source::Api { base: format!("http://{addr}/api"), token, client: reqwest::Client::new() })
             }
-            Err(e) => Err(e).context(format!(
-                "opening the store at {}",
-                settings.store_path.display()
-            )),
+            Err(e) => Err(e).context(format!("opening the store at {}", settings.store_path.display())),
         }
     }
 
     async fn api(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
-        let Source::Api {
-            base,
-            token,
-            client,
-        } = self
-        else {
-            unreachable!("api() is only called on Source::Api")
-        };
+        let Source::Api { base, token, client } = self else { unreachable!("api() is only called on Source::Api") };
         let mut req = client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -170,12 +134,7 @@ impl Source {
         let status = resp.status();
         let body: Value = resp.json().await.context("reading the daemon's answer")?;
         if !status.is_success() {
-            bail!(
-                "{}",
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("request failed")
-            );
+            bail!("{}", body["error"]["message"].as_str().unwrap_or("request failed"));
         }
         Ok(body)
     }
@@ -200,10 +159,7 @@ async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i3
             for p in &problems {
                 eprintln!("{p}");
             }
-            eprintln!(
-                "refusing to start: {} configuration problem(s); run `orderbridge check`",
-                problems.len()
-            );
+            eprintln!("refusing to start: {} configuration problem(s); run `orderbridge check`", problems.len());
             return Ok(crate::check::EX_CONFIG);
         }
     };
@@ -224,27 +180,19 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
-                Source::Store(s) => s
-                    .list(state.as_deref(), None, limit)
-                    .await?
-                    .iter()
-                    .map(crate::http::api::order_json)
-                    .collect(),
+                Source::Store(s) => {
+                    s.list(state.as_deref(), None, limit).await?.iter().map(crate::http::api::order_json).collect()
+                }
                 Source::Api { .. } => {
                     let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
-                    let v = src
-                        .api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}"))
-                        .await?;
+                    let v = src.api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}")).await?;
                     v["orders"].as_array().cloned().unwrap_or_default()
                 }
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<37} {:<18} {:<28} {:>20}  {}",
-                    "ORDER", "STATE", "SOURCE", "AMOUNT", "CUSTOMER"
-                );
+                println!("{:<37} {:<18} {:<28} {:>20}  CUSTOMER", "ORDER", "STATE", "SOURCE", "AMOUNT");
                 for r in &rows {
                     println!(
                         "{:<37} {:<18} {:<28} {:>16} {}  {}",
@@ -268,18 +216,12 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
             let oid: OrderId = id.parse()?;
             let v = match &src {
                 Source::Store(s) => {
-                    let rec = s
-                        .order(oid)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
+                    let rec = s.order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
                     let mut v = crate::http::api::order_json(&rec);
                     v["events"] = serde_json::to_value(s.events(oid).await?)?;
                     v
                 }
-                Source::Api { .. } => {
-                    src.api(reqwest::Method::GET, &format!("/orders/{oid}"))
-                        .await?
-                }
+                Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -292,10 +234,7 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
                     v["source"]["external_id"].as_str().unwrap_or(""),
                     v["source"]["version"]
                 );
-                println!(
-                    "customer  {}",
-                    v["order"]["customer"]["name"].as_str().unwrap_or("")
-                );
+                println!("customer  {}", v["order"]["customer"]["name"].as_str().unwrap_or(""));
                 println!(
                     "amount    {} {}",
                     v["order"]["amount"]["amount"].as_str().unwrap_or(""),
@@ -339,10 +278,7 @@ async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
         Source::Api { .. } => src.api(reqwest::Method::GET, "/audit/verify").await?,
     };
     if v["intact"].as_bool() == Some(true) {
-        println!(
-            "audit intact: {} orders, {} events verified",
-            v["orders"], v["events"]
-        );
+        println!("audit intact: {} orders, {} events verified", v["orders"], v["events"]);
         Ok(0)
     } else {
         let b = &v["broken"];
@@ -363,19 +299,12 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             println!("{}", serde_json::to_string_pretty(&rows)?);
             return Ok(());
         }
-        println!(
-            "{:<50} {:<28} {:>8}  {:<25} {}",
-            "EFFECT", "CONNECTOR.OPERATION", "ATTEMPTS", "NEXT AT", "LAST ERROR"
-        );
+        println!("{:<50} {:<28} {:>8}  {:<25} LAST ERROR", "EFFECT", "CONNECTOR.OPERATION", "ATTEMPTS", "NEXT AT");
         for r in &rows {
             println!(
                 "{:<50} {:<28} {:>8}  {:<25} {}",
                 r["id"].as_str().unwrap_or(""),
-                format!(
-                    "{}.{}",
-                    r["connector"].as_str().unwrap_or(""),
-                    r["operation"].as_str().unwrap_or("")
-                ),
+                format!("{}.{}", r["connector"].as_str().unwrap_or(""), r["operation"].as_str().unwrap_or("")),
                 r["attempts"],
                 r["next_at"].as_str().unwrap_or(""),
                 r["last_error"].as_str().unwrap_or(""),
@@ -389,24 +318,14 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             let dead = matches!(cmd, OutboxCmd::Dead { .. });
             let rows: Vec<Value> = match &src {
                 Source::Store(s) => {
-                    let rows = if dead {
-                        s.dead_letters(10_000).await?
-                    } else {
-                        s.pending_effects(10_000).await?
-                    };
-                    rows.iter()
-                        .map(serde_json::to_value)
-                        .collect::<Result<_, _>>()?
+                    let rows = if dead { s.dead_letters(10_000).await? } else { s.pending_effects(10_000).await? };
+                    rows.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
                 }
                 Source::Api { .. } => {
                     let v = src
                         .api(
                             reqwest::Method::GET,
-                            if dead {
-                                "/outbox/dead?limit=10000"
-                            } else {
-                                "/outbox?limit=10000"
-                            },
+                            if dead { "/outbox/dead?limit=10000" } else { "/outbox?limit=10000" },
                         )
                         .await?;
                     v["effects"].as_array().cloned().unwrap_or_default()
@@ -419,12 +338,10 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             let eid: EffectId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             match &src {
                 Source::Store(s) => {
-                    s.replay(&eid, Actor::Person(whoami()), chrono::Utc::now())
-                        .await?;
+                    s.replay(&eid, Actor::Person(whoami()), chrono::Utc::now()).await?;
                 }
                 Source::Api { .. } => {
-                    src.api(reqwest::Method::POST, &format!("/outbox/dead/{eid}/replay"))
-                        .await?;
+                    src.api(reqwest::Method::POST, &format!("/outbox/dead/{eid}/replay")).await?;
                 }
             }
             println!("replayed {eid}: queued for delivery");
@@ -434,8 +351,5 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
 }
 
 fn whoami() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }

@@ -18,29 +18,14 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A problem at a byte span of `text` (the file's contents).
-    pub fn at(
-        path: &Path,
-        text: &str,
-        span: Option<Range<usize>>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(path: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, col) = span.map_or((1, 1), |s| line_col(text, s.start));
-        Diagnostic {
-            path: path.to_owned(),
-            line,
-            col,
-            message: message.into(),
-        }
+        Diagnostic { path: path.to_owned(), line, col, message: message.into() }
     }
 
     /// A problem about the file as a whole (unreadable, missing).
     pub fn file(path: &Path, message: impl Into<String>) -> Self {
-        Diagnostic {
-            path: path.to_owned(),
-            line: 0,
-            col: 0,
-            message: message.into(),
-        }
+        Diagnostic { path: path.to_owned(), line: 0, col: 0, message: message.into() }
     }
 
     /// A TOML syntax or shape error, located by its span.
@@ -54,14 +39,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {}", self.path.display(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.path.display(),
-                self.line,
-                self.col,
-                self.message
-            )
+            write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.col, self.message)
         }
     }
 }

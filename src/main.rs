@@ -4,12 +4,9 @@ use clap::Parser;
 
 fn main() {
     // One TLS crypto provider for every client (reqwest, later lettre): ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    orderbridge::connectors::install_crypto_provider();
     let cli = orderbridge::cli::Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let code = match runtime.block_on(orderbridge::cli::run_command(cli)) {
         Ok(code) => code,
         Err(e) => {

@@ -8,17 +8,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bucket bounds for latencies, in seconds.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 const HELP: &[(&str, &str, &str)] = &[
-    (
-        "orderbridge_webhooks_total",
-        "counter",
-        "Webhook deliveries by connector and HTTP status.",
-    ),
+    ("orderbridge_webhooks_total", "counter", "Webhook deliveries by connector and HTTP status."),
     (
         "orderbridge_webhook_duration_seconds",
         "histogram",
@@ -29,36 +24,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Inbound orders by connector and outcome (new, amended, duplicate, skipped).",
     ),
-    (
-        "orderbridge_orders_entered_state_total",
-        "counter",
-        "Orders that ended an intake step in each state.",
-    ),
+    ("orderbridge_orders_entered_state_total", "counter", "Orders that ended an intake step in each state."),
     (
         "orderbridge_effect_attempts_total",
         "counter",
         "Outbound effect attempts by connector, operation and outcome (success, retry, dead).",
     ),
-    (
-        "orderbridge_effect_duration_seconds",
-        "histogram",
-        "Duration of outbound effect attempts.",
-    ),
-    (
-        "orderbridge_commit_batch_size",
-        "histogram",
-        "Writes made durable by one group commit (flush + fsync).",
-    ),
-    (
-        "orderbridge_commit_duration_seconds",
-        "histogram",
-        "Duration of one group commit (flush + fsync).",
-    ),
-    (
-        "orderbridge_outbox_pending",
-        "gauge",
-        "Effects waiting in the outbox (due or backing off).",
-    ),
+    ("orderbridge_effect_duration_seconds", "histogram", "Duration of outbound effect attempts."),
+    ("orderbridge_commit_batch_size", "histogram", "Writes made durable by one group commit (flush + fsync)."),
+    ("orderbridge_commit_duration_seconds", "histogram", "Duration of one group commit (flush + fsync)."),
+    ("orderbridge_outbox_pending", "gauge", "Effects waiting in the outbox (due or backing off)."),
     (
         "orderbridge_dead_letters",
         "gauge",
@@ -86,10 +61,7 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s
@@ -101,18 +73,11 @@ impl Metrics {
         *c.entry((name, labels(pairs))).or_default() += 1;
     }
 
-    pub fn observe(
-        &self,
-        name: &'static str,
-        pairs: &[(&str, &str)],
-        value: f64,
-        bounds: &'static [f64],
-    ) {
+    pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], value: f64, bounds: &'static [f64]) {
         let mut h = self.histograms.lock().expect("metrics lock");
-        let e = h.entry((name, labels(pairs))).or_insert_with(|| Histogram {
-            buckets: bounds.iter().map(|b| (*b, 0)).collect(),
-            ..Default::default()
-        });
+        let e = h
+            .entry((name, labels(pairs)))
+            .or_insert_with(|| Histogram { buckets: bounds.iter().map(|b| (*b, 0)).collect(), ..Default::default() });
         for (b, n) in &mut e.buckets {
             if value <= *b {
                 *n += 1;
@@ -123,28 +88,13 @@ impl Metrics {
     }
 
     pub fn observe_commit(&self, batch: usize, took: Duration) {
-        self.observe(
-            "orderbridge_commit_batch_size",
-            &[],
-            batch as f64,
-            BATCH_BUCKETS,
-        );
-        self.observe(
-            "orderbridge_commit_duration_seconds",
-            &[],
-            took.as_secs_f64(),
-            LATENCY_BUCKETS,
-        );
+        self.observe("orderbridge_commit_batch_size", &[], batch as f64, BATCH_BUCKETS);
+        self.observe("orderbridge_commit_duration_seconds", &[], took.as_secs_f64(), LATENCY_BUCKETS);
     }
 
     /// A counter's current value (tests and the CLI read it).
     pub fn counter(&self, name: &'static str, pairs: &[(&str, &str)]) -> u64 {
-        self.counters
-            .lock()
-            .expect("metrics lock")
-            .get(&(name, labels(pairs)))
-            .copied()
-            .unwrap_or(0)
+        self.counters.lock().expect("metrics lock").get(&(name, labels(pairs))).copied().unwrap_or(0)
     }
 
     /// Prometheus text exposition, with `gauges` sampled by the caller.
@@ -192,31 +142,13 @@ mod tests {
     #[test]
     fn renders_counters_histograms_and_gauges() {
         let m = Metrics::default();
-        m.inc(
-            "orderbridge_webhooks_total",
-            &[("connector", "demo-crm"), ("status", "202")],
-        );
-        m.inc(
-            "orderbridge_webhooks_total",
-            &[("connector", "demo-crm"), ("status", "202")],
-        );
-        m.observe(
-            "orderbridge_webhook_duration_seconds",
-            &[("connector", "demo-crm")],
-            0.003,
-            LATENCY_BUCKETS,
-        );
+        m.inc("orderbridge_webhooks_total", &[("connector", "demo-crm"), ("status", "202")]);
+        m.inc("orderbridge_webhooks_total", &[("connector", "demo-crm"), ("status", "202")]);
+        m.observe("orderbridge_webhook_duration_seconds", &[("connector", "demo-crm")], 0.003, LATENCY_BUCKETS);
         let text = m.render(&[("orderbridge_outbox_pending", 7.0)]);
-        assert!(
-            text.contains("orderbridge_webhooks_total{connector=\"demo-crm\",status=\"202\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.005\"} 1"
-        ));
-        assert!(text.contains(
-            "orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.002\"} 0"
-        ));
+        assert!(text.contains("orderbridge_webhooks_total{connector=\"demo-crm\",status=\"202\"} 2"), "{text}");
+        assert!(text.contains("orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.005\"} 1"));
+        assert!(text.contains("orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.002\"} 0"));
         assert!(text.contains("orderbridge_outbox_pending 7"));
     }
 }

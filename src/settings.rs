@@ -77,11 +77,7 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore {
-            backend: "sled".into(),
-            path: "data".into(),
-            cache_capacity_mb: 32,
-        }
+        RawStore { backend: "sled".into(), path: "data".into(), cache_capacity_mb: 32 }
     }
 }
 
@@ -96,10 +92,7 @@ pub struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog {
-            format: "text".into(),
-            level: "info".into(),
-        }
+        RawLog { format: "text".into(), level: "info".into() }
     }
 }
 
@@ -113,13 +106,7 @@ pub struct RawIntake {
 
 impl Default for RawIntake {
     fn default() -> Self {
-        RawIntake {
-            required_fields: vec![
-                "customer.id_document".into(),
-                "term_months".into(),
-                "sales_owner".into(),
-            ],
-        }
+        RawIntake { required_fields: vec!["customer.id_document".into(), "term_months".into(), "sales_owner".into()] }
     }
 }
 
@@ -171,10 +158,7 @@ impl SecretRef {
                 return Ok(SecretRef::File(p.into()));
             }
         }
-        Err(
-            "a secret must be a reference, `${ENV_NAME}` or `file:PATH`, never the value itself"
-                .into(),
-        )
+        Err("a secret must be a reference, `${ENV_NAME}` or `file:PATH`, never the value itself".into())
     }
 
     /// Reads the secret. The error names the variable or file, never the value.
@@ -182,16 +166,10 @@ impl SecretRef {
         match self {
             SecretRef::Env(n) => match std::env::var(n) {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                _ => Err(format!(
-                    "secret ${{{n}}}: environment variable {n} is not set"
-                )),
+                _ => Err(format!("secret ${{{n}}}: environment variable {n} is not set")),
             },
             SecretRef::File(p) => {
-                let p = if p.is_absolute() {
-                    p.clone()
-                } else {
-                    base.join(p)
-                };
+                let p = if p.is_absolute() { p.clone() } else { base.join(p) };
                 std::fs::read_to_string(&p)
                     .map(|v| SecretString::from(v.trim_end_matches(['\n', '\r']).to_owned()))
                     .map_err(|e| format!("secret file {}: {e}", p.display()))
@@ -251,8 +229,8 @@ impl Settings {
     /// unset instead of failing (offline CLI commands need no secrets).
     pub fn load_with(config_dir: &Path, strict: bool) -> Result<Settings, Vec<Diagnostic>> {
         let path = Settings::file_path(config_dir);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
         // Pass 1: the file alone, for located shape errors.
         if let Err(e) = toml::from_str::<RawSettings>(&text) {
             return Err(vec![Diagnostic::from_toml(&path, &text, &e)]);
@@ -260,22 +238,13 @@ impl Settings {
         // Pass 2: file + environment, as the daemon will run.
         let merged = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("__")
-                    .separator("__"),
-            )
+            .add_source(config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__"))
             .build()
             .and_then(|c| c.try_deserialize::<RawSettings>());
         let raw = merged.map_err(|e| {
-            let vars: Vec<String> = std::env::vars()
-                .map(|(k, _)| k)
-                .filter(|k| k.starts_with("ORDERBRIDGE__"))
-                .collect();
-            vec![Diagnostic::file(
-                &path,
-                format!("with environment overrides ({}): {e}", vars.join(", ")),
-            )]
+            let vars: Vec<String> =
+                std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("ORDERBRIDGE__")).collect();
+            vec![Diagnostic::file(&path, format!("with environment overrides ({}): {e}", vars.join(", ")))]
         })?;
         raw.parse(config_dir, &path, &text, strict)
     }
@@ -283,30 +252,17 @@ impl Settings {
 
 impl RawSettings {
     /// Meaning checks and secret resolution. `text` locates problems in the file.
-    pub fn parse(
-        self,
-        config_dir: &Path,
-        path: &Path,
-        text: &str,
-        strict: bool,
-    ) -> Result<Settings, Vec<Diagnostic>> {
+    pub fn parse(self, config_dir: &Path, path: &Path, text: &str, strict: bool) -> Result<Settings, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         let mut bad = |keys: &[&str], msg: String| {
             let env = format!("{ENV_PREFIX}__{}", keys.join("__").to_uppercase());
-            let msg = if std::env::var_os(&env).is_some() {
-                format!("{msg} (set by env {env})")
-            } else {
-                msg
-            };
+            let msg = if std::env::var_os(&env).is_some() { format!("{msg} (set by env {env})") } else { msg };
             problems.push(Diagnostic::at(path, text, locate(text, keys), msg));
         };
         let host: Option<IpAddr> = match self.server.host.parse() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                bad(
-                    &["server", "host"],
-                    format!("`{}` is not an IP address", self.server.host),
-                );
+                bad(&["server", "host"], format!("`{}` is not an IP address", self.server.host));
                 None
             }
         };
@@ -326,19 +282,10 @@ impl RawSettings {
             },
         };
         if self.server.max_body_bytes < 1024 {
-            bad(
-                &["server", "max_body_bytes"],
-                "must be at least 1024".into(),
-            );
+            bad(&["server", "max_body_bytes"], "must be at least 1024".into());
         }
         if self.store.backend != "sled" {
-            bad(
-                &["store", "backend"],
-                format!(
-                    "unknown store backend `{}` (available: sled)",
-                    self.store.backend
-                ),
-            );
+            bad(&["store", "backend"], format!("unknown store backend `{}` (available: sled)", self.store.backend));
         }
         if self.store.cache_capacity_mb == 0 {
             bad(&["store", "cache_capacity_mb"], "must be at least 1".into());
@@ -347,45 +294,31 @@ impl RawSettings {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                bad(
-                    &["log", "format"],
-                    format!("`{other}` is not a log format (text, json)"),
-                );
+                bad(&["log", "format"], format!("`{other}` is not a log format (text, json)"));
                 LogFormat::Text
             }
         };
         for f in &self.intake.required_fields {
-            let known = crate::domain::order::CANONICAL_FIELDS.contains(&f.as_str())
-                || f == "customer.id_document";
+            let known = crate::domain::order::CANONICAL_FIELDS.contains(&f.as_str()) || f == "customer.id_document";
             if !known {
-                bad(
-                    &["intake", "required_fields"],
-                    format!("`{f}` is not a canonical order field"),
-                );
+                bad(&["intake", "required_fields"], format!("`{f}` is not a canonical order field"));
             }
         }
         let d = &self.dispatcher;
-        if d.concurrency == 0
-            || d.max_attempts == 0
-            || d.backoff_initial_ms == 0
-            || d.sweep_interval_ms == 0
-        {
-            bad(&["dispatcher"], "concurrency, max_attempts, backoff_initial_ms and sweep_interval_ms must be positive".into());
+        if d.concurrency == 0 || d.max_attempts == 0 || d.backoff_initial_ms == 0 || d.sweep_interval_ms == 0 {
+            bad(
+                &["dispatcher"],
+                "concurrency, max_attempts, backoff_initial_ms and sweep_interval_ms must be positive".into(),
+            );
         }
         if d.backoff_max_ms < d.backoff_initial_ms {
-            bad(
-                &["dispatcher", "backoff_max_ms"],
-                "must be at least backoff_initial_ms".into(),
-            );
+            bad(&["dispatcher", "backoff_max_ms"], "must be at least backoff_initial_ms".into());
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let store_path = if self.store.path.is_absolute() {
-            self.store.path.clone()
-        } else {
-            config_dir.join(&self.store.path)
-        };
+        let store_path =
+            if self.store.path.is_absolute() { self.store.path.clone() } else { config_dir.join(&self.store.path) };
         Ok(Settings {
             config_dir: config_dir.to_owned(),
             listen: SocketAddr::new(host.expect("checked above"), self.server.port),
@@ -416,15 +349,10 @@ mod tests {
     #[test]
     fn secret_refs() {
         assert_eq!(SecretRef::parse("${A_B}"), Ok(SecretRef::Env("A_B".into())));
-        assert_eq!(
-            SecretRef::parse("file:/run/secrets/x"),
-            Ok(SecretRef::File("/run/secrets/x".into()))
-        );
+        assert_eq!(SecretRef::parse("file:/run/secrets/x"), Ok(SecretRef::File("/run/secrets/x".into())));
         assert!(SecretRef::parse("hunter2").is_err());
         assert!(SecretRef::parse("${}").is_err());
-        let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into())
-            .resolve(Path::new("."))
-            .unwrap_err();
+        let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
         assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
     }
 }

@@ -36,22 +36,12 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded {
-            settings,
-            registry,
-            rules,
-            ..
-        } = loaded;
+        let Loaded { settings, registry, rules, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
-        let store = SledStore::open(
-            &settings.store_path,
-            settings.cache_capacity_bytes,
-            metrics.clone(),
-        )
-        .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.listen))?;
+        let store = SledStore::open(&settings.store_path, settings.cache_capacity_bytes, metrics.clone())
+            .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
+        let listener =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher::new(
@@ -73,17 +63,11 @@ impl Application {
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
         };
-        Ok(Application {
-            listener,
-            state,
-            dispatcher,
-        })
+        Ok(Application { listener, state, dispatcher })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -92,15 +76,8 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
     /// lets the dispatcher record what is in flight, and flushes the store.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            state,
-            dispatcher,
-        } = self;
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, dispatcher } = self;
         let stop = CancellationToken::new();
         let workers = tokio::spawn(dispatcher.run(stop.clone()));
         state.ready.store(true, Ordering::SeqCst);
@@ -118,9 +95,7 @@ impl Application {
 
         stop.cancel();
         if tokio::time::timeout(GRACE, workers).await.is_err() {
-            tracing::warn!(
-                "effects still in flight after {GRACE:?}; they stay in the outbox and run after restart"
-            );
+            tracing::warn!("effects still in flight after {GRACE:?}; they stay in the outbox and run after restart");
         }
         state.store.flush().await.context("final flush")?;
         tracing::info!("stopped cleanly");

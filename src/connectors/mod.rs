@@ -22,6 +22,13 @@ use crate::domain::ConnectorId;
 use crate::mapping::{Mapping, MappingFile};
 use crate::settings::SecretRef;
 
+/// Installs the process's one TLS crypto provider (ring) if none is installed yet.
+/// reqwest is built without a provider of its own, so every HTTP client needs this
+/// first; calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What went wrong with an outbound call, and so what to do next.
@@ -29,10 +36,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum ConnectorError {
     /// Timeouts, refused connections, 408, 429, 5xx: try again later.
     #[error("temporary failure: {message}")]
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Retryable { message: String, retry_after: Option<Duration> },
     /// The receiver refused the request itself (other 4xx): retrying cannot help.
     #[error("permanent failure: {message}")]
     Permanent { message: String },
@@ -60,10 +64,7 @@ pub struct Receipt {
 
 /// Performs exactly one outbound effect.
 pub trait Push: Send + Sync {
-    fn perform<'a>(
-        &'a self,
-        effect: Outbound<'a>,
-    ) -> BoxFuture<'a, Result<Receipt, ConnectorError>>;
+    fn perform<'a>(&'a self, effect: Outbound<'a>) -> BoxFuture<'a, Result<Receipt, ConnectorError>>;
 }
 
 /// The `kind` of a connector file picks the Rust code; the whole file is then read as
@@ -101,9 +102,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn get(&self, id: &str) -> Option<&Arc<Connector>> {
-        id.parse::<ConnectorId>()
-            .ok()
-            .and_then(|id| self.connectors.get(&id))
+        id.parse::<ConnectorId>().ok().and_then(|id| self.connectors.get(&id))
     }
 
     /// Loads `connectors/*.toml` and `mappings/*.toml` under `config_dir`.
@@ -128,10 +127,8 @@ impl Registry {
                             mappings.insert(id.clone(), Arc::new(m));
                             mapping_files.insert(id, (path, text, connector));
                         }
-                        Err(ps) => problems.extend(
-                            ps.into_iter()
-                                .map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)),
-                        ),
+                        Err(ps) => problems
+                            .extend(ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message))),
                     }
                 }
             }
@@ -171,10 +168,7 @@ impl Registry {
                 },
                 other => Err(vec![(
                     crate::diagnostics::locate(&text, &["kind"]),
-                    format!(
-                        "unknown connector kind `{other}` (one of: {})",
-                        KINDS.join(", ")
-                    ),
+                    format!("unknown connector kind `{other}` (one of: {})", KINDS.join(", ")),
                 )]),
             };
             match built {
@@ -182,19 +176,13 @@ impl Registry {
                     connectors.insert(id, Arc::new(c));
                 }
                 Err(ps) => {
-                    problems.extend(
-                        ps.into_iter()
-                            .map(|(span, m)| Diagnostic::at(&path, &text, span, m)),
-                    );
+                    problems.extend(ps.into_iter().map(|(span, m)| Diagnostic::at(&path, &text, span, m)));
                 }
             }
         }
 
         for (path, text, connector) in mapping_files.values() {
-            let known = connector
-                .get_ref()
-                .parse::<ConnectorId>()
-                .is_ok_and(|c| connectors.contains_key(&c));
+            let known = connector.get_ref().parse::<ConnectorId>().is_ok_and(|c| connectors.contains_key(&c));
             if !known {
                 problems.push(Diagnostic::at(
                     path,
@@ -209,17 +197,7 @@ impl Registry {
             }
         }
 
-        if problems.is_empty() {
-            Ok((
-                Registry {
-                    connectors,
-                    mappings,
-                },
-                files,
-            ))
-        } else {
-            Err(problems)
-        }
+        if problems.is_empty() { Ok((Registry { connectors, mappings }, files)) } else { Err(problems) }
     }
 }
 
@@ -228,15 +206,11 @@ pub(crate) fn resolve_secret(
     value: &toml::Spanned<String>,
     config_dir: &Path,
 ) -> Result<secrecy::SecretString, (Option<std::ops::Range<usize>>, String)> {
-    SecretRef::parse(value.get_ref())
-        .and_then(|r| r.resolve(config_dir))
-        .map_err(|e| (Some(value.span()), e))
+    SecretRef::parse(value.get_ref()).and_then(|r| r.resolve(config_dir)).map_err(|e| (Some(value.span()), e))
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The `*.toml` files of a directory, sorted, with their text.

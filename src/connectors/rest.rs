@@ -16,9 +16,7 @@ use tokio::sync::Semaphore;
 use toml::Spanned;
 
 use super::signature::StandardWebhooks;
-use super::{
-    BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret,
-};
+use super::{BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret};
 use crate::domain::ConnectorId;
 use crate::mapping::Mapping;
 
@@ -142,10 +140,7 @@ impl Config {
             if w.signature != "standard_webhooks" {
                 problems.push((
                     Some(span.clone()),
-                    format!(
-                        "webhook signature `{}` is not supported by kind rest (standard_webhooks)",
-                        w.signature
-                    ),
+                    format!("webhook signature `{}` is not supported by kind rest (standard_webhooks)", w.signature),
                 ));
             }
             let mapping = mappings.get(w.mapping.get_ref()).cloned();
@@ -160,16 +155,10 @@ impl Config {
                 ));
             }
             let verifier = resolve_secret(&w.secret, config_dir)
-                .and_then(|s| {
-                    StandardWebhooks::new(&s, w.tolerance_secs)
-                        .map_err(|e| (Some(w.secret.span()), e))
-                })
+                .and_then(|s| StandardWebhooks::new(&s, w.tolerance_secs).map_err(|e| (Some(w.secret.span()), e)))
                 .map_err(|p| problems.push(p))
                 .ok();
-            Some(Webhook {
-                verifier: verifier?,
-                mapping: mapping?,
-            })
+            Some(Webhook { verifier: verifier?, mapping: mapping? })
         });
 
         let mut operations = BTreeMap::new();
@@ -181,39 +170,21 @@ impl Config {
                 "PUT" => reqwest::Method::PUT,
                 "PATCH" => reqwest::Method::PATCH,
                 other => {
-                    problems.push((
-                        Some(span),
-                        format!("operation {name}: method `{other}` is not POST, PUT or PATCH"),
-                    ));
+                    problems
+                        .push((Some(span), format!("operation {name}: method `{other}` is not POST, PUT or PATCH")));
                     continue;
                 }
             };
-            let Ok(idempotency_header) = HeaderName::from_bytes(op.idempotency_header.as_bytes())
-            else {
-                problems.push((
-                    Some(span),
-                    format!(
-                        "operation {name}: `{}` is not a header name",
-                        op.idempotency_header
-                    ),
-                ));
+            let Ok(idempotency_header) = HeaderName::from_bytes(op.idempotency_header.as_bytes()) else {
+                problems
+                    .push((Some(span), format!("operation {name}: `{}` is not a header name", op.idempotency_header)));
                 continue;
             };
             if !op.path.starts_with('/') {
-                problems.push((
-                    Some(span),
-                    format!("operation {name}: path must start with `/`"),
-                ));
+                problems.push((Some(span), format!("operation {name}: path must start with `/`")));
                 continue;
             }
-            operations.insert(
-                name,
-                Operation {
-                    method,
-                    path: op.path,
-                    idempotency_header,
-                },
-            );
+            operations.insert(name, Operation { method, path: op.path, idempotency_header });
         }
 
         let base = match &self.base_url {
@@ -223,14 +194,9 @@ impl Config {
             }
             None => None,
             Some(u) => match Url::parse(u.get_ref()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => {
-                    Some(url)
-                }
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => Some(url),
                 Ok(_) => {
-                    problems.push((
-                        Some(u.span()),
-                        "base_url must be http(s) without credentials (use [auth])".into(),
-                    ));
+                    problems.push((Some(u.span()), "base_url must be http(s) without credentials (use [auth])".into()));
                     None
                 }
                 Err(e) => {
@@ -247,33 +213,19 @@ impl Config {
                 let a = a.into_inner();
                 let mut secret = |v: &Option<Spanned<String>>, what: &str| match v {
                     None => {
-                        problems.push((
-                            Some(span.clone()),
-                            format!("auth kind {} needs `{what}`", a.kind),
-                        ));
+                        problems.push((Some(span.clone()), format!("auth kind {} needs `{what}`", a.kind)));
                         None
                     }
-                    Some(v) => resolve_secret(v, config_dir)
-                        .map_err(|p| problems.push(p))
-                        .ok(),
+                    Some(v) => resolve_secret(v, config_dir).map_err(|p| problems.push(p)).ok(),
                 };
                 match a.kind.as_str() {
-                    "bearer" => secret(&a.token, "token")
-                        .map(Auth::Bearer)
-                        .unwrap_or(Auth::None),
+                    "bearer" => secret(&a.token, "token").map(Auth::Bearer).unwrap_or(Auth::None),
                     "api_key" => {
                         let value = secret(&a.value, "value");
-                        match a
-                            .header
-                            .as_deref()
-                            .map(|h| HeaderName::from_bytes(h.as_bytes()))
-                        {
+                        match a.header.as_deref().map(|h| HeaderName::from_bytes(h.as_bytes())) {
                             Some(Ok(h)) => value.map(|v| Auth::ApiKey(h, v)).unwrap_or(Auth::None),
                             _ => {
-                                problems.push((
-                                    Some(span.clone()),
-                                    "auth kind api_key needs a valid `header`".into(),
-                                ));
+                                problems.push((Some(span.clone()), "auth kind api_key needs a valid `header`".into()));
                                 Auth::None
                             }
                         }
@@ -292,20 +244,15 @@ impl Config {
                         }
                     }
                     other => {
-                        problems.push((
-                            Some(span.clone()),
-                            format!("auth kind `{other}` is not bearer, api_key or basic"),
-                        ));
+                        problems
+                            .push((Some(span.clone()), format!("auth kind `{other}` is not bearer, api_key or basic")));
                         Auth::None
                     }
                 }
             }
         };
         if self.timeout_secs == 0 || self.max_concurrency == 0 {
-            problems.push((
-                None,
-                "timeout_secs and max_concurrency must be positive".into(),
-            ));
+            problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -314,6 +261,7 @@ impl Config {
         let op_names: Vec<String> = operations.keys().cloned().collect();
         let push: Option<Arc<dyn Push>> = match base {
             Some(base) if !operations.is_empty() => {
+                super::install_crypto_provider();
                 let client = reqwest::Client::builder()
                     .timeout(Duration::from_secs(self.timeout_secs))
                     .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
@@ -331,48 +279,20 @@ impl Config {
             }
             _ => None,
         };
-        Ok(Connector {
-            id: id.clone(),
-            kind: "rest",
-            webhook,
-            push,
-            operations: op_names,
-        })
+        Ok(Connector { id: id.clone(), kind: "rest", webhook, push, operations: op_names })
     }
 }
 
 impl Push for RestPush {
-    fn perform<'a>(
-        &'a self,
-        effect: Outbound<'a>,
-    ) -> BoxFuture<'a, Result<Receipt, ConnectorError>> {
+    fn perform<'a>(&'a self, effect: Outbound<'a>) -> BoxFuture<'a, Result<Receipt, ConnectorError>> {
         Box::pin(async move {
-            let op =
-                self.operations
-                    .get(effect.operation)
-                    .ok_or_else(|| ConnectorError::Permanent {
-                        message: format!(
-                            "connector {} has no operation `{}`",
-                            self.id, effect.operation
-                        ),
-                    })?;
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .expect("semaphore is never closed");
-            let fill = |key: &str| {
-                effect
-                    .body
-                    .get(key)
-                    .and_then(|v| v.as_str())
-                    .map(encode_segment)
-                    .unwrap_or_default()
-            };
-            let path = op
-                .path
-                .replace("{order_id}", &fill("order_id"))
-                .replace("{external_id}", &fill("external_id"));
+            let op = self.operations.get(effect.operation).ok_or_else(|| ConnectorError::Permanent {
+                message: format!("connector {} has no operation `{}`", self.id, effect.operation),
+            })?;
+            let _permit = self.permits.acquire().await.expect("semaphore is never closed");
+            let fill =
+                |key: &str| effect.body.get(key).and_then(|v| v.as_str()).map(encode_segment).unwrap_or_default();
+            let path = op.path.replace("{order_id}", &fill("order_id")).replace("{external_id}", &fill("external_id"));
             let url = join(&self.base, &path);
             let mut req = self
                 .client
@@ -383,20 +303,18 @@ impl Push for RestPush {
                 Auth::None => req,
                 Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
                 Auth::ApiKey(h, v) => {
-                    let mut hv = HeaderValue::from_str(v.expose_secret()).map_err(|_| {
-                        ConnectorError::Auth {
-                            message: "API key contains characters not allowed in a header".into(),
-                        }
+                    let mut hv = HeaderValue::from_str(v.expose_secret()).map_err(|_| ConnectorError::Auth {
+                        message: "API key contains characters not allowed in a header".into(),
                     })?;
                     hv.set_sensitive(true);
                     req.header(h.clone(), hv)
                 }
                 Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose_secret())),
             };
-            let resp = req.send().await.map_err(|e| ConnectorError::Retryable {
-                message: describe(&e.without_url()),
-                retry_after: None,
-            })?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
             classify(resp).await
         })
     }
@@ -409,9 +327,7 @@ fn join(base: &Url, path: &str) -> String {
 fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -447,15 +363,9 @@ pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError
     let snippet: String = body.chars().take(300).collect();
     let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
     match status.as_u16() {
-        200..=299 => Ok(Receipt {
-            status: status.as_u16(),
-            summary: snippet,
-        }),
+        200..=299 => Ok(Receipt { status: status.as_u16(), summary: snippet }),
         401 | 403 => Err(ConnectorError::Auth { message }),
-        408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable {
-            message,
-            retry_after,
-        }),
+        408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
         _ => Err(ConnectorError::Permanent { message }),
     }
 }

@@ -34,9 +34,7 @@ pub struct StandardWebhooks {
 
 impl std::fmt::Debug for StandardWebhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StandardWebhooks")
-            .field("tolerance_secs", &self.tolerance_secs)
-            .finish_non_exhaustive()
+        f.debug_struct("StandardWebhooks").field("tolerance_secs", &self.tolerance_secs).finish_non_exhaustive()
     }
 }
 
@@ -46,22 +44,15 @@ impl StandardWebhooks {
     pub fn new(secret: &SecretString, tolerance_secs: u64) -> Result<Self, String> {
         let s = secret.expose_secret();
         let b64 = s.strip_prefix("whsec_").unwrap_or(s);
-        let key = B64
-            .decode(b64)
-            .map_err(|_| "webhook secret must be `whsec_` followed by base64".to_owned())?;
+        let key = B64.decode(b64).map_err(|_| "webhook secret must be `whsec_` followed by base64".to_owned())?;
         if key.len() < 16 {
             return Err("webhook secret key is shorter than 16 bytes".into());
         }
-        Ok(StandardWebhooks {
-            key: SecretString::from(B64.encode(key)),
-            tolerance_secs,
-        })
+        Ok(StandardWebhooks { key: SecretString::from(B64.encode(key)), tolerance_secs })
     }
 
     fn mac(&self) -> HmacSha256 {
-        let key = B64
-            .decode(self.key.expose_secret())
-            .expect("stored as valid base64");
+        let key = B64.decode(self.key.expose_secret()).expect("stored as valid base64");
         HmacSha256::new_from_slice(&key).expect("HMAC takes any key length")
     }
 
@@ -74,12 +65,7 @@ impl StandardWebhooks {
     }
 
     /// Verifies a delivery at time `now` (Unix seconds). Returns the `webhook-id`.
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: i64,
-    ) -> Result<String, SignatureError> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<String, SignatureError> {
         let get = |name: &'static str| {
             headers
                 .get(name)
@@ -93,10 +79,7 @@ impl StandardWebhooks {
         if id.is_empty() || id.len() > 256 {
             return Err(SignatureError::Malformed("webhook-id"));
         }
-        let ts: i64 = ts_text
-            .trim()
-            .parse()
-            .map_err(|_| SignatureError::Malformed("webhook-timestamp"))?;
+        let ts: i64 = ts_text.trim().parse().map_err(|_| SignatureError::Malformed("webhook-timestamp"))?;
         let skew = now.saturating_sub(ts);
         if skew.unsigned_abs() > self.tolerance_secs {
             return Err(SignatureError::OutsideWindow(skew, self.tolerance_secs));
@@ -116,11 +99,7 @@ impl StandardWebhooks {
                 return Ok(id.to_owned());
             }
         }
-        if any_v1 {
-            Err(SignatureError::Mismatch)
-        } else {
-            Err(SignatureError::Malformed("webhook-signature"))
-        }
+        if any_v1 { Err(SignatureError::Mismatch) } else { Err(SignatureError::Malformed("webhook-signature")) }
     }
 }
 
@@ -150,54 +129,26 @@ mod tests {
     #[test]
     fn accepts_the_reference_vector() {
         let h = headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", SIG);
-        assert_eq!(
-            v().verify(&h, BODY, 1614265330).unwrap(),
-            "msg_p5jXN8AQM9LWM0D4loKWxJek"
-        );
-        assert_eq!(
-            v().sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, BODY),
-            SIG
-        );
+        assert_eq!(v().verify(&h, BODY, 1614265330).unwrap(), "msg_p5jXN8AQM9LWM0D4loKWxJek");
+        assert_eq!(v().sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, BODY), SIG);
         // Several signatures (key rotation): any match passes.
-        let h = headers(
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            "1614265330",
-            &format!("v1,Zm9v {SIG}"),
-        );
+        let h = headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &format!("v1,Zm9v {SIG}"));
         assert!(v().verify(&h, BODY, 1614265330).is_ok());
     }
 
     #[test]
     fn refuses_tampered_expired_and_malformed() {
         let h = headers("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", SIG);
-        assert_eq!(
-            v().verify(&h, br#"{"test": 2432232315}"#, 1614265330),
-            Err(SignatureError::Mismatch)
-        );
-        assert!(matches!(
-            v().verify(&h, BODY, 1614265330 + 301),
-            Err(SignatureError::OutsideWindow(301, 300))
-        ));
-        assert!(matches!(
-            v().verify(&h, BODY, 1614265330 - 400),
-            Err(SignatureError::OutsideWindow(..))
-        ));
+        assert_eq!(v().verify(&h, br#"{"test": 2432232315}"#, 1614265330), Err(SignatureError::Mismatch));
+        assert!(matches!(v().verify(&h, BODY, 1614265330 + 301), Err(SignatureError::OutsideWindow(301, 300))));
+        assert!(matches!(v().verify(&h, BODY, 1614265330 - 400), Err(SignatureError::OutsideWindow(..))));
         let h = headers("msg_other", "1614265330", SIG);
-        assert_eq!(
-            v().verify(&h, BODY, 1614265330),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(v().verify(&h, BODY, 1614265330), Err(SignatureError::Mismatch));
         let h = headers("msg", "soon", SIG);
-        assert_eq!(
-            v().verify(&h, BODY, 0),
-            Err(SignatureError::Malformed("webhook-timestamp"))
-        );
+        assert_eq!(v().verify(&h, BODY, 0), Err(SignatureError::Malformed("webhook-timestamp")));
         let mut h = headers("msg", "1", SIG);
         h.remove("webhook-signature");
-        assert_eq!(
-            v().verify(&h, BODY, 1),
-            Err(SignatureError::MissingHeader("webhook-signature"))
-        );
+        assert_eq!(v().verify(&h, BODY, 1), Err(SignatureError::MissingHeader("webhook-signature")));
     }
 
     #[test]

@@ -11,9 +11,7 @@ use uuid::Uuid;
 pub enum IdError {
     #[error("`{0}` is not an order id (expected ord_ followed by 32 hex digits)")]
     BadOrderId(String),
-    #[error(
-        "connector id `{0}` must be 1-64 characters of a-z, 0-9, `-` or `_`, starting with a letter"
-    )]
+    #[error("connector id `{0}` must be 1-64 characters of a-z, 0-9, `-` or `_`, starting with a letter")]
     BadConnectorId(String),
     #[error("external id must be 1-200 printable characters without control characters")]
     BadExternalId,

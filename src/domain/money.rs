@@ -103,10 +103,7 @@ impl TryFrom<RawMoney> for Money {
 }
 impl From<Money> for RawMoney {
     fn from(m: Money) -> RawMoney {
-        RawMoney {
-            amount: m.amount.to_string(),
-            currency: m.currency.to_string(),
-        }
+        RawMoney { amount: m.amount.to_string(), currency: m.currency.to_string() }
     }
 }
 
@@ -140,10 +137,7 @@ impl Money {
         if self.currency != rhs.currency {
             return Err(MoneyError::CurrencyMismatch(self.currency, rhs.currency));
         }
-        let sum = self
-            .amount
-            .checked_add(rhs.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let sum = self.amount.checked_add(rhs.amount).ok_or(MoneyError::Overflow)?;
         Money::new(sum, self.currency)
     }
 
@@ -164,13 +158,9 @@ impl fmt::Display for Money {
 pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     let ok = !s.is_empty()
         && s.len() <= 40
-        && s.trim_start_matches('-')
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == '.')
+        && s.trim_start_matches('-').chars().all(|c| c.is_ascii_digit() || c == '.')
         && s.matches('.').count() <= 1
-        && s.trim_start_matches('-')
-            .chars()
-            .any(|c| c.is_ascii_digit())
+        && s.trim_start_matches('-').chars().any(|c| c.is_ascii_digit())
         && !s[1..].contains('-');
     if !ok {
         return Err(MoneyError::NotADecimal(s.chars().take(40).collect()));
@@ -188,9 +178,7 @@ mod tests {
         for c in ["cny", "CN", "CNYY", "C1Y", "", "人民币"] {
             assert!(c.parse::<CurrencyCode>().is_err(), "{c}");
         }
-        for a in [
-            "", "1e5", "1,000.00", " 1", "--1", "1.2.3", "0.00001", "-5", ".", "1-",
-        ] {
+        for a in ["", "1e5", "1,000.00", " 1", "--1", "1.2.3", "0.00001", "-5", ".", "1-"] {
             assert!(Money::parse(a, "CNY").is_err(), "{a}");
         }
     }
@@ -199,10 +187,7 @@ mod tests {
     fn refuses_to_mix_currencies() {
         let a = Money::parse("1.00", "CNY").unwrap();
         let b = Money::parse("1.00", "USD").unwrap();
-        assert!(matches!(
-            a.checked_add(&b),
-            Err(MoneyError::CurrencyMismatch(..))
-        ));
+        assert!(matches!(a.checked_add(&b), Err(MoneyError::CurrencyMismatch(..))));
         assert_eq!(a.checked_add(&a).unwrap().to_string(), "2.00 CNY");
     }
 

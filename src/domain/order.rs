@@ -24,10 +24,7 @@ pub enum FieldError {
     #[error("`{0}` is not a phone number (digits, spaces, + - ( ) only)")]
     BadPhone(String),
     #[error("`{value}` is not one of: {allowed}")]
-    NotInSet {
-        value: String,
-        allowed: &'static str,
-    },
+    NotInSet { value: String, allowed: &'static str },
     #[error("`{0}` is not an identity document number (letters, digits and - only)")]
     BadDocumentNumber(String),
     #[error("term of {0} months is outside 1..=600")]
@@ -104,11 +101,7 @@ impl FromStr for Email {
             && !t.chars().any(|c| c.is_whitespace() || c.is_control())
             && matches!(t.split_once('@'), Some((l, d)) if !l.is_empty() && !d.contains('@')
                 && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'));
-        if ok {
-            Ok(Email(t.to_owned()))
-        } else {
-            Err(FieldError::BadEmail(clip(t)))
-        }
+        if ok { Ok(Email(t.to_owned())) } else { Err(FieldError::BadEmail(clip(t))) }
     }
 }
 impl TryFrom<String> for Email {
@@ -144,11 +137,7 @@ impl FromStr for Phone {
         let ok = t.len() <= 32
             && t.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
             && t.chars().filter(char::is_ascii_digit).count() >= 6;
-        if ok {
-            Ok(Phone(t.to_owned()))
-        } else {
-            Err(FieldError::BadPhone(clip(t)))
-        }
+        if ok { Ok(Phone(t.to_owned())) } else { Err(FieldError::BadPhone(clip(t))) }
     }
 }
 impl TryFrom<String> for Phone {
@@ -256,10 +245,7 @@ impl FromStr for DocumentNumber {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
         let t = s.trim();
-        if !t.is_empty()
-            && t.len() <= 64
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
+        if !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             Ok(DocumentNumber(t.to_owned()))
         } else {
             Err(FieldError::BadDocumentNumber(clip(t)))
@@ -297,11 +283,7 @@ pub fn cn_resident_id_ok(n: &str) -> bool {
     if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
         return false;
     }
-    let sum: u32 = b[..17]
-        .iter()
-        .zip(W)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
+    let sum: u32 = b[..17].iter().zip(W).map(|(d, w)| u32::from(d - b'0') * w).sum();
     b[17].to_ascii_uppercase() == CHECK[(sum % 11) as usize]
 }
 
@@ -317,11 +299,7 @@ impl TermMonths {
 impl TryFrom<u32> for TermMonths {
     type Error = FieldError;
     fn try_from(n: u32) -> Result<Self, FieldError> {
-        if (1..=600).contains(&n) {
-            Ok(TermMonths(n))
-        } else {
-            Err(FieldError::BadTerm(n))
-        }
+        if (1..=600).contains(&n) { Ok(TermMonths(n)) } else { Err(FieldError::BadTerm(n)) }
     }
 }
 impl From<TermMonths> for u32 {
@@ -410,9 +388,9 @@ impl Order {
     pub fn has_field(&self, path: &str) -> bool {
         let c = &self.customer;
         match path {
-            "customer.id_document"
-            | "customer.id_document.type"
-            | "customer.id_document.number" => c.id_document.is_some(),
+            "customer.id_document" | "customer.id_document.type" | "customer.id_document.number" => {
+                c.id_document.is_some()
+            }
             "customer.credit_rating" => c.credit_rating.is_some(),
             "customer.email" => c.email.is_some(),
             "customer.phone" => c.phone.is_some(),
@@ -443,14 +421,8 @@ mod tests {
     #[test]
     fn text_limits_count_characters_not_bytes() {
         let name: String = "张".repeat(200);
-        assert!(
-            name.parse::<PartyName>().is_ok(),
-            "200 Chinese characters fit"
-        );
-        assert_eq!(
-            format!("{name}张").parse::<PartyName>(),
-            Err(FieldError::TooLong(200))
-        );
+        assert!(name.parse::<PartyName>().is_ok(), "200 Chinese characters fit");
+        assert_eq!(format!("{name}张").parse::<PartyName>(), Err(FieldError::TooLong(200)));
         assert_eq!("  ".parse::<PartyName>(), Err(FieldError::Empty));
         assert!("多行\n描述".parse::<NeedDescription>().is_ok());
         assert!("a\nb".parse::<PartyName>().is_err());

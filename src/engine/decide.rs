@@ -50,11 +50,7 @@ pub fn decide(
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<Decision, IllegalTransition> {
-    let mut d = Decision {
-        next: state.clone(),
-        audit: Vec::new(),
-        effects: Vec::new(),
-    };
+    let mut d = Decision { next: state.clone(), audit: Vec::new(), effects: Vec::new() };
     d.apply(actor, event, rules, now)?;
     d.run_automatic(order, rules, now)?;
     Ok(d)
@@ -69,23 +65,12 @@ pub fn decide_new(
     now: DateTime<Utc>,
 ) -> Result<Decision, IllegalTransition> {
     if !matches!(received, OrderEvent::Received { .. }) {
-        return Err(IllegalTransition {
-            state: "new",
-            event: received.name(),
-        });
+        return Err(IllegalTransition { state: "new", event: received.name() });
     }
     let next = OrderState::Received;
     let effects = effects_on_entering(&next, rules);
-    let mut d = Decision {
-        audit: vec![AuditEntry {
-            at: now,
-            actor,
-            event: received,
-            state: next.clone(),
-        }],
-        next,
-        effects,
-    };
+    let mut d =
+        Decision { audit: vec![AuditEntry { at: now, actor, event: received, state: next.clone() }], next, effects };
     d.run_automatic(order, rules, now)?;
     Ok(d)
 }
@@ -105,21 +90,12 @@ fn effects_on_entering(state: &OrderState, rules: &Rules) -> Vec<EffectSpec> {
 
 impl Decision {
     /// Automatic steps; bounded (at most one screening and one automatic approval).
-    fn run_automatic(
-        &mut self,
-        order: &Order,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<(), IllegalTransition> {
+    fn run_automatic(&mut self, order: &Order, rules: &Rules, now: DateTime<Utc>) -> Result<(), IllegalTransition> {
         for _ in 0..4 {
             let follow = match &self.next {
-                OrderState::Received => Some(OrderEvent::ScreeningStarted {
-                    rules_version: rules.version.clone(),
-                }),
+                OrderState::Received => Some(OrderEvent::ScreeningStarted { rules_version: rules.version.clone() }),
                 OrderState::Screening => Some(screening_event(order, rules)),
-                OrderState::AwaitingApproval { level: 1, .. } => {
-                    auto_approval(&self.audit, order, rules)
-                }
+                OrderState::AwaitingApproval { level: 1, .. } => auto_approval(&self.audit, order, rules),
                 _ => None,
             };
             match follow {
@@ -141,12 +117,7 @@ impl Decision {
         if next != self.next {
             self.effects.extend(effects_on_entering(&next, rules));
         }
-        self.audit.push(AuditEntry {
-            at: now,
-            actor,
-            event,
-            state: next.clone(),
-        });
+        self.audit.push(AuditEntry { at: now, actor, event, state: next.clone() });
         self.next = next;
         Ok(())
     }
@@ -157,29 +128,16 @@ fn screening_event(order: &Order, rules: &Rules) -> OrderEvent {
     match rules.screen(order) {
         Screening::Passed => {
             let route = rules.route(order);
-            OrderEvent::ScreeningPassed {
-                rules_version,
-                chain: route.chain,
-                reason: route.reason,
-            }
+            OrderEvent::ScreeningPassed { rules_version, chain: route.chain, reason: route.reason }
         }
-        Screening::Flagged(fired) => OrderEvent::ScreeningFlagged {
-            rules_version,
-            fired,
-        },
-        Screening::Rejected(fired) => OrderEvent::ScreeningRejected {
-            rules_version,
-            fired,
-        },
+        Screening::Flagged(fired) => OrderEvent::ScreeningFlagged { rules_version, fired },
+        Screening::Rejected(fired) => OrderEvent::ScreeningRejected { rules_version, fired },
     }
 }
 
 /// Level 1 is approved automatically when screening just passed with an automatic route.
 fn auto_approval(audit: &[AuditEntry], order: &Order, rules: &Rules) -> Option<OrderEvent> {
-    let just_passed = matches!(
-        audit.last().map(|a| &a.event),
-        Some(OrderEvent::ScreeningPassed { .. })
-    );
+    let just_passed = matches!(audit.last().map(|a| &a.event), Some(OrderEvent::ScreeningPassed { .. }));
     let route = rules.route(order);
     match (just_passed, route.auto_on_behalf_of) {
         (true, Some(role)) => Some(OrderEvent::Approved {
@@ -232,19 +190,14 @@ mod tests {
                     id: "CREDIT".into(),
                     severity: Severity::Reject,
                     message: "credit".into(),
-                    check: Check::MinCreditRating {
-                        floor: crate::domain::CreditRating::Bbb,
-                    },
+                    check: Check::MinCreditRating { floor: crate::domain::CreditRating::Bbb },
                 },
             ],
             approval: ApprovalRules {
                 auto_approve_up_to: Some(Money::parse("100000.00", "CNY").unwrap()),
                 auto_role: "line_supervisor".into(),
                 levels: vec![
-                    ApprovalLevel {
-                        role: "line_supervisor".into(),
-                        above: None,
-                    },
+                    ApprovalLevel { role: "line_supervisor".into(), above: None },
                     ApprovalLevel {
                         role: "branch_manager".into(),
                         above: Some(Money::parse("1000000", "CNY").unwrap()),
@@ -260,34 +213,16 @@ mod tests {
     }
 
     fn received() -> OrderEvent {
-        OrderEvent::Received {
-            connector: "crm".into(),
-            external_id: "D-1".into(),
-            version: 1,
-        }
+        OrderEvent::Received { connector: "crm".into(), external_id: "D-1".into(), version: 1 }
     }
 
     #[test]
     fn small_order_is_screened_and_auto_approved_with_its_effect() {
-        let d = decide_new(
-            &sample_order("5000.00"),
-            Actor::Connector("crm".into()),
-            received(),
-            &rules(),
-            Utc::now(),
-        )
-        .unwrap();
+        let d = decide_new(&sample_order("5000.00"), Actor::Connector("crm".into()), received(), &rules(), Utc::now())
+            .unwrap();
         assert_eq!(d.next, OrderState::Approved);
         let names: Vec<_> = d.audit.iter().map(|a| a.event.name()).collect();
-        assert_eq!(
-            names,
-            [
-                "received",
-                "screening_started",
-                "screening_passed",
-                "approved"
-            ]
-        );
+        assert_eq!(names, ["received", "screening_started", "screening_passed", "approved"]);
         assert!(
             matches!(&d.audit[3].event, OrderEvent::Approved { on_behalf_of: Some(r), .. } if r == "line_supervisor")
         );
@@ -297,14 +232,7 @@ mod tests {
 
     #[test]
     fn large_order_waits_for_two_levels() {
-        let d = decide_new(
-            &sample_order("1250000.00"),
-            Actor::System,
-            received(),
-            &rules(),
-            Utc::now(),
-        )
-        .unwrap();
+        let d = decide_new(&sample_order("1250000.00"), Actor::System, received(), &rules(), Utc::now()).unwrap();
         assert_eq!(d.next, OrderState::AwaitingApproval { level: 1, of: 2 });
         assert!(d.effects.is_empty());
     }

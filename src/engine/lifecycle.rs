@@ -130,17 +130,11 @@ impl OrderState {
     /// States in which the source system may still change the order's data.
     pub fn accepts_amendments(&self) -> bool {
         use OrderState as S;
-        matches!(
-            self,
-            S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. }
-        )
+        matches!(self, S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. })
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            OrderState::Rejected | OrderState::Archived | OrderState::Cancelled
-        )
+        matches!(self, OrderState::Rejected | OrderState::Archived | OrderState::Cancelled)
     }
 
     /// The only place a state changes.
@@ -152,10 +146,7 @@ impl OrderState {
         use OrderState as S;
         Ok(match (self, ev) {
             // Bookkeeping events are legal everywhere and change nothing.
-            (
-                s,
-                E::EffectSucceeded { .. } | E::EffectDeadLettered { .. } | E::EffectReplayed { .. },
-            ) => s.clone(),
+            (s, E::EffectSucceeded { .. } | E::EffectDeadLettered { .. } | E::EffectReplayed { .. }) => s.clone(),
 
             (S::Received, E::ScreeningStarted { .. }) => S::Screening,
             (S::Screening, E::ScreeningPassed { chain, .. }) => awaiting(chain.len()),
@@ -165,40 +156,21 @@ impl OrderState {
 
             (S::Flagged, E::ReviewStarted { .. }) => S::ManualReview,
             (S::ManualReview, E::ReviewReturned { .. }) => S::Flagged,
-            (S::Flagged | S::ManualReview, E::ReviewReleased { chain, .. }) => {
-                awaiting(chain.len())
-            }
+            (S::Flagged | S::ManualReview, E::ReviewReleased { chain, .. }) => awaiting(chain.len()),
             (S::Flagged | S::ManualReview, E::ReviewRejected { .. }) => S::Rejected,
 
-            (S::AwaitingApproval { level, of }, E::Approved { level: l, .. })
-                if l == level && level < of =>
-            {
-                S::AwaitingApproval {
-                    level: level + 1,
-                    of: *of,
-                }
+            (S::AwaitingApproval { level, of }, E::Approved { level: l, .. }) if l == level && level < of => {
+                S::AwaitingApproval { level: level + 1, of: *of }
             }
-            (S::AwaitingApproval { level, .. }, E::Approved { level: l, .. }) if l == level => {
-                S::Approved
-            }
-            (S::AwaitingApproval { level, .. }, E::ApprovalDeclined { level: l, .. })
-                if l == level =>
-            {
-                S::Rejected
-            }
+            (S::AwaitingApproval { level, .. }, E::Approved { level: l, .. }) if l == level => S::Approved,
+            (S::AwaitingApproval { level, .. }, E::ApprovalDeclined { level: l, .. }) if l == level => S::Rejected,
 
             (S::Approved, E::ExecutionStarted) => S::Executing,
             (S::Executing, E::DeliveryRecorded { .. }) => S::Delivered,
             (S::Delivered, E::AcceptanceConfirmed { .. }) => S::Accepted,
-            (S::Executing, E::ExceptionOpened { .. }) => S::Exception {
-                during: Stage::Executing,
-            },
-            (S::Delivered, E::ExceptionOpened { .. }) => S::Exception {
-                during: Stage::Delivered,
-            },
-            (S::Invoiced | S::Overdue, E::ExceptionOpened { .. }) => S::Exception {
-                during: Stage::Invoiced,
-            },
+            (S::Executing, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Executing },
+            (S::Delivered, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Delivered },
+            (S::Invoiced | S::Overdue, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Invoiced },
             (S::Exception { during }, E::ExceptionResolved { .. }) => match during {
                 Stage::Executing => S::Executing,
                 Stage::Delivered => S::Delivered,
@@ -213,15 +185,10 @@ impl OrderState {
             (S::Closed, E::Archived) => S::Archived,
             (S::Rejected | S::Cancelled, E::Archived) => S::Archived,
 
-            (s, E::Cancelled { .. }) if !s.is_terminal() && !matches!(s, S::Paid | S::Closed) => {
-                S::Cancelled
-            }
+            (s, E::Cancelled { .. }) if !s.is_terminal() && !matches!(s, S::Paid | S::Closed) => S::Cancelled,
 
             (s, e) => {
-                return Err(IllegalTransition {
-                    state: s.name(),
-                    event: e.name(),
-                });
+                return Err(IllegalTransition { state: s.name(), event: e.name() });
             }
         })
     }
@@ -231,10 +198,7 @@ fn awaiting(levels: usize) -> OrderState {
     if levels == 0 {
         OrderState::Approved
     } else {
-        OrderState::AwaitingApproval {
-            level: 1,
-            of: u8::try_from(levels).unwrap_or(u8::MAX),
-        }
+        OrderState::AwaitingApproval { level: 1, of: u8::try_from(levels).unwrap_or(u8::MAX) }
     }
 }
 
@@ -398,240 +362,78 @@ mod tests {
     }
 
     fn approved(level: u8) -> OrderEvent {
-        E::Approved {
-            level,
-            role: "r".into(),
-            comment: String::new(),
-            on_behalf_of: None,
-        }
+        E::Approved { level, role: "r".into(), comment: String::new(), on_behalf_of: None }
     }
 
     #[test]
     fn every_legal_pair() {
         let rv = || "v1".to_owned();
         let table: Vec<(OrderState, OrderEvent, OrderState)> = vec![
-            (
-                S::Received,
-                E::ScreeningStarted {
-                    rules_version: rv(),
-                },
-                S::Screening,
-            ),
+            (S::Received, E::ScreeningStarted { rules_version: rv() }, S::Screening),
             (
                 S::Screening,
-                E::ScreeningPassed {
-                    rules_version: rv(),
-                    chain: chain(2),
-                    reason: String::new(),
-                },
+                E::ScreeningPassed { rules_version: rv(), chain: chain(2), reason: String::new() },
                 S::AwaitingApproval { level: 1, of: 2 },
             ),
             (
                 S::Screening,
-                E::ScreeningPassed {
-                    rules_version: rv(),
-                    chain: vec![],
-                    reason: String::new(),
-                },
+                E::ScreeningPassed { rules_version: rv(), chain: vec![], reason: String::new() },
                 S::Approved,
             ),
-            (
-                S::Screening,
-                E::ScreeningFlagged {
-                    rules_version: rv(),
-                    fired: vec![],
-                },
-                S::Flagged,
-            ),
-            (
-                S::Screening,
-                E::ScreeningRejected {
-                    rules_version: rv(),
-                    fired: vec![],
-                },
-                S::Rejected,
-            ),
-            (
-                S::Flagged,
-                E::Amended {
-                    version: 2,
-                    changed: vec![],
-                },
-                S::Received,
-            ),
-            (
-                S::AwaitingApproval { level: 2, of: 3 },
-                E::Amended {
-                    version: 2,
-                    changed: vec![],
-                },
-                S::Received,
-            ),
-            (
-                S::Flagged,
-                E::ReviewStarted {
-                    comment: String::new(),
-                },
-                S::ManualReview,
-            ),
+            (S::Screening, E::ScreeningFlagged { rules_version: rv(), fired: vec![] }, S::Flagged),
+            (S::Screening, E::ScreeningRejected { rules_version: rv(), fired: vec![] }, S::Rejected),
+            (S::Flagged, E::Amended { version: 2, changed: vec![] }, S::Received),
+            (S::AwaitingApproval { level: 2, of: 3 }, E::Amended { version: 2, changed: vec![] }, S::Received),
+            (S::Flagged, E::ReviewStarted { comment: String::new() }, S::ManualReview),
+            (S::ManualReview, E::ReviewReturned { comment: String::new() }, S::Flagged),
             (
                 S::ManualReview,
-                E::ReviewReturned {
-                    comment: String::new(),
-                },
-                S::Flagged,
-            ),
-            (
-                S::ManualReview,
-                E::ReviewReleased {
-                    comment: String::new(),
-                    chain: chain(1),
-                },
+                E::ReviewReleased { comment: String::new(), chain: chain(1) },
                 S::AwaitingApproval { level: 1, of: 1 },
             ),
-            (
-                S::Flagged,
-                E::ReviewRejected {
-                    comment: String::new(),
-                },
-                S::Rejected,
-            ),
+            (S::Flagged, E::ReviewRejected { comment: String::new() }, S::Rejected),
+            (S::AwaitingApproval { level: 1, of: 2 }, approved(1), S::AwaitingApproval { level: 2, of: 2 }),
+            (S::AwaitingApproval { level: 2, of: 2 }, approved(2), S::Approved),
             (
                 S::AwaitingApproval { level: 1, of: 2 },
-                approved(1),
-                S::AwaitingApproval { level: 2, of: 2 },
-            ),
-            (
-                S::AwaitingApproval { level: 2, of: 2 },
-                approved(2),
-                S::Approved,
-            ),
-            (
-                S::AwaitingApproval { level: 1, of: 2 },
-                E::ApprovalDeclined {
-                    level: 1,
-                    role: "r".into(),
-                    comment: String::new(),
-                },
+                E::ApprovalDeclined { level: 1, role: "r".into(), comment: String::new() },
                 S::Rejected,
             ),
             (S::Approved, E::ExecutionStarted, S::Executing),
+            (S::Executing, E::DeliveryRecorded { note: String::new() }, S::Delivered),
+            (S::Delivered, E::AcceptanceConfirmed { note: String::new() }, S::Accepted),
+            (S::Delivered, E::ExceptionOpened { reason: String::new() }, S::Exception { during: Stage::Delivered }),
             (
-                S::Executing,
-                E::DeliveryRecorded {
-                    note: String::new(),
-                },
+                S::Exception { during: Stage::Delivered },
+                E::ExceptionResolved { resolution: String::new() },
                 S::Delivered,
             ),
-            (
-                S::Delivered,
-                E::AcceptanceConfirmed {
-                    note: String::new(),
-                },
-                S::Accepted,
-            ),
-            (
-                S::Delivered,
-                E::ExceptionOpened {
-                    reason: String::new(),
-                },
-                S::Exception {
-                    during: Stage::Delivered,
-                },
-            ),
-            (
-                S::Exception {
-                    during: Stage::Delivered,
-                },
-                E::ExceptionResolved {
-                    resolution: String::new(),
-                },
-                S::Delivered,
-            ),
-            (
-                S::Accepted,
-                E::InvoiceIssued {
-                    number: "INV-1".into(),
-                    amount: money(),
-                },
-                S::Invoiced,
-            ),
-            (
-                S::Invoiced,
-                E::PaymentReceived {
-                    amount: money(),
-                    settled: false,
-                },
-                S::Invoiced,
-            ),
+            (S::Accepted, E::InvoiceIssued { number: "INV-1".into(), amount: money() }, S::Invoiced),
+            (S::Invoiced, E::PaymentReceived { amount: money(), settled: false }, S::Invoiced),
             (S::Invoiced, E::PaymentOverdue, S::Overdue),
-            (
-                S::Overdue,
-                E::PaymentReceived {
-                    amount: money(),
-                    settled: true,
-                },
-                S::Paid,
-            ),
+            (S::Overdue, E::PaymentReceived { amount: money(), settled: true }, S::Paid),
             (S::Paid, E::Closed, S::Closed),
             (S::Closed, E::Archived, S::Archived),
-            (
-                S::Executing,
-                E::Cancelled {
-                    reason: String::new(),
-                },
-                S::Cancelled,
-            ),
+            (S::Executing, E::Cancelled { reason: String::new() }, S::Cancelled),
             (
                 S::Paid,
-                E::EffectSucceeded {
-                    effect_id: "e".into(),
-                    effect: "x".into(),
-                    attempts: 1,
-                    receipt: String::new(),
-                },
+                E::EffectSucceeded { effect_id: "e".into(), effect: "x".into(), attempts: 1, receipt: String::new() },
                 S::Paid,
             ),
         ];
         for (from, ev, to) in table {
-            assert_eq!(
-                from.on(&ev),
-                Ok(to.clone()),
-                "{} + {}",
-                from.name(),
-                ev.name()
-            );
+            assert_eq!(from.on(&ev), Ok(to.clone()), "{} + {}", from.name(), ev.name());
         }
     }
 
     #[test]
     fn illegal_pairs_name_state_and_event() {
         let err = S::Received.on(&E::Closed).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "event `closed` is not allowed in state `received`"
-        );
+        assert_eq!(err.to_string(), "event `closed` is not allowed in state `received`");
         // An approval for the wrong level is refused, not applied to the current one.
-        assert!(
-            S::AwaitingApproval { level: 2, of: 3 }
-                .on(&approved(1))
-                .is_err()
-        );
-        assert!(
-            S::Paid
-                .on(&E::Cancelled {
-                    reason: String::new()
-                })
-                .is_err()
-        );
-        assert!(
-            S::Approved
-                .on(&E::Amended {
-                    version: 9,
-                    changed: vec![]
-                })
-                .is_err()
-        );
+        assert!(S::AwaitingApproval { level: 2, of: 3 }.on(&approved(1)).is_err());
+        assert!(S::Paid.on(&E::Cancelled { reason: String::new() }).is_err());
+        assert!(S::Approved.on(&E::Amended { version: 9, changed: vec![] }).is_err());
     }
 
     fn any_state() -> impl Strategy<Value = OrderState> {
@@ -640,18 +442,13 @@ mod tests {
             Just(S::Screening),
             Just(S::Flagged),
             Just(S::ManualReview),
-            (1u8..5, 1u8..5).prop_map(|(l, o)| S::AwaitingApproval {
-                level: l.min(o),
-                of: o
-            }),
+            (1u8..5, 1u8..5).prop_map(|(l, o)| S::AwaitingApproval { level: l.min(o), of: o }),
             Just(S::Approved),
             Just(S::Rejected),
             Just(S::Executing),
             Just(S::Delivered),
             Just(S::Accepted),
-            Just(S::Exception {
-                during: Stage::Invoiced
-            }),
+            Just(S::Exception { during: Stage::Invoiced }),
             Just(S::Invoiced),
             Just(S::Overdue),
             Just(S::Paid),
@@ -663,72 +460,32 @@ mod tests {
 
     fn any_event() -> impl Strategy<Value = OrderEvent> {
         prop_oneof![
-            Just(E::ScreeningStarted {
-                rules_version: "v".into()
-            }),
+            Just(E::ScreeningStarted { rules_version: "v".into() }),
             (0usize..4).prop_map(|n| E::ScreeningPassed {
                 rules_version: "v".into(),
                 chain: chain(n),
                 reason: String::new()
             }),
-            Just(E::ScreeningFlagged {
-                rules_version: "v".into(),
-                fired: vec![]
-            }),
-            Just(E::ScreeningRejected {
-                rules_version: "v".into(),
-                fired: vec![]
-            }),
-            Just(E::Amended {
-                version: 2,
-                changed: vec![]
-            }),
-            Just(E::ReviewStarted {
-                comment: String::new()
-            }),
-            Just(E::ReviewReturned {
-                comment: String::new()
-            }),
-            (0usize..3).prop_map(|n| E::ReviewReleased {
-                comment: String::new(),
-                chain: chain(n)
-            }),
-            Just(E::ReviewRejected {
-                comment: String::new()
-            }),
+            Just(E::ScreeningFlagged { rules_version: "v".into(), fired: vec![] }),
+            Just(E::ScreeningRejected { rules_version: "v".into(), fired: vec![] }),
+            Just(E::Amended { version: 2, changed: vec![] }),
+            Just(E::ReviewStarted { comment: String::new() }),
+            Just(E::ReviewReturned { comment: String::new() }),
+            (0usize..3).prop_map(|n| E::ReviewReleased { comment: String::new(), chain: chain(n) }),
+            Just(E::ReviewRejected { comment: String::new() }),
             (0u8..6).prop_map(approved),
-            (0u8..6).prop_map(|l| E::ApprovalDeclined {
-                level: l,
-                role: "r".into(),
-                comment: String::new()
-            }),
+            (0u8..6).prop_map(|l| E::ApprovalDeclined { level: l, role: "r".into(), comment: String::new() }),
             Just(E::ExecutionStarted),
-            Just(E::DeliveryRecorded {
-                note: String::new()
-            }),
-            Just(E::AcceptanceConfirmed {
-                note: String::new()
-            }),
-            Just(E::ExceptionOpened {
-                reason: String::new()
-            }),
-            Just(E::ExceptionResolved {
-                resolution: String::new()
-            }),
-            Just(E::InvoiceIssued {
-                number: "1".into(),
-                amount: money()
-            }),
-            any::<bool>().prop_map(|s| E::PaymentReceived {
-                amount: money(),
-                settled: s
-            }),
+            Just(E::DeliveryRecorded { note: String::new() }),
+            Just(E::AcceptanceConfirmed { note: String::new() }),
+            Just(E::ExceptionOpened { reason: String::new() }),
+            Just(E::ExceptionResolved { resolution: String::new() }),
+            Just(E::InvoiceIssued { number: "1".into(), amount: money() }),
+            any::<bool>().prop_map(|s| E::PaymentReceived { amount: money(), settled: s }),
             Just(E::PaymentOverdue),
             Just(E::Closed),
             Just(E::Archived),
-            Just(E::Cancelled {
-                reason: String::new()
-            }),
+            Just(E::Cancelled { reason: String::new() }),
         ]
     }
 

@@ -45,7 +45,9 @@ pub enum Check {
         months: u32,
     },
     /// Credit rating `floor` or better; a missing rating fires.
-    MinCreditRating { floor: CreditRating },
+    MinCreditRating {
+        floor: CreditRating,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -94,11 +96,7 @@ impl Rules {
             .screening
             .iter()
             .filter(|r| r.check.fires(order))
-            .map(|r| RuleHit {
-                rule_id: r.id.clone(),
-                severity: r.severity,
-                message: r.message.clone(),
-            })
+            .map(|r| RuleHit { rule_id: r.id.clone(), severity: r.severity, message: r.message.clone() })
             .collect();
         if fired.is_empty() {
             Screening::Passed
@@ -112,41 +110,23 @@ impl Rules {
     pub fn route(&self, order: &Order) -> Route {
         let a = &self.approval;
         if let Some(limit) = &a.auto_approve_up_to
-            && order
-                .amount
-                .partial_cmp_same(limit)
-                .is_some_and(|o| o.is_le())
+            && order.amount.partial_cmp_same(limit).is_some_and(|o| o.is_le())
         {
             return Route {
                 chain: vec![a.auto_role.clone()],
                 auto_on_behalf_of: Some(a.auto_role.clone()),
-                reason: format!(
-                    "amount {} is at most the automatic approval limit {limit}",
-                    order.amount
-                ),
+                reason: format!("amount {} is at most the automatic approval limit {limit}", order.amount),
             };
         }
         // A threshold in another currency cannot be compared; include the level (safe side).
         let chain: Vec<String> = a
             .levels
             .iter()
-            .filter(|l| {
-                l.above
-                    .as_ref()
-                    .is_none_or(|t| order.amount.partial_cmp_same(t).is_none_or(|o| o.is_gt()))
-            })
+            .filter(|l| l.above.as_ref().is_none_or(|t| order.amount.partial_cmp_same(t).is_none_or(|o| o.is_gt())))
             .map(|l| l.role.clone())
             .collect();
-        let reason = format!(
-            "amount {} routes through {} level(s)",
-            order.amount,
-            chain.len()
-        );
-        Route {
-            chain,
-            auto_on_behalf_of: None,
-            reason,
-        }
+        let reason = format!("amount {} routes through {} level(s)", order.amount, chain.len());
+        Route { chain, auto_on_behalf_of: None, reason }
     }
 }
 
@@ -165,9 +145,7 @@ impl Check {
             Check::MaxTermMonths { product, months } => {
                 applies(product) && o.term_months.is_some_and(|t| t.get() > *months)
             }
-            Check::MinCreditRating { floor } => {
-                o.customer.credit_rating.is_none_or(|r| !r.at_least(*floor))
-            }
+            Check::MinCreditRating { floor } => o.customer.credit_rating.is_none_or(|r| !r.at_least(*floor)),
         }
     }
 }
@@ -262,12 +240,7 @@ impl RulesFile {
         for r in self.screening {
             let span = r.span();
             let r = r.into_inner();
-            let mut bad = |m: String| {
-                problems.push(RuleProblem {
-                    span: span.clone(),
-                    message: m,
-                })
-            };
+            let mut bad = |m: String| problems.push(RuleProblem { span: span.clone(), message: m });
             if !seen.insert(r.id.clone()) {
                 bad(format!("screening rule id `{}` is used twice", r.id));
             }
@@ -291,20 +264,14 @@ impl RulesFile {
                         }
                     },
                     _ => {
-                        bad(format!(
-                            "rule {}: check max_amount needs `amount` and `currency`",
-                            r.id
-                        ));
+                        bad(format!("rule {}: check max_amount needs `amount` and `currency`", r.id));
                         continue;
                     }
                 },
                 "max_term_months" => match r.months {
                     Some(months) => Check::MaxTermMonths { product, months },
                     None => {
-                        bad(format!(
-                            "rule {}: check max_term_months needs `months`",
-                            r.id
-                        ));
+                        bad(format!("rule {}: check max_term_months needs `months`", r.id));
                         continue;
                     }
                 },
@@ -315,10 +282,7 @@ impl RulesFile {
                         continue;
                     }
                     None => {
-                        bad(format!(
-                            "rule {}: check min_credit_rating needs `rating`",
-                            r.id
-                        ));
+                        bad(format!("rule {}: check min_credit_rating needs `rating`", r.id));
                         continue;
                     }
                 },
@@ -330,12 +294,7 @@ impl RulesFile {
                     continue;
                 }
             };
-            screening.push(ScreeningRule {
-                id: r.id,
-                severity: r.severity,
-                message: r.message,
-                check,
-            });
+            screening.push(ScreeningRule { id: r.id, severity: r.severity, message: r.message, check });
         }
 
         let auto_approve_up_to = match self.approval.auto_approve_up_to {
@@ -343,10 +302,7 @@ impl RulesFile {
             Some(m) => match money_of(m.get_ref()) {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    problems.push(RuleProblem {
-                        span: m.span(),
-                        message: format!("auto_approve_up_to: {e}"),
-                    });
+                    problems.push(RuleProblem { span: m.span(), message: format!("auto_approve_up_to: {e}") });
                     None
                 }
             },
@@ -359,23 +315,14 @@ impl RulesFile {
                 None => None,
                 Some(Ok(m)) => Some(m),
                 Some(Err(e)) => {
-                    problems.push(RuleProblem {
-                        span,
-                        message: format!("level {}: above: {e}", l.role),
-                    });
+                    problems.push(RuleProblem { span, message: format!("level {}: above: {e}", l.role) });
                     continue;
                 }
             };
-            levels.push(ApprovalLevel {
-                role: l.role,
-                above,
-            });
+            levels.push(ApprovalLevel { role: l.role, above });
         }
         if levels.len() > 10 {
-            problems.push(RuleProblem {
-                span: 0..0,
-                message: "at most 10 approval levels".into(),
-            });
+            problems.push(RuleProblem { span: 0..0, message: "at most 10 approval levels".into() });
         }
 
         let mut effects = Vec::new();
@@ -383,22 +330,13 @@ impl RulesFile {
             let span = e.span();
             let e = e.into_inner();
             if !crate::engine::lifecycle::STATE_NAMES.contains(&e.on.as_str()) {
-                problems.push(RuleProblem {
-                    span: span.clone(),
-                    message: format!("effects: unknown state `{}`", e.on),
-                });
+                problems
+                    .push(RuleProblem { span: span.clone(), message: format!("effects: unknown state `{}`", e.on) });
                 continue;
             }
             match e.connector.parse::<ConnectorId>() {
-                Ok(connector) => effects.push(EffectRule {
-                    on_state: e.on,
-                    connector,
-                    operation: e.operation,
-                }),
-                Err(err) => problems.push(RuleProblem {
-                    span,
-                    message: format!("effects: {err}"),
-                }),
+                Ok(connector) => effects.push(EffectRule { on_state: e.on, connector, operation: e.operation }),
+                Err(err) => problems.push(RuleProblem { span, message: format!("effects: {err}") }),
             }
         }
 
@@ -406,11 +344,7 @@ impl RulesFile {
             Ok(Rules {
                 version: self.version.into_inner(),
                 screening,
-                approval: ApprovalRules {
-                    auto_approve_up_to,
-                    auto_role: self.approval.auto_approver_role,
-                    levels,
-                },
+                approval: ApprovalRules { auto_approve_up_to, auto_role: self.approval.auto_approver_role, levels },
                 effects,
             })
         } else {

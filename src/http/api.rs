@@ -16,16 +16,10 @@ use crate::domain::OrderId;
 use crate::engine::Actor;
 use crate::store::{EffectId, OrderRecord};
 
-pub async fn require_admin(
-    State(app): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let Some(expected) = &app.settings.admin_token else {
-        return Err(unauthorized(
-            "the admin API is disabled: set server.admin_token",
-        ));
+        return Err(unauthorized("the admin API is disabled: set server.admin_token"));
     };
     let given = req
         .headers()
@@ -40,8 +34,7 @@ pub async fn require_admin(
 }
 
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
-    id.parse()
-        .map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
+    id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
 }
 
 /// The order as the API shows it.
@@ -60,16 +53,9 @@ pub fn order_json(rec: &OrderRecord) -> Value {
     })
 }
 
-pub async fn get_order(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let rec = app
-        .store
-        .order(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let rec = app.store.order(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
     let events = app.store.events(id).await?;
     let mut body = order_json(&rec);
     body["events"] = serde_json::to_value(events).map_err(ApiError::unexpected)?;
@@ -84,10 +70,7 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_orders(
-    State(app): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_orders(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     if let Some(s) = &q.state
         && !crate::engine::lifecycle::STATE_NAMES.contains(&s.as_str())
     {
@@ -100,14 +83,8 @@ pub async fn list_orders(
     let after = q.after.as_deref().map(parse_id).transpose()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let page = app.store.list(q.state.as_deref(), after, limit).await?;
-    let next = if page.len() == limit {
-        page.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(
-        json!({"orders": page.iter().map(order_json).collect::<Vec<_>>(), "next_after": next}),
-    ))
+    let next = if page.len() == limit { page.last().map(|r| r.id.to_string()) } else { None };
+    Ok(Json(json!({"orders": page.iter().map(order_json).collect::<Vec<_>>(), "next_after": next})))
 }
 
 #[derive(Deserialize)]
@@ -116,39 +93,19 @@ pub struct LimitQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_outbox(
-    State(app): State<AppState>,
-    Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let rows = app
-        .store
-        .pending_effects(q.limit.unwrap_or(100).clamp(1, 10_000))
-        .await?;
+pub async fn list_outbox(State(app): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let rows = app.store.pending_effects(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub async fn list_dead(
-    State(app): State<AppState>,
-    Query(q): Query<LimitQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let rows = app
-        .store
-        .dead_letters(q.limit.unwrap_or(100).clamp(1, 10_000))
-        .await?;
+pub async fn list_dead(State(app): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+    let rows = app.store.dead_letters(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub async fn replay_dead(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id: EffectId = id
-        .parse()
-        .map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
-    let effect = app
-        .store
-        .replay(&id, Actor::Person("admin-api".into()), app.clock.now())
-        .await?;
+pub async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id: EffectId = id.parse().map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
+    let effect = app.store.replay(&id, Actor::Person("admin-api".into()), app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(json!({ "replayed": effect })))
 }

@@ -16,12 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        ApiError { status, code, message: message.into(), field: None }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -54,9 +49,7 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError as E;
         match e {
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            E::Illegal(t) => {
-                ApiError::new(StatusCode::CONFLICT, "illegal_transition", t.to_string())
-            }
+            E::Illegal(t) => ApiError::new(StatusCode::CONFLICT, "illegal_transition", t.to_string()),
             E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             other => ApiError::unexpected(other),
         }
@@ -71,10 +64,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, Json(json!({ "error": err }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -27,15 +27,8 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let (pending, dead) = app.store.counts().await.unwrap_or((0, 0));
-    let body = app.metrics.render(&[
-        ("orderbridge_outbox_pending", pending as f64),
-        ("orderbridge_dead_letters", dead as f64),
-    ]);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    let body = app
+        .metrics
+        .render(&[("orderbridge_outbox_pending", pending as f64), ("orderbridge_dead_letters", dead as f64)]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -58,16 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/dead", get(api::list_dead))
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            api::require_admin,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     Router::new()
         // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.
-        .route(
-            "/webhooks/{connector}",
-            post(webhooks::receive).layer(DefaultBodyLimit::disable()),
-        )
+        .route("/webhooks/{connector}", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .nest("/api", api)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -28,15 +28,8 @@ pub async fn receive(
         Ok((s, _)) => *s,
         Err(e) => e.status,
     };
-    let label = if app.registry.get(&connector).is_some() {
-        connector.as_str()
-    } else {
-        "unknown"
-    };
-    app.metrics.inc(
-        "orderbridge_webhooks_total",
-        &[("connector", label), ("status", status.as_str())],
-    );
+    let label = if app.registry.get(&connector).is_some() { connector.as_str() } else { "unknown" };
+    app.metrics.inc("orderbridge_webhooks_total", &[("connector", label), ("status", status.as_str())]);
     app.metrics.observe(
         "orderbridge_webhook_duration_seconds",
         &[("connector", label)],
@@ -80,10 +73,7 @@ async fn receive_inner(
             format!("body exceeds the {limit}-byte limit"),
         )
     };
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -103,43 +93,25 @@ async fn receive_inner(
         .verify(headers, &bytes, now.timestamp())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
-    let payload: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not JSON: {e}"),
-        )
-    })?;
+    let payload: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not JSON: {e}")))?;
 
     let mapped = match hook.mapping.apply(&payload) {
         Err(e) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_order",
-                e.to_string(),
-            )
-            .with_field(e.field));
+            return Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_order", e.to_string()).with_field(e.field)
+            );
         }
         Ok(Err(skipped)) => {
-            app.metrics.inc(
-                "orderbridge_orders_ingested_total",
-                &[("connector", connector), ("outcome", "skipped")],
-            );
+            app.metrics.inc("orderbridge_orders_ingested_total", &[("connector", connector), ("outcome", "skipped")]);
             return Ok((
                 StatusCode::ACCEPTED,
-                Json(
-                    json!({"order_id": null, "state": null, "duplicate": false, "skipped": skipped.reason}),
-                ),
+                Json(json!({"order_id": null, "state": null, "duplicate": false, "skipped": skipped.reason})),
             ));
         }
         Ok(Ok(m)) => m,
     };
-    if let Some(missing) = app
-        .settings
-        .required_fields
-        .iter()
-        .find(|f| !mapped.order.has_field(f))
-    {
+    if let Some(missing) = app.settings.required_fields.iter().find(|f| !mapped.order.has_field(f)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "missing_field",
@@ -149,29 +121,16 @@ async fn receive_inner(
     }
 
     let inbound = Inbound {
-        source: ExternalRef {
-            connector: conn.id.clone(),
-            id: mapped.external_id,
-        },
+        source: ExternalRef { connector: conn.id.clone(), id: mapped.external_id },
         version: mapped.version,
         mapping_version: hook.mapping.version.clone(),
         order: mapped.order,
     };
     let ingested = app.store.ingest(inbound, &app.rules, now).await?;
-    let outcome = if ingested.duplicate {
-        "duplicate"
-    } else {
-        "accepted"
-    };
-    app.metrics.inc(
-        "orderbridge_orders_ingested_total",
-        &[("connector", connector), ("outcome", outcome)],
-    );
+    let outcome = if ingested.duplicate { "duplicate" } else { "accepted" };
+    app.metrics.inc("orderbridge_orders_ingested_total", &[("connector", connector), ("outcome", outcome)]);
     if !ingested.duplicate {
-        app.metrics.inc(
-            "orderbridge_orders_entered_state_total",
-            &[("state", ingested.state.name())],
-        );
+        app.metrics.inc("orderbridge_orders_entered_state_total", &[("state", ingested.state.name())]);
         app.wake_dispatcher();
     }
     tracing::debug!(order_id = %ingested.order_id, connector, state = ingested.state.name(), duplicate = ingested.duplicate, "webhook accepted");

@@ -151,62 +151,53 @@ impl MappingFile {
     /// Meaning checks: selectors parse, targets are canonical fields, defaults convert.
     pub fn validate(self, id: &str) -> Result<Mapping, Vec<MappingProblem>> {
         let mut problems = Vec::new();
-        let rule =
-            |target: &str, f: toml::Spanned<FieldFile>, problems: &mut Vec<MappingProblem>| {
-                let span = f.span();
-                let f = f.into_inner();
-                let mut bad = |m: String| {
-                    problems.push(MappingProblem {
-                        span: span.clone(),
-                        message: m,
-                    })
-                };
-                let path = match &f.path {
-                    Some(p) => match JsonPath::parse(p) {
-                        Ok(jp) => Some(jp),
-                        Err(e) => {
-                            bad(format!("field `{target}`: `{p}` is not a JSONPath: {e}"));
-                            return None;
-                        }
-                    },
-                    None => None,
-                };
-                if path.is_none() && f.default.is_none() {
-                    bad(format!("field `{target}` needs a `path` or a `default`"));
-                    return None;
-                }
-                let default = match f.default.map(toml_to_json) {
-                    None => None,
-                    Some(v) => match convert(&v, f.conversion) {
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            bad(format!("field `{target}`: default {e}"));
-                            return None;
-                        }
-                    },
-                };
-                Some(FieldRule {
-                    target: target.to_owned(),
-                    path,
-                    path_text: f.path,
-                    transform: f.transform,
-                    lookup: f.lookup,
-                    conversion: f.conversion,
-                    default,
-                    required: f.required,
-                    first: f.first,
-                })
+        let rule = |target: &str, f: toml::Spanned<FieldFile>, problems: &mut Vec<MappingProblem>| {
+            let span = f.span();
+            let f = f.into_inner();
+            let mut bad = |m: String| problems.push(MappingProblem { span: span.clone(), message: m });
+            let path = match &f.path {
+                Some(p) => match JsonPath::parse(p) {
+                    Ok(jp) => Some(jp),
+                    Err(e) => {
+                        bad(format!("field `{target}`: `{p}` is not a JSONPath: {e}"));
+                        return None;
+                    }
+                },
+                None => None,
             };
+            if path.is_none() && f.default.is_none() {
+                bad(format!("field `{target}` needs a `path` or a `default`"));
+                return None;
+            }
+            let default = match f.default.map(toml_to_json) {
+                None => None,
+                Some(v) => match convert(&v, f.conversion) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        bad(format!("field `{target}`: default {e}"));
+                        return None;
+                    }
+                },
+            };
+            Some(FieldRule {
+                target: target.to_owned(),
+                path,
+                path_text: f.path,
+                transform: f.transform,
+                lookup: f.lookup,
+                conversion: f.conversion,
+                default,
+                required: f.required,
+                first: f.first,
+            })
+        };
 
         let external_id = rule("external_id", self.external_id, &mut problems);
         let record_version = self.record_version.and_then(|r| {
             let span = r.span();
             let r = rule("record_version", r, &mut problems)?;
             if r.conversion != Conversion::Integer {
-                problems.push(MappingProblem {
-                    span,
-                    message: "record_version must use `as = \"integer\"`".into(),
-                });
+                problems.push(MappingProblem { span, message: "record_version must use `as = \"integer\"`".into() });
             }
             Some(r)
         });
@@ -233,10 +224,8 @@ impl MappingFile {
             match JsonPath::parse(&a.path) {
                 Ok(p) => Some((p, a.path, a.one_of)),
                 Err(e) => {
-                    problems.push(MappingProblem {
-                        span,
-                        message: format!("accept: `{}` is not a JSONPath: {e}", a.path),
-                    });
+                    problems
+                        .push(MappingProblem { span, message: format!("accept: `{}` is not a JSONPath: {e}", a.path) });
                     None
                 }
             }
@@ -276,11 +265,7 @@ impl Mapping {
     /// field and value when a value is missing, malformed or outside its domain.
     pub fn apply(&self, payload: &Value) -> Result<Result<Mapped, Skipped>, MappingError> {
         if let Some((path, text, allowed)) = &self.accept {
-            let got = path
-                .query(payload)
-                .first()
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let got = path.query(payload).first().and_then(Value::as_str).map(str::to_owned);
             if !got.as_ref().is_some_and(|g| allowed.contains(g)) {
                 return Ok(Err(Skipped {
                     reason: format!(
@@ -291,32 +276,23 @@ impl Mapping {
                 }));
             }
         }
-        let ext = self
-            .value_of(&self.external_id, payload)?
-            .ok_or_else(|| self.err(&self.external_id, "is missing"))?;
+        let ext =
+            self.value_of(&self.external_id, payload)?.ok_or_else(|| self.err(&self.external_id, "is missing"))?;
         let ext_text = match &ext {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             other => {
-                return Err(self.err(
-                    &self.external_id,
-                    format!("must be text, got {}", brief(other)),
-                ));
+                return Err(self.err(&self.external_id, format!("must be text, got {}", brief(other))));
             }
         };
-        let external_id: ExternalId = ext_text
-            .parse()
-            .map_err(|e| self.err(&self.external_id, format!("{e}")))?;
+        let external_id: ExternalId = ext_text.parse().map_err(|e| self.err(&self.external_id, format!("{e}")))?;
         let version = match &self.record_version {
             None => 0,
             Some(r) => match self.value_of(r, payload)? {
                 None => 0,
-                Some(v) => v.as_u64().ok_or_else(|| {
-                    self.err(
-                        r,
-                        format!("must be a non-negative integer, got {}", brief(&v)),
-                    )
-                })?,
+                Some(v) => v
+                    .as_u64()
+                    .ok_or_else(|| self.err(r, format!("must be a non-negative integer, got {}", brief(&v))))?,
             },
         };
 
@@ -332,44 +308,23 @@ impl Mapping {
             let mut field = canonical_path(&e.path().to_string());
             let reason = e.into_inner().to_string();
             // serde reports a missing field at its parent: name the field itself.
-            let missing = reason
-                .strip_prefix("missing field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_owned);
+            let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()).map(str::to_owned);
             if let Some(m) = &missing {
-                field = if field.is_empty() {
-                    m.clone()
-                } else {
-                    format!("{field}.{m}")
-                };
+                field = if field.is_empty() { m.clone() } else { format!("{field}.{m}") };
             }
-            let rule = self
-                .fields
-                .iter()
-                .find(|r| r.target == field || r.target.starts_with(&format!("{field}.")));
+            let rule = self.fields.iter().find(|r| r.target == field || r.target.starts_with(&format!("{field}.")));
             let (reason, value) = match (&missing, rule) {
-                (Some(_), Some(_)) => (
-                    "is required by the canonical order but the payload has no value for it"
-                        .to_owned(),
-                    None,
-                ),
-                (Some(_), None) => (
-                    "is required by the canonical order but no mapping rule sets it".to_owned(),
-                    None,
-                ),
-                (None, r) => (
-                    reason,
-                    r.and_then(|r| r.path.as_ref())
-                        .and_then(|p| p.query(payload).first().map(brief)),
-                ),
+                (Some(_), Some(_)) => {
+                    ("is required by the canonical order but the payload has no value for it".to_owned(), None)
+                }
+                (Some(_), None) => ("is required by the canonical order but no mapping rule sets it".to_owned(), None),
+                (None, r) => {
+                    (reason, r.and_then(|r| r.path.as_ref()).and_then(|p| p.query(payload).first().map(brief)))
+                }
             };
             MappingError {
                 mapping: self.id.clone(),
-                field: if field.is_empty() {
-                    "order".into()
-                } else {
-                    field.clone()
-                },
+                field: if field.is_empty() { "order".into() } else { field.clone() },
                 source_path: rule.and_then(|r| r.path_text.clone()),
                 reason: match value {
                     Some(v) => format!("{reason} (value {v})"),
@@ -377,11 +332,7 @@ impl Mapping {
                 },
             }
         })?;
-        Ok(Ok(Mapped {
-            external_id,
-            version,
-            order,
-        }))
+        Ok(Ok(Mapped { external_id, version, order }))
     }
 
     /// Selects, transforms and converts one field; `None` when absent with no default.
@@ -394,7 +345,12 @@ impl Mapping {
                     0 => None,
                     1 => Some(nodes[0]),
                     n if rule.first => Some(nodes[0]).filter(|_| n > 0),
-                    n => return Err(self.err(rule, format!("selects {n} values, expected one (set `first = true` to take the first)"))),
+                    n => {
+                        return Err(self.err(
+                            rule,
+                            format!("selects {n} values, expected one (set `first = true` to take the first)"),
+                        ));
+                    }
                 }
             }
         };
@@ -408,9 +364,7 @@ impl Mapping {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 other => {
-                    return Err(
-                        self.err(rule, format!("text steps need text, got {}", brief(other)))
-                    );
+                    return Err(self.err(rule, format!("text steps need text, got {}", brief(other))));
                 }
             };
             for step in &rule.transform {
@@ -435,18 +389,30 @@ impl Mapping {
             }
             v = Value::String(text);
         }
-        convert(&v, rule.conversion)
-            .map(Some)
-            .map_err(|e| self.err(rule, e))
+        let v = convert(&v, rule.conversion).map_err(|e| self.err(rule, e))?;
+        check_money_part(&rule.target, &v).map_err(|e| self.err(rule, e))?;
+        Ok(Some(v))
+    }
+}
+
+/// `Money` is parsed as a whole, so serde would blame `amount` for either part: check
+/// the parts here, so the error names `amount.amount` or `amount.currency` exactly.
+fn check_money_part(target: &str, v: &Value) -> Result<(), String> {
+    use crate::domain::{CurrencyCode, Money};
+    let text = v.as_str().unwrap_or_default();
+    match target {
+        "amount.currency" => text.parse::<CurrencyCode>().map(drop).map_err(|e| e.to_string()),
+        "amount.amount" => crate::domain::money::parse_decimal(text)
+            .and_then(|d| Money::new(d, "XXX".parse().expect("XXX is a valid code")))
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 
 /// Turns serde_path_to_error's `customer.id_document.type` (or `?`) into our path.
 fn canonical_path(p: &str) -> String {
-    p.trim_start_matches('.')
-        .replace('?', "")
-        .trim_end_matches('.')
-        .to_owned()
+    p.trim_start_matches('.').replace('?', "").trim_end_matches('.').to_owned()
 }
 
 fn clip(s: &str) -> String {
@@ -475,9 +441,7 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
     };
     match c {
         Conversion::String => match v {
-            Value::String(s) if s.len() > MAX_TEXT => {
-                Err(format!("text longer than {MAX_TEXT} bytes"))
-            }
+            Value::String(s) if s.len() > MAX_TEXT => Err(format!("text longer than {MAX_TEXT} bytes")),
             Value::String(_) => Ok(v.clone()),
             Value::Number(n) => Ok(Value::String(n.to_string())),
             Value::Bool(b) => Ok(Value::String(b.to_string())),
@@ -491,11 +455,9 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
         }
         Conversion::Integer => match v {
             Value::Number(n) if n.is_u64() || n.is_i64() => Ok(v.clone()),
-            Value::String(s) => s
-                .trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| format!("{} is not an integer", brief(v))),
+            Value::String(s) => {
+                s.trim().parse::<i64>().map(Value::from).map_err(|_| format!("{} is not an integer", brief(v)))
+            }
             other => Err(format!("{} is not an integer", brief(other))),
         },
         Conversion::Boolean => match v {
@@ -511,8 +473,7 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
             other => Err(format!("{} is not a boolean", brief(other))),
         },
         Conversion::Datetime => {
-            let t =
-                text(v).ok_or_else(|| format!("expected an RFC 3339 time, got {}", brief(v)))?;
+            let t = text(v).ok_or_else(|| format!("expected an RFC 3339 time, got {}", brief(v)))?;
             DateTime::parse_from_rfc3339(t.trim())
                 .map(|d| Value::String(d.with_timezone(&Utc).to_rfc3339()))
                 .map_err(|_| format!("{} is not an RFC 3339 time with offset", brief(v)))
@@ -520,14 +481,7 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
         Conversion::Date => {
             let t = text(v).ok_or_else(|| format!("expected a date, got {}", brief(v)))?;
             NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d")
-                .map(|d| {
-                    Value::String(
-                        d.and_hms_opt(0, 0, 0)
-                            .expect("midnight exists")
-                            .and_utc()
-                            .to_rfc3339(),
-                    )
-                })
+                .map(|d| Value::String(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().to_rfc3339()))
                 .map_err(|_| format!("{} is not a YYYY-MM-DD date", brief(v)))
         }
     }
@@ -543,9 +497,7 @@ fn insert_path(root: &mut Value, dotted: &str, v: Value) {
             map.insert(p.to_owned(), v);
             return;
         }
-        cur = map
-            .entry(p.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = map.entry(p.to_owned()).or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -557,9 +509,7 @@ fn toml_to_json(v: toml::Value) -> Value {
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.into_iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
-        }
+        toml::Value::Table(t) => Value::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect()),
     }
 }
 
@@ -572,10 +522,7 @@ mod tests {
     const SAMPLE: &str = include_str!("../../tests/fixtures/demo-crm-deal.json");
 
     fn demo() -> Mapping {
-        toml::from_str::<MappingFile>(DEMO)
-            .unwrap()
-            .validate("demo-crm")
-            .unwrap()
+        toml::from_str::<MappingFile>(DEMO).unwrap().validate("demo-crm").unwrap()
     }
 
     #[test]
@@ -587,10 +534,7 @@ mod tests {
         assert_eq!(m.order.customer.name.as_str(), "张伟");
         assert_eq!(m.order.amount.to_string(), "1250000.00 CNY");
         assert_eq!(m.order.term_months.unwrap().get(), 12);
-        assert_eq!(
-            m.order.need.as_ref().unwrap().as_str(),
-            "客户希望配置稳健型理财产品，期限一年"
-        );
+        assert_eq!(m.order.need.as_ref().unwrap().as_str(), "客户希望配置稳健型理财产品，期限一年");
         assert!(m.order.customer.kyc_verified);
     }
 
@@ -610,10 +554,7 @@ mod tests {
         assert!(e.reason.contains("alien"), "{e}");
 
         let mut payload: Value = serde_json::from_str(SAMPLE).unwrap();
-        payload["deal"]["customer"]
-            .as_object_mut()
-            .unwrap()
-            .remove("name");
+        payload["deal"]["customer"].as_object_mut().unwrap().remove("name");
         let e = demo().apply(&payload).unwrap_err();
         assert_eq!(e.field, "customer.name", "{e}");
     }
@@ -627,13 +568,8 @@ mod tests {
 
     #[test]
     fn bad_files_are_reported_with_spans() {
-        let text = DEMO
-            .replace("\"customer.name\"", "\"customer.nmae\"")
-            .replace("$.deal.id", "$.deal[");
-        let problems = toml::from_str::<MappingFile>(&text)
-            .unwrap()
-            .validate("x")
-            .unwrap_err();
+        let text = DEMO.replace("\"customer.name\"", "\"customer.nmae\"").replace("$.deal.id", "$.deal[");
+        let problems = toml::from_str::<MappingFile>(&text).unwrap().validate("x").unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.message.contains("customer.nmae")));
         assert!(problems.iter().all(|p| !p.span.is_empty()));
@@ -644,9 +580,7 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
             "\\PC{0,20}".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 64, 8, |inner| {

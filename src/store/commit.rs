@@ -53,13 +53,8 @@ impl Committer {
     /// Returns once everything written before the call is on disk.
     pub async fn durable(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::Io("committer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Io("committer stopped".into()))?
-            .map_err(StoreError::Io)
+        self.tx.send(tx).await.map_err(|_| StoreError::Io("committer stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Io("committer stopped".into()))?.map_err(StoreError::Io)
     }
 }
 

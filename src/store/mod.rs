@@ -30,9 +30,7 @@ pub enum StoreError {
     /// The data directory is held by another process (a running daemon).
     #[error("the store at {0} is in use by another process (is the daemon running?)")]
     Locked(String),
-    #[error(
-        "the store is corrupt: {0}; refusing to go on (restore from backup, never delete data)"
-    )]
+    #[error("the store is corrupt: {0}; refusing to go on (restore from backup, never delete data)")]
     Corrupt(String),
     #[error("store I/O failed: {0}")]
     Io(String),
@@ -114,13 +112,10 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>>;
 
     /// Effects due at `now`, oldest due first.
-    fn due_effects(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
-    fn pending_effects(&self, limit: usize)
-    -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    /// One effect in the outbox (not dead letters), as stored now.
+    fn effect(&self, id: EffectId) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>>;
+    fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     /// Records an attempt's outcome. Durable when it returns.
     fn finish_effect<'a>(

@@ -148,9 +148,7 @@ impl FromStr for EffectId {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("`{s}` is not an effect id (ord_….SEQ.INDEX)");
         let mut parts = s.split('.');
-        let (Some(o), Some(seq), Some(i), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(o), Some(seq), Some(i), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         Ok(EffectId {

@@ -19,9 +19,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use tokio::sync::Mutex;
 
 use super::commit::Committer;
-use super::records::{
-    EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, event_key, state_key,
-};
+use super::records::{EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, event_key, state_key};
 use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
 use crate::domain::OrderId;
@@ -89,13 +87,8 @@ impl SledStore {
     /// # Errors
     /// `Locked` when another process holds it, `Corrupt` when sled finds damage (we
     /// never delete data to recover), `Io` otherwise.
-    pub fn open(
-        dir: &Path,
-        cache_bytes: u64,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<SledStore>, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
+    pub fn open(dir: &Path, cache_bytes: u64, metrics: Arc<Metrics>) -> Result<Arc<SledStore>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -104,8 +97,7 @@ impl SledStore {
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref ioe)
-                    if ioe.kind() == std::io::ErrorKind::WouldBlock
-                        || ioe.to_string().contains("lock") =>
+                    if ioe.kind() == std::io::ErrorKind::WouldBlock || ioe.to_string().contains("lock") =>
                 {
                     StoreError::Locked(dir.display().to_string())
                 }
@@ -128,12 +120,8 @@ impl SledStore {
             dir: dir.to_owned(),
             db,
         };
-        store
-            .pending
-            .store(store.outbox.len() as i64, Ordering::Relaxed);
-        store
-            .dead_count
-            .store(store.dead.len() as i64, Ordering::Relaxed);
+        store.pending.store(store.outbox.len() as i64, Ordering::Relaxed);
+        store.dead_count.store(store.dead.len() as i64, Ordering::Relaxed);
         super::commit::make_durable(&store.db, &store.dir).map_err(StoreError::Io)?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -144,18 +132,14 @@ impl SledStore {
     fn read_order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         match self.orders.get(id.as_bytes()).map_err(io)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&format!("order {id}"), e)),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt(&format!("order {id}"), e)),
         }
     }
 
     fn read_effect(tree: &sled::Tree, key: &[u8]) -> Result<Option<EffectRecord>, StoreError> {
         match tree.get(key).map_err(io)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt("effect", e)),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| corrupt("effect", e)),
         }
     }
 
@@ -172,15 +156,7 @@ impl SledStore {
         let mut effect_seq = rec.last_seq + 1;
         for entry in decision.audit {
             let seq = rec.last_seq + 1;
-            let ev = EventRecord::chained(
-                rec.id,
-                seq,
-                &rec.last_hash,
-                entry.at,
-                entry.actor,
-                entry.event,
-                entry.state,
-            );
+            let ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state);
             rec.last_seq = seq;
             rec.last_hash = ev.hash.clone();
             rows.events.push((ev.key(), json(&ev)));
@@ -189,11 +165,7 @@ impl SledStore {
         rec.state = decision.next;
         rec.updated_at = now;
         for (i, spec) in decision.effects.into_iter().enumerate() {
-            let id = EffectId {
-                order_id: rec.id,
-                seq: effect_seq,
-                index: u16::try_from(i).unwrap_or(u16::MAX),
-            };
+            let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
             let body = serde_json::json!({
                 "effect_id": id.to_string(),
                 "order_id": rec.id.to_string(),
@@ -255,19 +227,20 @@ impl SledStore {
                     for (k, v) in &rows.events {
                         e.insert(&k[..], &v[..])?;
                     }
-                    for (k, v, d) in &rows.outbox_put {
-                        x.insert(&k[..], &v[..])?;
-                        due.insert(&d[..], &[][..])?;
-                    }
+                    // Deletes first: a rescheduled effect deletes and re-inserts the same key.
                     for (k, d) in &rows.outbox_del {
                         x.remove(&k[..])?;
                         due.remove(&d[..])?;
                     }
-                    for (k, v) in &rows.dead_put {
-                        dead.insert(&k[..], &v[..])?;
+                    for (k, v, d) in &rows.outbox_put {
+                        x.insert(&k[..], &v[..])?;
+                        due.insert(&d[..], &[][..])?;
                     }
                     for k in &rows.dead_del {
                         dead.remove(&k[..])?;
+                    }
+                    for (k, v) in &rows.dead_put {
+                        dead.insert(&k[..], &v[..])?;
                     }
                     if let Some((k, id)) = &rows.ext {
                         ext.insert(&k[..], &id.as_bytes()[..])?;
@@ -284,14 +257,8 @@ impl SledStore {
         match result {
             Ok(()) => {
                 let delta = |put: usize, del: usize| put as i64 - del as i64;
-                self.pending.fetch_add(
-                    delta(rows.outbox_put.len(), rows.outbox_del.len()),
-                    Ordering::Relaxed,
-                );
-                self.dead_count.fetch_add(
-                    delta(rows.dead_put.len(), rows.dead_del.len()),
-                    Ordering::Relaxed,
-                );
+                self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
+                self.dead_count.fetch_add(delta(rows.dead_put.len(), rows.dead_del.len()), Ordering::Relaxed);
             }
             Err(TransactionError::Storage(e)) => return Err(io(e)),
             Err(TransactionError::Abort(())) => {
@@ -301,12 +268,7 @@ impl SledStore {
         self.committer.durable().await
     }
 
-    async fn ingest_inner(
-        &self,
-        inbound: Inbound,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<Ingested, StoreError> {
+    async fn ingest_inner(&self, inbound: Inbound, rules: &Rules, now: DateTime<Utc>) -> Result<Ingested, StoreError> {
         let ext_key = inbound.source.key();
         let _ext_guard = self.ext_locks[stripe(&ext_key)].lock().await;
         let existing = self.ext_index.get(&ext_key).map_err(io)?;
@@ -331,36 +293,18 @@ impl SledStore {
                 last_seq: 0,
                 last_hash: GENESIS.to_owned(),
             };
-            let mut rows = StepRows {
-                ext: Some((ext_key, id)),
-                ..Default::default()
-            };
+            let mut rows = StepRows { ext: Some((ext_key, id)), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
             self.commit(rows).await?;
-            return Ok(Ingested {
-                order_id: id,
-                state: rec.state,
-                duplicate: false,
-            });
+            return Ok(Ingested { order_id: id, state: rec.state, duplicate: false });
         };
-        let id = OrderId::from_bytes(
-            id_bytes
-                .as_ref()
-                .try_into()
-                .map_err(|_| corrupt("ext_index", "bad order id"))?,
-        );
+        let id = OrderId::from_bytes(id_bytes.as_ref().try_into().map_err(|_| corrupt("ext_index", "bad order id"))?);
         let _order_guard = self.order_locks[stripe(id.as_bytes())].lock().await;
-        let rec = self
-            .read_order(id)?
-            .ok_or_else(|| corrupt("ext_index", format!("points at missing order {id}")))?;
+        let rec = self.read_order(id)?.ok_or_else(|| corrupt("ext_index", format!("points at missing order {id}")))?;
         if inbound.version <= rec.source_version {
             // The first delivery may still be waiting for its flush: ack only once durable.
             self.committer.durable().await?;
-            return Ok(Ingested {
-                order_id: id,
-                state: rec.state,
-                duplicate: true,
-            });
+            return Ok(Ingested { order_id: id, state: rec.state, duplicate: true });
         }
         if !rec.state.accepts_amendments() {
             return Err(StoreError::Conflict(format!(
@@ -371,10 +315,7 @@ impl SledStore {
             )));
         }
         let changed = changed_fields(&rec.order, &inbound.order);
-        let event = OrderEvent::Amended {
-            version: inbound.version,
-            changed,
-        };
+        let event = OrderEvent::Amended { version: inbound.version, changed };
         let decision = decide(&rec.state, &inbound.order, actor, event, rules, now)?;
         let mut rec = rec;
         rec.order = inbound.order;
@@ -383,11 +324,7 @@ impl SledStore {
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
         self.commit(rows).await?;
-        Ok(Ingested {
-            order_id: id,
-            state: rec.state,
-            duplicate: false,
-        })
+        Ok(Ingested { order_id: id, state: rec.state, duplicate: false })
     }
 
     async fn apply_inner(
@@ -399,9 +336,7 @@ impl SledStore {
         now: DateTime<Utc>,
     ) -> Result<OrderRecord, StoreError> {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
-        let rec = self
-            .read_order(id)?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -410,23 +345,11 @@ impl SledStore {
     }
 
     /// Appends a bookkeeping event (no state change) to an order's chain.
-    fn bookkeeping(
-        &self,
-        rec: OrderRecord,
-        actor: Actor,
-        event: OrderEvent,
-        now: DateTime<Utc>,
-        rows: &mut StepRows,
-    ) {
+    fn bookkeeping(&self, rec: OrderRecord, actor: Actor, event: OrderEvent, now: DateTime<Utc>, rows: &mut StepRows) {
         let state = rec.state.clone();
         let decision = Decision {
             next: state.clone(),
-            audit: vec![crate::engine::AuditEntry {
-                at: now,
-                actor,
-                event,
-                state,
-            }],
+            audit: vec![crate::engine::AuditEntry { at: now, actor, event, state }],
             effects: Vec::new(),
         };
         self.rows_for(rec, decision, now, rows);
@@ -453,13 +376,11 @@ impl SledStore {
                 next.next_at = next_at;
                 next.last_error = Some(error);
                 rows.outbox_del.push((current.id.key(), current.due_key()));
-                rows.outbox_put
-                    .push((next.id.key(), json(&next), next.due_key()));
+                rows.outbox_put.push((next.id.key(), json(&next), next.due_key()));
             }
             EffectOutcome::Done { receipt } => {
-                let rec = self
-                    .read_order(id)?
-                    .ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+                let rec =
+                    self.read_order(id)?.ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
                 rows.outbox_del.push((current.id.key(), current.due_key()));
                 let ev = OrderEvent::EffectSucceeded {
                     effect_id: current.id.to_string(),
@@ -467,18 +388,11 @@ impl SledStore {
                     attempts,
                     receipt,
                 };
-                self.bookkeeping(
-                    rec,
-                    Actor::Connector(current.connector.to_string()),
-                    ev,
-                    now,
-                    &mut rows,
-                );
+                self.bookkeeping(rec, Actor::Connector(current.connector.to_string()), ev, now, &mut rows);
             }
             EffectOutcome::Dead { error } => {
-                let rec = self
-                    .read_order(id)?
-                    .ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+                let rec =
+                    self.read_order(id)?.ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
                 let mut dead = current.clone();
                 dead.attempts = attempts;
                 dead.last_error = Some(error.clone());
@@ -496,34 +410,20 @@ impl SledStore {
         self.commit(rows).await
     }
 
-    async fn replay_inner(
-        &self,
-        id: &EffectId,
-        actor: Actor,
-        now: DateTime<Utc>,
-    ) -> Result<EffectRecord, StoreError> {
-        let _g = self.order_locks[stripe(id.order_id.as_bytes())]
-            .lock()
-            .await;
+    async fn replay_inner(&self, id: &EffectId, actor: Actor, now: DateTime<Utc>) -> Result<EffectRecord, StoreError> {
+        let _g = self.order_locks[stripe(id.order_id.as_bytes())].lock().await;
         let dead = Self::read_effect(&self.dead, &id.key())?
             .ok_or_else(|| StoreError::NotFound(format!("dead letter {id}")))?;
-        let rec = self.read_order(id.order_id)?.ok_or_else(|| {
-            corrupt(
-                "dead_letter",
-                format!("effect for missing order {}", id.order_id),
-            )
-        })?;
+        let rec = self
+            .read_order(id.order_id)?
+            .ok_or_else(|| corrupt("dead_letter", format!("effect for missing order {}", id.order_id)))?;
         let mut again = dead.clone();
         again.attempts = 0;
         again.next_at = now;
         let mut rows = StepRows::default();
         rows.dead_del.push(dead.id.key());
-        rows.outbox_put
-            .push((again.id.key(), json(&again), again.due_key()));
-        let ev = OrderEvent::EffectReplayed {
-            effect_id: id.to_string(),
-            effect: dead.name(),
-        };
+        rows.outbox_put.push((again.id.key(), json(&again), again.due_key()));
+        let ev = OrderEvent::EffectReplayed { effect_id: id.to_string(), effect: dead.name() };
         self.bookkeeping(rec, actor, ev, now, &mut rows);
         self.commit(rows).await?;
         Ok(again)
@@ -540,11 +440,7 @@ impl SledStore {
     }
 
     fn verify_inner(&self) -> Result<AuditReport, StoreError> {
-        let mut report = AuditReport {
-            orders: 0,
-            events: 0,
-            broken: None,
-        };
+        let mut report = AuditReport { orders: 0, events: 0, broken: None };
         for kv in self.orders.iter() {
             let (_, v) = kv.map_err(io)?;
             let rec: OrderRecord = serde_json::from_slice(&v).map_err(|e| corrupt("order", e))?;
@@ -597,10 +493,7 @@ impl SledStore {
 
 /// Canonical fields that differ between two versions of an order (for the audit).
 fn changed_fields(old: &crate::domain::Order, new: &crate::domain::Order) -> Vec<String> {
-    let (a, b) = (
-        serde_json::to_value(old).unwrap_or_default(),
-        serde_json::to_value(new).unwrap_or_default(),
-    );
+    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);
     out
@@ -612,17 +505,8 @@ fn diff(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Ve
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                diff(
-                    &p,
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                    out,
-                );
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                diff(&p, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
             }
         }
         _ if a != b => out.push(prefix.to_owned()),
@@ -705,9 +589,7 @@ impl Store for SledStore {
                             break;
                         }
                         let id = OrderId::from_bytes(
-                            k[prefix.len()..]
-                                .try_into()
-                                .map_err(|_| corrupt("state_index", "bad key"))?,
+                            k[prefix.len()..].try_into().map_err(|_| corrupt("state_index", "bad key"))?,
                         );
                         if let Some(rec) = self.read_order(id)? {
                             out.push(rec);
@@ -719,19 +601,11 @@ impl Store for SledStore {
         })
     }
 
-    fn due_effects(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+    fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
             let mut out = Vec::new();
-            for kv in self
-                .outbox_due
-                .range(..(now_ms + 1).to_be_bytes().to_vec())
-                .take(limit)
-            {
+            for kv in self.outbox_due.range(..(now_ms + 1).to_be_bytes().to_vec()).take(limit) {
                 let (k, _) = kv.map_err(io)?;
                 if let Some(e) = Self::read_effect(&self.outbox, &k[8..])? {
                     out.push(e);
@@ -741,10 +615,11 @@ impl Store for SledStore {
         })
     }
 
-    fn pending_effects(
-        &self,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+    fn effect(&self, id: EffectId) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move { Self::read_effect(&self.outbox, &id.key()) })
+    }
+
+    fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
         Box::pin(async move { Self::scan_effects(&self.outbox, limit) })
     }
 

@@ -83,21 +83,23 @@ impl Dispatcher {
     /// slot when all are busy). Returns how many it started.
     pub async fn dispatch_due(self: Arc<Self>) -> Result<usize, crate::store::StoreError> {
         let now = self.clock.now();
-        let due = self
-            .store
-            .due_effects(now, self.settings.concurrency * 4)
-            .await?;
+        let due = self.store.due_effects(now, self.settings.concurrency * 4).await?;
         let mut started = 0;
-        for effect in due {
-            if !self.in_flight.lock().expect("lock").insert(effect.id) {
+        for listed in due {
+            if !self.in_flight.lock().expect("lock").insert(listed.id) {
                 continue;
             }
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
+            // The list may be stale: the effect can have finished (or been rescheduled)
+            // since it was read. Claimed now, so re-read it; skip unless still due.
+            let effect = match self.store.effect(listed.id).await {
+                Ok(Some(e)) if e.next_at <= now => e,
+                other => {
+                    self.in_flight.lock().expect("lock").remove(&listed.id);
+                    other?;
+                    continue;
+                }
+            };
+            let permit = self.permits.clone().acquire_owned().await.expect("semaphore is never closed");
             let this = self.clone();
             let span = tracing::info_span!("effect", order_id = %effect.id.order_id, effect_id = %effect.id, connector = %effect.connector, operation = %effect.operation, attempt = effect.attempts + 1);
             self.tracker.spawn(
@@ -119,10 +121,7 @@ impl Dispatcher {
     pub async fn dispatch_one(&self, effect: EffectRecord) {
         let started = Instant::now();
         let outcome = self.attempt(&effect).await;
-        let labels = [
-            ("connector", effect.connector.as_str()),
-            ("operation", effect.operation.as_str()),
-        ];
+        let labels = [("connector", effect.connector.as_str()), ("operation", effect.operation.as_str())];
         self.metrics.observe(
             "orderbridge_effect_duration_seconds",
             &labels,
@@ -134,10 +133,7 @@ impl Dispatcher {
             EffectOutcome::Retry { .. } => "retry",
             EffectOutcome::Dead { .. } => "dead",
         };
-        self.metrics.inc(
-            "orderbridge_effect_attempts_total",
-            &[labels[0], labels[1], ("outcome", outcome_label)],
-        );
+        self.metrics.inc("orderbridge_effect_attempts_total", &[labels[0], labels[1], ("outcome", outcome_label)]);
         match &outcome {
             EffectOutcome::Done { .. } => tracing::info!("effect performed"),
             EffectOutcome::Retry { error, next_at } => {
@@ -150,11 +146,7 @@ impl Dispatcher {
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
         for i in 0..5u32 {
-            match self
-                .store
-                .finish_effect(&effect, outcome.clone(), self.clock.now())
-                .await
-            {
+            match self.store.finish_effect(&effect, outcome.clone(), self.clock.now()).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");
@@ -165,32 +157,20 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, effect: &EffectRecord) -> EffectOutcome {
-        let Some(push) = self
-            .registry
-            .get(effect.connector.as_str())
-            .and_then(|c| c.push.clone())
-        else {
+        let Some(push) = self.registry.get(effect.connector.as_str()).and_then(|c| c.push.clone()) else {
             return EffectOutcome::Dead {
-                error: format!(
-                    "connector `{}` is not configured for outbound operations",
-                    effect.connector
-                ),
+                error: format!("connector `{}` is not configured for outbound operations", effect.connector),
             };
         };
-        let out = Outbound {
-            operation: &effect.operation,
-            idempotency_key: &effect.idempotency_key,
-            body: &effect.body,
-        };
+        let out =
+            Outbound { operation: &effect.operation, idempotency_key: &effect.idempotency_key, body: &effect.body };
         let attempts = effect.attempts + 1;
         match push.perform(out).await {
-            Ok(receipt) => EffectOutcome::Done {
-                receipt: format!("HTTP {}: {}", receipt.status, receipt.summary),
-            },
+            Ok(receipt) => EffectOutcome::Done { receipt: format!("HTTP {}: {}", receipt.status, receipt.summary) },
             Err(ConnectorError::Permanent { message }) => EffectOutcome::Dead { error: message },
-            Err(e) if attempts >= self.settings.max_attempts => EffectOutcome::Dead {
-                error: format!("{e} (gave up after {attempts} attempts)"),
-            },
+            Err(e) if attempts >= self.settings.max_attempts => {
+                EffectOutcome::Dead { error: format!("{e} (gave up after {attempts} attempts)") }
+            }
             Err(e) => {
                 let retry_after = match &e {
                     ConnectorError::Retryable { retry_after, .. } => *retry_after,
@@ -199,10 +179,7 @@ impl Dispatcher {
                 if let ConnectorError::Auth { .. } = &e {
                     tracing::error!(connector = %effect.connector, "authentication failed; check the connector's credentials");
                 }
-                EffectOutcome::Retry {
-                    error: e.to_string(),
-                    next_at: self.next_attempt(attempts, retry_after),
-                }
+                EffectOutcome::Retry { error: e.to_string(), next_at: self.next_attempt(attempts, retry_after) }
             }
         }
     }
@@ -210,10 +187,8 @@ impl Dispatcher {
     /// Exponential backoff with equal jitter; `Retry-After` wins when longer.
     fn next_attempt(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
         let s = &self.settings;
-        let exp = s.backoff_initial.saturating_mul(
-            1u32.checked_shl(attempts.saturating_sub(1).min(20))
-                .unwrap_or(u32::MAX),
-        );
+        let exp =
+            s.backoff_initial.saturating_mul(1u32.checked_shl(attempts.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
         let capped = exp.min(s.backoff_max);
         let half = capped / 2;
         let jitter = Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));

@@ -1,0 +1,189 @@
+//! The kill test: the built binary under concurrent webhook load is SIGKILLed at a
+//! random moment, several times, and restarted on the same data directory. Every
+//! acknowledged order must be there, the hash chains must verify, and every effect
+//! must reach the receiver, never twice within one process lifetime.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start_daemon(dir: &std::path::Path) -> Daemon {
+    let mut child = Command::new(bin())
+        .args(["run", "--config-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1)
+                && let Some(t) = tx.take()
+            {
+                let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("daemon: {line}");
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its address").parse().unwrap();
+    Daemon { child, addr }
+}
+
+async fn api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
+    client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+async fn all_orders(client: &reqwest::Client, addr: SocketAddr, state: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = api(client, addr, &format!("/orders?limit=1000{state}{after}")).await;
+        let orders = page["orders"].as_array().unwrap().clone();
+        out.extend(orders);
+        match page["next_after"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice() {
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
+    let signer = Arc::new(signer);
+    let client = client();
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+
+    for epoch in 0..3u32 {
+        let mut daemon = start_daemon(dir.path());
+        let addr = daemon.addr;
+        let mut posters = Vec::new();
+        for w in 0..16u32 {
+            let (client, signer, acked) = (client.clone(), signer.clone(), acked.clone());
+            posters.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let ext = format!("K{epoch}-{w}-{n}");
+                    // Most are auto-approved (an ERP effect each); some wait for approval.
+                    let amount = if n % 4 == 3 { "2500000.00" } else { "9000.00" };
+                    let body = serde_json::to_vec(&deal(&ext, 1, amount)).unwrap();
+                    let id = format!("msg_{ext}");
+                    let ts = chrono::Utc::now().timestamp();
+                    let resp = client
+                        .post(format!("http://{addr}/webhooks/demo-crm"))
+                        .header("content-type", "application/json")
+                        .header("webhook-id", &id)
+                        .header("webhook-timestamp", ts.to_string())
+                        .header("webhook-signature", signer.sign(&id, ts, &body))
+                        .body(body)
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status() == 202 => {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            if let Some(o) = v["order_id"].as_str() {
+                                acked.lock().unwrap().insert(ext, o.to_owned());
+                            }
+                        }
+                        Ok(r) => panic!("unexpected answer {} before the kill", r.status()),
+                        Err(_) => return, // the daemon was killed
+                    }
+                }
+            }));
+        }
+        // Kill at a random moment under load.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1500))).await;
+        daemon.child.kill().expect("SIGKILL");
+        daemon.child.wait().unwrap();
+        for p in posters {
+            p.await.unwrap();
+        }
+        erp.next_epoch();
+    }
+
+    let mut daemon = start_daemon(dir.path());
+    let addr = daemon.addr;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load produced acknowledged orders ({})", acked.len());
+
+    // Every acknowledged order is there, under the id we were given.
+    let stored: HashMap<String, Value> = all_orders(&client, addr, "")
+        .await
+        .into_iter()
+        .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
+        .collect();
+    for (ext, id) in &acked {
+        let o = stored.get(ext).unwrap_or_else(|| panic!("acknowledged order {ext} ({id}) was lost"));
+        assert_eq!(o["id"].as_str(), Some(id.as_str()));
+    }
+    // Redelivering an acknowledged order finds the same order.
+    let (ext, id) = acked.iter().next().unwrap();
+    let body = serde_json::to_vec(&deal(ext, 1, "9000.00")).unwrap();
+    let ts = chrono::Utc::now().timestamp();
+    let v: Value = client
+        .post(format!("http://{addr}/webhooks/demo-crm"))
+        .header("webhook-id", "msg_again")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signer.sign("msg_again", ts, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((v["order_id"].as_str(), v["duplicate"].as_bool()), (Some(id.as_str()), Some(true)));
+
+    let audit = api(&client, addr, "/audit/verify").await;
+    assert_eq!(audit["intact"], true, "hash chains verify after kills: {audit}");
+
+    // Every approved order's effect arrives; none twice within one process lifetime.
+    let approved = all_orders(&client, addr, "&state=approved").await;
+    let expected: Vec<String> =
+        approved.iter().map(|o| format!("orderbridge:{}.4.0", o["id"].as_str().unwrap())).collect();
+    wait_until("every effect is delivered", || {
+        let accepted = erp.accepted_per_key();
+        let done = expected.iter().all(|k| accepted.contains_key(k));
+        async move { done }
+    })
+    .await;
+    let mut per_epoch: HashMap<(String, u32), usize> = HashMap::new();
+    for d in erp.deliveries() {
+        assert_eq!(d.status, 200);
+        *per_epoch.entry((d.key.clone(), d.epoch)).or_default() += 1;
+        let order_id = d.key.trim_start_matches("orderbridge:").split('.').next().unwrap().to_owned();
+        assert!(
+            approved.iter().any(|o| o["id"] == order_id.as_str()),
+            "effect {} for an order that is not approved",
+            d.key
+        );
+    }
+    let twice: Vec<_> = per_epoch.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "effects performed twice in one lifetime: {twice:?}");
+    let accepted = erp.accepted_per_key();
+    assert_eq!(accepted.len(), expected.len(), "no phantom effects");
+
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+}

@@ -1,0 +1,333 @@
+//! `TestApp`: a daemon on an OS-picked port with its own config copy and data dir,
+//! plus a test receiver that plays the ERP. No wall-clock sleeps: waits are bounded
+//! polls that fail with a message.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use orderbridge::connectors::signature::StandardWebhooks;
+use orderbridge::startup::Application;
+use secrecy::SecretString;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ERP_TOKEN: &str = "test-erp-token";
+pub const SAMPLE: &str = include_str!("../fixtures/demo-crm-deal.json");
+
+pub fn client() -> reqwest::Client {
+    orderbridge::connectors::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+pub fn sample() -> Value {
+    serde_json::from_str(SAMPLE).unwrap()
+}
+
+/// A deal like the INTERFACE sample, with its own id, version and amount.
+pub fn deal(id: &str, version: u64, amount: &str) -> Value {
+    let mut v = sample();
+    v["deal"]["id"] = id.into();
+    v["deal"]["version"] = version.into();
+    v["deal"]["amount"] = amount.into();
+    v
+}
+
+/// Copies the repository's example configuration into `dir`, with secrets moved to
+/// files (so tests need no process-wide environment) and the ERP at `erp`.
+pub fn write_config(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)]) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["config", "connectors", "mappings", "secrets"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for sub in ["config", "connectors", "mappings"] {
+        for e in std::fs::read_dir(repo.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let text = std::fs::read_to_string(&p)
+                    .unwrap()
+                    .replace("${DEMO_CRM_SECRET}", "file:secrets/demo-crm")
+                    .replace("${DEMO_ERP_TOKEN}", "file:secrets/demo-erp")
+                    .replace("${ORDERBRIDGE_ADMIN_TOKEN}", "file:secrets/admin")
+                    .replace("http://127.0.0.1:9090", &format!("http://{erp}"));
+                std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
+            }
+        }
+    }
+    std::fs::write(dir.join("secrets/demo-crm"), CRM_SECRET).unwrap();
+    std::fs::write(dir.join("secrets/demo-erp"), ERP_TOKEN).unwrap();
+    std::fs::write(dir.join("secrets/admin"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let settings = dir.join("config/orderbridge.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    let text = text
+        .replace("port = 8080", "port = 0")
+        .replace("backoff_initial_ms = 1000", "backoff_initial_ms = 20")
+        .replace("backoff_max_ms = 600000", "backoff_max_ms = 200")
+        .replace("sweep_interval_ms = 1000", "sweep_interval_ms = 50");
+    let text = replace.iter().fold(text, |t, (from, to)| {
+        assert!(t.contains(from), "config has no `{from}` to replace");
+        t.replace(from, to)
+    });
+    std::fs::write(&settings, text).unwrap();
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub erp: Receiver,
+    signer: StandardWebhooks,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub state: orderbridge::http::AppState,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Receiver::start().await, &[]).await
+}
+
+/// `replace` edits `config/orderbridge.toml` (text replacements) before start.
+pub async fn spawn_app_with(erp: Receiver, replace: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, replace);
+    start_in(dir, erp).await
+}
+
+async fn start_in(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
+    let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|ds| {
+        panic!("example config must load: {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
+    });
+    // A stopped in-process daemon releases the store when its last task ends, which
+    // can be a moment after `stop` returns: retry while the store is still locked.
+    let mut loaded = Some(loaded);
+    let mut tries = 0;
+    let app = loop {
+        let l = loaded.take().unwrap_or_else(|| orderbridge::check::load_all(dir.path()).ok().unwrap());
+        match Application::build(l).await {
+            Ok(app) => break app,
+            Err(e) if tries < 250 && format!("{e:#}").contains("in use by another process") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("app builds: {e:#}"),
+        }
+    };
+    let addr = app.address();
+    let state = app.state().clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(app.run_until_stopped(async move { s.cancelled().await }));
+    if std::env::var_os("TEST_LOG").is_some() {
+        orderbridge::telemetry::init(orderbridge::settings::LogFormat::Text, "info");
+    }
+    TestApp {
+        addr,
+        dir,
+        client: client(),
+        erp,
+        signer: StandardWebhooks::new(&SecretString::from(CRM_SECRET), 300).unwrap(),
+        stop,
+        handle: Some(handle),
+        state,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn signed_headers(&self, id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        vec![
+            ("content-type", "application/json".into()),
+            ("webhook-id", id.into()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", self.signer.sign(id, ts, body)),
+        ]
+    }
+
+    pub async fn post_raw(&self, connector: &str, body: Vec<u8>, headers: Vec<(&'static str, String)>) -> (u16, Value) {
+        let mut req = self.client.post(self.url(&format!("/webhooks/{connector}"))).body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await.expect("daemon answers");
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Posts a correctly signed delivery of `payload` to demo-crm.
+    pub async fn post_webhook(&self, payload: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+        let headers = self.signed_headers(&id, chrono::Utc::now().timestamp(), &body);
+        self.post_raw("demo-crm", body, headers).await
+    }
+
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.get(self.url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn api_post(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.post(self.url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let (status, body) = self.api(&format!("/orders/{id}")).await;
+        assert_eq!(status, 200, "GET order {id}: {body}");
+        body
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// Waits until the outbox is empty (everything delivered or dead-lettered).
+    pub async fn drain_outbox(&self) {
+        wait_until("the outbox drains", || async {
+            let (_, v) = self.api("/outbox").await;
+            v["effects"].as_array().is_some_and(|a| a.is_empty())
+        })
+        .await;
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        self.dir
+    }
+}
+
+/// Polls `cond` until true; panics naming `what` after a generous bound.
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..3000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// One delivery the receiver saw.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub key: String,
+    pub status: u16,
+    pub epoch: u32,
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    deliveries: Mutex<Vec<Delivery>>,
+    /// Answer 503 to this many requests first.
+    fail_next: AtomicU32,
+    /// Answer 503 to everything while set.
+    down: AtomicBool,
+    /// Answer 400 to everything while set.
+    refuse: AtomicBool,
+    epoch: AtomicU32,
+}
+
+/// A small ERP stand-in over TCP that records idempotency keys.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let app = axum::Router::new().route("/orders", post(receive)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, state }
+    }
+
+    pub fn fail_next(&self, n: u32) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+    pub fn set_refuse(&self, refuse: bool) {
+        self.state.refuse.store(refuse, Ordering::SeqCst);
+    }
+    pub fn next_epoch(&self) {
+        self.state.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state.deliveries.lock().unwrap().clone()
+    }
+    /// Successful (200) deliveries per idempotency key.
+    pub fn accepted_per_key(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for d in self.deliveries().into_iter().filter(|d| d.status == 200) {
+            *m.entry(d.key).or_default() += 1;
+        }
+        m
+    }
+}
+
+async fn receive(
+    State(s): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let status = if s.down.load(Ordering::SeqCst) {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if s.refuse.load(Ordering::SeqCst) {
+        StatusCode::BAD_REQUEST
+    } else if s.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    s.deliveries.lock().unwrap().push(Delivery {
+        key,
+        status: status.as_u16(),
+        epoch: s.epoch.load(Ordering::SeqCst),
+        body,
+        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+    });
+    let answer = match status {
+        StatusCode::OK => serde_json::json!({"erp_order": "SO-1"}),
+        StatusCode::BAD_REQUEST => serde_json::json!({"error": "product code unknown to ERP"}),
+        _ => serde_json::json!({"error": "maintenance"}),
+    };
+    (status, Json(answer))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orderbridge"))
+}
+
+/// Starts a daemon again on a stopped app's directory.
+pub async fn restart(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
+    start_in(dir, erp).await
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests over real TCP against the real daemon (in-process or the built
+//! binary). One test binary, one module per feature.
+
+mod helpers;
+
+mod check;
+mod crash;
+mod dispatcher;
+mod intake;
