@@ -34,6 +34,24 @@ pub struct BenchArgs {
     /// Prefix of the generated external ids (use a new one per run for new orders).
     #[arg(long, default_value = "BENCH")]
     pub prefix: String,
+    /// Also serve a sink on this address that answers 200 to every push (point the
+    /// ERP connector's base_url at it), and report how many effects it received.
+    #[arg(long)]
+    pub sink: Option<std::net::SocketAddr>,
+}
+
+/// A receiver that accepts every push, counting them.
+async fn start_sink(addr: std::net::SocketAddr, count: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let app = axum::Router::new().fallback(move || {
+        let count = count.clone();
+        async move {
+            count.fetch_add(1, Ordering::Relaxed);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding sink {addr}"))?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
 }
 
 const TEMPLATE: &str = include_str!("../tests/fixtures/demo-crm-deal.json");
@@ -72,6 +90,11 @@ fn machine() -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::connectors::install_crypto_provider();
+    let pushed = Arc::new(AtomicU64::new(0));
+    if let Some(addr) = args.sink {
+        start_sink(addr, pushed.clone()).await?;
+    }
     let signer =
         Arc::new(StandardWebhooks::new(&SecretString::from(args.secret.clone()), 300).map_err(|e| anyhow::anyhow!(e))?);
     let client =
@@ -168,6 +191,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(pct(0.99)),
         ms(lat.last().copied().unwrap_or_default())
     );
+    if args.sink.is_some() {
+        println!("effects pushed to the sink during the run: {}", pushed.load(Ordering::Relaxed));
+    }
     if let Some(pid) = args.pid {
         if let Some((hwm, rss)) = rss_kib(pid) {
             println!(

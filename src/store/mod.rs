@@ -5,6 +5,7 @@
 //! method returns only after the write is durable (group commit, see `commit.rs`).
 //! `sled_store.rs` is the embedded implementation.
 
+pub mod codec;
 pub mod commit;
 pub mod records;
 pub mod sled_store;
@@ -113,8 +114,9 @@ pub trait Store: Send + Sync {
 
     /// Effects due at `now`, oldest due first.
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
-    /// One effect in the outbox (not dead letters), as stored now.
-    fn effect(&self, id: EffectId) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>>;
+    /// The effect as stored now, if it is still pending with the same schedule
+    /// (`None` once it finished, was rescheduled or dead-lettered).
+    fn current(&self, effect: &EffectRecord) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>>;
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     /// Records an attempt's outcome. Durable when it returns.

@@ -91,7 +91,7 @@ impl Dispatcher {
             }
             // The list may be stale: the effect can have finished (or been rescheduled)
             // since it was read. Claimed now, so re-read it; skip unless still due.
-            let effect = match self.store.effect(listed.id).await {
+            let effect = match self.store.current(&listed).await {
                 Ok(Some(e)) if e.next_at <= now => e,
                 other => {
                     self.in_flight.lock().expect("lock").remove(&listed.id);

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Intake benchmark: builds the release binary, starts the daemon on the example
+# configuration with a fresh data directory, posts signed webhooks at the given
+# concurrency and prints orders/s, acknowledgement latency and the daemon's memory.
+#
+#   scripts/bench.sh [ORDERS] [CONCURRENCY]      (defaults: 50000 64)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORDERS=${1:-50000}
+CONCURRENCY=${2:-64}
+PORT=${BENCH_PORT:-18080}
+SINK=${BENCH_SINK:-127.0.0.1:19090}
+
+cargo build --release --locked -q
+BIN=target/release/orderbridge
+WORK=$(mktemp -d)
+trap 'kill $DAEMON 2>/dev/null || true; wait $DAEMON 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cp -r config connectors mappings "$WORK"/
+sed -i "s#http://127.0.0.1:9090#http://$SINK#" "$WORK/connectors/demo-erp.toml"
+
+export DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+export DEMO_ERP_TOKEN=bench-erp-token
+export ORDERBRIDGE_ADMIN_TOKEN=bench-admin-token
+export ORDERBRIDGE__SERVER__PORT=$PORT
+export ORDERBRIDGE__LOG__LEVEL=warn
+
+$BIN run --config-dir "$WORK" &
+DAEMON=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+$BIN bench --url "http://127.0.0.1:$PORT" --orders "$ORDERS" --concurrency "$CONCURRENCY" \
+  --pid "$DAEMON" --sink "$SINK"
+echo "store size on disk: $(du -sh "$WORK/data" | cut -f1)"
+curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^orderbridge_commit_(batch_size|duration_seconds)_(sum|count)'
