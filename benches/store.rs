@@ -21,7 +21,8 @@ fn main() {
 async fn run(orders: usize, concurrency: usize) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let store = SledStore::open(dir.path(), 32 << 20, metrics.clone()).unwrap();
+    let delay_us: u64 = std::env::var("GROUP_COMMIT_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let store = SledStore::open(dir.path(), 32 << 20, Duration::from_micros(delay_us), metrics.clone()).unwrap();
     let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
     let mapping_text = include_str!("../mappings/demo-crm.toml");
@@ -63,7 +64,7 @@ async fn run(orders: usize, concurrency: usize) {
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     println!(
-        "store ingest: {orders} orders, concurrency {concurrency}: {:.0} orders/s, p50 {:.2} ms, p99 {:.2} ms",
+        "store ingest: {orders} orders, concurrency {concurrency}, group commit delay {delay_us} µs: {:.0} orders/s, p50 {:.2} ms, p99 {:.2} ms",
         orders as f64 / secs,
         p(0.5),
         p(0.99)

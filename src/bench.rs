@@ -118,10 +118,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     println!("bench: {} orders to {url} at concurrency {} ({})", args.orders, args.concurrency, machine());
     let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let (done, stop, pushed) = (done.clone(), stop.clone(), pushed.clone());
+        tokio::spawn(async move {
+            let (mut last, mut at) = (0, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if at.elapsed() >= Duration::from_secs(10) {
+                    let now = done.load(Ordering::Relaxed);
+                    println!(
+                        "  {:>9} accepted, {:>6.0} orders/s over the last {:.0}s, {} effects pushed",
+                        now,
+                        (now - last) as f64 / at.elapsed().as_secs_f64(),
+                        at.elapsed().as_secs_f64(),
+                        pushed.load(Ordering::Relaxed)
+                    );
+                    (last, at) = (now, Instant::now());
+                }
+            }
+        })
+    };
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, next, failures, signer, prefix) =
-            (client.clone(), url.clone(), next.clone(), failures.clone(), signer.clone(), args.prefix.clone());
+        let (client, url, next, failures, signer, prefix, done) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            failures.clone(),
+            signer.clone(),
+            args.prefix.clone(),
+            done.clone(),
+        );
         let total = args.orders;
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -148,6 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     Ok(r) if r.status().as_u16() == 202 => {
                         let _ = r.bytes().await;
                         lat.push(t.elapsed());
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(r) => {
                         if failures.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -173,6 +202,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(s) = sampler {
         let _ = s.await;
     }
+    let _ = progress.await;
     lat.sort();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()

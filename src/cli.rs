@@ -105,7 +105,18 @@ impl Source {
     fn open(config_dir: &Path) -> anyhow::Result<Source> {
         let settings = Settings::load_with(config_dir, false)
             .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
-        match SledStore::open(&settings.store_path, 16 * 1024 * 1024, Arc::new(Metrics::default())) {
+        if !settings.store_path.join("db").exists() {
+            bail!(
+                "no store at {} (is --config-dir right? store.path is relative to it)",
+                settings.store_path.display()
+            );
+        }
+        match SledStore::open(
+            &settings.store_path,
+            16 * 1024 * 1024,
+            std::time::Duration::ZERO,
+            Arc::new(Metrics::default()),
+        ) {
             Ok(s) => Ok(Source::Store(s)),
             Err(StoreError::Locked(_)) => {
                 let mut addr = settings.listen;
@@ -118,7 +129,9 @@ impl Source {
                         "the daemon holds the store; set the admin token (server.admin_token) so this command can use its API"
                     );
                 }
-                Ok(Source::Api { base: format!("http://{addr}/api"), token, client: reqwest::Client::new() })
+                crate::connectors::install_crypto_provider();
+                let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
+                Ok(Source::Api { base: format!("http://{addr}/api"), token, client })
             }
             Err(e) => Err(e).context(format!("opening the store at {}", settings.store_path.display())),
         }

@@ -22,7 +22,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "orderbridge_orders_ingested_total",
         "counter",
-        "Inbound orders by connector and outcome (new, amended, duplicate, skipped).",
+        "Inbound deliveries by connector and outcome (accepted: new or amended, duplicate, skipped).",
     ),
     ("orderbridge_orders_entered_state_total", "counter", "Orders that ended an intake step in each state."),
     (

@@ -73,11 +73,14 @@ pub struct RawStore {
     pub path: PathBuf,
     /// sled's page cache, in MiB. Resident memory is a few times this (sled #1309).
     pub cache_capacity_mb: u64,
+    /// Group commit: how long the first waiting write waits for others before the
+    /// flush + fsync that makes them all durable, in microseconds (0: flush at once).
+    pub group_commit_delay_us: u64,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { backend: "sled".into(), path: "data".into(), cache_capacity_mb: 32 }
+        RawStore { backend: "sled".into(), path: "data".into(), cache_capacity_mb: 32, group_commit_delay_us: 1000 }
     }
 }
 
@@ -197,6 +200,7 @@ pub struct Settings {
     pub admin_token: Option<SecretString>,
     pub store_path: PathBuf,
     pub cache_capacity_bytes: u64,
+    pub group_commit_delay: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub required_fields: Vec<String>,
@@ -242,9 +246,24 @@ impl Settings {
             .build()
             .and_then(|c| c.try_deserialize::<RawSettings>());
         let raw = merged.map_err(|e| {
+            let text = e.to_string();
             let vars: Vec<String> =
                 std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("ORDERBRIDGE__")).collect();
-            vec![Diagnostic::file(&path, format!("with environment overrides ({}): {e}", vars.join(", ")))]
+            // "… for key `server.port` in the environment": name the variable itself.
+            let key = text.split("for key `").nth(1).and_then(|r| r.split('`').next());
+            let reason = text.split(" for key `").next().unwrap_or(&text).to_owned();
+            match key.map(|k| format!("{ENV_PREFIX}__{}", k.replace('.', "__").to_uppercase())) {
+                Some(var) if vars.contains(&var) => vec![Diagnostic::file(Path::new(&format!("env {var}")), reason)],
+                // An unknown key names its section: name the variables under it.
+                Some(section) => {
+                    let under: Vec<&String> = vars.iter().filter(|v| v.starts_with(&format!("{section}__"))).collect();
+                    let names = under.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ");
+                    vec![Diagnostic::file(Path::new(&format!("env {names}")), reason)]
+                }
+                None => {
+                    vec![Diagnostic::file(&path, format!("with environment overrides ({}): {text}", vars.join(", ")))]
+                }
+            }
         })?;
         raw.parse(config_dir, &path, &text, strict)
     }
@@ -287,6 +306,9 @@ impl RawSettings {
         if self.store.backend != "sled" {
             bad(&["store", "backend"], format!("unknown store backend `{}` (available: sled)", self.store.backend));
         }
+        if self.store.group_commit_delay_us > 100_000 {
+            bad(&["store", "group_commit_delay_us"], "must be at most 100000 (0.1 s)".into());
+        }
         if self.store.cache_capacity_mb == 0 {
             bad(&["store", "cache_capacity_mb"], "must be at least 1".into());
         }
@@ -328,6 +350,7 @@ impl RawSettings {
             admin_token,
             store_path,
             cache_capacity_bytes: self.store.cache_capacity_mb * 1024 * 1024,
+            group_commit_delay: Duration::from_micros(self.store.group_commit_delay_us),
             log_format,
             log_level: self.log.level.clone(),
             required_fields: self.intake.required_fields.clone(),

@@ -38,8 +38,13 @@ impl Application {
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
         let Loaded { settings, registry, rules, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
-        let store = SledStore::open(&settings.store_path, settings.cache_capacity_bytes, metrics.clone())
-            .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
+        let store = SledStore::open(
+            &settings.store_path,
+            settings.cache_capacity_bytes,
+            settings.group_commit_delay,
+            metrics.clone(),
+        )
+        .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let registry = Arc::new(registry);

@@ -16,6 +16,19 @@ use crate::domain::OrderId;
 use crate::engine::Actor;
 use crate::store::{EffectId, OrderRecord};
 
+/// `Query` whose rejection is our JSON error, naming the bad parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
 pub async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let Some(expected) = &app.settings.admin_token else {
@@ -48,7 +61,7 @@ pub fn order_json(rec: &OrderRecord) -> Value {
         "order": rec.order,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
-        "events": rec.last_seq,
+        "event_count": rec.last_seq,
         "chain_head": rec.last_hash,
     })
 }
@@ -70,7 +83,10 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_orders(State(app): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_orders(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     if let Some(s) = &q.state
         && !crate::engine::lifecycle::STATE_NAMES.contains(&s.as_str())
     {
@@ -93,12 +109,18 @@ pub struct LimitQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_outbox(State(app): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_outbox(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
     let rows = app.store.pending_effects(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub async fn list_dead(State(app): State<AppState>, Query(q): Query<LimitQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list_dead(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
     let rows = app.store.dead_letters(q.limit.unwrap_or(100).clamp(1, 10_000)).await?;
     Ok(Json(json!({ "effects": rows })))
 }

@@ -21,7 +21,8 @@ use crate::engine::{Actor, IllegalTransition, OrderEvent, OrderState, Rules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("order {0} not found")]
+    /// What was looked for, e.g. `order ord_…` or `dead letter ord_….4.0`.
+    #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
     Illegal(#[from] IllegalTransition),

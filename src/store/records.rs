@@ -108,8 +108,9 @@ pub fn event_key(id: OrderId, seq: u32) -> [u8; 20] {
     k
 }
 
-/// An effect's id: the order, the event that caused it, its index among that event's
-/// effects. Deterministic, so the idempotency key survives restarts and replays.
+/// An effect's id: the order, the sequence number of the last event of the step that
+/// created it, and its index among that step's effects. Deterministic, so the
+/// idempotency key survives restarts and replays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EffectId {

@@ -133,7 +133,12 @@ impl SledStore {
     /// # Errors
     /// `Locked` when another process holds it, `Corrupt` when sled finds damage (we
     /// never delete data to recover), `Io` otherwise.
-    pub fn open(dir: &Path, cache_bytes: u64, metrics: Arc<Metrics>) -> Result<Arc<SledStore>, StoreError> {
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        commit_delay: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<SledStore>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
@@ -172,7 +177,7 @@ impl SledStore {
             ext_index: space(b'i'),
             state_index: space(b's'),
             tree,
-            committer: Committer::start(db.clone(), dir.to_owned(), metrics),
+            committer: Committer::start(db.clone(), dir.to_owned(), commit_delay, metrics),
             pending: AtomicI64::new(0),
             dead_count: AtomicI64::new(0),
             ext_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -233,7 +238,7 @@ impl SledStore {
             let body = serde_json::json!({
                 "effect_id": id.to_string(),
                 "order_id": rec.id.to_string(),
-                "connector": rec.source.connector.as_str(),
+                "source": {"connector": rec.source.connector.as_str(), "external_id": rec.source.id.as_str()},
                 "external_id": rec.source.id.as_str(),
                 "operation": spec.operation,
                 "cause": spec.cause,
@@ -370,7 +375,7 @@ impl SledStore {
         now: DateTime<Utc>,
     ) -> Result<OrderRecord, StoreError> {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
-        let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
         let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -695,5 +700,129 @@ impl Store for SledStore {
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.committer.durable())
+    }
+}
+
+#[cfg(test)]
+mod model_test {
+    //! The outbox against an in-memory model: random ingest / attempt / retry /
+    //! dead-letter / replay / reopen sequences keep the store and the model equal,
+    //! and the audit chains intact (a reopen stands for a restart).
+
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::ExternalRef;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Ingest { small: bool },
+        Attempt { outcome: u8 },
+        Replay,
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => any::<bool>().prop_map(|small| Op::Ingest { small }),
+            4 => (0u8..3).prop_map(|outcome| Op::Attempt { outcome }),
+            1 => Just(Op::Replay),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    fn rules() -> Rules {
+        crate::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn order(amount: &str) -> crate::domain::Order {
+        let mut v: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/demo-crm-deal.json")).unwrap();
+        v["deal"]["amount"] = amount.into();
+        let m = toml::from_str::<crate::mapping::MappingFile>(include_str!("../../mappings/demo-crm.toml"))
+            .unwrap()
+            .validate("demo-crm")
+            .unwrap();
+        m.apply(&v).unwrap().unwrap().order
+    }
+
+    fn open(dir: &Path) -> Arc<SledStore> {
+        SledStore::open(dir, 4 << 20, std::time::Duration::ZERO, Arc::new(Metrics::default())).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn outbox_matches_its_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let rules = rules();
+                let mut store = open(dir.path());
+                let (mut pending, mut dead) = (BTreeSet::new(), BTreeSet::new());
+                let far = Utc::now() + chrono::Duration::days(1);
+                for (n, op) in ops.into_iter().enumerate() {
+                    match op {
+                        Op::Ingest { small } => {
+                            let inbound = Inbound {
+                                source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("M-{n}").parse().unwrap() },
+                                version: 1,
+                                mapping_version: "1".into(),
+                                order: order(if small { "500.00" } else { "5000000.00" }),
+                            };
+                            let got = store.ingest(inbound, &rules, Utc::now()).await.unwrap();
+                            if small {
+                                let seq = store.events(got.order_id).await.unwrap().len() as u32;
+                                pending.insert(EffectId { order_id: got.order_id, seq, index: 0 });
+                            }
+                        }
+                        Op::Attempt { outcome } => {
+                            let due = store.due_effects(far, 1).await.unwrap();
+                            if let Some(e) = due.first() {
+                                let o = match outcome {
+                                    0 => EffectOutcome::Done { receipt: "ok".into() },
+                                    1 => EffectOutcome::Retry { error: "503".into(), next_at: Utc::now() + chrono::Duration::seconds(1) },
+                                    _ => EffectOutcome::Dead { error: "400".into() },
+                                };
+                                store.finish_effect(e, o, Utc::now()).await.unwrap();
+                                match outcome {
+                                    0 => { pending.remove(&e.id); }
+                                    1 => {}
+                                    _ => { pending.remove(&e.id); dead.insert(e.id); }
+                                }
+                            }
+                        }
+                        Op::Replay => {
+                            if let Some(id) = dead.iter().next().copied() {
+                                store.replay(&id, Actor::System, Utc::now()).await.unwrap();
+                                dead.remove(&id);
+                                pending.insert(id);
+                            }
+                        }
+                        Op::Reopen => {
+                            drop(store);
+                            // Let the committer task release its handle on the database.
+                            let mut reopened = None;
+                            for _ in 0..200 {
+                                match SledStore::open(dir.path(), 4 << 20, std::time::Duration::ZERO, Arc::new(Metrics::default())) {
+                                    Ok(s) => { reopened = Some(s); break; }
+                                    Err(StoreError::Locked(_)) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                            store = reopened.expect("store reopens");
+                        }
+                    }
+                    let ids = |v: Vec<EffectRecord>| v.into_iter().map(|e| e.id).collect::<BTreeSet<_>>();
+                    assert_eq!(ids(store.pending_effects(1000).await.unwrap()), pending);
+                    assert_eq!(ids(store.dead_letters(1000).await.unwrap()), dead);
+                    assert_eq!(store.counts().await.unwrap(), (pending.len() as u64, dead.len() as u64));
+                    let audit = store.verify_audit().await.unwrap();
+                    assert!(audit.broken.is_none(), "{audit:?}");
+                }
+            });
+        }
     }
 }

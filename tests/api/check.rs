@@ -98,3 +98,17 @@ async fn run_refuses_to_start_on_the_same_problems() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`xml` is not a log format"), "{err}");
 }
+
+#[tokio::test]
+async fn a_bad_environment_override_is_named() {
+    let dir = config_dir().await;
+    for (var, value, expect) in [
+        ("ORDERBRIDGE__SERVER__PORT", "eighty", "env ORDERBRIDGE__SERVER__PORT: invalid type: string \"eighty\""),
+        ("ORDERBRIDGE__SERVER__PROT", "80", "env ORDERBRIDGE__SERVER__PROT: unknown field `prot`"),
+    ] {
+        let out = Command::new(bin()).args(["check", "--config-dir"]).arg(dir.path()).env(var, value).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(78), "{text}");
+        assert!(text.lines().any(|l| l.starts_with(expect)), "{text}");
+    }
+}

@@ -4,49 +4,13 @@
 //! must reach the receiver, never twice within one process lifetime.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::*;
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-fn start_daemon(dir: &std::path::Path) -> Daemon {
-    let mut child = Command::new(bin())
-        .args(["run", "--config-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1)
-                && let Some(t) = tx.take()
-            {
-                let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-            if std::env::var_os("TEST_LOG").is_some() {
-                eprintln!("daemon: {line}");
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its address").parse().unwrap();
-    Daemon { child, addr }
-}
 
 async fn api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
     client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
@@ -77,7 +41,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
     let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
 
     for epoch in 0..3u32 {
-        let mut daemon = start_daemon(dir.path());
+        let mut daemon = start_daemon(dir.path(), &[]);
         let addr = daemon.addr;
         let mut posters = Vec::new();
         for w in 0..16u32 {
@@ -122,7 +86,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
         erp.next_epoch();
     }
 
-    let mut daemon = start_daemon(dir.path());
+    let mut daemon = start_daemon(dir.path(), &[]);
     let addr = daemon.addr;
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "the load produced acknowledged orders ({})", acked.len());

@@ -331,3 +331,55 @@ pub fn bin() -> PathBuf {
 pub async fn restart(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
     start_in(dir, erp).await
 }
+
+/// The built binary running as a child process.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Every line it wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// A failing test must not leave a daemon behind.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `orderbridge run` on `dir` and waits until it reports its address.
+pub fn start_daemon(dir: &Path, args: &[&str]) -> Daemon {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .arg("run")
+        .args(args)
+        .arg("--config-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1)
+                && let Some(t) = tx.take()
+            {
+                let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+                let _ = t.send(addr);
+            }
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("daemon: {line}");
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its address").parse().unwrap();
+    Daemon { child, addr, log }
+}

@@ -1,0 +1,132 @@
+//! The command line against a real store: offline reads, reads through the running
+//! daemon's API, dead-letter replay, tamper detection, and graceful shutdown.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Runs the CLI without blocking the runtime that serves the in-process daemon.
+async fn cli(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args).arg("--config-dir").arg(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn read_commands_work_offline_and_through_the_running_daemon() {
+    let app = spawn_app().await;
+    let (_, b) = app.post_webhook(&sample()).await;
+    let id = b["order_id"].as_str().unwrap().to_owned();
+
+    // While the daemon holds the store, the CLI asks its API.
+    let port = app.addr.port().to_string();
+    let out =
+        cli(app.dir.path(), &["orders", "show", &id, "--json"], &[("ORDERBRIDGE__SERVER__PORT", port.clone())]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["order"]["customer"]["name"], "张伟");
+    let out = cli(app.dir.path(), &["audit", "verify"], &[("ORDERBRIDGE__SERVER__PORT", port)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // Stopped: the CLI opens the store itself.
+    let dir = app.stop().await;
+    let out = cli(dir.path(), &["orders", "list", "--state", "awaiting_approval"], &[]).await;
+    let text = stdout(&out);
+    assert!(out.status.success());
+    assert!(
+        text.contains(&id) && text.contains("张伟") && text.contains("1250000.00") && text.contains("1 order(s)"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_from_the_cli() {
+    let erp = Receiver::start().await;
+    erp.set_refuse(true);
+    let app = spawn_app_with(erp.clone(), &[]).await;
+    let (_, b) = app.post_webhook(&deal("D-CLI", 1, "100.00")).await;
+    assert_eq!(b["state"], "approved");
+    app.drain_outbox().await;
+    let dir = app.stop().await;
+
+    let out = cli(dir.path(), &["outbox", "dead", "--json"], &[]).await;
+    let dead: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let effect = dead[0]["id"].as_str().unwrap().to_owned();
+    let out = cli(dir.path(), &["outbox", "replay", &effect], &[]).await;
+    assert!(stdout(&out).contains(&format!("replayed {effect}")), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(dir.path(), &["outbox", "list", "--json"], &[]).await;
+    let pending: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(pending[0]["id"], effect.as_str());
+    assert_eq!(pending[0]["attempts"], 0);
+
+    // The daemon picks the replayed effect up and delivers it.
+    erp.set_refuse(false);
+    let app = restart(dir, erp.clone()).await;
+    app.drain_outbox().await;
+    assert_eq!(erp.accepted_per_key().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn audit_verify_names_the_first_tampered_event() {
+    let app = spawn_app().await;
+    let (_, b) = app.post_webhook(&deal("D-T1", 1, "3000000.00")).await;
+    let (_, b2) = app.post_webhook(&deal("D-T2", 1, "3000000.00")).await;
+    let victim = b2["order_id"].as_str().unwrap().to_owned();
+    assert_ne!(b["order_id"], b2["order_id"]);
+    let dir = app.stop().await;
+    let out = cli(dir.path(), &["audit", "verify"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("audit intact: 2 orders, 6 events verified"), "{}", stdout(&out));
+
+    // Someone edits the second event of the second order on disk: who did it.
+    {
+        let db = sled::open(dir.path().join("data")).unwrap();
+        let tree = db.open_tree("orderbridge").unwrap();
+        let oid: orderbridge::domain::OrderId = victim.parse().unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(oid.as_bytes());
+        key.extend_from_slice(&1u32.to_be_bytes());
+        let row = tree.get(&key).unwrap().expect("the intake step's events");
+        let mut events: Vec<Value> = orderbridge::store::codec::decode(&row).unwrap();
+        events[1]["actor"] = serde_json::json!({"kind": "person", "id": "mallory"});
+        tree.insert(&key, orderbridge::store::codec::encode(&events)).unwrap();
+        db.flush().unwrap();
+    }
+    let out = cli(dir.path(), &["audit", "verify"], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("audit BROKEN at order {victim} event 2")), "{text}");
+    assert!(text.contains("altered"), "{text}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_without_leaking_secrets_into_logs() {
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let mut daemon = start_daemon(dir.path(), &["--log-format", "json"]);
+    let status = client().get(format!("http://{}/readyz", daemon.addr)).send().await.unwrap().status();
+    assert_eq!(status, 200);
+    Command::new("kill").args(["-TERM", &daemon.child.id().to_string()]).status().unwrap();
+    let exit = daemon.child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    wait_until("the last log line is read", || async {
+        daemon.log.lock().unwrap().iter().any(|l| l.contains("stopped cleanly"))
+    })
+    .await;
+    let lines = daemon.log.lock().unwrap().clone();
+    let last: Value = serde_json::from_str(lines.last().unwrap()).expect("JSON logs");
+    assert_eq!(last["message"], "stopped cleanly", "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains(ADMIN_TOKEN) && !l.contains(CRM_SECRET) && !l.contains(ERP_TOKEN)));
+}
