@@ -84,15 +84,35 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, state, dispatcher } = self;
         let stop = CancellationToken::new();
-        let workers = tokio::spawn(dispatcher.run(stop.clone()));
+        // A worker that ends before shutdown was asked for is a failure: stop serving
+        // (readiness goes false first) and exit non-zero, rather than accept orders
+        // whose effects nobody performs.
+        let worker_died = CancellationToken::new();
+        let workers = {
+            let (stop, died) = (stop.clone(), worker_died.clone());
+            tokio::spawn(async move {
+                let result = tokio::spawn(dispatcher.run(stop.clone())).await;
+                if !stop.is_cancelled() {
+                    match &result {
+                        Err(e) => tracing::error!(error = %e, "the dispatcher failed; stopping"),
+                        Ok(()) => tracing::error!("the dispatcher stopped unexpectedly; stopping"),
+                    }
+                    died.cancel();
+                }
+            })
+        };
         state.ready.store(true, Ordering::SeqCst);
         tracing::info!(address = %listener.local_addr()?, "orderbridge listening on http://{}", listener.local_addr()?);
 
         let ready = state.ready.clone();
         let app = router(state.clone());
+        let died = worker_died.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {}
+                    () = died.cancelled() => {}
+                }
                 ready.store(false, Ordering::SeqCst);
             })
             .await
@@ -103,6 +123,9 @@ impl Application {
             tracing::warn!("effects still in flight after {GRACE:?}; they stay in the outbox and run after restart");
         }
         state.store.flush().await.context("final flush")?;
+        if worker_died.is_cancelled() {
+            anyhow::bail!("a background worker died; see the log above");
+        }
         tracing::info!("stopped cleanly");
         Ok(())
     }
