@@ -11,8 +11,11 @@ use orderbridge::metrics::Metrics;
 use orderbridge::store::{Inbound, SledStore, Store};
 
 fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let orders: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let args = if benching { args } else { Vec::new() };
+    let orders: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(if benching { 20_000 } else { 200 });
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run(orders, concurrency));

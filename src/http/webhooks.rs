@@ -131,7 +131,9 @@ async fn receive_inner(
     app.metrics.inc("orderbridge_orders_ingested_total", &[("connector", connector), ("outcome", outcome)]);
     if !ingested.duplicate {
         app.metrics.inc("orderbridge_orders_entered_state_total", &[("state", ingested.state.name())]);
-        app.wake_dispatcher();
+        if ingested.effects > 0 {
+            app.wake_dispatcher();
+        }
     }
     tracing::debug!(order_id = %ingested.order_id, connector, state = ingested.state.name(), duplicate = ingested.duplicate, "webhook accepted");
     Ok((

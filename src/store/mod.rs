@@ -54,6 +54,8 @@ pub struct Ingested {
     pub state: OrderState,
     /// True when this delivery changed nothing (same or older version).
     pub duplicate: bool,
+    /// Effects the step put in the outbox (the dispatcher is woken only for these).
+    pub effects: usize,
 }
 
 /// How an effect attempt ended, as the dispatcher reports it.

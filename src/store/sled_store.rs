@@ -334,8 +334,9 @@ impl SledStore {
             };
             let mut rows = StepRows { ext: Some((ext_key, id)), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
+            let effects = rows.outbox_put.len();
             self.commit(rows).await?;
-            return Ok(Ingested { order_id: id, state: rec.state, duplicate: false });
+            return Ok(Ingested { order_id: id, state: rec.state, duplicate: false, effects });
         };
         let id = OrderId::from_bytes(id_bytes.as_ref().try_into().map_err(|_| corrupt("ext_index", "bad order id"))?);
         let _order_guard = self.order_locks[stripe(id.as_bytes())].lock().await;
@@ -343,7 +344,7 @@ impl SledStore {
         if inbound.version <= rec.source_version {
             // The first delivery may still be waiting for its flush: ack only once durable.
             self.committer.durable().await?;
-            return Ok(Ingested { order_id: id, state: rec.state, duplicate: true });
+            return Ok(Ingested { order_id: id, state: rec.state, duplicate: true, effects: 0 });
         }
         if !rec.state.accepts_amendments() {
             return Err(StoreError::Conflict(format!(
@@ -362,8 +363,9 @@ impl SledStore {
         rec.mapping_version = inbound.mapping_version;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
+        let effects = rows.outbox_put.len();
         self.commit(rows).await?;
-        Ok(Ingested { order_id: id, state: rec.state, duplicate: false })
+        Ok(Ingested { order_id: id, state: rec.state, duplicate: false, effects })
     }
 
     async fn apply_inner(
