@@ -50,6 +50,12 @@ pub enum Command {
     /// The outbox of effects.
     #[command(subcommand)]
     Outbox(OutboxCmd),
+    /// Why an order is where it is: rules fired, approval route, decisions, versions.
+    Explain {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
 }
@@ -162,6 +168,17 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
+        Command::Explain { id, json } => {
+            let src = Source::open(&dir)?;
+            let order = fetch_order(&src, id.parse()?).await?;
+            let e = crate::explain::explain(&order).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e.json)?);
+            } else {
+                e.lines.iter().for_each(|l| println!("{l}"));
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -226,16 +243,7 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         OrdersCmd::Show { id, json } => {
-            let oid: OrderId = id.parse()?;
-            let v = match &src {
-                Source::Store(s) => {
-                    let rec = s.order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
-                    let mut v = crate::http::api::order_json(&rec);
-                    v["events"] = serde_json::to_value(s.events(oid).await?)?;
-                    v
-                }
-                Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
-            };
+            let v = fetch_order(&src, id.parse()?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -268,6 +276,19 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// An order with its events, as `GET /api/orders/{id}` shows it.
+async fn fetch_order(src: &Source, oid: OrderId) -> anyhow::Result<Value> {
+    Ok(match src {
+        Source::Store(s) => {
+            let rec = s.order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
+            let mut v = crate::http::api::order_json(&rec);
+            v["events"] = serde_json::to_value(s.events(oid).await?)?;
+            v
+        }
+        Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
+    })
 }
 
 fn actor_text(a: &Value) -> String {

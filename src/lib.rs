@@ -8,6 +8,7 @@
 //! - `workers`: the outbox dispatcher.
 //! - `http`: webhooks, admin API, health, metrics (axum).
 //! - `settings`, `check`, `diagnostics`: configuration loading and validation.
+//! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod connectors;
 pub mod diagnostics;
 pub mod domain;
 pub mod engine;
+pub mod explain;
 pub mod http;
 pub mod mapping;
 pub mod metrics;

@@ -43,6 +43,15 @@ pub enum Severity {
     Reject,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Flag => "flag",
+            Severity::Reject => "reject",
+        }
+    }
+}
+
 /// Where an order stands. Data that belongs to one state lives in its variant.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case")]

@@ -130,3 +130,31 @@ async fn sigterm_stops_cleanly_without_leaking_secrets_into_logs() {
     assert_eq!(last["message"], "stopped cleanly", "{lines:?}");
     assert!(lines.iter().all(|l| !l.contains(ADMIN_TOKEN) && !l.contains(CRM_SECRET) && !l.contains(ERP_TOKEN)));
 }
+
+#[tokio::test]
+async fn explain_tells_why_an_order_is_where_it_is() {
+    let app = spawn_app().await;
+    let mut p = deal("D-EX1", 1, "5000.00");
+    p["deal"]["customer"]["kyc_verified"] = false.into();
+    let (_, flagged) = app.post_webhook(&p).await;
+    let (_, small) = app.post_webhook(&deal("D-EX2", 1, "5000.00")).await;
+    let (_, large) = app.post_webhook(&deal("D-EX3", 1, "20000000.00")).await;
+    app.drain_outbox().await;
+    let dir = app.stop().await;
+    let id = |b: &Value| b["order_id"].as_str().unwrap().to_owned();
+
+    let out = stdout(&cli(dir.path(), &["explain", &id(&flagged)], &[]).await);
+    assert!(out.contains("screening flagged (rules 2026-11-26.1):"), "{out}");
+    assert!(out.contains("rule KYC-001 (flag): 客户未完成 KYC 认证"), "{out}");
+    assert!(out.trim_end().ends_with("waiting for: manual review of the flagged screening result"), "{out}");
+
+    let out = stdout(&cli(dir.path(), &["explain", &id(&small)], &[]).await);
+    assert!(out.contains("approved level 1 (line_supervisor) by the daemon on behalf of line_supervisor"), "{out}");
+    assert!(out.contains("demo-erp.create_order succeeded after 1 attempt(s)"), "{out}");
+
+    let out = cli(dir.path(), &["explain", &id(&large), "--json"], &[]).await;
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["route"], serde_json::json!(["line_supervisor", "branch_manager", "risk_committee"]));
+    assert_eq!(v["waiting_for"], "approval level 1 of 3 (line_supervisor)");
+    assert_eq!(v["screening"][0]["rules_version"], "2026-11-26.1");
+}

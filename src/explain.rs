@@ -1,0 +1,138 @@
+//! `orderbridge explain ORDER_ID`: why an order is where it is, read from its audit
+//! trail: screening rules fired (with the rules version), the approval route and why,
+//! every decision with who and when, effects, and what it waits for now. Pure.
+
+use serde_json::{Value, json};
+
+use crate::engine::{Actor, OrderEvent, OrderState};
+use crate::store::EventRecord;
+
+/// The explanation, as lines for people and as JSON for tools.
+pub struct Explanation {
+    pub lines: Vec<String>,
+    pub json: Value,
+}
+
+fn actor(a: &Actor) -> String {
+    match a {
+        Actor::System => "the daemon".into(),
+        Actor::Person(p) => p.clone(),
+        Actor::Connector(c) => format!("connector {c}"),
+    }
+}
+
+/// What the order waits for in `state`, given the approval chain last chosen.
+fn waiting_for(state: &OrderState, chain: &[String]) -> String {
+    match state {
+        OrderState::Flagged => "manual review of the flagged screening result".into(),
+        OrderState::ManualReview => "the reviewer's decision".into(),
+        OrderState::AwaitingApproval { level, of } => {
+            let role = chain.get(usize::from(*level).saturating_sub(1)).map(String::as_str).unwrap_or("?");
+            format!("approval level {level} of {of} ({role})")
+        }
+        OrderState::Approved => "execution (effects on entering `approved` are listed above)".into(),
+        OrderState::Rejected | OrderState::Cancelled | OrderState::Archived => "nothing: the order is closed".into(),
+        other => format!("the next step after `{}`", other.name()),
+    }
+}
+
+/// Explains an order from its API representation (`GET /api/orders/{id}`).
+///
+/// # Errors
+/// When `order` lacks the events or they do not parse.
+pub fn explain(order: &Value) -> Result<Explanation, String> {
+    let events: Vec<EventRecord> =
+        serde_json::from_value(order["events"].clone()).map_err(|e| format!("events do not parse: {e}"))?;
+    let state: OrderState =
+        serde_json::from_value(order["state_detail"].clone()).map_err(|e| format!("state does not parse: {e}"))?;
+    let mut lines = vec![format!(
+        "order {} ({}/{} version {}), now {}",
+        order["id"].as_str().unwrap_or("?"),
+        order["source"]["connector"].as_str().unwrap_or("?"),
+        order["source"]["external_id"].as_str().unwrap_or("?"),
+        order["source"]["version"],
+        state.name(),
+    )];
+    lines.push(format!("mapping version {}", order["mapping_version"].as_str().unwrap_or("?")));
+
+    let mut chain: Vec<String> = Vec::new();
+    let (mut screening, mut decisions, mut effects) = (Vec::new(), Vec::new(), Vec::new());
+    for e in &events {
+        let at = e.at.format("%Y-%m-%d %H:%M:%S UTC");
+        match &e.event {
+            OrderEvent::ScreeningPassed { rules_version, chain: c, reason } => {
+                chain.clone_from(c);
+                screening.push(
+                    json!({"at": e.at, "rules_version": rules_version, "result": "passed", "route": c, "why": reason}),
+                );
+                lines.push(format!(
+                    "{at}  screening passed (rules {rules_version}); route: {}: {reason}",
+                    c.join(" → ")
+                ));
+            }
+            OrderEvent::ScreeningFlagged { rules_version, fired }
+            | OrderEvent::ScreeningRejected { rules_version, fired } => {
+                let result =
+                    if matches!(e.event, OrderEvent::ScreeningFlagged { .. }) { "flagged" } else { "rejected" };
+                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": result, "fired": fired}));
+                lines.push(format!("{at}  screening {result} (rules {rules_version}):"));
+                for h in fired {
+                    lines.push(format!("      rule {} ({}): {}", h.rule_id, h.severity.as_str(), h.message));
+                }
+            }
+            OrderEvent::ReviewReleased { chain: c, comment } => {
+                chain.clone_from(c);
+                decisions
+                    .push(json!({"at": e.at, "by": e.actor, "decision": "released", "comment": comment, "route": c}));
+                lines.push(format!(
+                    "{at}  released from review by {}: {comment}; route: {}",
+                    actor(&e.actor),
+                    c.join(" → ")
+                ));
+            }
+            OrderEvent::Approved { level, role, comment, on_behalf_of } => {
+                let by = match on_behalf_of {
+                    Some(r) => format!("{} on behalf of {r}", actor(&e.actor)),
+                    None => actor(&e.actor),
+                };
+                decisions.push(json!({"at": e.at, "by": e.actor, "decision": "approved", "level": level, "role": role, "on_behalf_of": on_behalf_of, "comment": comment}));
+                lines.push(format!("{at}  approved level {level} ({role}) by {by}: {comment}"));
+            }
+            OrderEvent::ApprovalDeclined { level, role, comment } => {
+                decisions.push(json!({"at": e.at, "by": e.actor, "decision": "declined", "level": level, "role": role, "comment": comment}));
+                lines.push(format!("{at}  declined at level {level} ({role}) by {}: {comment}", actor(&e.actor)));
+            }
+            OrderEvent::ReviewRejected { comment } => {
+                decisions
+                    .push(json!({"at": e.at, "by": e.actor, "decision": "rejected in review", "comment": comment}));
+                lines.push(format!("{at}  rejected in review by {}: {comment}", actor(&e.actor)));
+            }
+            OrderEvent::Amended { version, changed } => {
+                lines.push(format!(
+                    "{at}  amended to version {version} by {} (changed: {}); screened again",
+                    actor(&e.actor),
+                    changed.join(", ")
+                ));
+            }
+            OrderEvent::EffectSucceeded { effect, attempts, receipt, .. } => {
+                effects.push(json!({"at": e.at, "effect": effect, "result": "succeeded", "attempts": attempts, "receipt": receipt}));
+                lines.push(format!("{at}  {effect} succeeded after {attempts} attempt(s): {receipt}"));
+            }
+            OrderEvent::EffectDeadLettered { effect, attempts, error, .. } => {
+                effects.push(json!({"at": e.at, "effect": effect, "result": "dead letter", "attempts": attempts, "error": error}));
+                lines.push(format!("{at}  {effect} gave up after {attempts} attempt(s): {error}"));
+            }
+            OrderEvent::EffectReplayed { effect, .. } => {
+                lines.push(format!("{at}  {effect} replayed by {}", actor(&e.actor)));
+            }
+            other => lines.push(format!("{at}  {} by {}", other.name(), actor(&e.actor))),
+        }
+    }
+    let waiting = waiting_for(&state, &chain);
+    lines.push(format!("waiting for: {waiting}"));
+    let json = json!({
+        "order_id": order["id"], "state": state, "mapping_version": order["mapping_version"],
+        "screening": screening, "route": chain, "decisions": decisions, "effects": effects, "waiting_for": waiting,
+    });
+    Ok(Explanation { lines, json })
+}
