@@ -11,6 +11,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== orderbridge check on the example configuration"
+DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example ORDERBRIDGE_ADMIN_TOKEN=example \
+  cargo run --locked -q -- check --config-dir .
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
 cargo test --locked --doc

@@ -81,12 +81,33 @@ pub struct ListQuery {
     state: Option<String>,
     after: Option<String>,
     limit: Option<usize>,
+    /// With `external_id`: the order a source system knows by that id (0 or 1 result).
+    connector: Option<String>,
+    external_id: Option<String>,
 }
 
 pub async fn list_orders(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    match (&q.connector, &q.external_id) {
+        (Some(c), Some(x)) => {
+            let bad = |field: &'static str| {
+                move |e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field(field)
+            };
+            let source = crate::domain::ExternalRef {
+                connector: c.parse().map_err(bad("connector"))?,
+                id: x.parse().map_err(bad("external_id"))?,
+            };
+            let found = match app.store.find_external(&source).await? {
+                Some(id) => app.store.order(id).await?,
+                None => None,
+            };
+            return Ok(Json(json!({"orders": found.iter().map(order_json).collect::<Vec<_>>(), "next_after": null})));
+        }
+        (None, None) => {}
+        _ => return Err(ApiError::bad_request("`connector` and `external_id` go together").with_field("external_id")),
+    }
     if let Some(s) = &q.state
         && !crate::engine::lifecycle::STATE_NAMES.contains(&s.as_str())
     {

@@ -106,6 +106,8 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
+    /// The order a source system knows by `source` (invariant 4's index).
+    fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>>;
     fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
     /// A page of orders in id (= arrival) order, optionally in one state, after `after`.
     fn list<'a>(

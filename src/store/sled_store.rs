@@ -25,7 +25,7 @@ use super::commit::Committer;
 use super::records::{EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, event_key, state_key};
 use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
-use crate::domain::OrderId;
+use crate::domain::{ExternalRef, OrderId};
 use crate::engine::{Actor, Decision, OrderEvent, Rules, decide, decide_new};
 use crate::metrics::Metrics;
 
@@ -586,6 +586,17 @@ impl Store for SledStore {
         Box::pin(async move { self.read_order(id) })
     }
 
+    fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
+        Box::pin(async move {
+            match self.ext_index.get(&source.key()).map_err(io)? {
+                None => Ok(None),
+                Some(v) => Ok(Some(OrderId::from_bytes(
+                    v.as_ref().try_into().map_err(|_| corrupt("ext_index", "bad order id"))?,
+                ))),
+            }
+        })
+    }
+
     fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
         Box::pin(async move {
             let mut out = Vec::new();
@@ -716,7 +727,6 @@ mod model_test {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::ExternalRef;
 
     #[derive(Debug, Clone)]
     enum Op {

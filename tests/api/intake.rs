@@ -32,6 +32,15 @@ async fn signed_sample_order_is_accepted_and_visible_with_its_events() {
     assert_eq!(list["orders"].as_array().unwrap().len(), 1);
     let (_, list) = app.api("/orders?state=approved").await;
     assert_eq!(list["orders"].as_array().unwrap().len(), 0);
+
+    // A CRM integrator finds the order by its own id.
+    let (status, found) = app.api("/orders?connector=demo-crm&external_id=D-10042").await;
+    assert_eq!(status, 200);
+    assert_eq!(found["orders"][0]["id"], id.as_str());
+    let (_, none) = app.api("/orders?connector=demo-crm&external_id=D-404").await;
+    assert_eq!(none["orders"].as_array().unwrap().len(), 0);
+    let (status, _) = app.api("/orders?external_id=D-10042").await;
+    assert_eq!(status, 400);
     app.stop().await;
 }
 
