@@ -21,6 +21,9 @@ use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::settings::DispatcherSettings;
 use crate::store::{EffectId, EffectOutcome, EffectRecord, Store};
 
+/// The longest `Retry-After` honoured.
+const RETRY_AFTER_CEILING: Duration = Duration::from_secs(3600);
+
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
@@ -184,7 +187,8 @@ impl Dispatcher {
         }
     }
 
-    /// Exponential backoff with equal jitter; `Retry-After` wins when longer.
+    /// Exponential backoff with equal jitter. A receiver's `Retry-After` wins when
+    /// longer, even beyond `backoff_max` (it knows its own limits), up to an hour.
     fn next_attempt(&self, attempts: u32, retry_after: Option<Duration>) -> DateTime<Utc> {
         let s = &self.settings;
         let exp =
@@ -192,7 +196,7 @@ impl Dispatcher {
         let capped = exp.min(s.backoff_max);
         let half = capped / 2;
         let jitter = Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64));
-        let delay = (half + jitter).max(retry_after.unwrap_or_default().min(s.backoff_max));
+        let delay = (half + jitter).max(retry_after.unwrap_or_default().min(RETRY_AFTER_CEILING));
         self.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1))
     }
 }

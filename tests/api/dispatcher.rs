@@ -119,3 +119,54 @@ async fn a_permanent_refusal_dead_letters_at_once_with_the_vendor_message() {
     assert_eq!(erp.deliveries().len(), 1, "a 400 is not retried");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_timed_out_push_is_retried_with_the_same_key() {
+    let erp = Receiver::start().await;
+    erp.slow_next(1);
+    // The ERP answers the first call after 2 s; the connector gives up after 1 s.
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let p = dir.path().join("connectors/demo-erp.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("timeout_secs = 10"));
+    std::fs::write(&p, text.replace("timeout_secs = 10", "timeout_secs = 1")).unwrap();
+    let app = restart(dir, erp.clone()).await;
+
+    let order = approved_order(&app, "D-SLOW").await;
+    wait_until("the slow first attempt and the retry both reached the ERP", || async { erp.deliveries().len() >= 2 })
+        .await;
+    app.drain_outbox().await;
+    let key = format!("orderbridge:{order}.4.0");
+    let d = erp.deliveries();
+    // The receiver did the work twice, under one key: exactly what it needs to dedupe.
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d.iter().all(|x| x.key == key && x.status == 200));
+    let events = app.order(&order).await["events"].clone();
+    let done = events.as_array().unwrap().iter().find(|e| e["event"]["type"] == "effect_succeeded").unwrap().clone();
+    assert_eq!(done["event"]["attempts"], 2, "the first attempt timed out");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_waits_at_least_retry_after() {
+    let erp = Receiver::start().await;
+    erp.throttle_next(1);
+    let app = spawn_app_with(erp.clone(), &[]).await;
+    approved_order(&app, "D-429").await;
+    wait_until("the throttled attempt is recorded", || async {
+        let (_, v) = app.api("/outbox").await;
+        v["effects"][0]["attempts"] == 1
+    })
+    .await;
+    let (_, v) = app.api("/outbox").await;
+    let e = &v["effects"][0];
+    let created = chrono::DateTime::parse_from_rfc3339(e["created_at"].as_str().unwrap()).unwrap();
+    let next = chrono::DateTime::parse_from_rfc3339(e["next_at"].as_str().unwrap()).unwrap();
+    // Backoff in tests is 20-200 ms: only Retry-After: 2 can push the next attempt this far.
+    assert!(next - created >= chrono::Duration::seconds(2), "next attempt {next} too soon after {created}");
+    assert!(e["last_error"].as_str().unwrap().contains("HTTP 429"));
+    app.drain_outbox().await;
+    assert_eq!(erp.accepted_per_key().values().copied().collect::<Vec<_>>(), [1]);
+    app.stop().await;
+}

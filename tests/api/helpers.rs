@@ -248,6 +248,10 @@ struct ReceiverState {
     down: AtomicBool,
     /// Answer 400 to everything while set.
     refuse: AtomicBool,
+    /// Answer this many requests only after 2 s (slower than a 1 s client timeout).
+    slow_next: AtomicU32,
+    /// Answer this many requests with 429 and `Retry-After: 2`.
+    throttle_next: AtomicU32,
     epoch: AtomicU32,
 }
 
@@ -274,6 +278,12 @@ impl Receiver {
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
     }
+    pub fn slow_next(&self, n: u32) {
+        self.state.slow_next.store(n, Ordering::SeqCst);
+    }
+    pub fn throttle_next(&self, n: u32) {
+        self.state.throttle_next.store(n, Ordering::SeqCst);
+    }
     pub fn set_refuse(&self, refuse: bool) {
         self.state.refuse.store(refuse, Ordering::SeqCst);
     }
@@ -297,13 +307,17 @@ async fn receive(
     State(s): State<Arc<ReceiverState>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> (StatusCode, Json<Value>) {
+) -> (StatusCode, [(&'static str, &'static str); 1], Json<Value>) {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let status = if s.down.load(Ordering::SeqCst) {
+    let take = |n: &AtomicU32| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let slow = take(&s.slow_next);
+    let status = if take(&s.throttle_next) {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if s.down.load(Ordering::SeqCst) {
         StatusCode::SERVICE_UNAVAILABLE
     } else if s.refuse.load(Ordering::SeqCst) {
         StatusCode::BAD_REQUEST
-    } else if s.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+    } else if take(&s.fail_next) {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
@@ -315,12 +329,17 @@ async fn receive(
         body,
         authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     });
+    if slow {
+        // The work is done (recorded above) but the answer comes after the caller gave up.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let answer = match status {
         StatusCode::OK => serde_json::json!({"erp_order": "SO-1"}),
         StatusCode::BAD_REQUEST => serde_json::json!({"error": "product code unknown to ERP"}),
+        StatusCode::TOO_MANY_REQUESTS => serde_json::json!({"error": "slow down"}),
         _ => serde_json::json!({"error": "maintenance"}),
     };
-    (status, Json(answer))
+    (status, [("retry-after", "2")], Json(answer))
 }
 
 pub fn bin() -> PathBuf {
