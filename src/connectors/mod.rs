@@ -89,7 +89,7 @@ pub struct Connector {
 
 /// Inbound webhooks: the verifier and the mapping that turns payloads into orders.
 pub struct Webhook {
-    pub verifier: signature::StandardWebhooks,
+    pub verifier: signature::Verifier,
     pub mapping: Arc<Mapping>,
 }
 

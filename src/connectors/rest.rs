@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use toml::Spanned;
 
-use super::signature::StandardWebhooks;
+use super::signature::Verifier;
 use super::{BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret};
 use crate::domain::ConnectorId;
 use crate::mapping::Mapping;
@@ -87,7 +87,8 @@ fn default_idempotency_header() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookFile {
-    /// Signature scheme; `standard_webhooks` today.
+    /// Signature scheme: `standard_webhooks`, `stripe`, `hubspot_v3`, `xero`, `shopify`
+    /// or `github`.
     pub signature: String,
     /// `${ENV_NAME}` or `file:PATH` holding `whsec_…`.
     pub secret: Spanned<String>,
@@ -96,6 +97,9 @@ pub struct WebhookFile {
     pub tolerance_secs: u64,
     /// The mapping (`mappings/<name>.toml`) applied to payloads.
     pub mapping: Spanned<String>,
+    /// The public base URL the sender calls (only `hubspot_v3` signs the URL), e.g.
+    /// `https://hooks.bank.example` behind a reverse proxy.
+    pub public_url: Option<String>,
 }
 
 fn default_tolerance() -> u64 {
@@ -137,12 +141,6 @@ impl Config {
         let webhook = self.webhook.and_then(|w| {
             let span = w.span();
             let w = w.into_inner();
-            if w.signature != "standard_webhooks" {
-                problems.push((
-                    Some(span.clone()),
-                    format!("webhook signature `{}` is not supported by kind rest (standard_webhooks)", w.signature),
-                ));
-            }
             let mapping = mappings.get(w.mapping.get_ref()).cloned();
             if mapping.is_none() {
                 problems.push((
@@ -155,7 +153,10 @@ impl Config {
                 ));
             }
             let verifier = resolve_secret(&w.secret, config_dir)
-                .and_then(|s| StandardWebhooks::new(&s, w.tolerance_secs).map_err(|e| (Some(w.secret.span()), e)))
+                .and_then(|s| {
+                    Verifier::new(&w.signature, &s, w.tolerance_secs, w.public_url.as_deref())
+                        .map_err(|e| (Some(span.clone()), e))
+                })
                 .map_err(|p| problems.push(p))
                 .ok();
             Some(Webhook { verifier: verifier?, mapping: mapping? })

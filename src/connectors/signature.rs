@@ -157,3 +157,269 @@ mod tests {
         assert!(!e.contains("notbase64"));
     }
 }
+
+/// What a verifier looks at in one delivery.
+pub struct Delivery<'a> {
+    pub method: &'a str,
+    /// Path and query as received, e.g. `/webhooks/hubspot?x=1`.
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Signature schemes a connector's `[webhook] signature` can name.
+pub const SCHEMES: &[&str] = &["standard_webhooks", "stripe", "hubspot_v3", "xero", "shopify", "github"];
+
+/// One webhook signature scheme, with its secret.
+pub enum Verifier {
+    /// See [`StandardWebhooks`].
+    StandardWebhooks(StandardWebhooks),
+    /// `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]`; HMAC-SHA256 of `t.body` keyed by the
+    /// endpoint secret as written (`whsec_…`); timestamp within the tolerance.
+    Stripe { key: SecretString, tolerance_secs: u64 },
+    /// `X-HubSpot-Signature-v3` (base64 HMAC-SHA256 of method ‖ URL ‖ body ‖ timestamp)
+    /// and `X-HubSpot-Request-Timestamp` (ms); the URL is the public one HubSpot called.
+    HubspotV3 { key: SecretString, public_base: String, tolerance_secs: u64 },
+    /// `x-xero-signature`: base64 HMAC-SHA256 of the body. No timestamp in the scheme.
+    Xero { key: SecretString },
+    /// `X-Shopify-Hmac-Sha256`: base64 HMAC-SHA256 of the body. No timestamp.
+    Shopify { key: SecretString },
+    /// `X-Hub-Signature-256: sha256=<hex>` of the body (GitHub style). No timestamp.
+    Github { key: SecretString },
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.scheme())
+    }
+}
+
+fn mac_with(key: &SecretString) -> HmacSha256 {
+    HmacSha256::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key length")
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, SignatureError> {
+    h.get(name).ok_or(SignatureError::MissingHeader(name))?.to_str().map_err(|_| SignatureError::Malformed(name))
+}
+
+fn within(ts: i64, now: i64, tolerance: u64) -> Result<(), SignatureError> {
+    let skew = now.saturating_sub(ts);
+    if skew.unsigned_abs() > tolerance { Err(SignatureError::OutsideWindow(skew, tolerance)) } else { Ok(()) }
+}
+
+/// Constant-time check of a base64 HMAC against `mac`.
+fn check_b64(mac: HmacSha256, given: &str, name: &'static str) -> Result<(), SignatureError> {
+    let sig = B64.decode(given.trim()).map_err(|_| SignatureError::Malformed(name))?;
+    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Constant-time check of a hex HMAC against `mac`.
+fn check_hex(mac: HmacSha256, given: &str, name: &'static str) -> Result<(), SignatureError> {
+    let sig = hex::decode(given.trim()).map_err(|_| SignatureError::Malformed(name))?;
+    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+}
+
+/// HubSpot signs the URL with these characters decoded (its documentation lists them).
+fn hubspot_decode(uri: &str) -> String {
+    const DECODE: &[(&str, &str)] = &[
+        ("%3A", ":"),
+        ("%2F", "/"),
+        ("%3F", "?"),
+        ("%40", "@"),
+        ("%21", "!"),
+        ("%24", "$"),
+        ("%27", "'"),
+        ("%28", "("),
+        ("%29", ")"),
+        ("%2A", "*"),
+        ("%2C", ","),
+        ("%3B", ";"),
+    ];
+    let mut out = uri.to_owned();
+    for (enc, dec) in DECODE {
+        out = out.replace(enc, dec).replace(&enc.to_lowercase(), dec);
+    }
+    out
+}
+
+impl Verifier {
+    /// Builds the verifier a connector file names.
+    ///
+    /// # Errors
+    /// An unknown scheme, a malformed secret, or `hubspot_v3` without `public_url`.
+    pub fn new(
+        scheme: &str,
+        secret: &SecretString,
+        tolerance_secs: u64,
+        public_url: Option<&str>,
+    ) -> Result<Self, String> {
+        let key = secret.clone();
+        Ok(match scheme {
+            "standard_webhooks" => Verifier::StandardWebhooks(StandardWebhooks::new(secret, tolerance_secs)?),
+            "stripe" => Verifier::Stripe { key, tolerance_secs },
+            "hubspot_v3" => Verifier::HubspotV3 {
+                key,
+                public_base: public_url
+                    .ok_or("hubspot_v3 signs the public URL: set `public_url` in [webhook] (e.g. https://hooks.bank.example)")?
+                    .trim_end_matches('/')
+                    .to_owned(),
+                tolerance_secs,
+            },
+            "xero" => Verifier::Xero { key },
+            "shopify" => Verifier::Shopify { key },
+            "github" => Verifier::Github { key },
+            other => return Err(format!("unknown signature scheme `{other}` (one of: {})", SCHEMES.join(", "))),
+        })
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Verifier::StandardWebhooks(_) => "standard_webhooks",
+            Verifier::Stripe { .. } => "stripe",
+            Verifier::HubspotV3 { .. } => "hubspot_v3",
+            Verifier::Xero { .. } => "xero",
+            Verifier::Shopify { .. } => "shopify",
+            Verifier::Github { .. } => "github",
+        }
+    }
+
+    /// Verifies one delivery; constant-time comparisons throughout.
+    pub fn verify(&self, d: &Delivery<'_>) -> Result<(), SignatureError> {
+        match self {
+            Verifier::StandardWebhooks(v) => v.verify(d.headers, d.body, d.now).map(drop),
+            Verifier::Stripe { key, tolerance_secs } => {
+                const H: &str = "stripe-signature";
+                let value = header(d.headers, H)?;
+                let mut ts = None;
+                let mut sigs = Vec::new();
+                for part in value.split(',') {
+                    match part.trim().split_once('=') {
+                        Some(("t", t)) => ts = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed(H))?),
+                        Some(("v1", s)) => sigs.push(s),
+                        _ => {}
+                    }
+                }
+                let ts = ts.ok_or(SignatureError::Malformed(H))?;
+                if sigs.is_empty() {
+                    return Err(SignatureError::Malformed(H));
+                }
+                within(ts, d.now, *tolerance_secs)?;
+                let mut mac = mac_with(key);
+                mac.update(format!("{ts}.").as_bytes());
+                mac.update(d.body);
+                if sigs.iter().any(|s| check_hex(mac.clone(), s, H).is_ok()) {
+                    Ok(())
+                } else {
+                    Err(SignatureError::Mismatch)
+                }
+            }
+            Verifier::HubspotV3 { key, public_base, tolerance_secs } => {
+                const SIG: &str = "x-hubspot-signature-v3";
+                const TS: &str = "x-hubspot-request-timestamp";
+                let sig = header(d.headers, SIG)?;
+                let ts_text = header(d.headers, TS)?;
+                let ts_ms: i64 = ts_text.trim().parse().map_err(|_| SignatureError::Malformed(TS))?;
+                within(ts_ms / 1000, d.now, *tolerance_secs)?;
+                let mut mac = mac_with(key);
+                mac.update(d.method.as_bytes());
+                mac.update(hubspot_decode(&format!("{public_base}{}", d.path_and_query)).as_bytes());
+                mac.update(d.body);
+                mac.update(ts_text.trim().as_bytes());
+                check_b64(mac, sig, SIG)
+            }
+            Verifier::Xero { key } | Verifier::Shopify { key } => {
+                let name =
+                    if matches!(self, Verifier::Xero { .. }) { "x-xero-signature" } else { "x-shopify-hmac-sha256" };
+                let mut mac = mac_with(key);
+                mac.update(d.body);
+                check_b64(mac, header(d.headers, name)?, name)
+            }
+            Verifier::Github { key } => {
+                const H: &str = "x-hub-signature-256";
+                let hex_sig = header(d.headers, H)?.strip_prefix("sha256=").ok_or(SignatureError::Malformed(H))?;
+                let mut mac = mac_with(key);
+                mac.update(d.body);
+                check_hex(mac, hex_sig, H)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod scheme_tests {
+    //! Expected signatures were computed with Python's `hmac` module (an independent
+    //! implementation), except GitHub's, which is the example in GitHub's documentation.
+
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const BODY: &[u8] = br#"{"id":"evt_1","type":"invoice.paid"}"#;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn check(v: &Verifier, h: &HeaderMap, body: &[u8], uri: &str, now: i64) -> Result<(), SignatureError> {
+        v.verify(&Delivery { method: "POST", path_and_query: uri, headers: h, body, now })
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn stripe() {
+        let v = Verifier::new("stripe", &secret("whsec_test_secret_123"), 300, None).unwrap();
+        let sig = "fb65fb792fdc6ce9b89101869b03ebbb61d6d28446d6ecd24f12cd830a7182fb";
+        let h = headers(&[("stripe-signature", &format!("t=1700000000,v1=deadbeef,v1={sig},v0=00"))]);
+        assert_eq!(check(&v, &h, BODY, "/", 1700000100), Ok(()));
+        assert_eq!(check(&v, &h, b"{}", "/", 1700000100), Err(SignatureError::Mismatch));
+        assert!(matches!(check(&v, &h, BODY, "/", 1700000400), Err(SignatureError::OutsideWindow(400, 300))));
+        let h = headers(&[("stripe-signature", &format!("v1={sig}"))]);
+        assert_eq!(check(&v, &h, BODY, "/", 1700000000), Err(SignatureError::Malformed("stripe-signature")));
+    }
+
+    #[test]
+    fn hubspot_v3() {
+        let v = Verifier::new("hubspot_v3", &secret("hubspot-client-secret"), 300, Some("https://hooks.bank.example/"))
+            .unwrap();
+        let h = headers(&[
+            ("x-hubspot-signature-v3", "RpLUIesls3FyAvj50FaG4sAQIyFYG/SoLyMUvxPjdIw="),
+            ("x-hubspot-request-timestamp", "1700000000123"),
+        ]);
+        assert_eq!(check(&v, &h, BODY, "/webhooks/hubspot?x=1", 1700000010), Ok(()));
+        // Percent-encoded characters HubSpot decodes before signing still verify.
+        assert_eq!(check(&v, &h, BODY, "/webhooks%2Fhubspot%3Fx=1", 1700000010), Ok(()));
+        assert_eq!(check(&v, &h, BODY, "/webhooks/hubspot?x=2", 1700000010), Err(SignatureError::Mismatch));
+        assert!(matches!(
+            check(&v, &h, BODY, "/webhooks/hubspot?x=1", 1700001000),
+            Err(SignatureError::OutsideWindow(..))
+        ));
+        assert!(Verifier::new("hubspot_v3", &secret("s"), 300, None).unwrap_err().contains("public_url"));
+    }
+
+    #[test]
+    fn body_only_schemes() {
+        let b64 = "1oIAX/T2uqq7ahP60FSiKd+h2+6Syh2zPx6kVql0JGQ=";
+        for (scheme, name) in [("shopify", "x-shopify-hmac-sha256"), ("xero", "x-xero-signature")] {
+            let v = Verifier::new(scheme, &secret("shpss_secret"), 300, None).unwrap();
+            assert_eq!(check(&v, &headers(&[(name, b64)]), BODY, "/", 0), Ok(()), "{scheme}");
+            assert_eq!(check(&v, &headers(&[(name, b64)]), b"tampered", "/", 0), Err(SignatureError::Mismatch));
+            assert_eq!(check(&v, &headers(&[]), BODY, "/", 0), Err(SignatureError::MissingHeader(name)));
+        }
+        let v = Verifier::new("github", &secret("It's a Secret to Everybody"), 300, None).unwrap();
+        let h = headers(&[(
+            "x-hub-signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        )]);
+        assert_eq!(check(&v, &h, b"Hello, World!", "/", 0), Ok(()));
+        assert_eq!(check(&v, &h, b"Hello, World?", "/", 0), Err(SignatureError::Mismatch));
+        assert!(Verifier::new("md5", &secret("x"), 300, None).unwrap_err().contains("unknown signature scheme"));
+    }
+}

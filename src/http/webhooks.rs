@@ -7,11 +7,12 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::connectors::signature::Delivery;
 use crate::domain::ExternalRef;
 use crate::metrics::LATENCY_BUCKETS;
 use crate::store::Inbound;
@@ -19,11 +20,12 @@ use crate::store::Inbound;
 pub async fn receive(
     State(app): State<AppState>,
     Path(connector): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let started = Instant::now();
-    let result = receive_inner(&app, &connector, &headers, body).await;
+    let result = receive_inner(&app, &connector, &uri, &headers, body).await;
     let status = match &result {
         Ok((s, _)) => *s,
         Err(e) => e.status,
@@ -47,6 +49,7 @@ pub async fn receive(
 async fn receive_inner(
     app: &AppState,
     connector: &str,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -89,8 +92,15 @@ async fn receive_inner(
     })?;
 
     let now = app.clock.now();
+    let delivery = Delivery {
+        method: "POST",
+        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        headers,
+        body: &bytes,
+        now: now.timestamp(),
+    };
     hook.verifier
-        .verify(headers, &bytes, now.timestamp())
+        .verify(&delivery)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
     let payload: Value = serde_json::from_slice(&bytes)

@@ -229,3 +229,29 @@ async fn orders_survive_a_restart_and_the_audit_verifies() {
     assert_eq!((s, v["intact"].as_bool(), v["orders"].as_u64()), (200, Some(true), Some(1)), "{v}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_connector_can_use_another_signature_scheme() {
+    use hmac::Mac;
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    std::fs::write(dir.path().join("secrets/gh-crm"), "It's a Secret to Everybody").unwrap();
+    std::fs::write(
+        dir.path().join("connectors/gh-crm.toml"),
+        "kind = \"rest\"\n[webhook]\nsignature = \"github\"\nsecret = \"file:secrets/gh-crm\"\nmapping = \"demo-crm\"\n",
+    )
+    .unwrap();
+    let app = restart(dir, erp).await;
+    let body = serde_json::to_vec(&deal("GH-1", 1, "3000000.00")).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"It's a Secret to Everybody").unwrap();
+    mac.update(&body);
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (s, b) = app.post_raw("gh-crm", body.clone(), vec![("x-hub-signature-256", sig.clone())]).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let (s, b) = app.post_raw("gh-crm", b"{}".to_vec(), vec![("x-hub-signature-256", sig)]).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("bad_signature")));
+    let (_, found) = app.api("/orders?connector=gh-crm&external_id=GH-1").await;
+    assert_eq!(found["orders"][0]["source"]["connector"], "gh-crm");
+    app.stop().await;
+}
