@@ -89,7 +89,7 @@ fn default_idempotency_header() -> String {
 pub struct WebhookFile {
     /// Signature scheme: `standard_webhooks`, `stripe`, `hubspot_v3`, `xero`, `shopify`
     /// or `github`.
-    pub signature: String,
+    pub signature: Spanned<String>,
     /// `${ENV_NAME}` or `file:PATH` holding `whsec_…`.
     pub secret: Spanned<String>,
     /// Replay window: deliveries whose timestamp is further from now are refused.
@@ -139,7 +139,6 @@ impl Config {
     ) -> Result<Connector, Problems> {
         let mut problems: Problems = Vec::new();
         let webhook = self.webhook.and_then(|w| {
-            let span = w.span();
             let w = w.into_inner();
             let mapping = mappings.get(w.mapping.get_ref()).cloned();
             if mapping.is_none() {
@@ -154,8 +153,11 @@ impl Config {
             }
             let verifier = resolve_secret(&w.secret, config_dir)
                 .and_then(|s| {
-                    Verifier::new(&w.signature, &s, w.tolerance_secs, w.public_url.as_deref())
-                        .map_err(|e| (Some(span.clone()), e))
+                    Verifier::new(w.signature.get_ref(), &s, w.tolerance_secs, w.public_url.as_deref()).map_err(|e| {
+                        // A malformed secret is the secret's fault; anything else the scheme's.
+                        let at = if e.contains("secret") { w.secret.span() } else { w.signature.span() };
+                        (Some(at), e)
+                    })
                 })
                 .map_err(|p| problems.push(p))
                 .ok();

@@ -112,3 +112,14 @@ async fn a_bad_environment_override_is_named() {
         assert!(text.lines().any(|l| l.starts_with(expect)), "{text}");
     }
 }
+
+#[tokio::test]
+async fn an_unknown_signature_scheme_points_at_its_value() {
+    let dir = config_dir().await;
+    let line = edit(dir.path(), "connectors/demo-crm.toml", "signature = \"standard_webhooks\"", "signature = \"md5\"");
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 78);
+    let expect =
+        format!("{}:{line}:13: unknown signature scheme `md5`", dir.path().join("connectors/demo-crm.toml").display());
+    assert!(out.lines().any(|l| l.starts_with(&expect)), "{out}");
+}
