@@ -5,6 +5,7 @@
 //! and mapped (`Receive`), effects are performed (`Push`). Errors say what the
 //! dispatcher does next: retry, give up, or alert a person (`ConnectorError`).
 
+pub mod oauth2;
 pub mod rest;
 pub mod signature;
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use toml::Spanned;
 
+use super::oauth2::ClientCredentials;
 use super::signature::Verifier;
 use super::{BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret};
 use crate::domain::ConnectorId;
@@ -55,13 +56,18 @@ fn default_concurrency() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
-    /// `bearer` (token), `api_key` (header + value) or `basic` (username + password).
+    /// `bearer` (token), `api_key` (header + value), `basic` (username + password) or
+    /// `oauth2_client_credentials` (token_url + client_id + client_secret [+ scope]).
     pub kind: String,
     pub token: Option<Spanned<String>>,
     pub header: Option<String>,
     pub value: Option<Spanned<String>>,
     pub username: Option<String>,
     pub password: Option<Spanned<String>>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Spanned<String>>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +117,7 @@ enum Auth {
     Bearer(SecretString),
     ApiKey(HeaderName, SecretString),
     Basic(String, SecretString),
+    OAuth2(ClientCredentials),
 }
 
 struct Operation {
@@ -137,6 +144,13 @@ impl Config {
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
     ) -> Result<Connector, Problems> {
+        super::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .connect_timeout(Duration::from_secs(self.timeout_secs.clamp(1, 10)))
+            .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
         let mut problems: Problems = Vec::new();
         let webhook = self.webhook.and_then(|w| {
             let w = w.into_inner();
@@ -233,6 +247,28 @@ impl Config {
                             }
                         }
                     }
+                    "oauth2_client_credentials" => {
+                        let client_secret = secret(&a.client_secret, "client_secret");
+                        let url = a.token_url.as_deref().map(Url::parse);
+                        match (url, &a.client_id, client_secret) {
+                            (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
+                                Auth::OAuth2(ClientCredentials::new(
+                                    url,
+                                    id.clone(),
+                                    cs,
+                                    a.scope.clone(),
+                                    client.clone(),
+                                ))
+                            }
+                            _ => {
+                                problems.push((
+                                    Some(span.clone()),
+                                    "auth kind oauth2_client_credentials needs an http(s) `token_url`, `client_id` and `client_secret`".into(),
+                                ));
+                                Auth::None
+                            }
+                        }
+                    }
                     "basic" => {
                         let password = secret(&a.password, "password");
                         match (&a.username, password) {
@@ -247,8 +283,10 @@ impl Config {
                         }
                     }
                     other => {
-                        problems
-                            .push((Some(span.clone()), format!("auth kind `{other}` is not bearer, api_key or basic")));
+                        problems.push((
+                            Some(span.clone()),
+                            format!("auth kind `{other}` is not bearer, api_key, basic or oauth2_client_credentials"),
+                        ));
                         Auth::None
                     }
                 }
@@ -263,23 +301,14 @@ impl Config {
 
         let op_names: Vec<String> = operations.keys().cloned().collect();
         let push: Option<Arc<dyn Push>> = match base {
-            Some(base) if !operations.is_empty() => {
-                super::install_crypto_provider();
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(self.timeout_secs))
-                    .connect_timeout(Duration::from_secs(self.timeout_secs.min(10)))
-                    .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
-                Some(Arc::new(RestPush {
-                    id: id.clone(),
-                    client,
-                    base,
-                    auth,
-                    operations,
-                    permits: Semaphore::new(self.max_concurrency),
-                }))
-            }
+            Some(base) if !operations.is_empty() => Some(Arc::new(RestPush {
+                id: id.clone(),
+                client,
+                base,
+                auth,
+                operations,
+                permits: Semaphore::new(self.max_concurrency),
+            })),
             _ => None,
         };
         Ok(Connector { id: id.clone(), kind: "rest", webhook, push, operations: op_names })
@@ -313,11 +342,16 @@ impl Push for RestPush {
                     req.header(h.clone(), hv)
                 }
                 Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose_secret())),
+                Auth::OAuth2(cc) => req.bearer_auth(cc.token().await?.expose_secret()),
             };
             let resp = req
                 .send()
                 .await
                 .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
+            if let (Auth::OAuth2(cc), 401) = (&self.auth, resp.status().as_u16()) {
+                // The token was revoked or expired early: fetch a fresh one next time.
+                cc.invalidate().await;
+            }
             classify(resp).await
         })
     }
@@ -327,7 +361,7 @@ fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
 }
 
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -336,7 +370,7 @@ fn encode_segment(s: &str) -> String {
         .collect()
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

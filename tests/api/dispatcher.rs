@@ -170,3 +170,65 @@ async fn a_429_waits_at_least_retry_after() {
     assert_eq!(erp.accepted_per_key().values().copied().collect::<Vec<_>>(), [1]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // A token endpoint that checks the client's credentials and counts its tokens.
+    let issued = Arc::new(AtomicU32::new(0));
+    let counter = issued.clone();
+    let token_app = axum::Router::new().route(
+        "/oauth/token",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let counter = counter.clone();
+            async move {
+                let basic = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                // base64("erp-client:s3cret")
+                if basic != "Basic ZXJwLWNsaWVudDpzM2NyZXQ=" || !body.contains("grant_type=client_credentials") {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "{\"error\":\"invalid_client\"}".to_owned());
+                }
+                assert!(body.contains("scope=orders%20write"), "{body}");
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                (
+                    axum::http::StatusCode::OK,
+                    format!("{{\"access_token\":\"tok-{n}\",\"token_type\":\"Bearer\",\"expires_in\":3600}}"),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
+
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
+    let p = dir.path().join("connectors/demo-erp.toml");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
+        &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\"\nscope = \"orders write\""),
+    );
+    assert!(text.contains("oauth2_client_credentials"));
+    std::fs::write(&p, text).unwrap();
+    let app = restart(dir, erp.clone()).await;
+
+    for i in 0..3 {
+        approved_order(&app, &format!("D-OA-{i}")).await;
+    }
+    app.drain_outbox().await;
+    assert_eq!(issued.load(Ordering::SeqCst), 1, "one token serves every call while it is valid");
+    assert!(erp.deliveries().iter().all(|d| d.authorization.as_deref() == Some("Bearer tok-1")));
+
+    // The ERP revokes the token: the 401 drops it and the retry brings a new one.
+    erp.unauthorized_next(1);
+    approved_order(&app, "D-OA-3").await;
+    app.drain_outbox().await;
+    let last = erp.deliveries();
+    assert_eq!(last.len(), 5);
+    assert_eq!(last[3].status, 401);
+    assert_eq!((last[4].status, last[4].authorization.as_deref()), (200, Some("Bearer tok-2")));
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    app.stop().await;
+}

@@ -252,6 +252,8 @@ struct ReceiverState {
     slow_next: AtomicU32,
     /// Answer this many requests with 429 and `Retry-After: 2`.
     throttle_next: AtomicU32,
+    /// Answer this many requests with 401.
+    unauthorized_next: AtomicU32,
     epoch: AtomicU32,
 }
 
@@ -280,6 +282,9 @@ impl Receiver {
     }
     pub fn slow_next(&self, n: u32) {
         self.state.slow_next.store(n, Ordering::SeqCst);
+    }
+    pub fn unauthorized_next(&self, n: u32) {
+        self.state.unauthorized_next.store(n, Ordering::SeqCst);
     }
     pub fn throttle_next(&self, n: u32) {
         self.state.throttle_next.store(n, Ordering::SeqCst);
@@ -311,7 +316,9 @@ async fn receive(
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let take = |n: &AtomicU32| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     let slow = take(&s.slow_next);
-    let status = if take(&s.throttle_next) {
+    let status = if take(&s.unauthorized_next) {
+        StatusCode::UNAUTHORIZED
+    } else if take(&s.throttle_next) {
         StatusCode::TOO_MANY_REQUESTS
     } else if s.down.load(Ordering::SeqCst) {
         StatusCode::SERVICE_UNAVAILABLE
