@@ -3,11 +3,15 @@
 //! prints the diagnostics; `orderbridge run` refuses to start on the same ones.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::connectors::Registry;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::engine::Rules;
+use crate::directory::Directory;
+use crate::engine::notify;
 use crate::engine::rules::RulesFile;
+use crate::mail::Templates;
 use crate::settings::Settings;
 
 /// Exit code for configuration errors (sysexits EX_CONFIG).
@@ -18,6 +22,8 @@ pub struct Loaded {
     pub settings: Settings,
     pub registry: Registry,
     pub rules: Rules,
+    /// Mail templates; `None` when the configuration sends no mail and has none.
+    pub templates: Option<Arc<Templates>>,
     pub files: usize,
 }
 
@@ -41,6 +47,39 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let settings = Settings::load(config_dir).map_err(|p| problems.extend(p)).ok();
     let rules = load_rules(config_dir).map_err(|p| problems.extend(p)).ok();
     let registry = Registry::load(config_dir).map_err(|p| problems.extend(p)).ok();
+    let presentation = settings.as_ref().map(|s| s.presentation).unwrap_or_default();
+    let directory = Directory::load(config_dir).map_err(|p| problems.extend(p)).ok();
+    let notifications = directory
+        .map(Arc::new)
+        .and_then(|d| notify::load(config_dir, d, presentation).map_err(|p| problems.extend(p)).ok());
+    let wants_mail = settings.as_ref().is_some_and(|s| s.smtp.is_some())
+        || notifications.as_ref().is_some_and(|(n, _)| !n.rules.is_empty());
+    let templates = if wants_mail || crate::mail::templates::dir(config_dir).exists() {
+        Templates::load(config_dir, presentation).map_err(|p| problems.extend(p)).ok().map(Arc::new)
+    } else {
+        None
+    };
+    if let (Some((n, located)), Some(settings)) = (&notifications, &settings) {
+        let path = notify::path(config_dir);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (rule, at) in n.rules.iter().zip(located) {
+            let mut bad = |m: String| problems.push(Diagnostic::at(&path, &text, Some(at.span.clone()), m));
+            if let Some(t) = &templates {
+                if !t.has(&rule.template) {
+                    bad(format!(
+                        "notify: template `{}` does not exist (no config/templates/<locale>/{}.txt)",
+                        rule.template, rule.template
+                    ));
+                }
+            }
+            if settings.smtp.is_none() {
+                bad("notify: mail needs an [smtp] section in config/orderbridge.toml".into());
+            }
+            if rule.link.is_some() && settings.links.is_none() {
+                bad("notify: a mail with a link needs [links] secret in config/orderbridge.toml".into());
+            }
+        }
+    }
 
     if let (Some(rules), Some((registry, _))) = (&rules, &registry) {
         let path = rules_path(config_dir);
@@ -70,9 +109,10 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
     }
 
-    match (settings, rules, registry) {
-        (Some(settings), Some(rules), Some((registry, n))) if problems.is_empty() => {
-            Ok(Loaded { settings, registry, rules, files: n + 2 })
+    match (settings, rules, registry, notifications) {
+        (Some(settings), Some(mut rules), Some((registry, n)), Some((notifications, _))) if problems.is_empty() => {
+            rules.notify = Arc::new(notifications);
+            Ok(Loaded { settings, registry, rules, templates, files: n + 2 })
         }
         _ => Err(problems),
     }

@@ -5,7 +5,9 @@
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes.
 //! - `store`: the durable, audited store (sled) behind the `Store` trait.
-//! - `workers`: the outbox dispatcher.
+//! - `workers`: the outbox dispatcher, the digest job.
+//! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
+//!   showing values to people, the people we write to.
 //! - `http`: webhooks, admin API, health, metrics (axum).
 //! - `settings`, `check`, `diagnostics`: configuration loading and validation.
 //! - `explain`: why an order is where it is, from its audit trail.
@@ -17,10 +19,14 @@ pub mod cli;
 pub mod clock;
 pub mod connectors;
 pub mod diagnostics;
+pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod explain;
 pub mod http;
+pub mod links;
+pub mod locale;
+pub mod mail;
 pub mod mapping;
 pub mod metrics;
 pub mod settings;

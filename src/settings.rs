@@ -14,6 +14,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::diagnostics::{Diagnostic, locate};
+use crate::locale::{Locale, Presentation};
 
 pub const ENV_PREFIX: &str = "ORDERBRIDGE";
 
@@ -32,6 +33,117 @@ pub struct RawSettings {
     pub intake: RawIntake,
     #[serde(default)]
     pub dispatcher: RawDispatcher,
+    #[serde(default)]
+    pub site: RawSite,
+    /// Outgoing mail; without it the daemon sends none (and `check` refuses
+    /// notification rules).
+    pub smtp: Option<RawSmtp>,
+    #[serde(default)]
+    pub links: RawLinks,
+    #[serde(default)]
+    pub digest: RawDigest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSite {
+    /// Shown in mail and pages.
+    pub name: String,
+    /// Where people reach the daemon's pages: the base of every link in mail.
+    pub public_url: String,
+    /// IANA zone for everything shown to people (times stay UTC inside).
+    pub time_zone: String,
+    /// Language for people whose locale is not known: `zh-CN` or `en`.
+    pub default_locale: String,
+}
+
+impl Default for RawSite {
+    fn default() -> Self {
+        RawSite {
+            name: "orderbridge".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            time_zone: "Asia/Shanghai".into(),
+            default_locale: "zh-CN".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` (required), `tls` (implicit, usually port 465) or `none` (a local relay).
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    pub username: Option<String>,
+    /// `${ENV_NAME}` or `file:PATH`.
+    pub password: Option<String>,
+    /// PEM file of a private CA to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_secs: u64,
+    /// Connections kept open to the server.
+    #[serde(default = "default_smtp_pool")]
+    pub pool_max: u32,
+    /// `Name <address>`; its domain also names every `Message-ID`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Name given in EHLO (default: this host's name).
+    pub hello_name: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
+}
+fn default_smtp_timeout() -> u64 {
+    30
+}
+fn default_smtp_pool() -> u32 {
+    4
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLinks {
+    /// Key that signs links in mail: `${ENV_NAME}` or `file:PATH` (at least 32 bytes).
+    pub secret: Option<String>,
+    /// Earlier keys, still accepted, so rotating the key breaks no mail in flight.
+    pub previous_secrets: Vec<String>,
+    pub approval_ttl_hours: u64,
+    pub status_ttl_hours: u64,
+    pub acceptance_ttl_hours: u64,
+    pub survey_ttl_hours: u64,
+}
+
+impl Default for RawLinks {
+    fn default() -> Self {
+        RawLinks {
+            secret: None,
+            previous_secrets: Vec::new(),
+            approval_ttl_hours: 72,
+            status_ttl_hours: 720,
+            acceptance_ttl_hours: 168,
+            survey_ttl_hours: 720,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDigest {
+    /// How often the digest job looks for digests that are due.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for RawDigest {
+    fn default() -> Self {
+        RawDigest { sweep_interval_ms: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +317,42 @@ pub struct Settings {
     pub log_level: String,
     pub required_fields: Vec<String>,
     pub dispatcher: DispatcherSettings,
+    pub site_name: String,
+    pub public_url: String,
+    pub presentation: Presentation,
+    pub smtp: Option<SmtpSettings>,
+    /// `None` when no link secret is configured (mail then carries no links).
+    pub links: Option<LinkSettings>,
+    pub digest_sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Implicit,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, SecretString)>,
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub pool_max: u32,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub hello_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// The first signs; all verify.
+    pub keys: Vec<SecretString>,
+    /// Per purpose, in `LinkPurpose::ALL` order.
+    pub ttl: [Duration; 4],
 }
 
 #[derive(Debug, Clone)]
@@ -336,6 +484,117 @@ impl RawSettings {
         if d.backoff_max_ms < d.backoff_initial_ms {
             bad(&["dispatcher", "backoff_max_ms"], "must be at least backoff_initial_ms".into());
         }
+        let time_zone = match self.site.time_zone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                bad(&["site", "time_zone"], format!("`{}` is not an IANA time zone (e.g. Asia/Shanghai)", self.site.time_zone));
+                chrono_tz::UTC
+            }
+        };
+        let default_locale = match self.site.default_locale.parse::<Locale>() {
+            Ok(l) => l,
+            Err(e) => {
+                bad(&["site", "default_locale"], e.to_string());
+                Locale::ZhCn
+            }
+        };
+        if !(self.site.public_url.starts_with("http://") || self.site.public_url.starts_with("https://")) {
+            bad(&["site", "public_url"], format!("`{}` is not an http(s) URL", self.site.public_url));
+        }
+        let resolve = |r: &str| -> Result<Option<SecretString>, String> {
+            match SecretRef::parse(r)?.resolve(config_dir) {
+                Ok(s) => Ok(Some(s)),
+                Err(_) if !strict => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let smtp = match &self.smtp {
+            None => None,
+            Some(m) => {
+                let tls = match m.tls.as_str() {
+                    "none" => SmtpTls::None,
+                    "starttls" => SmtpTls::StartTls,
+                    "tls" => SmtpTls::Implicit,
+                    other => {
+                        bad(&["smtp", "tls"], format!("`{other}` is not a TLS mode (starttls, tls, none)"));
+                        SmtpTls::StartTls
+                    }
+                };
+                let credentials = match (&m.username, &m.password) {
+                    (None, None) => None,
+                    (Some(u), Some(p)) => match resolve(p) {
+                        Ok(Some(p)) => Some((u.clone(), p)),
+                        Ok(None) => None,
+                        Err(e) => {
+                            bad(&["smtp", "password"], e);
+                            None
+                        }
+                    },
+                    _ => {
+                        bad(&["smtp"], "`username` and `password` go together".into());
+                        None
+                    }
+                };
+                let ca_pem = match &m.ca_file {
+                    None => None,
+                    Some(p) => {
+                        let p = if p.is_absolute() { p.clone() } else { config_dir.join(p) };
+                        match std::fs::read(&p) {
+                            Ok(b) if b.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(b),
+                            Ok(_) => {
+                                bad(&["smtp", "ca_file"], format!("{} holds no PEM certificate", p.display()));
+                                None
+                            }
+                            Err(e) => {
+                                bad(&["smtp", "ca_file"], format!("cannot read {}: {e}", p.display()));
+                                None
+                            }
+                        }
+                    }
+                };
+                for (key, v) in [("from", Some(&m.from)), ("reply_to", m.reply_to.as_ref())] {
+                    if let Some(v) = v {
+                        if v.parse::<lettre::message::Mailbox>().is_err() {
+                            bad(&["smtp", key], format!("`{v}` is not a mailbox (`Name <address@domain>` or `address@domain`)"));
+                        }
+                    }
+                }
+                if m.pool_max == 0 || m.timeout_secs == 0 {
+                    bad(&["smtp"], "pool_max and timeout_secs must be positive".into());
+                }
+                Some(SmtpSettings {
+                    host: m.host.clone(),
+                    port: m.port,
+                    tls,
+                    credentials,
+                    ca_pem,
+                    timeout: Duration::from_secs(m.timeout_secs.max(1)),
+                    pool_max: m.pool_max.max(1),
+                    from: m.from.clone(),
+                    reply_to: m.reply_to.clone(),
+                    hello_name: m.hello_name.clone(),
+                })
+            }
+        };
+        let l = &self.links;
+        let mut keys = Vec::new();
+        for (i, r) in l.secret.iter().chain(l.previous_secrets.iter()).enumerate() {
+            let key: &[&str] = if i == 0 { &["links", "secret"] } else { &["links", "previous_secrets"] };
+            match resolve(r) {
+                Ok(Some(k)) if secrecy::ExposeSecret::expose_secret(&k).len() >= 32 => keys.push(k),
+                Ok(Some(_)) => bad(key, "a link key must be at least 32 bytes (e.g. `openssl rand -hex 32`)".into()),
+                Ok(None) => {}
+                Err(e) => bad(key, e),
+            }
+        }
+        if l.secret.is_none() && !l.previous_secrets.is_empty() {
+            bad(&["links", "previous_secrets"], "previous_secrets without a current `secret`".into());
+        }
+        let hours = [l.approval_ttl_hours, l.status_ttl_hours, l.acceptance_ttl_hours, l.survey_ttl_hours];
+        if hours.contains(&0) {
+            bad(&["links"], "every *_ttl_hours must be positive".into());
+        }
+        let links = (!keys.is_empty()).then(|| LinkSettings { keys, ttl: hours.map(|h| Duration::from_secs(h * 3600)) });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -361,6 +620,12 @@ impl RawSettings {
                 backoff_max: Duration::from_millis(d.backoff_max_ms),
                 sweep_interval: Duration::from_millis(d.sweep_interval_ms),
             },
+            site_name: self.site.name.clone(),
+            public_url: self.site.public_url.trim_end_matches('/').to_owned(),
+            presentation: Presentation { time_zone, default_locale },
+            smtp,
+            links,
+            digest_sweep_interval: Duration::from_millis(self.digest.sweep_interval_ms.max(10)),
         })
     }
 }

@@ -13,6 +13,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Loaded;
+use crate::engine::notify::MAIL_CONNECTOR;
+use crate::links::LinkSigner;
+use crate::mail::Mailer;
+use crate::workers::digest::DigestJob;
 use crate::clock::Clock;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
@@ -27,6 +31,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     dispatcher: Arc<Dispatcher>,
+    digests: DigestJob,
 }
 
 impl Application {
@@ -36,7 +41,14 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded { settings, registry, rules, .. } = loaded;
+        let Loaded { settings, mut registry, rules, templates, .. } = loaded;
+        let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &settings.public_url, l.ttl)));
+        if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
+            let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &settings.public_url)
+                .map_err(anyhow::Error::msg)?;
+            let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+            registry.add_builtin(MAIL_CONNECTOR, Arc::new(mailer), names);
+        }
         let metrics = Arc::new(Metrics::default());
         let store = SledStore::open(
             &settings.store_path,
@@ -57,7 +69,14 @@ impl Application {
             clock.clone(),
             wake.clone(),
         );
+        let digests = DigestJob {
+            store: store.clone(),
+            clock: clock.clone(),
+            interval: settings.digest_sweep_interval,
+            dispatcher: wake.clone(),
+        };
         let state = AppState {
+            links,
             store,
             registry,
             rules: Arc::new(rules),
@@ -68,7 +87,7 @@ impl Application {
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
         };
-        Ok(Application { listener, state, dispatcher })
+        Ok(Application { listener, state, dispatcher, digests })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -82,7 +101,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
     /// lets the dispatcher record what is in flight, and flushes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher } = self;
+        let Application { listener, state, dispatcher, digests } = self;
         let stop = CancellationToken::new();
         // A worker that ends before shutdown was asked for is a failure: stop serving
         // (readiness goes false first) and exit non-zero, rather than accept orders
@@ -91,14 +110,21 @@ impl Application {
         let workers = {
             let (stop, died) = (stop.clone(), worker_died.clone());
             tokio::spawn(async move {
-                let result = tokio::spawn(dispatcher.run(stop.clone())).await;
+                let mut dispatch = tokio::spawn(dispatcher.run(stop.clone()));
+                let mut digest = tokio::spawn(digests.run(stop.clone()));
+                let (name, result, first_is_dispatch) = tokio::select! {
+                    r = &mut dispatch => ("dispatcher", r, true),
+                    r = &mut digest => ("digest job", r, false),
+                };
                 if !stop.is_cancelled() {
                     match &result {
-                        Err(e) => tracing::error!(error = %e, "the dispatcher failed; stopping"),
-                        Ok(()) => tracing::error!("the dispatcher stopped unexpectedly; stopping"),
+                        Err(e) => tracing::error!(error = %e, "the {name} failed; stopping"),
+                        Ok(()) => tracing::error!("the {name} stopped unexpectedly; stopping"),
                     }
                     died.cancel();
                 }
+                // Shutdown: let the other one record what it was doing too.
+                let _ = if first_is_dispatch { digest.await } else { dispatch.await };
             })
         };
         state.ready.store(true, Ordering::SeqCst);

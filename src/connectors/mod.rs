@@ -61,6 +61,8 @@ pub struct Receipt {
     pub status: u16,
     /// A short, secret-free summary (e.g. the receiver's id for the created record).
     pub summary: String,
+    /// The receiver's id for what it created, when the operation says where to find it.
+    pub reference: Option<String>,
 }
 
 /// Performs exactly one outbound effect.
@@ -102,6 +104,13 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Adds a connector that is part of the daemon rather than a file (`mail`).
+    pub fn add_builtin(&mut self, id: &str, push: Arc<dyn Push>, operations: Vec<String>) {
+        let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
+        self.connectors
+            .insert(id.clone(), Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), operations }));
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<Connector>> {
         id.parse::<ConnectorId>().ok().and_then(|id| self.connectors.get(&id))
     }
@@ -140,6 +149,10 @@ impl Registry {
             files += 1;
             let name = stem(&path);
             let id = match name.parse::<ConnectorId>() {
+                Ok(_) if name == crate::engine::notify::MAIL_CONNECTOR => {
+                    problems.push(Diagnostic::file(&path, "`mail` is the built-in e-mail connector; choose another name"));
+                    continue;
+                }
                 Ok(id) => id,
                 Err(e) => {
                     problems.push(Diagnostic::file(&path, format!("file name: {e}")));

@@ -81,6 +81,9 @@ pub struct OperationFile {
     /// Header carrying the idempotency key.
     #[serde(default = "default_idempotency_header")]
     pub idempotency_header: String,
+    /// JSONPath into the response body selecting the receiver's id for what it
+    /// created (e.g. `$.id`); stored on the order under `<connector>.<operation>`.
+    pub reference: Option<String>,
 }
 
 fn default_method() -> String {
@@ -124,6 +127,7 @@ struct Operation {
     method: reqwest::Method,
     path: String,
     idempotency_header: HeaderName,
+    reference: Option<serde_json_path::JsonPath>,
 }
 
 /// The outbound half of a `rest` connector.
@@ -201,7 +205,15 @@ impl Config {
                 problems.push((Some(span), format!("operation {name}: path must start with `/`")));
                 continue;
             }
-            operations.insert(name, Operation { method, path: op.path, idempotency_header });
+            let reference = match op.reference.as_deref().map(serde_json_path::JsonPath::parse) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    problems.push((Some(span), format!("operation {name}: reference is not a JSONPath: {e}")));
+                    continue;
+                }
+            };
+            operations.insert(name, Operation { method, path: op.path, idempotency_header, reference });
         }
 
         let base = match &self.base_url {
@@ -352,7 +364,17 @@ impl Push for RestPush {
                 // The token was revoked or expired early: fetch a fresh one next time.
                 cc.invalidate().await;
             }
-            classify(resp).await
+            let mut receipt = classify(resp).await?;
+            if let Some(path) = &op.reference {
+                receipt.reference = serde_json::from_str::<serde_json::Value>(&receipt.summary).ok().and_then(|v| {
+                    match path.query(&v).exactly_one().ok()? {
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    }
+                });
+            }
+            Ok(receipt)
         })
     }
 }
@@ -397,10 +419,10 @@ pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = resp.text().await.unwrap_or_default();
-    let snippet: String = body.chars().take(300).collect();
+    let snippet: String = body.chars().take(2000).collect();
     let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
     match status.as_u16() {
-        200..=299 => Ok(Receipt { status: status.as_u16(), summary: snippet }),
+        200..=299 => Ok(Receipt { status: status.as_u16(), summary: snippet, reference: None }),
         401 | 403 => Err(ConnectorError::Auth { message }),
         408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
         _ => Err(ConnectorError::Permanent { message }),

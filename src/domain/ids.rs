@@ -26,6 +26,15 @@ impl OrderId {
     pub fn new_v7() -> Self {
         OrderId(Uuid::now_v7())
     }
+    /// The id of no order: owns the daemon's own effects (digests).
+    pub fn nil() -> Self {
+        OrderId::from_bytes([0; 16])
+    }
+
+    pub fn is_nil(&self) -> bool {
+        self.as_bytes() == &[0; 16]
+    }
+
     pub fn from_bytes(b: [u8; 16]) -> Self {
         OrderId(Uuid::from_bytes(b))
     }

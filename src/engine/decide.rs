@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
+use super::notify::MailSpec;
 use super::rules::{Rules, Screening};
 use crate::domain::{ConnectorId, Order};
 
@@ -27,8 +28,11 @@ pub struct AuditEntry {
 pub struct EffectSpec {
     pub connector: ConnectorId,
     pub operation: String,
-    /// The state whose entry caused it (for the audit and metrics).
+    /// The state entered or event recorded that caused it (for the audit and metrics).
     pub cause: String,
+    /// For mail effects (`connector` = `mail`): what to send to whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +55,7 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Result<Decision, IllegalTransition> {
     let mut d = Decision { next: state.clone(), audit: Vec::new(), effects: Vec::new() };
-    d.apply(actor, event, rules, now)?;
+    d.apply(order, actor, event, rules, now)?;
     d.run_automatic(order, rules, now)?;
     Ok(d)
 }
@@ -68,24 +72,35 @@ pub fn decide_new(
         return Err(IllegalTransition { state: "new", event: received.name() });
     }
     let next = OrderState::Received;
-    let effects = effects_on_entering(&next, rules);
-    let mut d =
-        Decision { audit: vec![AuditEntry { at: now, actor, event: received, state: next.clone() }], next, effects };
+    let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new() };
+    d.record(order, Some(next), actor, received, rules, now);
     d.run_automatic(order, rules, now)?;
     Ok(d)
 }
 
-fn effects_on_entering(state: &OrderState, rules: &Rules) -> Vec<EffectSpec> {
-    rules
+/// Effects of one step: connector pushes from `[[effects]]` and mail from the
+/// notification rules, for the state entered (if it changed) and the event recorded.
+fn effects_of_step(
+    entered: Option<&OrderState>,
+    event: &OrderEvent,
+    order: &Order,
+    rules: &Rules,
+    now: DateTime<Utc>,
+) -> Vec<EffectSpec> {
+    let entered = entered.map(OrderState::name);
+    let mut out: Vec<EffectSpec> = rules
         .effects
         .iter()
-        .filter(|r| r.on_state == state.name())
+        .filter(|r| Some(r.on.as_str()) == entered || r.on == event.name())
         .map(|r| EffectSpec {
             connector: r.connector.clone(),
             operation: r.operation.clone(),
-            cause: state.name().to_owned(),
+            cause: r.on.clone(),
+            mail: None,
         })
-        .collect()
+        .collect();
+    out.extend(rules.notify.for_step(entered, event, order, now));
+    out
 }
 
 impl Decision {
@@ -96,10 +111,11 @@ impl Decision {
                 OrderState::Received => Some(OrderEvent::ScreeningStarted { rules_version: rules.version.clone() }),
                 OrderState::Screening => Some(screening_event(order, rules)),
                 OrderState::AwaitingApproval { level: 1, .. } => auto_approval(&self.audit, order, rules),
+                OrderState::Closed | OrderState::Archived => after_sales(&self.audit, rules),
                 _ => None,
             };
             match follow {
-                Some(ev) => self.apply(Actor::System, ev, rules, now)?,
+                Some(ev) => self.apply(order, Actor::System, ev, rules, now)?,
                 None => break,
             }
         }
@@ -108,19 +124,48 @@ impl Decision {
 
     fn apply(
         &mut self,
+        order: &Order,
         actor: Actor,
         event: OrderEvent,
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<(), IllegalTransition> {
         let next = self.next.on(&event)?;
-        if next != self.next {
-            self.effects.extend(effects_on_entering(&next, rules));
-        }
-        self.audit.push(AuditEntry { at: now, actor, event, state: next.clone() });
-        self.next = next;
+        let entered = (next != self.next).then_some(next);
+        self.record(order, entered, actor, event, rules, now);
         Ok(())
     }
+
+    fn record(
+        &mut self,
+        order: &Order,
+        entered: Option<OrderState>,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) {
+        self.effects.extend(effects_of_step(entered.as_ref(), &event, order, rules, now));
+        if let Some(next) = entered {
+            self.next = next;
+        }
+        self.audit.push(AuditEntry { at: now, actor, event, state: self.next.clone() });
+    }
+}
+
+/// A survey answer at or below the threshold, or a complaint, asks for a ticket.
+fn after_sales(audit: &[AuditEntry], rules: &Rules) -> Option<OrderEvent> {
+    let Some(OrderEvent::SurveyAnswered { score, comment, complaint }) = audit.last().map(|a| &a.event) else {
+        return None;
+    };
+    let low = *score <= rules.survey.ticket_at_or_below;
+    let reason = match (low, complaint) {
+        (true, true) => format!("score {score} (at or below {}) and a complaint", rules.survey.ticket_at_or_below),
+        (true, false) => format!("score {score} (at or below {})", rules.survey.ticket_at_or_below),
+        (false, true) => "complaint".to_owned(),
+        (false, false) => return None,
+    };
+    Some(OrderEvent::AfterSalesTicketRequested { score: *score, comment: comment.clone(), reason })
 }
 
 fn screening_event(order: &Order, rules: &Rules) -> OrderEvent {
@@ -205,10 +250,12 @@ mod tests {
                 ],
             },
             effects: vec![EffectRule {
-                on_state: "approved".into(),
+                on: "approved".into(),
                 connector: "erp".parse().unwrap(),
                 operation: "create".into(),
             }],
+            survey: Default::default(),
+            notify: Default::default(),
         }
     }
 

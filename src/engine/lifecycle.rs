@@ -112,6 +112,38 @@ pub const STATE_NAMES: &[&str] = &[
     "cancelled",
 ];
 
+/// Names of every event, as the audit shows them (`type`) and rules name them (`on`).
+pub const EVENT_NAMES: &[&str] = &[
+    "received",
+    "amended",
+    "screening_started",
+    "screening_passed",
+    "screening_flagged",
+    "screening_rejected",
+    "review_started",
+    "review_returned",
+    "review_released",
+    "review_rejected",
+    "approved",
+    "approval_declined",
+    "execution_started",
+    "delivery_recorded",
+    "acceptance_confirmed",
+    "exception_opened",
+    "exception_resolved",
+    "invoice_issued",
+    "payment_received",
+    "payment_overdue",
+    "closed",
+    "archived",
+    "cancelled",
+    "survey_answered",
+    "after_sales_ticket_requested",
+    "effect_succeeded",
+    "effect_dead_lettered",
+    "effect_replayed",
+];
+
 impl OrderState {
     pub fn name(&self) -> &'static str {
         use OrderState as S;
@@ -192,6 +224,7 @@ impl OrderState {
             (S::Invoiced, E::PaymentOverdue) => S::Overdue,
             (S::Paid, E::Closed) => S::Closed,
             (S::Closed, E::Archived) => S::Archived,
+            (S::Closed | S::Archived, E::SurveyAnswered { .. } | E::AfterSalesTicketRequested { .. }) => self.clone(),
             (S::Rejected | S::Cancelled, E::Archived) => S::Archived,
 
             (s, E::Cancelled { .. }) if !s.is_terminal() && !matches!(s, S::Paid | S::Closed) => S::Cancelled,
@@ -303,11 +336,26 @@ pub enum OrderEvent {
     Cancelled {
         reason: String,
     },
+    /// The customer answered the satisfaction survey (once; from the signed link).
+    SurveyAnswered {
+        score: u8,
+        comment: String,
+        complaint: bool,
+    },
+    /// A low score or a complaint: an after-sales ticket is to be opened.
+    AfterSalesTicketRequested {
+        score: u8,
+        comment: String,
+        reason: String,
+    },
     EffectSucceeded {
         effect_id: String,
         effect: String,
         attempts: u32,
         receipt: String,
+        /// The receiver's id for what it created (ticket, invoice…), when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     EffectDeadLettered {
         effect_id: String,
@@ -348,6 +396,8 @@ impl OrderEvent {
             E::Closed => "closed",
             E::Archived => "archived",
             E::Cancelled { .. } => "cancelled",
+            E::SurveyAnswered { .. } => "survey_answered",
+            E::AfterSalesTicketRequested { .. } => "after_sales_ticket_requested",
             E::EffectSucceeded { .. } => "effect_succeeded",
             E::EffectDeadLettered { .. } => "effect_dead_lettered",
             E::EffectReplayed { .. } => "effect_replayed",
@@ -423,10 +473,17 @@ mod tests {
             (S::Overdue, E::PaymentReceived { amount: money(), settled: true }, S::Paid),
             (S::Paid, E::Closed, S::Closed),
             (S::Closed, E::Archived, S::Archived),
+            (S::Closed, E::SurveyAnswered { score: 5, comment: String::new(), complaint: false }, S::Closed),
             (S::Executing, E::Cancelled { reason: String::new() }, S::Cancelled),
             (
                 S::Paid,
-                E::EffectSucceeded { effect_id: "e".into(), effect: "x".into(), attempts: 1, receipt: String::new() },
+                E::EffectSucceeded {
+                    effect_id: "e".into(),
+                    effect: "x".into(),
+                    attempts: 1,
+                    receipt: String::new(),
+                    reference: None,
+                },
                 S::Paid,
             ),
         ];
@@ -495,6 +552,7 @@ mod tests {
             Just(E::Closed),
             Just(E::Archived),
             Just(E::Cancelled { reason: String::new() }),
+            (1u8..=5).prop_map(|score| E::SurveyAnswered { score, comment: "慢".into(), complaint: score < 3 }),
         ]
     }
 
@@ -513,6 +571,7 @@ mod tests {
 
         #[test]
         fn events_round_trip_through_json(e in any_event()) {
+            prop_assert!(EVENT_NAMES.contains(&e.name()), "{} missing from EVENT_NAMES", e.name());
             let json = serde_json::to_string(&e).unwrap();
             prop_assert_eq!(serde_json::from_str::<OrderEvent>(&json).unwrap(), e);
         }

@@ -3,6 +3,7 @@
 
 pub mod decide;
 pub mod lifecycle;
+pub mod notify;
 pub mod rules;
 
 pub use decide::{AuditEntry, Decision, EffectSpec, decide, decide_new};

@@ -17,6 +17,22 @@ pub struct Rules {
     pub screening: Vec<ScreeningRule>,
     pub approval: ApprovalRules,
     pub effects: Vec<EffectRule>,
+    pub survey: SurveyRules,
+    /// Who hears about what (`config/notifications.toml`, with the directory).
+    pub notify: std::sync::Arc<super::notify::Notifications>,
+}
+
+/// After-sales follow-up of the satisfaction survey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyRules {
+    /// A score at or below this (1–5) opens an after-sales ticket; so does a complaint.
+    pub ticket_at_or_below: u8,
+}
+
+impl Default for SurveyRules {
+    fn default() -> Self {
+        SurveyRules { ticket_at_or_below: 2 }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -65,10 +81,11 @@ pub struct ApprovalLevel {
     pub above: Option<Money>,
 }
 
-/// "When an order enters `on_state`, push `operation` to `connector`."
+/// "When an order enters state `on` (or event `on` is recorded), push `operation` to
+/// `connector`."
 #[derive(Clone, Debug)]
 pub struct EffectRule {
-    pub on_state: String,
+    pub on: String,
     pub connector: ConnectorId,
     pub operation: String,
 }
@@ -161,6 +178,14 @@ pub struct RulesFile {
     pub approval: ApprovalFile,
     #[serde(default)]
     pub effects: Vec<toml::Spanned<EffectRuleFile>>,
+    #[serde(default)]
+    pub survey: Option<toml::Spanned<SurveyFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyFile {
+    pub ticket_at_or_below: u8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +239,8 @@ pub struct LevelFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EffectRuleFile {
-    /// State name the order enters, e.g. `approved`.
+    /// State name the order enters (e.g. `approved`) or event name recorded
+    /// (e.g. `after_sales_ticket_requested`).
     pub on: String,
     pub connector: String,
     pub operation: String,
@@ -329,16 +355,31 @@ impl RulesFile {
         for e in self.effects {
             let span = e.span();
             let e = e.into_inner();
-            if !crate::engine::lifecycle::STATE_NAMES.contains(&e.on.as_str()) {
-                problems
-                    .push(RuleProblem { span: span.clone(), message: format!("effects: unknown state `{}`", e.on) });
+            let known = crate::engine::lifecycle::STATE_NAMES.contains(&e.on.as_str())
+                || crate::engine::lifecycle::EVENT_NAMES.contains(&e.on.as_str());
+            if !known {
+                problems.push(RuleProblem {
+                    span: span.clone(),
+                    message: format!("effects: `{}` is neither a state nor an event name", e.on),
+                });
                 continue;
             }
             match e.connector.parse::<ConnectorId>() {
-                Ok(connector) => effects.push(EffectRule { on_state: e.on, connector, operation: e.operation }),
+                Ok(connector) => effects.push(EffectRule { on: e.on, connector, operation: e.operation }),
                 Err(err) => problems.push(RuleProblem { span, message: format!("effects: {err}") }),
             }
         }
+
+        let survey = match self.survey {
+            None => SurveyRules::default(),
+            Some(s) if (1..=5).contains(&s.get_ref().ticket_at_or_below) => {
+                SurveyRules { ticket_at_or_below: s.into_inner().ticket_at_or_below }
+            }
+            Some(s) => {
+                problems.push(RuleProblem { span: s.span(), message: "survey: ticket_at_or_below must be 1–5".into() });
+                SurveyRules::default()
+            }
+        };
 
         if problems.is_empty() {
             Ok(Rules {
@@ -346,6 +387,8 @@ impl RulesFile {
                 screening,
                 approval: ApprovalRules { auto_approve_up_to, auto_role: self.approval.auto_approver_role, levels },
                 effects,
+                survey,
+                notify: Default::default(),
             })
         } else {
             Err(problems)

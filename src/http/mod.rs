@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod health;
+pub mod pages;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::clock::Clock;
 use crate::connectors::Registry;
 use crate::engine::Rules;
+use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub dispatcher_wake: Arc<Notify>,
     /// Bounds requests in flight (back-pressure, invariant 7).
     pub in_flight: Arc<Semaphore>,
+    /// Verifies the signed links pages are opened with; `None`: no link key configured.
+    pub links: Option<Arc<LinkSigner>>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.
         .route("/webhooks/{connector}", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .nest("/api", api)
+        .route("/pages/survey/{token}", get(pages::survey_form).post(pages::survey_answer))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -63,6 +63,8 @@ pub struct Ingested {
 pub enum EffectOutcome {
     Done {
         receipt: String,
+        /// The receiver's id for what it created, stored on the order.
+        reference: Option<String>,
     },
     /// Try again at `next_at`.
     Retry {
@@ -104,6 +106,22 @@ pub trait Store: Send + Sync {
         rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
+
+    /// `apply`, at most once per `once` key (a single-use link's id): the key is
+    /// recorded in the same transaction; a second use is a `Conflict`.
+    fn apply_once<'a>(
+        &'a self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        once: &'a str,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
+    /// When a `once` key was used, if it was.
+    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
+    /// Turns every due digest into one mail effect; returns how many. Durable when it returns.
+    fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
     /// The order a source system knows by `source` (invariant 4's index).

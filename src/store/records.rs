@@ -29,6 +29,31 @@ pub struct OrderRecord {
     pub last_seq: u32,
     /// Hash of the last event: the head of the chain.
     pub last_hash: String,
+    /// Ids other systems gave to what they created for this order, by effect name
+    /// (`service-desk.create_ticket` → `SD-1024`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub references: std::collections::BTreeMap<String, String>,
+}
+
+/// A notification held for a recipient's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestItem {
+    pub to: crate::engine::notify::Recipient,
+    pub every_secs: u64,
+    pub order_id: OrderId,
+    pub template: String,
+    pub customer: String,
+    pub amount: crate::domain::Money,
+    pub at: DateTime<Utc>,
+}
+
+/// Digest key: person ‖ 0 ‖ the effect key the mail would have had.
+pub fn digest_key(person: &str, effect: &EffectId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(person.len() + 23);
+    k.extend_from_slice(person.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&effect.key());
+    k
 }
 
 /// One audit entry, chained: `hash = sha256(prev_hash ‖ canonical JSON of the rest)`.

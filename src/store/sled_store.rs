@@ -4,7 +4,8 @@
 //! one-byte tag: `o` orders (id → row), `e` events (id ‖ first seq → the events of one
 //! step, in order), `q` outbox (due ms ‖ effect key → row), `d` dead letters
 //! (effect key → row), `i` external ids (connector ‖ 0 ‖ external id → order id), `s`
-//! state index (state ‖ 0 ‖ order id → ∅), `m` metadata.
+//! state index (state ‖ 0 ‖ order id → ∅), `g` digest items (person ‖ 0 ‖ effect
+//! key → item), `u` used links (link id → when and by which event), `m` metadata.
 //!
 //! One lifecycle step is one atomic `Batch` on that tree (sled applies a batch all or
 //! nothing, also across a crash). sled's cost is per key written (about 20 µs here,
@@ -22,7 +23,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::commit::Committer;
-use super::records::{EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, event_key, state_key};
+use super::records::{
+    DigestItem, EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, digest_key, event_key, state_key,
+};
 use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, OrderId};
@@ -86,6 +89,11 @@ pub struct SledStore {
     dead: Space,
     ext_index: Space,
     state_index: Space,
+    digests: Space,
+    used_links: Space,
+    meta: Space,
+    /// Serialises digest runs (they number their effects from `m/digest_seq`).
+    digest_lock: Mutex<()>,
     committer: Committer,
     /// Rows in `outbox` and `dead_letter`, kept current so metrics need no scan.
     pending: AtomicI64,
@@ -123,6 +131,10 @@ struct StepRows {
     ext: Option<(Vec<u8>, OrderId)>,
     state_del: Option<Vec<u8>>,
     state_put: Option<Vec<u8>>,
+    digest_put: Vec<(Vec<u8>, Vec<u8>)>,
+    digest_del: Vec<Vec<u8>>,
+    link_put: Option<(Vec<u8>, Vec<u8>)>,
+    meta_put: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 use super::codec::{decode, encode as json};
@@ -176,6 +188,10 @@ impl SledStore {
             dead: space(b'd'),
             ext_index: space(b'i'),
             state_index: space(b's'),
+            digests: space(b'g'),
+            used_links: space(b'u'),
+            meta: space(b'm'),
+            digest_lock: Mutex::new(()),
             tree,
             committer: Committer::start(db.clone(), dir.to_owned(), commit_delay, metrics),
             pending: AtomicI64::new(0),
@@ -235,7 +251,22 @@ impl SledStore {
         rec.updated_at = now;
         for (i, spec) in decision.effects.into_iter().enumerate() {
             let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
-            let body = serde_json::json!({
+            if let Some(mail) = &spec.mail {
+                if let (Some(every), Some(person)) = (mail.digest_every_secs, &mail.to.person) {
+                    let item = DigestItem {
+                        to: mail.to.clone(),
+                        every_secs: every,
+                        order_id: rec.id,
+                        template: mail.template.clone(),
+                        customer: rec.order.customer.name.to_string(),
+                        amount: rec.order.amount.clone(),
+                        at: now,
+                    };
+                    rows.digest_put.push((digest_key(person, &id), json(&item)));
+                    continue;
+                }
+            }
+            let mut body = serde_json::json!({
                 "effect_id": id.to_string(),
                 "order_id": rec.id.to_string(),
                 "source": {"connector": rec.source.connector.as_str(), "external_id": rec.source.id.as_str()},
@@ -245,6 +276,10 @@ impl SledStore {
                 "state": rec.state.name(),
                 "order": rec.order,
             });
+            if let Some(mail) = &spec.mail {
+                body["mail"] = serde_json::to_value(mail).expect("mail spec serialises");
+                body["created_at"] = serde_json::to_value(now).expect("time serialises");
+            }
             let e = EffectRecord {
                 idempotency_key: format!("orderbridge:{id}"),
                 id,
@@ -300,6 +335,18 @@ impl SledStore {
         if let Some(k) = &rows.state_put {
             b.insert(self.state_index.key(k), &[][..]);
         }
+        for k in &rows.digest_del {
+            b.remove(self.digests.key(k));
+        }
+        for (k, v) in &rows.digest_put {
+            b.insert(self.digests.key(k), &v[..]);
+        }
+        if let Some((k, v)) = &rows.link_put {
+            b.insert(self.used_links.key(k), &v[..]);
+        }
+        if let Some((k, v)) = &rows.meta_put {
+            b.insert(self.meta.key(k), &v[..]);
+        }
         self.tree.apply_batch(b).map_err(io)?;
         let delta = |put: usize, del: usize| put as i64 - del as i64;
         self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
@@ -331,6 +378,7 @@ impl SledStore {
                 updated_at: now,
                 last_seq: 0,
                 last_hash: GENESIS.to_owned(),
+                references: Default::default(),
             };
             let mut rows = StepRows { ext: Some((ext_key, id)), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -385,6 +433,107 @@ impl SledStore {
         Ok(rec)
     }
 
+    /// `apply`, once per `once` key: the key is recorded in the same batch, and a
+    /// second call with it is refused (single-use links).
+    async fn apply_once_inner(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        once: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<OrderRecord, StoreError> {
+        let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
+        if let Some(used) = self.used_links.get(once.as_bytes()).map_err(io)? {
+            let used: serde_json::Value = decode(&used).map_err(|e| corrupt("used link", e))?;
+            return Err(StoreError::Conflict(format!(
+                "this link was already used ({})",
+                used.get("at").and_then(|v| v.as_str()).unwrap_or("earlier")
+            )));
+        }
+        let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
+        let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
+        let mut rows = StepRows::default();
+        let rec = self.rows_for(rec, decision, now, &mut rows);
+        let mark = serde_json::json!({"at": now, "order_id": id.to_string(), "seq": rec.last_seq});
+        rows.link_put = Some((once.as_bytes().to_vec(), json(&mark)));
+        self.commit(rows).await?;
+        Ok(rec)
+    }
+
+    /// Sends every digest that is due: per person, the items gathered since the oldest
+    /// became `every` old. Items and the new mail effect change in one batch.
+    async fn run_digests_inner(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let _g = self.digest_lock.lock().await;
+        let mut by_person: std::collections::BTreeMap<String, Vec<(Vec<u8>, DigestItem)>> = Default::default();
+        for row in self.digests.iter() {
+            let (k, v) = row.map_err(io)?;
+            let item: DigestItem = decode(&v).map_err(|e| corrupt("digest item", e))?;
+            let person = k.split(|b| *b == 0).next().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+            by_person.entry(person).or_default().push((k, item));
+        }
+        let mut seq: u32 = match self.meta.get(b"digest_seq").map_err(io)? {
+            Some(v) => v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0),
+            None => 0,
+        };
+        let mut sent = 0;
+        for (_, items) in by_person {
+            let due = items.iter().map(|(_, i)| i.at + chrono::Duration::seconds(i.every_secs as i64)).min();
+            if due.is_none_or(|d| d > now) {
+                continue;
+            }
+            seq += 1;
+            let id = EffectId { order_id: OrderId::nil(), seq, index: 0 };
+            let to = items.last().map(|(_, i)| i.to.clone()).expect("a person has items");
+            let mut listed = Vec::with_capacity(items.len());
+            for (_, i) in &items {
+                let state = self.read_order(i.order_id)?.map(|r| r.state.name()).unwrap_or("unknown");
+                listed.push(serde_json::json!({
+                    "order_id": i.order_id.to_string(),
+                    "template": i.template,
+                    "state": state,
+                    "customer": i.customer,
+                    "amount": i.amount,
+                    "at": i.at,
+                }));
+            }
+            let mail = crate::engine::notify::MailSpec {
+                template: "digest".into(),
+                to,
+                link: None,
+                digest_every_secs: None,
+                event: None,
+            };
+            let effect = EffectRecord {
+                idempotency_key: format!("orderbridge:{id}"),
+                id,
+                connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
+                operation: "digest".into(),
+                cause: "digest".into(),
+                body: serde_json::json!({
+                    "effect_id": id.to_string(),
+                    "items": listed,
+                    "mail": mail,
+                    "created_at": now,
+                }),
+                attempts: 0,
+                next_at: now,
+                created_at: now,
+                last_error: None,
+            };
+            let rows = StepRows {
+                outbox_put: vec![(effect.due_key(), json(&effect))],
+                digest_del: items.into_iter().map(|(k, _)| k).collect(),
+                meta_put: Some((b"digest_seq".to_vec(), seq.to_be_bytes().to_vec())),
+                ..Default::default()
+            };
+            self.commit(rows).await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Appends a bookkeeping event (no state change) to an order's chain.
     fn bookkeeping(&self, rec: OrderRecord, actor: Actor, event: OrderEvent, now: DateTime<Utc>, rows: &mut StepRows) {
         let state = rec.state.clone();
@@ -419,26 +568,36 @@ impl SledStore {
                 rows.outbox_del.push(current.due_key());
                 rows.outbox_put.push((next.due_key(), json(&next)));
             }
-            EffectOutcome::Done { receipt } => {
-                let rec =
-                    self.read_order(id)?.ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+            EffectOutcome::Done { receipt, reference } => {
                 rows.outbox_del.push(current.due_key());
-                let ev = OrderEvent::EffectSucceeded {
-                    effect_id: current.id.to_string(),
-                    effect: current.name(),
-                    attempts,
-                    receipt,
-                };
-                self.bookkeeping(rec, Actor::Connector(current.connector.to_string()), ev, now, &mut rows);
+                if !id.is_nil() {
+                    let mut rec = self
+                        .read_order(id)?
+                        .ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
+                    if let Some(r) = &reference {
+                        rec.references.insert(current.name(), r.clone());
+                    }
+                    let ev = OrderEvent::EffectSucceeded {
+                        effect_id: current.id.to_string(),
+                        effect: current.name(),
+                        attempts,
+                        receipt,
+                        reference,
+                    };
+                    self.bookkeeping(rec, Actor::Connector(current.connector.to_string()), ev, now, &mut rows);
+                }
             }
             EffectOutcome::Dead { error } => {
-                let rec =
-                    self.read_order(id)?.ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
                 let mut dead = current.clone();
                 dead.attempts = attempts;
                 dead.last_error = Some(error.clone());
                 rows.outbox_del.push(current.due_key());
                 rows.dead_put.push((dead.id.key(), json(&dead)));
+                if id.is_nil() {
+                    return self.commit(rows).await;
+                }
+                let rec =
+                    self.read_order(id)?.ok_or_else(|| corrupt("outbox", format!("effect for missing order {id}")))?;
                 let ev = OrderEvent::EffectDeadLettered {
                     effect_id: current.id.to_string(),
                     effect: current.name(),
@@ -455,6 +614,19 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.order_id.as_bytes())].lock().await;
         let dead = Self::read_effect(&self.dead, &id.key())?
             .ok_or_else(|| StoreError::NotFound(format!("dead letter {id}")))?;
+        if id.order_id.is_nil() {
+            let mut again = dead.clone();
+            again.attempts = 0;
+            again.next_at = now;
+            let rows = StepRows {
+                dead_del: vec![dead.id.key()],
+                outbox_put: vec![(again.due_key(), json(&again))],
+                ..Default::default()
+            };
+            tracing::info!(effect_id = %id, actor = %actor, "daemon effect replayed");
+            self.commit(rows).await?;
+            return Ok(again);
+        }
         let rec = self
             .read_order(id.order_id)?
             .ok_or_else(|| corrupt("dead_letter", format!("effect for missing order {}", id.order_id)))?;
@@ -580,6 +752,34 @@ impl Store for SledStore {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>> {
         Box::pin(self.apply_inner(id, actor, event, rules, now))
+    }
+
+    fn apply_once<'a>(
+        &'a self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        once: &'a str,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>> {
+        Box::pin(self.apply_once_inner(id, actor, event, once, rules, now))
+    }
+
+    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>> {
+        Box::pin(async move {
+            match self.used_links.get(once.as_bytes()).map_err(io)? {
+                None => Ok(None),
+                Some(v) => {
+                    let v: serde_json::Value = decode(&v).map_err(|e| corrupt("used link", e))?;
+                    Ok(v.get("at").and_then(|a| serde_json::from_value(a.clone()).ok()))
+                }
+            }
+        })
+    }
+
+    fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(self.run_digests_inner(now))
     }
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {
@@ -794,7 +994,7 @@ mod model_test {
                             let due = store.due_effects(far, 1).await.unwrap();
                             if let Some(e) = due.first() {
                                 let o = match outcome {
-                                    0 => EffectOutcome::Done { receipt: "ok".into() },
+                                    0 => EffectOutcome::Done { receipt: "ok".into(), reference: None },
                                     1 => EffectOutcome::Retry { error: "503".into(), next_at: Utc::now() + chrono::Duration::seconds(1) },
                                     _ => EffectOutcome::Dead { error: "400".into() },
                                 };

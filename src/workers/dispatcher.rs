@@ -169,7 +169,15 @@ impl Dispatcher {
             Outbound { operation: &effect.operation, idempotency_key: &effect.idempotency_key, body: &effect.body };
         let attempts = effect.attempts + 1;
         match push.perform(out).await {
-            Ok(receipt) => EffectOutcome::Done { receipt: format!("HTTP {}: {}", receipt.status, receipt.summary) },
+            Ok(receipt) => {
+                let summary: String = receipt.summary.chars().take(300).collect();
+                let receipt_text = if effect.connector.as_str() == crate::engine::notify::MAIL_CONNECTOR {
+                    format!("SMTP {}: {summary}", receipt.status)
+                } else {
+                    format!("HTTP {}: {summary}", receipt.status)
+                };
+                EffectOutcome::Done { receipt: receipt_text, reference: receipt.reference }
+            }
             Err(ConnectorError::Permanent { message }) => EffectOutcome::Dead { error: message },
             Err(e) if attempts >= self.settings.max_attempts => {
                 EffectOutcome::Dead { error: format!("{e} (gave up after {attempts} attempts)") }

@@ -1,0 +1,242 @@
+//! Notification rules (`config/notifications.toml`): who hears about what.
+//!
+//! A rule names a trigger (a state the order enters or an event recorded, by the names
+//! the audit uses), a template and an audience (`role:NAME`, `person:ID`,
+//! `sales_owner`, `customer`). Evaluation is pure: it turns one step of one order into
+//! mail effects, resolving people through the directory (delegates stand in for the
+//! absent) on the day of `now` in the configured time zone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decide::EffectSpec;
+use super::lifecycle::{EVENT_NAMES, OrderEvent, STATE_NAMES};
+use crate::diagnostics::Diagnostic;
+use crate::directory::{Directory, Person};
+use crate::domain::{ConnectorId, Order};
+use crate::links::LinkPurpose;
+use crate::locale::{Locale, Presentation};
+
+/// The built-in connector that sends e-mail; `operation` is the template name.
+pub const MAIL_CONNECTOR: &str = "mail";
+
+/// One addressee, resolved when the effect is created (the effect is self-contained).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+    pub locale: Locale,
+    /// The directory id, for staff; `None` for customers and unknown addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+}
+
+/// What a mail effect sends, fixed when the effect is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSpec {
+    pub template: String,
+    pub to: Recipient,
+    /// A signed link of this purpose is put in the mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkPurpose>,
+    /// Set when the recipient takes this kind of mail as a digest: gather it instead
+    /// of sending it, and send the gathered items this often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_every_secs: Option<u64>,
+    /// The event that caused the mail (templates show its details); none for digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<OrderEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Role(String),
+    Person(String),
+    SalesOwner,
+    Customer,
+}
+
+#[derive(Clone, Debug)]
+pub struct NotifyRule {
+    pub on: String,
+    pub template: String,
+    pub to: Vec<Audience>,
+    pub digest: bool,
+    pub link: Option<LinkPurpose>,
+}
+
+/// The loaded rules with the directory they resolve people through.
+#[derive(Clone, Debug, Default)]
+pub struct Notifications {
+    pub rules: Vec<NotifyRule>,
+    pub directory: Arc<Directory>,
+    pub presentation: Presentation,
+}
+
+impl Notifications {
+    /// Mail effects for one applied event (`entered` is the state's name when it changed).
+    pub fn for_step(
+        &self,
+        entered: Option<&str>,
+        event: &OrderEvent,
+        order: &Order,
+        now: DateTime<Utc>,
+    ) -> Vec<EffectSpec> {
+        let day = now.with_timezone(&self.presentation.time_zone).date_naive();
+        let mut out = Vec::new();
+        for rule in self.rules.iter().filter(|r| Some(r.on.as_str()) == entered || r.on == event.name()) {
+            let mut seen = Vec::new();
+            for to in rule.to.iter().flat_map(|a| self.resolve(a, order, day)) {
+                if seen.contains(&to.email.to_ascii_lowercase()) {
+                    continue;
+                }
+                seen.push(to.email.to_ascii_lowercase());
+                let digest_every_secs = match (&to.person, rule.digest) {
+                    (Some(p), true) => self.directory.person(p).and_then(|p| p.digest_every).map(|d| d.as_secs()),
+                    _ => None,
+                };
+                out.push(EffectSpec {
+                    connector: MAIL_CONNECTOR.parse::<ConnectorId>().expect("valid connector id"),
+                    operation: rule.template.clone(),
+                    cause: rule.on.clone(),
+                    mail: Some(MailSpec {
+                        template: rule.template.clone(),
+                        to,
+                        link: rule.link,
+                        digest_every_secs,
+                        event: Some(event.clone()),
+                    }),
+                });
+            }
+        }
+        out
+    }
+
+    fn staff(&self, p: &Person, day: chrono::NaiveDate) -> Recipient {
+        let p = self.directory.standing_in(p, day);
+        Recipient {
+            email: p.email.to_string(),
+            name: p.name.clone(),
+            locale: p.locale.unwrap_or(self.presentation.default_locale),
+            person: Some(p.id.clone()),
+        }
+    }
+
+    fn resolve(&self, a: &Audience, order: &Order, day: chrono::NaiveDate) -> Vec<Recipient> {
+        match a {
+            Audience::Role(r) => self.directory.with_role(r).map(|p| self.staff(p, day)).collect(),
+            Audience::Person(id) => self.directory.person(id).map(|p| self.staff(p, day)).into_iter().collect(),
+            Audience::SalesOwner => match &order.sales_owner {
+                None => Vec::new(),
+                Some(e) => match self.directory.by_email(e.as_str()) {
+                    Some(p) => vec![self.staff(p, day)],
+                    None => vec![Recipient {
+                        email: e.to_string(),
+                        name: e.to_string(),
+                        locale: self.presentation.default_locale,
+                        person: None,
+                    }],
+                },
+            },
+            Audience::Customer => match &order.customer.email {
+                None => Vec::new(),
+                Some(e) => vec![Recipient {
+                    email: e.to_string(),
+                    name: order.customer.name.to_string(),
+                    locale: order.customer.locale.unwrap_or(self.presentation.default_locale),
+                    person: None,
+                }],
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsFile {
+    #[serde(default)]
+    notify: Vec<toml::Spanned<NotifyFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyFile {
+    on: String,
+    template: String,
+    to: Vec<String>,
+    #[serde(default)]
+    digest: bool,
+    link: Option<LinkPurpose>,
+}
+
+pub fn path(config_dir: &Path) -> PathBuf {
+    config_dir.join("config").join("notifications.toml")
+}
+
+/// A rule's problems that need other files to see (templates, roles), with its location.
+pub struct Located {
+    pub rule: usize,
+    pub span: std::ops::Range<usize>,
+}
+
+/// Loads `config/notifications.toml` (missing: no notifications). Checks what the
+/// file alone can say; `check` cross-checks templates, roles, SMTP and links.
+pub fn load(
+    config_dir: &Path,
+    directory: Arc<Directory>,
+    presentation: Presentation,
+) -> Result<(Notifications, Vec<Located>), Vec<Diagnostic>> {
+    let path = path(config_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Notifications { rules: Vec::new(), directory, presentation }, Vec::new()));
+        }
+        Err(e) => return Err(vec![Diagnostic::file(&path, format!("cannot read: {e}"))]),
+    };
+    let file: NotificationsFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
+    let mut problems = Vec::new();
+    let mut rules = Vec::new();
+    let mut spans = Vec::new();
+    for (i, r) in file.notify.into_iter().enumerate() {
+        let span = r.span();
+        let r = r.into_inner();
+        let mut bad = |m: String| problems.push(Diagnostic::at(&path, &text, Some(span.clone()), m));
+        if !STATE_NAMES.contains(&r.on.as_str()) && !EVENT_NAMES.contains(&r.on.as_str()) {
+            bad(format!("notify: `{}` is neither a state nor an event name", r.on));
+        }
+        let mut to = Vec::new();
+        for a in &r.to {
+            match a.as_str() {
+                "sales_owner" => to.push(Audience::SalesOwner),
+                "customer" => to.push(Audience::Customer),
+                other => match other.split_once(':') {
+                    Some(("role", role)) if !role.is_empty() => {
+                        if !directory.has_role(role) {
+                            bad(format!("notify: nobody in config/directory.toml has role `{role}`"));
+                        }
+                        to.push(Audience::Role(role.to_owned()));
+                    }
+                    Some(("person", id)) if !id.is_empty() => {
+                        if directory.person(id).is_none() {
+                            bad(format!("notify: person `{id}` is not in config/directory.toml"));
+                        }
+                        to.push(Audience::Person(id.to_owned()));
+                    }
+                    _ => bad(format!(
+                        "notify: `{other}` is not an audience (role:NAME, person:ID, sales_owner, customer)"
+                    )),
+                },
+            }
+        }
+        if to.is_empty() {
+            bad("notify: `to` names nobody".into());
+        }
+        spans.push(Located { rule: i, span });
+        rules.push(NotifyRule { on: r.on, template: r.template, to, digest: r.digest, link: r.link });
+    }
+    if problems.is_empty() { Ok((Notifications { rules, directory, presentation }, spans)) } else { Err(problems) }
+}

@@ -1,0 +1,39 @@
+//! The digest job: every sweep, turns each person's due digest (gathered notifications
+//! whose oldest item has waited their cadence) into one mail effect. All of it lives
+//! in the store, so a restart loses nothing and sends nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::store::Store;
+
+pub struct DigestJob {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub interval: Duration,
+    /// Woken when a digest was queued, so it goes out at once.
+    pub dispatcher: Arc<Notify>,
+}
+
+impl DigestJob {
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            match self.store.run_digests(self.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(digests = n, "digests queued");
+                    self.dispatcher.notify_one();
+                }
+                Err(e) => tracing::error!(error = %e, "digest job cannot read the store; will try again"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}
