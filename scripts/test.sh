@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs and starts whatever the tests need first, so it
-# works on a fresh machine (today: only the Rust toolchain; later issues add the SMTP
-# server, PostgreSQL and Prism here).
+# Runs the whole test suite. Installs whatever the tests need first, so it works on a
+# fresh machine: the Rust toolchain must be there; the test SMTP server (Python's
+# aiosmtpd, started by the tests themselves on loopback) is installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is required (the test SMTP server runs on it)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is required (tests make throwaway TLS certificates)" >&2; exit 1; }
+
+# The test SMTP server: aiosmtpd, pinned, installed into target/ (no root, no venv).
+PYDEPS="$PWD/target/pydeps"
+if ! PYTHONPATH="$PYDEPS" python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "== installing aiosmtpd into $PYDEPS"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$PYDEPS" 'aiosmtpd==1.4.6'
+fi
+export PYTHONPATH="$PYDEPS${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -13,6 +23,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== orderbridge check on the example configuration"
 DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example ORDERBRIDGE_ADMIN_TOKEN=example \
+  SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
   cargo run --locked -q -- check --config-dir .
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"

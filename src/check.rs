@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use crate::connectors::Registry;
 use crate::diagnostics::{Diagnostic, locate};
-use crate::engine::Rules;
 use crate::directory::Directory;
+use crate::engine::Rules;
 use crate::engine::notify;
 use crate::engine::rules::RulesFile;
 use crate::mail::Templates;
+use crate::mail::templates::LOCALES;
 use crate::settings::Settings;
 
 /// Exit code for configuration errors (sysexits EX_CONFIG).
@@ -70,6 +71,17 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                         "notify: template `{}` does not exist (no config/templates/<locale>/{}.txt)",
                         rule.template, rule.template
                     ));
+                }
+            }
+            for a in &rule.to {
+                match a {
+                    notify::Audience::Role(r) if !n.directory.has_role(r) => {
+                        bad(format!("notify: nobody in config/directory.toml has role `{r}`"))
+                    }
+                    notify::Audience::Person(p) if n.directory.person(p).is_none() => {
+                        bad(format!("notify: person `{p}` is not in config/directory.toml"))
+                    }
+                    _ => {}
                 }
             }
             if settings.smtp.is_none() {
@@ -132,7 +144,15 @@ pub fn count_files(config_dir: &Path) -> usize {
             .map(|r| r.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "toml")).count())
             .unwrap_or(0)
     };
-    2 + n("connectors") + n("mappings")
+    let templates = LOCALES
+        .iter()
+        .map(|l| {
+            std::fs::read_dir(crate::mail::templates::dir(config_dir).join(l.as_str()))
+                .map(|r| r.filter_map(Result::ok).filter(|e| e.path().is_file()).count())
+                .unwrap_or(0)
+        })
+        .sum::<usize>();
+    n("config") + n("connectors") + n("mappings") + templates
 }
 
 /// `orderbridge check`: prints every problem and a summary; returns the exit code.

@@ -49,8 +49,9 @@ pub struct RawSettings {
 pub struct RawSite {
     /// Shown in mail and pages.
     pub name: String,
-    /// Where people reach the daemon's pages: the base of every link in mail.
-    pub public_url: String,
+    /// Where people reach the daemon's pages: the base of every link in mail
+    /// (default: `http://` and the address the daemon listens on).
+    pub public_url: Option<String>,
     /// IANA zone for everything shown to people (times stay UTC inside).
     pub time_zone: String,
     /// Language for people whose locale is not known: `zh-CN` or `en`.
@@ -61,7 +62,7 @@ impl Default for RawSite {
     fn default() -> Self {
         RawSite {
             name: "orderbridge".into(),
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: None,
             time_zone: "Asia/Shanghai".into(),
             default_locale: "zh-CN".into(),
         }
@@ -318,7 +319,8 @@ pub struct Settings {
     pub required_fields: Vec<String>,
     pub dispatcher: DispatcherSettings,
     pub site_name: String,
-    pub public_url: String,
+    /// `None`: links use the address the daemon listens on.
+    pub public_url: Option<String>,
     pub presentation: Presentation,
     pub smtp: Option<SmtpSettings>,
     /// `None` when no link secret is configured (mail then carries no links).
@@ -487,7 +489,10 @@ impl RawSettings {
         let time_zone = match self.site.time_zone.parse::<chrono_tz::Tz>() {
             Ok(tz) => tz,
             Err(_) => {
-                bad(&["site", "time_zone"], format!("`{}` is not an IANA time zone (e.g. Asia/Shanghai)", self.site.time_zone));
+                bad(
+                    &["site", "time_zone"],
+                    format!("`{}` is not an IANA time zone (e.g. Asia/Shanghai)", self.site.time_zone),
+                );
                 chrono_tz::UTC
             }
         };
@@ -498,8 +503,10 @@ impl RawSettings {
                 Locale::ZhCn
             }
         };
-        if !(self.site.public_url.starts_with("http://") || self.site.public_url.starts_with("https://")) {
-            bad(&["site", "public_url"], format!("`{}` is not an http(s) URL", self.site.public_url));
+        if let Some(u) = &self.site.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bad(&["site", "public_url"], format!("`{u}` is not an http(s) URL"));
+            }
         }
         let resolve = |r: &str| -> Result<Option<SecretString>, String> {
             match SecretRef::parse(r)?.resolve(config_dir) {
@@ -555,7 +562,10 @@ impl RawSettings {
                 for (key, v) in [("from", Some(&m.from)), ("reply_to", m.reply_to.as_ref())] {
                     if let Some(v) = v {
                         if v.parse::<lettre::message::Mailbox>().is_err() {
-                            bad(&["smtp", key], format!("`{v}` is not a mailbox (`Name <address@domain>` or `address@domain`)"));
+                            bad(
+                                &["smtp", key],
+                                format!("`{v}` is not a mailbox (`Name <address@domain>` or `address@domain`)"),
+                            );
                         }
                     }
                 }
@@ -594,7 +604,8 @@ impl RawSettings {
         if hours.contains(&0) {
             bad(&["links"], "every *_ttl_hours must be positive".into());
         }
-        let links = (!keys.is_empty()).then(|| LinkSettings { keys, ttl: hours.map(|h| Duration::from_secs(h * 3600)) });
+        let links =
+            (!keys.is_empty()).then(|| LinkSettings { keys, ttl: hours.map(|h| Duration::from_secs(h * 3600)) });
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -621,7 +632,7 @@ impl RawSettings {
                 sweep_interval: Duration::from_millis(d.sweep_interval_ms),
             },
             site_name: self.site.name.clone(),
-            public_url: self.site.public_url.trim_end_matches('/').to_owned(),
+            public_url: self.site.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             presentation: Presentation { time_zone, default_locale },
             smtp,
             links,

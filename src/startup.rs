@@ -13,14 +13,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Loaded;
+use crate::clock::Clock;
 use crate::engine::notify::MAIL_CONNECTOR;
+use crate::http::{AppState, router};
 use crate::links::LinkSigner;
 use crate::mail::Mailer;
-use crate::workers::digest::DigestJob;
-use crate::clock::Clock;
-use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::store::SledStore;
+use crate::workers::digest::DigestJob;
 use crate::workers::dispatcher::Dispatcher;
 
 /// How long shutdown waits for effects in flight before giving up on them (they stay
@@ -42,13 +42,6 @@ impl Application {
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
         let Loaded { settings, mut registry, rules, templates, .. } = loaded;
-        let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &settings.public_url, l.ttl)));
-        if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
-            let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &settings.public_url)
-                .map_err(anyhow::Error::msg)?;
-            let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-            registry.add_builtin(MAIL_CONNECTOR, Arc::new(mailer), names);
-        }
         let metrics = Arc::new(Metrics::default());
         let store = SledStore::open(
             &settings.store_path,
@@ -59,6 +52,17 @@ impl Application {
         .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
+        let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
+        if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
+            let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &public_url)
+                .map_err(anyhow::Error::msg)?;
+            let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+            registry.add_builtin(MAIL_CONNECTOR, Arc::new(mailer), names);
+        }
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let dispatcher = Dispatcher::new(

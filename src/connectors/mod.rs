@@ -107,8 +107,10 @@ impl Registry {
     /// Adds a connector that is part of the daemon rather than a file (`mail`).
     pub fn add_builtin(&mut self, id: &str, push: Arc<dyn Push>, operations: Vec<String>) {
         let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
-        self.connectors
-            .insert(id.clone(), Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), operations }));
+        self.connectors.insert(
+            id.clone(),
+            Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), operations }),
+        );
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Connector>> {
@@ -150,7 +152,8 @@ impl Registry {
             let name = stem(&path);
             let id = match name.parse::<ConnectorId>() {
                 Ok(_) if name == crate::engine::notify::MAIL_CONNECTOR => {
-                    problems.push(Diagnostic::file(&path, "`mail` is the built-in e-mail connector; choose another name"));
+                    problems
+                        .push(Diagnostic::file(&path, "`mail` is the built-in e-mail connector; choose another name"));
                     continue;
                 }
                 Ok(id) => id,

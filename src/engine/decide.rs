@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
+use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
 use super::notify::MailSpec;
 use super::rules::{Rules, Screening};
 use crate::domain::{ConnectorId, Order};
@@ -33,6 +33,9 @@ pub struct EffectSpec {
     /// For mail effects (`connector` = `mail`): what to send to whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mail: Option<MailSpec>,
+    /// The event that caused it; receivers get it in the body (e.g. the survey comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<OrderEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,12 +94,13 @@ fn effects_of_step(
     let mut out: Vec<EffectSpec> = rules
         .effects
         .iter()
-        .filter(|r| Some(r.on.as_str()) == entered || r.on == event.name())
+        .filter(|r| triggers(&r.on, entered, event))
         .map(|r| EffectSpec {
             connector: r.connector.clone(),
             operation: r.operation.clone(),
             cause: r.on.clone(),
             mail: None,
+            trigger: Some(event.clone()),
         })
         .collect();
     out.extend(rules.notify.for_step(entered, event, order, now));
@@ -312,5 +316,46 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.state, "approved");
         assert_eq!(err.event, "closed");
+    }
+
+    fn approve(level: u8) -> OrderEvent {
+        OrderEvent::Approved { level, role: "r".into(), comment: String::new(), on_behalf_of: None }
+    }
+
+    #[test]
+    fn a_middle_approval_level_does_not_fire_approved_effects() {
+        let (o, r) = (sample_order("1250000.00"), rules());
+        let level1 = OrderState::AwaitingApproval { level: 1, of: 2 };
+        let d = decide(&level1, &o, Actor::Person("a".into()), approve(1), &r, Utc::now()).unwrap();
+        assert_eq!(d.next, OrderState::AwaitingApproval { level: 2, of: 2 });
+        assert!(d.effects.is_empty(), "{:?}", d.effects);
+        let d = decide(&d.next, &o, Actor::Person("b".into()), approve(2), &r, Utc::now()).unwrap();
+        assert_eq!(d.next, OrderState::Approved);
+        assert_eq!(d.effects.len(), 1);
+        assert_eq!(d.effects[0].trigger.as_ref().map(OrderEvent::name), Some("approved"));
+    }
+
+    #[test]
+    fn survey_answers_ask_for_a_ticket_at_or_below_the_threshold_or_on_complaint() {
+        let mut r = rules();
+        r.effects.push(EffectRule {
+            on: "after_sales_ticket_requested".into(),
+            connector: "desk".parse().unwrap(),
+            operation: "create_ticket".into(),
+        });
+        let o = sample_order("100.00");
+        for (score, complaint, ticket) in
+            [(1, false, true), (2, false, true), (3, false, false), (5, false, false), (5, true, true), (4, true, true)]
+        {
+            let ev = OrderEvent::SurveyAnswered { score, comment: "评价".into(), complaint };
+            let d = decide(&OrderState::Closed, &o, Actor::Person("c".into()), ev, &r, Utc::now()).unwrap();
+            assert_eq!(d.next, OrderState::Closed);
+            let requested = d.audit.iter().any(|a| a.event.name() == "after_sales_ticket_requested");
+            assert_eq!(requested, ticket, "score {score}, complaint {complaint}");
+            assert_eq!(d.effects.iter().any(|e| e.operation == "create_ticket"), ticket);
+        }
+        // Only a closed (or archived) order takes a survey answer.
+        let ev = OrderEvent::SurveyAnswered { score: 1, comment: String::new(), complaint: false };
+        assert!(decide(&OrderState::Paid, &o, Actor::System, ev, &r, Utc::now()).is_err());
     }
 }

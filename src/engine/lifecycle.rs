@@ -144,6 +144,14 @@ pub const EVENT_NAMES: &[&str] = &[
     "effect_replayed",
 ];
 
+/// Whether a rule's `on` fires for a step that entered `entered` (when the state
+/// changed) and recorded `event`. A name that is both a state and an event (`approved`,
+/// `closed`…) means the state: the `approved` event of a middle approval level does
+/// not make the order approved.
+pub fn triggers(on: &str, entered: Option<&str>, event: &OrderEvent) -> bool {
+    if STATE_NAMES.contains(&on) { entered == Some(on) } else { event.name() == on }
+}
+
 impl OrderState {
     pub fn name(&self) -> &'static str {
         use OrderState as S;

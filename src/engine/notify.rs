@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decide::EffectSpec;
-use super::lifecycle::{EVENT_NAMES, OrderEvent, STATE_NAMES};
+use super::lifecycle::{EVENT_NAMES, OrderEvent, STATE_NAMES, triggers};
 use crate::diagnostics::Diagnostic;
 use crate::directory::{Directory, Person};
 use crate::domain::{ConnectorId, Order};
@@ -87,7 +87,7 @@ impl Notifications {
     ) -> Vec<EffectSpec> {
         let day = now.with_timezone(&self.presentation.time_zone).date_naive();
         let mut out = Vec::new();
-        for rule in self.rules.iter().filter(|r| Some(r.on.as_str()) == entered || r.on == event.name()) {
+        for rule in self.rules.iter().filter(|r| triggers(&r.on, entered, event)) {
             let mut seen = Vec::new();
             for to in rule.to.iter().flat_map(|a| self.resolve(a, order, day)) {
                 if seen.contains(&to.email.to_ascii_lowercase()) {
@@ -109,6 +109,7 @@ impl Notifications {
                         digest_every_secs,
                         event: Some(event.clone()),
                     }),
+                    trigger: Some(event.clone()),
                 });
             }
         }
@@ -183,7 +184,7 @@ pub struct Located {
 }
 
 /// Loads `config/notifications.toml` (missing: no notifications). Checks what the
-/// file alone can say; `check` cross-checks templates, roles, SMTP and links.
+/// file alone can say; `check` cross-checks templates, roles, people, SMTP and links.
 pub fn load(
     config_dir: &Path,
     directory: Arc<Directory>,
@@ -214,18 +215,8 @@ pub fn load(
                 "sales_owner" => to.push(Audience::SalesOwner),
                 "customer" => to.push(Audience::Customer),
                 other => match other.split_once(':') {
-                    Some(("role", role)) if !role.is_empty() => {
-                        if !directory.has_role(role) {
-                            bad(format!("notify: nobody in config/directory.toml has role `{role}`"));
-                        }
-                        to.push(Audience::Role(role.to_owned()));
-                    }
-                    Some(("person", id)) if !id.is_empty() => {
-                        if directory.person(id).is_none() {
-                            bad(format!("notify: person `{id}` is not in config/directory.toml"));
-                        }
-                        to.push(Audience::Person(id.to_owned()));
-                    }
+                    Some(("role", role)) if !role.is_empty() => to.push(Audience::Role(role.to_owned())),
+                    Some(("person", id)) if !id.is_empty() => to.push(Audience::Person(id.to_owned())),
                     _ => bad(format!(
                         "notify: `{other}` is not an audience (role:NAME, person:ID, sales_owner, customer)"
                     )),

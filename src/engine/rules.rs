@@ -376,7 +376,8 @@ impl RulesFile {
                 SurveyRules { ticket_at_or_below: s.into_inner().ticket_at_or_below }
             }
             Some(s) => {
-                problems.push(RuleProblem { span: s.span(), message: "survey: ticket_at_or_below must be 1–5".into() });
+                problems
+                    .push(RuleProblem { span: s.span(), message: "survey: ticket_at_or_below must be 1–5".into() });
                 SurveyRules::default()
             }
         };

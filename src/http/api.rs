@@ -61,6 +61,7 @@ pub fn order_json(rec: &OrderRecord) -> Value {
         "order": rec.order,
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
+        "references": rec.references,
         "event_count": rec.last_seq,
         "chain_head": rec.last_hash,
     })

@@ -80,14 +80,22 @@ fn link_refusal(app: &AppState, e: &LinkError) -> Response {
     let (status, message) = match e {
         LinkError::Invalid | LinkError::WrongPurpose => (
             StatusCode::FORBIDDEN,
-            t(l, "The link is not valid. Please use the link exactly as it was sent to you.", "链接无效，请使用邮件中的原始链接。")
-                .to_owned(),
+            t(
+                l,
+                "The link is not valid. Please use the link exactly as it was sent to you.",
+                "链接无效，请使用邮件中的原始链接。",
+            )
+            .to_owned(),
         ),
         LinkError::Expired(at) => (
             StatusCode::GONE,
             match l {
-                Locale::ZhCn => format!("链接已于 {} 过期。", locale::datetime(*at, app.settings.presentation.time_zone, l)),
-                Locale::En => format!("The link expired on {}.", locale::datetime(*at, app.settings.presentation.time_zone, l)),
+                Locale::ZhCn => {
+                    format!("链接已于 {} 过期。", locale::datetime(*at, app.settings.presentation.time_zone, l))
+                }
+                Locale::En => {
+                    format!("The link expired on {}.", locale::datetime(*at, app.settings.presentation.time_zone, l))
+                }
             },
         ),
     };
@@ -95,7 +103,11 @@ fn link_refusal(app: &AppState, e: &LinkError) -> Response {
 }
 
 /// Verifies a link and loads its order; a refusal page otherwise.
-async fn open(app: &AppState, token: &str, purpose: LinkPurpose) -> Result<(LinkClaims, OrderRecord, Locale), Response> {
+async fn open(
+    app: &AppState,
+    token: &str,
+    purpose: LinkPurpose,
+) -> Result<(LinkClaims, OrderRecord, Locale), Response> {
     let Some(signer) = &app.links else {
         return Err(refusal(
             app,
@@ -147,12 +159,23 @@ fn already_answered(app: &AppState, l: Locale) -> Response {
         t(l, "Thank you", "感谢您的反馈"),
         &format!(
             "<p>{}</p>",
-            t(l, "This survey has already been answered. Each survey can be answered once.", "此问卷已提交过，每份问卷只能提交一次。")
+            t(
+                l,
+                "This survey has already been answered. Each survey can be answered once.",
+                "此问卷已提交过，每份问卷只能提交一次。"
+            )
         ),
     )
 }
 
-fn form(app: &AppState, token: &str, order: &OrderRecord, l: Locale, error: Option<&str>, status: StatusCode) -> Response {
+fn form(
+    app: &AppState,
+    token: &str,
+    order: &OrderRecord,
+    l: Locale,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let scores: String = (1..=5)
         .map(|n| format!("<label><input type=\"radio\" name=\"score\" value=\"{n}\" required> {n}</label>"))
         .collect();
@@ -163,7 +186,11 @@ fn form(app: &AppState, token: &str, order: &OrderRecord, l: Locale, error: Opti
          <p><label for=\"comment\">{c}</label><br><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
          <p><label><input type=\"checkbox\" name=\"complaint\" value=\"yes\"> {complaint}</label></p>\
          <p><button type=\"submit\">{submit}</button></p></form>",
-        intro = t(l, "Thank you for doing business with us. How satisfied are you with this order?", "感谢您的信任。您对本次业务办理是否满意？"),
+        intro = t(
+            l,
+            "Thank you for doing business with us. How satisfied are you with this order?",
+            "感谢您的信任。您对本次业务办理是否满意？"
+        ),
         summary = summary(order, l),
         token = esc(token),
         q = t(l, "Your score", "您的评分"),
@@ -225,12 +252,14 @@ pub async fn survey_answer(
     match app.store.apply_once(claims.order_id, actor, event, &claims.link_id, &app.rules, app.clock.now()).await {
         Ok(_) => {
             app.wake_dispatcher();
-            let text = t(
+            let text = t(l, "Thank you for your feedback. It has been recorded.", "感谢您的反馈，我们已记录您的评价。");
+            page(
+                StatusCode::OK,
                 l,
-                "Thank you for your feedback. It has been recorded.",
-                "感谢您的反馈，我们已记录您的评价。",
-            );
-            page(StatusCode::OK, l, &app.settings.site_name, t(l, "Thank you", "感谢您的反馈"), &format!("<p>{text}</p>"))
+                &app.settings.site_name,
+                t(l, "Thank you", "感谢您的反馈"),
+                &format!("<p>{text}</p>"),
+            )
         }
         Err(StoreError::Conflict(_)) => already_answered(&app, l),
         Err(StoreError::Illegal(_)) => refusal(

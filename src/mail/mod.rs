@@ -137,7 +137,8 @@ impl Mailer {
                 signer.claims(purpose, order_id, subject, &format!("{effect_id}/{}", purpose.as_str()), issued);
             ctx["links"][purpose.as_str()] = json!(signer.url(&claims));
         }
-        let rendered = self.templates.render(&spec.template, spec.to.locale, ctx).map_err(|e| permanent(e.to_string()))?;
+        let rendered =
+            self.templates.render(&spec.template, spec.to.locale, ctx).map_err(|e| permanent(e.to_string()))?;
         let to = format!("{} <{}>", spec.to.name.replace(['<', '>', '"', '\r', '\n'], ""), spec.to.email)
             .parse::<Mailbox>()
             .map_err(|e| permanent(format!("recipient `{}`: {e}", spec.to.email)))?;

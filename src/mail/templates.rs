@@ -182,7 +182,10 @@ impl Templates {
                     continue;
                 }
                 if self.env.get_template(&format!("{}/{name}.txt", loc.as_str())).is_err() {
-                    out.push(Diagnostic::file(&file, format!("missing: every template needs a {} version", loc.as_str())));
+                    out.push(Diagnostic::file(
+                        &file,
+                        format!("missing: every template needs a {} version", loc.as_str()),
+                    ));
                     continue;
                 }
                 if let Err(e) = self.render(name, loc, sample_context(loc)) {
@@ -220,7 +223,8 @@ impl Templates {
         }
         let layout_file = format!("{}/layout.html", locale.as_str());
         let layout = self.env.get_template(&layout_file).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
-        let html = layout.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
+        let html =
+            layout.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
         if subject.is_empty() {
             return Err(RenderError { file, line: None, message: "the subject block rendered empty".into() });
         }
@@ -273,7 +277,12 @@ impl RenderError {
 
     fn diagnostic(&self, root: &Path) -> Diagnostic {
         let path = root.join(&self.file);
-        Diagnostic { path, line: self.line.unwrap_or(0), col: if self.line.is_some() { 1 } else { 0 }, message: self.message.clone() }
+        Diagnostic {
+            path,
+            line: self.line.unwrap_or(0),
+            col: if self.line.is_some() { 1 } else { 0 },
+            message: self.message.clone(),
+        }
     }
 }
 
@@ -409,10 +418,16 @@ mod tests {
             }
         }
         let broken = root.join("en/survey.txt");
-        std::fs::write(&broken, "{% block subject %}Hi{% endblock %}\n{% block body %}\nline two\n{% if x %}\n{% endblock %}\n")
-            .unwrap();
-        std::fs::write(root.join("zh-CN/order_received.txt"), "{% block subject %}{{ order.amount|nope }}{% endblock %}{% block body %}x{% endblock %}")
-            .unwrap();
+        std::fs::write(
+            &broken,
+            "{% block subject %}Hi{% endblock %}\n{% block body %}\nline two\n{% if x %}\n{% endblock %}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("zh-CN/order_received.txt"),
+            "{% block subject %}{{ order.amount|nope }}{% endblock %}{% block body %}x{% endblock %}",
+        )
+        .unwrap();
         std::fs::remove_file(root.join("zh-CN/digest.txt")).unwrap();
         let errs = Templates::load(dir.path(), Presentation::default()).err().expect("broken templates refused");
         let shown: Vec<String> = errs.iter().map(ToString::to_string).collect();

@@ -67,14 +67,9 @@ pub enum EffectOutcome {
         reference: Option<String>,
     },
     /// Try again at `next_at`.
-    Retry {
-        error: String,
-        next_at: DateTime<Utc>,
-    },
+    Retry { error: String, next_at: DateTime<Utc> },
     /// Give up: move to dead letters.
-    Dead {
-        error: String,
-    },
+    Dead { error: String },
 }
 
 /// Result of `audit verify`.

@@ -276,6 +276,9 @@ impl SledStore {
                 "state": rec.state.name(),
                 "order": rec.order,
             });
+            if let Some(ev) = &spec.trigger {
+                body["event"] = serde_json::to_value(ev).expect("event serialises");
+            }
             if let Some(mail) = &spec.mail {
                 body["mail"] = serde_json::to_value(mail).expect("mail spec serialises");
                 body["created_at"] = serde_json::to_value(now).expect("time serialises");
@@ -470,7 +473,8 @@ impl SledStore {
         for row in self.digests.iter() {
             let (k, v) = row.map_err(io)?;
             let item: DigestItem = decode(&v).map_err(|e| corrupt("digest item", e))?;
-            let person = k.split(|b| *b == 0).next().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+            let person =
+                k.split(|b| *b == 0).next().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
             by_person.entry(person).or_default().push((k, item));
         }
         let mut seq: u32 = match self.meta.get(b"digest_seq").map_err(io)? {

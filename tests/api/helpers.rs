@@ -15,6 +15,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use orderbridge::clock::Clock;
 use orderbridge::connectors::signature::StandardWebhooks;
 use orderbridge::startup::Application;
 use secrecy::SecretString;
@@ -44,9 +45,34 @@ pub fn deal(id: &str, version: u64, amount: &str) -> Value {
     v
 }
 
+pub const LINK_SECRET: &str = "test-link-key-0123456789abcdef0123456789";
+pub const DESK_TOKEN: &str = "test-desk-token";
+
 /// Copies the repository's example configuration into `dir`, with secrets moved to
-/// files (so tests need no process-wide environment) and the ERP at `erp`.
+/// files (so tests need no process-wide environment) and the ERP (and service desk)
+/// at `erp`. Notifications are off: only mail tests (`write_mail_config`) send mail.
 pub fn write_config(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)]) {
+    write_config_inner(dir, erp, replace, None);
+}
+
+/// The example configuration with notifications on and SMTP at `smtp_port`.
+pub fn write_mail_config(dir: &Path, erp: SocketAddr, smtp_port: u16, replace: &[(&str, &str)]) {
+    write_config_inner(dir, erp, replace, Some(smtp_port));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(p.file_name().unwrap()));
+        } else {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smtp_port: Option<u16>) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for sub in ["config", "connectors", "mappings", "secrets"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
@@ -59,14 +85,23 @@ pub fn write_config(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)]) {
                     .unwrap()
                     .replace("${DEMO_CRM_SECRET}", "file:secrets/demo-crm")
                     .replace("${DEMO_ERP_TOKEN}", "file:secrets/demo-erp")
+                    .replace("${SERVICE_DESK_TOKEN}", "file:secrets/desk")
                     .replace("${ORDERBRIDGE_ADMIN_TOKEN}", "file:secrets/admin")
-                    .replace("http://127.0.0.1:9090", &format!("http://{erp}"));
+                    .replace("${ORDERBRIDGE_LINK_SECRET}", "file:secrets/links")
+                    .replace("http://127.0.0.1:9090", &format!("http://{erp}"))
+                    .replace("http://127.0.0.1:9091", &format!("http://{erp}"));
                 std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
             }
         }
     }
+    copy_tree(&repo.join("config/templates"), &dir.join("config/templates"));
+    if smtp_port.is_none() {
+        std::fs::write(dir.join("config/notifications.toml"), "# no notifications in this test\n").unwrap();
+    }
     std::fs::write(dir.join("secrets/demo-crm"), CRM_SECRET).unwrap();
     std::fs::write(dir.join("secrets/demo-erp"), ERP_TOKEN).unwrap();
+    std::fs::write(dir.join("secrets/desk"), DESK_TOKEN).unwrap();
+    std::fs::write(dir.join("secrets/links"), LINK_SECRET).unwrap();
     std::fs::write(dir.join("secrets/admin"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let settings = dir.join("config/orderbridge.toml");
     let text = std::fs::read_to_string(&settings).unwrap();
@@ -74,7 +109,9 @@ pub fn write_config(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)]) {
         .replace("port = 8080", "port = 0")
         .replace("backoff_initial_ms = 1000", "backoff_initial_ms = 20")
         .replace("backoff_max_ms = 600000", "backoff_max_ms = 200")
-        .replace("sweep_interval_ms = 1000", "sweep_interval_ms = 50");
+        .replace("sweep_interval_ms = 1000", "sweep_interval_ms = 50")
+        .replace("sweep_interval_ms = 10000", "sweep_interval_ms = 50")
+        .replace("port = 2525", &format!("port = {}", smtp_port.unwrap_or(2525)));
     let text = replace.iter().fold(text, |t, (from, to)| {
         assert!(t.contains(from), "config has no `{from}` to replace");
         t.replace(from, to)
@@ -104,7 +141,25 @@ pub async fn spawn_app_with(erp: Receiver, replace: &[(&str, &str)]) -> TestApp 
     start_in(dir, erp).await
 }
 
+/// The example configuration with mail on, a test SMTP server, and `clock`.
+pub async fn spawn_mail_app(clock: Clock, replace: &[(&str, &str)]) -> (TestApp, SmtpServer) {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_mail_config(dir.path(), erp.addr, smtp.port, replace);
+    (start_in_with(dir, erp, clock).await, smtp)
+}
+
 async fn start_in(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
+    start_in_with(dir, erp, Clock::system()).await
+}
+
+/// Starts a daemon again on a stopped app's directory, with `clock`.
+pub async fn restart_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> TestApp {
+    start_in_with(dir, erp, clock).await
+}
+
+async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> TestApp {
     let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|ds| {
         panic!("example config must load: {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
     });
@@ -114,7 +169,7 @@ async fn start_in(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
     let mut tries = 0;
     let app = loop {
         let l = loaded.take().unwrap_or_else(|| orderbridge::check::load_all(dir.path()).ok().unwrap());
-        match Application::build(l).await {
+        match Application::build_with_clock(l, clock.clone()).await {
             Ok(app) => break app,
             Err(e) if tries < 250 && format!("{e:#}").contains("in use by another process") => {
                 tries += 1;
@@ -232,6 +287,8 @@ where
 /// One delivery the receiver saw.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// `/orders` (the ERP) or `/tickets` (the service desk).
+    pub path: String,
     pub key: String,
     pub status: u16,
     pub epoch: u32,
@@ -267,7 +324,10 @@ pub struct Receiver {
 impl Receiver {
     pub async fn start() -> Receiver {
         let state = Arc::new(ReceiverState::default());
-        let app = axum::Router::new().route("/orders", post(receive)).with_state(state.clone());
+        let app = axum::Router::new()
+            .route("/orders", post(receive))
+            .route("/tickets", post(receive))
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -310,6 +370,7 @@ impl Receiver {
 
 async fn receive(
     State(s): State<Arc<ReceiverState>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, [(&'static str, &'static str); 1], Json<Value>) {
@@ -329,7 +390,9 @@ async fn receive(
     } else {
         StatusCode::OK
     };
+    let ticket = format!("SD-{}", 1000 + s.deliveries.lock().unwrap().iter().filter(|d| d.path == "/tickets").count());
     s.deliveries.lock().unwrap().push(Delivery {
+        path: uri.path().to_owned(),
         key,
         status: status.as_u16(),
         epoch: s.epoch.load(Ordering::SeqCst),
@@ -341,6 +404,7 @@ async fn receive(
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let answer = match status {
+        StatusCode::OK if uri.path() == "/tickets" => serde_json::json!({"id": ticket, "status": "open"}),
         StatusCode::OK => serde_json::json!({"erp_order": "SO-1"}),
         StatusCode::BAD_REQUEST => serde_json::json!({"error": "product code unknown to ERP"}),
         StatusCode::TOO_MANY_REQUESTS => serde_json::json!({"error": "slow down"}),
@@ -408,4 +472,158 @@ pub fn start_daemon(dir: &Path, args: &[&str]) -> Daemon {
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its address").parse().unwrap();
     Daemon { child, addr, log }
+}
+
+/// A settable clock for tests (no wall-clock sleeps to make time pass).
+#[derive(Clone)]
+pub struct ManualClock(Arc<Mutex<chrono::DateTime<chrono::Utc>>>);
+
+impl ManualClock {
+    pub fn new(start: chrono::DateTime<chrono::Utc>) -> Self {
+        ManualClock(Arc::new(Mutex::new(start)))
+    }
+    pub fn clock(&self) -> Clock {
+        let at = self.0.clone();
+        Clock::from_fn(move || *at.lock().unwrap())
+    }
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+/// One message the test SMTP server accepted: envelope, raw bytes, and the decoded
+/// view (`parsed`: subject, headers, parts) from Python's `email` package.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub raw: String,
+    pub meta: Value,
+}
+
+impl Mail {
+    pub fn subject(&self) -> &str {
+        self.meta["parsed"]["subject"].as_str().unwrap_or_default()
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.meta["parsed"]["headers"][name].as_str().unwrap_or_default()
+    }
+    pub fn rcpt(&self) -> Vec<String> {
+        self.meta["rcpt_tos"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    }
+    /// The decoded content of the part with this content type.
+    pub fn part(&self, content_type: &str) -> &str {
+        self.meta["parsed"]["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["content_type"] == content_type)
+            .and_then(|p| p["content"].as_str())
+            .unwrap_or_else(|| panic!("no {content_type} part in {}", self.meta))
+    }
+    /// The first link to one of the daemon's pages in the text part.
+    pub fn page_link(&self) -> String {
+        let text = self.part("text/plain");
+        let start = text.find("http://").unwrap_or_else(|| panic!("no link in: {text}"));
+        text[start..].split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+/// `tests/support/smtp_server.py` (aiosmtpd, installed by scripts/test.sh) as a child
+/// process on its own maildir. Killed on drop.
+pub struct SmtpServer {
+    child: std::process::Child,
+    pub port: u16,
+    pub maildir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpServer {
+    pub fn start(args: &[&str]) -> SmtpServer {
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = dir.path().join("mail");
+        let mut s = SmtpServer::start_on(0, &maildir, args);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts on `port` (0: any) with `maildir`, e.g. again after `stop`.
+    pub fn start_on(port: u16, maildir: &Path, args: &[&str]) -> SmtpServer {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--maildir"])
+            .arg(maildir)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .spawn()
+            .expect("python3 runs (scripts/test.sh installs what the tests need)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("the test SMTP server did not start (got {line:?}); run the tests with scripts/test.sh, which installs aiosmtpd")
+            });
+        SmtpServer { child, port, maildir: maildir.to_owned(), _dir: None }
+    }
+
+    /// A port that is free now (to start a server on later).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every message accepted so far, in arrival order.
+    pub fn messages(&self) -> Vec<Mail> {
+        messages_in(&self.maildir)
+    }
+
+    /// Waits until at least `n` messages arrived; returns all of them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
+        let dir = self.maildir.clone();
+        wait_until(&format!("{n} mails arrive"), || {
+            let dir = dir.clone();
+            async move { messages_in(&dir).len() >= n }
+        })
+        .await;
+        self.messages()
+    }
+}
+
+pub fn messages_in(dir: &Path) -> Vec<Mail> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut jsons: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    jsons.sort();
+    jsons
+        .into_iter()
+        .map(|j| Mail {
+            meta: serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap(),
+            raw: String::from_utf8_lossy(&std::fs::read(j.with_extension("eml")).unwrap()).into_owned(),
+        })
+        .collect()
 }

@@ -8,3 +8,4 @@ mod cli;
 mod crash;
 mod dispatcher;
 mod intake;
+mod mail;

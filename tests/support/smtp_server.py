@@ -30,6 +30,8 @@ Scripted behaviour:
 
 import argparse
 import asyncio
+import email
+import email.policy
 import json
 import logging
 import os
@@ -44,6 +46,33 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 log = logging.getLogger("smtp_server")
 NAME_RE = re.compile(r"^(\d+)\.(?:eml|json)$")
+
+
+def parse_message(raw):
+    """The message as a reader sees it (decoded headers and parts), so tests in any
+    language can assert on it without a MIME parser of their own."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    parts = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        parts.append({
+            "content_type": part.get_content_type(),
+            "charset": part.get_content_charset(),
+            "transfer_encoding": part.get("Content-Transfer-Encoding"),
+            "content": part.get_content() if part.get_content_maintype() == "text" else None,
+        })
+    return {
+        "subject": str(msg.get("Subject", "")),
+        "from": str(msg.get("From", "")),
+        "to": str(msg.get("To", "")),
+        "reply_to": str(msg.get("Reply-To", "")),
+        "message_id": str(msg.get("Message-ID", "")),
+        "date": str(msg.get("Date", "")),
+        "content_type": msg.get_content_type(),
+        "headers": {k: str(v) for k, v in msg.items()},
+        "parts": parts,
+    }
 
 
 def write_atomic(path, data):
@@ -105,6 +134,7 @@ class Handler:
             "tls": server.transport.get_extra_info("ssl_object") is not None,
             "auth_user": session.auth_data if session.authenticated else None,
             "received_at": datetime.now(timezone.utc).isoformat(),
+            "parsed": parse_message(envelope.original_content),
         }
         write_atomic(base + ".eml", envelope.original_content)
         write_atomic(base + ".json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
