@@ -345,3 +345,109 @@ async fn a_person_with_a_digest_gets_one_summary_instead_of_a_flood() {
     assert_eq!(smtp.messages().len(), 10);
     app.stop().await;
 }
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it (openssl CLI).
+fn private_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "2", "-subj", "/CN=Orderbridge Test CA", "-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_with_a_private_ca_and_authentication() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(certs.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    for (mode, args) in
+        [("starttls", vec!["--starttls", cert, key, "--require-starttls"]), ("tls", vec!["--implicit-tls", cert, key])]
+    {
+        let maildir = tempfile::tempdir().unwrap();
+        let mut server_args = args.clone();
+        server_args.extend(["--auth", "orderbridge:s3cret-pässword"]);
+        let smtp = SmtpServer::start_on(0, maildir.path(), &server_args);
+        let erp = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls_line = format!("tls = \"{mode}\"");
+        let ca_line = format!("ca_file = \"{}\"", ca.display());
+        write_mail_config(
+            dir.path(),
+            erp.addr,
+            smtp.port,
+            &[
+                ("tls = \"none\"", &tls_line),
+                ("# username = \"orderbridge\"", "username = \"orderbridge\""),
+                ("# password = \"${ORDERBRIDGE_SMTP_PASSWORD}\"", "password = \"file:secrets/smtp\""),
+                ("# ca_file = \"/etc/orderbridge/mail-ca.pem\"", &ca_line),
+            ],
+        );
+        std::fs::write(dir.path().join("secrets/smtp"), "s3cret-pässword\n").unwrap();
+        let app = restart(dir, erp).await;
+        post(&app, &deal(&format!("D-TLS-{mode}"), 1, "1250000.00")).await;
+        let mails = smtp.wait_for(1).await;
+        assert_eq!(mails[0].meta["tls"], true, "{mode}: encrypted");
+        assert_eq!(mails[0].meta["auth_user"], "orderbridge", "{mode}: authenticated");
+        assert!(mails[0].part("text/plain").contains("张伟"));
+        app.drain_outbox().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_smtp_password_is_reported_without_revealing_it() {
+    let maildir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start_on(0, maildir.path(), &["--auth", "orderbridge:right-password"]);
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_mail_config(
+        dir.path(),
+        erp.addr,
+        smtp.port,
+        &[
+            ("# username = \"orderbridge\"", "username = \"orderbridge\""),
+            ("# password = \"${ORDERBRIDGE_SMTP_PASSWORD}\"", "password = \"file:secrets/smtp\""),
+        ],
+    );
+    std::fs::write(dir.path().join("secrets/smtp"), "wrong-password-x7").unwrap();
+    let app = restart(dir, erp).await;
+    post(&app, &deal("D-AUTH", 1, "1250000.00")).await;
+    wait_until("the mail gives up after its attempts", || async { !dead_letters(&app).await.is_empty() }).await;
+    let dead = dead_letters(&app).await;
+    let err = dead[0]["last_error"].as_str().unwrap();
+    assert!(err.contains("authentication failed") && err.contains("535"), "{err}");
+    assert!(!err.contains("wrong-password-x7"));
+    assert_eq!(dead[0]["attempts"], 10, "authentication failures are retried (credentials may be fixed)");
+    assert!(smtp.messages().is_empty());
+    app.stop().await;
+}
