@@ -17,10 +17,15 @@ WORK=$(mktemp -d)
 trap 'kill $DAEMON 2>/dev/null || true; wait $DAEMON 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cp -r config connectors mappings "$WORK"/
 sed -i "s#http://127.0.0.1:9090#http://$SINK#" "$WORK/connectors/demo-erp.toml"
+# Intake and the ERP push only: no mail (the customer confirmations would queue
+# behind an SMTP server that is not there and skew the outbox).
+echo "# no notifications in the benchmark" > "$WORK/config/notifications.toml"
 
 export DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 export DEMO_ERP_TOKEN=bench-erp-token
 export ORDERBRIDGE_ADMIN_TOKEN=bench-admin-token
+export SERVICE_DESK_TOKEN=bench-desk-token
+export ORDERBRIDGE_LINK_SECRET=bench-link-key-0123456789abcdef0123456789
 export ORDERBRIDGE__SERVER__PORT=$PORT
 export ORDERBRIDGE__LOG__LEVEL=warn
 
