@@ -44,6 +44,9 @@ async fn run(orders: usize, concurrency: usize) {
                 if n >= orders {
                     return lat;
                 }
+                // One customer per order, as in the HTTP benchmark.
+                let mut order = order.clone();
+                order.customer.id = format!("C-S{n}").parse().unwrap();
                 let inbound = Inbound {
                     source: ExternalRef {
                         connector: "demo-crm".parse().unwrap(),
@@ -51,7 +54,7 @@ async fn run(orders: usize, concurrency: usize) {
                     },
                     version: 1,
                     mapping_version: "1".into(),
-                    order: order.clone(),
+                    order,
                 };
                 let t = Instant::now();
                 store.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();

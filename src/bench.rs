@@ -60,6 +60,8 @@ fn payload(prefix: &str, n: u64) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_str(TEMPLATE).expect("fixture is JSON");
     v["deal"]["id"] = format!("{prefix}-{n}").into();
     v["deal"]["version"] = 1.into();
+    // One customer per order: the duplicate rule would flag a repeat purchase.
+    v["deal"]["customer"]["id"] = format!("{prefix}-C{n}").into();
     // Spread amounts so orders take different routes (auto-approved, one or two levels).
     v["deal"]["amount"] = format!("{}.00", 1_000 + (n * 7_919) % 3_000_000).into();
     serde_json::to_vec(&v).expect("serialises")

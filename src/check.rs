@@ -38,7 +38,11 @@ pub fn load_rules(config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
     let text =
         std::fs::read_to_string(&path).map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
     let file: RulesFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
-    file.validate()
+    let config = config_dir.join("config");
+    let read = |name: &str| -> Result<String, String> {
+        std::fs::read_to_string(config.join(name)).map_err(|e| format!("cannot read: {e}"))
+    };
+    file.validate(&read)
         .map_err(|ps| ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)).collect())
 }
 

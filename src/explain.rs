@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::engine::rules::Level;
 use crate::engine::{Actor, OrderEvent, OrderState};
 use crate::store::EventRecord;
 
@@ -22,12 +23,12 @@ fn actor(a: &Actor) -> String {
 }
 
 /// What the order waits for in `state`, given the approval chain last chosen.
-fn waiting_for(state: &OrderState, chain: &[String]) -> String {
+fn waiting_for(state: &OrderState, chain: &[Level]) -> String {
     match state {
         OrderState::Flagged => "manual review of the flagged screening result".into(),
         OrderState::ManualReview => "the reviewer's decision".into(),
         OrderState::AwaitingApproval { level, of } => {
-            let role = chain.get(usize::from(*level).saturating_sub(1)).map(String::as_str).unwrap_or("?");
+            let role = chain.get(usize::from(*level).saturating_sub(1)).map_or("?".to_owned(), ToString::to_string);
             format!("approval level {level} of {of} ({role})")
         }
         OrderState::Approved => "execution (effects on entering `approved` are listed above)".into(),
@@ -55,40 +56,34 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
     )];
     lines.push(format!("mapping version {}", order["mapping_version"].as_str().unwrap_or("?")));
 
-    let mut chain: Vec<String> = Vec::new();
+    let mut chain: Vec<Level> = Vec::new();
+    let join = |c: &[Level]| c.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
     let (mut screening, mut decisions, mut effects) = (Vec::new(), Vec::new(), Vec::new());
     for e in &events {
         let at = e.at.format("%Y-%m-%d %H:%M:%S UTC");
         match &e.event {
-            OrderEvent::ScreeningPassed { rules_version, chain: c, reason } => {
+            OrderEvent::ScreeningPassed { rules_version, chain: c, reason, row, inputs, .. } => {
                 chain.clone_from(c);
-                screening.push(
-                    json!({"at": e.at, "rules_version": rules_version, "result": "passed", "route": c, "why": reason}),
-                );
-                lines.push(format!(
-                    "{at}  screening passed (rules {rules_version}); route: {}: {reason}",
-                    c.join(" → ")
-                ));
+                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": "passed", "route": c, "matrix_row": row, "why": reason, "inputs": inputs}));
+                lines.push(format!("{at}  screening passed (rules {rules_version}); route: {}: {reason}", join(c)));
+                lines.push(format!("      inputs: {}", show_inputs(inputs)));
             }
-            OrderEvent::ScreeningFlagged { rules_version, fired }
-            | OrderEvent::ScreeningRejected { rules_version, fired } => {
+            OrderEvent::ScreeningFlagged { rules_version, fired, inputs }
+            | OrderEvent::ScreeningRejected { rules_version, fired, inputs } => {
                 let result =
                     if matches!(e.event, OrderEvent::ScreeningFlagged { .. }) { "flagged" } else { "rejected" };
-                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": result, "fired": fired}));
+                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": result, "fired": fired, "inputs": inputs}));
                 lines.push(format!("{at}  screening {result} (rules {rules_version}):"));
                 for h in fired {
                     lines.push(format!("      rule {} ({}): {}", h.rule_id, h.severity.as_str(), h.message));
                 }
+                lines.push(format!("      inputs: {}", show_inputs(inputs)));
             }
             OrderEvent::ReviewReleased { chain: c, comment } => {
                 chain.clone_from(c);
                 decisions
                     .push(json!({"at": e.at, "by": e.actor, "decision": "released", "comment": comment, "route": c}));
-                lines.push(format!(
-                    "{at}  released from review by {}: {comment}; route: {}",
-                    actor(&e.actor),
-                    c.join(" → ")
-                ));
+                lines.push(format!("{at}  released from review by {}: {comment}; route: {}", actor(&e.actor), join(c)));
             }
             OrderEvent::Approved { level, role, comment, on_behalf_of } => {
                 let by = match on_behalf_of {
@@ -135,4 +130,11 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
         "screening": screening, "route": chain, "decisions": decisions, "effects": effects, "waiting_for": waiting,
     });
     Ok(Explanation { lines, json })
+}
+
+fn show_inputs(inputs: &crate::engine::table::Inputs) -> String {
+    if inputs.is_empty() {
+        return "(not recorded)".into();
+    }
+    inputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }

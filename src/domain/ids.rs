@@ -26,6 +26,19 @@ impl OrderId {
     pub fn new_v7() -> Self {
         OrderId(Uuid::now_v7())
     }
+
+    /// A new id for an order created at `at` (the daemon's clock, which tests control):
+    /// its first 48 bits are `at` in ms, the rest random.
+    pub fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
+        let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+        OrderId(Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos())))
+    }
+
+    /// When the order was created (from the id).
+    pub fn created_ms(&self) -> i64 {
+        let b = self.as_bytes();
+        i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
     /// The id of no order: owns the daemon's own effects (digests).
     pub fn nil() -> Self {
         OrderId::from_bytes([0; 16])

@@ -9,8 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
+use super::lifecycle::{RuleHit, Severity};
 use super::notify::MailSpec;
-use super::rules::{Rules, Screening};
+use super::rules::{NO_ROUTE, Rules, Screening};
+use super::table::{self, History};
 use crate::domain::{ConnectorId, Order};
 
 /// One audit entry before the store gives it a sequence number and a hash.
@@ -52,6 +54,7 @@ pub struct Decision {
 pub fn decide(
     state: &OrderState,
     order: &Order,
+    history: &History,
     actor: Actor,
     event: OrderEvent,
     rules: &Rules,
@@ -59,13 +62,14 @@ pub fn decide(
 ) -> Result<Decision, IllegalTransition> {
     let mut d = Decision { next: state.clone(), audit: Vec::new(), effects: Vec::new() };
     d.apply(order, actor, event, rules, now)?;
-    d.run_automatic(order, rules, now)?;
+    d.run_automatic(order, history, rules, now)?;
     Ok(d)
 }
 
 /// The decision for a brand-new order: the `Received` entry, then the automatic steps.
 pub fn decide_new(
     order: &Order,
+    history: &History,
     actor: Actor,
     received: OrderEvent,
     rules: &Rules,
@@ -77,7 +81,7 @@ pub fn decide_new(
     let next = OrderState::Received;
     let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new() };
     d.record(order, Some(next), actor, received, rules, now);
-    d.run_automatic(order, rules, now)?;
+    d.run_automatic(order, history, rules, now)?;
     Ok(d)
 }
 
@@ -109,12 +113,18 @@ fn effects_of_step(
 
 impl Decision {
     /// Automatic steps; bounded (at most one screening and one automatic approval).
-    fn run_automatic(&mut self, order: &Order, rules: &Rules, now: DateTime<Utc>) -> Result<(), IllegalTransition> {
+    fn run_automatic(
+        &mut self,
+        order: &Order,
+        history: &History,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(), IllegalTransition> {
         for _ in 0..4 {
             let follow = match &self.next {
                 OrderState::Received => Some(OrderEvent::ScreeningStarted { rules_version: rules.version.clone() }),
-                OrderState::Screening => Some(screening_event(order, rules)),
-                OrderState::AwaitingApproval { level: 1, .. } => auto_approval(&self.audit, order, rules),
+                OrderState::Screening => Some(screening_event(order, history, rules)),
+                OrderState::AwaitingApproval { level: 1, .. } => auto_approval(&self.audit),
                 OrderState::Closed | OrderState::Archived => after_sales(&self.audit, rules),
                 _ => None,
             };
@@ -172,39 +182,49 @@ fn after_sales(audit: &[AuditEntry], rules: &Rules) -> Option<OrderEvent> {
     Some(OrderEvent::AfterSalesTicketRequested { score: *score, comment: comment.clone(), reason })
 }
 
-fn screening_event(order: &Order, rules: &Rules) -> OrderEvent {
+/// Screening and routing: every rule over the order's inputs, then the matrix. No
+/// matching matrix row flags the order for a person, naming why.
+fn screening_event(order: &Order, history: &History, rules: &Rules) -> OrderEvent {
     let rules_version = rules.version.clone();
-    match rules.screen(order) {
-        Screening::Passed => {
-            let route = rules.route(order);
-            OrderEvent::ScreeningPassed { rules_version, chain: route.chain, reason: route.reason }
-        }
-        Screening::Flagged(fired) => OrderEvent::ScreeningFlagged { rules_version, fired },
-        Screening::Rejected(fired) => OrderEvent::ScreeningRejected { rules_version, fired },
+    let inputs = table::inputs(order, rules.watch_list.matches(order), history);
+    match rules.screen(&inputs) {
+        Screening::Passed => match rules.route(&inputs) {
+            Ok(route) => OrderEvent::ScreeningPassed {
+                rules_version,
+                chain: route.chain,
+                reason: route.reason,
+                row: route.row,
+                auto_on_behalf_of: route.auto_on_behalf_of,
+                inputs,
+            },
+            Err(why) => OrderEvent::ScreeningFlagged {
+                rules_version,
+                fired: vec![RuleHit { rule_id: NO_ROUTE.into(), severity: Severity::Flag, message: why }],
+                inputs,
+            },
+        },
+        Screening::Flagged(fired) => OrderEvent::ScreeningFlagged { rules_version, fired, inputs },
+        Screening::Rejected(fired) => OrderEvent::ScreeningRejected { rules_version, fired, inputs },
     }
 }
 
-/// Level 1 is approved automatically when screening just passed with an automatic route.
-fn auto_approval(audit: &[AuditEntry], order: &Order, rules: &Rules) -> Option<OrderEvent> {
-    let just_passed = matches!(audit.last().map(|a| &a.event), Some(OrderEvent::ScreeningPassed { .. }));
-    let route = rules.route(order);
-    match (just_passed, route.auto_on_behalf_of) {
-        (true, Some(role)) => Some(OrderEvent::Approved {
+/// Level 1 is approved automatically when screening just chose an automatic route.
+fn auto_approval(audit: &[AuditEntry]) -> Option<OrderEvent> {
+    match audit.last().map(|a| &a.event) {
+        Some(OrderEvent::ScreeningPassed { auto_on_behalf_of: Some(role), reason, .. }) => Some(OrderEvent::Approved {
             level: 1,
             role: role.clone(),
-            comment: format!("automatic approval: {}", route.reason),
-            on_behalf_of: Some(role),
+            comment: format!("automatic approval: {reason}"),
+            on_behalf_of: Some(role.clone()),
         }),
         _ => None,
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::domain::Money;
-    use crate::engine::lifecycle::Severity;
-    use crate::engine::rules::{ApprovalLevel, ApprovalRules, Check, EffectRule, ScreeningRule};
+    use crate::engine::rules::EffectRule;
 
     pub(crate) fn sample_order(amount: &str) -> Order {
         serde_json::from_value(serde_json::json!({
@@ -219,48 +239,47 @@ mod tests {
         .unwrap()
     }
 
+    pub(crate) fn rules_from(text: &str) -> Rules {
+        let file: crate::engine::rules::RulesFile = toml::from_str(text).unwrap();
+        file.validate(&|_| Err("no files in tests".into()))
+            .unwrap_or_else(|ps| panic!("{:?}", ps.iter().map(|p| &p.message).collect::<Vec<_>>()))
+    }
+
     fn rules() -> Rules {
-        Rules {
-            version: "test-1".into(),
-            screening: vec![
-                ScreeningRule {
-                    id: "KYC".into(),
-                    severity: Severity::Flag,
-                    message: "kyc".into(),
-                    check: Check::KycVerified,
-                },
-                ScreeningRule {
-                    id: "ID".into(),
-                    severity: Severity::Flag,
-                    message: "id".into(),
-                    check: Check::IdDocumentValid,
-                },
-                ScreeningRule {
-                    id: "CREDIT".into(),
-                    severity: Severity::Reject,
-                    message: "credit".into(),
-                    check: Check::MinCreditRating { floor: crate::domain::CreditRating::Bbb },
-                },
-            ],
-            approval: ApprovalRules {
-                auto_approve_up_to: Some(Money::parse("100000.00", "CNY").unwrap()),
-                auto_role: "line_supervisor".into(),
-                levels: vec![
-                    ApprovalLevel { role: "line_supervisor".into(), above: None },
-                    ApprovalLevel {
-                        role: "branch_manager".into(),
-                        above: Some(Money::parse("1000000", "CNY").unwrap()),
-                    },
-                ],
-            },
-            effects: vec![EffectRule {
-                on: "approved".into(),
-                connector: "erp".parse().unwrap(),
-                operation: "create".into(),
-            }],
-            survey: Default::default(),
-            notify: Default::default(),
-        }
+        rules_from(
+            r#"
+version = "test-1"
+[[screening]]
+id = "KYC"
+when = { "customer.kyc_verified" = "false" }
+message = "kyc"
+[[screening]]
+id = "ID"
+when = { "customer.id_document_valid" = "false" }
+message = "id"
+[[screening]]
+id = "CREDIT"
+when = { "customer.credit_rank" = "> 4" }
+severity = "reject"
+message = "credit"
+[approval]
+[[approval.matrix]]
+id = "AUTO"
+when = { amount = "<= 100000" }
+auto = true
+[[approval.matrix]]
+id = "ONE"
+when = { amount = "<= 1000000" }
+chain = ["line_supervisor"]
+[[approval.matrix]]
+id = "TWO"
+chain = ["line_supervisor", "branch_manager"]
+[[effects]]
+on = "approved"
+connector = "erp"
+operation = "create"
+"#,
+        )
     }
 
     fn received() -> OrderEvent {
@@ -269,8 +288,15 @@ mod tests {
 
     #[test]
     fn small_order_is_screened_and_auto_approved_with_its_effect() {
-        let d = decide_new(&sample_order("5000.00"), Actor::Connector("crm".into()), received(), &rules(), Utc::now())
-            .unwrap();
+        let d = decide_new(
+            &sample_order("5000.00"),
+            &History::default(),
+            Actor::Connector("crm".into()),
+            received(),
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(d.next, OrderState::Approved);
         let names: Vec<_> = d.audit.iter().map(|a| a.event.name()).collect();
         assert_eq!(names, ["received", "screening_started", "screening_passed", "approved"]);
@@ -283,7 +309,15 @@ mod tests {
 
     #[test]
     fn large_order_waits_for_two_levels() {
-        let d = decide_new(&sample_order("1250000.00"), Actor::System, received(), &rules(), Utc::now()).unwrap();
+        let d = decide_new(
+            &sample_order("1250000.00"),
+            &History::default(),
+            Actor::System,
+            received(),
+            &rules(),
+            Utc::now(),
+        )
+        .unwrap();
         assert_eq!(d.next, OrderState::AwaitingApproval { level: 1, of: 2 });
         assert!(d.effects.is_empty());
     }
@@ -292,14 +326,14 @@ mod tests {
     fn failing_rules_flag_or_reject_and_record_which_fired() {
         let mut o = sample_order("5000.00");
         o.customer.kyc_verified = false;
-        let d = decide_new(&o, Actor::System, received(), &rules(), Utc::now()).unwrap();
+        let d = decide_new(&o, &History::default(), Actor::System, received(), &rules(), Utc::now()).unwrap();
         assert_eq!(d.next, OrderState::Flagged);
         assert!(
             matches!(&d.audit.last().unwrap().event, OrderEvent::ScreeningFlagged { fired, .. } if fired[0].rule_id == "KYC")
         );
 
         o.customer.credit_rating = Some(crate::domain::CreditRating::B);
-        let d = decide_new(&o, Actor::System, received(), &rules(), Utc::now()).unwrap();
+        let d = decide_new(&o, &History::default(), Actor::System, received(), &rules(), Utc::now()).unwrap();
         assert_eq!(d.next, OrderState::Rejected);
     }
 
@@ -308,6 +342,7 @@ mod tests {
         let err = decide(
             &OrderState::Approved,
             &sample_order("1.00"),
+            &History::default(),
             Actor::System,
             OrderEvent::Closed,
             &rules(),
@@ -326,10 +361,12 @@ mod tests {
     fn a_middle_approval_level_does_not_fire_approved_effects() {
         let (o, r) = (sample_order("1250000.00"), rules());
         let level1 = OrderState::AwaitingApproval { level: 1, of: 2 };
-        let d = decide(&level1, &o, Actor::Person("a".into()), approve(1), &r, Utc::now()).unwrap();
+        let d =
+            decide(&level1, &o, &History::default(), Actor::Person("a".into()), approve(1), &r, Utc::now()).unwrap();
         assert_eq!(d.next, OrderState::AwaitingApproval { level: 2, of: 2 });
         assert!(d.effects.is_empty(), "{:?}", d.effects);
-        let d = decide(&d.next, &o, Actor::Person("b".into()), approve(2), &r, Utc::now()).unwrap();
+        let d =
+            decide(&d.next, &o, &History::default(), Actor::Person("b".into()), approve(2), &r, Utc::now()).unwrap();
         assert_eq!(d.next, OrderState::Approved);
         assert_eq!(d.effects.len(), 1);
         assert_eq!(d.effects[0].trigger.as_ref().map(OrderEvent::name), Some("approved"));
@@ -348,7 +385,8 @@ mod tests {
             [(1, false, true), (2, false, true), (3, false, false), (5, false, false), (5, true, true), (4, true, true)]
         {
             let ev = OrderEvent::SurveyAnswered { score, comment: "评价".into(), complaint };
-            let d = decide(&OrderState::Closed, &o, Actor::Person("c".into()), ev, &r, Utc::now()).unwrap();
+            let d = decide(&OrderState::Closed, &o, &History::default(), Actor::Person("c".into()), ev, &r, Utc::now())
+                .unwrap();
             assert_eq!(d.next, OrderState::Closed);
             let requested = d.audit.iter().any(|a| a.event.name() == "after_sales_ticket_requested");
             assert_eq!(requested, ticket, "score {score}, complaint {complaint}");
@@ -356,6 +394,6 @@ mod tests {
         }
         // Only a closed (or archived) order takes a survey answer.
         let ev = OrderEvent::SurveyAnswered { score: 1, comment: String::new(), complaint: false };
-        assert!(decide(&OrderState::Paid, &o, Actor::System, ev, &r, Utc::now()).is_err());
+        assert!(decide(&OrderState::Paid, &o, &History::default(), Actor::System, ev, &r, Utc::now()).is_err());
     }
 }

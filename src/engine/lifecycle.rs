@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rules::Level;
+use super::table::Inputs;
 use crate::domain::Money;
 
 /// Who caused an event: the daemon itself, a person, or an external system.
@@ -277,19 +279,31 @@ pub enum OrderEvent {
     ScreeningStarted {
         rules_version: String,
     },
-    /// Every rule passed (or only informational ones fired); `chain` is the approval route.
+    /// No rule fired; `chain` is the approval route the matrix row `row` chose,
+    /// from `inputs` (the values the rules looked at).
     ScreeningPassed {
         rules_version: String,
-        chain: Vec<String>,
+        chain: Vec<Level>,
         reason: String,
+        #[serde(default)]
+        row: String,
+        /// Set when the route is an automatic approval on this role's behalf.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        auto_on_behalf_of: Option<String>,
+        #[serde(default, skip_serializing_if = "Inputs::is_empty")]
+        inputs: Inputs,
     },
     ScreeningFlagged {
         rules_version: String,
         fired: Vec<RuleHit>,
+        #[serde(default, skip_serializing_if = "Inputs::is_empty")]
+        inputs: Inputs,
     },
     ScreeningRejected {
         rules_version: String,
         fired: Vec<RuleHit>,
+        #[serde(default, skip_serializing_if = "Inputs::is_empty")]
+        inputs: Inputs,
     },
     ReviewStarted {
         comment: String,
@@ -299,7 +313,7 @@ pub enum OrderEvent {
     },
     ReviewReleased {
         comment: String,
-        chain: Vec<String>,
+        chain: Vec<Level>,
     },
     ReviewRejected {
         comment: String,
@@ -424,8 +438,8 @@ mod tests {
         Money::parse("10.00", "CNY").unwrap()
     }
 
-    fn chain(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("role{i}")).collect()
+    fn chain(n: usize) -> Vec<Level> {
+        (0..n).map(|i| Level::Role(format!("role{i}"))).collect()
     }
 
     fn approved(level: u8) -> OrderEvent {
@@ -439,16 +453,38 @@ mod tests {
             (S::Received, E::ScreeningStarted { rules_version: rv() }, S::Screening),
             (
                 S::Screening,
-                E::ScreeningPassed { rules_version: rv(), chain: chain(2), reason: String::new() },
+                E::ScreeningPassed {
+                    rules_version: rv(),
+                    chain: chain(2),
+                    reason: String::new(),
+                    row: "R".into(),
+                    auto_on_behalf_of: None,
+                    inputs: Inputs::new(),
+                },
                 S::AwaitingApproval { level: 1, of: 2 },
             ),
             (
                 S::Screening,
-                E::ScreeningPassed { rules_version: rv(), chain: vec![], reason: String::new() },
+                E::ScreeningPassed {
+                    rules_version: rv(),
+                    chain: vec![],
+                    reason: String::new(),
+                    row: "R".into(),
+                    auto_on_behalf_of: None,
+                    inputs: Inputs::new(),
+                },
                 S::Approved,
             ),
-            (S::Screening, E::ScreeningFlagged { rules_version: rv(), fired: vec![] }, S::Flagged),
-            (S::Screening, E::ScreeningRejected { rules_version: rv(), fired: vec![] }, S::Rejected),
+            (
+                S::Screening,
+                E::ScreeningFlagged { rules_version: rv(), fired: vec![], inputs: Inputs::new() },
+                S::Flagged,
+            ),
+            (
+                S::Screening,
+                E::ScreeningRejected { rules_version: rv(), fired: vec![], inputs: Inputs::new() },
+                S::Rejected,
+            ),
             (S::Flagged, E::Amended { version: 2, changed: vec![] }, S::Received),
             (S::AwaitingApproval { level: 2, of: 3 }, E::Amended { version: 2, changed: vec![] }, S::Received),
             (S::Flagged, E::ReviewStarted { comment: String::new() }, S::ManualReview),
@@ -538,10 +574,13 @@ mod tests {
             (0usize..4).prop_map(|n| E::ScreeningPassed {
                 rules_version: "v".into(),
                 chain: chain(n),
-                reason: String::new()
+                reason: String::new(),
+                row: "R".into(),
+                auto_on_behalf_of: None,
+                inputs: Inputs::new(),
             }),
-            Just(E::ScreeningFlagged { rules_version: "v".into(), fired: vec![] }),
-            Just(E::ScreeningRejected { rules_version: "v".into(), fired: vec![] }),
+            Just(E::ScreeningFlagged { rules_version: "v".into(), fired: vec![], inputs: Inputs::new() }),
+            Just(E::ScreeningRejected { rules_version: "v".into(), fired: vec![], inputs: Inputs::new() }),
             Just(E::Amended { version: 2, changed: vec![] }),
             Just(E::ReviewStarted { comment: String::new() }),
             Just(E::ReviewReturned { comment: String::new() }),

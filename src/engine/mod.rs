@@ -5,7 +5,9 @@ pub mod decide;
 pub mod lifecycle;
 pub mod notify;
 pub mod rules;
+pub mod table;
 
 pub use decide::{AuditEntry, Decision, EffectSpec, decide, decide_new};
 pub use lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
 pub use rules::Rules;
+pub use table::History;

@@ -1,14 +1,16 @@
-//! Screening rules, the approval route and effect rules, as loaded from
-//! `config/rules.toml`. Pure: evaluation takes an order and returns data.
-//!
-//! This is the first, deliberately small rule set (fixed checks with parameters);
-//! the decision-table engine replaces `ScreeningRule::check` without changing the
-//! seam: `Rules::screen` and `Rules::route`.
+//! Screening rules, the approval matrix and effect rules, as loaded from
+//! `config/rules.toml`. Rules are decision tables: rows of cells (see `table.rs`)
+//! evaluated by our code over the inputs of one decision. Pure: evaluation takes the
+//! inputs and returns data, including which rows matched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{RuleHit, Severity};
-use crate::domain::{ConnectorId, CreditRating, Money, Order, ProductType};
+use super::table::{Inputs, Row};
+use crate::domain::{ConnectorId, Order};
 
 /// The loaded, validated rule set. `version` is recorded in every decision.
 #[derive(Clone, Debug)]
@@ -19,7 +21,10 @@ pub struct Rules {
     pub effects: Vec<EffectRule>,
     pub survey: SurveyRules,
     /// Who hears about what (`config/notifications.toml`, with the directory).
-    pub notify: std::sync::Arc<super::notify::Notifications>,
+    pub notify: Arc<super::notify::Notifications>,
+    pub watch_list: Arc<WatchList>,
+    /// How far back `history.*` inputs look, in days.
+    pub history_days: u32,
 }
 
 /// After-sales follow-up of the satisfaction survey.
@@ -35,50 +40,68 @@ impl Default for SurveyRules {
     }
 }
 
+/// A screening rule: a row that *fires* when all its cells match.
 #[derive(Clone, Debug)]
 pub struct ScreeningRule {
     pub id: String,
     pub severity: Severity,
     pub message: String,
-    pub check: Check,
+    pub row: Row,
 }
 
-/// The checks this rule set knows. Each fires (returns a hit) when the order fails it.
-#[derive(Clone, Debug)]
-pub enum Check {
-    /// The source system must say KYC is complete.
-    KycVerified,
-    /// An ID document must be present and, for Chinese resident IDs, pass its checksum.
-    IdDocumentValid,
-    /// Amount at most `limit` for `product` (all products when `None`). A different
-    /// currency cannot be compared, so it fires too.
-    MaxAmount {
-        product: Option<ProductType>,
-        limit: Money,
-    },
-    MaxTermMonths {
-        product: Option<ProductType>,
-        months: u32,
-    },
-    /// Credit rating `floor` or better; a missing rating fires.
-    MinCreditRating {
-        floor: CreditRating,
-    },
-}
-
-#[derive(Clone, Debug)]
+/// The approval matrix: the first matching row picks the route.
+#[derive(Clone, Debug, Default)]
 pub struct ApprovalRules {
-    /// Orders up to this amount are approved automatically on behalf of `auto_role`.
-    pub auto_approve_up_to: Option<Money>,
+    /// Automatic approvals are recorded on behalf of this role.
     pub auto_role: String,
-    pub levels: Vec<ApprovalLevel>,
+    pub matrix: Vec<MatrixRow>,
 }
 
 #[derive(Clone, Debug)]
-pub struct ApprovalLevel {
-    pub role: String,
-    /// The level is part of the chain when the amount is above this (always, when `None`).
-    pub above: Option<Money>,
+pub struct MatrixRow {
+    pub id: String,
+    pub row: Row,
+    /// `None`: approved automatically.
+    pub chain: Option<Vec<Level>>,
+}
+
+/// One level of an approval chain: one role, one of a group, or all of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Level {
+    Role(String),
+    Any { any: Vec<String> },
+    All { all: Vec<String> },
+}
+
+impl Level {
+    pub fn roles(&self) -> &[String] {
+        match self {
+            Level::Role(r) => std::slice::from_ref(r),
+            Level::Any { any } => any,
+            Level::All { all } => all,
+        }
+    }
+
+    /// Roles that must still approve given the roles that already did, or none when
+    /// the level is complete.
+    pub fn missing(&self, approved: &[String]) -> Vec<String> {
+        match self {
+            Level::All { all } => all.iter().filter(|r| !approved.contains(r)).cloned().collect(),
+            _ if self.roles().iter().any(|r| approved.contains(r)) => Vec::new(),
+            _ => self.roles().to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Level::Role(r) => f.write_str(r),
+            Level::Any { any } => write!(f, "any of {}", any.join(", ")),
+            Level::All { all } => write!(f, "all of {}", all.join(", ")),
+        }
+    }
 }
 
 /// "When an order enters state `on` (or event `on` is recorded), push `operation` to
@@ -90,6 +113,64 @@ pub struct EffectRule {
     pub operation: String,
 }
 
+/// Customers nobody may sell to without a second look: ids, ID numbers, names.
+#[derive(Clone, Debug, Default)]
+pub struct WatchList {
+    customer_ids: HashSet<String>,
+    id_numbers: HashSet<String>,
+    names: HashSet<String>,
+}
+
+fn normalise(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+impl WatchList {
+    /// Parses `kind,value[,reason]` lines (`kind`: customer_id, id_number, name);
+    /// `#` starts a comment. Errors carry the 1-based line.
+    pub fn parse(text: &str) -> Result<WatchList, Vec<(usize, String)>> {
+        let mut w = WatchList::default();
+        let mut problems = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.splitn(3, ',').map(str::trim);
+            let (kind, value) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            if value.is_empty() {
+                problems.push((i + 1, format!("expected `kind,value[,reason]`, got `{line}`")));
+                continue;
+            }
+            match kind {
+                "customer_id" => w.customer_ids.insert(value.to_owned()),
+                "id_number" => w.id_numbers.insert(value.to_uppercase()),
+                "name" => w.names.insert(normalise(value)),
+                other => {
+                    problems.push((i + 1, format!("unknown kind `{other}` (customer_id, id_number, name)")));
+                    continue;
+                }
+            };
+        }
+        if problems.is_empty() { Ok(w) } else { Err(problems) }
+    }
+
+    pub fn matches(&self, order: &Order) -> bool {
+        let c = &order.customer;
+        self.customer_ids.contains(c.id.as_str())
+            || c.id_document.as_ref().is_some_and(|d| self.id_numbers.contains(&d.number.as_str().to_uppercase()))
+            || self.names.contains(&normalise(c.name.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.customer_ids.len() + self.id_numbers.len() + self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What screening concluded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Screening {
@@ -98,23 +179,37 @@ pub enum Screening {
     Rejected(Vec<RuleHit>),
 }
 
-/// The approval route an order takes: roles in order, or automatic approval.
+/// The approval route an order takes, with the matrix row that chose it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    pub chain: Vec<String>,
+    pub chain: Vec<Level>,
     /// When set, level 1 is approved automatically on behalf of this role.
     pub auto_on_behalf_of: Option<String>,
+    pub row: String,
     pub reason: String,
 }
 
+/// The rule id recorded when a rule cannot be evaluated or no route exists.
+pub const NO_ROUTE: &str = "NO-ROUTE";
+
 impl Rules {
-    pub fn screen(&self, order: &Order) -> Screening {
-        let fired: Vec<RuleHit> = self
-            .screening
-            .iter()
-            .filter(|r| r.check.fires(order))
-            .map(|r| RuleHit { rule_id: r.id.clone(), severity: r.severity, message: r.message.clone() })
-            .collect();
+    /// Every rule is evaluated (collect-all); all that fire are recorded. A rule that
+    /// cannot be evaluated flags the order rather than letting it pass.
+    pub fn screen(&self, inputs: &Inputs) -> Screening {
+        let mut fired = Vec::new();
+        for r in &self.screening {
+            match r.row.matches(inputs) {
+                Ok(false) => {}
+                Ok(true) => {
+                    fired.push(RuleHit { rule_id: r.id.clone(), severity: r.severity, message: r.message.clone() })
+                }
+                Err(e) => fired.push(RuleHit {
+                    rule_id: r.id.clone(),
+                    severity: Severity::Flag,
+                    message: format!("rule could not be evaluated: {e}"),
+                }),
+            }
+        }
         if fired.is_empty() {
             Screening::Passed
         } else if fired.iter().any(|h| h.severity == Severity::Reject) {
@@ -124,55 +219,56 @@ impl Rules {
         }
     }
 
-    pub fn route(&self, order: &Order) -> Route {
-        let a = &self.approval;
-        if let Some(limit) = &a.auto_approve_up_to
-            && order.amount.partial_cmp_same(limit).is_some_and(|o| o.is_le())
-        {
-            return Route {
-                chain: vec![a.auto_role.clone()],
-                auto_on_behalf_of: Some(a.auto_role.clone()),
-                reason: format!("amount {} is at most the automatic approval limit {limit}", order.amount),
-            };
+    /// The first matching matrix row's route.
+    ///
+    /// # Errors
+    /// No row matches (or a row cannot be evaluated): the message names the inputs
+    /// the matrix is keyed by, so a person can see why.
+    pub fn route(&self, inputs: &Inputs) -> Result<Route, String> {
+        for m in &self.approval.matrix {
+            if !m.row.matches(inputs).map_err(|e| format!("approval matrix row {}: {e}", m.id))? {
+                continue;
+            }
+            let cells = m.row.cells.iter().map(|c| format!("{} {}", c.input, c.source)).collect::<Vec<_>>().join(", ");
+            let why = if cells.is_empty() { "default row".to_owned() } else { cells };
+            return Ok(match &m.chain {
+                None => Route {
+                    chain: vec![Level::Role(self.approval.auto_role.clone())],
+                    auto_on_behalf_of: Some(self.approval.auto_role.clone()),
+                    row: m.id.clone(),
+                    reason: format!("matrix row {} ({why}): automatic approval", m.id),
+                },
+                Some(chain) => Route {
+                    chain: chain.clone(),
+                    auto_on_behalf_of: None,
+                    row: m.id.clone(),
+                    reason: format!(
+                        "matrix row {} ({why}): {}",
+                        m.id,
+                        chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ")
+                    ),
+                },
+            });
         }
-        // A threshold in another currency cannot be compared; include the level (safe side).
-        let chain: Vec<String> = a
-            .levels
-            .iter()
-            .filter(|l| l.above.as_ref().is_none_or(|t| order.amount.partial_cmp_same(t).is_none_or(|o| o.is_gt())))
-            .map(|l| l.role.clone())
-            .collect();
-        let reason = format!("amount {} routes through {} level(s)", order.amount, chain.len());
-        Route { chain, auto_on_behalf_of: None, reason }
+        let show = |k: &str| inputs.get(k).map_or("null".to_owned(), ToString::to_string);
+        Err(format!(
+            "no approval matrix row matches amount {} {}, product {}, credit rating {}",
+            show("amount"),
+            show("currency"),
+            show("product.type"),
+            show("customer.credit_rating")
+        ))
     }
 }
 
-impl Check {
-    pub fn fires(&self, o: &Order) -> bool {
-        let applies = |p: &Option<ProductType>| p.is_none_or(|p| p == o.product.kind);
-        match self {
-            Check::KycVerified => !o.customer.kyc_verified,
-            Check::IdDocumentValid => match &o.customer.id_document {
-                None => true,
-                Some(d) => !d.checksum_ok(),
-            },
-            Check::MaxAmount { product, limit } => {
-                applies(product) && o.amount.partial_cmp_same(limit).is_none_or(|c| c.is_gt())
-            }
-            Check::MaxTermMonths { product, months } => {
-                applies(product) && o.term_months.is_some_and(|t| t.get() > *months)
-            }
-            Check::MinCreditRating { floor } => o.customer.credit_rating.is_none_or(|r| !r.at_least(*floor)),
-        }
-    }
-}
-
-/// `config/rules.toml` as written. Amounts are strings; `validate` turns this into `Rules`.
+/// `config/rules.toml` as written; `validate` turns this into `Rules`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
     /// Recorded in every decision; change it with every edit.
     pub version: toml::Spanned<String>,
+    #[serde(default)]
+    pub reference: ReferenceFile,
     #[serde(default)]
     pub screening: Vec<toml::Spanned<ScreeningRuleFile>>,
     pub approval: ApprovalFile,
@@ -180,6 +276,25 @@ pub struct RulesFile {
     pub effects: Vec<toml::Spanned<EffectRuleFile>>,
     #[serde(default)]
     pub survey: Option<toml::Spanned<SurveyFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceFile {
+    /// `config/<file>`: the watch list (`kind,value[,reason]` lines).
+    pub watch_list: Option<toml::Spanned<String>>,
+    #[serde(default = "default_history_days")]
+    pub history_days: u32,
+}
+
+impl Default for ReferenceFile {
+    fn default() -> Self {
+        ReferenceFile { watch_list: None, history_days: default_history_days() }
+    }
+}
+
+fn default_history_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,16 +307,11 @@ pub struct SurveyFile {
 #[serde(deny_unknown_fields)]
 pub struct ScreeningRuleFile {
     pub id: String,
-    /// `kyc_verified`, `id_document_valid`, `max_amount`, `max_term_months`, `min_credit_rating`.
-    pub check: String,
+    #[serde(default)]
+    pub when: BTreeMap<String, String>,
     #[serde(default = "default_severity")]
     pub severity: Severity,
     pub message: String,
-    pub product_type: Option<String>,
-    pub amount: Option<String>,
-    pub currency: Option<String>,
-    pub months: Option<u32>,
-    pub rating: Option<String>,
 }
 
 fn default_severity() -> Severity {
@@ -210,19 +320,11 @@ fn default_severity() -> Severity {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MoneyFile {
-    pub amount: String,
-    pub currency: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApprovalFile {
-    pub auto_approve_up_to: Option<toml::Spanned<MoneyFile>>,
     #[serde(default = "default_auto_role")]
     pub auto_approver_role: String,
     #[serde(default)]
-    pub levels: Vec<toml::Spanned<LevelFile>>,
+    pub matrix: Vec<toml::Spanned<MatrixRowFile>>,
 }
 
 fn default_auto_role() -> String {
@@ -231,9 +333,13 @@ fn default_auto_role() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LevelFile {
-    pub role: String,
-    pub above: Option<MoneyFile>,
+pub struct MatrixRowFile {
+    pub id: String,
+    #[serde(default)]
+    pub when: BTreeMap<String, String>,
+    #[serde(default)]
+    pub auto: bool,
+    pub chain: Option<Vec<Level>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,16 +359,13 @@ pub struct RuleProblem {
     pub message: String,
 }
 
-fn money_of(m: &MoneyFile) -> Result<Money, String> {
-    Money::parse(&m.amount, &m.currency).map_err(|e| e.to_string())
-}
-
 impl RulesFile {
-    /// Meaning checks (no I/O). Every problem is returned, not only the first.
-    pub fn validate(self) -> Result<Rules, Vec<RuleProblem>> {
+    /// Meaning checks. Every problem is returned, not only the first. `watch_list`
+    /// reads the file the rules name (relative to `config/`).
+    pub fn validate(self, read: &dyn Fn(&str) -> Result<String, String>) -> Result<Rules, Vec<RuleProblem>> {
         let mut problems = Vec::new();
         let mut screening = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for r in self.screening {
             let span = r.span();
             let r = r.into_inner();
@@ -270,85 +373,64 @@ impl RulesFile {
             if !seen.insert(r.id.clone()) {
                 bad(format!("screening rule id `{}` is used twice", r.id));
             }
-            let product = match r.product_type.as_deref().map(str::parse::<ProductType>) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                Some(Err(e)) => {
-                    bad(format!("rule {}: product_type {e}", r.id));
-                    continue;
-                }
-            };
-            let check = match r.check.as_str() {
-                "kyc_verified" => Check::KycVerified,
-                "id_document_valid" => Check::IdDocumentValid,
-                "max_amount" => match (&r.amount, &r.currency) {
-                    (Some(a), Some(c)) => match Money::parse(a, c) {
-                        Ok(limit) => Check::MaxAmount { product, limit },
-                        Err(e) => {
-                            bad(format!("rule {}: {e}", r.id));
-                            continue;
-                        }
-                    },
-                    _ => {
-                        bad(format!("rule {}: check max_amount needs `amount` and `currency`", r.id));
-                        continue;
-                    }
-                },
-                "max_term_months" => match r.months {
-                    Some(months) => Check::MaxTermMonths { product, months },
-                    None => {
-                        bad(format!("rule {}: check max_term_months needs `months`", r.id));
-                        continue;
-                    }
-                },
-                "min_credit_rating" => match r.rating.as_deref().map(str::parse::<CreditRating>) {
-                    Some(Ok(floor)) => Check::MinCreditRating { floor },
-                    Some(Err(e)) => {
-                        bad(format!("rule {}: rating {e}", r.id));
-                        continue;
-                    }
-                    None => {
-                        bad(format!("rule {}: check min_credit_rating needs `rating`", r.id));
-                        continue;
-                    }
-                },
-                other => {
-                    bad(format!(
-                        "rule {}: unknown check `{other}` (expected kyc_verified, id_document_valid, max_amount, max_term_months, min_credit_rating)",
-                        r.id
-                    ));
-                    continue;
-                }
-            };
-            screening.push(ScreeningRule { id: r.id, severity: r.severity, message: r.message, check });
+            if r.when.is_empty() {
+                bad(format!("screening rule {}: `when` is empty, so it would fire on every order", r.id));
+                continue;
+            }
+            match Row::compile(&r.when) {
+                Ok(row) => screening.push(ScreeningRule { id: r.id, severity: r.severity, message: r.message, row }),
+                Err(es) => es.into_iter().for_each(|e| bad(format!("screening rule {}: {e}", r.id))),
+            }
         }
 
-        let auto_approve_up_to = match self.approval.auto_approve_up_to {
-            None => None,
-            Some(m) => match money_of(m.get_ref()) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    problems.push(RuleProblem { span: m.span(), message: format!("auto_approve_up_to: {e}") });
-                    None
+        let mut matrix = Vec::new();
+        let mut seen = HashSet::new();
+        let mut default_row: Option<String> = None;
+        for m in self.approval.matrix {
+            let span = m.span();
+            let m = m.into_inner();
+            let mut bad = |msg: String| problems.push(RuleProblem { span: span.clone(), message: msg });
+            if !seen.insert(m.id.clone()) {
+                bad(format!("approval matrix row id `{}` is used twice", m.id));
+            }
+            if let Some(d) = &default_row {
+                bad(format!("approval matrix row {} can never match: row {d} before it matches everything", m.id));
+            }
+            let chain = match (m.auto, m.chain) {
+                (true, None) => None,
+                (false, Some(c)) if c.is_empty() => {
+                    bad(format!("approval matrix row {}: an empty chain; write `auto = true` instead", m.id));
+                    continue;
                 }
-            },
-        };
-        let mut levels = Vec::new();
-        for l in self.approval.levels {
-            let span = l.span();
-            let l = l.into_inner();
-            let above = match l.above.as_ref().map(money_of) {
-                None => None,
-                Some(Ok(m)) => Some(m),
-                Some(Err(e)) => {
-                    problems.push(RuleProblem { span, message: format!("level {}: above: {e}", l.role) });
+                (false, Some(c)) if c.len() > 10 => {
+                    bad(format!("approval matrix row {}: at most 10 levels", m.id));
+                    continue;
+                }
+                (false, Some(c)) => {
+                    if c.iter().any(|l| l.roles().is_empty() || l.roles().iter().any(|r| r.trim().is_empty())) {
+                        bad(format!("approval matrix row {}: every level needs at least one role", m.id));
+                        continue;
+                    }
+                    Some(c)
+                }
+                _ => {
+                    bad(format!("approval matrix row {}: give either `chain` or `auto = true`", m.id));
                     continue;
                 }
             };
-            levels.push(ApprovalLevel { role: l.role, above });
+            if m.when.is_empty() {
+                default_row = Some(m.id.clone());
+            }
+            match Row::compile(&m.when) {
+                Ok(row) => matrix.push(MatrixRow { id: m.id, row, chain }),
+                Err(es) => es.into_iter().for_each(|e| bad(format!("approval matrix row {}: {e}", m.id))),
+            }
         }
-        if levels.len() > 10 {
-            problems.push(RuleProblem { span: 0..0, message: "at most 10 approval levels".into() });
+        if matrix.is_empty() && problems.is_empty() {
+            problems.push(RuleProblem {
+                span: 0..0,
+                message: "[[approval.matrix]] is empty: every order would stop without a route".into(),
+            });
         }
 
         let mut effects = Vec::new();
@@ -382,17 +464,253 @@ impl RulesFile {
             }
         };
 
+        let watch_list = match &self.reference.watch_list {
+            None => WatchList::default(),
+            Some(f) => match read(f.get_ref()).map_err(|e| vec![(0, e)]).and_then(|t| WatchList::parse(&t)) {
+                Ok(w) => w,
+                Err(es) => {
+                    for (line, e) in es {
+                        let at = if line == 0 { String::new() } else { format!(" line {line}") };
+                        problems.push(RuleProblem {
+                            span: f.span(),
+                            message: format!("watch list config/{}{at}: {e}", f.get_ref()),
+                        });
+                    }
+                    WatchList::default()
+                }
+            },
+        };
+        if !(1..=3660).contains(&self.reference.history_days) {
+            problems.push(RuleProblem { span: 0..0, message: "reference.history_days must be 1–3660".into() });
+        }
+
         if problems.is_empty() {
             Ok(Rules {
                 version: self.version.into_inner(),
                 screening,
-                approval: ApprovalRules { auto_approve_up_to, auto_role: self.approval.auto_approver_role, levels },
+                approval: ApprovalRules { auto_role: self.approval.auto_approver_role, matrix },
                 effects,
                 survey,
                 notify: Default::default(),
+                watch_list: Arc::new(watch_list),
+                history_days: self.reference.history_days,
             })
         } else {
             Err(problems)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rust_decimal::Decimal;
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::table::{History, inputs};
+
+    fn repo_rules() -> Rules {
+        crate::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    /// A real-looking order: 张伟, a valid resident ID, rating A, KYC done.
+    fn order(f: impl FnOnce(&mut serde_json::Value)) -> Order {
+        let mut v = json!({
+            "customer": {"id": "C-778", "name": "张伟", "kind": "individual",
+                "id_document": {"type": "cn_resident_id", "number": "11010519491231002X"},
+                "credit_rating": "A", "kyc_verified": true, "email": "zhang.wei@example.com"},
+            "product": {"type": "wealth_management", "code": "WM-STABLE-12M"},
+            "need": "客户希望配置稳健型理财产品，期限一年",
+            "amount": {"amount": "1250000.00", "currency": "CNY"},
+            "term_months": 12
+        });
+        f(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn screen(r: &Rules, o: &Order, h: &History) -> Screening {
+        r.screen(&inputs(o, r.watch_list.matches(o), h))
+    }
+
+    fn fired(s: &Screening) -> Vec<String> {
+        match s {
+            Screening::Passed => vec![],
+            Screening::Flagged(h) | Screening::Rejected(h) => h.iter().map(|h| h.rule_id.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_matrix_picks_the_right_row_at_every_band_edge() {
+        let r = repo_rules();
+        let chain = |names: &[&str]| names.iter().map(|n| Level::Role((*n).into())).collect::<Vec<_>>();
+        let table: &[(&str, &str, Vec<Level>)] = &[
+            ("0.01", "AUTO-SMALL", chain(&["line_supervisor"])),
+            ("100000.00", "AUTO-SMALL", chain(&["line_supervisor"])),
+            ("100000.01", "STANDARD", chain(&["line_supervisor"])),
+            ("1000000.00", "STANDARD", chain(&["line_supervisor"])),
+            ("1000000.01", "LARGE", chain(&["line_supervisor", "branch_manager"])),
+            ("10000000.00", "LARGE", chain(&["line_supervisor", "branch_manager"])),
+            ("10000000.01", "VERY-LARGE", chain(&["line_supervisor", "branch_manager", "risk_committee"])),
+        ];
+        for (amount, row, want) in table {
+            let o = order(|v| v["amount"]["amount"] = (*amount).into());
+            let route = r.route(&inputs(&o, false, &History::default())).unwrap();
+            assert_eq!((&route.row, &route.chain), (&(*row).to_owned(), want), "amount {amount}");
+            assert_eq!(route.auto_on_behalf_of.is_some(), *row == "AUTO-SMALL", "amount {amount}");
+            assert!(route.reason.contains(row), "{}", route.reason);
+        }
+    }
+
+    #[test]
+    fn an_order_no_row_covers_gets_a_clear_error() {
+        let r = repo_rules();
+        let o = order(|v| v["amount"] = json!({"amount": "5000.00", "currency": "USD"}));
+        let e = r.route(&inputs(&o, false, &History::default())).unwrap_err();
+        assert!(
+            e.contains("no approval matrix row matches") && e.contains("USD") && e.contains("wealth_management"),
+            "{e}"
+        );
+
+        // A matrix keyed by product: a product it does not list has no route.
+        let by_product = crate::engine::decide::tests::rules_from(
+            r#"
+version = "t"
+[approval]
+[[approval.matrix]]
+id = "WM"
+when = { "product.type" = "'wealth_management'" }
+chain = ["line_supervisor"]
+"#,
+        );
+        let loan = order(|v| v["product"] = json!({"type": "loan", "code": "LN-1"}));
+        let e = by_product.route(&inputs(&loan, false, &History::default())).unwrap_err();
+        assert!(e.contains("product loan"), "{e}");
+    }
+
+    #[test]
+    fn every_credit_rating_is_screened_as_the_table_says() {
+        let r = repo_rules();
+        for (rating, want) in [
+            (Some("AAA"), vec![]),
+            (Some("AA"), vec![]),
+            (Some("A"), vec![]),
+            (Some("BBB"), vec![]),
+            (Some("BB"), vec![]),
+            (Some("B"), vec!["CREDIT-001"]),
+            (Some("CCC"), vec!["CREDIT-001"]),
+            (Some("CC"), vec!["CREDIT-001"]),
+            (Some("C"), vec!["CREDIT-001"]),
+            (Some("D"), vec!["CREDIT-001"]),
+            (None, vec!["CREDIT-002"]),
+        ] {
+            let o = order(|v| v["customer"]["credit_rating"] = rating.map_or(json!(null), |r| json!(r)));
+            let s = screen(&r, &o, &History::default());
+            assert_eq!(fired(&s), want, "rating {rating:?}");
+            if rating.is_some() && !want.is_empty() {
+                assert!(matches!(s, Screening::Rejected(_)), "below BB rejects");
+            }
+        }
+    }
+
+    #[test]
+    fn every_screening_rule_fires_on_its_case_and_only_there() {
+        let r = repo_rules();
+        let none = History::default();
+        assert_eq!(screen(&r, &order(|_| {}), &none), Screening::Passed);
+        let cases: Vec<(&str, Order, History)> = vec![
+            ("KYC-001", order(|v| v["customer"]["kyc_verified"] = false.into()), none.clone()),
+            // A resident ID with a wrong check character (GB 11643).
+            ("ID-001", order(|v| v["customer"]["id_document"]["number"] = "110105194912310021".into()), none.clone()),
+            (
+                "ID-001",
+                order(|v| v["customer"].as_object_mut().unwrap().remove("id_document").map(|_| ()).unwrap()),
+                none.clone(),
+            ),
+            ("LIMIT-WM", order(|v| v["amount"]["amount"] = "50000000.01".into()), none.clone()),
+            ("TERM-001", order(|v| v["term_months"] = 121.into()), none.clone()),
+            ("WATCH-001", order(|v| v["customer"]["name"] = "示例可疑公司".into()), none.clone()),
+            ("WATCH-001", order(|v| v["customer"]["id"] = "C-9001".into()), none.clone()),
+            (
+                "WATCH-001",
+                order(|v| v["customer"]["id_document"]["number"] = "110101199003074477".into()),
+                none.clone(),
+            ),
+            (
+                "VELOCITY-001",
+                order(|v| v["product"]["code"] = "WM-OTHER".into()),
+                History { orders: 5, amount: Decimal::ZERO, same_product: 0 },
+            ),
+            ("DUP-001", order(|_| {}), History { orders: 1, amount: Decimal::ONE, same_product: 1 }),
+        ];
+        for (rule, o, h) in cases {
+            assert_eq!(fired(&screen(&r, &o, &h)), vec![rule.to_owned()], "{rule}");
+        }
+        // Limits sit exactly on the edge: equal is allowed.
+        assert_eq!(screen(&r, &order(|v| v["amount"]["amount"] = "50000000.00".into()), &none), Screening::Passed);
+        assert_eq!(screen(&r, &order(|v| v["term_months"] = 120.into()), &none), Screening::Passed);
+        assert_eq!(
+            screen(&r, &order(|v| v["term_months"] = json!(null)), &none),
+            Screening::Passed,
+            "no term, no term rule"
+        );
+        // A loan bought again is not a duplicate by DUP-001 (it lists other products).
+        let loan = order(|v| v["product"] = json!({"type": "loan", "code": "LN-1"}));
+        assert_eq!(screen(&r, &loan, &History { orders: 1, amount: Decimal::ONE, same_product: 1 }), Screening::Passed);
+    }
+
+    #[test]
+    fn history_counts_only_this_currency_and_product() {
+        let o = order(|_| {});
+        let p = |a: &str, c: &str, code: &str| crate::engine::table::Prior {
+            amount: crate::domain::Money::parse(a, c).unwrap(),
+            product_code: code.into(),
+        };
+        let h = History::of(&o, &[p("100", "CNY", "WM-STABLE-12M"), p("50", "USD", "X"), p("1.5", "CNY", "Y")]);
+        assert_eq!(h, History { orders: 3, amount: "101.5".parse().unwrap(), same_product: 1 });
+    }
+
+    #[test]
+    fn rule_problems_are_reported_for_each_row() {
+        let text = r#"
+version = "t"
+[[screening]]
+id = "A"
+when = { amont = "> 1" }
+message = "typo"
+[[screening]]
+id = "B"
+when = { amount = "> > 1" }
+message = "bad cell"
+[[screening]]
+id = "C"
+message = "fires on everything"
+[approval]
+[[approval.matrix]]
+id = "ALL"
+chain = ["x"]
+[[approval.matrix]]
+id = "NEVER"
+when = { amount = "> 1" }
+chain = ["y"]
+[[approval.matrix]]
+id = "NEITHER"
+"#;
+        let file: RulesFile = toml::from_str(text).unwrap();
+        let errs: Vec<String> =
+            file.validate(&|_| Err("none".into())).unwrap_err().into_iter().map(|p| p.message).collect();
+        let has = |s: &str| errs.iter().any(|e| e.contains(s));
+        assert!(has("screening rule A: unknown input `amont`"), "{errs:#?}");
+        assert!(has("screening rule B: cell `amount = > > 1`"), "{errs:#?}");
+        assert!(has("screening rule C: `when` is empty"), "{errs:#?}");
+        assert!(has("row NEVER can never match: row ALL before it matches everything"), "{errs:#?}");
+        assert!(has("row NEITHER: give either `chain` or `auto = true`"), "{errs:#?}");
+    }
+
+    #[test]
+    fn watch_list_lines_are_checked() {
+        let e = WatchList::parse("# c\ncustomer_id,C-1\nphone,123\nname\n").unwrap_err();
+        assert_eq!(e.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![3, 4]);
     }
 }

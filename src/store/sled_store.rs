@@ -5,7 +5,9 @@
 //! step, in order), `q` outbox (due ms ‖ effect key → row), `d` dead letters
 //! (effect key → row), `i` external ids (connector ‖ 0 ‖ external id → order id), `s`
 //! state index (state ‖ 0 ‖ order id → ∅), `g` digest items (person ‖ 0 ‖ effect
-//! key → item), `u` used links (link id → when and by which event), `m` metadata.
+//! key → item), `u` used links (link id → when and by which event), `c` customer
+//! history (customer id ‖ 0 ‖ order id → amount and product, for velocity rules),
+//! `m` metadata.
 //!
 //! One lifecycle step is one atomic `Batch` on that tree (sled applies a batch all or
 //! nothing, also across a crash). sled's cost is per key written (about 20 µs here,
@@ -29,7 +31,8 @@ use super::records::{
 use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, OrderId};
-use crate::engine::{Actor, Decision, OrderEvent, Rules, decide, decide_new};
+use crate::engine::table::Prior;
+use crate::engine::{Actor, Decision, History, OrderEvent, Rules, decide, decide_new};
 use crate::metrics::Metrics;
 
 const STRIPES: usize = 512;
@@ -65,6 +68,10 @@ impl Space {
     fn scan_prefix(&self, p: &[u8]) -> impl Iterator<Item = Row> + use<> {
         self.tree.scan_prefix(self.key(p)).map(Self::strip)
     }
+    /// Keys from `start` (inclusive) to `end` (exclusive).
+    fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = Row> + use<> {
+        self.tree.range(self.key(start)..self.key(end)).map(Self::strip)
+    }
     /// Keys from `start` (inclusive) to the end of the space.
     fn range_from(&self, start: &[u8]) -> impl Iterator<Item = Row> + use<> {
         self.tree.range(self.key(start)..vec![self.tag + 1]).map(Self::strip)
@@ -91,6 +98,7 @@ pub struct SledStore {
     state_index: Space,
     digests: Space,
     used_links: Space,
+    customers: Space,
     meta: Space,
     /// Serialises digest runs (they number their effects from `m/digest_seq`).
     digest_lock: Mutex<()>,
@@ -135,6 +143,19 @@ struct StepRows {
     digest_del: Vec<Vec<u8>>,
     link_put: Option<(Vec<u8>, Vec<u8>)>,
     meta_put: Option<(Vec<u8>, Vec<u8>)>,
+    customer_put: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn customer_key(customer: &str, id: OrderId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(customer.len() + 17);
+    k.extend_from_slice(customer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn prior_of(order: &crate::domain::Order) -> Prior {
+    Prior { amount: order.amount.clone(), product_code: order.product.code.as_str().to_owned() }
 }
 
 use super::codec::{decode, encode as json};
@@ -190,6 +211,7 @@ impl SledStore {
             state_index: space(b's'),
             digests: space(b'g'),
             used_links: space(b'u'),
+            customers: space(b'c'),
             meta: space(b'm'),
             digest_lock: Mutex::new(()),
             tree,
@@ -215,6 +237,38 @@ impl SledStore {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).map_err(|e| corrupt(&format!("order {id}"), e)),
         }
+    }
+
+    /// The customer's other orders placed in the last `days` days (order ids are
+    /// UUIDv7, so their first 48 bits are the creation time in ms).
+    fn history(
+        &self,
+        order: &crate::domain::Order,
+        this: Option<OrderId>,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> Result<History, StoreError> {
+        let since = (now - chrono::Duration::days(i64::from(days))).timestamp_millis();
+        let mut prefix = order.customer.id.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        // Keys sort by order id, i.e. by creation time: start at the window's beginning.
+        let mut start = prefix.clone();
+        start.extend_from_slice(&u64::try_from(since.max(0)).unwrap_or(0).to_be_bytes()[2..]);
+        let mut end = prefix.clone();
+        *end.last_mut().expect("prefix ends with 0") = 1;
+        let mut priors = Vec::new();
+        for row in self.customers.range(&start, &end) {
+            let (k, v) = row.map_err(io)?;
+            let Some(id) = k.get(prefix.len()..).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(OrderId::from_bytes)
+            else {
+                continue;
+            };
+            if Some(id) == this || id.created_ms() < since {
+                continue;
+            }
+            priors.push(decode::<Prior>(&v).map_err(|e| corrupt("customer history", e))?);
+        }
+        Ok(History::of(order, &priors))
     }
 
     fn read_effect(tree: &Space, key: &[u8]) -> Result<Option<EffectRecord>, StoreError> {
@@ -350,6 +404,9 @@ impl SledStore {
         if let Some((k, v)) = &rows.meta_put {
             b.insert(self.meta.key(k), &v[..]);
         }
+        if let Some((k, v)) = &rows.customer_put {
+            b.insert(self.customers.key(k), &v[..]);
+        }
         self.tree.apply_batch(b).map_err(io)?;
         let delta = |put: usize, del: usize| put as i64 - del as i64;
         self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
@@ -363,13 +420,15 @@ impl SledStore {
         let existing = self.ext_index.get(&ext_key).map_err(io)?;
         let actor = Actor::Connector(inbound.source.connector.to_string());
         let Some(id_bytes) = existing else {
-            let id = OrderId::new_v7();
+            let id = OrderId::at(now);
             let received = OrderEvent::Received {
                 connector: inbound.source.connector.to_string(),
                 external_id: inbound.source.id.to_string(),
                 version: inbound.version,
             };
-            let decision = decide_new(&inbound.order, actor, received, rules, now)?;
+            let history = self.history(&inbound.order, None, now, rules.history_days)?;
+            let decision = decide_new(&inbound.order, &history, actor, received, rules, now)?;
+            let customer = (customer_key(inbound.order.customer.id.as_str(), id), json(&prior_of(&inbound.order)));
             let rec = OrderRecord {
                 id,
                 source: inbound.source,
@@ -383,7 +442,7 @@ impl SledStore {
                 last_hash: GENESIS.to_owned(),
                 references: Default::default(),
             };
-            let mut rows = StepRows { ext: Some((ext_key, id)), ..Default::default() };
+            let mut rows = StepRows { ext: Some((ext_key, id)), customer_put: Some(customer), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
             let effects = rows.outbox_put.len();
             self.commit(rows).await?;
@@ -407,12 +466,16 @@ impl SledStore {
         }
         let changed = changed_fields(&rec.order, &inbound.order);
         let event = OrderEvent::Amended { version: inbound.version, changed };
-        let decision = decide(&rec.state, &inbound.order, actor, event, rules, now)?;
+        let history = self.history(&inbound.order, Some(id), now, rules.history_days)?;
+        let decision = decide(&rec.state, &inbound.order, &history, actor, event, rules, now)?;
         let mut rec = rec;
         rec.order = inbound.order;
         rec.source_version = inbound.version;
         rec.mapping_version = inbound.mapping_version;
-        let mut rows = StepRows::default();
+        let mut rows = StepRows {
+            customer_put: Some((customer_key(rec.order.customer.id.as_str(), id), json(&prior_of(&rec.order)))),
+            ..Default::default()
+        };
         let rec = self.rows_for(rec, decision, now, &mut rows);
         let effects = rows.outbox_put.len();
         self.commit(rows).await?;
@@ -429,7 +492,8 @@ impl SledStore {
     ) -> Result<OrderRecord, StoreError> {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
-        let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
+        let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
+        let decision = decide(&rec.state, &rec.order, &history, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
         self.commit(rows).await?;
@@ -456,7 +520,8 @@ impl SledStore {
             )));
         }
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
-        let decision = decide(&rec.state, &rec.order, actor, event, rules, now)?;
+        let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
+        let decision = decide(&rec.state, &rec.order, &history, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
         let mark = serde_json::json!({"at": now, "order_id": id.to_string(), "seq": rec.last_seq});
@@ -953,10 +1018,12 @@ mod model_test {
         crate::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
-    fn order(amount: &str) -> crate::domain::Order {
+    /// A sample order of its own customer (the velocity and duplicate rules see no history).
+    fn order(amount: &str, customer: usize) -> crate::domain::Order {
         let mut v: serde_json::Value =
             serde_json::from_str(include_str!("../../tests/fixtures/demo-crm-deal.json")).unwrap();
         v["deal"]["amount"] = amount.into();
+        v["deal"]["customer"]["id"] = format!("C-M{customer}").into();
         let m = toml::from_str::<crate::mapping::MappingFile>(include_str!("../../mappings/demo-crm.toml"))
             .unwrap()
             .validate("demo-crm")
@@ -986,7 +1053,7 @@ mod model_test {
                                 source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("M-{n}").parse().unwrap() },
                                 version: 1,
                                 mapping_version: "1".into(),
-                                order: order(if small { "500.00" } else { "5000000.00" }),
+                                order: order(if small { "500.00" } else { "5000000.00" }, n),
                             };
                             let got = store.ingest(inbound, &rules, Utc::now()).await.unwrap();
                             if small {

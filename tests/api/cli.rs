@@ -144,7 +144,7 @@ async fn explain_tells_why_an_order_is_where_it_is() {
     let id = |b: &Value| b["order_id"].as_str().unwrap().to_owned();
 
     let out = stdout(&cli(dir.path(), &["explain", &id(&flagged)], &[]).await);
-    assert!(out.contains("screening flagged (rules 2026-11-26.1):"), "{out}");
+    assert!(out.contains("screening flagged (rules 2026-11-27.1):"), "{out}");
     assert!(out.contains("rule KYC-001 (flag): 客户未完成 KYC 认证"), "{out}");
     assert!(out.trim_end().ends_with("waiting for: manual review of the flagged screening result"), "{out}");
 
@@ -156,5 +156,10 @@ async fn explain_tells_why_an_order_is_where_it_is() {
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["route"], serde_json::json!(["line_supervisor", "branch_manager", "risk_committee"]));
     assert_eq!(v["waiting_for"], "approval level 1 of 3 (line_supervisor)");
-    assert_eq!(v["screening"][0]["rules_version"], "2026-11-26.1");
+    assert_eq!(v["screening"][0]["rules_version"], "2026-11-27.1");
+    assert_eq!(v["screening"][0]["matrix_row"], "VERY-LARGE");
+    assert_eq!(v["screening"][0]["inputs"]["amount"], "20000000.00");
+    assert_eq!(v["screening"][0]["inputs"]["customer.credit_rating"], "A");
+    let out = stdout(&cli(dir.path(), &["explain", &id(&flagged)], &[]).await);
+    assert!(out.contains("inputs: amount=5000.00,"), "the inputs the rules looked at: {out}");
 }

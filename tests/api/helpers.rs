@@ -36,10 +36,12 @@ pub fn sample() -> Value {
     serde_json::from_str(SAMPLE).unwrap()
 }
 
-/// A deal like the INTERFACE sample, with its own id, version and amount.
+/// A deal like the INTERFACE sample, with its own id, version and amount, for a
+/// customer of its own (so the velocity and duplicate rules see no history).
 pub fn deal(id: &str, version: u64, amount: &str) -> Value {
     let mut v = sample();
     v["deal"]["id"] = id.into();
+    v["deal"]["customer"]["id"] = format!("C-{id}").into();
     v["deal"]["version"] = version.into();
     v["deal"]["amount"] = amount.into();
     v
@@ -95,6 +97,7 @@ fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smt
         }
     }
     copy_tree(&repo.join("config/templates"), &dir.join("config/templates"));
+    std::fs::copy(repo.join("config/watchlist.csv"), dir.join("config/watchlist.csv")).unwrap();
     if smtp_port.is_none() {
         std::fs::write(dir.join("config/notifications.toml"), "# no notifications in this test\n").unwrap();
     }

@@ -255,3 +255,43 @@ async fn a_connector_can_use_another_signature_scheme() {
     assert_eq!(found["orders"][0]["source"]["connector"], "gh-crm");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn repeat_orders_of_one_customer_are_caught_by_history_rules() {
+    let app = spawn_app().await;
+    let same = |id: &str, code: &str| {
+        let mut v = deal(id, 1, "5000.00");
+        v["deal"]["customer"]["id"] = "C-REPEAT".into();
+        v["deal"]["product"]["code"] = code.into();
+        v
+    };
+    let (_, first) = app.post_webhook(&same("D-R1", "WM-A")).await;
+    assert_eq!(first["state"], "approved");
+    // Same product again within 30 days: a possible duplicate, for a person to look at.
+    let (_, second) = app.post_webhook(&same("D-R2", "WM-A")).await;
+    assert_eq!(second["state"], "flagged");
+    let order = app.order(second["order_id"].as_str().unwrap()).await;
+    let screening =
+        order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "screening_flagged").unwrap();
+    assert_eq!(screening["event"]["fired"][0]["rule_id"], "DUP-001");
+    assert_eq!(screening["event"]["inputs"]["history.same_product"], "1");
+    assert_eq!(screening["event"]["inputs"]["history.orders"], "1");
+    // Five other products: the sixth order trips the velocity rule.
+    for i in 3..=5 {
+        let (_, b) = app.post_webhook(&same(&format!("D-R{i}"), &format!("WM-{i}"))).await;
+        assert_eq!(b["state"], "approved", "order {i}");
+    }
+    let (_, sixth) = app.post_webhook(&same("D-R6", "WM-6")).await;
+    let order = app.order(sixth["order_id"].as_str().unwrap()).await;
+    let fired = &order["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "screening_flagged")
+        .unwrap()["event"]["fired"];
+    assert_eq!(fired[0]["rule_id"], "VELOCITY-001", "{fired}");
+    // Another customer is not affected.
+    let (_, other) = app.post_webhook(&deal("D-R7", 1, "5000.00")).await;
+    assert_eq!(other["state"], "approved");
+    app.stop().await;
+}
