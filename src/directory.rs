@@ -217,7 +217,7 @@ impl Directory {
     }
 
     /// Everyone holding `role`, in id order.
-    pub fn with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Person> + 'a {
+    pub fn with_role<'a, 'r>(&'a self, role: &'r str) -> impl Iterator<Item = &'a Person> + use<'a, 'r> {
         self.people.values().filter(move |p| p.roles.iter().any(|r| r == role))
     }
 

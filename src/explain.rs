@@ -102,11 +102,12 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                     .push(json!({"at": e.at, "by": e.actor, "decision": "rejected in review", "comment": comment}));
                 lines.push(format!("{at}  rejected in review by {}: {comment}", actor(&e.actor)));
             }
-            OrderEvent::Amended { version, changed } => {
+            OrderEvent::Amended { version, changed, material } => {
                 lines.push(format!(
-                    "{at}  amended to version {version} by {} (changed: {}); screened again",
+                    "{at}  amended to version {version} by {} (changed: {}){}",
                     actor(&e.actor),
-                    changed.join(", ")
+                    changed.join(", "),
+                    if *material { "; screened again" } else { "; not material, nothing decided again" }
                 ));
             }
             OrderEvent::EffectSucceeded { effect, attempts, receipt, .. } => {

@@ -61,6 +61,10 @@ pub struct LinkClaims {
     /// The link's own id; single use is recorded under it.
     #[serde(rename = "n")]
     pub link_id: String,
+    /// What else the link is bound to (approval links: the round and level), checked
+    /// by the page against the order as it is now.
+    #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
+    pub context: String,
     #[serde(rename = "iat")]
     pub issued_at: i64,
     #[serde(rename = "exp")]
@@ -140,6 +144,7 @@ impl LinkSigner {
             order_id,
             subject: subject.to_owned(),
             link_id: link_id.to_owned(),
+            context: String::new(),
             issued_at: issued.timestamp(),
             expires_at: (issued + self.ttl(purpose)).timestamp(),
         }

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::approval::{ApprovalProgress, Given, Refusal};
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
 use super::lifecycle::{RuleHit, Severity};
 use super::notify::MailSpec;
@@ -45,24 +46,61 @@ pub struct Decision {
     pub next: OrderState,
     pub audit: Vec<AuditEntry>,
     pub effects: Vec<EffectSpec>,
+    /// The approval chain in progress after this decision (stored on the order).
+    pub approval: Option<ApprovalProgress>,
 }
 
-/// Applies `event` to an order in `state`, then every automatic step that follows.
+/// What a decision looks at besides the event: the order as it stands.
+#[derive(Clone, Copy, Debug)]
+pub struct Case<'a> {
+    pub state: &'a OrderState,
+    pub order: &'a Order,
+    /// The customer's recent orders (velocity and duplicate rules).
+    pub history: &'a History,
+    pub approval: Option<&'a ApprovalProgress>,
+}
+
+/// Why nothing was decided.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecideError {
+    #[error("{0}")]
+    Illegal(#[from] IllegalTransition),
+    /// A person may not take this decision (not an approver, own order, …).
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+}
+
+/// Applies `event` to an order, then every automatic step that follows.
+///
+/// A person's approval decision (`Approved`, `ApprovalDeclined`, `InfoRequested` by
+/// `Actor::Person`) is checked here: the level must be the one waiting, the person
+/// must hold one of its open roles (or stand in for an absent holder), must not own
+/// the order and must not have approved it already. Their role is filled in, and an
+/// approval that leaves an `all` level incomplete is recorded as `ApprovalGiven`.
 ///
 /// # Errors
-/// `IllegalTransition` when `event` is not allowed in `state`; nothing is decided then.
+/// `Illegal` when `event` is not allowed in the state, `Refused` when the person may
+/// not decide; nothing is decided then.
 pub fn decide(
-    state: &OrderState,
-    order: &Order,
-    history: &History,
+    case: &Case<'_>,
     actor: Actor,
     event: OrderEvent,
     rules: &Rules,
     now: DateTime<Utc>,
-) -> Result<Decision, IllegalTransition> {
-    let mut d = Decision { next: state.clone(), audit: Vec::new(), effects: Vec::new() };
-    d.apply(order, actor, event, rules, now)?;
-    d.run_automatic(order, history, rules, now)?;
+) -> Result<Decision, DecideError> {
+    let mut d =
+        Decision { next: case.state.clone(), audit: Vec::new(), effects: Vec::new(), approval: case.approval.cloned() };
+    let event = match event {
+        // A release from review takes the route the matrix gives now.
+        OrderEvent::ReviewReleased { comment, chain } if chain.is_empty() => {
+            let inputs = table::inputs(case.order, rules.watch_list.matches(case.order), case.history);
+            let route = rules.route(&inputs).map_err(Refusal::NoRoute)?;
+            OrderEvent::ReviewReleased { comment, chain: route.chain }
+        }
+        other => d.person_decision(case.order, &actor, other, rules, now)?,
+    };
+    d.apply(case.order, actor, event, rules, now)?;
+    d.run_automatic(case.order, case.history, rules, now)?;
     Ok(d)
 }
 
@@ -74,12 +112,12 @@ pub fn decide_new(
     received: OrderEvent,
     rules: &Rules,
     now: DateTime<Utc>,
-) -> Result<Decision, IllegalTransition> {
+) -> Result<Decision, DecideError> {
     if !matches!(received, OrderEvent::Received { .. }) {
-        return Err(IllegalTransition { state: "new", event: received.name() });
+        return Err(IllegalTransition { state: "new", event: received.name() }.into());
     }
     let next = OrderState::Received;
-    let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new() };
+    let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new(), approval: None };
     d.record(order, Some(next), actor, received, rules, now);
     d.run_automatic(order, history, rules, now)?;
     Ok(d)
@@ -91,6 +129,7 @@ fn effects_of_step(
     entered: Option<&OrderState>,
     event: &OrderEvent,
     order: &Order,
+    at: (&OrderState, Option<&ApprovalProgress>),
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Vec<EffectSpec> {
@@ -107,7 +146,7 @@ fn effects_of_step(
             trigger: Some(event.clone()),
         })
         .collect();
-    out.extend(rules.notify.for_step(entered, event, order, now));
+    out.extend(rules.notify.for_step(entered, event, order, at, now));
     out
 }
 
@@ -136,6 +175,48 @@ impl Decision {
         Ok(())
     }
 
+    /// Checks and completes a person's approval decision (see `decide`).
+    fn person_decision(
+        &self,
+        order: &Order,
+        actor: &Actor,
+        event: OrderEvent,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<OrderEvent, Refusal> {
+        let Actor::Person(person) = actor else { return Ok(event) };
+        let asked = match &event {
+            OrderEvent::Approved { level, .. }
+            | OrderEvent::ApprovalDeclined { level, .. }
+            | OrderEvent::InfoRequested { level, .. } => *level,
+            _ => return Ok(event),
+        };
+        let (OrderState::AwaitingApproval { level, .. }, Some(progress)) = (&self.next, &self.approval) else {
+            return Err(Refusal::NotAwaiting);
+        };
+        let level = *level;
+        if asked != 0 && asked != level {
+            return Err(Refusal::WrongLevel { asked, current: level });
+        }
+        let today = now.with_timezone(&rules.notify.presentation.time_zone).date_naive();
+        let standing = progress.standing(&rules.notify.directory, order, person, level, today)?;
+        Ok(match event {
+            OrderEvent::Approved { comment, .. } if progress.completes(level, &standing.role) => {
+                OrderEvent::Approved { level, role: standing.role, comment, on_behalf_of: standing.on_behalf_of }
+            }
+            OrderEvent::Approved { comment, .. } => {
+                OrderEvent::ApprovalGiven { level, role: standing.role, comment, on_behalf_of: standing.on_behalf_of }
+            }
+            OrderEvent::ApprovalDeclined { comment, .. } => {
+                OrderEvent::ApprovalDeclined { level, role: standing.role, comment }
+            }
+            OrderEvent::InfoRequested { question, .. } => {
+                OrderEvent::InfoRequested { level, role: standing.role, question }
+            }
+            other => other,
+        })
+    }
+
     fn apply(
         &mut self,
         order: &Order,
@@ -146,8 +227,49 @@ impl Decision {
     ) -> Result<(), IllegalTransition> {
         let next = self.next.on(&event)?;
         let entered = (next != self.next).then_some(next);
+        let voided = match (&event, &self.approval) {
+            (OrderEvent::Amended { material: true, changed, .. }, Some(p)) if !p.given.is_empty() => {
+                Some(OrderEvent::ApprovalsVoided {
+                    approvals: u32::try_from(p.given.len()).unwrap_or(u32::MAX),
+                    reason: format!("material change: {}", changed.join(", ")),
+                })
+            }
+            _ => None,
+        };
         self.record(order, entered, actor, event, rules, now);
+        if let Some(v) = voided {
+            self.record(order, None, Actor::System, v, rules, now);
+        }
         Ok(())
+    }
+
+    /// Keeps the approval chain in step with the event.
+    fn track_approval(&mut self, actor: &Actor, event: &OrderEvent) {
+        let next_round = self.approval.as_ref().map_or(1, |p| p.round + 1);
+        match event {
+            OrderEvent::ScreeningPassed { chain, row, .. } => {
+                self.approval = Some(ApprovalProgress::new(next_round, chain.clone(), row.clone()));
+            }
+            OrderEvent::ReviewReleased { chain, .. } => {
+                self.approval = Some(ApprovalProgress::new(next_round, chain.clone(), "review".into()));
+            }
+            OrderEvent::Approved { level, role, .. } | OrderEvent::ApprovalGiven { level, role, .. } => {
+                if let Some(p) = &mut self.approval {
+                    let person = match actor {
+                        Actor::Person(id) => id.clone(),
+                        other => other.to_string(),
+                    };
+                    p.given.push(Given { level: *level, role: role.clone(), person });
+                }
+            }
+            OrderEvent::ApprovalsVoided { .. } => {
+                if let Some(p) = &mut self.approval {
+                    p.given.clear();
+                    p.chain.clear();
+                }
+            }
+            _ => {}
+        }
     }
 
     fn record(
@@ -159,10 +281,17 @@ impl Decision {
         rules: &Rules,
         now: DateTime<Utc>,
     ) {
-        self.effects.extend(effects_of_step(entered.as_ref(), &event, order, rules, now));
-        if let Some(next) = entered {
-            self.next = next;
-        }
+        self.track_approval(&actor, &event);
+        let after = entered.clone().unwrap_or_else(|| self.next.clone());
+        self.effects.extend(effects_of_step(
+            entered.as_ref(),
+            &event,
+            order,
+            (&after, self.approval.as_ref()),
+            rules,
+            now,
+        ));
+        self.next = after;
         self.audit.push(AuditEntry { at: now, actor, event, state: self.next.clone() });
     }
 }
@@ -282,6 +411,18 @@ operation = "create"
         )
     }
 
+    /// `decide` on an order in `state` with no history and no chain in progress.
+    fn run(
+        state: &OrderState,
+        order: &Order,
+        actor: Actor,
+        ev: OrderEvent,
+        r: &Rules,
+    ) -> Result<Decision, DecideError> {
+        let h = History::default();
+        decide(&Case { state, order, history: &h, approval: None }, actor, ev, r, Utc::now())
+    }
+
     fn received() -> OrderEvent {
         OrderEvent::Received { connector: "crm".into(), external_id: "D-1".into(), version: 1 }
     }
@@ -339,18 +480,9 @@ operation = "create"
 
     #[test]
     fn illegal_event_decides_nothing() {
-        let err = decide(
-            &OrderState::Approved,
-            &sample_order("1.00"),
-            &History::default(),
-            Actor::System,
-            OrderEvent::Closed,
-            &rules(),
-            Utc::now(),
-        )
-        .unwrap_err();
-        assert_eq!(err.state, "approved");
-        assert_eq!(err.event, "closed");
+        let err =
+            run(&OrderState::Approved, &sample_order("1.00"), Actor::System, OrderEvent::Closed, &rules()).unwrap_err();
+        assert_eq!(err.to_string(), "event `closed` is not allowed in state `approved`");
     }
 
     fn approve(level: u8) -> OrderEvent {
@@ -361,12 +493,10 @@ operation = "create"
     fn a_middle_approval_level_does_not_fire_approved_effects() {
         let (o, r) = (sample_order("1250000.00"), rules());
         let level1 = OrderState::AwaitingApproval { level: 1, of: 2 };
-        let d =
-            decide(&level1, &o, &History::default(), Actor::Person("a".into()), approve(1), &r, Utc::now()).unwrap();
+        let d = run(&level1, &o, Actor::System, approve(1), &r).unwrap();
         assert_eq!(d.next, OrderState::AwaitingApproval { level: 2, of: 2 });
         assert!(d.effects.is_empty(), "{:?}", d.effects);
-        let d =
-            decide(&d.next, &o, &History::default(), Actor::Person("b".into()), approve(2), &r, Utc::now()).unwrap();
+        let d = run(&d.next, &o, Actor::System, approve(2), &r).unwrap();
         assert_eq!(d.next, OrderState::Approved);
         assert_eq!(d.effects.len(), 1);
         assert_eq!(d.effects[0].trigger.as_ref().map(OrderEvent::name), Some("approved"));
@@ -385,8 +515,7 @@ operation = "create"
             [(1, false, true), (2, false, true), (3, false, false), (5, false, false), (5, true, true), (4, true, true)]
         {
             let ev = OrderEvent::SurveyAnswered { score, comment: "评价".into(), complaint };
-            let d = decide(&OrderState::Closed, &o, &History::default(), Actor::Person("c".into()), ev, &r, Utc::now())
-                .unwrap();
+            let d = run(&OrderState::Closed, &o, Actor::Person("c".into()), ev, &r).unwrap();
             assert_eq!(d.next, OrderState::Closed);
             let requested = d.audit.iter().any(|a| a.event.name() == "after_sales_ticket_requested");
             assert_eq!(requested, ticket, "score {score}, complaint {complaint}");
@@ -394,6 +523,6 @@ operation = "create"
         }
         // Only a closed (or archived) order takes a survey answer.
         let ev = OrderEvent::SurveyAnswered { score: 1, comment: String::new(), complaint: false };
-        assert!(decide(&OrderState::Paid, &o, &History::default(), Actor::System, ev, &r, Utc::now()).is_err());
+        assert!(run(&OrderState::Paid, &o, Actor::System, ev, &r).is_err());
     }
 }

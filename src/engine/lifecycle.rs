@@ -128,6 +128,9 @@ pub const EVENT_NAMES: &[&str] = &[
     "review_rejected",
     "approved",
     "approval_declined",
+    "approval_given",
+    "info_requested",
+    "approvals_voided",
     "execution_started",
     "delivery_recorded",
     "acceptance_confirmed",
@@ -145,6 +148,10 @@ pub const EVENT_NAMES: &[&str] = &[
     "effect_dead_lettered",
     "effect_replayed",
 ];
+
+fn yes() -> bool {
+    true
+}
 
 /// Whether a rule's `on` fires for a step that entered `entered` (when the state
 /// changed) and recorded `event`. A name that is both a state and an event (`approved`,
@@ -203,7 +210,9 @@ impl OrderState {
             (S::Screening, E::ScreeningPassed { chain, .. }) => awaiting(chain.len()),
             (S::Screening, E::ScreeningFlagged { .. }) => S::Flagged,
             (S::Screening, E::ScreeningRejected { .. }) => S::Rejected,
+            (s, E::Amended { material: false, .. }) if s.accepts_amendments() => s.clone(),
             (s, E::Amended { .. }) if s.accepts_amendments() => S::Received,
+            (S::Received, E::ApprovalsVoided { .. }) => S::Received,
 
             (S::Flagged, E::ReviewStarted { .. }) => S::ManualReview,
             (S::ManualReview, E::ReviewReturned { .. }) => S::Flagged,
@@ -215,6 +224,10 @@ impl OrderState {
             }
             (S::AwaitingApproval { level, .. }, E::Approved { level: l, .. }) if l == level => S::Approved,
             (S::AwaitingApproval { level, .. }, E::ApprovalDeclined { level: l, .. }) if l == level => S::Rejected,
+            (
+                S::AwaitingApproval { level, .. },
+                E::ApprovalGiven { level: l, .. } | E::InfoRequested { level: l, .. },
+            ) if l == level => self.clone(),
 
             (S::Approved, E::ExecutionStarted) => S::Executing,
             (S::Executing, E::DeliveryRecorded { .. }) => S::Delivered,
@@ -271,10 +284,19 @@ pub enum OrderEvent {
         external_id: String,
         version: u64,
     },
-    /// A newer version of the external record replaced the order's data.
+    /// A newer version of the external record replaced the order's data. A material
+    /// change (amount, product, customer, term, owner) screens the order again;
+    /// another (contact details, notes) keeps its state and approvals.
     Amended {
         version: u64,
         changed: Vec<String>,
+        #[serde(default = "yes")]
+        material: bool,
+    },
+    /// A material change voided the approvals already given; the chain starts again.
+    ApprovalsVoided {
+        approvals: u32,
+        reason: String,
     },
     ScreeningStarted {
         rules_version: String,
@@ -330,6 +352,20 @@ pub enum OrderEvent {
         level: u8,
         role: String,
         comment: String,
+    },
+    /// One approval of an `all` level that still needs others.
+    ApprovalGiven {
+        level: u8,
+        role: String,
+        comment: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_behalf_of: Option<String>,
+    },
+    /// An approver asked the sales owner for more information; the level stays open.
+    InfoRequested {
+        level: u8,
+        role: String,
+        question: String,
     },
     ExecutionStarted,
     DeliveryRecorded {
@@ -407,6 +443,9 @@ impl OrderEvent {
             E::ReviewRejected { .. } => "review_rejected",
             E::Approved { .. } => "approved",
             E::ApprovalDeclined { .. } => "approval_declined",
+            E::ApprovalGiven { .. } => "approval_given",
+            E::InfoRequested { .. } => "info_requested",
+            E::ApprovalsVoided { .. } => "approvals_voided",
             E::ExecutionStarted => "execution_started",
             E::DeliveryRecorded { .. } => "delivery_recorded",
             E::AcceptanceConfirmed { .. } => "acceptance_confirmed",
@@ -485,8 +524,28 @@ mod tests {
                 E::ScreeningRejected { rules_version: rv(), fired: vec![], inputs: Inputs::new() },
                 S::Rejected,
             ),
-            (S::Flagged, E::Amended { version: 2, changed: vec![] }, S::Received),
-            (S::AwaitingApproval { level: 2, of: 3 }, E::Amended { version: 2, changed: vec![] }, S::Received),
+            (S::Flagged, E::Amended { version: 2, changed: vec![], material: true }, S::Received),
+            (
+                S::AwaitingApproval { level: 2, of: 3 },
+                E::Amended { version: 2, changed: vec![], material: true },
+                S::Received,
+            ),
+            (
+                S::AwaitingApproval { level: 2, of: 3 },
+                E::Amended { version: 3, changed: vec!["customer.phone".into()], material: false },
+                S::AwaitingApproval { level: 2, of: 3 },
+            ),
+            (S::Received, E::ApprovalsVoided { approvals: 1, reason: "amount changed".into() }, S::Received),
+            (
+                S::AwaitingApproval { level: 2, of: 3 },
+                E::ApprovalGiven { level: 2, role: "r".into(), comment: String::new(), on_behalf_of: None },
+                S::AwaitingApproval { level: 2, of: 3 },
+            ),
+            (
+                S::AwaitingApproval { level: 1, of: 1 },
+                E::InfoRequested { level: 1, role: "r".into(), question: "?".into() },
+                S::AwaitingApproval { level: 1, of: 1 },
+            ),
             (S::Flagged, E::ReviewStarted { comment: String::new() }, S::ManualReview),
             (S::ManualReview, E::ReviewReturned { comment: String::new() }, S::Flagged),
             (
@@ -543,7 +602,7 @@ mod tests {
         // An approval for the wrong level is refused, not applied to the current one.
         assert!(S::AwaitingApproval { level: 2, of: 3 }.on(&approved(1)).is_err());
         assert!(S::Paid.on(&E::Cancelled { reason: String::new() }).is_err());
-        assert!(S::Approved.on(&E::Amended { version: 9, changed: vec![] }).is_err());
+        assert!(S::Approved.on(&E::Amended { version: 9, changed: vec![], material: true }).is_err());
     }
 
     fn any_state() -> impl Strategy<Value = OrderState> {
@@ -581,7 +640,15 @@ mod tests {
             }),
             Just(E::ScreeningFlagged { rules_version: "v".into(), fired: vec![], inputs: Inputs::new() }),
             Just(E::ScreeningRejected { rules_version: "v".into(), fired: vec![], inputs: Inputs::new() }),
-            Just(E::Amended { version: 2, changed: vec![] }),
+            any::<bool>().prop_map(|material| E::Amended { version: 2, changed: vec![], material }),
+            (0u8..4).prop_map(|level| E::ApprovalGiven {
+                level,
+                role: "r".into(),
+                comment: String::new(),
+                on_behalf_of: None
+            }),
+            (0u8..4).prop_map(|level| E::InfoRequested { level, role: "r".into(), question: "?".into() }),
+            Just(E::ApprovalsVoided { approvals: 2, reason: String::new() }),
             Just(E::ReviewStarted { comment: String::new() }),
             Just(E::ReviewReturned { comment: String::new() }),
             (0usize..3).prop_map(|n| E::ReviewReleased { comment: String::new(), chain: chain(n) }),

@@ -1,13 +1,14 @@
 //! The engine: lifecycle states and events, rules, and the pure `decide` function.
 //! Never imports `store`, `http`, `connectors` or `workers` (invariant 6).
 
+pub mod approval;
 pub mod decide;
 pub mod lifecycle;
 pub mod notify;
 pub mod rules;
 pub mod table;
 
-pub use decide::{AuditEntry, Decision, EffectSpec, decide, decide_new};
+pub use decide::{AuditEntry, Case, DecideError, Decision, EffectSpec, decide, decide_new};
 pub use lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
 pub use rules::Rules;
 pub use table::History;

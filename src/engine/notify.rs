@@ -12,8 +12,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::approval::ApprovalProgress;
 use super::decide::EffectSpec;
-use super::lifecycle::{EVENT_NAMES, OrderEvent, STATE_NAMES, triggers};
+use super::lifecycle::{EVENT_NAMES, OrderEvent, OrderState, STATE_NAMES, triggers};
 use crate::diagnostics::Diagnostic;
 use crate::directory::{Directory, Person};
 use crate::domain::{ConnectorId, Order};
@@ -42,6 +43,12 @@ pub struct MailSpec {
     /// A signed link of this purpose is put in the mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkPurpose>,
+    /// What the link is valid for beyond its purpose (approval links: `r<round>.l<level>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_context: Option<String>,
+    /// The template-specific data (`extra` in templates), e.g. the approval level.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
     /// Set when the recipient takes this kind of mail as a digest: gather it instead
     /// of sending it, and send the gathered items this often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +64,8 @@ pub enum Audience {
     Person(String),
     SalesOwner,
     Customer,
+    /// Whoever may decide on the approval level waiting now.
+    Approvers,
 }
 
 #[derive(Clone, Debug)]
@@ -83,13 +92,44 @@ impl Notifications {
         entered: Option<&str>,
         event: &OrderEvent,
         order: &Order,
+        (state, approval): (&OrderState, Option<&ApprovalProgress>),
         now: DateTime<Utc>,
     ) -> Vec<EffectSpec> {
         let day = now.with_timezone(&self.presentation.time_zone).date_naive();
+        // The approval level waiting now, if any: for `approvers`, links and `extra`.
+        let waiting = match (state, approval) {
+            (OrderState::AwaitingApproval { level, of }, Some(p)) => Some((*level, *of, p)),
+            _ => None,
+        };
+        let extra = waiting.map_or(serde_json::Value::Null, |(level, of, p)| {
+            serde_json::json!({
+                "level": level,
+                "of": of,
+                "role": p.level(level).map(ToString::to_string).unwrap_or_default(),
+                "round": p.round,
+            })
+        });
         let mut out = Vec::new();
         for rule in self.rules.iter().filter(|r| triggers(&r.on, entered, event)) {
             let mut seen = Vec::new();
-            for to in rule.to.iter().flat_map(|a| self.resolve(a, order, day)) {
+            let recipients: Vec<Recipient> = rule
+                .to
+                .iter()
+                .flat_map(|a| match (a, waiting) {
+                    (Audience::Approvers, Some((level, _, p))) => p
+                        .approvers(&self.directory, order, level, day)
+                        .into_iter()
+                        .map(|person| self.person(person))
+                        .collect(),
+                    (Audience::Approvers, None) => Vec::new(),
+                    (a, _) => self.resolve(a, order, day),
+                })
+                .collect();
+            let link_context = match (rule.link, waiting) {
+                (Some(LinkPurpose::Approval), Some((level, _, p))) => Some(p.link_context(level)),
+                _ => None,
+            };
+            for to in recipients {
                 if seen.contains(&to.email.to_ascii_lowercase()) {
                     continue;
                 }
@@ -106,6 +146,8 @@ impl Notifications {
                         template: rule.template.clone(),
                         to,
                         link: rule.link,
+                        link_context: link_context.clone(),
+                        extra: extra.clone(),
                         digest_every_secs,
                         event: Some(event.clone()),
                     }),
@@ -117,7 +159,10 @@ impl Notifications {
     }
 
     fn staff(&self, p: &Person, day: chrono::NaiveDate) -> Recipient {
-        let p = self.directory.standing_in(p, day);
+        self.person(self.directory.standing_in(p, day))
+    }
+
+    fn person(&self, p: &Person) -> Recipient {
         Recipient {
             email: p.email.to_string(),
             name: p.name.clone(),
@@ -142,6 +187,7 @@ impl Notifications {
                     }],
                 },
             },
+            Audience::Approvers => Vec::new(),
             Audience::Customer => match &order.customer.email {
                 None => Vec::new(),
                 Some(e) => vec![Recipient {
@@ -213,12 +259,13 @@ pub fn load(
         for a in &r.to {
             match a.as_str() {
                 "sales_owner" => to.push(Audience::SalesOwner),
+                "approvers" => to.push(Audience::Approvers),
                 "customer" => to.push(Audience::Customer),
                 other => match other.split_once(':') {
                     Some(("role", role)) if !role.is_empty() => to.push(Audience::Role(role.to_owned())),
                     Some(("person", id)) if !id.is_empty() => to.push(Audience::Person(id.to_owned())),
                     _ => bad(format!(
-                        "notify: `{other}` is not an audience (role:NAME, person:ID, sales_owner, customer)"
+                        "notify: `{other}` is not an audience (role:NAME, person:ID, sales_owner, customer, approvers)"
                     )),
                 },
             }

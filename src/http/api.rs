@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::OrderId;
-use crate::engine::Actor;
+use crate::engine::{Actor, OrderEvent};
 use crate::store::{EffectId, OrderRecord};
 
 /// `Query` whose rejection is our JSON error, naming the bad parameter.
@@ -62,6 +62,7 @@ pub fn order_json(rec: &OrderRecord) -> Value {
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "references": rec.references,
+        "approval": rec.approval,
         "event_count": rec.last_seq,
         "chain_head": rec.last_hash,
     })
@@ -162,4 +163,126 @@ pub async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, Ap
         "intact": r.broken.is_none(),
         "broken": r.broken.map(|(o, seq, why)| json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
     })))
+}
+
+/// A JSON body whose rejection is our JSON error (422 naming the field when it can).
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(ApiJson).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", inner.to_string());
+            if field == "." { err } else { err.with_field(field) }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    Approve,
+    Reject,
+    RequestInfo,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalBody {
+    /// The approver's directory id; the daemon checks they may decide.
+    approver: String,
+    decision: ApprovalDecision,
+    #[serde(default)]
+    comment: String,
+    /// The level decided on; default: the level waiting now.
+    #[serde(default)]
+    level: u8,
+}
+
+/// `POST /api/orders/{id}/approvals`: a decision on the level waiting, on behalf of
+/// `approver`, checked like a decision from an approval page.
+pub async fn decide_approval(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ApprovalBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let comment = b.comment.trim().to_owned();
+    let needs_comment = !matches!(b.decision, ApprovalDecision::Approve);
+    if needs_comment && comment.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "a rejection or a question needs a comment",
+        )
+        .with_field("comment"));
+    }
+    let level = b.level;
+    let event = match b.decision {
+        ApprovalDecision::Approve => OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None },
+        ApprovalDecision::Reject => OrderEvent::ApprovalDeclined { level, role: String::new(), comment },
+        ApprovalDecision::RequestInfo => OrderEvent::InfoRequested { level, role: String::new(), question: comment },
+    };
+    let rec = app.store.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
+    app.wake_dispatcher();
+    Ok(Json(order_json(&rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    Start,
+    Return,
+    Release,
+    Reject,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// Who reviews (recorded in the audit).
+    operator: String,
+    decision: ReviewDecision,
+    comment: String,
+}
+
+/// `POST /api/orders/{id}/review`: manual review of a flagged order. `release` sends
+/// it to the approval chain the matrix gives now; `reject` rejects it.
+pub async fn review(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReviewBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let comment = b.comment.trim().to_owned();
+    if comment.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "a review decision needs a comment",
+        )
+        .with_field("comment"));
+    }
+    if b.operator.trim().is_empty() {
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "name the operator").with_field("operator")
+        );
+    }
+    let event = match b.decision {
+        ReviewDecision::Start => OrderEvent::ReviewStarted { comment },
+        ReviewDecision::Return => OrderEvent::ReviewReturned { comment },
+        ReviewDecision::Release => OrderEvent::ReviewReleased { comment, chain: Vec::new() },
+        ReviewDecision::Reject => OrderEvent::ReviewRejected { comment },
+    };
+    // An operator is not an approver: record them as such, not as a directory person.
+    let actor = Actor::Person(format!("operator:{}", b.operator.trim()));
+    let rec = app.store.apply(id, actor, event, &app.rules, app.clock.now()).await?;
+    app.wake_dispatcher();
+    Ok(Json(order_json(&rec)))
 }

@@ -51,6 +51,7 @@ impl From<crate::store::StoreError> for ApiError {
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             E::Illegal(t) => ApiError::new(StatusCode::CONFLICT, "illegal_transition", t.to_string()),
             E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            E::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             other => ApiError::unexpected(other),
         }
     }

@@ -5,6 +5,9 @@
 //! so a link acts once. Every refusal is a page that says what happened and changes
 //! nothing. Text is in the recipient's language; all order data is HTML-escaped.
 
+// A refusal is a whole page: helpers return `Result<_, Response>` on purpose.
+#![allow(clippy::result_large_err)]
+
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -249,7 +252,11 @@ pub async fn survey_answer(
     let complaint = f.complaint.is_some();
     let event = OrderEvent::SurveyAnswered { score, comment, complaint };
     let actor = Actor::Person(claims.subject.clone());
-    match app.store.apply_once(claims.order_id, actor, event, &claims.link_id, &app.rules, app.clock.now()).await {
+    match app
+        .store
+        .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
+        .await
+    {
         Ok(_) => {
             app.wake_dispatcher();
             let text = t(l, "Thank you for your feedback. It has been recorded.", "感谢您的反馈，我们已记录您的评价。");
@@ -270,6 +277,260 @@ pub async fn survey_answer(
         ),
         Err(e) => {
             tracing::error!(error = %e, "survey answer not recorded");
+            refusal(&app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
+        }
+    }
+}
+
+/// The approval link's round and level (`r<round>.l<level>`).
+fn round_level(context: &str) -> Option<(u32, u8)> {
+    let (r, l) = context.strip_prefix('r')?.split_once(".l")?;
+    Some((r.parse().ok()?, l.parse().ok()?))
+}
+
+/// Checks an approval link against the order as it is now: same round, same level,
+/// still waiting. A refusal page otherwise.
+fn current_level(app: &AppState, claims: &LinkClaims, order: &OrderRecord, l: Locale) -> Result<(u32, u8), Response> {
+    let stale = |msg: String| refusal(app, StatusCode::CONFLICT, l, &msg);
+    let Some((round, level)) = round_level(&claims.context) else {
+        return Err(refusal(app, StatusCode::FORBIDDEN, l, t(l, "The link is not valid.", "链接无效。")));
+    };
+    let now_round = order.approval.as_ref().map(|p| p.round);
+    match &order.state {
+        crate::engine::OrderState::AwaitingApproval { level: cur, .. } if *cur == level && now_round == Some(round) => {
+            Ok((round, level))
+        }
+        crate::engine::OrderState::AwaitingApproval { .. } if now_round != Some(round) => Err(stale(
+            t(
+                l,
+                "This approval request is no longer current: the order was changed and its approval started again. A new request has been sent.",
+                "此审批请求已失效：订单已变更，审批流程已重新开始，新的审批请求已另行发送。",
+            )
+            .into(),
+        )),
+        state => Err(stale(match l {
+            Locale::ZhCn => format!("此审批请求已失效：该订单当前状态为“{}”。", locale::label(state.name(), l)),
+            Locale::En => format!("This approval request is no longer current: the order is now {}.", locale::label(state.name(), l)),
+        })),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn approval_form(
+    app: &AppState,
+    token: &str,
+    order: &OrderRecord,
+    events: &[crate::store::EventRecord],
+    level: u8,
+    l: Locale,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let of = match order.state {
+        crate::engine::OrderState::AwaitingApproval { of, .. } => of,
+        _ => level,
+    };
+    let o = &order.order;
+    let mut rows = vec![
+        (t(l, "Customer", "客户"), format!("{} ({})", o.customer.name.as_str(), o.customer.id.as_str())),
+        (t(l, "Product", "产品"), format!("{} {}", locale::label(o.product.kind.as_str(), l), o.product.code.as_str())),
+        (t(l, "Amount", "金额"), locale::money(&o.amount, l)),
+    ];
+    if let Some(term) = o.term_months {
+        rows.push((t(l, "Term", "期限"), format!("{} {}", term.get(), t(l, "months", "个月"))));
+    }
+    if let Some(r) = o.customer.credit_rating {
+        rows.push((t(l, "Credit rating", "信用评级"), r.as_str().to_owned()));
+    }
+    if let Some(n) = &o.need {
+        rows.push((t(l, "Need", "客户需求"), n.as_str().to_owned()));
+    }
+    if let Some(s) = &o.sales_owner {
+        rows.push((t(l, "Sales owner", "客户经理"), s.as_str().to_owned()));
+    }
+    let table: String = rows.iter().map(|(k, v)| format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v))).collect();
+    let tz = app.settings.presentation.time_zone;
+    let history: String = events
+        .iter()
+        .filter_map(|e| {
+            use crate::engine::OrderEvent as E;
+            let what = match &e.event {
+                E::ScreeningPassed { reason, .. } => format!("{}: {reason}", t(l, "Screening passed", "筛查通过")),
+                E::ScreeningFlagged { fired, .. } => format!(
+                    "{}: {}",
+                    t(l, "Flagged by screening", "筛查提示"),
+                    fired.iter().map(|h| format!("{} {}", h.rule_id, h.message)).collect::<Vec<_>>().join("; ")
+                ),
+                E::ReviewReleased { comment, .. } => {
+                    format!("{}: {comment}", t(l, "Released after review", "人工复核通过"))
+                }
+                E::Approved { level, role, comment, .. } | E::ApprovalGiven { level, role, comment, .. } => {
+                    format!("{} {level} ({}): {comment}", t(l, "Approved level", "已审批 第"), locale::label(role, l))
+                }
+                E::InfoRequested { question, .. } => {
+                    format!("{}: {question}", t(l, "Information requested", "要求补充信息"))
+                }
+                E::ApprovalsVoided { reason, .. } => {
+                    format!("{}: {reason}", t(l, "Earlier approvals voided", "此前审批已作废"))
+                }
+                E::Amended { changed, .. } => format!("{}: {}", t(l, "Order changed", "订单变更"), changed.join(", ")),
+                _ => return None,
+            };
+            let who = match &e.actor {
+                crate::engine::Actor::Person(p) => {
+                    app.rules.notify.directory.person(p).map_or(p.clone(), |p| p.name.clone())
+                }
+                crate::engine::Actor::System => t(l, "system", "系统").to_owned(),
+                crate::engine::Actor::Connector(c) => c.clone(),
+            };
+            Some(format!("<li>{} · {} · {}</li>", esc(&locale::datetime(e.at, tz, l)), esc(&who), esc(&what)))
+        })
+        .collect();
+    let error = error.map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e))).unwrap_or_default();
+    let body = format!(
+        "<p>{intro}</p><table>{table}</table><h2>{hist_title}</h2><ul>{history}</ul>{error}\
+         <form method=\"post\" action=\"/pages/approval/{token}\">\
+         <p><label><input type=\"radio\" name=\"decision\" value=\"approve\" required> {approve}</label><br>\
+         <label><input type=\"radio\" name=\"decision\" value=\"reject\"> {reject}</label><br>\
+         <label><input type=\"radio\" name=\"decision\" value=\"request_info\"> {info}</label></p>\
+         <p><label for=\"comment\">{c}</label><br><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
+         <p><button type=\"submit\">{submit}</button></p></form>",
+        intro = match l {
+            Locale::ZhCn => format!("请审批以下订单（第 {level} 级，共 {of} 级）。"),
+            Locale::En => format!("Please decide on this order (level {level} of {of})."),
+        },
+        hist_title = t(l, "Screening and earlier decisions", "筛查结果与审批记录"),
+        token = esc(token),
+        approve = t(l, "Approve", "同意"),
+        reject = t(l, "Reject", "拒绝"),
+        info = t(l, "Request more information", "要求补充信息"),
+        c = t(l, "Comment (required to reject or ask)", "审批意见（拒绝或提问时必填）"),
+        submit = t(l, "Submit decision", "提交"),
+    );
+    page(status, l, &app.settings.site_name, t(l, "Approval request", "审批请求"), &body)
+}
+
+/// The approver's language: from the directory, else the site default.
+fn approver_locale(app: &AppState, claims: &LinkClaims) -> Locale {
+    app.rules
+        .notify
+        .directory
+        .person(&claims.subject)
+        .and_then(|p| p.locale)
+        .unwrap_or(app.settings.presentation.default_locale)
+}
+
+/// `GET /pages/approval/{token}`: the order, its screening and earlier decisions, and
+/// the decision form, if the link is current and its holder may decide.
+pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let l = approver_locale(&app, &claims);
+    if let Ok(Some(_)) = app.store.used(&claims.link_id).await {
+        return refusal(
+            &app,
+            StatusCode::CONFLICT,
+            l,
+            t(l, "You have already decided on this request.", "您已处理过此审批请求。"),
+        );
+    }
+    let (_, level) = match current_level(&app, &claims, &order, l) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let today = app.clock.now().with_timezone(&app.settings.presentation.time_zone).date_naive();
+    if let Some(p) = &order.approval
+        && let Err(why) = p.standing(&app.rules.notify.directory, &order.order, &claims.subject, level, today)
+    {
+        return refusal(&app, StatusCode::FORBIDDEN, l, &why.to_string());
+    }
+    let events = app.store.events(order.id).await.unwrap_or_default();
+    approval_form(&app, &token, &order, &events, level, l, None, StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ApprovalForm {
+    decision: Option<String>,
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /pages/approval/{token}`: approve or reject once; a question keeps the link.
+pub async fn approval_answer(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    form_data: Result<Form<ApprovalForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let l = approver_locale(&app, &claims);
+    let (round, level) = match current_level(&app, &claims, &order, l) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let events = app.store.events(order.id).await.unwrap_or_default();
+    let again =
+        |msg: &str| approval_form(&app, &token, &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let Ok(Form(f)) = form_data else {
+        return again(t(l, "The form could not be read; please submit it again.", "表单无法读取，请重新提交。"));
+    };
+    let comment: String = f.comment.trim().chars().take(MAX_COMMENT).collect();
+    let (event, once) = match f.decision.as_deref() {
+        Some("approve") => (OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None }, true),
+        Some("reject") if !comment.is_empty() => {
+            (OrderEvent::ApprovalDeclined { level, role: String::new(), comment }, true)
+        }
+        Some("request_info") if !comment.is_empty() => {
+            (OrderEvent::InfoRequested { level, role: String::new(), question: comment }, false)
+        }
+        Some("reject" | "request_info") => {
+            return again(t(l, "Please say why in the comment.", "请在审批意见中说明理由。"));
+        }
+        _ => return again(t(l, "Please choose a decision.", "请选择审批结果。")),
+    };
+    let actor = Actor::Person(claims.subject.clone());
+    let once = once.then_some(claims.link_id.as_str());
+    match app.store.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
+        Ok(rec) => {
+            app.wake_dispatcher();
+            let text = match (&rec.state, l) {
+                (crate::engine::OrderState::AwaitingApproval { level: now, .. }, Locale::ZhCn) if *now == level => {
+                    "已记录。此级审批尚需其他审批人，或等待补充信息。".to_owned()
+                }
+                (crate::engine::OrderState::AwaitingApproval { level: now, .. }, Locale::En) if *now == level => {
+                    "Recorded. This level still needs other approvers, or the information you asked for.".to_owned()
+                }
+                (state, Locale::ZhCn) => format!("已记录，订单当前状态：{}。", locale::label(state.name(), l)),
+                (state, Locale::En) => format!("Recorded. The order is now {}.", locale::label(state.name(), l)),
+            };
+            page(
+                StatusCode::OK,
+                l,
+                &app.settings.site_name,
+                t(l, "Thank you", "谢谢"),
+                &format!("<p>{}</p>", esc(&text)),
+            )
+        }
+        Err(StoreError::Refused(why)) => refusal(&app, StatusCode::FORBIDDEN, l, &why),
+        Err(StoreError::Conflict(why)) if why.contains("already used") => refusal(
+            &app,
+            StatusCode::CONFLICT,
+            l,
+            t(l, "You have already decided on this request.", "您已处理过此审批请求。"),
+        ),
+        Err(StoreError::Conflict(why)) => refusal(&app, StatusCode::CONFLICT, l, &why),
+        Err(StoreError::Illegal(_)) => refusal(
+            &app,
+            StatusCode::CONFLICT,
+            l,
+            t(l, "This approval request is no longer current.", "此审批请求已失效。"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "approval not recorded");
             refusal(&app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
         }
     }

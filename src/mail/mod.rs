@@ -110,7 +110,7 @@ impl Mailer {
             "state": body.get("state").cloned().unwrap_or(Value::Null),
             "order": body.get("order").cloned().unwrap_or(Value::Null),
             "event": serde_json::to_value(&spec.event).unwrap_or(Value::Null),
-            "extra": body.get("extra").cloned().unwrap_or(json!({})),
+            "extra": if spec.extra.is_null() { json!({}) } else { spec.extra.clone() },
             "links": {},
         });
         if let Some(items) = body.get("items") {
@@ -133,8 +133,9 @@ impl Mailer {
                 .map(|d| d.with_timezone(&chrono::Utc))
                 .ok_or_else(|| permanent("a link needs the effect's creation time".into()))?;
             let subject = spec.to.person.as_deref().unwrap_or(&spec.to.email);
-            let claims =
+            let mut claims =
                 signer.claims(purpose, order_id, subject, &format!("{effect_id}/{}", purpose.as_str()), issued);
+            claims.context = spec.link_context.clone().unwrap_or_default();
             ctx["links"][purpose.as_str()] = json!(signer.url(&claims));
         }
         let rendered =

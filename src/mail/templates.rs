@@ -27,6 +27,7 @@ pub const TEMPLATE_NAMES: &[&str] = &[
     "approval_request",
     "approval_reminder",
     "approval_escalation",
+    "info_requested",
     "order_approved",
     "order_rejected",
     "tasks_assigned",
@@ -311,7 +312,7 @@ pub fn sample_context(locale: Locale) -> serde_json::Value {
         "event": {"type": "screening_flagged", "rules_version": "2026-11-26.1",
             "fired": [{"rule_id": "KYC-001", "severity": "flag", "message": "客户未完成 KYC 认证 / customer KYC not verified"}],
             "score": 2, "comment": "办理太慢 <script>", "reason": "score 2 (at or below 2)",
-            "level": 1, "role": "line_supervisor", "number": "INV-2026-0042",
+            "level": 1, "role": "line_supervisor", "number": "INV-2026-0042", "question": "请提供客户近三年的财务报表。",
             "amount": {"amount": "1250000.00", "currency": "CNY"}},
         "links": {"survey": "https://orders.bank.example/pages/survey/TOKEN"},
         "extra": {

@@ -26,6 +26,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Illegal(#[from] IllegalTransition),
+    /// A person may not take this decision (not an approver, their own order, …).
+    #[error("{0}")]
+    Refused(String),
     /// The order cannot take this change in its state (e.g. an amendment after approval).
     #[error("{0}")]
     Conflict(String),
@@ -36,6 +39,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O failed: {0}")]
     Io(String),
+}
+
+impl From<crate::engine::DecideError> for StoreError {
+    fn from(e: crate::engine::DecideError) -> Self {
+        match e {
+            crate::engine::DecideError::Illegal(i) => StoreError::Illegal(i),
+            crate::engine::DecideError::Refused(r) => StoreError::Refused(r.to_string()),
+        }
+    }
 }
 
 /// An order as a connector's mapping produced it, ready to ingest.
@@ -103,13 +115,16 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
 
     /// `apply`, at most once per `once` key (a single-use link's id): the key is
-    /// recorded in the same transaction; a second use is a `Conflict`.
+    /// recorded in the same transaction; a second use is a `Conflict`. With `round`,
+    /// the order's approval chain must still be in that round (else `Conflict`).
+    #[allow(clippy::too_many_arguments)]
     fn apply_once<'a>(
         &'a self,
         id: OrderId,
         actor: Actor,
         event: OrderEvent,
-        once: &'a str,
+        once: Option<&'a str>,
+        round: Option<u32>,
         rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;

@@ -33,6 +33,9 @@ pub struct OrderRecord {
     /// (`service-desk.create_ticket` → `SD-1024`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub references: std::collections::BTreeMap<String, String>,
+    /// The approval chain in progress (or last used), with the approvals given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::engine::approval::ApprovalProgress>,
 }
 
 /// A notification held for a recipient's digest.

@@ -32,7 +32,7 @@ use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::table::Prior;
-use crate::engine::{Actor, Decision, History, OrderEvent, Rules, decide, decide_new};
+use crate::engine::{Actor, Case, Decision, History, OrderEvent, Rules, decide, decide_new};
 use crate::metrics::Metrics;
 
 const STRIPES: usize = 512;
@@ -302,6 +302,7 @@ impl SledStore {
             rows.events = Some((event_key(rec.id, first_seq), json(&events)));
         }
         rec.state = decision.next;
+        rec.approval = decision.approval;
         rec.updated_at = now;
         for (i, spec) in decision.effects.into_iter().enumerate() {
             let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
@@ -441,6 +442,7 @@ impl SledStore {
                 last_seq: 0,
                 last_hash: GENESIS.to_owned(),
                 references: Default::default(),
+                approval: None,
             };
             let mut rows = StepRows { ext: Some((ext_key, id)), customer_put: Some(customer), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -465,9 +467,12 @@ impl SledStore {
             )));
         }
         let changed = changed_fields(&rec.order, &inbound.order);
-        let event = OrderEvent::Amended { version: inbound.version, changed };
+        let material = changed.iter().any(|f| crate::engine::approval::is_material(f));
+        let event = OrderEvent::Amended { version: inbound.version, changed, material };
         let history = self.history(&inbound.order, Some(id), now, rules.history_days)?;
-        let decision = decide(&rec.state, &inbound.order, &history, actor, event, rules, now)?;
+        let case =
+            Case { state: &rec.state, order: &inbound.order, history: &history, approval: rec.approval.as_ref() };
+        let decision = decide(&case, actor, event, rules, now)?;
         let mut rec = rec;
         rec.order = inbound.order;
         rec.source_version = inbound.version;
@@ -493,7 +498,8 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let decision = decide(&rec.state, &rec.order, &history, actor, event, rules, now)?;
+        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
         self.commit(rows).await?;
@@ -502,17 +508,21 @@ impl SledStore {
 
     /// `apply`, once per `once` key: the key is recorded in the same batch, and a
     /// second call with it is refused (single-use links).
+    #[allow(clippy::too_many_arguments)]
     async fn apply_once_inner(
         &self,
         id: OrderId,
         actor: Actor,
         event: OrderEvent,
-        once: &str,
+        once: Option<&str>,
+        round: Option<u32>,
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<OrderRecord, StoreError> {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
-        if let Some(used) = self.used_links.get(once.as_bytes()).map_err(io)? {
+        if let Some(once) = once
+            && let Some(used) = self.used_links.get(once.as_bytes()).map_err(io)?
+        {
             let used: serde_json::Value = decode(&used).map_err(|e| corrupt("used link", e))?;
             return Err(StoreError::Conflict(format!(
                 "this link was already used ({})",
@@ -520,12 +530,22 @@ impl SledStore {
             )));
         }
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
+        if let Some(round) = round
+            && rec.approval.as_ref().map(|p| p.round) != Some(round)
+        {
+            return Err(StoreError::Conflict(
+                "this approval request is no longer current: the order changed and its approval started again".into(),
+            ));
+        }
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let decision = decide(&rec.state, &rec.order, &history, actor, event, rules, now)?;
+        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
-        let mark = serde_json::json!({"at": now, "order_id": id.to_string(), "seq": rec.last_seq});
-        rows.link_put = Some((once.as_bytes().to_vec(), json(&mark)));
+        if let Some(once) = once {
+            let mark = serde_json::json!({"at": now, "order_id": id.to_string(), "seq": rec.last_seq});
+            rows.link_put = Some((once.as_bytes().to_vec(), json(&mark)));
+        }
         self.commit(rows).await?;
         Ok(rec)
     }
@@ -571,6 +591,8 @@ impl SledStore {
                 template: "digest".into(),
                 to,
                 link: None,
+                link_context: None,
+                extra: serde_json::Value::Null,
                 digest_every_secs: None,
                 event: None,
             };
@@ -610,6 +632,7 @@ impl SledStore {
             next: state.clone(),
             audit: vec![crate::engine::AuditEntry { at: now, actor, event, state }],
             effects: Vec::new(),
+            approval: rec.approval.clone(),
         };
         self.rows_for(rec, decision, now, rows);
     }
@@ -828,11 +851,12 @@ impl Store for SledStore {
         id: OrderId,
         actor: Actor,
         event: OrderEvent,
-        once: &'a str,
+        once: Option<&'a str>,
+        round: Option<u32>,
         rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>> {
-        Box::pin(self.apply_once_inner(id, actor, event, once, rules, now))
+        Box::pin(self.apply_once_inner(id, actor, event, once, round, rules, now))
     }
 
     fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>> {

@@ -19,6 +19,24 @@ async fn post(app: &TestApp, payload: &Value) -> String {
     body["order_id"].as_str().unwrap().to_owned()
 }
 
+/// Notifications for tests about how mail is sent: one mail per order, to the customer.
+const CUSTOMER_ONLY: &str = "[[notify]]\non = \"received\"\ntemplate = \"order_received\"\nto = [\"customer\"]\n";
+
+fn customer_only(dir: &std::path::Path) {
+    std::fs::write(dir.join("config/notifications.toml"), CUSTOMER_ONLY).unwrap();
+}
+
+/// Waits until `addr` received `n` mails; returns them.
+async fn wait_to(smtp: &SmtpServer, addr: &str, n: usize) -> Vec<Mail> {
+    let dir = smtp.maildir.clone();
+    wait_until(&format!("{n} mails to {addr}"), || {
+        let dir = dir.clone();
+        async move { to(&messages_in(&dir), addr).len() >= n }
+    })
+    .await;
+    to(&smtp.messages(), addr)
+}
+
 fn to(mails: &[Mail], addr: &str) -> Vec<Mail> {
     mails.iter().filter(|m| m.rcpt().iter().any(|r| r == addr)).cloned().collect()
 }
@@ -32,9 +50,9 @@ async fn dead_letters(app: &TestApp) -> Vec<Value> {
 async fn a_received_order_mails_the_customer_in_chinese_with_both_parts() {
     let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
     let id = post(&app, &deal("D-M1", 1, "1250000.00")).await;
-    let mails = smtp.wait_for(1).await;
+    wait_to(&smtp, "zhang.wei@example.com", 1).await;
     app.drain_outbox().await;
-    let mails = to(&mails, "zhang.wei@example.com");
+    let mails = to(&smtp.messages(), "zhang.wei@example.com");
     assert_eq!(mails.len(), 1, "one confirmation to the customer");
     let m = &mails[0];
     assert!(m.subject().contains("¥1,250,000.00"), "subject: {}", m.subject());
@@ -72,6 +90,7 @@ async fn smtp_down_then_up_every_mail_arrives_exactly_once() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_mail_config(dir.path(), erp.addr, port, &[]);
+    customer_only(dir.path());
     let app = restart(dir, erp).await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -111,6 +130,7 @@ async fn temporary_smtp_errors_are_retried_and_a_lost_reply_resends_the_same_mes
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_mail_config(dir.path(), erp.addr, smtp.port, &[]);
+    customer_only(dir.path());
     let app = restart(dir, erp).await;
     let id = post(&app, &deal("D-451", 1, "1250000.00")).await;
     smtp.wait_for(2).await;
@@ -138,7 +158,8 @@ async fn a_rejected_address_goes_to_dead_letters_with_the_servers_reply() {
     let err = dead[0]["last_error"].as_str().unwrap();
     assert!(err.contains("550") && err.contains("user unknown"), "the server's reply is kept: {err}");
     assert_eq!(dead[0]["attempts"], 1, "a permanent rejection is not retried");
-    assert!(smtp.messages().is_empty());
+    app.drain_outbox().await;
+    assert!(to(&smtp.messages(), "reject-me@example.com").is_empty());
     let order = app.order(&id).await;
     assert!(
         order["events"].as_array().unwrap().iter().any(|e| e["event"]["type"] == "effect_dead_lettered"),
@@ -151,10 +172,15 @@ async fn a_rejected_address_goes_to_dead_letters_with_the_servers_reply() {
 async fn close_order(app: &TestApp, id: &str) {
     let id = id.parse().unwrap();
     let money = orderbridge::domain::Money::parse("1250000.00", "CNY").unwrap();
+    let approve = |who: &str| {
+        (
+            Actor::Person(who.into()),
+            OrderEvent::Approved { level: 0, role: String::new(), comment: "同意".into(), on_behalf_of: None },
+        )
+    };
     let ops = Actor::Person("ops".into());
+    let mut steps = vec![approve("wang.fang"), approve("zhou.min")];
     let events = vec![
-        OrderEvent::Approved { level: 1, role: "line_supervisor".into(), comment: "ok".into(), on_behalf_of: None },
-        OrderEvent::Approved { level: 2, role: "branch_manager".into(), comment: "ok".into(), on_behalf_of: None },
         OrderEvent::ExecutionStarted,
         OrderEvent::DeliveryRecorded { note: "done".into() },
         OrderEvent::AcceptanceConfirmed { note: "accepted".into() },
@@ -162,8 +188,9 @@ async fn close_order(app: &TestApp, id: &str) {
         OrderEvent::PaymentReceived { amount: money, settled: true },
         OrderEvent::Closed,
     ];
-    for ev in events {
-        app.state.store.apply(id, ops.clone(), ev, &app.state.rules, app.state.clock.now()).await.unwrap();
+    steps.extend(events.into_iter().map(|e| (ops.clone(), e)));
+    for (actor, ev) in steps {
+        app.state.store.apply(id, actor, ev, &app.state.rules, app.state.clock.now()).await.unwrap();
     }
     app.state.wake_dispatcher();
 }
