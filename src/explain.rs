@@ -97,6 +97,23 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                 decisions.push(json!({"at": e.at, "by": e.actor, "decision": "declined", "level": level, "role": role, "comment": comment}));
                 lines.push(format!("{at}  declined at level {level} ({role}) by {}: {comment}", actor(&e.actor)));
             }
+            OrderEvent::ApprovalGiven { level, role, comment, on_behalf_of } => {
+                let by = match on_behalf_of {
+                    Some(r) => format!("{} on behalf of {r}", actor(&e.actor)),
+                    None => actor(&e.actor),
+                };
+                decisions.push(json!({"at": e.at, "by": e.actor, "decision": "approved (level still open)", "level": level, "role": role, "on_behalf_of": on_behalf_of, "comment": comment}));
+                lines.push(format!(
+                    "{at}  approved level {level} as {role} by {by} (the level needs more approvals): {comment}"
+                ));
+            }
+            OrderEvent::InfoRequested { level, role, question } => {
+                decisions.push(json!({"at": e.at, "by": e.actor, "decision": "asked for information", "level": level, "role": role, "question": question}));
+                lines.push(format!("{at}  {} ({role}, level {level}) asked: {question}", actor(&e.actor)));
+            }
+            OrderEvent::ApprovalsVoided { approvals, reason } => {
+                lines.push(format!("{at}  {approvals} approval(s) voided ({reason}); the chain starts again"));
+            }
             OrderEvent::ReviewRejected { comment } => {
                 decisions
                     .push(json!({"at": e.at, "by": e.actor, "decision": "rejected in review", "comment": comment}));

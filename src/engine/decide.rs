@@ -525,4 +525,68 @@ operation = "create"
         let ev = OrderEvent::SurveyAnswered { score: 1, comment: String::new(), complaint: false };
         assert!(run(&OrderState::Paid, &o, Actor::System, ev, &r).is_err());
     }
+
+    #[test]
+    fn an_all_of_level_waits_for_each_role_and_refuses_outsiders() {
+        let mut r = rules_from(
+            r#"
+version = "t"
+[approval]
+[[approval.matrix]]
+id = "RISKY"
+chain = ["line_supervisor", { all = ["risk_officer", "compliance_officer"] }]
+"#,
+        );
+        let dir = crate::directory::Directory::parse(
+            std::path::Path::new("d.toml"),
+            r#"
+[[person]]
+id = "wang"
+name = "王芳"
+email = "wang@bank.example"
+roles = ["line_supervisor"]
+[[person]]
+id = "chen"
+name = "陈静"
+email = "chen@bank.example"
+roles = ["risk_officer"]
+[[person]]
+id = "sun"
+name = "孙丽"
+email = "sun@bank.example"
+roles = ["compliance_officer"]
+"#,
+        )
+        .unwrap();
+        r.notify = std::sync::Arc::new(crate::engine::notify::Notifications {
+            directory: std::sync::Arc::new(dir),
+            ..Default::default()
+        });
+        let o = sample_order("5000000.00");
+        let h = History::default();
+        let d = decide_new(&o, &h, Actor::System, received(), &r, Utc::now()).unwrap();
+        assert_eq!(d.next, OrderState::AwaitingApproval { level: 1, of: 2 });
+        let mut state = d.next;
+        let mut progress = d.approval;
+        let mut step = |who: &str| -> Result<Decision, DecideError> {
+            let case = Case { state: &state, order: &o, history: &h, approval: progress.as_ref() };
+            let d = decide(&case, Actor::Person(who.into()), approve(0), &r, Utc::now())?;
+            state = d.next.clone();
+            progress = d.approval.clone();
+            Ok(d)
+        };
+        assert!(matches!(step("chen"), Err(DecideError::Refused(Refusal::NotAnApprover { level: 1, .. }))));
+        let d = step("wang").unwrap();
+        assert_eq!(d.next, OrderState::AwaitingApproval { level: 2, of: 2 });
+        let d = step("chen").unwrap();
+        assert_eq!(d.next, OrderState::AwaitingApproval { level: 2, of: 2 }, "compliance still missing");
+        assert!(matches!(&d.audit[0].event, OrderEvent::ApprovalGiven { role, .. } if role == "risk_officer"));
+        assert!(matches!(step("chen"), Err(DecideError::Refused(Refusal::AlreadyApproved(_, 2)))));
+        let d = step("sun").unwrap();
+        assert_eq!(d.next, OrderState::Approved);
+        assert!(
+            matches!(&d.audit[0].event, OrderEvent::Approved { level: 2, role, .. } if role == "compliance_officer")
+        );
+        assert_eq!(d.approval.unwrap().given.len(), 3);
+    }
 }

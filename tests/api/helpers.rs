@@ -244,6 +244,18 @@ impl TestApp {
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn api_post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api{path}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn order(&self, id: &str) -> Value {
         let (status, body) = self.api(&format!("/orders/{id}")).await;
         assert_eq!(status, 200, "GET order {id}: {body}");

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod approval;
 mod check;
 mod cli;
 mod crash;
