@@ -128,6 +128,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     match (settings, rules, registry, notifications) {
         (Some(settings), Some(mut rules), Some((registry, n)), Some((notifications, _))) if problems.is_empty() => {
             rules.notify = Arc::new(notifications);
+            rules.sla.calendar.tz = settings.presentation.time_zone;
             Ok(Loaded { settings, registry, rules, templates, files: n + 2 })
         }
         _ => Err(problems),

@@ -41,7 +41,7 @@ pub struct RawSettings {
     #[serde(default)]
     pub links: RawLinks,
     #[serde(default)]
-    pub digest: RawDigest,
+    pub scheduler: RawScheduler,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,14 +136,14 @@ impl Default for RawLinks {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawDigest {
-    /// How often the digest job looks for digests that are due.
+pub struct RawScheduler {
+    /// How often the scheduler looks for due approval reminders, escalations and digests.
     pub sweep_interval_ms: u64,
 }
 
-impl Default for RawDigest {
+impl Default for RawScheduler {
     fn default() -> Self {
-        RawDigest { sweep_interval_ms: 10_000 }
+        RawScheduler { sweep_interval_ms: 10_000 }
     }
 }
 
@@ -325,7 +325,7 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// `None` when no link secret is configured (mail then carries no links).
     pub links: Option<LinkSettings>,
-    pub digest_sweep_interval: Duration,
+    pub scheduler_sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,7 +636,7 @@ impl RawSettings {
             presentation: Presentation { time_zone, default_locale },
             smtp,
             links,
-            digest_sweep_interval: Duration::from_millis(self.digest.sweep_interval_ms.max(10)),
+            scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
         })
     }
 }

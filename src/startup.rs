@@ -73,17 +73,19 @@ impl Application {
             clock.clone(),
             wake.clone(),
         );
+        let rules = Arc::new(rules);
         let digests = DigestJob {
             store: store.clone(),
             clock: clock.clone(),
-            interval: settings.digest_sweep_interval,
+            interval: settings.scheduler_sweep_interval,
+            rules: rules.clone(),
             dispatcher: wake.clone(),
         };
         let state = AppState {
             links,
             store,
             registry,
-            rules: Arc::new(rules),
+            rules,
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
             settings: Arc::new(settings),
             metrics,

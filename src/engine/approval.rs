@@ -8,10 +8,11 @@
 //! on behalf of the holder). A material change to the order voids the approvals given
 //! and a new round starts; links from earlier rounds stop working.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::rules::Level;
+use super::lifecycle::OrderState;
+use super::rules::{Level, SlaRules};
 use crate::directory::{Directory, Person};
 use crate::domain::Order;
 
@@ -27,7 +28,36 @@ pub struct ApprovalProgress {
     pub given: Vec<Given>,
     /// Roles added to a level by escalation (they may approve it too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub escalated: Vec<(u8, String)>,
+    pub escalated: Vec<Escalation>,
+    /// When the level now waiting started waiting (SLAs count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_since: Option<DateTime<Utc>>,
+    /// Levels whose approvers were reminded in this round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reminded: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub level: u8,
+    pub role: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A stored due time: a reminder or an escalation of one level of one round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    Remind,
+    Escalate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub due: DateTime<Utc>,
+    pub kind: TimerKind,
+    pub level: u8,
+    pub round: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +98,51 @@ pub struct Standing {
 
 impl ApprovalProgress {
     pub fn new(round: u32, chain: Vec<Level>, row: String) -> Self {
-        ApprovalProgress { round, chain, row, given: Vec::new(), escalated: Vec::new() }
+        ApprovalProgress {
+            round,
+            chain,
+            row,
+            given: Vec::new(),
+            escalated: Vec::new(),
+            level_since: None,
+            reminded: Vec::new(),
+        }
+    }
+
+    /// The role answerable for `level` now: the last role it was escalated to, else
+    /// the level's first open role.
+    pub fn answerable(&self, level: u8) -> Option<String> {
+        self.escalated
+            .iter()
+            .rev()
+            .find(|e| e.level == level)
+            .map(|e| e.role.clone())
+            .or_else(|| self.level(level).and_then(|l| l.missing(&self.approved_roles(level)).first().cloned()))
+    }
+
+    /// The reminder and escalation due for the level waiting in `state`.
+    pub fn timers(&self, state: &OrderState, sla: &SlaRules) -> Vec<Timer> {
+        let (OrderState::AwaitingApproval { level, .. }, Some(since)) = (state, self.level_since) else {
+            return Vec::new();
+        };
+        let (level, round) = (*level, self.round);
+        let Some(role) = self.answerable(level) else { return Vec::new() };
+        let mut out = Vec::new();
+        let minutes = sla.minutes(&role);
+        if !self.reminded.contains(&level) && self.escalated.iter().all(|e| e.level != level) {
+            let due =
+                sla.calendar.add(since, Duration::minutes(i64::from(minutes) * i64::from(sla.remind_percent) / 100));
+            out.push(Timer { due, kind: TimerKind::Remind, level, round });
+        }
+        let already: Vec<&str> = self.escalated.iter().filter(|e| e.level == level).map(|e| e.role.as_str()).collect();
+        if let Some(to) = sla.escalate_to.get(&role)
+            && !already.contains(&to.as_str())
+        {
+            let base = self.escalated.iter().rev().find(|e| e.level == level).map_or(since, |e| e.at);
+            let due = sla.calendar.add(base, Duration::minutes(i64::from(minutes)));
+            out.push(Timer { due, kind: TimerKind::Escalate, level, round });
+        }
+        out
     }
 
     pub fn level(&self, level: u8) -> Option<&Level> {
@@ -85,9 +159,9 @@ impl ApprovalProgress {
         let Some(l) = self.level(level) else { return Vec::new() };
         let mut roles = l.missing(&self.approved_roles(level));
         if !roles.is_empty() {
-            for (_, r) in self.escalated.iter().filter(|(lv, _)| *lv == level) {
-                if !roles.contains(r) {
-                    roles.push(r.clone());
+            for e in self.escalated.iter().filter(|e| e.level == level) {
+                if !roles.contains(&e.role) {
+                    roles.push(e.role.clone());
                 }
             }
         }
@@ -100,7 +174,7 @@ impl ApprovalProgress {
         let mut approved = self.approved_roles(level);
         approved.push(role.to_owned());
         // An escalated role stands for the whole level.
-        let escalated = self.escalated.iter().any(|(lv, r)| *lv == level && r == role);
+        let escalated = self.escalated.iter().any(|e| e.level == level && e.role == role);
         escalated || l.missing(&approved).is_empty()
     }
 
@@ -304,7 +378,7 @@ roles = ["compliance_officer"]
         );
         assert!(p.completes(1, "compliance_officer"));
         assert!(p.standing(&dir(), &order(), "zhao.lei", 1, day("2026-11-30")).is_err());
-        p.escalated.push((1, "branch_manager".into()));
+        p.escalated.push(Escalation { level: 1, role: "branch_manager".into(), at: chrono::Utc::now() });
         assert_eq!(p.standing(&dir(), &order(), "zhao.lei", 1, day("2026-11-30")).unwrap().role, "branch_manager");
         assert!(p.completes(1, "branch_manager"));
     }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::approval::{ApprovalProgress, Given, Refusal};
+use super::approval::{ApprovalProgress, Escalation, Given, Refusal, Timer, TimerKind};
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
 use super::lifecycle::{RuleHit, Severity};
 use super::notify::MailSpec;
@@ -48,6 +48,8 @@ pub struct Decision {
     pub effects: Vec<EffectSpec>,
     /// The approval chain in progress after this decision (stored on the order).
     pub approval: Option<ApprovalProgress>,
+    /// The order's due times after this decision (they replace the stored ones).
+    pub timers: Vec<Timer>,
 }
 
 /// What a decision looks at besides the event: the order as it stands.
@@ -88,8 +90,13 @@ pub fn decide(
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Result<Decision, DecideError> {
-    let mut d =
-        Decision { next: case.state.clone(), audit: Vec::new(), effects: Vec::new(), approval: case.approval.cloned() };
+    let mut d = Decision {
+        next: case.state.clone(),
+        audit: Vec::new(),
+        effects: Vec::new(),
+        approval: case.approval.cloned(),
+        timers: Vec::new(),
+    };
     let event = match event {
         // A release from review takes the route the matrix gives now.
         OrderEvent::ReviewReleased { comment, chain } if chain.is_empty() => {
@@ -101,7 +108,26 @@ pub fn decide(
     };
     d.apply(case.order, actor, event, rules, now)?;
     d.run_automatic(case.order, case.history, rules, now)?;
+    d.timers = d.approval.as_ref().map(|p| p.timers(&d.next, &rules.sla)).unwrap_or_default();
     Ok(d)
+}
+
+/// The event a due timer causes (the earliest one due at `now`), if any: a reminder
+/// or an escalation of the level waiting. Timers are derived from the order, so a
+/// timer of a level that was decided meanwhile no longer exists and fires nothing.
+pub fn due_timer_event(case: &Case<'_>, rules: &Rules, now: DateTime<Utc>) -> Option<OrderEvent> {
+    let p = case.approval?;
+    let mut timers = p.timers(case.state, &rules.sla);
+    timers.sort_by_key(|t| t.due);
+    let t = timers.into_iter().find(|t| t.due <= now)?;
+    Some(match t.kind {
+        TimerKind::Remind => OrderEvent::ApprovalReminderDue { level: t.level },
+        TimerKind::Escalate => {
+            let from_role = p.answerable(t.level).unwrap_or_default();
+            let to_role = rules.sla.escalate_to.get(&from_role).cloned().unwrap_or_default();
+            OrderEvent::ApprovalEscalated { level: t.level, from_role, to_role }
+        }
+    })
 }
 
 /// The decision for a brand-new order: the `Received` entry, then the automatic steps.
@@ -117,9 +143,10 @@ pub fn decide_new(
         return Err(IllegalTransition { state: "new", event: received.name() }.into());
     }
     let next = OrderState::Received;
-    let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new(), approval: None };
+    let mut d = Decision { audit: Vec::new(), next: next.clone(), effects: Vec::new(), approval: None, timers: vec![] };
     d.record(order, Some(next), actor, received, rules, now);
     d.run_automatic(order, history, rules, now)?;
+    d.timers = d.approval.as_ref().map(|p| p.timers(&d.next, &rules.sla)).unwrap_or_default();
     Ok(d)
 }
 
@@ -129,7 +156,7 @@ fn effects_of_step(
     entered: Option<&OrderState>,
     event: &OrderEvent,
     order: &Order,
-    at: (&OrderState, Option<&ApprovalProgress>),
+    at: (&OrderState, Option<&ApprovalProgress>, Option<DateTime<Utc>>),
     rules: &Rules,
     now: DateTime<Utc>,
 ) -> Vec<EffectSpec> {
@@ -244,7 +271,7 @@ impl Decision {
     }
 
     /// Keeps the approval chain in step with the event.
-    fn track_approval(&mut self, actor: &Actor, event: &OrderEvent) {
+    fn track_approval(&mut self, actor: &Actor, event: &OrderEvent, now: DateTime<Utc>) {
         let next_round = self.approval.as_ref().map_or(1, |p| p.round + 1);
         match event {
             OrderEvent::ScreeningPassed { chain, row, .. } => {
@@ -268,6 +295,16 @@ impl Decision {
                     p.chain.clear();
                 }
             }
+            OrderEvent::ApprovalReminderDue { level } => {
+                if let Some(p) = &mut self.approval {
+                    p.reminded.push(*level);
+                }
+            }
+            OrderEvent::ApprovalEscalated { level, to_role, .. } => {
+                if let Some(p) = &mut self.approval {
+                    p.escalated.push(Escalation { level: *level, role: to_role.clone(), at: now });
+                }
+            }
             _ => {}
         }
     }
@@ -281,13 +318,19 @@ impl Decision {
         rules: &Rules,
         now: DateTime<Utc>,
     ) {
-        self.track_approval(&actor, &event);
+        self.track_approval(&actor, &event, now);
         let after = entered.clone().unwrap_or_else(|| self.next.clone());
+        if let (Some(OrderState::AwaitingApproval { .. }), Some(p)) = (&entered, &mut self.approval) {
+            p.level_since = Some(now);
+        }
+        let due = self.approval.as_ref().and_then(|p| {
+            p.timers(&after, &rules.sla).into_iter().find(|t| t.kind == TimerKind::Escalate).map(|t| t.due)
+        });
         self.effects.extend(effects_of_step(
             entered.as_ref(),
             &event,
             order,
-            (&after, self.approval.as_ref()),
+            (&after, self.approval.as_ref(), due),
             rules,
             now,
         ));
@@ -588,5 +631,67 @@ roles = ["compliance_officer"]
             matches!(&d.audit[0].event, OrderEvent::Approved { level: 2, role, .. } if role == "compliance_officer")
         );
         assert_eq!(d.approval.unwrap().given.len(), 3);
+    }
+
+    #[test]
+    fn sla_timers_remind_then_escalate_along_the_chain() {
+        let mut r = rules_from(
+            r#"
+version = "t"
+[approval]
+[[approval.matrix]]
+id = "ONE"
+chain = ["line_supervisor"]
+[sla]
+hours = 8
+remind_at_percent = 50
+[sla.roles]
+branch_manager = 16
+[sla.escalate_to]
+line_supervisor = "branch_manager"
+branch_manager = "risk_committee"
+"#,
+        );
+        r.sla.calendar.tz = chrono_tz::Asia::Shanghai;
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let o = sample_order("500000.00");
+        let h = History::default();
+        let d = decide_new(&o, &h, Actor::System, received(), &r, at("2026-11-30T10:00:00+08:00")).unwrap();
+        let due: Vec<(TimerKind, DateTime<Utc>)> = d.timers.iter().map(|t| (t.kind, t.due)).collect();
+        assert_eq!(
+            due,
+            [
+                (TimerKind::Remind, at("2026-11-30T14:00:00+08:00")),
+                (TimerKind::Escalate, at("2026-12-01T09:30:00+08:00"))
+            ]
+        );
+        let (mut state, mut progress) = (d.next, d.approval);
+        let mut fire = |now: DateTime<Utc>| -> Option<Decision> {
+            let case = Case { state: &state, order: &o, history: &h, approval: progress.as_ref() };
+            let ev = due_timer_event(&case, &r, now)?;
+            let d = decide(&case, Actor::System, ev, &r, now).unwrap();
+            state = d.next.clone();
+            progress = d.approval.clone();
+            Some(d)
+        };
+        assert!(fire(at("2026-11-30T13:59:00+08:00")).is_none());
+        let d = fire(at("2026-11-30T14:00:00+08:00")).unwrap();
+        assert_eq!(d.audit[0].event, OrderEvent::ApprovalReminderDue { level: 1 });
+        assert_eq!(d.timers.len(), 1, "the reminder is gone, the escalation stays");
+        assert!(fire(at("2026-11-30T17:00:00+08:00")).is_none(), "never twice");
+        let d = fire(at("2026-12-01T09:30:00+08:00")).unwrap();
+        assert!(
+            matches!(&d.audit[0].event, OrderEvent::ApprovalEscalated { to_role, .. } if to_role == "branch_manager")
+        );
+        // Next: branch_manager has 16 working hours from the escalation: 8 on Tuesday, 8 on Wednesday.
+        assert_eq!(
+            d.timers.iter().map(|t| (t.kind, t.due)).collect::<Vec<_>>(),
+            [(TimerKind::Escalate, at("2026-12-02T17:00:00+08:00"))]
+        );
+        let d = fire(at("2026-12-02T17:00:00+08:00")).unwrap();
+        assert!(
+            matches!(&d.audit[0].event, OrderEvent::ApprovalEscalated { to_role, .. } if to_role == "risk_committee")
+        );
+        assert!(d.timers.is_empty(), "risk_committee escalates nowhere");
     }
 }

@@ -131,6 +131,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "approval_given",
     "info_requested",
     "approvals_voided",
+    "approval_reminder_due",
+    "approval_escalated",
     "execution_started",
     "delivery_recorded",
     "acceptance_confirmed",
@@ -226,7 +228,10 @@ impl OrderState {
             (S::AwaitingApproval { level, .. }, E::ApprovalDeclined { level: l, .. }) if l == level => S::Rejected,
             (
                 S::AwaitingApproval { level, .. },
-                E::ApprovalGiven { level: l, .. } | E::InfoRequested { level: l, .. },
+                E::ApprovalGiven { level: l, .. }
+                | E::InfoRequested { level: l, .. }
+                | E::ApprovalReminderDue { level: l }
+                | E::ApprovalEscalated { level: l, .. },
             ) if l == level => self.clone(),
 
             (S::Approved, E::ExecutionStarted) => S::Executing,
@@ -292,6 +297,16 @@ pub enum OrderEvent {
         changed: Vec<String>,
         #[serde(default = "yes")]
         material: bool,
+    },
+    /// The level waited past the reminder point of its SLA; its approvers are reminded.
+    ApprovalReminderDue {
+        level: u8,
+    },
+    /// The level waited its whole SLA: `to_role` may now approve it too.
+    ApprovalEscalated {
+        level: u8,
+        from_role: String,
+        to_role: String,
     },
     /// A material change voided the approvals already given; the chain starts again.
     ApprovalsVoided {
@@ -446,6 +461,8 @@ impl OrderEvent {
             E::ApprovalGiven { .. } => "approval_given",
             E::InfoRequested { .. } => "info_requested",
             E::ApprovalsVoided { .. } => "approvals_voided",
+            E::ApprovalReminderDue { .. } => "approval_reminder_due",
+            E::ApprovalEscalated { .. } => "approval_escalated",
             E::ExecutionStarted => "execution_started",
             E::DeliveryRecorded { .. } => "delivery_recorded",
             E::AcceptanceConfirmed { .. } => "acceptance_confirmed",
@@ -536,6 +553,16 @@ mod tests {
                 S::AwaitingApproval { level: 2, of: 3 },
             ),
             (S::Received, E::ApprovalsVoided { approvals: 1, reason: "amount changed".into() }, S::Received),
+            (
+                S::AwaitingApproval { level: 1, of: 2 },
+                E::ApprovalReminderDue { level: 1 },
+                S::AwaitingApproval { level: 1, of: 2 },
+            ),
+            (
+                S::AwaitingApproval { level: 1, of: 2 },
+                E::ApprovalEscalated { level: 1, from_role: "a".into(), to_role: "b".into() },
+                S::AwaitingApproval { level: 1, of: 2 },
+            ),
             (
                 S::AwaitingApproval { level: 2, of: 3 },
                 E::ApprovalGiven { level: 2, role: "r".into(), comment: String::new(), on_behalf_of: None },
@@ -649,6 +676,8 @@ mod tests {
             }),
             (0u8..4).prop_map(|level| E::InfoRequested { level, role: "r".into(), question: "?".into() }),
             Just(E::ApprovalsVoided { approvals: 2, reason: String::new() }),
+            (0u8..4).prop_map(|level| E::ApprovalReminderDue { level }),
+            (0u8..4).prop_map(|level| E::ApprovalEscalated { level, from_role: "a".into(), to_role: "b".into() }),
             Just(E::ReviewStarted { comment: String::new() }),
             Just(E::ReviewReturned { comment: String::new() }),
             (0usize..3).prop_map(|n| E::ReviewReleased { comment: String::new(), chain: chain(n) }),

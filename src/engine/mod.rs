@@ -2,6 +2,7 @@
 //! Never imports `store`, `http`, `connectors` or `workers` (invariant 6).
 
 pub mod approval;
+pub mod calendar;
 pub mod decide;
 pub mod lifecycle;
 pub mod notify;

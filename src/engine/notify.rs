@@ -92,7 +92,7 @@ impl Notifications {
         entered: Option<&str>,
         event: &OrderEvent,
         order: &Order,
-        (state, approval): (&OrderState, Option<&ApprovalProgress>),
+        (state, approval, due): (&OrderState, Option<&ApprovalProgress>, Option<DateTime<Utc>>),
         now: DateTime<Utc>,
     ) -> Vec<EffectSpec> {
         let day = now.with_timezone(&self.presentation.time_zone).date_naive();
@@ -102,12 +102,19 @@ impl Notifications {
             _ => None,
         };
         let extra = waiting.map_or(serde_json::Value::Null, |(level, of, p)| {
-            serde_json::json!({
+            let mut extra = serde_json::json!({
                 "level": level,
                 "of": of,
                 "role": p.level(level).map(ToString::to_string).unwrap_or_default(),
                 "round": p.round,
-            })
+            });
+            if let Some(due) = due {
+                extra["due_at"] = serde_json::json!(due);
+            }
+            if let Some(e) = p.escalated.iter().rev().find(|e| e.level == level) {
+                extra["escalated_to"] = serde_json::json!(e.role);
+            }
+            extra
         });
         let mut out = Vec::new();
         for rule in self.rules.iter().filter(|r| triggers(&r.on, entered, event)) {

@@ -25,6 +25,39 @@ pub struct Rules {
     pub watch_list: Arc<WatchList>,
     /// How far back `history.*` inputs look, in days.
     pub history_days: u32,
+    pub sla: SlaRules,
+}
+
+/// Approval SLAs: working time per level, reminders, escalation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlaRules {
+    /// Working hours and holidays; its time zone is `site.time_zone`.
+    pub calendar: super::calendar::Calendar,
+    /// Working minutes a level may take, by default and per role.
+    pub default_minutes: u32,
+    pub roles: BTreeMap<String, u32>,
+    /// The reminder goes out after this share of the SLA (percent).
+    pub remind_percent: u8,
+    /// At the SLA, the level is escalated to this role (which may then approve it).
+    pub escalate_to: BTreeMap<String, String>,
+}
+
+impl Default for SlaRules {
+    fn default() -> Self {
+        SlaRules {
+            calendar: super::calendar::Calendar::office(chrono_tz::Asia::Shanghai),
+            default_minutes: 8 * 60,
+            roles: BTreeMap::new(),
+            remind_percent: 50,
+            escalate_to: BTreeMap::new(),
+        }
+    }
+}
+
+impl SlaRules {
+    pub fn minutes(&self, role: &str) -> u32 {
+        self.roles.get(role).copied().unwrap_or(self.default_minutes)
+    }
 }
 
 /// After-sales follow-up of the satisfaction survey.
@@ -276,6 +309,113 @@ pub struct RulesFile {
     pub effects: Vec<toml::Spanned<EffectRuleFile>>,
     #[serde(default)]
     pub survey: Option<toml::Spanned<SurveyFile>>,
+    #[serde(default)]
+    pub sla: Option<toml::Spanned<SlaFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaFile {
+    /// `"09:00-17:30"` in `site.time_zone`.
+    #[serde(default = "default_business_hours")]
+    pub business_hours: String,
+    #[serde(default = "default_business_days")]
+    pub business_days: Vec<String>,
+    /// Local dates that are not working days, e.g. `"2027-01-01"`.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    /// Local dates worked although their weekday is not (make-up days, 调休).
+    #[serde(default)]
+    pub workdays: Vec<String>,
+    /// Working hours a level may take (default 8).
+    #[serde(default = "default_sla_hours")]
+    pub hours: u32,
+    #[serde(default)]
+    pub roles: BTreeMap<String, u32>,
+    /// Reminder after this percentage of the SLA (default 50).
+    #[serde(default = "default_remind")]
+    pub remind_at_percent: u8,
+    #[serde(default)]
+    pub escalate_to: BTreeMap<String, String>,
+}
+
+fn default_business_hours() -> String {
+    "09:00-17:30".into()
+}
+fn default_business_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+}
+fn default_sla_hours() -> u32 {
+    8
+}
+fn default_remind() -> u8 {
+    50
+}
+
+impl SlaFile {
+    fn validate(self) -> Result<SlaRules, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut cal = super::calendar::Calendar::office(chrono_tz::Asia::Shanghai);
+        match self.business_hours.split_once('-').map(|(a, b)| {
+            (chrono::NaiveTime::parse_from_str(a.trim(), "%H:%M"), chrono::NaiveTime::parse_from_str(b.trim(), "%H:%M"))
+        }) {
+            Some((Ok(a), Ok(b))) if a < b => {
+                cal.start = a;
+                cal.end = b;
+            }
+            _ => problems.push(format!("sla.business_hours `{}` is not like \"09:00-17:30\"", self.business_hours)),
+        }
+        cal.days.clear();
+        for d in &self.business_days {
+            match d.parse::<chrono::Weekday>() {
+                Ok(w) if !cal.days.contains(&w) => cal.days.push(w),
+                Ok(_) => {}
+                Err(_) => problems.push(format!("sla.business_days: `{d}` is not a weekday (mon … sun)")),
+            }
+        }
+        for (list, days, name) in
+            [(&mut cal.holidays, &self.holidays, "holidays"), (&mut cal.workdays, &self.workdays, "workdays")]
+        {
+            for h in days {
+                match h.parse::<chrono::NaiveDate>() {
+                    Ok(d) => {
+                        list.insert(d);
+                    }
+                    Err(_) => problems.push(format!("sla.{name}: `{h}` is not a date like 2027-01-01")),
+                }
+            }
+        }
+        if self.hours == 0 || self.roles.values().any(|h| *h == 0) {
+            problems.push("sla: hours must be positive".into());
+        }
+        if !(1..=99).contains(&self.remind_at_percent) {
+            problems.push("sla.remind_at_percent must be 1–99".into());
+        }
+        for start in self.escalate_to.keys() {
+            let mut cur = start;
+            for _ in 0..=self.escalate_to.len() {
+                match self.escalate_to.get(cur) {
+                    Some(next) if next == start => {
+                        problems.push(format!("sla.escalate_to goes round in a circle from `{start}`"));
+                        break;
+                    }
+                    Some(next) => cur = next,
+                    None => break,
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(SlaRules {
+                calendar: cal,
+                default_minutes: self.hours * 60,
+                roles: self.roles.into_iter().map(|(k, v)| (k, v * 60)).collect(),
+                remind_percent: self.remind_at_percent,
+                escalate_to: self.escalate_to,
+            })
+        } else {
+            Err(problems)
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,9 +624,24 @@ impl RulesFile {
             problems.push(RuleProblem { span: 0..0, message: "reference.history_days must be 1–3660".into() });
         }
 
+        let sla = match self.sla {
+            None => SlaRules::default(),
+            Some(f) => {
+                let span = f.span();
+                match f.into_inner().validate() {
+                    Ok(s) => s,
+                    Err(es) => {
+                        problems.extend(es.into_iter().map(|m| RuleProblem { span: span.clone(), message: m }));
+                        SlaRules::default()
+                    }
+                }
+            }
+        };
+
         if problems.is_empty() {
             Ok(Rules {
                 version: self.version.into_inner(),
+                sla,
                 screening,
                 approval: ApprovalRules { auto_role: self.approval.auto_approver_role, matrix },
                 effects,

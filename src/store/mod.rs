@@ -130,6 +130,9 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
     /// When a `once` key was used, if it was.
     fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
+    /// Fires due approval reminders and escalations (each one step, at most once);
+    /// returns how many fired. Durable when it returns.
+    fn run_timers<'a>(&'a self, rules: &'a Rules, now: DateTime<Utc>) -> BoxFuture<'a, Result<usize, StoreError>>;
     /// Turns every due digest into one mail effect; returns how many. Durable when it returns.
     fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
 

@@ -36,6 +36,21 @@ pub struct OrderRecord {
     /// The approval chain in progress (or last used), with the approvals given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::engine::approval::ApprovalProgress>,
+    /// Due reminders and escalations; mirrored in the timer index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timers: Vec<crate::engine::approval::Timer>,
+}
+
+/// Timer-index key: due time (ms, big-endian) ‖ order id ‖ kind.
+pub fn timer_key(id: OrderId, t: &crate::engine::approval::Timer) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..8].copy_from_slice(&u64::try_from(t.due.timestamp_millis()).unwrap_or(0).to_be_bytes());
+    k[8..24].copy_from_slice(id.as_bytes());
+    k[24] = match t.kind {
+        crate::engine::approval::TimerKind::Remind => 0,
+        crate::engine::approval::TimerKind::Escalate => 1,
+    };
+    k
 }
 
 /// A notification held for a recipient's digest.

@@ -7,6 +7,7 @@
 //! state index (state ‖ 0 ‖ order id → ∅), `g` digest items (person ‖ 0 ‖ effect
 //! key → item), `u` used links (link id → when and by which event), `c` customer
 //! history (customer id ‖ 0 ‖ order id → amount and product, for velocity rules),
+//! `t` timers (due ms ‖ order id ‖ kind → ∅: approval reminders and escalations),
 //! `m` metadata.
 //!
 //! One lifecycle step is one atomic `Batch` on that tree (sled applies a batch all or
@@ -26,7 +27,7 @@ use tokio::sync::Mutex;
 
 use super::commit::Committer;
 use super::records::{
-    DigestItem, EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, digest_key, event_key, state_key,
+    DigestItem, EffectId, EffectRecord, EventRecord, GENESIS, OrderRecord, digest_key, event_key, state_key, timer_key,
 };
 use super::{AuditReport, EffectOutcome, Inbound, Ingested, Store, StoreError};
 use crate::connectors::BoxFuture;
@@ -99,6 +100,7 @@ pub struct SledStore {
     digests: Space,
     used_links: Space,
     customers: Space,
+    timers: Space,
     meta: Space,
     /// Serialises digest runs (they number their effects from `m/digest_seq`).
     digest_lock: Mutex<()>,
@@ -144,6 +146,8 @@ struct StepRows {
     link_put: Option<(Vec<u8>, Vec<u8>)>,
     meta_put: Option<(Vec<u8>, Vec<u8>)>,
     customer_put: Option<(Vec<u8>, Vec<u8>)>,
+    timer_del: Vec<[u8; 25]>,
+    timer_put: Vec<[u8; 25]>,
 }
 
 fn customer_key(customer: &str, id: OrderId) -> Vec<u8> {
@@ -212,6 +216,7 @@ impl SledStore {
             digests: space(b'g'),
             used_links: space(b'u'),
             customers: space(b'c'),
+            timers: space(b't'),
             meta: space(b'm'),
             digest_lock: Mutex::new(()),
             tree,
@@ -303,6 +308,11 @@ impl SledStore {
         }
         rec.state = decision.next;
         rec.approval = decision.approval;
+        if rec.timers != decision.timers {
+            rows.timer_del.extend(rec.timers.iter().map(|t| timer_key(rec.id, t)));
+            rows.timer_put.extend(decision.timers.iter().map(|t| timer_key(rec.id, t)));
+            rec.timers = decision.timers;
+        }
         rec.updated_at = now;
         for (i, spec) in decision.effects.into_iter().enumerate() {
             let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
@@ -408,6 +418,12 @@ impl SledStore {
         if let Some((k, v)) = &rows.customer_put {
             b.insert(self.customers.key(k), &v[..]);
         }
+        for k in &rows.timer_del {
+            b.remove(self.timers.key(k));
+        }
+        for k in &rows.timer_put {
+            b.insert(self.timers.key(k), &[][..]);
+        }
         self.tree.apply_batch(b).map_err(io)?;
         let delta = |put: usize, del: usize| put as i64 - del as i64;
         self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
@@ -443,6 +459,7 @@ impl SledStore {
                 last_hash: GENESIS.to_owned(),
                 references: Default::default(),
                 approval: None,
+                timers: Vec::new(),
             };
             let mut rows = StepRows { ext: Some((ext_key, id)), customer_put: Some(customer), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -625,6 +642,65 @@ impl SledStore {
         Ok(sent)
     }
 
+    /// Orders with a timer due at `now` (oldest first), and stale index keys to drop.
+    fn due_timer_orders(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+        let end = u64::try_from(now.timestamp_millis() + 1).unwrap_or(0).to_be_bytes();
+        let mut out = Vec::new();
+        for row in self.timers.range_to(&end) {
+            let (k, _) = row.map_err(io)?;
+            let Some(id) = k.get(8..24).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(OrderId::from_bytes) else {
+                continue;
+            };
+            if !out.contains(&id) {
+                out.push(id);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fires the order's earliest due timer (one step), or drops stale index keys.
+    async fn fire_timer_inner(&self, id: OrderId, rules: &Rules, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
+        let Some(rec) = self.read_order(id)? else { return Ok(false) };
+        let history = History::default();
+        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        match crate::engine::decide::due_timer_event(&case, rules, now) {
+            Some(event) => {
+                let decision = decide(&case, Actor::System, event, rules, now)?;
+                let mut rows = StepRows::default();
+                self.rows_for(rec, decision, now, &mut rows);
+                self.commit(rows).await?;
+                Ok(true)
+            }
+            None => {
+                // Nothing due for this order: its index keys up to now are stale
+                // (e.g. written by rules that have changed since). Re-sync them.
+                let end = u64::try_from(now.timestamp_millis() + 1).unwrap_or(0).to_be_bytes();
+                let mut rows = StepRows::default();
+                for row in self.timers.range_to(&end) {
+                    let (k, _) = row.map_err(io)?;
+                    if k.get(8..24) == Some(&id.as_bytes()[..]) {
+                        rows.timer_del.push(k.as_slice().try_into().map_err(|_| corrupt("timer index", "bad key"))?);
+                    }
+                }
+                let current = rec.approval.as_ref().map(|p| p.timers(&rec.state, &rules.sla)).unwrap_or_default();
+                if current != rec.timers {
+                    let mut rec = rec;
+                    rows.timer_put.extend(current.iter().map(|t| timer_key(id, t)));
+                    rec.timers = current;
+                    rows.order = Some((id, json(&rec)));
+                }
+                if !rows.timer_del.is_empty() || rows.order.is_some() {
+                    self.commit(rows).await?;
+                }
+                Ok(false)
+            }
+        }
+    }
+
     /// Appends a bookkeeping event (no state change) to an order's chain.
     fn bookkeeping(&self, rec: OrderRecord, actor: Actor, event: OrderEvent, now: DateTime<Utc>, rows: &mut StepRows) {
         let state = rec.state.clone();
@@ -633,6 +709,7 @@ impl SledStore {
             audit: vec![crate::engine::AuditEntry { at: now, actor, event, state }],
             effects: Vec::new(),
             approval: rec.approval.clone(),
+            timers: rec.timers.clone(),
         };
         self.rows_for(rec, decision, now, rows);
     }
@@ -868,6 +945,38 @@ impl Store for SledStore {
                     Ok(v.get("at").and_then(|a| serde_json::from_value(a.clone()).ok()))
                 }
             }
+        })
+    }
+
+    fn run_timers<'a>(&'a self, rules: &'a Rules, now: DateTime<Utc>) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(async move {
+            let mut fired = 0;
+            // Bounded: at most this many steps per sweep; the next sweep goes on.
+            for _ in 0..100 {
+                let due = self.due_timer_orders(now, 64)?;
+                if due.is_empty() {
+                    break;
+                }
+                let mut progressed = false;
+                for id in due {
+                    match self.fire_timer_inner(id, rules, now).await {
+                        Ok(true) => {
+                            fired += 1;
+                            progressed = true;
+                        }
+                        Ok(false) => {}
+                        // One order's trouble must not hold up the others' reminders.
+                        Err(e @ (StoreError::Illegal(_) | StoreError::Refused(_))) => {
+                            tracing::error!(order_id = %id, error = %e, "a due timer cannot fire; it stays due");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            Ok(fired)
         })
     }
 

@@ -1,6 +1,8 @@
-//! The digest job: every sweep, turns each person's due digest (gathered notifications
-//! whose oldest item has waited their cadence) into one mail effect. All of it lives
-//! in the store, so a restart loses nothing and sends nothing twice.
+//! The scheduler: every sweep, fires due approval reminders and escalations (each
+//! one store step that removes its own due time, so it never fires twice), and turns
+//! each person's due digest (gathered notifications whose oldest item has waited their
+//! cadence) into one mail effect. All due times live in the store, so a restart
+//! loses nothing and repeats nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use crate::store::Store;
 
 pub struct DigestJob {
     pub store: Arc<dyn Store>,
+    pub rules: Arc<crate::engine::Rules>,
     pub clock: Clock,
     pub interval: Duration,
     /// Woken when a digest was queued, so it goes out at once.
@@ -22,6 +25,14 @@ pub struct DigestJob {
 impl DigestJob {
     pub async fn run(self, stop: CancellationToken) {
         loop {
+            match self.store.run_timers(&self.rules, self.clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(fired = n, "approval reminders and escalations fired");
+                    self.dispatcher.notify_one();
+                }
+                Err(e) => tracing::error!(error = %e, "scheduler cannot fire timers; will try again"),
+            }
             match self.store.run_digests(self.clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => {

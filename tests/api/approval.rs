@@ -274,3 +274,62 @@ async fn manual_review_releases_to_the_matrix_route_or_rejects() {
     assert_eq!(released["actor"]["id"], "operator:ops.zhou");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fire_once() {
+    // Monday 2026-11-30 10:00 in Shanghai. STANDARD route: one line_supervisor level,
+    // SLA 8 working hours: reminder at 14:00, escalation to branch_manager Tuesday 09:30.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00+08:00").unwrap().with_timezone(&Utc);
+    let clock = ManualClock::new(start);
+    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let id = post(&app, &deal("D-SLA", 1, "500000.00")).await;
+    approval_link(&smtp, "wang.fang@bank.example", &id, 0).await;
+    let count = |events: &[Value], kind: &str| events.iter().filter(|e| e["event"]["type"] == kind).count();
+    let reminders_to =
+        |addr: &str| smtp.messages().into_iter().filter(|m| m.rcpt() == [addr] && m.subject().contains("提醒")).count();
+
+    // Just before the reminder point: nothing fires.
+    clock.advance(chrono::Duration::minutes(3 * 60 + 59));
+    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    assert_eq!(count(&events(&app, &id).await, "approval_reminder_due"), 0);
+
+    // 14:01: both line supervisors are reminded, once.
+    clock.advance(chrono::Duration::minutes(2));
+    wait_until("the reminder fires", || async { count(&events(&app, &id).await, "approval_reminder_due") == 1 }).await;
+    wait_until("reminders are mailed", || async {
+        reminders_to("wang.fang@bank.example") == 1 && reminders_to("zhao.lei@bank.example") == 1
+    })
+    .await;
+    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0, "never twice");
+
+    // Due times are stored: restart, then pass the SLA (Tuesday 09:31).
+    let erp = app.erp.clone();
+    let dir = app.stop().await;
+    let app = restart_with(dir, erp, clock.clock()).await;
+    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    clock.advance(chrono::Duration::hours(19) + chrono::Duration::minutes(30));
+    wait_until("the escalation fires", || async { count(&events(&app, &id).await, "approval_escalated") == 1 }).await;
+    let evs = events(&app, &id).await;
+    let esc = evs.iter().find(|e| e["event"]["type"] == "approval_escalated").unwrap();
+    assert_eq!(
+        (esc["event"]["from_role"].as_str(), esc["event"]["to_role"].as_str()),
+        (Some("line_supervisor"), Some("branch_manager"))
+    );
+    assert_eq!(count(&evs, "approval_reminder_due"), 1, "the reminder did not fire again after the restart");
+
+    // The branch managers are told, and one of them may now decide the level.
+    let zhou = approval_link(&smtp, "zhou.min@bank.example", &id, 0).await;
+    let mail = smtp.messages().into_iter().find(|m| m.rcpt() == ["zhou.min@bank.example"]).unwrap();
+    assert!(mail.subject().contains("升级") || mail.part("text/plain").contains("升级"), "{}", mail.subject());
+    assert_eq!(submit(&zhou, &[("decision", "approve"), ("comment", "逾期升级后审批")]).await.0, 200);
+    let order = app.order(&id).await;
+    assert_eq!(order["state"], "approved");
+    let approved =
+        order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "approved").unwrap().clone();
+    assert_eq!(approved["event"]["role"], "branch_manager");
+
+    // Nothing more is due for a decided order.
+    clock.advance(chrono::Duration::days(30));
+    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    app.stop().await;
+}

@@ -230,7 +230,8 @@ impl TestApp {
     pub async fn post_webhook(&self, payload: &Value) -> (u16, Value) {
         let body = serde_json::to_vec(payload).unwrap();
         let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-        let headers = self.signed_headers(&id, chrono::Utc::now().timestamp(), &body);
+        // Signed "now" as the daemon sees it (tests may run it on a manual clock).
+        let headers = self.signed_headers(&id, self.state.clock.now().timestamp(), &body);
         self.post_raw("demo-crm", body, headers).await
     }
 

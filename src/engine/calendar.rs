@@ -1,0 +1,121 @@
+//! Business hours: SLAs count working time only, in the configured time zone, skipping
+//! weekends and holidays. Pure and bounded.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Calendar {
+    pub tz: Tz,
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+    pub days: Vec<Weekday>,
+    pub holidays: BTreeSet<NaiveDate>,
+    /// Days worked although their weekday is not (make-up working days, 调休).
+    pub workdays: BTreeSet<NaiveDate>,
+}
+
+/// Longest search for working time: ten years of calendar days.
+const MAX_DAYS: u32 = 3660;
+
+impl Calendar {
+    /// Mon–Fri 09:00–17:30 in `tz`, no holidays.
+    pub fn office(tz: Tz) -> Self {
+        Calendar {
+            tz,
+            start: NaiveTime::from_hms_opt(9, 0, 0).expect("valid"),
+            end: NaiveTime::from_hms_opt(17, 30, 0).expect("valid"),
+            days: vec![Weekday::Mon, Weekday::Tue, Weekday::Wed, Weekday::Thu, Weekday::Fri],
+            holidays: BTreeSet::new(),
+            workdays: BTreeSet::new(),
+        }
+    }
+
+    pub fn is_working_day(&self, d: NaiveDate) -> bool {
+        (self.days.contains(&d.weekday()) || self.workdays.contains(&d)) && !self.holidays.contains(&d)
+    }
+
+    fn at(&self, d: NaiveDate, t: NaiveTime) -> DateTime<Utc> {
+        // A local time skipped by a DST change is taken at its earliest valid instant.
+        let local = self
+            .tz
+            .from_local_datetime(&d.and_time(t))
+            .earliest()
+            .or_else(|| self.tz.from_local_datetime(&(d.and_time(t) + Duration::hours(1))).earliest())
+            .expect("a local time exists within an hour");
+        local.with_timezone(&Utc)
+    }
+
+    /// The moment `work` of working time after `from`. Outside working hours the
+    /// clock starts at the next opening.
+    pub fn add(&self, from: DateTime<Utc>, work: Duration) -> DateTime<Utc> {
+        let mut left = work.max(Duration::zero());
+        let mut day = from.with_timezone(&self.tz).date_naive();
+        for _ in 0..MAX_DAYS {
+            if self.is_working_day(day) {
+                let open = self.at(day, self.start).max(from);
+                let close = self.at(day, self.end);
+                if open < close {
+                    let available = close - open;
+                    if left <= available {
+                        return open + left;
+                    }
+                    left -= available;
+                }
+            }
+            day = day.succ_opt().expect("dates do not run out");
+        }
+        // No working time within ten years (e.g. no working days configured).
+        from + work
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(s: &str) -> DateTime<Utc> {
+        let naive = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        chrono_tz::Asia::Shanghai.from_local_datetime(&naive).unwrap().with_timezone(&Utc)
+    }
+
+    fn cal() -> Calendar {
+        let mut c = Calendar::office(chrono_tz::Asia::Shanghai);
+        // 2027-01-01 (Friday) is New Year's Day.
+        c.holidays.insert("2027-01-01".parse().unwrap());
+        c
+    }
+
+    #[test]
+    fn working_time_skips_nights_weekends_and_holidays() {
+        let c = cal();
+        let h = Duration::hours;
+        // Monday 2026-11-30 10:00 + 4 h = 14:00 the same day.
+        assert_eq!(c.add(sh("2026-11-30 10:00"), h(4)), sh("2026-11-30 14:00"));
+        // + 8 h: 7.5 h on Monday, 0.5 h on Tuesday.
+        assert_eq!(c.add(sh("2026-11-30 10:00"), h(8)), sh("2026-12-01 09:30"));
+        // Friday 16:00 + 2 h: 1.5 h on Friday, 0.5 h on Monday.
+        assert_eq!(c.add(sh("2026-12-04 16:00"), h(2)), sh("2026-12-07 09:30"));
+        // Saturday night counts from Monday's opening.
+        assert_eq!(c.add(sh("2026-12-05 23:00"), h(1)), sh("2026-12-07 10:00"));
+        // Thursday 2026-12-31 17:00 + 1 h: the holiday and the weekend are skipped.
+        assert_eq!(c.add(sh("2026-12-31 17:00"), h(1)), sh("2027-01-04 09:30"));
+        // Before opening, the clock starts at 09:00.
+        assert_eq!(c.add(sh("2026-11-30 07:00"), Duration::minutes(30)), sh("2026-11-30 09:30"));
+        assert_eq!(c.add(sh("2026-11-30 10:00"), Duration::zero()), sh("2026-11-30 10:00"));
+        // A make-up working Saturday counts.
+        let mut c = cal();
+        c.workdays.insert("2026-12-05".parse().unwrap());
+        assert_eq!(c.add(sh("2026-12-04 16:00"), h(2)), sh("2026-12-05 09:30"));
+    }
+
+    #[test]
+    fn a_calendar_without_working_days_still_ends() {
+        let mut c = cal();
+        c.days.clear();
+        let from = sh("2026-11-30 10:00");
+        assert_eq!(c.add(from, Duration::hours(1)), from + Duration::hours(1));
+    }
+}
