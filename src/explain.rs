@@ -31,6 +31,7 @@ fn waiting_for(state: &OrderState, chain: &[Level]) -> String {
             let role = chain.get(usize::from(*level).saturating_sub(1)).map_or("?".to_owned(), ToString::to_string);
             format!("approval level {level} of {of} ({role})")
         }
+        OrderState::Received | OrderState::Screening => "screening".into(),
         OrderState::Approved => "execution (effects on entering `approved` are listed above)".into(),
         OrderState::Rejected | OrderState::Cancelled | OrderState::Archived => "nothing: the order is closed".into(),
         other => format!("the next step after `{}`", other.name()),
@@ -110,6 +111,13 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
             OrderEvent::InfoRequested { level, role, question } => {
                 decisions.push(json!({"at": e.at, "by": e.actor, "decision": "asked for information", "level": level, "role": role, "question": question}));
                 lines.push(format!("{at}  {} ({role}, level {level}) asked: {question}", actor(&e.actor)));
+            }
+            OrderEvent::ApprovalReminderDue { level } => {
+                lines.push(format!("{at}  level {level} passed its reminder point; approvers reminded"));
+            }
+            OrderEvent::ApprovalEscalated { level, from_role, to_role } => {
+                decisions.push(json!({"at": e.at, "decision": "escalated", "level": level, "from": from_role, "to": to_role}));
+                lines.push(format!("{at}  level {level} escalated from {from_role} to {to_role} (SLA passed)"));
             }
             OrderEvent::ApprovalsVoided { approvals, reason } => {
                 lines.push(format!("{at}  {approvals} approval(s) voided ({reason}); the chain starts again"));
