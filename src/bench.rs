@@ -226,15 +226,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.sink.is_some() {
         println!("effects pushed to the sink during the run: {}", pushed.load(Ordering::Relaxed));
     }
-    if let Some(pid) = args.pid {
-        if let Some((hwm, rss)) = rss_kib(pid) {
-            println!(
-                "daemon RSS: now {:.1} MiB, peak during run {:.1} MiB, process peak (VmHWM) {:.1} MiB",
-                rss as f64 / 1024.0,
-                peak.load(Ordering::Relaxed) as f64 / 1024.0,
-                hwm as f64 / 1024.0
-            );
-        }
+    if let Some(pid) = args.pid
+        && let Some((hwm, rss)) = rss_kib(pid)
+    {
+        println!(
+            "daemon RSS: now {:.1} MiB, peak during run {:.1} MiB, process peak (VmHWM) {:.1} MiB",
+            rss as f64 / 1024.0,
+            peak.load(Ordering::Relaxed) as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
     }
     Ok(())
 }

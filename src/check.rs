@@ -34,7 +34,13 @@ pub fn rules_path(config_dir: &Path) -> std::path::PathBuf {
 
 /// Loads `config/rules.toml`.
 pub fn load_rules(config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
-    let path = rules_path(config_dir);
+    load_rules_file(&rules_path(config_dir), config_dir)
+}
+
+/// Loads a rules file (e.g. a candidate for `rules diff`); files it names are read
+/// from `config_dir/config/`.
+pub fn load_rules_file(path: &Path, config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
+    let path = path.to_owned();
     let text =
         std::fs::read_to_string(&path).map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
     let file: RulesFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
@@ -69,13 +75,13 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for (rule, at) in n.rules.iter().zip(located) {
             let mut bad = |m: String| problems.push(Diagnostic::at(&path, &text, Some(at.span.clone()), m));
-            if let Some(t) = &templates {
-                if !t.has(&rule.template) {
-                    bad(format!(
-                        "notify: template `{}` does not exist (no config/templates/<locale>/{}.txt)",
-                        rule.template, rule.template
-                    ));
-                }
+            if let Some(t) = &templates
+                && !t.has(&rule.template)
+            {
+                bad(format!(
+                    "notify: template `{}` does not exist (no config/templates/<locale>/{}.txt)",
+                    rule.template, rule.template
+                ));
             }
             for a in &rule.to {
                 match a {

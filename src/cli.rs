@@ -56,6 +56,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rule changes: what a candidate rules.toml would decide differently.
+    #[command(subcommand)]
+    Rules(RulesCmd),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
 }
@@ -74,6 +77,25 @@ pub enum OrdersCmd {
     /// Show one order with its events.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCmd {
+    /// Replay stored orders through a candidate rules file and list every order whose
+    /// screening result or approval route would change. Exit 0: none; 1: some.
+    Diff {
+        /// Replay the stored history (the only mode).
+        #[arg(long, required = true)]
+        against_history: bool,
+        /// Only the N most recent orders.
+        #[arg(long)]
+        last: Option<usize>,
+        /// The candidate rules file (default: config/rules.toml, i.e. the edited file).
+        #[arg(long)]
+        candidate: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -168,6 +190,9 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
+        Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
+            rules_diff(&dir, last, candidate, json).await
+        }
         Command::Explain { id, json } => {
             let src = Source::open(&dir)?;
             let order = fetch_order(&src, id.parse()?).await?;
@@ -276,6 +301,58 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
+    let path = candidate.unwrap_or_else(|| crate::check::rules_path(dir));
+    let rules = match crate::check::load_rules_file(&path, dir) {
+        Ok(r) => r,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let src = Source::open(dir)?;
+    // Every order id, in arrival order (pages of 1000).
+    let mut ids: Vec<OrderId> = Vec::new();
+    let mut after: Option<OrderId> = None;
+    loop {
+        let page: Vec<OrderId> = match &src {
+            Source::Store(s) => s.list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
+            Source::Api { .. } => {
+                let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
+                let v = src.api(reqwest::Method::GET, &format!("/orders?limit=1000{q}")).await?;
+                v["orders"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o["id"].as_str().and_then(|i| i.parse().ok()))
+                    .collect()
+            }
+        };
+        let Some(l) = page.last().copied() else { break };
+        after = Some(l);
+        ids.extend(page);
+    }
+    if let Some(n) = last {
+        ids = ids.split_off(ids.len().saturating_sub(n));
+    }
+    let mut report = crate::rules_diff::Report::new(&rules);
+    for id in ids {
+        let order = fetch_order(&src, id).await?;
+        let events: Vec<crate::store::EventRecord> = serde_json::from_value(order["events"].clone())?;
+        report.add(&rules, &order, &events);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for l in report.lines() {
+            println!("{l}");
+        }
+    }
+    Ok(i32::from(!report.changes.is_empty()))
 }
 
 /// An order with its events, as `GET /api/orders/{id}` shows it.

@@ -116,7 +116,9 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                 lines.push(format!("{at}  level {level} passed its reminder point; approvers reminded"));
             }
             OrderEvent::ApprovalEscalated { level, from_role, to_role } => {
-                decisions.push(json!({"at": e.at, "decision": "escalated", "level": level, "from": from_role, "to": to_role}));
+                decisions.push(
+                    json!({"at": e.at, "decision": "escalated", "level": level, "from": from_role, "to": to_role}),
+                );
                 lines.push(format!("{at}  level {level} escalated from {from_role} to {to_role} (SLA passed)"));
             }
             OrderEvent::ApprovalsVoided { approvals, reason } => {

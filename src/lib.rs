@@ -29,6 +29,7 @@ pub mod locale;
 pub mod mail;
 pub mod mapping;
 pub mod metrics;
+pub mod rules_diff;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

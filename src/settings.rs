@@ -264,15 +264,16 @@ impl SecretRef {
     /// Parses `${NAME}` or `file:PATH`. Anything else is refused, so a secret is never
     /// written into a config file by accident.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Ok(SecretRef::Env(name.to_owned()));
-            }
+        if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+            && !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Ok(SecretRef::Env(name.to_owned()));
         }
-        if let Some(p) = s.strip_prefix("file:") {
-            if !p.is_empty() {
-                return Ok(SecretRef::File(p.into()));
-            }
+        if let Some(p) = s.strip_prefix("file:")
+            && !p.is_empty()
+        {
+            return Ok(SecretRef::File(p.into()));
         }
         Err("a secret must be a reference, `${ENV_NAME}` or `file:PATH`, never the value itself".into())
     }
@@ -503,10 +504,10 @@ impl RawSettings {
                 Locale::ZhCn
             }
         };
-        if let Some(u) = &self.site.public_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                bad(&["site", "public_url"], format!("`{u}` is not an http(s) URL"));
-            }
+        if let Some(u) = &self.site.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bad(&["site", "public_url"], format!("`{u}` is not an http(s) URL"));
         }
         let resolve = |r: &str| -> Result<Option<SecretString>, String> {
             match SecretRef::parse(r)?.resolve(config_dir) {
@@ -560,13 +561,13 @@ impl RawSettings {
                     }
                 };
                 for (key, v) in [("from", Some(&m.from)), ("reply_to", m.reply_to.as_ref())] {
-                    if let Some(v) = v {
-                        if v.parse::<lettre::message::Mailbox>().is_err() {
-                            bad(
-                                &["smtp", key],
-                                format!("`{v}` is not a mailbox (`Name <address@domain>` or `address@domain`)"),
-                            );
-                        }
+                    if let Some(v) = v
+                        && v.parse::<lettre::message::Mailbox>().is_err()
+                    {
+                        bad(
+                            &["smtp", key],
+                            format!("`{v}` is not a mailbox (`Name <address@domain>` or `address@domain`)"),
+                        );
                     }
                 }
                 if m.pool_max == 0 || m.timeout_secs == 0 {

@@ -316,20 +316,20 @@ impl SledStore {
         rec.updated_at = now;
         for (i, spec) in decision.effects.into_iter().enumerate() {
             let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
-            if let Some(mail) = &spec.mail {
-                if let (Some(every), Some(person)) = (mail.digest_every_secs, &mail.to.person) {
-                    let item = DigestItem {
-                        to: mail.to.clone(),
-                        every_secs: every,
-                        order_id: rec.id,
-                        template: mail.template.clone(),
-                        customer: rec.order.customer.name.to_string(),
-                        amount: rec.order.amount.clone(),
-                        at: now,
-                    };
-                    rows.digest_put.push((digest_key(person, &id), json(&item)));
-                    continue;
-                }
+            if let Some(mail) = &spec.mail
+                && let (Some(every), Some(person)) = (mail.digest_every_secs, &mail.to.person)
+            {
+                let item = DigestItem {
+                    to: mail.to.clone(),
+                    every_secs: every,
+                    order_id: rec.id,
+                    template: mail.template.clone(),
+                    customer: rec.order.customer.name.to_string(),
+                    amount: rec.order.amount.clone(),
+                    at: now,
+                };
+                rows.digest_put.push((digest_key(person, &id), json(&item)));
+                continue;
             }
             let mut body = serde_json::json!({
                 "effect_id": id.to_string(),

@@ -283,6 +283,22 @@ impl TestApp {
         }
         self.dir
     }
+
+    /// Stops and waits until the store is free for another process (offline CLI).
+    pub async fn stop_and_release(self) -> tempfile::TempDir {
+        let state = self.state.clone();
+        let dir = self.stop().await;
+        drop(state);
+        // sled holds an exclusive flock on data/db while open; probe it the same way
+        // (opening sled itself would hold it again for a moment after closing).
+        let db = dir.path().join("data/db");
+        wait_until("the store is released", || {
+            let db = db.clone();
+            async move { std::fs::File::open(&db).is_ok_and(|f| f.try_lock().is_ok()) }
+        })
+        .await;
+        dir
+    }
 }
 
 /// Polls `cond` until true; panics naming `what` after a generous bound.

@@ -10,3 +10,4 @@ mod crash;
 mod dispatcher;
 mod intake;
 mod mail;
+mod rules_diff;
