@@ -103,6 +103,42 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
     }
 
+    // Every role the approval matrix and the SLAs name must have somebody to act.
+    if let (Some(rules), Some((n, _))) = (&rules, &notifications)
+        && !n.directory.is_empty()
+    {
+        let path = rules_path(config_dir);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (i, row) in rules.approval.matrix.iter().enumerate() {
+            let roles: Vec<&String> = match &row.chain {
+                Some(chain) => chain.iter().flat_map(|l| l.roles()).collect(),
+                None => vec![&rules.approval.auto_role],
+            };
+            for role in roles {
+                if !n.directory.has_role(role) && row.chain.is_some() {
+                    problems.push(Diagnostic::at(
+                        &path,
+                        &text,
+                        locate_matrix_row(&text, i),
+                        format!("approval matrix row {}: nobody in config/directory.toml has role `{role}`", row.id),
+                    ));
+                }
+            }
+        }
+        for (from, to) in &rules.sla.escalate_to {
+            for role in [from, to] {
+                if !n.directory.has_role(role) {
+                    problems.push(Diagnostic::at(
+                        &path,
+                        &text,
+                        locate(&text, &["sla", "escalate_to"]),
+                        format!("sla.escalate_to: nobody in config/directory.toml has role `{role}`"),
+                    ));
+                }
+            }
+        }
+    }
+
     if let (Some(rules), Some((registry, _))) = (&rules, &registry) {
         let path = rules_path(config_dir);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -139,6 +175,13 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
         _ => Err(problems),
     }
+}
+
+fn locate_matrix_row(text: &str, index: usize) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let table = DeTable::parse(text).ok()?;
+    let root = DeValue::Table(table.into_inner());
+    root.get("approval")?.get_ref().get("matrix")?.get_ref().get(index).map(|v| v.span())
 }
 
 fn locate_effect(text: &str, index: usize) -> Option<std::ops::Range<usize>> {

@@ -45,6 +45,11 @@ impl From<crate::engine::DecideError> for StoreError {
     fn from(e: crate::engine::DecideError) -> Self {
         match e {
             crate::engine::DecideError::Illegal(i) => StoreError::Illegal(i),
+            // Not a matter of who asks but of when: the order has moved on.
+            crate::engine::DecideError::Refused(
+                r @ (crate::engine::approval::Refusal::NotAwaiting
+                | crate::engine::approval::Refusal::WrongLevel { .. }),
+            ) => StoreError::Conflict(r.to_string()),
             crate::engine::DecideError::Refused(r) => StoreError::Refused(r.to_string()),
         }
     }

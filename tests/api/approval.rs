@@ -127,6 +127,10 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     assert_eq!(status, 200);
     let order = app.order(&id).await;
     assert_eq!(order["state"], "approved");
+    let (status, body) = app
+        .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "zhao.lei", "decision": "approve"}))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
 
     // The audit: who approved which level in which role.
     let approved: Vec<&Value> =

@@ -163,6 +163,7 @@ async fn mail_configuration_is_cross_checked() {
     let l_template =
         edit(d, "config/notifications.toml", "template = \"order_flagged\"", "template = \"order_flaged\"");
     let l_role = edit(d, "config/notifications.toml", "\"role:after_sales\"", "\"role:aftersales\"");
+    let l_chain = edit(d, "config/rules.toml", "chain = [\"line_supervisor\"]", "chain = [\"line_supervisr\"]");
     let (code, out) = check(d);
     assert_eq!(code, 78, "{out}");
     expect_all(
@@ -177,6 +178,11 @@ async fn mail_configuration_is_cross_checked() {
                 "{}:{}:1: notify: nobody in config/directory.toml has role `aftersales`",
                 p("config/notifications.toml"),
                 l_role - 3
+            ),
+            format!(
+                "{}:{}:1: approval matrix row STANDARD: nobody in config/directory.toml has role `line_supervisr`",
+                p("config/rules.toml"),
+                l_chain - 3
             ),
         ],
     );
