@@ -78,6 +78,11 @@ fn refusal(app: &AppState, status: StatusCode, locale: Locale, message: &str) ->
     page(status, locale, &app.settings.site_name, title, &format!("<p>{}</p>", esc(message)))
 }
 
+/// The store could not be read or written: nothing was recorded; try again.
+fn busy(app: &AppState, l: Locale) -> Response {
+    refusal(app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
+}
+
 fn link_refusal(app: &AppState, e: &LinkError) -> Response {
     let l = app.settings.presentation.default_locale;
     let (status, message) = match e {
@@ -216,7 +221,7 @@ pub async fn survey_form(State(app): State<AppState>, Path(token): Path<String>)
         Ok(None) => form(&app, &token, &order, l, None, StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, "survey page cannot read the store");
-            refusal(&app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
+            busy(&app, l)
         }
     }
 }
@@ -277,7 +282,7 @@ pub async fn survey_answer(
         ),
         Err(e) => {
             tracing::error!(error = %e, "survey answer not recorded");
-            refusal(&app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
+            busy(&app, l)
         }
     }
 }
@@ -531,7 +536,7 @@ pub async fn approval_answer(
         ),
         Err(e) => {
             tracing::error!(error = %e, "approval not recorded");
-            refusal(&app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
+            busy(&app, l)
         }
     }
 }

@@ -7,7 +7,8 @@
 //! state index (state ‖ 0 ‖ order id → ∅), `g` digest items (person ‖ 0 ‖ effect
 //! key → item), `u` used links (link id → when and by which event), `c` customer
 //! history (customer id ‖ 0 ‖ order id → amount and product, for velocity rules),
-//! `t` timers (due ms ‖ order id ‖ kind → ∅: approval reminders and escalations),
+//! `t` timers (due ms ‖ order id ‖ kind → ∅: each order's earliest due reminder or
+//! escalation),
 //! `m` metadata.
 //!
 //! One lifecycle step is one atomic `Batch` on that tree (sled applies a batch all or
@@ -309,8 +310,15 @@ impl SledStore {
         rec.state = decision.next;
         rec.approval = decision.approval;
         if rec.timers != decision.timers {
-            rows.timer_del.extend(rec.timers.iter().map(|t| timer_key(rec.id, t)));
-            rows.timer_put.extend(decision.timers.iter().map(|t| timer_key(rec.id, t)));
+            // The index holds only each order's earliest due time (one key per order):
+            // firing it recomputes what is due next.
+            let earliest =
+                |ts: &[crate::engine::approval::Timer]| ts.iter().min_by_key(|t| t.due).map(|t| timer_key(rec.id, t));
+            let (old, new) = (earliest(&rec.timers), earliest(&decision.timers));
+            if old != new {
+                rows.timer_del.extend(old);
+                rows.timer_put.extend(new);
+            }
             rec.timers = decision.timers;
         }
         rec.updated_at = now;
@@ -687,9 +695,11 @@ impl SledStore {
                     }
                 }
                 let current = rec.approval.as_ref().map(|p| p.timers(&rec.state, &rules.sla)).unwrap_or_default();
+                if let Some(next) = current.iter().min_by_key(|t| t.due) {
+                    rows.timer_put.push(timer_key(id, next));
+                }
                 if current != rec.timers {
                     let mut rec = rec;
-                    rows.timer_put.extend(current.iter().map(|t| timer_key(id, t)));
                     rec.timers = current;
                     rows.order = Some((id, json(&rec)));
                 }
