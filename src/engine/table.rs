@@ -176,7 +176,12 @@ impl Cell {
         let value = inputs.get(&self.input).cloned().unwrap_or(Input::Null);
         let mut env = VariableMap::default();
         env.insert(Variable::dollar_key(), value.variable());
-        match self.expr.evaluate(Variable::from_object(env)) {
+        thread_local! {
+            // One VM per thread, reused: evaluation allocates its stacks once.
+            static VM: std::cell::RefCell<zen_expression::vm::VM> = std::cell::RefCell::new(zen_expression::vm::VM::new());
+        }
+        let result = VM.with(|vm| self.expr.evaluate_with(Variable::from_object(env), &mut vm.borrow_mut()));
+        match result {
             Ok(b) => Ok(b),
             // A comparison with a missing value does not match (write `null` to match it).
             Err(_) if value == Input::Null => Ok(false),
