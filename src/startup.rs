@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::store::SledStore;
 use crate::workers::digest::DigestJob;
 use crate::workers::dispatcher::Dispatcher;
+use crate::workers::poller::Poller;
 
 /// How long shutdown waits for effects in flight before giving up on them (they stay
 /// in the outbox and run again after restart, with the same idempotency key).
@@ -32,6 +33,7 @@ pub struct Application {
     state: AppState,
     dispatcher: Arc<Dispatcher>,
     digests: DigestJob,
+    pollers: Vec<Poller>,
 }
 
 impl Application {
@@ -81,6 +83,20 @@ impl Application {
             rules: rules.clone(),
             dispatcher: wake.clone(),
         };
+        let pollers = registry
+            .connectors
+            .values()
+            .filter_map(|c| c.poll.clone())
+            .map(|poll| Poller {
+                poll,
+                store: store.clone(),
+                rules: rules.clone(),
+                required_fields: settings.required_fields.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+                dispatcher: wake.clone(),
+            })
+            .collect();
         let state = AppState {
             links,
             store,
@@ -93,7 +109,7 @@ impl Application {
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
         };
-        Ok(Application { listener, state, dispatcher, digests })
+        Ok(Application { listener, state, dispatcher, digests, pollers })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -107,7 +123,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
     /// lets the dispatcher record what is in flight, and flushes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, digests } = self;
+        let Application { listener, state, dispatcher, digests, pollers } = self;
         let stop = CancellationToken::new();
         // A worker that ends before shutdown was asked for is a failure: stop serving
         // (readiness goes false first) and exit non-zero, rather than accept orders
@@ -116,6 +132,10 @@ impl Application {
         let workers = {
             let (stop, died) = (stop.clone(), worker_died.clone());
             tokio::spawn(async move {
+                // Pollers stop with the daemon; one that fails only logs (it retries each run).
+                for p in pollers {
+                    tokio::spawn(p.run(stop.clone()));
+                }
                 let mut dispatch = tokio::spawn(dispatcher.run(stop.clone()));
                 let mut digest = tokio::spawn(digests.run(stop.clone()));
                 let (name, result, first_is_dispatch) = tokio::select! {

@@ -86,6 +86,8 @@ pub struct Connector {
     pub kind: &'static str,
     pub webhook: Option<Webhook>,
     pub push: Option<Arc<dyn Push>>,
+    /// Polling for changed records, when configured.
+    pub poll: Option<Arc<rest::RestPoll>>,
     /// Operation names `Push` accepts (checked against `rules.toml`).
     pub operations: Vec<String>,
 }
@@ -109,7 +111,7 @@ impl Registry {
         let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
         self.connectors.insert(
             id.clone(),
-            Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), operations }),
+            Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), poll: None, operations }),
         );
     }
 

@@ -44,6 +44,59 @@ pub struct Config {
     pub operations: BTreeMap<String, Spanned<OperationFile>>,
     /// Inbound webhooks from this system.
     pub webhook: Option<Spanned<WebhookFile>>,
+    /// Polling this system for changed records (when it sends no webhooks).
+    pub poll: Option<Spanned<PollFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollFile {
+    /// Path under `base_url` listing records (GET).
+    pub path: String,
+    /// Seconds between polling runs.
+    #[serde(default = "default_poll_every")]
+    pub every_secs: u64,
+    /// The mapping (`mappings/<name>.toml`) applied to each record.
+    pub mapping: Spanned<String>,
+    /// JSONPath to the records in a page (default `$`: the page is the array).
+    #[serde(default = "default_records")]
+    pub records: String,
+    /// JSONPath into a record to its modification mark (a timestamp or a number).
+    pub watermark_field: String,
+    /// Query parameter that asks for records changed at or after the watermark.
+    pub watermark_param: String,
+    /// The watermark of the very first run (default: everything).
+    pub start_from: Option<String>,
+    #[serde(default)]
+    pub paging: PagingFile,
+}
+
+fn default_poll_every() -> u64 {
+    60
+}
+fn default_records() -> String {
+    "$".into()
+}
+
+/// How a listing pages: not at all, by a cursor in the body, by offset, or by the
+/// `Link: <…>; rel="next"` header.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum PagingFile {
+    #[default]
+    None,
+    Cursor {
+        /// JSONPath into the page to the next cursor (absent or null: last page).
+        next: String,
+        /// Query parameter carrying the cursor.
+        param: String,
+    },
+    Offset {
+        param: String,
+        limit_param: String,
+        limit: u32,
+    },
+    Link,
 }
 
 fn default_timeout() -> u64 {
@@ -135,7 +188,7 @@ pub struct RestPush {
     id: ConnectorId,
     client: reqwest::Client,
     base: Url,
-    auth: Auth,
+    auth: Arc<Auth>,
     operations: BTreeMap<String, Operation>,
     permits: Semaphore,
 }
@@ -311,6 +364,75 @@ impl Config {
             return Err(problems);
         }
 
+        let auth = Arc::new(auth);
+        let poll = match self.poll {
+            None => None,
+            Some(p) => {
+                let span = p.span();
+                let p = p.into_inner();
+                let mut bad = |m: String| problems.push((Some(span.clone()), format!("poll: {m}")));
+                let mapping = mappings.get(p.mapping.get_ref()).cloned();
+                if mapping.is_none() {
+                    bad(format!(
+                        "mapping `{}` does not exist (no mappings/{}.toml, or it has errors)",
+                        p.mapping.get_ref(),
+                        p.mapping.get_ref()
+                    ));
+                }
+                let path_of = |what: &str, s: &str| {
+                    serde_json_path::JsonPath::parse(s).map_err(|e| format!("{what} `{s}` is not a JSONPath: {e}"))
+                };
+                let records = path_of("records", &p.records).map_err(&mut bad).ok();
+                let watermark = path_of("watermark_field", &p.watermark_field).map_err(&mut bad).ok();
+                let paging = match &p.paging {
+                    PagingFile::Cursor { next, param } => path_of("paging.next", next)
+                        .map_err(&mut bad)
+                        .ok()
+                        .map(|n| Paging::Cursor { next: n, param: param.clone() }),
+                    PagingFile::Offset { param, limit_param, limit } if *limit > 0 => {
+                        Some(Paging::Offset { param: param.clone(), limit_param: limit_param.clone(), limit: *limit })
+                    }
+                    PagingFile::Offset { .. } => {
+                        bad("paging.limit must be positive".into());
+                        None
+                    }
+                    PagingFile::Link => Some(Paging::Link),
+                    PagingFile::None => Some(Paging::None),
+                };
+                if !p.path.starts_with('/') {
+                    bad("path must start with `/`".into());
+                }
+                if p.every_secs == 0 {
+                    bad("every_secs must be positive".into());
+                }
+                match (&base, mapping, records, watermark, paging) {
+                    (Some(base), Some(mapping), Some(records), Some(watermark), Some(paging)) => {
+                        Some(Arc::new(RestPoll {
+                            id: id.clone(),
+                            client: client.clone(),
+                            base: base.clone(),
+                            auth: auth.clone(),
+                            path: p.path,
+                            every: Duration::from_secs(p.every_secs),
+                            mapping,
+                            records,
+                            watermark,
+                            watermark_param: p.watermark_param,
+                            start_from: p.start_from,
+                            paging,
+                        }))
+                    }
+                    (None, ..) => {
+                        problems.push((Some(span), "poll needs a `base_url`".into()));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let op_names: Vec<String> = operations.keys().cloned().collect();
         let push: Option<Arc<dyn Push>> = match base {
             Some(base) if !operations.is_empty() => Some(Arc::new(RestPush {
@@ -323,7 +445,7 @@ impl Config {
             })),
             _ => None,
         };
-        Ok(Connector { id: id.clone(), kind: "rest", webhook, push, operations: op_names })
+        Ok(Connector { id: id.clone(), kind: "rest", webhook, push, poll, operations: op_names })
     }
 }
 
@@ -343,24 +465,12 @@ impl Push for RestPush {
                 .request(op.method.clone(), url)
                 .json(effect.body)
                 .header(op.idempotency_header.clone(), effect.idempotency_key);
-            req = match &self.auth {
-                Auth::None => req,
-                Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
-                Auth::ApiKey(h, v) => {
-                    let mut hv = HeaderValue::from_str(v.expose_secret()).map_err(|_| ConnectorError::Auth {
-                        message: "API key contains characters not allowed in a header".into(),
-                    })?;
-                    hv.set_sensitive(true);
-                    req.header(h.clone(), hv)
-                }
-                Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose_secret())),
-                Auth::OAuth2(cc) => req.bearer_auth(cc.token().await?.expose_secret()),
-            };
+            req = authorize(&self.auth, req).await?;
             let resp = req
                 .send()
                 .await
                 .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-            if let (Auth::OAuth2(cc), 401) = (&self.auth, resp.status().as_u16()) {
+            if let (Auth::OAuth2(cc), 401) = (&*self.auth, resp.status().as_u16()) {
                 // The token was revoked or expired early: fetch a fresh one next time.
                 cc.invalidate().await;
             }
@@ -377,6 +487,23 @@ impl Push for RestPush {
             Ok(receipt)
         })
     }
+}
+
+/// Adds the connector's credentials to a request.
+async fn authorize(auth: &Auth, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, ConnectorError> {
+    Ok(match auth {
+        Auth::None => req,
+        Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
+        Auth::ApiKey(h, v) => {
+            let mut hv = HeaderValue::from_str(v.expose_secret()).map_err(|_| ConnectorError::Auth {
+                message: "API key contains characters not allowed in a header".into(),
+            })?;
+            hv.set_sensitive(true);
+            req.header(h.clone(), hv)
+        }
+        Auth::Basic(u, p) => req.basic_auth(u, Some(p.expose_secret())),
+        Auth::OAuth2(cc) => req.bearer_auth(cc.token().await?.expose_secret()),
+    })
 }
 
 fn join(base: &Url, path: &str) -> String {
@@ -426,5 +553,204 @@ pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError
         401 | 403 => Err(ConnectorError::Auth { message }),
         408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
         _ => Err(ConnectorError::Permanent { message }),
+    }
+}
+
+enum Paging {
+    None,
+    Cursor { next: serde_json_path::JsonPath, param: String },
+    Offset { param: String, limit_param: String, limit: u32 },
+    Link,
+}
+
+/// Where a polling run stands; committed with every page it ingested.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct PollState {
+    /// Records changed at or after this were asked for (the last completed run's maximum).
+    pub watermark: Option<String>,
+    /// The page to fetch next within the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_url: Option<String>,
+    /// The highest watermark seen so far in the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_max: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One fetched page.
+pub struct Page {
+    pub records: Vec<serde_json::Value>,
+    /// The state to commit with this page's records.
+    pub next: PollState,
+    /// True when the run continues with another page.
+    pub more: bool,
+}
+
+/// Compares two watermarks: as decimals when both are numbers, else as text
+/// (ISO 8601 timestamps in one zone sort as text).
+pub fn watermark_max(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => {
+            let newer = match (a.parse::<rust_decimal::Decimal>(), b.parse::<rust_decimal::Decimal>()) {
+                (Ok(x), Ok(y)) => y > x,
+                _ => b > a,
+            };
+            Some(if newer { b } else { a })
+        }
+    }
+}
+
+/// The polling half of a `rest` connector.
+pub struct RestPoll {
+    pub id: ConnectorId,
+    client: reqwest::Client,
+    base: Url,
+    auth: Arc<Auth>,
+    path: String,
+    pub every: Duration,
+    pub mapping: Arc<Mapping>,
+    records: serde_json_path::JsonPath,
+    watermark: serde_json_path::JsonPath,
+    watermark_param: String,
+    start_from: Option<String>,
+    paging: Paging,
+}
+
+impl RestPoll {
+    /// The state of a connector never polled before.
+    pub fn initial(&self) -> PollState {
+        PollState { watermark: self.start_from.clone(), ..Default::default() }
+    }
+
+    /// Fetches the page `state` points at.
+    ///
+    /// # Errors
+    /// What the call's answer means, as for pushes (`Retryable`, `Permanent`, `Auth`).
+    pub async fn fetch(&self, state: &PollState) -> Result<Page, ConnectorError> {
+        let url = match (&self.paging, &state.next_url) {
+            (Paging::Link, Some(url)) => url.clone(),
+            _ => {
+                let mut url = Url::parse(&join(&self.base, &self.path))
+                    .map_err(|e| ConnectorError::Permanent { message: format!("poll path: {e}") })?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(w) = &state.watermark {
+                        q.append_pair(&self.watermark_param, w);
+                    }
+                    match &self.paging {
+                        Paging::Cursor { param, .. } => {
+                            if let Some(c) = &state.cursor {
+                                q.append_pair(param, c);
+                            }
+                        }
+                        Paging::Offset { param, limit_param, limit } => {
+                            q.append_pair(param, &state.offset.to_string());
+                            q.append_pair(limit_param, &limit.to_string());
+                        }
+                        Paging::None | Paging::Link => {}
+                    }
+                }
+                url.to_string()
+            }
+        };
+        let mut req = self.client.get(url);
+        req = authorize(&self.auth, req).await?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
+        let link_next = resp
+            .headers()
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+            .and_then(|part| part.split(';').next())
+            .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
+        if let (Auth::OAuth2(cc), 401) = (&*self.auth, resp.status().as_u16()) {
+            cc.invalidate().await;
+        }
+        let status = resp.status();
+        let body =
+            resp.text().await.map_err(|e| ConnectorError::Retryable { message: describe(&e), retry_after: None })?;
+        if !status.is_success() {
+            let message = format!("HTTP {}: {}", status.as_u16(), body.chars().take(300).collect::<String>().trim());
+            return Err(match status.as_u16() {
+                401 | 403 => ConnectorError::Auth { message },
+                408 | 425 | 429 | 500..=599 => ConnectorError::Retryable { message, retry_after: None },
+                _ => ConnectorError::Permanent { message },
+            });
+        }
+        let page: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| ConnectorError::Permanent { message: format!("the page is not JSON: {e}") })?;
+        let records: Vec<serde_json::Value> = match self.records.query(&page).all().as_slice() {
+            [serde_json::Value::Array(a)] => a.clone(),
+            [] => Vec::new(),
+            many => many.iter().map(|v| (*v).clone()).collect(),
+        };
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let page_max = records
+            .iter()
+            .filter_map(|r| self.watermark.query(r).exactly_one().ok().and_then(text))
+            .fold(None, |m, w| watermark_max(m, Some(w)));
+        let run_max = watermark_max(state.run_max.clone(), page_max);
+        let next = match &self.paging {
+            Paging::None => None,
+            Paging::Cursor { next, .. } => next
+                .query(&page)
+                .exactly_one()
+                .ok()
+                .and_then(text)
+                .map(|c| PollState { cursor: Some(c), ..Default::default() }),
+            Paging::Offset { limit, .. } if records.len() >= *limit as usize => {
+                Some(PollState { offset: state.offset + u64::from(*limit), ..Default::default() })
+            }
+            Paging::Offset { .. } => None,
+            Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
+        };
+        Ok(match next {
+            Some(mut n) => {
+                n.watermark = state.watermark.clone();
+                n.run_max = run_max;
+                Page { records, next: n, more: true }
+            }
+            None => Page {
+                records,
+                next: PollState { watermark: watermark_max(state.watermark.clone(), run_max), ..Default::default() },
+                more: false,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::watermark_max;
+
+    #[test]
+    fn watermarks_compare_as_numbers_or_as_text() {
+        let m = |a: Option<&str>, b: Option<&str>| watermark_max(a.map(String::from), b.map(String::from));
+        assert_eq!(m(Some("9"), Some("10")).as_deref(), Some("10"), "numbers, not text");
+        assert_eq!(m(Some("1700000000000"), Some("999")).as_deref(), Some("1700000000000"));
+        assert_eq!(
+            m(Some("2026-11-26T10:09:00Z"), Some("2026-11-26T09:59:00Z")).as_deref(),
+            Some("2026-11-26T10:09:00Z")
+        );
+        assert_eq!(m(None, Some("5")).as_deref(), Some("5"));
+        assert_eq!(m(Some("5"), None).as_deref(), Some("5"));
+        assert_eq!(m(None, None), None);
     }
 }

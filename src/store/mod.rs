@@ -138,6 +138,19 @@ pub trait Store: Send + Sync {
     /// Fires due approval reminders and escalations (each one step, at most once);
     /// returns how many fired. Durable when it returns.
     fn run_timers<'a>(&'a self, rules: &'a Rules, now: DateTime<Utc>) -> BoxFuture<'a, Result<usize, StoreError>>;
+    /// A polled page: every record (as `ingest` would take it) and the connector's
+    /// new poll state (`poll_key`) in one atomic transaction. Per-record refusals are
+    /// returned, not fatal. Durable when it returns.
+    fn ingest_page<'a>(
+        &'a self,
+        page: Vec<Inbound>,
+        poll_key: &'a str,
+        poll_state: serde_json::Value,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Result<Ingested, StoreError>>, StoreError>>;
+    /// The poll state last committed with a page.
+    fn poll_state<'a>(&'a self, poll_key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
     /// Turns every due digest into one mail effect; returns how many. Durable when it returns.
     fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
 

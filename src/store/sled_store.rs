@@ -151,6 +151,12 @@ struct StepRows {
     timer_put: Vec<[u8; 25]>,
 }
 
+/// What intake does with one record.
+enum Planned {
+    Write(Box<StepRows>, Ingested),
+    Duplicate(Ingested),
+}
+
 fn customer_key(customer: &str, id: OrderId) -> Vec<u8> {
     let mut k = Vec::with_capacity(customer.len() + 17);
     k.extend_from_slice(customer.as_bytes());
@@ -382,7 +388,26 @@ impl SledStore {
 
     /// Writes one step's rows in one atomic batch, then waits until it is durable.
     async fn commit(&self, rows: StepRows) -> Result<(), StoreError> {
+        self.commit_all(std::slice::from_ref(&rows)).await
+    }
+
+    /// Writes several steps' rows in one atomic batch (a polled page and its
+    /// watermark), then waits until it is durable.
+    async fn commit_all(&self, all: &[StepRows]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
+        for rows in all {
+            self.add_to_batch(&mut b, rows);
+        }
+        self.tree.apply_batch(b).map_err(io)?;
+        let delta = |put: usize, del: usize| put as i64 - del as i64;
+        for rows in all {
+            self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
+            self.dead_count.fetch_add(delta(rows.dead_put.len(), rows.dead_del.len()), Ordering::Relaxed);
+        }
+        self.committer.durable().await
+    }
+
+    fn add_to_batch(&self, b: &mut sled::Batch, rows: &StepRows) {
         if let Some((id, row)) = &rows.order {
             b.insert(self.orders.key(id.as_bytes()), &row[..]);
         }
@@ -432,19 +457,52 @@ impl SledStore {
         for k in &rows.timer_put {
             b.insert(self.timers.key(k), &[][..]);
         }
-        self.tree.apply_batch(b).map_err(io)?;
-        let delta = |put: usize, del: usize| put as i64 - del as i64;
-        self.pending.fetch_add(delta(rows.outbox_put.len(), rows.outbox_del.len()), Ordering::Relaxed);
-        self.dead_count.fetch_add(delta(rows.dead_put.len(), rows.dead_del.len()), Ordering::Relaxed);
-        self.committer.durable().await
     }
 
     async fn ingest_inner(&self, inbound: Inbound, rules: &Rules, now: DateTime<Utc>) -> Result<Ingested, StoreError> {
         let ext_key = inbound.source.key();
         let _ext_guard = self.ext_locks[stripe(&ext_key)].lock().await;
-        let existing = self.ext_index.get(&ext_key).map_err(io)?;
+        let existing = self.existing(&ext_key)?;
+        let _order_guard = match existing {
+            Some(id) => Some(self.order_locks[stripe(id.as_bytes())].lock().await),
+            None => None,
+        };
+        match self.plan_ingest(inbound, existing, rules, now)? {
+            Planned::Write(rows, ingested) => {
+                self.commit(*rows).await?;
+                Ok(ingested)
+            }
+            Planned::Duplicate(ingested) => {
+                // The first delivery may still be waiting for its flush: ack only once durable.
+                self.committer.durable().await?;
+                Ok(ingested)
+            }
+        }
+    }
+
+    /// The order a source record maps to, if it exists (caller holds the ext lock).
+    fn existing(&self, ext_key: &[u8]) -> Result<Option<OrderId>, StoreError> {
+        match self.ext_index.get(ext_key).map_err(io)? {
+            None => Ok(None),
+            Some(b) => {
+                Ok(Some(OrderId::from_bytes(b.as_ref().try_into().map_err(|_| corrupt("ext_index", "bad order id"))?)))
+            }
+        }
+    }
+
+    /// Decides what one inbound record does (new order, amendment, duplicate) and the
+    /// rows that record it. The caller holds its ext lock and, for an existing order,
+    /// the order lock.
+    fn plan_ingest(
+        &self,
+        inbound: Inbound,
+        existing: Option<OrderId>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, StoreError> {
+        let ext_key = inbound.source.key();
         let actor = Actor::Connector(inbound.source.connector.to_string());
-        let Some(id_bytes) = existing else {
+        let Some(id) = existing else {
             let id = OrderId::at(now);
             let received = OrderEvent::Received {
                 connector: inbound.source.connector.to_string(),
@@ -472,16 +530,12 @@ impl SledStore {
             let mut rows = StepRows { ext: Some((ext_key, id)), customer_put: Some(customer), ..Default::default() };
             let rec = self.rows_for(rec, decision, now, &mut rows);
             let effects = rows.outbox_put.len();
-            self.commit(rows).await?;
-            return Ok(Ingested { order_id: id, state: rec.state, duplicate: false, effects });
+            let ingested = Ingested { order_id: id, state: rec.state, duplicate: false, effects };
+            return Ok(Planned::Write(Box::new(rows), ingested));
         };
-        let id = OrderId::from_bytes(id_bytes.as_ref().try_into().map_err(|_| corrupt("ext_index", "bad order id"))?);
-        let _order_guard = self.order_locks[stripe(id.as_bytes())].lock().await;
         let rec = self.read_order(id)?.ok_or_else(|| corrupt("ext_index", format!("points at missing order {id}")))?;
         if inbound.version <= rec.source_version {
-            // The first delivery may still be waiting for its flush: ack only once durable.
-            self.committer.durable().await?;
-            return Ok(Ingested { order_id: id, state: rec.state, duplicate: true, effects: 0 });
+            return Ok(Planned::Duplicate(Ingested { order_id: id, state: rec.state, duplicate: true, effects: 0 }));
         }
         if !rec.state.accepts_amendments() {
             return Err(StoreError::Conflict(format!(
@@ -508,8 +562,70 @@ impl SledStore {
         };
         let rec = self.rows_for(rec, decision, now, &mut rows);
         let effects = rows.outbox_put.len();
-        self.commit(rows).await?;
-        Ok(Ingested { order_id: id, state: rec.state, duplicate: false, effects })
+        Ok(Planned::Write(Box::new(rows), Ingested { order_id: id, state: rec.state, duplicate: false, effects }))
+    }
+
+    /// A polled page: every record and the connector's new poll state in one atomic
+    /// batch, so a crash never skips or repeats a page. A record that cannot be
+    /// taken (e.g. an amendment after approval) is reported, not fatal to the page.
+    async fn ingest_page_inner(
+        &self,
+        page: Vec<Inbound>,
+        poll_key: &str,
+        poll_state: serde_json::Value,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Ingested, StoreError>>, StoreError> {
+        // Several versions of one record in a page: the newest stands for all.
+        let mut latest: std::collections::BTreeMap<Vec<u8>, Inbound> = std::collections::BTreeMap::new();
+        for i in page {
+            let k = i.source.key();
+            if latest.get(&k).is_none_or(|cur| cur.version < i.version) {
+                latest.insert(k, i);
+            }
+        }
+        // Lock in stripe order (each stripe once): no deadlock with other writers.
+        let mut ext_stripes: Vec<usize> = latest.keys().map(stripe).collect();
+        ext_stripes.sort_unstable();
+        ext_stripes.dedup();
+        let mut _ext_guards = Vec::with_capacity(ext_stripes.len());
+        for s in ext_stripes {
+            _ext_guards.push(self.ext_locks[s].lock().await);
+        }
+        let mut plans = Vec::with_capacity(latest.len());
+        for (k, i) in latest {
+            let existing = self.existing(&k)?;
+            plans.push((i, existing));
+        }
+        let mut order_stripes: Vec<usize> =
+            plans.iter().filter_map(|(_, e)| e.map(|id| stripe(id.as_bytes()))).collect();
+        order_stripes.sort_unstable();
+        order_stripes.dedup();
+        let mut _order_guards = Vec::with_capacity(order_stripes.len());
+        for s in order_stripes {
+            _order_guards.push(self.order_locks[s].lock().await);
+        }
+        let mut rows = Vec::with_capacity(plans.len() + 1);
+        let mut out = Vec::with_capacity(plans.len());
+        for (inbound, existing) in plans {
+            match self.plan_ingest(inbound, existing, rules, now) {
+                Ok(Planned::Write(r, ingested)) => {
+                    rows.push(*r);
+                    out.push(Ok(ingested));
+                }
+                Ok(Planned::Duplicate(ingested)) => out.push(Ok(ingested)),
+                Err(e @ (StoreError::Conflict(_) | StoreError::Illegal(_) | StoreError::Refused(_))) => {
+                    out.push(Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        rows.push(StepRows {
+            meta_put: Some((format!("poll/{poll_key}").into_bytes(), json(&poll_state))),
+            ..Default::default()
+        });
+        self.commit_all(&rows).await?;
+        Ok(out)
     }
 
     async fn apply_inner(
@@ -987,6 +1103,26 @@ impl Store for SledStore {
                 }
             }
             Ok(fired)
+        })
+    }
+
+    fn ingest_page<'a>(
+        &'a self,
+        page: Vec<Inbound>,
+        poll_key: &'a str,
+        poll_state: serde_json::Value,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Result<Ingested, StoreError>>, StoreError>> {
+        Box::pin(self.ingest_page_inner(page, poll_key, poll_state, rules, now))
+    }
+
+    fn poll_state<'a>(&'a self, poll_key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            match self.meta.get(format!("poll/{poll_key}").as_bytes()).map_err(io)? {
+                None => Ok(None),
+                Some(v) => decode(&v).map(Some).map_err(|e| corrupt("poll state", e)),
+            }
         })
     }
 

@@ -3,3 +3,4 @@
 
 pub mod digest;
 pub mod dispatcher;
+pub mod poller;

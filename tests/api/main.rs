@@ -10,4 +10,5 @@ mod crash;
 mod dispatcher;
 mod intake;
 mod mail;
+mod poll;
 mod rules_diff;

@@ -1,0 +1,156 @@
+//! Polling a source over TCP: pages by cursor, records since the watermark, each page
+//! committed with the poll state. A failure between pages resumes at the next page:
+//! every record is ingested exactly once, and later runs ask only for what changed.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const PAGE: usize = 3;
+
+#[derive(Default)]
+struct Source {
+    /// Records sorted by `updated_at`.
+    records: Mutex<Vec<Value>>,
+    /// Every request: (updated_since, after).
+    requests: Mutex<Vec<(Option<String>, Option<String>)>>,
+    /// Answer 503 once to the request with this cursor.
+    fail_cursor: Mutex<Option<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    updated_since: Option<String>,
+    after: Option<String>,
+}
+
+async fn list(
+    State(s): State<Arc<Source>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> (StatusCode, axum::Json<Value>) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer poll-token") {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "bad token"})));
+    }
+    s.requests.lock().unwrap().push((q.updated_since.clone(), q.after.clone()));
+    {
+        let mut fail = s.fail_cursor.lock().unwrap();
+        if fail.is_some() && *fail == q.after {
+            *fail = None;
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": "busy"})));
+        }
+    }
+    let all: Vec<Value> = s
+        .records
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| q.updated_since.as_deref().is_none_or(|since| r["updated_at"].as_str().unwrap() >= since))
+        .cloned()
+        .collect();
+    let start: usize = q.after.as_deref().map_or(0, |a| a.parse().unwrap());
+    let end = (start + PAGE).min(all.len());
+    let next = (end < all.len()).then(|| end.to_string());
+    (StatusCode::OK, axum::Json(json!({"results": all[start..end], "next": next})))
+}
+
+fn record(i: usize, version: u64, updated_at: &str, amount: &str) -> Value {
+    let mut d = deal(&format!("P-{i}"), version, amount);
+    d["updated_at"] = updated_at.into();
+    d
+}
+
+#[tokio::test]
+async fn paged_polling_takes_every_record_once_and_resumes_after_a_failure() {
+    let source = Arc::new(Source::default());
+    {
+        let mut r = source.records.lock().unwrap();
+        for i in 0..10 {
+            // The last one waits for approval, so the source may still change it.
+            let amount = if i == 9 { "1250000.00" } else { "5000.00" };
+            r.push(record(i, 1, &format!("2026-11-26T10:{:02}:00Z", i), amount));
+        }
+    }
+    *source.fail_cursor.lock().unwrap() = Some("6".into());
+    let router = axum::Router::new().route("/deals", get(list)).with_state(source.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let d = dir.path();
+    std::fs::write(d.join("secrets/crm-poll"), "poll-token").unwrap();
+    std::fs::write(
+        d.join("connectors/crm-poll.toml"),
+        format!(
+            r#"kind = "rest"
+base_url = "http://{addr}"
+
+[auth]
+kind = "bearer"
+token = "file:secrets/crm-poll"
+
+[poll]
+path = "/deals"
+every_secs = 1
+mapping = "crm-poll"
+records = "$.results"
+watermark_field = "$.updated_at"
+watermark_param = "updated_since"
+paging = {{ kind = "cursor", next = "$.next", param = "after" }}
+"#
+        ),
+    )
+    .unwrap();
+    let mapping = std::fs::read_to_string(d.join("mappings/demo-crm.toml"))
+        .unwrap()
+        .replace(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#);
+    std::fs::write(d.join("mappings/crm-poll.toml"), mapping).unwrap();
+    let app = restart(dir, erp).await;
+
+    let orders = |app: &TestApp| {
+        let app = app.url("/api/orders?limit=1000");
+        async move {
+            let v: Value = client().get(app).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+            v["orders"].as_array().unwrap().clone()
+        }
+    };
+    wait_until("all ten records are ingested", || async { orders(&app).await.len() == 10 }).await;
+    let got = orders(&app).await;
+    let mut ids: Vec<&str> = got.iter().map(|o| o["source"]["external_id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "each record once");
+    assert!(got.iter().all(|o| o["source"]["connector"] == "crm-poll"));
+
+    // The failed page (cursor 6) was retried from its cursor, not from the start.
+    let requests = source.requests.lock().unwrap().clone();
+    let firsts = requests.iter().filter(|(since, after)| since.is_none() && after.is_none()).count();
+    assert_eq!(firsts, 1, "the first page is read once: {requests:?}");
+    let sixes = requests.iter().filter(|(_, a)| a.as_deref() == Some("6")).count();
+    assert_eq!(sixes, 2, "the failed page is asked again: {requests:?}");
+
+    // Later runs ask only for changes since the watermark (the last record's time).
+    wait_until("a run with the watermark", || async {
+        source.requests.lock().unwrap().iter().any(|(since, _)| since.as_deref() == Some("2026-11-26T10:09:00Z"))
+    })
+    .await;
+    // A changed record arrives as an amendment of the same order.
+    source.records.lock().unwrap().push(record(9, 2, "2026-11-26T11:00:00Z", "6000.00"));
+    wait_until("the change is taken", || async {
+        orders(&app)
+            .await
+            .iter()
+            .any(|o| o["source"]["external_id"] == "P-9" && o["order"]["amount"]["amount"] == "6000.00")
+    })
+    .await;
+    assert_eq!(orders(&app).await.len(), 10, "an amendment, not a new order");
+    app.stop().await;
+}
