@@ -21,6 +21,8 @@ struct Source {
     requests: Mutex<Vec<(Option<String>, Option<String>)>>,
     /// Answer 503 once to the request with this cursor.
     fail_cursor: Mutex<Option<String>>,
+    /// Answer each page only after this long (a slow source, for the crash test).
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 #[derive(serde::Deserialize)]
@@ -38,6 +40,10 @@ async fn list(
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "bad token"})));
     }
     s.requests.lock().unwrap().push((q.updated_since.clone(), q.after.clone()));
+    let delay = s.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     {
         let mut fail = s.fail_cursor.lock().unwrap();
         if fail.is_some() && *fail == q.after {
@@ -77,15 +83,18 @@ async fn paged_polling_takes_every_record_once_and_resumes_after_a_failure() {
         }
     }
     *source.fail_cursor.lock().unwrap() = Some("6".into());
-    let router = axum::Router::new().route("/deals", get(list)).with_state(source.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = serve(source.clone()).await;
 
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
-    let d = dir.path();
+    write_poll_config(dir.path(), erp.addr, addr);
+    let app = restart(dir, erp).await;
+    check_first_runs(&app, &source).await;
+    app.stop().await;
+}
+
+fn write_poll_config(d: &std::path::Path, erp: std::net::SocketAddr, addr: std::net::SocketAddr) {
+    write_config(d, erp, &[]);
     std::fs::write(d.join("secrets/crm-poll"), "poll-token").unwrap();
     std::fs::write(
         d.join("connectors/crm-poll.toml"),
@@ -113,8 +122,17 @@ paging = {{ kind = "cursor", next = "$.next", param = "after" }}
         .unwrap()
         .replace(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#);
     std::fs::write(d.join("mappings/crm-poll.toml"), mapping).unwrap();
-    let app = restart(dir, erp).await;
+}
 
+async fn serve(source: Arc<Source>) -> std::net::SocketAddr {
+    let router = axum::Router::new().route("/deals", get(list)).with_state(source);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+async fn check_first_runs(app: &TestApp, source: &Arc<Source>) {
     let orders = |app: &TestApp| {
         let app = app.url("/api/orders?limit=1000");
         async move {
@@ -122,8 +140,8 @@ paging = {{ kind = "cursor", next = "$.next", param = "after" }}
             v["orders"].as_array().unwrap().clone()
         }
     };
-    wait_until("all ten records are ingested", || async { orders(&app).await.len() == 10 }).await;
-    let got = orders(&app).await;
+    wait_until("all ten records are ingested", || async { orders(app).await.len() == 10 }).await;
+    let got = orders(app).await;
     let mut ids: Vec<&str> = got.iter().map(|o| o["source"]["external_id"].as_str().unwrap()).collect();
     ids.sort();
     ids.dedup();
@@ -143,14 +161,96 @@ paging = {{ kind = "cursor", next = "$.next", param = "after" }}
     })
     .await;
     // A changed record arrives as an amendment of the same order.
-    source.records.lock().unwrap().push(record(9, 2, "2026-11-26T11:00:00Z", "6000.00"));
+    source.records.lock().unwrap().push(record(9, 2, "2026-11-26T11:00:00Z", "1300000.00"));
     wait_until("the change is taken", || async {
-        orders(&app)
+        orders(app)
             .await
             .iter()
-            .any(|o| o["source"]["external_id"] == "P-9" && o["order"]["amount"]["amount"] == "6000.00")
+            .any(|o| o["source"]["external_id"] == "P-9" && o["order"]["amount"]["amount"] == "1300000.00")
     })
     .await;
-    assert_eq!(orders(&app).await.len(), 10, "an amendment, not a new order");
-    app.stop().await;
+    assert_eq!(orders(app).await.len(), 10, "an amendment, not a new order");
+}
+
+/// Every order (all pages) of a daemon at `addr`.
+async fn all_orders(addr: std::net::SocketAddr) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Value = client()
+            .get(format!("http://{addr}/api/orders?limit=1000{after}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.extend(page["orders"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
+    const N: usize = 60;
+    let source = Arc::new(Source::default());
+    {
+        let mut r = source.records.lock().unwrap();
+        for i in 0..N {
+            r.push(record(i, 1, &format!("2026-11-26T10:00:{i:02}Z"), "5000.00"));
+        }
+    }
+    source.delay_ms.store(100, std::sync::atomic::Ordering::SeqCst);
+    let addr = serve(source.clone()).await;
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_poll_config(dir.path(), erp.addr, addr);
+    let served = {
+        let s = source.clone();
+        move || s.requests.lock().unwrap().len()
+    };
+
+    // Kill the daemon in the middle of the run (20 pages of 3, 100 ms each).
+    let mut daemon = start_daemon(dir.path(), &[]);
+    wait_until("a few pages are read", || async { served() >= 4 }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..300))).await;
+    daemon.child.kill().expect("SIGKILL");
+    daemon.child.wait().unwrap();
+    let before = served();
+    assert!(before < 20, "killed in the middle of the run ({before} requests)");
+
+    let daemon = start_daemon(dir.path(), &[]);
+    let at = daemon.addr;
+    wait_until("every record is ingested after the restart", || async { all_orders(at).await.len() >= N }).await;
+    let got = all_orders(at).await;
+    assert_eq!(got.len(), N, "no record twice");
+    let mut ids: Vec<String> = got.iter().map(|o| o["source"]["external_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N);
+    for o in &got {
+        let v: Value = client()
+            .get(format!("http://{at}/api/orders/{}", o["id"].as_str().unwrap()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let received = v["events"].as_array().unwrap().iter().filter(|e| e["event"]["type"] == "received").count();
+        assert_eq!(received, 1, "{}", o["source"]["external_id"]);
+    }
+    // The restart resumed at the stored cursor: the first page was read again only if
+    // the kill came before its commit.
+    let requests = source.requests.lock().unwrap().clone();
+    let first_pages = requests.iter().filter(|(since, after)| since.is_none() && after.is_none()).count();
+    assert!(first_pages <= 2, "{requests:?}");
+    let resumed = requests.get(before).is_some_and(|(_, after)| after.is_some());
+    assert!(resumed || first_pages == 2, "resumed at a cursor: {:?}", &requests[before..]);
+    drop(daemon);
 }
