@@ -56,6 +56,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try a mapping before deploying it.
+    #[command(subcommand)]
+    Mapping(MappingCmd),
     /// Rule changes: what a candidate rules.toml would decide differently.
     #[command(subcommand)]
     Rules(RulesCmd),
@@ -79,6 +82,18 @@ pub enum OrdersCmd {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MappingCmd {
+    /// Apply MAPPING (a name in mappings/, or a path to a .toml file) to the JSON in
+    /// FILE and print the canonical order, or the error naming file, field and value.
+    /// Exit 0 when it maps, 1 when the payload is refused, 78 when the mapping is broken.
+    Test {
+        mapping: String,
+        #[arg(long)]
+        input: PathBuf,
     },
 }
 
@@ -190,6 +205,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
+        Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
@@ -299,6 +315,55 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
                 }
             }
             Ok(0)
+        }
+    }
+}
+
+fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> {
+    let path = if mapping.ends_with(".toml") {
+        PathBuf::from(mapping)
+    } else {
+        dir.join("mappings").join(format!("{mapping}.toml"))
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let file: crate::mapping::MappingFile = match toml::from_str(&text) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}", crate::diagnostics::Diagnostic::from_toml(&path, &text, &e));
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let m = match file.validate(&name) {
+        Ok(m) => m,
+        Err(ps) => {
+            for p in ps {
+                eprintln!("{}", crate::diagnostics::Diagnostic::at(&path, &text, Some(p.span), p.message));
+            }
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let payload: Value =
+        serde_json::from_slice(&std::fs::read(input).with_context(|| format!("reading {}", input.display()))?)
+            .with_context(|| format!("{} is not JSON", input.display()))?;
+    match m.apply(&payload) {
+        Ok(Ok(mapped)) => {
+            let out = serde_json::json!({
+                "external_id": mapped.external_id.as_str(),
+                "version": mapped.version,
+                "mapping_version": m.version,
+                "order": mapped.order,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        Ok(Err(skipped)) => {
+            println!("skipped: {}", skipped.reason);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(1)
         }
     }
 }

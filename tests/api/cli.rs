@@ -163,3 +163,37 @@ async fn explain_tells_why_an_order_is_where_it_is() {
     let out = stdout(&cli(dir.path(), &["explain", &id(&flagged)], &[]).await);
     assert!(out.contains("inputs: amount=5000.00,"), "the inputs the rules looked at: {out}");
 }
+
+#[tokio::test]
+async fn mapping_test_prints_the_canonical_order_or_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo-crm-deal.json");
+    let out = cli(dir.path(), &["mapping", "test", "demo-crm", "--input", fixture.to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["external_id"], "D-10042");
+    assert_eq!(v["order"]["customer"]["name"], "张伟");
+    assert_eq!(v["order"]["amount"], serde_json::json!({"amount": "1250000.00", "currency": "CNY"}));
+
+    let mut bad: Value = serde_json::from_str(&std::fs::read_to_string(&fixture).unwrap()).unwrap();
+    bad["deal"]["amount"] = "一百万".into();
+    let bad_path = dir.path().join("bad.json");
+    std::fs::write(&bad_path, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let out = cli(dir.path(), &["mapping", "test", "demo-crm", "--input", bad_path.to_str().unwrap()], &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mapping demo-crm: field `amount.amount` (from $.deal.amount): \"一百万\""), "{err}");
+
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "version = \"1\"\nconnector = \"demo-crm\"\nexternal_id = { path = \"$.[\" }\n\n[fields]\n").unwrap();
+    let out =
+        cli(dir.path(), &["mapping", "test", broken.to_str().unwrap(), "--input", fixture.to_str().unwrap()], &[])
+            .await;
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.toml:3:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
