@@ -186,7 +186,11 @@ async fn mapping_test_prints_the_canonical_order_or_the_error() {
     assert!(err.contains("mapping demo-crm: field `amount.amount` (from $.deal.amount): \"一百万\""), "{err}");
 
     let broken = dir.path().join("broken.toml");
-    std::fs::write(&broken, "version = \"1\"\nconnector = \"demo-crm\"\nexternal_id = { path = \"$.[\" }\n\n[fields]\n").unwrap();
+    std::fs::write(
+        &broken,
+        "version = \"1\"\nconnector = \"demo-crm\"\nexternal_id = { path = \"$.[\" }\n\n[fields]\n",
+    )
+    .unwrap();
     let out =
         cli(dir.path(), &["mapping", "test", broken.to_str().unwrap(), "--input", fixture.to_str().unwrap()], &[])
             .await;

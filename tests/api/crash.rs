@@ -16,20 +16,6 @@ async fn api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
     client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
 }
 
-async fn all_orders(client: &reqwest::Client, addr: SocketAddr, state: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = api(client, addr, &format!("/orders?limit=1000{state}{after}")).await;
-        let orders = page["orders"].as_array().unwrap().clone();
-        out.extend(orders);
-        match page["next_after"].as_str() {
-            Some(n) => after = format!("&after={n}"),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice() {
     let erp = Receiver::start().await;

@@ -659,3 +659,26 @@ pub fn messages_in(dir: &Path) -> Vec<Mail> {
         })
         .collect()
 }
+
+/// Every order a running daemon at `addr` holds (`filter`: e.g. `&state=approved`),
+/// paging through `/api/orders`.
+pub async fn all_orders(client: &reqwest::Client, addr: SocketAddr, filter: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Value = client
+            .get(format!("http://{addr}/api/orders?limit=1000{filter}{after}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.extend(page["orders"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => return out,
+        }
+    }
+}

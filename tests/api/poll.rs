@@ -172,28 +172,6 @@ async fn check_first_runs(app: &TestApp, source: &Arc<Source>) {
     assert_eq!(orders(app).await.len(), 10, "an amendment, not a new order");
 }
 
-/// Every order (all pages) of a daemon at `addr`.
-async fn all_orders(addr: std::net::SocketAddr) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page: Value = client()
-            .get(format!("http://{addr}/api/orders?limit=1000{after}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        out.extend(page["orders"].as_array().unwrap().iter().cloned());
-        match page["next_after"].as_str() {
-            Some(n) => after = format!("&after={n}"),
-            None => return out,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
     const N: usize = 60;
@@ -225,8 +203,11 @@ async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
 
     let daemon = start_daemon(dir.path(), &[]);
     let at = daemon.addr;
-    wait_until("every record is ingested after the restart", || async { all_orders(at).await.len() >= N }).await;
-    let got = all_orders(at).await;
+    wait_until("every record is ingested after the restart", || async {
+        all_orders(&client(), at, "").await.len() >= N
+    })
+    .await;
+    let got = all_orders(&client(), at, "").await;
     assert_eq!(got.len(), N, "no record twice");
     let mut ids: Vec<String> = got.iter().map(|o| o["source"]["external_id"].as_str().unwrap().to_owned()).collect();
     ids.sort();
