@@ -5,7 +5,7 @@
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes.
 //! - `store`: the durable, audited store (sled) behind the `Store` trait.
-//! - `workers`: the outbox dispatcher, the digest job.
+//! - `workers`: the outbox dispatcher, the scheduler (reminders, escalations, digests), pollers.
 //! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
 //!   showing values to people, the people we write to.
 //! - `http`: webhooks, admin API, health, metrics (axum).

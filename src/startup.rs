@@ -140,7 +140,7 @@ impl Application {
                 let mut digest = tokio::spawn(digests.run(stop.clone()));
                 let (name, result, first_is_dispatch) = tokio::select! {
                     r = &mut dispatch => ("dispatcher", r, true),
-                    r = &mut digest => ("digest job", r, false),
+                    r = &mut digest => ("scheduler", r, false),
                 };
                 if !stop.is_cancelled() {
                     match &result {

@@ -39,7 +39,7 @@ impl DigestJob {
                     tracing::info!(digests = n, "digests queued");
                     self.dispatcher.notify_one();
                 }
-                Err(e) => tracing::error!(error = %e, "digest job cannot read the store; will try again"),
+                Err(e) => tracing::error!(error = %e, "scheduler cannot build digests; will try again"),
             }
             tokio::select! {
                 () = stop.cancelled() => break,

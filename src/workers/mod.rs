@@ -1,4 +1,5 @@
-//! Background workers: the outbox dispatcher, the digest job (later: pollers, the scheduler).
+//! Background workers: the outbox dispatcher, the scheduler (`digest.rs`: approval
+//! reminders and escalations, digests) and the pollers.
 //! Each exposes one step for tests and a `run(stop)` loop for the daemon.
 
 pub mod digest;
