@@ -39,6 +39,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "gauge",
         "Effects that gave up and wait for an operator (`orderbridge outbox replay`).",
     ),
+    (
+        "orderbridge_poll_failures_total",
+        "counter",
+        "Polling runs stopped by the source, by connector and kind (auth, other).",
+    ),
+    (
+        "orderbridge_connector_paused_total",
+        "counter",
+        "Times a connector was paused after its credentials were refused.",
+    ),
     ("orderbridge_build_info", "gauge", "Build information."),
 ];
 

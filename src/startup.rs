@@ -98,6 +98,7 @@ impl Application {
             })
             .collect();
         let state = AppState {
+            paused: dispatcher.paused.clone(),
             links,
             store,
             registry,

@@ -286,3 +286,40 @@ pub async fn review(
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }
+
+/// `GET /api/connectors`: every connector, what it does, and whether it is paused.
+pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
+    let paused = app.paused.connectors.lock().expect("lock").clone();
+    let list: Vec<Value> = app
+        .registry
+        .connectors
+        .values()
+        .map(|c| {
+            let p = paused.get(c.id.as_str());
+            json!({
+                "id": c.id.as_str(),
+                "kind": c.kind,
+                "webhook": c.webhook.is_some(),
+                "poll": c.poll.is_some(),
+                "operations": c.operations,
+                "paused": p.is_some(),
+                "paused_because": p.map(|(why, _)| why.clone()),
+                "paused_at": p.map(|(_, at)| *at),
+            })
+        })
+        .collect();
+    Json(json!({ "connectors": list }))
+}
+
+/// `POST /api/connectors/{id}/resume`: after fixing a paused connector's credentials.
+pub async fn resume_connector(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if app.registry.get(&id).is_none() {
+        return Err(ApiError::not_found(format!("connector {id} not found")));
+    }
+    let resumed = app.paused.resume(&id);
+    if resumed {
+        tracing::warn!(connector = %id, "connector resumed by an operator");
+        app.wake_dispatcher();
+    }
+    Ok(Json(json!({ "connector": id, "resumed": resumed })))
+}

@@ -43,6 +43,8 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Verifies the signed links pages are opened with; `None`: no link key configured.
     pub links: Option<Arc<LinkSigner>>,
+    /// Connectors paused after authentication failures (shared with the dispatcher).
+    pub paused: Arc<crate::workers::dispatcher::Paused>,
 }
 
 impl AppState {
@@ -60,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(api::get_order))
         .route("/orders/{id}/approvals", post(api::decide_approval))
         .route("/orders/{id}/review", post(api::review))
+        .route("/connectors", get(api::list_connectors))
+        .route("/connectors/{id}/resume", post(api::resume_connector))
         .route("/outbox", get(api::list_outbox))
         .route("/outbox/dead", get(api::list_dead))
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))

@@ -87,6 +87,8 @@ pub enum EffectOutcome {
     Retry { error: String, next_at: DateTime<Utc> },
     /// Give up: move to dead letters.
     Dead { error: String },
+    /// Not attempted (its connector is paused): due again at `next_at`, attempts unchanged.
+    Deferred { reason: String, next_at: DateTime<Utc> },
 }
 
 /// Result of `audit verify`.

@@ -863,6 +863,13 @@ impl SledStore {
                 rows.outbox_del.push(current.due_key());
                 rows.outbox_put.push((next.due_key(), json(&next)));
             }
+            EffectOutcome::Deferred { reason, next_at } => {
+                let mut next = current.clone();
+                next.next_at = next_at;
+                next.last_error = Some(reason);
+                rows.outbox_del.push(current.due_key());
+                rows.outbox_put.push((next.due_key(), json(&next)));
+            }
             EffectOutcome::Done { receipt, reference } => {
                 rows.outbox_del.push(current.due_key());
                 if !id.is_nil() {

@@ -24,7 +24,49 @@ use crate::store::{EffectId, EffectOutcome, EffectRecord, Store};
 /// The longest `Retry-After` honoured.
 const RETRY_AFTER_CEILING: Duration = Duration::from_secs(3600);
 
+/// Connectors whose credentials were refused twice in a row: their effects wait
+/// (attempts unchanged) until an operator resumes them. Shared with the admin API.
+#[derive(Default)]
+pub struct Paused {
+    /// Connector → why it was paused and when.
+    pub connectors: Mutex<std::collections::BTreeMap<String, (String, DateTime<Utc>)>>,
+    /// Consecutive authentication failures per connector.
+    failures: Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Paused {
+    pub fn is_paused(&self, connector: &str) -> bool {
+        self.connectors.lock().expect("lock").contains_key(connector)
+    }
+
+    /// Resumes a connector; false when it was not paused.
+    pub fn resume(&self, connector: &str) -> bool {
+        self.failures.lock().expect("lock").remove(connector);
+        self.connectors.lock().expect("lock").remove(connector).is_some()
+    }
+
+    fn auth_failed(&self, connector: &str, message: &str, now: DateTime<Utc>) -> bool {
+        let mut f = self.failures.lock().expect("lock");
+        let n = f.entry(connector.to_owned()).or_default();
+        *n += 1;
+        if *n >= AUTH_FAILURES_TO_PAUSE {
+            self.connectors.lock().expect("lock").insert(connector.to_owned(), (message.to_owned(), now));
+            return true;
+        }
+        false
+    }
+
+    fn succeeded(&self, connector: &str) {
+        self.failures.lock().expect("lock").remove(connector);
+    }
+}
+
+/// Authentication failures in a row that pause a connector (one is allowed: an OAuth2
+/// token may have been revoked early, and the retry fetches a new one).
+const AUTH_FAILURES_TO_PAUSE: u32 = 2;
+
 pub struct Dispatcher {
+    pub paused: Arc<Paused>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -46,6 +88,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
+            paused: Arc::new(Paused::default()),
             permits: Arc::new(Semaphore::new(settings.concurrency)),
             store,
             registry,
@@ -135,6 +178,7 @@ impl Dispatcher {
             EffectOutcome::Done { .. } => "success",
             EffectOutcome::Retry { .. } => "retry",
             EffectOutcome::Dead { .. } => "dead",
+            EffectOutcome::Deferred { .. } => "deferred",
         };
         self.metrics.inc("orderbridge_effect_attempts_total", &[labels[0], labels[1], ("outcome", outcome_label)]);
         match &outcome {
@@ -145,6 +189,7 @@ impl Dispatcher {
             EffectOutcome::Dead { error } => {
                 tracing::error!(%error, "effect gave up and moved to dead letters; replay with `orderbridge outbox replay`")
             }
+            EffectOutcome::Deferred { .. } => {}
         }
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
@@ -160,6 +205,26 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, effect: &EffectRecord) -> EffectOutcome {
+        let connector = effect.connector.as_str();
+        if self.paused.is_paused(connector) {
+            return EffectOutcome::Deferred {
+                reason: format!(
+                    "connector `{connector}` is paused after authentication failures; resume it once its credentials are fixed"
+                ),
+                // Looked at again within a minute: soon after a resume, yet no churn.
+                next_at: self.clock.now()
+                    + chrono::Duration::from_std(self.settings.backoff_max.min(Duration::from_secs(60)))
+                        .unwrap_or(chrono::Duration::minutes(1)),
+            };
+        }
+        let outcome = self.attempt_push(effect).await;
+        if let EffectOutcome::Done { .. } = &outcome {
+            self.paused.succeeded(connector);
+        }
+        outcome
+    }
+
+    async fn attempt_push(&self, effect: &EffectRecord) -> EffectOutcome {
         let Some(push) = self.registry.get(effect.connector.as_str()).and_then(|c| c.push.clone()) else {
             return EffectOutcome::Dead {
                 error: format!("connector `{}` is not configured for outbound operations", effect.connector),
@@ -179,6 +244,23 @@ impl Dispatcher {
                 EffectOutcome::Done { receipt: receipt_text, reference: receipt.reference }
             }
             Err(ConnectorError::Permanent { message }) => EffectOutcome::Dead { error: message },
+            Err(ConnectorError::Auth { message }) => {
+                let connector = effect.connector.as_str();
+                if self.paused.auth_failed(connector, &message, self.clock.now()) {
+                    tracing::error!(connector, error = %message, "connector PAUSED: its credentials were refused twice in a row; its effects wait (no attempts used) until `POST /api/connectors/{connector}/resume`");
+                    self.metrics.inc("orderbridge_connector_paused_total", &[("connector", connector)]);
+                    EffectOutcome::Deferred {
+                        reason: format!("authentication failed: {message}; connector paused"),
+                        next_at: self.next_attempt(attempts, None),
+                    }
+                } else {
+                    tracing::error!(connector, "authentication failed; check the connector's credentials");
+                    EffectOutcome::Retry {
+                        error: format!("authentication failed: {message}"),
+                        next_at: self.next_attempt(attempts, None),
+                    }
+                }
+            }
             Err(e) if attempts >= self.settings.max_attempts => {
                 EffectOutcome::Dead { error: format!("{e} (gave up after {attempts} attempts)") }
             }
@@ -187,9 +269,6 @@ impl Dispatcher {
                     ConnectorError::Retryable { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                if let ConnectorError::Auth { .. } = &e {
-                    tracing::error!(connector = %effect.connector, "authentication failed; check the connector's credentials");
-                }
                 EffectOutcome::Retry { error: e.to_string(), next_at: self.next_attempt(attempts, retry_after) }
             }
         }

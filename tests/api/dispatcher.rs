@@ -232,3 +232,41 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
     assert_eq!(issued.load(Ordering::SeqCst), 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn refused_credentials_pause_the_connector_without_using_attempts_until_resumed() {
+    let erp = Receiver::start().await;
+    erp.unauthorized_next(1_000);
+    let app = spawn_app_with(erp.clone(), &[]).await;
+    let (status, body) = app.post_webhook(&deal("D-401", 1, "9000.00")).await;
+    assert_eq!((status, body["state"].as_str()), (202, Some("approved")));
+
+    // Two refusals in a row pause demo-erp; its effect then waits, attempts unchanged.
+    wait_until("the connector is paused", || async {
+        let (_, v) = app.api("/connectors").await;
+        v["connectors"].as_array().unwrap().iter().any(|c| c["id"] == "demo-erp" && c["paused"] == true)
+    })
+    .await;
+    let (_, v) = app.api("/connectors").await;
+    let erp_conn = v["connectors"].as_array().unwrap().iter().find(|c| c["id"] == "demo-erp").unwrap().clone();
+    assert!(erp_conn["paused_because"].as_str().unwrap().contains("401"), "{erp_conn}");
+    let seen = erp.deliveries().len();
+    assert_eq!(seen, 2, "no more calls once paused");
+    let (_, outbox) = app.api("/outbox").await;
+    let effect = &outbox["effects"][0];
+    assert!(effect["attempts"].as_u64().unwrap() <= 1, "a paused connector uses no attempts: {effect}");
+    let m = app.metrics().await;
+    assert!(m.contains("orderbridge_connector_paused_total{connector=\"demo-erp\"} 1"), "{m}");
+    let (_, dead) = app.api("/outbox/dead").await;
+    assert!(dead["effects"].as_array().unwrap().is_empty(), "nothing is given up while paused");
+
+    // Credentials fixed: resume, and the effect goes through once.
+    erp.unauthorized_next(0);
+    let (status, body) = app.api_post("/connectors/demo-erp/resume").await;
+    assert_eq!((status, body["resumed"].as_bool()), (200, Some(true)));
+    app.drain_outbox().await;
+    assert_eq!(erp.accepted_per_key().values().copied().collect::<Vec<_>>(), vec![1]);
+    let (status, _) = app.api_post("/connectors/nope/resume").await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

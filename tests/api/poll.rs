@@ -154,6 +154,8 @@ async fn check_first_runs(app: &TestApp, source: &Arc<Source>) {
     assert_eq!(firsts, 1, "the first page is read once: {requests:?}");
     let sixes = requests.iter().filter(|(_, a)| a.as_deref() == Some("6")).count();
     assert_eq!(sixes, 2, "the failed page is asked again: {requests:?}");
+    let m = app.metrics().await;
+    assert!(m.contains("orderbridge_poll_failures_total{connector=\"crm-poll\",kind=\"other\"} 1"), "{m}");
 
     // Later runs ask only for changes since the watermark (the last record's time).
     wait_until("a run with the watermark", || async {
