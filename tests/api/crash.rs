@@ -4,17 +4,12 @@
 //! must reach the receiver, never twice within one process lifetime.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::helpers::*;
-
-async fn api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
-    client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice() {
@@ -105,7 +100,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
         .unwrap();
     assert_eq!((v["order_id"].as_str(), v["duplicate"].as_bool()), (Some(id.as_str()), Some(true)));
 
-    let audit = api(&client, addr, "/audit/verify").await;
+    let audit = daemon_api(&client, addr, "/audit/verify").await;
     assert_eq!(audit["intact"], true, "hash chains verify after kills: {audit}");
 
     // Every approved order's effect arrives; none twice within one process lifetime.

@@ -660,21 +660,18 @@ pub fn messages_in(dir: &Path) -> Vec<Mail> {
         .collect()
 }
 
+/// `GET /api{path}` on a running daemon at `addr`, with the admin token.
+pub async fn daemon_api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
+    client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
 /// Every order a running daemon at `addr` holds (`filter`: e.g. `&state=approved`),
 /// paging through `/api/orders`.
 pub async fn all_orders(client: &reqwest::Client, addr: SocketAddr, filter: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = String::new();
     loop {
-        let page: Value = client
-            .get(format!("http://{addr}/api/orders?limit=1000{filter}{after}"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = daemon_api(client, addr, &format!("/orders?limit=1000{filter}{after}")).await;
         out.extend(page["orders"].as_array().unwrap().iter().cloned());
         match page["next_after"].as_str() {
             Some(n) => after = format!("&after={n}"),

@@ -216,15 +216,7 @@ async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), N);
     for o in &got {
-        let v: Value = client()
-            .get(format!("http://{at}/api/orders/{}", o["id"].as_str().unwrap()))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = daemon_api(&client(), at, &format!("/orders/{}", o["id"].as_str().unwrap())).await;
         let received = v["events"].as_array().unwrap().iter().filter(|e| e["event"]["type"] == "received").count();
         assert_eq!(received, 1, "{}", o["source"]["external_id"]);
     }
