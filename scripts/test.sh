@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs whatever the tests need first, so it works on a
 # fresh machine: the Rust toolchain must be there; the test SMTP server (Python's
-# aiosmtpd, started by the tests themselves on loopback) is installed here.
+# aiosmtpd, started by the tests themselves on loopback), Prism and the vendors'
+# signing libraries (Node.js) are installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (the test SMTP server runs on it)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "openssl is required (tests make throwaway TLS certificates)" >&2; exit 1; }
+command -v npm >/dev/null || { echo "Node.js 20 and npm are required (Prism and the vendors' signing libraries run on it)" >&2; exit 1; }
 
 # The test SMTP server: aiosmtpd, pinned, installed into target/ (no root, no venv).
 PYDEPS="$PWD/target/pydeps"
@@ -16,6 +18,17 @@ if ! PYTHONPATH="$PYDEPS" python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$PYDEPS" 'aiosmtpd==1.4.6'
 fi
 export PYTHONPATH="$PYDEPS${PYTHONPATH:+:$PYTHONPATH}"
+
+# Prism (serves the vendors' OpenAPI specs to validate our requests) and the vendors'
+# own webhook-signing libraries, pinned by tests/support/node/package-lock.json,
+# installed into target/node. Reinstalled only when the lock file changes.
+NODE_DIR="$PWD/target/node"
+if ! cmp -s tests/support/node/package-lock.json "$NODE_DIR/package-lock.json" || [ ! -x "$NODE_DIR/node_modules/.bin/prism" ]; then
+  echo "== installing Prism and signing libraries into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  cp tests/support/node/package.json tests/support/node/package-lock.json "$NODE_DIR/"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
