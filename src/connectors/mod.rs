@@ -6,6 +6,8 @@
 //! dispatcher does next: retry, give up, or alert a person (`ConnectorError`).
 
 pub mod oauth2;
+pub mod odoo;
+pub mod presets;
 pub mod rest;
 pub mod signature;
 
@@ -20,6 +22,7 @@ use serde::Deserialize;
 
 use crate::diagnostics::Diagnostic;
 use crate::domain::ConnectorId;
+use crate::mapping::outbound::{OutboundFile, OutboundMapping};
 use crate::mapping::{Mapping, MappingFile};
 use crate::settings::SecretRef;
 
@@ -70,6 +73,103 @@ pub trait Push: Send + Sync {
     fn perform<'a>(&'a self, effect: Outbound<'a>) -> BoxFuture<'a, Result<Receipt, ConnectorError>>;
 }
 
+/// `orderbridge check --online`: is the system there, and do our credentials work?
+pub trait Health: Send + Sync {
+    /// A one-line success description, or what failed.
+    fn check(&self) -> BoxFuture<'_, Result<String, ConnectorError>>;
+}
+
+/// Lists records changed since a watermark, one page at a time.
+pub trait Poll: Send + Sync {
+    fn id(&self) -> &ConnectorId;
+    /// Time between runs.
+    fn every(&self) -> Duration;
+    /// The mapping applied to each record.
+    fn mapping(&self) -> &Arc<Mapping>;
+    /// The state of a connector never polled before.
+    fn initial(&self) -> PollState;
+    /// Fetches the page `state` points at.
+    fn fetch<'a>(&'a self, state: &'a PollState) -> BoxFuture<'a, Result<Page, ConnectorError>>;
+}
+
+/// Where a polling run stands; committed with every page it ingested.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct PollState {
+    /// Records changed at or after this were asked for (the last completed run's maximum).
+    pub watermark: Option<String>,
+    /// The page to fetch next within the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_url: Option<String>,
+    /// The highest watermark seen so far in the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_max: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One fetched page.
+pub struct Page {
+    pub records: Vec<serde_json::Value>,
+    /// The state to commit with this page's records.
+    pub next: PollState,
+    /// True when the run continues with another page.
+    pub more: bool,
+}
+
+impl PollState {
+    /// The state after a page: `next` continues the run (same watermark, the run's
+    /// maximum so far), `None` ends it (the watermark moves to the run's maximum).
+    pub fn advance(&self, page_max: Option<String>, next: Option<PollState>) -> (PollState, bool) {
+        let run_max = watermark_max(self.run_max.clone(), page_max);
+        match next {
+            Some(mut n) => {
+                n.watermark = self.watermark.clone();
+                n.run_max = run_max;
+                (n, true)
+            }
+            None => {
+                (PollState { watermark: watermark_max(self.watermark.clone(), run_max), ..Default::default() }, false)
+            }
+        }
+    }
+}
+
+/// A record's modification mark as stored: as the source wrote it (numbers as
+/// text). Marks are compared as numbers or times ([`watermark_max`]) and rewritten
+/// for requests by the connector's `watermark_format`.
+pub fn normalize_watermark(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The later of two watermarks: as decimals when both are numbers, as times when
+/// both are times, else as text.
+pub fn watermark_max(a: Option<String>, b: Option<String>) -> Option<String> {
+    use crate::mapping::outbound::parse_time;
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => {
+            let newer = match (a.parse::<rust_decimal::Decimal>(), b.parse::<rust_decimal::Decimal>()) {
+                (Ok(x), Ok(y)) => y > x,
+                _ => match (parse_time(&a), parse_time(&b)) {
+                    (Some(x), Some(y)) => y > x,
+                    _ => b > a,
+                },
+            };
+            Some(if newer { b } else { a })
+        }
+    }
+}
+
 /// The `kind` of a connector file picks the Rust code; the whole file is then read as
 /// that kind's `Config` (read in two steps so every value keeps its location).
 #[derive(Debug, Deserialize)]
@@ -77,8 +177,14 @@ struct KindOnly {
     kind: Option<String>,
 }
 
-/// Connector kinds this build knows.
-pub const KINDS: &[&str] = &["rest"];
+/// Connector kinds this build knows: the generic `rest`, presets built on it, and
+/// `odoo` (JSON-RPC).
+pub const KINDS: &[&str] = &["rest", "hubspot", "xero", "stripe", "erpnext", "odoo"];
+
+#[derive(Debug, Deserialize)]
+struct DirectionOnly {
+    direction: Option<toml::Spanned<String>>,
+}
 
 /// Everything the daemon needs about one connector instance.
 pub struct Connector {
@@ -87,7 +193,9 @@ pub struct Connector {
     pub webhook: Option<Webhook>,
     pub push: Option<Arc<dyn Push>>,
     /// Polling for changed records, when configured.
-    pub poll: Option<Arc<rest::RestPoll>>,
+    pub poll: Option<Arc<dyn Poll>>,
+    /// The health call of `check --online`, when configured.
+    pub health: Option<Arc<dyn Health>>,
     /// Operation names `Push` accepts (checked against `rules.toml`).
     pub operations: Vec<String>,
 }
@@ -103,6 +211,8 @@ pub struct Webhook {
 pub struct Registry {
     pub connectors: BTreeMap<ConnectorId, Arc<Connector>>,
     pub mappings: BTreeMap<String, Arc<Mapping>>,
+    /// Outbound mappings (request bodies), by name.
+    pub outbound: BTreeMap<String, Arc<OutboundMapping>>,
 }
 
 impl Registry {
@@ -111,7 +221,15 @@ impl Registry {
         let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
         self.connectors.insert(
             id.clone(),
-            Arc::new(Connector { id, kind: "builtin", webhook: None, push: Some(push), poll: None, operations }),
+            Arc::new(Connector {
+                id,
+                kind: "builtin",
+                webhook: None,
+                push: Some(push),
+                poll: None,
+                health: None,
+                operations,
+            }),
         );
     }
 
@@ -129,21 +247,48 @@ impl Registry {
         let mut files = 0;
         let mut mappings = BTreeMap::new();
         let mut mapping_files = BTreeMap::new();
+        let mut outbound = BTreeMap::new();
         for (path, text) in toml_files(&config_dir.join("mappings"), &mut problems) {
             files += 1;
             let id = stem(&path);
-            match toml::from_str::<MappingFile>(&text) {
-                Err(e) => problems.push(Diagnostic::from_toml(&path, &text, &e)),
-                Ok(file) => {
-                    let connector = file.connector.clone();
-                    match file.validate(&id) {
-                        Ok(m) => {
-                            mappings.insert(id.clone(), Arc::new(m));
-                            mapping_files.insert(id, (path, text, connector));
-                        }
-                        Err(ps) => problems
-                            .extend(ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message))),
-                    }
+            let direction = match toml::from_str::<DirectionOnly>(&text) {
+                Ok(d) => d.direction,
+                Err(e) => {
+                    problems.push(Diagnostic::from_toml(&path, &text, &e));
+                    continue;
+                }
+            };
+            let parsed = match direction.as_ref().map(|d| d.get_ref().as_str()) {
+                None | Some("inbound") => {
+                    toml::from_str::<MappingFile>(&text).map_err(|e| Diagnostic::from_toml(&path, &text, &e)).map(|f| {
+                        let connector = f.connector.clone();
+                        (f.validate(&id).map(|m| mappings.insert(id.clone(), Arc::new(m))).map(drop), connector)
+                    })
+                }
+                Some("outbound") => toml::from_str::<OutboundFile>(&text)
+                    .map_err(|e| Diagnostic::from_toml(&path, &text, &e))
+                    .map(|f| {
+                        let connector = f.connector.clone();
+                        (f.validate(&id).map(|m| outbound.insert(id.clone(), Arc::new(m))).map(drop), connector)
+                    }),
+                Some(other) => {
+                    let span = direction.as_ref().map(toml::Spanned::span);
+                    problems.push(Diagnostic::at(
+                        &path,
+                        &text,
+                        span,
+                        format!("direction `{other}` is not inbound or outbound"),
+                    ));
+                    continue;
+                }
+            };
+            match parsed {
+                Err(d) => problems.push(d),
+                Ok((Err(ps), _)) => {
+                    problems.extend(ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)))
+                }
+                Ok((Ok(()), connector)) => {
+                    mapping_files.insert(id, (path, text, connector));
                 }
             }
         }
@@ -181,14 +326,20 @@ impl Registry {
                 }
             };
             let built = match kind.as_str() {
-                "rest" => match toml::from_str::<rest::Config>(&text) {
-                    Ok(cfg) => cfg.build(&id, config_dir, &mappings),
+                "odoo" => match toml::from_str::<odoo::Config>(&text) {
+                    Ok(cfg) => cfg.build(&id, config_dir, &mappings, &outbound),
                     Err(e) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
                 },
-                other => Err(vec![(
-                    crate::diagnostics::locate(&text, &["kind"]),
-                    format!("unknown connector kind `{other}` (one of: {})", KINDS.join(", ")),
-                )]),
+                k => match (KINDS.iter().find(|x| **x == k), toml::from_str::<rest::Config>(&text)) {
+                    (None, _) => Err(vec![(
+                        crate::diagnostics::locate(&text, &["kind"]),
+                        format!("unknown connector kind `{k}` (one of: {})", KINDS.join(", ")),
+                    )]),
+                    (Some(_), Err(e)) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
+                    (Some(kind), Ok(cfg)) => {
+                        cfg.with_preset(presets::preset(kind)).build(&id, kind, config_dir, &mappings, &outbound)
+                    }
+                },
             };
             match built {
                 Ok(c) => {
@@ -216,7 +367,7 @@ impl Registry {
             }
         }
 
-        if problems.is_empty() { Ok((Registry { connectors, mappings }, files)) } else { Err(problems) }
+        if problems.is_empty() { Ok((Registry { connectors, mappings, outbound }, files)) } else { Err(problems) }
     }
 }
 

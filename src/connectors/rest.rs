@@ -12,33 +12,41 @@ use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use serde_json::Value;
+use serde_json_path::JsonPath;
 use tokio::sync::Semaphore;
 use toml::Spanned;
 
 use super::oauth2::ClientCredentials;
 use super::signature::Verifier;
-use super::{BoxFuture, Connector, ConnectorError, Outbound, Push, Receipt, Webhook, resolve_secret};
+use super::{
+    BoxFuture, Connector, ConnectorError, Health, Outbound, Page, Poll, PollState, Push, Receipt, Webhook,
+    resolve_secret, watermark_max,
+};
 use crate::domain::ConnectorId;
 use crate::mapping::Mapping;
+use crate::mapping::outbound::{Body, OutboundMapping, Snippets};
 
 type Problems = Vec<(Option<Range<usize>>, String)>;
 
-/// `connectors/<id>.toml` with `kind = "rest"`.
-#[derive(Debug, Deserialize)]
+/// `connectors/<id>.toml` of the `rest` kind or of a preset built on it (`hubspot`,
+/// `xero`, `stripe`, `erpnext`): a preset fills in what the file leaves out.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Always `rest` for this kind.
+    /// `rest` or a preset's name.
     pub kind: String,
     /// Base URL of outbound calls, e.g. `https://erp.bank.example/api`.
     pub base_url: Option<Spanned<String>>,
-    /// Time limit of one outbound call, in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-    /// Most calls in flight to this system at once.
-    #[serde(default = "default_concurrency")]
-    pub max_concurrency: usize,
+    /// Time limit of one outbound call, in seconds (default 10).
+    pub timeout_secs: Option<u64>,
+    /// Most calls in flight to this system at once (default 8).
+    pub max_concurrency: Option<usize>,
     /// How outbound calls authenticate.
     pub auth: Option<Spanned<AuthFile>>,
+    /// Headers sent with every call. A value `${ENV}` or `file:PATH` is a secret.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
     /// Outbound operations by name; `rules.toml` effects refer to these names.
     #[serde(default)]
     pub operations: BTreeMap<String, Spanned<OperationFile>>,
@@ -46,72 +54,90 @@ pub struct Config {
     pub webhook: Option<Spanned<WebhookFile>>,
     /// Polling this system for changed records (when it sends no webhooks).
     pub poll: Option<Spanned<PollFile>>,
+    /// `orderbridge check --online` calls this (GET, path under `base_url`).
+    pub health: Option<HealthFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PollFile {
-    /// Path under `base_url` listing records (GET).
-    pub path: String,
-    /// Seconds between polling runs.
-    #[serde(default = "default_poll_every")]
-    pub every_secs: u64,
+    /// `GET` (default) or `POST` (search APIs; the request body is `body`).
+    pub method: Option<String>,
+    /// Path under `base_url` listing records.
+    pub path: Option<String>,
+    /// Seconds between polling runs (default 60).
+    pub every_secs: Option<u64>,
     /// The mapping (`mappings/<name>.toml`) applied to each record.
-    pub mapping: Spanned<String>,
+    pub mapping: Option<Spanned<String>>,
     /// JSONPath to the records in a page (default `$`: the page is the array).
-    #[serde(default = "default_records")]
-    pub records: String,
+    pub records: Option<String>,
     /// JSONPath into a record to its modification mark (a timestamp or a number).
-    pub watermark_field: String,
+    pub watermark_field: Option<String>,
     /// Query parameter that asks for records changed at or after the watermark.
-    pub watermark_param: String,
+    pub watermark_param: Option<String>,
+    /// How `{{ watermark }}` is written in requests: `text` (as stored), `rfc3339`,
+    /// `unix_s`, `unix_ms`, `odoo` (`YYYY-MM-DD HH:MM:SS`) or `http_date`.
+    pub watermark_format: Option<String>,
     /// The watermark of the very first run (default: everything).
     pub start_from: Option<String>,
+    /// Query parameters: name → template (`{{ watermark }}`, `{{ cursor }}`,
+    /// `{{ offset }}`, `{{ page }}`, `{{ limit }}`); empty values are left out.
     #[serde(default)]
-    pub paging: PagingFile,
+    pub query: BTreeMap<String, String>,
+    /// Request headers as templates, like `query`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// An outbound mapping rendering the request body (with `method = "POST"`).
+    pub body: Option<Spanned<String>>,
+    pub paging: Option<PagingFile>,
 }
 
-fn default_poll_every() -> u64 {
-    60
-}
-fn default_records() -> String {
-    "$".into()
-}
-
-/// How a listing pages: not at all, by a cursor in the body, by offset, or by the
-/// `Link: <…>; rel="next"` header.
+/// How a listing pages.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum PagingFile {
     #[default]
     None,
+    /// A cursor in the page body (`next`); absent or null on the last page.
     Cursor {
-        /// JSONPath into the page to the next cursor (absent or null: last page).
         next: String,
-        /// Query parameter carrying the cursor.
-        param: String,
+        /// Query parameter carrying the cursor (or use `{{ cursor }}` in `query`/`body`).
+        param: Option<String>,
     },
-    Offset {
-        param: String,
-        limit_param: String,
-        limit: u32,
+    /// Offset and limit; a short page is the last.
+    Offset { param: Option<String>, limit_param: Option<String>, limit: u32 },
+    /// Page numbers from `start` (default 1); a page shorter than `size` is the last.
+    Page {
+        param: Option<String>,
+        #[serde(default = "one")]
+        start: u64,
+        size: u32,
+        size_param: Option<String>,
     },
+    /// The last record's id is the next cursor while `more` (a JSONPath into the page)
+    /// is true (Stripe's `starting_after` / `has_more`).
+    LastId { id: String, more: String, param: Option<String> },
+    /// `Link: <…>; rel="next"`.
     Link,
 }
 
-fn default_timeout() -> u64 {
-    10
-}
-fn default_concurrency() -> usize {
-    8
+fn one() -> u64 {
+    1
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
-    /// `bearer` (token), `api_key` (header + value), `basic` (username + password) or
-    /// `oauth2_client_credentials` (token_url + client_id + client_secret [+ scope]).
-    pub kind: String,
+    /// `bearer` (token), `api_key` (header + value), `basic` (username + password),
+    /// `oauth2_client_credentials` (token_url + client_id + client_secret [+ scope])
+    /// or `frappe` (api_key + api_secret: `Authorization: token key:secret`).
+    pub kind: Option<String>,
     pub token: Option<Spanned<String>>,
     pub header: Option<String>,
     pub value: Option<Spanned<String>>,
@@ -121,51 +147,165 @@ pub struct AuthFile {
     pub client_id: Option<String>,
     pub client_secret: Option<Spanned<String>>,
     pub scope: Option<String>,
+    pub api_key: Option<Spanned<String>>,
+    pub api_secret: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct OperationFile {
-    /// `POST`, `PUT` or `PATCH`.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// Path under `base_url`; `{order_id}` and `{external_id}` are filled in.
-    pub path: String,
-    /// Header carrying the idempotency key.
-    #[serde(default = "default_idempotency_header")]
-    pub idempotency_header: String,
+    /// `POST` (default), `PUT` or `PATCH`.
+    pub method: Option<String>,
+    /// Path under `base_url`, a template: `{{ order_id }}`, `{{ external_id }}`,
+    /// `{{ references["xero.create_invoice"] }}`; values are percent-encoded.
+    pub path: Option<String>,
+    /// Header carrying the idempotency key (default `Idempotency-Key`; `""`: none).
+    pub idempotency_header: Option<String>,
     /// JSONPath into the response body selecting the receiver's id for what it
     /// created (e.g. `$.id`); stored on the order under `<connector>.<operation>`.
     pub reference: Option<String>,
+    /// An outbound mapping (`mappings/<name>.toml`, `direction = "outbound"`) that
+    /// renders the body; without it the effect (order snapshot and metadata) is sent.
+    pub body: Option<Spanned<String>>,
+    /// Extra headers, as templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Before creating, look for what an earlier, unanswered attempt may have created.
+    pub lookup: Option<LookupFile>,
+    /// Further calls after the first, in order (e.g. add lines, then finalise); each
+    /// sees `{{ reference }}` and `{{ response }}` of the first call.
+    #[serde(default)]
+    pub then: Vec<StepFile>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LookupFile {
+    /// Path under `base_url` (GET), a template like the operation's.
+    pub path: String,
+    /// Query parameters as templates.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// JSONPath into the answer: when it selects an id, that is the operation's result.
+    pub found: String,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    pub body: Option<Spanned<String>>,
 }
 
 fn default_method() -> String {
     "POST".into()
 }
-fn default_idempotency_header() -> String {
-    "Idempotency-Key".into()
-}
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookFile {
-    /// Signature scheme: `standard_webhooks`, `stripe`, `hubspot_v3`, `xero`, `shopify`
-    /// or `github`.
-    pub signature: Spanned<String>,
-    /// `${ENV_NAME}` or `file:PATH` holding `whsec_…`.
-    pub secret: Spanned<String>,
+    /// Signature scheme (see `signature::SCHEMES`).
+    pub signature: Option<Spanned<String>>,
+    /// `${ENV_NAME}` or `file:PATH` holding the signing secret.
+    pub secret: Option<Spanned<String>>,
     /// Replay window: deliveries whose timestamp is further from now are refused.
-    #[serde(default = "default_tolerance")]
-    pub tolerance_secs: u64,
+    pub tolerance_secs: Option<u64>,
     /// The mapping (`mappings/<name>.toml`) applied to payloads.
-    pub mapping: Spanned<String>,
+    pub mapping: Option<Spanned<String>>,
     /// The public base URL the sender calls (only `hubspot_v3` signs the URL), e.g.
     /// `https://hooks.bank.example` behind a reverse proxy.
     pub public_url: Option<String>,
 }
 
-fn default_tolerance() -> u64 {
-    300
+/// Fills what `self` leaves out from a preset.
+trait Fill {
+    fn fill(&mut self, preset: Self);
+}
+
+macro_rules! fill_options {
+    ($self:ident, $preset:ident; $($f:ident),*) => {
+        $( if $self.$f.is_none() { $self.$f = $preset.$f; } )*
+    };
+}
+
+impl<T: Fill> Fill for Option<Spanned<T>> {
+    fn fill(&mut self, preset: Self) {
+        match (self.as_mut(), preset) {
+            (_, None) => {}
+            (None, Some(p)) => *self = Some(p),
+            (Some(mine), Some(p)) => mine.get_mut().fill(p.into_inner()),
+        }
+    }
+}
+
+impl Fill for Config {
+    fn fill(&mut self, p: Self) {
+        fill_options!(self, p; base_url, timeout_secs, max_concurrency, health);
+        self.auth.fill(p.auth);
+        for (k, v) in p.headers {
+            self.headers.entry(k).or_insert(v);
+        }
+        // Only operations the file names are enabled; the preset completes them.
+        let mut preset_ops = p.operations;
+        for (name, op) in &mut self.operations {
+            if let Some(po) = preset_ops.remove(name) {
+                op.get_mut().fill(po.into_inner());
+            }
+        }
+        self.webhook.fill(p.webhook);
+        self.poll.fill(p.poll);
+    }
+}
+
+impl Fill for AuthFile {
+    fn fill(&mut self, p: Self) {
+        if self.kind.is_some() && self.kind != p.kind {
+            return;
+        }
+        fill_options!(self, p; kind, token, header, value, username, password, token_url, client_id, client_secret, scope, api_key, api_secret);
+    }
+}
+
+impl Fill for OperationFile {
+    fn fill(&mut self, p: Self) {
+        fill_options!(self, p; method, path, idempotency_header, reference, body, lookup);
+        for (k, v) in p.headers {
+            self.headers.entry(k).or_insert(v);
+        }
+        if self.then.is_empty() {
+            self.then = p.then;
+        }
+    }
+}
+
+impl Fill for WebhookFile {
+    fn fill(&mut self, p: Self) {
+        fill_options!(self, p; signature, secret, tolerance_secs, mapping, public_url);
+    }
+}
+
+impl Fill for PollFile {
+    fn fill(&mut self, p: Self) {
+        fill_options!(self, p; method, path, every_secs, mapping, records, watermark_field, watermark_param, watermark_format, start_from, body, paging);
+        for (k, v) in p.query {
+            self.query.entry(k).or_insert(v);
+        }
+        for (k, v) in p.headers {
+            self.headers.entry(k).or_insert(v);
+        }
+    }
+}
+
+impl Config {
+    /// Completes this file with its preset's defaults (no-op for `rest`).
+    pub fn with_preset(mut self, preset: Option<Config>) -> Config {
+        if let Some(p) = preset {
+            self.fill(p);
+        }
+        self
+    }
 }
 
 enum Auth {
@@ -176,21 +316,426 @@ enum Auth {
     OAuth2(ClientCredentials),
 }
 
-struct Operation {
+/// One HTTP call of an operation.
+struct Call {
     method: reqwest::Method,
+    /// Template name of the path in `Shared::paths`.
     path: String,
-    idempotency_header: HeaderName,
-    reference: Option<serde_json_path::JsonPath>,
+    body: Option<Arc<OutboundMapping>>,
+}
+
+struct Lookup {
+    path: String,
+    query: Vec<(String, String)>,
+    found: JsonPath,
+}
+
+struct Operation {
+    first: Call,
+    then: Vec<Call>,
+    idempotency_header: Option<HeaderName>,
+    reference: Option<JsonPath>,
+    headers: Vec<(HeaderName, String)>,
+    lookup: Option<Lookup>,
+}
+
+/// What pushes and polls of one connector share.
+struct Shared {
+    id: ConnectorId,
+    client: reqwest::Client,
+    base: Url,
+    auth: Auth,
+    /// Connector-wide headers (secret values are marked sensitive).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Path templates (values percent-encoded).
+    paths: Snippets,
+    /// Query, header and body templates.
+    values: Snippets,
 }
 
 /// The outbound half of a `rest` connector.
 pub struct RestPush {
-    id: ConnectorId,
-    client: reqwest::Client,
-    base: Url,
-    auth: Arc<Auth>,
+    shared: Arc<Shared>,
     operations: BTreeMap<String, Operation>,
     permits: Semaphore,
+}
+
+type Outbounds = BTreeMap<String, Arc<OutboundMapping>>;
+
+/// Validation context of one connector file.
+struct Builder<'a> {
+    config_dir: &'a Path,
+    mappings: &'a BTreeMap<String, Arc<Mapping>>,
+    outbound: &'a Outbounds,
+    problems: Problems,
+    paths: Snippets,
+    values: Snippets,
+}
+
+impl Builder<'_> {
+    fn inbound(&mut self, name: &Spanned<String>) -> Option<Arc<Mapping>> {
+        let m = self.mappings.get(name.get_ref()).cloned();
+        if m.is_none() {
+            let hint = if self.outbound.contains_key(name.get_ref()) { " (it is an outbound mapping)" } else { "" };
+            self.problems.push((
+                Some(name.span()),
+                format!(
+                    "mapping `{}` does not exist (no inbound mappings/{}.toml, or it has errors){hint}",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            ));
+        }
+        m
+    }
+
+    fn outbound(&mut self, name: &Spanned<String>) -> Option<Arc<OutboundMapping>> {
+        let m = self.outbound.get(name.get_ref()).cloned();
+        if m.is_none() {
+            self.problems.push((
+                Some(name.span()),
+                format!(
+                    "outbound mapping `{}` does not exist (no mappings/{}.toml with direction = \"outbound\", or it has errors)",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            ));
+        }
+        m
+    }
+
+    /// Registers a template under a fresh name and returns the name.
+    fn template(&mut self, path: bool, name: String, source: &str, span: &Range<usize>) -> String {
+        let set = if path { &mut self.paths } else { &mut self.values };
+        if let Err(e) = set.add(&name, source) {
+            self.problems.push((Some(span.clone()), e));
+        }
+        name
+    }
+
+    fn method(&mut self, text: &str, span: &Range<usize>, what: &str) -> Option<reqwest::Method> {
+        match text.to_ascii_uppercase().as_str() {
+            "GET" => Some(reqwest::Method::GET),
+            "POST" => Some(reqwest::Method::POST),
+            "PUT" => Some(reqwest::Method::PUT),
+            "PATCH" => Some(reqwest::Method::PATCH),
+            "DELETE" => Some(reqwest::Method::DELETE),
+            other => {
+                self.problems.push((
+                    Some(span.clone()),
+                    format!("{what}: method `{other}` is not GET, POST, PUT, PATCH or DELETE"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn secret(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        span: &Range<usize>,
+        kind: &str,
+        what: &str,
+    ) -> Option<SecretString> {
+        match v {
+            None => {
+                self.problems.push((Some(span.clone()), format!("auth kind {kind} needs `{what}`")));
+                None
+            }
+            Some(v) => resolve_secret(v, self.config_dir).map_err(|p| self.problems.push(p)).ok(),
+        }
+    }
+
+    fn auth(&mut self, a: Option<Spanned<AuthFile>>, client: &reqwest::Client) -> Auth {
+        let Some(a) = a else { return Auth::None };
+        let span = a.span();
+        let a = a.into_inner();
+        let Some(kind) = a.kind.clone() else {
+            self.problems.push((Some(span), "[auth] needs a `kind`".into()));
+            return Auth::None;
+        };
+        match kind.as_str() {
+            "bearer" => self.secret(&a.token, &span, &kind, "token").map_or(Auth::None, Auth::Bearer),
+            "api_key" => {
+                let value = self.secret(&a.value, &span, &kind, "value");
+                match a.header.as_deref().map(|h| HeaderName::from_bytes(h.as_bytes())) {
+                    Some(Ok(h)) => value.map_or(Auth::None, |v| Auth::ApiKey(h, v)),
+                    _ => {
+                        self.problems.push((Some(span), "auth kind api_key needs a valid `header`".into()));
+                        Auth::None
+                    }
+                }
+            }
+            "frappe" => {
+                let key = self.secret(&a.api_key, &span, &kind, "api_key");
+                let secret = self.secret(&a.api_secret, &span, &kind, "api_secret");
+                match (key, secret) {
+                    (Some(k), Some(s)) => Auth::ApiKey(
+                        HeaderName::from_static("authorization"),
+                        SecretString::from(format!("token {}:{}", k.expose_secret(), s.expose_secret())),
+                    ),
+                    _ => Auth::None,
+                }
+            }
+            "oauth2_client_credentials" => {
+                let client_secret = self.secret(&a.client_secret, &span, &kind, "client_secret");
+                let url = a.token_url.as_deref().map(Url::parse);
+                match (url, &a.client_id, client_secret) {
+                    (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
+                        Auth::OAuth2(ClientCredentials::new(url, id.clone(), cs, a.scope.clone(), client.clone()))
+                    }
+                    _ => {
+                        self.problems.push((
+                            Some(span),
+                            "auth kind oauth2_client_credentials needs an http(s) `token_url`, `client_id` and `client_secret`".into(),
+                        ));
+                        Auth::None
+                    }
+                }
+            }
+            "basic" => {
+                let password = self.secret(&a.password, &span, &kind, "password");
+                match (&a.username, password) {
+                    (Some(u), Some(p)) => Auth::Basic(u.clone(), p),
+                    _ => {
+                        self.problems.push((Some(span), "auth kind basic needs `username` and `password`".into()));
+                        Auth::None
+                    }
+                }
+            }
+            other => {
+                self.problems.push((
+                    Some(span),
+                    format!("auth kind `{other}` is not bearer, api_key, basic, oauth2_client_credentials or frappe"),
+                ));
+                Auth::None
+            }
+        }
+    }
+
+    fn headers(&mut self, headers: BTreeMap<String, Spanned<String>>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, value) in headers {
+            let span = value.span();
+            let Ok(h) = HeaderName::from_bytes(name.as_bytes()) else {
+                self.problems.push((Some(span), format!("`{name}` is not a header name")));
+                continue;
+            };
+            let text = value.get_ref();
+            let secret = text.starts_with("${") || text.starts_with("file:");
+            let resolved = if secret {
+                match resolve_secret(&value, self.config_dir) {
+                    Ok(s) => s.expose_secret().to_owned(),
+                    Err(p) => {
+                        self.problems.push(p);
+                        continue;
+                    }
+                }
+            } else {
+                text.clone()
+            };
+            match HeaderValue::from_str(&resolved) {
+                Ok(mut v) => {
+                    v.set_sensitive(secret);
+                    out.push((h, v));
+                }
+                Err(_) => {
+                    self.problems.push((Some(span), format!("header `{name}`: the value is not allowed in a header")))
+                }
+            }
+        }
+        out
+    }
+
+    fn operation(&mut self, name: &str, op: Spanned<OperationFile>) -> Option<Operation> {
+        let span = op.span();
+        let op = op.into_inner();
+        let what = format!("operation {name}");
+        let method = self.method(op.method.as_deref().unwrap_or("POST"), &span, &what);
+        let Some(path) = op.path.clone() else {
+            self.problems.push((Some(span), format!("{what}: needs a `path`")));
+            return None;
+        };
+        if !path.starts_with('/') {
+            self.problems.push((Some(span.clone()), format!("{what}: path must start with `/`")));
+        }
+        let path = self.template(true, format!("{name}.path"), &legacy_placeholders(&path), &span);
+        let body = op.body.as_ref().and_then(|b| self.outbound(b));
+        let idempotency_header = match op.idempotency_header.as_deref().unwrap_or("Idempotency-Key") {
+            "" => None,
+            h => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.problems.push((Some(span.clone()), format!("{what}: `{h}` is not a header name")));
+                    None
+                }
+            },
+        };
+        let reference = op.reference.as_deref().and_then(|r| self.json_path(r, &span, &format!("{what}: reference")));
+        let mut headers = Vec::new();
+        for (h, t) in &op.headers {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(hn) => headers.push((hn, self.template(false, format!("{name}.header.{h}"), t, &span))),
+                Err(_) => self.problems.push((Some(span.clone()), format!("{what}: `{h}` is not a header name"))),
+            }
+        }
+        let lookup = op.lookup.as_ref().map(|l| Lookup {
+            path: self.template(true, format!("{name}.lookup.path"), &legacy_placeholders(&l.path), &span),
+            query: l
+                .query
+                .iter()
+                .map(|(k, t)| (k.clone(), self.template(false, format!("{name}.lookup.query.{k}"), t, &span)))
+                .collect(),
+            found: self
+                .json_path(&l.found, &span, &format!("{what}: lookup.found"))
+                .unwrap_or_else(|| JsonPath::parse("$").expect("valid")),
+        });
+        let mut then = Vec::new();
+        for (i, step) in op.then.iter().enumerate() {
+            let m = self.method(&step.method, &span, &format!("{what}: then[{i}]"));
+            let p = self.template(true, format!("{name}.then.{i}.path"), &step.path, &span);
+            let b = step.body.as_ref().and_then(|b| self.outbound(b));
+            if let Some(m) = m {
+                then.push(Call { method: m, path: p, body: b });
+            }
+        }
+        Some(Operation {
+            first: Call { method: method?, path, body },
+            then,
+            idempotency_header,
+            reference,
+            headers,
+            lookup,
+        })
+    }
+
+    fn json_path(&mut self, text: &str, span: &Range<usize>, what: &str) -> Option<JsonPath> {
+        JsonPath::parse(text)
+            .map_err(|e| self.problems.push((Some(span.clone()), format!("{what}: `{text}` is not a JSONPath: {e}"))))
+            .ok()
+    }
+
+    fn poll(&mut self, p: Spanned<PollFile>) -> Option<PollPlan> {
+        let span = p.span();
+        let p = p.into_inner();
+        let bad = |b: &mut Self, m: String| b.problems.push((Some(span.clone()), format!("poll: {m}")));
+        let method = self.method(p.method.as_deref().unwrap_or("GET"), &span, "poll");
+        let mapping = match &p.mapping {
+            Some(m) => self.inbound(m),
+            None => {
+                bad(self, "needs a `mapping`".into());
+                None
+            }
+        };
+        let Some(path) = p.path.clone() else {
+            bad(self, "needs a `path`".into());
+            return None;
+        };
+        if !path.starts_with('/') {
+            bad(self, "path must start with `/`".into());
+        }
+        let path = self.template(true, "poll.path".into(), &path, &span);
+        let records = self.json_path(p.records.as_deref().unwrap_or("$"), &span, "poll: records");
+        let Some(wm) = p.watermark_field.as_deref() else {
+            bad(self, "needs a `watermark_field`".into());
+            return None;
+        };
+        let watermark = self.json_path(wm, &span, "poll: watermark_field");
+        let format = match p.watermark_format.as_deref().unwrap_or("text") {
+            f @ ("text" | "rfc3339" | "unix_s" | "unix_ms" | "odoo" | "http_date") => f.to_owned(),
+            other => {
+                bad(
+                    self,
+                    format!("watermark_format `{other}` is not text, rfc3339, unix_s, unix_ms, odoo or http_date"),
+                );
+                "text".to_owned()
+            }
+        };
+        let every = p.every_secs.unwrap_or(60);
+        if every == 0 {
+            bad(self, "every_secs must be positive".into());
+        }
+        let mut query: Vec<(String, String)> = Vec::new();
+        if let Some(param) = &p.watermark_param {
+            query.push((param.clone(), self.template(false, "poll.query.$watermark".into(), "{{ watermark }}", &span)));
+        }
+        let paging = match p.paging.clone().unwrap_or_default() {
+            PagingFile::None => Some(Paging::None),
+            PagingFile::Cursor { next, param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", &span)));
+                }
+                self.json_path(&next, &span, "poll: paging.next").map(|next| Paging::Cursor { next })
+            }
+            PagingFile::Offset { param, limit_param, limit } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$offset".into(), "{{ offset }}", &span)));
+                }
+                if let Some(lp) = limit_param {
+                    query.push((lp, self.template(false, "poll.query.$limit".into(), "{{ limit }}", &span)));
+                }
+                if limit == 0 {
+                    bad(self, "paging.limit must be positive".into());
+                }
+                Some(Paging::Offset { limit })
+            }
+            PagingFile::Page { param, start, size, size_param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$page".into(), "{{ page }}", &span)));
+                }
+                if let Some(sp) = size_param {
+                    query.push((sp, self.template(false, "poll.query.$size".into(), "{{ limit }}", &span)));
+                }
+                if size == 0 {
+                    bad(self, "paging.size must be positive".into());
+                }
+                Some(Paging::Page { start, size })
+            }
+            PagingFile::LastId { id, more, param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", &span)));
+                }
+                let id = self.json_path(&id, &span, "poll: paging.id");
+                let more = self.json_path(&more, &span, "poll: paging.more");
+                id.zip(more).map(|(id, more)| Paging::LastId { id, more })
+            }
+            PagingFile::Link => Some(Paging::Link),
+        };
+        for (k, t) in &p.query {
+            let name = self.template(false, format!("poll.query.{k}"), t, &span);
+            query.push((k.clone(), name));
+        }
+        let mut headers = Vec::new();
+        for (h, t) in &p.headers {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(hn) => headers.push((hn, self.template(false, format!("poll.header.{h}"), t, &span))),
+                Err(_) => bad(self, format!("`{h}` is not a header name")),
+            }
+        }
+        let body = p.body.as_ref().and_then(|b| self.outbound(b));
+        Some(PollPlan {
+            method: method?,
+            path,
+            every: Duration::from_secs(every.max(1)),
+            mapping: mapping?,
+            records: records?,
+            watermark: watermark?,
+            format,
+            start_from: p.start_from,
+            query,
+            headers,
+            body,
+            paging: paging?,
+        })
+    }
+}
+
+/// `{order_id}` and `{external_id}` (the first path syntax) as templates.
+fn legacy_placeholders(path: &str) -> String {
+    if path.contains("{{") {
+        return path.to_owned();
+    }
+    path.replace("{order_id}", "{{ order_id }}").replace("{external_id}", "{{ external_id }}")
 }
 
 impl Config {
@@ -198,254 +743,221 @@ impl Config {
     pub fn build(
         self,
         id: &ConnectorId,
+        kind: &'static str,
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
+        outbound: &Outbounds,
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
+        let timeout = self.timeout_secs.unwrap_or(10);
+        let concurrency = self.max_concurrency.unwrap_or(8);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(self.timeout_secs.max(1)))
-            .connect_timeout(Duration::from_secs(self.timeout_secs.clamp(1, 10)))
+            .timeout(Duration::from_secs(timeout.max(1)))
+            .connect_timeout(Duration::from_secs(timeout.clamp(1, 10)))
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
-        let mut problems: Problems = Vec::new();
+        let label = format!("connector {id}");
+        let no_lookups = Arc::new(BTreeMap::new());
+        let mut b = Builder {
+            config_dir,
+            mappings,
+            outbound,
+            problems: Vec::new(),
+            paths: Snippets::new(label.clone(), no_lookups.clone()).encoding_segments(),
+            values: Snippets::new(label, no_lookups),
+        };
+        if timeout == 0 || concurrency == 0 {
+            b.problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
+        }
+
         let webhook = self.webhook.and_then(|w| {
+            let span = w.span();
             let w = w.into_inner();
-            let mapping = mappings.get(w.mapping.get_ref()).cloned();
-            if mapping.is_none() {
-                problems.push((
-                    Some(w.mapping.span()),
-                    format!(
-                        "mapping `{}` does not exist (no mappings/{}.toml, or it has errors)",
-                        w.mapping.get_ref(),
-                        w.mapping.get_ref()
-                    ),
-                ));
-            }
-            let verifier = resolve_secret(&w.secret, config_dir)
+            let (Some(sig), Some(secret), Some(mapping)) = (&w.signature, &w.secret, &w.mapping) else {
+                b.problems.push((Some(span), "[webhook] needs `signature`, `secret` and `mapping`".into()));
+                return None;
+            };
+            let mapping = b.inbound(mapping);
+            let verifier = resolve_secret(secret, config_dir)
                 .and_then(|s| {
-                    Verifier::new(w.signature.get_ref(), &s, w.tolerance_secs, w.public_url.as_deref()).map_err(|e| {
-                        // A malformed secret is the secret's fault; anything else the scheme's.
-                        let at = if e.contains("secret") { w.secret.span() } else { w.signature.span() };
-                        (Some(at), e)
-                    })
+                    Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
+                        |e| {
+                            // A malformed secret is the secret's fault; anything else the scheme's.
+                            let at = if e.contains("secret") { secret.span() } else { sig.span() };
+                            (Some(at), e)
+                        },
+                    )
                 })
-                .map_err(|p| problems.push(p))
+                .map_err(|p| b.problems.push(p))
                 .ok();
             Some(Webhook { verifier: verifier?, mapping: mapping? })
         });
 
         let mut operations = BTreeMap::new();
         for (name, op) in self.operations {
-            let span = op.span();
-            let op = op.into_inner();
-            let method = match op.method.to_ascii_uppercase().as_str() {
-                "POST" => reqwest::Method::POST,
-                "PUT" => reqwest::Method::PUT,
-                "PATCH" => reqwest::Method::PATCH,
-                other => {
-                    problems
-                        .push((Some(span), format!("operation {name}: method `{other}` is not POST, PUT or PATCH")));
-                    continue;
-                }
-            };
-            let Ok(idempotency_header) = HeaderName::from_bytes(op.idempotency_header.as_bytes()) else {
-                problems
-                    .push((Some(span), format!("operation {name}: `{}` is not a header name", op.idempotency_header)));
-                continue;
-            };
-            if !op.path.starts_with('/') {
-                problems.push((Some(span), format!("operation {name}: path must start with `/`")));
-                continue;
+            if let Some(op) = b.operation(&name, op) {
+                operations.insert(name, op);
             }
-            let reference = match op.reference.as_deref().map(serde_json_path::JsonPath::parse) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                Some(Err(e)) => {
-                    problems.push((Some(span), format!("operation {name}: reference is not a JSONPath: {e}")));
-                    continue;
-                }
-            };
-            operations.insert(name, Operation { method, path: op.path, idempotency_header, reference });
         }
+        let auth = b.auth(self.auth, &client);
+        let headers = b.headers(self.headers);
+        let poll = self.poll.and_then(|p| b.poll(p));
 
         let base = match &self.base_url {
-            None if !operations.is_empty() => {
-                problems.push((None, "operations need a `base_url`".into()));
+            None if !operations.is_empty() || poll.is_some() || self.health.is_some() => {
+                b.problems.push((None, "operations, [poll] and [health] need a `base_url`".into()));
                 None
             }
             None => None,
             Some(u) => match Url::parse(u.get_ref()) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => Some(url),
                 Ok(_) => {
-                    problems.push((Some(u.span()), "base_url must be http(s) without credentials (use [auth])".into()));
+                    b.problems
+                        .push((Some(u.span()), "base_url must be http(s) without credentials (use [auth])".into()));
                     None
                 }
                 Err(e) => {
-                    problems.push((Some(u.span()), format!("base_url: {e}")));
+                    b.problems.push((Some(u.span()), format!("base_url: {e}")));
                     None
                 }
             },
         };
-
-        let auth = match self.auth {
-            None => Auth::None,
-            Some(a) => {
-                let span = a.span();
-                let a = a.into_inner();
-                let mut secret = |v: &Option<Spanned<String>>, what: &str| match v {
-                    None => {
-                        problems.push((Some(span.clone()), format!("auth kind {} needs `{what}`", a.kind)));
-                        None
-                    }
-                    Some(v) => resolve_secret(v, config_dir).map_err(|p| problems.push(p)).ok(),
-                };
-                match a.kind.as_str() {
-                    "bearer" => secret(&a.token, "token").map(Auth::Bearer).unwrap_or(Auth::None),
-                    "api_key" => {
-                        let value = secret(&a.value, "value");
-                        match a.header.as_deref().map(|h| HeaderName::from_bytes(h.as_bytes())) {
-                            Some(Ok(h)) => value.map(|v| Auth::ApiKey(h, v)).unwrap_or(Auth::None),
-                            _ => {
-                                problems.push((Some(span.clone()), "auth kind api_key needs a valid `header`".into()));
-                                Auth::None
-                            }
-                        }
-                    }
-                    "oauth2_client_credentials" => {
-                        let client_secret = secret(&a.client_secret, "client_secret");
-                        let url = a.token_url.as_deref().map(Url::parse);
-                        match (url, &a.client_id, client_secret) {
-                            (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
-                                Auth::OAuth2(ClientCredentials::new(
-                                    url,
-                                    id.clone(),
-                                    cs,
-                                    a.scope.clone(),
-                                    client.clone(),
-                                ))
-                            }
-                            _ => {
-                                problems.push((
-                                    Some(span.clone()),
-                                    "auth kind oauth2_client_credentials needs an http(s) `token_url`, `client_id` and `client_secret`".into(),
-                                ));
-                                Auth::None
-                            }
-                        }
-                    }
-                    "basic" => {
-                        let password = secret(&a.password, "password");
-                        match (&a.username, password) {
-                            (Some(u), Some(p)) => Auth::Basic(u.clone(), p),
-                            _ => {
-                                problems.push((
-                                    Some(span.clone()),
-                                    "auth kind basic needs `username` and `password`".into(),
-                                ));
-                                Auth::None
-                            }
-                        }
-                    }
-                    other => {
-                        problems.push((
-                            Some(span.clone()),
-                            format!("auth kind `{other}` is not bearer, api_key, basic or oauth2_client_credentials"),
-                        ));
-                        Auth::None
-                    }
-                }
-            }
-        };
-        if self.timeout_secs == 0 || self.max_concurrency == 0 {
-            problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
+        if let Some(h) = &self.health
+            && !h.path.starts_with('/')
+        {
+            b.problems.push((None, "health.path must start with `/`".into()));
         }
-        if !problems.is_empty() {
-            return Err(problems);
+        if !b.problems.is_empty() {
+            return Err(b.problems);
         }
-
-        let auth = Arc::new(auth);
-        let poll = match self.poll {
-            None => None,
-            Some(p) => {
-                let span = p.span();
-                let p = p.into_inner();
-                let mut bad = |m: String| problems.push((Some(span.clone()), format!("poll: {m}")));
-                let mapping = mappings.get(p.mapping.get_ref()).cloned();
-                if mapping.is_none() {
-                    bad(format!(
-                        "mapping `{}` does not exist (no mappings/{}.toml, or it has errors)",
-                        p.mapping.get_ref(),
-                        p.mapping.get_ref()
-                    ));
-                }
-                let path_of = |what: &str, s: &str| {
-                    serde_json_path::JsonPath::parse(s).map_err(|e| format!("{what} `{s}` is not a JSONPath: {e}"))
-                };
-                let records = path_of("records", &p.records).map_err(&mut bad).ok();
-                let watermark = path_of("watermark_field", &p.watermark_field).map_err(&mut bad).ok();
-                let paging = match &p.paging {
-                    PagingFile::Cursor { next, param } => path_of("paging.next", next)
-                        .map_err(&mut bad)
-                        .ok()
-                        .map(|n| Paging::Cursor { next: n, param: param.clone() }),
-                    PagingFile::Offset { param, limit_param, limit } if *limit > 0 => {
-                        Some(Paging::Offset { param: param.clone(), limit_param: limit_param.clone(), limit: *limit })
-                    }
-                    PagingFile::Offset { .. } => {
-                        bad("paging.limit must be positive".into());
-                        None
-                    }
-                    PagingFile::Link => Some(Paging::Link),
-                    PagingFile::None => Some(Paging::None),
-                };
-                if !p.path.starts_with('/') {
-                    bad("path must start with `/`".into());
-                }
-                if p.every_secs == 0 {
-                    bad("every_secs must be positive".into());
-                }
-                match (&base, mapping, records, watermark, paging) {
-                    (Some(base), Some(mapping), Some(records), Some(watermark), Some(paging)) => {
-                        Some(Arc::new(RestPoll {
-                            id: id.clone(),
-                            client: client.clone(),
-                            base: base.clone(),
-                            auth: auth.clone(),
-                            path: p.path,
-                            every: Duration::from_secs(p.every_secs),
-                            mapping,
-                            records,
-                            watermark,
-                            watermark_param: p.watermark_param,
-                            start_from: p.start_from,
-                            paging,
-                        }))
-                    }
-                    (None, ..) => {
-                        problems.push((Some(span), "poll needs a `base_url`".into()));
-                        None
-                    }
-                    _ => None,
-                }
-            }
-        };
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let op_names: Vec<String> = operations.keys().cloned().collect();
-        let push: Option<Arc<dyn Push>> = match base {
-            Some(base) if !operations.is_empty() => Some(Arc::new(RestPush {
+        let Some(base) = base else {
+            // A webhook-only connector.
+            return Ok(Connector {
                 id: id.clone(),
-                client,
-                base,
-                auth,
-                operations,
-                permits: Semaphore::new(self.max_concurrency),
-            })),
-            _ => None,
+                kind,
+                webhook,
+                push: None,
+                poll: None,
+                health: None,
+                operations: Vec::new(),
+            });
         };
-        Ok(Connector { id: id.clone(), kind: "rest", webhook, push, poll, operations: op_names })
+        let shared = Arc::new(Shared { id: id.clone(), client, base, auth, headers, paths: b.paths, values: b.values });
+        let poll: Option<Arc<dyn Poll>> =
+            poll.map(|plan| Arc::new(RestPoll { shared: shared.clone(), plan }) as Arc<dyn Poll>);
+        let health: Option<Arc<dyn Health>> =
+            self.health.map(|h| Arc::new(RestHealth { shared: shared.clone(), path: h.path }) as Arc<dyn Health>);
+        let op_names: Vec<String> = operations.keys().cloned().collect();
+        let push: Option<Arc<dyn Push>> = (!operations.is_empty())
+            .then(|| Arc::new(RestPush { shared, operations, permits: Semaphore::new(concurrency) }) as Arc<dyn Push>);
+        Ok(Connector { id: id.clone(), kind, webhook, push, poll, health, operations: op_names })
+    }
+}
+
+impl Shared {
+    fn url(&self, path_template: &str, ctx: &Value) -> Result<Url, ConnectorError> {
+        let path = self.paths.render(path_template, ctx).map_err(|message| ConnectorError::Permanent { message })?;
+        Url::parse(&join(&self.base, &path)).map_err(|e| ConnectorError::Permanent { message: format!("{path}: {e}") })
+    }
+
+    /// A request with the connector's headers and credentials.
+    async fn request(&self, method: reqwest::Method, url: Url) -> Result<reqwest::RequestBuilder, ConnectorError> {
+        let mut req = self.client.request(method, url);
+        for (h, v) in &self.headers {
+            req = req.header(h.clone(), v.clone());
+        }
+        authorize(&self.auth, req).await
+    }
+
+    fn value(&self, template: &str, ctx: &Value) -> Result<String, ConnectorError> {
+        self.values.render(template, ctx).map_err(|message| ConnectorError::Permanent { message })
+    }
+
+    /// Sends and classifies; a 401 drops a cached OAuth2 token.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(Receipt, reqwest::header::HeaderMap), ConnectorError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
+        if let (Auth::OAuth2(cc), 401) = (&self.auth, resp.status().as_u16()) {
+            // The token was revoked or expired early: fetch a fresh one next time.
+            cc.invalidate().await;
+        }
+        let headers = resp.headers().clone();
+        classify(resp).await.map(|r| (r, headers))
+    }
+}
+
+fn with_body(req: reqwest::RequestBuilder, body: &Body) -> reqwest::RequestBuilder {
+    req.header(reqwest::header::CONTENT_TYPE, body.content_type).body(body.bytes.clone())
+}
+
+fn select_text(path: &JsonPath, v: &Value) -> Option<String> {
+    match path.query(v).first()? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl RestPush {
+    async fn call(
+        &self,
+        call: &Call,
+        op: &Operation,
+        ctx: &Value,
+        key: &str,
+    ) -> Result<(Receipt, Value), ConnectorError> {
+        let s = &self.shared;
+        let mut req = s.request(call.method.clone(), s.url(&call.path, ctx)?).await?;
+        if let Some(h) = &op.idempotency_header {
+            req = req.header(h.clone(), key);
+        }
+        for (h, t) in &op.headers {
+            req = req.header(h.clone(), s.value(t, ctx)?);
+        }
+        req = match &call.body {
+            Some(m) => {
+                with_body(req, &m.render(ctx).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?)
+            }
+            None if call.method == reqwest::Method::GET => req,
+            None if std::ptr::eq(call, &op.first) => req.json(&ctx["effect"]),
+            None => req,
+        };
+        let (receipt, _) = s.send(req).await?;
+        let json = serde_json::from_str(&receipt.summary).unwrap_or(Value::Null);
+        Ok((receipt, json))
+    }
+
+    /// Asks whether an earlier attempt already created the record.
+    async fn look_up(&self, lookup: &Lookup, ctx: &Value) -> Result<Option<Receipt>, ConnectorError> {
+        let s = &self.shared;
+        let mut url = s.url(&lookup.path, ctx)?;
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, t) in &lookup.query {
+                let v = s.value(t, ctx)?;
+                if !v.is_empty() {
+                    q.append_pair(k, &v);
+                }
+            }
+        }
+        match s.send(s.request(reqwest::Method::GET, url).await?).await {
+            Ok((r, _)) => {
+                let json: Value = serde_json::from_str(&r.summary).unwrap_or(Value::Null);
+                Ok(select_text(&lookup.found, &json).map(|id| Receipt {
+                    status: r.status,
+                    summary: format!("found {id}, created by an earlier attempt; not created again"),
+                    reference: Some(id),
+                }))
+            }
+            Err(ConnectorError::Permanent { message }) if message.starts_with("HTTP 404") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -453,36 +965,35 @@ impl Push for RestPush {
     fn perform<'a>(&'a self, effect: Outbound<'a>) -> BoxFuture<'a, Result<Receipt, ConnectorError>> {
         Box::pin(async move {
             let op = self.operations.get(effect.operation).ok_or_else(|| ConnectorError::Permanent {
-                message: format!("connector {} has no operation `{}`", self.id, effect.operation),
+                message: format!("connector {} has no operation `{}`", self.shared.id, effect.operation),
             })?;
             let _permit = self.permits.acquire().await.expect("semaphore is never closed");
-            let fill =
-                |key: &str| effect.body.get(key).and_then(|v| v.as_str()).map(encode_segment).unwrap_or_default();
-            let path = op.path.replace("{order_id}", &fill("order_id")).replace("{external_id}", &fill("external_id"));
-            let url = join(&self.base, &path);
-            let mut req = self
-                .client
-                .request(op.method.clone(), url)
-                .json(effect.body)
-                .header(op.idempotency_header.clone(), effect.idempotency_key);
-            req = authorize(&self.auth, req).await?;
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-            if let (Auth::OAuth2(cc), 401) = (&*self.auth, resp.status().as_u16()) {
-                // The token was revoked or expired early: fetch a fresh one next time.
-                cc.invalidate().await;
+            // The template context: the effect's fields at the top, plus the key.
+            let mut ctx = effect.body.clone();
+            if let Value::Object(m) = &mut ctx {
+                m.insert("idempotency_key".into(), Value::String(effect.idempotency_key.to_owned()));
+                m.insert("connector".into(), Value::String(self.shared.id.to_string()));
+                m.insert("effect".into(), effect.body.clone());
             }
-            let mut receipt = classify(resp).await?;
+            if let Some(l) = &op.lookup
+                && let Some(found) = self.look_up(l, &ctx).await?
+            {
+                return Ok(found);
+            }
+            let (mut receipt, response) = self.call(&op.first, op, &ctx, effect.idempotency_key).await?;
             if let Some(path) = &op.reference {
-                receipt.reference = serde_json::from_str::<serde_json::Value>(&receipt.summary).ok().and_then(|v| {
-                    match path.query(&v).exactly_one().ok()? {
-                        serde_json::Value::String(s) => Some(s.clone()),
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    }
-                });
+                receipt.reference = select_text(path, &response);
+            }
+            if !op.then.is_empty() {
+                if let Value::Object(m) = &mut ctx {
+                    m.insert("reference".into(), receipt.reference.clone().map_or(Value::Null, Value::String));
+                    m.insert("response".into(), response);
+                }
+                for (i, step) in op.then.iter().enumerate() {
+                    let key = format!("{}/{}", effect.idempotency_key, i + 1);
+                    self.call(step, op, &ctx, &key).await?;
+                }
+                receipt.summary = format!("{} (then {} more calls, all answered 2xx)", receipt.summary, op.then.len());
             }
             Ok(receipt)
         })
@@ -536,20 +1047,28 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     msg
 }
 
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
 /// Maps a response to success or to what the dispatcher should do next.
 pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
+    let retry_after = retry_after(resp.headers());
+    let body = resp.text().await.map_err(|e| ConnectorError::Retryable { message: describe(&e), retry_after: None })?;
+    if status.is_success() {
+        // Kept whole (bounded by the client's limits) so references and pages parse.
+        return Ok(Receipt { status: status.as_u16(), summary: body, reference: None });
+    }
     let snippet: String = body.chars().take(2000).collect();
     let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
     match status.as_u16() {
-        200..=299 => Ok(Receipt { status: status.as_u16(), summary: snippet, reference: None }),
         401 | 403 => Err(ConnectorError::Auth { message }),
         408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
         _ => Err(ConnectorError::Permanent { message }),
@@ -558,117 +1077,99 @@ pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError
 
 enum Paging {
     None,
-    Cursor { next: serde_json_path::JsonPath, param: String },
-    Offset { param: String, limit_param: String, limit: u32 },
+    Cursor { next: JsonPath },
+    Offset { limit: u32 },
+    Page { start: u64, size: u32 },
+    LastId { id: JsonPath, more: JsonPath },
     Link,
 }
 
-/// Where a polling run stands; committed with every page it ingested.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct PollState {
-    /// Records changed at or after this were asked for (the last completed run's maximum).
-    pub watermark: Option<String>,
-    /// The page to fetch next within the current run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub offset: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_url: Option<String>,
-    /// The highest watermark seen so far in the current run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_max: Option<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// One fetched page.
-pub struct Page {
-    pub records: Vec<serde_json::Value>,
-    /// The state to commit with this page's records.
-    pub next: PollState,
-    /// True when the run continues with another page.
-    pub more: bool,
-}
-
-/// Compares two watermarks: as decimals when both are numbers, else as text
-/// (ISO 8601 timestamps in one zone sort as text).
-pub fn watermark_max(a: Option<String>, b: Option<String>) -> Option<String> {
-    match (a, b) {
-        (None, x) | (x, None) => x,
-        (Some(a), Some(b)) => {
-            let newer = match (a.parse::<rust_decimal::Decimal>(), b.parse::<rust_decimal::Decimal>()) {
-                (Ok(x), Ok(y)) => y > x,
-                _ => b > a,
-            };
-            Some(if newer { b } else { a })
-        }
-    }
+struct PollPlan {
+    method: reqwest::Method,
+    path: String,
+    every: Duration,
+    mapping: Arc<Mapping>,
+    records: JsonPath,
+    watermark: JsonPath,
+    format: String,
+    start_from: Option<String>,
+    query: Vec<(String, String)>,
+    headers: Vec<(HeaderName, String)>,
+    body: Option<Arc<OutboundMapping>>,
+    paging: Paging,
 }
 
 /// The polling half of a `rest` connector.
 pub struct RestPoll {
-    pub id: ConnectorId,
-    client: reqwest::Client,
-    base: Url,
-    auth: Arc<Auth>,
-    path: String,
-    pub every: Duration,
-    pub mapping: Arc<Mapping>,
-    records: serde_json_path::JsonPath,
-    watermark: serde_json_path::JsonPath,
-    watermark_param: String,
-    start_from: Option<String>,
-    paging: Paging,
+    shared: Arc<Shared>,
+    plan: PollPlan,
+}
+
+/// How a stored watermark is written into a request.
+fn render_watermark(w: &str, format: &str) -> String {
+    let t = || crate::mapping::outbound::parse_time(w);
+    match format {
+        "rfc3339" => t().map_or_else(|| w.to_owned(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "unix_s" => t().map_or_else(|| w.to_owned(), |t| t.timestamp().to_string()),
+        "unix_ms" => t().map_or_else(|| w.to_owned(), |t| t.timestamp_millis().to_string()),
+        "odoo" => t().map_or_else(|| w.to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+        "http_date" => t().map_or_else(|| w.to_owned(), |t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+        _ => w.to_owned(),
+    }
 }
 
 impl RestPoll {
-    /// The state of a connector never polled before.
-    pub fn initial(&self) -> PollState {
-        PollState { watermark: self.start_from.clone(), ..Default::default() }
+    fn context(&self, state: &PollState) -> Value {
+        let p = &self.plan;
+        let (limit, page) = match p.paging {
+            Paging::Offset { limit } => (u64::from(limit), 0),
+            Paging::Page { start, size } => (u64::from(size), start + state.offset),
+            _ => (0, 0),
+        };
+        serde_json::json!({
+            "watermark": state.watermark.as_deref().map(|w| render_watermark(w, &p.format)).unwrap_or_default(),
+            "cursor": state.cursor.clone().unwrap_or_default(),
+            "offset": state.offset,
+            "page": page,
+            "limit": limit,
+        })
     }
 
-    /// Fetches the page `state` points at.
-    ///
-    /// # Errors
-    /// What the call's answer means, as for pushes (`Retryable`, `Permanent`, `Auth`).
-    pub async fn fetch(&self, state: &PollState) -> Result<Page, ConnectorError> {
-        let url = match (&self.paging, &state.next_url) {
-            (Paging::Link, Some(url)) => url.clone(),
+    async fn fetch_page(&self, state: &PollState) -> Result<Page, ConnectorError> {
+        let s = &self.shared;
+        let p = &self.plan;
+        let ctx = self.context(state);
+        let url = match (&p.paging, &state.next_url) {
+            (Paging::Link, Some(url)) => {
+                Url::parse(url).map_err(|e| ConnectorError::Permanent { message: format!("next link: {e}") })?
+            }
             _ => {
-                let mut url = Url::parse(&join(&self.base, &self.path))
-                    .map_err(|e| ConnectorError::Permanent { message: format!("poll path: {e}") })?;
-                {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(w) = &state.watermark {
-                        q.append_pair(&self.watermark_param, w);
-                    }
-                    match &self.paging {
-                        Paging::Cursor { param, .. } => {
-                            if let Some(c) = &state.cursor {
-                                q.append_pair(param, c);
-                            }
-                        }
-                        Paging::Offset { param, limit_param, limit } => {
-                            q.append_pair(param, &state.offset.to_string());
-                            q.append_pair(limit_param, &limit.to_string());
-                        }
-                        Paging::None | Paging::Link => {}
+                let mut url = s.url(&p.path, &ctx)?;
+                let mut pairs = Vec::new();
+                for (k, t) in &p.query {
+                    let v = s.value(t, &ctx)?;
+                    if !v.is_empty() {
+                        pairs.push((k, v));
                     }
                 }
-                url.to_string()
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().extend_pairs(pairs);
+                }
+                url
             }
         };
-        let mut req = self.client.get(url);
-        req = authorize(&self.auth, req).await?;
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-        let link_next = resp
-            .headers()
+        let mut req = s.request(p.method.clone(), url).await?;
+        for (h, t) in &p.headers {
+            let v = s.value(t, &ctx)?;
+            if !v.is_empty() {
+                req = req.header(h.clone(), v);
+            }
+        }
+        if let Some(b) = &p.body {
+            req = with_body(req, &b.render(&ctx).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?);
+        }
+        let (receipt, headers) = s.send(req).await?;
+        let link_next = headers
             .get_all(reqwest::header::LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -676,72 +1177,84 @@ impl RestPoll {
             .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
             .and_then(|part| part.split(';').next())
             .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
-        if let (Auth::OAuth2(cc), 401) = (&*self.auth, resp.status().as_u16()) {
-            cc.invalidate().await;
-        }
-        let status = resp.status();
-        let body =
-            resp.text().await.map_err(|e| ConnectorError::Retryable { message: describe(&e), retry_after: None })?;
-        if !status.is_success() {
-            let message = format!("HTTP {}: {}", status.as_u16(), body.chars().take(300).collect::<String>().trim());
-            return Err(match status.as_u16() {
-                401 | 403 => ConnectorError::Auth { message },
-                408 | 425 | 429 | 500..=599 => ConnectorError::Retryable { message, retry_after: None },
-                _ => ConnectorError::Permanent { message },
-            });
-        }
-        let page: serde_json::Value = serde_json::from_str(&body)
+        let page: Value = serde_json::from_str(&receipt.summary)
             .map_err(|e| ConnectorError::Permanent { message: format!("the page is not JSON: {e}") })?;
-        let records: Vec<serde_json::Value> = match self.records.query(&page).all().as_slice() {
-            [serde_json::Value::Array(a)] => a.clone(),
+        let records: Vec<Value> = match p.records.query(&page).all().as_slice() {
+            [Value::Array(a)] => a.clone(),
             [] => Vec::new(),
             many => many.iter().map(|v| (*v).clone()).collect(),
         };
-        let text = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
         let page_max = records
             .iter()
-            .filter_map(|r| self.watermark.query(r).exactly_one().ok().and_then(text))
+            .filter_map(|r| p.watermark.query(r).first().and_then(super::normalize_watermark))
             .fold(None, |m, w| watermark_max(m, Some(w)));
-        let run_max = watermark_max(state.run_max.clone(), page_max);
-        let next = match &self.paging {
+        let next = match &p.paging {
             Paging::None => None,
-            Paging::Cursor { next, .. } => next
-                .query(&page)
-                .exactly_one()
-                .ok()
-                .and_then(text)
-                .map(|c| PollState { cursor: Some(c), ..Default::default() }),
-            Paging::Offset { limit, .. } if records.len() >= *limit as usize => {
-                Some(PollState { offset: state.offset + u64::from(*limit), ..Default::default() })
+            Paging::Cursor { next } => {
+                select_text(next, &page).map(|c| PollState { cursor: Some(c), ..Default::default() })
             }
-            Paging::Offset { .. } => None,
+            Paging::Offset { limit } | Paging::Page { size: limit, .. } if records.len() >= *limit as usize => {
+                let step = if matches!(p.paging, Paging::Page { .. }) { 1 } else { u64::from(*limit) };
+                Some(PollState { offset: state.offset + step, ..Default::default() })
+            }
+            Paging::Offset { .. } | Paging::Page { .. } => None,
+            Paging::LastId { id, more } => {
+                let more = matches!(more.query(&page).first(), Some(Value::Bool(true)));
+                records
+                    .last()
+                    .and_then(|r| select_text(id, r))
+                    .filter(|_| more)
+                    .map(|c| PollState { cursor: Some(c), ..Default::default() })
+            }
             Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
         };
-        Ok(match next {
-            Some(mut n) => {
-                n.watermark = state.watermark.clone();
-                n.run_max = run_max;
-                Page { records, next: n, more: true }
-            }
-            None => Page {
-                records,
-                next: PollState { watermark: watermark_max(state.watermark.clone(), run_max), ..Default::default() },
-                more: false,
-            },
+        let (next, more) = state.advance(page_max, next);
+        Ok(Page { records, next, more })
+    }
+}
+
+impl Poll for RestPoll {
+    fn id(&self) -> &ConnectorId {
+        &self.shared.id
+    }
+    fn every(&self) -> Duration {
+        self.plan.every
+    }
+    fn mapping(&self) -> &Arc<Mapping> {
+        &self.plan.mapping
+    }
+    fn initial(&self) -> PollState {
+        PollState { watermark: self.plan.start_from.clone(), ..Default::default() }
+    }
+    fn fetch<'a>(&'a self, state: &'a PollState) -> BoxFuture<'a, Result<Page, ConnectorError>> {
+        Box::pin(self.fetch_page(state))
+    }
+}
+
+/// `check --online`: one GET to the connector's health path.
+struct RestHealth {
+    shared: Arc<Shared>,
+    path: String,
+}
+
+impl Health for RestHealth {
+    fn check(&self) -> BoxFuture<'_, Result<String, ConnectorError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let url = Url::parse(&join(&s.base, &self.path))
+                .map_err(|e| ConnectorError::Permanent { message: format!("health path: {e}") })?;
+            let (r, _) = s.send(s.request(reqwest::Method::GET, url).await?).await?;
+            Ok(format!("GET {} answered {}", self.path, r.status))
         })
     }
 }
 
 #[cfg(test)]
 mod poll_tests {
-    use super::watermark_max;
+    use super::*;
 
     #[test]
-    fn watermarks_compare_as_numbers_or_as_text() {
+    fn watermarks_compare_as_numbers_times_or_text() {
         let m = |a: Option<&str>, b: Option<&str>| watermark_max(a.map(String::from), b.map(String::from));
         assert_eq!(m(Some("9"), Some("10")).as_deref(), Some("10"), "numbers, not text");
         assert_eq!(m(Some("1700000000000"), Some("999")).as_deref(), Some("1700000000000"));
@@ -749,8 +1262,35 @@ mod poll_tests {
             m(Some("2026-11-26T10:09:00Z"), Some("2026-11-26T09:59:00Z")).as_deref(),
             Some("2026-11-26T10:09:00Z")
         );
+        assert_eq!(
+            m(Some("2026-11-26T10:09:00.500Z"), Some("2026-11-26T10:09:01Z")).as_deref(),
+            Some("2026-11-26T10:09:01Z"),
+            "times, not text"
+        );
         assert_eq!(m(None, Some("5")).as_deref(), Some("5"));
         assert_eq!(m(Some("5"), None).as_deref(), Some("5"));
         assert_eq!(m(None, None), None);
+    }
+
+    #[test]
+    fn watermarks_are_stored_alike_and_written_as_each_vendor_wants() {
+        let n = |v: Value| super::super::normalize_watermark(&v).unwrap();
+        assert_eq!(n(serde_json::json!(42)), "42");
+        assert_eq!(n(serde_json::json!("2026-11-26 02:03:04")), "2026-11-26 02:03:04");
+        // Every shape a vendor writes, rewritten the way its API reads it.
+        for w in ["2026-11-26T02:03:04Z", "/Date(1795658584000+0000)/", "2026-11-26 02:03:04", "1795658584000"] {
+            assert_eq!(render_watermark(w, "rfc3339"), "2026-11-26T02:03:04.000Z", "{w}");
+            assert_eq!(render_watermark(w, "unix_ms"), "1795658584000", "{w}");
+            assert_eq!(render_watermark(w, "unix_s"), "1795658584", "{w}");
+            assert_eq!(render_watermark(w, "odoo"), "2026-11-26 02:03:04", "{w}");
+            assert_eq!(render_watermark(w, "http_date"), "Thu, 26 Nov 2026 02:03:04 GMT", "{w}");
+            assert_eq!(render_watermark(w, "text"), w);
+        }
+        // Marks of one source compare as times even when written differently.
+        assert_eq!(
+            watermark_max(Some("/Date(1795658584000+0000)/".into()), Some("/Date(1795658583000+0000)/".into()))
+                .as_deref(),
+            Some("/Date(1795658584000+0000)/")
+        );
     }
 }

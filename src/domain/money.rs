@@ -141,6 +141,28 @@ impl Money {
         Money::new(sum, self.currency)
     }
 
+    /// The amount in the currency's minor unit (fen, cents; yen stay yen), as finance
+    /// APIs such as Stripe take it.
+    ///
+    /// # Errors
+    /// `TooPrecise` when the amount has more decimals than the currency has minor
+    /// units (it would have to be rounded), `Overflow` past `i64`.
+    ///
+    /// ```
+    /// use orderbridge::domain::Money;
+    /// assert_eq!(Money::parse("1250000.50", "CNY").unwrap().to_minor_units().unwrap(), 125_000_050);
+    /// assert_eq!(Money::parse("1500", "JPY").unwrap().to_minor_units().unwrap(), 1500);
+    /// assert!(Money::parse("1.5", "JPY").unwrap().to_minor_units().is_err());
+    /// ```
+    pub fn to_minor_units(&self) -> Result<i64, MoneyError> {
+        let exp = minor_unit_exponent(self.currency);
+        let scaled = self.amount.checked_mul(Decimal::from(10i64.pow(exp))).ok_or(MoneyError::Overflow)?;
+        if scaled.fract() != Decimal::ZERO {
+            return Err(MoneyError::TooPrecise(self.amount));
+        }
+        i64::try_from(scaled.trunc()).map_err(|_| MoneyError::Overflow)
+    }
+
     /// Compares two amounts of the same currency; `None` when currencies differ.
     pub fn partial_cmp_same(&self, rhs: &Money) -> Option<std::cmp::Ordering> {
         (self.currency == rhs.currency).then(|| self.amount.cmp(&rhs.amount))
@@ -150,6 +172,17 @@ impl Money {
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.amount, self.currency)
+    }
+}
+
+/// Decimal places of a currency's minor unit (ISO 4217): 2 unless listed.
+pub fn minor_unit_exponent(c: CurrencyCode) -> u32 {
+    match c.as_str() {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
+        | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
     }
 }
 

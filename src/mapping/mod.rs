@@ -7,6 +7,8 @@
 //! is no scripting: evaluation is bounded by the size of the input. Every error names
 //! the mapping, the target field, the source path and the offending value. Pure.
 
+pub mod outbound;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::connectors::ConnectorError;
-use crate::connectors::rest::{PollState, RestPoll};
+use crate::connectors::{Poll, PollState};
 use crate::domain::ExternalRef;
 use crate::engine::Rules;
 use crate::metrics::Metrics;
@@ -22,7 +22,7 @@ use crate::store::{Inbound, Store, StoreError};
 const MAX_PAGES: usize = 10_000;
 
 pub struct Poller {
-    pub poll: Arc<RestPoll>,
+    pub poll: Arc<dyn Poll>,
     pub store: Arc<dyn Store>,
     pub rules: Arc<Rules>,
     pub required_fields: Vec<String>,
@@ -45,27 +45,27 @@ impl Poller {
         loop {
             match self.run_once().await {
                 Ok(r) if r.records > 0 => {
-                    tracing::info!(connector = %self.poll.id, pages = r.pages, records = r.records, ingested = r.ingested, rejected = r.rejected, "poll run done");
+                    tracing::info!(connector = %self.poll.id(), pages = r.pages, records = r.records, ingested = r.ingested, rejected = r.rejected, "poll run done");
                 }
                 Ok(_) => {}
                 Err(PollError::Source(ConnectorError::Auth { message })) => {
-                    tracing::error!(connector = %self.poll.id, error = %message, "polling refused: check the connector's credentials; polling waits for the next run");
+                    tracing::error!(connector = %self.poll.id(), error = %message, "polling refused: check the connector's credentials; polling waits for the next run");
                     self.metrics.inc(
                         "orderbridge_poll_failures_total",
-                        &[("connector", self.poll.id.as_str()), ("kind", "auth")],
+                        &[("connector", self.poll.id().as_str()), ("kind", "auth")],
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(connector = %self.poll.id, error = %e, "poll run stopped; it resumes at the same page next run");
+                    tracing::warn!(connector = %self.poll.id(), error = %e, "poll run stopped; it resumes at the same page next run");
                     self.metrics.inc(
                         "orderbridge_poll_failures_total",
-                        &[("connector", self.poll.id.as_str()), ("kind", "other")],
+                        &[("connector", self.poll.id().as_str()), ("kind", "other")],
                     );
                 }
             }
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(self.poll.every) => {}
+                () = tokio::time::sleep(self.poll.every()) => {}
             }
         }
     }
@@ -75,7 +75,7 @@ impl Poller {
     /// # Errors
     /// The source or the store failed; what was committed stays, the rest follows next run.
     pub async fn run_once(&self) -> Result<RunReport, PollError> {
-        let key = self.poll.id.as_str();
+        let key = self.poll.id().as_str();
         let mut state: PollState = match self.store.poll_state(key).await? {
             Some(v) => serde_json::from_value(v).unwrap_or_else(|_| self.poll.initial()),
             None => self.poll.initial(),
@@ -87,7 +87,7 @@ impl Poller {
             report.records += page.records.len();
             let mut inbound = Vec::with_capacity(page.records.len());
             for record in &page.records {
-                match self.poll.mapping.apply(record) {
+                match self.poll.mapping().apply(record) {
                     Ok(Ok(m)) => {
                         if let Some(missing) = self.required_fields.iter().find(|f| !m.order.has_field(f)) {
                             report.rejected += 1;
@@ -95,9 +95,9 @@ impl Poller {
                             continue;
                         }
                         inbound.push(Inbound {
-                            source: ExternalRef { connector: self.poll.id.clone(), id: m.external_id },
+                            source: ExternalRef { connector: self.poll.id().clone(), id: m.external_id },
                             version: m.version,
-                            mapping_version: self.poll.mapping.version.clone(),
+                            mapping_version: self.poll.mapping().version.clone(),
                             order: m.order,
                         });
                     }
