@@ -327,6 +327,14 @@ fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> 
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let payload: Value =
+        serde_json::from_slice(&std::fs::read(input).with_context(|| format!("reading {}", input.display()))?)
+            .with_context(|| format!("{} is not JSON", input.display()))?;
+    if toml::from_str::<toml::Table>(&text)
+        .is_ok_and(|t| t.get("direction").and_then(|d| d.as_str()) == Some("outbound"))
+    {
+        return outbound_test(&path, &text, &name, &payload);
+    }
     let file: crate::mapping::MappingFile = match toml::from_str(&text) {
         Ok(f) => f,
         Err(e) => {
@@ -343,9 +351,6 @@ fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> 
             return Ok(crate::check::EX_CONFIG);
         }
     };
-    let payload: Value =
-        serde_json::from_slice(&std::fs::read(input).with_context(|| format!("reading {}", input.display()))?)
-            .with_context(|| format!("{} is not JSON", input.display()))?;
     match m.apply(&payload) {
         Ok(Ok(mapped)) => {
             let out = serde_json::json!({
@@ -359,6 +364,44 @@ fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> 
         }
         Ok(Err(skipped)) => {
             println!("skipped: {}", skipped.reason);
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(1)
+        }
+    }
+}
+
+/// Renders an outbound mapping for an effect (the JSON the dispatcher would hand the
+/// connector: `order_id`, `order`, `references`, `state`, …) and prints the body.
+fn outbound_test(path: &Path, text: &str, name: &str, effect: &Value) -> anyhow::Result<i32> {
+    let file: crate::mapping::outbound::OutboundFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}", crate::diagnostics::Diagnostic::from_toml(path, text, &e));
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let m = match file.validate(name) {
+        Ok(m) => m,
+        Err(ps) => {
+            for p in ps {
+                eprintln!("{}", crate::diagnostics::Diagnostic::at(path, text, Some(p.span), p.message));
+            }
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let mut ctx = effect.clone();
+    if let Value::Object(o) = &mut ctx {
+        o.entry("connector").or_insert_with(|| Value::String(m.connector.clone()));
+        o.entry("idempotency_key").or_insert_with(|| Value::String("orderbridge:example".into()));
+        o.entry("references").or_insert_with(|| serde_json::json!({}));
+    }
+    match m.render(&ctx) {
+        Ok(body) => {
+            // Exactly the bytes the connector would send.
+            println!("Content-Type: {}\n\n{}", body.content_type, body.text());
             Ok(0)
         }
         Err(e) => {

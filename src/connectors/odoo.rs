@@ -332,6 +332,7 @@ impl Push for OdooPush {
                     message: format!("mapping {}: Odoo values must be a JSON object", op.body.id),
                 });
             }
+            let vals = self.resolve_links(vals).await?;
             if op.method == "write" {
                 let id: i64 =
                     effect.body.get("external_id").and_then(Value::as_str).and_then(|s| s.parse().ok()).ok_or_else(
@@ -368,6 +369,56 @@ impl Push for OdooPush {
                 reference: id.map(|i| i.to_string()),
             })
         })
+    }
+}
+
+impl OdooPush {
+    /// Replaces each `{"find_or_create": {"model", "search", "create"}}` value, at
+    /// any depth (a many2one such as `partner_id`, or a line's `product_id`), by the
+    /// id of the record the search finds, or of the one created from `create`.
+    async fn resolve_links(&self, mut vals: Value) -> Result<Value, ConnectorError> {
+        let mut pointers = Vec::new();
+        find_links(&vals, String::new(), &mut pointers);
+        for pointer in pointers {
+            let spec = vals.pointer(&pointer).and_then(|v| v.get("find_or_create")).cloned().unwrap_or_default();
+            let bad =
+                |what: &str| ConnectorError::Permanent { message: format!("`{pointer}`: find_or_create needs {what}") };
+            let model = spec.get("model").and_then(Value::as_str).ok_or_else(|| bad("a `model`"))?;
+            let search = spec.get("search").filter(|s| s.is_array()).ok_or_else(|| bad("a `search` domain"))?;
+            let create = spec.get("create").filter(|c| c.is_object()).ok_or_else(|| bad("`create` values"))?;
+            let found = self.rpc.execute(model, "search", json!([search]), json!({"limit": 1})).await?;
+            let id = match found.as_array().and_then(|a| a.first()).and_then(Value::as_i64) {
+                Some(id) => id,
+                None => self
+                    .rpc
+                    .execute(model, "create", json!([create]), json!({}))
+                    .await?
+                    .as_i64()
+                    .ok_or_else(|| bad("a create that returns an id"))?,
+            };
+            if let Some(slot) = vals.pointer_mut(&pointer) {
+                *slot = Value::from(id);
+            }
+        }
+        Ok(vals)
+    }
+}
+
+/// JSON pointers of the `find_or_create` objects in `v`.
+fn find_links(v: &Value, at: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if m.contains_key("find_or_create") => out.push(at),
+        Value::Object(m) => {
+            for (k, x) in m {
+                find_links(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                find_links(x, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -230,12 +230,12 @@ macro_rules! fill_options {
     };
 }
 
+/// A section (`[auth]`, `[webhook]`, `[poll]`) is completed only when the file has
+/// it: a preset never switches on what the file did not ask for.
 impl<T: Fill> Fill for Option<Spanned<T>> {
     fn fill(&mut self, preset: Self) {
-        match (self.as_mut(), preset) {
-            (_, None) => {}
-            (None, Some(p)) => *self = Some(p),
-            (Some(mine), Some(p)) => mine.get_mut().fill(p.into_inner()),
+        if let (Some(mine), Some(p)) = (self.as_mut(), preset) {
+            mine.get_mut().fill(p.into_inner());
         }
     }
 }

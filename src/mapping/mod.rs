@@ -198,8 +198,11 @@ impl MappingFile {
         let record_version = self.record_version.and_then(|r| {
             let span = r.span();
             let r = rule("record_version", r, &mut problems)?;
-            if r.conversion != Conversion::Integer {
-                problems.push(MappingProblem { span, message: "record_version must use `as = \"integer\"`".into() });
+            if !matches!(r.conversion, Conversion::Integer | Conversion::Datetime) {
+                problems.push(MappingProblem {
+                    span,
+                    message: "record_version must use `as = \"integer\"` or `as = \"datetime\"` (a modification time, counted in milliseconds)".into(),
+                });
             }
             Some(r)
         });
@@ -292,9 +295,14 @@ impl Mapping {
             None => 0,
             Some(r) => match self.value_of(r, payload)? {
                 None => 0,
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| self.err(r, format!("must be a non-negative integer, got {}", brief(&v))))?,
+                Some(v) => match v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+                    // A modification time: later times are later versions.
+                    Some(t) => u64::try_from(t.timestamp_millis())
+                        .map_err(|_| self.err(r, format!("is before 1970: {}", brief(&v))))?,
+                    None => v
+                        .as_u64()
+                        .ok_or_else(|| self.err(r, format!("must be a non-negative integer, got {}", brief(&v))))?,
+                },
             },
         };
 

@@ -217,6 +217,16 @@ impl Snippets {
                 Err(_) => Ok(time_of(&v)?.date_naive().to_string()),
             }
         });
+        env.add_filter("add_days", |v: Value, days: i64| -> Result<String, Error> {
+            let text = plain(&v);
+            let day = match text.parse::<NaiveDate>() {
+                Ok(d) => d,
+                Err(_) => time_of(&v)?.date_naive(),
+            };
+            day.checked_add_signed(chrono::Duration::days(days))
+                .map(|d| d.to_string())
+                .ok_or_else(|| invalid(format!("add_days: {} + {days} days is out of range", brief(&text))))
+        });
         env.add_filter("segment", |v: Value| -> String { crate::connectors::rest::encode_segment(&plain(&v)) });
         env.add_function("lookup", move |table: String, key: Value| -> Result<String, Error> {
             let t = lookups.get(&table).ok_or_else(|| invalid(format!("lookup: no table `{table}` in [lookups]")))?;
@@ -368,7 +378,7 @@ direction = "outbound"
 body = '''
 {"Name": {{ order.customer.name | json }}, "UnitAmount": {{ order.amount.amount | number }},
  "Contact": {{ references["xero.create_contact"] | json }}, "Account": {{ lookup("account", order.product.type) | json }},
- "Date": {{ order.placed_at | date | json }}}
+ "Date": {{ order.placed_at | date | json }}, "Due": {{ order.placed_at | add_days(30) | json }}}
 '''
 [lookups.account]
 loan = "200"
@@ -381,6 +391,7 @@ loan = "200"
         assert_eq!(v["Name"], "上海\"星辰\"贸易有限公司");
         assert_eq!(v["Account"], "200");
         assert_eq!(v["Date"], "2026-11-26");
+        assert_eq!(v["Due"], "2026-12-26");
     }
 
     #[test]

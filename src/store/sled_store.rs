@@ -354,6 +354,8 @@ impl SledStore {
                 "cause": spec.cause,
                 "state": rec.state.name(),
                 "order": rec.order,
+                // Ids other systems gave this order so far (`<connector>.<operation>`).
+                "references": rec.references,
             });
             if let Some(ev) = &spec.trigger {
                 body["event"] = serde_json::to_value(ev).expect("event serialises");
