@@ -12,3 +12,4 @@ mod intake;
 mod mail;
 mod poll;
 mod rules_diff;
+mod signatures;
