@@ -352,7 +352,10 @@ impl Registry {
         }
 
         for (path, text, connector) in mapping_files.values() {
-            let known = connector.get_ref().parse::<ConnectorId>().is_ok_and(|c| connectors.contains_key(&c));
+            // A connector file with errors is reported once, not again by each mapping.
+            let file = config_dir.join("connectors").join(format!("{}.toml", connector.get_ref()));
+            let known =
+                file.exists() || connector.get_ref().parse::<ConnectorId>().is_ok_and(|c| connectors.contains_key(&c));
             if !known {
                 problems.push(Diagnostic::at(
                     path,

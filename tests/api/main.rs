@@ -11,5 +11,6 @@ mod dispatcher;
 mod intake;
 mod mail;
 mod poll;
+mod prism;
 mod rules_diff;
 mod signatures;
