@@ -226,3 +226,51 @@ pub fn run_check(config_dir: &Path) -> i32 {
         }
     }
 }
+
+/// Exit code of `check --online` when a system cannot be reached or refuses us.
+pub const EX_UNAVAILABLE: i32 = 69;
+
+/// `orderbridge check --online`: calls each connector's health check (and the SMTP
+/// server), at most 20 seconds each; prints one line per system.
+pub async fn run_online(config_dir: &Path) -> i32 {
+    let Ok(loaded) = load_all(config_dir) else { return EX_CONFIG };
+    let limit = std::time::Duration::from_secs(20);
+    let mut failed = 0;
+    let mut report = |name: &str, r: Result<String, String>| match r {
+        Ok(m) => println!("{name}: ok ({m})"),
+        Err(e) => {
+            failed += 1;
+            println!("{name}: FAILED: {e}");
+        }
+    };
+    for c in loaded.registry.connectors.values() {
+        match &c.health {
+            None => println!("{}: no health check ({} kind without [health])", c.id, c.kind),
+            Some(h) => {
+                let r = match tokio::time::timeout(limit, h.check()).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+                };
+                report(c.id.as_str(), r);
+            }
+        }
+    }
+    if let (Some(smtp), Some(templates)) = (&loaded.settings.smtp, &loaded.templates) {
+        let public = loaded.settings.public_url.clone().unwrap_or_default();
+        let r = match crate::mail::Mailer::new(smtp, templates.clone(), None, &loaded.settings.site_name, &public) {
+            Ok(m) => match tokio::time::timeout(limit, m.test_connection()).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+            },
+            Err(e) => Err(e),
+        };
+        report(crate::engine::notify::MAIL_CONNECTOR, r);
+    }
+    if failed == 0 {
+        println!("every system answered");
+        0
+    } else {
+        println!("{failed} system{} did not answer as expected", if failed == 1 { "" } else { "s" });
+        EX_UNAVAILABLE
+    }
+}

@@ -40,7 +40,12 @@ pub enum Command {
         log_format: Option<String>,
     },
     /// Validate every configuration file; exit 78 on any problem.
-    Check,
+    Check {
+        /// Also call every connector's health check (and the SMTP server); exit 69 when
+        /// one is unreachable or refuses our credentials.
+        #[arg(long)]
+        online: bool,
+    },
     /// Read orders.
     #[command(subcommand)]
     Orders(OrdersCmd),
@@ -200,7 +205,10 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     let dir = cli.config_dir.clone();
     match cli.command {
         Command::Run { log_format } => run_daemon(&dir, log_format).await,
-        Command::Check => Ok(crate::check::run_check(&dir)),
+        Command::Check { online } => {
+            let code = crate::check::run_check(&dir);
+            if code != 0 || !online { Ok(code) } else { Ok(crate::check::run_online(&dir).await) }
+        }
         Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,

@@ -351,6 +351,33 @@ impl Registry {
             }
         }
 
+        // Outbound mappings render with a sample order: a misspelt field is found now,
+        // not when the first effect dead-letters.
+        let order = crate::mail::templates::sample_context(crate::locale::Locale::ZhCn)["order"].clone();
+        let mut references: Vec<String> = Vec::new();
+        for (path, text) in toml_files(&config_dir.join("connectors"), &mut Vec::new()) {
+            // Every operation a connector file names (even one with errors elsewhere).
+            if let Ok(t) = toml::from_str::<toml::Table>(&text)
+                && let Some(ops) = t.get("operations").and_then(toml::Value::as_table)
+            {
+                references.extend(ops.keys().map(|op| format!("{}.{op}", stem(&path))));
+            }
+        }
+        for m in outbound.values() {
+            let mut ctx = crate::mapping::outbound::sample_context(&order, &references);
+            ctx["connector"] = m.connector.clone().into();
+            if let Err(e) = m.render(&ctx)
+                && let Some((path, text, _)) = mapping_files.get(&m.id)
+            {
+                problems.push(Diagnostic::at(
+                    path,
+                    text,
+                    Some(m.span.clone()),
+                    format!("{}: {} (rendered with a sample order)", e.field, e.reason),
+                ));
+            }
+        }
+
         for (path, text, connector) in mapping_files.values() {
             // A connector file with errors is reported once, not again by each mapping.
             let file = config_dir.join("connectors").join(format!("{}.toml", connector.get_ref()));

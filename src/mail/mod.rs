@@ -44,6 +44,18 @@ pub struct Mailer {
 }
 
 impl Mailer {
+    /// `check --online`: connects, greets (and authenticates), and quits.
+    ///
+    /// # Errors
+    /// What the server or the connection said, without the password.
+    pub async fn test_connection(&self) -> Result<String, String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok("the SMTP server accepted a connection".into()),
+            Ok(false) => Err("the SMTP server did not answer NOOP".into()),
+            Err(e) => Err(format!("SMTP: {e}")),
+        }
+    }
+
     /// # Errors
     /// A message for a bad `from`/`reply_to` or CA file (`check` reports these first).
     pub fn new(

@@ -83,6 +83,8 @@ pub struct OutboundMapping {
     pub format: Format,
     templates: Snippets,
     form_fields: Vec<String>,
+    /// Where the `body` (or the first form field) starts in the file, for `check`.
+    pub span: std::ops::Range<usize>,
 }
 
 impl OutboundFile {
@@ -91,6 +93,12 @@ impl OutboundFile {
         let mut problems = Vec::new();
         let mut templates = Snippets::new(format!("mapping {id}"), Arc::new(self.lookups));
         let mut form_fields = Vec::new();
+        let span = self
+            .body
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| self.form.values().next().map(Spanned::span))
+            .unwrap_or_else(|| self.connector.span());
         match (self.format, &self.body, self.form.is_empty()) {
             (Format::Json, Some(body), true) => {
                 if let Err(e) = templates.add("body", body.get_ref()) {
@@ -123,6 +131,7 @@ impl OutboundFile {
                 format: self.format,
                 templates,
                 form_fields,
+                span,
             })
         } else {
             Err(problems)
@@ -170,6 +179,34 @@ impl OutboundMapping {
     }
 }
 
+/// A context with every name an outbound template may use, for `check`: a sample
+/// order as an effect carries it, `references` for every `<connector>.<operation>`,
+/// what follow-up calls see (`reference`, `response`) and what polls see.
+pub fn sample_context(order: &serde_json::Value, references: &[String]) -> serde_json::Value {
+    let refs: serde_json::Map<String, serde_json::Value> =
+        references.iter().map(|r| (r.clone(), serde_json::Value::String(format!("sample-{r}")))).collect();
+    serde_json::json!({
+        "effect_id": "0193a5e2-c4b8-7d21-a4f0-c9e8b7d6a5f4/1/0",
+        "order_id": "0193a5e2-c4b8-7d21-a4f0-c9e8b7d6a5f4",
+        "external_id": "D-1",
+        "source": {"connector": "crm", "external_id": "D-1"},
+        "operation": "sample",
+        "cause": "approved",
+        "state": "approved",
+        "order": order,
+        "references": refs,
+        "connector": "sample",
+        "idempotency_key": "orderbridge:sample",
+        "reference": "sample-reference",
+        "response": {},
+        "watermark": "2026-11-26T02:03:04.000Z",
+        "cursor": "",
+        "offset": 0,
+        "page": 1,
+        "limit": 100,
+    })
+}
+
 /// Named templates with the outbound filters: bodies, paths, query values, headers.
 pub struct Snippets {
     label: String,
@@ -187,18 +224,22 @@ impl Snippets {
     pub fn new(label: String, lookups: Arc<BTreeMap<String, BTreeMap<String, String>>>) -> Self {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Printing a missing value is an error; `{% if x %}` and `x or ...` may test it.
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_keep_trailing_newline(false);
         env.add_filter("json", |v: Value| -> Result<String, Error> {
+            defined("json", &v)?;
             serde_json::to_string(&v).map_err(|e| invalid(format!("json: {e}")))
         });
         env.add_filter("number", |v: Value| -> Result<String, Error> {
+            defined("number", &v)?;
             let text = plain(&v);
             crate::domain::money::parse_decimal(&text)
                 .map(|d| d.to_string())
                 .map_err(|_| invalid(format!("number: {} is not a decimal number", brief(&text))))
         });
         env.add_filter("minor_units", |v: Value| -> Result<i64, Error> {
+            defined("minor_units", &v)?;
             let amount = v.get_attr("amount")?;
             let currency = v.get_attr("currency")?;
             Money::parse(&plain(&amount), &plain(&currency))
@@ -281,6 +322,18 @@ impl Snippets {
     }
 }
 
+/// Filters meet missing values too (`x.typo | number`): name the problem plainly.
+fn defined(filter: &str, v: &Value) -> Result<(), Error> {
+    if v.is_undefined() {
+        Err(Error::new(
+            ErrorKind::UndefinedError,
+            format!("{filter}: the value is undefined (a misspelt or missing field)"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg)
 }
@@ -305,6 +358,7 @@ fn clip(s: &str) -> String {
 /// Parses the times templates meet: RFC 3339, `YYYY-MM-DD HH:MM:SS` (UTC), Xero's
 /// `/Date(ms+0000)/`, or Unix seconds / milliseconds as numbers.
 fn time_of(v: &Value) -> Result<DateTime<Utc>, Error> {
+    defined("time", v)?;
     let text = plain(v);
     parse_time(&text).ok_or_else(|| invalid(format!("{} is not a time", brief(&text))))
 }

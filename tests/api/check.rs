@@ -187,3 +187,113 @@ async fn mail_configuration_is_cross_checked() {
         ],
     );
 }
+
+/// The vendor examples (examples/connectors, examples/mappings) pass `check` as shipped.
+#[tokio::test]
+async fn the_vendor_examples_are_clean() {
+    let dir = config_dir().await;
+    let d = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for sub in ["connectors", "mappings"] {
+        for e in std::fs::read_dir(repo.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, d.join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut cmd = Command::new(bin());
+    cmd.args(["check", "--config-dir"]).arg(d);
+    for var in [
+        "HUBSPOT_TOKEN",
+        "XERO_CLIENT_ID",
+        "XERO_CLIENT_SECRET",
+        "XERO_TENANT_ID",
+        "STRIPE_SECRET_KEY",
+        "ERPNEXT_API_KEY",
+        "ERPNEXT_API_SECRET",
+        "ODOO_API_KEY",
+    ] {
+        cmd.env(var, "example-value");
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("files checked, 0 problems\n"), "{text}");
+
+    // Without the secrets, each missing one is named at its line.
+    let (code, out) = check(d);
+    assert_eq!(code, 78);
+    for var in ["HUBSPOT_TOKEN", "XERO_CLIENT_SECRET", "STRIPE_SECRET_KEY", "ODOO_API_KEY"] {
+        assert!(out.contains(var), "{var} missing from: {out}");
+    }
+}
+
+#[tokio::test]
+async fn an_outbound_mapping_that_reads_a_missing_field_is_found_before_it_runs() {
+    let dir = config_dir().await;
+    let d = dir.path();
+    std::fs::write(
+        d.join("mappings/erp-order.toml"),
+        "version = \"1\"\nconnector = \"demo-erp\"\ndirection = \"outbound\"\nbody = '''\n{\n  \"customer\": {{ order.customer.name | json }},\n  \"rate\": {{ order.amount.amont | number }}\n}\n'''\n",
+    )
+    .unwrap();
+    let line = edit(
+        d,
+        "connectors/demo-erp.toml",
+        "idempotency_header = \"Idempotency-Key\"",
+        "idempotency_header = \"Idempotency-Key\"\nbody = \"erp-orders\"",
+    ) + 1;
+    let (code, out) = check(d);
+    assert_eq!(code, 78, "{out}");
+    let p = |f: &str| d.join(f).display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{}:{line}:8: outbound mapping `erp-orders` does not exist",
+            p("connectors/demo-erp.toml")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}:4:8: body: body line 3: undefined value", p("mappings/erp-order.toml"))),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_calls_every_health_check_and_the_smtp_server() {
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/refused", get(|| async { (axum::http::StatusCode::UNAUTHORIZED, "{\"error\":\"invalid token\"}") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let smtp = SmtpServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_mail_config(d, addr, smtp.port, &[]);
+    edit(d, "connectors/demo-erp.toml", "max_concurrency = 8", "max_concurrency = 8\n\n[health]\npath = \"/health\"");
+    edit(
+        d,
+        "connectors/service-desk.toml",
+        "max_concurrency = 4",
+        "max_concurrency = 4\n\n[health]\npath = \"/refused\"",
+    );
+    let out = Command::new(bin()).args(["check", "--online", "--config-dir"]).arg(d).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.contains("demo-erp: ok (GET /health answered 200)"), "{text}");
+    assert!(
+        text.contains("service-desk: FAILED: authentication failed: HTTP 401: {\"error\":\"invalid token\"}"),
+        "{text}"
+    );
+    assert!(text.contains("mail: ok (the SMTP server accepted a connection)"), "{text}");
+    assert!(text.contains("demo-crm: no health check"), "{text}");
+    assert!(!text.contains("desk-token") && !text.contains("erp-token"), "no secret in the report: {text}");
+
+    // With the desk answering, everything is reachable.
+    edit(d, "connectors/service-desk.toml", "path = \"/refused\"", "path = \"/health\"");
+    let out = Command::new(bin()).args(["check", "--online", "--config-dir"]).arg(d).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("every system answered\n"), "{text}");
+}
