@@ -143,6 +143,7 @@ async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: us
         metrics,
         clock: orderbridge::clock::Clock::system(),
         dispatcher: Arc::new(tokio::sync::Notify::new()),
+        time_zone: chrono_tz::Tz::UTC,
     };
     let t = Instant::now();
     let report = poller.run_once().await.unwrap();

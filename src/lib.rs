@@ -30,6 +30,7 @@ pub mod mail;
 pub mod mapping;
 pub mod metrics;
 pub mod rules_diff;
+pub mod schedule;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

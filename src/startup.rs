@@ -95,6 +95,7 @@ impl Application {
                 metrics: metrics.clone(),
                 clock: clock.clone(),
                 dispatcher: wake.clone(),
+                time_zone: settings.presentation.time_zone,
             })
             .collect();
         let state = AppState {

@@ -82,8 +82,8 @@ pub trait Health: Send + Sync {
 /// Lists records changed since a watermark, one page at a time.
 pub trait Poll: Send + Sync {
     fn id(&self) -> &ConnectorId;
-    /// Time between runs.
-    fn every(&self) -> Duration;
+    /// When runs start.
+    fn schedule(&self) -> &crate::schedule::Schedule;
     /// The mapping applied to each record.
     fn mapping(&self) -> &Arc<Mapping>;
     /// The state of a connector never polled before.

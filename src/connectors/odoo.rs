@@ -89,8 +89,9 @@ pub struct PollFile {
     pub watermark_field: String,
     #[serde(default = "hundred")]
     pub limit: u32,
-    #[serde(default = "sixty")]
-    pub every_secs: u64,
+    pub every_secs: Option<u64>,
+    /// A cron schedule instead of `every_secs`.
+    pub cron: Option<String>,
     pub mapping: Spanned<String>,
     pub start_from: Option<String>,
 }
@@ -100,9 +101,6 @@ fn write_date() -> String {
 }
 fn hundred() -> u32 {
     100
-}
-fn sixty() -> u64 {
-    60
 }
 
 struct Rpc {
@@ -141,10 +139,7 @@ impl Rpc {
                 .unwrap_or("unknown error");
             let message = format!("Odoo {}: {text}", if name.is_empty() { "error" } else { name });
             return Err(match name.rsplit('.').next().unwrap_or_default() {
-                "AccessDenied" | "AccessError" => {
-                    *self.uid.lock().await = None;
-                    ConnectorError::Auth { message }
-                }
+                "AccessDenied" | "AccessError" => ConnectorError::Auth { message },
                 "ValidationError" | "UserError" | "MissingError" | "ValueError" | "KeyError" | "TypeError" => {
                     ConnectorError::Permanent { message }
                 }
@@ -169,12 +164,19 @@ impl Rpc {
 
     async fn execute(&self, model: &str, method: &str, args: Value, kwargs: Value) -> Result<Value, ConnectorError> {
         let uid = self.uid().await?;
-        self.call(
-            "object",
-            "execute_kw",
-            json!([self.database, uid, self.key.expose_secret(), model, method, args, kwargs]),
-        )
-        .await
+        let result = self
+            .call(
+                "object",
+                "execute_kw",
+                json!([self.database, uid, self.key.expose_secret(), model, method, args, kwargs]),
+            )
+            .await;
+        if let Err(ConnectorError::Auth { .. }) = &result {
+            // The key may be revoked: log in again next time. Done here, not in `call`,
+            // which `uid` runs while holding this lock (re-locking there never returns).
+            *self.uid.lock().await = None;
+        }
+        result
     }
 }
 
@@ -256,10 +258,13 @@ impl Config {
                     Vec::new()
                 }
             };
-            if p.limit == 0 || p.every_secs == 0 {
-                problems.push((Some(span), "poll.limit and poll.every_secs must be positive".into()));
+            if p.limit == 0 {
+                problems.push((Some(span.clone()), "poll.limit must be positive".into()));
             }
-            (p, mapping, domain)
+            let schedule = crate::schedule::from_config(p.every_secs, p.cron.as_deref(), 60)
+                .map_err(|e| problems.push((Some(span), format!("poll: {e}"))))
+                .unwrap_or(crate::schedule::Schedule::Every(Duration::from_secs(60)));
+            (p, mapping, domain, schedule)
         });
         if self.timeout_secs == 0 || self.max_concurrency == 0 {
             problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
@@ -283,14 +288,14 @@ impl Config {
             seq: AtomicU64::new(1),
         });
         let poll: Option<Arc<dyn Poll>> = match poll {
-            Some((p, Some(mapping), domain)) => Some(Arc::new(OdooPoll {
+            Some((p, Some(mapping), domain, schedule)) => Some(Arc::new(OdooPoll {
                 rpc: rpc.clone(),
                 model: p.model,
                 fields: p.fields,
                 domain,
                 watermark_field: p.watermark_field,
                 limit: p.limit,
-                every: Duration::from_secs(p.every_secs),
+                schedule,
                 mapping,
                 start_from: p.start_from,
             })),
@@ -429,7 +434,7 @@ pub struct OdooPoll {
     domain: Vec<Value>,
     watermark_field: String,
     limit: u32,
-    every: Duration,
+    schedule: crate::schedule::Schedule,
     mapping: Arc<Mapping>,
     start_from: Option<String>,
 }
@@ -477,8 +482,8 @@ impl Poll for OdooPoll {
     fn id(&self) -> &ConnectorId {
         &self.rpc.id
     }
-    fn every(&self) -> Duration {
-        self.every
+    fn schedule(&self) -> &crate::schedule::Schedule {
+        &self.schedule
     }
     fn mapping(&self) -> &Arc<Mapping> {
         &self.mapping

@@ -71,8 +71,10 @@ pub struct PollFile {
     pub method: Option<String>,
     /// Path under `base_url` listing records.
     pub path: Option<String>,
-    /// Seconds between polling runs (default 60).
+    /// Seconds between polling runs (default 60)…
     pub every_secs: Option<u64>,
+    /// …or a cron schedule in `site.time_zone`, e.g. `*/5 8-18 * * MON-FRI`.
+    pub cron: Option<String>,
     /// The mapping (`mappings/<name>.toml`) applied to each record.
     pub mapping: Option<Spanned<String>>,
     /// JSONPath to the records in a page (default `$`: the page is the array).
@@ -135,8 +137,9 @@ fn one() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     /// `bearer` (token), `api_key` (header + value), `basic` (username + password),
-    /// `oauth2_client_credentials` (token_url + client_id + client_secret [+ scope])
-    /// or `frappe` (api_key + api_secret: `Authorization: token key:secret`).
+    /// `oauth2_client_credentials` (token_url + client_id + client_secret [+ scope]; the
+    /// client_id may be a reference too) or `frappe` (api_key + api_secret:
+    /// `Authorization: token key:secret`).
     pub kind: Option<String>,
     pub token: Option<Spanned<String>>,
     pub header: Option<String>,
@@ -288,7 +291,7 @@ impl Fill for WebhookFile {
 
 impl Fill for PollFile {
     fn fill(&mut self, p: Self) {
-        fill_options!(self, p; method, path, every_secs, mapping, records, watermark_field, watermark_param, watermark_format, start_from, body, paging);
+        fill_options!(self, p; method, path, every_secs, cron, mapping, records, watermark_field, watermark_param, watermark_format, start_from, body, paging);
         for (k, v) in p.query {
             self.query.entry(k).or_insert(v);
         }
@@ -482,7 +485,21 @@ impl Builder<'_> {
                 let url = a.token_url.as_deref().map(Url::parse);
                 match (url, &a.client_id, client_secret) {
                     (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
-                        Auth::OAuth2(ClientCredentials::new(url, id.clone(), cs, a.scope.clone(), client.clone()))
+                        // The id is no secret, but files may keep it beside the secret
+                        // (`${XERO_CLIENT_ID}`): a reference resolves, plain text is the id.
+                        let id = if id.starts_with("${") || id.starts_with("file:") {
+                            let r = crate::settings::SecretRef::parse(id).and_then(|r| r.resolve(self.config_dir));
+                            match r {
+                                Ok(id) => id.expose_secret().to_owned(),
+                                Err(e) => {
+                                    self.problems.push((Some(span), format!("client_id: {e}")));
+                                    return Auth::None;
+                                }
+                            }
+                        } else {
+                            id.clone()
+                        };
+                        Auth::OAuth2(ClientCredentials::new(url, id, cs, a.scope.clone(), client.clone()))
                     }
                     _ => {
                         self.problems.push((
@@ -651,10 +668,9 @@ impl Builder<'_> {
                 "text".to_owned()
             }
         };
-        let every = p.every_secs.unwrap_or(60);
-        if every == 0 {
-            bad(self, "every_secs must be positive".into());
-        }
+        let schedule = crate::schedule::from_config(p.every_secs, p.cron.as_deref(), 60)
+            .map_err(|e| bad(self, e))
+            .unwrap_or(crate::schedule::Schedule::Every(Duration::from_secs(60)));
         let mut query: Vec<(String, String)> = Vec::new();
         if let Some(param) = &p.watermark_param {
             query.push((param.clone(), self.template(false, "poll.query.$watermark".into(), "{{ watermark }}", &span)));
@@ -716,7 +732,7 @@ impl Builder<'_> {
         Some(PollPlan {
             method: method?,
             path,
-            every: Duration::from_secs(every.max(1)),
+            schedule,
             mapping: mapping?,
             records: records?,
             watermark: watermark?,
@@ -1087,7 +1103,7 @@ enum Paging {
 struct PollPlan {
     method: reqwest::Method,
     path: String,
-    every: Duration,
+    schedule: crate::schedule::Schedule,
     mapping: Arc<Mapping>,
     records: JsonPath,
     watermark: JsonPath,
@@ -1217,8 +1233,8 @@ impl Poll for RestPoll {
     fn id(&self) -> &ConnectorId {
         &self.shared.id
     }
-    fn every(&self) -> Duration {
-        self.plan.every
+    fn schedule(&self) -> &crate::schedule::Schedule {
+        &self.plan.schedule
     }
     fn mapping(&self) -> &Arc<Mapping> {
         &self.plan.mapping

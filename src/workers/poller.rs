@@ -29,6 +29,8 @@ pub struct Poller {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub dispatcher: Arc<Notify>,
+    /// The zone of cron schedules (`site.time_zone`).
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// What one run did.
@@ -42,6 +44,10 @@ pub struct RunReport {
 
 impl Poller {
     pub async fn run(self, stop: CancellationToken) {
+        // A cron schedule runs at its times only, not also at start-up.
+        if matches!(self.poll.schedule(), crate::schedule::Schedule::Cron(_)) && !self.wait_for_next_run(&stop).await {
+            return;
+        }
         loop {
             match self.run_once().await {
                 Ok(r) if r.records > 0 => {
@@ -63,9 +69,31 @@ impl Poller {
                     );
                 }
             }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(self.poll.every()) => {}
+            if !self.wait_for_next_run(&stop).await {
+                break;
+            }
+        }
+    }
+
+    /// Waits until the schedule's next run; `false` when stopped first. A cron wait is
+    /// measured on the daemon's clock, re-read every second.
+    async fn wait_for_next_run(&self, stop: &CancellationToken) -> bool {
+        use crate::schedule::Schedule;
+        match self.poll.schedule() {
+            Schedule::Every(d) => tokio::select! {
+                () = stop.cancelled() => false,
+                () = tokio::time::sleep(*d) => true,
+            },
+            s @ Schedule::Cron(_) => {
+                let next = s.next_after(self.clock.now(), self.time_zone);
+                while self.clock.now() < next {
+                    let left = (next - self.clock.now()).to_std().unwrap_or_default();
+                    tokio::select! {
+                        () = stop.cancelled() => return false,
+                        () = tokio::time::sleep(left.min(std::time::Duration::from_secs(1))) => {}
+                    }
+                }
+                true
             }
         }
     }

@@ -229,3 +229,34 @@ async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
     assert!(resumed || first_pages == 2, "resumed at a cursor: {:?}", &requests[before..]);
     drop(daemon);
 }
+
+/// A cron schedule runs at its times in the site's zone (Asia/Shanghai), not at start-up
+/// and not in between; measured on the daemon's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_polls_at_its_times_only() {
+    let source = Arc::new(Source::default());
+    source.records.lock().unwrap().push(record(1, 1, "2026-11-30T00:30:00Z", "5000.00"));
+    let addr = serve(source.clone()).await;
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_poll_config(dir.path(), erp.addr, addr);
+    let conn = dir.path().join("connectors/crm-poll.toml");
+    let text = std::fs::read_to_string(&conn).unwrap().replace("every_secs = 1", "cron = \"0 9 * * MON-FRI\"");
+    std::fs::write(&conn, text).unwrap();
+    // Monday 30 November 2026, 08:59:58 in Shanghai.
+    let clock = ManualClock::new("2026-11-30T00:59:58Z".parse().unwrap());
+    let app = restart_with(dir, erp, clock.clock()).await;
+    let requests = || source.requests.lock().unwrap().len();
+    // Nothing before 09:00: give the poller time to (wrongly) run.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(requests(), 0, "no run at start-up or before 09:00");
+    clock.advance(chrono::Duration::seconds(3));
+    wait_until("the 09:00 run", || async { requests() == 1 }).await;
+    // The next run is Tuesday 09:00: an hour later there has been none.
+    clock.advance(chrono::Duration::hours(1));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(requests(), 1, "one run on Monday");
+    clock.advance(chrono::Duration::hours(23));
+    wait_until("Tuesday's run", || async { requests() == 2 }).await;
+    app.stop().await;
+}
