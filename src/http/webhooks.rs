@@ -1,6 +1,7 @@
 //! `POST /webhooks/{connector}`: verify, parse, map, check the order template, then
 //! ingest. The answer is 202 only after the order is durably stored (invariant 1);
-//! every refusal names its reason and writes nothing.
+//! every refusal names its reason and writes nothing. (Xero's connectors answer `200`
+//! with an empty body instead of 202, as Xero requires.)
 
 use std::time::Instant;
 
@@ -23,7 +24,8 @@ pub async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
     let started = Instant::now();
     let result = receive_inner(&app, &connector, &uri, &headers, body).await;
     let status = match &result {
@@ -43,7 +45,10 @@ pub async fn receive(
     {
         tracing::warn!(connector = label, status = e.status.as_u16(), code = e.code, reason = %e.message, "webhook refused");
     }
-    result
+    // Xero accepts only `200` with an empty body (its Intent-to-Receive check too).
+    let xero =
+        app.registry.get(&connector).and_then(|c| c.webhook.as_ref()).is_some_and(|w| w.verifier.scheme() == "xero");
+    result.map(|r| if xero { StatusCode::OK.into_response() } else { r.into_response() })
 }
 
 async fn receive_inner(
