@@ -1073,11 +1073,33 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
 }
 
+/// Largest answer read (a page of records, an invoice): more is refused, not buffered.
+const MAX_RESPONSE: usize = 16 << 20;
+
+async fn read_bounded(mut resp: reqwest::Response) -> Result<String, ConnectorError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|e| ConnectorError::Retryable { message: describe(&e), retry_after: None })?
+    {
+        if buf.len() + chunk.len() > MAX_RESPONSE {
+            return Err(ConnectorError::Permanent {
+                message: format!(
+                    "HTTP {}: the answer is larger than {} MiB",
+                    resp.status().as_u16(),
+                    MAX_RESPONSE >> 20
+                ),
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// Maps a response to success or to what the dispatcher should do next.
 pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
-    let body = resp.text().await.map_err(|e| ConnectorError::Retryable { message: describe(&e), retry_after: None })?;
+    let body = read_bounded(resp).await?;
     if status.is_success() {
         // Kept whole (bounded by the client's limits) so references and pages parse.
         return Ok(Receipt { status: status.as_u16(), summary: body, reference: None });
