@@ -447,13 +447,18 @@ impl OdooPoll {
                 .map_or_else(|| w.clone(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string());
             domain.push(json!([self.watermark_field, ">=", t]));
         }
+        // search_read returns only the fields asked for: the watermark must be one.
+        let mut fields = self.fields.clone();
+        if !fields.contains(&self.watermark_field) {
+            fields.push(self.watermark_field.clone());
+        }
         let records = self
             .rpc
             .execute(
                 &self.model,
                 "search_read",
                 json!([domain]),
-                json!({"fields": self.fields, "order": format!("{} asc, id asc", self.watermark_field), "limit": self.limit, "offset": state.offset}),
+                json!({"fields": fields, "order": format!("{} asc, id asc", self.watermark_field), "limit": self.limit, "offset": state.offset}),
             )
             .await?;
         let records = match records {
