@@ -107,6 +107,9 @@ pub struct PollState {
     /// The highest watermark seen so far in the current run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_max: Option<String>,
+    /// Records read so far in the current run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run_records: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -125,12 +128,25 @@ pub struct Page {
 impl PollState {
     /// The state after a page: `next` continues the run (same watermark, the run's
     /// maximum so far), `None` ends it (the watermark moves to the run's maximum).
-    pub fn advance(&self, page_max: Option<String>, next: Option<PollState>) -> (PollState, bool) {
+    ///
+    /// With `max_run_records`, a run ends once it has read that many records even if
+    /// the source has more pages (search APIs that stop paging at a limit, such as
+    /// HubSpot's 10 000): the next run continues from the run's maximum watermark.
+    pub fn advance(
+        &self,
+        page_max: Option<String>,
+        page_len: usize,
+        next: Option<PollState>,
+        max_run_records: Option<u64>,
+    ) -> (PollState, bool) {
         let run_max = watermark_max(self.run_max.clone(), page_max);
+        let run_records = self.run_records + page_len as u64;
+        let next = next.filter(|_| max_run_records.is_none_or(|m| run_records < m));
         match next {
             Some(mut n) => {
                 n.watermark = self.watermark.clone();
                 n.run_max = run_max;
+                n.run_records = run_records;
                 (n, true)
             }
             None => {
@@ -398,6 +414,30 @@ impl Registry {
         }
 
         if problems.is_empty() { Ok((Registry { connectors, mappings, outbound }, files)) } else { Err(problems) }
+    }
+}
+
+impl ConnectorError {
+    /// The same error with every secret value in its message replaced by `[redacted]`
+    /// (a receiver may echo our credentials back in its error body).
+    pub fn scrubbed(self, secrets: &[secrecy::SecretString]) -> Self {
+        use secrecy::ExposeSecret as _;
+        let clean = |mut m: String| {
+            for s in secrets {
+                let s = s.expose_secret();
+                if s.len() >= 4 {
+                    m = m.replace(s, "[redacted]");
+                }
+            }
+            m
+        };
+        match self {
+            ConnectorError::Retryable { message, retry_after } => {
+                ConnectorError::Retryable { message: clean(message), retry_after }
+            }
+            ConnectorError::Permanent { message } => ConnectorError::Permanent { message: clean(message) },
+            ConnectorError::Auth { message } => ConnectorError::Auth { message: clean(message) },
+        }
     }
 }
 

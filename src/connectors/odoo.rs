@@ -125,7 +125,7 @@ impl Rpc {
             .send()
             .await
             .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-        let receipt = classify(resp).await?;
+        let receipt = classify(resp).await.map_err(|e| e.scrubbed(std::slice::from_ref(&self.key)))?;
         let body: Value = serde_json::from_str(&receipt.summary).map_err(|e| ConnectorError::Retryable {
             message: format!("Odoo answered something that is not JSON-RPC: {e}"),
             retry_after: None,
@@ -144,7 +144,8 @@ impl Rpc {
                     ConnectorError::Permanent { message }
                 }
                 _ => ConnectorError::Retryable { message, retry_after: None },
-            });
+            }
+            .scrubbed(std::slice::from_ref(&self.key)));
         }
         Ok(body.get("result").cloned().unwrap_or(Value::Null))
     }
@@ -478,7 +479,7 @@ impl OdooPoll {
             .fold(None, |m, w| watermark_max(m, Some(w)));
         let next = (records.len() >= self.limit as usize)
             .then(|| PollState { offset: state.offset + u64::from(self.limit), ..Default::default() });
-        let (next, more) = state.advance(page_max, next);
+        let (next, more) = state.advance(page_max, records.len(), next, None);
         Ok(Page { records, next, more })
     }
 }

@@ -88,6 +88,9 @@ pub struct PollFile {
     pub watermark_format: Option<String>,
     /// The watermark of the very first run (default: everything).
     pub start_from: Option<String>,
+    /// End a run after this many records even if there are more pages; the next run
+    /// continues from the newest watermark seen (for search APIs with a result cap).
+    pub max_run_records: Option<u64>,
     /// Query parameters: name → template (`{{ watermark }}`, `{{ cursor }}`,
     /// `{{ offset }}`, `{{ page }}`, `{{ limit }}`); empty values are left out.
     #[serde(default)]
@@ -291,7 +294,7 @@ impl Fill for WebhookFile {
 
 impl Fill for PollFile {
     fn fill(&mut self, p: Self) {
-        fill_options!(self, p; method, path, every_secs, cron, mapping, records, watermark_field, watermark_param, watermark_format, start_from, body, paging);
+        fill_options!(self, p; method, path, every_secs, cron, mapping, records, watermark_field, watermark_param, watermark_format, start_from, max_run_records, body, paging);
         for (k, v) in p.query {
             self.query.entry(k).or_insert(v);
         }
@@ -354,6 +357,7 @@ struct Shared {
     paths: Snippets,
     /// Query, header and body templates.
     values: Snippets,
+    secrets: Vec<SecretString>,
 }
 
 /// The outbound half of a `rest` connector.
@@ -367,6 +371,8 @@ type Outbounds = BTreeMap<String, Arc<OutboundMapping>>;
 
 /// Validation context of one connector file.
 struct Builder<'a> {
+    /// Every secret value the file resolved, scrubbed from error messages.
+    secrets: Vec<SecretString>,
     config_dir: &'a Path,
     mappings: &'a BTreeMap<String, Arc<Mapping>>,
     outbound: &'a Outbounds,
@@ -445,7 +451,10 @@ impl Builder<'_> {
                 self.problems.push((Some(span.clone()), format!("auth kind {kind} needs `{what}`")));
                 None
             }
-            Some(v) => resolve_secret(v, self.config_dir).map_err(|p| self.problems.push(p)).ok(),
+            Some(v) => resolve_secret(v, self.config_dir)
+                .map_err(|p| self.problems.push(p))
+                .ok()
+                .inspect(|s| self.secrets.push(s.clone())),
         }
     }
 
@@ -513,7 +522,13 @@ impl Builder<'_> {
             "basic" => {
                 let password = self.secret(&a.password, &span, &kind, "password");
                 match (&a.username, password) {
-                    (Some(u), Some(p)) => Auth::Basic(u.clone(), p),
+                    (Some(u), Some(p)) => {
+                        // An echoed Authorization header carries the pair in base64.
+                        use base64::Engine as _;
+                        let pair = format!("{u}:{}", p.expose_secret());
+                        self.secrets.push(SecretString::from(base64::engine::general_purpose::STANDARD.encode(pair)));
+                        Auth::Basic(u.clone(), p)
+                    }
                     _ => {
                         self.problems.push((Some(span), "auth kind basic needs `username` and `password`".into()));
                         Auth::None
@@ -542,7 +557,10 @@ impl Builder<'_> {
             let secret = text.starts_with("${") || text.starts_with("file:");
             let resolved = if secret {
                 match resolve_secret(&value, self.config_dir) {
-                    Ok(s) => s.expose_secret().to_owned(),
+                    Ok(s) => {
+                        self.secrets.push(s.clone());
+                        s.expose_secret().to_owned()
+                    }
                     Err(p) => {
                         self.problems.push(p);
                         continue;
@@ -738,6 +756,7 @@ impl Builder<'_> {
             watermark: watermark?,
             format,
             start_from: p.start_from,
+            max_run_records: p.max_run_records,
             query,
             headers,
             body,
@@ -776,6 +795,7 @@ impl Config {
         let label = format!("connector {id}");
         let no_lookups = Arc::new(BTreeMap::new());
         let mut b = Builder {
+            secrets: Vec::new(),
             config_dir,
             mappings,
             outbound,
@@ -859,7 +879,16 @@ impl Config {
                 operations: Vec::new(),
             });
         };
-        let shared = Arc::new(Shared { id: id.clone(), client, base, auth, headers, paths: b.paths, values: b.values });
+        let shared = Arc::new(Shared {
+            id: id.clone(),
+            client,
+            base,
+            auth,
+            headers,
+            paths: b.paths,
+            values: b.values,
+            secrets: b.secrets,
+        });
         let poll: Option<Arc<dyn Poll>> =
             poll.map(|plan| Arc::new(RestPoll { shared: shared.clone(), plan }) as Arc<dyn Poll>);
         let health: Option<Arc<dyn Health>> =
@@ -904,7 +933,7 @@ impl Shared {
             cc.invalidate().await;
         }
         let headers = resp.headers().clone();
-        classify(resp).await.map(|r| (r, headers))
+        classify(resp).await.map(|r| (r, headers)).map_err(|e| e.scrubbed(&self.secrets))
     }
 }
 
@@ -1131,6 +1160,7 @@ struct PollPlan {
     watermark: JsonPath,
     format: String,
     start_from: Option<String>,
+    max_run_records: Option<u64>,
     query: Vec<(String, String)>,
     headers: Vec<(HeaderName, String)>,
     body: Option<Arc<OutboundMapping>>,
@@ -1246,7 +1276,7 @@ impl RestPoll {
             }
             Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
         };
-        let (next, more) = state.advance(page_max, next);
+        let (next, more) = state.advance(page_max, records.len(), next, p.max_run_records);
         Ok(Page { records, next, more })
     }
 }
@@ -1308,6 +1338,22 @@ mod poll_tests {
         assert_eq!(m(None, Some("5")).as_deref(), Some("5"));
         assert_eq!(m(Some("5"), None).as_deref(), Some("5"));
         assert_eq!(m(None, None), None);
+    }
+
+    #[test]
+    fn a_capped_run_ends_early_and_the_next_continues_from_its_newest_mark() {
+        let start = PollState { watermark: Some("100".into()), ..Default::default() };
+        let more = || Some(PollState { cursor: Some("c".into()), ..Default::default() });
+        let (s1, go) = start.advance(Some("150".into()), 100, more(), Some(250));
+        assert!(go && s1.run_records == 100 && s1.watermark.as_deref() == Some("100"));
+        let (s2, go) = s1.advance(Some("180".into()), 100, more(), Some(250));
+        assert!(go && s2.run_records == 200);
+        // The third page reaches the cap: the run ends although the source has more.
+        let (s3, go) = s2.advance(Some("199".into()), 100, more(), Some(250));
+        assert!(!go);
+        assert_eq!(s3, PollState { watermark: Some("199".into()), ..Default::default() });
+        // Without a cap the run goes on.
+        assert!(s2.advance(Some("199".into()), 100, more(), None).1);
     }
 
     #[test]

@@ -484,9 +484,15 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
         },
         Conversion::Datetime => {
             let t = text(v).ok_or_else(|| format!("expected an RFC 3339 time, got {}", brief(v)))?;
-            DateTime::parse_from_rfc3339(t.trim())
-                .map(|d| Value::String(d.with_timezone(&Utc).to_rfc3339()))
-                .map_err(|_| format!("{} is not an RFC 3339 time with offset", brief(v)))
+            let t = t.trim();
+            DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&Utc))
+                // Odoo's and Frappe's `YYYY-MM-DD HH:MM:SS[.ffffff]`, which they keep in UTC.
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").map(|d| d.and_utc()))
+                .map(|d| Value::String(d.to_rfc3339()))
+                .map_err(|_| {
+                    format!("{} is not an RFC 3339 time with offset (or YYYY-MM-DD HH:MM:SS in UTC)", brief(v))
+                })
         }
         Conversion::Date => {
             let t = text(v).ok_or_else(|| format!("expected a date, got {}", brief(v)))?;
@@ -525,6 +531,16 @@ fn toml_to_json(v: toml::Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn odoo_and_frappe_times_are_utc_datetimes() {
+        let c = |t: &str| convert(&Value::String(t.into()), Conversion::Datetime);
+        assert_eq!(c("2026-11-26 10:07:00").unwrap(), Value::String("2026-11-26T10:07:00+00:00".into()));
+        assert_eq!(c("2026-11-26 10:07:00.250000").unwrap(), Value::String("2026-11-26T10:07:00.250+00:00".into()));
+        assert_eq!(c("2026-11-26T18:07:00+08:00").unwrap(), Value::String("2026-11-26T10:07:00+00:00".into()));
+        assert!(c("26/11/2026 10:07").unwrap_err().contains("YYYY-MM-DD HH:MM:SS"));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -854,3 +854,33 @@ async fn no_secret_reaches_an_error_a_receipt_or_their_debug_output() {
         }
     }
 }
+
+/// A receiver that echoes the whole request (headers and body) in its error: the
+/// connector's error must still show no credential, raw or base64 (Basic).
+#[tokio::test]
+async fn credentials_echoed_by_a_receiver_are_redacted_from_errors() {
+    async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let mut text = format!("{method} {uri}\n");
+        for (k, v) in &headers {
+            text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+        }
+        text.push_str(&String::from_utf8_lossy(&body));
+        (StatusCode::BAD_REQUEST, text).into_response()
+    }
+    let router = axum::Router::new().fallback(echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    for k in kinds() {
+        let c = Subject::new(&k, addr);
+        let err = match c.perform().await {
+            Err(e) => format!("{e} | {e:?}"),
+            Ok(r) => panic!("{}: an echoed 400 must fail: {r:?}", k.kind),
+        };
+        assert!(err.contains("[redacted]"), "{}: the echo carried a credential: {err}", k.kind);
+        for (_, secret) in k.secrets {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+            assert!(!err.contains(secret) && !err.contains(&b64), "{}: `{secret}` leaked: {err}", k.kind);
+        }
+    }
+}
