@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const SPECS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vendor-specs");
+const SPECS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vendor-specs");
 
 fn prism_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node/node_modules/.bin/prism");
@@ -33,7 +33,7 @@ fn prism_bin() -> PathBuf {
 
 fn spec(rel: &str) -> PathBuf {
     let p = Path::new(SPECS).join(rel);
-    assert!(p.exists(), "vendor spec {} is missing (../shared/vendor-specs)", p.display());
+    assert!(p.exists(), "vendor spec {} is missing (tests/vendor-specs)", p.display());
     p
 }
 
@@ -310,7 +310,7 @@ fn wrong(e: Result<orderbridge::connectors::Receipt, ConnectorError>, o: &Oracle
 
 #[tokio::test]
 async fn xero_preset_requests_pass_xeros_own_spec_and_wrong_ones_are_flagged() {
-    let prism = Prism::start(&spec("xero/derived/xero_accounting.prism.yaml")).await;
+    let prism = Prism::start(&spec("xero/xero_accounting.prism.yaml")).await;
     let (o, addr) = oracle(&prism, false).await;
     let wrong_files = [
         (
@@ -409,7 +409,7 @@ async fn xero_preset_requests_pass_xeros_own_spec_and_wrong_ones_are_flagged() {
 
 #[tokio::test]
 async fn stripe_preset_requests_pass_stripes_own_spec_and_wrong_ones_are_flagged() {
-    let prism = Prism::start(&spec("stripe/derived/stripe-billing.prism.json")).await;
+    let prism = Prism::start(&spec("stripe/stripe-billing.prism.json")).await;
     let (o, addr) = oracle(&prism, true).await;
     let form = |name: &str, field: &str, value: &str| {
         (
