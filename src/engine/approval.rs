@@ -50,6 +50,12 @@ pub struct Escalation {
 pub enum TimerKind {
     Remind,
     Escalate,
+    /// An open exception reaches its deadline.
+    ExceptionDeadline,
+    /// The invoice's due date has passed.
+    InvoiceDue,
+    /// A dunning step's day (`step` names it).
+    Dunning,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +64,8 @@ pub struct Timer {
     pub kind: TimerKind,
     pub level: u8,
     pub round: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +94,17 @@ pub enum Refusal {
     /// Releasing from review needs a route, and the matrix gives none.
     #[error("cannot release: {0}")]
     NoRoute(String),
+    #[error("delivery waits for the required tasks still open: {}", .0.join(", "))]
+    TasksOpen(Vec<String>),
+    #[error("the order has no task `{0}`")]
+    UnknownTask(String),
+    #[error("task `{0}` is already done")]
+    TaskAlreadyDone(String),
+    #[error("the order has no open exception")]
+    NoException,
+    /// A payment that cannot be applied to this order (it goes to the unmatched queue).
+    #[error("{0}")]
+    PaymentNotApplicable(String),
 }
 
 /// A person's right to act at a level: the role they act in, and for whom.
@@ -132,7 +151,7 @@ impl ApprovalProgress {
         if !self.reminded.contains(&level) && self.escalated.iter().all(|e| e.level != level) {
             let due =
                 sla.calendar.add(since, Duration::minutes(i64::from(minutes) * i64::from(sla.remind_percent) / 100));
-            out.push(Timer { due, kind: TimerKind::Remind, level, round });
+            out.push(Timer { due, kind: TimerKind::Remind, level, round, step: String::new() });
         }
         let already: Vec<&str> = self.escalated.iter().filter(|e| e.level == level).map(|e| e.role.as_str()).collect();
         if let Some(to) = sla.escalate_to.get(&role)
@@ -140,7 +159,7 @@ impl ApprovalProgress {
         {
             let base = self.escalated.iter().rev().find(|e| e.level == level).map_or(since, |e| e.at);
             let due = sla.calendar.add(base, Duration::minutes(i64::from(minutes)));
-            out.push(Timer { due, kind: TimerKind::Escalate, level, round });
+            out.push(Timer { due, kind: TimerKind::Escalate, level, round, step: String::new() });
         }
         out
     }

@@ -91,6 +91,8 @@ pub enum Stage {
     Executing,
     Delivered,
     Invoiced,
+    /// Settled, but something is wrong (an over-payment to refund).
+    Paid,
 }
 
 /// Names of every state, as used in `?state=` filters, metrics and the state index.
@@ -134,13 +136,17 @@ pub const EVENT_NAMES: &[&str] = &[
     "approval_reminder_due",
     "approval_escalated",
     "execution_started",
+    "task_assigned",
+    "task_completed",
     "delivery_recorded",
     "acceptance_confirmed",
     "exception_opened",
     "exception_resolved",
+    "exception_escalated",
     "invoice_issued",
     "payment_received",
     "payment_overdue",
+    "dunning_due",
     "closed",
     "archived",
     "cancelled",
@@ -235,21 +241,41 @@ impl OrderState {
             ) if l == level => self.clone(),
 
             (S::Approved, E::ExecutionStarted) => S::Executing,
+            (S::Executing, E::TaskAssigned { .. }) => S::Executing,
+            (S::Executing | S::Exception { during: Stage::Executing }, E::TaskCompleted { .. }) => self.clone(),
             (S::Executing, E::DeliveryRecorded { .. }) => S::Delivered,
             (S::Delivered, E::AcceptanceConfirmed { .. }) => S::Accepted,
             (S::Executing, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Executing },
             (S::Delivered, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Delivered },
             (S::Invoiced | S::Overdue, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Invoiced },
-            (S::Exception { during }, E::ExceptionResolved { .. }) => match during {
+            (S::Paid, E::ExceptionOpened { .. }) => S::Exception { during: Stage::Paid },
+            (S::Exception { .. }, E::ExceptionEscalated { .. }) => self.clone(),
+            // Cancelling is possible before invoicing only (after it, a credit note is
+            // the finance system's business).
+            (
+                S::Exception { during: Stage::Executing | Stage::Delivered },
+                E::ExceptionResolved { cancel: true, .. },
+            ) => S::Cancelled,
+            (S::Exception { during }, E::ExceptionResolved { cancel: false, .. }) => match during {
                 Stage::Executing => S::Executing,
                 Stage::Delivered => S::Delivered,
                 Stage::Invoiced => S::Invoiced,
+                Stage::Paid => S::Paid,
             },
+            // A payment during a dispute is recorded; settling it leaves the dispute open.
+            (S::Exception { during: Stage::Invoiced }, E::PaymentReceived { settled, .. }) => {
+                if *settled {
+                    S::Exception { during: Stage::Paid }
+                } else {
+                    self.clone()
+                }
+            }
             (S::Accepted, E::InvoiceIssued { .. }) => S::Invoiced,
             (S::Invoiced | S::Overdue, E::PaymentReceived { settled: true, .. }) => S::Paid,
             (S::Invoiced, E::PaymentReceived { settled: false, .. }) => S::Invoiced,
             (S::Overdue, E::PaymentReceived { settled: false, .. }) => S::Overdue,
             (S::Invoiced, E::PaymentOverdue) => S::Overdue,
+            (S::Overdue, E::DunningDue { .. }) => S::Overdue,
             (S::Paid, E::Closed) => S::Closed,
             (S::Closed, E::Archived) => S::Archived,
             (S::Closed | S::Archived, E::SurveyAnswered { .. } | E::AfterSalesTicketRequested { .. }) => self.clone(),
@@ -383,6 +409,19 @@ pub enum OrderEvent {
         question: String,
     },
     ExecutionStarted,
+    /// A task of `[[tasks]]` for this product was handed to its department (and
+    /// pushed to its system, when it has one).
+    TaskAssigned {
+        task: String,
+        name: String,
+        department: String,
+    },
+    /// The system or the person doing a task reported it done.
+    TaskCompleted {
+        task: String,
+        #[serde(default)]
+        note: String,
+    },
     DeliveryRecorded {
         note: String,
     },
@@ -394,16 +433,41 @@ pub enum OrderEvent {
     },
     ExceptionResolved {
         resolution: String,
+        /// Cancel the order instead of resuming it (before invoicing only).
+        #[serde(default)]
+        cancel: bool,
+    },
+    /// An exception passed its deadline unresolved and went to `to_role`.
+    ExceptionEscalated {
+        to_role: String,
     },
     InvoiceIssued {
         number: String,
-        amount: Money,
+        net: Money,
+        tax: Money,
+        total: Money,
+        /// Payable by the end of this day (site time zone).
+        due: chrono::NaiveDate,
     },
     PaymentReceived {
         amount: Money,
         settled: bool,
+        /// The payment's id in the system that reported it.
+        #[serde(default)]
+        payment_id: String,
+        /// What remains to be paid after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outstanding: Option<Money>,
+        /// Paid beyond the invoice (an exception is opened to refund it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        excess: Option<Money>,
     },
     PaymentOverdue,
+    /// A dunning step's day came (`[[dunning]]` in rules.toml).
+    DunningDue {
+        step: String,
+        days_overdue: u32,
+    },
     Closed,
     Archived,
     Cancelled {
@@ -464,13 +528,17 @@ impl OrderEvent {
             E::ApprovalReminderDue { .. } => "approval_reminder_due",
             E::ApprovalEscalated { .. } => "approval_escalated",
             E::ExecutionStarted => "execution_started",
+            E::TaskAssigned { .. } => "task_assigned",
+            E::TaskCompleted { .. } => "task_completed",
             E::DeliveryRecorded { .. } => "delivery_recorded",
             E::AcceptanceConfirmed { .. } => "acceptance_confirmed",
             E::ExceptionOpened { .. } => "exception_opened",
             E::ExceptionResolved { .. } => "exception_resolved",
+            E::ExceptionEscalated { .. } => "exception_escalated",
             E::InvoiceIssued { .. } => "invoice_issued",
             E::PaymentReceived { .. } => "payment_received",
             E::PaymentOverdue => "payment_overdue",
+            E::DunningDue { .. } => "dunning_due",
             E::Closed => "closed",
             E::Archived => "archived",
             E::Cancelled { .. } => "cancelled",
@@ -492,6 +560,26 @@ mod tests {
 
     fn money() -> Money {
         Money::parse("10.00", "CNY").unwrap()
+    }
+
+    fn invoice() -> OrderEvent {
+        OrderEvent::InvoiceIssued {
+            number: "INV-1".into(),
+            net: money(),
+            tax: money(),
+            total: money(),
+            due: "2026-12-27".parse().unwrap(),
+        }
+    }
+
+    fn paid(settled: bool) -> OrderEvent {
+        OrderEvent::PaymentReceived {
+            amount: money(),
+            settled,
+            payment_id: "P1".into(),
+            outstanding: None,
+            excess: None,
+        }
     }
 
     fn chain(n: usize) -> Vec<Level> {
@@ -594,13 +682,27 @@ mod tests {
             (S::Delivered, E::ExceptionOpened { reason: String::new() }, S::Exception { during: Stage::Delivered }),
             (
                 S::Exception { during: Stage::Delivered },
-                E::ExceptionResolved { resolution: String::new() },
+                E::ExceptionResolved { resolution: String::new(), cancel: false },
                 S::Delivered,
             ),
-            (S::Accepted, E::InvoiceIssued { number: "INV-1".into(), amount: money() }, S::Invoiced),
-            (S::Invoiced, E::PaymentReceived { amount: money(), settled: false }, S::Invoiced),
+            (
+                S::Exception { during: Stage::Executing },
+                E::ExceptionResolved { resolution: String::new(), cancel: true },
+                S::Cancelled,
+            ),
+            (S::Executing, E::TaskCompleted { task: "t".into(), note: String::new() }, S::Executing),
+            (S::Accepted, invoice(), S::Invoiced),
+            (S::Invoiced, paid(false), S::Invoiced),
             (S::Invoiced, E::PaymentOverdue, S::Overdue),
-            (S::Overdue, E::PaymentReceived { amount: money(), settled: true }, S::Paid),
+            (S::Overdue, E::DunningDue { step: "D1".into(), days_overdue: 3 }, S::Overdue),
+            (S::Overdue, paid(true), S::Paid),
+            (S::Exception { during: Stage::Invoiced }, paid(true), S::Exception { during: Stage::Paid }),
+            (S::Paid, E::ExceptionOpened { reason: String::new() }, S::Exception { during: Stage::Paid }),
+            (
+                S::Exception { during: Stage::Paid },
+                E::ExceptionResolved { resolution: String::new(), cancel: false },
+                S::Paid,
+            ),
             (S::Paid, E::Closed, S::Closed),
             (S::Closed, E::Archived, S::Archived),
             (S::Closed, E::SurveyAnswered { score: 5, comment: String::new(), complaint: false }, S::Closed),
@@ -629,6 +731,8 @@ mod tests {
         // An approval for the wrong level is refused, not applied to the current one.
         assert!(S::AwaitingApproval { level: 2, of: 3 }.on(&approved(1)).is_err());
         assert!(S::Paid.on(&E::Cancelled { reason: String::new() }).is_err());
+        let cancel = E::ExceptionResolved { resolution: String::new(), cancel: true };
+        assert!(S::Exception { during: Stage::Invoiced }.on(&cancel).is_err(), "no cancelling once invoiced");
         assert!(S::Approved.on(&E::Amended { version: 9, changed: vec![], material: true }).is_err());
     }
 
@@ -645,6 +749,8 @@ mod tests {
             Just(S::Delivered),
             Just(S::Accepted),
             Just(S::Exception { during: Stage::Invoiced }),
+            Just(S::Exception { during: Stage::Paid }),
+            Just(S::Exception { during: Stage::Executing }),
             Just(S::Invoiced),
             Just(S::Overdue),
             Just(S::Paid),
@@ -688,9 +794,13 @@ mod tests {
             Just(E::DeliveryRecorded { note: String::new() }),
             Just(E::AcceptanceConfirmed { note: String::new() }),
             Just(E::ExceptionOpened { reason: String::new() }),
-            Just(E::ExceptionResolved { resolution: String::new() }),
-            Just(E::InvoiceIssued { number: "1".into(), amount: money() }),
-            any::<bool>().prop_map(|s| E::PaymentReceived { amount: money(), settled: s }),
+            any::<bool>().prop_map(|cancel| E::ExceptionResolved { resolution: String::new(), cancel }),
+            Just(E::ExceptionEscalated { to_role: "branch_manager".into() }),
+            Just(invoice()),
+            any::<bool>().prop_map(paid),
+            Just(E::TaskAssigned { task: "t".into(), name: "合同".into(), department: "ops".into() }),
+            Just(E::TaskCompleted { task: "t".into(), note: String::new() }),
+            Just(E::DunningDue { step: "D1".into(), days_overdue: 3 }),
             Just(E::PaymentOverdue),
             Just(E::Closed),
             Just(E::Archived),

@@ -4,6 +4,7 @@
 pub mod approval;
 pub mod calendar;
 pub mod decide;
+pub mod fulfilment;
 pub mod lifecycle;
 pub mod notify;
 pub mod rules;

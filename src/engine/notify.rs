@@ -58,6 +58,9 @@ pub struct MailSpec {
     pub event: Option<OrderEvent>,
 }
 
+/// How long a customer's dunning reminders are gathered into one mail.
+pub const DUNNING_GATHER_SECS: u64 = 3600;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Audience {
     Role(String),
@@ -66,6 +69,9 @@ pub enum Audience {
     Customer,
     /// Whoever may decide on the approval level waiting now.
     Approvers,
+    /// The role a task was assigned to (`task_assigned`), or an exception escalated to
+    /// (`exception_escalated`).
+    Department,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +135,13 @@ impl Notifications {
                         .map(|person| self.person(person))
                         .collect(),
                     (Audience::Approvers, None) => Vec::new(),
+                    (Audience::Department, _) => match event {
+                        OrderEvent::TaskAssigned { department: role, .. }
+                        | OrderEvent::ExceptionEscalated { to_role: role } => {
+                            self.resolve(&Audience::Role(role.clone()), order, day)
+                        }
+                        _ => Vec::new(),
+                    },
                     (a, _) => self.resolve(a, order, day),
                 })
                 .collect();
@@ -155,6 +168,55 @@ impl Notifications {
                         link: rule.link,
                         link_context: link_context.clone(),
                         extra: extra.clone(),
+                        digest_every_secs,
+                        event: Some(event.clone()),
+                    }),
+                    trigger: Some(event.clone()),
+                });
+            }
+        }
+        out
+    }
+
+    /// The mails of a dunning step: its template to its audiences. A customer's
+    /// reminders are gathered for an hour (a digest keyed by the customer), so all of
+    /// their overdue invoices reach them in one mail.
+    pub fn dunning(
+        &self,
+        step: &crate::engine::rules::DunningStep,
+        event: &OrderEvent,
+        order: &Order,
+        now: DateTime<Utc>,
+    ) -> Vec<EffectSpec> {
+        let day = now.with_timezone(&self.presentation.time_zone).date_naive();
+        let audiences: Vec<Audience> = step
+            .to
+            .iter()
+            .filter_map(|a| match a.as_str() {
+                "customer" => Some(Audience::Customer),
+                "sales_owner" => Some(Audience::SalesOwner),
+                other => other.strip_prefix("role:").map(|r| Audience::Role(r.to_owned())),
+            })
+            .collect();
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        for a in &audiences {
+            for to in self.resolve(a, order, day) {
+                if seen.contains(&to.email.to_ascii_lowercase()) {
+                    continue;
+                }
+                seen.push(to.email.to_ascii_lowercase());
+                let digest_every_secs = matches!(a, Audience::Customer).then_some(DUNNING_GATHER_SECS);
+                out.push(EffectSpec {
+                    connector: MAIL_CONNECTOR.parse::<ConnectorId>().expect("valid connector id"),
+                    operation: step.template.clone(),
+                    cause: "dunning_due".into(),
+                    mail: Some(MailSpec {
+                        template: step.template.clone(),
+                        to,
+                        link: None,
+                        link_context: None,
+                        extra: serde_json::json!({"stage": step.id, "days_overdue": step.days_overdue}),
                         digest_every_secs,
                         event: Some(event.clone()),
                     }),
@@ -194,7 +256,7 @@ impl Notifications {
                     }],
                 },
             },
-            Audience::Approvers => Vec::new(),
+            Audience::Approvers | Audience::Department => Vec::new(),
             Audience::Customer => match &order.customer.email {
                 None => Vec::new(),
                 Some(e) => vec![Recipient {
@@ -268,6 +330,7 @@ pub fn load(
                 "sales_owner" => to.push(Audience::SalesOwner),
                 "approvers" => to.push(Audience::Approvers),
                 "customer" => to.push(Audience::Customer),
+                "department" => to.push(Audience::Department),
                 other => match other.split_once(':') {
                     Some(("role", role)) if !role.is_empty() => to.push(Audience::Role(role.to_owned())),
                     Some(("person", id)) if !id.is_empty() => to.push(Audience::Person(id.to_owned())),

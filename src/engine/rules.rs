@@ -26,6 +26,13 @@ pub struct Rules {
     /// How far back `history.*` inputs look, in days.
     pub history_days: u32,
     pub sla: SlaRules,
+    /// Execution tasks; when there are any, an approved order starts executing at once.
+    pub tasks: Vec<TaskRule>,
+    pub exceptions: ExceptionRules,
+    /// Invoicing on acceptance; without it accepted orders wait for an operator.
+    pub settlement: Option<SettlementRules>,
+    /// Reminder steps, by days overdue (ascending).
+    pub dunning: Vec<DunningStep>,
 }
 
 /// Approval SLAs: working time per level, reminders, escalation.
@@ -311,6 +318,143 @@ pub struct RulesFile {
     pub survey: Option<toml::Spanned<SurveyFile>>,
     #[serde(default)]
     pub sla: Option<toml::Spanned<SlaFile>>,
+    /// Execution tasks by product (seed step 4).
+    #[serde(default)]
+    pub tasks: Vec<toml::Spanned<TaskFile>>,
+    #[serde(default)]
+    pub exceptions: Option<toml::Spanned<ExceptionsFile>>,
+    /// Invoicing on acceptance (seed step 6).
+    #[serde(default)]
+    pub settlement: Option<toml::Spanned<SettlementFile>>,
+    /// Payment reminders by days overdue and credit rating.
+    #[serde(default)]
+    pub dunning: Vec<toml::Spanned<DunningFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFile {
+    pub id: String,
+    pub name: String,
+    /// Product types it applies to (default: every product).
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// The role that carries it out (told by mail, audience `department`).
+    pub department: String,
+    /// Where the task is pushed (an ERP operation); absent: done by hand only.
+    pub connector: Option<String>,
+    pub operation: Option<String>,
+    /// Delivery waits for required tasks (default true).
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionsFile {
+    /// The role that owns (resolves) exceptions.
+    pub owner: String,
+    /// Hours until an open exception is escalated (default 48).
+    #[serde(default = "default_exception_hours")]
+    pub resolve_within_hours: u32,
+    pub escalate_to: Option<String>,
+}
+
+fn default_exception_hours() -> u32 {
+    48
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementFile {
+    /// The finance connector and its invoice operation (its `reference` is the
+    /// invoice number).
+    pub connector: String,
+    pub operation: String,
+    /// Tax rate on the order amount, a decimal fraction (default "0").
+    #[serde(default = "zero")]
+    pub tax_rate: String,
+    /// Days from invoicing to the due date (default 30).
+    #[serde(default = "thirty")]
+    pub due_days: u32,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+fn thirty() -> u32 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DunningFile {
+    pub id: String,
+    /// Sent this many days after the due date.
+    pub days_overdue: u32,
+    /// Credit ratings it applies to (default: all; orders without a rating count as
+    /// unrated and match only a step without `ratings`).
+    #[serde(default)]
+    pub ratings: Vec<String>,
+    /// `customer` (default), `sales_owner`, or `role:<role>`.
+    #[serde(default = "default_dunning_to")]
+    pub to: Vec<String>,
+    /// The mail template (default `payment_reminder`); it sees `level` = the step id.
+    #[serde(default = "default_dunning_template")]
+    pub template: String,
+}
+
+fn default_dunning_to() -> Vec<String> {
+    vec!["customer".into()]
+}
+fn default_dunning_template() -> String {
+    "payment_reminder".into()
+}
+
+/// One execution task template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRule {
+    pub id: String,
+    pub name: String,
+    /// Empty: every product.
+    pub products: Vec<String>,
+    pub department: String,
+    pub push: Option<(ConnectorId, String)>,
+    pub required: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionRules {
+    pub owner: String,
+    pub resolve_within: chrono::Duration,
+    pub escalate_to: Option<String>,
+}
+
+impl Default for ExceptionRules {
+    fn default() -> Self {
+        ExceptionRules { owner: "operations".into(), resolve_within: chrono::Duration::hours(48), escalate_to: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementRules {
+    pub connector: ConnectorId,
+    pub operation: String,
+    pub tax_rate: rust_decimal::Decimal,
+    pub due_days: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DunningStep {
+    pub id: String,
+    pub days_overdue: u32,
+    pub ratings: Vec<String>,
+    pub to: Vec<String>,
+    pub template: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -624,6 +768,107 @@ impl RulesFile {
             problems.push(RuleProblem { span: 0..0, message: "reference.history_days must be 1–3660".into() });
         }
 
+        let mut tasks: Vec<TaskRule> = Vec::new();
+        for t in self.tasks {
+            let span = t.span();
+            let t = t.into_inner();
+            let mut bad =
+                |m: String| problems.push(RuleProblem { span: span.clone(), message: format!("tasks {}: {m}", t.id) });
+            if tasks.iter().any(|x| x.id == t.id) {
+                bad("the id is used twice".into());
+            }
+            for p in &t.products {
+                if p.parse::<crate::domain::order::ProductType>().is_err() {
+                    bad(format!("`{p}` is not a product type"));
+                }
+            }
+            let push = match (&t.connector, &t.operation) {
+                (Some(c), Some(op)) => match c.parse::<ConnectorId>() {
+                    Ok(c) => Some((c, op.clone())),
+                    Err(e) => {
+                        bad(e.to_string());
+                        None
+                    }
+                },
+                (None, None) => None,
+                _ => {
+                    bad("give both `connector` and `operation`, or neither".into());
+                    None
+                }
+            };
+            tasks.push(TaskRule {
+                id: t.id,
+                name: t.name,
+                products: t.products,
+                department: t.department,
+                push,
+                required: t.required,
+            });
+        }
+        let exceptions = match self.exceptions {
+            None => ExceptionRules::default(),
+            Some(e) => {
+                let e = e.into_inner();
+                ExceptionRules {
+                    owner: e.owner,
+                    resolve_within: chrono::Duration::hours(i64::from(e.resolve_within_hours.max(1))),
+                    escalate_to: e.escalate_to,
+                }
+            }
+        };
+        let settlement = self.settlement.and_then(|s| {
+            let span = s.span();
+            let s = s.into_inner();
+            let mut bad =
+                |m: String| problems.push(RuleProblem { span: span.clone(), message: format!("settlement: {m}") });
+            let rate = match s.tax_rate.parse::<rust_decimal::Decimal>() {
+                Ok(r) if r >= rust_decimal::Decimal::ZERO && r < rust_decimal::Decimal::ONE => Some(r),
+                _ => {
+                    bad(format!(
+                        "tax_rate `{}` is not a decimal fraction from 0 to below 1 (e.g. \"0.06\")",
+                        s.tax_rate
+                    ));
+                    None
+                }
+            };
+            let connector = s.connector.parse::<ConnectorId>().map_err(|e| bad(e.to_string())).ok();
+            Some(SettlementRules {
+                connector: connector?,
+                operation: s.operation,
+                tax_rate: rate?,
+                due_days: s.due_days,
+            })
+        });
+        let mut dunning: Vec<DunningStep> = Vec::new();
+        for d in self.dunning {
+            let span = d.span();
+            let d = d.into_inner();
+            let mut bad = |m: String| {
+                problems.push(RuleProblem { span: span.clone(), message: format!("dunning {}: {m}", d.id) })
+            };
+            if dunning.iter().any(|x| x.id == d.id) {
+                bad("the id is used twice".into());
+            }
+            for r in &d.ratings {
+                if r.parse::<crate::domain::order::CreditRating>().is_err() {
+                    bad(format!("`{r}` is not a credit rating"));
+                }
+            }
+            for a in &d.to {
+                if !(a == "customer" || a == "sales_owner" || a.strip_prefix("role:").is_some_and(|r| !r.is_empty())) {
+                    bad(format!("`{a}` is not customer, sales_owner or role:<role>"));
+                }
+            }
+            dunning.push(DunningStep {
+                id: d.id,
+                days_overdue: d.days_overdue,
+                ratings: d.ratings,
+                to: d.to,
+                template: d.template,
+            });
+        }
+        dunning.sort_by_key(|d| d.days_overdue);
+
         let sla = match self.sla {
             None => SlaRules::default(),
             Some(f) => {
@@ -649,6 +894,10 @@ impl RulesFile {
                 notify: Default::default(),
                 watch_list: Arc::new(watch_list),
                 history_days: self.reference.history_days,
+                tasks,
+                exceptions,
+                settlement,
+                dunning,
             })
         } else {
             Err(problems)

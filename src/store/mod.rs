@@ -48,7 +48,12 @@ impl From<crate::engine::DecideError> for StoreError {
             // Not a matter of who asks but of when: the order has moved on.
             crate::engine::DecideError::Refused(
                 r @ (crate::engine::approval::Refusal::NotAwaiting
-                | crate::engine::approval::Refusal::WrongLevel { .. }),
+                | crate::engine::approval::Refusal::WrongLevel { .. }
+                | crate::engine::approval::Refusal::TasksOpen(_)
+                | crate::engine::approval::Refusal::UnknownTask(_)
+                | crate::engine::approval::Refusal::TaskAlreadyDone(_)
+                | crate::engine::approval::Refusal::NoException
+                | crate::engine::approval::Refusal::PaymentNotApplicable(_)),
             ) => StoreError::Conflict(r.to_string()),
             crate::engine::DecideError::Refused(r) => StoreError::Refused(r.to_string()),
         }

@@ -36,6 +36,9 @@ pub struct OrderRecord {
     /// The approval chain in progress (or last used), with the approvals given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::engine::approval::ApprovalProgress>,
+    /// Tasks, exception, invoice and payments after approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfilment: Option<crate::engine::fulfilment::Fulfilment>,
     /// Due reminders and escalations; mirrored in the timer index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timers: Vec<crate::engine::approval::Timer>,
@@ -49,6 +52,9 @@ pub fn timer_key(id: OrderId, t: &crate::engine::approval::Timer) -> [u8; 25] {
     k[24] = match t.kind {
         crate::engine::approval::TimerKind::Remind => 0,
         crate::engine::approval::TimerKind::Escalate => 1,
+        crate::engine::approval::TimerKind::ExceptionDeadline => 2,
+        crate::engine::approval::TimerKind::InvoiceDue => 3,
+        crate::engine::approval::TimerKind::Dunning => 4,
     };
     k
 }
@@ -63,6 +69,9 @@ pub struct DigestItem {
     pub customer: String,
     pub amount: crate::domain::Money,
     pub at: DateTime<Utc>,
+    /// What the mail would have carried (e.g. a dunning stage and the invoice).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
 }
 
 /// Digest key: person ‖ 0 ‖ the effect key the mail would have had.

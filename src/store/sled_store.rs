@@ -315,6 +315,7 @@ impl SledStore {
         }
         rec.state = decision.next;
         rec.approval = decision.approval;
+        rec.fulfilment = decision.fulfilment;
         if rec.timers != decision.timers {
             // The index holds only each order's earliest due time (one key per order):
             // firing it recomputes what is due next.
@@ -331,8 +332,25 @@ impl SledStore {
         for (i, spec) in decision.effects.into_iter().enumerate() {
             let id = EffectId { order_id: rec.id, seq: effect_seq, index: u16::try_from(i).unwrap_or(u16::MAX) };
             if let Some(mail) = &spec.mail
-                && let (Some(every), Some(person)) = (mail.digest_every_secs, &mail.to.person)
+                && let Some(every) = mail.digest_every_secs
             {
+                // Staff digests gather by person; a customer's by address and template
+                // (all their payment reminders in one mail).
+                let key = match &mail.to.person {
+                    Some(person) => person.clone(),
+                    None => format!("customer:{}:{}", mail.to.email.to_ascii_lowercase(), mail.template),
+                };
+                let mut extra = mail.extra.clone();
+                if let (serde_json::Value::Object(x), Some(inv)) =
+                    (&mut extra, rec.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()))
+                {
+                    let owed =
+                        rec.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
+                    x.insert(
+                        "invoice".into(),
+                        serde_json::json!({"number": inv.number, "amount": owed, "due_date": inv.due}),
+                    );
+                }
                 let item = DigestItem {
                     to: mail.to.clone(),
                     every_secs: every,
@@ -341,8 +359,9 @@ impl SledStore {
                     customer: rec.order.customer.name.to_string(),
                     amount: rec.order.amount.clone(),
                     at: now,
+                    extra,
                 };
-                rows.digest_put.push((digest_key(person, &id), json(&item)));
+                rows.digest_put.push((digest_key(&key, &id), json(&item)));
                 continue;
             }
             let mut body = serde_json::json!({
@@ -527,6 +546,7 @@ impl SledStore {
                 last_hash: GENESIS.to_owned(),
                 references: Default::default(),
                 approval: None,
+                fulfilment: None,
                 timers: Vec::new(),
             };
             let mut rows = StepRows { ext: Some((ext_key, id)), customer_put: Some(customer), ..Default::default() };
@@ -551,8 +571,13 @@ impl SledStore {
         let material = changed.iter().any(|f| crate::engine::approval::is_material(f));
         let event = OrderEvent::Amended { version: inbound.version, changed, material };
         let history = self.history(&inbound.order, Some(id), now, rules.history_days)?;
-        let case =
-            Case { state: &rec.state, order: &inbound.order, history: &history, approval: rec.approval.as_ref() };
+        let case = Case {
+            state: &rec.state,
+            order: &inbound.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
         let decision = decide(&case, actor, event, rules, now)?;
         let mut rec = rec;
         rec.order = inbound.order;
@@ -641,7 +666,13 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        let case = Case {
+            state: &rec.state,
+            order: &rec.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
         let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -681,7 +712,13 @@ impl SledStore {
             ));
         }
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        let case = Case {
+            state: &rec.state,
+            order: &rec.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
         let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -710,7 +747,7 @@ impl SledStore {
             None => 0,
         };
         let mut sent = 0;
-        for (_, items) in by_person {
+        for (key, items) in by_person {
             let due = items.iter().map(|(_, i)| i.at + chrono::Duration::seconds(i.every_secs as i64)).min();
             if due.is_none_or(|d| d > now) {
                 continue;
@@ -718,6 +755,18 @@ impl SledStore {
             seq += 1;
             let id = EffectId { order_id: OrderId::nil(), seq, index: 0 };
             let to = items.last().map(|(_, i)| i.to.clone()).expect("a person has items");
+            if key.starts_with("customer:") {
+                let effect = self.customer_digest(id, to, &items, now)?;
+                let rows = StepRows {
+                    outbox_put: vec![(effect.due_key(), json(&effect))],
+                    digest_del: items.into_iter().map(|(k, _)| k).collect(),
+                    meta_put: Some((b"digest_seq".to_vec(), seq.to_be_bytes().to_vec())),
+                    ..Default::default()
+                };
+                self.commit(rows).await?;
+                sent += 1;
+                continue;
+            }
             let mut listed = Vec::with_capacity(items.len());
             for (_, i) in &items {
                 let state = self.read_order(i.order_id)?.map(|r| r.state.name()).unwrap_or("unknown");
@@ -768,6 +817,71 @@ impl SledStore {
         Ok(sent)
     }
 
+    /// One mail to a customer for all their gathered items of one template (payment
+    /// reminders): every invoice with what is owed, the highest stage, the total when
+    /// all are in one currency. A single item also carries its order.
+    fn customer_digest(
+        &self,
+        id: EffectId,
+        to: crate::engine::notify::Recipient,
+        items: &[(Vec<u8>, DigestItem)],
+        now: DateTime<Utc>,
+    ) -> Result<EffectRecord, StoreError> {
+        let template = items[0].1.template.clone();
+        let invoices: Vec<serde_json::Value> =
+            items.iter().filter_map(|(_, i)| i.extra.get("invoice").cloned()).collect();
+        let amounts: Vec<crate::domain::Money> =
+            invoices.iter().filter_map(|i| serde_json::from_value(i["amount"].clone()).ok()).collect();
+        let total = amounts
+            .split_first()
+            .and_then(|(first, rest)| rest.iter().try_fold(first.clone(), |s, m| s.checked_add(m).ok()));
+        let last = &items[items.len() - 1].1;
+        let days =
+            items.iter().filter_map(|(_, i)| i.extra.get("days_overdue").and_then(serde_json::Value::as_u64)).max();
+        let mut extra = last.extra.clone();
+        if let serde_json::Value::Object(x) = &mut extra {
+            x.remove("invoice");
+            x.insert("invoices".into(), serde_json::json!(invoices));
+            x.insert("days_overdue".into(), serde_json::json!(days));
+            if let Some(t) = &total {
+                x.insert("total".into(), serde_json::json!(t));
+            }
+        }
+        let mut body = serde_json::json!({
+            "effect_id": id.to_string(),
+            "orders": items.iter().map(|(_, i)| i.order_id.to_string()).collect::<Vec<_>>(),
+            "created_at": now,
+        });
+        if let [(_, only)] = items
+            && let Some(rec) = self.read_order(only.order_id)?
+        {
+            body["order_id"] = serde_json::json!(rec.id.to_string());
+            body["order"] = serde_json::json!(rec.order);
+            body["state"] = serde_json::json!(rec.state.name());
+        }
+        body["mail"] = serde_json::json!(crate::engine::notify::MailSpec {
+            template: template.clone(),
+            to,
+            link: None,
+            link_context: None,
+            extra,
+            digest_every_secs: None,
+            event: None,
+        });
+        Ok(EffectRecord {
+            idempotency_key: format!("orderbridge:{id}"),
+            id,
+            connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
+            operation: template,
+            cause: "digest".into(),
+            body,
+            attempts: 0,
+            next_at: now,
+            created_at: now,
+            last_error: None,
+        })
+    }
+
     /// Orders with a timer due at `now` (oldest first), and stale index keys to drop.
     fn due_timer_orders(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, StoreError> {
         let end = u64::try_from(now.timestamp_millis() + 1).unwrap_or(0).to_be_bytes();
@@ -792,7 +906,13 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let Some(rec) = self.read_order(id)? else { return Ok(false) };
         let history = History::default();
-        let case = Case { state: &rec.state, order: &rec.order, history: &history, approval: rec.approval.as_ref() };
+        let case = Case {
+            state: &rec.state,
+            order: &rec.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
         match crate::engine::decide::due_timer_event(&case, rules, now) {
             Some(event) => {
                 let decision = decide(&case, Actor::System, event, rules, now)?;
@@ -812,7 +932,13 @@ impl SledStore {
                         rows.timer_del.push(k.as_slice().try_into().map_err(|_| corrupt("timer index", "bad key"))?);
                     }
                 }
-                let current = rec.approval.as_ref().map(|p| p.timers(&rec.state, &rules.sla)).unwrap_or_default();
+                let current = crate::engine::decide::all_timers(
+                    &rec.state,
+                    rec.approval.as_ref(),
+                    rec.fulfilment.as_ref(),
+                    &rec.order,
+                    rules,
+                );
                 if let Some(next) = current.iter().min_by_key(|t| t.due) {
                     rows.timer_put.push(timer_key(id, next));
                 }
@@ -838,6 +964,7 @@ impl SledStore {
             effects: Vec::new(),
             approval: rec.approval.clone(),
             timers: rec.timers.clone(),
+            fulfilment: rec.fulfilment.clone(),
         };
         self.rows_for(rec, decision, now, rows);
     }

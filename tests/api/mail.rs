@@ -184,9 +184,21 @@ async fn close_order(app: &TestApp, id: &str) {
         OrderEvent::ExecutionStarted,
         OrderEvent::DeliveryRecorded { note: "done".into() },
         OrderEvent::AcceptanceConfirmed { note: "accepted".into() },
-        OrderEvent::InvoiceIssued { number: "INV-1".into(), amount: money.clone() },
-        OrderEvent::PaymentReceived { amount: money, settled: true },
-        OrderEvent::Closed,
+        OrderEvent::InvoiceIssued {
+            number: "INV-1".into(),
+            net: money.clone(),
+            tax: orderbridge::domain::Money::parse("0.00", "CNY").unwrap(),
+            total: money.clone(),
+            due: "2026-12-31".parse().unwrap(),
+        },
+        // Settles the invoice; a paid order closes by itself.
+        OrderEvent::PaymentReceived {
+            amount: money,
+            settled: false,
+            payment_id: "P-1".into(),
+            outstanding: None,
+            excess: None,
+        },
     ];
     steps.extend(events.into_iter().map(|e| (ops.clone(), e)));
     for (actor, ev) in steps {

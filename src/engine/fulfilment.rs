@@ -1,0 +1,249 @@
+//! From approval to cash: the execution tasks, the open exception, the invoice, the
+//! payments and the reminders sent, kept on the order (like the approval progress)
+//! and advanced only by `decide`. Payment matching and the dunning schedule are pure
+//! functions of this record and the rules.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Money;
+use crate::domain::money::MoneyError;
+
+/// Where an order stands after approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fulfilment {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<OpenException>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<Invoice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payments: Vec<PaymentLine>,
+    /// Dunning steps already sent (by step id), so each goes out once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dunning: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    /// The role (in the directory) that carries it out.
+    pub department: String,
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<TaskDone>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDone {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenException {
+    pub reason: String,
+    /// The role that must resolve it.
+    pub owner: String,
+    pub opened_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    /// The role it was escalated to at the deadline, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// The finance system's invoice number (what payments quote).
+    pub number: String,
+    pub net: Money,
+    pub tax: Money,
+    pub total: Money,
+    pub issued_at: DateTime<Utc>,
+    /// Payable by the end of this day (site time zone).
+    pub due: NaiveDate,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentLine {
+    /// The payment's id in the system that reported it (deduplication).
+    pub id: String,
+    pub amount: Money,
+    pub at: DateTime<Utc>,
+}
+
+impl Fulfilment {
+    pub fn open_required_tasks(&self) -> Vec<&str> {
+        self.tasks.iter().filter(|t| t.required && t.done.is_none()).map(|t| t.id.as_str()).collect()
+    }
+
+    /// Paid so far, in the invoice's currency.
+    ///
+    /// # Errors
+    /// A payment in another currency (never stored: matching refuses it) or overflow.
+    pub fn paid(&self) -> Result<Option<Money>, MoneyError> {
+        let Some(inv) = &self.invoice else { return Ok(None) };
+        let mut sum = Money::new(Decimal::ZERO, inv.total.currency())?;
+        for p in &self.payments {
+            sum = sum.checked_add(&p.amount)?;
+        }
+        Ok(Some(sum))
+    }
+
+    /// What is still owed on the invoice (zero when settled or overpaid).
+    pub fn outstanding(&self) -> Option<Money> {
+        let inv = self.invoice.as_ref()?;
+        let paid = self.paid().ok()??;
+        let left = (inv.total.amount() - paid.amount()).max(Decimal::ZERO);
+        Money::new(left, inv.total.currency()).ok()
+    }
+
+    pub fn has_payment(&self, id: &str) -> bool {
+        self.payments.iter().any(|p| p.id == id)
+    }
+}
+
+/// How an incoming payment relates to an invoice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// Settles the invoice exactly.
+    Full,
+    /// Leaves this much to pay.
+    Partial { outstanding: Money },
+    /// Pays this much more than was owed: recorded, and an exception is opened.
+    Over { excess: Money },
+    /// Cannot be applied to this invoice; it goes to the unmatched queue.
+    Refused(String),
+}
+
+/// Matches one payment against an order's invoice.
+pub fn match_payment(f: &Fulfilment, payment_id: &str, amount: &Money) -> Match {
+    let Some(inv) = &f.invoice else {
+        return Match::Refused("the order has no invoice yet".into());
+    };
+    if f.has_payment(payment_id) {
+        return Match::Refused(format!("payment {payment_id} is already recorded on this order"));
+    }
+    if amount.currency() != inv.total.currency() {
+        return Match::Refused(format!(
+            "the payment is in {} but invoice {} is in {}",
+            amount.currency(),
+            inv.number,
+            inv.total.currency()
+        ));
+    }
+    if amount.amount() <= Decimal::ZERO {
+        return Match::Refused("the payment amount is not positive".into());
+    }
+    let owed = f.outstanding().map_or(Decimal::ZERO, |m| m.amount());
+    if owed == Decimal::ZERO {
+        return Match::Refused(format!("invoice {} is already settled", inv.number));
+    }
+    let cur = inv.total.currency();
+    let money = |d: Decimal| Money::new(d, cur).expect("non-negative, currency scale");
+    match amount.amount().cmp(&owed) {
+        std::cmp::Ordering::Equal => Match::Full,
+        std::cmp::Ordering::Less => Match::Partial { outstanding: money(owed - amount.amount()) },
+        std::cmp::Ordering::Greater => Match::Over { excess: money(amount.amount() - owed) },
+    }
+}
+
+/// Tax on a net amount at `rate`, rounded half away from zero to the currency's minor
+/// unit (四舍五入 to the fen for CNY).
+///
+/// # Errors
+/// Overflow.
+pub fn tax_on(net: &Money, rate: Decimal) -> Result<Money, MoneyError> {
+    let exp = crate::domain::money::minor_unit_exponent(net.currency());
+    let tax = net
+        .amount()
+        .checked_mul(rate)
+        .ok_or(MoneyError::Overflow)?
+        .round_dp_with_strategy(exp, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    Money::new(tax, net.currency())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(a: &str) -> Money {
+        Money::parse(a, "CNY").unwrap()
+    }
+
+    fn invoiced(total: &str, paid: &[&str]) -> Fulfilment {
+        let at = "2026-11-27T02:00:00Z".parse().unwrap();
+        Fulfilment {
+            invoice: Some(Invoice {
+                number: "INV-0042".into(),
+                net: m(total),
+                tax: m("0"),
+                total: m(total),
+                issued_at: at,
+                due: "2026-12-27".parse().unwrap(),
+            }),
+            payments: paid
+                .iter()
+                .enumerate()
+                .map(|(i, a)| PaymentLine { id: format!("P{i}"), amount: m(a), at })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn payments_match_full_partial_over_or_are_refused() {
+        let cases: Vec<(Fulfilment, &str, Money, Match)> = vec![
+            (invoiced("1250000.00", &[]), "X", m("1250000.00"), Match::Full),
+            (invoiced("1250000.00", &[]), "X", m("1250000"), Match::Full),
+            (invoiced("1250000.00", &[]), "X", m("250000.00"), Match::Partial { outstanding: m("1000000.00") }),
+            (invoiced("1250000.00", &["1000000.00"]), "X", m("250000.00"), Match::Full),
+            (invoiced("1250000.00", &["1000000.00"]), "X", m("250000.01"), Match::Over { excess: m("0.01") }),
+            (invoiced("1250000.00", &[]), "X", m("1300000.00"), Match::Over { excess: m("50000.00") }),
+            (
+                invoiced("1250000.00", &[]),
+                "X",
+                Money::parse("1250000.00", "USD").unwrap(),
+                Match::Refused("the payment is in USD but invoice INV-0042 is in CNY".into()),
+            ),
+            (
+                invoiced("1250000.00", &["1250000.00"]),
+                "X",
+                m("1.00"),
+                Match::Refused("invoice INV-0042 is already settled".into()),
+            ),
+            (
+                invoiced("1250000.00", &["5.00"]),
+                "P0",
+                m("5.00"),
+                Match::Refused("payment P0 is already recorded on this order".into()),
+            ),
+            (invoiced("1250000.00", &[]), "X", m("0"), Match::Refused("the payment amount is not positive".into())),
+            (Fulfilment::default(), "X", m("1.00"), Match::Refused("the order has no invoice yet".into())),
+        ];
+        for (i, (f, id, amount, want)) in cases.into_iter().enumerate() {
+            assert_eq!(match_payment(&f, id, &amount), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn outstanding_never_goes_below_zero() {
+        assert_eq!(invoiced("100.00", &["30.00"]).outstanding(), Some(m("70.00")));
+        assert_eq!(invoiced("100.00", &["130.00"]).outstanding(), Some(m("0.00")));
+        assert_eq!(Fulfilment::default().outstanding(), None);
+    }
+
+    #[test]
+    fn tax_rounds_half_up_to_the_fen() {
+        assert_eq!(tax_on(&m("1250000.05"), "0.06".parse().unwrap()).unwrap(), m("75000.00"));
+        assert_eq!(tax_on(&m("0.25"), "0.06".parse().unwrap()).unwrap(), m("0.02"), "0.015 → 0.02");
+        assert_eq!(tax_on(&m("100.00"), Decimal::ZERO).unwrap(), m("0.00"));
+        let yen = Money::parse("1005", "JPY").unwrap();
+        assert_eq!(tax_on(&yen, "0.10".parse().unwrap()).unwrap(), Money::parse("101", "JPY").unwrap());
+    }
+}
