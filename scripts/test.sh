@@ -37,6 +37,7 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== orderbridge check on the example configuration"
 DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example ORDERBRIDGE_ADMIN_TOKEN=example \
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
+  DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"

@@ -67,15 +67,16 @@ impl Application {
         }
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
+        let rules = Arc::new(rules);
         let dispatcher = Dispatcher::new(
             store.clone(),
+            rules.clone(),
             registry.clone(),
             metrics.clone(),
             settings.dispatcher.clone(),
             clock.clone(),
             wake.clone(),
         );
-        let rules = Arc::new(rules);
         let digests = DigestJob {
             store: store.clone(),
             clock: clock.clone(),

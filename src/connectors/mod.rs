@@ -219,7 +219,8 @@ pub struct Connector {
 /// Inbound webhooks: the verifier and the mapping that turns payloads into orders.
 pub struct Webhook {
     pub verifier: signature::Verifier,
-    pub mapping: Arc<Mapping>,
+    /// Orders arrive at `/webhooks/<id>` through it; `None`: events only.
+    pub mapping: Option<Arc<Mapping>>,
 }
 
 /// All connectors and mappings, loaded and cross-checked.

@@ -218,7 +218,8 @@ pub struct WebhookFile {
     pub secret: Option<Spanned<String>>,
     /// Replay window: deliveries whose timestamp is further from now are refused.
     pub tolerance_secs: Option<u64>,
-    /// The mapping (`mappings/<name>.toml`) applied to payloads.
+    /// The mapping (`mappings/<name>.toml`) that turns payloads into orders; without
+    /// one the connector only sends events (`POST /webhooks/<id>/events`).
     pub mapping: Option<Spanned<String>>,
     /// The public base URL the sender calls (only `hubspot_v3` signs the URL), e.g.
     /// `https://hooks.bank.example` behind a reverse proxy.
@@ -810,11 +811,15 @@ impl Config {
         let webhook = self.webhook.and_then(|w| {
             let span = w.span();
             let w = w.into_inner();
-            let (Some(sig), Some(secret), Some(mapping)) = (&w.signature, &w.secret, &w.mapping) else {
-                b.problems.push((Some(span), "[webhook] needs `signature`, `secret` and `mapping`".into()));
+            let (Some(sig), Some(secret)) = (&w.signature, &w.secret) else {
+                b.problems.push((Some(span), "[webhook] needs `signature` and `secret`".into()));
                 return None;
             };
-            let mapping = b.inbound(mapping);
+            // Without a mapping the connector sends events only (/webhooks/<id>/events).
+            let mapping = match &w.mapping {
+                Some(m) => Some(b.inbound(m)?),
+                None => None,
+            };
             let verifier = resolve_secret(secret, config_dir)
                 .and_then(|s| {
                     Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
@@ -827,7 +832,7 @@ impl Config {
                 })
                 .map_err(|p| b.problems.push(p))
                 .ok();
-            Some(Webhook { verifier: verifier?, mapping: mapping? })
+            Some(Webhook { verifier: verifier?, mapping })
         });
 
         let mut operations = BTreeMap::new();

@@ -63,6 +63,7 @@ pub fn order_json(rec: &OrderRecord) -> Value {
         "updated_at": rec.updated_at,
         "references": rec.references,
         "approval": rec.approval,
+        "fulfilment": rec.fulfilment,
         "event_count": rec.last_seq,
         "chain_head": rec.last_hash,
     })

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod fulfilment;
 pub mod health;
 pub mod pages;
 pub mod webhooks;
@@ -62,6 +63,13 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}", get(api::get_order))
         .route("/orders/{id}/approvals", post(api::decide_approval))
         .route("/orders/{id}/review", post(api::review))
+        .route("/orders/{id}/tasks/{task}/done", post(fulfilment::task_done))
+        .route("/orders/{id}/delivery", post(fulfilment::delivery))
+        .route("/orders/{id}/acceptance", post(fulfilment::acceptance))
+        .route("/orders/{id}/exception", post(fulfilment::exception))
+        .route("/payments", post(fulfilment::payment))
+        .route("/payments/unmatched", get(fulfilment::unmatched))
+        .route("/payments/unmatched/{source}/{payment_id}/assign", post(fulfilment::assign))
         .route("/connectors", get(api::list_connectors))
         .route("/connectors/{id}/resume", post(api::resume_connector))
         .route("/outbox", get(api::list_outbox))
@@ -72,9 +80,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.
         .route("/webhooks/{connector}", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
+        .route("/webhooks/{connector}/events", post(fulfilment::system_event).layer(DefaultBodyLimit::disable()))
         .nest("/api", api)
         .route("/pages/survey/{token}", get(pages::survey_form).post(pages::survey_answer))
         .route("/pages/approval/{token}", get(pages::approval_form_page).post(pages::approval_answer))
+        .route("/pages/acceptance/{token}", get(pages::acceptance_page).post(pages::acceptance_answer))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -540,3 +540,151 @@ pub async fn approval_answer(
         }
     }
 }
+
+/// Delivery details shown to the customer: what was delivered, the tasks done.
+fn delivered_items(order: &OrderRecord, events: &[crate::store::EventRecord], l: Locale) -> String {
+    let note = events.iter().rev().find_map(|e| match &e.event {
+        OrderEvent::DeliveryRecorded { note } if !note.is_empty() => Some(note.clone()),
+        _ => None,
+    });
+    let tasks: String = order
+        .fulfilment
+        .iter()
+        .flat_map(|f| f.tasks.iter())
+        .filter(|t| t.done.is_some())
+        .map(|t| format!("<li>{}</li>", esc(&t.name)))
+        .collect();
+    let mut out = String::new();
+    if let Some(n) = note {
+        out.push_str(&format!("<p>{}: {}</p>", t(l, "Delivery", "交付说明"), esc(&n)));
+    }
+    if !tasks.is_empty() {
+        out.push_str(&format!("<p>{}</p><ul>{tasks}</ul>", t(l, "Completed", "已完成事项")));
+    }
+    out
+}
+
+fn acceptance_form(
+    app: &AppState,
+    token: &str,
+    order: &OrderRecord,
+    events: &[crate::store::EventRecord],
+    l: Locale,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let error = error.map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e))).unwrap_or_default();
+    let body = format!(
+        "<p>{intro}</p>{summary}{delivered}{error}<form method=\"post\" action=\"/pages/acceptance/{token}\">\
+         <p><label><input type=\"radio\" name=\"decision\" value=\"accept\" required> {accept}</label></p>\
+         <p><label><input type=\"radio\" name=\"decision\" value=\"refuse\"> {refuse}</label></p>\
+         <p><label for=\"note\">{why}</label><br><textarea id=\"note\" name=\"note\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
+         <p><button type=\"submit\">{submit}</button></p></form>",
+        intro = t(
+            l,
+            "Your order has been delivered. Please confirm that you accept the delivery, or tell us what is wrong.",
+            "您的订单已交付。请确认验收，或告诉我们存在的问题。"
+        ),
+        summary = summary(order, l),
+        delivered = delivered_items(order, events, l),
+        token = esc(token),
+        accept = t(l, "I accept the delivery", "确认验收"),
+        refuse = t(l, "I do not accept it (please say why)", "不予验收（请说明原因）"),
+        why = t(l, "Remarks (required when not accepting)", "备注（不予验收时必填）"),
+        submit = t(l, "Submit", "提交"),
+    );
+    page(status, l, &app.settings.site_name, t(l, "Delivery acceptance", "交付验收"), &body)
+}
+
+/// `GET /pages/acceptance/{token}`: the acceptance form while the order waits for it.
+pub async fn acceptance_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !matches!(order.state, crate::engine::OrderState::Delivered) {
+        return not_waiting_for_acceptance(&app, &order, l);
+    }
+    match (app.store.used(&claims.link_id).await, app.store.events(order.id).await) {
+        (Ok(Some(_)), _) => not_waiting_for_acceptance(&app, &order, l),
+        (Ok(None), Ok(events)) => acceptance_form(&app, &token, &order, &events, l, None, StatusCode::OK),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "acceptance page cannot read the store");
+            busy(&app, l)
+        }
+    }
+}
+
+fn not_waiting_for_acceptance(app: &AppState, order: &OrderRecord, l: Locale) -> Response {
+    let msg = match l {
+        Locale::ZhCn => format!("该订单无需再次验收，当前状态为“{}”。", locale::label(order.state.name(), l)),
+        Locale::En => {
+            format!("This order is not waiting for acceptance; it is now {}.", locale::label(order.state.name(), l))
+        }
+    };
+    refusal(app, StatusCode::CONFLICT, l, &msg)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AcceptanceForm {
+    decision: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /pages/acceptance/{token}`: acceptance (the engine invoices next) or a
+/// refusal with its reason (an exception for the owner to resolve); once.
+pub async fn acceptance_answer(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    form_data: Result<Form<AcceptanceForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let events = match app.store.events(order.id).await {
+        Ok(e) => e,
+        Err(_) => return busy(&app, l),
+    };
+    let bad =
+        |msg: &str| acceptance_form(&app, &token, &order, &events, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let Ok(Form(f)) = form_data else {
+        return bad(t(l, "The form could not be read; please submit it again.", "表单无法读取，请重新提交。"));
+    };
+    let decision = match f.decision.as_deref() {
+        Some("accept") => super::fulfilment::AcceptanceDecision::Accept,
+        Some("refuse") => super::fulfilment::AcceptanceDecision::Refuse,
+        _ => return bad(t(l, "Please accept the delivery or say that you do not.", "请选择确认验收或不予验收。")),
+    };
+    let note: String = f.note.trim().chars().take(MAX_COMMENT).collect();
+    let Ok(event) = super::fulfilment::acceptance_event(&decision, &note, "the customer") else {
+        return bad(t(l, "Please tell us why you do not accept the delivery.", "请说明不予验收的原因。"));
+    };
+    let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
+    let actor = Actor::Person(claims.subject.clone());
+    match app
+        .store
+        .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
+        .await
+    {
+        Ok(_) => {
+            app.wake_dispatcher();
+            let text = if accepted {
+                t(l, "Thank you. Your acceptance has been recorded.", "感谢您的确认，验收结果已记录。")
+            } else {
+                t(
+                    l,
+                    "Thank you. We have recorded your remarks and will contact you shortly.",
+                    "感谢您的反馈，我们已记录您的意见，将尽快与您联系。",
+                )
+            };
+            page(StatusCode::OK, l, &app.settings.site_name, t(l, "Thank you", "谢谢"), &format!("<p>{text}</p>"))
+        }
+        Err(StoreError::Conflict(_) | StoreError::Illegal(_)) => not_waiting_for_acceptance(&app, &order, l),
+        Err(e) => {
+            tracing::error!(error = %e, "acceptance not recorded");
+            busy(&app, l)
+        }
+    }
+}

@@ -108,10 +108,19 @@ async fn receive_inner(
         .verify(&delivery)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
+    let Some(mapping) = &hook.mapping else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_connector",
+            format!(
+                "connector `{connector}` sends no orders (its [webhook] has no mapping); events go to /webhooks/{connector}/events"
+            ),
+        ));
+    };
     let payload: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not JSON: {e}")))?;
 
-    let mapped = match hook.mapping.apply(&payload) {
+    let mapped = match mapping.apply(&payload) {
         Err(e) => {
             return Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_order", e.to_string()).with_field(e.field)
@@ -138,7 +147,7 @@ async fn receive_inner(
     let inbound = Inbound {
         source: ExternalRef { connector: conn.id.clone(), id: mapped.external_id },
         version: mapped.version,
-        mapping_version: hook.mapping.version.clone(),
+        mapping_version: mapping.version.clone(),
         order: mapped.order,
     };
     let ingested = app.store.ingest(inbound, &app.rules, now).await?;

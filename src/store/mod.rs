@@ -18,6 +18,7 @@ pub use sled_store::SledStore;
 use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, Order, OrderId};
 use crate::engine::{Actor, IllegalTransition, OrderEvent, OrderState, Rules};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +59,38 @@ impl From<crate::engine::DecideError> for StoreError {
             crate::engine::DecideError::Refused(r) => StoreError::Refused(r.to_string()),
         }
     }
+}
+
+/// A payment reported by a bank, a finance system or an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReport {
+    /// Who reported it (a connector id, or `api`): payment ids are unique per source.
+    pub source: String,
+    pub payment_id: String,
+    pub amount: crate::domain::Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// Free text from the payer (kept for the operator).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reference: String,
+}
+
+/// What became of a reported payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentOutcome {
+    pub matched: bool,
+    pub order_id: Option<OrderId>,
+    /// The order's state after it (when matched).
+    pub state: Option<String>,
+    pub settled: bool,
+    pub outstanding: Option<crate::domain::Money>,
+    /// Why it is in the unmatched queue.
+    pub reason: Option<String>,
+    /// The same payment was reported before; this is what happened then.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// An order as a connector's mapping produced it, ready to ingest.
@@ -160,6 +193,26 @@ pub trait Store: Send + Sync {
     fn poll_state<'a>(&'a self, poll_key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
     /// Turns every due digest into one mail effect; returns how many. Durable when it returns.
     fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
+    /// Applies a payment to its order, or queues it as unmatched; once per (source,
+    /// payment id): a repeat returns the first outcome. Durable when it returns.
+    fn record_payment<'a>(
+        &'a self,
+        payment: &'a PaymentReport,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<PaymentOutcome, StoreError>>;
+    /// Payments no order took, with the reason.
+    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
+    /// An operator applies an unmatched payment to an order.
+    fn assign_payment<'a>(
+        &'a self,
+        source: &'a str,
+        payment_id: &'a str,
+        order: OrderId,
+        operator: &'a str,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<PaymentOutcome, StoreError>>;
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
     /// The order a source system knows by `source` (invariant 4's index).
@@ -180,11 +233,14 @@ pub trait Store: Send + Sync {
     fn current(&self, effect: &EffectRecord) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>>;
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
-    /// Records an attempt's outcome. Durable when it returns.
+    /// Records an attempt's outcome. Durable when it returns. A success goes through
+    /// `decide` with `rules` (the engine may act on it: an invoice number issues the
+    /// invoice) in the same transaction.
     fn finish_effect<'a>(
         &'a self,
         effect: &'a EffectRecord,
         outcome: EffectOutcome,
+        rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Moves a dead letter back to the outbox, due now, attempts reset. Durable when it returns.

@@ -105,6 +105,8 @@ pub struct SledStore {
     meta: Space,
     /// Serialises digest runs (they number their effects from `m/digest_seq`).
     digest_lock: Mutex<()>,
+    /// One payment report at a time (deduplication by payment id).
+    payment_lock: Mutex<()>,
     committer: Committer,
     /// Rows in `outbox` and `dead_letter`, kept current so metrics need no scan.
     pending: AtomicI64,
@@ -149,12 +151,27 @@ struct StepRows {
     customer_put: Option<(Vec<u8>, Vec<u8>)>,
     timer_del: Vec<[u8; 25]>,
     timer_put: Vec<[u8; 25]>,
+    /// Further meta keys: the invoice-number index, payments seen, unmatched payments.
+    meta_more: Vec<(Vec<u8>, Vec<u8>)>,
+    meta_del: Vec<Vec<u8>>,
 }
 
 /// What intake does with one record.
 enum Planned {
     Write(Box<StepRows>, Ingested),
     Duplicate(Ingested),
+}
+
+fn invoice_key(number: &str) -> Vec<u8> {
+    format!("invoice/{number}").into_bytes()
+}
+
+fn payment_key(source: &str, id: &str) -> Vec<u8> {
+    format!("payment/{source}/{id}").into_bytes()
+}
+
+fn unmatched_key(source: &str, id: &str) -> Vec<u8> {
+    format!("unmatched/{source}/{id}").into_bytes()
 }
 
 fn customer_key(customer: &str, id: OrderId) -> Vec<u8> {
@@ -226,6 +243,7 @@ impl SledStore {
             timers: space(b't'),
             meta: space(b'm'),
             digest_lock: Mutex::new(()),
+            payment_lock: Mutex::new(()),
             tree,
             committer: Committer::start(db.clone(), dir.to_owned(), commit_delay, metrics),
             pending: AtomicI64::new(0),
@@ -315,6 +333,14 @@ impl SledStore {
         }
         rec.state = decision.next;
         rec.approval = decision.approval;
+        // A new invoice number is indexed, so payments quoting it find the order.
+        let new_invoice = decision.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|i| i.number.clone());
+        let old_invoice = rec.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|i| i.number.clone());
+        if let Some(n) = new_invoice
+            && old_invoice.as_ref() != Some(&n)
+        {
+            rows.meta_more.push((invoice_key(&n), rec.id.as_bytes().to_vec()));
+        }
         rec.fulfilment = decision.fulfilment;
         if rec.timers != decision.timers {
             // The index holds only each order's earliest due time (one key per order):
@@ -468,6 +494,12 @@ impl SledStore {
         }
         if let Some((k, v)) = &rows.meta_put {
             b.insert(self.meta.key(k), &v[..]);
+        }
+        for (k, v) in &rows.meta_more {
+            b.insert(self.meta.key(k), &v[..]);
+        }
+        for k in &rows.meta_del {
+            b.remove(self.meta.key(k));
         }
         if let Some((k, v)) = &rows.customer_put {
             b.insert(self.customers.key(k), &v[..]);
@@ -678,6 +710,184 @@ impl SledStore {
         let rec = self.rows_for(rec, decision, now, &mut rows);
         self.commit(rows).await?;
         Ok(rec)
+    }
+
+    /// Applies a reported payment to the order it names (by order id or invoice
+    /// number), or queues it as unmatched with the reason; once per (source, id).
+    async fn record_payment_inner(
+        &self,
+        p: &super::PaymentReport,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<super::PaymentOutcome, StoreError> {
+        use super::PaymentOutcome;
+        let _g = self.payment_lock.lock().await;
+        let seen = payment_key(&p.source, &p.payment_id);
+        if let Some(v) = self.meta.get(&seen).map_err(io)? {
+            let mut previous: PaymentOutcome = decode(&v).map_err(|e| corrupt("payment", e))?;
+            previous.duplicate = true;
+            return Ok(previous);
+        }
+        let by_invoice = match &p.invoice_number {
+            Some(n) => self
+                .meta
+                .get(&invoice_key(n))
+                .map_err(io)?
+                .and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok())
+                .map(OrderId::from_bytes),
+            None => None,
+        };
+        let target = p.order_id.or(by_invoice);
+        let refused = |reason: String| {
+            let outcome = PaymentOutcome {
+                matched: false,
+                order_id: target,
+                state: None,
+                settled: false,
+                outstanding: None,
+                reason: Some(reason),
+                duplicate: false,
+            };
+            let mut rows = StepRows::default();
+            rows.meta_more.push((seen.clone(), json(&outcome)));
+            rows.meta_more.push((
+                unmatched_key(&p.source, &p.payment_id),
+                json(&serde_json::json!({"payment": p, "reason": outcome.reason, "at": now})),
+            ));
+            (outcome, rows)
+        };
+        let (outcome, rows) = match target {
+            None => refused(match &p.invoice_number {
+                Some(n) => format!("no order has invoice `{n}`"),
+                None => "the payment names neither an order nor an invoice".into(),
+            }),
+            Some(id) => {
+                let _o = self.order_locks[stripe(id.as_bytes())].lock().await;
+                match self.read_order(id)? {
+                    None => refused(format!("order {id} does not exist")),
+                    Some(rec) => {
+                        let history = History::default();
+                        let case = Case {
+                            state: &rec.state,
+                            order: &rec.order,
+                            history: &history,
+                            approval: rec.approval.as_ref(),
+                            fulfilment: rec.fulfilment.as_ref(),
+                        };
+                        let ev = OrderEvent::PaymentReceived {
+                            amount: p.amount.clone(),
+                            settled: false,
+                            payment_id: p.payment_id.clone(),
+                            outstanding: None,
+                            excess: None,
+                        };
+                        match decide(&case, Actor::Connector(p.source.clone()), ev, rules, now) {
+                            Err(e) => refused(format!("order {id} ({}): {e}", rec.state.name())),
+                            Ok(decision) => {
+                                let (settled, outstanding) = decision
+                                    .audit
+                                    .iter()
+                                    .find_map(|a| match &a.event {
+                                        OrderEvent::PaymentReceived { settled, outstanding, .. } => {
+                                            Some((*settled, outstanding.clone()))
+                                        }
+                                        _ => None,
+                                    })
+                                    .unwrap_or((false, None));
+                                let mut rows = StepRows::default();
+                                let rec = self.rows_for(rec, decision, now, &mut rows);
+                                let outcome = PaymentOutcome {
+                                    matched: true,
+                                    order_id: Some(id),
+                                    state: Some(rec.state.name().to_owned()),
+                                    settled,
+                                    outstanding,
+                                    reason: None,
+                                    duplicate: false,
+                                };
+                                rows.meta_more.push((seen.clone(), json(&outcome)));
+                                (outcome, rows)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.commit(rows).await?;
+        Ok(outcome)
+    }
+
+    /// Payments waiting for an operator, oldest key first.
+    fn unmatched_inner(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.meta.scan_prefix(b"unmatched/") {
+            let (_, v) = row.map_err(io)?;
+            out.push(decode(&v).map_err(|e| corrupt("unmatched payment", e))?);
+        }
+        Ok(out)
+    }
+
+    /// An operator applies an unmatched payment to an order.
+    async fn assign_payment_inner(
+        &self,
+        source: &str,
+        payment_id: &str,
+        order: OrderId,
+        operator: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<super::PaymentOutcome, StoreError> {
+        let _g = self.payment_lock.lock().await;
+        let key = unmatched_key(source, payment_id);
+        let v = self
+            .meta
+            .get(&key)
+            .map_err(io)?
+            .ok_or_else(|| StoreError::NotFound(format!("unmatched payment {source}/{payment_id}")))?;
+        let entry: serde_json::Value = decode(&v).map_err(|e| corrupt("unmatched payment", e))?;
+        let report: super::PaymentReport =
+            serde_json::from_value(entry["payment"].clone()).map_err(|e| corrupt("unmatched payment", e))?;
+        let _o = self.order_locks[stripe(order.as_bytes())].lock().await;
+        let rec = self.read_order(order)?.ok_or_else(|| StoreError::NotFound(format!("order {order}")))?;
+        let history = History::default();
+        let case = Case {
+            state: &rec.state,
+            order: &rec.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
+        let ev = OrderEvent::PaymentReceived {
+            amount: report.amount.clone(),
+            settled: false,
+            payment_id: report.payment_id.clone(),
+            outstanding: None,
+            excess: None,
+        };
+        let decision = decide(&case, Actor::Person(operator.to_owned()), ev, rules, now)?;
+        let (settled, outstanding) = decision
+            .audit
+            .iter()
+            .find_map(|a| match &a.event {
+                OrderEvent::PaymentReceived { settled, outstanding, .. } => Some((*settled, outstanding.clone())),
+                _ => None,
+            })
+            .unwrap_or((false, None));
+        let mut rows = StepRows::default();
+        let rec = self.rows_for(rec, decision, now, &mut rows);
+        let outcome = super::PaymentOutcome {
+            matched: true,
+            order_id: Some(order),
+            state: Some(rec.state.name().to_owned()),
+            settled,
+            outstanding,
+            reason: None,
+            duplicate: false,
+        };
+        rows.meta_del.push(key);
+        rows.meta_more.push((payment_key(source, payment_id), json(&outcome)));
+        self.commit(rows).await?;
+        Ok(outcome)
     }
 
     /// `apply`, once per `once` key: the key is recorded in the same batch, and a
@@ -973,6 +1183,7 @@ impl SledStore {
         &self,
         effect: &EffectRecord,
         outcome: EffectOutcome,
+        rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let id = effect.id.order_id;
@@ -1015,7 +1226,24 @@ impl SledStore {
                         receipt,
                         reference,
                     };
-                    self.bookkeeping(rec, Actor::Connector(current.connector.to_string()), ev, now, &mut rows);
+                    let actor = Actor::Connector(current.connector.to_string());
+                    let history = History::default();
+                    let case = Case {
+                        state: &rec.state,
+                        order: &rec.order,
+                        history: &history,
+                        approval: rec.approval.as_ref(),
+                        fulfilment: rec.fulfilment.as_ref(),
+                    };
+                    match decide(&case, actor.clone(), ev.clone(), rules, now) {
+                        Ok(decision) => {
+                            self.rows_for(rec, decision, now, &mut rows);
+                        }
+                        Err(e) => {
+                            tracing::error!(order_id = %id, error = %e, "the engine refused an effect's success; recorded as is");
+                            self.bookkeeping(rec, actor, ev, now, &mut rows);
+                        }
+                    }
                 }
             }
             EffectOutcome::Dead { error } => {
@@ -1083,11 +1311,19 @@ impl SledStore {
             .collect()
     }
 
-    fn verify_inner(&self) -> Result<AuditReport, StoreError> {
+    /// Verifies every order's chain. Each order is read under its lock, so a step
+    /// committed meanwhile (the daemon keeps working) is seen whole or not at all.
+    async fn verify_inner(&self) -> Result<AuditReport, StoreError> {
         let mut report = AuditReport { orders: 0, events: 0, broken: None };
+        let mut ids = Vec::new();
         for kv in self.orders.iter() {
             let (_, v) = kv.map_err(io)?;
             let rec: OrderRecord = decode(&v).map_err(|e| corrupt("order", e))?;
+            ids.push(rec.id);
+        }
+        for id in ids {
+            let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
+            let Some(rec) = self.read_order(id)? else { continue };
             report.orders += 1;
             let mut prev = GENESIS.to_owned();
             let mut expected = 1u32;
@@ -1266,6 +1502,31 @@ impl Store for SledStore {
         Box::pin(self.run_digests_inner(now))
     }
 
+    fn record_payment<'a>(
+        &'a self,
+        payment: &'a super::PaymentReport,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<super::PaymentOutcome, StoreError>> {
+        Box::pin(self.record_payment_inner(payment, rules, now))
+    }
+
+    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>> {
+        Box::pin(async move { self.unmatched_inner() })
+    }
+
+    fn assign_payment<'a>(
+        &'a self,
+        source: &'a str,
+        payment_id: &'a str,
+        order: OrderId,
+        operator: &'a str,
+        rules: &'a Rules,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<super::PaymentOutcome, StoreError>> {
+        Box::pin(self.assign_payment_inner(source, payment_id, order, operator, rules, now))
+    }
+
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {
         Box::pin(async move { self.read_order(id) })
     }
@@ -1372,9 +1633,10 @@ impl Store for SledStore {
         &'a self,
         effect: &'a EffectRecord,
         outcome: EffectOutcome,
+        rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.finish_inner(effect, outcome, now))
+        Box::pin(self.finish_inner(effect, outcome, rules, now))
     }
 
     fn replay<'a>(
@@ -1387,7 +1649,7 @@ impl Store for SledStore {
     }
 
     fn verify_audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>> {
-        Box::pin(async move { self.verify_inner() })
+        Box::pin(self.verify_inner())
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>> {
@@ -1484,7 +1746,7 @@ mod model_test {
                                     1 => EffectOutcome::Retry { error: "503".into(), next_at: Utc::now() + chrono::Duration::seconds(1) },
                                     _ => EffectOutcome::Dead { error: "400".into() },
                                 };
-                                store.finish_effect(e, o, Utc::now()).await.unwrap();
+                                store.finish_effect(e, o, &rules, Utc::now()).await.unwrap();
                                 match outcome {
                                     0 => { pending.remove(&e.id); }
                                     1 => {}

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::connectors::{ConnectorError, Outbound, Registry};
+use crate::engine::Rules;
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::settings::DispatcherSettings;
 use crate::store::{EffectId, EffectOutcome, EffectRecord, Store};
@@ -68,6 +69,7 @@ const AUTH_FAILURES_TO_PAUSE: u32 = 2;
 pub struct Dispatcher {
     pub paused: Arc<Paused>,
     store: Arc<dyn Store>,
+    rules: Arc<Rules>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     settings: DispatcherSettings,
@@ -81,6 +83,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
+        rules: Arc<Rules>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         settings: DispatcherSettings,
@@ -91,6 +94,7 @@ impl Dispatcher {
             paused: Arc::new(Paused::default()),
             permits: Arc::new(Semaphore::new(settings.concurrency)),
             store,
+            rules,
             registry,
             metrics,
             settings,
@@ -194,7 +198,7 @@ impl Dispatcher {
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
         for i in 0..5u32 {
-            match self.store.finish_effect(&effect, outcome.clone(), self.clock.now()).await {
+            match self.store.finish_effect(&effect, outcome.clone(), &self.rules, self.clock.now()).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");

@@ -126,7 +126,7 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     let (status, _) = submit(&zhou, &[("decision", "approve"), ("comment", "同意")]).await;
     assert_eq!(status, 200);
     let order = app.order(&id).await;
-    assert_eq!(order["state"], "approved");
+    assert_eq!(order["state"], "executing");
     let (status, body) = app
         .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "zhao.lei", "decision": "approve"}))
         .await;
@@ -327,7 +327,7 @@ async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fi
     assert!(mail.subject().contains("升级") || mail.part("text/plain").contains("升级"), "{}", mail.subject());
     assert_eq!(submit(&zhou, &[("decision", "approve"), ("comment", "逾期升级后审批")]).await.0, 200);
     let order = app.order(&id).await;
-    assert_eq!(order["state"], "approved");
+    assert_eq!(order["state"], "executing");
     let approved =
         order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "approved").unwrap().clone();
     assert_eq!(approved["event"]["role"], "branch_manager");

@@ -55,7 +55,7 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     erp.set_refuse(true);
     let app = spawn_app_with(erp.clone(), &[]).await;
     let (_, b) = app.post_webhook(&deal("D-CLI", 1, "100.00")).await;
-    assert_eq!(b["state"], "approved");
+    assert_eq!(b["state"], "executing");
     app.drain_outbox().await;
     let dir = app.stop().await;
 

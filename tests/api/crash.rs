@@ -103,13 +103,14 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
     let audit = daemon_api(&client, addr, "/audit/verify").await;
     assert_eq!(audit["intact"], true, "hash chains verify after kills: {audit}");
 
-    // Every approved order's effect arrives; none twice within one process lifetime.
-    let approved = all_orders(&client, addr, "&state=approved").await;
-    let expected: Vec<String> =
-        approved.iter().map(|o| format!("orderbridge:{}.4.0", o["id"].as_str().unwrap())).collect();
+    // Every approved order (now executing its tasks) gets its ERP order; none twice
+    // within one process lifetime.
+    let approved = all_orders(&client, addr, "&state=executing").await;
+    let expected: Vec<String> = approved.iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    let order_of = |key: &str| key.trim_start_matches("orderbridge:").split('.').next().unwrap().to_owned();
     wait_until("every effect is delivered", || {
-        let accepted = erp.accepted_per_key();
-        let done = expected.iter().all(|k| accepted.contains_key(k));
+        let done: std::collections::HashSet<String> = erp.accepted_per_key().keys().map(|k| order_of(k)).collect();
+        let done = expected.iter().all(|id| done.contains(id));
         async move { done }
     })
     .await;

@@ -3,7 +3,8 @@
 
 use crate::helpers::*;
 
-/// Small orders are approved automatically, which pushes `create_order` to the ERP.
+/// Small orders are approved automatically, which pushes `create_order` to the ERP
+/// (execution is left out here: one effect per order).
 async fn approved_order(app: &TestApp, id: &str) -> String {
     let (s, b) = app.post_webhook(&deal(id, 1, "8000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
@@ -22,7 +23,7 @@ fn metric(text: &str, line_prefix: &str) -> u64 {
 async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
     let erp = Receiver::start().await;
     erp.fail_next(7);
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
     let mut orders = Vec::new();
     for i in 0..4 {
         orders.push(approved_order(&app, &format!("D-DOWN-{i}")).await);
@@ -66,7 +67,7 @@ async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
 async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let app = spawn_app_with(erp.clone(), &[("max_attempts = 10", "max_attempts = 3")]).await;
+    let app = spawn_outbox_app(erp.clone(), &[("max_attempts = 10", "max_attempts = 3")]).await;
     let order = approved_order(&app, "D-DEAD").await;
     app.drain_outbox().await;
 
@@ -110,7 +111,7 @@ async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
 async fn a_permanent_refusal_dead_letters_at_once_with_the_vendor_message() {
     let erp = Receiver::start().await;
     erp.set_refuse(true);
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
     approved_order(&app, "D-400").await;
     app.drain_outbox().await;
     let (_, dead) = app.api("/outbox/dead").await;
@@ -127,6 +128,7 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
     // The ERP answers the first call after 2 s; the connector gives up after 1 s.
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), erp.addr, &[]);
+    only_approval(dir.path());
     let p = dir.path().join("connectors/demo-erp.toml");
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains("timeout_secs = 10"));
@@ -152,7 +154,7 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
 async fn a_429_waits_at_least_retry_after() {
     let erp = Receiver::start().await;
     erp.throttle_next(1);
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
     approved_order(&app, "D-429").await;
     wait_until("the throttled attempt is recorded", || async {
         let (_, v) = app.api("/outbox").await;
@@ -204,6 +206,7 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), erp.addr, &[]);
+    only_approval(dir.path());
     std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
     let p = dir.path().join("connectors/demo-erp.toml");
     let text = std::fs::read_to_string(&p).unwrap().replace(
@@ -237,7 +240,7 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
 async fn refused_credentials_pause_the_connector_without_using_attempts_until_resumed() {
     let erp = Receiver::start().await;
     erp.unauthorized_next(1_000);
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
     let (status, body) = app.post_webhook(&deal("D-401", 1, "9000.00")).await;
     assert_eq!((status, body["state"].as_str()), (202, Some("approved")));
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use orderbridge::clock::Clock;
@@ -49,6 +49,7 @@ pub fn deal(id: &str, version: u64, amount: &str) -> Value {
 
 pub const LINK_SECRET: &str = "test-link-key-0123456789abcdef0123456789";
 pub const DESK_TOKEN: &str = "test-desk-token";
+pub const FINANCE_TOKEN: &str = "test-finance-token";
 
 /// Copies the repository's example configuration into `dir`, with secrets moved to
 /// files (so tests need no process-wide environment) and the ERP (and service desk)
@@ -88,10 +89,14 @@ fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smt
                     .replace("${DEMO_CRM_SECRET}", "file:secrets/demo-crm")
                     .replace("${DEMO_ERP_TOKEN}", "file:secrets/demo-erp")
                     .replace("${SERVICE_DESK_TOKEN}", "file:secrets/desk")
+                    .replace("${DEMO_FINANCE_TOKEN}", "file:secrets/finance")
+                    .replace("${DEMO_ERP_SECRET}", "file:secrets/demo-crm")
+                    .replace("${DEMO_FINANCE_SECRET}", "file:secrets/demo-crm")
                     .replace("${ORDERBRIDGE_ADMIN_TOKEN}", "file:secrets/admin")
                     .replace("${ORDERBRIDGE_LINK_SECRET}", "file:secrets/links")
                     .replace("http://127.0.0.1:9090", &format!("http://{erp}"))
-                    .replace("http://127.0.0.1:9091", &format!("http://{erp}"));
+                    .replace("http://127.0.0.1:9091", &format!("http://{erp}"))
+                    .replace("http://127.0.0.1:9092", &format!("http://{erp}"));
                 std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
             }
         }
@@ -104,6 +109,7 @@ fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smt
     std::fs::write(dir.join("secrets/demo-crm"), CRM_SECRET).unwrap();
     std::fs::write(dir.join("secrets/demo-erp"), ERP_TOKEN).unwrap();
     std::fs::write(dir.join("secrets/desk"), DESK_TOKEN).unwrap();
+    std::fs::write(dir.join("secrets/finance"), FINANCE_TOKEN).unwrap();
     std::fs::write(dir.join("secrets/links"), LINK_SECRET).unwrap();
     std::fs::write(dir.join("secrets/admin"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let settings = dir.join("config/orderbridge.toml");
@@ -138,6 +144,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// `replace` edits `config/orderbridge.toml` (text replacements) before start.
+/// Leaves out execution, settlement and dunning (rules.toml from `# --- Execution`
+/// on): approved orders stay `approved` and push one effect, for tests about the
+/// outbox itself.
+pub fn only_approval(dir: &Path) {
+    let p = dir.join("config/rules.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let cut = text.find("# --- Execution").expect("rules.toml has an execution section");
+    std::fs::write(&p, &text[..cut]).unwrap();
+}
+
+/// The example configuration without execution (see `only_approval`).
+pub async fn spawn_outbox_app(erp: Receiver, replace: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, replace);
+    only_approval(dir.path());
+    start_in(dir, erp).await
+}
+
 pub async fn spawn_app_with(erp: Receiver, replace: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), erp.addr, replace);
@@ -331,6 +355,9 @@ pub struct Delivery {
 #[derive(Default)]
 struct ReceiverState {
     deliveries: Mutex<Vec<Delivery>>,
+    tasks: Mutex<Vec<(String, Value)>>,
+    invoices: Mutex<Vec<(String, String, Value)>>,
+    lose_invoice_answers: AtomicU32,
     /// Answer 503 to this many requests first.
     fail_next: AtomicU32,
     /// Answer 503 to everything while set.
@@ -359,6 +386,10 @@ impl Receiver {
         let app = axum::Router::new()
             .route("/orders", post(receive))
             .route("/tickets", post(receive))
+            // The ERP's tasks and the finance system's invoices: always answered,
+            // kept apart from the order pushes the fault switches act on.
+            .route("/tasks", post(receive_task))
+            .route("/invoices", post(create_invoice).get(find_invoice))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -390,6 +421,18 @@ impl Receiver {
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.state.deliveries.lock().unwrap().clone()
     }
+    /// Tasks pushed to `/tasks`: (idempotency key, body).
+    pub fn tasks(&self) -> Vec<(String, Value)> {
+        self.state.tasks.lock().unwrap().clone()
+    }
+    /// Invoices created at `/invoices`: (number, idempotency key, body).
+    pub fn invoices(&self) -> Vec<(String, String, Value)> {
+        self.state.invoices.lock().unwrap().clone()
+    }
+    /// The next `n` invoices are created but answered only after the caller timed out.
+    pub fn lose_invoice_answers(&self, n: u32) {
+        self.state.lose_invoice_answers.store(n, Ordering::SeqCst);
+    }
     /// Successful (200) deliveries per idempotency key.
     pub fn accepted_per_key(&self) -> HashMap<String, usize> {
         let mut m = HashMap::new();
@@ -398,6 +441,50 @@ impl Receiver {
         }
         m
     }
+}
+
+async fn receive_task(State(s): State<Arc<ReceiverState>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    let mut tasks = s.tasks.lock().unwrap();
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let id = format!("T-{}", 100 + tasks.len());
+    tasks.push((key, body));
+    Json(serde_json::json!({"id": id}))
+}
+
+#[derive(serde::Deserialize)]
+struct InvoiceQuery {
+    order_id: Option<String>,
+}
+
+/// The finance system: one invoice per order id; `lose_invoice_answers` drops the
+/// answer after creating (a timeout seen by the caller).
+async fn create_invoice(
+    State(s): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let number = {
+        let mut invoices = s.invoices.lock().unwrap();
+        let number = format!("INV-{}", 2026_0001 + invoices.len());
+        invoices.push((number.clone(), key, body));
+        number
+    };
+    let take = |n: &AtomicU32| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    if take(&s.lose_invoice_answers) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    (StatusCode::CREATED, Json(serde_json::json!({"invoice_number": number, "status": "open"})))
+}
+
+async fn find_invoice(State(s): State<Arc<ReceiverState>>, Query(q): Query<InvoiceQuery>) -> Json<Value> {
+    let invoices = s.invoices.lock().unwrap();
+    let found: Vec<Value> = invoices
+        .iter()
+        .filter(|(_, _, b)| b["order_id"].as_str().is_some() && b["order_id"].as_str() == q.order_id.as_deref())
+        .map(|(n, _, _)| serde_json::json!({"invoice_number": n}))
+        .collect();
+    Json(serde_json::json!({"invoices": found}))
 }
 
 async fn receive(

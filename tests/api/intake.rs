@@ -68,7 +68,7 @@ async fn redelivery_and_versions_never_fork_an_order() {
     let amended = order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "amended").unwrap();
     assert_eq!(amended["event"]["changed"], serde_json::json!(["amount.amount"]));
     // 50,000 CNY is under the automatic limit: approved on the supervisor's behalf.
-    assert_eq!(order["state"], "approved");
+    assert_eq!(order["state"], "executing");
 
     // After approval the source can no longer change it: refused, nothing written.
     let (status, body) = app.post_webhook(&deal("D-1", 4, "60000.00")).await;
@@ -266,7 +266,7 @@ async fn repeat_orders_of_one_customer_are_caught_by_history_rules() {
         v
     };
     let (_, first) = app.post_webhook(&same("D-R1", "WM-A")).await;
-    assert_eq!(first["state"], "approved");
+    assert_eq!(first["state"], "executing");
     // Same product again within 30 days: a possible duplicate, for a person to look at.
     let (_, second) = app.post_webhook(&same("D-R2", "WM-A")).await;
     assert_eq!(second["state"], "flagged");
@@ -279,7 +279,7 @@ async fn repeat_orders_of_one_customer_are_caught_by_history_rules() {
     // Five other products: the sixth order trips the velocity rule.
     for i in 3..=5 {
         let (_, b) = app.post_webhook(&same(&format!("D-R{i}"), &format!("WM-{i}"))).await;
-        assert_eq!(b["state"], "approved", "order {i}");
+        assert_eq!(b["state"], "executing", "order {i}");
     }
     let (_, sixth) = app.post_webhook(&same("D-R6", "WM-6")).await;
     let order = app.order(sixth["order_id"].as_str().unwrap()).await;
@@ -292,6 +292,6 @@ async fn repeat_orders_of_one_customer_are_caught_by_history_rules() {
     assert_eq!(fired[0]["rule_id"], "VELOCITY-001", "{fired}");
     // Another customer is not affected.
     let (_, other) = app.post_webhook(&deal("D-R7", 1, "5000.00")).await;
-    assert_eq!(other["state"], "approved");
+    assert_eq!(other["state"], "executing");
     app.stop().await;
 }

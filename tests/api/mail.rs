@@ -168,42 +168,48 @@ async fn a_rejected_address_goes_to_dead_letters_with_the_servers_reply() {
     app.stop().await;
 }
 
-/// Moves an order from awaiting approval to closed, as the later stages will.
+/// Moves an order from awaiting approval to closed the way it really goes: two
+/// approvals, its tasks reported done, delivery, acceptance, the invoice the finance
+/// system issues, and the payment that settles it.
 async fn close_order(app: &TestApp, id: &str) {
-    let id = id.parse().unwrap();
-    let money = orderbridge::domain::Money::parse("1250000.00", "CNY").unwrap();
-    let approve = |who: &str| {
-        (
-            Actor::Person(who.into()),
-            OrderEvent::Approved { level: 0, role: String::new(), comment: "同意".into(), on_behalf_of: None },
-        )
-    };
-    let ops = Actor::Person("ops".into());
-    let mut steps = vec![approve("wang.fang"), approve("zhou.min")];
-    let events = vec![
-        OrderEvent::ExecutionStarted,
+    let oid = id.parse().unwrap();
+    let rules = &app.state.rules;
+    let approve = OrderEvent::Approved { level: 0, role: String::new(), comment: "同意".into(), on_behalf_of: None };
+    for who in ["wang.fang", "zhou.min"] {
+        app.state
+            .store
+            .apply(oid, Actor::Person(who.into()), approve.clone(), rules, app.state.clock.now())
+            .await
+            .unwrap();
+    }
+    let ops = Actor::Person("operator:ops".into());
+    let order = app.order(id).await;
+    assert_eq!(order["state"], "executing");
+    for task in order["fulfilment"]["tasks"].as_array().unwrap() {
+        if task["required"] == true {
+            let ev = OrderEvent::TaskCompleted { task: task["id"].as_str().unwrap().into(), note: String::new() };
+            app.state.store.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
+        }
+    }
+    for ev in [
         OrderEvent::DeliveryRecorded { note: "done".into() },
         OrderEvent::AcceptanceConfirmed { note: "accepted".into() },
-        OrderEvent::InvoiceIssued {
-            number: "INV-1".into(),
-            net: money.clone(),
-            tax: orderbridge::domain::Money::parse("0.00", "CNY").unwrap(),
-            total: money.clone(),
-            due: "2026-12-31".parse().unwrap(),
-        },
-        // Settles the invoice; a paid order closes by itself.
-        OrderEvent::PaymentReceived {
-            amount: money,
-            settled: false,
-            payment_id: "P-1".into(),
-            outstanding: None,
-            excess: None,
-        },
-    ];
-    steps.extend(events.into_iter().map(|e| (ops.clone(), e)));
-    for (actor, ev) in steps {
-        app.state.store.apply(id, actor, ev, &app.state.rules, app.state.clock.now()).await.unwrap();
+    ] {
+        app.state.store.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
     }
+    app.state.wake_dispatcher();
+    wait_until("the finance system invoices it", || async { app.order(id).await["state"] == "invoiced" }).await;
+    let invoice = app.order(id).await["fulfilment"]["invoice"].clone();
+    let payment = orderbridge::store::PaymentReport {
+        source: "bank".into(),
+        payment_id: format!("PAY-{id}"),
+        amount: serde_json::from_value(invoice["total"].clone()).unwrap(),
+        invoice_number: invoice["number"].as_str().map(str::to_owned),
+        order_id: None,
+        reference: String::new(),
+    };
+    let outcome = app.state.store.record_payment(&payment, rules, app.state.clock.now()).await.unwrap();
+    assert!(outcome.matched && outcome.settled, "{outcome:?}");
     app.state.wake_dispatcher();
 }
 

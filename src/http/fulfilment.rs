@@ -1,0 +1,337 @@
+//! After approval: tasks reported done, delivery, acceptance, exceptions and payments,
+//! from operators (`/api/…`, admin token) or from the systems doing the work (signed
+//! `POST /webhooks/{connector}/events`). Every change goes through the engine; a
+//! payment no order takes waits in the unmatched queue for an operator.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::api::{ApiJson, order_json};
+use super::error::ApiError;
+use crate::connectors::signature::Delivery;
+use crate::domain::{ExternalRef, Money, OrderId};
+use crate::engine::{Actor, OrderEvent};
+use crate::store::{PaymentOutcome, PaymentReport};
+
+fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+    id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message).with_field(field)
+}
+
+/// Who acts, recorded in the audit as `person:operator:<name>`.
+fn operator(name: &str) -> Result<Actor, ApiError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(invalid("operator", "name the operator"));
+    }
+    Ok(Actor::Person(format!("operator:{name}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorBody {
+    operator: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> Result<Json<Value>, ApiError> {
+    let rec = app.store.apply(id, actor, event, &app.rules, app.clock.now()).await?;
+    app.wake_dispatcher();
+    Ok(Json(order_json(&rec)))
+}
+
+/// `POST /api/orders/{id}/tasks/{task}/done`
+pub async fn task_done(
+    State(app): State<AppState>,
+    Path((id, task)): Path<(String, String)>,
+    ApiJson(b): ApiJson<OperatorBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    step(&app, id, operator(&b.operator)?, OrderEvent::TaskCompleted { task, note: b.note.trim().to_owned() }).await
+}
+
+/// `POST /api/orders/{id}/delivery`: delivery recorded (409 while required tasks are open).
+pub async fn delivery(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<OperatorBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    step(&app, id, operator(&b.operator)?, OrderEvent::DeliveryRecorded { note: b.note.trim().to_owned() }).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptanceDecision {
+    Accept,
+    Refuse,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptanceBody {
+    operator: String,
+    decision: AcceptanceDecision,
+    #[serde(default)]
+    note: String,
+}
+
+/// The event an acceptance decision records; a refusal needs its reason and opens an
+/// exception.
+pub fn acceptance_event(decision: &AcceptanceDecision, note: &str, by: &str) -> Result<OrderEvent, ApiError> {
+    let note = note.trim().to_owned();
+    match decision {
+        AcceptanceDecision::Accept => Ok(OrderEvent::AcceptanceConfirmed { note }),
+        AcceptanceDecision::Refuse if note.is_empty() => Err(invalid("note", "a refusal needs its reason")),
+        AcceptanceDecision::Refuse => {
+            Ok(OrderEvent::ExceptionOpened { reason: format!("acceptance refused by {by}: {note}") })
+        }
+    }
+}
+
+/// `POST /api/orders/{id}/acceptance`: an operator records the customer's acceptance
+/// (or refusal, which opens an exception).
+pub async fn acceptance(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AcceptanceBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let actor = operator(&b.operator)?;
+    let event = acceptance_event(&b.decision, &b.note, "the customer")?;
+    step(&app, id, actor, event).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExceptionAction {
+    Open,
+    Resolve,
+    Cancel,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionBody {
+    operator: String,
+    action: ExceptionAction,
+    note: String,
+}
+
+/// `POST /api/orders/{id}/exception`: open one (with its reason), resolve it (the
+/// order resumes), or cancel the order (before invoicing).
+pub async fn exception(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ExceptionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let actor = operator(&b.operator)?;
+    let note = b.note.trim().to_owned();
+    if note.is_empty() {
+        return Err(invalid("note", "say why (the reason or the resolution)"));
+    }
+    let event = match b.action {
+        ExceptionAction::Open => OrderEvent::ExceptionOpened { reason: note },
+        ExceptionAction::Resolve => OrderEvent::ExceptionResolved { resolution: note, cancel: false },
+        ExceptionAction::Cancel => OrderEvent::ExceptionResolved { resolution: note, cancel: true },
+    };
+    step(&app, id, actor, event).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    payment_id: String,
+    amount: Money,
+    #[serde(default)]
+    invoice_number: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    reference: String,
+}
+
+impl PaymentBody {
+    fn report(self, source: &str) -> Result<PaymentReport, ApiError> {
+        let payment_id = self.payment_id.trim().to_owned();
+        if payment_id.is_empty() || payment_id.chars().count() > 200 {
+            return Err(invalid("payment_id", "the payment's id (1–200 characters) is needed to take it once"));
+        }
+        let order_id = self.order_id.as_deref().map(parse_id).transpose()?;
+        Ok(PaymentReport {
+            source: source.to_owned(),
+            payment_id,
+            amount: self.amount,
+            invoice_number: self.invoice_number.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
+            order_id,
+            reference: self.reference.chars().take(500).collect(),
+        })
+    }
+}
+
+fn payment_answer(o: &PaymentOutcome) -> (StatusCode, Json<Value>) {
+    // 200 when applied, 202 when queued for an operator: both are taken, never lost.
+    let status = if o.matched { StatusCode::OK } else { StatusCode::ACCEPTED };
+    (status, Json(serde_json::to_value(o).unwrap_or(Value::Null)))
+}
+
+/// `POST /api/payments`: a payment reported by an operator or a bank file.
+pub async fn payment(
+    State(app): State<AppState>,
+    ApiJson(b): ApiJson<PaymentBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let report = b.report("api")?;
+    let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
+    app.wake_dispatcher();
+    Ok(payment_answer(&outcome))
+}
+
+/// `GET /api/payments/unmatched`
+pub async fn unmatched(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let list = app.store.unmatched_payments().await?;
+    Ok(Json(json!({"payments": list})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    order_id: String,
+    operator: String,
+}
+
+/// `POST /api/payments/unmatched/{source}/{payment_id}/assign`
+pub async fn assign(
+    State(app): State<AppState>,
+    Path((source, payment_id)): Path<(String, String)>,
+    ApiJson(b): ApiJson<AssignBody>,
+) -> Result<Json<Value>, ApiError> {
+    let order = parse_id(&b.order_id)?;
+    if b.operator.trim().is_empty() {
+        return Err(invalid("operator", "name the operator"));
+    }
+    let outcome = app
+        .store
+        .assign_payment(
+            &source,
+            &payment_id,
+            order,
+            &format!("operator:{}", b.operator.trim()),
+            &app.rules,
+            app.clock.now(),
+        )
+        .await?;
+    app.wake_dispatcher();
+    Ok(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)))
+}
+
+/// A signed event from the system doing the work, in orderbridge's own format.
+#[derive(Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum SystemEvent {
+    #[serde(rename = "task.completed")]
+    TaskCompleted {
+        #[serde(flatten)]
+        order: OrderRef,
+        task: String,
+        #[serde(default)]
+        note: String,
+    },
+    #[serde(rename = "delivery.recorded")]
+    DeliveryRecorded {
+        #[serde(flatten)]
+        order: OrderRef,
+        #[serde(default)]
+        note: String,
+    },
+    #[serde(rename = "payment.received")]
+    PaymentReceived {
+        #[serde(flatten)]
+        payment: PaymentBody,
+    },
+}
+
+/// An order by our id, or by the sender's external id (`external_id` with the
+/// connector that created it).
+#[derive(Deserialize)]
+pub struct OrderRef {
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn resolve(app: &AppState, connector: &str, r: &OrderRef) -> Result<OrderId, ApiError> {
+    if let Some(id) = &r.order_id {
+        return parse_id(id);
+    }
+    let ext =
+        r.external_id.as_deref().ok_or_else(|| invalid("order_id", "name the order (order_id or external_id)"))?;
+    let source = r.source.as_deref().unwrap_or(connector);
+    let key = ExternalRef {
+        connector: source.parse().map_err(|e: crate::domain::IdError| invalid("source", &e.to_string()))?,
+        id: ext.parse().map_err(|e: crate::domain::IdError| invalid("external_id", &e.to_string()))?,
+    };
+    app.store.find_external(&key).await?.ok_or_else(|| ApiError::not_found(format!("no order {source}/{ext}")))
+}
+
+/// `POST /webhooks/{connector}/events`: a task done, a delivery, a payment, signed
+/// like the connector's other webhooks.
+pub async fn system_event(
+    State(app): State<AppState>,
+    Path(connector): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let conn = app.registry.get(&connector).cloned().ok_or_else(|| {
+        ApiError::not_found(format!("no connector `{}`", connector.chars().take(64).collect::<String>()))
+    })?;
+    let hook = conn
+        .webhook
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found(format!("connector `{connector}` has no [webhook] section")))?;
+    let bytes = axum::body::to_bytes(body, app.settings.max_body_bytes).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than allowed")
+    })?;
+    let delivery = Delivery {
+        method: "POST",
+        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
+        headers: &headers,
+        body: &bytes,
+        now: app.clock.now().timestamp(),
+    };
+    hook.verifier
+        .verify(&delivery)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    let event: SystemEvent = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?;
+    let actor = Actor::Connector(connector.clone());
+    match event {
+        SystemEvent::TaskCompleted { order, task, note } => {
+            let id = resolve(&app, &connector, &order).await?;
+            step(&app, id, actor, OrderEvent::TaskCompleted { task, note }).await.map(|j| (StatusCode::OK, j))
+        }
+        SystemEvent::DeliveryRecorded { order, note } => {
+            let id = resolve(&app, &connector, &order).await?;
+            step(&app, id, actor, OrderEvent::DeliveryRecorded { note }).await.map(|j| (StatusCode::OK, j))
+        }
+        SystemEvent::PaymentReceived { payment } => {
+            let report = payment.report(&connector)?;
+            let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
+            app.wake_dispatcher();
+            Ok(payment_answer(&outcome))
+        }
+    }
+}
