@@ -1691,8 +1691,15 @@ mod model_test {
         ]
     }
 
+    /// The example rules up to execution: one effect per approved order (the model
+    /// is about the outbox, not about tasks).
     fn rules() -> Rules {
-        crate::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap()
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(dir.join("config/rules.toml")).unwrap();
+        let text = &text[..text.find("# --- Execution").expect("an execution section")];
+        let file: crate::engine::rules::RulesFile = toml::from_str(text).unwrap();
+        file.validate(&|name| std::fs::read_to_string(dir.join("config").join(name)).map_err(|e| e.to_string()))
+            .unwrap_or_else(|ps| panic!("{:?}", ps.iter().map(|p| &p.message).collect::<Vec<_>>()))
     }
 
     /// A sample order of its own customer (the velocity and duplicate rules see no history).
