@@ -4,6 +4,7 @@
 mod helpers;
 
 mod approval;
+mod cash;
 mod check;
 mod cli;
 mod compliance;

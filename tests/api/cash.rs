@@ -1,0 +1,310 @@
+//! From approval to cash over the real daemon, real SMTP and test receivers for the
+//! ERP (tasks) and the finance system (invoices): tasks pushed and reported done by
+//! signed events, delivery, the customer's acceptance from a mailed link, one invoice
+//! even when its answer is lost, payments matched or queued, and the survey at the end.
+
+use chrono::Utc;
+use orderbridge::clock::Clock;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Posts an event signed like the ERP's / the finance system's webhooks.
+async fn system_event(app: &TestApp, connector: &str, event: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let headers = app.signed_headers(&id, app.state.clock.now().timestamp(), &body);
+    app.post_raw(&format!("{connector}/events"), body, headers).await
+}
+
+/// A 500 000 CNY wealth-management deal (one approval level), approved by wang.fang.
+async fn approved(app: &TestApp, ext: &str) -> String {
+    let (s, b) = app.post_webhook(&deal(ext, 1, "500000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/approvals"),
+            &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    id
+}
+
+/// Reports the order's required tasks done as the ERP does, and records delivery.
+async fn deliver(app: &TestApp, id: &str) {
+    let order = app.order(id).await;
+    for t in order["fulfilment"]["tasks"].as_array().unwrap().iter().filter(|t| t["required"] == true) {
+        let (s, b) = system_event(
+            app,
+            "demo-erp",
+            &json!({"type": "task.completed", "order_id": id, "task": t["id"], "note": "ERP 已完成"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/delivery"),
+            &json!({"operator": "孙丽", "note": "合同已签署，产品已配置"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("delivered")), "{b}");
+}
+
+fn mails_to<'a>(mails: &'a [Mail], to: &str, subject_has: &str) -> Vec<&'a Mail> {
+    mails.iter().filter(|m| m.rcpt().iter().any(|r| r == to) && m.subject().contains(subject_has)).collect()
+}
+
+#[tokio::test]
+async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surveyed() {
+    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let id = approved(&app, "D-CASH-1").await;
+
+    // Tasks: contract and product set-up (required) go to the ERP; the client briefing
+    // (optional, no system) only to its department.
+    wait_until("both tasks reach the ERP", || async { app.erp.tasks().len() == 2 }).await;
+    let tasks: Vec<String> =
+        app.erp.tasks().iter().map(|(_, b)| b["event"]["task"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(tasks.iter().filter(|t| *t == "contract").count(), 1);
+    assert_eq!(tasks.iter().filter(|t| *t == "product_setup").count(), 1);
+    assert!(
+        app.erp
+            .tasks()
+            .iter()
+            .all(|(k, b)| k.starts_with(&format!("orderbridge:{id}.")) && b["order"]["customer"]["name"] == "张伟")
+    );
+    wait_until("the departments are told", || async {
+        let m = smtp.messages();
+        !mails_to(&m, "operations@bank.example", "新任务").is_empty()
+            && !mails_to(&m, "li.na@bank.example", "新任务").is_empty()
+    })
+    .await;
+
+    // Delivery waits for the required tasks.
+    let (s, b) = app.api_post_json(&format!("/orders/{id}/delivery"), &json!({"operator": "孙丽"})).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap().contains("contract, product_setup"), "{b}");
+    // A forged event is refused and changes nothing.
+    let body = serde_json::to_vec(&json!({"type": "task.completed", "order_id": id, "task": "contract"})).unwrap();
+    let mut headers = app.signed_headers("msg_forged", Utc::now().timestamp(), b"something else");
+    headers.retain(|(k, _)| *k != "content-type");
+    let (s, _) = app.post_raw("demo-erp/events", body, headers).await;
+    assert_eq!(s, 401);
+    deliver(&app, &id).await;
+    let order = app.order(&id).await;
+    assert!(
+        order["fulfilment"]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["required"] == false || t["done"]["by"] == "connector:demo-erp")
+    );
+
+    // The customer gets the acceptance link and accepts.
+    wait_until("the acceptance mail", || async {
+        !mails_to(&smtp.messages(), "zhang.wei@example.com", "交付确认").is_empty()
+    })
+    .await;
+    let mails = smtp.messages();
+    let link = mails_to(&mails, "zhang.wei@example.com", "交付确认")[0].page_link();
+    assert!(link.contains("/pages/acceptance/"), "{link}");
+    let page = app.client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("交付验收") && html.contains("张伟") && html.contains("合同已签署，产品已配置"), "{html}");
+    let answer = app.client.post(&link).form(&[("decision", "accept"), ("note", "")]).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let again = app.client.post(&link).form(&[("decision", "accept")]).send().await.unwrap();
+    assert_eq!(again.status(), 409, "a link acts once");
+
+    // Acceptance invoices the order once in the finance system.
+    wait_until("the invoice is issued", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    let invoices = app.erp.invoices();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].2["order"]["amount"]["amount"], "500000.00");
+    let order = app.order(&id).await;
+    let inv = &order["fulfilment"]["invoice"];
+    assert_eq!(inv["number"], invoices[0].0.as_str());
+    assert_eq!(inv["total"], json!({"amount": "500000.00", "currency": "CNY"}));
+    wait_until("the invoice mail", || async {
+        !mails_to(&smtp.messages(), "zhang.wei@example.com", "发票").is_empty()
+    })
+    .await;
+
+    // The finance system reports the payment: paid, closed, surveyed.
+    let pay = json!({"type": "payment.received", "payment_id": "BANK-7781", "amount": {"amount": "500000.00", "currency": "CNY"}, "invoice_number": inv["number"]});
+    let (s, b) = system_event(&app, "demo-finance", &pay).await;
+    assert_eq!(
+        (s, b["matched"].as_bool(), b["settled"].as_bool(), b["state"].as_str()),
+        (200, Some(true), Some(true), Some("closed")),
+        "{b}"
+    );
+    let (s, b) = system_event(&app, "demo-finance", &pay).await;
+    assert_eq!((s, b["duplicate"].as_bool()), (200, Some(true)), "a redelivered payment is taken once: {b}");
+    wait_until("the survey mail", || async {
+        smtp.messages().iter().any(|m| {
+            m.rcpt() == vec!["zhang.wei@example.com".to_owned()] && m.part("text/plain").contains("/pages/survey/")
+        })
+    })
+    .await;
+    let order = app.order(&id).await;
+    let kinds: Vec<&str> =
+        order["events"].as_array().unwrap().iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
+    for k in [
+        "approved",
+        "execution_started",
+        "task_assigned",
+        "task_completed",
+        "delivery_recorded",
+        "acceptance_confirmed",
+        "invoice_issued",
+        "payment_received",
+        "closed",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    let (_, audit) = app.api("/audit/verify").await;
+    assert_eq!(audit["intact"], true, "{audit}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted() {
+    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let id = approved(&app, "D-CASH-2").await;
+    deliver(&app, &id).await;
+    wait_until("the acceptance mail", || async {
+        !mails_to(&smtp.messages(), "zhang.wei@example.com", "交付确认").is_empty()
+    })
+    .await;
+    let link = mails_to(&smtp.messages(), "zhang.wei@example.com", "交付确认")[0].page_link();
+    let missing = app.client.post(&link).form(&[("decision", "refuse"), ("note", "")]).send().await.unwrap();
+    assert_eq!(missing.status(), 422, "a refusal needs its reason");
+    let r =
+        app.client.post(&link).form(&[("decision", "refuse"), ("note", "合同金额与约定不符")]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let order = app.order(&id).await;
+    assert_eq!(order["state"], "exception");
+    assert!(order["fulfilment"]["exception"]["reason"].as_str().unwrap().contains("合同金额与约定不符"));
+    assert_eq!(order["fulfilment"]["exception"]["owner"], "operations");
+    wait_until("operations and the sales owner hear of it", || async {
+        let m = smtp.messages();
+        ["operations@bank.example", "li.na@bank.example"].iter().all(|to| {
+            m.iter().any(|x| x.rcpt().iter().any(|r| r == to) && x.part("text/plain").contains("合同金额与约定不符"))
+        })
+    })
+    .await;
+    // Resolved: back to delivered; an operator records the acceptance.
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/exception"),
+            &json!({"operator": "孙丽", "action": "resolve", "note": "已更正合同金额"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("delivered")), "{b}");
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/exception"),
+            &json!({"operator": "孙丽", "action": "resolve", "note": "again"}),
+        )
+        .await;
+    assert_eq!(s, 409, "nothing open: {b}");
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/acceptance"),
+            &json!({"operator": "孙丽", "decision": "accept", "note": "客户电话确认"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("accepted")), "{b}");
+    wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_invoice_answer_never_makes_a_second_invoice() {
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let p = dir.path().join("connectors/demo-finance.toml");
+    let text = std::fs::read_to_string(&p).unwrap().replace("timeout_secs = 10", "timeout_secs = 1");
+    std::fs::write(&p, text).unwrap();
+    // The finance system creates the invoice, then answers too late: the push times out.
+    erp.lose_invoice_answers(1);
+    let app = restart(dir, erp.clone()).await;
+    let (s, b) = app.post_webhook(&deal("D-CASH-3", 1, "8000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("executing")));
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    deliver(&app, &id).await;
+    let (s, _) = app
+        .api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+        .await;
+    assert_eq!(s, 200);
+    wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    assert_eq!(erp.invoices().len(), 1, "the retry found the invoice instead of making another");
+    let order = app.order(&id).await;
+    assert_eq!(order["fulfilment"]["invoice"]["number"], erp.invoices()[0].0.as_str());
+    let done = order["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["effect"] == "demo-finance.create_invoice")
+        .unwrap()
+        .clone();
+    assert_eq!(done["event"]["attempts"], 2, "{done}");
+    assert!(done["event"]["receipt"].as_str().unwrap().contains("not created again"), "{done}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
+    let erp = Receiver::start().await;
+    let app = spawn_app_with(erp, &[]).await;
+    let mut invoiced = Vec::new();
+    for ext in ["D-PAY-1", "D-PAY-2"] {
+        let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;
+        let id = b["order_id"].as_str().unwrap().to_owned();
+        deliver(&app, &id).await;
+        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+            .await;
+        wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+        let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+        invoiced.push((id, number));
+    }
+    let pay = |id: &str, amount: &str, currency: &str, invoice: &str| json!({"payment_id": id, "amount": {"amount": amount, "currency": currency}, "invoice_number": invoice});
+    let (a, inv_a) = &invoiced[0];
+    // Partial, then the rest.
+    let (s, b) = app.api_post_json("/payments", &pay("P-1", "3000.00", "CNY", inv_a)).await;
+    assert_eq!(
+        (s, b["settled"].as_bool(), b["outstanding"]["amount"].as_str()),
+        (200, Some(false), Some("5000.00")),
+        "{b}"
+    );
+    let (s, b) = app.api_post_json("/payments", &pay("P-2", "5000.00", "CNY", inv_a)).await;
+    assert_eq!((s, b["settled"].as_bool(), b["state"].as_str()), (200, Some(true), Some("closed")), "{b}");
+    assert_eq!(app.order(a).await["fulfilment"]["payments"].as_array().unwrap().len(), 2);
+
+    // Unknown invoice, wrong currency: queued with the reason, nothing applied.
+    let (s, b) = app.api_post_json("/payments", &pay("P-3", "8000.00", "CNY", "INV-NOPE")).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("no order has invoice `INV-NOPE`"), "{b}");
+    let (b_id, inv_b) = &invoiced[1];
+    let (s, b) = app.api_post_json("/payments", &pay("P-4", "8000.00", "USD", inv_b)).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("in USD but invoice"), "{b}");
+    let (_, q) = app.api("/payments/unmatched").await;
+    assert_eq!(q["payments"].as_array().unwrap().len(), 2, "{q}");
+    assert_eq!(app.order(b_id).await["state"], "invoiced");
+
+    // An operator applies the unknown one to the second order: over by nothing, settled.
+    let (s, b) =
+        app.api_post_json("/payments/unmatched/api/P-3/assign", &json!({"order_id": b_id, "operator": "王会计"})).await;
+    assert_eq!((s, b["settled"].as_bool(), b["state"].as_str()), (200, Some(true), Some("closed")), "{b}");
+    let (_, q) = app.api("/payments/unmatched").await;
+    assert_eq!(q["payments"].as_array().unwrap().len(), 1, "{q}");
+    let events = app.order(b_id).await["events"].clone();
+    let paid = events.as_array().unwrap().iter().find(|e| e["event"]["type"] == "payment_received").unwrap().clone();
+    assert_eq!(paid["actor"]["id"], "operator:王会计", "{paid}");
+    app.stop().await;
+}
