@@ -193,7 +193,18 @@ pub fn due_timer_event(case: &Case<'_>, rules: &Rules, now: DateTime<Utc>) -> Op
         }
         TimerKind::InvoiceDue => OrderEvent::PaymentOverdue,
         TimerKind::Dunning => {
-            let step = rules.dunning.iter().find(|s| s.id == t.step)?;
+            // Catching up (after a dispute, or a daemon that was down): only the latest
+            // step due goes out; the ones it passes over are not sent late.
+            let f = case.fulfilment?;
+            let overdue_from = end_of_day(f.invoice.as_ref()?.due, rules);
+            let rating = case.order.customer.credit_rating.map(|r| r.to_string());
+            let step = rules
+                .dunning
+                .iter()
+                .filter(|s| !f.dunning.contains(&s.id))
+                .filter(|s| s.ratings.is_empty() || rating.as_ref().is_some_and(|r| s.ratings.contains(r)))
+                .filter(|s| overdue_from + chrono::Duration::days(i64::from(s.days_overdue)) <= now)
+                .max_by_key(|s| s.days_overdue)?;
             OrderEvent::DunningDue { step: step.id.clone(), days_overdue: step.days_overdue }
         }
     })
@@ -463,7 +474,14 @@ impl Decision {
             OrderEvent::PaymentReceived { amount, payment_id, .. } => {
                 f.payments.push(PaymentLine { id: payment_id.clone(), amount: amount.clone(), at: now });
             }
-            OrderEvent::DunningDue { step, .. } => f.dunning.push(step.clone()),
+            OrderEvent::DunningDue { days_overdue, .. } => {
+                // This step, and any earlier one it stands in for.
+                for s in rules.dunning.iter().filter(|s| s.days_overdue <= *days_overdue) {
+                    if !f.dunning.contains(&s.id) {
+                        f.dunning.push(s.id.clone());
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -1285,7 +1303,61 @@ to = ["customer", "sales_owner"]
         r.order.customer.credit_rating = Some("BB".parse().unwrap());
         r.now = "2026-12-27T16:01:00Z".parse().unwrap();
         assert_eq!(r.wait(chrono::Duration::zero()), ["payment_overdue"]);
-        assert_eq!(r.wait(chrono::Duration::days(45)), ["dunning_due", "dunning_due", "dunning_due"]);
+        // 45 days on at once (a daemon that was down): only the escalation goes out.
+        assert_eq!(r.wait(chrono::Duration::days(45)), ["dunning_due"]);
         assert_eq!(r.f().dunning, ["friendly", "firm", "escalation"]);
+        assert!(matches!(&r.audit.last().unwrap().event, OrderEvent::DunningDue { step, .. } if step == "escalation"));
+    }
+}
+
+#[cfg(test)]
+mod dunning_catch_up {
+    use super::tests::{rules_from, sample_order};
+    use super::*;
+
+    #[test]
+    fn only_the_latest_due_step_goes_out_when_catching_up() {
+        let rules = rules_from(
+            r#"
+version = "t"
+[approval]
+[[approval.matrix]]
+id = "AUTO"
+auto = true
+[[dunning]]
+id = "friendly"
+days_overdue = 3
+[[dunning]]
+id = "firm"
+days_overdue = 15
+[[dunning]]
+id = "escalation"
+days_overdue = 30
+"#,
+        );
+        let order = sample_order("1000.00");
+        let money = Money::parse("1000.00", "CNY").unwrap();
+        let f = Fulfilment {
+            invoice: Some(Invoice {
+                number: "INV-1".into(),
+                net: money.clone(),
+                tax: Money::parse("0", "CNY").unwrap(),
+                total: money,
+                issued_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+                due: "2026-12-01".parse().unwrap(),
+            }),
+            dunning: vec!["friendly".into()],
+            ..Default::default()
+        };
+        let h = History::default();
+        let case =
+            Case { state: &OrderState::Overdue, order: &order, history: &h, approval: None, fulfilment: Some(&f) };
+        // 40 days after the due date: firm and escalation are both due; only escalation goes.
+        let now = "2027-01-10T00:00:00Z".parse().unwrap();
+        let ev = due_timer_event(&case, &rules, now).unwrap();
+        assert_eq!(ev, OrderEvent::DunningDue { step: "escalation".into(), days_overdue: 30 });
+        let d = decide(&case, Actor::System, ev, &rules, now).unwrap();
+        assert_eq!(d.fulfilment.unwrap().dunning, ["friendly", "firm", "escalation"], "firm is not sent late");
+        assert!(d.timers.is_empty());
     }
 }

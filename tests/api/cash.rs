@@ -308,3 +308,130 @@ async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
     assert_eq!(paid["actor"]["id"], "operator:王会计", "{paid}");
     app.stop().await;
 }
+
+fn reminders(smtp: &SmtpServer, to: &str) -> Vec<Mail> {
+    smtp.messages()
+        .into_iter()
+        .filter(|m| {
+            m.rcpt().iter().any(|r| r == to) && (m.subject().contains("付款提醒") || m.subject().contains("付款通知"))
+        })
+        .collect()
+}
+
+/// Ninety days on a manual clock: reminders on their days, one mail per customer for
+/// all their overdue invoices, none while a dispute is open, none after payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stops_with_payment() {
+    // Monday 30 November 2026, 10:00 in Shanghai.
+    let clock = ManualClock::new("2026-11-30T02:00:00Z".parse().unwrap());
+    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let mut ids = Vec::new();
+    for (ext, amount, product) in [("D-DUN-A", "8000.00", None), ("D-DUN-B", "6000.00", Some(("deposit", "DP-3M")))] {
+        let mut d = deal(ext, 1, amount);
+        d["deal"]["customer"]["id"] = "C-DUNNING".into();
+        if let Some((kind, code)) = product {
+            d["deal"]["product"] = json!({"type": kind, "code": code});
+        }
+        let (s, b) = app.post_webhook(&d).await;
+        assert_eq!((s, b["state"].as_str()), (202, Some("executing")), "{b}");
+        let id = b["order_id"].as_str().unwrap().to_owned();
+        deliver(&app, &id).await;
+        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+            .await;
+        wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+        ids.push(id);
+    }
+    let (a, b) = (ids[0].clone(), ids[1].clone());
+    let number = |o: Value| o["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+    let (inv_a, inv_b) = (number(app.order(&a).await), number(app.order(&b).await));
+    assert_eq!(app.order(&a).await["fulfilment"]["invoice"]["due"], "2026-12-30");
+    let customer = "zhang.wei@example.com";
+    let settle = || tokio::time::sleep(std::time::Duration::from_millis(400));
+
+    // Due 30 December: nothing before the day is over in Shanghai.
+    clock.advance(chrono::Duration::minutes(30 * 24 * 60 + 13 * 60 + 59)); // 2026-12-30T15:59Z
+    settle().await;
+    assert_eq!(app.order(&a).await["state"], "invoiced");
+    clock.advance(chrono::Duration::minutes(2));
+    wait_until("both are overdue", || async {
+        app.order(&a).await["state"] == "overdue" && app.order(&b).await["state"] == "overdue"
+    })
+    .await;
+
+    // Day 3: one friendly reminder listing both invoices (gathered for an hour).
+    clock.advance(chrono::Duration::days(3));
+    wait_until("both friendly steps are recorded", || async {
+        app.order(&a).await["fulfilment"]["dunning"] == json!(["friendly"])
+            && app.order(&b).await["fulfilment"]["dunning"] == json!(["friendly"])
+    })
+    .await;
+    settle().await;
+    assert!(reminders(&smtp, customer).is_empty(), "gathered, not yet sent");
+    clock.advance(chrono::Duration::minutes(61));
+    wait_until("the friendly reminder", || async { reminders(&smtp, customer).len() == 1 }).await;
+    let first = &reminders(&smtp, customer)[0];
+    let text = first.part("text/plain");
+    assert!(first.subject().starts_with("付款提醒"), "{}", first.subject());
+    assert!(text.contains(&inv_a) && text.contains(&inv_b), "{text}");
+    assert!(text.contains("¥14,000.00"), "the total of both: {text}");
+
+    // B is disputed: its reminders pause. Day 15: the firm one for A alone.
+    let (s, _) = app
+        .api_post_json(
+            &format!("/orders/{b}/exception"),
+            &json!({"operator": "孙丽", "action": "open", "note": "客户对存款利率有异议"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    clock.advance(chrono::Duration::days(12));
+    wait_until("A's firm step", || async {
+        app.order(&a).await["fulfilment"]["dunning"] == json!(["friendly", "firm"])
+    })
+    .await;
+    clock.advance(chrono::Duration::minutes(61));
+    wait_until("the firm reminder", || async { reminders(&smtp, customer).len() == 2 }).await;
+    let second = &reminders(&smtp, customer)[1];
+    assert!(second.subject().starts_with("再次付款提醒"), "{}", second.subject());
+    assert!(second.part("text/plain").contains(&inv_a) && !second.part("text/plain").contains(&inv_b));
+
+    // A is paid: its reminders stop. Past day 30, B still disputed: nothing.
+    let (s, p) = app.api_post_json("/payments", &json!({"payment_id": "BANK-A", "amount": {"amount": "8000.00", "currency": "CNY"}, "invoice_number": inv_a})).await;
+    assert_eq!((s, p["state"].as_str()), (200, Some("closed")), "{p}");
+    clock.advance(chrono::Duration::days(17));
+    settle().await;
+    clock.advance(chrono::Duration::minutes(61));
+    settle().await;
+    assert_eq!(reminders(&smtp, customer).len(), 2, "nothing while disputed or after payment");
+    assert_eq!(app.order(&b).await["fulfilment"]["dunning"], json!(["friendly"]));
+
+    // The dispute is settled on day 33: B catches up with its latest step only.
+    let (s, _) = app
+        .api_post_json(
+            &format!("/orders/{b}/exception"),
+            &json!({"operator": "孙丽", "action": "resolve", "note": "利率已解释，客户认可"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    wait_until("B's escalation step", || async {
+        app.order(&b).await["fulfilment"]["dunning"] == json!(["friendly", "firm", "escalation"])
+    })
+    .await;
+    wait_until("the sales owner hears at once", || async { !reminders(&smtp, "li.na@bank.example").is_empty() }).await;
+    clock.advance(chrono::Duration::minutes(61));
+    wait_until("the final notice", || async { reminders(&smtp, customer).len() == 3 }).await;
+    let third = &reminders(&smtp, customer)[2];
+    assert!(third.subject().starts_with("最后付款通知"), "{}", third.subject());
+    assert!(third.part("text/plain").contains(&inv_b));
+
+    // Paid: nothing more, ever.
+    let (s, _) = app.api_post_json("/payments", &json!({"payment_id": "BANK-B", "amount": {"amount": "6000.00", "currency": "CNY"}, "invoice_number": inv_b})).await;
+    assert_eq!(s, 200);
+    clock.advance(chrono::Duration::days(60));
+    settle().await;
+    clock.advance(chrono::Duration::minutes(61));
+    settle().await;
+    assert_eq!(reminders(&smtp, customer).len(), 3);
+    assert_eq!(reminders(&smtp, "li.na@bank.example").len(), 1);
+    assert_eq!(app.order(&b).await["state"], "closed");
+    app.stop().await;
+}
