@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -130,6 +130,87 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
     let accepted = erp.accepted_per_key();
     assert_eq!(accepted.len(), expected.len(), "no phantom effects");
 
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+}
+
+/// Posts `body` to a running daemon, signed like the CRM's webhooks (the example
+/// configuration gives the ERP and the finance system the same test secret).
+async fn signed_post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
+    let bytes = serde_json::to_vec(body).unwrap();
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let ts = chrono::Utc::now().timestamp();
+    let resp = client
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signer.sign(&id, ts, &bytes))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin_post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let resp =
+        client.post(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).json(body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// SIGKILL while the invoice push waits for the finance system's answer (the invoice
+/// already exists there): after restart the push looks it up instead of creating a
+/// second one, and the order records that invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_the_invoice_push_still_makes_exactly_one_invoice() {
+    let erp = Receiver::start().await;
+    erp.lose_invoice_answers(1);
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let client = client();
+    let mut daemon = start_daemon(dir.path(), &[]);
+    let addr = daemon.addr;
+    let (s, b) = signed_post(&client, addr, "/webhooks/demo-crm", &deal("D-KILL-INV", 1, "9000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("executing")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    for task in ["contract", "product_setup"] {
+        let (s, b) = signed_post(
+            &client,
+            addr,
+            "/webhooks/demo-erp/events",
+            &json!({"type": "task.completed", "order_id": id, "task": task}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = admin_post(&client, addr, &format!("/orders/{id}/delivery"), &json!({"operator": "ops"})).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = admin_post(
+        &client,
+        addr,
+        &format!("/orders/{id}/acceptance"),
+        &json!({"operator": "ops", "decision": "accept"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    wait_until("the finance system created the invoice", || async { erp.invoices().len() == 1 }).await;
+    // Its answer is still on the way: kill now.
+    daemon.child.kill().expect("SIGKILL");
+    daemon.child.wait().unwrap();
+
+    let mut daemon = start_daemon(dir.path(), &[]);
+    let addr = daemon.addr;
+    wait_until("the order is invoiced after the restart", || async {
+        daemon_api(&client, addr, &format!("/orders/{id}")).await["state"] == "invoiced"
+    })
+    .await;
+    let order = daemon_api(&client, addr, &format!("/orders/{id}")).await;
+    assert_eq!(erp.invoices().len(), 1, "exactly one invoice");
+    assert_eq!(order["fulfilment"]["invoice"]["number"], erp.invoices()[0].0.as_str());
+    let audit = daemon_api(&client, addr, "/audit/verify").await;
+    assert_eq!(audit["intact"], true, "{audit}");
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
 }
