@@ -17,6 +17,7 @@ WORK=$(mktemp -d)
 trap 'kill $DAEMON 2>/dev/null || true; wait $DAEMON 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cp -r config connectors mappings "$WORK"/
 sed -i "s#http://127.0.0.1:9090#http://$SINK#" "$WORK/connectors/demo-erp.toml"
+sed -i "s#http://127.0.0.1:9092#http://$SINK#" "$WORK/connectors/demo-finance.toml"
 # Intake and the ERP push only: no mail (the customer confirmations would queue
 # behind an SMTP server that is not there and skew the outbox).
 echo "# no notifications in the benchmark" > "$WORK/config/notifications.toml"
@@ -25,6 +26,9 @@ export DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 export DEMO_ERP_TOKEN=bench-erp-token
 export ORDERBRIDGE_ADMIN_TOKEN=bench-admin-token
 export SERVICE_DESK_TOKEN=bench-desk-token
+export DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+export DEMO_FINANCE_TOKEN=bench-finance-token
+export DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 export ORDERBRIDGE_LINK_SECRET=bench-link-key-0123456789abcdef0123456789
 export ORDERBRIDGE__SERVER__PORT=$PORT
 export ORDERBRIDGE__LOG__LEVEL=warn
