@@ -165,6 +165,72 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                 Some(_) => {}
             }
         }
+        // Task pushes and the invoice push name a connector operation too.
+        let mut pushes: Vec<(String, Option<std::ops::Range<usize>>, &crate::domain::ConnectorId, &String)> =
+            Vec::new();
+        for (i, t) in rules.tasks.iter().enumerate() {
+            if let Some((c, op)) = &t.push {
+                pushes.push((format!("tasks {}", t.id), locate_array_item(&text, "tasks", i), c, op));
+            }
+        }
+        if let Some(s) = &rules.settlement {
+            pushes.push(("settlement".into(), locate(&text, &["settlement"]), &s.connector, &s.operation));
+        }
+        for (what, span, connector, op) in pushes {
+            match registry.connectors.get(connector) {
+                None => problems.push(Diagnostic::at(
+                    &path,
+                    &text,
+                    span,
+                    format!("{what}: connector `{connector}` does not exist (no connectors/{connector}.toml)"),
+                )),
+                Some(c) if !c.operations.contains(op) => problems.push(Diagnostic::at(
+                    &path,
+                    &text,
+                    span,
+                    format!(
+                        "{what}: connector `{connector}` has no operation `{op}` (it has: {})",
+                        if c.operations.is_empty() { "none".into() } else { c.operations.join(", ") }
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
+    // Every role execution names must have somebody in the directory.
+    if let (Some(rules), Some((n, _))) = (&rules, &notifications)
+        && !n.directory.is_empty()
+    {
+        let path = rules_path(config_dir);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut roles: Vec<(String, Option<std::ops::Range<usize>>, &str)> = Vec::new();
+        for (i, t) in rules.tasks.iter().enumerate() {
+            roles.push((format!("tasks {}", t.id), locate_array_item(&text, "tasks", i), t.department.as_str()));
+        }
+        if !rules.tasks.is_empty() || rules.settlement.is_some() {
+            roles.push(("exceptions.owner".into(), locate(&text, &["exceptions"]), rules.exceptions.owner.as_str()));
+        }
+        if let Some(r) = &rules.exceptions.escalate_to {
+            roles.push(("exceptions.escalate_to".into(), locate(&text, &["exceptions"]), r.as_str()));
+        }
+        for (i, d) in rules.dunning.iter().enumerate() {
+            for a in &d.to {
+                if let Some(r) = a.strip_prefix("role:") {
+                    roles.push((format!("dunning {}", d.id), locate_array_item(&text, "dunning", i), r));
+                }
+            }
+        }
+        for (what, span, role) in roles {
+            if !n.directory.has_role(role) {
+                problems.push(Diagnostic::at(
+                    &path,
+                    &text,
+                    span,
+                    format!("{what}: nobody in config/directory.toml has role `{role}`"),
+                ));
+            }
+        }
     }
 
     match (settings, rules, registry, notifications) {
@@ -182,6 +248,13 @@ fn locate_matrix_row(text: &str, index: usize) -> Option<std::ops::Range<usize>>
     let table = DeTable::parse(text).ok()?;
     let root = DeValue::Table(table.into_inner());
     root.get("approval")?.get_ref().get("matrix")?.get_ref().get(index).map(|v| v.span())
+}
+
+fn locate_array_item(text: &str, key: &str, index: usize) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let table = DeTable::parse(text).ok()?;
+    let root = DeValue::Table(table.into_inner());
+    root.get(key)?.get_ref().get(index).map(|v| v.span()).or_else(|| locate(text, &[key]))
 }
 
 fn locate_effect(text: &str, index: usize) -> Option<std::ops::Range<usize>> {

@@ -297,3 +297,22 @@ async fn check_online_calls_every_health_check_and_the_smtp_server() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.ends_with("every system answered\n"), "{text}");
 }
+
+#[tokio::test]
+async fn execution_rules_are_cross_checked_with_connectors_and_the_directory() {
+    let dir = config_dir().await;
+    let d = dir.path();
+    let l_task = edit(d, "config/rules.toml", "department = \"credit_operations\"", "department = \"loan_office\"");
+    edit(d, "config/rules.toml", "operation = \"create_invoice\"", "operation = \"create_bill\"");
+    let (code, out) = check(d);
+    assert_eq!(code, 78, "{out}");
+    let rules = d.join("config/rules.toml").display().to_string();
+    let line = out.lines().find(|l| l.contains("loan_office")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("tasks loan_disbursement: nobody in config/directory.toml has role `loan_office`"), "{line}");
+    let at: usize = line.trim_start_matches(&format!("{rules}:")).split(':').next().unwrap().parse().unwrap();
+    assert!(at < l_task && at + 8 > l_task, "points at the task's table ({at}, edited {l_task}): {line}");
+    assert!(
+        out.contains("settlement: connector `demo-finance` has no operation `create_bill` (it has: create_invoice)"),
+        "{out}"
+    );
+}
