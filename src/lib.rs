@@ -20,6 +20,7 @@ pub mod clock;
 pub mod connectors;
 pub mod diagnostics;
 pub mod directory;
+pub mod documents;
 pub mod domain;
 pub mod engine;
 pub mod explain;

@@ -320,6 +320,13 @@ impl Registry {
                         .push(Diagnostic::file(&path, "`mail` is the built-in e-mail connector; choose another name"));
                     continue;
                 }
+                Ok(_) if name == crate::documents::DOCUMENTS_CONNECTOR => {
+                    problems.push(Diagnostic::file(
+                        &path,
+                        "`documents` is the built-in document generator; choose another name",
+                    ));
+                    continue;
+                }
                 Ok(id) => id,
                 Err(e) => {
                     problems.push(Diagnostic::file(&path, format!("file name: {e}")));

@@ -49,6 +49,45 @@ async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> R
     Ok(Json(order_json(&rec)))
 }
 
+/// `GET /api/orders/{id}/documents/{kind}`: the archived document, checked against
+/// the SHA-256 the audit trail recorded for it.
+pub async fn document(
+    State(app): State<AppState>,
+    Path((id, kind)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let id = parse_id(&id)?;
+    let rec = app.store.order(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    let name = format!("{}.{kind}", crate::documents::DOCUMENTS_CONNECTOR);
+    let sha = rec
+        .references
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("order {id} has no `{kind}` document (yet)")))?;
+    if !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(ApiError::bad_request("not a document kind").with_field("kind"));
+    }
+    let path = crate::documents::Documents::path(&app.settings.store_path, &id.to_string(), &kind, sha);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::unexpected(format!("{}: {e}", path.display())))?;
+    use sha2::Digest as _;
+    let actual = hex::encode(sha2::Sha256::digest(&bytes));
+    if &actual != sha {
+        tracing::error!(order_id = %id, kind, "archived document does not match the hash in the audit trail");
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "document_altered",
+            format!("the archived {kind} does not match the SHA-256 the audit trail recorded; restore it from backup"),
+        ));
+    }
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (axum::http::header::HeaderName::from_static("x-content-sha256"), actual),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// `POST /api/orders/{id}/tasks/{task}/done`
 pub async fn task_done(
     State(app): State<AppState>,

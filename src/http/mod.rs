@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/review", post(api::review))
         .route("/orders/{id}/tasks/{task}/done", post(fulfilment::task_done))
         .route("/orders/{id}/delivery", post(fulfilment::delivery))
+        .route("/orders/{id}/documents/{kind}", get(fulfilment::document))
         .route("/orders/{id}/acceptance", post(fulfilment::acceptance))
         .route("/orders/{id}/exception", post(fulfilment::exception))
         .route("/payments", post(fulfilment::payment))

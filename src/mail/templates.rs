@@ -58,6 +58,7 @@ pub struct Rendered {
 pub struct Templates {
     env: Environment<'static>,
     names: BTreeSet<String>,
+    documents: BTreeSet<String>,
 }
 
 pub fn dir(config_dir: &Path) -> PathBuf {
@@ -128,6 +129,7 @@ impl Templates {
         let mut names = BTreeSet::new();
         let mut files = Vec::new();
         let mut broken = BTreeSet::new();
+        let mut documents = BTreeSet::new();
         for loc in LOCALES {
             let d = root.join(loc.as_str());
             let entries = match std::fs::read_dir(&d) {
@@ -162,7 +164,29 @@ impl Templates {
                 }
             }
         }
-        let t = Templates { env, names };
+        // Documents (contract, delivery confirmation): `<locale>/documents/<kind>.html`.
+        for loc in LOCALES {
+            let d = root.join(loc.as_str()).join("documents");
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for p in paths.into_iter().filter(|p| p.extension().is_some_and(|x| x == "html")) {
+                let Some(file) = p.file_name().and_then(|f| f.to_str()).map(str::to_owned) else { continue };
+                match std::fs::read_to_string(&p) {
+                    Err(e) => problems.push(Diagnostic::file(&p, format!("cannot read: {e}"))),
+                    Ok(src) => {
+                        let name = format!("{}/documents/{file}", loc.as_str());
+                        if let Err(e) = env.add_template_owned(name.clone(), src) {
+                            problems.push(template_error(&root, &e));
+                            broken.insert(name);
+                            continue;
+                        }
+                        documents.insert(file.trim_end_matches(".html").to_owned());
+                    }
+                }
+            }
+        }
+        let t = Templates { env, names, documents };
         problems.extend(t.self_check(&root, &broken));
         if problems.is_empty() { Ok(t) } else { Err(problems) }
     }
@@ -194,8 +218,53 @@ impl Templates {
                 }
             }
         }
+        for kind in &self.documents {
+            for loc in LOCALES {
+                let name = format!("{}/documents/{kind}.html", loc.as_str());
+                if broken.contains(&name) {
+                    continue;
+                }
+                if self.env.get_template(&name).is_err() {
+                    out.push(Diagnostic::file(
+                        &root.join(loc.as_str()).join("documents").join(format!("{kind}.html")),
+                        format!("missing: every document needs a {} version", loc.as_str()),
+                    ));
+                    continue;
+                }
+                if let Err(e) = self.render_document(kind, loc, sample_context(loc)) {
+                    out.push(e.diagnostic(root));
+                }
+            }
+        }
         out.dedup();
         out
+    }
+
+    /// Documents this configuration can generate (`documents/<kind>.html`).
+    pub fn documents(&self) -> impl Iterator<Item = &str> {
+        self.documents.iter().map(String::as_str)
+    }
+
+    /// Renders document `kind` (HTML, auto-escaped) in `locale`.
+    ///
+    /// # Errors
+    /// A `RenderError` naming the file and line; output beyond the size limit.
+    pub fn render_document(
+        &self,
+        kind: &str,
+        locale: Locale,
+        mut ctx: serde_json::Value,
+    ) -> Result<String, RenderError> {
+        let file = format!("{}/documents/{kind}.html", locale.as_str());
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("locale".into(), locale.as_str().into());
+        }
+        let tmpl = self.env.get_template(&file).map_err(|e| RenderError::from_minijinja(&file, &e))?;
+        let html = tmpl.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&file, &e))?;
+        if html.len() > MAX_OUTPUT {
+            return Err(RenderError { file, line: None, message: format!("output larger than {MAX_OUTPUT} bytes") });
+        }
+        Ok(html)
     }
 
     /// True when `name` exists (in every locale, as `load` checked).
@@ -415,7 +484,9 @@ mod tests {
             std::fs::create_dir_all(&d).unwrap();
             for f in std::fs::read_dir(repo().join("config/templates").join(loc.as_str())).unwrap() {
                 let f = f.unwrap().path();
-                std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+                if f.is_file() {
+                    std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+                }
             }
         }
         let broken = root.join("en/survey.txt");

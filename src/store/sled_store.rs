@@ -405,9 +405,9 @@ impl SledStore {
             if let Some(ev) = &spec.trigger {
                 body["event"] = serde_json::to_value(ev).expect("event serialises");
             }
+            body["created_at"] = serde_json::to_value(now).expect("time serialises");
             if let Some(mail) = &spec.mail {
                 body["mail"] = serde_json::to_value(mail).expect("mail spec serialises");
-                body["created_at"] = serde_json::to_value(now).expect("time serialises");
             }
             let e = EffectRecord {
                 idempotency_key: format!("orderbridge:{id}"),

@@ -133,6 +133,38 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
     })
     .await;
 
+    // The contract (at execution) and the delivery confirmation (at acceptance) are
+    // archived, their SHA-256 in the audit trail; a changed file is refused.
+    wait_until("both documents", || async {
+        let r = &app.order(&id).await["references"];
+        r.get("documents.contract").is_some() && r.get("documents.delivery_confirmation").is_some()
+    })
+    .await;
+    let order = app.order(&id).await;
+    let sha = order["references"]["documents.contract"].as_str().unwrap().to_owned();
+    let doc = app
+        .client
+        .get(app.url(&format!("/api/orders/{id}/documents/contract")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(doc.status(), 200);
+    assert_eq!(doc.headers()["x-content-sha256"], sha.as_str());
+    let html = doc.text().await.unwrap();
+    assert!(html.contains("业务合同") && html.contains("张伟") && html.contains("¥500,000.00"), "{html}");
+    let recorded = order["events"].as_array().unwrap().iter().any(|e| {
+        e["event"]["effect"] == "documents.contract"
+            && e["event"]["receipt"].as_str().unwrap_or_default().contains(&sha)
+    });
+    assert!(recorded, "the hash is in the audit trail");
+    let path = app.dir.path().join("data/documents").join(&id).join(format!("contract-{sha}.html"));
+    std::fs::write(&path, html.replace("张伟", "李四")).unwrap();
+    let (s, b) = app.api(&format!("/orders/{id}/documents/contract")).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (500, Some("document_altered")), "{b}");
+    let (s, _) = app.api(&format!("/orders/{id}/documents/invoice_copy")).await;
+    assert_eq!(s, 404);
+
     // The finance system reports the payment: paid, closed, surveyed.
     let pay = json!({"type": "payment.received", "payment_id": "BANK-7781", "amount": {"amount": "500000.00", "currency": "CNY"}, "invoice_number": inv["number"]});
     let (s, b) = system_event(&app, "demo-finance", &pay).await;

@@ -1,0 +1,114 @@
+//! The built-in `documents` connector: generates an order's documents (the contract
+//! when execution starts, the delivery confirmation on acceptance) from
+//! `config/templates/<locale>/documents/<kind>.html`, archives them under
+//! `<store.path>/documents/<order>/<kind>-<sha256>.html`, and answers with the
+//! SHA-256, which the audit trail records (`effect_succeeded`) and the order keeps as
+//! `references."documents.<kind>"`. Generation is an outbox effect like any other: a
+//! retry writes the same bytes to the same file.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::connectors::{BoxFuture, ConnectorError, Outbound, Push, Receipt};
+use crate::domain::order::Locale;
+use crate::mail::templates::Templates;
+
+/// The reserved connector name.
+pub const DOCUMENTS_CONNECTOR: &str = "documents";
+
+pub struct Documents {
+    dir: PathBuf,
+    templates: Arc<Templates>,
+    default_locale: Locale,
+    site: Value,
+}
+
+impl Documents {
+    pub fn new(store_path: &Path, templates: Arc<Templates>, default_locale: Locale, site_name: &str) -> Documents {
+        Documents { dir: store_path.join("documents"), templates, default_locale, site: json!({"name": site_name}) }
+    }
+
+    /// The kinds this configuration has templates for (its operations).
+    pub fn kinds(&self) -> Vec<String> {
+        self.templates.documents().map(str::to_owned).collect()
+    }
+
+    /// Where a document with this hash is archived.
+    pub fn path(store_path: &Path, order_id: &str, kind: &str, sha256: &str) -> PathBuf {
+        store_path.join("documents").join(order_id).join(format!("{kind}-{sha256}.html"))
+    }
+
+    fn generate(&self, kind: &str, body: &Value) -> Result<Receipt, ConnectorError> {
+        let permanent = |message: String| ConnectorError::Permanent { message };
+        let order_id = body.get("order_id").and_then(Value::as_str).ok_or_else(|| permanent("no order id".into()))?;
+        let locale = body
+            .pointer("/order/customer/locale")
+            .and_then(|l| serde_json::from_value::<Locale>(l.clone()).ok())
+            .unwrap_or(self.default_locale);
+        let ctx = json!({
+            "site": self.site,
+            "order_id": order_id,
+            "order": body.get("order").cloned().unwrap_or(Value::Null),
+            "references": body.get("references").cloned().unwrap_or(Value::Null),
+            "state": body.get("state").cloned().unwrap_or(Value::Null),
+            "generated_at": body.get("created_at").cloned().unwrap_or(Value::Null),
+        });
+        let html = self.templates.render_document(kind, locale, ctx).map_err(|e| permanent(e.to_string()))?;
+        let sha = hex::encode(Sha256::digest(html.as_bytes()));
+        let path = self.dir.join(order_id).join(format!("{kind}-{sha}.html"));
+        write_durably(&path, html.as_bytes()).map_err(|e| ConnectorError::Retryable {
+            message: format!("cannot archive {}: {e}", path.display()),
+            retry_after: None,
+        })?;
+        Ok(Receipt {
+            status: 200,
+            summary: format!("{kind}.html, {} bytes, sha256 {sha}", html.len()),
+            reference: Some(sha),
+        })
+    }
+}
+
+/// Writes a file so that it is complete or absent after a crash: a temporary file,
+/// fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("documents live in a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Push for Documents {
+    fn perform<'a>(&'a self, effect: Outbound<'a>) -> BoxFuture<'a, Result<Receipt, ConnectorError>> {
+        Box::pin(async move {
+            if !self.templates.documents().any(|k| k == effect.operation) {
+                return Err(ConnectorError::Permanent {
+                    message: format!(
+                        "no document template `{}` (config/templates/<locale>/documents/{}.html)",
+                        effect.operation, effect.operation
+                    ),
+                });
+            }
+            let kind = effect.operation.to_owned();
+            let body = effect.body.clone();
+            let this = Documents {
+                dir: self.dir.clone(),
+                templates: self.templates.clone(),
+                default_locale: self.default_locale,
+                site: self.site.clone(),
+            };
+            tokio::task::spawn_blocking(move || this.generate(&kind, &body)).await.map_err(|e| {
+                ConnectorError::Retryable { message: format!("document generation stopped: {e}"), retry_after: None }
+            })?
+        })
+    }
+}
