@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pages/survey/{token}", get(pages::survey_form).post(pages::survey_answer))
         .route("/pages/approval/{token}", get(pages::approval_form_page).post(pages::approval_answer))
         .route("/pages/acceptance/{token}", get(pages::acceptance_page).post(pages::acceptance_answer))
+        .route("/pages/status/{token}", get(pages::status_page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -688,3 +688,92 @@ pub async fn acceptance_answer(
         }
     }
 }
+
+/// What the customer sees of an event in their order's history: milestones only,
+/// never comments, rule ids, names of staff or internal reasons.
+fn milestone(ev: &OrderEvent, l: Locale) -> Option<&'static str> {
+    Some(match ev {
+        OrderEvent::Received { .. } => t(l, "Order received", "订单已接收"),
+        OrderEvent::ScreeningPassed { .. } | OrderEvent::ReviewReleased { .. } => {
+            t(l, "Checks completed", "审核检查已完成")
+        }
+        OrderEvent::Approved { .. } => t(l, "Approval step completed", "审批环节已通过"),
+        OrderEvent::ApprovalDeclined { .. }
+        | OrderEvent::ReviewRejected { .. }
+        | OrderEvent::ScreeningRejected { .. } => t(l, "Not approved", "未获批准"),
+        OrderEvent::ExecutionStarted => t(l, "Work on your order started", "订单开始办理"),
+        OrderEvent::TaskCompleted { .. } => t(l, "A step of the work was completed", "一项办理工作已完成"),
+        OrderEvent::DeliveryRecorded { .. } => t(l, "Delivered", "已交付"),
+        OrderEvent::AcceptanceConfirmed { .. } => t(l, "You accepted the delivery", "您已确认验收"),
+        OrderEvent::ExceptionOpened { .. } => t(l, "A question is being resolved", "有问题正在处理"),
+        OrderEvent::ExceptionResolved { .. } => t(l, "The question was resolved", "问题已处理"),
+        OrderEvent::InvoiceIssued { .. } => t(l, "Invoice issued", "发票已开具"),
+        OrderEvent::PaymentReceived { .. } => t(l, "Payment received", "已收到付款"),
+        OrderEvent::Closed => t(l, "Completed", "订单已完成"),
+        OrderEvent::Cancelled { .. } => t(l, "Cancelled", "订单已取消"),
+        _ => return None,
+    })
+}
+
+/// The next step, as the customer should understand it.
+fn next_step(order: &OrderRecord, l: Locale) -> &'static str {
+    use crate::engine::OrderState as S;
+    match &order.state {
+        S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. } => {
+            t(l, "We are reviewing your order.", "我们正在审核您的订单。")
+        }
+        S::Approved | S::Executing => t(l, "We are preparing your order.", "我们正在为您办理。"),
+        S::Delivered => t(l, "Please confirm the delivery (see our e-mail).", "请确认验收（见我们的邮件）。"),
+        S::Accepted => t(l, "Your invoice is being prepared.", "我们正在为您开具发票。"),
+        S::Exception { .. } => t(l, "We will contact you about an open question.", "我们将就待处理问题与您联系。"),
+        S::Invoiced | S::Overdue => t(l, "Please pay the invoice by its due date.", "请在付款截止日前支付发票款项。"),
+        S::Paid | S::Closed | S::Archived => t(l, "Nothing more to do. Thank you.", "无需其他操作，感谢您的信任。"),
+        S::Rejected | S::Cancelled => t(l, "This order will not proceed.", "该订单不再继续办理。"),
+    }
+}
+
+/// `GET /pages/status/{token}`: the order's stage, its milestones and the next step,
+/// in the customer's language. The link may be opened again and again (until it
+/// expires); it changes nothing.
+pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+    let (_, order, l) = match open(&app, &token, LinkPurpose::Status).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let events = match app.store.events(order.id).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "status page cannot read the store");
+            return busy(&app, l);
+        }
+    };
+    let tz = app.settings.presentation.time_zone;
+    let history: String = events
+        .iter()
+        .filter_map(|e| milestone(&e.event, l).map(|m| (e.at, m)))
+        .map(|(at, m)| format!("<li>{} — {}</li>", esc(&locale::datetime(at, tz, l)), esc(m)))
+        .collect();
+    let mut invoice = String::new();
+    if let Some(inv) = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()) {
+        let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
+        invoice = format!(
+            "<p>{}: {} · {}: {} · {}: {}</p>",
+            t(l, "Invoice", "发票号码"),
+            esc(&inv.number),
+            t(l, "Outstanding", "待付金额"),
+            esc(&locale::money(&owed, l)),
+            t(l, "Due", "付款截止日"),
+            esc(&locale::date(inv.due, l)),
+        );
+    }
+    let body = format!(
+        "{summary}<p><strong>{stage_label}: {stage}</strong></p>{invoice}<p>{next_label}: {next}</p><h2>{hist}</h2><ul>{history}</ul>",
+        summary = summary(&order, l),
+        stage_label = t(l, "Status", "当前状态"),
+        stage = esc(locale::label(order.state.name(), l)),
+        next_label = t(l, "Next step", "下一步"),
+        next = esc(next_step(&order, l)),
+        hist = t(l, "History", "办理记录"),
+    );
+    page(StatusCode::OK, l, &app.settings.site_name, t(l, "Your order", "订单进度"), &body)
+}

@@ -133,6 +133,36 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
     })
     .await;
 
+    // The status link from the first mail shows the stage, milestones and next step,
+    // in Chinese, without internal comments or staff names; it can be opened again.
+    let mails = smtp.messages();
+    let received = mails
+        .iter()
+        .find(|m| {
+            m.rcpt() == vec!["zhang.wei@example.com".to_owned()] && m.part("text/plain").contains("/pages/status/")
+        })
+        .expect("a status link in the first mail");
+    let status_link = received.page_link();
+    for _ in 0..2 {
+        let page = app.client.get(&status_link).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        for want in [
+            "订单进度",
+            "已开票",
+            inv["number"].as_str().unwrap(),
+            "¥500,000.00",
+            "办理记录",
+            "您已确认验收",
+            "请在付款截止日前支付发票款项",
+        ] {
+            assert!(html.contains(want), "{want} missing: {html}");
+        }
+        for never in ["同意", "ERP 已完成", "wang.fang", "王芳", "STANDARD"] {
+            assert!(!html.contains(never), "internal `{never}` shown: {html}");
+        }
+    }
+
     // The contract (at execution) and the delivery confirmation (at acceptance) are
     // archived, their SHA-256 in the audit trail; a changed file is refused.
     wait_until("both documents", || async {
