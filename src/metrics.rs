@@ -45,6 +45,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Polling runs stopped by the source, by connector and kind (auth, other).",
     ),
     (
+        "orderbridge_reconcile_mismatches_total",
+        "counter",
+        "Orders whose state another system disagreed with, by reconciliation check.",
+    ),
+    (
         "orderbridge_connector_paused_total",
         "counter",
         "Times a connector was paused after its credentials were refused.",

@@ -132,6 +132,15 @@ impl Application {
         // (readiness goes false first) and exit non-zero, rather than accept orders
         // whose effects nobody performs.
         let worker_died = CancellationToken::new();
+        let reconciler = crate::workers::reconcile::Reconciler {
+            store: state.store.clone(),
+            registry: state.registry.clone(),
+            rules: state.rules.clone(),
+            metrics: state.metrics.clone(),
+            clock: state.clock.clone(),
+            time_zone: state.settings.presentation.time_zone,
+        };
+        tokio::spawn(reconciler.run(stop.clone()));
         let workers = {
             let (stop, died) = (stop.clone(), worker_died.clone());
             tokio::spawn(async move {

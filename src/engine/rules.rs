@@ -33,6 +33,7 @@ pub struct Rules {
     pub settlement: Option<SettlementRules>,
     /// Reminder steps, by days overdue (ascending).
     pub dunning: Vec<DunningStep>,
+    pub reconciliation: Option<Reconciliation>,
 }
 
 /// Approval SLAs: working time per level, reminders, escalation.
@@ -329,6 +330,49 @@ pub struct RulesFile {
     /// Payment reminders by days overdue and credit rating.
     #[serde(default)]
     pub dunning: Vec<toml::Spanned<DunningFile>>,
+    /// Scheduled comparison of our states with the other systems'.
+    #[serde(default)]
+    pub reconciliation: Option<toml::Spanned<ReconciliationFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationFile {
+    /// When it runs, in `site.time_zone` (default: 02:30 every day).
+    #[serde(default = "default_reconcile_cron")]
+    pub cron: String,
+    #[serde(default)]
+    pub checks: Vec<ReconcileCheckFile>,
+}
+
+fn default_reconcile_cron() -> String {
+    "30 2 * * *".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileCheckFile {
+    pub id: String,
+    /// A connector operation whose `reference` selects the other system's status.
+    pub connector: String,
+    pub operation: String,
+    /// Our state → the statuses the other system may show for it; orders in states
+    /// not listed are not checked.
+    pub expect: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileCheck {
+    pub id: String,
+    pub connector: ConnectorId,
+    pub operation: String,
+    pub expect: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub schedule: crate::schedule::Schedule,
+    pub checks: Vec<ReconcileCheck>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -868,6 +912,28 @@ impl RulesFile {
             });
         }
         dunning.sort_by_key(|d| d.days_overdue);
+        let reconciliation = self.reconciliation.and_then(|r| {
+            let span = r.span();
+            let r = r.into_inner();
+            let mut bad =
+                |m: String| problems.push(RuleProblem { span: span.clone(), message: format!("reconciliation: {m}") });
+            let schedule = crate::schedule::from_config(None, Some(&r.cron), 86_400).map_err(&mut bad).ok();
+            let mut checks = Vec::new();
+            for c in r.checks {
+                for state in c.expect.keys() {
+                    if !crate::engine::lifecycle::STATE_NAMES.contains(&state.as_str()) {
+                        bad(format!("check {}: `{state}` is not a state", c.id));
+                    }
+                }
+                match c.connector.parse::<ConnectorId>() {
+                    Ok(connector) => {
+                        checks.push(ReconcileCheck { id: c.id, connector, operation: c.operation, expect: c.expect })
+                    }
+                    Err(e) => bad(format!("check {}: {e}", c.id)),
+                }
+            }
+            Some(Reconciliation { schedule: schedule?, checks })
+        });
 
         let sla = match self.sla {
             None => SlaRules::default(),
@@ -898,6 +964,7 @@ impl RulesFile {
                 exceptions,
                 settlement,
                 dunning,
+                reconciliation,
             })
         } else {
             Err(problems)

@@ -88,6 +88,14 @@ pub async fn document(
         .into_response())
 }
 
+/// `POST /api/reconcile`: runs the reconciliation now and answers its report.
+pub async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report =
+        crate::workers::reconcile::run_once(&app.store, &app.registry, &app.rules, &app.metrics, &app.clock).await?;
+    app.wake_dispatcher();
+    Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null)))
+}
+
 /// `POST /api/orders/{id}/tasks/{task}/done`
 pub async fn task_done(
     State(app): State<AppState>,

@@ -5,3 +5,4 @@
 pub mod digest;
 pub mod dispatcher;
 pub mod poller;
+pub mod reconcile;

@@ -497,3 +497,41 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
     assert_eq!(app.order(&b).await["state"], "closed");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn reconciliation_opens_an_exception_where_the_finance_system_disagrees() {
+    let erp = Receiver::start().await;
+    let app = spawn_app_with(erp.clone(), &[]).await;
+    let mut invoiced = Vec::new();
+    for ext in ["D-REC-1", "D-REC-2"] {
+        let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;
+        let id = b["order_id"].as_str().unwrap().to_owned();
+        deliver(&app, &id).await;
+        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+            .await;
+        wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+        let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+        invoiced.push((id, number));
+    }
+    // The finance system voided the second invoice behind our back.
+    erp.set_invoice_status(&invoiced[1].1, "voided");
+    let (s, r) = app.api_post("/reconcile").await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["checked"], 2, "{r}");
+    assert_eq!(r["mismatches"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["mismatches"][0]["order_id"], invoiced[1].0.as_str());
+    assert_eq!(r["mismatches"][0]["external"], "voided");
+    assert_eq!(r["mismatches"][0]["exception_opened"], true);
+    assert_eq!(app.order(&invoiced[0].0).await["state"], "invoiced", "the agreeing one is untouched");
+    let other = app.order(&invoiced[1].0).await;
+    assert_eq!(other["state"], "exception");
+    assert_eq!(
+        other["fulfilment"]["exception"]["reason"],
+        "reconciliation FINANCE-INVOICE: demo-finance reports `voided` while the order is invoiced"
+    );
+    assert!(app.metrics().await.contains("orderbridge_reconcile_mismatches_total{check=\"FINANCE-INVOICE\"} 1"));
+    // A second run does not pile up: the order is in its exception now, not checked.
+    let (_, r) = app.api_post("/reconcile").await;
+    assert_eq!((r["checked"].as_u64(), r["mismatches"].as_array().map(Vec::len)), (Some(1), Some(0)), "{r}");
+    app.stop().await;
+}

@@ -312,7 +312,7 @@ async fn execution_rules_are_cross_checked_with_connectors_and_the_directory() {
     let at: usize = line.trim_start_matches(&format!("{rules}:")).split(':').next().unwrap().parse().unwrap();
     assert!(at < l_task && at + 8 > l_task, "points at the task's table ({at}, edited {l_task}): {line}");
     assert!(
-        out.contains("settlement: connector `demo-finance` has no operation `create_bill` (it has: create_invoice)"),
+        out.contains("settlement: connector `demo-finance` has no operation `create_bill` (it has: create_invoice, invoice_status)"),
         "{out}"
     );
 }

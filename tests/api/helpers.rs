@@ -358,6 +358,7 @@ struct ReceiverState {
     tasks: Mutex<Vec<(String, Value)>>,
     invoices: Mutex<Vec<(String, String, Value)>>,
     lose_invoice_answers: AtomicU32,
+    invoice_status: Mutex<HashMap<String, String>>,
     /// Answer 503 to this many requests first.
     fail_next: AtomicU32,
     /// Answer 503 to everything while set.
@@ -429,6 +430,10 @@ impl Receiver {
     pub fn invoices(&self) -> Vec<(String, String, Value)> {
         self.state.invoices.lock().unwrap().clone()
     }
+    /// What the finance system says of an invoice (default `open`).
+    pub fn set_invoice_status(&self, number: &str, status: &str) {
+        self.state.invoice_status.lock().unwrap().insert(number.to_owned(), status.to_owned());
+    }
     /// The next `n` invoices are created but answered only after the caller timed out.
     pub fn lose_invoice_answers(&self, n: u32) {
         self.state.lose_invoice_answers.store(n, Ordering::SeqCst);
@@ -482,7 +487,10 @@ async fn find_invoice(State(s): State<Arc<ReceiverState>>, Query(q): Query<Invoi
     let found: Vec<Value> = invoices
         .iter()
         .filter(|(_, _, b)| b["order_id"].as_str().is_some() && b["order_id"].as_str() == q.order_id.as_deref())
-        .map(|(n, _, _)| serde_json::json!({"invoice_number": n}))
+        .map(|(n, _, _)| {
+            let status = s.invoice_status.lock().unwrap().get(n).cloned().unwrap_or_else(|| "open".into());
+            serde_json::json!({"invoice_number": n, "status": status})
+        })
         .collect();
     Json(serde_json::json!({"invoices": found}))
 }
