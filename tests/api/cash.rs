@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// Posts an event signed like the ERP's / the finance system's webhooks.
-async fn system_event(app: &TestApp, connector: &str, event: &Value) -> (u16, Value) {
+pub(crate) async fn system_event(app: &TestApp, connector: &str, event: &Value) -> (u16, Value) {
     let body = serde_json::to_vec(event).unwrap();
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let headers = app.signed_headers(&id, app.state.clock.now().timestamp(), &body);
@@ -33,7 +33,7 @@ async fn approved(app: &TestApp, ext: &str) -> String {
 }
 
 /// Reports the order's required tasks done as the ERP does, and records delivery.
-async fn deliver(app: &TestApp, id: &str) {
+pub(crate) async fn deliver(app: &TestApp, id: &str) {
     let order = app.order(id).await;
     for t in order["fulfilment"]["tasks"].as_array().unwrap().iter().filter(|t| t["required"] == true) {
         let (s, b) = system_event(

@@ -336,7 +336,7 @@ async fn xero_preset_requests_pass_xeros_own_spec_and_wrong_ones_are_flagged() {
     o.answer("GET /Invoices", json!({"Invoices": []}));
     let refs = json!({"xero.create_contact": r.reference.clone().unwrap()});
     let r = push(xero, "create_invoice", "orderbridge:i-1", &effect(order, refs.clone())).await.unwrap();
-    assert_eq!(r.reference.as_deref(), Some("ed255415-e141-4150-aab7-89c3bbbb851c"), "Xero's example InvoiceID");
+    assert_eq!(r.reference.as_deref(), Some("INV-0007"), "the InvoiceNumber of Xero's example answer");
     assert_all_valid(&o);
 
     let put = only(&o, "PUT", "/Invoices");
@@ -520,4 +520,68 @@ async fn stripe_preset_requests_pass_stripes_own_spec_and_wrong_ones_are_flagged
         Err(ConnectorError::Permanent { message }) => assert!(message.contains("limit"), "{message}"),
         other => panic!("limit=many must be refused: {:?}", other.err()),
     }
+}
+
+/// The daemon end to end with Xero as the finance system: an accepted order is
+/// invoiced through the `xero` preset (OAuth2, tenant header, look-up first, then PUT),
+/// every request valid for Xero's own spec; the InvoiceNumber Xero answers becomes the
+/// order's invoice, and a payment quoting it settles and closes the order.
+#[tokio::test]
+async fn the_daemon_invoices_an_accepted_order_in_xero_within_xeros_spec() {
+    let prism = Prism::start(&spec("xero/xero_accounting.prism.yaml")).await;
+    let (o, addr) = oracle(&prism, false).await;
+    // The look-up before creating finds nothing (Prism would answer its examples).
+    o.answer("GET /Invoices", json!({"Invoices": []}));
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, erp.addr, &[]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let base = format!("http://{addr}");
+    let connector = std::fs::read_to_string(examples.join("connectors/xero.toml"))
+        .unwrap()
+        .replace("${XERO_CLIENT_ID}", "orderbridge-test")
+        .replace("${XERO_CLIENT_SECRET}", "file:secrets/xero-client")
+        .replace("${XERO_TENANT_ID}", "file:secrets/xero-tenant")
+        .replace("client_id = ", &format!("token_url = \"{base}/connect/token\"\nclient_id = "));
+    std::fs::write(d.join("connectors/xero.toml"), format!("base_url = \"{base}\"\n{connector}")).unwrap();
+    for m in ["xero-invoice", "xero-contact"] {
+        std::fs::copy(examples.join(format!("mappings/{m}.toml")), d.join(format!("mappings/{m}.toml"))).unwrap();
+    }
+    std::fs::write(d.join("secrets/xero-client"), "xero-client-secret").unwrap();
+    std::fs::write(d.join("secrets/xero-tenant"), "b1e2f3a4-0000-4000-8000-00000000c0de").unwrap();
+    let rules = d.join("config/rules.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let from = "connector = \"demo-finance\"\noperation = \"create_invoice\"";
+    assert!(text.contains(from));
+    std::fs::write(&rules, text.replace(from, "connector = \"xero\"\noperation = \"create_invoice\"")).unwrap();
+    let app = restart(dir, erp).await;
+
+    let (s, b) = app.post_webhook(&deal("D-XERO-1", 1, "8000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("executing")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    crate::cash::deliver(&app, &id).await;
+    let (s, b) = app
+        .api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    wait_until("invoiced in Xero", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    assert_all_valid(&o);
+    let put = only(&o, "PUT", "/Invoices");
+    assert!(put.headers["idempotency-key"].to_str().unwrap().starts_with(&format!("orderbridge:{id}.")));
+    assert_eq!(put.headers["xero-tenant-id"], "b1e2f3a4-0000-4000-8000-00000000c0de");
+    assert!(put.body.contains("\"UnitAmount\": 8000.00,"), "{}", put.body);
+    let sent: Value = serde_json::from_str(&put.body).unwrap();
+    assert_eq!(sent["Invoices"][0]["Reference"], id.as_str());
+    let order = app.order(&id).await;
+    assert_eq!(order["fulfilment"]["invoice"]["number"], "INV-0007");
+
+    let (s, b) = app
+        .api_post_json(
+            "/payments",
+            &json!({"payment_id": "XERO-PAY-1", "amount": {"amount": "8000.00", "currency": "CNY"}, "invoice_number": "INV-0007"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("closed")), "{b}");
+    app.stop().await;
 }
