@@ -189,6 +189,9 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
         if let Some(s) = &rules.settlement {
             pushes.push(("settlement".into(), locate(&text, &["settlement"]), &s.connector, &s.operation));
+            if let Some((c, op)) = &s.voucher {
+                pushes.push(("settlement.voucher".into(), locate(&text, &["settlement"]), c, op));
+            }
         }
         for (what, span, connector, op) in pushes {
             match registry.connectors.get(connector) {

@@ -281,6 +281,15 @@ fn effects_of_step(
             mail: None,
             trigger: Some(event.clone()),
         });
+        if let Some((connector, operation)) = &s.voucher {
+            out.push(EffectSpec {
+                connector: connector.clone(),
+                operation: operation.clone(),
+                cause: "accepted".into(),
+                mail: None,
+                trigger: Some(event.clone()),
+            });
+        }
     }
     // A dunning step mails its audiences (customers get one consolidated mail).
     if let OrderEvent::DunningDue { step, .. } = event

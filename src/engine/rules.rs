@@ -425,6 +425,16 @@ pub struct SettlementFile {
     /// Days from invoicing to the due date (default 30).
     #[serde(default = "thirty")]
     pub due_days: u32,
+    /// The accounts-receivable voucher pushed with the invoice, when the ledger wants
+    /// one of its own: `{ connector = "…", operation = "…" }`.
+    pub voucher: Option<VoucherFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoucherFile {
+    pub connector: String,
+    pub operation: String,
 }
 
 fn zero() -> String {
@@ -490,6 +500,7 @@ pub struct SettlementRules {
     pub operation: String,
     pub tax_rate: rust_decimal::Decimal,
     pub due_days: u32,
+    pub voucher: Option<(ConnectorId, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -876,11 +887,21 @@ impl RulesFile {
                 }
             };
             let connector = s.connector.parse::<ConnectorId>().map_err(|e| bad(e.to_string())).ok();
+            let voucher = match s.voucher {
+                None => Some(None),
+                Some(v) => v
+                    .connector
+                    .parse::<ConnectorId>()
+                    .map_err(|e| bad(format!("voucher: {e}")))
+                    .ok()
+                    .map(|c| Some((c, v.operation))),
+            };
             Some(SettlementRules {
                 connector: connector?,
                 operation: s.operation,
                 tax_rate: rate?,
                 due_days: s.due_days,
+                voucher: voucher?,
             })
         });
         let mut dunning: Vec<DunningStep> = Vec::new();

@@ -88,6 +88,31 @@ pub async fn document(
         .into_response())
 }
 
+/// `GET /api/customers/{id}/receivables`: the customer's invoices, what is paid and
+/// what is owed, with the total owed per currency.
+pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
+    let orders = app.store.customer_orders(&customer).await?;
+    let mut owed: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    let mut invoices = Vec::new();
+    for o in &orders {
+        let Some(f) = &o.fulfilment else { continue };
+        let Some(inv) = &f.invoice else { continue };
+        let outstanding = f.outstanding().unwrap_or_else(|| inv.total.clone());
+        *owed.entry(outstanding.currency().to_string()).or_default() += outstanding.amount();
+        invoices.push(json!({
+            "order_id": o.id.to_string(),
+            "state": o.state.name(),
+            "invoice": inv,
+            "paid": f.paid().ok().flatten(),
+            "outstanding": outstanding,
+            "overdue": matches!(o.state, crate::engine::OrderState::Overdue),
+            "dunning": f.dunning,
+        }));
+    }
+    let total: Vec<Value> = owed.into_iter().map(|(c, a)| json!({"amount": a.to_string(), "currency": c})).collect();
+    Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
+}
+
 /// `POST /api/reconcile`: runs the reconciliation now and answers its report.
 pub async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let report =

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/orders/{id}/exception", post(fulfilment::exception))
         .route("/payments", post(fulfilment::payment))
         .route("/reconcile", post(fulfilment::reconcile))
+        .route("/customers/{id}/receivables", get(fulfilment::receivables))
         .route("/payments/unmatched", get(fulfilment::unmatched))
         .route("/payments/unmatched/{source}/{payment_id}/assign", post(fulfilment::assign))
         .route("/connectors", get(api::list_connectors))

@@ -201,6 +201,8 @@ pub trait Store: Send + Sync {
         rules: &'a Rules,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<PaymentOutcome, StoreError>>;
+    /// Every order of one customer (by the customer's id), oldest first.
+    fn customer_orders<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>>;
     /// Payments no order took, with the reason.
     fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
     /// An operator applies an unmatched payment to an order.

@@ -1511,6 +1511,26 @@ impl Store for SledStore {
         Box::pin(self.record_payment_inner(payment, rules, now))
     }
 
+    fn customer_orders<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut prefix = customer.as_bytes().to_vec();
+            prefix.push(0);
+            let mut out = Vec::new();
+            for row in self.customers.scan_prefix(&prefix) {
+                let (k, _) = row.map_err(io)?;
+                let Some(id) =
+                    k.get(prefix.len()..).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(OrderId::from_bytes)
+                else {
+                    continue;
+                };
+                if let Some(rec) = self.read_order(id)? {
+                    out.push(rec);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>> {
         Box::pin(async move { self.unmatched_inner() })
     }

@@ -365,6 +365,10 @@ async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
     assert_eq!((s, b["settled"].as_bool(), b["state"].as_str()), (200, Some(true), Some("closed")), "{b}");
     let (_, q) = app.api("/payments/unmatched").await;
     assert_eq!(q["payments"].as_array().unwrap().len(), 1, "{q}");
+    // One accounts-receivable voucher per invoiced order, each with its own key.
+    let vouchers = app.erp.vouchers();
+    assert_eq!(vouchers.len(), 2);
+    assert!(vouchers.iter().all(|(k, b)| k.starts_with("orderbridge:") && b["operation"] == "create_ar_voucher"));
     let events = app.order(b_id).await["events"].clone();
     let paid = events.as_array().unwrap().iter().find(|e| e["event"]["type"] == "payment_received").unwrap().clone();
     assert_eq!(paid["actor"]["id"], "operator:王会计", "{paid}");
@@ -436,6 +440,13 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
     assert!(first.subject().starts_with("付款提醒"), "{}", first.subject());
     assert!(text.contains(&inv_a) && text.contains(&inv_b), "{text}");
     assert!(text.contains("¥14,000.00"), "the total of both: {text}");
+    // The customer's receivables, as finance staff see them.
+    let (s, ar) = app.api("/customers/C-DUNNING/receivables").await;
+    assert_eq!(s, 200, "{ar}");
+    assert_eq!(ar["outstanding"], json!([{"amount": "14000.00", "currency": "CNY"}]), "{ar}");
+    let listed = ar["invoices"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|i| i["overdue"] == true && i["dunning"] == json!(["friendly"])), "{ar}");
 
     // B is disputed: its reminders pause. Day 15: the firm one for A alone.
     let (s, _) = app

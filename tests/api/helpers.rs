@@ -359,6 +359,7 @@ struct ReceiverState {
     invoices: Mutex<Vec<(String, String, Value)>>,
     lose_invoice_answers: AtomicU32,
     invoice_status: Mutex<HashMap<String, String>>,
+    vouchers: Mutex<Vec<(String, Value)>>,
     /// Answer 503 to this many requests first.
     fail_next: AtomicU32,
     /// Answer 503 to everything while set.
@@ -391,6 +392,7 @@ impl Receiver {
             // kept apart from the order pushes the fault switches act on.
             .route("/tasks", post(receive_task))
             .route("/invoices", post(create_invoice).get(find_invoice))
+            .route("/vouchers", post(create_voucher))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -429,6 +431,10 @@ impl Receiver {
     /// Invoices created at `/invoices`: (number, idempotency key, body).
     pub fn invoices(&self) -> Vec<(String, String, Value)> {
         self.state.invoices.lock().unwrap().clone()
+    }
+    /// Accounts-receivable vouchers pushed to `/vouchers`: (idempotency key, body).
+    pub fn vouchers(&self) -> Vec<(String, Value)> {
+        self.state.vouchers.lock().unwrap().clone()
     }
     /// What the finance system says of an invoice (default `open`).
     pub fn set_invoice_status(&self, number: &str, status: &str) {
@@ -480,6 +486,18 @@ async fn create_invoice(
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     (StatusCode::CREATED, Json(serde_json::json!({"invoice_number": number, "status": "open"})))
+}
+
+async fn create_voucher(
+    State(s): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut v = s.vouchers.lock().unwrap();
+    let id = format!("AR-{}", 500 + v.len());
+    v.push((key, body));
+    Json(serde_json::json!({"voucher_id": id}))
 }
 
 async fn find_invoice(State(s): State<Arc<ReceiverState>>, Query(q): Query<InvoiceQuery>) -> Json<Value> {
