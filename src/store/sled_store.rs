@@ -712,6 +712,54 @@ impl SledStore {
         Ok(rec)
     }
 
+    /// The engine's decision on a payment for one order (matched, settled, what is
+    /// left), with the rows that record it.
+    fn payment_step(
+        &self,
+        rec: OrderRecord,
+        actor: Actor,
+        p: &super::PaymentReport,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(super::PaymentOutcome, StepRows), crate::engine::DecideError> {
+        let history = History::default();
+        let case = Case {
+            state: &rec.state,
+            order: &rec.order,
+            history: &history,
+            approval: rec.approval.as_ref(),
+            fulfilment: rec.fulfilment.as_ref(),
+        };
+        let ev = OrderEvent::PaymentReceived {
+            amount: p.amount.clone(),
+            settled: false,
+            payment_id: p.payment_id.clone(),
+            outstanding: None,
+            excess: None,
+        };
+        let decision = decide(&case, actor, ev, rules, now)?;
+        let (settled, outstanding) = decision
+            .audit
+            .iter()
+            .find_map(|a| match &a.event {
+                OrderEvent::PaymentReceived { settled, outstanding, .. } => Some((*settled, outstanding.clone())),
+                _ => None,
+            })
+            .unwrap_or((false, None));
+        let mut rows = StepRows::default();
+        let rec = self.rows_for(rec, decision, now, &mut rows);
+        let outcome = super::PaymentOutcome {
+            matched: true,
+            order_id: Some(rec.id),
+            state: Some(rec.state.name().to_owned()),
+            settled,
+            outstanding,
+            reason: None,
+            duplicate: false,
+        };
+        Ok((outcome, rows))
+    }
+
     /// Applies a reported payment to the order it names (by order id or invoice
     /// number), or queues it as unmatched with the reason; once per (source, id).
     async fn record_payment_inner(
@@ -766,45 +814,10 @@ impl SledStore {
                 match self.read_order(id)? {
                     None => refused(format!("order {id} does not exist")),
                     Some(rec) => {
-                        let history = History::default();
-                        let case = Case {
-                            state: &rec.state,
-                            order: &rec.order,
-                            history: &history,
-                            approval: rec.approval.as_ref(),
-                            fulfilment: rec.fulfilment.as_ref(),
-                        };
-                        let ev = OrderEvent::PaymentReceived {
-                            amount: p.amount.clone(),
-                            settled: false,
-                            payment_id: p.payment_id.clone(),
-                            outstanding: None,
-                            excess: None,
-                        };
-                        match decide(&case, Actor::Connector(p.source.clone()), ev, rules, now) {
-                            Err(e) => refused(format!("order {id} ({}): {e}", rec.state.name())),
-                            Ok(decision) => {
-                                let (settled, outstanding) = decision
-                                    .audit
-                                    .iter()
-                                    .find_map(|a| match &a.event {
-                                        OrderEvent::PaymentReceived { settled, outstanding, .. } => {
-                                            Some((*settled, outstanding.clone()))
-                                        }
-                                        _ => None,
-                                    })
-                                    .unwrap_or((false, None));
-                                let mut rows = StepRows::default();
-                                let rec = self.rows_for(rec, decision, now, &mut rows);
-                                let outcome = PaymentOutcome {
-                                    matched: true,
-                                    order_id: Some(id),
-                                    state: Some(rec.state.name().to_owned()),
-                                    settled,
-                                    outstanding,
-                                    reason: None,
-                                    duplicate: false,
-                                };
+                        let state = rec.state.name();
+                        match self.payment_step(rec, Actor::Connector(p.source.clone()), p, rules, now) {
+                            Err(e) => refused(format!("order {id} ({state}): {e}")),
+                            Ok((outcome, mut rows)) => {
                                 rows.meta_more.push((seen.clone(), json(&outcome)));
                                 (outcome, rows)
                             }
@@ -849,41 +862,9 @@ impl SledStore {
             serde_json::from_value(entry["payment"].clone()).map_err(|e| corrupt("unmatched payment", e))?;
         let _o = self.order_locks[stripe(order.as_bytes())].lock().await;
         let rec = self.read_order(order)?.ok_or_else(|| StoreError::NotFound(format!("order {order}")))?;
-        let history = History::default();
-        let case = Case {
-            state: &rec.state,
-            order: &rec.order,
-            history: &history,
-            approval: rec.approval.as_ref(),
-            fulfilment: rec.fulfilment.as_ref(),
-        };
-        let ev = OrderEvent::PaymentReceived {
-            amount: report.amount.clone(),
-            settled: false,
-            payment_id: report.payment_id.clone(),
-            outstanding: None,
-            excess: None,
-        };
-        let decision = decide(&case, Actor::Person(operator.to_owned()), ev, rules, now)?;
-        let (settled, outstanding) = decision
-            .audit
-            .iter()
-            .find_map(|a| match &a.event {
-                OrderEvent::PaymentReceived { settled, outstanding, .. } => Some((*settled, outstanding.clone())),
-                _ => None,
-            })
-            .unwrap_or((false, None));
-        let mut rows = StepRows::default();
-        let rec = self.rows_for(rec, decision, now, &mut rows);
-        let outcome = super::PaymentOutcome {
-            matched: true,
-            order_id: Some(order),
-            state: Some(rec.state.name().to_owned()),
-            settled,
-            outstanding,
-            reason: None,
-            duplicate: false,
-        };
+        let (outcome, mut rows) = self
+            .payment_step(rec, Actor::Person(operator.to_owned()), &report, rules, now)
+            .map_err(StoreError::from)?;
         rows.meta_del.push(key);
         rows.meta_more.push((payment_key(source, payment_id), json(&outcome)));
         self.commit(rows).await?;
