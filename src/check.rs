@@ -78,7 +78,18 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
             || (config_dir.join("data"), crate::domain::order::Locale::ZhCn, String::new()),
             |s| (s.store_path.clone(), s.presentation.default_locale, s.site_name.clone()),
         );
-        let docs = crate::documents::Documents::new(&store, t.clone(), locale, &site);
+        let mut docs = crate::documents::Documents::new(&store, t.clone(), locale, &site);
+        if let Some((c, op)) = rules.as_ref().and_then(|r| r.documents_push.clone()) {
+            match reg.connectors.get(&c).and_then(|x| x.push.clone().filter(|_| x.operations.contains(&op))) {
+                Some(push) => docs = docs.delivering_to(push, op),
+                None => problems.push(Diagnostic::at(
+                    &rules_path(config_dir),
+                    &std::fs::read_to_string(rules_path(config_dir)).unwrap_or_default(),
+                    locate(&std::fs::read_to_string(rules_path(config_dir)).unwrap_or_default(), &["documents"]),
+                    format!("documents.push: connector `{c}` has no operation `{op}`"),
+                )),
+            }
+        }
         let kinds = docs.kinds();
         if !kinds.is_empty() {
             reg.add_builtin(crate::documents::DOCUMENTS_CONNECTOR, Arc::new(docs), kinds);

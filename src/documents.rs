@@ -25,11 +25,26 @@ pub struct Documents {
     templates: Arc<Templates>,
     default_locale: Locale,
     site: Value,
+    /// Where each archived document is delivered, with the operation's name.
+    push: Option<(Arc<dyn Push>, String)>,
 }
 
 impl Documents {
     pub fn new(store_path: &Path, templates: Arc<Templates>, default_locale: Locale, site_name: &str) -> Documents {
-        Documents { dir: store_path.join("documents"), templates, default_locale, site: json!({"name": site_name}) }
+        Documents {
+            dir: store_path.join("documents"),
+            templates,
+            default_locale,
+            site: json!({"name": site_name}),
+            push: None,
+        }
+    }
+
+    /// Delivers every archived document with `operation` of `to` (rules.toml
+    /// `[documents] push`): the order id, kind, SHA-256 and the HTML itself.
+    pub fn delivering_to(mut self, to: Arc<dyn Push>, operation: String) -> Self {
+        self.push = Some((to, operation));
+        self
     }
 
     /// The kinds this configuration has templates for (its operations).
@@ -42,7 +57,7 @@ impl Documents {
         store_path.join("documents").join(order_id).join(format!("{kind}-{sha256}.html"))
     }
 
-    fn generate(&self, kind: &str, body: &Value) -> Result<Receipt, ConnectorError> {
+    fn generate(&self, kind: &str, body: &Value) -> Result<(Receipt, String), ConnectorError> {
         let permanent = |message: String| ConnectorError::Permanent { message };
         let order_id = body.get("order_id").and_then(Value::as_str).ok_or_else(|| permanent("no order id".into()))?;
         let locale = body
@@ -64,11 +79,14 @@ impl Documents {
             message: format!("cannot archive {}: {e}", path.display()),
             retry_after: None,
         })?;
-        Ok(Receipt {
-            status: 200,
-            summary: format!("{kind}.html, {} bytes, sha256 {sha}", html.len()),
-            reference: Some(sha),
-        })
+        Ok((
+            Receipt {
+                status: 200,
+                summary: format!("{kind}.html, {} bytes, sha256 {sha}", html.len()),
+                reference: Some(sha),
+            },
+            html,
+        ))
     }
 }
 
@@ -105,10 +123,28 @@ impl Push for Documents {
                 templates: self.templates.clone(),
                 default_locale: self.default_locale,
                 site: self.site.clone(),
+                push: None,
             };
-            tokio::task::spawn_blocking(move || this.generate(&kind, &body)).await.map_err(|e| {
-                ConnectorError::Retryable { message: format!("document generation stopped: {e}"), retry_after: None }
-            })?
+            let (receipt, html) =
+                tokio::task::spawn_blocking(move || this.generate(&kind, &body)).await.map_err(|e| {
+                    ConnectorError::Retryable {
+                        message: format!("document generation stopped: {e}"),
+                        retry_after: None,
+                    }
+                })??;
+            let Some((to, operation)) = &self.push else { return Ok(receipt) };
+            // The same bytes on every retry, under a key of their own.
+            let key = format!("{}/document", effect.idempotency_key);
+            let delivery = json!({
+                "order_id": effect.body.get("order_id"),
+                "external_id": effect.body.get("external_id"),
+                "kind": effect.operation,
+                "sha256": receipt.reference,
+                "content_type": "text/html; charset=utf-8",
+                "content": html,
+            });
+            let stored = to.perform(Outbound { operation, idempotency_key: &key, body: &delivery }).await?;
+            Ok(Receipt { summary: format!("{}; delivered ({})", receipt.summary, stored.status), ..receipt })
         })
     }
 }

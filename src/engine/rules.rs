@@ -34,6 +34,8 @@ pub struct Rules {
     /// Reminder steps, by days overdue (ascending).
     pub dunning: Vec<DunningStep>,
     pub reconciliation: Option<Reconciliation>,
+    /// Each generated document is pushed to this connector operation.
+    pub documents_push: Option<(ConnectorId, String)>,
 }
 
 /// Approval SLAs: working time per level, reminders, escalation.
@@ -333,6 +335,16 @@ pub struct RulesFile {
     /// Scheduled comparison of our states with the other systems'.
     #[serde(default)]
     pub reconciliation: Option<toml::Spanned<ReconciliationFile>>,
+    /// Where generated documents are delivered (a document store, the ERP).
+    #[serde(default)]
+    pub documents: Option<DocumentsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentsFile {
+    /// `{ connector = "…", operation = "…" }`: each archived document is pushed there.
+    pub push: VoucherFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -933,6 +945,13 @@ impl RulesFile {
             });
         }
         dunning.sort_by_key(|d| d.days_overdue);
+        let documents_push = self.documents.and_then(|d| match d.push.connector.parse::<ConnectorId>() {
+            Ok(c) => Some((c, d.push.operation)),
+            Err(e) => {
+                problems.push(RuleProblem { span: 0..0, message: format!("documents.push: {e}") });
+                None
+            }
+        });
         let reconciliation = self.reconciliation.and_then(|r| {
             let span = r.span();
             let r = r.into_inner();
@@ -986,6 +1005,7 @@ impl RulesFile {
                 settlement,
                 dunning,
                 reconciliation,
+                documents_push,
             })
         } else {
             Err(problems)

@@ -183,6 +183,12 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
     assert_eq!(doc.headers()["x-content-sha256"], sha.as_str());
     let html = doc.text().await.unwrap();
     assert!(html.contains("业务合同") && html.contains("张伟") && html.contains("¥500,000.00"), "{html}");
+    // … and was delivered to the ERP, the same bytes under their hash.
+    let delivered = app.erp.documents();
+    let contract = delivered.iter().find(|(_, b)| b["kind"] == "contract").expect("the contract reached the ERP");
+    assert_eq!(contract.1["sha256"], sha.as_str());
+    assert_eq!(contract.1["content"], html.as_str());
+    assert!(contract.0.ends_with("/document"), "its own idempotency key: {}", contract.0);
     let recorded = order["events"].as_array().unwrap().iter().any(|e| {
         e["event"]["effect"] == "documents.contract"
             && e["event"]["receipt"].as_str().unwrap_or_default().contains(&sha)

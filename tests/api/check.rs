@@ -74,7 +74,10 @@ async fn every_problem_is_reported_with_file_line_and_column() {
     let (_, out) = check(d);
     let rule_line = format!("{}:", p("config/rules.toml"));
     let line = out.lines().find(|l| l.starts_with(&rule_line)).unwrap_or_else(|| panic!("no rules problem in:\n{out}"));
-    assert!(line.contains("has no operation `create_ordr` (it has: create_order, create_task)"), "{line}");
+    assert!(
+        line.contains("has no operation `create_ordr` (it has: create_order, create_task, store_document)"),
+        "{line}"
+    );
     assert!(line.starts_with(&format!("{rule_line}{}:", l_rule - 3)), "points at the [[effects]] table: {line}");
     assert!(out.trim_end().ends_with("43 files checked, 2 problems"), "{out}");
 }
@@ -312,7 +315,7 @@ async fn execution_rules_are_cross_checked_with_connectors_and_the_directory() {
     let at: usize = line.trim_start_matches(&format!("{rules}:")).split(':').next().unwrap().parse().unwrap();
     assert!(at < l_task && at + 8 > l_task, "points at the task's table ({at}, edited {l_task}): {line}");
     assert!(
-        out.contains("settlement: connector `demo-finance` has no operation `create_bill` (it has: create_invoice, invoice_status)"),
+        out.contains("settlement: connector `demo-finance` has no operation `create_bill` (it has: create_ar_voucher, create_invoice, invoice_status)"),
         "{out}"
     );
 }

@@ -51,7 +51,9 @@ const SECRETS: &[&str] = &[
 ];
 
 /// The Xero invoice and ERPNext Sales Order an earlier attempt created.
-const XERO_INVOICE: &str = "4f1c7a2e-9b3d-4e8a-b6c5-0d2f1e3a4b5c";
+const XERO_INVOICE_ID: &str = "4f1c7a2e-9b3d-4e8a-b6c5-0d2f1e3a4b5c";
+/// What the preset keeps: the number payments quote.
+const XERO_INVOICE: &str = "INV-0042";
 const SALES_ORDER: &str = "SAL-ORD-2026-00017";
 
 // ---------------------------------------------------------------------------------
@@ -271,9 +273,9 @@ fn vendor(s: &Seen) -> Answer {
     match s.method.as_str() {
         "GET" if path.ends_with("/Invoices") => ok(json!({"Invoices": []})),
         "GET" if path.starts_with("/api/resource/") => ok(json!({"data": []})),
-        "PUT" if path.ends_with("/Invoices") => {
-            ok(json!({"Invoices": [{"InvoiceID": XERO_INVOICE, "Status": "AUTHORISED", "Reference": ORDER_ID}]}))
-        }
+        "PUT" if path.ends_with("/Invoices") => ok(
+            json!({"Invoices": [{"InvoiceID": XERO_INVOICE_ID, "InvoiceNumber": XERO_INVOICE, "Status": "AUTHORISED", "Reference": ORDER_ID}]}),
+        ),
         "POST" if path == "/orders" => ok(json!({"id": "ord_1"})),
         "POST" if path == "/v1/invoices" => ok(json!({"id": "in_1", "object": "invoice", "status": "draft"})),
         "POST" if path == "/v1/invoiceitems" => ok(json!({"id": "ii_1", "object": "invoiceitem"})),
@@ -440,7 +442,7 @@ body = "xero-invoice"
                 found: || {
                     Answer::json(
                         200,
-                        json!({"Invoices": [{"InvoiceID": XERO_INVOICE, "Reference": ORDER_ID, "Status": "AUTHORISED"}]}),
+                        json!({"Invoices": [{"InvoiceID": XERO_INVOICE_ID, "InvoiceNumber": XERO_INVOICE, "Reference": ORDER_ID, "Status": "AUTHORISED"}]}),
                     )
                 },
                 reference: XERO_INVOICE,

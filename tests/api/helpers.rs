@@ -360,6 +360,7 @@ struct ReceiverState {
     lose_invoice_answers: AtomicU32,
     invoice_status: Mutex<HashMap<String, String>>,
     vouchers: Mutex<Vec<(String, Value)>>,
+    documents: Mutex<Vec<(String, Value)>>,
     /// Answer 503 to this many requests first.
     fail_next: AtomicU32,
     /// Answer 503 to everything while set.
@@ -393,6 +394,7 @@ impl Receiver {
             .route("/tasks", post(receive_task))
             .route("/invoices", post(create_invoice).get(find_invoice))
             .route("/vouchers", post(create_voucher))
+            .route("/documents", post(store_document))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -435,6 +437,10 @@ impl Receiver {
     /// Accounts-receivable vouchers pushed to `/vouchers`: (idempotency key, body).
     pub fn vouchers(&self) -> Vec<(String, Value)> {
         self.state.vouchers.lock().unwrap().clone()
+    }
+    /// Documents delivered to `/documents`: (idempotency key, body).
+    pub fn documents(&self) -> Vec<(String, Value)> {
+        self.state.documents.lock().unwrap().clone()
     }
     /// What the finance system says of an invoice (default `open`).
     pub fn set_invoice_status(&self, number: &str, status: &str) {
@@ -498,6 +504,16 @@ async fn create_voucher(
     let id = format!("AR-{}", 500 + v.len());
     v.push((key, body));
     Json(serde_json::json!({"voucher_id": id}))
+}
+
+async fn store_document(
+    State(s): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    s.documents.lock().unwrap().push((key, body));
+    Json(serde_json::json!({"stored": true}))
 }
 
 async fn find_invoice(State(s): State<Arc<ReceiverState>>, Query(q): Query<InvoiceQuery>) -> Json<Value> {
