@@ -44,6 +44,19 @@ pub struct OrderRecord {
     pub timers: Vec<crate::engine::approval::Timer>,
 }
 
+impl OrderRecord {
+    /// What `decide` looks at for this order, with the customer's `history`.
+    pub fn case<'a>(&'a self, history: &'a crate::engine::History) -> crate::engine::Case<'a> {
+        crate::engine::Case {
+            state: &self.state,
+            order: &self.order,
+            history,
+            approval: self.approval.as_ref(),
+            fulfilment: self.fulfilment.as_ref(),
+        }
+    }
+}
+
 /// Timer-index key: due time (ms, big-endian) ‖ order id ‖ kind.
 pub fn timer_key(id: OrderId, t: &crate::engine::approval::Timer) -> [u8; 25] {
     let mut k = [0u8; 25];

@@ -698,13 +698,7 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let rec = self.read_order(id)?.ok_or_else(|| StoreError::NotFound(format!("order {id}")))?;
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let case = Case {
-            state: &rec.state,
-            order: &rec.order,
-            history: &history,
-            approval: rec.approval.as_ref(),
-            fulfilment: rec.fulfilment.as_ref(),
-        };
+        let case = rec.case(&history);
         let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -723,13 +717,7 @@ impl SledStore {
         now: DateTime<Utc>,
     ) -> Result<(super::PaymentOutcome, StepRows), crate::engine::DecideError> {
         let history = History::default();
-        let case = Case {
-            state: &rec.state,
-            order: &rec.order,
-            history: &history,
-            approval: rec.approval.as_ref(),
-            fulfilment: rec.fulfilment.as_ref(),
-        };
+        let case = rec.case(&history);
         let ev = OrderEvent::PaymentReceived {
             amount: p.amount.clone(),
             settled: false,
@@ -903,13 +891,7 @@ impl SledStore {
             ));
         }
         let history = self.history(&rec.order, Some(id), now, rules.history_days)?;
-        let case = Case {
-            state: &rec.state,
-            order: &rec.order,
-            history: &history,
-            approval: rec.approval.as_ref(),
-            fulfilment: rec.fulfilment.as_ref(),
-        };
+        let case = rec.case(&history);
         let decision = decide(&case, actor, event, rules, now)?;
         let mut rows = StepRows::default();
         let rec = self.rows_for(rec, decision, now, &mut rows);
@@ -1097,13 +1079,7 @@ impl SledStore {
         let _g = self.order_locks[stripe(id.as_bytes())].lock().await;
         let Some(rec) = self.read_order(id)? else { return Ok(false) };
         let history = History::default();
-        let case = Case {
-            state: &rec.state,
-            order: &rec.order,
-            history: &history,
-            approval: rec.approval.as_ref(),
-            fulfilment: rec.fulfilment.as_ref(),
-        };
+        let case = rec.case(&history);
         match crate::engine::decide::due_timer_event(&case, rules, now) {
             Some(event) => {
                 let decision = decide(&case, Actor::System, event, rules, now)?;
@@ -1209,13 +1185,7 @@ impl SledStore {
                     };
                     let actor = Actor::Connector(current.connector.to_string());
                     let history = History::default();
-                    let case = Case {
-                        state: &rec.state,
-                        order: &rec.order,
-                        history: &history,
-                        approval: rec.approval.as_ref(),
-                        fulfilment: rec.fulfilment.as_ref(),
-                    };
+                    let case = rec.case(&history);
                     match decide(&case, actor.clone(), ev.clone(), rules, now) {
                         Ok(decision) => {
                             self.rows_for(rec, decision, now, &mut rows);
