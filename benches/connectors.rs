@@ -29,23 +29,13 @@ fn main() {
         (arg(0, 20_000, 300), arg(1, 100, 50), arg(2, 20_000, 200), arg(3, 8, 4));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        println!("connectors bench on {}", machine());
+        println!("connectors bench on {}", orderbridge::bench::machine());
         let dir = tempfile::tempdir().unwrap();
         let (source, sink, received) = serve(records, page).await;
         let registry = config(dir.path(), source, sink);
         poll(&registry, dir.path(), records, page).await;
         push(&registry, effects, concurrency, &received).await;
     });
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
 }
 
 struct Source {

@@ -80,7 +80,8 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-fn machine() -> String {
+/// Cores and CPU model, for benchmark reports.
+pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

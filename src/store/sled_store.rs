@@ -928,55 +928,10 @@ impl SledStore {
             seq += 1;
             let id = EffectId { order_id: OrderId::nil(), seq, index: 0 };
             let to = items.last().map(|(_, i)| i.to.clone()).expect("a person has items");
-            if key.starts_with("customer:") {
-                let effect = self.customer_digest(id, to, &items, now)?;
-                let rows = StepRows {
-                    outbox_put: vec![(effect.due_key(), json(&effect))],
-                    digest_del: items.into_iter().map(|(k, _)| k).collect(),
-                    meta_put: Some((b"digest_seq".to_vec(), seq.to_be_bytes().to_vec())),
-                    ..Default::default()
-                };
-                self.commit(rows).await?;
-                sent += 1;
-                continue;
-            }
-            let mut listed = Vec::with_capacity(items.len());
-            for (_, i) in &items {
-                let state = self.read_order(i.order_id)?.map(|r| r.state.name()).unwrap_or("unknown");
-                listed.push(serde_json::json!({
-                    "order_id": i.order_id.to_string(),
-                    "template": i.template,
-                    "state": state,
-                    "customer": i.customer,
-                    "amount": i.amount,
-                    "at": i.at,
-                }));
-            }
-            let mail = crate::engine::notify::MailSpec {
-                template: "digest".into(),
-                to,
-                link: None,
-                link_context: None,
-                extra: serde_json::Value::Null,
-                digest_every_secs: None,
-                event: None,
-            };
-            let effect = EffectRecord {
-                idempotency_key: format!("orderbridge:{id}"),
-                id,
-                connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
-                operation: "digest".into(),
-                cause: "digest".into(),
-                body: serde_json::json!({
-                    "effect_id": id.to_string(),
-                    "items": listed,
-                    "mail": mail,
-                    "created_at": now,
-                }),
-                attempts: 0,
-                next_at: now,
-                created_at: now,
-                last_error: None,
+            let effect = if key.starts_with("customer:") {
+                self.customer_digest(id, to, &items, now)?
+            } else {
+                self.staff_digest(id, to, &items, now)?
             };
             let rows = StepRows {
                 outbox_put: vec![(effect.due_key(), json(&effect))],
@@ -988,6 +943,54 @@ impl SledStore {
             sent += 1;
         }
         Ok(sent)
+    }
+
+    /// One `digest` mail to a staff member listing their gathered order updates.
+    fn staff_digest(
+        &self,
+        id: EffectId,
+        to: crate::engine::notify::Recipient,
+        items: &[(Vec<u8>, DigestItem)],
+        now: DateTime<Utc>,
+    ) -> Result<EffectRecord, StoreError> {
+        let mut listed = Vec::with_capacity(items.len());
+        for (_, i) in items {
+            let state = self.read_order(i.order_id)?.map(|r| r.state.name()).unwrap_or("unknown");
+            listed.push(serde_json::json!({
+                "order_id": i.order_id.to_string(),
+                "template": i.template,
+                "state": state,
+                "customer": i.customer,
+                "amount": i.amount,
+                "at": i.at,
+            }));
+        }
+        let mail = crate::engine::notify::MailSpec {
+            template: "digest".into(),
+            to,
+            link: None,
+            link_context: None,
+            extra: serde_json::Value::Null,
+            digest_every_secs: None,
+            event: None,
+        };
+        Ok(EffectRecord {
+            idempotency_key: format!("orderbridge:{id}"),
+            id,
+            connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
+            operation: "digest".into(),
+            cause: "digest".into(),
+            body: serde_json::json!({
+                "effect_id": id.to_string(),
+                "items": listed,
+                "mail": mail,
+                "created_at": now,
+            }),
+            attempts: 0,
+            next_at: now,
+            created_at: now,
+            last_error: None,
+        })
     }
 
     /// One mail to a customer for all their gathered items of one template (payment
