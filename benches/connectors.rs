@@ -14,7 +14,6 @@ use std::time::Instant;
 use axum::extract::{Query, State};
 use orderbridge::connectors::{Outbound, Registry};
 use orderbridge::metrics::Metrics;
-use orderbridge::store::SledStore;
 use orderbridge::workers::poller::Poller;
 use serde_json::{Value, json};
 
@@ -122,12 +121,18 @@ fn config(d: &std::path::Path, source: std::net::SocketAddr, sink: std::net::Soc
 
 async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: usize) {
     let metrics = Arc::new(Metrics::default());
-    let store =
-        SledStore::open(&d.join("data"), 32 << 20, std::time::Duration::from_millis(1), metrics.clone()).unwrap();
+    let store = orderbridge::store::sled_engine::open(
+        &d.join("data"),
+        32 << 20,
+        std::time::Duration::from_millis(1),
+        metrics.clone(),
+    )
+    .unwrap();
+    let orders = std::sync::Arc::new(orderbridge::orders::Orders::new(store));
     let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let poller = Poller {
         poll: registry.get("source").unwrap().poll.clone().unwrap(),
-        store,
+        orders,
         rules,
         required_fields: Vec::new(),
         metrics,

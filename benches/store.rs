@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use orderbridge::domain::{ExternalRef, Order};
 use orderbridge::metrics::Metrics;
-use orderbridge::store::{Inbound, SledStore, Store};
+use orderbridge::orders::{Inbound, Orders};
 
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
@@ -25,7 +25,10 @@ async fn run(orders: usize, concurrency: usize) {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let delay_us: u64 = std::env::var("GROUP_COMMIT_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let store = SledStore::open(dir.path(), 32 << 20, Duration::from_micros(delay_us), metrics.clone()).unwrap();
+    let store =
+        orderbridge::store::sled_engine::open(dir.path(), 32 << 20, Duration::from_micros(delay_us), metrics.clone())
+            .unwrap();
+    let store = Arc::new(Orders::new(store));
     let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
     let mapping_text = include_str!("../mappings/demo-crm.toml");

@@ -14,8 +14,9 @@ use serde_json::Value;
 use crate::domain::OrderId;
 use crate::engine::Actor;
 use crate::metrics::Metrics;
+use crate::orders::Orders;
 use crate::settings::{LogFormat, Settings};
-use crate::store::{EffectId, SledStore, Store, StoreError};
+use crate::store::{EffectId, StoreError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +56,9 @@ pub enum Command {
     /// The outbox of effects.
     #[command(subcommand)]
     Outbox(OutboxCmd),
+    /// The store itself: rows set aside because they could not be read.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Why an order is where it is: rules fired, approval route, decisions, versions.
     Explain {
         id: String,
@@ -85,6 +89,16 @@ pub enum OrdersCmd {
     /// Show one order with its events.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// List quarantined rows: what each was, why it could not be read, when, and its
+    /// raw bytes (hex). They are kept for analysis; restore the order from a backup.
+    Quarantine {
         #[arg(long)]
         json: bool,
     },
@@ -145,7 +159,7 @@ pub enum OutboxCmd {
 
 /// Where read commands get their data.
 enum Source {
-    Store(Arc<SledStore>),
+    Store(Arc<Orders>),
     Api { base: String, token: Option<String>, client: reqwest::Client },
 }
 
@@ -153,19 +167,19 @@ impl Source {
     fn open(config_dir: &Path) -> anyhow::Result<Source> {
         let settings = Settings::load_with(config_dir, false)
             .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
-        if !settings.store_path.join("db").exists() {
+        if !crate::store::exists(&settings.store) {
             bail!(
                 "no store at {} (is --config-dir right? store.path is relative to it)",
                 settings.store_path.display()
             );
         }
-        match SledStore::open(
-            &settings.store_path,
-            16 * 1024 * 1024,
-            std::time::Duration::ZERO,
-            Arc::new(Metrics::default()),
-        ) {
-            Ok(s) => Ok(Source::Store(s)),
+        let options = crate::store::Options {
+            cache_bytes: 16 * 1024 * 1024,
+            commit_delay: std::time::Duration::ZERO,
+            ..settings.store.clone()
+        };
+        match crate::store::open(&options, Arc::new(Metrics::default())) {
+            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
             Err(StoreError::Locked(_)) => {
                 let mut addr = settings.listen;
                 if addr.ip().is_unspecified() {
@@ -213,6 +227,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
+        Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
@@ -259,9 +274,13 @@ async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
-                Source::Store(s) => {
-                    s.list(state.as_deref(), None, limit).await?.iter().map(crate::http::api::order_json).collect()
-                }
+                Source::Store(s) => s
+                    .store()
+                    .list(state.as_deref(), None, limit)
+                    .await?
+                    .iter()
+                    .map(crate::http::api::order_json)
+                    .collect(),
                 Source::Api { .. } => {
                     let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
                     let v = src.api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}")).await?;
@@ -436,7 +455,7 @@ async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>,
     let mut after: Option<OrderId> = None;
     loop {
         let page: Vec<OrderId> = match &src {
-            Source::Store(s) => s.list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
+            Source::Store(s) => s.store().list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
             Source::Api { .. } => {
                 let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
                 let v = src.api(reqwest::Method::GET, &format!("/orders?limit=1000{q}")).await?;
@@ -475,9 +494,9 @@ async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>,
 async fn fetch_order(src: &Source, oid: OrderId) -> anyhow::Result<Value> {
     Ok(match src {
         Source::Store(s) => {
-            let rec = s.order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
+            let rec = s.store().order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
             let mut v = crate::http::api::order_json(&rec);
-            v["events"] = serde_json::to_value(s.events(oid).await?)?;
+            v["events"] = serde_json::to_value(s.store().events(oid).await?)?;
             v
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
@@ -545,7 +564,11 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             let dead = matches!(cmd, OutboxCmd::Dead { .. });
             let rows: Vec<Value> = match &src {
                 Source::Store(s) => {
-                    let rows = if dead { s.dead_letters(10_000).await? } else { s.pending_effects(10_000).await? };
+                    let rows = if dead {
+                        s.store().dead_letters(10_000).await?
+                    } else {
+                        s.store().pending_effects(10_000).await?
+                    };
                     rows.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
                 }
                 Source::Api { .. } => {
@@ -575,6 +598,32 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+async fn quarantine(dir: &Path, json: bool) -> anyhow::Result<i32> {
+    let src = Source::open(dir)?;
+    let rows: Vec<Value> = match &src {
+        Source::Store(s) => {
+            s.store().quarantined().await?.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
+        }
+        Source::Api { .. } => {
+            src.api(reqwest::Method::GET, "/store/quarantine").await?["rows"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            println!(
+                "{}  {}: {}",
+                r["at"].as_str().unwrap_or(""),
+                r["what"].as_str().unwrap_or(""),
+                r["error"].as_str().unwrap_or("")
+            );
+        }
+        println!("{} quarantined row(s)", rows.len());
+    }
+    Ok(0)
 }
 
 fn whoami() -> String {

@@ -4,7 +4,8 @@
 //! - `engine`: lifecycle states and events, rules, `decide` (pure).
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes.
-//! - `store`: the durable, audited store (sled) behind the `Store` trait.
+//! - `orders`: the application layer: per step, lock → load → `decide` → commit.
+//! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
 //! - `workers`: the outbox dispatcher, the scheduler (reminders, escalations, digests), pollers.
 //! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
 //!   showing values to people, the people we write to.
@@ -30,6 +31,7 @@ pub mod locale;
 pub mod mail;
 pub mod mapping;
 pub mod metrics;
+pub mod orders;
 pub mod rules_diff;
 pub mod schedule;
 pub mod settings;

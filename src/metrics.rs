@@ -40,6 +40,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Effects that gave up and wait for an operator (`orderbridge outbox replay`).",
     ),
     (
+        "orderbridge_quarantined_rows",
+        "gauge",
+        "Stored rows that could not be decoded and were set aside (`orderbridge store quarantine`).",
+    ),
+    (
         "orderbridge_poll_failures_total",
         "counter",
         "Polling runs stopped by the source, by connector and kind (auth, other).",

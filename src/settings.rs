@@ -312,9 +312,10 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// `None` disables `/api/*` (every call answers 401).
     pub admin_token: Option<SecretString>,
+    /// Where and on which engine the store lives (`[store]`).
+    pub store: crate::store::Options,
+    /// `store.path`, resolved against the configuration directory (documents live under it too).
     pub store_path: PathBuf,
-    pub cache_capacity_bytes: u64,
-    pub group_commit_delay: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub required_fields: Vec<String>,
@@ -454,9 +455,13 @@ impl RawSettings {
         if self.server.max_body_bytes < 1024 {
             bad(&["server", "max_body_bytes"], "must be at least 1024".into());
         }
-        if self.store.backend != "sled" {
-            bad(&["store", "backend"], format!("unknown store backend `{}` (available: sled)", self.store.backend));
-        }
+        let backend = match self.store.backend.parse::<crate::store::Backend>() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                bad(&["store", "backend"], e);
+                None
+            }
+        };
         if self.store.group_commit_delay_us > 100_000 {
             bad(&["store", "group_commit_delay_us"], "must be at most 100000 (0.1 s)".into());
         }
@@ -619,9 +624,13 @@ impl RawSettings {
             request_timeout: Duration::from_secs(self.server.request_timeout_secs.max(1)),
             max_concurrent_requests: self.server.max_concurrent_requests.max(1),
             admin_token,
+            store: crate::store::Options {
+                backend: backend.expect("checked above"),
+                path: store_path.clone(),
+                cache_bytes: self.store.cache_capacity_mb * 1024 * 1024,
+                commit_delay: Duration::from_micros(self.store.group_commit_delay_us),
+            },
             store_path,
-            cache_capacity_bytes: self.store.cache_capacity_mb * 1024 * 1024,
-            group_commit_delay: Duration::from_micros(self.store.group_commit_delay_us),
             log_format,
             log_level: self.log.level.clone(),
             required_fields: self.intake.required_fields.clone(),

@@ -19,10 +19,17 @@ use crate::http::{AppState, router};
 use crate::links::LinkSigner;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::store::SledStore;
+use crate::orders::Orders;
 use crate::workers::digest::DigestJob;
 use crate::workers::dispatcher::Dispatcher;
 use crate::workers::poller::Poller;
+
+/// Resolves once the store can no longer make writes durable.
+async fn store_failed(store: Arc<dyn crate::store::Store>) {
+    while store.failure().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// How long shutdown waits for effects in flight before giving up on them (they stay
 /// in the outbox and run again after restart, with the same idempotency key).
@@ -45,13 +52,9 @@ impl Application {
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
         let Loaded { settings, mut registry, rules, templates, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
-        let store = SledStore::open(
-            &settings.store_path,
-            settings.cache_capacity_bytes,
-            settings.group_commit_delay,
-            metrics.clone(),
-        )
-        .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
+        let store = crate::store::open(&settings.store, metrics.clone())
+            .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
+        let orders = Arc::new(Orders::new(store.clone()));
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let public_url = settings
@@ -69,7 +72,7 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let rules = Arc::new(rules);
         let dispatcher = Dispatcher::new(
-            store.clone(),
+            orders.clone(),
             rules.clone(),
             registry.clone(),
             metrics.clone(),
@@ -78,7 +81,7 @@ impl Application {
             wake.clone(),
         );
         let digests = DigestJob {
-            store: store.clone(),
+            orders: orders.clone(),
             clock: clock.clone(),
             interval: settings.scheduler_sweep_interval,
             rules: rules.clone(),
@@ -90,7 +93,7 @@ impl Application {
             .filter_map(|c| c.poll.clone())
             .map(|poll| Poller {
                 poll,
-                store: store.clone(),
+                orders: orders.clone(),
                 rules: rules.clone(),
                 required_fields: settings.required_fields.clone(),
                 metrics: metrics.clone(),
@@ -102,6 +105,7 @@ impl Application {
         let state = AppState {
             paused: dispatcher.paused.clone(),
             links,
+            orders,
             store,
             registry,
             rules,
@@ -133,7 +137,7 @@ impl Application {
         // whose effects nobody performs.
         let worker_died = CancellationToken::new();
         let reconciler = crate::workers::reconcile::Reconciler {
-            store: state.store.clone(),
+            orders: state.orders.clone(),
             registry: state.registry.clone(),
             rules: state.rules.clone(),
             metrics: state.metrics.clone(),
@@ -143,6 +147,7 @@ impl Application {
         tokio::spawn(reconciler.run(stop.clone()));
         let workers = {
             let (stop, died) = (stop.clone(), worker_died.clone());
+            let store = state.store.clone();
             tokio::spawn(async move {
                 // Pollers stop with the daemon; one that fails only logs (it retries each run).
                 for p in pollers {
@@ -153,6 +158,8 @@ impl Application {
                 let (name, result, first_is_dispatch) = tokio::select! {
                     r = &mut dispatch => ("dispatcher", r, true),
                     r = &mut digest => ("scheduler", r, false),
+                    // A failed sync is fatal: stop accepting and exit non-zero.
+                    () = store_failed(store.clone()) => ("store", Ok(()), false),
                 };
                 if !stop.is_cancelled() {
                     match &result {

@@ -4,9 +4,12 @@
 pub mod approval;
 pub mod calendar;
 pub mod decide;
+pub mod effects;
 pub mod fulfilment;
+pub mod intake;
 pub mod lifecycle;
 pub mod notify;
+pub mod payments;
 pub mod rules;
 pub mod table;
 

@@ -151,13 +151,19 @@ pub async fn list_dead(
 
 pub async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: EffectId = id.parse().map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
-    let effect = app.store.replay(&id, Actor::Person("admin-api".into()), app.clock.now()).await?;
+    let effect = app.orders.replay(&id, Actor::Person("admin-api".into()), app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(json!({ "replayed": effect })))
 }
 
+/// `GET /api/store/quarantine`: rows set aside because they could not be decoded.
+pub async fn quarantined(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = app.store.quarantined().await?;
+    Ok(Json(json!({"rows": rows})))
+}
+
 pub async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let r = app.store.verify_audit().await?;
+    let r = app.orders.verify_audit().await?;
     Ok(Json(json!({
         "orders": r.orders,
         "events": r.events,
@@ -230,7 +236,7 @@ pub async fn decide_approval(
         ApprovalDecision::Reject => OrderEvent::ApprovalDeclined { level, role: String::new(), comment },
         ApprovalDecision::RequestInfo => OrderEvent::InfoRequested { level, role: String::new(), question: comment },
     };
-    let rec = app.store.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
+    let rec = app.orders.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }
@@ -283,7 +289,7 @@ pub async fn review(
     };
     // An operator is not an approver: record them as such, not as a directory person.
     let actor = Actor::Person(format!("operator:{}", b.operator.trim()));
-    let rec = app.store.apply(id, actor, event, &app.rules, app.clock.now()).await?;
+    let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }

@@ -49,10 +49,28 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError as E;
         match e {
             E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            // Nothing was accepted; the sender retries against a healthy daemon.
+            E::Failed(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_failed",
+                "the daemon can no longer store anything durably and is stopping; nothing was accepted, retry later",
+            ),
+            other => ApiError::unexpected(other),
+        }
+    }
+}
+
+impl From<crate::orders::OrderError> for ApiError {
+    fn from(e: crate::orders::OrderError) -> Self {
+        use crate::orders::OrderError as E;
+        match e {
+            E::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             E::Illegal(t) => ApiError::new(StatusCode::CONFLICT, "illegal_transition", t.to_string()),
             E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            E::LinkUsed(m) => ApiError::new(StatusCode::CONFLICT, "link_used", m),
             E::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            other => ApiError::unexpected(other),
+            E::Store(s) => s.into(),
         }
     }
 }

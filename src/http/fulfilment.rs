@@ -15,8 +15,8 @@ use super::api::{ApiJson, order_json};
 use super::error::ApiError;
 use crate::connectors::signature::Delivery;
 use crate::domain::{ExternalRef, Money, OrderId};
+use crate::engine::payments::{PaymentOutcome, PaymentReport};
 use crate::engine::{Actor, OrderEvent};
-use crate::store::{PaymentOutcome, PaymentReport};
 
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
@@ -44,7 +44,7 @@ pub struct OperatorBody {
 }
 
 async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> Result<Json<Value>, ApiError> {
-    let rec = app.store.apply(id, actor, event, &app.rules, app.clock.now()).await?;
+    let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }
@@ -91,7 +91,7 @@ pub async fn document(
 /// `GET /api/customers/{id}/receivables`: the customer's invoices, what is paid and
 /// what is owed, with the total owed per currency.
 pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
-    let orders = app.store.customer_orders(&customer).await?;
+    let orders = app.orders.customer_orders(&customer).await?;
     let mut owed: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
     let mut invoices = Vec::new();
     for o in &orders {
@@ -116,7 +116,7 @@ pub async fn receivables(State(app): State<AppState>, Path(customer): Path<Strin
 /// `POST /api/reconcile`: runs the reconciliation now and answers its report.
 pub async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let report =
-        crate::workers::reconcile::run_once(&app.store, &app.registry, &app.rules, &app.metrics, &app.clock).await?;
+        crate::workers::reconcile::run_once(&app.orders, &app.registry, &app.rules, &app.metrics, &app.clock).await?;
     app.wake_dispatcher();
     Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null)))
 }
@@ -263,14 +263,14 @@ pub async fn payment(
     ApiJson(b): ApiJson<PaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let report = b.report("api")?;
-    let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
+    let outcome = app.orders.record_payment(&report, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(payment_answer(&outcome))
 }
 
 /// `GET /api/payments/unmatched`
 pub async fn unmatched(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list = app.store.unmatched_payments().await?;
+    let list = app.orders.unmatched_payments().await?;
     Ok(Json(json!({"payments": list})))
 }
 
@@ -292,7 +292,7 @@ pub async fn assign(
         return Err(invalid("operator", "name the operator"));
     }
     let outcome = app
-        .store
+        .orders
         .assign_payment(
             &source,
             &payment_id,
@@ -401,7 +401,7 @@ pub async fn system_event(
         }
         SystemEvent::PaymentReceived { payment } => {
             let report = payment.report(&connector)?;
-            let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
+            let outcome = app.orders.record_payment(&report, &app.rules, app.clock.now()).await?;
             app.wake_dispatcher();
             Ok(payment_answer(&outcome))
         }

@@ -13,22 +13,30 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready: 200 `ready`, or 200 `degraded` when rows were quarantined (the daemon
+/// works; an operator must look at `orderbridge store quarantine`). Not ready (503)
+/// while starting or stopping, or once the store can no longer make writes durable.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let store_ok = app.store.counts().await.is_ok();
-    if app.is_ready() && store_ok {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
+    let failure = app.store.failure();
+    let counts = app.store.counts();
+    if !app.is_ready() || failure.is_some() {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "store": store_ok, "workers": app.is_ready()})),
-        )
+            Json(json!({"status": "not_ready", "store": failure.is_none(), "workers": app.is_ready()})),
+        );
     }
+    if counts.quarantined > 0 {
+        return (StatusCode::OK, Json(json!({"status": "degraded", "quarantined": counts.quarantined})));
+    }
+    (StatusCode::OK, Json(json!({"status": "ready"})))
 }
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let (pending, dead) = app.store.counts().await.unwrap_or((0, 0));
-    let body = app
-        .metrics
-        .render(&[("orderbridge_outbox_pending", pending as f64), ("orderbridge_dead_letters", dead as f64)]);
+    let c = app.store.counts();
+    let body = app.metrics.render(&[
+        ("orderbridge_outbox_pending", c.pending as f64),
+        ("orderbridge_dead_letters", c.dead as f64),
+        ("orderbridge_quarantined_rows", c.quarantined as f64),
+    ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

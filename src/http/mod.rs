@@ -1,5 +1,6 @@
 //! The HTTP surface (axum): webhooks, the admin API, health and metrics.
-//! Handlers translate HTTP to store verbs; they never perform effects (invariant 2).
+//! Handlers translate HTTP to application calls (`crate::orders`) and store reads;
+//! they decide nothing and never perform effects (invariant 2).
 
 pub mod api;
 pub mod error;
@@ -24,12 +25,16 @@ use crate::connectors::Registry;
 use crate::engine::Rules;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
+use crate::orders::Orders;
 use crate::settings::Settings;
 use crate::store::Store;
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Lifecycle steps (the application layer).
+    pub orders: Arc<Orders>,
+    /// Reads.
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub rules: Arc<Rules>,
@@ -79,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox/dead", get(api::list_dead))
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
+        .route("/store/quarantine", get(api::quarantined))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     Router::new()
         // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.

@@ -19,7 +19,8 @@ use crate::domain::order::Locale;
 use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::locale;
-use crate::store::{OrderRecord, StoreError};
+use crate::orders::OrderError;
+use crate::store::OrderRecord;
 
 /// Longest survey comment kept, in characters.
 const MAX_COMMENT: usize = 2000;
@@ -258,7 +259,7 @@ pub async fn survey_answer(
     let event = OrderEvent::SurveyAnswered { score, comment, complaint };
     let actor = Actor::Person(claims.subject.clone());
     match app
-        .store
+        .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
         .await
     {
@@ -273,8 +274,8 @@ pub async fn survey_answer(
                 &format!("<p>{text}</p>"),
             )
         }
-        Err(StoreError::Conflict(_)) => already_answered(&app, l),
-        Err(StoreError::Illegal(_)) => refusal(
+        Err(OrderError::LinkUsed(_) | OrderError::Conflict(_)) => already_answered(&app, l),
+        Err(OrderError::Illegal(_)) => refusal(
             &app,
             StatusCode::CONFLICT,
             l,
@@ -499,7 +500,7 @@ pub async fn approval_answer(
     };
     let actor = Actor::Person(claims.subject.clone());
     let once = once.then_some(claims.link_id.as_str());
-    match app.store.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
+    match app.orders.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
         Ok(rec) => {
             app.wake_dispatcher();
             let text = match (&rec.state, l) {
@@ -520,15 +521,15 @@ pub async fn approval_answer(
                 &format!("<p>{}</p>", esc(&text)),
             )
         }
-        Err(StoreError::Refused(why)) => refusal(&app, StatusCode::FORBIDDEN, l, &why),
-        Err(StoreError::Conflict(why)) if why.contains("already used") => refusal(
+        Err(OrderError::Refused(why)) => refusal(&app, StatusCode::FORBIDDEN, l, &why),
+        Err(OrderError::LinkUsed(_)) => refusal(
             &app,
             StatusCode::CONFLICT,
             l,
             t(l, "You have already decided on this request.", "您已处理过此审批请求。"),
         ),
-        Err(StoreError::Conflict(why)) => refusal(&app, StatusCode::CONFLICT, l, &why),
-        Err(StoreError::Illegal(_)) => refusal(
+        Err(OrderError::Conflict(why)) => refusal(&app, StatusCode::CONFLICT, l, &why),
+        Err(OrderError::Illegal(_)) => refusal(
             &app,
             StatusCode::CONFLICT,
             l,
@@ -664,7 +665,7 @@ pub async fn acceptance_answer(
     let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
     let actor = Actor::Person(claims.subject.clone());
     match app
-        .store
+        .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
         .await
     {
@@ -681,7 +682,9 @@ pub async fn acceptance_answer(
             };
             page(StatusCode::OK, l, &app.settings.site_name, t(l, "Thank you", "谢谢"), &format!("<p>{text}</p>"))
         }
-        Err(StoreError::Conflict(_) | StoreError::Illegal(_)) => not_waiting_for_acceptance(&app, &order, l),
+        Err(OrderError::LinkUsed(_) | OrderError::Conflict(_) | OrderError::Illegal(_)) => {
+            not_waiting_for_acceptance(&app, &order, l)
+        }
         Err(e) => {
             tracing::error!(error = %e, "acceptance not recorded");
             busy(&app, l)

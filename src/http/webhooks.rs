@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::connectors::signature::Delivery;
 use crate::domain::ExternalRef;
 use crate::metrics::LATENCY_BUCKETS;
-use crate::store::Inbound;
+use crate::orders::Inbound;
 
 pub async fn receive(
     State(app): State<AppState>,
@@ -150,7 +150,7 @@ async fn receive_inner(
         mapping_version: mapping.version.clone(),
         order: mapped.order,
     };
-    let ingested = app.store.ingest(inbound, &app.rules, now).await?;
+    let ingested = app.orders.ingest(inbound, &app.rules, now).await?;
     let outcome = if ingested.duplicate { "duplicate" } else { "accepted" };
     app.metrics.inc("orderbridge_orders_ingested_total", &[("connector", connector), ("outcome", outcome)]);
     if !ingested.duplicate {

@@ -1,13 +1,14 @@
-//! Group commit (invariant 1). Writers apply their sled transaction, then wait on
-//! `Committer::durable`. One task gathers every waiter, runs sled's blocking `flush()`
-//! on a blocking thread, then fsyncs the store's files (sled's own flush uses
-//! `sync_file_range`, which is not power-loss durable: sled #1452), and wakes all of
-//! them with the result. Writes that arrive during a flush wait for the next one.
-//! Never `flush_async`: it hangs under concurrent callers (sled #1241, #1357).
+//! Group commit (invariant 1). Writers apply their batch to the engine, then wait on
+//! `Committer::durable`. One task gathers every waiter, runs the engine's sync (a
+//! flush plus fsync) once on a blocking thread, and wakes all of them with the
+//! result. Writes that arrive during a sync wait for the next one.
+//!
+//! A failed sync is fatal: every waiter and every later caller gets `Failed`, and the
+//! sync is never tried again. After a failed fsync the kernel may have dropped the
+//! dirty pages and cleared the error, so a second fsync that "succeeds" proves
+//! nothing (the PostgreSQL fsync lesson of 2018).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -15,25 +16,31 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use crate::metrics::Metrics;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Makes everything the engine applied so far durable.
+pub type SyncFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Waiter>,
+    failed: Arc<OnceLock<String>>,
 }
 
-/// Most writers waiting for one flush; more wait for channel space (back-pressure).
+/// Most writers waiting for one sync; more wait for channel space (back-pressure).
 const QUEUE: usize = 16 * 1024;
 /// Waiters that end the gathering delay early.
 const GATHER: usize = 256;
 
 impl Committer {
-    /// Starts the committer task for `db` stored under `dir`. After the first waiter
-    /// arrives it gathers more for up to `delay` (or until `GATHER` are waiting): one
-    /// flush and fsync costs the same kernel work for one write as for a hundred, and
-    /// on a small machine that work competes with request handling for the CPU.
-    pub fn start(db: sled::Db, dir: PathBuf, delay: Duration, metrics: Arc<Metrics>) -> Committer {
+    /// Starts the committer task. After the first waiter arrives it gathers more for
+    /// up to `delay` (or until `GATHER` are waiting): one sync costs the same kernel
+    /// work for one write as for a hundred, and on a small machine that work competes
+    /// with request handling for the CPU.
+    pub fn start(sync: SyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Waiter>(QUEUE);
+        let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let failure = failed.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
             while rx.recv_many(&mut batch, QUEUE).await > 0 {
@@ -46,46 +53,54 @@ impl Committer {
                         }
                     }
                 }
-                let started = Instant::now();
-                let db = db.clone();
-                let dir = dir.clone();
-                let result = tokio::task::spawn_blocking(move || make_durable(&db, &dir))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("flush task failed: {e}")));
-                metrics.observe_commit(batch.len(), started.elapsed());
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, waiters = batch.len(), "store flush failed; writes are not acknowledged");
-                }
+                let result = match failure.get() {
+                    Some(e) => Err(e.clone()),
+                    None => {
+                        let started = Instant::now();
+                        let sync = sync.clone();
+                        let r = tokio::task::spawn_blocking(move || sync())
+                            .await
+                            .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+                        metrics.observe_commit(batch.len(), started.elapsed());
+                        if let Err(e) = &r {
+                            let _ = failure.set(e.clone());
+                            tracing::error!(error = %e, waiters = batch.len(), "the store cannot make writes durable; nothing more is accepted and the daemon stops");
+                        }
+                        r
+                    }
+                };
                 for w in batch.drain(..) {
-                    let _ = w.send(result.clone());
+                    let _ = w.send(result.clone().map_err(StoreError::Failed));
                 }
             }
         });
-        Committer { tx }
+        Committer { tx, failed }
     }
 
-    /// Returns once everything written before the call is on disk.
+    /// Returns once everything applied before the call is durable.
+    ///
+    /// # Errors
+    /// `Failed` when a sync failed (now or before).
     pub async fn durable(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.map_err(|_| StoreError::Io("committer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Io("committer stopped".into()))?.map_err(StoreError::Io)
-    }
-}
-
-/// sled's flush, then fsync of its files so the data survives power loss.
-pub fn make_durable(db: &sled::Db, dir: &Path) -> Result<(), String> {
-    db.flush().map_err(|e| format!("sled flush: {e}"))?;
-    fsync_tree(dir).map_err(|e| format!("fsync {}: {e}", dir.display()))
-}
-
-fn fsync_tree(dir: &Path) -> std::io::Result<()> {
-    File::open(dir.join("db"))?.sync_all()?;
-    let blobs = dir.join("blobs");
-    if let Ok(entries) = std::fs::read_dir(&blobs) {
-        for e in entries.flatten() {
-            File::open(e.path())?.sync_all()?;
+        if let Some(e) = self.failed.get() {
+            return Err(StoreError::Failed(e.clone()));
         }
-        File::open(&blobs)?.sync_all()?;
+        let (tx, rx) = oneshot::channel();
+        let stopped = || StoreError::Io("the committer stopped".into());
+        self.tx.send(tx).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
-    Ok(())
+
+    /// Marks the store failed (a write the engine could not take, e.g. on a full
+    /// volume): from now on every waiter and writer gets `Failed`.
+    pub fn fail(&self, error: String) {
+        if self.failed.set(error.clone()).is_ok() {
+            tracing::error!(%error, "the store cannot write; nothing more is accepted and the daemon stops");
+        }
+    }
+
+    /// The sync failure the store stopped on, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
 }

@@ -1,36 +1,50 @@
-//! The store: orders, their hash-chained events, the transactional outbox, dead
-//! letters and the indexes, behind `Store`, a trait in domain verbs.
+//! The store: persistence verbs only. It keeps orders, their hash-chained events,
+//! the transactional outbox, dead letters, digests, payments, job state and the
+//! indexes that something reads, and it decides nothing (no rules, no `decide`):
+//! the application layer (`crate::orders`) computes every row of a step and hands
+//! the store one `Step` to commit atomically.
 //!
-//! Every lifecycle step is one transaction (invariants 1, 2, 4, 5) and every write
-//! method returns only after the write is durable (group commit, see `commit.rs`).
-//! `sled_store.rs` is the embedded implementation.
+//! Guarantees every backend gives (the conformance suite in `tests/api/store.rs`
+//! checks them on each):
+//! - `commit` applies all of its steps or none, also across a crash, and returns
+//!   only once they are durable (invariant 1). A step whose preconditions no longer
+//!   hold (the order moved on, a link was spent, a payment seen) is a `Conflict` and
+//!   writes nothing.
+//! - An effect is visible to `due_effects` only after the commit that wrote it is
+//!   durable, so nothing is pushed that a crash could take back.
+//! - A failed flush or fsync is fatal: the store refuses every later write with
+//!   `Failed` and never retries the sync (its failure may have dropped dirty pages).
+//! - A row that cannot be decoded is quarantined (kept aside, counted and listed)
+//!   and never stops the others.
+//!
+//! `kv.rs` lays the store out over any ordered key-value engine (`sled_engine.rs`);
+//! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
+//! group commit.
 
 pub mod codec;
 pub mod commit;
+pub mod kv;
 pub mod records;
-pub mod sled_store;
+pub mod sled_engine;
 
 use chrono::{DateTime, Utc};
-
-pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
-pub use sled_store::SledStore;
-
-use crate::connectors::BoxFuture;
-use crate::domain::{ExternalRef, Order, OrderId};
-use crate::engine::{Actor, IllegalTransition, OrderEvent, OrderState, Rules};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
+pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
+
+use crate::connectors::BoxFuture;
+use crate::domain::{ExternalRef, OrderId};
+use crate::engine::effects::DigestItem;
+use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
+use crate::engine::table::Prior;
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// What was looked for, e.g. `order ord_…` or `dead letter ord_….4.0`.
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{0}")]
-    Illegal(#[from] IllegalTransition),
-    /// A person may not take this decision (not an approver, their own order, …).
-    #[error("{0}")]
-    Refused(String),
-    /// The order cannot take this change in its state (e.g. an amendment after approval).
+    /// A precondition of a step no longer holds (another step came first); nothing
+    /// was written. The application reloads and decides again, or reports it.
     #[error("{0}")]
     Conflict(String),
     /// The data directory is held by another process (a running daemon).
@@ -38,188 +52,165 @@ pub enum StoreError {
     Locked(String),
     #[error("the store is corrupt: {0}; refusing to go on (restore from backup, never delete data)")]
     Corrupt(String),
+    /// A row could not be decoded; it was set aside (`orderbridge store quarantine`).
+    #[error("{0} is quarantined: its stored row cannot be read (see `orderbridge store quarantine`)")]
+    Quarantined(String),
     #[error("store I/O failed: {0}")]
     Io(String),
+    /// A flush or fsync failed: nothing more is written or acknowledged, and the
+    /// daemon stops. The cause is on the data volume (full, read-only, failing).
+    #[error("the store can no longer make writes durable ({0}); nothing more is accepted, the daemon stops")]
+    Failed(String),
 }
 
-impl From<crate::engine::DecideError> for StoreError {
-    fn from(e: crate::engine::DecideError) -> Self {
-        match e {
-            crate::engine::DecideError::Illegal(i) => StoreError::Illegal(i),
-            // Not a matter of who asks but of when: the order has moved on.
-            crate::engine::DecideError::Refused(
-                r @ (crate::engine::approval::Refusal::NotAwaiting
-                | crate::engine::approval::Refusal::WrongLevel { .. }
-                | crate::engine::approval::Refusal::TasksOpen(_)
-                | crate::engine::approval::Refusal::UnknownTask(_)
-                | crate::engine::approval::Refusal::TaskAlreadyDone(_)
-                | crate::engine::approval::Refusal::NoException
-                | crate::engine::approval::Refusal::PaymentNotApplicable(_)),
-            ) => StoreError::Conflict(r.to_string()),
-            crate::engine::DecideError::Refused(r) => StoreError::Refused(r.to_string()),
+/// The order row written by a step, with what the step loaded (its preconditions).
+#[derive(Debug, Clone)]
+pub struct OrderWrite {
+    pub record: OrderRecord,
+    /// The order as loaded: `None` for a new order (its external id must be free).
+    /// The stored order must still be at `loaded.last_seq`, else `Conflict`.
+    pub loaded: Option<Loaded>,
+}
+
+/// What the store indexes of an order, as loaded (so a step can move its index keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub last_seq: u32,
+    pub state: &'static str,
+    /// The earliest due time indexed for the order.
+    pub next_timer: Option<DateTime<Utc>>,
+    pub invoice: Option<String>,
+    pub customer: String,
+    /// What the customer's history rules read of the order.
+    pub prior: Prior,
+}
+
+impl Loaded {
+    pub fn of(rec: &OrderRecord) -> Loaded {
+        Loaded {
+            last_seq: rec.last_seq,
+            state: rec.state.name(),
+            next_timer: rec.next_timer(),
+            invoice: rec.invoice_number().map(str::to_owned),
+            customer: rec.order.customer.id.as_str().to_owned(),
+            prior: Prior { amount: rec.order.amount.clone(), product_code: rec.order.product.code.as_str().to_owned() },
         }
     }
 }
 
-/// A payment reported by a bank, a finance system or an operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentReport {
-    /// Who reported it (a connector id, or `api`): payment ids are unique per source.
-    pub source: String,
-    pub payment_id: String,
-    pub amount: crate::domain::Money,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invoice_number: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<OrderId>,
-    /// Free text from the payer (kept for the operator).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reference: String,
-}
-
-/// What became of a reported payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentOutcome {
-    pub matched: bool,
-    pub order_id: Option<OrderId>,
-    /// The order's state after it (when matched).
-    pub state: Option<String>,
-    pub settled: bool,
-    pub outstanding: Option<crate::domain::Money>,
-    /// Why it is in the unmatched queue.
-    pub reason: Option<String>,
-    /// The same payment was reported before; this is what happened then.
-    #[serde(default)]
-    pub duplicate: bool,
-}
-
-/// An order as a connector's mapping produced it, ready to ingest.
+/// A change to the outbox or the dead letters.
 #[derive(Debug, Clone)]
-pub struct Inbound {
-    pub source: ExternalRef,
-    pub version: u64,
-    pub mapping_version: String,
-    pub order: Order,
+pub enum OutboxChange {
+    /// A new effect, due at its `next_at`.
+    Add(EffectRecord),
+    /// A pending effect rescheduled (retry, deferral): `from` must still be pending
+    /// as it was read, else `Conflict`.
+    Reschedule { from: EffectRecord, to: EffectRecord },
+    /// A pending effect performed: removed (it must still be pending as read).
+    Remove(EffectRecord),
+    /// A pending effect given up: moved to the dead letters as `dead`.
+    Bury { from: EffectRecord, dead: EffectRecord },
+    /// A dead letter back in the outbox as `to` (it must still be a dead letter).
+    Revive { dead: EffectId, to: EffectRecord },
 }
 
-/// What intake did with an inbound order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ingested {
+/// Where a digest item is kept: its group (a person, or a customer's address and
+/// template) and the effect the mail would have been.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DigestKey {
+    pub group: String,
+    pub effect: EffectId,
+}
+
+/// A change to the held digest items.
+#[derive(Debug, Clone)]
+pub enum DigestChange {
+    Hold(DigestKey, Box<DigestItem>),
+    /// Sent in a digest mail (it must still be held, else `Conflict`).
+    Release(DigestKey),
+}
+
+/// A single-use key (a link's id) spent by a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsedLink {
+    pub at: DateTime<Utc>,
     pub order_id: OrderId,
-    pub state: OrderState,
-    /// True when this delivery changed nothing (same or older version).
-    pub duplicate: bool,
-    /// Effects the step put in the outbox (the dispatcher is woken only for these).
-    pub effects: usize,
+    /// The last event of the step that used it.
+    pub seq: u32,
 }
 
-/// How an effect attempt ended, as the dispatcher reports it.
+/// A payment written by a step.
 #[derive(Debug, Clone)]
-pub enum EffectOutcome {
-    Done {
-        receipt: String,
-        /// The receiver's id for what it created, stored on the order.
-        reference: Option<String>,
-    },
-    /// Try again at `next_at`.
-    Retry { error: String, next_at: DateTime<Utc> },
-    /// Give up: move to dead letters.
-    Dead { error: String },
-    /// Not attempted (its connector is paused): due again at `next_at`, attempts unchanged.
-    Deferred { reason: String, next_at: DateTime<Utc> },
+pub enum PaymentWrite {
+    /// First report of (source, payment id): already seen → `Conflict`. With
+    /// `unmatched`, it also waits for an operator.
+    Reported { source: String, payment_id: String, outcome: PaymentOutcome, unmatched: Option<UnmatchedPayment> },
+    /// An operator assigned a waiting payment (it must still wait, else `Conflict`).
+    Assigned { source: String, payment_id: String, outcome: PaymentOutcome },
 }
 
-/// Result of `audit verify`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditReport {
-    pub orders: u64,
-    pub events: u64,
-    /// The first broken chain: order and sequence number, with what is wrong.
-    pub broken: Option<(OrderId, u32, String)>,
+/// Everything one lifecycle step (or one scheduler run) changes. Built by the
+/// application layer; the store only encodes, checks preconditions and writes.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub order: Option<OrderWrite>,
+    /// Appended to the order's chain, numbered after the loaded `last_seq`.
+    pub events: Vec<EventRecord>,
+    pub outbox: Vec<OutboxChange>,
+    pub digests: Vec<DigestChange>,
+    /// A link id spent by this step (already spent → `Conflict`).
+    pub spend: Option<(String, UsedLink)>,
+    pub payment: Option<PaymentWrite>,
+    /// Background jobs' state written with the step (a poll watermark, digest numbering).
+    pub jobs: Vec<(String, serde_json::Value)>,
+}
+
+impl Step {
+    /// Effects this step adds to the outbox.
+    pub fn new_effects(&self) -> usize {
+        self.outbox.iter().filter(|c| matches!(c, OutboxChange::Add(_) | OutboxChange::Revive { .. })).count()
+    }
+}
+
+/// An order whose earliest due time has come, and that time (as indexed).
+pub type DueTimer = (OrderId, DateTime<Utc>);
+
+/// A row set aside because it could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// What the row was (`order ord_…`, `effect …`, …).
+    pub what: String,
+    /// Why it could not be read.
+    pub error: String,
+    pub at: DateTime<Utc>,
+    /// The raw row, hex-encoded (for analysis; never edited in place).
+    pub raw_hex: String,
+}
+
+/// Row counts for metrics and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub dead: u64,
+    pub quarantined: u64,
 }
 
 pub trait Store: Send + Sync {
-    /// Intake: a new order, an amendment (newer version) or a duplicate; screening and
-    /// automatic steps run in the same transaction. Durable when it returns.
-    fn ingest<'a>(
-        &'a self,
-        inbound: Inbound,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Ingested, StoreError>>;
-
-    /// Applies one event (from a person or an external system) and the automatic steps
-    /// that follow. Durable when it returns.
-    fn apply<'a>(
-        &'a self,
-        id: OrderId,
-        actor: Actor,
-        event: OrderEvent,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
-
-    /// `apply`, at most once per `once` key (a single-use link's id): the key is
-    /// recorded in the same transaction; a second use is a `Conflict`. With `round`,
-    /// the order's approval chain must still be in that round (else `Conflict`).
-    #[allow(clippy::too_many_arguments)]
-    fn apply_once<'a>(
-        &'a self,
-        id: OrderId,
-        actor: Actor,
-        event: OrderEvent,
-        once: Option<&'a str>,
-        round: Option<u32>,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<OrderRecord, StoreError>>;
-    /// When a `once` key was used, if it was.
-    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<DateTime<Utc>>, StoreError>>;
-    /// Fires due approval reminders and escalations (each one step, at most once);
-    /// returns how many fired. Durable when it returns.
-    fn run_timers<'a>(&'a self, rules: &'a Rules, now: DateTime<Utc>) -> BoxFuture<'a, Result<usize, StoreError>>;
-    /// A polled page: every record (as `ingest` would take it) and the connector's
-    /// new poll state (`poll_key`) in one atomic transaction. Per-record refusals are
-    /// returned, not fatal. Durable when it returns.
-    fn ingest_page<'a>(
-        &'a self,
-        page: Vec<Inbound>,
-        poll_key: &'a str,
-        poll_state: serde_json::Value,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Vec<Result<Ingested, StoreError>>, StoreError>>;
-    /// The poll state last committed with a page.
-    fn poll_state<'a>(&'a self, poll_key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
-    /// Turns every due digest into one mail effect; returns how many. Durable when it returns.
-    fn run_digests(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, StoreError>>;
-    /// Applies a payment to its order, or queues it as unmatched; once per (source,
-    /// payment id): a repeat returns the first outcome. Durable when it returns.
-    fn record_payment<'a>(
-        &'a self,
-        payment: &'a PaymentReport,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<PaymentOutcome, StoreError>>;
-    /// Every order of one customer (by the customer's id), oldest first.
-    fn customer_orders<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>>;
-    /// Payments no order took, with the reason.
-    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, StoreError>>;
-    /// An operator applies an unmatched payment to an order.
-    fn assign_payment<'a>(
-        &'a self,
-        source: &'a str,
-        payment_id: &'a str,
-        order: OrderId,
-        operator: &'a str,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<PaymentOutcome, StoreError>>;
+    /// Applies `steps` atomically (all or none) and returns once they are durable.
+    ///
+    /// # Errors
+    /// `Conflict` when a precondition of a step fails (nothing is written); `Failed`
+    /// when the store can no longer make writes durable.
+    fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Returns once everything committed so far is durable.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The fatal error the store stopped on, if it did.
+    fn failure(&self) -> Option<String>;
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
+    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
     /// The order a source system knows by `source` (invariant 4's index).
     fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>>;
-    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
     /// A page of orders in id (= arrival) order, optionally in one state, after `after`.
     fn list<'a>(
         &'a self,
@@ -227,35 +218,112 @@ pub trait Store: Send + Sync {
         after: Option<OrderId>,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>>;
+    /// A customer's orders (oldest first) with what the history rules read of each;
+    /// with `since`, only orders created from then on.
+    fn customer_orders<'a>(
+        &'a self,
+        customer: &'a str,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Vec<(OrderId, Prior)>, StoreError>>;
+    /// The order an invoice number was issued on.
+    fn invoice_order<'a>(&'a self, number: &'a str) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>>;
+    /// What became of a payment reported before, if it was.
+    fn payment<'a>(
+        &'a self,
+        source: &'a str,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PaymentOutcome>, StoreError>>;
+    /// Payments waiting for an operator, by source and payment id.
+    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<UnmatchedPayment>, StoreError>>;
+    /// When a single-use key was spent, if it was.
+    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<UsedLink>, StoreError>>;
+    /// A background job's state, as last committed.
+    fn job_state<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>>;
+    /// Orders whose earliest due time is at or before `now`, earliest first, with it.
+    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<DueTimer>, StoreError>>;
+    /// Every held digest item, by group.
+    fn digest_items(&self) -> BoxFuture<'_, Result<Vec<(DigestKey, DigestItem)>, StoreError>>;
 
-    /// Effects due at `now`, oldest due first.
+    /// Durable effects due at `now`, oldest due first.
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     /// The effect as stored now, if it is still pending with the same schedule
     /// (`None` once it finished, was rescheduled or dead-lettered).
-    fn current(&self, effect: &EffectRecord) -> BoxFuture<'_, Result<Option<EffectRecord>, StoreError>>;
+    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
-    /// Records an attempt's outcome. Durable when it returns. A success goes through
-    /// `decide` with `rules` (the engine may act on it: an invoice number issues the
-    /// invoice) in the same transaction.
-    fn finish_effect<'a>(
-        &'a self,
-        effect: &'a EffectRecord,
-        outcome: EffectOutcome,
-        rules: &'a Rules,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Moves a dead letter back to the outbox, due now, attempts reset. Durable when it returns.
-    fn replay<'a>(
-        &'a self,
-        id: &'a EffectId,
-        actor: Actor,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<EffectRecord, StoreError>>;
+    fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
 
-    fn verify_audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>>;
-    /// Counts for metrics: (pending effects, dead letters).
-    fn counts(&self) -> BoxFuture<'_, Result<(u64, u64), StoreError>>;
-    /// Makes everything written so far durable (used at shutdown).
-    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Rows set aside because they could not be decoded.
+    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>>;
+    /// Counts for metrics and health, kept current (no scan).
+    fn counts(&self) -> Counts;
+}
+
+/// The engines a store can run on (`store.backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sled 0.34, embedded (one process per data directory).
+    Sled,
+}
+
+impl Backend {
+    pub const NAMES: &'static [&'static str] = &["sled"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sled => "sled",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sled" => Ok(Backend::Sled),
+            other => Err(format!("unknown store backend `{other}` (available: {})", Backend::NAMES.join(", "))),
+        }
+    }
+}
+
+/// Where and how to open a store.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub backend: Backend,
+    pub path: std::path::PathBuf,
+    /// The engine's cache, in bytes.
+    pub cache_bytes: u64,
+    /// How long the group commit gathers writers before one sync.
+    pub commit_delay: std::time::Duration,
+}
+
+/// Opens (or creates) the store `options` name.
+///
+/// # Errors
+/// `Locked` when another process holds it, `Corrupt` for damage or another layout.
+pub fn open(
+    options: &Options,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match options.backend {
+        Backend::Sled => Ok(sled_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
+    }
+}
+
+/// Opens the engine `options` name, without the store's layout on it (the layout
+/// is `kv::KvStore::open`): for `store copy` and for tests that wrap an engine.
+///
+/// # Errors
+/// As `open`.
+pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError> {
+    match options.backend {
+        Backend::Sled => Ok(Box::new(sled_engine::SledEngine::open(&options.path, options.cache_bytes)?)),
+    }
+}
+
+/// Whether a store of `options.backend` exists at `options.path`.
+pub fn exists(options: &Options) -> bool {
+    match options.backend {
+        Backend::Sled => sled_engine::SledEngine::exists(&options.path),
+    }
 }

@@ -45,55 +45,15 @@ pub struct OrderRecord {
 }
 
 impl OrderRecord {
-    /// What `decide` looks at for this order, with the customer's `history`.
-    pub fn case<'a>(&'a self, history: &'a crate::engine::History) -> crate::engine::Case<'a> {
-        crate::engine::Case {
-            state: &self.state,
-            order: &self.order,
-            history,
-            approval: self.approval.as_ref(),
-            fulfilment: self.fulfilment.as_ref(),
-        }
+    /// The earliest of the order's due times (the timer index holds only this one).
+    pub fn next_timer(&self) -> Option<DateTime<Utc>> {
+        self.timers.iter().map(|t| t.due).min()
     }
-}
 
-/// Timer-index key: due time (ms, big-endian) ‖ order id ‖ kind.
-pub fn timer_key(id: OrderId, t: &crate::engine::approval::Timer) -> [u8; 25] {
-    let mut k = [0u8; 25];
-    k[..8].copy_from_slice(&u64::try_from(t.due.timestamp_millis()).unwrap_or(0).to_be_bytes());
-    k[8..24].copy_from_slice(id.as_bytes());
-    k[24] = match t.kind {
-        crate::engine::approval::TimerKind::Remind => 0,
-        crate::engine::approval::TimerKind::Escalate => 1,
-        crate::engine::approval::TimerKind::ExceptionDeadline => 2,
-        crate::engine::approval::TimerKind::InvoiceDue => 3,
-        crate::engine::approval::TimerKind::Dunning => 4,
-    };
-    k
-}
-
-/// A notification held for a recipient's digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DigestItem {
-    pub to: crate::engine::notify::Recipient,
-    pub every_secs: u64,
-    pub order_id: OrderId,
-    pub template: String,
-    pub customer: String,
-    pub amount: crate::domain::Money,
-    pub at: DateTime<Utc>,
-    /// What the mail would have carried (e.g. a dunning stage and the invoice).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub extra: serde_json::Value,
-}
-
-/// Digest key: person ‖ 0 ‖ the effect key the mail would have had.
-pub fn digest_key(person: &str, effect: &EffectId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(person.len() + 23);
-    k.extend_from_slice(person.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&effect.key());
-    k
+    /// The number of the order's invoice, once issued (payments quote it).
+    pub fn invoice_number(&self) -> Option<&str> {
+        self.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|i| i.number.as_str())
+    }
 }
 
 /// One audit entry, chained: `hash = sha256(prev_hash ‖ canonical JSON of the rest)`.

@@ -11,10 +11,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::orders::Orders;
 
 pub struct DigestJob {
-    pub store: Arc<dyn Store>,
+    pub orders: Arc<Orders>,
     pub rules: Arc<crate::engine::Rules>,
     pub clock: Clock,
     pub interval: Duration,
@@ -25,7 +25,7 @@ pub struct DigestJob {
 impl DigestJob {
     pub async fn run(self, stop: CancellationToken) {
         loop {
-            match self.store.run_timers(&self.rules, self.clock.now()).await {
+            match self.orders.run_timers(&self.rules, self.clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(fired = n, "approval reminders and escalations fired");
@@ -33,7 +33,7 @@ impl DigestJob {
                 }
                 Err(e) => tracing::error!(error = %e, "scheduler cannot fire timers; will try again"),
             }
-            match self.store.run_digests(self.clock.now()).await {
+            match self.orders.run_digests(self.clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::info!(digests = n, "digests queued");

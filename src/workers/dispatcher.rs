@@ -19,8 +19,9 @@ use crate::clock::Clock;
 use crate::connectors::{ConnectorError, Outbound, Registry};
 use crate::engine::Rules;
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
+use crate::orders::{EffectOutcome, Orders};
 use crate::settings::DispatcherSettings;
-use crate::store::{EffectId, EffectOutcome, EffectRecord, Store};
+use crate::store::{EffectId, EffectRecord, Store};
 
 /// The longest `Retry-After` honoured.
 const RETRY_AFTER_CEILING: Duration = Duration::from_secs(3600);
@@ -68,7 +69,7 @@ const AUTH_FAILURES_TO_PAUSE: u32 = 2;
 
 pub struct Dispatcher {
     pub paused: Arc<Paused>,
-    store: Arc<dyn Store>,
+    orders: Arc<Orders>,
     rules: Arc<Rules>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -82,7 +83,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        store: Arc<dyn Store>,
+        orders: Arc<Orders>,
         rules: Arc<Rules>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
@@ -93,7 +94,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             paused: Arc::new(Paused::default()),
             permits: Arc::new(Semaphore::new(settings.concurrency)),
-            store,
+            orders,
             rules,
             registry,
             metrics,
@@ -105,9 +106,19 @@ impl Dispatcher {
         })
     }
 
-    /// Runs until `stop`; then waits for the attempts in flight to be recorded.
+    fn store(&self) -> &Arc<dyn Store> {
+        self.orders.store()
+    }
+
+    /// Runs until `stop`, or until the store fails (nothing can be recorded any
+    /// more: sending on would repeat effects); then waits for the attempts in flight
+    /// to be recorded.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
+            if let Some(e) = self.store().failure() {
+                tracing::error!(error = %e, "the dispatcher stops: the store can no longer record outcomes");
+                break;
+            }
             let started = match self.clone().dispatch_due().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -133,7 +144,7 @@ impl Dispatcher {
     /// slot when all are busy). Returns how many it started.
     pub async fn dispatch_due(self: Arc<Self>) -> Result<usize, crate::store::StoreError> {
         let now = self.clock.now();
-        let due = self.store.due_effects(now, self.settings.concurrency * 4).await?;
+        let due = self.store().due_effects(now, self.settings.concurrency * 4).await?;
         let mut started = 0;
         for listed in due {
             if !self.in_flight.lock().expect("lock").insert(listed.id) {
@@ -141,7 +152,7 @@ impl Dispatcher {
             }
             // The list may be stale: the effect can have finished (or been rescheduled)
             // since it was read. Claimed now, so re-read it; skip unless still due.
-            let effect = match self.store.current(&listed).await {
+            let effect = match self.store().current(&listed).await {
                 Ok(Some(e)) if e.next_at <= now => e,
                 other => {
                     self.in_flight.lock().expect("lock").remove(&listed.id);
@@ -198,8 +209,12 @@ impl Dispatcher {
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
         for i in 0..5u32 {
-            match self.store.finish_effect(&effect, outcome.clone(), &self.rules, self.clock.now()).await {
+            match self.orders.finish_effect(&effect, outcome.clone(), &self.rules, self.clock.now()).await {
                 Ok(()) => return,
+                Err(e @ crate::orders::OrderError::Store(crate::store::StoreError::Failed(_))) => {
+                    tracing::error!(error = %e, "cannot record effect outcome; the effect stays due and is attempted again after a restart");
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");
                     tokio::time::sleep(Duration::from_millis(100 << i)).await;

@@ -16,14 +16,14 @@ use crate::connectors::{Poll, PollState};
 use crate::domain::ExternalRef;
 use crate::engine::Rules;
 use crate::metrics::Metrics;
-use crate::store::{Inbound, Store, StoreError};
+use crate::orders::{Inbound, OrderError, Orders};
 
 /// Most pages one run reads (a guard against a source that never stops paging).
 const MAX_PAGES: usize = 10_000;
 
 pub struct Poller {
     pub poll: Arc<dyn Poll>,
-    pub store: Arc<dyn Store>,
+    pub orders: Arc<Orders>,
     pub rules: Arc<Rules>,
     pub required_fields: Vec<String>,
     pub metrics: Arc<Metrics>,
@@ -104,7 +104,7 @@ impl Poller {
     /// The source or the store failed; what was committed stays, the rest follows next run.
     pub async fn run_once(&self) -> Result<RunReport, PollError> {
         let key = self.poll.id().as_str();
-        let mut state: PollState = match self.store.poll_state(key).await? {
+        let mut state: PollState = match self.orders.poll_state(key).await? {
             Some(v) => serde_json::from_value(v).unwrap_or_else(|_| self.poll.initial()),
             None => self.poll.initial(),
         };
@@ -137,7 +137,7 @@ impl Poller {
                 }
             }
             let state_json = serde_json::to_value(&page.next).expect("poll state serialises");
-            let results = self.store.ingest_page(inbound, key, state_json, &self.rules, self.clock.now()).await?;
+            let results = self.orders.ingest_page(inbound, key, state_json, &self.rules, self.clock.now()).await?;
             let mut effects = 0;
             for r in results {
                 match r {
@@ -173,7 +173,7 @@ pub enum PollError {
     #[error("{0}")]
     Source(ConnectorError),
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Store(#[from] OrderError),
     #[error("the source kept paging past {MAX_PAGES} pages; stopped this run")]
     TooManyPages,
 }

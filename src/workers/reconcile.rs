@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::connectors::{Outbound, Registry};
 use crate::engine::{Actor, OrderEvent, Rules};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::orders::{OrderError, Orders};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -39,12 +39,12 @@ pub struct Mismatch {
 /// # Errors
 /// Only the store's; a system that cannot be asked is reported in `errors`.
 pub async fn run_once(
-    store: &Arc<dyn Store>,
+    orders: &Orders,
     registry: &Registry,
     rules: &Rules,
     metrics: &Metrics,
     clock: &Clock,
-) -> Result<Report, crate::store::StoreError> {
+) -> Result<Report, OrderError> {
     let mut report = Report::default();
     let Some(rec) = &rules.reconciliation else { return Ok(report) };
     for check in &rec.checks {
@@ -55,7 +55,7 @@ pub async fn run_once(
         for (state, allowed) in &check.expect {
             let mut after = None;
             loop {
-                let page = store.list(Some(state), after, 200).await?;
+                let page = orders.store().list(Some(state), after, 200).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.id);
                 for order in &page {
@@ -90,7 +90,7 @@ pub async fn run_once(
                         order.state.name()
                     );
                     tracing::warn!(order_id = %order.id, check = %check.id, "{reason}");
-                    let opened = store
+                    let opened = orders
                         .apply(order.id, Actor::System, OrderEvent::ExceptionOpened { reason }, rules, clock.now())
                         .await
                         .is_ok();
@@ -110,7 +110,7 @@ pub async fn run_once(
 
 /// The scheduled runs.
 pub struct Reconciler {
-    pub store: Arc<dyn Store>,
+    pub orders: Arc<Orders>,
     pub registry: Arc<Registry>,
     pub rules: Arc<Rules>,
     pub metrics: Arc<Metrics>,
@@ -130,7 +130,7 @@ impl Reconciler {
                     () = tokio::time::sleep(left.min(std::time::Duration::from_secs(1))) => {}
                 }
             }
-            match run_once(&self.store, &self.registry, &self.rules, &self.metrics, &self.clock).await {
+            match run_once(&self.orders, &self.registry, &self.rules, &self.metrics, &self.clock).await {
                 Ok(r) => tracing::info!(
                     checked = r.checked,
                     mismatches = r.mismatches.len(),

@@ -294,7 +294,7 @@ async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fi
 
     // Just before the reminder point: nothing fires.
     clock.advance(chrono::Duration::minutes(3 * 60 + 59));
-    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    assert_eq!(app.state.orders.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
     assert_eq!(count(&events(&app, &id).await, "approval_reminder_due"), 0);
 
     // 14:01: both line supervisors are reminded, once.
@@ -304,13 +304,13 @@ async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fi
         reminders_to("wang.fang@bank.example") == 1 && reminders_to("zhao.lei@bank.example") == 1
     })
     .await;
-    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0, "never twice");
+    assert_eq!(app.state.orders.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0, "never twice");
 
     // Due times are stored: restart, then pass the SLA (Tuesday 09:31).
     let erp = app.erp.clone();
     let dir = app.stop().await;
     let app = restart_with(dir, erp, clock.clock()).await;
-    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    assert_eq!(app.state.orders.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
     clock.advance(chrono::Duration::hours(19) + chrono::Duration::minutes(30));
     wait_until("the escalation fires", || async { count(&events(&app, &id).await, "approval_escalated") == 1 }).await;
     let evs = events(&app, &id).await;
@@ -334,6 +334,6 @@ async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fi
 
     // Nothing more is due for a decided order.
     clock.advance(chrono::Duration::days(30));
-    assert_eq!(app.state.store.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
+    assert_eq!(app.state.orders.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0);
     app.stop().await;
 }

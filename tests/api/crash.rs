@@ -137,21 +137,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
 /// Posts `body` to a running daemon, signed like the CRM's webhooks (the example
 /// configuration gives the ERP and the finance system the same test secret).
 async fn signed_post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
-    let bytes = serde_json::to_vec(body).unwrap();
-    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
-    let ts = chrono::Utc::now().timestamp();
-    let resp = client
-        .post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .header("webhook-id", &id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", signer.sign(&id, ts, &bytes))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    try_signed_post(client, addr, path, body).await.unwrap()
 }
 
 async fn admin_post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
@@ -213,4 +199,131 @@ async fn sigkill_during_the_invoice_push_still_makes_exactly_one_invoice() {
     assert_eq!(audit["intact"], true, "{audit}");
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
+}
+
+/// A small tmpfs mounted on a directory for one test, unmounted when dropped. Root is
+/// needed to mount; the test command runs as root in CI, and a run without it fails
+/// with this message rather than skipping.
+struct SmallVolume(std::path::PathBuf);
+
+impl SmallVolume {
+    fn mount(at: &std::path::Path, size: &str) -> SmallVolume {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "orderbridge-test", at.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a {size} tmpfs on {} failed: this test needs root (scripts/test.sh)", at.display());
+        SmallVolume(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remounting {} failed", self.0.display());
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The data volume fills up under load: the daemon answers 503 (nothing accepted)
+/// from the first write it cannot make durable, never 202 again, reports not ready
+/// and exits non-zero. With room again, every order it acknowledged is there, once,
+/// and the audit verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_data_volume_stops_the_daemon_and_loses_nothing_acknowledged() {
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), erp.addr, &[]);
+    let volume = SmallVolume::mount(&dir.path().join("data"), "6m");
+    let client = client();
+    let mut daemon = start_daemon(dir.path(), &[]);
+    let addr = daemon.addr;
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut refused = None;
+    for n in 0..20_000 {
+        let ext = format!("FULL-{n}");
+        let mut body = deal(&ext, 1, "9000.00");
+        // Bulky but valid: the volume fills in a few hundred orders.
+        body["deal"]["need"] = "客户希望配置稳健型理财产品，期限一年。".repeat(60).into();
+        match tokio::time::timeout(Duration::from_secs(30), try_signed_post(&client, addr, "/webhooks/demo-crm", &body))
+            .await
+        {
+            Ok(Ok((202, b))) => {
+                assert!(refused.is_none(), "202 for {ext} after the store had failed ({refused:?})");
+                acked.push((ext, b["order_id"].as_str().unwrap().to_owned()));
+            }
+            Ok(Ok((status, b))) => {
+                refused.get_or_insert((status, b));
+            }
+            // The daemon is gone (it stops once the store failed).
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    let (status, body) = refused.expect("the volume filled up and a write was refused");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "store_failed", "{body}");
+    assert!(acked.len() > 10, "orders were acknowledged before the volume filled ({})", acked.len());
+    let exit = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = daemon.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
+    .expect("the daemon exits once its store failed");
+    assert!(!exit.success(), "a failed store is a non-zero exit ({exit:?})");
+
+    volume.resize("256m");
+    let daemon = start_daemon(dir.path(), &[]);
+    let addr = daemon.addr;
+    let stored: HashMap<String, Value> = all_orders(&client, addr, "")
+        .await
+        .into_iter()
+        .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
+        .collect();
+    for (ext, id) in &acked {
+        let o = stored.get(ext).unwrap_or_else(|| panic!("acknowledged order {ext} ({id}) was lost"));
+        assert_eq!(o["id"].as_str(), Some(id.as_str()));
+    }
+    let audit = daemon_api(&client, addr, "/audit/verify").await;
+    assert_eq!(audit["intact"], true, "{audit}");
+    drop(daemon);
+    drop(volume);
+}
+
+/// `signed_post`, with the transport error (a daemon that went away) returned.
+async fn try_signed_post(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), reqwest::Error> {
+    let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
+    let bytes = serde_json::to_vec(body).unwrap();
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let ts = chrono::Utc::now().timestamp();
+    let resp = client
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signer.sign(&id, ts, &bytes))
+        .body(bytes)
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null)))
 }

@@ -177,7 +177,7 @@ async fn close_order(app: &TestApp, id: &str) {
     let approve = OrderEvent::Approved { level: 0, role: String::new(), comment: "同意".into(), on_behalf_of: None };
     for who in ["wang.fang", "zhou.min"] {
         app.state
-            .store
+            .orders
             .apply(oid, Actor::Person(who.into()), approve.clone(), rules, app.state.clock.now())
             .await
             .unwrap();
@@ -188,19 +188,19 @@ async fn close_order(app: &TestApp, id: &str) {
     for task in order["fulfilment"]["tasks"].as_array().unwrap() {
         if task["required"] == true {
             let ev = OrderEvent::TaskCompleted { task: task["id"].as_str().unwrap().into(), note: String::new() };
-            app.state.store.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
+            app.state.orders.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
         }
     }
     for ev in [
         OrderEvent::DeliveryRecorded { note: "done".into() },
         OrderEvent::AcceptanceConfirmed { note: "accepted".into() },
     ] {
-        app.state.store.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
+        app.state.orders.apply(oid, ops.clone(), ev, rules, app.state.clock.now()).await.unwrap();
     }
     app.state.wake_dispatcher();
     wait_until("the finance system invoices it", || async { app.order(id).await["state"] == "invoiced" }).await;
     let invoice = app.order(id).await["fulfilment"]["invoice"].clone();
-    let payment = orderbridge::store::PaymentReport {
+    let payment = orderbridge::engine::payments::PaymentReport {
         source: "bank".into(),
         payment_id: format!("PAY-{id}"),
         amount: serde_json::from_value(invoice["total"].clone()).unwrap(),
@@ -208,7 +208,7 @@ async fn close_order(app: &TestApp, id: &str) {
         order_id: None,
         reference: String::new(),
     };
-    let outcome = app.state.store.record_payment(&payment, rules, app.state.clock.now()).await.unwrap();
+    let outcome = app.state.orders.record_payment(&payment, rules, app.state.clock.now()).await.unwrap();
     assert!(outcome.matched && outcome.settled, "{outcome:?}");
     app.state.wake_dispatcher();
 }
@@ -388,7 +388,7 @@ async fn a_person_with_a_digest_gets_one_summary_instead_of_a_flood() {
 
     // Nothing more once it was sent, however long we wait.
     clock.advance(chrono::Duration::hours(9));
-    assert_eq!(app.state.store.run_digests(clock.now()).await.unwrap(), 0);
+    assert_eq!(app.state.orders.run_digests(clock.now()).await.unwrap(), 0);
     app.drain_outbox().await;
     assert_eq!(smtp.messages().len(), 10);
     app.stop().await;

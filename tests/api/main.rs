@@ -16,4 +16,5 @@ mod poll;
 mod prism;
 mod rules_diff;
 mod signatures;
+mod store;
 mod vendor_shapes;

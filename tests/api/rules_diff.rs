@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use orderbridge::domain::{ExternalRef, Order};
-use orderbridge::store::Inbound;
+use orderbridge::orders::Inbound;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -42,7 +42,7 @@ fn order(i: usize) -> (Order, Option<&'static str>, bool) {
 async fn a_known_rule_edit_reports_exactly_the_changed_decisions() {
     const N: usize = 3000;
     let app = spawn_app().await;
-    let store = app.state.store.clone();
+    let store = app.state.orders.clone();
     let rules = app.state.rules.clone();
     let generated: Arc<std::sync::Mutex<Vec<Generated>>> = Arc::default();
     let mut tasks = Vec::new();

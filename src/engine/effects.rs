@@ -1,0 +1,208 @@
+//! What an effect carries: the JSON body a receiver gets, the item a digest gathers
+//! instead of a mail, and the one mail a due digest becomes. Pure functions of the
+//! order as it stands after the step; the caller gives ids and the time.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::decide::EffectSpec;
+use super::fulfilment::Fulfilment;
+use super::lifecycle::OrderState;
+use super::notify::{MailSpec, Recipient};
+use crate::domain::{ExternalRef, Money, Order, OrderId};
+
+/// The order an effect is created for, after the step that created it.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub id: OrderId,
+    pub source: &'a ExternalRef,
+    pub state: &'a OrderState,
+    pub order: &'a Order,
+    /// Ids other systems gave this order so far (`<connector>.<operation>` → id).
+    pub references: &'a BTreeMap<String, String>,
+    pub fulfilment: Option<&'a Fulfilment>,
+}
+
+/// The body of a connector push or an immediate mail, fixed when the effect is
+/// created (retries send the same).
+pub fn body(subject: &Subject<'_>, effect_id: &str, spec: &EffectSpec, now: DateTime<Utc>) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "effect_id": effect_id,
+        "order_id": subject.id.to_string(),
+        "source": {"connector": subject.source.connector.as_str(), "external_id": subject.source.id.as_str()},
+        "external_id": subject.source.id.as_str(),
+        "operation": spec.operation,
+        "cause": spec.cause,
+        "state": subject.state.name(),
+        "order": subject.order,
+        "references": subject.references,
+    });
+    if let Some(ev) = &spec.trigger {
+        body["event"] = serde_json::to_value(ev).expect("event serialises");
+    }
+    body["created_at"] = serde_json::to_value(now).expect("time serialises");
+    if let Some(mail) = &spec.mail {
+        body["mail"] = serde_json::to_value(mail).expect("mail spec serialises");
+    }
+    body
+}
+
+/// A notification held for a recipient's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestItem {
+    pub to: Recipient,
+    pub every_secs: u64,
+    pub order_id: OrderId,
+    pub template: String,
+    pub customer: String,
+    pub amount: Money,
+    pub at: DateTime<Utc>,
+    /// What the mail would have carried (e.g. a dunning stage and the invoice).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
+}
+
+impl DigestItem {
+    /// Staff digests gather by person; a customer's by address and template (all
+    /// their payment reminders in one mail).
+    pub fn group(&self) -> String {
+        match &self.to.person {
+            Some(person) => person.clone(),
+            None => format!("customer:{}:{}", self.to.email.to_ascii_lowercase(), self.template),
+        }
+    }
+
+    pub fn is_for_customer(group: &str) -> bool {
+        group.starts_with("customer:")
+    }
+
+    /// When the digest holding this item is due.
+    pub fn due(&self) -> DateTime<Utc> {
+        i64::try_from(self.every_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| self.at.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// The digest item a mail becomes when its recipient takes digests, or `None` when
+/// it goes out on its own.
+pub fn digest_item(subject: &Subject<'_>, mail: &MailSpec, now: DateTime<Utc>) -> Option<DigestItem> {
+    let every = mail.digest_every_secs?;
+    let mut extra = mail.extra.clone();
+    if let (serde_json::Value::Object(x), Some(f)) = (&mut extra, subject.fulfilment)
+        && let Some(inv) = &f.invoice
+    {
+        let owed = f.outstanding().unwrap_or_else(|| inv.total.clone());
+        x.insert("invoice".into(), serde_json::json!({"number": inv.number, "amount": owed, "due_date": inv.due}));
+    }
+    Some(DigestItem {
+        to: mail.to.clone(),
+        every_secs: every,
+        order_id: subject.id,
+        template: mail.template.clone(),
+        customer: subject.order.customer.name.to_string(),
+        amount: subject.order.amount.clone(),
+        at: now,
+        extra,
+    })
+}
+
+/// A due digest as one mail: its operation (template) and body.
+pub struct DigestMail {
+    pub operation: String,
+    pub body: serde_json::Value,
+}
+
+/// One `digest` mail to a staff member listing their gathered order updates, each
+/// with the state its order is in now (`None`: the order is gone).
+pub fn staff_digest(
+    effect_id: &str,
+    to: Recipient,
+    items: &[(DigestItem, Option<&'static str>)],
+    now: DateTime<Utc>,
+) -> DigestMail {
+    let listed: Vec<serde_json::Value> = items
+        .iter()
+        .map(|(i, state)| {
+            serde_json::json!({
+                "order_id": i.order_id.to_string(),
+                "template": i.template,
+                "state": state.unwrap_or("unknown"),
+                "customer": i.customer,
+                "amount": i.amount,
+                "at": i.at,
+            })
+        })
+        .collect();
+    let mail = plain_mail("digest", to, serde_json::Value::Null);
+    DigestMail {
+        operation: "digest".into(),
+        body: serde_json::json!({
+            "effect_id": effect_id,
+            "items": listed,
+            "mail": mail,
+            "created_at": now,
+        }),
+    }
+}
+
+/// One mail to a customer for all their gathered items of one template (payment
+/// reminders): every invoice with what is owed, the highest stage, the total when
+/// all are in one currency. A single item also carries its order (`only`).
+///
+/// # Panics
+/// When `items` is empty (a digest is made of at least one item).
+pub fn customer_digest(
+    effect_id: &str,
+    to: Recipient,
+    items: &[DigestItem],
+    only: Option<(&Order, &OrderState)>,
+    now: DateTime<Utc>,
+) -> DigestMail {
+    let last = items.last().expect("a digest has items");
+    let template = last.template.clone();
+    let invoices: Vec<serde_json::Value> = items.iter().filter_map(|i| i.extra.get("invoice").cloned()).collect();
+    let amounts: Vec<Money> =
+        invoices.iter().filter_map(|i| serde_json::from_value(i["amount"].clone()).ok()).collect();
+    let total = amounts
+        .split_first()
+        .and_then(|(first, rest)| rest.iter().try_fold(first.clone(), |s, m| s.checked_add(m).ok()));
+    let days = items.iter().filter_map(|i| i.extra.get("days_overdue").and_then(serde_json::Value::as_u64)).max();
+    let mut extra = last.extra.clone();
+    if let serde_json::Value::Object(x) = &mut extra {
+        x.remove("invoice");
+        x.insert("invoices".into(), serde_json::json!(invoices));
+        x.insert("days_overdue".into(), serde_json::json!(days));
+        if let Some(t) = &total {
+            x.insert("total".into(), serde_json::json!(t));
+        }
+    }
+    let mut body = serde_json::json!({
+        "effect_id": effect_id,
+        "orders": items.iter().map(|i| i.order_id.to_string()).collect::<Vec<_>>(),
+        "created_at": now,
+    });
+    if let ([single], Some((order, state))) = (items, only) {
+        body["order_id"] = serde_json::json!(single.order_id.to_string());
+        body["order"] = serde_json::json!(order);
+        body["state"] = serde_json::json!(state.name());
+    }
+    body["mail"] = serde_json::json!(plain_mail(&template, to, extra));
+    DigestMail { operation: template, body }
+}
+
+fn plain_mail(template: &str, to: Recipient, extra: serde_json::Value) -> MailSpec {
+    MailSpec {
+        template: template.to_owned(),
+        to,
+        link: None,
+        link_context: None,
+        extra,
+        digest_every_secs: None,
+        event: None,
+    }
+}

@@ -1,0 +1,845 @@
+//! The application layer. Every lifecycle step has one shape here: lock the order →
+//! load it → `engine::decide` → build the step's rows (`step.rs`) → `Store::commit`,
+//! which returns once the step is durable. HTTP handlers, the CLI and the workers
+//! call these verbs; they decide nothing themselves, and the store decides nothing
+//! either.
+//!
+//! Locks here are in-process (striped by order and by external id) and only spare
+//! wasted work: the store checks each step's preconditions again when it commits,
+//! and a step that lost a race (`StoreError::Conflict`) is loaded and decided again.
+
+mod audit;
+mod step;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub use audit::AuditReport;
+use step::{bookkeeping, step_for};
+
+use crate::domain::{ExternalRef, Order, OrderId};
+use crate::engine::approval::Refusal;
+use crate::engine::effects::DigestItem;
+use crate::engine::intake::{Delivery, Existing, classify};
+use crate::engine::payments::{self, PaymentOutcome, PaymentReport, UnmatchedPayment};
+use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
+use crate::store::records::GENESIS;
+use crate::store::{
+    DigestChange, DigestKey, EffectId, EffectRecord, Loaded, OrderRecord, OutboxChange, PaymentWrite, Step, Store,
+    StoreError, UsedLink,
+};
+
+const STRIPES: usize = 512;
+/// Times a step is decided again after losing a race before the conflict is reported.
+const RETRIES: usize = 3;
+
+/// Why a step was not taken.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OrderError {
+    /// What was looked for, e.g. `order ord_…`.
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Illegal(#[from] IllegalTransition),
+    /// A person may not take this decision (not an approver, their own order, …).
+    #[error("{0}")]
+    Refused(String),
+    /// The order cannot take this change in its state (it has moved on).
+    #[error("{0}")]
+    Conflict(String),
+    /// A single-use link was used before.
+    #[error("{0}")]
+    LinkUsed(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OrderError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => OrderError::NotFound(what),
+            other => OrderError::Store(other),
+        }
+    }
+}
+
+impl From<DecideError> for OrderError {
+    fn from(e: DecideError) -> Self {
+        match e {
+            DecideError::Illegal(i) => OrderError::Illegal(i),
+            // Not a matter of who asks but of when: the order has moved on.
+            DecideError::Refused(
+                r @ (Refusal::NotAwaiting
+                | Refusal::WrongLevel { .. }
+                | Refusal::TasksOpen(_)
+                | Refusal::UnknownTask(_)
+                | Refusal::TaskAlreadyDone(_)
+                | Refusal::NoException
+                | Refusal::PaymentNotApplicable(_)),
+            ) => OrderError::Conflict(r.to_string()),
+            DecideError::Refused(r) => OrderError::Refused(r.to_string()),
+        }
+    }
+}
+
+/// An order as a connector's mapping produced it, ready to ingest.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub source: ExternalRef,
+    pub version: u64,
+    pub mapping_version: String,
+    pub order: Order,
+}
+
+/// What intake did with an inbound order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub order_id: OrderId,
+    pub state: OrderState,
+    /// True when this delivery changed nothing (same or older version).
+    pub duplicate: bool,
+    /// Effects the step put in the outbox (the dispatcher is woken only for these).
+    pub effects: usize,
+}
+
+/// How an effect attempt ended, as the dispatcher reports it.
+#[derive(Debug, Clone)]
+pub enum EffectOutcome {
+    Done {
+        receipt: String,
+        /// The receiver's id for what it created, stored on the order.
+        reference: Option<String>,
+    },
+    /// Try again at `next_at`.
+    Retry { error: String, next_at: DateTime<Utc> },
+    /// Give up: move to dead letters.
+    Dead { error: String },
+    /// Not attempted (its connector is paused): due again at `next_at`, attempts unchanged.
+    Deferred { reason: String, next_at: DateTime<Utc> },
+}
+
+/// What intake does with one record.
+enum Planned {
+    Write(Box<Step>, Ingested),
+    Duplicate(Ingested),
+}
+
+/// The application: lifecycle steps over a store.
+pub struct Orders {
+    store: Arc<dyn Store>,
+    ext_locks: Vec<Mutex<()>>,
+    order_locks: Vec<Mutex<()>>,
+    /// One payment report at a time (deduplication by payment id).
+    payment_lock: Mutex<()>,
+    /// Serialises digest runs (they number their effects from the `digest_seq` job state).
+    digest_lock: Mutex<()>,
+}
+
+fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    (h.finish() as usize) % STRIPES
+}
+
+/// What `decide` looks at for an order, with the customer's `history`.
+pub fn case<'a>(rec: &'a OrderRecord, history: &'a History) -> Case<'a> {
+    Case {
+        state: &rec.state,
+        order: &rec.order,
+        history,
+        approval: rec.approval.as_ref(),
+        fulfilment: rec.fulfilment.as_ref(),
+    }
+}
+
+impl Orders {
+    pub fn new(store: Arc<dyn Store>) -> Orders {
+        Orders {
+            store,
+            ext_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            order_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            payment_lock: Mutex::new(()),
+            digest_lock: Mutex::new(()),
+        }
+    }
+
+    /// The store, for reads.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn lock_order(&self, id: OrderId) -> MutexGuard<'_, ()> {
+        self.order_locks[stripe(id.as_bytes())].lock().await
+    }
+
+    async fn load(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
+        self.store.order(id).await?.ok_or_else(|| OrderError::NotFound(format!("order {id}")))
+    }
+
+    /// The customer's other orders placed in the last `days` days.
+    async fn history(
+        &self,
+        order: &Order,
+        this: Option<OrderId>,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> Result<History, OrderError> {
+        let since = now - chrono::Duration::days(i64::from(days));
+        let priors: Vec<_> = self
+            .store
+            .customer_orders(order.customer.id.as_str(), Some(since))
+            .await?
+            .into_iter()
+            .filter(|(id, _)| Some(*id) != this)
+            .map(|(_, p)| p)
+            .collect();
+        Ok(History::of(order, &priors))
+    }
+
+    /// Runs `attempt` again (from loading on) when its commit lost a race.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, OrderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OrderError>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Err(OrderError::Store(StoreError::Conflict(m))) => {
+                    tries += 1;
+                    if tries >= RETRIES {
+                        return Err(OrderError::Conflict(m));
+                    }
+                    tracing::debug!(conflict = %m, "a step lost a race; deciding it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Intake: a new order, an amendment (newer version) or a duplicate; screening and
+    /// the automatic steps run in the same step. Durable when it returns.
+    pub async fn ingest(&self, inbound: Inbound, rules: &Rules, now: DateTime<Utc>) -> Result<Ingested, OrderError> {
+        let _ext = self.ext_locks[stripe(&inbound.source.key())].lock().await;
+        self.retrying(|| async {
+            let existing = self.store.find_external(&inbound.source).await?;
+            let _order = match existing {
+                Some(id) => Some(self.lock_order(id).await),
+                None => None,
+            };
+            match self.plan_ingest(&inbound, existing, rules, now).await? {
+                Planned::Write(step, ingested) => {
+                    self.store.commit(vec![*step]).await?;
+                    Ok(ingested)
+                }
+                Planned::Duplicate(ingested) => {
+                    // The first delivery may still be waiting for its sync: ack only once durable.
+                    self.store.flush().await?;
+                    Ok(ingested)
+                }
+            }
+        })
+        .await
+    }
+
+    /// Decides what one inbound record does and the step that records it. The caller
+    /// holds its external-id lock and, for an existing order, the order lock.
+    async fn plan_ingest(
+        &self,
+        inbound: &Inbound,
+        existing: Option<OrderId>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, OrderError> {
+        let actor = Actor::Connector(inbound.source.connector.to_string());
+        let rec =
+            match existing {
+                Some(id) => Some(self.store.order(id).await?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the external-id index points at missing order {id}"))
+                })?),
+                None => None,
+            };
+        let seen = rec.as_ref().map(|r| Existing { state: &r.state, version: r.source_version, order: &r.order });
+        let delivery = classify(seen, inbound.version, &inbound.order).map_err(|e| {
+            OrderError::Conflict(format!("order {}: {e}", existing.map(|i| i.to_string()).unwrap_or_default()))
+        })?;
+        match (delivery, rec) {
+            (Delivery::New, _) => {
+                let id = OrderId::at(now);
+                let received = OrderEvent::Received {
+                    connector: inbound.source.connector.to_string(),
+                    external_id: inbound.source.id.to_string(),
+                    version: inbound.version,
+                };
+                let history = self.history(&inbound.order, None, now, rules.history_days).await?;
+                let decision = crate::engine::decide_new(&inbound.order, &history, actor, received, rules, now)?;
+                let rec = OrderRecord {
+                    id,
+                    source: inbound.source.clone(),
+                    source_version: inbound.version,
+                    mapping_version: inbound.mapping_version.clone(),
+                    order: inbound.order.clone(),
+                    state: OrderState::Received,
+                    created_at: now,
+                    updated_at: now,
+                    last_seq: 0,
+                    last_hash: GENESIS.to_owned(),
+                    references: BTreeMap::new(),
+                    approval: None,
+                    fulfilment: None,
+                    timers: Vec::new(),
+                };
+                let step = step_for(rec, None, decision, now);
+                let ingested = ingested(&step, false);
+                Ok(Planned::Write(Box::new(step), ingested))
+            }
+            (Delivery::Duplicate, Some(rec)) => {
+                Ok(Planned::Duplicate(Ingested { order_id: rec.id, state: rec.state, duplicate: true, effects: 0 }))
+            }
+            (Delivery::Amendment(event), Some(mut rec)) => {
+                let history = self.history(&inbound.order, Some(rec.id), now, rules.history_days).await?;
+                let loaded = Loaded::of(&rec);
+                let case = Case { order: &inbound.order, ..case(&rec, &history) };
+                let decision = crate::engine::decide(&case, actor, event, rules, now)?;
+                rec.order = inbound.order.clone();
+                rec.source_version = inbound.version;
+                rec.mapping_version = inbound.mapping_version.clone();
+                let step = step_for(rec, Some(loaded), decision, now);
+                let ingested = ingested(&step, false);
+                Ok(Planned::Write(Box::new(step), ingested))
+            }
+            (_, None) => Err(StoreError::Corrupt("an existing delivery without its order".into()).into()),
+        }
+    }
+
+    /// A polled page: every record (as `ingest` would take it) and the connector's new
+    /// poll state in one atomic commit, so a crash never skips or repeats a page.
+    /// Per-record refusals are returned, not fatal to the page.
+    pub async fn ingest_page(
+        &self,
+        page: Vec<Inbound>,
+        poll_key: &str,
+        poll_state: serde_json::Value,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Ingested, OrderError>>, OrderError> {
+        // Several versions of one record in a page: the newest stands for all.
+        let mut latest: BTreeMap<Vec<u8>, Inbound> = BTreeMap::new();
+        for i in page {
+            let k = i.source.key();
+            if latest.get(&k).is_none_or(|cur| cur.version < i.version) {
+                latest.insert(k, i);
+            }
+        }
+        // Lock in stripe order (each stripe once): no deadlock with other writers.
+        let mut ext_stripes: Vec<usize> = latest.keys().map(stripe).collect();
+        ext_stripes.sort_unstable();
+        ext_stripes.dedup();
+        let mut _ext_guards = Vec::with_capacity(ext_stripes.len());
+        for s in ext_stripes {
+            _ext_guards.push(self.ext_locks[s].lock().await);
+        }
+        self.retrying(|| async {
+            let mut plans = Vec::with_capacity(latest.len());
+            for i in latest.values() {
+                plans.push((i, self.store.find_external(&i.source).await?));
+            }
+            let mut order_stripes: Vec<usize> =
+                plans.iter().filter_map(|(_, e)| e.map(|id| stripe(id.as_bytes()))).collect();
+            order_stripes.sort_unstable();
+            order_stripes.dedup();
+            let mut _order_guards = Vec::with_capacity(order_stripes.len());
+            for s in order_stripes {
+                _order_guards.push(self.order_locks[s].lock().await);
+            }
+            let mut steps = Vec::with_capacity(plans.len() + 1);
+            let mut out = Vec::with_capacity(plans.len());
+            for (inbound, existing) in plans {
+                match self.plan_ingest(inbound, existing, rules, now).await {
+                    Ok(Planned::Write(step, ingested)) => {
+                        steps.push(*step);
+                        out.push(Ok(ingested));
+                    }
+                    Ok(Planned::Duplicate(ingested)) => out.push(Ok(ingested)),
+                    Err(e @ (OrderError::Conflict(_) | OrderError::Illegal(_) | OrderError::Refused(_))) => {
+                        out.push(Err(e))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            steps.push(Step { jobs: vec![(poll_job(poll_key), poll_state.clone())], ..Step::default() });
+            self.store.commit(steps).await?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The poll state last committed with a page.
+    pub async fn poll_state(&self, poll_key: &str) -> Result<Option<serde_json::Value>, OrderError> {
+        Ok(self.store.job_state(&poll_job(poll_key)).await?)
+    }
+
+    /// Applies one event (from a person or an external system) and the automatic steps
+    /// that follow. Durable when it returns.
+    pub async fn apply(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<OrderRecord, OrderError> {
+        self.apply_once(id, actor, event, None, None, rules, now).await
+    }
+
+    /// `apply`, at most once per `once` key (a single-use link's id): the key is spent
+    /// in the same step; a second use is `LinkUsed`. With `round`, the order's
+    /// approval chain must still be in that round (else `Conflict`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_once(
+        &self,
+        id: OrderId,
+        actor: Actor,
+        event: OrderEvent,
+        once: Option<&str>,
+        round: Option<u32>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<OrderRecord, OrderError> {
+        let _g = self.lock_order(id).await;
+        let result = self
+            .retrying(|| async {
+                if let Some(once) = once
+                    && let Some(used) = self.store.used(once).await?
+                {
+                    return Err(OrderError::LinkUsed(format!("this link was already used ({})", used.at.to_rfc3339())));
+                }
+                let rec = self.load(id).await?;
+                if let Some(round) = round
+                    && rec.approval.as_ref().map(|p| p.round) != Some(round)
+                {
+                    return Err(OrderError::Conflict(
+                        "this approval request is no longer current: the order changed and its approval started again"
+                            .into(),
+                    ));
+                }
+                let history = self.history(&rec.order, Some(id), now, rules.history_days).await?;
+                let decision = crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                let loaded = Loaded::of(&rec);
+                let mut step = step_for(rec, Some(loaded), decision, now);
+                let rec = step.order.as_ref().expect("a decision writes its order").record.clone();
+                if let Some(once) = once {
+                    step.spend = Some((once.to_owned(), UsedLink { at: now, order_id: id, seq: rec.last_seq }));
+                }
+                self.store.commit(vec![step]).await?;
+                Ok(rec)
+            })
+            .await;
+        match result {
+            // The link was spent between the check and the commit.
+            Err(OrderError::Conflict(m)) if m.contains("already used") => Err(OrderError::LinkUsed(m)),
+            other => other,
+        }
+    }
+
+    /// Fires due approval reminders, escalations, exception deadlines, overdue
+    /// invoices and dunning steps (each one step, at most once); returns how many fired.
+    pub async fn run_timers(&self, rules: &Rules, now: DateTime<Utc>) -> Result<usize, OrderError> {
+        let mut fired = 0;
+        // Bounded: at most this many rounds per sweep; the next sweep goes on.
+        for _ in 0..100 {
+            let due = self.store.due_timers(now, 64).await?;
+            if due.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for (id, indexed) in due {
+                match self.fire_timer(id, indexed, rules, now).await {
+                    Ok(true) => {
+                        fired += 1;
+                        progressed = true;
+                    }
+                    Ok(false) => progressed = true,
+                    // One order's trouble must not hold up the others' reminders.
+                    Err(e @ (OrderError::Illegal(_) | OrderError::Refused(_) | OrderError::Conflict(_))) => {
+                        tracing::error!(order_id = %id, error = %e, "a due timer cannot fire; it stays due");
+                    }
+                    Err(OrderError::Store(StoreError::Quarantined(what))) => {
+                        tracing::error!(order_id = %id, row = %what, "a due timer's order is quarantined; skipped");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Fires the order's earliest due timer (one step); returns whether one fired.
+    /// When nothing is due (the rules changed since the due time was indexed), the
+    /// order's due times are recomputed and the index follows.
+    async fn fire_timer(
+        &self,
+        id: OrderId,
+        indexed: DateTime<Utc>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<bool, OrderError> {
+        let _g = self.lock_order(id).await;
+        let Some(rec) = self.store.order(id).await? else { return Ok(false) };
+        let history = History::default();
+        let mut loaded = Loaded::of(&rec);
+        match crate::engine::decide::due_timer_event(&case(&rec, &history), rules, now) {
+            Some(event) => {
+                let decision = crate::engine::decide(&case(&rec, &history), Actor::System, event, rules, now)?;
+                self.store.commit(vec![step_for(rec, Some(loaded), decision, now)]).await?;
+                Ok(true)
+            }
+            None => {
+                let current = crate::engine::decide::all_timers(
+                    &rec.state,
+                    rec.approval.as_ref(),
+                    rec.fulfilment.as_ref(),
+                    &rec.order,
+                    rules,
+                );
+                // The index entry that brought us here goes; the current earliest is indexed.
+                loaded.next_timer = Some(indexed);
+                let mut rec = rec;
+                rec.timers = current;
+                if rec.next_timer() == Some(indexed) {
+                    return Ok(false);
+                }
+                let step = Step {
+                    order: Some(crate::store::OrderWrite { record: rec, loaded: Some(loaded) }),
+                    ..Step::default()
+                };
+                self.store.commit(vec![step]).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Turns every due digest into one mail effect; returns how many. Per group, the
+    /// items gathered since the oldest became `every` old; the items go and the mail
+    /// comes in one commit.
+    pub async fn run_digests(&self, now: DateTime<Utc>) -> Result<usize, OrderError> {
+        let _g = self.digest_lock.lock().await;
+        let mut groups: BTreeMap<String, Vec<(DigestKey, DigestItem)>> = BTreeMap::new();
+        for (k, item) in self.store.digest_items().await? {
+            groups.entry(k.group.clone()).or_default().push((k, item));
+        }
+        let mut seq: u32 = self
+            .store
+            .job_state(DIGEST_SEQ)
+            .await?
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0);
+        let mut sent = 0;
+        for (group, items) in groups {
+            if items.iter().map(|(_, i)| i.due()).min().is_none_or(|d| d > now) {
+                continue;
+            }
+            seq += 1;
+            let id = EffectId { order_id: OrderId::nil(), seq, index: 0 };
+            let to = items.last().map(|(_, i)| i.to.clone()).expect("a group has items");
+            let mail = if DigestItem::is_for_customer(&group) {
+                let only = match items.as_slice() {
+                    [(_, single)] => self.store.order(single.order_id).await.ok().flatten(),
+                    _ => None,
+                };
+                let plain: Vec<DigestItem> = items.iter().map(|(_, i)| i.clone()).collect();
+                crate::engine::effects::customer_digest(
+                    &id.to_string(),
+                    to,
+                    &plain,
+                    only.as_ref().map(|r| (&r.order, &r.state)),
+                    now,
+                )
+            } else {
+                let mut listed = Vec::with_capacity(items.len());
+                for (_, i) in &items {
+                    let state = self.store.order(i.order_id).await.ok().flatten().map(|r| r.state.name());
+                    listed.push((i.clone(), state));
+                }
+                crate::engine::effects::staff_digest(&id.to_string(), to, &listed, now)
+            };
+            let effect = EffectRecord {
+                idempotency_key: format!("orderbridge:{id}"),
+                id,
+                connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
+                operation: mail.operation,
+                cause: "digest".into(),
+                body: mail.body,
+                attempts: 0,
+                next_at: now,
+                created_at: now,
+                last_error: None,
+            };
+            let step = Step {
+                outbox: vec![OutboxChange::Add(effect)],
+                digests: items.into_iter().map(|(k, _)| DigestChange::Release(k)).collect(),
+                jobs: vec![(DIGEST_SEQ.to_owned(), serde_json::json!(seq))],
+                ..Step::default()
+            };
+            self.store.commit(vec![step]).await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Applies a payment to its order, or queues it as unmatched with the reason; once
+    /// per (source, payment id): a repeat returns the first outcome. Durable when it
+    /// returns.
+    pub async fn record_payment(
+        &self,
+        p: &PaymentReport,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, OrderError> {
+        let _g = self.payment_lock.lock().await;
+        if let Some(mut previous) = self.store.payment(&p.source, &p.payment_id).await? {
+            previous.duplicate = true;
+            return Ok(previous);
+        }
+        let by_invoice = match &p.invoice_number {
+            Some(n) => self.store.invoice_order(n).await?,
+            None => None,
+        };
+        let unmatched = |order_id: Option<OrderId>, reason: String| {
+            let outcome = payments::unmatched(order_id, reason.clone());
+            let waiting = UnmatchedPayment { payment: p.clone(), reason: Some(reason), at: now };
+            let step = Step {
+                payment: Some(PaymentWrite::Reported {
+                    source: p.source.clone(),
+                    payment_id: p.payment_id.clone(),
+                    outcome: outcome.clone(),
+                    unmatched: Some(waiting),
+                }),
+                ..Step::default()
+            };
+            (outcome, step)
+        };
+        let (outcome, step) = match payments::target(p, by_invoice) {
+            Err(reason) => unmatched(None, reason),
+            Ok(id) => {
+                let _o = self.lock_order(id).await;
+                match self.store.order(id).await? {
+                    None => unmatched(Some(id), format!("order {id} does not exist")),
+                    Some(rec) => {
+                        let state = rec.state.name();
+                        let history = History::default();
+                        let actor = Actor::Connector(p.source.clone());
+                        match crate::engine::decide(&case(&rec, &history), actor, payments::event(p), rules, now) {
+                            Err(e) => unmatched(Some(id), format!("order {id} ({state}): {e}")),
+                            Ok(decision) => {
+                                let loaded = Loaded::of(&rec);
+                                let mut step = step_for(rec, Some(loaded), decision.clone(), now);
+                                let after =
+                                    step.order.as_ref().expect("a decision writes its order").record.state.name();
+                                let outcome = payments::matched(id, after, &decision);
+                                step.payment = Some(PaymentWrite::Reported {
+                                    source: p.source.clone(),
+                                    payment_id: p.payment_id.clone(),
+                                    outcome: outcome.clone(),
+                                    unmatched: None,
+                                });
+                                (outcome, step)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.store.commit(vec![step]).await?;
+        Ok(outcome)
+    }
+
+    /// An operator applies an unmatched payment to an order.
+    pub async fn assign_payment(
+        &self,
+        source: &str,
+        payment_id: &str,
+        order: OrderId,
+        operator: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, OrderError> {
+        let _g = self.payment_lock.lock().await;
+        let waiting = self
+            .store
+            .unmatched_payments()
+            .await?
+            .into_iter()
+            .find(|u| u.payment.source == source && u.payment.payment_id == payment_id)
+            .ok_or_else(|| OrderError::NotFound(format!("unmatched payment {source}/{payment_id}")))?;
+        let _o = self.lock_order(order).await;
+        let rec = self.load(order).await?;
+        let history = History::default();
+        let actor = Actor::Person(operator.to_owned());
+        let decision =
+            crate::engine::decide(&case(&rec, &history), actor, payments::event(&waiting.payment), rules, now)?;
+        let loaded = Loaded::of(&rec);
+        let mut step = step_for(rec, Some(loaded), decision.clone(), now);
+        let after = step.order.as_ref().expect("a decision writes its order").record.state.name();
+        let outcome = payments::matched(order, after, &decision);
+        step.payment = Some(PaymentWrite::Assigned {
+            source: source.to_owned(),
+            payment_id: payment_id.to_owned(),
+            outcome: outcome.clone(),
+        });
+        self.store.commit(vec![step]).await?;
+        Ok(outcome)
+    }
+
+    /// Payments no order took, with the reason.
+    pub async fn unmatched_payments(&self) -> Result<Vec<UnmatchedPayment>, OrderError> {
+        Ok(self.store.unmatched_payments().await?)
+    }
+
+    /// Every order of one customer, oldest first.
+    pub async fn customer_orders(&self, customer: &str) -> Result<Vec<OrderRecord>, OrderError> {
+        let mut out = Vec::new();
+        for (id, _) in self.store.customer_orders(customer, None).await? {
+            if let Some(rec) = self.store.order(id).await? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records an attempt's outcome. Durable when it returns. A success goes through
+    /// `decide` (the engine may act on it: an invoice number issues the invoice) in
+    /// the same step; a success the engine refuses is recorded as is.
+    pub async fn finish_effect(
+        &self,
+        effect: &EffectRecord,
+        outcome: EffectOutcome,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(), OrderError> {
+        let id = effect.id.order_id;
+        let _g = self.lock_order(id).await;
+        self.retrying(|| async {
+            // The row may have changed since it was claimed (e.g. replayed): use the stored one.
+            let Some(current) = self.store.current(effect).await? else { return Ok(()) };
+            let attempts = current.attempts + 1;
+            let mut step = Step::default();
+            match outcome.clone() {
+                EffectOutcome::Retry { error, next_at } => {
+                    let to = EffectRecord { attempts, next_at, last_error: Some(error), ..current.clone() };
+                    step.outbox.push(OutboxChange::Reschedule { from: current, to });
+                }
+                EffectOutcome::Deferred { reason, next_at } => {
+                    let to = EffectRecord { next_at, last_error: Some(reason), ..current.clone() };
+                    step.outbox.push(OutboxChange::Reschedule { from: current, to });
+                }
+                EffectOutcome::Done { receipt, reference } => {
+                    step.outbox.push(OutboxChange::Remove(current.clone()));
+                    if !id.is_nil() {
+                        let mut rec = self.load_for_effect(id).await?;
+                        let loaded = Loaded::of(&rec);
+                        if let Some(r) = &reference {
+                            rec.references.insert(current.name(), r.clone());
+                        }
+                        let ev = OrderEvent::EffectSucceeded {
+                            effect_id: current.id.to_string(),
+                            effect: current.name(),
+                            attempts,
+                            receipt,
+                            reference,
+                        };
+                        let actor = Actor::Connector(current.connector.to_string());
+                        let history = History::default();
+                        let order_step =
+                            match crate::engine::decide(&case(&rec, &history), actor.clone(), ev.clone(), rules, now) {
+                                Ok(decision) => step_for(rec, Some(loaded), decision, now),
+                                Err(e) => {
+                                    tracing::error!(order_id = %id, error = %e, "the engine refused an effect's success; recorded as is");
+                                    bookkeeping(rec, loaded, actor, ev, now)
+                                }
+                            };
+                        step = merge(step, order_step);
+                    }
+                }
+                EffectOutcome::Dead { error } => {
+                    let dead = EffectRecord { attempts, last_error: Some(error.clone()), ..current.clone() };
+                    step.outbox.push(OutboxChange::Bury { from: current.clone(), dead });
+                    if !id.is_nil() {
+                        let rec = self.load_for_effect(id).await?;
+                        let loaded = Loaded::of(&rec);
+                        let ev = OrderEvent::EffectDeadLettered {
+                            effect_id: current.id.to_string(),
+                            effect: current.name(),
+                            attempts,
+                            error,
+                        };
+                        step = merge(step, bookkeeping(rec, loaded, Actor::System, ev, now));
+                    }
+                }
+            }
+            self.store.commit(vec![step]).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_for_effect(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
+        self.store
+            .order(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("an effect for missing order {id}")).into())
+    }
+
+    /// Moves a dead letter back to the outbox, due now, attempts reset (same
+    /// idempotency key). Durable when it returns.
+    pub async fn replay(&self, id: &EffectId, actor: Actor, now: DateTime<Utc>) -> Result<EffectRecord, OrderError> {
+        let _g = self.lock_order(id.order_id).await;
+        let dead =
+            self.store.dead_letter(id).await?.ok_or_else(|| OrderError::NotFound(format!("dead letter {id}")))?;
+        let again = EffectRecord { attempts: 0, next_at: now, ..dead.clone() };
+        let mut step = Step { outbox: vec![OutboxChange::Revive { dead: *id, to: again.clone() }], ..Step::default() };
+        if id.order_id.is_nil() {
+            tracing::info!(effect_id = %id, actor = %actor, "daemon effect replayed");
+        } else {
+            let rec = self.load_for_effect(id.order_id).await?;
+            let loaded = Loaded::of(&rec);
+            let ev = OrderEvent::EffectReplayed { effect_id: id.to_string(), effect: dead.name() };
+            step = merge(step, bookkeeping(rec, loaded, actor, ev, now));
+        }
+        self.store.commit(vec![step]).await?;
+        Ok(again)
+    }
+
+    /// Verifies every order's hash chain (see `audit.rs`).
+    pub async fn verify_audit(&self) -> Result<AuditReport, OrderError> {
+        audit::verify(self).await
+    }
+}
+
+const DIGEST_SEQ: &str = "digest_seq";
+
+fn poll_job(poll_key: &str) -> String {
+    format!("poll/{poll_key}")
+}
+
+fn ingested(step: &Step, duplicate: bool) -> Ingested {
+    let rec = &step.order.as_ref().expect("intake writes its order").record;
+    Ingested { order_id: rec.id, state: rec.state.clone(), duplicate, effects: step.new_effects() }
+}
+
+/// One step out of two that touch different rows (an outbox change and its order's).
+fn merge(mut a: Step, b: Step) -> Step {
+    a.order = a.order.or(b.order);
+    a.events.extend(b.events);
+    a.outbox.extend(b.outbox);
+    a.digests.extend(b.digests);
+    a
+}

@@ -1,0 +1,926 @@
+//! The store laid out over an ordered key-value engine (`Engine`): one key space per
+//! one-byte tag, keys fixed-width big-endian where they are scanned in order, rows
+//! encoded by `codec`. Every backend that is an embedded engine shares this file, so
+//! the layout, the preconditions, the durable visibility of effects and quarantine
+//! have one home; an engine only gets, scans, writes a batch atomically and syncs.
+//!
+//! Key spaces (`tag`: key → value):
+//! - `o` orders: id → `last_seq` (u32 BE) ‖ row. The sequence number leads, so a
+//!   step's precondition is checked without decoding the row.
+//! - `e` events: id ‖ first seq → the events of one step, in order.
+//! - `q` outbox: due ms ‖ effect key → effect. `d` dead letters: effect key → effect.
+//! - `i` external ids: connector ‖ 0 ‖ external id → order id (invariant 4).
+//! - `s` states: state ‖ 0 ‖ id → ∅. `t` timers: due ms ‖ id → ∅ (each order's
+//!   earliest due time). `c` customers: customer ‖ 0 ‖ id → the history entry.
+//!   `n` invoice numbers → order id.
+//! - `p` payments seen: source ‖ 0 ‖ payment id → outcome; `w` payments waiting for
+//!   an operator: the same key → payment.
+//! - `u` spent links: link id → use. `g` digest items: group ‖ 0 ‖ effect key → item.
+//! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
+//! - `m` meta: `schema` → layout version.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use super::codec::{decode, encode};
+use super::commit::Committer;
+use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, event_key};
+use super::{
+    Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step, Store, StoreError, UsedLink,
+};
+use crate::connectors::BoxFuture;
+use crate::domain::{ExternalRef, OrderId};
+use crate::engine::effects::DigestItem;
+use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
+use crate::engine::table::Prior;
+use crate::metrics::Metrics;
+
+/// Layout version written under `m/schema`; a store of another version is refused.
+pub const SCHEMA: &[u8] = b"2";
+
+/// A fault of the engine itself (I/O, damage), as text.
+#[derive(Debug, Clone)]
+pub enum EngineError {
+    Corrupt(String),
+    Io(String),
+}
+
+impl From<EngineError> for StoreError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Corrupt(m) => StoreError::Corrupt(m),
+            EngineError::Io(m) => StoreError::Io(m),
+        }
+    }
+}
+
+pub type KvPair = (Vec<u8>, Vec<u8>);
+pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, EngineError>> + Send + 'a>;
+
+/// Writes applied all or none, also across a crash. `None` removes the key.
+#[derive(Default, Debug)]
+pub struct Batch {
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.ops.push((k, Some(v)));
+    }
+    pub fn del(&mut self, k: Vec<u8>) {
+        self.ops.push((k, None));
+    }
+}
+
+/// An ordered key-value engine: what a backend must provide.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+    /// Keys in `[from, to)`, in order.
+    fn range(&self, from: &[u8], to: &[u8]) -> KvIter<'_>;
+    /// Applies a batch atomically; it need not be durable yet.
+    fn write(&self, batch: Batch) -> Result<(), EngineError>;
+    /// Makes every applied batch durable (flush and fsync).
+    fn sync(&self) -> Result<(), String>;
+}
+
+impl Engine for Box<dyn Engine> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        (**self).get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> KvIter<'_> {
+        (**self).range(from, to)
+    }
+    fn write(&self, batch: Batch) -> Result<(), EngineError> {
+        (**self).write(batch)
+    }
+    fn sync(&self) -> Result<(), String> {
+        (**self).sync()
+    }
+}
+
+/// Key spaces, by their tag (see the module documentation).
+pub mod tags {
+    pub const ORDERS: u8 = b'o';
+    pub const OUTBOX: u8 = b'q';
+}
+
+const ORDERS: u8 = b'o';
+const EVENTS: u8 = b'e';
+const OUTBOX: u8 = b'q';
+const DEAD: u8 = b'd';
+const EXTERNAL: u8 = b'i';
+const STATES: u8 = b's';
+const TIMERS: u8 = b't';
+const CUSTOMERS: u8 = b'c';
+const INVOICES: u8 = b'n';
+const PAYMENTS: u8 = b'p';
+const WAITING: u8 = b'w';
+const LINKS: u8 = b'u';
+const DIGESTS: u8 = b'g';
+const JOBS: u8 = b'j';
+const QUARANTINE: u8 = b'x';
+const META: u8 = b'm';
+
+fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.push(tag);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// `a ‖ 0 ‖ b`: a text part that sorts and prefixes cleanly (texts hold no NUL).
+fn pair(tag: u8, a: &str, b: &[u8]) -> Vec<u8> {
+    key(tag, &[a.as_bytes(), &[0], b])
+}
+
+fn ms(t: DateTime<Utc>) -> [u8; 8] {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0).to_be_bytes()
+}
+
+fn due_key(e: &EffectRecord) -> Vec<u8> {
+    key(OUTBOX, &[&e.due_key()])
+}
+
+fn order_key(id: OrderId) -> Vec<u8> {
+    key(ORDERS, &[id.as_bytes()])
+}
+
+fn timer_key(due: DateTime<Utc>, id: OrderId) -> Vec<u8> {
+    key(TIMERS, &[&ms(due), id.as_bytes()])
+}
+
+fn state_key(state: &str, id: OrderId) -> Vec<u8> {
+    pair(STATES, state, id.as_bytes())
+}
+
+fn digest_key(k: &DigestKey) -> Vec<u8> {
+    pair(DIGESTS, &k.group, &k.effect.key())
+}
+
+fn payment_key(tag: u8, source: &str, id: &str) -> Vec<u8> {
+    pair(tag, source, id.as_bytes())
+}
+
+fn order_row(rec: &OrderRecord) -> Vec<u8> {
+    let mut row = rec.last_seq.to_be_bytes().to_vec();
+    row.extend_from_slice(&encode(rec));
+    row
+}
+
+fn seq_of(row: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(row.get(..4)?.try_into().ok()?))
+}
+
+fn id_of(v: &[u8]) -> Option<OrderId> {
+    <[u8; 16]>::try_from(v).ok().map(OrderId::from_bytes)
+}
+
+/// The end of every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}
+
+/// Rewrites a layout-1 store (orderbridge 0.1 before the application layer) into
+/// layout 2, in batches that are each atomic and that can be run again: a crash
+/// half-way leaves the version at 1 and the next start goes on where it stopped.
+/// Order rows gain their sequence-number prefix, timer keys lose their kind byte,
+/// and the `m/` keys move to their own spaces (invoices, payments, waiting
+/// payments, job state).
+fn upgrade_from_1(engine: &dyn Engine) -> Result<(), StoreError> {
+    const CHUNK: usize = 10_000;
+    tracing::info!("upgrading the store from layout 1 to layout {}", String::from_utf8_lossy(SCHEMA));
+    let mut migrated = 0usize;
+    // Order rows are scanned once, from where the last batch stopped.
+    let mut orders_from = vec![ORDERS];
+    loop {
+        let mut b = Batch::default();
+        for row in engine.range(&orders_from, &[ORDERS + 1]) {
+            let (k, v) = row?;
+            orders_from = [k.as_slice(), &[0]].concat();
+            // A layout-1 row is LZ4 (0x01) or JSON; a layout-2 row starts with a u32 seq.
+            if !matches!(v.first(), Some(0x01 | b'{')) {
+                continue;
+            }
+            let rec: OrderRecord =
+                decode(&v).map_err(|e| StoreError::Corrupt(format!("upgrading {}: {e}", hex::encode(&k))))?;
+            b.put(k, order_row(&rec));
+            if b.ops.len() >= CHUNK {
+                break;
+            }
+        }
+        for row in engine.range(&[TIMERS], &[TIMERS + 1]) {
+            if b.ops.len() >= CHUNK {
+                break;
+            }
+            let (k, _) = row?;
+            if k.len() == 26 {
+                b.put(k[..25].to_vec(), Vec::new());
+                b.del(k);
+            }
+        }
+        for row in engine.range(&key(META, &[b"a"]), &[META + 1]) {
+            if b.ops.len() >= CHUNK {
+                break;
+            }
+            let (k, v) = row?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            let moved = if let Some(n) = name.strip_prefix("invoice/") {
+                Some((key(INVOICES, &[n.as_bytes()]), v))
+            } else if let Some((tag, rest)) = name
+                .strip_prefix("payment/")
+                .map(|r| (PAYMENTS, r))
+                .or_else(|| name.strip_prefix("unmatched/").map(|r| (WAITING, r)))
+            {
+                let (source, id) = rest.split_once('/').unwrap_or((rest, ""));
+                Some((payment_key(tag, source, id), v))
+            } else if name.starts_with("poll/") {
+                Some((key(JOBS, &[name.as_bytes()]), v))
+            } else if name == "digest_seq" {
+                let n = <[u8; 4]>::try_from(v.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
+                Some((key(JOBS, &[b"digest_seq"]), encode(&serde_json::json!(n))))
+            } else {
+                None
+            };
+            if let Some((to, v)) = moved {
+                b.put(to, v);
+                b.del(k);
+            }
+        }
+        if b.ops.is_empty() {
+            break;
+        }
+        migrated += b.ops.len();
+        engine.write(b)?;
+        engine.sync().map_err(StoreError::Io)?;
+    }
+    let mut b = Batch::default();
+    b.put(key(META, &[b"schema"]), SCHEMA.to_vec());
+    engine.write(b)?;
+    engine.sync().map_err(StoreError::Io)?;
+    tracing::info!(rows = migrated, "store upgraded to layout {}", String::from_utf8_lossy(SCHEMA));
+    Ok(())
+}
+
+/// The store over an engine `E`.
+pub struct KvStore<E: Engine> {
+    engine: Arc<E>,
+    committer: Committer,
+    /// Checks preconditions and writes one batch at a time, so a check still holds
+    /// when its batch lands.
+    write_lock: std::sync::Mutex<()>,
+    /// Outbox keys written by commits that are not durable yet: `due_effects` skips
+    /// them, so the dispatcher never performs an effect a crash could take back.
+    undurable: std::sync::Mutex<HashSet<Vec<u8>>>,
+    pending: AtomicU64,
+    dead: AtomicU64,
+    quarantined: AtomicU64,
+}
+
+impl<E: Engine> KvStore<E> {
+    /// Opens the layout on `engine`: writes or checks the layout version and counts
+    /// the rows that metrics show.
+    ///
+    /// # Errors
+    /// `Corrupt` for a store of another layout, `Io` when the engine fails.
+    pub fn open(
+        engine: E,
+        commit_delay: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<KvStore<E>>, StoreError> {
+        let engine = Arc::new(engine);
+        let schema = key(META, &[b"schema"]);
+        match engine.get(&schema)? {
+            None if engine.range(&[0], &[0xff]).next().is_none() => {
+                let mut b = Batch::default();
+                b.put(schema, SCHEMA.to_vec());
+                engine.write(b)?;
+                engine.sync().map_err(StoreError::Io)?;
+            }
+            Some(v) if v == SCHEMA => {}
+            Some(v) if v == b"1" => upgrade_from_1(engine.as_ref())?,
+            found => {
+                return Err(StoreError::Corrupt(format!(
+                    "store layout version {} is not the supported {} (restore the backup taken before the upgrade and run the version that wrote it)",
+                    found.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_else(|| "1".into()),
+                    String::from_utf8_lossy(SCHEMA)
+                )));
+            }
+        }
+        let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
+        let (pending, dead, quarantined) = (count(OUTBOX), count(DEAD), count(QUARANTINE));
+        let sync_engine = engine.clone();
+        let committer = Committer::start(Arc::new(move || sync_engine.sync()), commit_delay, metrics);
+        let store = KvStore {
+            engine,
+            committer,
+            write_lock: std::sync::Mutex::new(()),
+            undurable: std::sync::Mutex::new(HashSet::new()),
+            pending: AtomicU64::new(pending),
+            dead: AtomicU64::new(dead),
+            quarantined: AtomicU64::new(quarantined),
+        };
+        Ok(Arc::new(store))
+    }
+
+    /// The engine underneath (for `store copy` and tests).
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// Sets a row that cannot be decoded aside (in one batch: removed from its space,
+    /// kept whole under `x`), counts it and says so at error level.
+    fn quarantine(&self, k: &[u8], raw: &[u8], what: &str, error: &str) -> StoreError {
+        tracing::error!(row = what, error, "a stored row cannot be read; it is quarantined and the rest goes on");
+        let q =
+            Quarantined { what: what.to_owned(), error: error.to_owned(), at: Utc::now(), raw_hex: hex::encode(raw) };
+        let mut b = Batch::default();
+        b.del(k.to_vec());
+        b.put(key(QUARANTINE, &[k]), encode(&q));
+        let _guard = self.write_lock.lock().expect("write lock");
+        if let Err(e) = self.engine.write(b) {
+            return e.into();
+        }
+        match k.first() {
+            Some(&OUTBOX) => {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some(&DEAD) => {
+                self.dead.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        StoreError::Quarantined(what.to_owned())
+    }
+
+    /// Decodes a row, quarantining it when it cannot be.
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        v: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<T, StoreError> {
+        decode(v).map_err(|e| self.quarantine(k, v, &what(), &e))
+    }
+
+    fn read_order_row(&self, k: &[u8], v: &[u8]) -> Result<OrderRecord, StoreError> {
+        let what = || format!("order {}", id_of(&k[1..]).map(|i| i.to_string()).unwrap_or_default());
+        match v.get(4..).map(decode::<OrderRecord>) {
+            Some(Ok(rec)) => Ok(rec),
+            Some(Err(e)) => Err(self.quarantine(k, v, &what(), &e)),
+            None => Err(self.quarantine(k, v, &what(), "row too short")),
+        }
+    }
+
+    fn load_order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
+        let k = order_key(id);
+        match self.engine.get(&k)? {
+            Some(v) => self.read_order_row(&k, &v).map(Some),
+            None if self.engine.get(&key(QUARANTINE, &[&k]))?.is_some() => {
+                Err(StoreError::Quarantined(format!("order {id}")))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Rows of a range, decoded; undecodable ones are quarantined and skipped.
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        what: &str,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.engine.range(from, to) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            if !keep(&k) {
+                continue;
+            }
+            match decode::<T>(&v) {
+                Ok(t) => out.push((k, t)),
+                Err(e) => {
+                    self.quarantine(&k, &v, &format!("{what} {}", hex::encode(&k[1..])), &e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn exists(&self, k: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.engine.get(k)?.is_some())
+    }
+
+    /// Checks a step's preconditions and adds its rows to `b`; returns the outbox
+    /// keys it writes (for durable visibility) and the count changes.
+    fn add_step(
+        &self,
+        step: Step,
+        b: &mut Batch,
+        visible_later: &mut Vec<Vec<u8>>,
+        delta: &mut [i64; 2],
+    ) -> Result<(), StoreError> {
+        let conflict = |m: String| Err(StoreError::Conflict(m));
+        let Step { order, events, outbox, digests, spend, payment, jobs } = step;
+        if let Some(w) = order {
+            let rec = &w.record;
+            let k = order_key(rec.id);
+            let stored = self.engine.get(&k)?;
+            let stored_seq = stored.as_deref().and_then(seq_of);
+            match (&w.loaded, stored_seq) {
+                (None, None) => {
+                    let ext = pair(EXTERNAL, rec.source.connector.as_str(), rec.source.id.as_str().as_bytes());
+                    if self.exists(&ext)? {
+                        return conflict(format!("{}/{} is already an order", rec.source.connector, rec.source.id));
+                    }
+                    b.put(ext, rec.id.as_bytes().to_vec());
+                }
+                (Some(l), Some(s)) if l.last_seq == s => {}
+                (Some(l), s) => {
+                    return conflict(format!(
+                        "order {} moved on (event {} stored, {} loaded)",
+                        rec.id,
+                        s.unwrap_or(0),
+                        l.last_seq
+                    ));
+                }
+                (None, Some(_)) => return conflict(format!("order {} exists already", rec.id)),
+            }
+            let after = Loaded::of(rec);
+            let before = w.loaded.as_ref();
+            if before.map(|l| l.state) != Some(after.state) {
+                if let Some(l) = before {
+                    b.del(state_key(l.state, rec.id));
+                }
+                b.put(state_key(after.state, rec.id), Vec::new());
+            }
+            if before.and_then(|l| l.next_timer) != after.next_timer {
+                if let Some(t) = before.and_then(|l| l.next_timer) {
+                    b.del(timer_key(t, rec.id));
+                }
+                if let Some(t) = after.next_timer {
+                    b.put(timer_key(t, rec.id), Vec::new());
+                }
+            }
+            if let Some(n) = &after.invoice
+                && before.and_then(|l| l.invoice.as_ref()) != Some(n)
+            {
+                b.put(key(INVOICES, &[n.as_bytes()]), rec.id.as_bytes().to_vec());
+            }
+            if before.map(|l| (&l.customer, &l.prior)) != Some((&after.customer, &after.prior)) {
+                if let Some(l) = before.filter(|l| l.customer != after.customer) {
+                    b.del(pair(CUSTOMERS, &l.customer, rec.id.as_bytes()));
+                }
+                b.put(pair(CUSTOMERS, &after.customer, rec.id.as_bytes()), encode(&after.prior));
+            }
+            b.put(k, order_row(rec));
+        }
+        if let Some(first) = events.first() {
+            b.put(key(EVENTS, &[&event_key(first.order_id, first.seq)]), encode(&events));
+        }
+        for c in outbox {
+            match c {
+                OutboxChange::Add(e) => {
+                    let k = due_key(&e);
+                    visible_later.push(k.clone());
+                    b.put(k, encode(&e));
+                    delta[0] += 1;
+                }
+                OutboxChange::Reschedule { from, to } => {
+                    let old = due_key(&from);
+                    if !self.exists(&old)? {
+                        return conflict(format!("effect {} is no longer pending as read", from.id));
+                    }
+                    b.del(old);
+                    let k = due_key(&to);
+                    visible_later.push(k.clone());
+                    b.put(k, encode(&to));
+                }
+                OutboxChange::Remove(e) => {
+                    let old = due_key(&e);
+                    if !self.exists(&old)? {
+                        return conflict(format!("effect {} is no longer pending as read", e.id));
+                    }
+                    b.del(old);
+                    delta[0] -= 1;
+                }
+                OutboxChange::Bury { from, dead } => {
+                    let old = due_key(&from);
+                    if !self.exists(&old)? {
+                        return conflict(format!("effect {} is no longer pending as read", from.id));
+                    }
+                    b.del(old);
+                    b.put(key(DEAD, &[&dead.id.key()]), encode(&dead));
+                    delta[0] -= 1;
+                    delta[1] += 1;
+                }
+                OutboxChange::Revive { dead, to } => {
+                    let old = key(DEAD, &[&dead.key()]);
+                    if !self.exists(&old)? {
+                        return conflict(format!("dead letter {dead} was replayed already"));
+                    }
+                    b.del(old);
+                    let k = due_key(&to);
+                    visible_later.push(k.clone());
+                    b.put(k, encode(&to));
+                    delta[0] += 1;
+                    delta[1] -= 1;
+                }
+            }
+        }
+        for c in digests {
+            match c {
+                DigestChange::Hold(k, item) => b.put(digest_key(&k), encode(&*item)),
+                DigestChange::Release(k) => {
+                    let dk = digest_key(&k);
+                    if !self.exists(&dk)? {
+                        return conflict(format!("digest item {} of {} was sent already", k.effect, k.group));
+                    }
+                    b.del(dk);
+                }
+            }
+        }
+        if let Some((once, used)) = spend {
+            let k = key(LINKS, &[once.as_bytes()]);
+            if let Some(v) = self.engine.get(&k)? {
+                let at = decode::<UsedLink>(&v).map(|u| u.at.to_rfc3339()).unwrap_or_else(|_| "earlier".into());
+                return conflict(format!("this link was already used ({at})"));
+            }
+            b.put(k, encode(&used));
+        }
+        match payment {
+            None => {}
+            Some(PaymentWrite::Reported { source, payment_id, outcome, unmatched }) => {
+                let k = payment_key(PAYMENTS, &source, &payment_id);
+                if self.exists(&k)? {
+                    return conflict(format!("payment {source}/{payment_id} was recorded already"));
+                }
+                b.put(k, encode(&outcome));
+                if let Some(u) = unmatched {
+                    b.put(payment_key(WAITING, &source, &payment_id), encode(&u));
+                }
+            }
+            Some(PaymentWrite::Assigned { source, payment_id, outcome }) => {
+                let w = payment_key(WAITING, &source, &payment_id);
+                if !self.exists(&w)? {
+                    return conflict(format!("payment {source}/{payment_id} is no longer waiting"));
+                }
+                b.del(w);
+                b.put(payment_key(PAYMENTS, &source, &payment_id), encode(&outcome));
+            }
+        }
+        for (name, value) in jobs {
+            b.put(key(JOBS, &[name.as_bytes()]), encode(&value));
+        }
+        Ok(())
+    }
+
+    async fn commit_inner(&self, steps: Vec<Step>) -> Result<(), StoreError> {
+        if let Some(e) = self.committer.failure() {
+            return Err(StoreError::Failed(e));
+        }
+        let mut visible_later = Vec::new();
+        let mut delta = [0i64; 2];
+        {
+            let _guard = self.write_lock.lock().expect("write lock");
+            let mut b = Batch::default();
+            for step in steps {
+                self.add_step(step, &mut b, &mut visible_later, &mut delta)?;
+            }
+            if b.ops.is_empty() {
+                drop(_guard);
+                return self.committer.durable().await;
+            }
+            if !visible_later.is_empty() {
+                self.undurable.lock().expect("undurable").extend(visible_later.iter().cloned());
+            }
+            if let Err(e) = self.engine.write(b) {
+                self.forget(&visible_later);
+                // A write the engine refused (full or read-only volume, I/O error) may
+                // have reached part of its files: stop, as for a failed sync.
+                let message = match e {
+                    EngineError::Io(m) | EngineError::Corrupt(m) => m,
+                };
+                self.committer.fail(format!("write: {message}"));
+                return Err(StoreError::Failed(format!("write: {message}")));
+            }
+        }
+        let add = |a: &AtomicU64, d: i64| {
+            if d >= 0 {
+                a.fetch_add(d as u64, Ordering::Relaxed);
+            } else {
+                a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+            }
+        };
+        add(&self.pending, delta[0]);
+        add(&self.dead, delta[1]);
+        let durable = self.committer.durable().await;
+        if durable.is_ok() {
+            self.forget(&visible_later);
+        }
+        durable
+    }
+
+    fn forget(&self, keys: &[Vec<u8>]) {
+        if !keys.is_empty() {
+            let mut set = self.undurable.lock().expect("undurable");
+            for k in keys {
+                set.remove(k);
+            }
+        }
+    }
+
+    /// Effects of `tag`'s space up to `to`; with `durable_only`, effects whose
+    /// commit is not durable yet are left out (what the dispatcher may perform).
+    fn effects(
+        &self,
+        tag: u8,
+        limit: usize,
+        to: Option<Vec<u8>>,
+        durable_only: bool,
+    ) -> Result<Vec<EffectRecord>, StoreError> {
+        let to = to.unwrap_or_else(|| vec![tag + 1]);
+        let hidden = if durable_only { self.undurable.lock().expect("undurable").clone() } else { HashSet::new() };
+        Ok(self
+            .scan::<EffectRecord>(&[tag], &to, limit, "effect", |k| !hidden.contains(k))?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+}
+
+impl<E: Engine> Store for KvStore<E> {
+    fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.commit_inner(steps))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.committer.durable())
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.committer.failure()
+    }
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {
+        Box::pin(async move { self.load_order(id) })
+    }
+
+    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
+        Box::pin(async move {
+            let from = key(EVENTS, &[id.as_bytes()]);
+            let to = prefix_end(&from);
+            let steps = self.scan::<Vec<EventRecord>>(&from, &to, usize::MAX, "events", |_| true)?;
+            Ok(steps.into_iter().flat_map(|(_, s)| s).collect())
+        })
+    }
+
+    fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
+        Box::pin(async move {
+            let k = pair(EXTERNAL, source.connector.as_str(), source.id.as_str().as_bytes());
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => {
+                    id_of(&v).map(Some).ok_or_else(|| StoreError::Corrupt("external-id index: bad order id".into()))
+                }
+            }
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match state {
+                None => {
+                    let from = match after {
+                        Some(a) => key(ORDERS, &[a.as_bytes(), &[0]]),
+                        None => vec![ORDERS],
+                    };
+                    for row in self.engine.range(&from, &[ORDERS + 1]) {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, v) = row?;
+                        match self.read_order_row(&k, &v) {
+                            Ok(r) => out.push(r),
+                            Err(StoreError::Quarantined(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Some(s) => {
+                    let prefix = pair(STATES, s, &[]);
+                    let from = match after {
+                        Some(a) => pair(STATES, s, &[a.as_bytes().as_slice(), &[0]].concat()),
+                        None => prefix.clone(),
+                    };
+                    for row in self.engine.range(&from, &prefix_end(&prefix)) {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, _) = row?;
+                        let Some(id) = id_of(&k[prefix.len()..]) else { continue };
+                        match self.load_order(id) {
+                            Ok(Some(r)) => out.push(r),
+                            Ok(None) | Err(StoreError::Quarantined(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn customer_orders<'a>(
+        &'a self,
+        customer: &'a str,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Vec<(OrderId, Prior)>, StoreError>> {
+        Box::pin(async move {
+            let prefix = pair(CUSTOMERS, customer, &[]);
+            // Order ids are UUIDv7: their first 48 bits are the creation time in ms,
+            // so the window's start is a key.
+            let from = match since {
+                Some(t) => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(&ms(t)[2..]);
+                    k
+                }
+                None => prefix.clone(),
+            };
+            let since_ms = since.map(|t| t.timestamp_millis());
+            let rows = self.scan::<Prior>(&from, &prefix_end(&prefix), usize::MAX, "customer history", |_| true)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(k, p)| id_of(&k[prefix.len()..]).map(|id| (id, p)))
+                .filter(|(id, _)| since_ms.is_none_or(|s| id.created_ms() >= s))
+                .collect())
+        })
+    }
+
+    fn invoice_order<'a>(&'a self, number: &'a str) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
+        Box::pin(async move { Ok(self.engine.get(&key(INVOICES, &[number.as_bytes()]))?.and_then(|v| id_of(&v))) })
+    }
+
+    fn payment<'a>(
+        &'a self,
+        source: &'a str,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PaymentOutcome>, StoreError>> {
+        Box::pin(async move {
+            let k = payment_key(PAYMENTS, source, payment_id);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("payment {source}/{payment_id}")).map(Some),
+            }
+        })
+    }
+
+    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<UnmatchedPayment>, StoreError>> {
+        Box::pin(async move {
+            let rows =
+                self.scan::<UnmatchedPayment>(&[WAITING], &[WAITING + 1], usize::MAX, "unmatched payment", |_| true)?;
+            Ok(rows.into_iter().map(|(_, p)| p).collect())
+        })
+    }
+
+    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<UsedLink>, StoreError>> {
+        Box::pin(async move {
+            let k = key(LINKS, &[once.as_bytes()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || "a spent link".to_owned()).map(Some),
+            }
+        })
+    }
+
+    fn job_state<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let k = key(JOBS, &[name.as_bytes()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("job state {name}")).map(Some),
+            }
+        })
+    }
+
+    fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<super::DueTimer>, StoreError>> {
+        Box::pin(async move {
+            let end = key(TIMERS, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
+            let mut out = Vec::new();
+            for row in self.engine.range(&[TIMERS], &end) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = row?;
+                let (Some(due), Some(id)) = (
+                    k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes),
+                    k.get(9..25).and_then(id_of),
+                ) else {
+                    continue;
+                };
+                let due = DateTime::from_timestamp_millis(i64::try_from(due).unwrap_or(i64::MAX)).unwrap_or(now);
+                out.push((id, due));
+            }
+            Ok(out)
+        })
+    }
+
+    fn digest_items(&self) -> BoxFuture<'_, Result<Vec<(DigestKey, DigestItem)>, StoreError>> {
+        Box::pin(async move {
+            let rows = self.scan::<DigestItem>(&[DIGESTS], &[DIGESTS + 1], usize::MAX, "digest item", |_| true)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(k, item)| {
+                    let body = &k[1..];
+                    // group ‖ 0 ‖ a 22-byte effect key (which may hold zero bytes itself)
+                    let nul = body.len().checked_sub(23).filter(|&i| body[i] == 0)?;
+                    let group = String::from_utf8_lossy(&body[..nul]).into_owned();
+                    let effect = EffectId::from_key(&body[nul + 1..])?;
+                    Some((DigestKey { group, effect }, item))
+                })
+                .collect())
+        })
+    }
+
+    fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
+            self.effects(OUTBOX, limit, Some(end), true)
+        })
+    }
+
+    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let k = due_key(effect);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("effect {}", effect.id)).map(Some),
+            }
+        })
+    }
+
+    fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { self.effects(OUTBOX, limit, None, false) })
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { self.effects(DEAD, limit, None, false) })
+    }
+
+    fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let k = key(DEAD, &[&id.key()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("dead letter {id}")).map(Some),
+            }
+        })
+    }
+
+    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for row in self.engine.range(&[QUARANTINE], &[QUARANTINE + 1]) {
+                let (k, v) = row?;
+                out.push(decode::<Quarantined>(&v).unwrap_or_else(|e| Quarantined {
+                    what: hex::encode(&k[1..]),
+                    error: format!("the quarantine entry itself cannot be read: {e}"),
+                    at: Utc::now(),
+                    raw_hex: hex::encode(&v),
+                }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            pending: self.pending.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! The store conformance suite: every backend (`store::Backend::NAMES`) runs the
+//! same cases through the application layer and the `Store` trait: step atomicity
+//! and preconditions, the outbox model (claim, attempt, retry, dead, replay, reopen),
+//! the indexes, audit chains, effects visible only once durable, a failed sync being
+//! fatal, and quarantine of rows that cannot be decoded. The SIGKILL recovery of the
+//! built binary is in `crash.rs` and runs on every backend too.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use orderbridge::domain::{ExternalRef, Order};
+use orderbridge::engine::{Actor, Rules};
+use orderbridge::metrics::Metrics;
+use orderbridge::orders::{EffectOutcome, Inbound, OrderError, Orders};
+use orderbridge::store::kv::{Batch, Engine, EngineError, KvIter, KvStore, tags};
+use orderbridge::store::{
+    self, Backend, EffectId, EffectRecord, Loaded, OrderWrite, Step, Store, StoreError, UsedLink,
+};
+use proptest::prelude::*;
+
+fn backends() -> Vec<Backend> {
+    Backend::NAMES.iter().map(|n| n.parse().unwrap()).collect()
+}
+
+fn options(backend: Backend, dir: &Path) -> store::Options {
+    store::Options { backend, path: dir.join(backend.name()), cache_bytes: 4 << 20, commit_delay: Duration::ZERO }
+}
+
+/// Opens a backend, waiting while a previous handle on the same directory is let go.
+async fn open(backend: Backend, dir: &Path) -> Arc<dyn Store> {
+    for _ in 0..200 {
+        match store::open(&options(backend, dir), Arc::new(Metrics::default())) {
+            Ok(s) => return s,
+            Err(StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => panic!("{}: {e}", backend.name()),
+        }
+    }
+    panic!("{}: the store stays locked", backend.name());
+}
+
+fn engine(backend: Backend, dir: &Path) -> Box<dyn Engine> {
+    store::open_engine(&options(backend, dir)).unwrap()
+}
+
+/// The example rules up to execution: one ERP effect per approved order (these cases
+/// are about the store, not about tasks).
+fn rules() -> Rules {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dir.join("config/rules.toml")).unwrap();
+    let text = &text[..text.find("# --- Execution").expect("an execution section")];
+    let file: orderbridge::engine::rules::RulesFile = toml::from_str(text).unwrap();
+    file.validate(&|name| std::fs::read_to_string(dir.join("config").join(name)).map_err(|e| e.to_string()))
+        .unwrap_or_else(|ps| panic!("{:?}", ps.iter().map(|p| &p.message).collect::<Vec<_>>()))
+}
+
+/// A sample order of its own customer (so the velocity and duplicate rules see no history).
+fn order(amount: &str, customer: &str) -> Order {
+    let mut v: serde_json::Value = serde_json::from_str(include_str!("../fixtures/demo-crm-deal.json")).unwrap();
+    v["deal"]["amount"] = amount.into();
+    v["deal"]["customer"]["id"] = customer.into();
+    let m = toml::from_str::<orderbridge::mapping::MappingFile>(include_str!("../../mappings/demo-crm.toml"))
+        .unwrap()
+        .validate("demo-crm")
+        .unwrap();
+    m.apply(&v).unwrap().unwrap().order
+}
+
+fn inbound(ext: &str, version: u64, amount: &str, customer: &str) -> Inbound {
+    Inbound {
+        source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: ext.parse().unwrap() },
+        version,
+        mapping_version: "1".into(),
+        order: order(amount, customer),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Ingest { small: bool },
+    Attempt { outcome: u8 },
+    Replay,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(|small| Op::Ingest { small }),
+        4 => (0u8..3).prop_map(|outcome| Op::Attempt { outcome }),
+        1 => Just(Op::Replay),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    /// The outbox against an in-memory model: random ingest / attempt / retry /
+    /// dead-letter / replay / reopen sequences keep the store and the model equal, and
+    /// the audit chains intact (a reopen stands for a restart).
+    #[test]
+    fn the_outbox_matches_its_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for backend in backends() {
+                let dir = tempfile::tempdir().unwrap();
+                let rules = rules();
+                let mut orders = Orders::new(open(backend, dir.path()).await);
+                let (mut pending, mut dead) = (BTreeSet::new(), BTreeSet::new());
+                let far = Utc::now() + chrono::Duration::days(1);
+                for (n, op) in ops.iter().enumerate() {
+                    match op {
+                        Op::Ingest { small } => {
+                            let amount = if *small { "500.00" } else { "5000000.00" };
+                            let got = orders.ingest(inbound(&format!("M-{n}"), 1, amount, &format!("C-M{n}")), &rules, Utc::now()).await.unwrap();
+                            if *small {
+                                let seq = orders.store().events(got.order_id).await.unwrap().len() as u32;
+                                pending.insert(EffectId { order_id: got.order_id, seq, index: 0 });
+                            }
+                        }
+                        Op::Attempt { outcome } => {
+                            let due = orders.store().due_effects(far, 1).await.unwrap();
+                            if let Some(e) = due.first() {
+                                let o = match outcome {
+                                    0 => EffectOutcome::Done { receipt: "ok".into(), reference: None },
+                                    1 => EffectOutcome::Retry { error: "503".into(), next_at: Utc::now() + chrono::Duration::seconds(1) },
+                                    _ => EffectOutcome::Dead { error: "400".into() },
+                                };
+                                orders.finish_effect(e, o, &rules, Utc::now()).await.unwrap();
+                                match outcome {
+                                    0 => { pending.remove(&e.id); }
+                                    1 => {}
+                                    _ => { pending.remove(&e.id); dead.insert(e.id); }
+                                }
+                            }
+                        }
+                        Op::Replay => {
+                            if let Some(id) = dead.iter().next().copied() {
+                                orders.replay(&id, Actor::System, Utc::now()).await.unwrap();
+                                dead.remove(&id);
+                                pending.insert(id);
+                            }
+                        }
+                        Op::Reopen => {
+                            drop(orders);
+                            orders = Orders::new(open(backend, dir.path()).await);
+                        }
+                    }
+                    let ids = |v: Vec<EffectRecord>| v.into_iter().map(|e| e.id).collect::<BTreeSet<_>>();
+                    assert_eq!(ids(orders.store().pending_effects(1000).await.unwrap()), pending, "{}", backend.name());
+                    assert_eq!(ids(orders.store().dead_letters(1000).await.unwrap()), dead, "{}", backend.name());
+                    let c = orders.store().counts();
+                    assert_eq!((c.pending, c.dead), (pending.len() as u64, dead.len() as u64), "{}", backend.name());
+                    let audit = orders.verify_audit().await.unwrap();
+                    assert!(audit.broken.is_none(), "{}: {audit:?}", backend.name());
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_commit_is_all_or_nothing_and_a_stale_step_writes_nothing() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(open(backend, dir.path()).await);
+        let rules = rules();
+        let a = orders.ingest(inbound("AT-1", 1, "500.00", "C-AT1"), &rules, Utc::now()).await.unwrap();
+        let store = orders.store();
+        let rec = store.order(a.order_id).await.unwrap().unwrap();
+        let events_before = store.events(a.order_id).await.unwrap().len();
+        let pending_before = store.counts().pending;
+
+        // A step written against an older load of the order is refused...
+        let mut stale = Loaded::of(&rec);
+        stale.last_seq -= 1;
+        let mut moved = rec.clone();
+        moved.source_version = 99;
+        let bad = Step { order: Some(OrderWrite { record: moved.clone(), loaded: Some(stale) }), ..Step::default() };
+        // ...and takes the good step committed with it down too.
+        let good = Step {
+            outbox: vec![store::OutboxChange::Add(EffectRecord {
+                id: EffectId { order_id: rec.id, seq: 999, index: 0 },
+                connector: "demo-erp".parse().unwrap(),
+                operation: "create_order".into(),
+                cause: "test".into(),
+                idempotency_key: "orderbridge:test".into(),
+                body: serde_json::json!({}),
+                attempts: 0,
+                next_at: Utc::now(),
+                created_at: Utc::now(),
+                last_error: None,
+            })],
+            jobs: vec![("test/job".into(), serde_json::json!(1))],
+            ..Step::default()
+        };
+        let err = store.commit(vec![good, bad]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{}: {err}", backend.name());
+        assert_eq!(store.order(a.order_id).await.unwrap().unwrap(), rec, "{}: the order is untouched", backend.name());
+        assert_eq!(store.events(a.order_id).await.unwrap().len(), events_before);
+        assert_eq!(store.counts().pending, pending_before, "{}: no effect from the refused commit", backend.name());
+        assert_eq!(store.job_state("test/job").await.unwrap(), None);
+
+        // A second order under the same external id is refused as well.
+        let mut twin = rec.clone();
+        twin.id = orderbridge::domain::OrderId::new_v7();
+        twin.last_seq = 0;
+        let dup = Step { order: Some(OrderWrite { record: twin, loaded: None }), ..Step::default() };
+        assert!(matches!(store.commit(vec![dup]).await, Err(StoreError::Conflict(_))), "{}", backend.name());
+    }
+}
+
+#[tokio::test]
+async fn single_use_links_and_payments_are_taken_once() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(open(backend, dir.path()).await);
+        let rules = rules();
+        let a = orders.ingest(inbound("L-1", 1, "500.00", "C-L1"), &rules, Utc::now()).await.unwrap();
+        // A link's use is recorded with its step; a second step spending it is refused.
+        let used = UsedLink { at: Utc::now(), order_id: a.order_id, seq: 1 };
+        let spend = || Step { spend: Some(("link-1".to_owned(), used.clone())), ..Step::default() };
+        orders.store().commit(vec![spend()]).await.unwrap();
+        let again = orders.store().commit(vec![spend()]).await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict(ref m)) if m.contains("already used")),
+            "{}: {again:?}",
+            backend.name()
+        );
+        assert_eq!(orders.store().used("link-1").await.unwrap(), Some(used.clone()));
+        // A payment is recorded once per (source, id); the repeat returns the first outcome.
+        let p = orderbridge::engine::payments::PaymentReport {
+            source: "bank".into(),
+            payment_id: "P-1".into(),
+            amount: orderbridge::domain::Money::parse("10.00", "CNY").unwrap(),
+            invoice_number: Some("INV-NONE".into()),
+            order_id: None,
+            reference: String::new(),
+        };
+        let first = orders.record_payment(&p, &rules, Utc::now()).await.unwrap();
+        assert!(!first.matched && !first.duplicate);
+        let again = orders.record_payment(&p, &rules, Utc::now()).await.unwrap();
+        assert!(again.duplicate, "{}", backend.name());
+        assert_eq!(orders.store().unmatched_payments().await.unwrap().len(), 1, "{}: queued once", backend.name());
+    }
+}
+
+#[tokio::test]
+async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(open(backend, dir.path()).await);
+        let rules = orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let now = Utc::now();
+        let small = orders.ingest(inbound("IX-1", 1, "500.00", "C-IX"), &rules, now).await.unwrap();
+        // Ids are UUIDv7: a later millisecond sorts later.
+        let big = orders
+            .ingest(inbound("IX-2", 1, "5000000.00", "C-IY"), &rules, now + chrono::Duration::milliseconds(1))
+            .await
+            .unwrap();
+        let again = orders
+            .ingest(inbound("IX-3", 1, "700.00", "C-IX"), &rules, now + chrono::Duration::milliseconds(2))
+            .await
+            .unwrap();
+        let store = orders.store();
+        let ext = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "IX-2".parse().unwrap() };
+        assert_eq!(store.find_external(&ext).await.unwrap(), Some(big.order_id), "{}", backend.name());
+        let waiting = store.list(Some(big.state.name()), None, 10).await.unwrap();
+        assert_eq!(waiting.iter().map(|r| r.id).collect::<Vec<_>>(), vec![big.order_id], "{}", backend.name());
+        let mine: Vec<_> = store.customer_orders("C-IX", None).await.unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(mine, vec![small.order_id, again.order_id], "{}: oldest first", backend.name());
+        let later = now + chrono::Duration::days(1);
+        assert!(store.customer_orders("C-IX", Some(later)).await.unwrap().is_empty(), "{}", backend.name());
+        // The big order waits for approval: its reminder is indexed at its due time.
+        let rec = store.order(big.order_id).await.unwrap().unwrap();
+        let due = rec.next_timer().unwrap_or_else(|| panic!("a reminder in {:?}", rec.state));
+        assert!(store.due_timers(due - chrono::Duration::seconds(1), 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.due_timers(due, 10).await.unwrap(),
+            vec![(big.order_id, truncated(due))],
+            "{}",
+            backend.name()
+        );
+        // A newer version moves the order in every index it is in.
+        let amended = orders.ingest(inbound("IX-2", 2, "500.00", "C-IZ"), &rules, now).await.unwrap();
+        assert_ne!(amended.state, big.state);
+        assert!(store.list(Some(big.state.name()), None, 10).await.unwrap().is_empty(), "{}", backend.name());
+        assert!(store.customer_orders("C-IY", None).await.unwrap().is_empty(), "{}", backend.name());
+        assert_eq!(store.customer_orders("C-IZ", None).await.unwrap().len(), 1, "{}", backend.name());
+        assert!(store.due_timers(due, 10).await.unwrap().is_empty(), "{}: no reminder any more", backend.name());
+    }
+}
+
+fn truncated(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
+}
+
+#[tokio::test]
+async fn audit_verify_finds_an_altered_event() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+        let orders = Orders::new(store.clone());
+        let rules = rules();
+        let a = orders.ingest(inbound("AV-1", 1, "500.00", "C-AV"), &rules, Utc::now()).await.unwrap();
+        assert!(orders.verify_audit().await.unwrap().broken.is_none());
+        // Rewrite the first step's events with an altered actor, as an attacker with
+        // access to the data directory could.
+        let events = store.events(a.order_id).await.unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&events[0].key());
+        let rows = store.engine().range(&key, b"f").next().unwrap().unwrap();
+        let mut step: Vec<orderbridge::store::EventRecord> = orderbridge::store::codec::decode(&rows.1).unwrap();
+        step[0].actor = Actor::Person("mallory".into());
+        let mut b = Batch::default();
+        b.put(rows.0, orderbridge::store::codec::encode(&step));
+        store.engine().write(b).unwrap();
+        let report = orders.verify_audit().await.unwrap();
+        let (id, seq, why) = report.broken.expect("the alteration is found");
+        assert_eq!((id, seq), (a.order_id, 1), "{}", backend.name());
+        assert!(why.contains("altered"), "{why}");
+    }
+}
+
+/// An engine whose sync waits until the test lets it go, or fails.
+struct Held {
+    inner: Box<dyn Engine>,
+    hold: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    syncs: Arc<AtomicUsize>,
+    waiting: Arc<AtomicBool>,
+}
+
+impl Engine for Held {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.inner.get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> KvIter<'_> {
+        self.inner.range(from, to)
+    }
+    fn write(&self, batch: Batch) -> Result<(), EngineError> {
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), String> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        while self.hold.load(Ordering::SeqCst) {
+            self.waiting.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("fsync: No space left on device (os error 28)".into());
+        }
+        self.inner.sync()
+    }
+}
+
+struct HeldStore {
+    store: Arc<KvStore<Held>>,
+    hold: Arc<AtomicBool>,
+    fail: Arc<AtomicBool>,
+    syncs: Arc<AtomicUsize>,
+    waiting: Arc<AtomicBool>,
+}
+
+fn held(backend: Backend, dir: &Path) -> HeldStore {
+    let (hold, fail, syncs, waiting) = (Arc::default(), Arc::default(), Arc::default(), Arc::default());
+    let engine = Held {
+        inner: engine(backend, dir),
+        hold: Arc::clone(&hold),
+        fail: Arc::clone(&fail),
+        syncs: Arc::clone(&syncs),
+        waiting: Arc::clone(&waiting),
+    };
+    let store = KvStore::open(engine, Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+    HeldStore { store, hold, fail, syncs, waiting }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_is_visible_to_the_dispatcher_only_once_its_commit_is_durable() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = held(backend, dir.path());
+        let orders = Arc::new(Orders::new(h.store.clone()));
+        let rules = Arc::new(rules());
+        h.hold.store(true, Ordering::SeqCst);
+        let task = {
+            let (orders, rules) = (orders.clone(), rules.clone());
+            tokio::spawn(async move { orders.ingest(inbound("DV-1", 1, "500.00", "C-DV"), &rules, Utc::now()).await })
+        };
+        // The step is written and its sync is held: the effect is stored, not durable.
+        for _ in 0..2000 {
+            if h.waiting.load(Ordering::SeqCst) && h.store.counts().pending == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(h.waiting.load(Ordering::SeqCst), "{}: the sync is held", backend.name());
+        assert_eq!(h.store.counts().pending, 1);
+        let far = Utc::now() + chrono::Duration::days(1);
+        assert!(
+            h.store.due_effects(far, 10).await.unwrap().is_empty(),
+            "{}: nothing is handed to the dispatcher before the sync returns",
+            backend.name()
+        );
+        assert!(!task.is_finished(), "{}: the webhook is not answered before the sync", backend.name());
+        h.hold.store(false, Ordering::SeqCst);
+        task.await.unwrap().unwrap();
+        assert_eq!(h.store.due_effects(far, 10).await.unwrap().len(), 1, "{}: visible once durable", backend.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_is_fatal_and_never_retried() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = held(backend, dir.path());
+        let orders = Orders::new(h.store.clone());
+        let rules = rules();
+        orders.ingest(inbound("FS-1", 1, "500.00", "C-FS"), &rules, Utc::now()).await.unwrap();
+        let syncs = h.syncs.load(Ordering::SeqCst);
+        h.fail.store(true, Ordering::SeqCst);
+        let err = orders.ingest(inbound("FS-2", 1, "500.00", "C-FS2"), &rules, Utc::now()).await.unwrap_err();
+        assert!(matches!(err, OrderError::Store(StoreError::Failed(_))), "{}: {err}", backend.name());
+        assert!(h.store.failure().unwrap().contains("No space left"));
+        // Healthy again underneath: still refused, and the sync is never tried again.
+        h.fail.store(false, Ordering::SeqCst);
+        let again = orders.ingest(inbound("FS-3", 1, "500.00", "C-FS3"), &rules, Utc::now()).await.unwrap_err();
+        assert!(matches!(again, OrderError::Store(StoreError::Failed(_))), "{}: {again}", backend.name());
+        assert!(matches!(h.store.flush().await, Err(StoreError::Failed(_))));
+        assert_eq!(h.syncs.load(Ordering::SeqCst), syncs + 1, "{}: one failed sync, no retry", backend.name());
+        let ext = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "FS-3".parse().unwrap() };
+        assert_eq!(
+            h.store.find_external(&ext).await.unwrap(),
+            None,
+            "{}: nothing written after the failure",
+            backend.name()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = rules();
+        let (bad_order, good_order) = {
+            let store =
+                KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+            let orders = Orders::new(store.clone());
+            let a = orders.ingest(inbound("Q-1", 1, "500.00", "C-Q1"), &rules, Utc::now()).await.unwrap();
+            let b = orders.ingest(inbound("Q-2", 1, "500.00", "C-Q2"), &rules, Utc::now()).await.unwrap();
+            // Damage one effect row and one order row in place.
+            let effects = store.pending_effects(10).await.unwrap();
+            let bad_effect = effects.iter().find(|e| e.id.order_id == a.order_id).unwrap();
+            let mut b1 = Batch::default();
+            let mut k = vec![tags::OUTBOX];
+            k.extend_from_slice(&bad_effect.due_key());
+            b1.put(k, b"\x01garbage".to_vec());
+            let mut k = vec![tags::ORDERS];
+            k.extend_from_slice(a.order_id.as_bytes());
+            b1.put(k, b"\x00\x00\x00\x05{not json".to_vec());
+            store.engine().write(b1).unwrap();
+            store.flush().await.unwrap();
+            (a.order_id, b.order_id)
+        };
+        let store = open(backend, dir.path()).await;
+        let orders = Orders::new(store.clone());
+        let far = Utc::now() + chrono::Duration::days(1);
+        let due = store.due_effects(far, 10).await.unwrap();
+        assert_eq!(due.iter().map(|e| e.id.order_id).collect::<Vec<_>>(), vec![good_order], "{}", backend.name());
+        assert!(matches!(store.order(bad_order).await, Err(StoreError::Quarantined(_))), "{}", backend.name());
+        assert!(store.order(good_order).await.unwrap().is_some());
+        assert_eq!(store.counts().quarantined, 2, "{}", backend.name());
+        let q = store.quarantined().await.unwrap();
+        assert_eq!(q.len(), 2);
+        assert!(q.iter().any(|r| r.what.starts_with("order ")), "{q:?}");
+        // Listing, timers and new orders go on.
+        assert_eq!(store.list(None, None, 10).await.unwrap().len(), 1);
+        orders.run_timers(&rules, far).await.unwrap();
+        orders.ingest(inbound("Q-3", 1, "500.00", "C-Q3"), &rules, Utc::now()).await.unwrap();
+    }
+}
+
+/// A store written by layout 1 (before the application layer) opens: it is upgraded
+/// in place, and every order, index, payment and job state reads as before.
+#[tokio::test]
+async fn a_layout_1_store_is_upgraded_in_place() {
+    use orderbridge::store::codec::decode;
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let now = Utc::now();
+        let (big, payment) = {
+            let store =
+                KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+            let orders = Orders::new(store.clone());
+            let big = orders.ingest(inbound("UP-1", 1, "5000000.00", "C-UP"), &rules, now).await.unwrap();
+            let p = orderbridge::engine::payments::PaymentReport {
+                source: "bank".into(),
+                payment_id: "P-UP".into(),
+                amount: orderbridge::domain::Money::parse("10.00", "CNY").unwrap(),
+                invoice_number: Some("INV-UP".into()),
+                order_id: None,
+                reference: String::new(),
+            };
+            orders.record_payment(&p, &rules, now).await.unwrap();
+            let page = vec![inbound("UP-2", 1, "500.00", "C-UP2")];
+            orders.ingest_page(page, "demo-crm", serde_json::json!({"cursor": "c-9"}), &rules, now).await.unwrap();
+            // Rewrite what layout 2 changed back into layout 1.
+            let e = store.engine();
+            let mut b = Batch::default();
+            for (k, v) in e.range(b"o", b"p").map(Result::unwrap) {
+                b.put(k, v[4..].to_vec());
+            }
+            for (k, _) in e.range(b"t", b"u").map(Result::unwrap) {
+                b.put([k.as_slice(), &[0]].concat(), Vec::new());
+                b.del(k);
+            }
+            let meta = |name: String| [b"m".as_slice(), name.as_bytes()].concat();
+            for (k, v) in e.range(b"p", b"q").map(Result::unwrap) {
+                let (src, id) = k[1..].split(|b| *b == 0).fold((None, None), |(a, _), part| match a {
+                    None => (Some(String::from_utf8_lossy(part).into_owned()), None),
+                    Some(a) => (Some(a), Some(String::from_utf8_lossy(part).into_owned())),
+                });
+                b.put(meta(format!("payment/{}/{}", src.unwrap(), id.unwrap())), v);
+                b.del(k);
+            }
+            for (k, v) in e.range(b"w", b"x").map(Result::unwrap) {
+                let key = String::from_utf8_lossy(&k[1..]).replace('\0', "/");
+                b.put(meta(format!("unmatched/{key}")), v);
+                b.del(k);
+            }
+            for (k, v) in e.range(b"j", b"k").map(Result::unwrap) {
+                let name = String::from_utf8_lossy(&k[1..]).into_owned();
+                b.put(meta(name), v);
+                b.del(k);
+            }
+            b.put(b"mschema".to_vec(), b"1".to_vec());
+            e.write(b).unwrap();
+            e.sync().unwrap();
+            assert!(decode::<serde_json::Value>(&e.get(b"mpoll/demo-crm").unwrap().unwrap()).is_ok());
+            (big, p)
+        };
+        let store = open(backend, dir.path()).await;
+        let orders = Orders::new(store.clone());
+        let rec = store.order(big.order_id).await.unwrap().expect("the order reads after the upgrade");
+        assert_eq!(rec.state, big.state, "{}", backend.name());
+        let due = rec.next_timer().unwrap();
+        assert_eq!(
+            store.due_timers(due, 10).await.unwrap(),
+            vec![(big.order_id, truncated(due))],
+            "{}",
+            backend.name()
+        );
+        assert_eq!(orders.poll_state("demo-crm").await.unwrap(), Some(serde_json::json!({"cursor": "c-9"})));
+        assert!(orders.record_payment(&payment, &rules, now).await.unwrap().duplicate, "{}", backend.name());
+        assert_eq!(store.unmatched_payments().await.unwrap().len(), 1, "{}", backend.name());
+        assert!(orders.verify_audit().await.unwrap().broken.is_none());
+        // And it goes on working as a layout-2 store.
+        orders.ingest(inbound("UP-3", 1, "500.00", "C-UP3"), &rules, now).await.unwrap();
+    }
+}
