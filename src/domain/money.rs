@@ -24,7 +24,9 @@ pub enum MoneyError {
     Negative(Decimal),
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(CurrencyCode, CurrencyCode),
-    #[error("amount overflow")]
+    /// A sum or product past the largest amount a decimal holds exactly
+    /// (79228162514264337593543950335), or minor units past `i64`.
+    #[error("the amount exceeds what can be computed exactly")]
     Overflow,
 }
 

@@ -14,6 +14,7 @@ use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
 use crate::connectors::signature::Delivery;
+use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
 use crate::engine::{Actor, OrderEvent};
 use crate::store::{PaymentOutcome, PaymentReport};
@@ -89,16 +90,21 @@ pub async fn document(
 }
 
 /// `GET /api/customers/{id}/receivables`: the customer's invoices, what is paid and
-/// what is owed, with the total owed per currency.
+/// what is owed, with the total owed per currency. A total too large to compute is
+/// reported as such (`"amount": null` with an `error`); the invoices are still listed.
 pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
     let orders = app.store.customer_orders(&customer).await?;
-    let mut owed: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    // Per currency: the sum so far, or `None` once it overflowed.
+    let mut owed: std::collections::BTreeMap<String, Option<Money>> = Default::default();
     let mut invoices = Vec::new();
     for o in &orders {
         let Some(f) = &o.fulfilment else { continue };
         let Some(inv) = &f.invoice else { continue };
         let outstanding = f.outstanding().unwrap_or_else(|| inv.total.clone());
-        *owed.entry(outstanding.currency().to_string()).or_default() += outstanding.amount();
+        let sum = owed.entry(outstanding.currency().to_string()).or_insert_with(|| {
+            Some(Money::new(rust_decimal::Decimal::ZERO, outstanding.currency()).expect("zero is an amount"))
+        });
+        *sum = sum.take().and_then(|s| s.checked_add(&outstanding).ok());
         invoices.push(json!({
             "order_id": o.id.to_string(),
             "state": o.state.name(),
@@ -109,7 +115,13 @@ pub async fn receivables(State(app): State<AppState>, Path(customer): Path<Strin
             "dunning": f.dunning,
         }));
     }
-    let total: Vec<Value> = owed.into_iter().map(|(c, a)| json!({"amount": a.to_string(), "currency": c})).collect();
+    let total: Vec<Value> = owed
+        .into_iter()
+        .map(|(c, sum)| match sum {
+            Some(m) => json!({"amount": m.amount().to_string(), "currency": c}),
+            None => json!({"amount": null, "currency": c, "error": MoneyError::Overflow.to_string()}),
+        })
+        .collect();
     Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
 }
 

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod amounts;
 mod approval;
 mod cash;
 mod check;

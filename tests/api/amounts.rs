@@ -1,0 +1,119 @@
+//! Amounts at their limits, over HTTP: the largest amounts never poison a customer
+//! or a report.
+
+use serde_json::{Value, json};
+
+use crate::cash::deliver;
+use crate::helpers::*;
+
+/// The largest amount `rust_decimal` holds exactly (2^96 - 1).
+const LARGEST: &str = "79228162514264337593543950335";
+
+/// Posts a signed delivery whose body is `text` exactly; an error when the daemon
+/// closes the connection instead of answering.
+async fn post_text(app: &TestApp, text: &str) -> Result<(u16, Value), String> {
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let headers = app.signed_headers(&id, app.state.clock.now().timestamp(), text.as_bytes());
+    let mut req = app.client.post(app.url("/webhooks/demo-crm")).body(text.to_owned());
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.map_err(|e| format!("no answer: {e:?}"))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// A deal for customer `customer` whose amount is the JSON `amount` text as written
+/// (a string `"…"` or a bare number).
+fn deal_text(ext: &str, customer: &str, amount: &str) -> String {
+    let mut d = deal(ext, 1, "0");
+    d["deal"]["customer"]["id"] = customer.into();
+    d["deal"]["amount"] = "__AMOUNT__".into();
+    serde_json::to_string(&d).unwrap().replace("\"__AMOUNT__\"", amount)
+}
+
+/// An answer a CRM can act on: 202, or a 4xx whose JSON body says what was wrong.
+fn assert_proper(status: u16, body: &Value) {
+    let accepted = status == 202 && body["order_id"].is_string();
+    let refused = (400..500).contains(&status) && body["error"]["message"].is_string();
+    assert!(accepted || refused, "not a proper answer: {status} {body}");
+}
+
+#[tokio::test]
+async fn two_orders_of_the_largest_amount_do_not_poison_their_customer() {
+    let app = spawn_app().await;
+    for ext in ["D-MAX-1", "D-MAX-2"] {
+        let (status, body) = post_text(&app, &deal_text(ext, "C-POISON", &format!("\"{LARGEST}\""))).await.unwrap();
+        assert_proper(status, &body);
+    }
+    // The customer's next, ordinary order gets an answer, not a closed connection.
+    let (status, body) = post_text(&app, &deal_text("D-MAX-3", "C-POISON", "\"8000.00\"")).await.unwrap();
+    assert_proper(status, &body);
+    assert_eq!((status, body["state"].as_str()), (202, Some("flagged")), "{body}");
+    // Flagged for a person, saying why: the history total cannot be computed.
+    let order = app.order(body["order_id"].as_str().unwrap()).await;
+    let fired = order["events"].as_array().unwrap().last().unwrap()["event"]["fired"].clone();
+    assert_eq!(fired[0]["rule_id"], "HISTORY-OVERFLOW", "{fired}");
+    assert!(fired[0]["message"].as_str().unwrap().contains("review them by hand"), "{fired}");
+    // And the daemon still serves everyone else.
+    let (status, body) = app.post_webhook(&deal("D-OTHER", 1, "8000.00")).await;
+    assert_eq!(status, 202, "{body}");
+    app.stop().await;
+}
+
+/// One huge deposit taken through its three approval levels, delivery and acceptance
+/// to an invoice of `amount` CNY for `customer`.
+async fn invoiced(app: &TestApp, ext: &str, customer: &str, amount: &str) -> String {
+    let mut d = deal(ext, 1, amount);
+    d["deal"]["customer"]["id"] = customer.into();
+    d["deal"]["product"] = json!({"type": "deposit", "code": "DEP-3M"});
+    let (s, b) = app.post_webhook(&d).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    for approver in ["wang.fang", "zhou.min", "james.wong"] {
+        let (s, b) = app
+            .api_post_json(
+                &format!("/orders/{id}/approvals"),
+                &json!({"approver": approver, "decision": "approve", "comment": "同意"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{approver}: {b}");
+    }
+    deliver(app, &id).await;
+    let (s, b) = app
+        .api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    id
+}
+
+#[tokio::test]
+async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported() {
+    let app = spawn_app().await;
+    let amount = "40000000000000000000000000000";
+    let a = invoiced(&app, "D-RICH-1", "C-RICH", amount).await;
+    let b = invoiced(&app, "D-RICH-2", "C-RICH", amount).await;
+
+    let resp = app
+        .client
+        .get(app.url("/api/customers/C-RICH/receivables"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("the daemon answers instead of closing the connection");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Each invoice is listed with what it owes ...
+    let ids: Vec<&str> = body["invoices"].as_array().unwrap().iter().map(|i| i["order_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{body}");
+    assert!(ids.contains(&a.as_str()) && ids.contains(&b.as_str()), "{body}");
+    assert!(body["invoices"].as_array().unwrap().iter().all(|i| i["outstanding"]["amount"] == amount), "{body}");
+    // ... and the total that cannot be represented says so instead of being wrong.
+    let total = &body["outstanding"][0];
+    assert_eq!(total["currency"], "CNY", "{body}");
+    assert_eq!(total["amount"], Value::Null, "{body}");
+    assert!(total["error"].as_str().unwrap().contains("exceeds"), "{body}");
+    app.stop().await;
+}
