@@ -273,3 +273,59 @@ async fn refused_credentials_pause_the_connector_without_using_attempts_until_re
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+/// A token endpoint answering `expires_in` as given; counts the tokens it issued.
+async fn token_endpoint(
+    expires_in: &'static str,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let issued = Arc::new(AtomicU32::new(0));
+    let counter = issued.clone();
+    let token_app =
+        axum::Router::new().route(
+            "/oauth/token",
+            axum::routing::post(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    format!("{{\"access_token\":\"tok-{n}\",\"token_type\":\"Bearer\",\"expires_in\":{expires_in}}}")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
+    (addr, issued)
+}
+
+#[tokio::test]
+async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_effects() {
+    for expires_in in ["18446744073709551615", "-3600", "1e30", "\"3600\""] {
+        let (token_addr, issued) = token_endpoint(expires_in).await;
+        let erp = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), erp.addr, &[]);
+        only_approval(dir.path());
+        std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
+        let p = dir.path().join("connectors/demo-erp.toml");
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
+            &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\""),
+        );
+        std::fs::write(&p, text).unwrap();
+        let app = restart(dir, erp.clone()).await;
+
+        for i in 0..2 {
+            approved_order(&app, &format!("D-EXP-{i}")).await;
+        }
+        app.drain_outbox().await;
+        let d = erp.deliveries();
+        assert_eq!(d.len(), 2, "expires_in {expires_in}: {d:?}");
+        assert!(
+            d.iter()
+                .all(|d| d.status == 200 && d.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok-")))
+        );
+        assert!(issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        app.stop().await;
+    }
+}
