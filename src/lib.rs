@@ -12,6 +12,7 @@
 //! - `settings`, `check`, `diagnostics`: configuration loading and validation.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+//! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
 pub mod bench;
 pub mod check;
@@ -30,6 +31,7 @@ pub mod locale;
 pub mod mail;
 pub mod mapping;
 pub mod metrics;
+pub mod panics;
 pub mod rules_diff;
 pub mod schedule;
 pub mod settings;

@@ -1,5 +1,6 @@
 //! Amounts at their limits, over HTTP: the largest amounts never poison a customer
-//! or a report.
+//! or a report, and a panic in a handler is a 500 with the request id while the
+//! daemon keeps serving.
 
 use serde_json::{Value, json};
 
@@ -115,5 +116,42 @@ async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported()
     assert_eq!(total["currency"], "CNY", "{body}");
     assert_eq!(total["amount"], Value::Null, "{body}");
     assert!(total["error"].as_str().unwrap().contains("exceeds"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_with_its_request_id_and_the_daemon_keeps_serving() {
+    let app = spawn_app().await;
+    // The same daemon state, served with a clock that panics when read: every webhook
+    // handler reads it, so its request panics.
+    let mut broken = app.state.clone();
+    broken.clock = orderbridge::clock::Clock::from_fn(|| panic!("the clock is broken (test)"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, orderbridge::http::router(broken)).await.unwrap() });
+
+    let body = serde_json::to_vec(&sample()).unwrap();
+    let mut req = app
+        .client
+        .post(format!("http://{addr}/webhooks/demo-crm"))
+        .header("x-request-id", "req-panic-1")
+        .body(body.clone());
+    for (k, v) in app.signed_headers("msg_panic", chrono::Utc::now().timestamp(), &body) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("an answer, not a closed connection");
+    assert_eq!(resp.status().as_u16(), 500);
+    assert_eq!(resp.headers()["x-request-id"], "req-panic-1");
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "internal", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("req-panic-1"), "{answer}");
+    assert!(!message.contains("clock"), "no internals in the answer: {answer}");
+
+    // The same server keeps answering, and the panic is counted.
+    let health = app.client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let m = app.metrics().await;
+    assert!(m.contains("orderbridge_panics_total{task=\"http\"} 1"), "{m}");
     app.stop().await;
 }

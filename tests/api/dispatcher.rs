@@ -329,3 +329,74 @@ async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_
         app.stop().await;
     }
 }
+
+/// A push that panics on its first call and succeeds afterwards.
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl orderbridge::connectors::Push for PanicsOnce {
+    fn perform<'a>(
+        &'a self,
+        _effect: orderbridge::connectors::Outbound<'a>,
+    ) -> orderbridge::connectors::BoxFuture<
+        'a,
+        Result<orderbridge::connectors::Receipt, orderbridge::connectors::ConnectorError>,
+    > {
+        Box::pin(async move {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("the connector broke (test)");
+            }
+            Ok(orderbridge::connectors::Receipt { status: 200, summary: "ok".into(), reference: None })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
+    use std::sync::Arc;
+    // An approved order whose effect waits in the outbox (the ERP is down), then the
+    // daemon stops: only the dispatcher below works on that store.
+    let erp = Receiver::start().await;
+    erp.set_down(true);
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    approved_order(&app, "D-PANIC").await;
+    wait_until("a first attempt failed", || async {
+        let (_, v) = app.api("/outbox").await;
+        v["effects"][0]["attempts"].as_u64().is_some_and(|a| a >= 1)
+    })
+    .await;
+    let dir = app.stop_and_release().await;
+
+    let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|_| panic!("config loads"));
+    let settings = loaded.settings.dispatcher.clone();
+    let built = orderbridge::startup::Application::build(loaded).await.unwrap();
+    let state = built.state().clone();
+    let mut registry = orderbridge::connectors::Registry::default();
+    registry.add_builtin("demo-erp", Arc::new(PanicsOnce(Default::default())), vec!["create_order".into()]);
+    let dispatcher = orderbridge::workers::dispatcher::Dispatcher::new(
+        state.store.clone(),
+        state.rules.clone(),
+        Arc::new(registry),
+        state.metrics.clone(),
+        settings,
+        state.clock.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(stop.clone()));
+
+    // The panicking attempt is recorded like any failure, and the retry goes through.
+    wait_until("the panicked attempt is recorded and retried", || async {
+        state.store.pending_effects(10).await.unwrap().is_empty()
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap();
+    let text = state.metrics.render(&[]);
+    assert!(text.contains("orderbridge_panics_total{task=\"dispatcher\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "orderbridge_effect_attempts_total{connector=\"demo-erp\",operation=\"create_order\",outcome=\"retry\"} 1"
+        ),
+        "the panic counts as one retryable failure: {text}"
+    );
+}
