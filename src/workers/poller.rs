@@ -114,8 +114,9 @@ impl Poller {
             report.pages += 1;
             report.records += page.records.len();
             let mut inbound = Vec::with_capacity(page.records.len());
-            for record in &page.records {
-                match self.poll.mapping().apply(record) {
+            for (i, record) in page.records.iter().enumerate() {
+                let numbers = page.numbers.get(i).cloned().unwrap_or_default();
+                match self.poll.mapping().apply_exact(record, &numbers) {
                     Ok(Ok(m)) => {
                         if let Some(missing) = self.required_fields.iter().find(|f| !m.order.has_field(f)) {
                             report.rejected += 1;

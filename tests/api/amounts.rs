@@ -1,6 +1,6 @@
 //! Amounts at their limits, over HTTP: the largest amounts never poison a customer
-//! or a report, and a panic in a handler is a 500 with the request id while the
-//! daemon keeps serving.
+//! or a report, JSON numbers are read exactly as written, and a panic in a handler
+//! is a 500 with the request id while the daemon keeps serving.
 
 use serde_json::{Value, json};
 
@@ -116,6 +116,41 @@ async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported()
     assert_eq!(total["currency"], "CNY", "{body}");
     assert_eq!(total["amount"], Value::Null, "{body}");
     assert!(total["error"].as_str().unwrap().contains("exceeds"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn amounts_sent_as_json_numbers_are_read_exactly_or_refused() {
+    let app = spawn_app().await;
+    // Exact, whatever an f64 would have made of them.
+    for (ext, number) in [
+        ("D-NUM-1", "1250000.05"),
+        ("D-NUM-2", "12345678901234567.89"),
+        ("D-NUM-3", "1234567890123.4567"),
+        ("D-NUM-4", "9007199254740993"),
+        ("D-NUM-5", "100.50"),
+    ] {
+        let (status, body) = post_text(&app, &deal_text(ext, &format!("C-{ext}"), number)).await.unwrap();
+        assert_eq!(status, 202, "{number}: {body}");
+        let order = app.order(body["order_id"].as_str().unwrap()).await;
+        assert_eq!(order["order"]["amount"]["amount"], number, "{number} stored as written");
+    }
+    // More digits than an amount can hold exactly: refused with the reason, never
+    // rounded; so are exponents and more decimals than any currency has.
+    for (number, reason) in [
+        ("1.000000000000000000000000000001", "more digits than an amount can hold exactly"),
+        ("7922816251426433759354395033.6", "more digits than an amount can hold exactly"),
+        ("792281625142643375935439503350", "more digits than an amount can hold exactly"),
+        ("1e3", "has an exponent"),
+        ("0.12345", "more than 4 decimal places"),
+    ] {
+        let (status, body) = post_text(&app, &deal_text("D-NUM-BAD", "C-NUM-BAD", number)).await.unwrap();
+        assert_eq!(status, 422, "{number}: {body}");
+        assert_eq!(body["error"]["field"], "amount.amount", "{number}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(reason), "{number}: {body}");
+    }
+    let (_, all) = app.api("/orders").await;
+    assert_eq!(all["orders"].as_array().unwrap().len(), 5, "the refused ones wrote nothing");
     app.stop().await;
 }
 
