@@ -92,7 +92,7 @@ impl Application {
                 poll,
                 store: store.clone(),
                 rules: rules.clone(),
-                required_fields: settings.required_fields.clone(),
+                intake: settings.intake.clone(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
                 dispatcher: wake.clone(),

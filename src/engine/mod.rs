@@ -5,12 +5,14 @@ pub mod approval;
 pub mod calendar;
 pub mod decide;
 pub mod fulfilment;
+pub mod intake;
 pub mod lifecycle;
 pub mod notify;
 pub mod rules;
 pub mod table;
 
 pub use decide::{AuditEntry, Case, DecideError, Decision, EffectSpec, decide, decide_new};
+pub use intake::{IntakeError, IntakeRules};
 pub use lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
 pub use rules::Rules;
 pub use table::History;

@@ -246,11 +246,15 @@ pub struct PaymentBody {
 }
 
 impl PaymentBody {
-    fn report(self, source: &str) -> Result<PaymentReport, ApiError> {
+    fn report(self, source: &str, intake: &crate::engine::IntakeRules) -> Result<PaymentReport, ApiError> {
         let payment_id = self.payment_id.trim().to_owned();
         if payment_id.is_empty() || payment_id.chars().count() > 200 {
             return Err(invalid("payment_id", "the payment's id (1–200 characters) is needed to take it once"));
         }
+        // A payment is an inbound amount too: the same limits as orders.
+        intake.check_amount(&self.amount).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()).with_field(e.field())
+        })?;
         let order_id = self.order_id.as_deref().map(parse_id).transpose()?;
         Ok(PaymentReport {
             source: source.to_owned(),
@@ -274,7 +278,7 @@ pub async fn payment(
     State(app): State<AppState>,
     ApiJson(b): ApiJson<PaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let report = b.report("api")?;
+    let report = b.report("api", &app.settings.intake)?;
     let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(payment_answer(&outcome))
@@ -412,7 +416,7 @@ pub async fn system_event(
             step(&app, id, actor, OrderEvent::DeliveryRecorded { note }).await.map(|j| (StatusCode::OK, j))
         }
         SystemEvent::PaymentReceived { payment } => {
-            let report = payment.report(&connector)?;
+            let report = payment.report(&connector, &app.settings.intake)?;
             let outcome = app.store.record_payment(&report, &app.rules, app.clock.now()).await?;
             app.wake_dispatcher();
             Ok(payment_answer(&outcome))

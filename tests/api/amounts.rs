@@ -1,6 +1,7 @@
-//! Amounts at their limits, over HTTP: the largest amounts never poison a customer
-//! or a report, JSON numbers are read exactly as written, and a panic in a handler
-//! is a 500 with the request id while the daemon keeps serving.
+//! Amounts at their limits, over HTTP: `intake.max_amount` refuses what is too large,
+//! and even without a limit the largest amounts never poison a customer or a report;
+//! JSON numbers are read exactly as written; a panic in a handler is a 500 with the
+//! request id while the daemon keeps serving.
 
 use serde_json::{Value, json};
 
@@ -40,9 +41,49 @@ fn assert_proper(status: u16, body: &Value) {
     assert!(accepted || refused, "not a proper answer: {status} {body}");
 }
 
+/// `intake.max_amount` lifted to the largest exact amount for CNY, so amounts at the
+/// very top reach screening and the sums.
+const NO_CNY_LIMIT: (&str, &str) = ("CNY = \"10000000000\"", "CNY = \"79228162514264337593543950335\"");
+
+async fn spawn_unlimited_app() -> TestApp {
+    spawn_app_with(Receiver::start().await, &[NO_CNY_LIMIT]).await
+}
+
+#[tokio::test]
+async fn amounts_above_intake_max_amount_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    // The example limit for CNY is 10 000 000 000.00: at it is taken, above it not.
+    for ext in ["D-LIM-1", "D-LIM-2"] {
+        let (status, body) = post_text(&app, &deal_text(ext, "C-LIMIT", &format!("\"{LARGEST}\""))).await.unwrap();
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "amount_above_limit", "{body}");
+        assert_eq!(body["error"]["field"], "amount.amount", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("above intake.max_amount for CNY (10000000000)"), "{body}");
+    }
+    let (status, body) = post_text(&app, &deal_text("D-LIM-3", "C-LIMIT", "10000000000.01")).await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("amount_above_limit")), "{body}");
+    let (status, body) = post_text(&app, &deal_text("D-LIM-4", "C-LIMIT", "\"10000000000.00\"")).await.unwrap();
+    assert_eq!(status, 202, "the limit itself is allowed: {body}");
+    // The refused ones wrote nothing; the customer orders on as usual.
+    let (status, body) = post_text(&app, &deal_text("D-LIM-5", "C-LIMIT", "\"8000.00\"")).await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let (_, all) = app.api("/orders").await;
+    assert_eq!(all["orders"].as_array().unwrap().len(), 2);
+    // A reported payment is an inbound amount too.
+    let (status, body) = app
+        .api_post_json(
+            "/payments",
+            &json!({"payment_id": "P-HUGE", "amount": {"amount": LARGEST, "currency": "CNY"}, "invoice_number": "INV-1"}),
+        )
+        .await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("amount.amount")), "{body}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn two_orders_of_the_largest_amount_do_not_poison_their_customer() {
-    let app = spawn_app().await;
+    let app = spawn_unlimited_app().await;
     for ext in ["D-MAX-1", "D-MAX-2"] {
         let (status, body) = post_text(&app, &deal_text(ext, "C-POISON", &format!("\"{LARGEST}\""))).await.unwrap();
         assert_proper(status, &body);
@@ -91,7 +132,7 @@ async fn invoiced(app: &TestApp, ext: &str, customer: &str, amount: &str) -> Str
 
 #[tokio::test]
 async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported() {
-    let app = spawn_app().await;
+    let app = spawn_unlimited_app().await;
     let amount = "40000000000000000000000000000";
     let a = invoiced(&app, "D-RICH-1", "C-RICH", amount).await;
     let b = invoiced(&app, "D-RICH-2", "C-RICH", amount).await;
@@ -121,7 +162,7 @@ async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported()
 
 #[tokio::test]
 async fn amounts_sent_as_json_numbers_are_read_exactly_or_refused() {
-    let app = spawn_app().await;
+    let app = spawn_unlimited_app().await;
     // Exact, whatever an f64 would have made of them.
     for (ext, number) in [
         ("D-NUM-1", "1250000.05"),
