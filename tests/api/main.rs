@@ -12,6 +12,7 @@ mod compliance;
 mod crash;
 mod dispatcher;
 mod intake;
+mod intake_path;
 mod mail;
 mod poll;
 mod prism;
