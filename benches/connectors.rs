@@ -134,7 +134,7 @@ async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: us
         poll: registry.get("source").unwrap().poll.clone().unwrap(),
         orders,
         rules,
-        required_fields: Vec::new(),
+        intake: Default::default(),
         metrics,
         clock: orderbridge::clock::Clock::system(),
         dispatcher: Arc::new(tokio::sync::Notify::new()),

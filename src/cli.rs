@@ -354,9 +354,8 @@ fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> 
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let payload: Value =
-        serde_json::from_slice(&std::fs::read(input).with_context(|| format!("reading {}", input.display()))?)
-            .with_context(|| format!("{} is not JSON", input.display()))?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let payload: Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", input.display()))?;
     if toml::from_str::<toml::Table>(&text)
         .is_ok_and(|t| t.get("direction").and_then(|d| d.as_str()) == Some("outbound"))
     {
@@ -378,7 +377,7 @@ fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::Result<i32> 
             return Ok(crate::check::EX_CONFIG);
         }
     };
-    match m.apply(&payload) {
+    match m.apply_exact(&payload, &std::sync::Arc::new(crate::mapping::NumberTexts::scan(&bytes)).root()) {
         Ok(Ok(mapped)) => {
             let out = serde_json::json!({
                 "external_id": mapped.external_id.as_str(),

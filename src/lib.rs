@@ -13,6 +13,7 @@
 //! - `settings`, `check`, `diagnostics`: configuration loading and validation.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+//! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
 pub mod bench;
 pub mod check;
@@ -32,6 +33,7 @@ pub mod mail;
 pub mod mapping;
 pub mod metrics;
 pub mod orders;
+pub mod panics;
 pub mod rules_diff;
 pub mod schedule;
 pub mod settings;

@@ -59,6 +59,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Times a connector was paused after its credentials were refused.",
     ),
+    (
+        "orderbridge_panics_total",
+        "counter",
+        "Panics caught by task (http: a request answered 500; dispatcher: an attempt recorded as a retryable failure). Each is a bug: report it.",
+    ),
     ("orderbridge_build_info", "gauge", "Build information."),
 ];
 

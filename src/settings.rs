@@ -218,11 +218,18 @@ pub struct RawIntake {
     /// The order template: canonical fields an order must have beyond the always-required
     /// ones (customer id/name/kind, product, amount). Missing ones get a 422.
     pub required_fields: Vec<String>,
+    /// The largest amount an inbound order or payment may carry, by ISO 4217 currency,
+    /// as a decimal string (`CNY = "10000000000"`). Larger amounts get a 422 naming
+    /// `amount.amount`. Unlisted currencies have no limit of their own.
+    pub max_amount: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RawIntake {
     fn default() -> Self {
-        RawIntake { required_fields: vec!["customer.id_document".into(), "term_months".into(), "sales_owner".into()] }
+        RawIntake {
+            required_fields: vec!["customer.id_document".into(), "term_months".into(), "sales_owner".into()],
+            max_amount: Default::default(),
+        }
     }
 }
 
@@ -318,7 +325,8 @@ pub struct Settings {
     pub store_path: PathBuf,
     pub log_format: LogFormat,
     pub log_level: String,
-    pub required_fields: Vec<String>,
+    /// The order template and amount limits every inbound order is checked against.
+    pub intake: crate::engine::IntakeRules,
     pub dispatcher: DispatcherSettings,
     pub site_name: String,
     /// `None`: links use the address the daemon listens on.
@@ -482,6 +490,43 @@ impl RawSettings {
                 bad(&["intake", "required_fields"], format!("`{f}` is not a canonical order field"));
             }
         }
+        let mut max_amount = std::collections::BTreeMap::new();
+        for (key, limit) in &self.intake.max_amount {
+            // Environment keys arrive lower-cased; currency codes are upper case. The
+            // config crate hands over both the file's `CNY` and the variable's `cny`:
+            // the variable overrides, as for every other key.
+            let code = key.to_ascii_uppercase();
+            let lower = code.to_ascii_lowercase();
+            let env_set = std::env::var_os(format!("{ENV_PREFIX}__INTAKE__MAX_AMOUNT__{code}")).is_some();
+            if *key != lower && env_set && self.intake.max_amount.contains_key(&lower) {
+                continue;
+            }
+            let in_file = [key.as_str(), code.as_str()]
+                .into_iter()
+                .find(|k| locate(text, &["intake", "max_amount", k]).is_some());
+            // Point at the key in the file, or at the table when only a variable sets it.
+            let mut report = |msg: String| match in_file {
+                Some(k) => bad(&["intake", "max_amount", k], msg),
+                None => {
+                    let env = format!("{ENV_PREFIX}__INTAKE__MAX_AMOUNT__{code}");
+                    let msg = if std::env::var_os(&env).is_some() { format!("{msg} (set by env {env})") } else { msg };
+                    bad(&["intake", "max_amount"], msg);
+                }
+            };
+            let Ok(currency) = code.parse::<crate::domain::CurrencyCode>() else {
+                report(format!("`{key}` is not an ISO 4217 currency code (three letters, e.g. CNY)"));
+                continue;
+            };
+            match crate::domain::money::parse_decimal(limit) {
+                Ok(d) if d > rust_decimal::Decimal::ZERO => {
+                    if max_amount.insert(currency, d).is_some() {
+                        report(format!("the limit for {currency} is given twice"));
+                    }
+                }
+                Ok(_) => report(format!("the limit for {currency} must be positive, got `{limit}`")),
+                Err(e) => report(format!("{e}; write the limit as a decimal string, e.g. \"10000000000\"")),
+            }
+        }
         let d = &self.dispatcher;
         if d.concurrency == 0 || d.max_attempts == 0 || d.backoff_initial_ms == 0 || d.sweep_interval_ms == 0 {
             bad(
@@ -633,7 +678,7 @@ impl RawSettings {
             store_path,
             log_format,
             log_level: self.log.level.clone(),
-            required_fields: self.intake.required_fields.clone(),
+            intake: crate::engine::IntakeRules { required_fields: self.intake.required_fields.clone(), max_amount },
             dispatcher: DispatcherSettings {
                 concurrency: d.concurrency,
                 max_attempts: d.max_attempts,
@@ -654,6 +699,33 @@ impl RawSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<Settings, Vec<Diagnostic>> {
+        let raw: RawSettings = toml::from_str(text).unwrap();
+        raw.parse(Path::new("."), Path::new("orderbridge.toml"), text, false)
+    }
+
+    #[test]
+    fn intake_max_amount_is_read_per_currency_and_checked_with_its_line() {
+        let s = parse("[intake.max_amount]\nCNY = \"10000000000\"\nusd = \"1500000000.50\"\n").unwrap();
+        let limits: Vec<String> = s.intake.max_amount.iter().map(|(c, d)| format!("{c} {d}")).collect();
+        assert_eq!(limits, ["CNY 10000000000", "USD 1500000000.50"]);
+        assert!(parse("").unwrap().intake.max_amount.is_empty(), "no limits unless configured");
+
+        let text = "[intake.max_amount]\nCNY = \"ten billion\"\nUSD = \"0\"\nEURO = \"5\"\nJPY = \"1e9\"\n";
+        let problems: Vec<String> = parse(text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "orderbridge.toml:2:7: `ten billion` is not a decimal amount; write the limit as a decimal string, e.g. \"10000000000\"",
+                "orderbridge.toml:4:8: `EURO` is not an ISO 4217 currency code (three letters, e.g. CNY)",
+                "orderbridge.toml:5:7: `1e9` is not a decimal amount; write the limit as a decimal string, e.g. \"10000000000\"",
+                "orderbridge.toml:3:7: the limit for USD must be positive, got `0`",
+            ]
+        );
+        // A number instead of a string is a shape error, located by toml.
+        assert!(toml::from_str::<RawSettings>("[intake.max_amount]\nCNY = 10000000000\n").is_err());
+    }
 
     #[test]
     fn secret_refs() {

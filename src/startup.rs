@@ -95,7 +95,7 @@ impl Application {
                 poll,
                 orders: orders.clone(),
                 rules: rules.clone(),
-                required_fields: settings.required_fields.clone(),
+                intake: settings.intake.clone(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
                 dispatcher: wake.clone(),

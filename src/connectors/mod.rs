@@ -119,6 +119,10 @@ fn is_zero(n: &u64) -> bool {
 /// One fetched page.
 pub struct Page {
     pub records: Vec<serde_json::Value>,
+    /// How each record's numbers were written (same order as `records`), so amounts
+    /// are read exactly; empty when the source's numbers are read as parsed (Odoo's
+    /// JSON-RPC sends floats, whose shortest form is what Odoo wrote).
+    pub numbers: Vec<crate::mapping::Numbers>,
     /// The state to commit with this page's records.
     pub next: PollState,
     /// True when the run continues with another page.

@@ -28,8 +28,38 @@ struct Cached {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
-    /// Seconds; absent means "no expiry stated" (we then refresh hourly).
-    expires_in: Option<u64>,
+    /// Seconds; absent means "no expiry stated" (we then refresh hourly). Taken as any
+    /// JSON value: endpoints send numbers, numeric strings, and now and then nonsense.
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+}
+
+/// Lifetime assumed when the endpoint states none (or one we cannot read).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest a token is kept, whatever the endpoint says: a huge `expires_in` must not
+/// overflow the clock arithmetic, and a day-old token is renewed anyway.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a token may be used before it is fetched anew: `expires_in` clamped to
+/// `0..=MAX_LIFETIME` (negative: already expired, used for this call only), less a
+/// margin of a minute, or half the lifetime when that is shorter.
+fn use_for(expires_in: Option<&serde_json::Value>) -> Duration {
+    use serde_json::Value;
+    let secs = match expires_in {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            n.as_u64().map(|s| s as f64).or_else(|| n.as_i64().map(|s| s as f64)).or_else(|| n.as_f64())
+        }
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let lifetime = match secs.filter(|s| s.is_finite()) {
+        None => DEFAULT_LIFETIME,
+        Some(s) if s <= 0.0 => Duration::ZERO,
+        Some(s) => Duration::try_from_secs_f64(s).unwrap_or(MAX_LIFETIME).min(MAX_LIFETIME),
+    };
+    let margin = Duration::from_secs(60).min(lifetime / 2);
+    lifetime.saturating_sub(margin)
 }
 
 impl ClientCredentials {
@@ -53,7 +83,10 @@ impl ClientCredentials {
         }
         let fetched = self.fetch().await?;
         let token = fetched.0.clone();
-        *cache = Some(Cached { token: fetched.0, refresh_at: Instant::now() + fetched.1 });
+        let now = Instant::now();
+        // `use_for` is at most a day, but never let the clock arithmetic panic.
+        let refresh_at = now.checked_add(fetched.1).unwrap_or(now);
+        *cache = Some(Cached { token: fetched.0, refresh_at });
         Ok(token)
     }
 
@@ -106,9 +139,34 @@ impl ClientCredentials {
         let parsed: TokenResponse = serde_json::from_str(&text).map_err(|_| ConnectorError::Auth {
             message: format!("token endpoint HTTP {status}: the answer has no access_token"),
         })?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
-        // Refresh a little before expiry: a minute, or half the lifetime when shorter.
-        let margin = Duration::from_secs(60).min(lifetime / 2);
-        Ok((SecretString::from(parsed.access_token), lifetime - margin))
+        Ok((SecretString::from(parsed.access_token), use_for(parsed.expires_in.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn any_expires_in_gives_a_bounded_lifetime() {
+        let secs = |v: serde_json::Value| use_for(Some(&v)).as_secs();
+        assert_eq!(secs(json!(3600)), 3540, "a minute early");
+        assert_eq!(secs(json!(60)), 30, "half of a short lifetime early");
+        assert_eq!(use_for(None).as_secs(), 3540, "none stated: an hour");
+        assert_eq!(secs(json!(null)), 3540);
+        assert_eq!(secs(json!("1800")), 1740, "a numeric string");
+        let day = MAX_LIFETIME.as_secs() - 60;
+        for huge in [json!(u64::MAX), json!(1e300), json!(f64::MAX), json!("99999999999999999999999")] {
+            assert_eq!(secs(huge.clone()), day, "{huge} is clamped to a day");
+        }
+        for expired in [json!(-1), json!(i64::MIN), json!(-1e300), json!(0), json!("-5")] {
+            assert_eq!(secs(expired.clone()), 0, "{expired}: fetched again next time");
+        }
+        for nonsense in [json!("soon"), json!(true), json!([1]), json!({"s": 1})] {
+            assert_eq!(secs(nonsense.clone()), 3540, "{nonsense}: the default");
+        }
+        // Whatever it is, adding it to the clock cannot overflow.
+        assert!(Instant::now().checked_add(use_for(Some(&json!(u64::MAX)))).is_some());
     }
 }

@@ -480,7 +480,7 @@ impl OdooPoll {
         let next = (records.len() >= self.limit as usize)
             .then(|| PollState { offset: state.offset + u64::from(self.limit), ..Default::default() });
         let (next, more) = state.advance(page_max, records.len(), next, None);
-        Ok(Page { records, next, more })
+        Ok(Page { records, numbers: Vec::new(), next, more })
     }
 }
 

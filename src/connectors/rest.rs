@@ -1252,10 +1252,19 @@ impl RestPoll {
             .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
         let page: Value = serde_json::from_str(&receipt.summary)
             .map_err(|e| ConnectorError::Permanent { message: format!("the page is not JSON: {e}") })?;
-        let records: Vec<Value> = match p.records.query(&page).all().as_slice() {
-            [Value::Array(a)] => a.clone(),
-            [] => Vec::new(),
-            many => many.iter().map(|v| (*v).clone()).collect(),
+        // Each record keeps where it sits in the page, so its amounts are read as the
+        // page wrote them (see mapping::numbers).
+        let texts = std::sync::Arc::new(crate::mapping::NumberTexts::scan(receipt.summary.as_bytes()));
+        let located: Vec<_> = p.records.query_located(&page).into_iter().collect();
+        let (records, numbers): (Vec<Value>, Vec<crate::mapping::Numbers>) = match located.as_slice() {
+            [one] => match one.node() {
+                Value::Array(a) => {
+                    let base = texts.clone().at(one.location());
+                    a.iter().enumerate().map(|(i, r)| (r.clone(), base.element(i))).unzip()
+                }
+                r => (vec![r.clone()], vec![texts.clone().at(one.location())]),
+            },
+            many => many.iter().map(|l| (l.node().clone(), texts.clone().at(l.location()))).unzip(),
         };
         let page_max = records
             .iter()
@@ -1282,7 +1291,7 @@ impl RestPoll {
             Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
         };
         let (next, more) = state.advance(page_max, records.len(), next, p.max_run_records);
-        Ok(Page { records, next, more })
+        Ok(Page { records, numbers, next, more })
     }
 }
 

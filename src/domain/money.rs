@@ -18,13 +18,20 @@ pub enum MoneyError {
     UnknownCurrency(String),
     #[error("`{0}` is not a decimal amount")]
     NotADecimal(String),
+    /// Well-formed, but more digits than a decimal holds exactly: refused, never rounded.
+    #[error(
+        "`{0}` has more digits than an amount can hold exactly (at most 28 significant digits, up to 79228162514264337593543950335)"
+    )]
+    TooManyDigits(String),
     #[error("amount {0} has more than {MAX_SCALE} decimal places")]
     TooPrecise(Decimal),
     #[error("amount {0} is negative")]
     Negative(Decimal),
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(CurrencyCode, CurrencyCode),
-    #[error("amount overflow")]
+    /// A sum or product past the largest amount a decimal holds exactly
+    /// (79228162514264337593543950335), or minor units past `i64`.
+    #[error("the amount exceeds what can be computed exactly")]
     Overflow,
 }
 
@@ -187,7 +194,8 @@ pub fn minor_unit_exponent(c: CurrencyCode) -> u32 {
 }
 
 /// Strict decimal parsing: digits, one optional dot, optional leading minus. No
-/// exponents, no thousands separators, no surrounding blanks.
+/// exponents, no thousands separators, no surrounding blanks. Exact: a value with
+/// more digits than a `Decimal` holds is `TooManyDigits`, never rounded.
 pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     let ok = !s.is_empty()
         && s.len() <= 40
@@ -198,7 +206,7 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     if !ok {
         return Err(MoneyError::NotADecimal(s.chars().take(40).collect()));
     }
-    Decimal::from_str(s).map_err(|_| MoneyError::NotADecimal(s.chars().take(40).collect()))
+    Decimal::from_str_exact(s).map_err(|_| MoneyError::TooManyDigits(s.chars().take(40).collect()))
 }
 
 #[cfg(test)]
@@ -213,6 +221,27 @@ mod tests {
         }
         for a in ["", "1e5", "1,000.00", " 1", "--1", "1.2.3", "0.00001", "-5", ".", "1-"] {
             assert!(Money::parse(a, "CNY").is_err(), "{a}");
+        }
+    }
+
+    #[test]
+    fn amounts_are_never_rounded() {
+        let max = "79228162514264337593543950335";
+        assert_eq!(parse_decimal(max).unwrap(), Decimal::MAX);
+        assert_eq!(parse_decimal("12345678901234567.89").unwrap().to_string(), "12345678901234567.89");
+        assert_eq!(parse_decimal("1.50").unwrap().to_string(), "1.50", "the scale is kept");
+        // MAX / 10 still fits: its digits are those of MAX.
+        assert_eq!(
+            parse_decimal("7922816251426433759354395033.5").unwrap().to_string(),
+            "7922816251426433759354395033.5"
+        );
+        for too_many in [
+            "79228162514264337593543950336",
+            "7922816251426433759354395033.6",
+            "1.000000000000000000000000000001",
+            "0.00000000000000000000000000001",
+        ] {
+            assert!(matches!(parse_decimal(too_many), Err(MoneyError::TooManyDigits(_))), "{too_many}");
         }
     }
 

@@ -99,7 +99,7 @@ impl Fulfilment {
     pub fn outstanding(&self) -> Option<Money> {
         let inv = self.invoice.as_ref()?;
         let paid = self.paid().ok()??;
-        let left = (inv.total.amount() - paid.amount()).max(Decimal::ZERO);
+        let left = inv.total.amount().checked_sub(paid.amount())?.max(Decimal::ZERO);
         Money::new(left, inv.total.currency()).ok()
     }
 
@@ -140,17 +140,31 @@ pub fn match_payment(f: &Fulfilment, payment_id: &str, amount: &Money) -> Match 
     if amount.amount() <= Decimal::ZERO {
         return Match::Refused("the payment amount is not positive".into());
     }
+    // Recorded payments must always sum: one that would take the total paid past the
+    // largest amount is not applied (it waits for an operator).
+    if f.paid().ok().flatten().and_then(|p| p.checked_add(amount).ok()).is_none() {
+        return Match::Refused(format!(
+            "the payments on invoice {} would total more than the largest amount that can be computed",
+            inv.number
+        ));
+    }
     let owed = f.outstanding().map_or(Decimal::ZERO, |m| m.amount());
     if owed == Decimal::ZERO {
         return Match::Refused(format!("invoice {} is already settled", inv.number));
     }
+    // Both are non-negative amounts of at most MAX_SCALE places: their difference is too.
     let cur = inv.total.currency();
-    let money = |d: Decimal| Money::new(d, cur).expect("non-negative, currency scale");
-    match amount.amount().cmp(&owed) {
-        std::cmp::Ordering::Equal => Match::Full,
-        std::cmp::Ordering::Less => Match::Partial { outstanding: money(owed - amount.amount()) },
-        std::cmp::Ordering::Greater => Match::Over { excess: money(amount.amount() - owed) },
-    }
+    let money = |a: Decimal, b: Decimal| match a.checked_sub(b).map(|d| Money::new(d, cur)) {
+        Some(Ok(m)) => Ok(m),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(MoneyError::Overflow.to_string()),
+    };
+    let matched = match amount.amount().cmp(&owed) {
+        std::cmp::Ordering::Equal => return Match::Full,
+        std::cmp::Ordering::Less => money(owed, amount.amount()).map(|outstanding| Match::Partial { outstanding }),
+        std::cmp::Ordering::Greater => money(amount.amount(), owed).map(|excess| Match::Over { excess }),
+    };
+    matched.unwrap_or_else(Match::Refused)
 }
 
 /// Tax on a net amount at `rate`, rounded half away from zero to the currency's minor
@@ -229,6 +243,21 @@ mod tests {
         for (i, (f, id, amount, want)) in cases.into_iter().enumerate() {
             assert_eq!(match_payment(&f, id, &amount), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_payment_that_would_overflow_the_total_paid_is_refused() {
+        let max = Decimal::MAX.to_string();
+        // Partly paid, then a payment that alone is representable but not the sum.
+        let f = invoiced("100.00", &["5.00"]);
+        assert_eq!(
+            match_payment(&f, "X", &m(&max)),
+            Match::Refused(
+                "the payments on invoice INV-0042 would total more than the largest amount that can be computed".into()
+            )
+        );
+        // Unpaid, the same payment is an over-payment like any other.
+        assert!(matches!(match_payment(&invoiced("100.00", &[]), "X", &m(&max)), Match::Over { .. }));
     }
 
     #[test]

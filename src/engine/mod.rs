@@ -14,6 +14,7 @@ pub mod rules;
 pub mod table;
 
 pub use decide::{AuditEntry, Case, DecideError, Decision, EffectSpec, decide, decide_new};
+pub use intake::{IntakeError, IntakeRules};
 pub use lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState};
 pub use rules::Rules;
 pub use table::History;

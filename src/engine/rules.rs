@@ -235,11 +235,26 @@ pub struct Route {
 /// The rule id recorded when a rule cannot be evaluated or no route exists.
 pub const NO_ROUTE: &str = "NO-ROUTE";
 
+/// The rule id recorded when the customer's history total (`history.amount`) is too
+/// large to compute: the order goes to manual review instead of failing intake.
+pub const HISTORY_OVERFLOW: &str = "HISTORY-OVERFLOW";
+
 impl Rules {
     /// Every rule is evaluated (collect-all); all that fire are recorded. A rule that
-    /// cannot be evaluated flags the order rather than letting it pass.
+    /// cannot be evaluated flags the order rather than letting it pass, and so does a
+    /// history total too large to compute (`history.amount` is null only then).
     pub fn screen(&self, inputs: &Inputs) -> Screening {
         let mut fired = Vec::new();
+        if inputs.get("history.amount").is_some_and(|v| *v == super::table::Input::Null) {
+            fired.push(RuleHit {
+                rule_id: HISTORY_OVERFLOW.into(),
+                severity: Severity::Flag,
+                message: format!(
+                    "客户近期订单合计超出可计算范围，须人工复核 / the customer's recent orders total more than the largest amount that can be computed ({}): review them by hand",
+                    rust_decimal::Decimal::MAX
+                ),
+            });
+        }
         for r in &self.screening {
             match r.row.matches(inputs) {
                 Ok(false) => {}
@@ -1152,9 +1167,9 @@ chain = ["line_supervisor"]
             (
                 "VELOCITY-001",
                 order(|v| v["product"]["code"] = "WM-OTHER".into()),
-                History { orders: 5, amount: Decimal::ZERO, same_product: 0 },
+                History { orders: 5, amount: Some(Decimal::ZERO), same_product: 0 },
             ),
-            ("DUP-001", order(|_| {}), History { orders: 1, amount: Decimal::ONE, same_product: 1 }),
+            ("DUP-001", order(|_| {}), History { orders: 1, amount: Some(Decimal::ONE), same_product: 1 }),
         ];
         for (rule, o, h) in cases {
             assert_eq!(fired(&screen(&r, &o, &h)), vec![rule.to_owned()], "{rule}");
@@ -1169,7 +1184,10 @@ chain = ["line_supervisor"]
         );
         // A loan bought again is not a duplicate by DUP-001 (it lists other products).
         let loan = order(|v| v["product"] = json!({"type": "loan", "code": "LN-1"}));
-        assert_eq!(screen(&r, &loan, &History { orders: 1, amount: Decimal::ONE, same_product: 1 }), Screening::Passed);
+        assert_eq!(
+            screen(&r, &loan, &History { orders: 1, amount: Some(Decimal::ONE), same_product: 1 }),
+            Screening::Passed
+        );
     }
 
     #[test]
@@ -1180,7 +1198,32 @@ chain = ["line_supervisor"]
             product_code: code.into(),
         };
         let h = History::of(&o, &[p("100", "CNY", "WM-STABLE-12M"), p("50", "USD", "X"), p("1.5", "CNY", "Y")]);
-        assert_eq!(h, History { orders: 3, amount: "101.5".parse().unwrap(), same_product: 1 });
+        assert_eq!(h, History { orders: 3, amount: Some("101.5".parse().unwrap()), same_product: 1 });
+    }
+
+    #[test]
+    fn a_history_total_too_large_to_compute_flags_the_order_for_review() {
+        let r = repo_rules();
+        let o = order(|_| {});
+        let p = |a: &str| crate::engine::table::Prior {
+            amount: crate::domain::Money::parse(a, "CNY").unwrap(),
+            product_code: "OTHER".into(),
+        };
+        let max = Decimal::MAX.to_string();
+        let h = History::of(&o, &[p(&max), p(&max), p("1")]);
+        assert_eq!(h, History { orders: 3, amount: None, same_product: 0 });
+        let ins = inputs(&o, false, &h);
+        assert_eq!(ins["history.amount"], crate::engine::table::Input::Null);
+        let s = screen(&r, &o, &h);
+        assert_eq!(fired(&s), ["HISTORY-OVERFLOW"]);
+        assert!(matches!(s, Screening::Flagged(_)), "review, not rejection: {s:?}");
+        // Other rules still count: a rejection stays a rejection.
+        let bad = order(|v| v["customer"]["credit_rating"] = "CCC".into());
+        let s = screen(&r, &bad, &History::of(&bad, &[p(&max), p(&max)]));
+        assert_eq!(fired(&s), ["HISTORY-OVERFLOW", "CREDIT-001"]);
+        assert!(matches!(s, Screening::Rejected(_)));
+        // Exactly the largest total is still a number.
+        assert_eq!(History::of(&o, &[p(&max)]).amount, Some(Decimal::MAX));
     }
 
     #[test]

@@ -34,16 +34,28 @@ pub const INPUTS: &[(&str, &str)] = &[
     ("customer.id_document_valid", "false when missing or a Chinese resident ID fails its checksum"),
     ("customer.on_watch_list", "true when the customer's id, ID number or name is on the watch list"),
     ("history.orders", "the customer's other orders in the history window"),
-    ("history.amount", "their total amount in this order's currency"),
+    (
+        "history.amount",
+        "their total amount in this order's currency (null when too large to compute: see HISTORY-OVERFLOW)",
+    ),
     ("history.same_product", "how many of them are for the same product code"),
 ];
 
 /// What the store knows about a customer's recent orders (velocity, duplicates).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
     pub orders: u32,
-    pub amount: Decimal,
+    /// Their total in this order's currency; `None` when it exceeds the largest amount
+    /// a decimal holds. Screening then flags the order (`HISTORY-OVERFLOW`): a total
+    /// nobody can compute must not let a velocity rule pass, nor stop the customer.
+    pub amount: Option<Decimal>,
     pub same_product: u32,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History { orders: 0, amount: Some(Decimal::ZERO), same_product: 0 }
+    }
 }
 
 /// One prior order, as the history index keeps it.
@@ -54,15 +66,17 @@ pub struct Prior {
 }
 
 impl History {
+    /// Counts and sums `priors` for `order`. Never panics: counts saturate, and a
+    /// total past the largest decimal becomes `amount: None`.
     pub fn of(order: &Order, priors: &[Prior]) -> History {
         let mut h = History::default();
         for p in priors {
-            h.orders += 1;
+            h.orders = h.orders.saturating_add(1);
             if p.amount.currency() == order.amount.currency() {
-                h.amount += p.amount.amount();
+                h.amount = h.amount.and_then(|sum| sum.checked_add(p.amount.amount()));
             }
             if p.product_code == order.product.code.as_str() {
-                h.same_product += 1;
+                h.same_product = h.same_product.saturating_add(1);
             }
         }
         h
@@ -135,7 +149,7 @@ pub fn inputs(order: &Order, on_watch_list: bool, history: &History) -> Inputs {
     put("customer.id_document_valid", Input::Bool(c.id_document.as_ref().is_some_and(|d| d.checksum_ok())));
     put("customer.on_watch_list", Input::Bool(on_watch_list));
     put("history.orders", num(history.orders));
-    put("history.amount", Input::Number(history.amount));
+    put("history.amount", history.amount.map_or(Input::Null, Input::Number));
     put("history.same_product", num(history.same_product));
     m
 }

@@ -1,5 +1,6 @@
 //! `ApiError`: every error answer is `{"error": {"code", "message"[, "field"]}}`.
-//! A 4xx says what was wrong; a 5xx is opaque, carries a request id, and is logged once.
+//! A 4xx says what was wrong; a 5xx is opaque, carries the request id (the same as the
+//! `x-request-id` header), and is logged once.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -32,9 +33,9 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    /// An internal failure: logged with its cause and a request id; the caller sees only the id.
+    /// An internal failure: logged with its cause and the request id; the caller sees only the id.
     pub fn unexpected(cause: impl std::fmt::Display) -> Self {
-        let request_id = uuid::Uuid::now_v7().simple().to_string();
+        let request_id = current_request_id();
         tracing::error!(request_id, error = %cause, "request failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -42,6 +43,28 @@ impl ApiError {
             format!("internal error, nothing was accepted; retry later (request id {request_id})"),
         )
     }
+
+    /// A handler panicked (a bug): 500 with the request id, nothing else. What was
+    /// durably committed before the panic stays; intake is idempotent, so a retried
+    /// webhook finds it.
+    pub fn panicked(request_id: &str) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error; retry later, a repeated delivery is safe (request id {request_id})"),
+        )
+    }
+}
+
+tokio::task_local! {
+    /// The id of the request being handled (the `x-request-id` answered), set by the
+    /// HTTP guard, so an error logged anywhere below names the same id.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or a fresh one outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| uuid::Uuid::now_v7().simple().to_string())
 }
 
 impl From<crate::store::StoreError> for ApiError {
@@ -86,5 +109,23 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_carry_the_request_id_being_answered() {
+        let e = REQUEST_ID.scope("req-42".to_owned(), async { ApiError::unexpected("disk full") }).await;
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.message.contains("(request id req-42)"), "{}", e.message);
+        assert!(!e.message.contains("disk full"), "the cause is logged, not answered");
+        let p = ApiError::panicked("req-43");
+        assert_eq!((p.status, p.code), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        assert!(p.message.contains("req-43"));
+        // Outside a request there is still an id to quote.
+        assert!(ApiError::unexpected("x").message.contains("request id "));
     }
 }

@@ -14,6 +14,7 @@ use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
 use crate::connectors::signature::Delivery;
+use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
 use crate::engine::{Actor, OrderEvent};
@@ -89,16 +90,21 @@ pub async fn document(
 }
 
 /// `GET /api/customers/{id}/receivables`: the customer's invoices, what is paid and
-/// what is owed, with the total owed per currency.
+/// what is owed, with the total owed per currency. A total too large to compute is
+/// reported as such (`"amount": null` with an `error`); the invoices are still listed.
 pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
     let orders = app.orders.customer_orders(&customer).await?;
-    let mut owed: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    // Per currency: the sum so far, or `None` once it overflowed.
+    let mut owed: std::collections::BTreeMap<String, Option<Money>> = Default::default();
     let mut invoices = Vec::new();
     for o in &orders {
         let Some(f) = &o.fulfilment else { continue };
         let Some(inv) = &f.invoice else { continue };
         let outstanding = f.outstanding().unwrap_or_else(|| inv.total.clone());
-        *owed.entry(outstanding.currency().to_string()).or_default() += outstanding.amount();
+        let sum = owed.entry(outstanding.currency().to_string()).or_insert_with(|| {
+            Some(Money::new(rust_decimal::Decimal::ZERO, outstanding.currency()).expect("zero is an amount"))
+        });
+        *sum = sum.take().and_then(|s| s.checked_add(&outstanding).ok());
         invoices.push(json!({
             "order_id": o.id.to_string(),
             "state": o.state.name(),
@@ -109,7 +115,13 @@ pub async fn receivables(State(app): State<AppState>, Path(customer): Path<Strin
             "dunning": f.dunning,
         }));
     }
-    let total: Vec<Value> = owed.into_iter().map(|(c, a)| json!({"amount": a.to_string(), "currency": c})).collect();
+    let total: Vec<Value> = owed
+        .into_iter()
+        .map(|(c, sum)| match sum {
+            Some(m) => json!({"amount": m.amount().to_string(), "currency": c}),
+            None => json!({"amount": null, "currency": c, "error": MoneyError::Overflow.to_string()}),
+        })
+        .collect();
     Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
 }
 
@@ -234,11 +246,15 @@ pub struct PaymentBody {
 }
 
 impl PaymentBody {
-    fn report(self, source: &str) -> Result<PaymentReport, ApiError> {
+    fn report(self, source: &str, intake: &crate::engine::IntakeRules) -> Result<PaymentReport, ApiError> {
         let payment_id = self.payment_id.trim().to_owned();
         if payment_id.is_empty() || payment_id.chars().count() > 200 {
             return Err(invalid("payment_id", "the payment's id (1–200 characters) is needed to take it once"));
         }
+        // A payment is an inbound amount too: the same limits as orders.
+        intake.check_amount(&self.amount).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()).with_field(e.field())
+        })?;
         let order_id = self.order_id.as_deref().map(parse_id).transpose()?;
         Ok(PaymentReport {
             source: source.to_owned(),
@@ -262,7 +278,7 @@ pub async fn payment(
     State(app): State<AppState>,
     ApiJson(b): ApiJson<PaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let report = b.report("api")?;
+    let report = b.report("api", &app.settings.intake)?;
     let outcome = app.orders.record_payment(&report, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(payment_answer(&outcome))
@@ -400,7 +416,7 @@ pub async fn system_event(
             step(&app, id, actor, OrderEvent::DeliveryRecorded { note }).await.map(|j| (StatusCode::OK, j))
         }
         SystemEvent::PaymentReceived { payment } => {
-            let report = payment.report(&connector)?;
+            let report = payment.report(&connector, &app.settings.intake)?;
             let outcome = app.orders.record_payment(&report, &app.rules, app.clock.now()).await?;
             app.wake_dispatcher();
             Ok(payment_answer(&outcome))

@@ -103,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Request id, concurrency bound and time limit for every request.
+/// Request id, concurrency bound, time limit and panic boundary for every request.
 async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
@@ -117,9 +117,16 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
         Ok(p) => p,
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
-    let fut = tracing::Instrument::instrument(next.run(req), span);
+    let fut = tracing::Instrument::instrument(crate::panics::catch_unwind(next.run(req)), span.clone());
+    let fut = error::REQUEST_ID.scope(request_id.clone(), fut);
     let mut resp = match tokio::time::timeout(app.settings.request_timeout, fut).await {
-        Ok(r) => r,
+        Ok(Ok(r)) => r,
+        // A bug, not the client's fault: answer with the id, count it, keep serving.
+        Ok(Err(panic)) => {
+            app.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "http")]);
+            span.in_scope(|| tracing::error!(%panic, "request handler panicked; answered 500"));
+            error::ApiError::panicked(&request_id).into_response()
+        }
         Err(_) => error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",

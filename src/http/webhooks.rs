@@ -120,7 +120,9 @@ async fn receive_inner(
     let payload: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not JSON: {e}")))?;
 
-    let mapped = match mapping.apply(&payload) {
+    // Amounts sent as JSON numbers are read as written, never through an f64.
+    let numbers = std::sync::Arc::new(crate::mapping::NumberTexts::scan(&bytes)).root();
+    let mapped = match mapping.apply_exact(&payload, &numbers) {
         Err(e) => {
             return Err(
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_order", e.to_string()).with_field(e.field)
@@ -135,14 +137,10 @@ async fn receive_inner(
         }
         Ok(Ok(m)) => m,
     };
-    if let Some(missing) = app.settings.required_fields.iter().find(|f| !mapped.order.has_field(f)) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "missing_field",
-            format!("the order template requires `{missing}`, which the payload does not provide"),
-        )
-        .with_field(missing.clone()));
-    }
+    app.settings
+        .intake
+        .check(&mapped.order)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()).with_field(e.field()))?;
 
     let inbound = Inbound {
         source: ExternalRef { connector: conn.id.clone(), id: mapped.external_id },

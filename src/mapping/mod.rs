@@ -7,6 +7,7 @@
 //! is no scripting: evaluation is bounded by the size of the input. Every error names
 //! the mapping, the target field, the source path and the offending value. Pure.
 
+pub mod numbers;
 pub mod outbound;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde_json_path::JsonPath;
 
 use crate::domain::order::CANONICAL_FIELDS;
 use crate::domain::{ExternalId, Order};
+pub use numbers::{NumberTexts, Numbers};
 
 /// A mapping failed on one payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,12 +265,23 @@ impl Mapping {
         }
     }
 
-    /// Maps one payload.
+    /// Maps one payload whose bytes are not at hand: numbers are read as parsed
+    /// (integers exactly, fractions as their `f64` prints). Payloads received as bytes
+    /// go through [`Mapping::apply_exact`].
+    ///
+    /// # Errors
+    /// As [`Mapping::apply_exact`].
+    pub fn apply(&self, payload: &Value) -> Result<Result<Mapped, Skipped>, MappingError> {
+        self.apply_exact(payload, &Numbers::default())
+    }
+
+    /// Maps one payload, reading every number as `numbers` says it was written
+    /// (`12345678901234567.89` stays exactly that, see `numbers`).
     ///
     /// # Errors
     /// `Ok(Err(Skipped))` when the `accept` filter rejects the payload; `Err` with the
     /// field and value when a value is missing, malformed or outside its domain.
-    pub fn apply(&self, payload: &Value) -> Result<Result<Mapped, Skipped>, MappingError> {
+    pub fn apply_exact(&self, payload: &Value, numbers: &Numbers) -> Result<Result<Mapped, Skipped>, MappingError> {
         if let Some((path, text, allowed)) = &self.accept {
             let got = path.query(payload).first().and_then(Value::as_str).map(str::to_owned);
             if !got.as_ref().is_some_and(|g| allowed.contains(g)) {
@@ -281,8 +294,9 @@ impl Mapping {
                 }));
             }
         }
-        let ext =
-            self.value_of(&self.external_id, payload)?.ok_or_else(|| self.err(&self.external_id, "is missing"))?;
+        let ext = self
+            .value_of(&self.external_id, payload, numbers)?
+            .ok_or_else(|| self.err(&self.external_id, "is missing"))?;
         let ext_text = match &ext {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
@@ -293,7 +307,7 @@ impl Mapping {
         let external_id: ExternalId = ext_text.parse().map_err(|e| self.err(&self.external_id, format!("{e}")))?;
         let version = match &self.record_version {
             None => 0,
-            Some(r) => match self.value_of(r, payload)? {
+            Some(r) => match self.value_of(r, payload, numbers)? {
                 None => 0,
                 Some(v) => match v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
                     // A modification time: later times are later versions.
@@ -308,7 +322,7 @@ impl Mapping {
 
         let mut root = Value::Object(Map::new());
         for rule in &self.fields {
-            match self.value_of(rule, payload)? {
+            match self.value_of(rule, payload, numbers)? {
                 Some(v) => insert_path(&mut root, &rule.target, v),
                 None if rule.required => return Err(self.err(rule, "is required but missing")),
                 None => {}
@@ -346,32 +360,35 @@ impl Mapping {
     }
 
     /// Selects, transforms and converts one field; `None` when absent with no default.
-    fn value_of(&self, rule: &FieldRule, payload: &Value) -> Result<Option<Value>, MappingError> {
+    fn value_of(&self, rule: &FieldRule, payload: &Value, numbers: &Numbers) -> Result<Option<Value>, MappingError> {
         let selected = match &rule.path {
             None => None,
             Some(p) => {
-                let nodes = p.query(payload).all();
-                match nodes.len() {
-                    0 => None,
-                    1 => Some(nodes[0]),
-                    n if rule.first => Some(nodes[0]).filter(|_| n > 0),
-                    n => {
-                        return Err(self.err(
-                            rule,
-                            format!("selects {n} values, expected one (set `first = true` to take the first)"),
-                        ));
-                    }
+                let nodes = p.query_located(payload);
+                let n = nodes.len();
+                if n > 1 && !rule.first {
+                    return Err(self.err(
+                        rule,
+                        format!("selects {n} values, expected one (set `first = true` to take the first)"),
+                    ));
                 }
+                nodes.into_iter().next()
             }
         };
-        let Some(raw) = selected.filter(|v| !v.is_null()) else {
+        let Some(located) = selected.filter(|l| !l.node().is_null()) else {
             return Ok(rule.default.clone());
+        };
+        let raw = located.node();
+        // A number serde_json did not keep exactly, as the payload wrote it.
+        let mut written = match raw {
+            Value::Number(n) if !(n.is_u64() || n.is_i64()) => numbers.text(located.location()).map(str::to_owned),
+            _ => None,
         };
         let mut v = raw.clone();
         if !rule.transform.is_empty() || rule.lookup.is_some() {
             let mut text = match &v {
                 Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
+                Value::Number(n) => written.take().unwrap_or_else(|| n.to_string()),
                 Value::Bool(b) => b.to_string(),
                 other => {
                     return Err(self.err(rule, format!("text steps need text, got {}", brief(other))));
@@ -399,7 +416,8 @@ impl Mapping {
             }
             v = Value::String(text);
         }
-        let v = convert(&v, rule.conversion).map_err(|e| self.err(rule, e))?;
+        let v = convert_written(&v, written.as_deref(), rule.conversion, numbers.is_exact())
+            .map_err(|e| self.err(rule, e))?;
         check_money_part(&rule.target, &v).map_err(|e| self.err(rule, e))?;
         Ok(Some(v))
     }
@@ -442,6 +460,42 @@ fn brief(v: &Value) -> String {
     }
 }
 
+/// A decimal amount from its text, exactly: never rounded. `shown` is how the value
+/// appears in the error.
+fn decimal(text: &str, shown: &str) -> Result<Value, String> {
+    use crate::domain::money::{MoneyError, parse_decimal};
+    let t = text.trim();
+    match parse_decimal(t) {
+        Ok(d) => Ok(Value::String(d.to_string())),
+        Err(e @ MoneyError::TooManyDigits(_)) => Err(e.to_string()),
+        Err(_) if t.contains(['e', 'E']) && !t.contains(char::is_whitespace) => {
+            Err(format!("{shown} has an exponent; write the amount in plain digits (e.g. 1250000.00)"))
+        }
+        Err(_) => Err(format!("{shown} is not a decimal amount")),
+    }
+}
+
+/// `convert` for a value that may be a JSON number serde_json did not keep exactly,
+/// with its written text (`written`). `exact`: texts were scanned, so a fractional
+/// number without one cannot be read as written and is refused, not rounded.
+fn convert_written(v: &Value, written: Option<&str>, c: Conversion, exact: bool) -> Result<Value, String> {
+    match (v, written) {
+        (Value::Number(_), Some(w)) => match c {
+            Conversion::Decimal => decimal(w, &clip(w)),
+            Conversion::String if w.len() > MAX_TEXT => Err(format!("text longer than {MAX_TEXT} bytes")),
+            Conversion::String => Ok(Value::String(w.to_owned())),
+            Conversion::Integer => Err(format!("{} is not an integer", clip(w))),
+            Conversion::Boolean => Err(format!("{} is not a boolean", clip(w))),
+            Conversion::Datetime | Conversion::Date => convert(&Value::String(w.to_owned()), c),
+        },
+        (Value::Number(n), None) if exact && c == Conversion::Decimal && !(n.is_u64() || n.is_i64()) => Err(format!(
+            "the number {} cannot be read exactly as written; send the amount as a string",
+            clip(&n.to_string())
+        )),
+        _ => convert(v, c),
+    }
+}
+
 /// Typed conversion of one selected value.
 fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
     let text = |v: &Value| match v {
@@ -459,9 +513,7 @@ fn convert(v: &Value, c: Conversion) -> Result<Value, String> {
         },
         Conversion::Decimal => {
             let t = text(v).ok_or_else(|| format!("expected a decimal, got {}", brief(v)))?;
-            crate::domain::money::parse_decimal(t.trim())
-                .map(|d| Value::String(d.to_string()))
-                .map_err(|_| format!("{} is not a decimal amount", brief(v)))
+            decimal(&t, &brief(v))
         }
         Conversion::Integer => match v {
             Value::Number(n) if n.is_u64() || n.is_i64() => Ok(v.clone()),

@@ -264,7 +264,9 @@ impl Snippets {
                 Ok(d) => d,
                 Err(_) => time_of(&v)?.date_naive(),
             };
-            day.checked_add_signed(chrono::Duration::days(days))
+            // `Duration::days` panics past ±1e14 days: the count may come from a payload.
+            chrono::Duration::try_days(days)
+                .and_then(|d| day.checked_add_signed(d))
                 .map(|d| d.to_string())
                 .ok_or_else(|| invalid(format!("add_days: {} + {days} days is out of range", brief(&text))))
         });
@@ -501,6 +503,20 @@ body = '''
         );
         let e = m.render(&ctx()).unwrap_err();
         assert!(e.reason.contains("\"deposit\" is not in table `t` (known: loan)"), "{e}");
+    }
+
+    #[test]
+    fn a_day_count_out_of_range_is_an_error_not_a_panic() {
+        let body = r#"version = "1"
+connector = "x"
+direction = "outbound"
+body = '{"d": {{ order.placed_at | add_days(N) | json }}}'
+"#;
+        for n in [i64::MAX, i64::MIN, 400_000_000, -400_000_000] {
+            let m = mapping(&body.replace('N', &n.to_string()));
+            let e = m.render(&ctx()).unwrap_err();
+            assert!(e.reason.contains("is out of range"), "{n}: {e}");
+        }
     }
 
     #[test]

@@ -730,7 +730,7 @@ impl Orders {
         self.retrying(|| async {
             // The row may have changed since it was claimed (e.g. replayed): use the stored one.
             let Some(current) = self.store.current(effect).await? else { return Ok(()) };
-            let attempts = current.attempts + 1;
+            let attempts = current.attempts.saturating_add(1);
             let mut step = Step::default();
             match outcome.clone() {
                 EffectOutcome::Retry { error, next_at } => {

@@ -3,7 +3,8 @@
 //! jitter, a maximum attempt count and dead letters (invariants 2, 3, 7).
 //!
 //! An effect is marked done only after the receiver said so; a crash in between
-//! means it is sent again with the same key, which the receiver dedupes.
+//! means it is sent again with the same key, which the receiver dedupes. A panic in
+//! an attempt is a temporary failure like any other (see `panics`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -166,7 +167,13 @@ impl Dispatcher {
             self.tracker.spawn(
                 async move {
                     let id = effect.id;
-                    this.dispatch_one(effect).await;
+                    // An attempt's own panic is caught in `attempt_push`; this catches
+                    // one anywhere else, so the effect is never left marked in flight
+                    // (it stays due and the next sweep takes it again).
+                    if let Err(panic) = crate::panics::catch_unwind(this.dispatch_one(effect)).await {
+                        this.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "dispatcher")]);
+                        tracing::error!(%panic, "effect task panicked; the effect stays due and is tried again");
+                    }
                     this.in_flight.lock().expect("lock").remove(&id);
                     drop(permit);
                     this.wake.notify_one();
@@ -251,8 +258,22 @@ impl Dispatcher {
         };
         let out =
             Outbound { operation: &effect.operation, idempotency_key: &effect.idempotency_key, body: &effect.body };
-        let attempts = effect.attempts + 1;
-        match push.perform(out).await {
+        let attempts = effect.attempts.saturating_add(1);
+        // A connector that panics (a bug) fails this attempt like a timeout would: it is
+        // recorded, backs off and is retried (or dead-lettered after max_attempts). The
+        // panic's text goes to the log only; it may name internals.
+        let performed = crate::panics::catch_unwind(push.perform(out)).await.unwrap_or_else(|panic| {
+            self.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "dispatcher")]);
+            tracing::error!(%panic, "connector panicked during an attempt; recorded as a temporary failure");
+            Err(ConnectorError::Retryable {
+                message: format!(
+                    "connector `{}` panicked during the attempt (a bug; the log has the details)",
+                    effect.connector
+                ),
+                retry_after: None,
+            })
+        });
+        match performed {
             Ok(receipt) => {
                 let summary: String = receipt.summary.chars().take(300).collect();
                 let receipt_text = if effect.connector.as_str() == crate::engine::notify::MAIL_CONNECTOR {

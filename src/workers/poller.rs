@@ -25,7 +25,8 @@ pub struct Poller {
     pub poll: Arc<dyn Poll>,
     pub orders: Arc<Orders>,
     pub rules: Arc<Rules>,
-    pub required_fields: Vec<String>,
+    /// The order template and amount limits (`[intake]`), as for webhooks.
+    pub intake: crate::engine::IntakeRules,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub dispatcher: Arc<Notify>,
@@ -114,12 +115,13 @@ impl Poller {
             report.pages += 1;
             report.records += page.records.len();
             let mut inbound = Vec::with_capacity(page.records.len());
-            for record in &page.records {
-                match self.poll.mapping().apply(record) {
+            for (i, record) in page.records.iter().enumerate() {
+                let numbers = page.numbers.get(i).cloned().unwrap_or_default();
+                match self.poll.mapping().apply_exact(record, &numbers) {
                     Ok(Ok(m)) => {
-                        if let Some(missing) = self.required_fields.iter().find(|f| !m.order.has_field(f)) {
+                        if let Err(e) = self.intake.check(&m.order) {
                             report.rejected += 1;
-                            tracing::error!(connector = key, external_id = %m.external_id, field = %missing, "polled record lacks a field the order template requires; not taken");
+                            tracing::error!(connector = key, external_id = %m.external_id, field = e.field(), error = %e, "polled record does not fit the order template; not taken");
                             continue;
                         }
                         inbound.push(Inbound {

@@ -319,3 +319,37 @@ async fn execution_rules_are_cross_checked_with_connectors_and_the_directory() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn intake_max_amount_problems_name_their_line_or_variable() {
+    let dir = config_dir().await;
+    let line = edit(dir.path(), "config/orderbridge.toml", "CNY = \"10000000000\"", "CNY = \"ten billion\"");
+    let out = Command::new(bin())
+        .args(["check", "--config-dir"])
+        .arg(dir.path())
+        .env("ORDERBRIDGE__INTAKE__MAX_AMOUNT__USD", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let out = String::from_utf8_lossy(&out.stdout);
+    let file = dir.path().join("config/orderbridge.toml").display().to_string();
+    assert!(
+        out.contains(&format!("{file}:{line}:7: `ten billion` is not a decimal amount")),
+        "the file's value, at its line: {out}"
+    );
+    assert!(
+        out.contains("the limit for USD must be positive, got `-1` (set by env ORDERBRIDGE__INTAKE__MAX_AMOUNT__USD)"),
+        "the variable's value, named: {out}"
+    );
+    assert!(out.trim_end().ends_with("43 files checked, 2 problems"), "{out}");
+
+    // A variable overrides the file's limit, like any other key.
+    edit(dir.path(), "config/orderbridge.toml", "CNY = \"ten billion\"", "CNY = \"10000000000\"");
+    let out = Command::new(bin())
+        .args(["check", "--config-dir"])
+        .arg(dir.path())
+        .env("ORDERBRIDGE__INTAKE__MAX_AMOUNT__CNY", "5000000000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -273,3 +273,130 @@ async fn refused_credentials_pause_the_connector_without_using_attempts_until_re
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+/// A token endpoint answering `expires_in` as given; counts the tokens it issued.
+async fn token_endpoint(
+    expires_in: &'static str,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let issued = Arc::new(AtomicU32::new(0));
+    let counter = issued.clone();
+    let token_app =
+        axum::Router::new().route(
+            "/oauth/token",
+            axum::routing::post(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    format!("{{\"access_token\":\"tok-{n}\",\"token_type\":\"Bearer\",\"expires_in\":{expires_in}}}")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
+    (addr, issued)
+}
+
+#[tokio::test]
+async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_effects() {
+    for expires_in in ["18446744073709551615", "-3600", "1e30", "\"3600\""] {
+        let (token_addr, issued) = token_endpoint(expires_in).await;
+        let erp = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), erp.addr, &[]);
+        only_approval(dir.path());
+        std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
+        let p = dir.path().join("connectors/demo-erp.toml");
+        let text = std::fs::read_to_string(&p).unwrap().replace(
+            "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
+            &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\""),
+        );
+        std::fs::write(&p, text).unwrap();
+        let app = restart(dir, erp.clone()).await;
+
+        for i in 0..2 {
+            approved_order(&app, &format!("D-EXP-{i}")).await;
+        }
+        app.drain_outbox().await;
+        let d = erp.deliveries();
+        assert_eq!(d.len(), 2, "expires_in {expires_in}: {d:?}");
+        assert!(
+            d.iter()
+                .all(|d| d.status == 200 && d.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer tok-")))
+        );
+        assert!(issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        app.stop().await;
+    }
+}
+
+/// A push that panics on its first call and succeeds afterwards.
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl orderbridge::connectors::Push for PanicsOnce {
+    fn perform<'a>(
+        &'a self,
+        _effect: orderbridge::connectors::Outbound<'a>,
+    ) -> orderbridge::connectors::BoxFuture<
+        'a,
+        Result<orderbridge::connectors::Receipt, orderbridge::connectors::ConnectorError>,
+    > {
+        Box::pin(async move {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("the connector broke (test)");
+            }
+            Ok(orderbridge::connectors::Receipt { status: 200, summary: "ok".into(), reference: None })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
+    use std::sync::Arc;
+    // An approved order whose effect waits in the outbox (the ERP is down), then the
+    // daemon stops: only the dispatcher below works on that store.
+    let erp = Receiver::start().await;
+    erp.set_down(true);
+    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    approved_order(&app, "D-PANIC").await;
+    wait_until("a first attempt failed", || async {
+        let (_, v) = app.api("/outbox").await;
+        v["effects"][0]["attempts"].as_u64().is_some_and(|a| a >= 1)
+    })
+    .await;
+    let dir = app.stop_and_release().await;
+
+    let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|_| panic!("config loads"));
+    let settings = loaded.settings.dispatcher.clone();
+    let built = orderbridge::startup::Application::build(loaded).await.unwrap();
+    let state = built.state().clone();
+    let mut registry = orderbridge::connectors::Registry::default();
+    registry.add_builtin("demo-erp", Arc::new(PanicsOnce(Default::default())), vec!["create_order".into()]);
+    let dispatcher = orderbridge::workers::dispatcher::Dispatcher::new(
+        state.orders.clone(),
+        state.rules.clone(),
+        Arc::new(registry),
+        state.metrics.clone(),
+        settings,
+        state.clock.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(stop.clone()));
+
+    // The panicking attempt is recorded like any failure, and the retry goes through.
+    wait_until("the panicked attempt is recorded and retried", || async {
+        state.store.pending_effects(10).await.unwrap().is_empty()
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap();
+    let text = state.metrics.render(&[]);
+    assert!(text.contains("orderbridge_panics_total{task=\"dispatcher\"} 1"), "{text}");
+    assert!(
+        text.contains(
+            "orderbridge_effect_attempts_total{connector=\"demo-erp\",operation=\"create_order\",outcome=\"retry\"} 1"
+        ),
+        "the panic counts as one retryable failure: {text}"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod amounts;
 mod approval;
 mod cash;
 mod check;
@@ -11,6 +12,7 @@ mod compliance;
 mod crash;
 mod dispatcher;
 mod intake;
+mod intake_path;
 mod mail;
 mod poll;
 mod prism;
