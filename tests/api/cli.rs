@@ -201,3 +201,37 @@ async fn mapping_test_prints_the_canonical_order_or_the_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn store_copy_makes_a_verified_copy_that_the_daemon_runs_on() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (_, b) = app.post_webhook(&deal(&format!("D-COPY-{n}"), 1, "1250000.00")).await;
+        ids.push(b["order_id"].as_str().unwrap().to_owned());
+    }
+    let dir = app.stop_and_release().await;
+    let target = dir.path().join("copied");
+
+    let out = cli(dir.path(), &["store", "copy", "--to-path", target.to_str().unwrap()], &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("audit intact on the copy: 5 orders"), "{text}");
+    // A second copy onto it is refused: the target holds data.
+    let again = cli(dir.path(), &["store", "copy", "--to-path", target.to_str().unwrap()], &[]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"), "{:?}", again);
+
+    // The daemon runs on the copy and finds every order.
+    let out = cli(
+        dir.path(),
+        &["orders", "list", "--json"],
+        &[("ORDERBRIDGE__STORE__PATH", target.to_str().unwrap().to_owned())],
+    )
+    .await;
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut got: Vec<String> = listed.iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
