@@ -13,16 +13,20 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+/// A sync running longer than this makes the daemon not ready (a hung disk).
+const SYNC_STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Ready: 200 `ready`, or 200 `degraded` when rows were quarantined (the daemon
 /// works; an operator must look at `orderbridge store quarantine`). Not ready (503)
-/// while starting or stopping, or once the store can no longer make writes durable.
+/// while starting or stopping, once the store can no longer make writes durable, or
+/// while one sync has been running for more than 30 s.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let failure = app.store.failure();
+    let store_ok = app.store.failure().is_none() && app.store.sync_running_for().is_none_or(|d| d < SYNC_STALLED);
     let counts = app.store.counts();
-    if !app.is_ready() || failure.is_some() {
+    if !app.is_ready() || !store_ok {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "store": failure.is_none(), "workers": app.is_ready()})),
+            Json(json!({"status": "not_ready", "store": store_ok, "workers": app.is_ready()})),
         );
     }
     if counts.quarantined > 0 {

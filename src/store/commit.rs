@@ -1,30 +1,42 @@
-//! Group commit (invariant 1). Writers apply their batch to the engine, then wait on
-//! `Committer::durable`. One task gathers every waiter, runs the engine's sync (a
-//! flush plus fsync) once on a blocking thread, and wakes all of them with the
-//! result. Writes that arrive during a sync wait for the next one.
+//! Group commit (invariant 1). Writers hand their batch to one committer task and
+//! wait. The committer gathers every waiting batch, and on a blocking thread writes
+//! them to the engine as one batch and syncs once (a flush plus fsync), then wakes
+//! all of them with the result. Batches that arrive during a sync wait for the next.
 //!
-//! A failed sync is fatal: every waiter and every later caller gets `Failed`, and the
-//! sync is never tried again. After a failed fsync the kernel may have dropped the
-//! dirty pages and cleared the error, so a second fsync that "succeeds" proves
-//! nothing (the PostgreSQL fsync lesson of 2018).
+//! The committer writes, not each writer: an engine may hold its journal lock for
+//! the length of a sync (fjall does), and a writer blocked on it would stall a
+//! runtime thread; one write per group is also one journal entry per group.
+//!
+//! A failed write or sync is fatal: every waiter and every later caller gets
+//! `Failed`, and nothing is tried again. After a failed fsync the kernel may have
+//! dropped the dirty pages and cleared the error, so a second fsync that "succeeds"
+//! proves nothing (the PostgreSQL fsync lesson of 2018).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::kv::Batch;
 use crate::metrics::Metrics;
 
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// Writes one batch (if any) and makes everything written durable.
+pub type WriteSyncFn = Arc<dyn Fn(Option<Batch>) -> Result<(), String> + Send + Sync>;
 
-/// Makes everything the engine applied so far durable.
-pub type SyncFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+struct Job {
+    batch: Option<Batch>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
 
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Waiter>,
+    tx: mpsc::Sender<Job>,
     failed: Arc<OnceLock<String>>,
+    /// When the sync in progress started (ms since the epoch), 0 when none is.
+    syncing_since: Arc<AtomicI64>,
 }
 
 /// Most writers waiting for one sync; more wait for channel space (back-pressure).
@@ -33,21 +45,22 @@ const QUEUE: usize = 16 * 1024;
 const GATHER: usize = 256;
 
 impl Committer {
-    /// Starts the committer task. After the first waiter arrives it gathers more for
+    /// Starts the committer task. After the first batch arrives it gathers more for
     /// up to `delay` (or until `GATHER` are waiting): one sync costs the same kernel
     /// work for one write as for a hundred, and on a small machine that work competes
     /// with request handling for the CPU.
-    pub fn start(sync: SyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
-        let (tx, mut rx) = mpsc::channel::<Waiter>(QUEUE);
+    pub fn start(write_sync: WriteSyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
         let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
-        let failure = failed.clone();
+        let syncing_since = Arc::new(AtomicI64::new(0));
+        let (failure, since) = (failed.clone(), syncing_since.clone());
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, QUEUE).await > 0 {
+            let mut jobs = Vec::with_capacity(256);
+            while rx.recv_many(&mut jobs, QUEUE).await > 0 {
                 if !delay.is_zero() {
                     let deadline = tokio::time::Instant::now() + delay;
-                    while batch.len() < GATHER {
-                        match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, QUEUE)).await {
+                    while jobs.len() < GATHER {
+                        match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, QUEUE)).await {
                             Ok(n) if n > 0 => {}
                             _ => break,
                         }
@@ -57,50 +70,112 @@ impl Committer {
                     Some(e) => Err(e.clone()),
                     None => {
                         let started = Instant::now();
-                        let sync = sync.clone();
-                        let r = tokio::task::spawn_blocking(move || sync())
+                        let merged = merge(jobs.iter_mut().filter_map(|j| j.batch.take()));
+                        let write_sync = write_sync.clone();
+                        since.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                        let r = tokio::task::spawn_blocking(move || write_sync(merged))
                             .await
                             .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
-                        metrics.observe_commit(batch.len(), started.elapsed());
+                        since.store(0, Ordering::Relaxed);
+                        metrics.observe_commit(jobs.len(), started.elapsed());
                         if let Err(e) = &r {
                             let _ = failure.set(e.clone());
-                            tracing::error!(error = %e, waiters = batch.len(), "the store cannot make writes durable; nothing more is accepted and the daemon stops");
+                            tracing::error!(error = %e, waiters = jobs.len(), "the store cannot make writes durable; nothing more is accepted and the daemon stops");
                         }
                         r
                     }
                 };
-                for w in batch.drain(..) {
-                    let _ = w.send(result.clone().map_err(StoreError::Failed));
+                for j in jobs.drain(..) {
+                    let _ = j.done.send(result.clone().map_err(StoreError::Failed));
                 }
             }
         });
-        Committer { tx, failed }
+        Committer { tx, failed, syncing_since }
     }
 
-    /// Returns once everything applied before the call is durable.
+    /// Writes `batch` with the next group and returns once it is durable; with
+    /// `None`, returns once everything handed over before is durable.
     ///
     /// # Errors
-    /// `Failed` when a sync failed (now or before).
-    pub async fn durable(&self) -> Result<(), StoreError> {
+    /// `Failed` when a write or sync failed (now or before).
+    pub async fn commit(&self, batch: Option<Batch>) -> Result<(), StoreError> {
         if let Some(e) = self.failed.get() {
             return Err(StoreError::Failed(e.clone()));
         }
-        let (tx, rx) = oneshot::channel();
+        let (done, rx) = oneshot::channel();
         let stopped = || StoreError::Io("the committer stopped".into());
-        self.tx.send(tx).await.map_err(|_| stopped())?;
+        self.tx.send(Job { batch, done }).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Marks the store failed (a write the engine could not take, e.g. on a full
-    /// volume): from now on every waiter and writer gets `Failed`.
+    /// Returns once everything handed over before the call is durable.
+    ///
+    /// # Errors
+    /// `Failed` when a write or sync failed (now or before).
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit(None).await
+    }
+
+    /// Marks the store failed: from now on every waiter and writer gets `Failed`.
     pub fn fail(&self, error: String) {
         if self.failed.set(error.clone()).is_ok() {
             tracing::error!(%error, "the store cannot write; nothing more is accepted and the daemon stops");
         }
     }
 
-    /// The sync failure the store stopped on, if any.
+    /// The failure the store stopped on, if any.
     pub fn failure(&self) -> Option<String> {
         self.failed.get().cloned()
+    }
+
+    /// How long the sync in progress has taken so far (`None`: no sync running). A
+    /// sync that never returns (a hung disk, an engine deadlock) shows here, and
+    /// `/readyz` reports it.
+    pub fn sync_running_for(&self) -> Option<Duration> {
+        match self.syncing_since.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(u64::try_from(chrono::Utc::now().timestamp_millis() - ms).unwrap_or(0))),
+        }
+    }
+}
+
+/// One batch out of several, in order; where two write the same key, the later
+/// wins and the earlier is dropped (an engine batch holds each key once).
+fn merge(batches: impl Iterator<Item = Batch>) -> Option<Batch> {
+    let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+    for b in batches {
+        for (k, v) in b.ops {
+            match at.get(&k) {
+                Some(&i) => ops[i].1 = v,
+                None => {
+                    at.insert(k.clone(), ops.len());
+                    ops.push((k, v));
+                }
+            }
+        }
+    }
+    (!ops.is_empty()).then_some(Batch { ops })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merged_batch_holds_each_key_once_with_its_last_write() {
+        let mut a = Batch::default();
+        a.put(b"k1".to_vec(), b"a".to_vec());
+        a.del(b"k2".to_vec());
+        let mut b = Batch::default();
+        b.put(b"k2".to_vec(), b"b".to_vec());
+        b.del(b"k1".to_vec());
+        b.put(b"k3".to_vec(), b"c".to_vec());
+        let m = merge([a, b].into_iter()).unwrap();
+        assert_eq!(
+            m.ops,
+            vec![(b"k1".to_vec(), None), (b"k2".to_vec(), Some(b"b".to_vec())), (b"k3".to_vec(), Some(b"c".to_vec()))]
+        );
+        assert!(merge(std::iter::empty()).is_none());
     }
 }

@@ -19,7 +19,7 @@
 //! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
 //! - `m` meta: `schema` → layout version.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -273,6 +273,10 @@ fn upgrade_from_1(engine: &dyn Engine) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A row of a batch the committer has not written yet (`None`: a removal), with
+/// the generation of that batch.
+type PendingRow = (Option<Vec<u8>>, u64);
+
 /// The store over an engine `E`.
 pub struct KvStore<E: Engine> {
     engine: Arc<E>,
@@ -283,6 +287,10 @@ pub struct KvStore<E: Engine> {
     /// Outbox keys written by commits that are not durable yet: `due_effects` skips
     /// them, so the dispatcher never performs an effect a crash could take back.
     undurable: std::sync::Mutex<HashSet<Vec<u8>>>,
+    /// Rows of batches handed to the committer and not yet written, with the batch's
+    /// generation: precondition checks see them (readers do not).
+    pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
+    generation: AtomicU64,
     pending: AtomicU64,
     dead: AtomicU64,
     quarantined: AtomicU64,
@@ -321,12 +329,27 @@ impl<E: Engine> KvStore<E> {
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
         let (pending, dead, quarantined) = (count(OUTBOX), count(DEAD), count(QUARANTINE));
         let sync_engine = engine.clone();
-        let committer = Committer::start(Arc::new(move || sync_engine.sync()), commit_delay, metrics);
+        let committer = Committer::start(
+            Arc::new(move |batch| {
+                if let Some(b) = batch {
+                    // A write the engine refused (full or read-only volume, I/O error)
+                    // may have reached part of its files: fatal, as a failed sync.
+                    sync_engine.write(b).map_err(|e| match e {
+                        EngineError::Io(m) | EngineError::Corrupt(m) => format!("write: {m}"),
+                    })?;
+                }
+                sync_engine.sync()
+            }),
+            commit_delay,
+            metrics,
+        );
         let store = KvStore {
             engine,
             committer,
             write_lock: std::sync::Mutex::new(()),
             undurable: std::sync::Mutex::new(HashSet::new()),
+            pending_writes: std::sync::Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             pending: AtomicU64::new(pending),
             dead: AtomicU64::new(dead),
             quarantined: AtomicU64::new(quarantined),
@@ -423,8 +446,18 @@ impl<E: Engine> KvStore<E> {
         Ok(out)
     }
 
+    /// A row as the next commit will find it: written by a batch the committer has
+    /// not written yet, or else stored. Only the precondition checks (under the
+    /// write lock) read through this; readers see what the engine holds.
+    fn current_row(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some((v, _)) = self.pending_writes.lock().expect("pending writes").get(k) {
+            return Ok(v.clone());
+        }
+        Ok(self.engine.get(k)?)
+    }
+
     fn exists(&self, k: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.engine.get(k)?.is_some())
+        Ok(self.current_row(k)?.is_some())
     }
 
     /// Checks a step's preconditions and adds its rows to `b`; returns the outbox
@@ -441,7 +474,7 @@ impl<E: Engine> KvStore<E> {
         if let Some(w) = order {
             let rec = &w.record;
             let k = order_key(rec.id);
-            let stored = self.engine.get(&k)?;
+            let stored = self.current_row(&k)?;
             let stored_seq = stored.as_deref().and_then(seq_of);
             match (&w.loaded, stored_seq) {
                 (None, None) => {
@@ -558,7 +591,7 @@ impl<E: Engine> KvStore<E> {
         }
         if let Some((once, used)) = spend {
             let k = key(LINKS, &[once.as_bytes()]);
-            if let Some(v) = self.engine.get(&k)? {
+            if let Some(v) = self.current_row(&k)? {
                 let at = decode::<UsedLink>(&v).map(|u| u.at.to_rfc3339()).unwrap_or_else(|_| "earlier".into());
                 return conflict(format!("this link was already used ({at})"));
             }
@@ -597,7 +630,7 @@ impl<E: Engine> KvStore<E> {
         }
         let mut visible_later = Vec::new();
         let mut delta = [0i64; 2];
-        {
+        let (batch, generation) = {
             let _guard = self.write_lock.lock().expect("write lock");
             let mut b = Batch::default();
             for step in steps {
@@ -607,32 +640,38 @@ impl<E: Engine> KvStore<E> {
                 drop(_guard);
                 return self.committer.durable().await;
             }
-            if !visible_later.is_empty() {
-                self.undurable.lock().expect("undurable").extend(visible_later.iter().cloned());
+            // Until the committer has written it, later checks see this batch here.
+            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            let mut pending = self.pending_writes.lock().expect("pending writes");
+            for (k, v) in &b.ops {
+                pending.insert(k.clone(), (v.clone(), generation));
             }
-            if let Err(e) = self.engine.write(b) {
-                self.forget(&visible_later);
-                // A write the engine refused (full or read-only volume, I/O error) may
-                // have reached part of its files: stop, as for a failed sync.
-                let message = match e {
-                    EngineError::Io(m) | EngineError::Corrupt(m) => m,
-                };
-                self.committer.fail(format!("write: {message}"));
-                return Err(StoreError::Failed(format!("write: {message}")));
+            (b, generation)
+        };
+        let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
+        if !visible_later.is_empty() {
+            self.undurable.lock().expect("undurable").extend(visible_later.iter().cloned());
+        }
+        let durable = self.committer.commit(Some(batch)).await;
+        {
+            let mut pending = self.pending_writes.lock().expect("pending writes");
+            for k in &written {
+                if pending.get(k).is_some_and(|(_, g)| *g == generation) {
+                    pending.remove(k);
+                }
             }
         }
-        let add = |a: &AtomicU64, d: i64| {
-            if d >= 0 {
-                a.fetch_add(d as u64, Ordering::Relaxed);
-            } else {
-                a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
-            }
-        };
-        add(&self.pending, delta[0]);
-        add(&self.dead, delta[1]);
-        let durable = self.committer.durable().await;
         if durable.is_ok() {
             self.forget(&visible_later);
+            let add = |a: &AtomicU64, d: i64| {
+                if d >= 0 {
+                    a.fetch_add(d as u64, Ordering::Relaxed);
+                } else {
+                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+                }
+            };
+            add(&self.pending, delta[0]);
+            add(&self.dead, delta[1]);
         }
         durable
     }
@@ -676,6 +715,10 @@ impl<E: Engine> Store for KvStore<E> {
 
     fn failure(&self) -> Option<String> {
         self.committer.failure()
+    }
+
+    fn sync_running_for(&self) -> Option<std::time::Duration> {
+        self.committer.sync_running_for()
     }
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {

@@ -206,6 +206,9 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// The fatal error the store stopped on, if it did.
     fn failure(&self) -> Option<String>;
+    /// How long the sync in progress has been running (`None`: none is). A sync
+    /// that does not return (a hung disk) makes the daemon not ready.
+    fn sync_running_for(&self) -> Option<std::time::Duration>;
 
     fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>>;
     fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;

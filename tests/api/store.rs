@@ -391,13 +391,13 @@ async fn an_effect_is_visible_to_the_dispatcher_only_once_its_commit_is_durable(
         };
         // The step is written and its sync is held: the effect is stored, not durable.
         for _ in 0..2000 {
-            if h.waiting.load(Ordering::SeqCst) && h.store.counts().pending == 1 {
+            if h.waiting.load(Ordering::SeqCst) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         assert!(h.waiting.load(Ordering::SeqCst), "{}: the sync is held", backend.name());
-        assert_eq!(h.store.counts().pending, 1);
+        assert_eq!(h.store.pending_effects(10).await.unwrap().len(), 1, "{}: written, not yet durable", backend.name());
         let far = Utc::now() + chrono::Duration::days(1);
         assert!(
             h.store.due_effects(far, 10).await.unwrap().is_empty(),
