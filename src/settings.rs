@@ -180,7 +180,7 @@ impl Default for RawServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `sled` (embedded, one process). PostgreSQL comes with the scale-out backend.
+    /// `fjall` (the default) or `sled`: embedded engines, one process per data directory.
     pub backend: String,
     /// Data directory of the embedded store, relative to the config dir unless absolute.
     pub path: PathBuf,
@@ -193,7 +193,7 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { backend: "sled".into(), path: "data".into(), cache_capacity_mb: 32, group_commit_delay_us: 1000 }
+        RawStore { backend: "fjall".into(), path: "data".into(), cache_capacity_mb: 16, group_commit_delay_us: 1000 }
     }
 }
 

@@ -17,12 +17,14 @@
 //! - A row that cannot be decoded is quarantined (kept aside, counted and listed)
 //!   and never stops the others.
 //!
-//! `kv.rs` lays the store out over any ordered key-value engine (`sled_engine.rs`);
+//! `kv.rs` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
+//! `sled_engine.rs`);
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit.
 
 pub mod codec;
 pub mod commit;
+pub mod fjall_engine;
 pub mod kv;
 pub mod records;
 pub mod sled_engine;
@@ -265,15 +267,18 @@ pub trait Store: Send + Sync {
 /// The engines a store can run on (`store.backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// fjall 3, an LSM tree, embedded (one process per data directory): the default.
+    Fjall,
     /// sled 0.34, embedded (one process per data directory).
     Sled,
 }
 
 impl Backend {
-    pub const NAMES: &'static [&'static str] = &["sled"];
+    pub const NAMES: &'static [&'static str] = &["fjall", "sled"];
 
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Fjall => "fjall",
             Backend::Sled => "sled",
         }
     }
@@ -283,6 +288,7 @@ impl std::str::FromStr for Backend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "fjall" => Ok(Backend::Fjall),
             "sled" => Ok(Backend::Sled),
             other => Err(format!("unknown store backend `{other}` (available: {})", Backend::NAMES.join(", "))),
         }
@@ -309,6 +315,7 @@ pub fn open(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match options.backend {
+        Backend::Fjall => Ok(fjall_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
         Backend::Sled => Ok(sled_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
     }
 }
@@ -320,6 +327,7 @@ pub fn open(
 /// As `open`.
 pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError> {
     match options.backend {
+        Backend::Fjall => Ok(Box::new(fjall_engine::FjallEngine::open(&options.path, options.cache_bytes)?)),
         Backend::Sled => Ok(Box::new(sled_engine::SledEngine::open(&options.path, options.cache_bytes)?)),
     }
 }
@@ -327,6 +335,7 @@ pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError>
 /// Whether a store of `options.backend` exists at `options.path`.
 pub fn exists(options: &Options) -> bool {
     match options.backend {
+        Backend::Fjall => fjall_engine::FjallEngine::exists(&options.path),
         Backend::Sled => sled_engine::SledEngine::exists(&options.path),
     }
 }

@@ -91,17 +91,19 @@ async fn audit_verify_names_the_first_tampered_event() {
 
     // Someone edits the second event of the second order on disk: who did it.
     {
-        let db = sled::open(dir.path().join("data")).unwrap();
-        let tree = db.open_tree("orderbridge").unwrap();
+        let settings = orderbridge::settings::Settings::load_with(dir.path(), false).unwrap();
+        let engine = orderbridge::store::open_engine(&settings.store).unwrap();
         let oid: orderbridge::domain::OrderId = victim.parse().unwrap();
         let mut key = vec![b'e'];
         key.extend_from_slice(oid.as_bytes());
         key.extend_from_slice(&1u32.to_be_bytes());
-        let row = tree.get(&key).unwrap().expect("the intake step's events");
+        let row = engine.get(&key).unwrap().expect("the intake step's events");
         let mut events: Vec<Value> = orderbridge::store::codec::decode(&row).unwrap();
         events[1]["actor"] = serde_json::json!({"kind": "person", "id": "mallory"});
-        tree.insert(&key, orderbridge::store::codec::encode(&events)).unwrap();
-        db.flush().unwrap();
+        let mut batch = orderbridge::store::kv::Batch::default();
+        batch.put(key, orderbridge::store::codec::encode(&events));
+        engine.write(batch).unwrap();
+        engine.sync().unwrap();
     }
     let out = cli(dir.path(), &["audit", "verify"], &[]).await;
     assert_eq!(out.status.code(), Some(1));

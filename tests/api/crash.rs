@@ -11,11 +11,23 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// The configuration's store backend line, set to `backend`.
+fn on_backend(backend: &str) -> [(&'static str, String); 1] {
+    [("backend = \"fjall\"", format!("backend = \"{backend}\""))]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice() {
+    for backend in orderbridge::store::Backend::NAMES {
+        sigkill_under_load(backend).await;
+    }
+}
+
+async fn sigkill_under_load(backend: &str) {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    let [(from, to)] = on_backend(backend);
+    write_config(dir.path(), erp.addr, &[(from, &to)]);
     let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
     let signer = Arc::new(signer);
     let client = client();
@@ -70,7 +82,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
     let mut daemon = start_daemon(dir.path(), &[]);
     let addr = daemon.addr;
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 50, "the load produced acknowledged orders ({})", acked.len());
+    assert!(acked.len() > 50, "{backend}: the load produced acknowledged orders ({})", acked.len());
 
     // Every acknowledged order is there, under the id we were given.
     let stored: HashMap<String, Value> = all_orders(&client, addr, "")
@@ -79,7 +91,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice()
         .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
         .collect();
     for (ext, id) in &acked {
-        let o = stored.get(ext).unwrap_or_else(|| panic!("acknowledged order {ext} ({id}) was lost"));
+        let o = stored.get(ext).unwrap_or_else(|| panic!("{backend}: acknowledged order {ext} ({id}) was lost"));
         assert_eq!(o["id"].as_str(), Some(id.as_str()));
     }
     // Redelivering an acknowledged order finds the same order.
@@ -238,9 +250,16 @@ impl Drop for SmallVolume {
 /// and the audit verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_data_volume_stops_the_daemon_and_loses_nothing_acknowledged() {
+    for backend in orderbridge::store::Backend::NAMES {
+        full_data_volume(backend).await;
+    }
+}
+
+async fn full_data_volume(backend: &str) {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    let [(from, to)] = on_backend(backend);
+    write_config(dir.path(), erp.addr, &[(from, &to)]);
     let volume = SmallVolume::mount(&dir.path().join("data"), "6m");
     let client = client();
     let mut daemon = start_daemon(dir.path(), &[]);
@@ -296,7 +315,7 @@ async fn a_full_data_volume_stops_the_daemon_and_loses_nothing_acknowledged() {
         .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
         .collect();
     for (ext, id) in &acked {
-        let o = stored.get(ext).unwrap_or_else(|| panic!("acknowledged order {ext} ({id}) was lost"));
+        let o = stored.get(ext).unwrap_or_else(|| panic!("{backend}: acknowledged order {ext} ({id}) was lost"));
         assert_eq!(o["id"].as_str(), Some(id.as_str()));
     }
     let audit = daemon_api(&client, addr, "/audit/verify").await;

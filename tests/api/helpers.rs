@@ -313,12 +313,19 @@ impl TestApp {
         let state = self.state.clone();
         let dir = self.stop().await;
         drop(state);
-        // sled holds an exclusive flock on data/db while open; probe it the same way
-        // (opening sled itself would hold it again for a moment after closing).
-        let db = dir.path().join("data/db");
+        // Each engine holds an exclusive flock while open (fjall on `lock`, sled on
+        // `db`); probe it the same way (opening the engine itself would hold it again
+        // for a moment after closing).
+        let data = dir.path().join("data");
         wait_until("the store is released", || {
-            let db = db.clone();
-            async move { std::fs::File::open(&db).is_ok_and(|f| f.try_lock().is_ok()) }
+            let data = data.clone();
+            async move {
+                ["lock", "db"]
+                    .iter()
+                    .map(|f| data.join(f))
+                    .filter(|p| p.exists())
+                    .all(|p| std::fs::File::open(&p).is_ok_and(|f| f.try_lock().is_ok()))
+            }
         })
         .await;
         dir
