@@ -1,6 +1,6 @@
 //! Connector benchmark on loopback, without the HTTP intake:
 //! - **poll**: records/s ingested from a paged source (cursor paging) through the real
-//!   poller into the sled store, each page committed together with its poll state;
+//!   poller into the (fjall) store, each page committed together with its poll state;
 //! - **push**: effects/s through a `rest` connector that renders an outbound JSON
 //!   mapping (the Xero invoice example) and POSTs it to a sink that answers 200.
 //!
@@ -121,13 +121,13 @@ fn config(d: &std::path::Path, source: std::net::SocketAddr, sink: std::net::Soc
 
 async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: usize) {
     let metrics = Arc::new(Metrics::default());
-    let store = orderbridge::store::sled_engine::open(
-        &d.join("data"),
-        32 << 20,
-        std::time::Duration::from_millis(1),
-        metrics.clone(),
-    )
-    .unwrap();
+    let options = orderbridge::store::Options {
+        backend: orderbridge::store::Backend::Fjall,
+        path: d.join("data"),
+        cache_bytes: 16 << 20,
+        commit_delay: std::time::Duration::from_millis(1),
+    };
+    let store = orderbridge::store::open(&options, metrics.clone()).unwrap();
     let orders = std::sync::Arc::new(orderbridge::orders::Orders::new(store));
     let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let poller = Poller {

@@ -1,45 +1,102 @@
-//! Store benchmark without HTTP: concurrent `ingest` calls against the sled store,
-//! each acknowledged only after its group commit. Prints orders/s and latency.
+//! The engine comparison, without HTTP: concurrent intake steps (`Orders::ingest`:
+//! mapping done, screening and routing decided, the step committed and made
+//! durable) against every store backend, each in a process of its own so memory is
+//! measured per engine. Then the outbox is drained as the dispatcher would (every
+//! effect recorded done), and the store is closed and opened again.
 //!
-//!   cargo bench --bench store -- [ORDERS] [CONCURRENCY]
+//!   cargo bench --bench store -- [ORDERS] [CONCURRENCY] [BACKEND…]
+//!
+//! Prints, per backend: orders/s, acknowledgement p50/p99, CPU per order (user +
+//! system of the whole process), resident memory after the run (now and peak),
+//! bytes on disk per order once the outbox is drained, and the time to reopen.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderbridge::domain::{ExternalRef, Order};
 use orderbridge::metrics::Metrics;
-use orderbridge::orders::{Inbound, Orders};
+use orderbridge::orders::{EffectOutcome, Inbound, Orders};
+use orderbridge::store::{self, Backend};
 
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
     let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let args = if benching { args } else { Vec::new() };
-    let orders: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(if benching { 20_000 } else { 200 });
+    let orders: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(if benching { 100_000 } else { 200 });
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(run(orders, concurrency));
+    let backends: Vec<String> = match args.get(2..) {
+        Some(b) if !b.is_empty() => b.to_vec(),
+        _ => Backend::NAMES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    if let Ok(one) = std::env::var("STORE_BENCH_ONE") {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(run(one.parse().unwrap(), orders, concurrency));
+        return;
+    }
+    println!("store bench: {orders} orders, concurrency {concurrency}, {}", orderbridge::bench::machine());
+    for b in backends {
+        // A process per engine: its memory figures are its own.
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(std::env::args().skip(1))
+            .env("STORE_BENCH_ONE", &b)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{b}: the bench failed");
+    }
 }
 
-async fn run(orders: usize, concurrency: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let delay_us: u64 = std::env::var("GROUP_COMMIT_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let store =
-        orderbridge::store::sled_engine::open(dir.path(), 32 << 20, Duration::from_micros(delay_us), metrics.clone())
-            .unwrap();
-    let store = Arc::new(Orders::new(store));
-    let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+fn sample_order() -> Order {
     let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
     let mapping_text = include_str!("../mappings/demo-crm.toml");
     let mapping =
         toml::from_str::<orderbridge::mapping::MappingFile>(mapping_text).unwrap().validate("demo-crm").unwrap();
-    let order: Order = mapping.apply(&sample).unwrap().unwrap().order;
+    mapping.apply(&sample).unwrap().unwrap().order
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (fields 14 and 15 of /proc/self/stat).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After ")" come field 3 (state) onwards, so field 14 is token 11.
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
+                Ok(m) => total += std::os::unix::fs::MetadataExt::blocks(&m) * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+async fn run(backend: Backend, orders: usize, concurrency: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let delay_us: u64 = std::env::var("GROUP_COMMIT_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let options = store::Options {
+        backend,
+        path: dir.path().join("data"),
+        cache_bytes: 16 << 20,
+        commit_delay: Duration::from_micros(delay_us),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).unwrap()));
+    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let order = sample_order();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (store, rules, next, order) = (store.clone(), rules.clone(), next.clone(), order.clone());
+        let (app, rules, next, order) = (app.clone(), rules.clone(), next.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -50,6 +107,9 @@ async fn run(orders: usize, concurrency: usize) {
                 // One customer per order, as in the HTTP benchmark.
                 let mut order = order.clone();
                 order.customer.id = format!("C-S{n}").parse().unwrap();
+                // Amounts spread as in the HTTP benchmark: every approval route is taken.
+                let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
+                order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
                 let inbound = Inbound {
                     source: ExternalRef {
                         connector: "demo-crm".parse().unwrap(),
@@ -60,7 +120,7 @@ async fn run(orders: usize, concurrency: usize) {
                     order,
                 };
                 let t = Instant::now();
-                store.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();
+                app.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();
                 lat.push(t.elapsed());
             }
         }));
@@ -70,17 +130,62 @@ async fn run(orders: usize, concurrency: usize) {
         lat.extend(t.await.unwrap());
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let (rss, hwm) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
+
+    // Drain the outbox as the dispatcher would: every effect performed and recorded.
+    let drain_started = Instant::now();
+    let far = chrono::Utc::now() + chrono::Duration::days(1);
+    let mut effects = 0;
+    loop {
+        let due = app.store().due_effects(far, 512).await.unwrap();
+        if due.is_empty() {
+            break;
+        }
+        effects += due.len();
+        let mut done = Vec::new();
+        for chunk in due.chunks(due.len().div_ceil(concurrency.max(1))) {
+            let (app, rules, chunk) = (app.clone(), rules.clone(), chunk.to_vec());
+            done.push(tokio::spawn(async move {
+                for e in chunk {
+                    let outcome = EffectOutcome::Done { receipt: "HTTP 200".into(), reference: None };
+                    app.finish_effect(&e, outcome, &rules, chrono::Utc::now()).await.unwrap();
+                }
+            }));
+        }
+        for d in done {
+            d.await.unwrap();
+        }
+    }
+    let drained = drain_started.elapsed().as_secs_f64();
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let disk = dir_bytes(&options.path);
+    let reopen_started = Instant::now();
+    let reopened = loop {
+        match store::open(&options, metrics.clone()) {
+            Ok(s) => break s,
+            Err(store::StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let reopen = reopen_started.elapsed().as_secs_f64();
+    assert_eq!(reopened.counts().pending, 0);
     println!(
-        "store ingest: {orders} orders, concurrency {concurrency}, group commit delay {delay_us} µs: {:.0} orders/s, p50 {:.2} ms, p99 {:.2} ms",
+        "{:<6} {orders} orders: {:.0} orders/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.0} µs/order, RSS {} MiB (peak {} MiB), \
+         {:.0} B/order on disk after draining {} effects in {:.1}s, reopen {:.2}s",
+        backend.name(),
         orders as f64 / secs,
         p(0.5),
-        p(0.99)
+        p(0.99),
+        cpu / orders as f64 * 1e6,
+        rss / 1024,
+        hwm / 1024,
+        disk as f64 / orders as f64,
+        effects,
+        drained,
+        reopen,
     );
-    let m = metrics.render(&[]);
-    for l in m.lines().filter(|l| l.starts_with("orderbridge_commit_") && (l.contains("_sum") || l.contains("_count")))
-    {
-        println!("  {l}");
-    }
 }

@@ -184,7 +184,7 @@ pub struct RawStore {
     pub backend: String,
     /// Data directory of the embedded store, relative to the config dir unless absolute.
     pub path: PathBuf,
-    /// sled's page cache, in MiB. Resident memory is a few times this (sled #1309).
+    /// The engine's cache, in MiB (fjall: block cache; sled: page cache, resident memory a few times this, sled #1309).
     pub cache_capacity_mb: u64,
     /// Group commit: how long the first waiting write waits for others before the
     /// flush + fsync that makes them all durable, in microseconds (0: flush at once).
