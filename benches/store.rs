@@ -133,7 +133,7 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
     let cpu = cpu_seconds() - cpu0;
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
-    let (rss, hwm) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
+    let (hwm, rss) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
 
     // Drain the outbox as the dispatcher would: every effect performed and recorded.
     let drain_started = Instant::now();
