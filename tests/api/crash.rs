@@ -11,6 +11,24 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Every order acknowledged as (external id, order id) is stored under that id.
+async fn assert_every_acknowledged_order_is_there<'a>(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    acked: impl Iterator<Item = (&'a String, &'a String)>,
+    backend: &str,
+) {
+    let stored: HashMap<String, Value> = all_orders(client, addr, "")
+        .await
+        .into_iter()
+        .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
+        .collect();
+    for (ext, id) in acked {
+        let o = stored.get(ext).unwrap_or_else(|| panic!("{backend}: acknowledged order {ext} ({id}) was lost"));
+        assert_eq!(o["id"].as_str(), Some(id.as_str()));
+    }
+}
+
 /// The configuration's store backend line, set to `backend`.
 fn on_backend(backend: &str) -> [(&'static str, String); 1] {
     [("backend = \"fjall\"", format!("backend = \"{backend}\""))]
@@ -85,15 +103,7 @@ async fn sigkill_under_load(backend: &str) {
     assert!(acked.len() > 50, "{backend}: the load produced acknowledged orders ({})", acked.len());
 
     // Every acknowledged order is there, under the id we were given.
-    let stored: HashMap<String, Value> = all_orders(&client, addr, "")
-        .await
-        .into_iter()
-        .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
-        .collect();
-    for (ext, id) in &acked {
-        let o = stored.get(ext).unwrap_or_else(|| panic!("{backend}: acknowledged order {ext} ({id}) was lost"));
-        assert_eq!(o["id"].as_str(), Some(id.as_str()));
-    }
+    assert_every_acknowledged_order_is_there(&client, addr, acked.iter(), backend).await;
     // Redelivering an acknowledged order finds the same order.
     let (ext, id) = acked.iter().next().unwrap();
     let body = serde_json::to_vec(&deal(ext, 1, "9000.00")).unwrap();
@@ -309,15 +319,7 @@ async fn full_data_volume(backend: &str) {
     volume.resize("256m");
     let daemon = start_daemon(dir.path(), &[]);
     let addr = daemon.addr;
-    let stored: HashMap<String, Value> = all_orders(&client, addr, "")
-        .await
-        .into_iter()
-        .map(|o| (o["source"]["external_id"].as_str().unwrap().to_owned(), o))
-        .collect();
-    for (ext, id) in &acked {
-        let o = stored.get(ext).unwrap_or_else(|| panic!("{backend}: acknowledged order {ext} ({id}) was lost"));
-        assert_eq!(o["id"].as_str(), Some(id.as_str()));
-    }
+    assert_every_acknowledged_order_is_there(&client, addr, acked.iter().map(|(e, i)| (e, i)), backend).await;
     let audit = daemon_api(&client, addr, "/audit/verify").await;
     assert_eq!(audit["intact"], true, "{audit}");
     drop(daemon);
