@@ -4,6 +4,7 @@
 mod helpers;
 
 mod approval;
+mod bench_peers;
 mod cash;
 mod check;
 mod cli;
