@@ -81,6 +81,9 @@ DAEMON= STARTED_SINK=
 cleanup() {
   if [[ -n $DAEMON ]] && kill -0 "$DAEMON" 2>/dev/null; then
     kill "$DAEMON"; wait "$DAEMON" 2>/dev/null || true
+  elif [[ -n $DAEMON ]]; then
+    wait "$DAEMON" 2>/dev/null && rc=0 || rc=$?
+    echo "bench-peers.sh: orderbridge had already exited (status $rc); see $OUT/orderbridge.log" >&2
   fi
   rm -f "$PEERS_WORK/orderbridge.pid"
   if [[ -n $STARTED_SINK ]]; then "$PEERS/ctl.sh" stop sink || true; fi
@@ -154,6 +157,9 @@ for line in open(sys.argv[1]):
               f"e2e {r['e2e_rps']} pushes/s, cpu/push {r['server_cpu_ms_per_push']} ms, "
               f"rss {r['peak_tree_rss_mb']} MB, foreign cpu {r['foreign_cpu_pct']}%, load {r['loadavg1_before']}")
 EOF
+echo
+echo "medians, with drain and end-to-end pushes/s ($OUT/table.md):"
+python3 bench/peers/table.py "$RESULTS" | tee "$OUT/table.md"
 echo "orderbridge store: $(du -sh "$WORK/data" | cut -f1) on disk"
 curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^orderbridge_(commit_(batch_size|duration_seconds)_(sum|count)|outbox_pending|dead_letters|webhooks_total)' || true
 echo "results: $RESULTS (table: python3 $PEERS/summarize.py $RESULTS)"
