@@ -39,6 +39,8 @@ DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example OR
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
+echo "== orderbridge check on the peer benchmark configuration (bench/peers)"
+BENCH_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw cargo run --locked -q -- check --config-dir bench/peers
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
 cargo test --locked --doc

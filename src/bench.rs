@@ -1,7 +1,14 @@
 //! `orderbridge bench`: a load generator. Posts signed `demo-crm` webhooks at a given
 //! concurrency to a running daemon and prints accepted orders/s, acknowledgement
 //! latency percentiles and the daemon's resident memory (from `/proc/PID/status`).
+//!
+//! With `--wrk-pool FILE` it posts nothing and writes a pool of pre-signed requests
+//! instead, for an external load generator (wrk with `bench/peers/orderbridge.lua`):
+//! every request carries its own external id and a valid Standard Webhooks signature,
+//! so the daemon does the full work for each one instead of answering "duplicate".
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,6 +45,20 @@ pub struct BenchArgs {
     /// ERP connector's base_url at it), and report how many effects it received.
     #[arg(long)]
     pub sink: Option<std::net::SocketAddr>,
+    /// Post nothing: write `--orders` pre-signed requests to FILE for wrk
+    /// (`bench/peers/orderbridge.lua` reads the format) and exit. Signed now, so use
+    /// the pool within the connector's `tolerance_secs`.
+    #[arg(long, value_name = "FILE")]
+    pub wrk_pool: Option<PathBuf>,
+    /// With `--wrk-pool`: the JSON body to sign (default: the demo-crm fixture).
+    #[arg(long, value_name = "FILE", requires = "wrk_pool")]
+    pub body: Option<PathBuf>,
+    /// With `--wrk-pool`: JSON pointer (RFC 6901) to a text value of the body that gets
+    /// a suffix `-<prefix>-<n>` unique per request; repeat for several values. One of
+    /// them must be what the mapping takes as the external id. Default with the
+    /// demo-crm fixture: `/deal/id` and `/deal/customer/id`.
+    #[arg(long, value_name = "POINTER", requires = "wrk_pool")]
+    pub vary: Vec<String>,
 }
 
 /// A receiver that accepts every push, counting them.
@@ -92,7 +113,108 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// Stands for the per-request suffix in the body template of a wrk pool.
+const POOL_PLACEHOLDER: &str = "@@N@@";
+const POOL_MAGIC: &str = "orderbridge-wrk-pool 1";
+const POOL_ID_PREFIX: &str = "msg_";
+
+/// Turns `body` into a template where each value at `pointers` (text) ends in
+/// `-<POOL_PLACEHOLDER>`. The rest of the bytes stay as written, so the requests are the
+/// same size and shape as the original file.
+///
+/// # Errors
+/// When the body is not JSON, a pointer selects no text, or a value cannot be found
+/// exactly once in the text.
+pub fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> {
+    let doc: serde_json::Value = serde_json::from_str(body).context("the body is not JSON")?;
+    anyhow::ensure!(!pointers.is_empty(), "name at least one value to vary (--vary /json/pointer)");
+    anyhow::ensure!(!body.contains(POOL_PLACEHOLDER), "the body already contains {POOL_PLACEHOLDER}");
+    let mut template = body.to_owned();
+    let mut expected = doc.clone();
+    for p in pointers {
+        let value = doc
+            .pointer(p)
+            .and_then(serde_json::Value::as_str)
+            .with_context(|| format!("--vary {p}: the body has no text value there"))?;
+        let quoted = serde_json::to_string(value)?;
+        let found = template.matches(&quoted).count();
+        anyhow::ensure!(
+            found == 1,
+            "--vary {p}: its value {quoted} occurs {found} times in the body text; it must occur exactly once"
+        );
+        let suffixed = format!("{}-{POOL_PLACEHOLDER}\"", &quoted[..quoted.len() - 1]);
+        template = template.replacen(&quoted, &suffixed, 1);
+        *expected.pointer_mut(p).expect("selected above") = format!("{value}-{POOL_PLACEHOLDER}").into();
+    }
+    // Only the named values may have changed (a value could equal a key's text).
+    let back: serde_json::Value = serde_json::from_str(&template).context("template is not JSON")?;
+    anyhow::ensure!(back == expected, "varying the values changed other parts of the body");
+    Ok(template)
+}
+
+/// Writes a pool of `count` requests: a header, the body template, then one line
+/// `<suffix> <webhook-signature>` per request. Request `n` has the suffix
+/// `<prefix>-<n>` in the body and `webhook-id` `msg_<suffix>`; all share `timestamp`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_wrk_pool(
+    path: &Path,
+    template: &str,
+    signer: &StandardWebhooks,
+    prefix: &str,
+    count: u64,
+    timestamp: i64,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    write!(
+        out,
+        "{POOL_MAGIC}\ntimestamp {timestamp}\nwebhook-id-prefix {POOL_ID_PREFIX}\nplaceholder {POOL_PLACEHOLDER}\nbody-bytes {}\n{template}\n",
+        template.len()
+    )?;
+    for n in 0..count {
+        let suffix = format!("{prefix}-{n}");
+        let body = template.replace(POOL_PLACEHOLDER, &suffix);
+        let sig = signer.sign(&format!("{POOL_ID_PREFIX}{suffix}"), timestamp, body.as_bytes());
+        writeln!(out, "{suffix} {sig}")?;
+    }
+    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn wrk_pool(args: &BenchArgs, path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.prefix.is_empty() && args.prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--prefix must be letters, digits, - or _ (it goes into ids and a header)"
+    );
+    let (body, vary) = match &args.body {
+        Some(file) => {
+            (std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?, args.vary.clone())
+        }
+        None if args.vary.is_empty() => (TEMPLATE.to_owned(), vec!["/deal/id".into(), "/deal/customer/id".into()]),
+        None => (TEMPLATE.to_owned(), args.vary.clone()),
+    };
+    let template = pool_template(&body, &vary)?;
+    let signer =
+        StandardWebhooks::new(&SecretString::from(args.secret.clone()), 300).map_err(|e| anyhow::anyhow!(e))?;
+    let timestamp = chrono::Utc::now().timestamp();
+    let started = Instant::now();
+    write_wrk_pool(path, &template, &signer, &args.prefix, args.orders, timestamp)?;
+    println!(
+        "wrk pool: {} requests signed at {timestamp} in {:.1}s -> {} (ids {}-0 …)",
+        args.orders,
+        started.elapsed().as_secs_f64(),
+        path.display(),
+        args.prefix
+    );
+    Ok(())
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.wrk_pool {
+        return wrk_pool(&args, path);
+    }
     crate::connectors::install_crypto_provider();
     let pushed = Arc::new(AtomicU64::new(0));
     if let Some(addr) = args.sink {
@@ -238,4 +360,79 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn template_varies_only_the_named_values_and_keeps_the_bytes() {
+        let body = "{\n  \"record\": { \"Id\": \"006A\", \"Account\": {\"Id\": \"001B\"}, \"Note\": \"Id\" }\n}\n";
+        let t = pool_template(body, &["/record/Id".into(), "/record/Account/Id".into()]).unwrap();
+        assert_eq!(
+            t,
+            "{\n  \"record\": { \"Id\": \"006A-@@N@@\", \"Account\": {\"Id\": \"001B-@@N@@\"}, \"Note\": \"Id\" }\n}\n"
+        );
+    }
+
+    #[test]
+    fn template_refuses_what_it_cannot_vary_safely() {
+        let twice = r#"{"a": "x", "b": "x"}"#;
+        let e = pool_template(twice, &["/a".into()]).unwrap_err().to_string();
+        assert!(e.contains("occurs 2 times"), "{e}");
+        let e = pool_template(r#"{"a": 1}"#, &["/a".into()]).unwrap_err().to_string();
+        assert!(e.contains("no text value"), "{e}");
+        let e = pool_template(r#"{"a": "x"}"#, &[]).unwrap_err().to_string();
+        assert!(e.contains("at least one"), "{e}");
+        // A value equal to a key's text: replacing it would change the key.
+        let e = pool_template(r#"{"x": "y", "k": "x"}"#, &["/k".into()]).unwrap_err().to_string();
+        assert!(e.contains("occurs 2 times"), "{e}");
+    }
+
+    /// Reads the pool as bench/peers/orderbridge.lua does and checks that every request
+    /// passes the daemon's verifier and carries its own external id.
+    #[test]
+    fn pool_requests_verify_and_are_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool");
+        let signer = StandardWebhooks::new(&SecretString::from(SECRET.to_owned()), 300).unwrap();
+        let template = pool_template(TEMPLATE, &["/deal/id".into()]).unwrap();
+        let ts = chrono::Utc::now().timestamp();
+        write_wrk_pool(&path, &template, &signer, "r1w0", 50, ts).unwrap();
+
+        let raw = std::fs::read(&path).unwrap();
+        let mut rest = &raw[..];
+        let mut header = Vec::new();
+        while header.len() < 5 {
+            let end = rest.iter().position(|&b| b == b'\n').unwrap();
+            header.push(String::from_utf8(rest[..end].to_vec()).unwrap());
+            rest = &rest[end + 1..];
+        }
+        assert_eq!(header[0], POOL_MAGIC);
+        assert_eq!(header[1], format!("timestamp {ts}"));
+        assert_eq!(header[2], "webhook-id-prefix msg_");
+        assert_eq!(header[3], "placeholder @@N@@");
+        let len: usize = header[4].strip_prefix("body-bytes ").unwrap().parse().unwrap();
+        let tmpl = std::str::from_utf8(&rest[..len]).unwrap().to_owned();
+        assert_eq!(rest[len], b'\n');
+        let entries = std::str::from_utf8(&rest[len + 1..]).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for entry in entries.lines() {
+            let (suffix, sig) = entry.split_once(' ').unwrap();
+            let body = tmpl.replace("@@N@@", suffix);
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", HeaderValue::from_str(&format!("msg_{suffix}")).unwrap());
+            h.insert("webhook-timestamp", HeaderValue::from_str(&ts.to_string()).unwrap());
+            h.insert("webhook-signature", HeaderValue::from_str(sig).unwrap());
+            signer.verify(&h, body.as_bytes(), ts + 299).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert!(ids.insert(v["deal"]["id"].as_str().unwrap().to_owned()));
+        }
+        assert_eq!(ids.len(), 50);
+        assert!(ids.contains("D-10042-r1w0-49"));
+    }
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod amounts;
 mod approval;
+mod bench_peers;
 mod cash;
 mod check;
 mod cli;

@@ -1,0 +1,182 @@
+//! The peer-benchmark configuration (`bench/peers`) and its request pool, end to end:
+//! requests from `orderbridge bench --wrk-pool`, rebuilt the way
+//! `bench/peers/orderbridge.lua` does, are accepted as new orders, screened, approved
+//! automatically and pushed once each to the ERP with the peers' 15 keys. CI has no
+//! wrk; this keeps what `scripts/bench-peers.sh` relies on working.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::http::HeaderMap;
+use axum::routing::post;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A copy of the peers' order.json (../shared/bench-peers/order.json).
+const ORDER: &str = "tests/fixtures/peers-order.json";
+
+type Pushes = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// The peers' sink, reduced to what the test looks at: (Idempotency-Key, body).
+async fn sink() -> (std::net::SocketAddr, Pushes) {
+    let pushes: Pushes = Arc::default();
+    let seen = pushes.clone();
+    let app = axum::Router::new().route(
+        "/erp/orders",
+        post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                seen.lock().unwrap().push((key, serde_json::from_str(&body).expect("the push is JSON")));
+                "{\"ok\":true}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, pushes)
+}
+
+/// bench/peers with the secret in a file, any free port and the ERP at `erp`.
+fn bench_config(dir: &Path, erp: std::net::SocketAddr) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["config", "connectors", "mappings"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(repo.join("bench/peers").join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("${BENCH_CRM_SECRET}", "file:secrets/crm")
+                .replace("port = 18088", "port = 0")
+                // start_daemon reads the address from the "listening on" line (info).
+                .replace("level = \"warn\"", "level = \"info\"")
+                .replace("http://127.0.0.1:18090", &format!("http://{erp}"));
+            std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/crm"), CRM_SECRET).unwrap();
+}
+
+/// One request of a pool: (webhook-id, timestamp, signature, body).
+type Request = (String, String, String, String);
+
+/// Reads a pool file as orderbridge.lua does.
+fn read_pool(path: &Path) -> Vec<Request> {
+    let raw = std::fs::read(path).unwrap();
+    let mut rest = &raw[..];
+    let mut header = std::collections::HashMap::new();
+    loop {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap();
+        let line = String::from_utf8(rest[..end].to_vec()).unwrap();
+        rest = &rest[end + 1..];
+        if let Some((k, v)) = line.split_once(' ') {
+            header.insert(k.to_owned(), v.to_owned());
+            if k == "body-bytes" {
+                break;
+            }
+        }
+    }
+    let len: usize = header["body-bytes"].parse().unwrap();
+    let template = std::str::from_utf8(&rest[..len]).unwrap();
+    std::str::from_utf8(&rest[len + 1..])
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (suffix, sig) = l.split_once(' ').unwrap();
+            (
+                format!("{}{suffix}", header["webhook-id-prefix"]),
+                header["timestamp"].clone(),
+                sig.to_owned(),
+                template.replace(&header["placeholder"], suffix),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pooled_requests_become_one_approved_order_and_one_push_each() {
+    let (erp, pushes) = sink().await;
+    let dir = tempfile::tempdir().unwrap();
+    bench_config(dir.path(), erp);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    let pool = dir.path().join("pool");
+    let out = std::process::Command::new(bin())
+        .args(["bench", "--wrk-pool"])
+        .arg(&pool)
+        .arg("--body")
+        .arg(repo.join(ORDER))
+        .args(["--vary", "/record/Id", "--vary", "/record/OrderNumber", "--vary", "/record/Account/Id"])
+        .args(["--orders", "3", "--prefix", "t1"])
+        .env("DEMO_CRM_SECRET", CRM_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(CRM_SECRET));
+    let requests = read_pool(&pool);
+    assert_eq!(requests.len(), 3);
+
+    let daemon = start_daemon(dir.path(), &[]);
+    let client = client();
+    let url = format!("http://{}/webhooks/crm", daemon.addr);
+    let post = |(id, ts, sig, body): &Request| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts)
+            .header("webhook-signature", sig)
+            .body(body.clone())
+            .send()
+    };
+    for r in &requests {
+        let resp = post(r).await.unwrap();
+        assert_eq!(resp.status(), 202);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!((v["state"].as_str(), v["duplicate"].as_bool()), (Some("approved"), Some(false)), "{v}");
+    }
+    // A request sent twice is the same order: no work, no second push.
+    let again: Value = post(&requests[0]).await.unwrap().json().await.unwrap();
+    assert_eq!(again["duplicate"], true);
+    // A body that does not match its signature is refused.
+    let mut forged = requests[1].clone();
+    forged.3 = forged.3.replace("1250000.00", "1.00");
+    assert_eq!(post(&forged).await.unwrap().status(), 401);
+
+    wait_until("three pushes reached the sink", || {
+        let pushes = pushes.clone();
+        async move { pushes.lock().unwrap().len() >= 3 }
+    })
+    .await;
+    let mut pushes = pushes.lock().unwrap().clone();
+    assert_eq!(pushes.len(), 3, "one push per order");
+    pushes.sort_by(|a, b| a.1["external_id"].as_str().cmp(&b.1["external_id"].as_str()));
+    for (n, (key, body)) in pushes.iter().enumerate() {
+        assert!(key.starts_with("orderbridge:ord_"), "{key}");
+        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), 15, "{keys:?}");
+        assert!(body["order_number"].as_str().unwrap().starts_with("ord_"));
+        assert_eq!(body["external_id"], format!("0065g00000AbCdEAA1-t1-{n}"));
+        assert_eq!(body["customer_id"], format!("0015g00000XyZaBAA1-t1-{n}"));
+        let fixed = serde_json::json!({
+            "source": "salesforce",
+            "customer_name": "上海浦江设备租赁有限公司",
+            "customer_tax_id": "91310000MA1FL8XQ3K",
+            "credit_rating": "A",
+            "product_type": "loan",
+            "product_code": "EQL-36",
+            "amount": "1250000.00",
+            "currency": "CNY",
+            "term_months": 36,
+            "description": "Lease of 3 CNC machining centres",
+            "owner_email": "li.wei@example.com",
+            "close_date": "2026-11-25",
+        });
+        for (k, v) in fixed.as_object().unwrap() {
+            assert_eq!(&body[k], v, "{k}");
+        }
+    }
+}
