@@ -270,8 +270,11 @@ impl Config {
         if self.timeout_secs == 0 || self.max_concurrency == 0 {
             problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
         }
+        // Redirects are not followed (a 3xx is a permanent error): the API key stays
+        // with the configured URL.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;

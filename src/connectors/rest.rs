@@ -787,9 +787,12 @@ impl Config {
         super::install_crypto_provider();
         let timeout = self.timeout_secs.unwrap_or(10);
         let concurrency = self.max_concurrency.unwrap_or(8);
+        // Redirects are never followed: reqwest would carry API-key headers to
+        // whatever host a Location names. A 3xx is a permanent error instead.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(timeout.max(1)))
             .connect_timeout(Duration::from_secs(timeout.clamp(1, 10)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
@@ -908,6 +911,15 @@ impl Config {
 impl Shared {
     fn url(&self, path_template: &str, ctx: &Value) -> Result<Url, ConnectorError> {
         let path = self.paths.render(path_template, ctx).map_err(|message| ConnectorError::Permanent { message })?;
+        // The URL standard resolves `.` and `..` segments, even percent-encoded ones
+        // (`%2E%2E`): a value such as an external id must never rewrite the path.
+        if let Some(seg) = dot_segment(&path) {
+            return Err(ConnectorError::Permanent {
+                message: format!(
+                    "the path {path} has a `{seg}` segment, which would change where the call goes; refused (a value filled into a path cannot be `.` or `..`)"
+                ),
+            });
+        }
         Url::parse(&join(&self.base, &path)).map_err(|e| ConnectorError::Permanent { message: format!("{path}: {e}") })
     }
 
@@ -1071,7 +1083,49 @@ fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
 }
 
+/// The URL of the next page a `Link` header names, resolved against the page's own
+/// URL; only on the connector's own scheme, host and port (`base`), the only place its
+/// credentials go.
+fn next_page(base: &Url, page: &Url, link: &str) -> Result<Url, ConnectorError> {
+    let next = page.join(link).map_err(|e| ConnectorError::Permanent { message: format!("next link: {e}") })?;
+    if next.origin() != base.origin() {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "the next page link points to {}, not to this connector's {}; paging stopped (credentials go only to base_url's scheme, host and port)",
+                origin_text(&next),
+                origin_text(base)
+            ),
+        });
+    }
+    Ok(next)
+}
+
+/// `scheme://host:port` of a URL (never its path or query, which may carry tokens).
+fn origin_text(u: &Url) -> String {
+    let host = u.host_str().unwrap_or("?");
+    match u.port_or_known_default() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    }
+}
+
+/// The first segment of `path` (before any query) that the URL standard treats as
+/// `.` or `..`, percent-encoded or not.
+fn dot_segment(path: &str) -> Option<&str> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.split('/').find(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
+/// One URL path segment: everything but unreserved characters is percent-encoded
+/// (so `/`, `?`, `#` and `%` cannot end the segment), and a segment that is exactly
+/// `.` or `..` has its dots encoded too.
 pub(crate) fn encode_segment(s: &str) -> String {
+    if s == "." || s == ".." {
+        return "%2E".repeat(s.len());
+    }
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -1133,10 +1187,26 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, ConnectorEr
 pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
+    // Where a redirect points: its scheme, host and port only.
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .map(|u| origin_text(&u));
     let body = read_bounded(resp).await?;
     if status.is_success() {
         // Kept whole (bounded by the client's limits) so references and pages parse.
         return Ok(Receipt { status: status.as_u16(), summary: body, reference: None });
+    }
+    if status.is_redirection() {
+        let to = location.map_or_else(|| "no Location".to_owned(), |l| format!("Location on {l}"));
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "HTTP {}: a redirect ({to}) is not followed, so credentials never go to another address; set base_url to where the system answers",
+                status.as_u16()
+            ),
+        });
     }
     let snippet: String = body.chars().take(2000).collect();
     let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
@@ -1213,9 +1283,8 @@ impl RestPoll {
         let p = &self.plan;
         let ctx = self.context(state);
         let url = match (&p.paging, &state.next_url) {
-            (Paging::Link, Some(url)) => {
-                Url::parse(url).map_err(|e| ConnectorError::Permanent { message: format!("next link: {e}") })?
-            }
+            // Checked again here: a state stored by an earlier version may hold any URL.
+            (Paging::Link, Some(url)) => next_page(&s.base, &s.base, url)?,
             _ => {
                 let mut url = s.url(&p.path, &ctx)?;
                 let mut pairs = Vec::new();
@@ -1231,6 +1300,7 @@ impl RestPoll {
                 url
             }
         };
+        let page_url = url.clone();
         let mut req = s.request(p.method.clone(), url).await?;
         for (h, t) in &p.headers {
             let v = s.value(t, &ctx)?;
@@ -1288,7 +1358,13 @@ impl RestPoll {
                     .filter(|_| more)
                     .map(|c| PollState { cursor: Some(c), ..Default::default() })
             }
-            Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
+            Paging::Link => match link_next {
+                Some(u) => Some(PollState {
+                    next_url: Some(next_page(&s.base, &page_url, &u)?.to_string()),
+                    ..Default::default()
+                }),
+                None => None,
+            },
         };
         let (next, more) = state.advance(page_max, records.len(), next, p.max_run_records);
         Ok(Page { records, numbers, next, more })
@@ -1328,6 +1404,59 @@ impl Health for RestHealth {
             let (r, _) = s.send(s.request(reqwest::Method::GET, url).await?).await?;
             Ok(format!("GET {} answered {}", self.path, r.status))
         })
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_value_stays_one_path_segment() {
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("."), "%2E");
+        assert_eq!(encode_segment("a/../b?c#d%"), "a%2F..%2Fb%3Fc%23d%25");
+        assert_eq!(encode_segment("v1.2"), "v1.2", "dots inside a segment are plain");
+        assert_eq!(encode_segment("订单"), "%E8%AE%A2%E5%8D%95");
+    }
+
+    #[test]
+    fn dot_segments_are_found_even_when_encoded() {
+        assert_eq!(dot_segment("/orders/%2E%2E/confirm"), Some("%2E%2E"));
+        assert_eq!(dot_segment("/orders/%2e./x"), Some("%2e."));
+        assert_eq!(dot_segment("/orders/./x"), Some("."));
+        assert_eq!(dot_segment("/orders/SO-1/confirm?next=.."), None, "the query is not the path");
+        assert_eq!(dot_segment("/orders/v1.2/...x"), None);
+        // What the URL standard would do with one: drop a segment.
+        let u = Url::parse("http://erp.example/api/orders/%2E%2E/confirm").unwrap();
+        assert_eq!(u.path(), "/api/confirm");
+    }
+
+    #[test]
+    fn next_page_links_stay_on_the_connectors_own_origin() {
+        let base = Url::parse("https://crm.bank.example/api").unwrap();
+        let page = Url::parse("https://crm.bank.example/api/deals?page=1").unwrap();
+        let same = next_page(&base, &page, "https://crm.bank.example/api/deals?page=2").unwrap();
+        assert_eq!(same.as_str(), "https://crm.bank.example/api/deals?page=2");
+        assert_eq!(
+            next_page(&base, &page, "/api/deals?page=3").unwrap().as_str(),
+            "https://crm.bank.example/api/deals?page=3"
+        );
+        assert!(next_page(&base, &page, "https://crm.bank.example:443/x").is_ok(), "the default port is the same port");
+        for elsewhere in [
+            "https://evil.example/api/deals?page=2",
+            "http://crm.bank.example/api/deals?page=2",
+            "https://crm.bank.example:8443/api/deals",
+            "//evil.example/steal",
+        ] {
+            let e = next_page(&base, &page, elsewhere).unwrap_err();
+            let ConnectorError::Permanent { message } = &e else { panic!("{e:?}") };
+            assert!(
+                message.contains("paging stopped") && message.contains("https://crm.bank.example:443"),
+                "{message}"
+            );
+            assert!(!message.contains("steal") && !message.contains("page=2"), "no path or query: {message}");
+        }
     }
 }
 

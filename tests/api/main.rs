@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod compliance;
 mod crash;
+mod credentials;
 mod dispatcher;
 mod intake;
 mod intake_path;
