@@ -9,6 +9,7 @@ pub mod oauth2;
 pub mod odoo;
 pub mod presets;
 pub mod rest;
+pub mod scrub;
 pub mod signature;
 
 use std::collections::BTreeMap;
@@ -430,19 +431,11 @@ impl Registry {
 }
 
 impl ConnectorError {
-    /// The same error with every secret value in its message replaced by `[redacted]`
-    /// (a receiver may echo our credentials back in its error body).
+    /// The same error with every secret value in its message, and anything shaped like
+    /// a credential, replaced by `[redacted]` (a receiver may echo our credentials back
+    /// in its error body), and the message cut to `scrub::MESSAGE_CHARS`.
     pub fn scrubbed(self, secrets: &[secrecy::SecretString]) -> Self {
-        use secrecy::ExposeSecret as _;
-        let clean = |mut m: String| {
-            for s in secrets {
-                let s = s.expose_secret();
-                if s.len() >= 4 {
-                    m = m.replace(s, "[redacted]");
-                }
-            }
-            m
-        };
+        let clean = |m: String| scrub::cut(&scrub::scrub(&m, secrets), scrub::MESSAGE_CHARS);
         match self {
             ConnectorError::Retryable { message, retry_after } => {
                 ConnectorError::Retryable { message: clean(message), retry_after }

@@ -125,7 +125,7 @@ impl Rpc {
             .send()
             .await
             .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-        let receipt = classify(resp).await.map_err(|e| e.scrubbed(std::slice::from_ref(&self.key)))?;
+        let receipt = classify(resp, std::slice::from_ref(&self.key)).await?;
         let body: Value = serde_json::from_str(&receipt.summary).map_err(|e| ConnectorError::Retryable {
             message: format!("Odoo answered something that is not JSON-RPC: {e}"),
             retry_after: None,
@@ -137,6 +137,7 @@ impl Rpc {
                 .or_else(|| err.get("message"))
                 .and_then(Value::as_str)
                 .unwrap_or("unknown error");
+            let text = super::scrub::excerpt(text, std::slice::from_ref(&self.key));
             let message = format!("Odoo {}: {text}", if name.is_empty() { "error" } else { name });
             return Err(match name.rsplit('.').next().unwrap_or_default() {
                 "AccessDenied" | "AccessError" => ConnectorError::Auth { message },

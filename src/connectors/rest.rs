@@ -950,7 +950,7 @@ impl Shared {
             cc.invalidate().await;
         }
         let headers = resp.headers().clone();
-        classify(resp).await.map(|r| (r, headers)).map_err(|e| e.scrubbed(&self.secrets))
+        classify(resp, &self.secrets).await.map(|r| (r, headers))
     }
 }
 
@@ -1183,8 +1183,10 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, ConnectorEr
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Maps a response to success or to what the dispatcher should do next.
-pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
+/// Maps a response to success or to what the dispatcher should do next. An error
+/// quotes at most `scrub::EXCERPT_CHARS` of the body, without `secrets` and without
+/// anything shaped like a credential (it reaches logs, the audit and dead letters).
+pub async fn classify(resp: reqwest::Response, secrets: &[SecretString]) -> Result<Receipt, ConnectorError> {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
     // Where a redirect points: its scheme, host and port only.
@@ -1208,13 +1210,13 @@ pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError
             ),
         });
     }
-    let snippet: String = body.chars().take(2000).collect();
-    let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
-    match status.as_u16() {
-        401 | 403 => Err(ConnectorError::Auth { message }),
-        408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
-        _ => Err(ConnectorError::Permanent { message }),
-    }
+    let message = format!("HTTP {}: {}", status.as_u16(), super::scrub::excerpt(&body, secrets));
+    let e = match status.as_u16() {
+        401 | 403 => ConnectorError::Auth { message },
+        408 | 425 | 429 | 500..=599 => ConnectorError::Retryable { message, retry_after },
+        _ => ConnectorError::Permanent { message },
+    };
+    Err(e.scrubbed(secrets))
 }
 
 enum Paging {

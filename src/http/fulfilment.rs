@@ -50,6 +50,9 @@ async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> R
     Ok(Json(order_json(&rec)))
 }
 
+/// What an archived document may do when opened: show itself with its inline styles.
+pub const DOCUMENT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox";
+
 /// `GET /api/orders/{id}/documents/{kind}`: the archived document, checked against
 /// the SHA-256 the audit trail recorded for it.
 pub async fn document(
@@ -79,10 +82,17 @@ pub async fn document(
             format!("the archived {kind} does not match the SHA-256 the audit trail recorded; restore it from backup"),
         ));
     }
+    // Generated HTML served from the API's own origin: nothing in it may run, load,
+    // frame or be framed, and a browser saves it rather than shows it.
+    use axum::http::header;
     Ok((
         [
-            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
-            (axum::http::header::HeaderName::from_static("x-content-sha256"), actual),
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::HeaderName::from_static("x-content-sha256"), actual),
+            (header::CONTENT_SECURITY_POLICY, DOCUMENT_CSP.to_owned()),
+            (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{kind}-{id}.html\"")),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         bytes,
     )

@@ -4,58 +4,14 @@
 //! The "other host" is a second server on loopback that records whatever reaches it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 const API_KEY: &str = "erp-api-key-0123456789abcdef0123456789";
-
-/// One request a server saw: path and query, and the API key it carried.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    api_key: Option<String>,
-}
-
-/// What a server answers, by path (the first matching prefix), else 200 `{}`.
-type Script = Vec<(String, Box<dyn Fn() -> Response + Send + Sync>)>;
-type Recorded = (Arc<Mutex<Vec<Seen>>>, Arc<Script>);
-
-#[derive(Clone)]
-struct Server {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    async fn start(script: Script) -> Server {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let state = (seen.clone(), Arc::new(script));
-        let app = axum::Router::new().fallback(record).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Server { addr, seen }
-    }
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-async fn record(State((seen, script)): State<Recorded>, req: Request) -> Response {
-    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.to_string());
-    seen.lock().unwrap().push(Seen { path: path.clone(), api_key: h("x-api-key") });
-    match script.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())) {
-        Some((_, answer)) => answer(),
-        None => (StatusCode::OK, axum::Json(json!({"id": "X-1"}))).into_response(),
-    }
-}
 
 /// The example configuration (approval only) with demo-erp at `erp`, authenticating
 /// with an API-key header (which reqwest would keep across a redirect).
@@ -83,9 +39,9 @@ async fn dead_letter(app: &TestApp) -> Value {
 #[tokio::test]
 async fn a_redirect_to_another_host_is_not_followed_and_the_api_key_stays_home() {
     // Arrange: the ERP answers the push with 307 to another host.
-    let other = Server::start(Vec::new()).await;
+    let other = Scripted::start(Vec::new()).await;
     let to = format!("http://{}/steal?from=erp", other.addr);
-    let erp = Server::start(vec![(
+    let erp = Scripted::start(vec![(
         "/orders".into(),
         Box::new(move || (StatusCode::TEMPORARY_REDIRECT, [("location", to.clone())]).into_response()),
     )])
@@ -117,7 +73,7 @@ async fn a_redirect_to_another_host_is_not_followed_and_the_api_key_stays_home()
 async fn link_paging_stops_at_a_next_page_on_another_host() {
     // Arrange: a CRM whose first page links to its own second page, and whose second
     // page links to another host.
-    let other = Server::start(Vec::new()).await;
+    let other = Scripted::start(Vec::new()).await;
     let other_url = format!("http://{}/deals?page=3", other.addr);
     let page = |records: Vec<Value>, next: String| {
         move || {
@@ -130,7 +86,7 @@ async fn link_paging_stops_at_a_next_page_on_another_host() {
         d["updated_at"] = format!("2026-11-26T10:0{i}:00Z").into();
         d
     };
-    let crm = Server::start(vec![
+    let crm = Scripted::start(vec![
         ("/deals?page=2".into(), Box::new(page(vec![rec(2), rec(3)], other_url))),
         // Relative links resolve against the page's own URL.
         ("/deals".into(), Box::new(page(vec![rec(0), rec(1)], "/deals?page=2".into()))),
@@ -179,7 +135,7 @@ async fn link_paging_stops_at_a_next_page_on_another_host() {
 async fn an_id_of_dot_dot_cannot_rewrite_the_outbound_path() {
     // Arrange: the ERP's create_order goes to /orders/{external_id}/confirm, and the
     // CRM sends a deal whose id is `..` (which would make the path /confirm).
-    let erp = Server::start(Vec::new()).await;
+    let erp = Scripted::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), erp.addr);
     let p = dir.path().join("connectors/demo-erp.toml");

@@ -14,6 +14,7 @@ mod credentials;
 mod dispatcher;
 mod intake;
 mod intake_path;
+mod leaks;
 mod mail;
 mod poll;
 mod prism;
