@@ -226,6 +226,8 @@ pub struct Webhook {
     pub verifier: signature::Verifier,
     /// Orders arrive at `/webhooks/<id>` through it; `None`: events only.
     pub mapping: Option<Arc<Mapping>>,
+    /// Event types it may report at `/webhooks/<id>/events` (`[webhook] events`).
+    pub events: Vec<crate::engine::reporting::Reported>,
 }
 
 /// All connectors and mappings, loaded and cross-checked.

@@ -24,6 +24,7 @@ use super::{
     resolve_secret, watermark_max,
 };
 use crate::domain::ConnectorId;
+use crate::engine::reporting::Reported;
 use crate::mapping::Mapping;
 use crate::mapping::outbound::{Body, OutboundMapping, Snippets};
 
@@ -224,6 +225,9 @@ pub struct WebhookFile {
     /// The public base URL the sender calls (only `hubspot_v3` signs the URL), e.g.
     /// `https://hooks.bank.example` behind a reverse proxy.
     pub public_url: Option<String>,
+    /// Event types this connector may report at `POST /webhooks/<id>/events`
+    /// (`task.completed`, `delivery.recorded`, `payment.received`); default none.
+    pub events: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Fills what `self` leaves out from a preset.
@@ -289,7 +293,7 @@ impl Fill for OperationFile {
 
 impl Fill for WebhookFile {
     fn fill(&mut self, p: Self) {
-        fill_options!(self, p; signature, secret, tolerance_secs, mapping, public_url);
+        fill_options!(self, p; signature, secret, tolerance_secs, mapping, public_url, events);
     }
 }
 
@@ -823,6 +827,16 @@ impl Config {
                 Some(m) => Some(b.inbound(m)?),
                 None => None,
             };
+            let mut events = Vec::new();
+            for e in w.events.iter().flat_map(|e| e.get_ref()) {
+                match e.get_ref().parse::<Reported>() {
+                    Ok(r) if events.contains(&r) => {
+                        b.problems.push((Some(e.span()), format!("[webhook] events: `{r}` is listed twice")))
+                    }
+                    Ok(r) => events.push(r),
+                    Err(m) => b.problems.push((Some(e.span()), format!("[webhook] events: {m}"))),
+                }
+            }
             let verifier = resolve_secret(secret, config_dir)
                 .and_then(|s| {
                     Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
@@ -835,7 +849,7 @@ impl Config {
                 })
                 .map_err(|p| b.problems.push(p))
                 .ok();
-            Some(Webhook { verifier: verifier?, mapping })
+            Some(Webhook { verifier: verifier?, mapping, events })
         });
 
         let mut operations = BTreeMap::new();

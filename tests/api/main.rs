@@ -12,6 +12,7 @@ mod compliance;
 mod crash;
 mod credentials;
 mod dispatcher;
+mod event_permissions;
 mod intake;
 mod intake_path;
 mod leaks;
