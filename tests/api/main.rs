@@ -20,6 +20,7 @@ mod mail;
 mod poll;
 mod prism;
 mod rules_diff;
+mod separation;
 mod signatures;
 mod store;
 mod vendor_shapes;
