@@ -203,6 +203,7 @@ impl Config {
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
         outbound: &BTreeMap<String, Arc<OutboundMapping>>,
+        checks: &mut crate::secrets::Checks<'_>,
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
         let mut problems: Problems = Vec::new();
@@ -215,7 +216,7 @@ impl Config {
                 None
             }
         };
-        let key = resolve_secret(&self.api_key, config_dir).map_err(|p| problems.push(p)).ok();
+        let key = resolve_secret(&self.api_key, config_dir, checks, |_| None).map_err(|p| problems.push(p)).ok();
         let mut operations = BTreeMap::new();
         for (name, op) in self.operations {
             let span = op.span();

@@ -375,9 +375,11 @@ pub struct RestPush {
 type Outbounds = BTreeMap<String, Arc<OutboundMapping>>;
 
 /// Validation context of one connector file.
-struct Builder<'a> {
+struct Builder<'a, 'p> {
     /// Every secret value the file resolved, scrubbed from error messages.
     secrets: Vec<SecretString>,
+    /// Judges each secret (not empty, not published, long enough).
+    checks: &'a mut crate::secrets::Checks<'p>,
     config_dir: &'a Path,
     mappings: &'a BTreeMap<String, Arc<Mapping>>,
     outbound: &'a Outbounds,
@@ -386,7 +388,7 @@ struct Builder<'a> {
     values: Snippets,
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     fn inbound(&mut self, name: &Spanned<String>) -> Option<Arc<Mapping>> {
         let m = self.mappings.get(name.get_ref()).cloned();
         if m.is_none() {
@@ -456,7 +458,7 @@ impl Builder<'_> {
                 self.problems.push((Some(span.clone()), format!("auth kind {kind} needs `{what}`")));
                 None
             }
-            Some(v) => resolve_secret(v, self.config_dir)
+            Some(v) => resolve_secret(v, self.config_dir, self.checks, |_| None)
                 .map_err(|p| self.problems.push(p))
                 .ok()
                 .inspect(|s| self.secrets.push(s.clone())),
@@ -561,7 +563,7 @@ impl Builder<'_> {
             let text = value.get_ref();
             let secret = text.starts_with("${") || text.starts_with("file:");
             let resolved = if secret {
-                match resolve_secret(&value, self.config_dir) {
+                match resolve_secret(&value, self.config_dir, self.checks, |_| None) {
                     Ok(s) => {
                         self.secrets.push(s.clone());
                         s.expose_secret().to_owned()
@@ -770,6 +772,27 @@ impl Builder<'_> {
     }
 }
 
+/// How long a webhook signing key must be: a Standard Webhooks key after `whsec_`
+/// and base64, any other scheme's key as written (`crate::secrets`).
+fn webhook_key_need(scheme: &str) -> impl FnOnce(&str) -> Option<crate::secrets::Need> + '_ {
+    use crate::secrets::{MIN_HMAC_KEY, MIN_STANDARD_WEBHOOKS_KEY, Need};
+    use base64::Engine as _;
+    move |plain| {
+        if scheme == "standard_webhooks" {
+            let b64 = plain.strip_prefix("whsec_").unwrap_or(plain);
+            // Malformed base64 is the verifier's to report.
+            let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            Some(Need {
+                len: key.len(),
+                min: MIN_STANDARD_WEBHOOKS_KEY,
+                what: "a Standard Webhooks key (after whsec_, decoded)",
+            })
+        } else {
+            Some(Need { len: plain.len(), min: MIN_HMAC_KEY, what: "a webhook signing key" })
+        }
+    }
+}
+
 /// `{order_id}` and `{external_id}` (the first path syntax) as templates.
 fn legacy_placeholders(path: &str) -> String {
     if path.contains("{{") {
@@ -787,6 +810,7 @@ impl Config {
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
         outbound: &Outbounds,
+        checks: &mut crate::secrets::Checks<'_>,
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
         let timeout = self.timeout_secs.unwrap_or(10);
@@ -804,6 +828,7 @@ impl Config {
         let no_lookups = Arc::new(BTreeMap::new());
         let mut b = Builder {
             secrets: Vec::new(),
+            checks,
             config_dir,
             mappings,
             outbound,
@@ -837,7 +862,7 @@ impl Config {
                     Err(m) => b.problems.push((Some(e.span()), format!("[webhook] events: {m}"))),
                 }
             }
-            let verifier = resolve_secret(secret, config_dir)
+            let verifier = resolve_secret(secret, config_dir, b.checks, webhook_key_need(sig.get_ref()))
                 .and_then(|s| {
                     Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
                         |e| {

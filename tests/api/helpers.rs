@@ -64,7 +64,7 @@ pub fn write_mail_config(dir: &Path, erp: SocketAddr, smtp_port: u16, replace: &
     write_config_inner(dir, erp, replace, Some(smtp_port));
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();

@@ -24,3 +24,4 @@ mod separation;
 mod signatures;
 mod store;
 mod vendor_shapes;
+mod weak_secrets;
