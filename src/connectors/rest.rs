@@ -1085,6 +1085,8 @@ impl Push for RestPush {
             if let Some(path) = &op.reference {
                 receipt.reference = select_text(path, &response);
             }
+            // The summary goes into the audit trail: the receiver's answer, cut and scrubbed.
+            receipt.summary = super::scrub::excerpt(&receipt.summary, &self.shared.secrets);
             if !op.then.is_empty() {
                 if let Value::Object(m) = &mut ctx {
                     m.insert("reference".into(), receipt.reference.clone().map_or(Value::Null, Value::String));
