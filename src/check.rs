@@ -1,6 +1,8 @@
 //! Loading and checking every configuration file: `config/orderbridge.toml`,
 //! `config/rules.toml`, `connectors/*.toml`, `mappings/*.toml`. `orderbridge check`
-//! prints the diagnostics; `orderbridge run` refuses to start on the same ones.
+//! prints the diagnostics; `orderbridge run` refuses to start on the same ones. Weak
+//! secrets are judged by `crate::secrets` as each loader resolves them; the example
+//! configuration's note on what it accepted is returned with the loaded files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -269,9 +271,11 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
             rules.notify = Arc::new(notifications);
             rules.sla.calendar.tz = settings.presentation.time_zone;
             let mut accepted = settings.accepted_weak_secrets.clone();
-            accepted.extend(
-                registry.accepted_weak_secrets.iter().filter(|r| !accepted.contains(r)).cloned().collect::<Vec<_>>(),
-            );
+            for r in &registry.accepted_weak_secrets {
+                if !accepted.contains(r) {
+                    accepted.push(r.clone());
+                }
+            }
             let notes = settings.secret_policy.note(&accepted).into_iter().collect();
             Ok(Loaded { settings, registry, rules, templates, files: n + 2, notes })
         }
