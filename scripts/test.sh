@@ -40,7 +40,8 @@ DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example OR
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
 echo "== orderbridge check on the peer benchmark configuration (bench/peers)"
-BENCH_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw cargo run --locked -q -- check --config-dir bench/peers
+# A fresh secret, as scripts/bench-peers.sh makes for each run (published values are refused).
+BENCH_CRM_SECRET="whsec_$(openssl rand -base64 32)" cargo run --locked -q -- check --config-dir bench/peers
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
 cargo test --locked --doc

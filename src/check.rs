@@ -1,6 +1,8 @@
 //! Loading and checking every configuration file: `config/orderbridge.toml`,
 //! `config/rules.toml`, `connectors/*.toml`, `mappings/*.toml`. `orderbridge check`
-//! prints the diagnostics; `orderbridge run` refuses to start on the same ones.
+//! prints the diagnostics; `orderbridge run` refuses to start on the same ones. Weak
+//! secrets are judged by `crate::secrets` as each loader resolves them; the example
+//! configuration's note on what it accepted is returned with the loaded files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub struct Loaded {
     /// Mail templates; `None` when the configuration sends no mail and has none.
     pub templates: Option<Arc<Templates>>,
     pub files: usize,
+    /// Not problems, but worth saying (`check` prints them, `run` logs them): the
+    /// example configuration's note on the demo secrets it accepted.
+    pub notes: Vec<Diagnostic>,
 }
 
 pub fn rules_path(config_dir: &Path) -> std::path::PathBuf {
@@ -265,7 +270,14 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         (Some(settings), Some(mut rules), Some((registry, n)), Some((notifications, _))) if problems.is_empty() => {
             rules.notify = Arc::new(notifications);
             rules.sla.calendar.tz = settings.presentation.time_zone;
-            Ok(Loaded { settings, registry, rules, templates, files: n + 2 })
+            let mut accepted = settings.accepted_weak_secrets.clone();
+            for r in &registry.accepted_weak_secrets {
+                if !accepted.contains(r) {
+                    accepted.push(r.clone());
+                }
+            }
+            let notes = settings.secret_policy.note(&accepted).into_iter().collect();
+            Ok(Loaded { settings, registry, rules, templates, files: n + 2, notes })
         }
         _ => Err(problems),
     }
@@ -314,7 +326,10 @@ pub fn count_files(config_dir: &Path) -> usize {
 pub fn run_check(config_dir: &Path) -> i32 {
     let files = count_files(config_dir);
     match load_all(config_dir) {
-        Ok(_) => {
+        Ok(loaded) => {
+            for n in &loaded.notes {
+                println!("{n}");
+            }
             println!("{files} files checked, 0 problems");
             0
         }

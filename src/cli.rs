@@ -276,6 +276,9 @@ async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i3
         None => loaded.settings.log_format,
     };
     crate::telemetry::init(format, &loaded.settings.log_level);
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
     let app = crate::startup::Application::build(loaded).await?;
     app.run_until_stopped(crate::shutdown::signal()).await?;
     Ok(0)

@@ -37,11 +37,25 @@ impl Person {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     people: BTreeMap<String, Person>,
+    plus_aliases: PlusAliases,
+}
+
+/// Where `name+anything@domain` is the mailbox `name@domain` (plus addressing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PlusAliases {
+    /// At every domain (the default: most mail systems deliver plus addresses so).
+    #[default]
+    Everywhere,
+    /// Only at these domains (lower case); none: a `+` is part of the mailbox name.
+    Domains(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DirectoryFile {
+    /// Domains whose mail system delivers `name+tag@domain` to `name@domain`; `"*"`
+    /// (the default) for every domain, `[]` for none.
+    plus_alias_domains: Option<toml::Spanned<Vec<String>>>,
     #[serde(default)]
     person: Vec<toml::Spanned<PersonFile>>,
 }
@@ -125,6 +139,30 @@ impl Directory {
     pub fn parse(path: &Path, text: &str) -> Result<Directory, Vec<Diagnostic>> {
         let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
         let mut problems = Vec::new();
+        let plus_aliases = match &file.plus_alias_domains {
+            None => PlusAliases::Everywhere,
+            Some(list) if list.get_ref().iter().any(|d| d == "*") => PlusAliases::Everywhere,
+            Some(list) => {
+                let mut domains = Vec::new();
+                for d in list.get_ref() {
+                    let ok = d.contains('.')
+                        && !d.starts_with('.')
+                        && !d.ends_with('.')
+                        && !d.chars().any(|c| c == '@' || c.is_whitespace() || c.is_control());
+                    if ok {
+                        domains.push(d.to_lowercase());
+                    } else {
+                        problems.push(Diagnostic::at(
+                            path,
+                            text,
+                            Some(list.span()),
+                            format!("plus_alias_domains: `{d}` is not a mail domain (e.g. \"bank.example\") or \"*\""),
+                        ));
+                    }
+                }
+                PlusAliases::Domains(domains)
+            }
+        };
         let mut people = BTreeMap::new();
         let mut spans = BTreeMap::new();
         for p in file.person {
@@ -182,9 +220,19 @@ impl Directory {
                 bad(format!("person id `{}` is used twice", p.id));
             }
         }
-        let dir = Directory { people };
+        let dir = Directory { people, plus_aliases };
+        let mut mailboxes: BTreeMap<String, &str> = BTreeMap::new();
         for (id, person) in &dir.people {
             let at = |m: String| Diagnostic::at(path, text, spans.get(id).cloned(), m);
+            // One mailbox, one person: otherwise who owns an order would be ambiguous.
+            if let Some(other) = mailboxes.insert(dir.mailbox(person.email.as_str()), id) {
+                problems.push(at(format!(
+                    "person `{id}`: {} is the same mailbox as person `{other}`'s {} (addresses compare without case{})",
+                    person.email,
+                    dir.people[other].email,
+                    if dir.plus_aliases == PlusAliases::Domains(Vec::new()) { "" } else { " and +alias" }
+                )));
+            }
             if let Some(d) = &person.delegate {
                 if !dir.people.contains_key(d) {
                     problems.push(at(format!("person `{id}`: delegate `{d}` is not in the directory")));
@@ -212,8 +260,31 @@ impl Directory {
         self.people.get(id)
     }
 
+    /// The mailbox an address delivers to, for comparing addresses: lower case, and
+    /// without a `+tag` where `plus_alias_domains` says the domain strips it
+    /// (`Li.Na+deals@Bank.Example` → `li.na@bank.example`).
+    pub fn mailbox(&self, email: &str) -> String {
+        let t = email.trim().to_lowercase();
+        let Some((local, domain)) = t.rsplit_once('@') else { return t };
+        let strips = match &self.plus_aliases {
+            PlusAliases::Everywhere => true,
+            PlusAliases::Domains(ds) => ds.iter().any(|d| d == domain),
+        };
+        match local.split_once('+') {
+            Some((name, _tag)) if strips && !name.is_empty() => format!("{name}@{domain}"),
+            _ => t,
+        }
+    }
+
+    /// Whether two addresses are one mailbox (see `mailbox`).
+    pub fn same_mailbox(&self, a: &str, b: &str) -> bool {
+        self.mailbox(a) == self.mailbox(b)
+    }
+
+    /// The person whose address is the same mailbox as `email`.
     pub fn by_email(&self, email: &str) -> Option<&Person> {
-        self.people.values().find(|p| p.email.as_str().eq_ignore_ascii_case(email))
+        let wanted = self.mailbox(email);
+        self.people.values().find(|p| self.mailbox(p.email.as_str()) == wanted)
     }
 
     /// Everyone holding `role`, in id order.
@@ -283,6 +354,21 @@ digest_every = "4h"
         assert_eq!(d.with_role("sales").count(), 2);
         assert_eq!(d.by_email("LI.NA@bank.example").unwrap().name, "李娜");
         assert_eq!(d.person("wang.fang").unwrap().digest_every, Some(Duration::from_secs(4 * 3600)));
+    }
+
+    #[test]
+    fn one_mailbox_is_one_person_and_plus_alias_domains_are_checked() {
+        let d = Directory::parse(Path::new("directory.toml"), TEXT).unwrap();
+        assert_eq!(d.by_email("Li.Na+deals@Bank.Example").unwrap().id, "li.na");
+        let twice = format!("{TEXT}\n[[person]]\nid = \"l2\"\nname = \"L\"\nemail = \"li.na+2@bank.example\"\n");
+        let errs = Directory::parse(Path::new("d.toml"), &twice).unwrap_err();
+        let m = &errs[0].message;
+        assert!(m.contains("is the same mailbox as person") && m.contains("li.na") && m.contains("l2"), "{m}");
+        let errs = Directory::parse(Path::new("d.toml"), "plus_alias_domains = [\"bank example\"]\n").unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "d.toml:1:22: plus_alias_domains: `bank example` is not a mail domain (e.g. \"bank.example\") or \"*\""
+        );
     }
 
     #[test]

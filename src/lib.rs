@@ -10,7 +10,8 @@
 //! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
 //!   showing values to people, the people we write to.
 //! - `http`: webhooks, admin API, health, metrics (axum).
-//! - `settings`, `check`, `diagnostics`: configuration loading and validation.
+//! - `settings`, `check`, `diagnostics`, `secrets`: configuration loading and validation
+//!   (`secrets`: what a secret must be: not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
@@ -36,6 +37,7 @@ pub mod orders;
 pub mod panics;
 pub mod rules_diff;
 pub mod schedule;
+pub mod secrets;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;

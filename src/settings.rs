@@ -23,6 +23,11 @@ pub const ENV_PREFIX: &str = "ORDERBRIDGE";
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
+    /// Marks the repository's example configuration: its published demo secrets
+    /// (README quick start, scripts) and short ones are accepted, with one note,
+    /// while the daemon listens on loopback. Never set it in a deployment.
+    #[serde(default)]
+    pub example: bool,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -336,6 +341,10 @@ pub struct Settings {
     /// `None` when no link secret is configured (mail then carries no links).
     pub links: Option<LinkSettings>,
     pub scheduler_sweep_interval: Duration,
+    /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
+    pub secret_policy: crate::secrets::Policy,
+    /// Secret references accepted only because this is the example configuration.
+    pub accepted_weak_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,6 +454,8 @@ impl RawSettings {
                 None
             }
         };
+        let secret_policy = secret_policy(self.example, host, path, text);
+        let mut checks = crate::secrets::Checks::new(&secret_policy);
         let admin_token = match self.server.admin_token.as_deref().map(SecretRef::parse) {
             None => None,
             Some(Err(e)) => {
@@ -452,7 +463,20 @@ impl RawSettings {
                 None
             }
             Some(Ok(r)) => match r.resolve(config_dir) {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    let value = secrecy::ExposeSecret::expose_secret(&s);
+                    let need = crate::secrets::Need {
+                        len: value.len(),
+                        min: crate::secrets::MIN_ADMIN_TOKEN,
+                        what: "an admin token",
+                    };
+                    // Offline commands (`strict = false`) need no secrets: nothing to judge.
+                    let reference = self.server.admin_token.as_deref().unwrap_or_default();
+                    if strict && let Err(m) = checks.judge(reference, value, Some(need)) {
+                        bad(&["server", "admin_token"], m);
+                    }
+                    Some(s)
+                }
                 Err(_) if !strict => None,
                 Err(e) => {
                     bad(&["server", "admin_token"], e);
@@ -581,7 +605,14 @@ impl RawSettings {
                 let credentials = match (&m.username, &m.password) {
                     (None, None) => None,
                     (Some(u), Some(p)) => match resolve(p) {
-                        Ok(Some(p)) => Some((u.clone(), p)),
+                        Ok(Some(secret)) => {
+                            if strict
+                                && let Err(m) = checks.judge(p, secrecy::ExposeSecret::expose_secret(&secret), None)
+                            {
+                                bad(&["smtp", "password"], m);
+                            }
+                            Some((u.clone(), secret))
+                        }
                         Ok(None) => None,
                         Err(e) => {
                             bad(&["smtp", "password"], e);
@@ -642,8 +673,19 @@ impl RawSettings {
         for (i, r) in l.secret.iter().chain(l.previous_secrets.iter()).enumerate() {
             let key: &[&str] = if i == 0 { &["links", "secret"] } else { &["links", "previous_secrets"] };
             match resolve(r) {
-                Ok(Some(k)) if secrecy::ExposeSecret::expose_secret(&k).len() >= 32 => keys.push(k),
-                Ok(Some(_)) => bad(key, "a link key must be at least 32 bytes (e.g. `openssl rand -hex 32`)".into()),
+                Ok(Some(k)) => {
+                    let v = secrecy::ExposeSecret::expose_secret(&k);
+                    // Empty, placeholder or published first (they say more); then the
+                    // length, which even the example must meet.
+                    let judged = if strict { checks.judge(r, v, None) } else { Ok(()) };
+                    match judged {
+                        Err(m) => bad(key, m),
+                        Ok(()) if v.len() < crate::secrets::MIN_HMAC_KEY => {
+                            bad(key, "a link key must be at least 32 bytes (e.g. `openssl rand -hex 32`)".into())
+                        }
+                        Ok(()) => keys.push(k),
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => bad(key, e),
             }
@@ -657,6 +699,7 @@ impl RawSettings {
         }
         let links =
             (!keys.is_empty()).then(|| LinkSettings { keys, ttl: hours.map(|h| Duration::from_secs(h * 3600)) });
+        let accepted_weak_secrets = checks.accepted;
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -692,7 +735,44 @@ impl RawSettings {
             smtp,
             links,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
+            secret_policy,
+            accepted_weak_secrets,
         })
+    }
+}
+
+/// How weak secrets are judged: `example = true` counts only while the daemon listens
+/// on a loopback address (the example's published secrets must never face a network).
+fn secret_policy(example: bool, host: Option<IpAddr>, path: &Path, text: &str) -> crate::secrets::Policy {
+    let on_loopback = host.is_some_and(|h| h.is_loopback());
+    let at = match locate(text, &["example"]) {
+        Some(span) => Diagnostic::at(path, text, Some(span), ""),
+        None => Diagnostic::file(Path::new(&format!("env {ENV_PREFIX}__EXAMPLE")), ""),
+    };
+    crate::secrets::Policy {
+        example: (example && on_loopback).then_some(at),
+        example_off_loopback: example && !on_loopback,
+    }
+}
+
+impl Settings {
+    /// The secret policy of the configuration in `config_dir`, read from its
+    /// `example` and `server.host` (file and environment) without the rest of the
+    /// settings, for loaders that must judge secrets even when the settings have
+    /// problems of their own.
+    pub fn secret_policy(config_dir: &Path) -> crate::secrets::Policy {
+        let path = Settings::file_path(config_dir);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        let env = |k: &str| std::env::var(format!("{ENV_PREFIX}__{k}")).ok();
+        let example = match env("EXAMPLE") {
+            Some(v) => v.trim().eq_ignore_ascii_case("true"),
+            None => table.get("example").and_then(toml::Value::as_bool).unwrap_or(false),
+        };
+        let host = env("SERVER__HOST")
+            .or_else(|| table.get("server")?.get("host")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| RawServer::default().host);
+        secret_policy(example, host.parse().ok(), &path, &text)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod oauth2;
 pub mod odoo;
 pub mod presets;
 pub mod rest;
+pub mod scrub;
 pub mod signature;
 
 use std::collections::BTreeMap;
@@ -225,6 +226,8 @@ pub struct Webhook {
     pub verifier: signature::Verifier,
     /// Orders arrive at `/webhooks/<id>` through it; `None`: events only.
     pub mapping: Option<Arc<Mapping>>,
+    /// Event types it may report at `/webhooks/<id>/events` (`[webhook] events`).
+    pub events: Vec<crate::engine::reporting::Reported>,
 }
 
 /// All connectors and mappings, loaded and cross-checked.
@@ -234,6 +237,8 @@ pub struct Registry {
     pub mappings: BTreeMap<String, Arc<Mapping>>,
     /// Outbound mappings (request bodies), by name.
     pub outbound: BTreeMap<String, Arc<OutboundMapping>>,
+    /// Secret references accepted only because this is the example configuration.
+    pub accepted_weak_secrets: Vec<String>,
 }
 
 impl Registry {
@@ -258,12 +263,22 @@ impl Registry {
         id.parse::<ConnectorId>().ok().and_then(|id| self.connectors.get(&id))
     }
 
-    /// Loads `connectors/*.toml` and `mappings/*.toml` under `config_dir`.
+    /// Loads `connectors/*.toml` and `mappings/*.toml` under `config_dir`, judging
+    /// secrets by the configuration's own policy (`Settings::secret_policy`).
     ///
     /// # Errors
     /// Every problem in every file, located; and cross-file problems (a mapping for
     /// an unknown connector, a webhook naming an unknown mapping).
     pub fn load(config_dir: &Path) -> Result<(Registry, usize), Vec<Diagnostic>> {
+        Registry::load_with(config_dir, &crate::settings::Settings::secret_policy(config_dir))
+    }
+
+    /// `load`, judging secrets by `policy`.
+    ///
+    /// # Errors
+    /// As `load`.
+    pub fn load_with(config_dir: &Path, policy: &crate::secrets::Policy) -> Result<(Registry, usize), Vec<Diagnostic>> {
+        let mut checks = crate::secrets::Checks::new(policy);
         let mut problems = Vec::new();
         let mut files = 0;
         let mut mappings = BTreeMap::new();
@@ -355,7 +370,7 @@ impl Registry {
             };
             let built = match kind.as_str() {
                 "odoo" => match toml::from_str::<odoo::Config>(&text) {
-                    Ok(cfg) => cfg.build(&id, config_dir, &mappings, &outbound),
+                    Ok(cfg) => cfg.build(&id, config_dir, &mappings, &outbound, &mut checks),
                     Err(e) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
                 },
                 k => match (KINDS.iter().find(|x| **x == k), toml::from_str::<rest::Config>(&text)) {
@@ -364,9 +379,14 @@ impl Registry {
                         format!("unknown connector kind `{k}` (one of: {})", KINDS.join(", ")),
                     )]),
                     (Some(_), Err(e)) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
-                    (Some(kind), Ok(cfg)) => {
-                        cfg.with_preset(presets::preset(kind)).build(&id, kind, config_dir, &mappings, &outbound)
-                    }
+                    (Some(kind), Ok(cfg)) => cfg.with_preset(presets::preset(kind)).build(
+                        &id,
+                        kind,
+                        config_dir,
+                        &mappings,
+                        &outbound,
+                        &mut checks,
+                    ),
                 },
             };
             match built {
@@ -425,24 +445,20 @@ impl Registry {
             }
         }
 
-        if problems.is_empty() { Ok((Registry { connectors, mappings, outbound }, files)) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok((Registry { connectors, mappings, outbound, accepted_weak_secrets: checks.accepted }, files))
+        } else {
+            Err(problems)
+        }
     }
 }
 
 impl ConnectorError {
-    /// The same error with every secret value in its message replaced by `[redacted]`
-    /// (a receiver may echo our credentials back in its error body).
+    /// The same error with every secret value in its message, and anything shaped like
+    /// a credential, replaced by `[redacted]` (a receiver may echo our credentials back
+    /// in its error body), and the message cut to `scrub::MESSAGE_CHARS`.
     pub fn scrubbed(self, secrets: &[secrecy::SecretString]) -> Self {
-        use secrecy::ExposeSecret as _;
-        let clean = |mut m: String| {
-            for s in secrets {
-                let s = s.expose_secret();
-                if s.len() >= 4 {
-                    m = m.replace(s, "[redacted]");
-                }
-            }
-            m
-        };
+        let clean = |m: String| scrub::cut(&scrub::scrub(&m, secrets), scrub::MESSAGE_CHARS);
         match self {
             ConnectorError::Retryable { message, retry_after } => {
                 ConnectorError::Retryable { message: clean(message), retry_after }
@@ -453,12 +469,20 @@ impl ConnectorError {
     }
 }
 
-/// A secret reference in a connector file, resolved, with a located error.
+/// A secret reference in a connector file, resolved and judged (`crate::secrets`:
+/// not empty, not published, at least `need` long), with a located error.
 pub(crate) fn resolve_secret(
     value: &toml::Spanned<String>,
     config_dir: &Path,
+    checks: &mut crate::secrets::Checks<'_>,
+    need: impl FnOnce(&str) -> Option<crate::secrets::Need>,
 ) -> Result<secrecy::SecretString, (Option<std::ops::Range<usize>>, String)> {
-    SecretRef::parse(value.get_ref()).and_then(|r| r.resolve(config_dir)).map_err(|e| (Some(value.span()), e))
+    use secrecy::ExposeSecret as _;
+    let at = || Some(value.span());
+    let secret = SecretRef::parse(value.get_ref()).and_then(|r| r.resolve(config_dir)).map_err(|e| (at(), e))?;
+    let plain = secret.expose_secret();
+    checks.judge(value.get_ref(), plain, need(plain)).map_err(|e| (at(), e))?;
+    Ok(secret)
 }
 
 fn stem(path: &Path) -> String {

@@ -124,17 +124,18 @@ impl ClientCredentials {
         let text = resp.text().await.unwrap_or_default();
         if !(200..300).contains(&status) {
             // Token endpoints answer {"error", "error_description"}; one that echoes the
-            // request would show our credentials, so they are scrubbed.
-            let message = format!("token endpoint HTTP {status}: {}", text.chars().take(300).collect::<String>());
+            // request would show our credentials, so they are scrubbed (before the cut).
+            use base64::Engine as _;
+            let pair = format!("{}:{}", self.client_id, self.client_secret.expose_secret());
+            let basic = SecretString::from(base64::engine::general_purpose::STANDARD.encode(pair));
+            let secrets = [self.client_secret.clone(), basic];
+            let message = format!("token endpoint HTTP {status}: {}", super::scrub::excerpt(&text, &secrets));
             let err = if status >= 500 || status == 429 {
                 ConnectorError::Retryable { message, retry_after }
             } else {
                 ConnectorError::Auth { message }
             };
-            use base64::Engine as _;
-            let pair = format!("{}:{}", self.client_id, self.client_secret.expose_secret());
-            let basic = SecretString::from(base64::engine::general_purpose::STANDARD.encode(pair));
-            return Err(err.scrubbed(&[self.client_secret.clone(), basic]));
+            return Err(err.scrubbed(&secrets));
         }
         let parsed: TokenResponse = serde_json::from_str(&text).map_err(|_| ConnectorError::Auth {
             message: format!("token endpoint HTTP {status}: the answer has no access_token"),

@@ -125,7 +125,7 @@ impl Rpc {
             .send()
             .await
             .map_err(|e| ConnectorError::Retryable { message: describe(&e.without_url()), retry_after: None })?;
-        let receipt = classify(resp).await.map_err(|e| e.scrubbed(std::slice::from_ref(&self.key)))?;
+        let receipt = classify(resp, std::slice::from_ref(&self.key)).await?;
         let body: Value = serde_json::from_str(&receipt.summary).map_err(|e| ConnectorError::Retryable {
             message: format!("Odoo answered something that is not JSON-RPC: {e}"),
             retry_after: None,
@@ -137,6 +137,7 @@ impl Rpc {
                 .or_else(|| err.get("message"))
                 .and_then(Value::as_str)
                 .unwrap_or("unknown error");
+            let text = super::scrub::excerpt(text, std::slice::from_ref(&self.key));
             let message = format!("Odoo {}: {text}", if name.is_empty() { "error" } else { name });
             return Err(match name.rsplit('.').next().unwrap_or_default() {
                 "AccessDenied" | "AccessError" => ConnectorError::Auth { message },
@@ -202,6 +203,7 @@ impl Config {
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
         outbound: &BTreeMap<String, Arc<OutboundMapping>>,
+        checks: &mut crate::secrets::Checks<'_>,
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
         let mut problems: Problems = Vec::new();
@@ -214,7 +216,7 @@ impl Config {
                 None
             }
         };
-        let key = resolve_secret(&self.api_key, config_dir).map_err(|p| problems.push(p)).ok();
+        let key = resolve_secret(&self.api_key, config_dir, checks, |_| None).map_err(|p| problems.push(p)).ok();
         let mut operations = BTreeMap::new();
         for (name, op) in self.operations {
             let span = op.span();
@@ -270,8 +272,11 @@ impl Config {
         if self.timeout_secs == 0 || self.max_concurrency == 0 {
             problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
         }
+        // Redirects are not followed (a 3xx is a permanent error): the API key stays
+        // with the configured URL.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(self.timeout_secs.max(1)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;

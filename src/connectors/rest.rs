@@ -24,6 +24,7 @@ use super::{
     resolve_secret, watermark_max,
 };
 use crate::domain::ConnectorId;
+use crate::engine::reporting::Reported;
 use crate::mapping::Mapping;
 use crate::mapping::outbound::{Body, OutboundMapping, Snippets};
 
@@ -224,6 +225,9 @@ pub struct WebhookFile {
     /// The public base URL the sender calls (only `hubspot_v3` signs the URL), e.g.
     /// `https://hooks.bank.example` behind a reverse proxy.
     pub public_url: Option<String>,
+    /// Event types this connector may report at `POST /webhooks/<id>/events`
+    /// (`task.completed`, `delivery.recorded`, `payment.received`); default none.
+    pub events: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Fills what `self` leaves out from a preset.
@@ -289,7 +293,7 @@ impl Fill for OperationFile {
 
 impl Fill for WebhookFile {
     fn fill(&mut self, p: Self) {
-        fill_options!(self, p; signature, secret, tolerance_secs, mapping, public_url);
+        fill_options!(self, p; signature, secret, tolerance_secs, mapping, public_url, events);
     }
 }
 
@@ -371,9 +375,11 @@ pub struct RestPush {
 type Outbounds = BTreeMap<String, Arc<OutboundMapping>>;
 
 /// Validation context of one connector file.
-struct Builder<'a> {
+struct Builder<'a, 'p> {
     /// Every secret value the file resolved, scrubbed from error messages.
     secrets: Vec<SecretString>,
+    /// Judges each secret (not empty, not published, long enough).
+    checks: &'a mut crate::secrets::Checks<'p>,
     config_dir: &'a Path,
     mappings: &'a BTreeMap<String, Arc<Mapping>>,
     outbound: &'a Outbounds,
@@ -382,7 +388,7 @@ struct Builder<'a> {
     values: Snippets,
 }
 
-impl Builder<'_> {
+impl Builder<'_, '_> {
     fn inbound(&mut self, name: &Spanned<String>) -> Option<Arc<Mapping>> {
         let m = self.mappings.get(name.get_ref()).cloned();
         if m.is_none() {
@@ -452,7 +458,7 @@ impl Builder<'_> {
                 self.problems.push((Some(span.clone()), format!("auth kind {kind} needs `{what}`")));
                 None
             }
-            Some(v) => resolve_secret(v, self.config_dir)
+            Some(v) => resolve_secret(v, self.config_dir, self.checks, |_| None)
                 .map_err(|p| self.problems.push(p))
                 .ok()
                 .inspect(|s| self.secrets.push(s.clone())),
@@ -557,7 +563,7 @@ impl Builder<'_> {
             let text = value.get_ref();
             let secret = text.starts_with("${") || text.starts_with("file:");
             let resolved = if secret {
-                match resolve_secret(&value, self.config_dir) {
+                match resolve_secret(&value, self.config_dir, self.checks, |_| None) {
                     Ok(s) => {
                         self.secrets.push(s.clone());
                         s.expose_secret().to_owned()
@@ -766,6 +772,27 @@ impl Builder<'_> {
     }
 }
 
+/// How long a webhook signing key must be: a Standard Webhooks key after `whsec_`
+/// and base64, any other scheme's key as written (`crate::secrets`).
+fn webhook_key_need(scheme: &str) -> impl FnOnce(&str) -> Option<crate::secrets::Need> + '_ {
+    use crate::secrets::{MIN_HMAC_KEY, MIN_STANDARD_WEBHOOKS_KEY, Need};
+    use base64::Engine as _;
+    move |plain| {
+        if scheme == "standard_webhooks" {
+            let b64 = plain.strip_prefix("whsec_").unwrap_or(plain);
+            // Malformed base64 is the verifier's to report.
+            let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            Some(Need {
+                len: key.len(),
+                min: MIN_STANDARD_WEBHOOKS_KEY,
+                what: "a Standard Webhooks key (after whsec_, decoded)",
+            })
+        } else {
+            Some(Need { len: plain.len(), min: MIN_HMAC_KEY, what: "a webhook signing key" })
+        }
+    }
+}
+
 /// `{order_id}` and `{external_id}` (the first path syntax) as templates.
 fn legacy_placeholders(path: &str) -> String {
     if path.contains("{{") {
@@ -783,13 +810,17 @@ impl Config {
         config_dir: &Path,
         mappings: &BTreeMap<String, Arc<Mapping>>,
         outbound: &Outbounds,
+        checks: &mut crate::secrets::Checks<'_>,
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
         let timeout = self.timeout_secs.unwrap_or(10);
         let concurrency = self.max_concurrency.unwrap_or(8);
+        // Redirects are never followed: reqwest would carry API-key headers to
+        // whatever host a Location names. A 3xx is a permanent error instead.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(timeout.max(1)))
             .connect_timeout(Duration::from_secs(timeout.clamp(1, 10)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
@@ -797,6 +828,7 @@ impl Config {
         let no_lookups = Arc::new(BTreeMap::new());
         let mut b = Builder {
             secrets: Vec::new(),
+            checks,
             config_dir,
             mappings,
             outbound,
@@ -820,7 +852,17 @@ impl Config {
                 Some(m) => Some(b.inbound(m)?),
                 None => None,
             };
-            let verifier = resolve_secret(secret, config_dir)
+            let mut events = Vec::new();
+            for e in w.events.iter().flat_map(|e| e.get_ref()) {
+                match e.get_ref().parse::<Reported>() {
+                    Ok(r) if events.contains(&r) => {
+                        b.problems.push((Some(e.span()), format!("[webhook] events: `{r}` is listed twice")))
+                    }
+                    Ok(r) => events.push(r),
+                    Err(m) => b.problems.push((Some(e.span()), format!("[webhook] events: {m}"))),
+                }
+            }
+            let verifier = resolve_secret(secret, config_dir, b.checks, webhook_key_need(sig.get_ref()))
                 .and_then(|s| {
                     Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
                         |e| {
@@ -832,7 +874,7 @@ impl Config {
                 })
                 .map_err(|p| b.problems.push(p))
                 .ok();
-            Some(Webhook { verifier: verifier?, mapping })
+            Some(Webhook { verifier: verifier?, mapping, events })
         });
 
         let mut operations = BTreeMap::new();
@@ -908,6 +950,15 @@ impl Config {
 impl Shared {
     fn url(&self, path_template: &str, ctx: &Value) -> Result<Url, ConnectorError> {
         let path = self.paths.render(path_template, ctx).map_err(|message| ConnectorError::Permanent { message })?;
+        // The URL standard resolves `.` and `..` segments, even percent-encoded ones
+        // (`%2E%2E`): a value such as an external id must never rewrite the path.
+        if let Some(seg) = dot_segment(&path) {
+            return Err(ConnectorError::Permanent {
+                message: format!(
+                    "the path {path} has a `{seg}` segment, which would change where the call goes; refused (a value filled into a path cannot be `.` or `..`)"
+                ),
+            });
+        }
         Url::parse(&join(&self.base, &path)).map_err(|e| ConnectorError::Permanent { message: format!("{path}: {e}") })
     }
 
@@ -938,7 +989,7 @@ impl Shared {
             cc.invalidate().await;
         }
         let headers = resp.headers().clone();
-        classify(resp).await.map(|r| (r, headers)).map_err(|e| e.scrubbed(&self.secrets))
+        classify(resp, &self.secrets).await.map(|r| (r, headers))
     }
 }
 
@@ -1034,6 +1085,8 @@ impl Push for RestPush {
             if let Some(path) = &op.reference {
                 receipt.reference = select_text(path, &response);
             }
+            // The summary goes into the audit trail: the receiver's answer, cut and scrubbed.
+            receipt.summary = super::scrub::excerpt(&receipt.summary, &self.shared.secrets);
             if !op.then.is_empty() {
                 if let Value::Object(m) = &mut ctx {
                     m.insert("reference".into(), receipt.reference.clone().map_or(Value::Null, Value::String));
@@ -1071,7 +1124,49 @@ fn join(base: &Url, path: &str) -> String {
     format!("{}{}", base.as_str().trim_end_matches('/'), path)
 }
 
+/// The URL of the next page a `Link` header names, resolved against the page's own
+/// URL; only on the connector's own scheme, host and port (`base`), the only place its
+/// credentials go.
+fn next_page(base: &Url, page: &Url, link: &str) -> Result<Url, ConnectorError> {
+    let next = page.join(link).map_err(|e| ConnectorError::Permanent { message: format!("next link: {e}") })?;
+    if next.origin() != base.origin() {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "the next page link points to {}, not to this connector's {}; paging stopped (credentials go only to base_url's scheme, host and port)",
+                origin_text(&next),
+                origin_text(base)
+            ),
+        });
+    }
+    Ok(next)
+}
+
+/// `scheme://host:port` of a URL (never its path or query, which may carry tokens).
+fn origin_text(u: &Url) -> String {
+    let host = u.host_str().unwrap_or("?");
+    match u.port_or_known_default() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    }
+}
+
+/// The first segment of `path` (before any query) that the URL standard treats as
+/// `.` or `..`, percent-encoded or not.
+fn dot_segment(path: &str) -> Option<&str> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.split('/').find(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
+/// One URL path segment: everything but unreserved characters is percent-encoded
+/// (so `/`, `?`, `#` and `%` cannot end the segment), and a segment that is exactly
+/// `.` or `..` has its dots encoded too.
 pub(crate) fn encode_segment(s: &str) -> String {
+    if s == "." || s == ".." {
+        return "%2E".repeat(s.len());
+    }
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -1129,22 +1224,40 @@ async fn read_bounded(mut resp: reqwest::Response) -> Result<String, ConnectorEr
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Maps a response to success or to what the dispatcher should do next.
-pub async fn classify(resp: reqwest::Response) -> Result<Receipt, ConnectorError> {
+/// Maps a response to success or to what the dispatcher should do next. An error
+/// quotes at most `scrub::EXCERPT_CHARS` of the body, without `secrets` and without
+/// anything shaped like a credential (it reaches logs, the audit and dead letters).
+pub async fn classify(resp: reqwest::Response, secrets: &[SecretString]) -> Result<Receipt, ConnectorError> {
     let status = resp.status();
     let retry_after = retry_after(resp.headers());
+    // Where a redirect points: its scheme, host and port only.
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .map(|u| origin_text(&u));
     let body = read_bounded(resp).await?;
     if status.is_success() {
         // Kept whole (bounded by the client's limits) so references and pages parse.
         return Ok(Receipt { status: status.as_u16(), summary: body, reference: None });
     }
-    let snippet: String = body.chars().take(2000).collect();
-    let message = format!("HTTP {}: {}", status.as_u16(), snippet.trim());
-    match status.as_u16() {
-        401 | 403 => Err(ConnectorError::Auth { message }),
-        408 | 425 | 429 | 500..=599 => Err(ConnectorError::Retryable { message, retry_after }),
-        _ => Err(ConnectorError::Permanent { message }),
+    if status.is_redirection() {
+        let to = location.map_or_else(|| "no Location".to_owned(), |l| format!("Location on {l}"));
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "HTTP {}: a redirect ({to}) is not followed, so credentials never go to another address; set base_url to where the system answers",
+                status.as_u16()
+            ),
+        });
     }
+    let message = format!("HTTP {}: {}", status.as_u16(), super::scrub::excerpt(&body, secrets));
+    let e = match status.as_u16() {
+        401 | 403 => ConnectorError::Auth { message },
+        408 | 425 | 429 | 500..=599 => ConnectorError::Retryable { message, retry_after },
+        _ => ConnectorError::Permanent { message },
+    };
+    Err(e.scrubbed(secrets))
 }
 
 enum Paging {
@@ -1213,9 +1326,8 @@ impl RestPoll {
         let p = &self.plan;
         let ctx = self.context(state);
         let url = match (&p.paging, &state.next_url) {
-            (Paging::Link, Some(url)) => {
-                Url::parse(url).map_err(|e| ConnectorError::Permanent { message: format!("next link: {e}") })?
-            }
+            // Checked again here: a state stored by an earlier version may hold any URL.
+            (Paging::Link, Some(url)) => next_page(&s.base, &s.base, url)?,
             _ => {
                 let mut url = s.url(&p.path, &ctx)?;
                 let mut pairs = Vec::new();
@@ -1231,6 +1343,7 @@ impl RestPoll {
                 url
             }
         };
+        let page_url = url.clone();
         let mut req = s.request(p.method.clone(), url).await?;
         for (h, t) in &p.headers {
             let v = s.value(t, &ctx)?;
@@ -1288,7 +1401,13 @@ impl RestPoll {
                     .filter(|_| more)
                     .map(|c| PollState { cursor: Some(c), ..Default::default() })
             }
-            Paging::Link => link_next.map(|u| PollState { next_url: Some(u), ..Default::default() }),
+            Paging::Link => match link_next {
+                Some(u) => Some(PollState {
+                    next_url: Some(next_page(&s.base, &page_url, &u)?.to_string()),
+                    ..Default::default()
+                }),
+                None => None,
+            },
         };
         let (next, more) = state.advance(page_max, records.len(), next, p.max_run_records);
         Ok(Page { records, numbers, next, more })
@@ -1328,6 +1447,59 @@ impl Health for RestHealth {
             let (r, _) = s.send(s.request(reqwest::Method::GET, url).await?).await?;
             Ok(format!("GET {} answered {}", self.path, r.status))
         })
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn a_value_stays_one_path_segment() {
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("."), "%2E");
+        assert_eq!(encode_segment("a/../b?c#d%"), "a%2F..%2Fb%3Fc%23d%25");
+        assert_eq!(encode_segment("v1.2"), "v1.2", "dots inside a segment are plain");
+        assert_eq!(encode_segment("订单"), "%E8%AE%A2%E5%8D%95");
+    }
+
+    #[test]
+    fn dot_segments_are_found_even_when_encoded() {
+        assert_eq!(dot_segment("/orders/%2E%2E/confirm"), Some("%2E%2E"));
+        assert_eq!(dot_segment("/orders/%2e./x"), Some("%2e."));
+        assert_eq!(dot_segment("/orders/./x"), Some("."));
+        assert_eq!(dot_segment("/orders/SO-1/confirm?next=.."), None, "the query is not the path");
+        assert_eq!(dot_segment("/orders/v1.2/...x"), None);
+        // What the URL standard would do with one: drop a segment.
+        let u = Url::parse("http://erp.example/api/orders/%2E%2E/confirm").unwrap();
+        assert_eq!(u.path(), "/api/confirm");
+    }
+
+    #[test]
+    fn next_page_links_stay_on_the_connectors_own_origin() {
+        let base = Url::parse("https://crm.bank.example/api").unwrap();
+        let page = Url::parse("https://crm.bank.example/api/deals?page=1").unwrap();
+        let same = next_page(&base, &page, "https://crm.bank.example/api/deals?page=2").unwrap();
+        assert_eq!(same.as_str(), "https://crm.bank.example/api/deals?page=2");
+        assert_eq!(
+            next_page(&base, &page, "/api/deals?page=3").unwrap().as_str(),
+            "https://crm.bank.example/api/deals?page=3"
+        );
+        assert!(next_page(&base, &page, "https://crm.bank.example:443/x").is_ok(), "the default port is the same port");
+        for elsewhere in [
+            "https://evil.example/api/deals?page=2",
+            "http://crm.bank.example/api/deals?page=2",
+            "https://crm.bank.example:8443/api/deals",
+            "//evil.example/steal",
+        ] {
+            let e = next_page(&base, &page, elsewhere).unwrap_err();
+            let ConnectorError::Permanent { message } = &e else { panic!("{e:?}") };
+            assert!(
+                message.contains("paging stopped") && message.contains("https://crm.bank.example:443"),
+                "{message}"
+            );
+            assert!(!message.contains("steal") && !message.contains("page=2"), "no path or query: {message}");
+        }
     }
 }
 

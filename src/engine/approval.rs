@@ -215,7 +215,7 @@ impl ApprovalProgress {
         today: NaiveDate,
     ) -> Result<Standing, Refusal> {
         let person = directory.person(person_id).ok_or_else(|| Refusal::UnknownPerson(person_id.to_owned()))?;
-        if is_sales_owner(person, order) {
+        if is_sales_owner(directory, person, order) {
             return Err(Refusal::OwnOrder(person.name.clone()));
         }
         if let Some(g) = self.given.iter().find(|g| g.person == person.id) {
@@ -231,7 +231,7 @@ impl ApprovalProgress {
                 if holder.id != person.id
                     && holder.is_absent_on(today)
                     && directory.standing_in(holder, today).id == person.id
-                    && !is_sales_owner(holder, order)
+                    && !is_sales_owner(directory, holder, order)
                 {
                     return Ok(Standing { role: role.clone(), on_behalf_of: Some(holder.id.clone()) });
                 }
@@ -255,7 +255,7 @@ impl ApprovalProgress {
             for holder in directory.with_role(&role) {
                 let p = directory.standing_in(holder, today);
                 let done = self.given.iter().any(|g| g.person == p.id);
-                if !done && !is_sales_owner(p, order) && !out.iter().any(|o| o.id == p.id) {
+                if !done && !is_sales_owner(directory, p, order) && !out.iter().any(|o| o.id == p.id) {
                     out.push(p);
                 }
             }
@@ -264,8 +264,10 @@ impl ApprovalProgress {
     }
 }
 
-fn is_sales_owner(p: &Person, order: &Order) -> bool {
-    order.sales_owner.as_ref().is_some_and(|e| e.as_str().eq_ignore_ascii_case(p.email.as_str()))
+/// Segregation of duties compares mailboxes, not text: `Li.Na+x@bank.example` is
+/// li.na's own order (see `Directory::mailbox`).
+fn is_sales_owner(directory: &Directory, p: &Person, order: &Order) -> bool {
+    order.sales_owner.as_ref().is_some_and(|e| directory.same_mailbox(e.as_str(), p.email.as_str()))
 }
 
 /// Fields whose change voids the approvals given (and starts a new round).
@@ -357,6 +359,32 @@ roles = ["compliance_officer"]
         let approvers: Vec<&str> =
             progress().approvers(&d, &order(), 1, day("2026-11-30")).iter().map(|p| p.id.as_str()).collect();
         assert_eq!(approvers, ["wang.fang"], "li.na holds the role but owns the order");
+    }
+
+    #[test]
+    fn the_sales_owner_is_recognised_by_mailbox_not_by_text() {
+        let owned_by = |owner: &str| {
+            let mut o = order();
+            o.sales_owner = Some(owner.parse().unwrap());
+            o
+        };
+        let today = day("2026-11-30");
+        for alias in ["LI.NA@BANK.EXAMPLE", "li.na+deals@bank.example", "Li.Na+x+y@Bank.Example"] {
+            let e = progress().standing(&dir(), &owned_by(alias), "li.na", 1, today).unwrap_err();
+            assert!(matches!(e, Refusal::OwnOrder(_)), "{alias}: {e}");
+            let d = dir();
+            let approvers: Vec<&str> =
+                progress().approvers(&d, &owned_by(alias), 1, today).iter().map(|p| p.id.as_str()).collect();
+            assert_eq!(approvers, ["wang.fang"], "{alias}");
+        }
+        // Where the mail system keeps `+` as part of the name, it is another mailbox.
+        let strict = Directory::parse(Path::new("d.toml"), &format!("plus_alias_domains = []\n{DIR}")).unwrap();
+        assert!(progress().standing(&strict, &owned_by("li.na+deals@bank.example"), "li.na", 1, today).is_ok());
+        assert!(progress().standing(&strict, &owned_by("LI.NA@bank.example"), "li.na", 1, today).is_err());
+        let listed =
+            Directory::parse(Path::new("d.toml"), &format!("plus_alias_domains = [\"bank.example\"]\n{DIR}")).unwrap();
+        assert!(progress().standing(&listed, &owned_by("li.na+deals@bank.example"), "li.na", 1, today).is_err());
+        assert_eq!(listed.mailbox("li.na+x@other.example"), "li.na+x@other.example");
     }
 
     #[test]

@@ -507,6 +507,29 @@ pub enum OrderEvent {
 }
 
 impl OrderEvent {
+    /// The event as mail to someone outside the directory (an unknown sales owner,
+    /// the customer) may show it: without screening results (the rules that fired,
+    /// watch-list hits among them, and the inputs they read) and without reviewers'
+    /// comments. Telling a customer or an outsider why an order was held is
+    /// tipping-off.
+    pub fn without_screening_details(&self) -> OrderEvent {
+        use OrderEvent as E;
+        let mut e = self.clone();
+        match &mut e {
+            E::ScreeningFlagged { fired, inputs, .. } | E::ScreeningRejected { fired, inputs, .. } => {
+                fired.clear();
+                inputs.clear();
+            }
+            E::ScreeningPassed { inputs, .. } => inputs.clear(),
+            E::ReviewStarted { comment }
+            | E::ReviewReturned { comment }
+            | E::ReviewReleased { comment, .. }
+            | E::ReviewRejected { comment } => comment.clear(),
+            _ => {}
+        }
+        e
+    }
+
     pub fn name(&self) -> &'static str {
         use OrderEvent as E;
         match self {

@@ -10,6 +10,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod notify;
 pub mod payments;
+pub mod reporting;
 pub mod rules;
 pub mod table;
 

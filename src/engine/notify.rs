@@ -158,6 +158,8 @@ impl Notifications {
                     (Some(p), true) => self.directory.person(p).and_then(|p| p.digest_every).map(|d| d.as_secs()),
                     _ => None,
                 };
+                // Screening details go to people in the directory only (no tipping-off).
+                let event = if to.person.is_some() { event.clone() } else { event.without_screening_details() };
                 out.push(EffectSpec {
                     connector: MAIL_CONNECTOR.parse::<ConnectorId>().expect("valid connector id"),
                     operation: rule.template.clone(),
@@ -171,7 +173,7 @@ impl Notifications {
                         digest_every_secs,
                         event: Some(event.clone()),
                     }),
-                    trigger: Some(event.clone()),
+                    trigger: Some(event),
                 });
             }
         }
@@ -347,4 +349,68 @@ pub fn load(
         rules.push(NotifyRule { on: r.on, template: r.template, to, digest: r.digest, link: r.link });
     }
     if problems.is_empty() { Ok((Notifications { rules, directory, presentation }, spans)) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::lifecycle::{RuleHit, Severity};
+
+    fn notifications() -> Notifications {
+        let dir = "[[person]]\nid = \"li.na\"\nname = \"李娜\"\nemail = \"li.na@bank.example\"\nroles = [\"sales\"]\n";
+        Notifications {
+            rules: vec![NotifyRule {
+                on: "flagged".into(),
+                template: "order_flagged".into(),
+                to: vec![Audience::SalesOwner, Audience::Customer],
+                digest: false,
+                link: None,
+            }],
+            directory: Arc::new(Directory::parse(Path::new("d.toml"), dir).unwrap()),
+            presentation: Presentation::default(),
+        }
+    }
+
+    fn owned_by(owner: &str) -> Order {
+        serde_json::from_value(serde_json::json!({
+            "customer": {"id": "C-1", "name": "张伟", "kind": "individual", "email": "zhang.wei@example.com"},
+            "product": {"type": "loan", "code": "LN-1"},
+            "amount": {"amount": "2000000.00", "currency": "CNY"},
+            "sales_owner": owner
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn screening_details_reach_people_in_the_directory_only() {
+        let flagged = OrderEvent::ScreeningFlagged {
+            rules_version: "v1".into(),
+            fired: vec![RuleHit {
+                rule_id: "WATCH".into(),
+                severity: Severity::Flag,
+                message: "on the watch list".into(),
+            }],
+            inputs: Default::default(),
+        };
+        let n = notifications();
+        let mails = |owner: &str| {
+            n.for_step(Some("flagged"), &flagged, &owned_by(owner), (&OrderState::Flagged, None, None), Utc::now())
+                .into_iter()
+                .map(|e| e.mail.unwrap())
+                .collect::<Vec<_>>()
+        };
+        let fired = |m: &MailSpec| match &m.event {
+            Some(OrderEvent::ScreeningFlagged { fired, .. }) => fired.len(),
+            other => panic!("{other:?}"),
+        };
+        // The owner found in the directory (by mailbox: case and +alias do not matter).
+        let known = mails("Li.Na+deals@bank.example");
+        assert_eq!(known[0].to.person.as_deref(), Some("li.na"));
+        assert_eq!(known[0].to.email, "li.na@bank.example");
+        assert_eq!(fired(&known[0]), 1);
+        // An owner nobody knows, and the customer: the mail, without the rules that fired.
+        let unknown = mails("someone@elsewhere.example");
+        assert_eq!(unknown.len(), 2);
+        assert!(unknown.iter().all(|m| m.to.person.is_none() && fired(m) == 0), "{unknown:?}");
+    }
 }

@@ -307,6 +307,7 @@ pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
                 "id": c.id.as_str(),
                 "kind": c.kind,
                 "webhook": c.webhook.is_some(),
+                "events": c.webhook.as_ref().map(|w| w.events.iter().map(|e| e.name()).collect::<Vec<_>>()).unwrap_or_default(),
                 "poll": c.poll.is_some(),
                 "operations": c.operations,
                 "paused": p.is_some(),

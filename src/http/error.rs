@@ -93,6 +93,7 @@ impl From<crate::orders::OrderError> for ApiError {
             E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             E::LinkUsed(m) => ApiError::new(StatusCode::CONFLICT, "link_used", m),
             E::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            E::Forbidden(r) => ApiError::new(StatusCode::FORBIDDEN, r.code(), r.to_string()),
             E::Store(s) => s.into(),
         }
     }

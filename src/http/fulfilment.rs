@@ -17,7 +17,9 @@ use crate::connectors::signature::Delivery;
 use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
+use crate::engine::reporting::Reporter;
 use crate::engine::{Actor, OrderEvent};
+use crate::orders::Named;
 
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
@@ -50,6 +52,9 @@ async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> R
     Ok(Json(order_json(&rec)))
 }
 
+/// What an archived document may do when opened: show itself with its inline styles.
+pub const DOCUMENT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox";
+
 /// `GET /api/orders/{id}/documents/{kind}`: the archived document, checked against
 /// the SHA-256 the audit trail recorded for it.
 pub async fn document(
@@ -79,10 +84,17 @@ pub async fn document(
             format!("the archived {kind} does not match the SHA-256 the audit trail recorded; restore it from backup"),
         ));
     }
+    // Generated HTML served from the API's own origin: nothing in it may run, load,
+    // frame or be framed, and a browser saves it rather than shows it.
+    use axum::http::header;
     Ok((
         [
-            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
-            (axum::http::header::HeaderName::from_static("x-content-sha256"), actual),
+            (header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()),
+            (header::HeaderName::from_static("x-content-sha256"), actual),
+            (header::CONTENT_SECURITY_POLICY, DOCUMENT_CSP.to_owned()),
+            (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{kind}-{id}.html\"")),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         bytes,
     )
@@ -360,18 +372,18 @@ pub struct OrderRef {
     source: Option<String>,
 }
 
-async fn resolve(app: &AppState, connector: &str, r: &OrderRef) -> Result<OrderId, ApiError> {
+/// The order an event names (parsed only; the application layer looks it up).
+fn named(connector: &str, r: &OrderRef) -> Result<Named, ApiError> {
     if let Some(id) = &r.order_id {
-        return parse_id(id);
+        return parse_id(id).map(Named::Id);
     }
     let ext =
         r.external_id.as_deref().ok_or_else(|| invalid("order_id", "name the order (order_id or external_id)"))?;
     let source = r.source.as_deref().unwrap_or(connector);
-    let key = ExternalRef {
+    Ok(Named::External(ExternalRef {
         connector: source.parse().map_err(|e: crate::domain::IdError| invalid("source", &e.to_string()))?,
         id: ext.parse().map_err(|e: crate::domain::IdError| invalid("external_id", &e.to_string()))?,
-    };
-    app.store.find_external(&key).await?.ok_or_else(|| ApiError::not_found(format!("no order {source}/{ext}")))
+    }))
 }
 
 /// `POST /webhooks/{connector}/events`: a task done, a delivery, a payment, signed
@@ -405,21 +417,24 @@ pub async fn system_event(
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
     let event: SystemEvent = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?;
-    let actor = Actor::Connector(connector.clone());
-    match event {
+    // Which types it may report, and for which orders, the application layer asks the
+    // engine (`engine::reporting`); a refusal is a 403 naming the rule.
+    let reporter = Reporter { connector: conn.id.as_str(), allowed: &hook.events };
+    let (order, event) = match event {
         SystemEvent::TaskCompleted { order, task, note } => {
-            let id = resolve(&app, &connector, &order).await?;
-            step(&app, id, actor, OrderEvent::TaskCompleted { task, note }).await.map(|j| (StatusCode::OK, j))
+            (named(&connector, &order)?, OrderEvent::TaskCompleted { task, note })
         }
         SystemEvent::DeliveryRecorded { order, note } => {
-            let id = resolve(&app, &connector, &order).await?;
-            step(&app, id, actor, OrderEvent::DeliveryRecorded { note }).await.map(|j| (StatusCode::OK, j))
+            (named(&connector, &order)?, OrderEvent::DeliveryRecorded { note })
         }
         SystemEvent::PaymentReceived { payment } => {
             let report = payment.report(&connector, &app.settings.intake)?;
-            let outcome = app.orders.record_payment(&report, &app.rules, app.clock.now()).await?;
+            let outcome = app.orders.report_payment(&report, reporter, &app.rules, app.clock.now()).await?;
             app.wake_dispatcher();
-            Ok(payment_answer(&outcome))
+            return Ok(payment_answer(&outcome));
         }
-    }
+    };
+    let rec = app.orders.report(order, reporter, event, &app.rules, app.clock.now()).await?;
+    app.wake_dispatcher();
+    Ok((StatusCode::OK, Json(order_json(&rec))))
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -112,14 +112,16 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %request_id);
+    // Signed links carry their token in the path: the span gets the route's shape.
+    let path = loggable_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str), req.uri().path());
+    let span = tracing::info_span!("http", method = %req.method(), path = %path, request_id = %request_id);
     let _permit = match app.in_flight.clone().acquire_owned().await {
         Ok(p) => p,
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => return with_common_headers(StatusCode::SERVICE_UNAVAILABLE.into_response(), &request_id),
     };
     let fut = tracing::Instrument::instrument(crate::panics::catch_unwind(next.run(req)), span.clone());
     let fut = error::REQUEST_ID.scope(request_id.clone(), fut);
-    let mut resp = match tokio::time::timeout(app.settings.request_timeout, fut).await {
+    let resp = match tokio::time::timeout(app.settings.request_timeout, fut).await {
         Ok(Ok(r)) => r,
         // A bug, not the client's fault: answer with the id, count it, keep serving.
         Ok(Err(panic)) => {
@@ -134,8 +136,54 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
         )
         .into_response(),
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    with_common_headers(resp, &request_id)
+}
+
+/// Headers on every answer: the request id, and `nosniff` (no answer is ever read as
+/// another type than it says).
+fn with_common_headers(mut resp: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    resp.headers_mut().insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
+}
+
+/// The request path as logs show it. A matched route keeps the request's own segments
+/// except its `{token}` parameter (a signed link, which works for whoever holds it),
+/// written `…`; a path no route matched keeps short segments only (a token is long).
+pub fn loggable_path(route: Option<&str>, path: &str) -> String {
+    let shown: Vec<&str> = match route {
+        Some(route) if route.split('/').count() == path.split('/').count() => {
+            route.split('/').zip(path.split('/')).map(|(r, p)| if r == "{token}" { "…" } else { p }).collect()
+        }
+        Some(route) => return route.to_owned(),
+        None => path.split('/').map(|p| if p.chars().count() > 24 { "…" } else { p }).collect(),
+    };
+    let joined = shown.join("/");
+    match joined.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &joined[..at]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn link_tokens_never_reach_the_logged_path() {
+        let token = "eyJvIjoib3JkXzAxIiwicCI6ImFwcHJvdmFsIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let path = format!("/pages/approval/{token}");
+        assert_eq!(loggable_path(Some("/pages/approval/{token}"), &path), "/pages/approval/…");
+        assert_eq!(loggable_path(Some("/api/orders/{id}"), "/api/orders/ord_01"), "/api/orders/ord_01");
+        assert_eq!(loggable_path(None, &format!("{path}/extra")), "/pages/approval/…/extra");
+        assert_eq!(loggable_path(None, "/no/such/route"), "/no/such/route");
+        // A trailing slash that made the shapes differ: the route alone.
+        assert_eq!(
+            loggable_path(Some("/pages/status/{token}"), &format!("/pages/status/{token}/")),
+            "/pages/status/{token}"
+        );
+        assert!(loggable_path(None, &"/a".repeat(300)).chars().count() <= 201);
+    }
 }

@@ -68,7 +68,9 @@ fn page(status: StatusCode, locale: Locale, site: &str, title: &str, body: &str)
     h.insert("x-frame-options", "DENY".parse().expect("valid"));
     h.insert(
         "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".parse().expect("valid"),
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+            .parse()
+            .expect("valid"),
     );
     resp
 }

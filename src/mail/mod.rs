@@ -152,9 +152,15 @@ impl Mailer {
         }
         let rendered =
             self.templates.render(&spec.template, spec.to.locale, ctx).map_err(|e| permanent(e.to_string()))?;
-        let to = format!("{} <{}>", spec.to.name.replace(['<', '>', '"', '\r', '\n'], ""), spec.to.email)
-            .parse::<Mailbox>()
+        // The display name is quoted or encoded by lettre (an unknown sales owner's
+        // name is their address, which may not stand unquoted before `<…>`).
+        let address = spec
+            .to
+            .email
+            .parse::<lettre::Address>()
             .map_err(|e| permanent(format!("recipient `{}`: {e}", spec.to.email)))?;
+        let name = spec.to.name.replace(['\r', '\n'], "");
+        let to = Mailbox::new((!name.is_empty() && name != spec.to.email).then_some(name), address);
         let message_id = format!("<{}@{}>", effect_id, self.domain);
         let mut b = Message::builder()
             .from(self.from.clone())

@@ -9,6 +9,7 @@
 //! and a step that lost a race (`StoreError::Conflict`) is loaded and decided again.
 
 mod audit;
+mod report;
 mod step;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
+pub use report::Named;
 use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};
@@ -26,6 +28,7 @@ use crate::engine::approval::Refusal;
 use crate::engine::effects::DigestItem;
 use crate::engine::intake::{Delivery, Existing, classify};
 use crate::engine::payments::{self, PaymentOutcome, PaymentReport, UnmatchedPayment};
+use crate::engine::reporting::{self, Reported, Reporter};
 use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
 use crate::store::records::GENESIS;
 use crate::store::{
@@ -54,6 +57,9 @@ pub enum OrderError {
     /// A single-use link was used before.
     #[error("{0}")]
     LinkUsed(String),
+    /// A connector reported what it may not (see `engine::reporting`).
+    #[error("{0}")]
+    Forbidden(#[from] crate::engine::reporting::ReportRefusal),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -604,6 +610,18 @@ impl Orders {
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<PaymentOutcome, OrderError> {
+        self.take_payment(p, None, rules, now).await
+    }
+
+    /// `record_payment`; with `reporter`, the payment's order must involve it
+    /// (`engine::reporting`), else nothing is recorded.
+    async fn take_payment(
+        &self,
+        p: &PaymentReport,
+        reporter: Option<Reporter<'_>>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, OrderError> {
         let _g = self.payment_lock.lock().await;
         if let Some(mut previous) = self.store.payment(&p.source, &p.payment_id).await? {
             previous.duplicate = true;
@@ -634,6 +652,10 @@ impl Orders {
                 match self.store.order(id).await? {
                     None => unmatched(Some(id), format!("order {id} does not exist")),
                     Some(rec) => {
+                        if let Some(reporter) = reporter {
+                            let involvement = self.involvement(&rec, rules).await?;
+                            reporting::may_report(reporter, Reported::PaymentReceived, &involvement)?;
+                        }
                         let state = rec.state.name();
                         let history = History::default();
                         let actor = Actor::Connector(p.source.clone());

@@ -39,7 +39,7 @@ async fn read_commands_work_offline_and_through_the_running_daemon() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 
     // Stopped: the CLI opens the store itself.
-    let dir = app.stop().await;
+    let dir = app.stop_and_release().await;
     let out = cli(dir.path(), &["orders", "list", "--state", "awaiting_approval"], &[]).await;
     let text = stdout(&out);
     assert!(out.status.success());
@@ -57,7 +57,7 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     let (_, b) = app.post_webhook(&deal("D-CLI", 1, "100.00")).await;
     assert_eq!(b["state"], "executing");
     app.drain_outbox().await;
-    let dir = app.stop().await;
+    let dir = app.stop_and_release().await;
 
     let out = cli(dir.path(), &["outbox", "dead", "--json"], &[]).await;
     let dead: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -84,7 +84,7 @@ async fn audit_verify_names_the_first_tampered_event() {
     let (_, b2) = app.post_webhook(&deal("D-T2", 1, "3000000.00")).await;
     let victim = b2["order_id"].as_str().unwrap().to_owned();
     assert_ne!(b["order_id"], b2["order_id"]);
-    let dir = app.stop().await;
+    let dir = app.stop_and_release().await;
     let out = cli(dir.path(), &["audit", "verify"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("audit intact: 2 orders, 6 events verified"), "{}", stdout(&out));
@@ -142,7 +142,7 @@ async fn explain_tells_why_an_order_is_where_it_is() {
     let (_, small) = app.post_webhook(&deal("D-EX2", 1, "5000.00")).await;
     let (_, large) = app.post_webhook(&deal("D-EX3", 1, "20000000.00")).await;
     app.drain_outbox().await;
-    let dir = app.stop().await;
+    let dir = app.stop_and_release().await;
     let id = |b: &Value| b["order_id"].as_str().unwrap().to_owned();
 
     let out = stdout(&cli(dir.path(), &["explain", &id(&flagged)], &[]).await);

@@ -158,7 +158,12 @@ async fn sigkill_under_load(backend: &str) {
 
 /// Posts `body` to a running daemon, signed like the CRM's webhooks (the example
 /// configuration gives the ERP and the finance system the same test secret).
-async fn signed_post(client: &reqwest::Client, addr: std::net::SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn signed_post(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
     try_signed_post(client, addr, path, body).await.unwrap()
 }
 

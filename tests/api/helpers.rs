@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use orderbridge::clock::Clock;
 use orderbridge::connectors::signature::StandardWebhooks;
 use orderbridge::startup::Application;
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -63,7 +64,7 @@ pub fn write_mail_config(dir: &Path, erp: SocketAddr, smtp_port: u16, replace: &
     write_config_inner(dir, erp, replace, Some(smtp_port));
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
@@ -813,5 +814,49 @@ pub async fn all_orders(client: &reqwest::Client, addr: SocketAddr, filter: &str
             Some(n) => after = format!("&after={n}"),
             None => return out,
         }
+    }
+}
+
+/// One request a `Scripted` server saw: path and query, and the API key it carried.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub api_key: Option<String>,
+}
+
+/// What a `Scripted` server answers, by path and query prefix (the first that matches).
+pub type Script = Vec<(String, Box<dyn Fn() -> Response + Send + Sync>)>;
+type Recorded = (Arc<Mutex<Vec<Seen>>>, Arc<Script>);
+
+/// A server on loopback that answers by path prefix (a `Script`), else 200
+/// `{"id": "X-1"}`, and records every request.
+#[derive(Clone)]
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    pub async fn start(script: Script) -> Scripted {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let state = (seen.clone(), Arc::new(script));
+        let app = axum::Router::new().fallback(scripted_answer).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Scripted { addr, seen }
+    }
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn scripted_answer(State((seen, script)): State<Recorded>, req: Request) -> Response {
+    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.to_string());
+    seen.lock().unwrap().push(Seen { path: path.clone(), api_key: h("x-api-key") });
+    match script.iter().find(|(prefix, _)| path.starts_with(prefix.as_str())) {
+        Some((_, answer)) => answer(),
+        None => (StatusCode::OK, axum::Json(json!({"id": "X-1"}))).into_response(),
     }
 }

@@ -1,0 +1,223 @@
+//! What a secret must be before `check` or `run` accept it: not empty, not a
+//! placeholder left in an example file, not a value published in this repository
+//! (the README's quick start, `deploy/orderbridge.env.example`, the scripts), and long
+//! enough for what it does (HMAC keys and the admin token).
+//!
+//! The repository's own example configuration says so (`example = true` in
+//! `config/orderbridge.toml`): there, published and short values are accepted (and
+//! reported as one note), but only while the daemon listens on a loopback address.
+//! Empty values and placeholders are refused everywhere. Pure: the loaders resolve the
+//! secret and ask; messages name the reference, never the value.
+
+/// Fewest bytes of an admin token (`server.admin_token`).
+pub const MIN_ADMIN_TOKEN: usize = 32;
+/// Fewest bytes of an HMAC key used as written (webhook secrets of every scheme but
+/// `standard_webhooks`; link keys).
+pub const MIN_HMAC_KEY: usize = 32;
+/// Fewest bytes of a Standard Webhooks key, after `whsec_` and base64 (the
+/// specification's lower bound; its own examples are 24 bytes).
+pub const MIN_STANDARD_WEBHOOKS_KEY: usize = 24;
+
+/// The Standard Webhooks specification's test vector, used by the README.
+const TEST_VECTOR: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Beginnings of the values this repository publishes for trying it out.
+const PUBLISHED_PREFIXES: &[&str] = &["demo-", "example", "bench-"];
+/// Beginning of the placeholders in `deploy/orderbridge.env.example`.
+const PLACEHOLDER_PREFIX: &str = "replace-me";
+
+/// Whether the example's published and short secrets are accepted, and where the
+/// configuration said so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `example = true` (and the daemon on loopback): where the key is, for the note.
+    pub example: Option<crate::diagnostics::Diagnostic>,
+    /// `example = true` but `server.host` is not a loopback address, so it does not apply.
+    pub example_off_loopback: bool,
+}
+
+/// What a secret's value is for, when it has a minimum length.
+#[derive(Clone, Copy, Debug)]
+pub struct Need {
+    /// Its length as used (bytes; a Standard Webhooks key: decoded).
+    pub len: usize,
+    pub min: usize,
+    /// E.g. `an admin token`, `a stripe webhook key`.
+    pub what: &'static str,
+}
+
+/// The policy's answer for one secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Fine,
+    /// A problem: the message names the reference and the rule, never the value.
+    Refused(String),
+    /// Published or short, accepted because this is the example configuration.
+    Accepted,
+}
+
+impl Policy {
+    /// Judges the secret `reference` (e.g. `${DEMO_CRM_SECRET}`) resolved to `value`.
+    pub fn judge(&self, reference: &str, value: &str, need: Option<Need>) -> Verdict {
+        let lower = value.trim().to_ascii_lowercase();
+        if value.trim().is_empty() {
+            return Verdict::Refused(format!("secret {reference} is empty"));
+        }
+        if lower.starts_with(PLACEHOLDER_PREFIX) {
+            return Verdict::Refused(format!(
+                "secret {reference} still holds a placeholder from deploy/orderbridge.env.example; put a real secret there (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        let weakness = if is_published(value) {
+            Some("is a value published with orderbridge (README, examples, scripts), so anyone knows it; generate your own (e.g. `openssl rand -hex 32`)".to_owned())
+        } else {
+            need.filter(|n| n.len < n.min).map(|n| {
+                format!("is {} bytes; {} needs at least {} (e.g. `openssl rand -hex 32`)", n.len, n.what, n.min)
+            })
+        };
+        match (weakness, &self.example) {
+            (None, _) => Verdict::Fine,
+            (Some(_), Some(_)) => Verdict::Accepted,
+            (Some(why), None) => {
+                let hint = if self.example_off_loopback {
+                    " (`example = true` accepts the example's secrets only while server.host is a loopback address)"
+                } else {
+                    ""
+                };
+                Verdict::Refused(format!("secret {reference} {why}{hint}"))
+            }
+        }
+    }
+
+    /// The one note `check` prints (and `run` logs) for the example configuration:
+    /// `accepted` are the references it let through.
+    pub fn note(&self, accepted: &[String]) -> Option<crate::diagnostics::Diagnostic> {
+        let mut note = self.example.clone()?;
+        note.message = if accepted.is_empty() {
+            "note: this is the example configuration (`example = true`): it would accept the published demo secrets; remove the key for a real deployment".to_owned()
+        } else {
+            format!(
+                "note: this is the example configuration (`example = true`): {} published or short secret{} accepted ({}); without the key each is refused. Never run it with real data",
+                accepted.len(),
+                if accepted.len() == 1 { "" } else { "s" },
+                accepted.join(", ")
+            )
+        };
+        Some(note)
+    }
+}
+
+/// One loader's secret checks: the policy, and the references it accepted only
+/// because this is the example configuration (for the note).
+#[derive(Debug)]
+pub struct Checks<'a> {
+    pub policy: &'a Policy,
+    pub accepted: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    pub fn new(policy: &'a Policy) -> Self {
+        Checks { policy, accepted: Vec::new() }
+    }
+
+    /// # Errors
+    /// The refusal's message (naming `reference`, never the value).
+    pub fn judge(&mut self, reference: &str, value: &str, need: Option<Need>) -> Result<(), String> {
+        match self.policy.judge(reference, value, need) {
+            Verdict::Fine => Ok(()),
+            Verdict::Accepted => {
+                if !self.accepted.iter().any(|r| r == reference) {
+                    self.accepted.push(reference.to_owned());
+                }
+                Ok(())
+            }
+            Verdict::Refused(m) => Err(m),
+        }
+    }
+}
+
+/// A value this repository publishes (the test vector, `demo-…`, `example…`, `bench-…`).
+pub fn is_published(value: &str) -> bool {
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    v.strip_prefix("whsec_").unwrap_or(v) == TEST_VECTOR || PUBLISHED_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strict() -> Policy {
+        Policy::default()
+    }
+
+    fn example() -> Policy {
+        Policy {
+            example: Some(crate::diagnostics::Diagnostic::file(std::path::Path::new("o.toml"), "")),
+            example_off_loopback: false,
+        }
+    }
+
+    const ADMIN: fn(usize) -> Need = |len| Need { len, min: MIN_ADMIN_TOKEN, what: "an admin token" };
+
+    #[test]
+    fn empty_and_placeholders_are_refused_everywhere() {
+        for p in [strict(), example()] {
+            assert_eq!(p.judge("file:secrets/x", "", None), Verdict::Refused("secret file:secrets/x is empty".into()));
+            assert_eq!(
+                p.judge("file:secrets/x", " \n", None),
+                Verdict::Refused("secret file:secrets/x is empty".into())
+            );
+            let Verdict::Refused(m) = p.judge("${T}", "REPLACE-ME-admin-token-openssl-rand-hex-32", None) else {
+                panic!()
+            };
+            assert!(m.contains("placeholder") && !m.contains("admin-token-openssl"), "{m}");
+        }
+    }
+
+    #[test]
+    fn published_and_short_values_are_accepted_only_by_the_example() {
+        let published = [
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "demo-erp-token",
+            "demo-link-key-change-me-0123456789abcdef",
+            "example",
+            "example-link-key-0123456789abcdef0123",
+            "bench-admin-token",
+        ];
+        for v in published {
+            let Verdict::Refused(m) = strict().judge("${X}", v, None) else { panic!("{v}") };
+            assert!(m.starts_with("secret ${X} is a value published with orderbridge"), "{m}");
+            // (The bare word `example` is in every such message.)
+            assert!(v == "example" || !m.contains(v), "never the value: {m}");
+            assert_eq!(example().judge("${X}", v, None), Verdict::Accepted, "{v}");
+        }
+        let short = "k".repeat(31);
+        assert_eq!(
+            strict().judge("${T}", &short, Some(ADMIN(31))),
+            Verdict::Refused(
+                "secret ${T} is 31 bytes; an admin token needs at least 32 (e.g. `openssl rand -hex 32`)".into()
+            )
+        );
+        assert_eq!(example().judge("${T}", &short, Some(ADMIN(31))), Verdict::Accepted);
+        let off = Policy { example: None, example_off_loopback: true };
+        let Verdict::Refused(m) = off.judge("${T}", "demo-admin-token", None) else { panic!() };
+        assert!(m.ends_with("only while server.host is a loopback address)"), "{m}");
+    }
+
+    #[test]
+    fn real_secrets_pass() {
+        let real = "3f6c1a9e0b7d4c2f8a5e6b1d9c0f7a3e2b4d6f8a1c3e5b7d9f0a2c4e6b8d0f1a";
+        assert_eq!(strict().judge("${T}", real, Some(ADMIN(real.len()))), Verdict::Fine);
+        assert_eq!(strict().judge("${T}", "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=", None), Verdict::Fine);
+        assert_eq!(strict().judge("${T}", "tok-9c1e", None), Verdict::Fine, "no minimum given");
+    }
+
+    #[test]
+    fn the_note_lists_what_it_let_through() {
+        assert_eq!(strict().note(&["${A}".into()]), None);
+        let n = example().note(&["${A}".into(), "${B}".into()]).unwrap();
+        assert!(n.message.contains("2 published or short secrets accepted (${A}, ${B})"), "{}", n.message);
+        assert!(example().note(&[]).unwrap().message.contains("remove the key for a real deployment"));
+    }
+}
