@@ -29,9 +29,9 @@ use super::codec::{decode, encode};
 use super::commit::Committer;
 use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, event_key};
 use super::{
-    Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step, Store, StoreError, UsedLink,
+    BoxFuture, Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step, Store,
+    StoreError, UsedLink,
 };
-use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
 use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};

@@ -34,11 +34,15 @@ use serde::{Deserialize, Serialize};
 
 pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
 
-use crate::connectors::BoxFuture;
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
 use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
 use crate::engine::table::Prior;
+
+/// What the store's verbs return: the store is a trait object (one backend chosen at
+/// start), so its futures are boxed. The same shape as `connectors::BoxFuture`,
+/// declared here so the store depends on nothing above it.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
