@@ -7,9 +7,15 @@
 //! Locks here are in-process (striped by order and by external id) and only spare
 //! wasted work: the store checks each step's preconditions again when it commits,
 //! and a step that lost a race (`StoreError::Conflict`) is loaded and decided again.
+//!
+//! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
+//! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
+//! systems report; `audit.rs`: `audit verify`.
 
 mod audit;
+mod payments;
 mod report;
+mod schedule;
 mod step;
 
 use std::collections::BTreeMap;
@@ -25,16 +31,10 @@ use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};
 use crate::engine::approval::Refusal;
-use crate::engine::effects::DigestItem;
 use crate::engine::intake::{Delivery, Existing, classify};
-use crate::engine::payments::{self, PaymentOutcome, PaymentReport, UnmatchedPayment};
-use crate::engine::reporting::{self, Reported, Reporter};
 use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
 use crate::store::records::GENESIS;
-use crate::store::{
-    DigestChange, DigestKey, EffectId, EffectRecord, Loaded, OrderRecord, OutboxChange, PaymentWrite, Step, Store,
-    StoreError, UsedLink,
-};
+use crate::store::{EffectId, EffectRecord, Loaded, OrderRecord, OutboxChange, Step, Store, StoreError, UsedLink};
 
 const STRIPES: usize = 512;
 /// Times a step is decided again after losing a race before the conflict is reported.
@@ -452,280 +452,6 @@ impl Orders {
         }
     }
 
-    /// Fires due approval reminders, escalations, exception deadlines, overdue
-    /// invoices and dunning steps (each one step, at most once); returns how many fired.
-    pub async fn run_timers(&self, rules: &Rules, now: DateTime<Utc>) -> Result<usize, OrderError> {
-        let mut fired = 0;
-        // Bounded: at most this many rounds per sweep; the next sweep goes on.
-        for _ in 0..100 {
-            let due = self.store.due_timers(now, 64).await?;
-            if due.is_empty() {
-                break;
-            }
-            let mut progressed = false;
-            for (id, indexed) in due {
-                match self.fire_timer(id, indexed, rules, now).await {
-                    Ok(true) => {
-                        fired += 1;
-                        progressed = true;
-                    }
-                    Ok(false) => progressed = true,
-                    // One order's trouble must not hold up the others' reminders.
-                    Err(e @ (OrderError::Illegal(_) | OrderError::Refused(_) | OrderError::Conflict(_))) => {
-                        tracing::error!(order_id = %id, error = %e, "a due timer cannot fire; it stays due");
-                    }
-                    Err(OrderError::Store(StoreError::Quarantined(what))) => {
-                        tracing::error!(order_id = %id, row = %what, "a due timer's order is quarantined; skipped");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
-        Ok(fired)
-    }
-
-    /// Fires the order's earliest due timer (one step); returns whether one fired.
-    /// When nothing is due (the rules changed since the due time was indexed), the
-    /// order's due times are recomputed and the index follows.
-    async fn fire_timer(
-        &self,
-        id: OrderId,
-        indexed: DateTime<Utc>,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<bool, OrderError> {
-        let _g = self.lock_order(id).await;
-        let Some(rec) = self.store.order(id).await? else { return Ok(false) };
-        let history = History::default();
-        let mut loaded = Loaded::of(&rec);
-        match crate::engine::decide::due_timer_event(&case(&rec, &history), rules, now) {
-            Some(event) => {
-                let decision = crate::engine::decide(&case(&rec, &history), Actor::System, event, rules, now)?;
-                self.store.commit(vec![step_for(rec, Some(loaded), decision, now)]).await?;
-                Ok(true)
-            }
-            None => {
-                let current = crate::engine::decide::all_timers(
-                    &rec.state,
-                    rec.approval.as_ref(),
-                    rec.fulfilment.as_ref(),
-                    &rec.order,
-                    rules,
-                );
-                // The index entry that brought us here goes; the current earliest is indexed.
-                loaded.next_timer = Some(indexed);
-                let mut rec = rec;
-                rec.timers = current;
-                if rec.next_timer() == Some(indexed) {
-                    return Ok(false);
-                }
-                let step = Step {
-                    order: Some(crate::store::OrderWrite { record: rec, loaded: Some(loaded) }),
-                    ..Step::default()
-                };
-                self.store.commit(vec![step]).await?;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Turns every due digest into one mail effect; returns how many. Per group, the
-    /// items gathered since the oldest became `every` old; the items go and the mail
-    /// comes in one commit.
-    pub async fn run_digests(&self, now: DateTime<Utc>) -> Result<usize, OrderError> {
-        let _g = self.digest_lock.lock().await;
-        let mut groups: BTreeMap<String, Vec<(DigestKey, DigestItem)>> = BTreeMap::new();
-        for (k, item) in self.store.digest_items().await? {
-            groups.entry(k.group.clone()).or_default().push((k, item));
-        }
-        let mut seq: u32 = self
-            .store
-            .job_state(DIGEST_SEQ)
-            .await?
-            .and_then(|v| v.as_u64())
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0);
-        let mut sent = 0;
-        for (group, items) in groups {
-            if items.iter().map(|(_, i)| i.due()).min().is_none_or(|d| d > now) {
-                continue;
-            }
-            seq += 1;
-            let id = EffectId { order_id: OrderId::nil(), seq, index: 0 };
-            let to = items.last().map(|(_, i)| i.to.clone()).expect("a group has items");
-            let mail = if DigestItem::is_for_customer(&group) {
-                let only = match items.as_slice() {
-                    [(_, single)] => self.store.order(single.order_id).await.ok().flatten(),
-                    _ => None,
-                };
-                let plain: Vec<DigestItem> = items.iter().map(|(_, i)| i.clone()).collect();
-                crate::engine::effects::customer_digest(
-                    &id.to_string(),
-                    to,
-                    &plain,
-                    only.as_ref().map(|r| (&r.order, &r.state)),
-                    now,
-                )
-            } else {
-                let mut listed = Vec::with_capacity(items.len());
-                for (_, i) in &items {
-                    let state = self.store.order(i.order_id).await.ok().flatten().map(|r| r.state.name());
-                    listed.push((i.clone(), state));
-                }
-                crate::engine::effects::staff_digest(&id.to_string(), to, &listed, now)
-            };
-            let effect = EffectRecord {
-                idempotency_key: format!("orderbridge:{id}"),
-                id,
-                connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
-                operation: mail.operation,
-                cause: "digest".into(),
-                body: mail.body,
-                attempts: 0,
-                next_at: now,
-                created_at: now,
-                last_error: None,
-            };
-            let step = Step {
-                outbox: vec![OutboxChange::Add(effect)],
-                digests: items.into_iter().map(|(k, _)| DigestChange::Release(k)).collect(),
-                jobs: vec![(DIGEST_SEQ.to_owned(), serde_json::json!(seq))],
-                ..Step::default()
-            };
-            self.store.commit(vec![step]).await?;
-            sent += 1;
-        }
-        Ok(sent)
-    }
-
-    /// Applies a payment to its order, or queues it as unmatched with the reason; once
-    /// per (source, payment id): a repeat returns the first outcome. Durable when it
-    /// returns.
-    pub async fn record_payment(
-        &self,
-        p: &PaymentReport,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<PaymentOutcome, OrderError> {
-        self.take_payment(p, None, rules, now).await
-    }
-
-    /// `record_payment`; with `reporter`, the payment's order must involve it
-    /// (`engine::reporting`), else nothing is recorded.
-    async fn take_payment(
-        &self,
-        p: &PaymentReport,
-        reporter: Option<Reporter<'_>>,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<PaymentOutcome, OrderError> {
-        let _g = self.payment_lock.lock().await;
-        if let Some(mut previous) = self.store.payment(&p.source, &p.payment_id).await? {
-            previous.duplicate = true;
-            return Ok(previous);
-        }
-        let by_invoice = match &p.invoice_number {
-            Some(n) => self.store.invoice_order(n).await?,
-            None => None,
-        };
-        let unmatched = |order_id: Option<OrderId>, reason: String| {
-            let outcome = payments::unmatched(order_id, reason.clone());
-            let waiting = UnmatchedPayment { payment: p.clone(), reason: Some(reason), at: now };
-            let step = Step {
-                payment: Some(PaymentWrite::Reported {
-                    source: p.source.clone(),
-                    payment_id: p.payment_id.clone(),
-                    outcome: outcome.clone(),
-                    unmatched: Some(waiting),
-                }),
-                ..Step::default()
-            };
-            (outcome, step)
-        };
-        let (outcome, step) = match payments::target(p, by_invoice) {
-            Err(reason) => unmatched(None, reason),
-            Ok(id) => {
-                let _o = self.lock_order(id).await;
-                match self.store.order(id).await? {
-                    None => unmatched(Some(id), format!("order {id} does not exist")),
-                    Some(rec) => {
-                        if let Some(reporter) = reporter {
-                            let involvement = self.involvement(&rec, rules).await?;
-                            reporting::may_report(reporter, Reported::PaymentReceived, &involvement)?;
-                        }
-                        let state = rec.state.name();
-                        let history = History::default();
-                        let actor = Actor::Connector(p.source.clone());
-                        match crate::engine::decide(&case(&rec, &history), actor, payments::event(p), rules, now) {
-                            Err(e) => unmatched(Some(id), format!("order {id} ({state}): {e}")),
-                            Ok(decision) => {
-                                let loaded = Loaded::of(&rec);
-                                let mut step = step_for(rec, Some(loaded), decision.clone(), now);
-                                let after =
-                                    step.order.as_ref().expect("a decision writes its order").record.state.name();
-                                let outcome = payments::matched(id, after, &decision);
-                                step.payment = Some(PaymentWrite::Reported {
-                                    source: p.source.clone(),
-                                    payment_id: p.payment_id.clone(),
-                                    outcome: outcome.clone(),
-                                    unmatched: None,
-                                });
-                                (outcome, step)
-                            }
-                        }
-                    }
-                }
-            }
-        };
-        self.store.commit(vec![step]).await?;
-        Ok(outcome)
-    }
-
-    /// An operator applies an unmatched payment to an order.
-    pub async fn assign_payment(
-        &self,
-        source: &str,
-        payment_id: &str,
-        order: OrderId,
-        operator: &str,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<PaymentOutcome, OrderError> {
-        let _g = self.payment_lock.lock().await;
-        let waiting = self
-            .store
-            .unmatched_payments()
-            .await?
-            .into_iter()
-            .find(|u| u.payment.source == source && u.payment.payment_id == payment_id)
-            .ok_or_else(|| OrderError::NotFound(format!("unmatched payment {source}/{payment_id}")))?;
-        let _o = self.lock_order(order).await;
-        let rec = self.load(order).await?;
-        let history = History::default();
-        let actor = Actor::Person(operator.to_owned());
-        let decision =
-            crate::engine::decide(&case(&rec, &history), actor, payments::event(&waiting.payment), rules, now)?;
-        let loaded = Loaded::of(&rec);
-        let mut step = step_for(rec, Some(loaded), decision.clone(), now);
-        let after = step.order.as_ref().expect("a decision writes its order").record.state.name();
-        let outcome = payments::matched(order, after, &decision);
-        step.payment = Some(PaymentWrite::Assigned {
-            source: source.to_owned(),
-            payment_id: payment_id.to_owned(),
-            outcome: outcome.clone(),
-        });
-        self.store.commit(vec![step]).await?;
-        Ok(outcome)
-    }
-
-    /// Payments no order took, with the reason.
-    pub async fn unmatched_payments(&self) -> Result<Vec<UnmatchedPayment>, OrderError> {
-        Ok(self.store.unmatched_payments().await?)
-    }
-
     /// Every order of one customer, oldest first.
     pub async fn customer_orders(&self, customer: &str) -> Result<Vec<OrderRecord>, OrderError> {
         let mut out = Vec::new();
@@ -845,8 +571,6 @@ impl Orders {
         audit::verify(self).await
     }
 }
-
-const DIGEST_SEQ: &str = "digest_seq";
 
 fn poll_job(poll_key: &str) -> String {
     format!("poll/{poll_key}")

@@ -17,7 +17,7 @@
 //! - A row that cannot be decoded is quarantined (kept aside, counted and listed)
 //!   and never stops the others.
 //!
-//! `kv.rs` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
+//! `kv/` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
 //! `sled_engine.rs`);
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit.

@@ -1,0 +1,274 @@
+//! The `Store` verbs of `KvStore`: the commit path is in `mod.rs`; here are the reads,
+//! each a get or a range over one key space.
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+impl<E: Engine> Store for KvStore<E> {
+    fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.commit_inner(steps))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.committer.durable())
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.committer.failure()
+    }
+
+    fn sync_running_for(&self) -> Option<std::time::Duration> {
+        self.committer.sync_running_for()
+    }
+
+    fn order(&self, id: OrderId) -> BoxFuture<'_, Result<Option<OrderRecord>, StoreError>> {
+        Box::pin(async move { self.load_order(id) })
+    }
+
+    fn events(&self, id: OrderId) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
+        Box::pin(async move {
+            let from = key(EVENTS, &[id.as_bytes()]);
+            let to = prefix_end(&from);
+            let steps = self.scan::<Vec<EventRecord>>(&from, &to, usize::MAX, "events", |_| true)?;
+            Ok(steps.into_iter().flat_map(|(_, s)| s).collect())
+        })
+    }
+
+    fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
+        Box::pin(async move {
+            let k = pair(EXTERNAL, source.connector.as_str(), source.id.as_str().as_bytes());
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => {
+                    id_of(&v).map(Some).ok_or_else(|| StoreError::Corrupt("external-id index: bad order id".into()))
+                }
+            }
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        state: Option<&'a str>,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<OrderRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            match state {
+                None => {
+                    let from = match after {
+                        Some(a) => key(ORDERS, &[a.as_bytes(), &[0]]),
+                        None => vec![ORDERS],
+                    };
+                    for row in self.engine.range(&from, &[ORDERS + 1]) {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, v) = row?;
+                        match self.read_order_row(&k, &v) {
+                            Ok(r) => out.push(r),
+                            Err(StoreError::Quarantined(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Some(s) => {
+                    let prefix = pair(STATES, s, &[]);
+                    let from = match after {
+                        Some(a) => pair(STATES, s, &[a.as_bytes().as_slice(), &[0]].concat()),
+                        None => prefix.clone(),
+                    };
+                    for row in self.engine.range(&from, &prefix_end(&prefix)) {
+                        if out.len() >= limit {
+                            break;
+                        }
+                        let (k, _) = row?;
+                        let Some(id) = id_of(&k[prefix.len()..]) else { continue };
+                        match self.load_order(id) {
+                            Ok(Some(r)) => out.push(r),
+                            Ok(None) | Err(StoreError::Quarantined(_)) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn customer_orders<'a>(
+        &'a self,
+        customer: &'a str,
+        since: Option<DateTime<Utc>>,
+    ) -> BoxFuture<'a, Result<Vec<(OrderId, Prior)>, StoreError>> {
+        Box::pin(async move {
+            let prefix = pair(CUSTOMERS, customer, &[]);
+            // Order ids are UUIDv7: their first 48 bits are the creation time in ms,
+            // so the window's start is a key.
+            let from = match since {
+                Some(t) => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(&ms(t)[2..]);
+                    k
+                }
+                None => prefix.clone(),
+            };
+            let since_ms = since.map(|t| t.timestamp_millis());
+            let rows = self.scan::<Prior>(&from, &prefix_end(&prefix), usize::MAX, "customer history", |_| true)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(k, p)| id_of(&k[prefix.len()..]).map(|id| (id, p)))
+                .filter(|(id, _)| since_ms.is_none_or(|s| id.created_ms() >= s))
+                .collect())
+        })
+    }
+
+    fn invoice_order<'a>(&'a self, number: &'a str) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
+        Box::pin(async move { Ok(self.engine.get(&key(INVOICES, &[number.as_bytes()]))?.and_then(|v| id_of(&v))) })
+    }
+
+    fn payment<'a>(
+        &'a self,
+        source: &'a str,
+        payment_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PaymentOutcome>, StoreError>> {
+        Box::pin(async move {
+            let k = payment_key(PAYMENTS, source, payment_id);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("payment {source}/{payment_id}")).map(Some),
+            }
+        })
+    }
+
+    fn unmatched_payments(&self) -> BoxFuture<'_, Result<Vec<UnmatchedPayment>, StoreError>> {
+        Box::pin(async move {
+            let rows =
+                self.scan::<UnmatchedPayment>(&[WAITING], &[WAITING + 1], usize::MAX, "unmatched payment", |_| true)?;
+            Ok(rows.into_iter().map(|(_, p)| p).collect())
+        })
+    }
+
+    fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<UsedLink>, StoreError>> {
+        Box::pin(async move {
+            let k = key(LINKS, &[once.as_bytes()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || "a spent link".to_owned()).map(Some),
+            }
+        })
+    }
+
+    fn job_state<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let k = key(JOBS, &[name.as_bytes()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("job state {name}")).map(Some),
+            }
+        })
+    }
+
+    fn due_timers(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::DueTimer>, StoreError>> {
+        Box::pin(async move {
+            let end = key(TIMERS, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
+            let mut out = Vec::new();
+            for row in self.engine.range(&[TIMERS], &end) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = row?;
+                let (Some(due), Some(id)) = (
+                    k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes),
+                    k.get(9..25).and_then(id_of),
+                ) else {
+                    continue;
+                };
+                let due = DateTime::from_timestamp_millis(i64::try_from(due).unwrap_or(i64::MAX)).unwrap_or(now);
+                out.push((id, due));
+            }
+            Ok(out)
+        })
+    }
+
+    fn digest_items(&self) -> BoxFuture<'_, Result<Vec<(DigestKey, DigestItem)>, StoreError>> {
+        Box::pin(async move {
+            let rows = self.scan::<DigestItem>(&[DIGESTS], &[DIGESTS + 1], usize::MAX, "digest item", |_| true)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(k, item)| {
+                    let body = &k[1..];
+                    // group ‖ 0 ‖ a 22-byte effect key (which may hold zero bytes itself)
+                    let nul = body.len().checked_sub(23).filter(|&i| body[i] == 0)?;
+                    let group = String::from_utf8_lossy(&body[..nul]).into_owned();
+                    let effect = EffectId::from_key(&body[nul + 1..])?;
+                    Some((DigestKey { group, effect }, item))
+                })
+                .collect())
+        })
+    }
+
+    fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
+            self.effects(OUTBOX, limit, Some(end), true)
+        })
+    }
+
+    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let k = due_key(effect);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("effect {}", effect.id)).map(Some),
+            }
+        })
+    }
+
+    fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { self.effects(OUTBOX, limit, None, false) })
+    }
+
+    fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move { self.effects(DEAD, limit, None, false) })
+    }
+
+    fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let k = key(DEAD, &[&id.key()]);
+            match self.engine.get(&k)? {
+                None => Ok(None),
+                Some(v) => self.read(&k, &v, || format!("dead letter {id}")).map(Some),
+            }
+        })
+    }
+
+    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for row in self.engine.range(&[QUARANTINE], &[QUARANTINE + 1]) {
+                let (k, v) = row?;
+                out.push(decode::<Quarantined>(&v).unwrap_or_else(|e| Quarantined {
+                    what: hex::encode(&k[1..]),
+                    error: format!("the quarantine entry itself cannot be read: {e}"),
+                    at: Utc::now(),
+                    raw_hex: hex::encode(&v),
+                }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            pending: self.pending.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+        }
+    }
+}
