@@ -101,6 +101,18 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In USER_HZ, which Linux fixes at 100 on every architecture we build for.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Cores and CPU model, for benchmark reports.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -242,6 +254,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
 
     println!("bench: {} orders to {url} at concurrency {} ({})", args.orders, args.concurrency, machine());
+    let cpu_before = (cpu_time(args.pid), cpu_time(None));
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let progress = {
@@ -323,6 +336,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         lat.extend(w.await.context("worker")?);
     }
     let elapsed = started.elapsed();
+    let cpu_after = (cpu_time(args.pid), cpu_time(None));
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = sampler {
         let _ = s.await;
@@ -348,6 +362,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     if args.sink.is_some() {
         println!("effects pushed to the sink during the run: {}", pushed.load(Ordering::Relaxed));
+    }
+    let per_order = |before: Option<Duration>, after: Option<Duration>| {
+        before.zip(after).map(|(b, a)| (a.saturating_sub(b)).as_secs_f64() * 1e6 / lat.len().max(1) as f64)
+    };
+    if let Some(daemon) = per_order(cpu_before.0, cpu_after.0) {
+        print!("CPU per accepted order: daemon {daemon:.0} µs");
+        if let Some(own) = per_order(cpu_before.1, cpu_after.1) {
+            print!(", load generator (with the sink) {own:.0} µs");
+        }
+        println!();
     }
     if let Some(pid) = args.pid
         && let Some((hwm, rss)) = rss_kib(pid)

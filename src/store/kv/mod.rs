@@ -22,7 +22,7 @@
 mod upgrade;
 mod verbs;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -206,9 +206,14 @@ pub struct KvStore<E: Engine> {
     /// Checks preconditions and writes one batch at a time, so a check still holds
     /// when its batch lands.
     write_lock: std::sync::Mutex<()>,
-    /// Outbox keys written by commits that are not durable yet: `due_effects` skips
-    /// them, so the dispatcher never performs an effect a crash could take back.
-    undurable: std::sync::Mutex<HashSet<Vec<u8>>>,
+    /// Every outbox key, in due order, with the generation of the commit that wrote
+    /// it until that commit is durable (`None` once it is). The dispatcher's
+    /// `due_effects` reads this index instead of scanning the outbox space, whose
+    /// removed rows an LSM engine keeps as tombstones until compaction (a scan from
+    /// the front walked them all: a tenth of the daemon's CPU under load), and
+    /// skips keys not durable yet, so it never performs an effect a crash could take
+    /// back. Built at open, changed under the write lock in commit order.
+    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Option<u64>>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
@@ -249,7 +254,12 @@ impl<E: Engine> KvStore<E> {
             }
         }
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
-        let (pending, dead, quarantined) = (count(OUTBOX), count(DEAD), count(QUARANTINE));
+        let (dead, quarantined) = (count(DEAD), count(QUARANTINE));
+        let mut outbox = BTreeMap::new();
+        for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
+            outbox.insert(row?.0, None);
+        }
+        let pending = outbox.len() as u64;
         let sync_engine = engine.clone();
         let committer = Committer::start(
             Arc::new(move |batch| {
@@ -269,7 +279,7 @@ impl<E: Engine> KvStore<E> {
             engine,
             committer,
             write_lock: std::sync::Mutex::new(()),
-            undurable: std::sync::Mutex::new(HashSet::new()),
+            outbox: std::sync::Mutex::new(outbox),
             pending_writes: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             pending: AtomicU64::new(pending),
@@ -299,6 +309,7 @@ impl<E: Engine> KvStore<E> {
         }
         match k.first() {
             Some(&OUTBOX) => {
+                self.outbox.lock().expect("outbox index").remove(k);
                 self.pending.fetch_sub(1, Ordering::Relaxed);
             }
             Some(&DEAD) => {
@@ -382,13 +393,14 @@ impl<E: Engine> KvStore<E> {
         Ok(self.current_row(k)?.is_some())
     }
 
-    /// Checks a step's preconditions and adds its rows to `b`; returns the outbox
-    /// keys it writes (for durable visibility) and the count changes.
+    /// Checks a step's preconditions and adds its rows to `b`; adds the outbox keys
+    /// it writes (`true`) and removes (`false`) to `outbox` and the count changes to
+    /// `delta`.
     fn add_step(
         &self,
         step: Step,
         b: &mut Batch,
-        visible_later: &mut Vec<Vec<u8>>,
+        outbox_keys: &mut Vec<(Vec<u8>, bool)>,
         delta: &mut [i64; 2],
     ) -> Result<(), StoreError> {
         let conflict = |m: String| Err(StoreError::Conflict(m));
@@ -453,7 +465,7 @@ impl<E: Engine> KvStore<E> {
             match c {
                 OutboxChange::Add(e) => {
                     let k = due_key(&e);
-                    visible_later.push(k.clone());
+                    outbox_keys.push((k.clone(), true));
                     b.put(k, encode(&e));
                     delta[0] += 1;
                 }
@@ -462,9 +474,10 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", from.id));
                     }
+                    outbox_keys.push((old.clone(), false));
                     b.del(old);
                     let k = due_key(&to);
-                    visible_later.push(k.clone());
+                    outbox_keys.push((k.clone(), true));
                     b.put(k, encode(&to));
                 }
                 OutboxChange::Remove(e) => {
@@ -472,6 +485,7 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", e.id));
                     }
+                    outbox_keys.push((old.clone(), false));
                     b.del(old);
                     delta[0] -= 1;
                 }
@@ -480,6 +494,7 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", from.id));
                     }
+                    outbox_keys.push((old.clone(), false));
                     b.del(old);
                     b.put(key(DEAD, &[&dead.id.key()]), encode(&dead));
                     delta[0] -= 1;
@@ -492,7 +507,7 @@ impl<E: Engine> KvStore<E> {
                     }
                     b.del(old);
                     let k = due_key(&to);
-                    visible_later.push(k.clone());
+                    outbox_keys.push((k.clone(), true));
                     b.put(k, encode(&to));
                     delta[0] += 1;
                     delta[1] -= 1;
@@ -550,13 +565,13 @@ impl<E: Engine> KvStore<E> {
         if let Some(e) = self.committer.failure() {
             return Err(StoreError::Failed(e));
         }
-        let mut visible_later = Vec::new();
+        let mut outbox_keys = Vec::new();
         let mut delta = [0i64; 2];
         let (batch, generation) = {
             let _guard = self.write_lock.lock().expect("write lock");
             let mut b = Batch::default();
             for step in steps {
-                self.add_step(step, &mut b, &mut visible_later, &mut delta)?;
+                self.add_step(step, &mut b, &mut outbox_keys, &mut delta)?;
             }
             if b.ops.is_empty() {
                 drop(_guard);
@@ -568,12 +583,19 @@ impl<E: Engine> KvStore<E> {
             for (k, v) in &b.ops {
                 pending.insert(k.clone(), (v.clone(), generation));
             }
+            if !outbox_keys.is_empty() {
+                let mut index = self.outbox.lock().expect("outbox index");
+                for (k, added) in &outbox_keys {
+                    if *added {
+                        index.insert(k.clone(), Some(generation));
+                    } else {
+                        index.remove(k);
+                    }
+                }
+            }
             (b, generation)
         };
         let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
-        if !visible_later.is_empty() {
-            self.undurable.lock().expect("undurable").extend(visible_later.iter().cloned());
-        }
         let durable = self.committer.commit(Some(batch)).await;
         {
             let mut pending = self.pending_writes.lock().expect("pending writes");
@@ -584,7 +606,7 @@ impl<E: Engine> KvStore<E> {
             }
         }
         if durable.is_ok() {
-            self.forget(&visible_later);
+            self.now_durable(&outbox_keys, generation);
             let add = |a: &AtomicU64, d: i64| {
                 if d >= 0 {
                     a.fetch_add(d as u64, Ordering::Relaxed);
@@ -598,28 +620,56 @@ impl<E: Engine> KvStore<E> {
         durable
     }
 
-    fn forget(&self, keys: &[Vec<u8>]) {
-        if !keys.is_empty() {
-            let mut set = self.undurable.lock().expect("undurable");
-            for k in keys {
-                set.remove(k);
+    /// Shows the outbox keys a durable commit of `generation` added to the
+    /// dispatcher (unless a later commit removed or wrote them again).
+    fn now_durable(&self, keys: &[(Vec<u8>, bool)], generation: u64) {
+        if keys.iter().any(|(_, added)| *added) {
+            let mut index = self.outbox.lock().expect("outbox index");
+            for (k, _) in keys.iter().filter(|(_, added)| *added) {
+                if let Some(g) = index.get_mut(k)
+                    && *g == Some(generation)
+                {
+                    *g = None;
+                }
             }
         }
     }
 
-    /// Effects of `tag`'s space up to `to`; with `durable_only`, effects whose
-    /// commit is not durable yet are left out (what the dispatcher may perform).
-    fn effects(
+    /// Pending effects in due order up to the key `to`, read through the outbox
+    /// index; with `durable_only`, effects whose commit is not durable yet are left
+    /// out (what the dispatcher may perform).
+    fn outbox_effects(
         &self,
-        tag: u8,
         limit: usize,
         to: Option<Vec<u8>>,
         durable_only: bool,
     ) -> Result<Vec<EffectRecord>, StoreError> {
-        let to = to.unwrap_or_else(|| vec![tag + 1]);
-        let hidden = if durable_only { self.undurable.lock().expect("undurable").clone() } else { HashSet::new() };
+        let keys: Vec<Vec<u8>> = {
+            let index = self.outbox.lock().expect("outbox index");
+            let range = match &to {
+                Some(to) => index.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&to[..]))),
+                None => index.range::<[u8], _>(..),
+            };
+            range.filter(|(_, g)| !durable_only || g.is_none()).take(limit).map(|(k, _)| k.clone()).collect()
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // Gone since the index was read: performed or rescheduled meanwhile.
+            let Some(v) = self.engine.get(&k)? else { continue };
+            match decode::<EffectRecord>(&v) {
+                Ok(e) => out.push(e),
+                Err(e) => {
+                    self.quarantine(&k, &v, &format!("effect {}", hex::encode(&k[1..])), &e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead letters, in key order.
+    fn dead_effects(&self, limit: usize) -> Result<Vec<EffectRecord>, StoreError> {
         Ok(self
-            .scan::<EffectRecord>(&[tag], &to, limit, "effect", |k| !hidden.contains(k))?
+            .scan::<EffectRecord>(&[DEAD], &[DEAD + 1], limit, "effect", |_| true)?
             .into_iter()
             .map(|(_, e)| e)
             .collect())

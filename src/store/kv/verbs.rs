@@ -216,7 +216,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
-            self.effects(OUTBOX, limit, Some(end), true)
+            self.outbox_effects(limit, Some(end), true)
         })
     }
 
@@ -231,11 +231,11 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.effects(OUTBOX, limit, None, false) })
+        Box::pin(async move { self.outbox_effects(limit, None, false) })
     }
 
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.effects(DEAD, limit, None, false) })
+        Box::pin(async move { self.dead_effects(limit) })
     }
 
     fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
