@@ -163,6 +163,24 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
     drop(app);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let disk = dir_bytes(&options.path);
+    // What the rows themselves take, by key space (the layout's one-byte tags), beside
+    // what the engine puts on disk for them.
+    let logical = loop {
+        match store::open_engine(&options) {
+            Ok(engine) => {
+                let mut by_tag = std::collections::BTreeMap::<char, (u64, u64)>::new();
+                for row in engine.range(&[0], &[0xff]) {
+                    let (k, v) = row.unwrap();
+                    let e = by_tag.entry(char::from(k[0])).or_default();
+                    e.0 += 1;
+                    e.1 += (k.len() + v.len()) as u64;
+                }
+                break by_tag;
+            }
+            Err(store::StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
     let reopen_started = Instant::now();
     let reopened = loop {
         match store::open(&options, metrics.clone()) {
@@ -188,4 +206,9 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
         drained,
         reopen,
     );
+    let rows: Vec<String> = logical
+        .iter()
+        .map(|(tag, (n, bytes))| format!("{tag} {n} rows {:.0} B/order", *bytes as f64 / orders as f64))
+        .collect();
+    println!("       rows by key space (key + value): {}", rows.join(", "));
 }
