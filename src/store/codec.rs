@@ -21,12 +21,19 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// # Errors
 /// A message naming what is wrong with the row (unknown format, bad compression, JSON).
 pub fn decode<T: DeserializeOwned>(row: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(&json(row)?).map_err(|e| e.to_string())
+}
+
+/// The JSON text of a row.
+///
+/// # Errors
+/// An unknown format or bad compression.
+pub fn json(row: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
     match row.first() {
-        Some(&LZ4) => {
-            let json = lz4_flex::block::decompress_size_prepended(&row[1..]).map_err(|e| format!("lz4: {e}"))?;
-            serde_json::from_slice(&json).map_err(|e| e.to_string())
-        }
-        Some(b'{' | b'[') => serde_json::from_slice(row).map_err(|e| e.to_string()),
+        Some(&LZ4) => lz4_flex::block::decompress_size_prepended(&row[1..])
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| format!("lz4: {e}")),
+        Some(b'{' | b'[') => Ok(std::borrow::Cow::Borrowed(row)),
         _ => Err("unknown row format".into()),
     }
 }

@@ -17,8 +17,9 @@ use orderbridge::engine::{Actor, Rules};
 use orderbridge::metrics::Metrics;
 use orderbridge::orders::{EffectOutcome, Inbound, OrderError, Orders};
 use orderbridge::store::kv::{Batch, Engine, EngineError, KvIter, KvStore, tags};
+use orderbridge::store::records::StepEvents;
 use orderbridge::store::{
-    self, Backend, EffectId, EffectRecord, Loaded, OrderWrite, Step, Store, StoreError, UsedLink,
+    self, Backend, EffectId, EffectRecord, EventRecord, Loaded, OrderWrite, Step, Store, StoreError, UsedLink,
 };
 use proptest::prelude::*;
 
@@ -307,21 +308,56 @@ async fn audit_verify_finds_an_altered_event() {
         let a = orders.ingest(inbound("AV-1", 1, "500.00", "C-AV"), &rules, Utc::now()).await.unwrap();
         assert!(orders.verify_audit().await.unwrap().broken.is_none());
         // Rewrite the first step's events with an altered actor, as an attacker with
-        // access to the data directory could.
+        // access to the data directory could: in the stored form, where the step's
+        // head hash no longer matches, and as whole records with their hashes (the
+        // form rows had before), where the altered event's own hash does not.
         let events = store.events(a.order_id).await.unwrap();
         let mut key = vec![b'e'];
         key.extend_from_slice(&events[0].key());
         let rows = store.engine().range(&key, b"f").next().unwrap().unwrap();
-        let mut step: Vec<orderbridge::store::EventRecord> = orderbridge::store::codec::decode(&rows.1).unwrap();
+        let mut step = StepEvents::decode(&rows.1).unwrap();
+        assert!(step.len() > 1, "the intake step writes several events");
         step[0].actor = Actor::Person("mallory".into());
-        let mut b = Batch::default();
-        b.put(rows.0, orderbridge::store::codec::encode(&step));
-        store.engine().write(b).unwrap();
-        let report = orders.verify_audit().await.unwrap();
-        let (id, seq, why) = report.broken.expect("the alteration is found");
-        assert_eq!((id, seq), (a.order_id, 1), "{}", backend.name());
-        assert!(why.contains("altered"), "{why}");
+        let last = step.last().unwrap().seq;
+        for (row, broken_at) in [(StepEvents::encode(&step), last), (orderbridge::store::codec::encode(&step), 1)] {
+            let mut b = Batch::default();
+            b.put(rows.0.clone(), row);
+            store.engine().write(b).unwrap();
+            let report = orders.verify_audit().await.unwrap();
+            let (id, seq, why) = report.broken.expect("the alteration is found");
+            assert_eq!((id, seq), (a.order_id, broken_at), "{}", backend.name());
+            assert!(why.contains("altered"), "{why}");
+        }
     }
+}
+
+#[test]
+fn step_events_read_back_as_written_in_both_forms() {
+    let id = orderbridge::domain::OrderId::new_v7();
+    let t0 = Utc::now();
+    let mut events: Vec<EventRecord> = Vec::new();
+    for (i, state) in ["received", "screening"].iter().enumerate() {
+        let prev = events.last().map_or(orderbridge::store::records::GENESIS.to_owned(), |e| e.hash.clone());
+        let state: orderbridge::engine::OrderState =
+            serde_json::from_value(serde_json::json!({"name": state})).unwrap();
+        events.push(EventRecord::chained(
+            id,
+            u32::try_from(i).unwrap() + 1,
+            &prev,
+            t0 + chrono::Duration::milliseconds(i64::try_from(i).unwrap()),
+            Actor::System,
+            orderbridge::engine::OrderEvent::ScreeningStarted { rules_version: "1".into() },
+            state,
+        ));
+    }
+    assert_eq!(StepEvents::decode(&StepEvents::encode(&events)).unwrap(), events);
+    assert_eq!(StepEvents::decode(&orderbridge::store::codec::encode(&events)).unwrap(), events);
+    // Not one chained run: stored whole, read back the same.
+    let mut loose = events.clone();
+    loose[1].prev_hash = "x".repeat(64);
+    assert_eq!(StepEvents::decode(&StepEvents::encode(&loose)).unwrap(), loose);
+    // The packed form is smaller: the hashes inside the step are not stored.
+    assert!(StepEvents::encode(&events).len() < orderbridge::store::codec::encode(&events).len());
 }
 
 /// An engine whose sync waits until the test lets it go, or fails.

@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{decode, encode};
 use super::commit::Committer;
-use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, event_key};
+use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents, event_key};
 use super::{
     BoxFuture, Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step, Store,
     StoreError, UsedLink,
@@ -358,7 +358,20 @@ impl<E: Engine> KvStore<E> {
         to: &[u8],
         limit: usize,
         what: &str,
+        keep: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        self.scan_with(from, to, limit, what, keep, decode::<T>)
+    }
+
+    /// As `scan`, with rows read by `decode`.
+    fn scan_with<T>(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        what: &str,
         mut keep: impl FnMut(&[u8]) -> bool,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
         let mut out = Vec::new();
         for row in self.engine.range(from, to) {
@@ -369,7 +382,7 @@ impl<E: Engine> KvStore<E> {
             if !keep(&k) {
                 continue;
             }
-            match decode::<T>(&v) {
+            match decode(&v) {
                 Ok(t) => out.push((k, t)),
                 Err(e) => {
                     self.quarantine(&k, &v, &format!("{what} {}", hex::encode(&k[1..])), &e);
@@ -459,7 +472,7 @@ impl<E: Engine> KvStore<E> {
             b.put(k, order_row(rec));
         }
         if let Some(first) = events.first() {
-            b.put(key(EVENTS, &[&event_key(first.order_id, first.seq)]), encode(&events));
+            b.put(key(EVENTS, &[&event_key(first.order_id, first.seq)]), StepEvents::encode(&events));
         }
         for c in outbox {
             match c {

@@ -30,7 +30,7 @@ impl<E: Engine> Store for KvStore<E> {
         Box::pin(async move {
             let from = key(EVENTS, &[id.as_bytes()]);
             let to = prefix_end(&from);
-            let steps = self.scan::<Vec<EventRecord>>(&from, &to, usize::MAX, "events", |_| true)?;
+            let steps = self.scan_with(&from, &to, usize::MAX, "events", |_| true, StepEvents::decode)?;
             Ok(steps.into_iter().flat_map(|(_, s)| s).collect())
         })
     }
