@@ -185,11 +185,11 @@ impl Default for RawServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `fjall` (the default) or `sled`: embedded engines, one process per data directory.
+    /// `fjall` (the default), `sled` or `redb`: embedded engines, one process per data directory.
     pub backend: String,
     /// Data directory of the embedded store, relative to the config dir unless absolute.
     pub path: PathBuf,
-    /// The engine's cache, in MiB (fjall: block cache; sled: page cache, resident memory a few times this, sled #1309).
+    /// The engine's cache, in MiB (fjall: block cache; sled: page cache, resident memory a few times this, sled #1309; redb: read cache and write buffer).
     pub cache_capacity_mb: u64,
     /// Group commit: how long the first waiting write waits for others before the
     /// flush + fsync that makes them all durable, in microseconds (0: flush at once).

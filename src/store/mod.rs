@@ -18,7 +18,7 @@
 //!   and never stops the others.
 //!
 //! `kv/` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
-//! `sled_engine.rs`);
+//! `sled_engine.rs`, `redb_engine.rs`);
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit.
 
@@ -27,6 +27,7 @@ pub mod commit;
 pub mod fjall_engine;
 pub mod kv;
 pub mod records;
+pub mod redb_engine;
 pub mod sled_engine;
 
 use chrono::{DateTime, Utc};
@@ -275,15 +276,18 @@ pub enum Backend {
     Fjall,
     /// sled 0.34, embedded (one process per data directory).
     Sled,
+    /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data directory).
+    Redb,
 }
 
 impl Backend {
-    pub const NAMES: &'static [&'static str] = &["fjall", "sled"];
+    pub const NAMES: &'static [&'static str] = &["fjall", "sled", "redb"];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Fjall => "fjall",
             Backend::Sled => "sled",
+            Backend::Redb => "redb",
         }
     }
 }
@@ -294,6 +298,7 @@ impl std::str::FromStr for Backend {
         match s {
             "fjall" => Ok(Backend::Fjall),
             "sled" => Ok(Backend::Sled),
+            "redb" => Ok(Backend::Redb),
             other => Err(format!("unknown store backend `{other}` (available: {})", Backend::NAMES.join(", "))),
         }
     }
@@ -321,6 +326,7 @@ pub fn open(
     match options.backend {
         Backend::Fjall => Ok(fjall_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
         Backend::Sled => Ok(sled_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
+        Backend::Redb => Ok(redb_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
     }
 }
 
@@ -333,6 +339,7 @@ pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError>
     match options.backend {
         Backend::Fjall => Ok(Box::new(fjall_engine::FjallEngine::open(&options.path, options.cache_bytes)?)),
         Backend::Sled => Ok(Box::new(sled_engine::SledEngine::open(&options.path, options.cache_bytes)?)),
+        Backend::Redb => Ok(Box::new(redb_engine::RedbEngine::open(&options.path, options.cache_bytes)?)),
     }
 }
 
@@ -341,6 +348,7 @@ pub fn exists(options: &Options) -> bool {
     match options.backend {
         Backend::Fjall => fjall_engine::FjallEngine::exists(&options.path),
         Backend::Sled => sled_engine::SledEngine::exists(&options.path),
+        Backend::Redb => redb_engine::RedbEngine::exists(&options.path),
     }
 }
 

@@ -236,4 +236,27 @@ async fn store_copy_makes_a_verified_copy_that_the_daemon_runs_on() {
     got.sort();
     ids.sort();
     assert_eq!(got, ids);
+
+    // Onto every engine: the copy verifies, and the daemon runs on it with that engine.
+    for backend in orderbridge::store::Backend::NAMES {
+        let target = dir.path().join(format!("copied-{backend}"));
+        let out =
+            cli(dir.path(), &["store", "copy", "--to-backend", backend, "--to-path", target.to_str().unwrap()], &[])
+                .await;
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{backend}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            text.contains(&format!("({backend})")) && text.contains("audit intact on the copy: 5 orders"),
+            "{text}"
+        );
+        let env = [
+            ("ORDERBRIDGE__STORE__PATH", target.to_str().unwrap().to_owned()),
+            ("ORDERBRIDGE__STORE__BACKEND", (*backend).to_owned()),
+        ];
+        let out = cli(dir.path(), &["orders", "list", "--json"], &env).await;
+        let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let mut got: Vec<String> = listed.iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+        got.sort();
+        assert_eq!(got, ids, "{backend}");
+    }
 }

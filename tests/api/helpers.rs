@@ -314,18 +314,26 @@ impl TestApp {
         let state = self.state.clone();
         let dir = self.stop().await;
         drop(state);
-        // Each engine holds an exclusive flock while open (fjall on `lock`, sled on
+        // fjall and sled hold an exclusive flock while open (fjall on `lock`, sled on
         // `db`); probe it the same way (opening the engine itself would hold it again
-        // for a moment after closing).
+        // for a moment after closing). redb takes byte-range locks instead, which only
+        // redb's own open sees: a read-only open fails while a writer holds the file.
         let data = dir.path().join("data");
         wait_until("the store is released", || {
             let data = data.clone();
             async move {
-                ["lock", "db"]
+                let flocks_free = ["lock", "db"]
                     .iter()
                     .map(|f| data.join(f))
                     .filter(|p| p.exists())
-                    .all(|p| std::fs::File::open(&p).is_ok_and(|f| f.try_lock().is_ok()))
+                    .all(|p| std::fs::File::open(&p).is_ok_and(|f| f.try_lock().is_ok()));
+                let redb = orderbridge::store::redb_engine::RedbEngine::file(&data);
+                let redb_free = !redb.exists()
+                    || !matches!(
+                        redb::Builder::new().open_read_only(&redb),
+                        Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    );
+                flocks_free && redb_free
             }
         })
         .await;
