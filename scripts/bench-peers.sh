@@ -13,6 +13,7 @@
 #   ROUNDS=3 DURATION=30 CONCURRENCY="16 64"  passed to run-all.sh
 #   RESULTS=target/bench-peers/<UTC time>/results.jsonl
 #   BENCH_PEERS_PORT=18088                   orderbridge's port (loopback)
+#   BENCH_PEERS_ADMIN_PORT=18089             orderbridge's admin port (/metrics)
 #   POOL_RATE=20000                          requests/s each run's pool of signed orders is sized for
 #   DRAIN_MAX=600                            s the harness waits for pushes still in the outbox
 #
@@ -47,6 +48,7 @@ export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-30} CONCURRENCY=${CONCURRENCY:-"
 # or that target's sink count would include ours.
 export DRAIN_MAX=${DRAIN_MAX:-600}
 PORT=${BENCH_PEERS_PORT:-18088}
+ADMIN_PORT=${BENCH_PEERS_ADMIN_PORT:-18089}   # orderbridge's admin listener (/metrics)
 SINK_PORT=${SINK_PORT:-18090}
 if (( $# == 0 )); then set -- orderbridge nodered "n8n|set-lastnode-save_default" sink; fi
 
@@ -102,7 +104,7 @@ if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/healthz"; then
   exit 2
 fi
 echo "== starting orderbridge on 127.0.0.1:$PORT, data in $WORK/data (log: $OUT/orderbridge.log)"
-ORDERBRIDGE__STORE__PATH="$WORK/data" ORDERBRIDGE__SERVER__PORT=$PORT ORDERBRIDGE__SERVER__HOST=127.0.0.1 \
+ORDERBRIDGE__STORE__PATH="$WORK/data" ORDERBRIDGE__SERVER__PORT=$PORT ORDERBRIDGE__SERVER__HOST=127.0.0.1 ORDERBRIDGE__SERVER__ADMIN__PORT=$ADMIN_PORT \
   "$BIN" run --config-dir bench/peers > "$OUT/orderbridge.log" 2>&1 &
 DAEMON=$!
 echo "$DAEMON" > "$PEERS_WORK/orderbridge.pid"
@@ -161,5 +163,5 @@ echo
 echo "medians, with drain and end-to-end pushes/s ($OUT/table.md):"
 python3 bench/peers/table.py "$RESULTS" | tee "$OUT/table.md"
 echo "orderbridge store: $(du -sh "$WORK/data" | cut -f1) on disk"
-curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^orderbridge_(commit_(batch_size|duration_seconds)_(sum|count)|outbox_pending|dead_letters|webhooks_total)' || true
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^orderbridge_(commit_(batch_size|duration_seconds)_(sum|count)|outbox_pending|dead_letters|webhooks_total)' || true
 echo "results: $RESULTS (table: python3 $PEERS/summarize.py $RESULTS)"

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ORDERS=${1:-50000}
 CONCURRENCY=${2:-64}
 PORT=${BENCH_PORT:-18080}
+ADMIN_PORT=${BENCH_ADMIN_PORT:-18081}   # /metrics is served on the admin listener
 SINK=${BENCH_SINK:-127.0.0.1:19090}
 
 cargo build --release --locked -q
@@ -31,6 +32,7 @@ export DEMO_FINANCE_TOKEN=bench-finance-token
 export DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 export ORDERBRIDGE_LINK_SECRET=bench-link-key-0123456789abcdef0123456789
 export ORDERBRIDGE__SERVER__PORT=$PORT
+export ORDERBRIDGE__SERVER__ADMIN__PORT=$ADMIN_PORT
 export ORDERBRIDGE__LOG__LEVEL=warn
 
 $BIN run --config-dir "$WORK" &
@@ -43,4 +45,4 @@ done
 $BIN bench --url "http://127.0.0.1:$PORT" --orders "$ORDERS" --concurrency "$CONCURRENCY" \
   --pid "$DAEMON" --sink "$SINK"
 echo "store size on disk: $(du -sh "$WORK/data" | cut -f1)"
-curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -E '^orderbridge_commit_(batch_size|duration_seconds)_(sum|count)'
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^orderbridge_commit_(batch_size|duration_seconds)_(sum|count)'

@@ -192,7 +192,8 @@ impl Source {
         match crate::store::open(&options, Arc::new(Metrics::default())) {
             Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
             Err(StoreError::Locked(_)) => {
-                let mut addr = settings.listen;
+                // The admin listener serves /api (the public one does not).
+                let mut addr = settings.admin_listen;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }

@@ -9,7 +9,8 @@
 //! - `workers`: the outbox dispatcher, the scheduler (reminders, escalations, digests), pollers.
 //! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
 //!   showing values to people, the people we write to.
-//! - `http`: webhooks, admin API, health, metrics (axum).
+//! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
+//!   metrics), with connection and request limits (axum on hyper).
 //! - `settings`, `check`, `diagnostics`, `secrets`: configuration loading and validation
 //!   (`secrets`: what a secret must be: not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.

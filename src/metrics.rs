@@ -64,6 +64,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Panics caught by task (http: a request answered 500; dispatcher: an attempt recorded as a retryable failure). Each is a bug: report it.",
     ),
+    (
+        "orderbridge_http_busy_total",
+        "counter",
+        "Requests answered 503 busy because no request slot came free in time (server.queue_timeout_secs), by listener.",
+    ),
     ("orderbridge_build_info", "gauge", "Build information."),
 ];
 

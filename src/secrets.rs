@@ -31,7 +31,7 @@ const PLACEHOLDER_PREFIX: &str = "replace-me";
 pub struct Policy {
     /// `example = true` (and the daemon on loopback): where the key is, for the note.
     pub example: Option<crate::diagnostics::Diagnostic>,
-    /// `example = true` but `server.host` is not a loopback address, so it does not apply.
+    /// `example = true` but `server.host` or `server.admin.host` is not a loopback address, so it does not apply.
     pub example_off_loopback: bool,
 }
 
@@ -79,7 +79,7 @@ impl Policy {
             (Some(_), Some(_)) => Verdict::Accepted,
             (Some(why), None) => {
                 let hint = if self.example_off_loopback {
-                    " (`example = true` accepts the example's secrets only while server.host is a loopback address)"
+                    " (`example = true` accepts the example's secrets only while server.host and server.admin.host are loopback addresses)"
                 } else {
                     ""
                 };
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(example().judge("${T}", &short, Some(ADMIN(31))), Verdict::Accepted);
         let off = Policy { example: None, example_off_loopback: true };
         let Verdict::Refused(m) = off.judge("${T}", "demo-admin-token", None) else { panic!() };
-        assert!(m.ends_with("only while server.host is a loopback address)"), "{m}");
+        assert!(m.ends_with("only while server.host and server.admin.host are loopback addresses)"), "{m}");
     }
 
     #[test]

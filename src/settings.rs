@@ -161,12 +161,27 @@ pub struct RawServer {
     pub port: u16,
     /// Largest webhook body accepted, in bytes (larger: 413).
     pub max_body_bytes: usize,
-    /// Time limit for one HTTP request, in seconds.
+    /// Time limit for one HTTP request, in seconds, from its headers to its answer,
+    /// including the wait for a free slot (`max_concurrent_requests`).
     pub request_timeout_secs: u64,
+    /// Time a client has to send a request's headers, in seconds: from the connection's
+    /// start, or from the first byte of a later request on a kept-alive connection.
+    /// Past it the connection is closed (slow clients cannot hold connections).
+    pub header_read_timeout_secs: u64,
+    /// How long a kept-alive connection may wait for its next request, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Time a handler waits for the whole request body, in seconds (past it: 408).
+    pub body_timeout_secs: u64,
+    /// Longest wait for a free slot (`max_concurrent_requests`), in seconds, within the
+    /// request timeout; past it: 503 with `Retry-After`.
+    pub queue_timeout_secs: u64,
     /// Bearer token for `/api/*`: `${ENV_NAME}` or `file:PATH`.
     pub admin_token: Option<String>,
-    /// Most requests handled at once; more wait (back-pressure).
+    /// Most requests handled at once per listener; more wait, up to the request
+    /// timeout, then get 503 with `Retry-After` (back-pressure).
     pub max_concurrent_requests: usize,
+    /// The admin listener (`/api/*`, `/metrics`), apart from webhooks and pages.
+    pub admin: RawAdmin,
 }
 
 impl Default for RawServer {
@@ -176,9 +191,31 @@ impl Default for RawServer {
             port: 8080,
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_timeout_secs: 30,
+            queue_timeout_secs: 10,
             admin_token: None,
             max_concurrent_requests: 1024,
+            admin: RawAdmin::default(),
         }
+    }
+}
+
+/// `[server.admin]`: where the admin API and the metrics are served. Keep it on
+/// loopback (or a management network): it is not meant to face the internet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Address of the admin listener (default loopback).
+    pub host: String,
+    /// Its TCP port, other than `server.port`; `0` lets the OS pick (tests).
+    pub port: u16,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { host: "127.0.0.1".into(), port: 8081 }
     }
 }
 
@@ -318,9 +355,20 @@ pub enum LogFormat {
 pub struct Settings {
     /// The directory holding `config/`, `connectors/` and `mappings/`.
     pub config_dir: PathBuf,
+    /// The public listener: webhooks, pages, health.
     pub listen: SocketAddr,
+    /// The admin listener: `/api/*`, `/metrics` (and health).
+    pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Whole request, including the wait for a slot.
     pub request_timeout: Duration,
+    /// Read by the server's connection watchdog (`http::server`).
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Read by the request guard, which bounds every request body.
+    pub body_timeout: Duration,
+    /// Longest wait for a request slot (within `request_timeout`).
+    pub queue_timeout: Duration,
     pub max_concurrent_requests: usize,
     /// `None` disables `/api/*` (every call answers 401).
     pub admin_token: Option<SecretString>,
@@ -454,7 +502,43 @@ impl RawSettings {
                 None
             }
         };
-        let secret_policy = secret_policy(self.example, host, path, text);
+        let admin_host: Option<IpAddr> = match self.server.admin.host.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                bad(&["server", "admin", "host"], format!("`{}` is not an IP address", self.server.admin.host));
+                None
+            }
+        };
+        if self.server.admin.port != 0 && self.server.admin.port == self.server.port {
+            bad(
+                &["server", "admin", "port"],
+                format!(
+                    "the admin listener needs a port of its own, not server.port ({}): /api and /metrics are not served with webhooks and pages",
+                    self.server.port
+                ),
+            );
+        }
+        for (key, value) in [
+            ("request_timeout_secs", self.server.request_timeout_secs),
+            ("header_read_timeout_secs", self.server.header_read_timeout_secs),
+            ("idle_timeout_secs", self.server.idle_timeout_secs),
+            ("body_timeout_secs", self.server.body_timeout_secs),
+            ("queue_timeout_secs", self.server.queue_timeout_secs),
+        ] {
+            if value == 0 {
+                bad(&["server", key], "must be at least 1 (seconds); there is no \"no limit\"".into());
+            }
+        }
+        if self.server.queue_timeout_secs > self.server.request_timeout_secs {
+            bad(
+                &["server", "queue_timeout_secs"],
+                format!(
+                    "must not exceed request_timeout_secs ({}): the wait for a slot is part of the request's time",
+                    self.server.request_timeout_secs
+                ),
+            );
+        }
+        let secret_policy = secret_policy(self.example, host.zip(admin_host), path, text);
         let mut checks = crate::secrets::Checks::new(&secret_policy);
         let admin_token = match self.server.admin_token.as_deref().map(SecretRef::parse) {
             None => None,
@@ -708,8 +792,13 @@ impl RawSettings {
         Ok(Settings {
             config_dir: config_dir.to_owned(),
             listen: SocketAddr::new(host.expect("checked above"), self.server.port),
+            admin_listen: SocketAddr::new(admin_host.expect("checked above"), self.server.admin.port),
             max_body_bytes: self.server.max_body_bytes,
-            request_timeout: Duration::from_secs(self.server.request_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.server.request_timeout_secs),
+            header_read_timeout: Duration::from_secs(self.server.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.server.idle_timeout_secs),
+            body_timeout: Duration::from_secs(self.server.body_timeout_secs),
+            queue_timeout: Duration::from_secs(self.server.queue_timeout_secs),
             max_concurrent_requests: self.server.max_concurrent_requests.max(1),
             admin_token,
             store: crate::store::Options {
@@ -741,10 +830,11 @@ impl RawSettings {
     }
 }
 
-/// How weak secrets are judged: `example = true` counts only while the daemon listens
-/// on a loopback address (the example's published secrets must never face a network).
-fn secret_policy(example: bool, host: Option<IpAddr>, path: &Path, text: &str) -> crate::secrets::Policy {
-    let on_loopback = host.is_some_and(|h| h.is_loopback());
+/// How weak secrets are judged: `example = true` counts only while both listeners
+/// (public and admin) are on loopback addresses (the example's published secrets must
+/// never face a network).
+fn secret_policy(example: bool, hosts: Option<(IpAddr, IpAddr)>, path: &Path, text: &str) -> crate::secrets::Policy {
+    let on_loopback = hosts.is_some_and(|(public, admin)| public.is_loopback() && admin.is_loopback());
     let at = match locate(text, &["example"]) {
         Some(span) => Diagnostic::at(path, text, Some(span), ""),
         None => Diagnostic::file(Path::new(&format!("env {ENV_PREFIX}__EXAMPLE")), ""),
@@ -772,7 +862,10 @@ impl Settings {
         let host = env("SERVER__HOST")
             .or_else(|| table.get("server")?.get("host")?.as_str().map(str::to_owned))
             .unwrap_or_else(|| RawServer::default().host);
-        secret_policy(example, host.parse().ok(), &path, &text)
+        let admin_host = env("SERVER__ADMIN__HOST")
+            .or_else(|| table.get("server")?.get("admin")?.get("host")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| RawAdmin::default().host);
+        secret_policy(example, host.parse().ok().zip(admin_host.parse().ok()), &path, &text)
     }
 }
 
@@ -805,6 +898,52 @@ mod tests {
         );
         // A number instead of a string is a shape error, located by toml.
         assert!(toml::from_str::<RawSettings>("[intake.max_amount]\nCNY = 10000000000\n").is_err());
+    }
+
+    #[test]
+    fn server_timeouts_have_defaults_and_zero_is_refused_with_its_line() {
+        let s = parse("").unwrap();
+        assert_eq!(
+            (s.header_read_timeout, s.idle_timeout, s.body_timeout, s.queue_timeout, s.request_timeout),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+                Duration::from_secs(10),
+                Duration::from_secs(30)
+            )
+        );
+        assert_eq!(s.admin_listen, "127.0.0.1:8081".parse().unwrap());
+
+        let text = "[server]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nbody_timeout_secs = 0\nrequest_timeout_secs = 5\nqueue_timeout_secs = 6\n";
+        let problems: Vec<String> = parse(text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "orderbridge.toml:2:28: must be at least 1 (seconds); there is no \"no limit\"",
+                "orderbridge.toml:3:21: must be at least 1 (seconds); there is no \"no limit\"",
+                "orderbridge.toml:4:21: must be at least 1 (seconds); there is no \"no limit\"",
+                "orderbridge.toml:6:22: must not exceed request_timeout_secs (5): the wait for a slot is part of the request's time",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_admin_listener_is_an_address_with_a_port_of_its_own() {
+        let s = parse("[server.admin]\nhost = \"10.0.0.5\"\nport = 9443\n").unwrap();
+        assert_eq!(s.admin_listen, "10.0.0.5:9443".parse().unwrap());
+        let problems: Vec<String> =
+            parse("[server]\nport = 8080\n[server.admin]\nhost = \"admin.local\"\nport = 8080\n")
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`admin.local` is not an IP address"), "{problems:?}");
+        assert!(problems[1].contains("needs a port of its own, not server.port (8080)"), "{problems:?}");
+        // Off loopback, the example's demo secrets are not accepted any more.
+        let s = parse("example = true\n[server.admin]\nhost = \"0.0.0.0\"\n").unwrap();
+        assert!(s.secret_policy.example.is_none() && s.secret_policy.example_off_loopback);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Wiring only: open the store, bind the listener, build the state, start the
-//! workers, serve until the shutdown future resolves, then drain and flush.
+//! Wiring only: open the store, bind the listeners (public and admin), build the
+//! state, start the workers, serve until the shutdown future resolves, then drain and
+//! flush.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::Loaded;
 use crate::clock::Clock;
 use crate::engine::notify::MAIL_CONNECTOR;
-use crate::http::{AppState, router};
+use crate::http::server::{Timeouts, serve};
+use crate::http::{AppState, admin_router, router};
 use crate::links::LinkSigner;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
@@ -36,7 +38,10 @@ async fn store_failed(store: Arc<dyn crate::store::Store>) {
 const GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
+    /// Webhooks, pages, health.
     listener: TcpListener,
+    /// `/api/*` and `/metrics` (`[server.admin]`).
+    admin_listener: TcpListener,
     state: AppState,
     dispatcher: Arc<Dispatcher>,
     digests: DigestJob,
@@ -57,6 +62,9 @@ impl Application {
         let orders = Arc::new(Orders::new(store.clone()));
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(settings.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
         let public_url = settings
             .public_url
             .clone()
@@ -109,18 +117,22 @@ impl Application {
             store,
             registry,
             rules,
-            in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
             settings: Arc::new(settings),
             metrics,
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
         };
-        Ok(Application { listener, state, dispatcher, digests, pollers })
+        Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// Where `/api/*` and `/metrics` are served.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_listener.local_addr().expect("bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
@@ -130,7 +142,7 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
     /// lets the dispatcher record what is in flight, and flushes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, dispatcher, digests, pollers } = self;
+        let Application { listener, admin_listener, state, dispatcher, digests, pollers } = self;
         let stop = CancellationToken::new();
         // A worker that ends before shutdown was asked for is a failure: stop serving
         // (readiness goes false first) and exit non-zero, rather than accept orders
@@ -173,21 +185,32 @@ impl Application {
             })
         };
         state.ready.store(true, Ordering::SeqCst);
-        tracing::info!(address = %listener.local_addr()?, "orderbridge listening on http://{}", listener.local_addr()?);
+        let (public, admin) = (listener.local_addr()?, admin_listener.local_addr()?);
+        tracing::info!(
+            address = %public,
+            admin_address = %admin,
+            "orderbridge listening on http://{public} (admin API and metrics on http://{admin})"
+        );
 
-        let ready = state.ready.clone();
-        let app = router(state.clone());
-        let died = worker_died.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        // Readiness goes false first, then both listeners stop accepting and finish
+        // the requests in flight.
+        let http_stop = CancellationToken::new();
+        {
+            let (ready, died, http_stop) = (state.ready.clone(), worker_died.clone(), http_stop.clone());
+            tokio::spawn(async move {
                 tokio::select! {
                     () = shutdown => {}
                     () = died.cancelled() => {}
                 }
                 ready.store(false, Ordering::SeqCst);
-            })
-            .await
-            .context("HTTP server failed")?;
+                http_stop.cancel();
+            });
+        }
+        let timeouts = Timeouts { header_read: state.settings.header_read_timeout, idle: state.settings.idle_timeout };
+        tokio::join!(
+            serve(listener, router(state.clone()), timeouts, http_stop.clone()),
+            serve(admin_listener, admin_router(state.clone()), timeouts, http_stop),
+        );
 
         stop.cancel();
         if tokio::time::timeout(GRACE, workers).await.is_err() {

@@ -297,6 +297,26 @@ impl Verifier {
         }
     }
 
+    /// What can be checked before the body is read: every header the scheme needs is
+    /// there and well formed, and a signed timestamp lies within the replay window.
+    /// (`verify` with an empty body fails only at the signature comparison when the
+    /// headers are right: the same code decides, so the two cannot drift apart.)
+    ///
+    /// # Errors
+    /// Everything `verify` would refuse for these headers whatever the body.
+    pub fn check_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<(), SignatureError> {
+        match self.verify(&Delivery { method, path_and_query, headers, body: b"", now }) {
+            Ok(()) | Err(SignatureError::Mismatch) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Verifies one delivery; constant-time comparisons throughout.
     pub fn verify(&self, d: &Delivery<'_>) -> Result<(), SignatureError> {
         match self {
@@ -381,6 +401,27 @@ mod scheme_tests {
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
+    }
+
+    #[test]
+    fn headers_alone_refuse_what_no_body_can_mend_and_nothing_else() {
+        let sw =
+            Verifier::new("standard_webhooks", &secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), 300, None).unwrap();
+        let at = |v: &Verifier, h: &HeaderMap, now| v.check_headers("POST", "/webhooks/x", h, now);
+        let good =
+            headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1700000000"), ("webhook-signature", "v1,AAAA")]);
+        // A signature that cannot match this body is the body's business: allowed here.
+        assert_eq!(at(&sw, &good, 1700000010), Ok(()));
+        assert_eq!(at(&sw, &headers(&[]), 1700000010), Err(SignatureError::MissingHeader("webhook-id")));
+        assert!(matches!(at(&sw, &good, 1700001000), Err(SignatureError::OutsideWindow(1000, 300))));
+        let stripe = Verifier::new("stripe", &secret("whsec_test_secret_123"), 300, None).unwrap();
+        let h = headers(&[("stripe-signature", "t=1700000000,v1=deadbeef")]);
+        assert_eq!(at(&stripe, &h, 1700000000), Ok(()));
+        assert!(matches!(at(&stripe, &h, 1700009000), Err(SignatureError::OutsideWindow(..))));
+        // Body-only schemes: the header must be there.
+        let github = Verifier::new("github", &secret("It's a Secret to Everybody"), 300, None).unwrap();
+        assert_eq!(at(&github, &headers(&[]), 0), Err(SignatureError::MissingHeader("x-hub-signature-256")));
+        assert_eq!(at(&github, &headers(&[("x-hub-signature-256", "sha256=00")]), 0), Ok(()));
     }
 
     #[test]

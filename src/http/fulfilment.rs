@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
-use crate::connectors::signature::Delivery;
 use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
@@ -402,19 +401,7 @@ pub async fn system_event(
         .webhook
         .as_ref()
         .ok_or_else(|| ApiError::not_found(format!("connector `{connector}` has no [webhook] section")))?;
-    let bytes = axum::body::to_bytes(body, app.settings.max_body_bytes).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than allowed")
-    })?;
-    let delivery = Delivery {
-        method: "POST",
-        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
-        headers: &headers,
-        body: &bytes,
-        now: app.clock.now().timestamp(),
-    };
-    hook.verifier
-        .verify(&delivery)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    let bytes = super::webhooks::signed_body(&app, &hook.verifier, &uri, &headers, body).await?;
     let event: SystemEvent = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_event", e.to_string()))?;
     // Which types it may report, and for which orders, the application layer asks the

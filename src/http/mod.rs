@@ -1,23 +1,33 @@
 //! The HTTP surface (axum): webhooks, the admin API, health and metrics.
 //! Handlers translate HTTP to application calls (`crate::orders`) and store reads;
 //! they decide nothing and never perform effects (invariant 2).
+//!
+//! Two listeners: the public one (`router`: webhooks, pages, health) and the admin
+//! one (`admin_router`: `/api/*`, `/metrics`, health), each with its own slots.
+//! `server` owns connections (header-read and idle timeouts); `guard` bounds each
+//! request (a slot, the whole-request and body timeouts, the panic boundary).
 
 pub mod api;
 pub mod error;
 pub mod fulfilment;
 pub mod health;
 pub mod pages;
+pub mod server;
 pub mod webhooks;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::clock::Clock;
@@ -45,8 +55,6 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Wakes the dispatcher when new effects were committed.
     pub dispatcher_wake: Arc<Notify>,
-    /// Bounds requests in flight (back-pressure, invariant 7).
-    pub in_flight: Arc<Semaphore>,
     /// Verifies the signed links pages are opened with; `None`: no link key configured.
     pub links: Option<Arc<LinkSigner>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
@@ -62,7 +70,8 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The admin listener's routes: `/api/*` (admin token), `/metrics`, and health.
+pub fn admin_router(state: AppState) -> Router {
     let api = Router::new()
         .route("/orders", get(api::list_orders))
         .route("/orders/{id}", get(api::get_order))
@@ -86,25 +95,83 @@ pub fn router(state: AppState) -> Router {
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
+    let gate = Gate::new(&state, "admin");
+    Router::new()
+        .nest("/api", api)
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(gate, guard))
+        .with_state(state)
+}
+
+/// The public listener's routes: webhooks, pages (signed links) and health. `/api/*`
+/// and `/metrics` are not here: they answer 404 and live on the admin listener.
+pub fn router(state: AppState) -> Router {
+    let gate = Gate::new(&state, "public");
+    // Pages take small forms: a tighter limit than axum's 2 MB default.
+    let pages_limit = DefaultBodyLimit::max(PAGE_FORM_MAX_BYTES);
     Router::new()
         // Our own limit is enforced in the handler (JSON 413); lift axum's 2 MB default.
         .route("/webhooks/{connector}", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/{connector}/events", post(fulfilment::system_event).layer(DefaultBodyLimit::disable()))
-        .nest("/api", api)
-        .route("/pages/survey/{token}", get(pages::survey_form).post(pages::survey_answer))
-        .route("/pages/approval/{token}", get(pages::approval_form_page).post(pages::approval_answer))
-        .route("/pages/acceptance/{token}", get(pages::acceptance_page).post(pages::acceptance_answer))
+        .route("/pages/survey/{token}", get(pages::survey_form).post(pages::survey_answer).layer(pages_limit))
+        .route(
+            "/pages/approval/{token}",
+            get(pages::approval_form_page).post(pages::approval_answer).layer(pages_limit),
+        )
+        .route(
+            "/pages/acceptance/{token}",
+            get(pages::acceptance_page).post(pages::acceptance_answer).layer(pages_limit),
+        )
         .route("/pages/status/{token}", get(pages::status_page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", any(admin_only))
+        .route("/api", any(admin_only))
+        .route("/api/{*rest}", any(admin_only))
         .fallback(|| async { error::ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(gate, guard))
         .with_state(state)
 }
 
-/// Request id, concurrency bound, time limit and panic boundary for every request.
-async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+/// Largest form a page accepts, in bytes.
+const PAGE_FORM_MAX_BYTES: usize = 64 * 1024;
+
+/// `/api/*` and `/metrics` on the public listener: not here (they moved to the admin
+/// listener, `[server.admin]`); the answer says where, not what is there.
+async fn admin_only() -> error::ApiError {
+    error::ApiError::not_found("no such route on this listener: /api and /metrics are served on the admin listener")
+}
+
+/// What a client is told to wait before trying again after a 503, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// One listener's request bound: its slots, and its name for metrics.
+#[derive(Clone)]
+struct Gate {
+    app: AppState,
+    /// Bounds requests in flight on this listener (back-pressure, invariant 7).
+    slots: Arc<Semaphore>,
+    listener: &'static str,
+}
+
+impl Gate {
+    fn new(app: &AppState, listener: &'static str) -> Gate {
+        Gate { app: app.clone(), slots: Arc::new(Semaphore::new(app.settings.max_concurrent_requests)), listener }
+    }
+}
+
+/// Request id, concurrency bound, time limits and panic boundary for every request.
+/// The whole-request limit starts when the headers are in, so it includes the wait
+/// for a slot; that wait is also bounded on its own (`queue_timeout_secs`, HAProxy's
+/// `timeout queue`): under FIFO slots with one limit for all, a waiter would always
+/// get a slot just before its own deadline and use it for nothing. A request that
+/// finds no slot in time gets 503 `busy` with `Retry-After`.
+async fn guard(State(gate): State<Gate>, req: Request, next: Next) -> Response {
+    let app = &gate.app;
+    let deadline = tokio::time::Instant::now() + app.settings.request_timeout;
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -115,13 +182,27 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
     // Signed links carry their token in the path: the span gets the route's shape.
     let path = loggable_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str), req.uri().path());
     let span = tracing::info_span!("http", method = %req.method(), path = %path, request_id = %request_id);
-    let _permit = match app.in_flight.clone().acquire_owned().await {
-        Ok(p) => p,
-        Err(_) => return with_common_headers(StatusCode::SERVICE_UNAVAILABLE.into_response(), &request_id),
+    let slot_by = deadline.min(tokio::time::Instant::now() + app.settings.queue_timeout);
+    let _permit = match tokio::time::timeout_at(slot_by, gate.slots.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) | Err(_) => {
+            app.metrics.inc("orderbridge_http_busy_total", &[("listener", gate.listener)]);
+            span.in_scope(|| tracing::warn!("no free request slot within the request timeout; answered 503"));
+            let resp = error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many requests in flight; retry after the time in Retry-After (delivery is idempotent)",
+            )
+            .into_response();
+            return with_common_headers(retry_after(resp), &request_id);
+        }
     };
+    // Every body arrives within body_timeout_secs of the handler's start, or fails.
+    let body_timeout = app.settings.body_timeout;
+    let req = req.map(|b| Body::new(TimedBody::new(b, body_timeout)));
     let fut = tracing::Instrument::instrument(crate::panics::catch_unwind(next.run(req)), span.clone());
     let fut = error::REQUEST_ID.scope(request_id.clone(), fut);
-    let resp = match tokio::time::timeout(app.settings.request_timeout, fut).await {
+    let resp = match tokio::time::timeout_at(deadline, fut).await {
         Ok(Ok(r)) => r,
         // A bug, not the client's fault: answer with the id, count it, keep serving.
         Ok(Err(panic)) => {
@@ -129,14 +210,81 @@ async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Respons
             span.in_scope(|| tracing::error!(%panic, "request handler panicked; answered 500"));
             error::ApiError::panicked(&request_id).into_response()
         }
-        Err(_) => error::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long; if it was a webhook, retry it (delivery is idempotent)",
-        )
-        .into_response(),
+        Err(_) => retry_after(
+            error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; if it was a webhook, retry it (delivery is idempotent)",
+            )
+            .into_response(),
+        ),
     };
     with_common_headers(resp, &request_id)
+}
+
+fn retry_after(mut resp: Response) -> Response {
+    resp.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    resp
+}
+
+/// The request body did not arrive within `server.body_timeout_secs`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+impl BodyTimeout {
+    /// Whether `e` (or one of its causes) is a body timeout.
+    pub fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut src = Some(e);
+        while let Some(s) = src {
+            if s.is::<BodyTimeout>() {
+                return true;
+            }
+            src = s.source();
+        }
+        false
+    }
+}
+
+/// A request body that fails with `BodyTimeout` once its time is up, so a client that
+/// trickles its body cannot hold a request slot for long.
+struct TimedBody {
+    inner: Body,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: Body, limit: Duration) -> TimedBody {
+        TimedBody { inner, limit, deadline: Box::pin(tokio::time::sleep(limit)) }
+    }
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(this.limit))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Headers on every answer: the request id, and `nosniff` (no answer is ever read as

@@ -9,7 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -239,15 +239,13 @@ pub struct SurveyForm {
 
 /// `POST /pages/survey/{token}`: records the answer once; a low score or a complaint
 /// asks for an after-sales ticket (the engine decides, the dispatcher pushes it).
-pub async fn survey_answer(
-    State(app): State<AppState>,
-    Path(token): Path<String>,
-    form_data: Result<Form<SurveyForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
+pub async fn survey_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Survey).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    // The link is checked before the form is read (a stranger's body is never read).
+    let form_data = Form::<SurveyForm>::from_request(req, &app).await;
     let bad = |msg: &str| form(&app, &token, &order, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
     let Ok(Form(f)) = form_data else {
         return bad(t(l, "The form could not be read; please submit it again.", "表单无法读取，请重新提交。"));
@@ -466,15 +464,13 @@ pub struct ApprovalForm {
 }
 
 /// `POST /pages/approval/{token}`: approve or reject once; a question keeps the link.
-pub async fn approval_answer(
-    State(app): State<AppState>,
-    Path(token): Path<String>,
-    form_data: Result<Form<ApprovalForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
+pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    // The link is checked before the form is read (a stranger's body is never read).
+    let form_data = Form::<ApprovalForm>::from_request(req, &app).await;
     let l = approver_locale(&app, &claims);
     let (round, level) = match current_level(&app, &claims, &order, l) {
         Ok(x) => x,
@@ -637,15 +633,13 @@ pub struct AcceptanceForm {
 
 /// `POST /pages/acceptance/{token}`: acceptance (the engine invoices next) or a
 /// refusal with its reason (an exception for the owner to resolve); once.
-pub async fn acceptance_answer(
-    State(app): State<AppState>,
-    Path(token): Path<String>,
-    form_data: Result<Form<AcceptanceForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
+pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    // The link is checked before the form is read (a stranger's body is never read).
+    let form_data = Form::<AcceptanceForm>::from_request(req, &app).await;
     let events = match app.store.events(order.id).await {
         Ok(e) => e,
         Err(_) => return busy(&app, l),

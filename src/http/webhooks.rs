@@ -1,19 +1,19 @@
-//! `POST /webhooks/{connector}`: verify, parse, map, check the order template, then
-//! ingest. The answer is 202 only after the order is durably stored (invariant 1);
+//! `POST /webhooks/{connector}`: verify (what the headers can show before the body is
+//! read, the rest after), parse, map, check the order template, then ingest. The answer is 202 only after the order is durably stored (invariant 1);
 //! every refusal names its reason and writes nothing. (Xero's connectors answer `200`
 //! with an empty body instead of 202, as Xero requires.)
 
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::ApiError;
-use crate::connectors::signature::Delivery;
+use super::{AppState, BodyTimeout};
+use crate::connectors::signature::{Delivery, SignatureError, Verifier};
 use crate::domain::ExternalRef;
 use crate::metrics::LATENCY_BUCKETS;
 use crate::orders::Inbound;
@@ -73,40 +73,8 @@ async fn receive_inner(
         )
     })?;
 
-    let limit = app.settings.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body exceeds the {limit}-byte limit"),
-        )
-    };
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = src {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            src = s.source();
-        }
-        ApiError::bad_request(format!("could not read the body: {e}"))
-    })?;
-
+    let bytes = signed_body(app, &hook.verifier, uri, headers, body).await?;
     let now = app.clock.now();
-    let delivery = Delivery {
-        method: "POST",
-        path_and_query: uri.path_and_query().map_or(uri.path(), |p| p.as_str()),
-        headers,
-        body: &bytes,
-        now: now.timestamp(),
-    };
-    hook.verifier
-        .verify(&delivery)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
 
     let Some(mapping) = &hook.mapping else {
         return Err(ApiError::new(
@@ -170,4 +138,54 @@ async fn receive_inner(
 
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
+}
+
+/// Reads a webhook's body and checks its signature. What the headers alone can refuse
+/// (a declared length over `server.max_body_bytes`, a missing or malformed signature
+/// header, a timestamp outside the replay window) is refused before a byte of the
+/// body is read; the body is then read up to the limit (413) and within
+/// `server.body_timeout_secs` (408), and the signature checked over it (401).
+pub(super) async fn signed_body(
+    app: &AppState,
+    verifier: &Verifier,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    let limit = app.settings.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds the {limit}-byte limit"),
+        )
+    };
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bad_signature = |e: SignatureError| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let now = app.clock.now().timestamp();
+    verifier.check_headers("POST", path_and_query, headers, now).map_err(bad_signature)?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if BodyTimeout::caused(&e) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {}s; send it again", app.settings.body_timeout.as_secs()),
+            );
+        }
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            src = s.source();
+        }
+        ApiError::bad_request(format!("could not read the body: {e}"))
+    })?;
+    let delivery = Delivery { method: "POST", path_and_query, headers, body: &bytes, now };
+    verifier.verify(&delivery).map_err(bad_signature)?;
+    Ok(bytes)
 }

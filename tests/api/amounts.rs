@@ -139,7 +139,7 @@ async fn receivables_whose_total_exceeds_the_largest_amount_are_still_reported()
 
     let resp = app
         .client
-        .get(app.url("/api/customers/C-RICH/receivables"))
+        .get(app.admin_url("/api/customers/C-RICH/receivables"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await

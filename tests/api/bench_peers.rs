@@ -55,6 +55,7 @@ fn bench_config(dir: &Path, erp: std::net::SocketAddr) {
                 .unwrap()
                 .replace("${BENCH_CRM_SECRET}", "file:secrets/crm")
                 .replace("port = 18088", "port = 0")
+                .replace("port = 18089", "port = 0")
                 // start_daemon reads the address from the "listening on" line (info).
                 .replace("level = \"warn\"", "level = \"info\"")
                 .replace("http://127.0.0.1:18090", &format!("http://{erp}"));

@@ -174,7 +174,7 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
     let sha = order["references"]["documents.contract"].as_str().unwrap().to_owned();
     let doc = app
         .client
-        .get(app.url(&format!("/api/orders/{id}/documents/contract")))
+        .get(app.admin_url(&format!("/api/orders/{id}/documents/contract")))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await

@@ -29,13 +29,15 @@ async fn read_commands_work_offline_and_through_the_running_daemon() {
     let id = b["order_id"].as_str().unwrap().to_owned();
 
     // While the daemon holds the store, the CLI asks its API.
-    let port = app.addr.port().to_string();
+    // It finds the API on the admin listener (the public one does not serve /api).
+    let port = app.admin.port().to_string();
     let out =
-        cli(app.dir.path(), &["orders", "show", &id, "--json"], &[("ORDERBRIDGE__SERVER__PORT", port.clone())]).await;
+        cli(app.dir.path(), &["orders", "show", &id, "--json"], &[("ORDERBRIDGE__SERVER__ADMIN__PORT", port.clone())])
+            .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["order"]["customer"]["name"], "张伟");
-    let out = cli(app.dir.path(), &["audit", "verify"], &[("ORDERBRIDGE__SERVER__PORT", port)]).await;
+    let out = cli(app.dir.path(), &["audit", "verify"], &[("ORDERBRIDGE__SERVER__ADMIN__PORT", port)]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 
     // Stopped: the CLI opens the store itself.

@@ -117,6 +117,7 @@ fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smt
     let text = std::fs::read_to_string(&settings).unwrap();
     let text = text
         .replace("port = 8080", "port = 0")
+        .replace("port = 8081", "port = 0")
         .replace("backoff_initial_ms = 1000", "backoff_initial_ms = 20")
         .replace("backoff_max_ms = 600000", "backoff_max_ms = 200")
         .replace("sweep_interval_ms = 1000", "sweep_interval_ms = 50")
@@ -130,7 +131,10 @@ fn write_config_inner(dir: &Path, erp: SocketAddr, replace: &[(&str, &str)], smt
 }
 
 pub struct TestApp {
+    /// The public listener: webhooks, pages, health.
     pub addr: SocketAddr,
+    /// The admin listener: `/api/*` and `/metrics`.
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     pub erp: Receiver,
@@ -207,6 +211,7 @@ async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> T
         }
     };
     let addr = app.address();
+    let admin = app.admin_address();
     let state = app.state().clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -216,6 +221,7 @@ async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> T
     }
     TestApp {
         addr,
+        admin,
         dir,
         client: client(),
         erp,
@@ -227,8 +233,14 @@ async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> T
 }
 
 impl TestApp {
+    /// `path` on the public listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `path` on the admin listener (`/api/…`, `/metrics`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     pub fn signed_headers(&self, id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
@@ -261,19 +273,21 @@ impl TestApp {
     }
 
     pub async fn api(&self, path: &str) -> (u16, Value) {
-        let resp = self.client.get(self.url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let resp =
+            self.client.get(self.admin_url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn api_post(&self, path: &str) -> (u16, Value) {
-        let resp = self.client.post(self.url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let resp =
+            self.client.post(self.admin_url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn api_post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let resp = self
             .client
-            .post(self.url(&format!("/api{path}")))
+            .post(self.admin_url(&format!("/api{path}")))
             .bearer_auth(ADMIN_TOKEN)
             .json(body)
             .send()
@@ -289,7 +303,7 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client.get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     /// Waits until the outbox is empty (everything delivered or dead-lettered).
@@ -602,7 +616,10 @@ pub async fn restart(dir: tempfile::TempDir, erp: Receiver) -> TestApp {
 /// The built binary running as a child process.
 pub struct Daemon {
     pub child: std::process::Child,
+    /// The public listener.
     pub addr: SocketAddr,
+    /// The admin listener (`/api/*`, `/metrics`).
+    pub admin: SocketAddr,
     /// Every line it wrote to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -635,11 +652,15 @@ pub fn start_daemon(dir: &Path, args: &[&str]) -> Daemon {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            // "orderbridge listening on http://A (admin API and metrics on http://B)"
             if let Some(rest) = line.split("listening on http://").nth(1)
+                && let Some(admin) = line.split("admin API and metrics on http://").nth(1)
                 && let Some(t) = tx.take()
             {
-                let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-                let _ = t.send(addr);
+                let addr = |s: &str| -> String {
+                    s.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect()
+                };
+                let _ = t.send((addr(rest), addr(admin)));
             }
             if std::env::var_os("TEST_LOG").is_some() {
                 eprintln!("daemon: {line}");
@@ -647,8 +668,8 @@ pub fn start_daemon(dir: &Path, args: &[&str]) -> Daemon {
             sink.lock().unwrap().push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its address").parse().unwrap();
-    Daemon { child, addr, log }
+    let (addr, admin) = rx.recv_timeout(Duration::from_secs(60)).expect("daemon reports its addresses");
+    Daemon { child, addr: addr.parse().unwrap(), admin: admin.parse().unwrap(), log }
 }
 
 /// A settable clock for tests (no wall-clock sleeps to make time pass).
@@ -805,12 +826,12 @@ pub fn messages_in(dir: &Path) -> Vec<Mail> {
         .collect()
 }
 
-/// `GET /api{path}` on a running daemon at `addr`, with the admin token.
+/// `GET /api{path}` on a running daemon whose admin listener is `addr`, with the admin token.
 pub async fn daemon_api(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
     client.get(format!("http://{addr}/api{path}")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
 }
 
-/// Every order a running daemon at `addr` holds (`filter`: e.g. `&state=approved`),
+/// Every order a running daemon (admin listener `addr`) holds (`filter`: e.g. `&state=approved`),
 /// paging through `/api/orders`.
 pub async fn all_orders(client: &reqwest::Client, addr: SocketAddr, filter: &str) -> Vec<Value> {
     let mut out = Vec::new();

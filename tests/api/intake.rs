@@ -195,10 +195,10 @@ async fn every_bad_input_gets_its_status_and_reason_and_writes_nothing() {
 #[tokio::test]
 async fn admin_api_needs_the_token_and_health_endpoints_answer() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/api/orders")).send().await.unwrap();
+    let r = app.client.get(app.admin_url("/api/orders")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    let r = app.client.get(app.url("/api/orders")).bearer_auth("wrong").send().await.unwrap();
+    let r = app.client.get(app.admin_url("/api/orders")).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(r.status(), 401);
     let (s, b) = app.api("/orders/ord_nothex").await;
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("id")));

@@ -81,6 +81,10 @@ async fn every_answer_is_nosniff_and_pages_and_documents_run_and_frame_nothing()
         let r = app.client.request(method.parse().unwrap(), app.url(path)).send().await.unwrap();
         assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{method} {path} ({})", r.status());
     }
+    for (method, path) in [("GET", "/metrics"), ("GET", "/api/orders"), ("GET", "/no/such/route")] {
+        let r = app.client.request(method.parse().unwrap(), app.admin_url(path)).send().await.unwrap();
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff", "admin: {method} {path} ({})", r.status());
+    }
 
     // A page: nothing to load or run, no <base>, not framed.
     let r = app.client.get(app.url("/pages/approval/not-a-token")).send().await.unwrap();
@@ -100,7 +104,7 @@ async fn every_answer_is_nosniff_and_pages_and_documents_run_and_frame_nothing()
     .await;
     let r = app
         .client
-        .get(app.url(&format!("/api/orders/{id}/documents/contract")))
+        .get(app.admin_url(&format!("/api/orders/{id}/documents/contract")))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -145,13 +149,13 @@ async fn an_upstream_error_body_is_cut_and_scrubbed_before_the_log_and_the_dead_
     let (s, b) = signed_post(&client, daemon.addr, "/webhooks/demo-crm", &deal("D-ECHO", 1, "8000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
     wait_until("the push is dead-lettered", || async {
-        daemon_api(&client, daemon.addr, "/outbox/dead").await["effects"].as_array().is_some_and(|a| !a.is_empty())
+        daemon_api(&client, daemon.admin, "/outbox/dead").await["effects"].as_array().is_some_and(|a| !a.is_empty())
     })
     .await;
 
     // Assert: the dead letter quotes the start of the answer, scrubbed and cut; the log
     // holds none of the credentials either.
-    let dead = daemon_api(&client, daemon.addr, "/outbox/dead").await;
+    let dead = daemon_api(&client, daemon.admin, "/outbox/dead").await;
     let err = dead["effects"][0]["last_error"].as_str().unwrap().to_owned();
     assert!(err.contains("HTTP 400") && err.contains("order refused by ERP validation"), "{err}");
     assert!(err.chars().count() <= 600, "cut: {} characters", err.chars().count());

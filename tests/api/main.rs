@@ -17,6 +17,7 @@ mod event_permissions;
 mod intake;
 mod intake_path;
 mod leaks;
+mod listeners;
 mod mail;
 mod poll;
 mod prism;

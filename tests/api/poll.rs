@@ -134,7 +134,7 @@ async fn serve(source: Arc<Source>) -> std::net::SocketAddr {
 
 async fn check_first_runs(app: &TestApp, source: &Arc<Source>) {
     let orders = |app: &TestApp| {
-        let app = app.url("/api/orders?limit=1000");
+        let app = app.admin_url("/api/orders?limit=1000");
         async move {
             let v: Value = client().get(app).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
             v["orders"].as_array().unwrap().clone()
@@ -204,7 +204,7 @@ async fn sigkill_during_a_multi_page_poll_loses_and_repeats_nothing() {
     assert!(before < 20, "killed in the middle of the run ({before} requests)");
 
     let daemon = start_daemon(dir.path(), &[]);
-    let at = daemon.addr;
+    let at = daemon.admin;
     wait_until("every record is ingested after the restart", || async {
         all_orders(&client(), at, "").await.len() >= N
     })
