@@ -619,6 +619,18 @@ impl<E: Engine> KvStore<E> {
                     }
                 }
             }
+            // Counted with the batch, before anyone can read its rows: a listing that
+            // shows a dead letter is never ahead of the count (a failed commit is fatal,
+            // so a count is never taken back).
+            let add = |a: &AtomicU64, d: i64| {
+                if d >= 0 {
+                    a.fetch_add(d as u64, Ordering::Relaxed);
+                } else {
+                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+                }
+            };
+            add(&self.pending, delta[0]);
+            add(&self.dead, delta[1]);
             (b, generation)
         };
         let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
@@ -633,15 +645,6 @@ impl<E: Engine> KvStore<E> {
         }
         if durable.is_ok() {
             self.now_durable(&outbox_keys, generation);
-            let add = |a: &AtomicU64, d: i64| {
-                if d >= 0 {
-                    a.fetch_add(d as u64, Ordering::Relaxed);
-                } else {
-                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
-                }
-            };
-            add(&self.pending, delta[0]);
-            add(&self.dead, delta[1]);
         }
         durable
     }
