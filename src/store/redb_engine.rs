@@ -122,6 +122,13 @@ impl RedbEngine {
         let run = || -> Result<(), redb::Error> {
             let mut txn = self.db.begin_write()?;
             txn.set_durability(durability)?;
+            if matches!(durability, Durability::Immediate) {
+                // Quick repair: each durable commit also saves the allocator state (a
+                // two-phase commit), so opening after a crash does not walk the whole
+                // file to rebuild it (4.2 s at 1 M orders without). Its cost did not
+                // show in the store bench (README, Performance).
+                txn.set_quick_repair(true);
+            }
             fill(&txn)?;
             txn.commit()?;
             Ok(())
