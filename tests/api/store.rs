@@ -594,7 +594,42 @@ async fn a_layout_1_store_is_upgraded_in_place() {
         assert!(orders.record_payment(&payment, &rules, now).await.unwrap().duplicate, "{}", backend.name());
         assert_eq!(store.unmatched_payments().await.unwrap().len(), 1, "{}", backend.name());
         assert!(orders.verify_audit().await.unwrap().broken.is_none());
-        // And it goes on working as a layout-2 store.
+        // And it goes on working as a store of the current layout.
         orders.ingest(inbound("UP-3", 1, "500.00", "C-UP3"), &rules, now).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_layout_2_store_is_marked_layout_3_and_its_event_rows_still_read() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        // A layout-2 store: the version marker and a step's events as whole records.
+        let id = orderbridge::domain::OrderId::new_v7();
+        let state: orderbridge::engine::OrderState =
+            serde_json::from_value(serde_json::json!({"name": "received"})).unwrap();
+        let event = EventRecord::chained(
+            id,
+            1,
+            orderbridge::store::records::GENESIS,
+            now,
+            Actor::System,
+            orderbridge::engine::OrderEvent::ScreeningStarted { rules_version: "1".into() },
+            state,
+        );
+        {
+            let e = engine(backend, dir.path());
+            let mut b = Batch::default();
+            b.put(b"mschema".to_vec(), b"2".to_vec());
+            let mut key = vec![b'e'];
+            key.extend_from_slice(&event.key());
+            b.put(key, orderbridge::store::codec::encode(&vec![event.clone()]));
+            e.write(b).unwrap();
+            e.sync().unwrap();
+        }
+        let store = KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default()))
+            .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+        assert_eq!(store.engine().get(b"mschema").unwrap().as_deref(), Some(orderbridge::store::kv::SCHEMA));
+        assert_eq!(store.events(id).await.unwrap(), vec![event], "{}", backend.name());
     }
 }

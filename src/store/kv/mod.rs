@@ -17,7 +17,7 @@
 //!   an operator: the same key → payment.
 //! - `u` spent links: link id → use. `g` digest items: group ‖ 0 ‖ effect key → item.
 //! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
-//! - `m` meta: `schema` → layout version.
+//! - `m` meta: `schema` → layout version (`SCHEMA`).
 
 mod upgrade;
 mod verbs;
@@ -42,7 +42,9 @@ use crate::engine::table::Prior;
 use crate::metrics::Metrics;
 
 /// Layout version written under `m/schema`; a store of another version is refused.
-pub const SCHEMA: &[u8] = b"2";
+/// 3: a step's events row may be a `StepEvents` (layout 2's rows still read), so a
+/// binary of layout 2 must refuse the store rather than quarantine those rows.
+pub const SCHEMA: &[u8] = b"3";
 
 /// A fault of the engine itself (I/O, damage), as text.
 #[derive(Debug, Clone)]
@@ -258,6 +260,7 @@ impl<E: Engine> KvStore<E> {
             }
             Some(v) if v == SCHEMA => {}
             Some(v) if v == b"1" => upgrade::from_1(engine.as_ref())?,
+            Some(v) if v == b"2" => upgrade::from_2(engine.as_ref())?,
             found => {
                 return Err(StoreError::Corrupt(format!(
                     "store layout version {} is not the supported {} (restore the backup taken before the upgrade and run the version that wrote it)",

@@ -88,3 +88,18 @@ pub(super) fn from_1(engine: &dyn Engine) -> Result<(), StoreError> {
     tracing::info!(rows = migrated, "store upgraded to layout {}", String::from_utf8_lossy(SCHEMA));
     Ok(())
 }
+
+/// Layout 2 → 3: nothing to rewrite (layout 3 reads layout 2's event rows and writes
+/// new steps packed); only the version changes, so that an older binary refuses the
+/// store instead of setting the packed rows aside as unreadable.
+///
+/// # Errors
+/// `Io` when the engine fails.
+pub(super) fn from_2<E: Engine>(engine: &E) -> Result<(), StoreError> {
+    let mut b = Batch::default();
+    b.put(key(META, &[b"schema"]), SCHEMA.to_vec());
+    engine.write(b)?;
+    engine.sync().map_err(StoreError::Io)?;
+    tracing::info!("store upgraded from layout 2 to layout {}", String::from_utf8_lossy(SCHEMA));
+    Ok(())
+}
