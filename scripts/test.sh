@@ -39,6 +39,13 @@ DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example OR
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
+if command -v promtool >/dev/null; then
+  echo "== promtool: the alert rules in deploy/"
+  promtool check rules deploy/prometheus-rules.yml
+  promtool test rules deploy/prometheus-rules.test.yml
+else
+  echo "== promtool not installed: deploy/prometheus-rules.yml not checked"
+fi
 echo "== orderbridge check on the peer benchmark configuration (bench/peers)"
 # A fresh secret, as scripts/bench-peers.sh makes for each run (published values are refused).
 BENCH_CRM_SECRET="whsec_$(openssl rand -base64 32)" cargo run --locked -q -- check --config-dir bench/peers

@@ -3,10 +3,11 @@
 //! - `domain`: money, ids, the canonical order (pure data).
 //! - `engine`: lifecycle states and events, rules, `decide` (pure).
 //! - `mapping`: declarative payload → canonical order mapping (pure).
-//! - `connectors`: external systems: webhook verification, outbound pushes.
+//! - `connectors`: external systems: webhook verification, outbound pushes, their limits.
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
 //! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
-//! - `workers`: the outbox dispatcher, the scheduler (reminders, escalations, digests), pollers.
+//! - `workers`: the outbox dispatcher (fair per-connector scheduling), the scheduler
+//!   (reminders, escalations, digests), pollers.
 //! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
 //!   showing values to people, the people we write to.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,

@@ -28,9 +28,14 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "orderbridge_effect_attempts_total",
         "counter",
-        "Outbound effect attempts by connector, operation and outcome (success, retry, dead).",
+        "Outbound effect attempts by connector, operation and outcome (success, retry, dead, rate_limited, deferred).",
     ),
     ("orderbridge_effect_duration_seconds", "histogram", "Duration of outbound effect attempts."),
+    (
+        "orderbridge_effects_in_flight",
+        "gauge",
+        "Effects being performed now, by connector (at most its `[limits] concurrency`).",
+    ),
     ("orderbridge_commit_batch_size", "histogram", "Writes made durable by one group commit (flush + fsync)."),
     ("orderbridge_commit_duration_seconds", "histogram", "Duration of one group commit (flush + fsync)."),
     ("orderbridge_outbox_pending", "gauge", "Effects waiting in the outbox (due or backing off)."),
@@ -38,6 +43,26 @@ const HELP: &[(&str, &str, &str)] = &[
         "orderbridge_dead_letters",
         "gauge",
         "Effects that gave up and wait for an operator (`orderbridge outbox replay`).",
+    ),
+    (
+        "orderbridge_unmatched_payments",
+        "gauge",
+        "Payments no order took, waiting for an operator (`POST /api/payments/unmatched/{source}/{payment_id}/assign`).",
+    ),
+    (
+        "orderbridge_outbox_alert_threshold",
+        "gauge",
+        "`limits.outbox_alert`: the outbox size an operator should look at (compare orderbridge_outbox_pending).",
+    ),
+    (
+        "orderbridge_dead_letters_alert_threshold",
+        "gauge",
+        "`limits.dead_letters_alert` (compare orderbridge_dead_letters).",
+    ),
+    (
+        "orderbridge_unmatched_payments_alert_threshold",
+        "gauge",
+        "`limits.unmatched_payments_alert` (compare orderbridge_unmatched_payments).",
     ),
     (
         "orderbridge_quarantined_rows",
@@ -58,6 +83,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "orderbridge_connector_paused_total",
         "counter",
         "Times a connector was paused after its credentials were refused.",
+    ),
+    (
+        "orderbridge_connector_paused",
+        "gauge",
+        "1 while a connector sends nothing, by reason: rate_limit (a 429 or a Retry-After; ends by itself) or auth (credentials refused; ends with POST /api/connectors/{id}/resume).",
+    ),
+    (
+        "orderbridge_connector_rate_limited_total",
+        "counter",
+        "Answers that paused a connector: 429, or a temporary failure with Retry-After.",
     ),
     (
         "orderbridge_panics_total",
@@ -83,6 +118,8 @@ struct Histogram {
 pub struct Metrics {
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
     histograms: Mutex<BTreeMap<(&'static str, String), Histogram>>,
+    /// Gauges with labels, set by their owner (the dispatcher) as things change.
+    gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
@@ -101,6 +138,16 @@ impl Metrics {
     pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
         let mut c = self.counters.lock().expect("metrics lock");
         *c.entry((name, labels(pairs))).or_default() += 1;
+    }
+
+    /// Sets a labelled gauge.
+    pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
+        self.gauges.lock().expect("metrics lock").insert((name, labels(pairs)), value);
+    }
+
+    /// A labelled gauge's current value (tests read it).
+    pub fn gauge(&self, name: &'static str, pairs: &[(&str, &str)]) -> Option<f64> {
+        self.gauges.lock().expect("metrics lock").get(&(name, labels(pairs))).copied()
     }
 
     pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], value: f64, bounds: &'static [f64]) {
@@ -132,6 +179,7 @@ impl Metrics {
         let mut out = String::new();
         let counters = self.counters.lock().expect("metrics lock");
         let histograms = self.histograms.lock().expect("metrics lock");
+        let stored = self.gauges.lock().expect("metrics lock");
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             match *kind {
@@ -158,6 +206,9 @@ impl Metrics {
                     for (g, v) in gauges.iter().filter(|(g, _)| g == name) {
                         let _ = writeln!(out, "{g} {v}");
                     }
+                    for ((n, l), v) in stored.iter().filter(|((n, _), _)| n == name) {
+                        let _ = writeln!(out, "{n}{{{l}}} {v}");
+                    }
                 }
             }
         }
@@ -180,5 +231,12 @@ mod tests {
         assert!(text.contains("orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.005\"} 1"));
         assert!(text.contains("orderbridge_webhook_duration_seconds_bucket{connector=\"demo-crm\",le=\"0.002\"} 0"));
         assert!(text.contains("orderbridge_outbox_pending 7"));
+        m.set("orderbridge_connector_paused", &[("connector", "demo-erp"), ("reason", "rate_limit")], 1.0);
+        let text = m.render(&[]);
+        assert!(text.contains("# TYPE orderbridge_connector_paused gauge"), "{text}");
+        assert!(
+            text.contains("orderbridge_connector_paused{connector=\"demo-erp\",reason=\"rate_limit\"} 1"),
+            "{text}"
+        );
     }
 }

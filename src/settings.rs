@@ -39,6 +39,8 @@ pub struct RawSettings {
     #[serde(default)]
     pub dispatcher: RawDispatcher,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub site: RawSite,
     /// Outgoing mail; without it the daemon sends none (and `check` refuses
     /// notification rules).
@@ -302,6 +304,26 @@ impl Default for RawDispatcher {
     }
 }
 
+/// `[limits]`: queue sizes at which the daemon warns (log, and the threshold
+/// gauges that `deploy/prometheus-rules.yml` compares the queue gauges with). Nothing
+/// is refused or dropped at these sizes: refusing intake would lose orders.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Effects waiting in the outbox (due or backing off).
+    pub outbox_alert: u64,
+    /// Effects given up on, waiting for an operator to replay them.
+    pub dead_letters_alert: u64,
+    /// Payments no order took, waiting for an operator to assign them.
+    pub unmatched_payments_alert: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits { outbox_alert: 100_000, dead_letters_alert: 1_000, unmatched_payments_alert: 1_000 }
+    }
+}
+
 /// A reference to a secret: an environment variable or a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
@@ -426,11 +448,33 @@ pub struct LinkSettings {
 
 #[derive(Debug, Clone)]
 pub struct DispatcherSettings {
+    /// Effects in flight at once across connectors without slots of their own.
     pub concurrency: usize,
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub sweep_interval: Duration,
+    /// Queue sizes the dispatcher warns about (`[limits]`); `/metrics` shows them.
+    pub queue_alerts: QueueAlerts,
+}
+
+/// Queue sizes at which an operator should look (`[limits] *_alert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueAlerts {
+    pub outbox: u64,
+    pub dead_letters: u64,
+    pub unmatched_payments: u64,
+}
+
+impl Default for QueueAlerts {
+    fn default() -> Self {
+        let r = RawLimits::default();
+        QueueAlerts {
+            outbox: r.outbox_alert,
+            dead_letters: r.dead_letters_alert,
+            unmatched_payments: r.unmatched_payments_alert,
+        }
+    }
 }
 
 impl Settings {
@@ -645,6 +689,20 @@ impl RawSettings {
         if d.backoff_max_ms < d.backoff_initial_ms {
             bad(&["dispatcher", "backoff_max_ms"], "must be at least backoff_initial_ms".into());
         }
+        let queue_alerts = QueueAlerts {
+            outbox: self.limits.outbox_alert,
+            dead_letters: self.limits.dead_letters_alert,
+            unmatched_payments: self.limits.unmatched_payments_alert,
+        };
+        for (key, v) in [
+            ("outbox_alert", queue_alerts.outbox),
+            ("dead_letters_alert", queue_alerts.dead_letters),
+            ("unmatched_payments_alert", queue_alerts.unmatched_payments),
+        ] {
+            if v == 0 {
+                bad(&["limits", key], "must be at least 1".into());
+            }
+        }
         let time_zone = match self.site.time_zone.parse::<chrono_tz::Tz>() {
             Ok(tz) => tz,
             Err(_) => {
@@ -817,6 +875,7 @@ impl RawSettings {
                 backoff_initial: Duration::from_millis(d.backoff_initial_ms),
                 backoff_max: Duration::from_millis(d.backoff_max_ms),
                 sweep_interval: Duration::from_millis(d.sweep_interval_ms),
+                queue_alerts,
             },
             site_name: self.site.name.clone(),
             public_url: self.site.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
@@ -944,6 +1003,18 @@ mod tests {
         // Off loopback, the example's demo secrets are not accepted any more.
         let s = parse("example = true\n[server.admin]\nhost = \"0.0.0.0\"\n").unwrap();
         assert!(s.secret_policy.example.is_none() && s.secret_policy.example_off_loopback);
+    }
+
+    #[test]
+    fn queue_alert_sizes_have_defaults_and_must_be_positive() {
+        let alerts = parse("").unwrap().dispatcher.queue_alerts;
+        assert_eq!(alerts, QueueAlerts { outbox: 100_000, dead_letters: 1_000, unmatched_payments: 1_000 });
+        assert_eq!(alerts, QueueAlerts::default());
+        assert_eq!(parse("[limits]\noutbox_alert = 5000\n").unwrap().dispatcher.queue_alerts.outbox, 5000);
+        let problems: Vec<String> =
+            parse("[limits]\ndead_letters_alert = 0\n").unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(problems, ["orderbridge.toml:2:22: must be at least 1"]);
+        assert!(toml::from_str::<RawSettings>("[limits]\noutbox = 5\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

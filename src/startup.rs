@@ -74,7 +74,11 @@ impl Application {
             let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &public_url)
                 .map_err(anyhow::Error::msg)?;
             let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-            registry.add_builtin(MAIL_CONNECTOR, Arc::new(mailer), names);
+            // Mail has slots of its own, outside dispatcher.concurrency: however slow
+            // another system is, mail is never waiting for a shared slot.
+            let limits =
+                crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
+            registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
         }
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());

@@ -5,6 +5,7 @@
 //! and mapped (`Receive`), effects are performed (`Push`). Errors say what the
 //! dispatcher does next: retry, give up, or alert a person (`ConnectorError`).
 
+pub mod limits;
 pub mod oauth2;
 pub mod odoo;
 pub mod presets;
@@ -39,9 +40,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What went wrong with an outbound call, and so what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
-    /// Timeouts, refused connections, 408, 429, 5xx: try again later.
+    /// Timeouts, refused connections, 408, 5xx: try again later (an attempt used).
+    /// With `retry_after` (the receiver's `Retry-After`), the whole connector waits.
     #[error("temporary failure: {message}")]
     Retryable { message: String, retry_after: Option<Duration> },
+    /// 429: the receiver's rate limit. The whole connector waits (until `retry_after`
+    /// when given); the effect is tried again without using an attempt, since a rate
+    /// limit says nothing about the effect itself.
+    #[error("rate limited: {message}")]
+    RateLimited { message: String, retry_after: Option<Duration> },
     /// The receiver refused the request itself (other 4xx): retrying cannot help.
     #[error("permanent failure: {message}")]
     Permanent { message: String },
@@ -219,6 +226,8 @@ pub struct Connector {
     pub health: Option<Arc<dyn Health>>,
     /// Operation names `Push` accepts (checked against `rules.toml`).
     pub operations: Vec<String>,
+    /// Slots and rate of its outbound effects (`[limits]`), enforced by the dispatcher.
+    pub limits: limits::Limits,
 }
 
 /// Inbound webhooks: the verifier and the mapping that turns payloads into orders.
@@ -242,8 +251,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Adds a connector that is part of the daemon rather than a file (`mail`).
+    /// Adds a connector that is part of the daemon rather than a file (`documents`),
+    /// with the default limits.
     pub fn add_builtin(&mut self, id: &str, push: Arc<dyn Push>, operations: Vec<String>) {
+        self.add_builtin_with_limits(id, push, operations, limits::Limits::default());
+    }
+
+    /// `add_builtin` with its own limits (`mail`: slots of its own, see `Limits::own_slots`).
+    pub fn add_builtin_with_limits(
+        &mut self,
+        id: &str,
+        push: Arc<dyn Push>,
+        operations: Vec<String>,
+        limits: limits::Limits,
+    ) {
         let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
         self.connectors.insert(
             id.clone(),
@@ -255,6 +276,7 @@ impl Registry {
                 poll: None,
                 health: None,
                 operations,
+                limits,
             }),
         );
     }
@@ -462,6 +484,9 @@ impl ConnectorError {
         match self {
             ConnectorError::Retryable { message, retry_after } => {
                 ConnectorError::Retryable { message: clean(message), retry_after }
+            }
+            ConnectorError::RateLimited { message, retry_after } => {
+                ConnectorError::RateLimited { message: clean(message), retry_after }
             }
             ConnectorError::Permanent { message } => ConnectorError::Permanent { message: clean(message) },
             ConnectorError::Auth { message } => ConnectorError::Auth { message: clean(message) },

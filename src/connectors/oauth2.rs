@@ -130,10 +130,11 @@ impl ClientCredentials {
             let basic = SecretString::from(base64::engine::general_purpose::STANDARD.encode(pair));
             let secrets = [self.client_secret.clone(), basic];
             let message = format!("token endpoint HTTP {status}: {}", super::scrub::excerpt(&text, &secrets));
-            let err = if status >= 500 || status == 429 {
-                ConnectorError::Retryable { message, retry_after }
-            } else {
-                ConnectorError::Auth { message }
+            let err = match status {
+                // The token endpoint's rate limit holds up every call of the connector.
+                429 => ConnectorError::RateLimited { message, retry_after },
+                500.. => ConnectorError::Retryable { message, retry_after },
+                _ => ConnectorError::Auth { message },
             };
             return Err(err.scrubbed(&secrets));
         }

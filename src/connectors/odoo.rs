@@ -44,8 +44,11 @@ pub struct Config {
     pub api_key: Spanned<String>,
     #[serde(default = "ten")]
     pub timeout_secs: u64,
-    #[serde(default = "four")]
-    pub max_concurrency: usize,
+    /// The older spelling of `[limits] concurrency`.
+    pub max_concurrency: Option<Spanned<usize>>,
+    /// Slots and rate of outbound calls (default concurrency 4).
+    #[serde(default)]
+    pub limits: super::limits::LimitsFile,
     #[serde(default)]
     pub operations: BTreeMap<String, Spanned<OperationFile>>,
     pub poll: Option<Spanned<PollFile>>,
@@ -54,9 +57,8 @@ pub struct Config {
 fn ten() -> u64 {
     10
 }
-fn four() -> usize {
-    4
-}
+/// Odoo workers are few (a `workers = 4` server is common): four calls at once.
+const DEFAULT_CONCURRENCY: usize = 4;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,9 +271,13 @@ impl Config {
                 .unwrap_or(crate::schedule::Schedule::Every(Duration::from_secs(60)));
             (p, mapping, domain, schedule)
         });
-        if self.timeout_secs == 0 || self.max_concurrency == 0 {
-            problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
+        if self.timeout_secs == 0 {
+            problems.push((None, "timeout_secs must be positive".into()));
         }
+        let limits = self.limits.validate(self.max_concurrency.as_ref(), DEFAULT_CONCURRENCY).unwrap_or_else(|ps| {
+            problems.extend(ps);
+            super::limits::Limits::default()
+        });
         // Redirects are not followed (a 3xx is a permanent error): the API key stays
         // with the configured URL.
         let client = reqwest::Client::builder()
@@ -309,7 +315,7 @@ impl Config {
         };
         let names: Vec<String> = operations.keys().cloned().collect();
         let push: Option<Arc<dyn Push>> = (!operations.is_empty()).then(|| {
-            Arc::new(OdooPush { rpc: rpc.clone(), operations, permits: Semaphore::new(self.max_concurrency) })
+            Arc::new(OdooPush { rpc: rpc.clone(), operations, permits: Semaphore::new(limits.concurrency) })
                 as Arc<dyn Push>
         });
         Ok(Connector {
@@ -320,6 +326,7 @@ impl Config {
             poll,
             health: Some(Arc::new(OdooHealth { rpc })),
             operations: names,
+            limits,
         })
     }
 }

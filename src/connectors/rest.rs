@@ -41,8 +41,10 @@ pub struct Config {
     pub base_url: Option<Spanned<String>>,
     /// Time limit of one outbound call, in seconds (default 10).
     pub timeout_secs: Option<u64>,
-    /// Most calls in flight to this system at once (default 8).
-    pub max_concurrency: Option<usize>,
+    /// The older spelling of `[limits] concurrency`.
+    pub max_concurrency: Option<Spanned<usize>>,
+    /// Slots and rate of outbound calls (`concurrency`, `rate_per_second`, `burst`).
+    pub limits: Option<super::limits::LimitsFile>,
     /// How outbound calls authenticate.
     pub auth: Option<Spanned<AuthFile>>,
     /// Headers sent with every call. A value `${ENV}` or `file:PATH` is a secret.
@@ -254,6 +256,14 @@ impl<T: Fill> Fill for Option<Spanned<T>> {
 impl Fill for Config {
     fn fill(&mut self, p: Self) {
         fill_options!(self, p; base_url, timeout_secs, max_concurrency, health);
+        // A vendor's published limits apply unless the file sets its own, key by key.
+        match (&mut self.limits, p.limits) {
+            (None, preset) => self.limits = preset,
+            (Some(mine), Some(preset)) => {
+                fill_options!(mine, preset; concurrency, rate_per_second, burst);
+            }
+            (Some(_), None) => {}
+        }
         self.auth.fill(p.auth);
         for (k, v) in p.headers {
             self.headers.entry(k).or_insert(v);
@@ -814,7 +824,11 @@ impl Config {
     ) -> Result<Connector, Problems> {
         super::install_crypto_provider();
         let timeout = self.timeout_secs.unwrap_or(10);
-        let concurrency = self.max_concurrency.unwrap_or(8);
+        let limits = self
+            .limits
+            .clone()
+            .unwrap_or_default()
+            .validate(self.max_concurrency.as_ref(), super::limits::DEFAULT_CONCURRENCY);
         // Redirects are never followed: reqwest would carry API-key headers to
         // whatever host a Location names. A 3xx is a permanent error instead.
         let client = reqwest::Client::builder()
@@ -836,9 +850,13 @@ impl Config {
             paths: Snippets::new(label.clone(), no_lookups.clone()).encoding_segments(),
             values: Snippets::new(label, no_lookups),
         };
-        if timeout == 0 || concurrency == 0 {
-            b.problems.push((None, "timeout_secs and max_concurrency must be positive".into()));
+        if timeout == 0 {
+            b.problems.push((None, "timeout_secs must be positive".into()));
         }
+        let limits = limits.unwrap_or_else(|ps| {
+            b.problems.extend(ps);
+            super::limits::Limits::default()
+        });
 
         let webhook = self.webhook.and_then(|w| {
             let span = w.span();
@@ -924,6 +942,7 @@ impl Config {
                 poll: None,
                 health: None,
                 operations: Vec::new(),
+                limits,
             });
         };
         let shared = Arc::new(Shared {
@@ -941,9 +960,12 @@ impl Config {
         let health: Option<Arc<dyn Health>> =
             self.health.map(|h| Arc::new(RestHealth { shared: shared.clone(), path: h.path }) as Arc<dyn Health>);
         let op_names: Vec<String> = operations.keys().cloned().collect();
-        let push: Option<Arc<dyn Push>> = (!operations.is_empty())
-            .then(|| Arc::new(RestPush { shared, operations, permits: Semaphore::new(concurrency) }) as Arc<dyn Push>);
-        Ok(Connector { id: id.clone(), kind, webhook, push, poll, health, operations: op_names })
+        // The dispatcher keeps to `limits`; the semaphore also bounds calls that reach
+        // the push another way (documents delivered through it, reconciliation).
+        let push: Option<Arc<dyn Push>> = (!operations.is_empty()).then(|| {
+            Arc::new(RestPush { shared, operations, permits: Semaphore::new(limits.concurrency) }) as Arc<dyn Push>
+        });
+        Ok(Connector { id: id.clone(), kind, webhook, push, poll, health, operations: op_names, limits })
     }
 }
 
@@ -1254,7 +1276,8 @@ pub async fn classify(resp: reqwest::Response, secrets: &[SecretString]) -> Resu
     let message = format!("HTTP {}: {}", status.as_u16(), super::scrub::excerpt(&body, secrets));
     let e = match status.as_u16() {
         401 | 403 => ConnectorError::Auth { message },
-        408 | 425 | 429 | 500..=599 => ConnectorError::Retryable { message, retry_after },
+        429 => ConnectorError::RateLimited { message, retry_after },
+        408 | 425 | 500..=599 => ConnectorError::Retryable { message, retry_after },
         _ => ConnectorError::Permanent { message },
     };
     Err(e.scrubbed(secrets))

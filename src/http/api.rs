@@ -297,6 +297,8 @@ pub async fn review(
 /// `GET /api/connectors`: every connector, what it does, and whether it is paused.
 pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
     let paused = app.paused.connectors.lock().expect("lock").clone();
+    let now = app.clock.now();
+    let rate_limited = app.paused.rate_limited.lock().expect("lock").clone();
     let list: Vec<Value> = app
         .registry
         .connectors
@@ -313,6 +315,7 @@ pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
                 "paused": p.is_some(),
                 "paused_because": p.map(|(why, _)| why.clone()),
                 "paused_at": p.map(|(_, at)| *at),
+                "rate_limited_until": rate_limited.get(c.id.as_str()).filter(|until| **until > now),
             })
         })
         .collect();
@@ -327,6 +330,7 @@ pub async fn resume_connector(State(app): State<AppState>, Path(id): Path<String
     let resumed = app.paused.resume(&id);
     if resumed {
         tracing::warn!(connector = %id, "connector resumed by an operator");
+        app.metrics.set("orderbridge_connector_paused", &[("connector", &id), ("reason", "auth")], 0.0);
         app.wake_dispatcher();
     }
     Ok(Json(json!({ "connector": id, "resumed": resumed })))

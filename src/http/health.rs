@@ -37,9 +37,14 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let c = app.store.counts();
+    let alerts = app.settings.dispatcher.queue_alerts;
     let body = app.metrics.render(&[
         ("orderbridge_outbox_pending", c.pending as f64),
         ("orderbridge_dead_letters", c.dead as f64),
+        ("orderbridge_unmatched_payments", c.unmatched as f64),
+        ("orderbridge_outbox_alert_threshold", alerts.outbox as f64),
+        ("orderbridge_dead_letters_alert_threshold", alerts.dead_letters as f64),
+        ("orderbridge_unmatched_payments_alert_threshold", alerts.unmatched_payments as f64),
         ("orderbridge_quarantined_rows", c.quarantined as f64),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)

@@ -126,6 +126,9 @@ pub enum EffectOutcome {
     Dead { error: String },
     /// Not attempted (its connector is paused): due again at `next_at`, attempts unchanged.
     Deferred { reason: String, next_at: DateTime<Utc> },
+    /// The receiver's rate limit (429): due again at `next_at`, attempts unchanged, so
+    /// a rate limit never makes a dead letter.
+    RateLimited { error: String, next_at: DateTime<Utc> },
 }
 
 /// What intake does with one record.
@@ -485,7 +488,7 @@ impl Orders {
                     let to = EffectRecord { attempts, next_at, last_error: Some(error), ..current.clone() };
                     step.outbox.push(OutboxChange::Reschedule { from: current, to });
                 }
-                EffectOutcome::Deferred { reason, next_at } => {
+                EffectOutcome::Deferred { reason, next_at } | EffectOutcome::RateLimited { error: reason, next_at } => {
                     let to = EffectRecord { next_at, last_error: Some(reason), ..current.clone() };
                     step.outbox.push(OutboxChange::Reschedule { from: current, to });
                 }

@@ -200,6 +200,23 @@ pub struct Counts {
     pub pending: u64,
     pub dead: u64,
     pub quarantined: u64,
+    /// Payments no order took, waiting for an operator.
+    pub unmatched: u64,
+}
+
+/// Which connectors' effects `Store::due_effects_where` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorFilter {
+    /// Left out.
+    pub skip: std::collections::HashSet<String>,
+    /// When set, only these (and not those in `skip`).
+    pub only: Option<std::collections::HashSet<String>>,
+}
+
+impl ConnectorFilter {
+    pub fn keeps(&self, connector: &str) -> bool {
+        !self.skip.contains(connector) && self.only.as_ref().is_none_or(|o| o.contains(connector))
+    }
 }
 
 pub trait Store: Send + Sync {
@@ -256,6 +273,21 @@ pub trait Store: Send + Sync {
 
     /// Durable effects due at `now`, oldest due first.
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
+    /// `due_effects` of the connectors `filter` keeps: the dispatcher leaves out those
+    /// that cannot take an effect now, so a backlog of one never hides the others'
+    /// effects. A backend should apply it before reading rows (the key-value store
+    /// does); this default filters what `due_effects` read.
+    fn due_effects_where<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        limit: usize,
+        filter: &'a ConnectorFilter,
+    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let due = self.due_effects(now, limit).await?;
+            Ok(due.into_iter().filter(|e| filter.keeps(e.connector.as_str())).collect())
+        })
+    }
     /// The effect as stored now, if it is still pending with the same schedule
     /// (`None` once it finished, was rescheduled or dead-lettered).
     fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;

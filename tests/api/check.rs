@@ -278,13 +278,8 @@ async fn check_online_calls_every_health_check_and_the_smtp_server() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_mail_config(d, addr, smtp.port, &[]);
-    edit(d, "connectors/demo-erp.toml", "max_concurrency = 8", "max_concurrency = 8\n\n[health]\npath = \"/health\"");
-    edit(
-        d,
-        "connectors/service-desk.toml",
-        "max_concurrency = 4",
-        "max_concurrency = 4\n\n[health]\npath = \"/refused\"",
-    );
+    edit(d, "connectors/demo-erp.toml", "concurrency = 8", "concurrency = 8\n\n[health]\npath = \"/health\"");
+    edit(d, "connectors/service-desk.toml", "concurrency = 4", "concurrency = 4\n\n[health]\npath = \"/refused\"");
     let out = Command::new(bin()).args(["check", "--online", "--config-dir"]).arg(d).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(69), "{text}");

@@ -707,7 +707,7 @@ async fn a_timeout_is_retryable() {
 }
 
 #[tokio::test]
-async fn a_429_is_retryable_after_the_retry_after_delay() {
+async fn a_429_is_a_rate_limit_with_its_retry_after_delay() {
     // Odoo too: it sends no 429 itself, but the reverse proxy in front of it may
     // (nginx `limit_req_status 429`), and the kind reads HTTP statuses like the rest.
     let server = FaultServer::start().await;
@@ -718,7 +718,7 @@ async fn a_429_is_retryable_after_the_retry_after_delay() {
         server.next(Seen::is_write, throttled);
         let e = c.fail().await;
         assert!(
-            matches!(&e, ConnectorError::Retryable { retry_after: Some(d), .. } if *d == Duration::from_secs(7)),
+            matches!(&e, ConnectorError::RateLimited { retry_after: Some(d), .. } if *d == Duration::from_secs(7)),
             "{}: {e:?}",
             k.kind
         );

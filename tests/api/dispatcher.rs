@@ -151,18 +151,19 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
 }
 
 #[tokio::test]
-async fn a_429_waits_at_least_retry_after() {
+async fn a_429_waits_at_least_retry_after_and_uses_no_attempt() {
     let erp = Receiver::start().await;
     erp.throttle_next(1);
     let app = spawn_outbox_app(erp.clone(), &[]).await;
     approved_order(&app, "D-429").await;
     wait_until("the throttled attempt is recorded", || async {
         let (_, v) = app.api("/outbox").await;
-        v["effects"][0]["attempts"] == 1
+        v["effects"][0]["last_error"].as_str().is_some()
     })
     .await;
     let (_, v) = app.api("/outbox").await;
     let e = &v["effects"][0];
+    assert_eq!(e["attempts"], 0, "a rate limit is not a failed attempt: {e}");
     let created = chrono::DateTime::parse_from_rfc3339(e["created_at"].as_str().unwrap()).unwrap();
     let next = chrono::DateTime::parse_from_rfc3339(e["next_at"].as_str().unwrap()).unwrap();
     // Backoff in tests is 20-200 ms: only Retry-After: 2 can push the next attempt this far.

@@ -564,7 +564,7 @@ async fn receive(
     uri: axum::http::Uri,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> (StatusCode, [(&'static str, &'static str); 1], Json<Value>) {
+) -> (StatusCode, HeaderMap, Json<Value>) {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let take = |n: &AtomicU32| n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     let slow = take(&s.slow_next);
@@ -601,7 +601,12 @@ async fn receive(
         StatusCode::TOO_MANY_REQUESTS => serde_json::json!({"error": "slow down"}),
         _ => serde_json::json!({"error": "maintenance"}),
     };
-    (status, [("retry-after", "2")], Json(answer))
+    // Only the rate limit says when to come back (a Retry-After pauses the connector).
+    let mut reply = HeaderMap::new();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        reply.insert("retry-after", axum::http::HeaderValue::from_static("2"));
+    }
+    (status, reply, Json(answer))
 }
 
 pub fn bin() -> PathBuf {

@@ -19,7 +19,8 @@ use orderbridge::orders::{EffectOutcome, Inbound, OrderError, Orders};
 use orderbridge::store::kv::{Batch, Engine, EngineError, KvIter, KvStore, tags};
 use orderbridge::store::records::StepEvents;
 use orderbridge::store::{
-    self, Backend, EffectId, EffectRecord, EventRecord, Loaded, OrderWrite, Step, Store, StoreError, UsedLink,
+    self, Backend, ConnectorFilter, EffectId, EffectRecord, EventRecord, Loaded, OrderWrite, Step, Store, StoreError,
+    UsedLink,
 };
 use proptest::prelude::*;
 
@@ -245,6 +246,42 @@ async fn single_use_links_and_payments_are_taken_once() {
         let again = orders.record_payment(&p, &rules, Utc::now()).await.unwrap();
         assert!(again.duplicate, "{}", backend.name());
         assert_eq!(orders.store().unmatched_payments().await.unwrap().len(), 1, "{}: queued once", backend.name());
+        assert_eq!(orders.store().counts().unmatched, 1, "{}: counted for /metrics", backend.name());
+        // Assigned by an operator: no longer waiting, also after a reopen (counted at open).
+        orders.assign_payment("bank", "P-1", a.order_id, "op", &rules, Utc::now()).await.ok();
+        let waiting = orders.store().unmatched_payments().await.unwrap().len() as u64;
+        assert_eq!(orders.store().counts().unmatched, waiting, "{}", backend.name());
+        drop(orders);
+        assert_eq!(open(backend, dir.path()).await.counts().unmatched, waiting, "{}: after a reopen", backend.name());
+    }
+}
+
+#[tokio::test]
+async fn the_dispatcher_reads_only_the_connectors_it_asks_for_also_after_a_reopen() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(open(backend, dir.path()).await);
+        let rules = rules();
+        for i in 0..3 {
+            orders
+                .ingest(inbound(&format!("W-{i}"), 1, "500.00", &format!("C-W{i}")), &rules, Utc::now())
+                .await
+                .unwrap();
+        }
+        let far = Utc::now() + chrono::Duration::days(1);
+        let check = |store: Arc<dyn Store>| async move {
+            let all = store.due_effects_where(far, 10, &ConnectorFilter::default()).await.unwrap();
+            assert_eq!(all.len(), 3, "{}", backend.name());
+            assert!(all.iter().all(|e| e.connector.as_str() == "demo-erp"));
+            let skip = ConnectorFilter { skip: ["demo-erp".to_owned()].into(), only: None };
+            let others = store.due_effects_where(far, 10, &skip).await.unwrap();
+            assert!(others.is_empty(), "{}: {others:?}", backend.name());
+            let only = ConnectorFilter { skip: Default::default(), only: Some(["mail".to_owned()].into()) };
+            assert!(store.due_effects_where(far, 10, &only).await.unwrap().is_empty(), "{}", backend.name());
+        };
+        check(orders.store().clone()).await;
+        drop(orders);
+        check(open(backend, dir.path()).await).await;
     }
 }
 

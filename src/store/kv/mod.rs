@@ -32,8 +32,8 @@ use super::codec::{decode, encode};
 use super::commit::Committer;
 use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents, event_key};
 use super::{
-    BoxFuture, Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step, Store,
-    StoreError, UsedLink,
+    BoxFuture, ConnectorFilter, Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step,
+    Store, StoreError, UsedLink,
 };
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
@@ -210,6 +210,24 @@ enum Slot {
     Removing(u64),
 }
 
+/// An outbox key's entry in the index.
+#[derive(Debug, Clone)]
+struct Indexed {
+    slot: Slot,
+    /// The effect's connector: the dispatcher leaves out connectors that cannot take
+    /// an effect now without reading their rows (`due_effects_where`).
+    connector: Arc<str>,
+}
+
+/// An outbox key a batch writes (with the effect's connector) or removes (`None`).
+type OutboxKey = (Vec<u8>, Option<Arc<str>>);
+
+/// Only the connector of an effect row (the rest of the JSON is skipped).
+#[derive(serde::Deserialize)]
+struct ConnectorOnly {
+    connector: String,
+}
+
 /// A row of a batch the committer has not written yet (`None`: a removal), with
 /// the generation of that batch.
 type PendingRow = (Option<Vec<u8>>, u64);
@@ -221,14 +239,15 @@ pub struct KvStore<E: Engine> {
     /// Checks preconditions and writes one batch at a time, so a check still holds
     /// when its batch lands.
     write_lock: std::sync::Mutex<()>,
-    /// Every outbox key, in due order, with where its row stands (`Slot`). The
+    /// Every outbox key, in due order, with where its row stands (`Slot`) and its
+    /// effect's connector. The
     /// dispatcher's `due_effects` reads this index instead of scanning the outbox
     /// space, whose removed rows an LSM engine keeps as tombstones until compaction
     /// (a scan from the front walked them all: a tenth of the daemon's CPU under
     /// load), and takes only durable rows, so it never performs an effect a crash
     /// could take back. Built at open, changed under the write lock in commit order
     /// and again once each commit is durable.
-    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Slot>>,
+    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Indexed>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
@@ -236,6 +255,7 @@ pub struct KvStore<E: Engine> {
     pending: AtomicU64,
     dead: AtomicU64,
     quarantined: AtomicU64,
+    unmatched: AtomicU64,
 }
 
 impl<E: Engine> KvStore<E> {
@@ -270,10 +290,14 @@ impl<E: Engine> KvStore<E> {
             }
         }
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
-        let (dead, quarantined) = (count(DEAD), count(QUARANTINE));
+        let (dead, quarantined, unmatched) = (count(DEAD), count(QUARANTINE), count(WAITING));
         let mut outbox = BTreeMap::new();
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
-            outbox.insert(row?.0, Slot::Durable);
+            let (k, v) = row?;
+            // A row that cannot be read keeps an empty connector: the dispatcher reads
+            // it like any other and quarantines it then.
+            let connector = decode::<ConnectorOnly>(&v).map(|c| c.connector).unwrap_or_default();
+            outbox.insert(k, Indexed { slot: Slot::Durable, connector: connector.into() });
         }
         let pending = outbox.len() as u64;
         let sync_engine = engine.clone();
@@ -301,6 +325,7 @@ impl<E: Engine> KvStore<E> {
             pending: AtomicU64::new(pending),
             dead: AtomicU64::new(dead),
             quarantined: AtomicU64::new(quarantined),
+            unmatched: AtomicU64::new(unmatched),
         };
         Ok(Arc::new(store))
     }
@@ -330,6 +355,9 @@ impl<E: Engine> KvStore<E> {
             }
             Some(&DEAD) => {
                 self.dead.fetch_sub(1, Ordering::Relaxed);
+            }
+            Some(&WAITING) => {
+                self.unmatched.fetch_sub(1, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -429,8 +457,8 @@ impl<E: Engine> KvStore<E> {
         &self,
         step: Step,
         b: &mut Batch,
-        outbox_keys: &mut Vec<(Vec<u8>, bool)>,
-        delta: &mut [i64; 2],
+        outbox_keys: &mut Vec<OutboxKey>,
+        delta: &mut [i64; 3],
     ) -> Result<(), StoreError> {
         let conflict = |m: String| Err(StoreError::Conflict(m));
         let Step { order, events, outbox, digests, spend, payment, jobs } = step;
@@ -494,7 +522,7 @@ impl<E: Engine> KvStore<E> {
             match c {
                 OutboxChange::Add(e) => {
                     let k = due_key(&e);
-                    outbox_keys.push((k.clone(), true));
+                    outbox_keys.push((k.clone(), Some(e.connector.as_str().into())));
                     b.put(k, encode(&e));
                     delta[0] += 1;
                 }
@@ -503,10 +531,10 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", from.id));
                     }
-                    outbox_keys.push((old.clone(), false));
+                    outbox_keys.push((old.clone(), None));
                     b.del(old);
                     let k = due_key(&to);
-                    outbox_keys.push((k.clone(), true));
+                    outbox_keys.push((k.clone(), Some(to.connector.as_str().into())));
                     b.put(k, encode(&to));
                 }
                 OutboxChange::Remove(e) => {
@@ -514,7 +542,7 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", e.id));
                     }
-                    outbox_keys.push((old.clone(), false));
+                    outbox_keys.push((old.clone(), None));
                     b.del(old);
                     delta[0] -= 1;
                 }
@@ -523,7 +551,7 @@ impl<E: Engine> KvStore<E> {
                     if !self.exists(&old)? {
                         return conflict(format!("effect {} is no longer pending as read", from.id));
                     }
-                    outbox_keys.push((old.clone(), false));
+                    outbox_keys.push((old.clone(), None));
                     b.del(old);
                     b.put(key(DEAD, &[&dead.id.key()]), encode(&dead));
                     delta[0] -= 1;
@@ -536,7 +564,7 @@ impl<E: Engine> KvStore<E> {
                     }
                     b.del(old);
                     let k = due_key(&to);
-                    outbox_keys.push((k.clone(), true));
+                    outbox_keys.push((k.clone(), Some(to.connector.as_str().into())));
                     b.put(k, encode(&to));
                     delta[0] += 1;
                     delta[1] -= 1;
@@ -573,6 +601,7 @@ impl<E: Engine> KvStore<E> {
                 b.put(k, encode(&outcome));
                 if let Some(u) = unmatched {
                     b.put(payment_key(WAITING, &source, &payment_id), encode(&u));
+                    delta[2] += 1;
                 }
             }
             Some(PaymentWrite::Assigned { source, payment_id, outcome }) => {
@@ -581,6 +610,7 @@ impl<E: Engine> KvStore<E> {
                     return conflict(format!("payment {source}/{payment_id} is no longer waiting"));
                 }
                 b.del(w);
+                delta[2] -= 1;
                 b.put(payment_key(PAYMENTS, &source, &payment_id), encode(&outcome));
             }
         }
@@ -595,7 +625,7 @@ impl<E: Engine> KvStore<E> {
             return Err(StoreError::Failed(e));
         }
         let mut outbox_keys = Vec::new();
-        let mut delta = [0i64; 2];
+        let mut delta = [0i64; 3];
         let (batch, generation) = {
             let _guard = self.write_lock.lock().expect("write lock");
             let mut b = Batch::default();
@@ -615,10 +645,13 @@ impl<E: Engine> KvStore<E> {
             if !outbox_keys.is_empty() {
                 let mut index = self.outbox.lock().expect("outbox index");
                 for (k, added) in &outbox_keys {
-                    if *added {
-                        index.insert(k.clone(), Slot::Pending(generation));
-                    } else if let Some(slot) = index.get_mut(k) {
-                        *slot = Slot::Removing(generation);
+                    if let Some(connector) = added {
+                        index.insert(
+                            k.clone(),
+                            Indexed { slot: Slot::Pending(generation), connector: connector.clone() },
+                        );
+                    } else if let Some(e) = index.get_mut(k) {
+                        e.slot = Slot::Removing(generation);
                     }
                 }
             }
@@ -634,6 +667,7 @@ impl<E: Engine> KvStore<E> {
             };
             add(&self.pending, delta[0]);
             add(&self.dead, delta[1]);
+            add(&self.unmatched, delta[2]);
             (b, generation)
         };
         let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
@@ -655,17 +689,19 @@ impl<E: Engine> KvStore<E> {
     /// Shows the outbox keys a durable commit of `generation` added to the
     /// dispatcher and drops those it removed (unless a later commit changed them
     /// again).
-    fn now_durable(&self, keys: &[(Vec<u8>, bool)], generation: u64) {
+    fn now_durable(&self, keys: &[OutboxKey], generation: u64) {
         if keys.is_empty() {
             return;
         }
         let mut index = self.outbox.lock().expect("outbox index");
         for (k, added) in keys {
-            match index.get(k).copied() {
-                Some(Slot::Pending(g)) if *added && g == generation => {
-                    index.insert(k.clone(), Slot::Durable);
+            match index.get(k).map(|e| e.slot) {
+                Some(Slot::Pending(g)) if added.is_some() && g == generation => {
+                    if let Some(e) = index.get_mut(k) {
+                        e.slot = Slot::Durable;
+                    }
                 }
-                Some(Slot::Removing(g)) if !*added && g == generation => {
+                Some(Slot::Removing(g)) if added.is_none() && g == generation => {
                     index.remove(k);
                 }
                 _ => {}
@@ -675,12 +711,14 @@ impl<E: Engine> KvStore<E> {
 
     /// Pending effects in due order up to the key `to`, read through the outbox
     /// index; with `durable_only`, effects whose commit is not durable yet are left
-    /// out (what the dispatcher may perform).
+    /// out (what the dispatcher may perform); with `filter`, only effects of the
+    /// connectors it keeps are read.
     fn outbox_effects(
         &self,
         limit: usize,
         to: Option<Vec<u8>>,
         durable_only: bool,
+        filter: Option<&ConnectorFilter>,
     ) -> Result<Vec<EffectRecord>, StoreError> {
         let keys: Vec<Vec<u8>> = {
             let index = self.outbox.lock().expect("outbox index");
@@ -689,7 +727,9 @@ impl<E: Engine> KvStore<E> {
                 None => index.range::<[u8], _>(..),
             };
             range
-                .filter(|(_, slot)| !durable_only || **slot == Slot::Durable)
+                .filter(|(_, e)| {
+                    (!durable_only || e.slot == Slot::Durable) && filter.is_none_or(|f| f.keeps(&e.connector))
+                })
                 .take(limit)
                 .map(|(k, _)| k.clone())
                 .collect()

@@ -216,7 +216,19 @@ impl<E: Engine> Store for KvStore<E> {
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
-            self.outbox_effects(limit, Some(end), true)
+            self.outbox_effects(limit, Some(end), true, None)
+        })
+    }
+
+    fn due_effects_where<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        limit: usize,
+        filter: &'a ConnectorFilter,
+    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
+            self.outbox_effects(limit, Some(end), true, Some(filter))
         })
     }
 
@@ -231,7 +243,7 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.outbox_effects(limit, None, false) })
+        Box::pin(async move { self.outbox_effects(limit, None, false, None) })
     }
 
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
@@ -269,6 +281,7 @@ impl<E: Engine> Store for KvStore<E> {
             pending: self.pending.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
             quarantined: self.quarantined.load(Ordering::Relaxed),
+            unmatched: self.unmatched.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,17 +1,22 @@
 //! The dispatcher: performs due outbox effects through their connector's `Push`,
-//! with the effect's idempotency key, bounded concurrency, exponential backoff with
-//! jitter, a maximum attempt count and dead letters (invariants 2, 3, 7).
+//! with the effect's idempotency key, exponential backoff with jitter, a maximum
+//! attempt count and dead letters (invariants 2, 3, 7), within each connector's
+//! limits (`fair.rs`: slots, rate, pauses after a rate limit; mail has slots of its
+//! own), so one slow or rate-limited system never holds up the others.
 //!
 //! An effect is marked done only after the receiver said so; a crash in between
 //! means it is sent again with the same key, which the receiver dedupes. A panic in
-//! an attempt is a temporary failure like any other (see `panics`).
+//! an attempt is a temporary failure like any other (see `panics`). A rate limit
+//! (429) pauses its connector and uses no attempt: it never makes a dead letter.
 
-use std::collections::HashSet;
+pub mod fair;
+
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -24,15 +29,25 @@ use crate::orders::{EffectOutcome, Orders};
 use crate::settings::DispatcherSettings;
 use crate::store::{EffectId, EffectRecord, Store};
 
+use fair::{PAUSE_CEILING, Round, Scheduler};
+
 /// The longest `Retry-After` honoured.
-const RETRY_AFTER_CEILING: Duration = Duration::from_secs(3600);
+const RETRY_AFTER_CEILING: Duration = PAUSE_CEILING;
+/// Pages of due effects read in one round at most (each page skips the connectors
+/// the ones before found unable to take more).
+const PAGES_PER_ROUND: usize = 8;
+/// The shortest sleep before a throttled connector's next token.
+const SHORTEST_NAP: Duration = Duration::from_millis(5);
 
 /// Connectors whose credentials were refused twice in a row: their effects wait
 /// (attempts unchanged) until an operator resumes them. Shared with the admin API.
 #[derive(Default)]
 pub struct Paused {
     /// Connector → why it was paused and when.
-    pub connectors: Mutex<std::collections::BTreeMap<String, (String, DateTime<Utc>)>>,
+    pub connectors: Mutex<BTreeMap<String, (String, DateTime<Utc>)>>,
+    /// Connector → until when it is paused by its receiver's rate limit (these end
+    /// by themselves; shown by `GET /api/connectors`).
+    pub rate_limited: Mutex<BTreeMap<String, DateTime<Utc>>>,
     /// Consecutive authentication failures per connector.
     failures: Mutex<std::collections::HashMap<String, u32>>,
 }
@@ -78,8 +93,40 @@ pub struct Dispatcher {
     clock: Clock,
     wake: Arc<Notify>,
     in_flight: Mutex<HashSet<EffectId>>,
-    permits: Arc<Semaphore>,
+    /// Slots, tokens and pauses per connector, and the shared cap.
+    scheduler: Mutex<Scheduler>,
+    /// Due effects read per page: four times all slots (effects in flight are read too).
+    window: usize,
+    /// Queues at or above their alert size (outbox, dead letters, unmatched
+    /// payments), so crossing is logged once each way.
+    queues_above: Mutex<[bool; 3]>,
     tracker: TaskTracker,
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+pub struct Dispatched {
+    /// Effects started.
+    pub started: usize,
+    /// When a throttled or paused connector may go on.
+    pub wake_in: Option<Duration>,
+}
+
+/// An effect being performed: its id in `in_flight` and its connector's slot, both
+/// given back when dropped (also after a panic), which wakes the dispatcher.
+struct Claim {
+    dispatcher: Arc<Dispatcher>,
+    id: EffectId,
+    connector: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let d = &self.dispatcher;
+        d.in_flight.lock().expect("lock").remove(&self.id);
+        d.release(&self.connector);
+        d.wake.notify_one();
+    }
 }
 
 impl Dispatcher {
@@ -92,9 +139,13 @@ impl Dispatcher {
         clock: Clock,
         wake: Arc<Notify>,
     ) -> Arc<Self> {
+        let limits = registry.connectors.values().map(|c| (c.id.to_string(), c.limits));
+        let scheduler = Scheduler::new(settings.concurrency, limits, Instant::now());
         Arc::new(Dispatcher {
             paused: Arc::new(Paused::default()),
-            permits: Arc::new(Semaphore::new(settings.concurrency)),
+            window: scheduler.capacity().saturating_mul(4),
+            scheduler: Mutex::new(scheduler),
+            queues_above: Mutex::new([false; 3]),
             orders,
             rules,
             registry,
@@ -120,18 +171,20 @@ impl Dispatcher {
                 tracing::error!(error = %e, "the dispatcher stops: the store can no longer record outcomes");
                 break;
             }
-            let started = match self.clone().dispatch_due().await {
-                Ok(n) => n,
+            let round = match self.round().await {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "dispatcher cannot read the outbox");
-                    0
+                    Dispatched::default()
                 }
             };
-            if started == 0 {
+            if round.started == 0 {
+                let sweep = self.settings.sweep_interval;
+                let nap = round.wake_in.map_or(sweep, |w| w.clamp(SHORTEST_NAP, sweep));
                 tokio::select! {
                     () = stop.cancelled() => break,
                     () = self.wake.notified() => {}
-                    () = tokio::time::sleep(self.settings.sweep_interval) => {}
+                    () = tokio::time::sleep(nap) => {}
                 }
             } else if stop.is_cancelled() {
                 break;
@@ -141,48 +194,177 @@ impl Dispatcher {
         self.tracker.wait().await;
     }
 
-    /// One step: starts every due effect not already in flight (waiting for a free
-    /// slot when all are busy). Returns how many it started.
+    /// One step: starts every due effect not in flight whose connector can take it
+    /// now. Returns how many it started.
     pub async fn dispatch_due(self: Arc<Self>) -> Result<usize, crate::store::StoreError> {
+        Ok(self.round().await?.started)
+    }
+
+    /// One round: ends pauses that are over, then reads due effects page by page
+    /// (each page leaves out the connectors found busy, throttled or paused, so a
+    /// backlog of one never hides the others' effects) and starts what may start.
+    async fn round(self: &Arc<Self>) -> Result<Dispatched, crate::store::StoreError> {
         let now = self.clock.now();
-        let due = self.store().due_effects(now, self.settings.concurrency * 4).await?;
+        let mono = Instant::now();
+        self.end_pauses(now);
+        self.watch_queues();
+        let mut round: Round = self.scheduler.lock().expect("lock").round(now, mono);
         let mut started = 0;
-        for listed in due {
-            if !self.in_flight.lock().expect("lock").insert(listed.id) {
-                continue;
-            }
-            // The list may be stale: the effect can have finished (or been rescheduled)
-            // since it was read. Claimed now, so re-read it; skip unless still due.
-            let effect = match self.store().current(&listed).await {
-                Ok(Some(e)) if e.next_at <= now => e,
-                other => {
-                    self.in_flight.lock().expect("lock").remove(&listed.id);
-                    other?;
-                    continue;
-                }
+        for _ in 0..PAGES_PER_ROUND {
+            let filter = round.filter();
+            let due = self.store().due_effects_where(now, self.window, &filter).await?;
+            let full_page = due.len() >= self.window;
+            let fresh: Vec<EffectRecord> = {
+                let in_flight = self.in_flight.lock().expect("lock");
+                due.into_iter().filter(|e| !in_flight.contains(&e.id)).collect()
             };
-            let permit = self.permits.clone().acquire_owned().await.expect("semaphore is never closed");
-            let this = self.clone();
-            let span = tracing::info_span!("effect", order_id = %effect.id.order_id, effect_id = %effect.id, connector = %effect.connector, operation = %effect.operation, attempt = effect.attempts + 1);
-            self.tracker.spawn(
-                async move {
-                    let id = effect.id;
-                    // An attempt's own panic is caught in `attempt_push`; this catches
-                    // one anywhere else, so the effect is never left marked in flight
-                    // (it stays due and the next sweep takes it again).
-                    if let Err(panic) = crate::panics::catch_unwind(this.dispatch_one(effect)).await {
-                        this.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "dispatcher")]);
-                        tracing::error!(%panic, "effect task panicked; the effect stays due and is tried again");
+            let learnt = round.learnt();
+            let chosen = {
+                let connectors: Vec<&str> = fresh.iter().map(|e| e.connector.as_str()).collect();
+                self.scheduler.lock().expect("lock").choose(&connectors, &mut round, now, mono)
+            };
+            let mut chosen = chosen.into_iter().peekable();
+            let mut started_here = 0;
+            for (i, effect) in fresh.into_iter().enumerate() {
+                if chosen.next_if_eq(&i).is_some() {
+                    self.note_in_flight(effect.connector.as_str());
+                    if self.start(effect, now).await? {
+                        started_here += 1;
                     }
-                    this.in_flight.lock().expect("lock").remove(&id);
-                    drop(permit);
-                    this.wake.notify_one();
                 }
-                .instrument(span),
-            );
-            started += 1;
+            }
+            started += started_here;
+            // Nothing started and nothing learnt: the next page would be the same.
+            if !full_page || (started_here == 0 && round.learnt() == learnt) {
+                break;
+            }
         }
-        Ok(started)
+        Ok(Dispatched { started, wake_in: round.wake_in })
+    }
+
+    /// Starts one effect whose slot `choose` took: claims it, checks it is still due
+    /// (the list may be stale: it can have finished or been rescheduled since it was
+    /// read) and spawns its attempt. False when it was not started.
+    async fn start(
+        self: &Arc<Self>,
+        listed: EffectRecord,
+        now: DateTime<Utc>,
+    ) -> Result<bool, crate::store::StoreError> {
+        let connector = listed.connector.to_string();
+        if !self.in_flight.lock().expect("lock").insert(listed.id) {
+            self.release(&connector);
+            return Ok(false);
+        }
+        let claim = Claim { dispatcher: self.clone(), id: listed.id, connector };
+        let effect = match self.store().current(&listed).await? {
+            Some(e) if e.next_at <= now => e,
+            _ => return Ok(false),
+        };
+        let this = self.clone();
+        let span = tracing::info_span!("effect", order_id = %effect.id.order_id, effect_id = %effect.id, connector = %effect.connector, operation = %effect.operation, attempt = effect.attempts + 1);
+        self.tracker.spawn(
+            async move {
+                // An attempt's own panic is caught in `attempt_push`; this catches one
+                // anywhere else. Either way the claim is given back, so the effect is
+                // never left marked in flight (it stays due and is taken again).
+                let _claim = claim;
+                if let Err(panic) = crate::panics::catch_unwind(this.dispatch_one(effect)).await {
+                    this.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "dispatcher")]);
+                    tracing::error!(%panic, "effect task panicked; the effect stays due and is tried again");
+                }
+            }
+            .instrument(span),
+        );
+        Ok(true)
+    }
+
+    /// Gives a connector's slot back.
+    fn release(&self, connector: &str) {
+        self.scheduler.lock().expect("lock").release(connector);
+        self.note_in_flight(connector);
+    }
+
+    fn note_in_flight(&self, connector: &str) {
+        let n = self.scheduler.lock().expect("lock").in_flight(connector);
+        self.metrics.set("orderbridge_effects_in_flight", &[("connector", connector)], n as f64);
+    }
+
+    /// Pauses a connector after a rate limit (or a `Retry-After`); says so once, at
+    /// warn, when the pause starts. Returns when it ends.
+    fn pause_connector(&self, connector: &str, retry_after: Option<Duration>, error: &str) -> DateTime<Utc> {
+        let now = self.clock.now();
+        let s = &self.settings;
+        let pause = self.scheduler.lock().expect("lock").rate_limited(
+            connector,
+            retry_after,
+            now,
+            s.backoff_initial,
+            s.backoff_max,
+        );
+        self.metrics.inc("orderbridge_connector_rate_limited_total", &[("connector", connector)]);
+        self.paused.rate_limited.lock().expect("lock").insert(connector.to_owned(), pause.until);
+        if pause.started {
+            self.metrics.set(
+                "orderbridge_connector_paused",
+                &[("connector", connector), ("reason", "rate_limit")],
+                1.0,
+            );
+            tracing::warn!(connector, until = %pause.until, %error, "connector paused by its receiver's rate limit: nothing is sent to it until then (a 429 uses no attempt)");
+        }
+        pause.until
+    }
+
+    /// Ends the rate-limit pauses that are over.
+    fn end_pauses(&self, now: DateTime<Utc>) {
+        let ended = self.scheduler.lock().expect("lock").ended_pauses(now);
+        for connector in ended {
+            self.paused.rate_limited.lock().expect("lock").remove(&connector);
+            self.metrics.set(
+                "orderbridge_connector_paused",
+                &[("connector", &connector), ("reason", "rate_limit")],
+                0.0,
+            );
+            tracing::info!(connector, "rate-limit pause over; sending again");
+        }
+    }
+
+    /// Logs, once each way, a queue reaching or leaving its alert size (`[limits]`).
+    /// Nothing is refused at that size: refusing intake would lose orders.
+    fn watch_queues(&self) {
+        let c = self.store().counts();
+        let a = self.settings.queue_alerts;
+        let queues = [
+            (
+                "outbox",
+                c.pending,
+                a.outbox,
+                "effects pile up in the outbox: a connector is down, slow or rate-limited (see orderbridge_connector_paused and orderbridge_effect_attempts_total); orders are still taken",
+            ),
+            (
+                "dead_letters",
+                c.dead,
+                a.dead_letters,
+                "dead letters pile up: look at `orderbridge outbox dead`, fix the cause, then replay them",
+            ),
+            (
+                "unmatched_payments",
+                c.unmatched,
+                a.unmatched_payments,
+                "unmatched payments pile up: look at GET /api/payments/unmatched and assign them",
+            ),
+        ];
+        let mut above = self.queues_above.lock().expect("lock");
+        for (i, (queue, size, alert, advice)) in queues.into_iter().enumerate() {
+            let now_above = size >= alert;
+            if now_above != above[i] {
+                above[i] = now_above;
+                if now_above {
+                    tracing::warn!(queue, size, alert, "{advice}");
+                } else {
+                    tracing::info!(queue, size, alert, "queue back under its alert size");
+                }
+            }
+        }
     }
 
     /// Performs one effect and records the outcome.
@@ -201,6 +383,7 @@ impl Dispatcher {
             EffectOutcome::Retry { .. } => "retry",
             EffectOutcome::Dead { .. } => "dead",
             EffectOutcome::Deferred { .. } => "deferred",
+            EffectOutcome::RateLimited { .. } => "rate_limited",
         };
         self.metrics.inc("orderbridge_effect_attempts_total", &[labels[0], labels[1], ("outcome", outcome_label)]);
         match &outcome {
@@ -210,6 +393,9 @@ impl Dispatcher {
             }
             EffectOutcome::Dead { error } => {
                 tracing::error!(%error, "effect gave up and moved to dead letters; replay with `orderbridge outbox replay`")
+            }
+            EffectOutcome::RateLimited { error, next_at } => {
+                tracing::info!(%error, %next_at, "effect waits for its connector's rate limit; no attempt used")
             }
             EffectOutcome::Deferred { .. } => {}
         }
@@ -246,6 +432,7 @@ impl Dispatcher {
         let outcome = self.attempt_push(effect).await;
         if let EffectOutcome::Done { .. } = &outcome {
             self.paused.succeeded(connector);
+            self.scheduler.lock().expect("lock").succeeded(connector);
         }
         outcome
     }
@@ -273,6 +460,10 @@ impl Dispatcher {
                 retry_after: None,
             })
         });
+        // The receiver said when to come back: nothing more goes to it before then.
+        if let Err(ConnectorError::Retryable { retry_after: Some(d), message }) = &performed {
+            self.pause_connector(effect.connector.as_str(), Some(*d), message);
+        }
         match performed {
             Ok(receipt) => {
                 let summary: String = receipt.summary.chars().take(300).collect();
@@ -284,11 +475,21 @@ impl Dispatcher {
                 EffectOutcome::Done { receipt: receipt_text, reference: receipt.reference }
             }
             Err(ConnectorError::Permanent { message }) => EffectOutcome::Dead { error: message },
+            // Never counted as an attempt, so a rate limit never makes a dead letter.
+            Err(ConnectorError::RateLimited { message, retry_after }) => {
+                let next_at = self.pause_connector(effect.connector.as_str(), retry_after, &message);
+                EffectOutcome::RateLimited { error: format!("rate limited: {message}"), next_at }
+            }
             Err(ConnectorError::Auth { message }) => {
                 let connector = effect.connector.as_str();
                 if self.paused.auth_failed(connector, &message, self.clock.now()) {
                     tracing::error!(connector, error = %message, "connector PAUSED: its credentials were refused twice in a row; its effects wait (no attempts used) until `POST /api/connectors/{connector}/resume`");
                     self.metrics.inc("orderbridge_connector_paused_total", &[("connector", connector)]);
+                    self.metrics.set(
+                        "orderbridge_connector_paused",
+                        &[("connector", connector), ("reason", "auth")],
+                        1.0,
+                    );
                     EffectOutcome::Deferred {
                         reason: format!("authentication failed: {message}; connector paused"),
                         next_at: self.next_attempt(attempts, None),

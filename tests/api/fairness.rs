@@ -1,0 +1,309 @@
+//! Fair outbound scheduling end to end: a slow system holds only its own slots (mail
+//! and other connectors go on), a 429 pauses its connector until Retry-After without
+//! using attempts, and a connector never has more calls in flight than its
+//! `[limits] concurrency`. The ERP is a small server here that can hold requests,
+//! count them and answer 429.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// One request the sink answered.
+#[derive(Debug, Clone)]
+struct Answered {
+    key: String,
+    status: u16,
+    /// When it arrived, and when its answer left (on the test's monotonic clock).
+    arrived: Instant,
+    answered: Instant,
+}
+
+struct SinkState {
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    /// While true, requests wait before they are answered.
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Answer this many requests with 429 and `Retry-After: retry_after`.
+    throttle_next: AtomicU32,
+    retry_after: AtomicU32,
+    answered: Mutex<Vec<Answered>>,
+}
+
+/// An ERP stand-in that counts the requests in flight at once.
+#[derive(Clone)]
+struct Sink {
+    addr: std::net::SocketAddr,
+    state: Arc<SinkState>,
+}
+
+impl Sink {
+    async fn start() -> Sink {
+        let state = Arc::new(SinkState {
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+            hold: tokio::sync::watch::channel(false).0,
+            throttle_next: AtomicU32::new(0),
+            retry_after: AtomicU32::new(0),
+            answered: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new().fallback(sink_answer).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { addr, state }
+    }
+    fn hold(&self, hold: bool) {
+        self.state.hold.send_replace(hold);
+    }
+    fn throttle_next(&self, n: u32, retry_after_secs: u32) {
+        self.state.retry_after.store(retry_after_secs, Ordering::SeqCst);
+        self.state.throttle_next.store(n, Ordering::SeqCst);
+    }
+    fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+    fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
+    }
+    fn answered(&self) -> Vec<Answered> {
+        self.state.answered.lock().unwrap().clone()
+    }
+}
+
+async fn sink_answer(State(s): State<Arc<SinkState>>, headers: HeaderMap) -> Response {
+    let arrived = Instant::now();
+    let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    s.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let mut held = s.hold.subscribe();
+    let _ = held.wait_for(|hold| !*hold).await;
+    let throttled = s.throttle_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let response = if throttled {
+        let wait = s.retry_after.load(Ordering::SeqCst).to_string();
+        (StatusCode::TOO_MANY_REQUESTS, [("retry-after", wait)], axum::Json(json!({"error": "slow down"})))
+            .into_response()
+    } else {
+        (StatusCode::OK, axum::Json(json!({"erp_order": "SO-1"}))).into_response()
+    };
+    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let status = response.status().as_u16();
+    s.answered.lock().unwrap().push(Answered { key, status, arrived, answered: Instant::now() });
+    response
+}
+
+/// The example configuration without execution, with mail to the customer only, the
+/// ERP (`demo-erp`) at `sink` with `erp_limits` in its file and `replace` applied to
+/// `config/orderbridge.toml`; the other connectors at `erp`.
+async fn app_with_sink(
+    sink: &Sink,
+    erp: Receiver,
+    smtp: &SmtpServer,
+    erp_limits: &str,
+    replace: &[(&str, &str)],
+    extra_rules: &str,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    write_mail_config(dir.path(), erp.addr, smtp.port, replace);
+    only_approval(dir.path());
+    std::fs::write(
+        dir.path().join("config/notifications.toml"),
+        "[[notify]]\non = \"received\"\ntemplate = \"order_received\"\nto = [\"customer\"]\n",
+    )
+    .unwrap();
+    let rules = dir.path().join("config/rules.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{text}\n{extra_rules}")).unwrap();
+    let p = dir.path().join("connectors/demo-erp.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let from = format!("base_url = \"http://{}\"", erp.addr);
+    assert!(text.contains(&from) && text.contains("[limits]\n"), "{text}");
+    let start = text.find("[limits]\n").unwrap();
+    let end = start + text[start..].find("\n[auth]").unwrap();
+    // A held call must outlive the test's waits (no timeout and retry in between).
+    let text = format!("{}[limits]\n{erp_limits}\n{}", &text[..start], &text[end..])
+        .replace(&from, &format!("base_url = \"http://{}\"", sink.addr))
+        .replace("timeout_secs = 10", "timeout_secs = 300");
+    std::fs::write(&p, text).unwrap();
+    restart_with(dir, erp, orderbridge::clock::Clock::system()).await
+}
+
+async fn approved_order(app: &TestApp, id: &str) -> String {
+    let (s, b) = app.post_webhook(&deal(id, 1, "8000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
+    b["order_id"].as_str().unwrap().to_owned()
+}
+
+async fn outbox_of(app: &TestApp, connector: &str) -> Vec<Value> {
+    let (_, v) = app.api("/outbox?limit=1000").await;
+    v["effects"].as_array().unwrap().iter().filter(|e| e["connector"] == connector).cloned().collect()
+}
+
+fn gauge(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn a_hanging_system_holds_only_its_own_slots_and_mail_and_other_connectors_go_on() {
+    let sink = Sink::start().await;
+    sink.hold(true);
+    let erp = Receiver::start().await;
+    let smtp = SmtpServer::start(&[]);
+    // Three shared slots; the hanging ERP may use two. Before fair scheduling, its
+    // waiting effects took all three and nothing else was sent.
+    let ticket_too = "[[effects]]\non = \"approved\"\nconnector = \"service-desk\"\noperation = \"create_ticket\"\n";
+    let app = app_with_sink(
+        &sink,
+        erp.clone(),
+        &smtp,
+        "concurrency = 2",
+        &[("concurrency = 16", "concurrency = 3")],
+        ticket_too,
+    )
+    .await;
+
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        orders.push(approved_order(&app, &format!("D-HANG-{i}")).await);
+    }
+
+    // Mail and the service desk get everything while the ERP hangs on two calls.
+    smtp.wait_for(6).await;
+    wait_until("every ticket reached the service desk", || async {
+        erp.deliveries().iter().filter(|d| d.path == "/tickets" && d.status == 200).count() == 6
+    })
+    .await;
+    wait_until("the ERP holds its two calls", || async { sink.in_flight() == 2 }).await;
+    let waiting = outbox_of(&app, "demo-erp").await;
+    assert_eq!(waiting.len(), 6, "{waiting:?}");
+    assert!(waiting.iter().all(|e| e["attempts"] == 0), "waiting for a slot uses no attempt: {waiting:?}");
+    assert!(outbox_of(&app, "mail").await.is_empty() && outbox_of(&app, "service-desk").await.is_empty());
+    let m = app.metrics().await;
+    assert_eq!(gauge(&m, "orderbridge_effects_in_flight{connector=\"demo-erp\"}"), Some(2.0), "{m}");
+
+    // The ERP answers again: its backlog goes through, never more than two at once.
+    sink.hold(false);
+    app.drain_outbox().await;
+    let answered = sink.answered();
+    assert_eq!(answered.len(), 6, "{answered:?}");
+    assert!(answered.iter().all(|a| a.status == 200));
+    for o in &orders {
+        assert!(answered.iter().any(|a| a.key.starts_with(&format!("orderbridge:{o}."))), "{o} pushed: {answered:?}");
+    }
+    assert_eq!(sink.most_in_flight(), 2);
+    let (_, dead) = app.api("/outbox/dead").await;
+    assert!(dead["effects"].as_array().unwrap().is_empty(), "{dead}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_connector_until_retry_after_and_uses_no_attempt() {
+    let sink = Sink::start().await;
+    sink.throttle_next(2, 4);
+    let erp = Receiver::start().await;
+    let smtp = SmtpServer::start(&[]);
+    // One call at a time, so each call after a 429 started after the daemon read it;
+    // one attempt allowed, so a 429 counted as an attempt would dead-letter at once.
+    let app =
+        app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 1", &[("max_attempts = 10", "max_attempts = 1")], "")
+            .await;
+
+    let first = approved_order(&app, "D-RL-0").await;
+    wait_until("the 429 is recorded", || async {
+        outbox_of(&app, "demo-erp").await.first().is_some_and(|e| e["last_error"].as_str().is_some())
+    })
+    .await;
+    let effect = outbox_of(&app, "demo-erp").await[0].clone();
+    assert_eq!(effect["attempts"], 0, "a rate limit uses no attempt: {effect}");
+    assert!(effect["last_error"].as_str().unwrap().contains("HTTP 429"), "{effect}");
+    let (_, connectors) = app.api("/connectors").await;
+    let c = connectors["connectors"].as_array().unwrap().iter().find(|c| c["id"] == "demo-erp").unwrap().clone();
+    assert!(c["rate_limited_until"].is_string() && c["paused"] == false, "{c}");
+    let m = app.metrics().await;
+    assert_eq!(gauge(&m, "orderbridge_connector_paused{connector=\"demo-erp\",reason=\"rate_limit\"}"), Some(1.0));
+
+    // More effects for the paused connector wait for the pause to end.
+    let mut orders = vec![first];
+    for i in 1..3 {
+        orders.push(approved_order(&app, &format!("D-RL-{i}")).await);
+    }
+    app.drain_outbox().await;
+
+    let answered = sink.answered();
+    let statuses: Vec<u16> = answered.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [429, 429, 200, 200, 200], "{answered:?}");
+    // Nothing reached the ERP while it was paused: each call after a 429 came at
+    // least Retry-After (4 s) after that answer left.
+    for pair in answered.windows(2).filter(|w| w[0].status == 429) {
+        let gap = pair[1].arrived.duration_since(pair[0].answered);
+        assert!(gap >= Duration::from_millis(3900), "a call {gap:?} after a 429 with Retry-After: 4");
+    }
+    let (_, dead) = app.api("/outbox/dead").await;
+    assert!(dead["effects"].as_array().unwrap().is_empty(), "a rate limit never dead-letters: {dead}");
+    for o in &orders {
+        let order = app.order(o).await;
+        let done = order["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["type"] == "effect_succeeded" && e["event"]["effect"] == "demo-erp.create_order")
+            .unwrap_or_else(|| panic!("{o} pushed: {order}"))
+            .clone();
+        assert_eq!(done["event"]["attempts"], 1, "the 429s did not count: {done}");
+    }
+    let m = app.metrics().await;
+    assert!(m.contains("orderbridge_connector_rate_limited_total{connector=\"demo-erp\"} 2"), "{m}");
+    assert!(
+        m.contains("orderbridge_effect_attempts_total{connector=\"demo-erp\",operation=\"create_order\",outcome=\"rate_limited\"} 2"),
+        "{m}"
+    );
+    wait_until("the pause is reported over", || async {
+        gauge(&app.metrics().await, "orderbridge_connector_paused{connector=\"demo-erp\",reason=\"rate_limit\"}")
+            == Some(0.0)
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connector_never_has_more_calls_in_flight_than_its_concurrency() {
+    let sink = Sink::start().await;
+    sink.hold(true);
+    let erp = Receiver::start().await;
+    let smtp = SmtpServer::start(&[]);
+    let app = app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 3", &[], "").await;
+    for i in 0..10 {
+        approved_order(&app, &format!("D-CC-{i}")).await;
+    }
+    wait_until("the ERP holds three calls", || async { sink.in_flight() == 3 }).await;
+    // Every effect is due; the other seven wait for a slot (mail went meanwhile).
+    smtp.wait_for(10).await;
+    wait_until("the seven others wait in the outbox", || async {
+        let waiting = outbox_of(&app, "demo-erp").await;
+        waiting.len() == 10 && waiting.iter().all(|e| e["attempts"] == 0)
+    })
+    .await;
+    assert_eq!(sink.in_flight(), 3);
+    sink.hold(false);
+    app.drain_outbox().await;
+    assert_eq!(sink.answered().len(), 10);
+    assert_eq!(sink.most_in_flight(), 3, "never more than [limits] concurrency = 3");
+    // The queues and their alert sizes ([limits] in orderbridge.toml) are on /metrics.
+    let m = app.metrics().await;
+    for line in [
+        "orderbridge_outbox_pending 0",
+        "orderbridge_outbox_alert_threshold 100000",
+        "orderbridge_dead_letters_alert_threshold 1000",
+        "orderbridge_unmatched_payments 0",
+        "orderbridge_unmatched_payments_alert_threshold 1000",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in {m}");
+    }
+    app.stop().await;
+}
