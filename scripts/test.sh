@@ -2,7 +2,8 @@
 # Runs the whole test suite. Installs whatever the tests need first, so it works on a
 # fresh machine: the Rust toolchain must be there; the test SMTP server (Python's
 # aiosmtpd, started by the tests themselves on loopback), Prism and the vendors'
-# signing libraries (Node.js) are installed here.
+# signing libraries (Node.js) are installed here, and PostgreSQL (Debian's package) when
+# missing: a throwaway cluster under target/pg serves the tests that need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,11 @@ if ! cmp -s tests/support/node/package-lock.json "$NODE_DIR/package-lock.json" |
   cp tests/support/node/package.json tests/support/node/package-lock.json "$NODE_DIR/"
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# PostgreSQL for the store conformance suite on the postgres backend: a cluster of
+# its own under target/pg on loopback, stopped when this script exits.
+# shellcheck source=scripts/test-postgres.sh
+source scripts/test-postgres.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
