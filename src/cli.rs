@@ -175,7 +175,7 @@ enum Source {
 }
 
 impl Source {
-    fn open(config_dir: &Path) -> anyhow::Result<Source> {
+    async fn open(config_dir: &Path) -> anyhow::Result<Source> {
         let settings = Settings::load_with(config_dir, false)
             .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
         if !crate::store::exists(&settings.store) {
@@ -189,7 +189,7 @@ impl Source {
             commit_delay: std::time::Duration::ZERO,
             ..settings.store.clone()
         };
-        match crate::store::open(&options, Arc::new(Metrics::default())) {
+        match crate::store::open(&options, Arc::new(Metrics::default())).await {
             Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
             Err(StoreError::Locked(_)) => {
                 // The admin listener serves /api (the public one does not).
@@ -246,7 +246,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             rules_diff(&dir, last, candidate, json).await
         }
         Command::Explain { id, json } => {
-            let src = Source::open(&dir)?;
+            let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;
             let e = crate::explain::explain(&order).map_err(|e| anyhow::anyhow!(e))?;
             if json {
@@ -286,7 +286,7 @@ async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i3
 }
 
 async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
@@ -464,7 +464,7 @@ async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>,
             return Ok(crate::check::EX_CONFIG);
         }
     };
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     // Every order id, in arrival order (pages of 1000).
     let mut ids: Vec<OrderId> = Vec::new();
     let mut after: Option<OrderId> = None;
@@ -527,7 +527,7 @@ fn actor_text(a: &Value) -> String {
 }
 
 async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let v = match &src {
         Source::Store(s) => {
             let r = s.verify_audit().await?;
@@ -554,7 +554,7 @@ async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
 }
 
 async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let print = |rows: Vec<Value>, json: bool| -> anyhow::Result<()> {
         if json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -644,7 +644,7 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
         to.path.display(),
         to.backend.name()
     );
-    let orders = Orders::new(crate::store::open(&to, metrics)?);
+    let orders = Orders::new(crate::store::open(&to, metrics).await?);
     let r = orders.verify_audit().await?;
     match r.broken {
         None => {
@@ -659,7 +659,7 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
 }
 
 async fn quarantine(dir: &Path, json: bool) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let rows: Vec<Value> = match &src {
         Source::Store(s) => {
             s.store().quarantined().await?.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
