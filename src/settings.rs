@@ -1014,6 +1014,39 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_backend_needs_a_url_reference_and_never_echoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("url");
+        let parse_in = |text: &str| {
+            let raw: RawSettings = toml::from_str(text).unwrap();
+            raw.parse(dir.path(), Path::new("orderbridge.toml"), text, true)
+        };
+        let problems = |text: &str| -> Vec<String> {
+            parse_in(text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+        };
+        std::fs::write(&url, "postgres://orderbridge:s3cret-pw@db.internal:5432/orderbridge\n").unwrap();
+        let ok = "[store]\nbackend = \"postgres\"\nurl = \"file:url\"\npool_size = 8\n";
+        let s = parse_in(ok).unwrap_or_else(|ps| panic!("{ps:?}"));
+        let pg = s.store.postgres.expect("postgres options");
+        assert_eq!((s.store.backend, pg.max_connections), (crate::store::Backend::Postgres, 8));
+        assert!(!format!("{pg:?}").contains("s3cret-pw"), "the URL is a secret");
+
+        let missing = problems("[store]\nbackend = \"postgres\"\n");
+        assert!(missing.iter().any(|p| p.contains("store.url") || p.contains("required")), "{missing:?}");
+        let inline = problems("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:pw@h/db\"\n");
+        assert!(inline.iter().any(|p| p.contains("a secret must be a reference")), "{inline:?}");
+        assert!(!inline.concat().contains("u:pw"), "{inline:?}");
+        std::fs::write(&url, "mysql://u:s3cret-pw@h/db").unwrap();
+        let other = problems(ok);
+        assert!(other.iter().any(|p| p.contains("not a PostgreSQL URL")), "{other:?}");
+        assert!(!other.concat().contains("s3cret-pw"), "{other:?}");
+        let embedded = problems("[store]\nurl = \"file:url\"\n");
+        assert!(embedded.iter().any(|p| p.contains("only for backend")), "{embedded:?}");
+        let zero = problems("[store]\npool_size = 0\nacquire_timeout_secs = 0\n");
+        assert_eq!(zero.len(), 2, "{zero:?}");
+    }
+
+    #[test]
     fn secret_refs() {
         assert_eq!(SecretRef::parse("${A_B}"), Ok(SecretRef::Env("A_B".into())));
         assert_eq!(SecretRef::parse("file:/run/secrets/x"), Ok(SecretRef::File("/run/secrets/x".into())));
