@@ -73,6 +73,9 @@ pub enum Command {
     Rules(RulesCmd),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
+    /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
+    /// (the daemon also applies them at start), or an embedded store's layout.
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,6 +244,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
         Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
         Command::Store(StoreCmd::Copy { to_backend, to_path }) => store_copy(&dir, to_backend, to_path).await,
+        Command::Migrate => migrate(&dir).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
@@ -615,10 +619,41 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
     }
 }
 
+async fn migrate(dir: &Path) -> anyhow::Result<i32> {
+    let settings = Settings::load_with(dir, true)
+        .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    match &settings.store.postgres {
+        Some(pg) => {
+            let (now, all) = crate::store::postgres::migrate(pg).await.context("migrating PostgreSQL")?;
+            let list = |v: &[i64]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            if now.is_empty() {
+                println!("the PostgreSQL schema is up to date (migrations {})", list(&all));
+            } else {
+                println!("applied migrations {} (the database now has {})", list(&now), list(&all));
+            }
+        }
+        None => {
+            // Opening an embedded store upgrades its layout in place.
+            let options = crate::store::Options { commit_delay: std::time::Duration::ZERO, ..settings.store.clone() };
+            match crate::store::open(&options, Arc::new(Metrics::default())).await {
+                Err(StoreError::Locked(_)) => {
+                    bail!("the store is in use (is the daemon running?); it upgrades its layout when it opens")
+                }
+                other => other.context("opening the store")?,
+            };
+            println!("the {} store at {} has the current layout", options.backend.name(), options.path.display());
+        }
+    }
+    Ok(0)
+}
+
 async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) -> anyhow::Result<i32> {
     let settings = Settings::load_with(dir, false)
         .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let from = settings.store.clone();
+    if !from.backend.is_embedded() || to_backend.as_deref() == Some("postgres") {
+        bail!("store copy moves embedded stores (fjall, sled, redb) only; to or from PostgreSQL is not supported yet");
+    }
     if !crate::store::exists(&from) {
         bail!("no store at {} (is --config-dir right? store.path is relative to it)", from.path.display());
     }

@@ -98,6 +98,39 @@ pub async fn connect(options: &PgOptions) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
+/// Applies the embedded migrations that the database lacks (`orderbridge migrate`);
+/// returns the versions applied now and every version the database has.
+///
+/// # Errors
+/// `Io` when the database cannot be reached or migrated.
+pub async fn migrate(options: &PgOptions) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+    let versions = |pool: PgPool| async move {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .map_err(db)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .map_err(db)
+    };
+    let connect = options.connect_options().map_err(StoreError::Io)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|e| StoreError::Io(format!("connecting to PostgreSQL: {}", redact(&e.to_string()))))?;
+    let before = versions(pool.clone()).await?;
+    MIGRATOR.run(&pool).await.map_err(|e| StoreError::Io(format!("migrating the PostgreSQL schema: {e}")))?;
+    let after = versions(pool.clone()).await?;
+    pool.close().await;
+    Ok((after.iter().copied().filter(|v| !before.contains(v)).collect(), after))
+}
+
 /// The store over a PostgreSQL pool.
 pub struct PgStore {
     pool: PgPool,

@@ -51,3 +51,49 @@ pub fn options(url: String) -> PgOptions {
         statement_timeout: Duration::from_secs(30),
     }
 }
+
+/// The daemon on PostgreSQL end to end: webhooks are acknowledged once committed,
+/// the dispatcher pushes each effect once, the CLI reads the same database while the
+/// daemon runs, and `orderbridge migrate` finds the schema current.
+#[tokio::test]
+async fn the_daemon_runs_on_postgres() {
+    use crate::helpers::*;
+    use secrecy::ExposeSecret;
+
+    let pg = fresh_database().await;
+    let secret = tempfile::tempdir().unwrap();
+    let url_file = secret.path().join("url");
+    std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
+    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\n", url_file.display());
+    let erp = Receiver::start().await;
+    let app = spawn_outbox_app(erp.clone(), &[("backend = \"fjall\"\n", &store)]).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, b) = app.post_webhook(&deal(&format!("PG-{i}"), 1, "8000.00")).await;
+        assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
+        ids.push(b["order_id"].as_str().unwrap().to_owned());
+    }
+    // The same order again is the same order (invariant 4, through the external-id table).
+    let (s, b) = app.post_webhook(&deal("PG-0", 1, "8000.00")).await;
+    assert_eq!((s, b["order_id"].as_str(), b["duplicate"].as_bool()), (202, Some(ids[0].as_str()), Some(true)), "{b}");
+    app.drain_outbox().await;
+    let accepted = erp.accepted_per_key();
+    assert_eq!(accepted.len(), 3, "{accepted:?}");
+    assert!(accepted.values().all(|&n| n == 1), "{accepted:?}");
+
+    let bin = bin();
+    let dir = app.dir.path().to_owned();
+    let run = move |args: &'static [&'static str]| {
+        let (bin, dir) = (bin.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin).args(args).arg("--config-dir").arg(dir).output().unwrap()
+        })
+    };
+    let out = run(&["audit", "verify"]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("3 orders"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["migrate"]).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("up to date"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains(pg.url.expose_secret()));
+}
