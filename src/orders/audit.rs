@@ -25,7 +25,7 @@ pub fn check_chain(rec: &OrderRecord, events: &[EventRecord]) -> Result<u64, (u3
         } else if ev.prev_hash != prev {
             Some("prev_hash does not match the previous event's hash".to_owned())
         } else if ev.compute_hash() != ev.hash {
-            Some("content does not match its hash (event was altered)".to_owned())
+            Some("content does not match its hash (this event or an earlier one of its step was altered)".to_owned())
         } else {
             None
         };

@@ -80,7 +80,7 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
 }
 
 #[tokio::test]
-async fn audit_verify_names_the_first_tampered_event() {
+async fn audit_verify_names_the_tampered_step() {
     let app = spawn_app().await;
     let (_, b) = app.post_webhook(&deal("D-T1", 1, "3000000.00")).await;
     let (_, b2) = app.post_webhook(&deal("D-T2", 1, "3000000.00")).await;
@@ -100,17 +100,19 @@ async fn audit_verify_names_the_first_tampered_event() {
         key.extend_from_slice(oid.as_bytes());
         key.extend_from_slice(&1u32.to_be_bytes());
         let row = engine.get(&key).unwrap().expect("the intake step's events");
-        let mut events: Vec<Value> = orderbridge::store::codec::decode(&row).unwrap();
-        events[1]["actor"] = serde_json::json!({"kind": "person", "id": "mallory"});
+        let mut events = orderbridge::store::records::StepEvents::decode(&row).unwrap();
+        events[1].actor = orderbridge::engine::Actor::Person("mallory".into());
         let mut batch = orderbridge::store::kv::Batch::default();
-        batch.put(key, orderbridge::store::codec::encode(&events));
+        batch.put(key, orderbridge::store::records::StepEvents::encode(&events));
         engine.write(batch).unwrap();
         engine.sync().unwrap();
     }
     let out = cli(dir.path(), &["audit", "verify"], &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(text.contains(&format!("audit BROKEN at order {victim} event 2")), "{text}");
+    // A step's events are stored with the step's head hash only: the break shows at
+    // the step's last event (the intake step wrote events 1 to 3).
+    assert!(text.contains(&format!("audit BROKEN at order {victim} event 3")), "{text}");
     assert!(text.contains("altered"), "{text}");
 }
 

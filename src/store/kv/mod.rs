@@ -195,6 +195,19 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xff; prefix.len() + 1]
 }
 
+/// Where an outbox key stands in the index (`KvStore::outbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Written by the commit of this generation, which is not durable yet.
+    Pending(u64),
+    /// On disk: the dispatcher may perform it.
+    Durable,
+    /// Removed by the commit of this generation, not durable yet: listings still
+    /// read the row until it is gone, so an effect is never in neither the outbox
+    /// nor the dead letters; the dispatcher no longer takes it.
+    Removing(u64),
+}
+
 /// A row of a batch the committer has not written yet (`None`: a removal), with
 /// the generation of that batch.
 type PendingRow = (Option<Vec<u8>>, u64);
@@ -206,14 +219,14 @@ pub struct KvStore<E: Engine> {
     /// Checks preconditions and writes one batch at a time, so a check still holds
     /// when its batch lands.
     write_lock: std::sync::Mutex<()>,
-    /// Every outbox key, in due order, with the generation of the commit that wrote
-    /// it until that commit is durable (`None` once it is). The dispatcher's
-    /// `due_effects` reads this index instead of scanning the outbox space, whose
-    /// removed rows an LSM engine keeps as tombstones until compaction (a scan from
-    /// the front walked them all: a tenth of the daemon's CPU under load), and
-    /// skips keys not durable yet, so it never performs an effect a crash could take
-    /// back. Built at open, changed under the write lock in commit order.
-    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Option<u64>>>,
+    /// Every outbox key, in due order, with where its row stands (`Slot`). The
+    /// dispatcher's `due_effects` reads this index instead of scanning the outbox
+    /// space, whose removed rows an LSM engine keeps as tombstones until compaction
+    /// (a scan from the front walked them all: a tenth of the daemon's CPU under
+    /// load), and takes only durable rows, so it never performs an effect a crash
+    /// could take back. Built at open, changed under the write lock in commit order
+    /// and again once each commit is durable.
+    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Slot>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
@@ -257,7 +270,7 @@ impl<E: Engine> KvStore<E> {
         let (dead, quarantined) = (count(DEAD), count(QUARANTINE));
         let mut outbox = BTreeMap::new();
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
-            outbox.insert(row?.0, None);
+            outbox.insert(row?.0, Slot::Durable);
         }
         let pending = outbox.len() as u64;
         let sync_engine = engine.clone();
@@ -600,12 +613,24 @@ impl<E: Engine> KvStore<E> {
                 let mut index = self.outbox.lock().expect("outbox index");
                 for (k, added) in &outbox_keys {
                     if *added {
-                        index.insert(k.clone(), Some(generation));
-                    } else {
-                        index.remove(k);
+                        index.insert(k.clone(), Slot::Pending(generation));
+                    } else if let Some(slot) = index.get_mut(k) {
+                        *slot = Slot::Removing(generation);
                     }
                 }
             }
+            // Counted with the batch, before anyone can read its rows: a listing that
+            // shows a dead letter is never ahead of the count (a failed commit is fatal,
+            // so a count is never taken back).
+            let add = |a: &AtomicU64, d: i64| {
+                if d >= 0 {
+                    a.fetch_add(d as u64, Ordering::Relaxed);
+                } else {
+                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
+                }
+            };
+            add(&self.pending, delta[0]);
+            add(&self.dead, delta[1]);
             (b, generation)
         };
         let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
@@ -620,30 +645,27 @@ impl<E: Engine> KvStore<E> {
         }
         if durable.is_ok() {
             self.now_durable(&outbox_keys, generation);
-            let add = |a: &AtomicU64, d: i64| {
-                if d >= 0 {
-                    a.fetch_add(d as u64, Ordering::Relaxed);
-                } else {
-                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
-                }
-            };
-            add(&self.pending, delta[0]);
-            add(&self.dead, delta[1]);
         }
         durable
     }
 
     /// Shows the outbox keys a durable commit of `generation` added to the
-    /// dispatcher (unless a later commit removed or wrote them again).
+    /// dispatcher and drops those it removed (unless a later commit changed them
+    /// again).
     fn now_durable(&self, keys: &[(Vec<u8>, bool)], generation: u64) {
-        if keys.iter().any(|(_, added)| *added) {
-            let mut index = self.outbox.lock().expect("outbox index");
-            for (k, _) in keys.iter().filter(|(_, added)| *added) {
-                if let Some(g) = index.get_mut(k)
-                    && *g == Some(generation)
-                {
-                    *g = None;
+        if keys.is_empty() {
+            return;
+        }
+        let mut index = self.outbox.lock().expect("outbox index");
+        for (k, added) in keys {
+            match index.get(k).copied() {
+                Some(Slot::Pending(g)) if *added && g == generation => {
+                    index.insert(k.clone(), Slot::Durable);
                 }
+                Some(Slot::Removing(g)) if !*added && g == generation => {
+                    index.remove(k);
+                }
+                _ => {}
             }
         }
     }
@@ -663,7 +685,11 @@ impl<E: Engine> KvStore<E> {
                 Some(to) => index.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&to[..]))),
                 None => index.range::<[u8], _>(..),
             };
-            range.filter(|(_, g)| !durable_only || g.is_none()).take(limit).map(|(k, _)| k.clone()).collect()
+            range
+                .filter(|(_, slot)| !durable_only || **slot == Slot::Durable)
+                .take(limit)
+                .map(|(k, _)| k.clone())
+                .collect()
         };
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
