@@ -354,9 +354,15 @@ impl PgStore {
             // On an error the transaction is dropped: rolled back, nothing written.
             add_step(&mut tx, step, &mut delta).await?;
         }
-        tx.commit().await.map_err(db)?;
+        // Counted before the rows can be read, as on the embedded engines: a listing
+        // is never ahead of the count. Taken back if the commit fails.
         add(&self.pending, delta[0]);
         add(&self.dead, delta[1]);
+        if let Err(e) = tx.commit().await {
+            add(&self.pending, -delta[0]);
+            add(&self.dead, -delta[1]);
+            return Err(db(e));
+        }
         Ok(())
     }
 }

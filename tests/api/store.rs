@@ -1,9 +1,11 @@
-//! The store conformance suite: every backend (`store::Backend::NAMES`) runs the
-//! same cases through the application layer and the `Store` trait: step atomicity
-//! and preconditions, the outbox model (claim, attempt, retry, dead, replay, reopen),
-//! the indexes, audit chains, effects visible only once durable, a failed sync being
-//! fatal, and quarantine of rows that cannot be decoded. The SIGKILL recovery of the
-//! built binary is in `crash.rs` and runs on every backend too.
+//! The store conformance suite: every backend (`store::Backend::NAMES`: the embedded
+//! engines and PostgreSQL, `subjects()`) runs the same cases through the application
+//! layer and the `Store` trait: step atomicity and preconditions, the outbox model
+//! (claim, attempt, retry, dead, replay, reopen), the indexes and audit chains.
+//! Quarantine and tampering are checked on each by damaging rows in its own way.
+//! Effects visible only once durable, a failed sync being fatal, and layout upgrades
+//! reach under the layout, so they run on the embedded engines only. The SIGKILL
+//! recovery of the built binary is in `crash.rs` (embedded engines).
 
 use std::collections::BTreeSet;
 use std::path::Path;
