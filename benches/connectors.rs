@@ -126,8 +126,9 @@ async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: us
         path: d.join("data"),
         cache_bytes: 16 << 20,
         commit_delay: std::time::Duration::from_millis(1),
+        postgres: None,
     };
-    let store = orderbridge::store::open(&options, metrics.clone()).unwrap();
+    let store = orderbridge::store::open(&options, metrics.clone()).await.unwrap();
     let orders = std::sync::Arc::new(orderbridge::orders::Orders::new(store));
     let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let poller = Poller {

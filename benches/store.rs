@@ -28,7 +28,7 @@ fn main() {
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let backends: Vec<String> = match args.get(2..) {
         Some(b) if !b.is_empty() => b.to_vec(),
-        _ => Backend::NAMES.iter().map(|s| (*s).to_owned()).collect(),
+        _ => Backend::EMBEDDED.iter().map(|s| (*s).to_owned()).collect(),
     };
     if let Ok(one) = std::env::var("STORE_BENCH_ONE") {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -86,9 +86,10 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
         path: dir.path().join("data"),
         cache_bytes: 16 << 20,
         commit_delay: Duration::from_micros(delay_us),
+        postgres: None,
     };
     let metrics = Arc::new(Metrics::default());
-    let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).unwrap()));
+    let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).await.unwrap()));
     let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let order = sample_order();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -183,7 +184,7 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
     };
     let reopen_started = Instant::now();
     let reopened = loop {
-        match store::open(&options, metrics.clone()) {
+        match store::open(&options, metrics.clone()).await {
             Ok(s) => break s,
             Err(store::StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
             Err(e) => panic!("{e}"),

@@ -2,7 +2,8 @@
 # Runs the whole test suite. Installs whatever the tests need first, so it works on a
 # fresh machine: the Rust toolchain must be there; the test SMTP server (Python's
 # aiosmtpd, started by the tests themselves on loopback), Prism and the vendors'
-# signing libraries (Node.js) are installed here.
+# signing libraries (Node.js) are installed here, and PostgreSQL (Debian's package) when
+# missing: a throwaway cluster under target/pg serves the tests that need it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,11 @@ if ! cmp -s tests/support/node/package-lock.json "$NODE_DIR/package-lock.json" |
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# PostgreSQL for the store conformance suite on the postgres backend: a cluster of
+# its own under target/pg on loopback, stopped when this script exits.
+# shellcheck source=scripts/test-postgres.sh
+source scripts/test-postgres.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -39,13 +45,20 @@ DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example OR
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
-if command -v promtool >/dev/null; then
-  echo "== promtool: the alert rules in deploy/"
-  promtool check rules deploy/prometheus-rules.yml
-  promtool test rules deploy/prometheus-rules.test.yml
-else
-  echo "== promtool not installed: deploy/prometheus-rules.yml not checked"
+# promtool (Debian package prometheus) checks and unit-tests the alert rules.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing promtool (Debian package prometheus)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "promtool is required to check deploy/prometheus-rules.yml (Debian: apt-get install prometheus)" >&2
+    exit 1
+  fi
 fi
+echo "== promtool: the alert rules in deploy/"
+promtool check rules deploy/prometheus-rules.yml
+promtool test rules deploy/prometheus-rules.test.yml
 echo "== orderbridge check on the peer benchmark configuration (bench/peers)"
 # A fresh secret, as scripts/bench-peers.sh makes for each run (published values are refused).
 BENCH_CRM_SECRET="whsec_$(openssl rand -base64 32)" cargo run --locked -q -- check --config-dir bench/peers

@@ -73,6 +73,9 @@ pub enum Command {
     Rules(RulesCmd),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
+    /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
+    /// (the daemon also applies them at start), or an embedded store's layout.
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,7 +178,7 @@ enum Source {
 }
 
 impl Source {
-    fn open(config_dir: &Path) -> anyhow::Result<Source> {
+    async fn open(config_dir: &Path) -> anyhow::Result<Source> {
         let settings = Settings::load_with(config_dir, false)
             .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
         if !crate::store::exists(&settings.store) {
@@ -189,7 +192,7 @@ impl Source {
             commit_delay: std::time::Duration::ZERO,
             ..settings.store.clone()
         };
-        match crate::store::open(&options, Arc::new(Metrics::default())) {
+        match crate::store::open(&options, Arc::new(Metrics::default())).await {
             Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
             Err(StoreError::Locked(_)) => {
                 // The admin listener serves /api (the public one does not).
@@ -241,12 +244,13 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
         Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
         Command::Store(StoreCmd::Copy { to_backend, to_path }) => store_copy(&dir, to_backend, to_path).await,
+        Command::Migrate => migrate(&dir).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
         Command::Explain { id, json } => {
-            let src = Source::open(&dir)?;
+            let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;
             let e = crate::explain::explain(&order).map_err(|e| anyhow::anyhow!(e))?;
             if json {
@@ -286,7 +290,7 @@ async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i3
 }
 
 async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
@@ -464,7 +468,7 @@ async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>,
             return Ok(crate::check::EX_CONFIG);
         }
     };
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     // Every order id, in arrival order (pages of 1000).
     let mut ids: Vec<OrderId> = Vec::new();
     let mut after: Option<OrderId> = None;
@@ -527,7 +531,7 @@ fn actor_text(a: &Value) -> String {
 }
 
 async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let v = match &src {
         Source::Store(s) => {
             let r = s.verify_audit().await?;
@@ -554,7 +558,7 @@ async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
 }
 
 async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let print = |rows: Vec<Value>, json: bool| -> anyhow::Result<()> {
         if json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -615,10 +619,41 @@ async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
     }
 }
 
+async fn migrate(dir: &Path) -> anyhow::Result<i32> {
+    let settings = Settings::load_with(dir, true)
+        .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    match &settings.store.postgres {
+        Some(pg) => {
+            let (now, all) = crate::store::postgres::migrate(pg).await.context("migrating PostgreSQL")?;
+            let list = |v: &[i64]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            if now.is_empty() {
+                println!("the PostgreSQL schema is up to date (migrations {})", list(&all));
+            } else {
+                println!("applied migrations {} (the database now has {})", list(&now), list(&all));
+            }
+        }
+        None => {
+            // Opening an embedded store upgrades its layout in place.
+            let options = crate::store::Options { commit_delay: std::time::Duration::ZERO, ..settings.store.clone() };
+            match crate::store::open(&options, Arc::new(Metrics::default())).await {
+                Err(StoreError::Locked(_)) => {
+                    bail!("the store is in use (is the daemon running?); it upgrades its layout when it opens")
+                }
+                other => other.context("opening the store")?,
+            };
+            println!("the {} store at {} has the current layout", options.backend.name(), options.path.display());
+        }
+    }
+    Ok(0)
+}
+
 async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) -> anyhow::Result<i32> {
     let settings = Settings::load_with(dir, false)
         .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let from = settings.store.clone();
+    if !from.backend.is_embedded() || to_backend.as_deref() == Some("postgres") {
+        bail!("store copy moves embedded stores (fjall, sled, redb) only; to or from PostgreSQL is not supported yet");
+    }
     if !crate::store::exists(&from) {
         bail!("no store at {} (is --config-dir right? store.path is relative to it)", from.path.display());
     }
@@ -644,7 +679,7 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
         to.path.display(),
         to.backend.name()
     );
-    let orders = Orders::new(crate::store::open(&to, metrics)?);
+    let orders = Orders::new(crate::store::open(&to, metrics).await?);
     let r = orders.verify_audit().await?;
     match r.broken {
         None => {
@@ -659,7 +694,7 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
 }
 
 async fn quarantine(dir: &Path, json: bool) -> anyhow::Result<i32> {
-    let src = Source::open(dir)?;
+    let src = Source::open(dir).await?;
     let rows: Vec<Value> = match &src {
         Source::Store(s) => {
             s.store().quarantined().await?.iter().map(serde_json::to_value).collect::<Result<_, _>>()?

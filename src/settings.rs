@@ -224,8 +224,19 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `fjall` (the default), `sled` or `redb`: embedded engines, one process per data directory.
+    /// `fjall` (the default), `sled` or `redb`: embedded engines, one process per data
+    /// directory; or `postgres`: a PostgreSQL database (`url`), which several daemons may share.
     pub backend: String,
+    /// PostgreSQL only (required there): the database URL as a secret reference,
+    /// `${ORDERBRIDGE_DATABASE_URL}` or `file:PATH`, holding `postgres://user:password@host:port/db`.
+    pub url: Option<String>,
+    /// PostgreSQL only: connections in the pool (1 to 1000).
+    pub pool_size: u32,
+    /// PostgreSQL only: how long a request waits for a pooled connection, or a new one
+    /// to be made, before it fails (a webhook then answers 503), in seconds.
+    pub acquire_timeout_secs: u64,
+    /// PostgreSQL only: the server cancels a statement running longer, in seconds.
+    pub statement_timeout_secs: u64,
     /// Data directory of the embedded store, relative to the config dir unless absolute.
     pub path: PathBuf,
     /// The engine's cache, in MiB (fjall: block cache; sled: page cache, resident memory a few times this, sled #1309; redb: read cache and write buffer).
@@ -237,7 +248,16 @@ pub struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore { backend: "fjall".into(), path: "data".into(), cache_capacity_mb: 16, group_commit_delay_us: 1000 }
+        RawStore {
+            backend: "fjall".into(),
+            url: None,
+            pool_size: 16,
+            acquire_timeout_secs: 5,
+            statement_timeout_secs: 30,
+            path: "data".into(),
+            cache_capacity_mb: 16,
+            group_commit_delay_us: 1000,
+        }
     }
 }
 
@@ -622,6 +642,52 @@ impl RawSettings {
                 None
             }
         };
+        let postgres = match (backend, self.store.url.as_deref()) {
+            (Some(crate::store::Backend::Postgres), None) => {
+                bad(
+                    &["store", "url"],
+                    "required with backend = \"postgres\": a secret reference such as \"${ORDERBRIDGE_DATABASE_URL}\""
+                        .into(),
+                );
+                None
+            }
+            (Some(crate::store::Backend::Postgres), Some(url)) => {
+                match SecretRef::parse(url).and_then(|r| r.resolve(config_dir)) {
+                    Ok(secret) => {
+                        let o = crate::store::postgres::PgOptions {
+                            url: secret,
+                            max_connections: self.store.pool_size,
+                            acquire_timeout: Duration::from_secs(self.store.acquire_timeout_secs),
+                            statement_timeout: Duration::from_secs(self.store.statement_timeout_secs),
+                        };
+                        if let Err(e) = o.connect_options() {
+                            // The message names the reference, never the URL (it may hold a password).
+                            bad(&["store", "url"], format!("{url}: {e}"));
+                        }
+                        Some(o)
+                    }
+                    Err(_) if !strict => None,
+                    Err(e) => {
+                        bad(&["store", "url"], e);
+                        None
+                    }
+                }
+            }
+            (_, Some(_)) => {
+                bad(&["store", "url"], "only for backend = \"postgres\" (the embedded engines use store.path)".into());
+                None
+            }
+            (_, None) => None,
+        };
+        if !(1..=1000).contains(&self.store.pool_size) {
+            bad(&["store", "pool_size"], "must be between 1 and 1000".into());
+        }
+        if self.store.acquire_timeout_secs == 0 {
+            bad(&["store", "acquire_timeout_secs"], "must be at least 1".into());
+        }
+        if self.store.statement_timeout_secs == 0 {
+            bad(&["store", "statement_timeout_secs"], "must be at least 1".into());
+        }
         if self.store.group_commit_delay_us > 100_000 {
             bad(&["store", "group_commit_delay_us"], "must be at most 100000 (0.1 s)".into());
         }
@@ -864,6 +930,7 @@ impl RawSettings {
                 path: store_path.clone(),
                 cache_bytes: self.store.cache_capacity_mb * 1024 * 1024,
                 commit_delay: Duration::from_micros(self.store.group_commit_delay_us),
+                postgres,
             },
             store_path,
             log_format,
@@ -1015,6 +1082,39 @@ mod tests {
             parse("[limits]\ndead_letters_alert = 0\n").unwrap_err().iter().map(ToString::to_string).collect();
         assert_eq!(problems, ["orderbridge.toml:2:22: must be at least 1"]);
         assert!(toml::from_str::<RawSettings>("[limits]\noutbox = 5\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn the_postgres_backend_needs_a_url_reference_and_never_echoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("url");
+        let parse_in = |text: &str| {
+            let raw: RawSettings = toml::from_str(text).unwrap();
+            raw.parse(dir.path(), Path::new("orderbridge.toml"), text, true)
+        };
+        let problems = |text: &str| -> Vec<String> {
+            parse_in(text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+        };
+        std::fs::write(&url, "postgres://orderbridge:s3cret-pw@db.internal:5432/orderbridge\n").unwrap();
+        let ok = "[store]\nbackend = \"postgres\"\nurl = \"file:url\"\npool_size = 8\n";
+        let s = parse_in(ok).unwrap_or_else(|ps| panic!("{ps:?}"));
+        let pg = s.store.postgres.expect("postgres options");
+        assert_eq!((s.store.backend, pg.max_connections), (crate::store::Backend::Postgres, 8));
+        assert!(!format!("{pg:?}").contains("s3cret-pw"), "the URL is a secret");
+
+        let missing = problems("[store]\nbackend = \"postgres\"\n");
+        assert!(missing.iter().any(|p| p.contains("store.url") || p.contains("required")), "{missing:?}");
+        let inline = problems("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:pw@h/db\"\n");
+        assert!(inline.iter().any(|p| p.contains("a secret must be a reference")), "{inline:?}");
+        assert!(!inline.concat().contains("u:pw"), "{inline:?}");
+        std::fs::write(&url, "mysql://u:s3cret-pw@h/db").unwrap();
+        let other = problems(ok);
+        assert!(other.iter().any(|p| p.contains("not a PostgreSQL URL")), "{other:?}");
+        assert!(!other.concat().contains("s3cret-pw"), "{other:?}");
+        let embedded = problems("[store]\nurl = \"file:url\"\n");
+        assert!(embedded.iter().any(|p| p.contains("only for backend")), "{embedded:?}");
+        let zero = problems("[store]\npool_size = 0\nacquire_timeout_secs = 0\n");
+        assert_eq!(zero.len(), 2, "{zero:?}");
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl Application {
         let Loaded { settings, mut registry, rules, templates, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
+            .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
         let orders = Arc::new(Orders::new(store.clone()));
         let listener =

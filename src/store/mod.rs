@@ -18,7 +18,8 @@
 //!   and never stops the others.
 //!
 //! `kv/` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
-//! `sled_engine.rs`, `redb_engine.rs`);
+//! `sled_engine.rs`, `redb_engine.rs`); `postgres.rs` is the same store on PostgreSQL
+//! (several daemons on one database);
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit.
 
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod commit;
 pub mod fjall_engine;
 pub mod kv;
+pub mod postgres;
 pub mod records;
 pub mod redb_engine;
 pub mod sled_engine;
@@ -310,17 +312,27 @@ pub enum Backend {
     Sled,
     /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data directory).
     Redb,
+    /// PostgreSQL (`postgres.rs`), a server that several daemons may share.
+    Postgres,
 }
 
 impl Backend {
-    pub const NAMES: &'static [&'static str] = &["fjall", "sled", "redb"];
+    pub const NAMES: &'static [&'static str] = &["fjall", "sled", "redb", "postgres"];
+    /// The embedded engines (`kv/` over a data directory).
+    pub const EMBEDDED: &'static [&'static str] = &["fjall", "sled", "redb"];
 
     pub fn name(self) -> &'static str {
         match self {
             Backend::Fjall => "fjall",
             Backend::Sled => "sled",
             Backend::Redb => "redb",
+            Backend::Postgres => "postgres",
         }
+    }
+
+    /// An engine in a data directory of this process (not a database server).
+    pub fn is_embedded(self) -> bool {
+        self != Backend::Postgres
     }
 }
 
@@ -331,6 +343,7 @@ impl std::str::FromStr for Backend {
             "fjall" => Ok(Backend::Fjall),
             "sled" => Ok(Backend::Sled),
             "redb" => Ok(Backend::Redb),
+            "postgres" => Ok(Backend::Postgres),
             other => Err(format!("unknown store backend `{other}` (available: {})", Backend::NAMES.join(", "))),
         }
     }
@@ -345,17 +358,25 @@ pub struct Options {
     pub cache_bytes: u64,
     /// How long the group commit gathers writers before one sync.
     pub commit_delay: std::time::Duration,
+    /// The database, for `Backend::Postgres` (`None` for the embedded engines).
+    pub postgres: Option<postgres::PgOptions>,
+}
+
+fn no_postgres() -> StoreError {
+    StoreError::Io("store.backend = \"postgres\" needs store.url".into())
 }
 
 /// Opens (or creates) the store `options` name.
 ///
 /// # Errors
-/// `Locked` when another process holds it, `Corrupt` for damage or another layout.
-pub fn open(
+/// `Locked` when another process holds it, `Corrupt` for damage or another layout,
+/// `Io` when PostgreSQL cannot be reached or migrated.
+pub async fn open(
     options: &Options,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match options.backend {
+        Backend::Postgres => Ok(postgres::PgStore::open(options.postgres.as_ref().ok_or_else(no_postgres)?).await?),
         Backend::Fjall => Ok(fjall_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
         Backend::Sled => Ok(sled_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
         Backend::Redb => Ok(redb_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
@@ -366,18 +387,21 @@ pub fn open(
 /// is `kv::KvStore::open`): for `store copy` and for tests that wrap an engine.
 ///
 /// # Errors
-/// As `open`.
+/// As `open`; `Io` for PostgreSQL, which is not a key-value engine.
 pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError> {
     match options.backend {
+        Backend::Postgres => Err(StoreError::Io("PostgreSQL is not an embedded engine".into())),
         Backend::Fjall => Ok(Box::new(fjall_engine::FjallEngine::open(&options.path, options.cache_bytes)?)),
         Backend::Sled => Ok(Box::new(sled_engine::SledEngine::open(&options.path, options.cache_bytes)?)),
         Backend::Redb => Ok(Box::new(redb_engine::RedbEngine::open(&options.path, options.cache_bytes)?)),
     }
 }
 
-/// Whether a store of `options.backend` exists at `options.path`.
+/// Whether a store of `options.backend` exists at `options.path` (PostgreSQL: the
+/// database is created by its operator, the schema at open).
 pub fn exists(options: &Options) -> bool {
     match options.backend {
+        Backend::Postgres => true,
         Backend::Fjall => fjall_engine::FjallEngine::exists(&options.path),
         Backend::Sled => sled_engine::SledEngine::exists(&options.path),
         Backend::Redb => redb_engine::RedbEngine::exists(&options.path),

@@ -38,7 +38,7 @@ fn on_backend(backend: &str) -> [(&'static str, String); 1] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged_and_sends_nothing_twice() {
-    for backend in orderbridge::store::Backend::NAMES {
+    for backend in orderbridge::store::Backend::EMBEDDED {
         sigkill_under_load(backend).await;
     }
 }
@@ -275,7 +275,7 @@ impl Drop for SmallVolume {
 /// and the audit verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_data_volume_stops_the_daemon_and_loses_nothing_acknowledged() {
-    for backend in orderbridge::store::Backend::NAMES {
+    for backend in orderbridge::store::Backend::EMBEDDED {
         full_data_volume(backend).await;
     }
 }

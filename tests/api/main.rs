@@ -21,6 +21,7 @@ mod leaks;
 mod listeners;
 mod mail;
 mod poll;
+mod postgres;
 mod prism;
 mod rules_diff;
 mod separation;
