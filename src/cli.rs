@@ -679,7 +679,19 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
         to.path.display(),
         to.backend.name()
     );
-    let orders = Orders::new(crate::store::open(&to, metrics).await?);
+    // The copy's own handle on the target is closed; sled lets its file lock go a
+    // moment later, so a lock still held by this process is waited for, briefly.
+    let mut attempts = 0;
+    let target = loop {
+        match crate::store::open(&to, metrics.clone()).await {
+            Err(StoreError::Locked(_)) if attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other?,
+        }
+    };
+    let orders = Orders::new(target);
     let r = orders.verify_audit().await?;
     match r.broken {
         None => {

@@ -248,6 +248,9 @@ pub struct KvStore<E: Engine> {
     /// could take back. Built at open, changed under the write lock in commit order
     /// and again once each commit is durable.
     outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Indexed>>,
+    /// One copy of each connector name the index holds (a name per entry would
+    /// cost an allocation for every pending effect).
+    connector_names: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
@@ -292,12 +295,15 @@ impl<E: Engine> KvStore<E> {
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
         let (dead, quarantined, unmatched) = (count(DEAD), count(QUARANTINE), count(WAITING));
         let mut outbox = BTreeMap::new();
+        let mut names = std::collections::HashSet::<Arc<str>>::new();
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
             let (k, v) = row?;
             // A row that cannot be read keeps an empty connector: the dispatcher reads
             // it like any other and quarantines it then.
             let connector = decode::<ConnectorOnly>(&v).map(|c| c.connector).unwrap_or_default();
-            outbox.insert(k, Indexed { slot: Slot::Durable, connector: connector.into() });
+            let connector = names.get(connector.as_str()).cloned().unwrap_or_else(|| Arc::from(connector));
+            names.insert(connector.clone());
+            outbox.insert(k, Indexed { slot: Slot::Durable, connector });
         }
         let pending = outbox.len() as u64;
         let sync_engine = engine.clone();
@@ -320,6 +326,7 @@ impl<E: Engine> KvStore<E> {
             committer,
             write_lock: std::sync::Mutex::new(()),
             outbox: std::sync::Mutex::new(outbox),
+            connector_names: std::sync::Mutex::new(names),
             pending_writes: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             pending: AtomicU64::new(pending),
@@ -522,7 +529,7 @@ impl<E: Engine> KvStore<E> {
             match c {
                 OutboxChange::Add(e) => {
                     let k = due_key(&e);
-                    outbox_keys.push((k.clone(), Some(e.connector.as_str().into())));
+                    outbox_keys.push((k.clone(), Some(self.intern(e.connector.as_str()))));
                     b.put(k, encode(&e));
                     delta[0] += 1;
                 }
@@ -534,7 +541,7 @@ impl<E: Engine> KvStore<E> {
                     outbox_keys.push((old.clone(), None));
                     b.del(old);
                     let k = due_key(&to);
-                    outbox_keys.push((k.clone(), Some(to.connector.as_str().into())));
+                    outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
                     b.put(k, encode(&to));
                 }
                 OutboxChange::Remove(e) => {
@@ -564,7 +571,7 @@ impl<E: Engine> KvStore<E> {
                     }
                     b.del(old);
                     let k = due_key(&to);
-                    outbox_keys.push((k.clone(), Some(to.connector.as_str().into())));
+                    outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
                     b.put(k, encode(&to));
                     delta[0] += 1;
                     delta[1] -= 1;
@@ -684,6 +691,17 @@ impl<E: Engine> KvStore<E> {
             self.now_durable(&outbox_keys, generation);
         }
         durable
+    }
+
+    /// The shared copy of a connector's name.
+    fn intern(&self, name: &str) -> Arc<str> {
+        let mut names = self.connector_names.lock().expect("connector names");
+        if let Some(n) = names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        names.insert(n.clone());
+        n
     }
 
     /// Shows the outbox keys a durable commit of `generation` added to the
