@@ -8,7 +8,10 @@
 //!
 //! Prints, per backend: orders/s, acknowledgement p50/p99, CPU per order (user +
 //! system of the whole process), resident memory after the run (now and peak),
-//! bytes on disk per order once the outbox is drained, and the time to reopen.
+//! bytes on disk per order once the outbox is drained, the time to reopen after a
+//! clean close, and the time to reopen after a crash: the process writes a few more
+//! orders and exits without closing the store (no destructor runs, as after
+//! SIGKILL), and a fresh process opens it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,20 +33,31 @@ fn main() {
         Some(b) if !b.is_empty() => b.to_vec(),
         _ => Backend::EMBEDDED.iter().map(|s| (*s).to_owned()).collect(),
     };
-    if let Ok(one) = std::env::var("STORE_BENCH_ONE") {
+    let dir = std::env::var_os("STORE_BENCH_DIR").map(std::path::PathBuf::from);
+    if let (Ok(one), Some(dir)) = (std::env::var("STORE_BENCH_ONE"), &dir) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        rt.block_on(run(one.parse().unwrap(), orders, concurrency));
+        rt.block_on(run(one.parse().unwrap(), dir, orders, concurrency));
+        return;
+    }
+    if let (Ok(one), Some(dir)) = (std::env::var("STORE_BENCH_REOPEN"), &dir) {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(reopen_after_crash(one.parse().unwrap(), dir));
         return;
     }
     println!("store bench: {orders} orders, concurrency {concurrency}, {}", orderbridge::bench::machine());
     for b in backends {
-        // A process per engine: its memory figures are its own.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(std::env::args().skip(1))
-            .env("STORE_BENCH_ONE", &b)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{b}: the bench failed");
+        // A process per engine: its memory figures are its own. It ends as after a
+        // crash; a second process times the open that follows.
+        let dir = tempfile::tempdir().unwrap();
+        for var in ["STORE_BENCH_ONE", "STORE_BENCH_REOPEN"] {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(std::env::args().skip(1))
+                .env(var, &b)
+                .env("STORE_BENCH_DIR", dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{b}: the bench failed");
+        }
     }
 }
 
@@ -78,16 +92,44 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
-async fn run(backend: Backend, orders: usize, concurrency: usize) {
-    let dir = tempfile::tempdir().unwrap();
+fn options(backend: Backend, dir: &Path) -> store::Options {
     let delay_us: u64 = std::env::var("GROUP_COMMIT_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let options = store::Options {
+    store::Options {
         backend,
-        path: dir.path().join("data"),
+        path: dir.join("data"),
         cache_bytes: 16 << 20,
         commit_delay: Duration::from_micros(delay_us),
         postgres: None,
-    };
+    }
+}
+
+fn inbound(order: &Order, n: usize) -> Inbound {
+    // One customer per order, as in the HTTP benchmark.
+    let mut order = order.clone();
+    order.customer.id = format!("C-S{n}").parse().unwrap();
+    // Amounts spread as in the HTTP benchmark: every approval route is taken.
+    let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
+    order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
+    Inbound {
+        source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("S-{n}").parse().unwrap() },
+        version: 1,
+        mapping_version: "1".into(),
+        order,
+    }
+}
+
+/// Opens the store a crashed process left and says how long that took.
+async fn reopen_after_crash(backend: Backend, dir: &Path) {
+    let started = Instant::now();
+    let store = store::open(&options(backend, dir), Arc::new(Metrics::default())).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let orders = store.list(None, None, 10).await.unwrap().len();
+    assert!(orders > 0, "{}: the orders are there", backend.name());
+    println!("       reopen after a crash: {secs:.2}s");
+}
+
+async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
+    let options = options(backend, dir);
     let metrics = Arc::new(Metrics::default());
     let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).await.unwrap()));
     let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
@@ -105,21 +147,7 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
                 if n >= orders {
                     return lat;
                 }
-                // One customer per order, as in the HTTP benchmark.
-                let mut order = order.clone();
-                order.customer.id = format!("C-S{n}").parse().unwrap();
-                // Amounts spread as in the HTTP benchmark: every approval route is taken.
-                let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
-                order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
-                let inbound = Inbound {
-                    source: ExternalRef {
-                        connector: "demo-crm".parse().unwrap(),
-                        id: format!("S-{n}").parse().unwrap(),
-                    },
-                    version: 1,
-                    mapping_version: "1".into(),
-                    order,
-                };
+                let inbound = inbound(&order, n);
                 let t = Instant::now();
                 app.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();
                 lat.push(t.elapsed());
@@ -212,4 +240,10 @@ async fn run(backend: Backend, orders: usize, concurrency: usize) {
         .map(|(tag, (n, bytes))| format!("{tag} {n} rows {:.0} B/order", *bytes as f64 / orders as f64))
         .collect();
     println!("       rows by key space (key + value): {}", rows.join(", "));
+    // A few more orders, then an exit that closes nothing: what a crash leaves.
+    let after = Orders::new(reopened);
+    for n in orders..orders + 100 {
+        after.ingest(inbound(&order, n), &rules, chrono::Utc::now()).await.unwrap();
+    }
+    std::process::exit(0);
 }

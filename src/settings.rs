@@ -224,9 +224,10 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `fjall` (the default), `sled` or `redb`: embedded engines, one process per data
-    /// directory; or `postgres`: a PostgreSQL database (`url`), which several daemons may share.
-    pub backend: String,
+    /// `redb`, `fjall` or `sled`: embedded engines, one process per data directory; or
+    /// `postgres`: a PostgreSQL database (`url`), which several daemons may share. Unset:
+    /// the engine of the store already at `path`, or `redb` for a new one.
+    pub backend: Option<String>,
     /// PostgreSQL only (required there): the database URL as a secret reference,
     /// `${ORDERBRIDGE_DATABASE_URL}` or `file:PATH`, holding `postgres://user:password@host:port/db`.
     pub url: Option<String>,
@@ -249,7 +250,7 @@ pub struct RawStore {
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
-            backend: "fjall".into(),
+            backend: None,
             url: None,
             pool_size: 16,
             acquire_timeout_secs: 5,
@@ -635,12 +636,17 @@ impl RawSettings {
         if self.server.max_body_bytes < 1024 {
             bad(&["server", "max_body_bytes"], "must be at least 1024".into());
         }
-        let backend = match self.store.backend.parse::<crate::store::Backend>() {
-            Ok(b) => Some(b),
-            Err(e) => {
+        let store_path =
+            if self.store.path.is_absolute() { self.store.path.clone() } else { config_dir.join(&self.store.path) };
+        let backend = match self.store.backend.as_deref().map(str::parse::<crate::store::Backend>) {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
                 bad(&["store", "backend"], e);
                 None
             }
+            // The store that is there (a store written before the default changed
+            // keeps its engine), or the default for a new one.
+            None => Some(crate::store::Backend::detect(&store_path).unwrap_or(crate::store::Backend::DEFAULT)),
         };
         let postgres = match (backend, self.store.url.as_deref()) {
             (Some(crate::store::Backend::Postgres), None) => {
@@ -911,8 +917,6 @@ impl RawSettings {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let store_path =
-            if self.store.path.is_absolute() { self.store.path.clone() } else { config_dir.join(&self.store.path) };
         Ok(Settings {
             config_dir: config_dir.to_owned(),
             listen: SocketAddr::new(host.expect("checked above"), self.server.port),

@@ -306,11 +306,12 @@ pub trait Store: Send + Sync {
 /// The engines a store can run on (`store.backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// fjall 3, an LSM tree, embedded (one process per data directory): the default.
+    /// fjall 3, an LSM tree, embedded (one process per data directory).
     Fjall,
     /// sled 0.34, embedded (one process per data directory).
     Sled,
-    /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data directory).
+    /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data
+    /// directory): the default for a new store.
     Redb,
     /// PostgreSQL (`postgres.rs`), a server that several daemons may share.
     Postgres,
@@ -333,6 +334,44 @@ impl Backend {
     /// An engine in a data directory of this process (not a database server).
     pub fn is_embedded(self) -> bool {
         self != Backend::Postgres
+    }
+
+    /// The engine of a new store when `store.backend` is not set (chosen by
+    /// measurement: README, Performance).
+    pub const DEFAULT: Backend = Backend::Redb;
+
+    /// The embedded engine whose store is at `path`, if one is.
+    pub fn detect(path: &std::path::Path) -> Option<Backend> {
+        [Backend::Fjall, Backend::Sled, Backend::Redb].into_iter().find(|b| b.holds_store(path))
+    }
+
+    fn holds_store(self, path: &std::path::Path) -> bool {
+        match self {
+            Backend::Postgres => false,
+            Backend::Fjall => fjall_engine::FjallEngine::exists(path),
+            Backend::Sled => sled_engine::SledEngine::exists(path),
+            Backend::Redb => redb_engine::RedbEngine::exists(path),
+        }
+    }
+}
+
+/// Refuses to create a store of one engine where a store of another one is: the
+/// daemon would start on an empty store and the orders would seem gone.
+fn not_another_engines(options: &Options) -> Result<(), StoreError> {
+    if !options.backend.is_embedded() || options.backend.holds_store(&options.path) {
+        return Ok(());
+    }
+    match Backend::detect(&options.path) {
+        Some(other) => Err(StoreError::Io(format!(
+            "{} holds a {} store, but store.backend is {}: set store.backend = \"{}\", or move the store with \
+             `orderbridge store copy --to-backend {} --to-path NEW_DIR` and point store.path at NEW_DIR",
+            options.path.display(),
+            other.name(),
+            options.backend.name(),
+            other.name(),
+            options.backend.name()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -375,6 +414,7 @@ pub async fn open(
     options: &Options,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    not_another_engines(options)?;
     match options.backend {
         Backend::Postgres => Ok(postgres::PgStore::open(options.postgres.as_ref().ok_or_else(no_postgres)?).await?),
         Backend::Fjall => Ok(fjall_engine::open(&options.path, options.cache_bytes, options.commit_delay, metrics)?),
@@ -389,6 +429,7 @@ pub async fn open(
 /// # Errors
 /// As `open`; `Io` for PostgreSQL, which is not a key-value engine.
 pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError> {
+    not_another_engines(options)?;
     match options.backend {
         Backend::Postgres => Err(StoreError::Io("PostgreSQL is not an embedded engine".into())),
         Backend::Fjall => Ok(Box::new(fjall_engine::FjallEngine::open(&options.path, options.cache_bytes)?)),
@@ -400,12 +441,7 @@ pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError>
 /// Whether a store of `options.backend` exists at `options.path` (PostgreSQL: the
 /// database is created by its operator, the schema at open).
 pub fn exists(options: &Options) -> bool {
-    match options.backend {
-        Backend::Postgres => true,
-        Backend::Fjall => fjall_engine::FjallEngine::exists(&options.path),
-        Backend::Sled => sled_engine::SledEngine::exists(&options.path),
-        Backend::Redb => redb_engine::RedbEngine::exists(&options.path),
-    }
+    options.backend == Backend::Postgres || options.backend.holds_store(&options.path)
 }
 
 /// What `copy` moved.

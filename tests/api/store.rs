@@ -801,3 +801,25 @@ async fn futures_join<T>(
     }
     out
 }
+
+#[tokio::test]
+async fn a_store_of_one_engine_is_never_opened_as_another_and_an_unset_backend_finds_it() {
+    let at = |backend: Backend, dir: &Path| store::Options { path: dir.join("data"), ..options(backend, dir) };
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(store::open(&at(backend, dir.path()), Arc::new(Metrics::default())).await.unwrap());
+        assert_eq!(Backend::detect(&dir.path().join("data")), Some(backend), "{}", backend.name());
+        for other in backends().into_iter().filter(|b| *b != backend) {
+            let err = match store::open(&at(other, dir.path()), Arc::new(Metrics::default())).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{} opened a {} store", other.name(), backend.name()),
+            };
+            assert!(
+                err.contains(&format!("holds a {} store, but store.backend is {}", backend.name(), other.name())),
+                "{err}"
+            );
+            assert!(store::open_engine(&at(other, dir.path())).is_err());
+        }
+    }
+    assert_eq!(Backend::detect(&tempfile::tempdir().unwrap().path().join("data")), None);
+}
