@@ -224,9 +224,9 @@ impl Default for RawAdmin {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
-    /// `redb`, `fjall` or `sled`: embedded engines, one process per data directory; or
+    /// `fjall`, `redb` or `sled`: embedded engines, one process per data directory; or
     /// `postgres`: a PostgreSQL database (`url`), which several daemons may share. Unset:
-    /// the engine of the store already at `path`, or `redb` for a new one.
+    /// the engine of the store already at `path`, or `fjall` for a new one.
     pub backend: Option<String>,
     /// PostgreSQL only (required there): the database URL as a secret reference,
     /// `${ORDERBRIDGE_DATABASE_URL}` or `file:PATH`, holding `postgres://user:password@host:port/db`.

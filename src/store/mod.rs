@@ -306,12 +306,12 @@ pub trait Store: Send + Sync {
 /// The engines a store can run on (`store.backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// fjall 3, an LSM tree, embedded (one process per data directory).
+    /// fjall 3, an LSM tree, embedded (one process per data directory): the default
+    /// for a new store.
     Fjall,
     /// sled 0.34, embedded (one process per data directory).
     Sled,
-    /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data
-    /// directory): the default for a new store.
+    /// redb 5, a copy-on-write B-tree in one file, embedded (one process per data directory).
     Redb,
     /// PostgreSQL (`postgres.rs`), a server that several daemons may share.
     Postgres,
@@ -338,7 +338,7 @@ impl Backend {
 
     /// The engine of a new store when `store.backend` is not set (chosen by
     /// measurement: README, Performance).
-    pub const DEFAULT: Backend = Backend::Redb;
+    pub const DEFAULT: Backend = Backend::Fjall;
 
     /// The embedded engine whose store is at `path`, if one is.
     pub fn detect(path: &std::path::Path) -> Option<Backend> {

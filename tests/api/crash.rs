@@ -33,7 +33,7 @@ async fn assert_every_acknowledged_order_is_there<'a>(
 
 /// The configuration's store backend line, set to `backend`.
 fn on_backend(backend: &str) -> [(&'static str, String); 1] {
-    [("backend = \"redb\"", format!("backend = \"{backend}\""))]
+    [("backend = \"fjall\"", format!("backend = \"{backend}\""))]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

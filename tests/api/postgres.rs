@@ -66,7 +66,7 @@ async fn the_daemon_runs_on_postgres() {
     std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
     let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\n", url_file.display());
     let erp = Receiver::start().await;
-    let app = spawn_outbox_app(erp.clone(), &[("backend = \"redb\"\n", &store)]).await;
+    let app = spawn_outbox_app(erp.clone(), &[("backend = \"fjall\"\n", &store)]).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let (s, b) = app.post_webhook(&deal(&format!("PG-{i}"), 1, "8000.00")).await;
