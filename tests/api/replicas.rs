@@ -20,9 +20,13 @@ use crate::postgres::fresh_database;
 /// A daemon configuration in `dir` on the database `url`, with short leases so that a
 /// killed daemon's claims lapse within seconds.
 fn write_replica_config(dir: &Path, erp: SocketAddr, url: &str) {
+    write_replica_config_with(dir, erp, url, "lease_secs = 3\n");
+}
+
+fn write_replica_config_with(dir: &Path, erp: SocketAddr, url: &str, store_keys: &str) {
     let url_file = dir.join("database-url");
     std::fs::write(&url_file, url).unwrap();
-    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\nlease_secs = 3\n", url_file.display());
+    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\n{store_keys}", url_file.display());
     write_config(dir, erp, &[("backend = \"fjall\"\n", &store)]);
 }
 
@@ -49,6 +53,8 @@ fn post_until(
                         acked.lock().unwrap().insert(ext, o.to_owned());
                     }
                 }
+                // The database is unreachable: nothing was acknowledged; the sender retries.
+                Ok((503, _)) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Ok((s, v)) => panic!("unexpected answer {s} from {addr}: {v}"),
                 Err(_) => return, // the daemon was killed
             }
@@ -209,4 +215,160 @@ async fn two_daemons_starting_together_on_an_empty_database_both_come_up() {
         assert_eq!(s, 202, "{b}");
     }
     assert_eq!(all_orders(&client, daemons[0].admin, "").await.len(), 2);
+}
+
+/// A PostgreSQL cluster of one test's own (the shared test cluster must not restart
+/// under the other tests): initdb in a temporary directory, on a free loopback port.
+/// As root it runs as `postgres`, as `scripts/test-postgres.sh` does.
+struct Cluster {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    fn pg(&self, tool: &str) -> std::process::Command {
+        let root = is_root();
+        let mut c = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            std::process::Command::new(self.bin.join(tool))
+        };
+        c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        c
+    }
+
+    fn init() -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/test-postgres.sh installs it)")
+            .map(|e| e.unwrap().path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("a PostgreSQL server under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let ok = std::process::Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
+            assert!(ok.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = Cluster { bin, dir, port };
+        let data = c.dir.path().join("data");
+        let ok = c
+            .pg("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "initdb");
+        c.start();
+        c
+    }
+
+    fn start(&self) {
+        let dir = self.dir.path();
+        let ok = self
+            .pg("pg_ctl")
+            .arg("-D")
+            .arg(dir.join("data"))
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off", self.port, dir.display()))
+            .arg("start")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "pg_ctl start");
+    }
+
+    /// Stops the server the way a crash would (no checkpoint): it recovers from its WAL.
+    fn crash(&self) {
+        let ok =
+            self.pg("pg_ctl").arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "stop"]).status();
+        assert!(ok.unwrap().success(), "pg_ctl stop");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ =
+            self.pg("pg_ctl").arg("-D").arg(self.dir.path().join("data")).args(["-m", "immediate", "stop"]).status();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+async fn ready(client: &reqwest::Client, admin: SocketAddr) -> u16 {
+    client.get(format!("http://{admin}/readyz")).send().await.map_or(0, |r| r.status().as_u16())
+}
+
+/// PostgreSQL crashes and comes back while two daemons take orders: meanwhile
+/// webhooks get 503 and `/readyz` says not ready; the daemons keep running and
+/// reconnect; no acknowledged order is lost and every push reaches the receiver once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_under_load_loses_nothing_and_repeats_nothing() {
+    let cluster = tokio::task::spawn_blocking(Cluster::init).await.unwrap();
+    let erp = Receiver::start().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &dirs {
+        // A lease longer than the outage: an outcome waiting to be recorded keeps its claim.
+        write_replica_config_with(d.path(), erp.addr, &cluster.url(), "lease_secs = 30\nacquire_timeout_secs = 2\n");
+    }
+    let daemons: Vec<Daemon> = dirs.iter().map(|d| start_daemon(d.path(), &[])).collect();
+    let client = client();
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let posters: Vec<_> =
+        (0..4).map(|w| post_until(daemons[w % 2].addr, format!("pg{w}"), stop.clone(), acked.clone())).collect();
+    let at_least = |n: usize| {
+        let acked = acked.clone();
+        move || {
+            let done = acked.lock().unwrap().len() >= n;
+            async move { done }
+        }
+    };
+    wait_until("orders are acknowledged before the outage", at_least(60)).await;
+
+    let cluster = Arc::new(cluster);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.crash()).await.unwrap();
+    let (s, b) =
+        try_signed_post(&client, daemons[0].addr, "/webhooks/demo-crm", &deal("PG-DOWN", 1, "9000.00")).await.unwrap();
+    assert_eq!(s, 503, "a webhook while the database is down: {b}");
+    assert_eq!(ready(&client, daemons[1].admin).await, 503, "not ready while the database is down");
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start()).await.unwrap();
+    for d in &daemons {
+        wait_until("the daemon is ready again", || {
+            let client = client.clone();
+            async move { ready(&client, d.admin).await == 200 }
+        })
+        .await;
+    }
+    let before = acked.lock().unwrap().len();
+    wait_until("orders are acknowledged after the outage", at_least(before + 60)).await;
+    stop.store(true, Ordering::SeqCst);
+    for p in posters {
+        p.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let expected = check_orders(daemons[0].admin, &acked).await;
+    wait_delivered(&erp, &expected).await;
+    let accepted = erp.accepted_per_key();
+    let twice: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "pushed more than once across the outage: {twice:?}");
+    assert_eq!(accepted.len(), expected.len(), "one push per approved order");
+    for d in &daemons {
+        let log = d.log.lock().unwrap();
+        assert!(!log.iter().any(|l| l.contains("stopping")), "the daemon kept running");
+    }
 }

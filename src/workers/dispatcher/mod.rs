@@ -428,18 +428,25 @@ impl Dispatcher {
         }
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
-        for i in 0..5u32 {
+        // A database that cannot be reached (PostgreSQL restarting, failing over) is
+        // waited for instead: giving up would push the effect again once it is back.
+        for i in 1u32.. {
             match self.orders.finish_effect(&effect, outcome.clone(), &self.rules, self.clock.now()).await {
                 Ok(()) => return,
                 Err(e @ crate::orders::OrderError::Store(crate::store::StoreError::Failed(_))) => {
                     tracing::error!(error = %e, "cannot record effect outcome; the effect stays due and is attempted again after a restart");
                     return;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");
-                    tokio::time::sleep(Duration::from_millis(100 << i)).await;
+                Err(e @ crate::orders::OrderError::Store(crate::store::StoreError::Io(_))) => {
+                    tracing::warn!(error = %e, try_ = i, "cannot reach the store to record an effect outcome; waiting for it");
                 }
+                Err(e) if i >= 5 => {
+                    tracing::error!(error = %e, try_ = i, "cannot record effect outcome; the effect stays due and is attempted again");
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, try_ = i, "cannot record effect outcome"),
             }
+            tokio::time::sleep(Duration::from_millis(100u64 << i.min(6))).await;
         }
     }
 
