@@ -372,3 +372,55 @@ async fn postgres_restarting_under_load_loses_nothing_and_repeats_nothing() {
         assert!(!log.iter().any(|l| l.contains("stopping")), "the daemon kept running");
     }
 }
+
+/// Two daemons on one database, one clock: when an approval reminder comes due, both
+/// sweep (their schedulers, and here also `run_timers` called on both at once,
+/// past the lease), yet the reminder fires once and each approver gets one mail
+/// (a real SMTP server): the step that lost the race reloads the order and finds the
+/// timer no longer due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_due_on_two_daemons_is_mailed_once() {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00+08:00").unwrap().with_timezone(&chrono::Utc);
+    let clock = ManualClock::new(start);
+    let pg = fresh_database().await;
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let url_dir = tempfile::tempdir().unwrap();
+    let url_file = url_dir.path().join("url");
+    std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
+    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\nlease_secs = 3\n", url_file.display());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        write_mail_config(dir.path(), erp.addr, smtp.port, &[("backend = \"fjall\"\n", &store)]);
+        apps.push(restart_with(dir, erp.clone(), clock.clock()).await);
+    }
+    let (s, b) = apps[0].post_webhook(&deal("D-TWO-SLA", 1, "500000.00")).await;
+    assert_eq!(s, 202, "{b}");
+    let id: orderbridge::domain::OrderId = b["order_id"].as_str().unwrap().parse().unwrap();
+    apps[1].drain_outbox().await;
+    let reminders_to =
+        |addr: &str| smtp.messages().into_iter().filter(|m| m.rcpt() == [addr] && m.subject().contains("提醒")).count();
+    let fired = || async {
+        let events = apps[0].state.store.events(id).await.unwrap();
+        events.iter().filter(|e| e.event.name() == "approval_reminder_due").count()
+    };
+
+    // 14:01 (SLA 8 working hours; the reminder at half of it): due on both.
+    clock.advance(chrono::Duration::minutes(4 * 60 + 1));
+    let (a, b) = (&apps[0].state, &apps[1].state);
+    let (ra, rb) = tokio::join!(a.orders.run_timers(&a.rules, clock.now()), b.orders.run_timers(&b.rules, clock.now()));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra + rb <= 1, "fired on both: {ra} + {rb}");
+    wait_until("the reminder fires", || async { fired().await == 1 }).await;
+    wait_until("reminders are mailed", || async {
+        reminders_to("wang.fang@bank.example") == 1 && reminders_to("zhao.lei@bank.example") == 1
+    })
+    .await;
+    for app in &apps {
+        assert_eq!(app.state.orders.run_timers(&app.state.rules, clock.now()).await.unwrap(), 0, "never twice");
+        app.drain_outbox().await;
+    }
+    assert_eq!(fired().await, 1);
+    assert_eq!((reminders_to("wang.fang@bank.example"), reminders_to("zhao.lei@bank.example")), (1, 1));
+}
