@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+/// How long a daemon holds the lease of a cron job's occurrence (`Store::try_lease`):
+/// under a minute, the finest cron step, so the next occurrence is free again; far
+/// above the seconds by which the daemons sharing a database wake apart.
+pub const CRON_LEASE: Duration = Duration::from_secs(50);
+
 use chrono::{DateTime, Datelike, Duration as Span, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 

@@ -238,6 +238,10 @@ pub struct RawStore {
     pub acquire_timeout_secs: u64,
     /// PostgreSQL only: the server cancels a statement running longer, in seconds.
     pub statement_timeout_secs: u64,
+    /// PostgreSQL only: how long an effect claim or a job lease lasts unless renewed,
+    /// in seconds (at least 3). A replica renews its claims every third of it while
+    /// a push runs; one that dies leaves its effects and jobs this long to the others.
+    pub lease_secs: u64,
     /// Data directory of the embedded store, relative to the config dir unless absolute.
     pub path: PathBuf,
     /// The engine's cache, in MiB (fjall: block cache; sled: page cache, resident memory a few times this, sled #1309; redb: read cache and write buffer).
@@ -255,6 +259,7 @@ impl Default for RawStore {
             pool_size: 16,
             acquire_timeout_secs: 5,
             statement_timeout_secs: 30,
+            lease_secs: 60,
             path: "data".into(),
             cache_capacity_mb: 16,
             group_commit_delay_us: 1000,
@@ -665,7 +670,14 @@ impl RawSettings {
                             max_connections: self.store.pool_size,
                             acquire_timeout: Duration::from_secs(self.store.acquire_timeout_secs),
                             statement_timeout: Duration::from_secs(self.store.statement_timeout_secs),
+                            lease: Duration::from_secs(self.store.lease_secs.max(3)),
                         };
+                        if self.store.lease_secs < 3 {
+                            bad(
+                                &["store", "lease_secs"],
+                                "must be at least 3 (claims are renewed every third of it)".into(),
+                            );
+                        }
                         if let Err(e) = o.connect_options() {
                             // The message names the reference, never the URL (it may hold a password).
                             bad(&["store", "url"], format!("{url}: {e}"));

@@ -15,13 +15,19 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// A sync running longer than this makes the daemon not ready (a hung disk).
 const SYNC_STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long `/readyz` waits for the store to answer.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ready: 200 `ready`, or 200 `degraded` when rows were quarantined (the daemon
 /// works; an operator must look at `orderbridge store quarantine`). Not ready (503)
 /// while starting or stopping, once the store can no longer make writes durable, or
-/// while one sync has been running for more than 30 s.
+/// while one sync has been running for more than 30 s, or while the database does
+/// not answer within `PING_TIMEOUT` (PostgreSQL: a load balancer then sends webhooks
+/// to a replica that can take them; this one reconnects by itself).
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let store_ok = app.store.failure().is_none() && app.store.sync_running_for().is_none_or(|d| d < SYNC_STALLED);
+    let store_ok = app.store.failure().is_none()
+        && app.store.sync_running_for().is_none_or(|d| d < SYNC_STALLED)
+        && matches!(tokio::time::timeout(PING_TIMEOUT, app.store.ping()).await, Ok(Ok(())));
     let counts = app.store.counts();
     if !app.is_ready() || !store_ok {
         return (

@@ -40,6 +40,13 @@ impl Orders {
                     Err(e @ (OrderError::Illegal(_) | OrderError::Refused(_) | OrderError::Conflict(_))) => {
                         tracing::error!(order_id = %id, error = %e, "a due timer cannot fire; it stays due");
                     }
+                    // Another step on the order came first (a webhook, or another daemon
+                    // sharing the database): the next round reloads it and decides again,
+                    // so a timer the other one fired is no longer due and fires nothing.
+                    Err(OrderError::Store(StoreError::Conflict(reason))) => {
+                        tracing::debug!(order_id = %id, %reason, "a due timer's order moved on; deciding again");
+                        progressed = true;
+                    }
                     Err(OrderError::Store(StoreError::Quarantined(what))) => {
                         tracing::error!(order_id = %id, row = %what, "a due timer's order is quarantined; skipped");
                     }

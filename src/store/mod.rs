@@ -293,6 +293,42 @@ pub trait Store: Send + Sync {
     /// The effect as stored now, if it is still pending with the same schedule
     /// (`None` once it finished, was rescheduled or dead-lettered).
     fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
+    /// Claims a listed effect for this process before it is performed: the effect as
+    /// stored now if it is still pending with the same schedule, due at `now` and
+    /// claimed by no other live process; `None` otherwise. On PostgreSQL the claim is
+    /// a lease in the row (several daemons share the outbox): it lapses unless renewed
+    /// (`renew_claim`), and the outcome's commit clears it. An embedded store belongs
+    /// to one process, whose dispatcher keeps its claims in memory: this default only
+    /// checks the effect is still due.
+    fn claim<'a>(
+        &'a self,
+        effect: &'a EffectRecord,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move { Ok(self.current(effect).await?.filter(|e| e.next_at <= now)) })
+    }
+    /// Extends this process's claim on `effect`; false when it no longer holds it
+    /// (performed, rescheduled, or lapsed and taken over). Embedded: always true.
+    fn renew_claim<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = effect;
+        Box::pin(async { Ok(true) })
+    }
+    /// How often a claim must be renewed while its effect is performed (`None`: claims
+    /// do not lapse, as on the embedded stores).
+    fn claim_renewal(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Takes or renews the lease on a scheduled job (`scheduler`, `poll:<connector>`,
+    /// `reconcile`) for `ttl`: true when this process holds it now, so the job runs
+    /// once across the daemons sharing a database. Embedded: always true (one process).
+    fn try_lease<'a>(&'a self, job: &'a str, ttl: std::time::Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let _ = (job, ttl);
+        Box::pin(async { Ok(true) })
+    }
+    /// Whether the store answers now (PostgreSQL: a round trip); for `/readyz`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;

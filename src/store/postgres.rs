@@ -13,7 +13,16 @@
 //!
 //! Decides nothing (no rules, no `decide`): the rows come from the application layer.
 //! A record that cannot be decoded is moved to `quarantine` and the others go on.
-//! Not here yet: leases for effects and jobs (several replicas); see issue 14.
+//!
+//! Several daemons on one database (`migrations/0002_leases.sql`): a replica claims
+//! an effect before pushing it (`claim`: one `UPDATE` of the row, so two replicas
+//! never both win), renews the claim while the push runs, and the outcome's commit
+//! removes or replaces the row, which clears the claim. A replica that dies leaves
+//! its claims to lapse after `PgOptions::lease`; then another takes them (the push
+//! is repeated with the same idempotency key, which the receiver dedupes). Scheduled
+//! jobs take a lease by name in `job_leases` (`try_lease`). Lease times are the
+//! server's `now()`, so the replicas' clocks need not agree. The row counts are
+//! re-read every `COUNTS_REFRESH`, as other replicas change them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +61,10 @@ pub struct PgOptions {
     pub acquire_timeout: Duration,
     /// The server cancels a statement that runs longer (`statement_timeout`).
     pub statement_timeout: Duration,
+    /// How long an effect claim or a job lease lasts unless renewed: a replica that
+    /// dies holding one leaves it this long. Claims are renewed every third of it
+    /// while their push runs, so it need not cover the connectors' timeouts.
+    pub lease: Duration,
 }
 
 impl PgOptions {
@@ -131,9 +144,19 @@ pub async fn migrate(options: &PgOptions) -> Result<(Vec<i64>, Vec<i64>), StoreE
     Ok((after.iter().copied().filter(|v| !before.contains(v)).collect(), after))
 }
 
+/// How often the counts (`Store::counts`) are re-read: other replicas change them.
+pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
+
 /// The store over a PostgreSQL pool.
 pub struct PgStore {
     pool: PgPool,
+    /// This process among the replicas: `claimed_by` and `job_leases.holder`.
+    holder: String,
+    /// `PgOptions::lease`.
+    lease: Duration,
+    /// Commits made by this process; a re-count that saw one start meanwhile is dropped
+    /// (the commit's own change to the counts would be lost).
+    commits: AtomicU64,
     pending: AtomicU64,
     dead: AtomicU64,
     quarantined: AtomicU64,
@@ -189,41 +212,63 @@ struct Raw {
 }
 
 impl PgStore {
-    /// Connects, migrates and counts the rows metrics show.
+    /// Connects, migrates and counts the rows metrics show (re-read every
+    /// `COUNTS_REFRESH` from then on).
     ///
     /// # Errors
     /// `Io` when the database cannot be reached or migrated.
     pub async fn open(options: &PgOptions) -> Result<Arc<PgStore>, StoreError> {
         let pool = connect(options).await?;
-        PgStore::over(pool).await
+        let store = PgStore::over(pool, options.lease).await?;
+        store.refresh_counts();
+        Ok(store)
     }
 
     /// The store over a pool whose database is migrated already.
     ///
     /// # Errors
     /// `Io` when the database cannot be read.
-    pub async fn over(pool: PgPool) -> Result<Arc<PgStore>, StoreError> {
-        let count = |table: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let n: i64 =
-                    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await.map_err(db)?;
-                Ok::<u64, StoreError>(u64::try_from(n).unwrap_or(0))
-            }
-        };
-        let (pending, dead, quarantined, unmatched) = (
-            count("outbox").await?,
-            count("dead_letters").await?,
-            count("quarantine").await?,
-            count("unmatched_payments").await?,
-        );
-        Ok(Arc::new(PgStore {
+    pub async fn over(pool: PgPool, lease: Duration) -> Result<Arc<PgStore>, StoreError> {
+        let [pending, dead, quarantined, unmatched] = recount(&pool).await?;
+        let store = Arc::new(PgStore {
             pool,
+            holder: format!("{}:{}:{:08x}", hostname(), std::process::id(), fastrand::u32(..)),
+            lease,
+            commits: AtomicU64::new(0),
             pending: AtomicU64::new(pending),
             dead: AtomicU64::new(dead),
             quarantined: AtomicU64::new(quarantined),
             unmatched: AtomicU64::new(unmatched),
-        }))
+        });
+        Ok(store)
+    }
+
+    /// Re-reads the counts every `COUNTS_REFRESH` while the store lives (other replicas
+    /// change them). `open` starts it.
+    pub fn refresh_counts(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(COUNTS_REFRESH).await;
+                let Some(store) = weak.upgrade() else { return };
+                let before = store.commits.load(Ordering::SeqCst);
+                match recount(&store.pool).await {
+                    Ok([p, d, q, u]) if store.commits.load(Ordering::SeqCst) == before => {
+                        store.pending.store(p, Ordering::Relaxed);
+                        store.dead.store(d, Ordering::Relaxed);
+                        store.quarantined.store(q, Ordering::Relaxed);
+                        store.unmatched.store(u, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot re-read the queue counts; will try again"),
+                }
+            }
+        });
+    }
+
+    /// This process's name in claims and leases (host, pid and a random part).
+    pub fn holder(&self) -> &str {
+        &self.holder
     }
 
     /// The pool (for `store copy` and tests).
@@ -355,6 +400,7 @@ impl PgStore {
     }
 
     async fn commit_inner(&self, steps: Vec<Step>) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
         let mut delta = [0i64; 3];
         let mut tx = self.pool.begin().await.map_err(db)?;
         for step in steps {
@@ -374,6 +420,32 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// The rows `counts` reports: pending, dead, quarantined, unmatched.
+async fn recount(pool: &PgPool) -> Result<[u64; 4], StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM dead_letters),
+                (SELECT count(*) FROM quarantine), (SELECT count(*) FROM unmatched_payments)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    let n = |i: usize| u64::try_from(row.get::<i64, _>(i)).unwrap_or(0);
+    Ok([n(0), n(1), n(2), n(3)])
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn add(a: &AtomicU64, d: i64) {
@@ -906,6 +978,123 @@ impl Store for PgStore {
             );
             self.effects(&sql, (Some(ms(now)), limit(n))).await
         })
+    }
+
+    /// Due effects not claimed by a live replica, of the connectors `filter` keeps
+    /// (applied in SQL, before the limit).
+    fn due_effects_where<'a>(
+        &'a self,
+        now: DateTime<Utc>,
+        n: usize,
+        filter: &'a super::ConnectorFilter,
+    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let skip: Vec<&str> = filter.skip.iter().map(String::as_str).collect();
+            let only: Option<Vec<&str>> = filter.only.as_ref().map(|o| o.iter().map(String::as_str).collect());
+            let sql = format!(
+                "SELECT {EFFECT_COLS} FROM outbox WHERE due_ms <= $1
+                 AND (claimed_until IS NULL OR claimed_until < now())
+                 AND NOT (record->>'connector' = ANY($2::text[]))
+                 AND ($3::text[] IS NULL OR record->>'connector' = ANY($3::text[]))
+                 ORDER BY due_ms, order_id, seq, idx LIMIT $4"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(ms(now))
+                .bind(skip)
+                .bind(only)
+                .bind(limit(n))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+            let rows = rows
+                .into_iter()
+                .map(|r| {
+                    let key = effect_id(r.get(2), r.get(3), r.get(4)).map(|i| i.to_string()).unwrap_or_default();
+                    (key, Raw { ctid: r.get(0), text: r.get(1) })
+                })
+                .collect();
+            self.decode_all("outbox", rows, "effect").await
+        })
+    }
+
+    /// One `UPDATE` of the row as listed: the row lock makes a concurrent claim wait,
+    /// then find it claimed.
+    fn claim<'a>(
+        &'a self,
+        effect: &'a EffectRecord,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+        Box::pin(async move {
+            let (o, s, i) = effect_cols(&effect.id);
+            let row = sqlx::query(
+                "UPDATE outbox SET claimed_by = $5, claimed_until = now() + $6 * interval '1 millisecond'
+                 WHERE order_id = $1 AND seq = $2 AND idx = $3 AND due_ms = $4 AND due_ms <= $7
+                 AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $5)
+                 RETURNING ctid::text, record::text",
+            )
+            .bind(o)
+            .bind(s)
+            .bind(i)
+            .bind(ms(effect.next_at))
+            .bind(&self.holder)
+            .bind(millis(self.lease))
+            .bind(ms(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            match row {
+                None => Ok(None),
+                Some(r) => {
+                    let raw = Raw { ctid: r.get(0), text: r.get(1) };
+                    let key = effect.id.to_string();
+                    self.read("outbox", &key, &raw, || format!("effect {key}")).await.map(Some)
+                }
+            }
+        })
+    }
+
+    fn renew_claim<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (o, s, i) = effect_cols(&effect.id);
+            let q = sqlx::query(
+                "UPDATE outbox SET claimed_until = now() + $5 * interval '1 millisecond'
+                 WHERE order_id = $1 AND seq = $2 AND idx = $3 AND claimed_by = $4",
+            )
+            .bind(o)
+            .bind(s)
+            .bind(i)
+            .bind(&self.holder)
+            .bind(millis(self.lease));
+            Ok(q.execute(&self.pool).await.map_err(db)?.rows_affected() > 0)
+        })
+    }
+
+    fn claim_renewal(&self) -> Option<Duration> {
+        Some(self.lease / 3)
+    }
+
+    /// Inserts the lease, or takes it over when it lapsed or is ours already; a row
+    /// comes back only when this process holds it.
+    fn try_lease<'a>(&'a self, job: &'a str, ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let held: Option<i32> = sqlx::query_scalar(
+                "INSERT INTO job_leases (name, holder, until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                 WHERE job_leases.until < now() OR job_leases.holder = EXCLUDED.holder
+                 RETURNING 1",
+            )
+            .bind(job)
+            .bind(&self.holder)
+            .bind(millis(ttl))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(held.is_some())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(db) })
     }
 
     fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {

@@ -50,6 +50,12 @@ impl Poller {
             return;
         }
         loop {
+            if !self.lease().await {
+                if !self.wait_for_next_run(&stop).await {
+                    break;
+                }
+                continue;
+            }
             match self.run_once().await {
                 Ok(r) if r.records > 0 => {
                     tracing::info!(connector = %self.poll.id(), pages = r.pages, records = r.records, ingested = r.ingested, rejected = r.rejected, "poll run done");
@@ -72,6 +78,26 @@ impl Poller {
             }
             if !self.wait_for_next_run(&stop).await {
                 break;
+            }
+        }
+    }
+
+    /// Whether this daemon runs this poll now: of several sharing a database, the
+    /// holder of the lease `poll:<connector>`. A run every N seconds keeps it for
+    /// three intervals (renewed each run); a cron run for `CRON_LEASE`, less than a
+    /// minute, so the next occurrence is free again and the daemons, waking within
+    /// seconds of each other, run each occurrence once.
+    async fn lease(&self) -> bool {
+        use crate::schedule::Schedule;
+        let ttl = match self.poll.schedule() {
+            Schedule::Every(d) => (*d * 3).max(std::time::Duration::from_secs(3)),
+            Schedule::Cron(_) => crate::schedule::CRON_LEASE,
+        };
+        match self.orders.store().try_lease(&format!("poll:{}", self.poll.id()), ttl).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(connector = %self.poll.id(), error = %e, "cannot take the poll lease; the poll waits for its next run");
+                false
             }
         }
     }

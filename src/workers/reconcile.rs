@@ -130,6 +130,15 @@ impl Reconciler {
                     () = tokio::time::sleep(left.min(std::time::Duration::from_secs(1))) => {}
                 }
             }
+            // Once across the daemons sharing a database: whoever takes the lease first.
+            match self.orders.store().try_lease("reconcile", crate::schedule::CRON_LEASE).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciliation cannot take its lease; it runs at its next time");
+                    continue;
+                }
+            }
             match run_once(&self.orders, &self.registry, &self.rules, &self.metrics, &self.clock).await {
                 Ok(r) => tracing::info!(
                     checked = r.checked,

@@ -342,7 +342,7 @@ async fn full_data_volume(backend: &str) {
 }
 
 /// `signed_post`, with the transport error (a daemon that went away) returned.
-async fn try_signed_post(
+pub(crate) async fn try_signed_post(
     client: &reqwest::Client,
     addr: std::net::SocketAddr,
     path: &str,

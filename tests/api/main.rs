@@ -23,6 +23,7 @@ mod mail;
 mod poll;
 mod postgres;
 mod prism;
+mod replicas;
 mod rules_diff;
 mod separation;
 mod signatures;

@@ -49,6 +49,7 @@ pub fn options(url: String) -> PgOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(10),
         statement_timeout: Duration::from_secs(30),
+        lease: Duration::from_secs(60),
     }
 }
 

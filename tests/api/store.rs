@@ -823,3 +823,56 @@ async fn a_store_of_one_engine_is_never_opened_as_another_and_an_unset_backend_f
     }
     assert_eq!(Backend::detect(&tempfile::tempdir().unwrap().path().join("data")), None);
 }
+
+/// Several daemons on one database: an effect is claimed by one store at a time (the
+/// others neither list nor claim it), a claim that lapsed is taken over, and the
+/// outcome's commit ends it. A job lease has one holder, who renews it, until it lapses.
+#[tokio::test]
+async fn postgres_claims_and_job_leases_have_one_holder_until_they_lapse() {
+    let pg = crate::postgres::fresh_database().await;
+    let (a, b) = (PgStore::open(&pg).await.unwrap(), PgStore::open(&pg).await.unwrap());
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (a, b);
+    let rules = rules();
+    let orders_a = Orders::new(a.clone());
+    let orders_b = Orders::new(b.clone());
+    orders_a.ingest(inbound("CLAIM-1", 1, "500.00", "C-CLAIM"), &rules, Utc::now()).await.unwrap();
+    let far = Utc::now() + chrono::Duration::days(1);
+    let all = ConnectorFilter::default();
+    let listed = a.due_effects_where(far, 10, &all).await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    let claimed = a.claim(&listed[0], far).await.unwrap().expect("a claims the effect");
+    assert!(b.claim(&listed[0], far).await.unwrap().is_none(), "b cannot claim what a holds");
+    assert!(b.due_effects_where(far, 10, &all).await.unwrap().is_empty(), "a claimed effect is not listed");
+    assert!(a.renew_claim(&claimed).await.unwrap());
+    assert!(!b.renew_claim(&claimed).await.unwrap(), "only the holder renews");
+
+    // a dies: its claim lapses (set back rather than waited for), and b takes it over.
+    let lapse = |sql: &'static str| {
+        let pg = pg.clone();
+        async move {
+            let s = PgStore::open(&pg).await.unwrap();
+            sqlx::query(sql).execute(s.pool()).await.unwrap();
+        }
+    };
+    lapse("UPDATE outbox SET claimed_until = now() - interval '1 second'").await;
+    assert_eq!(b.due_effects_where(far, 10, &all).await.unwrap().len(), 1, "a lapsed claim is listed again");
+    let taken = b.claim(&listed[0], far).await.unwrap().expect("b takes the lapsed claim over");
+    assert!(!a.renew_claim(&claimed).await.unwrap(), "a no longer holds it");
+    orders_b
+        .finish_effect(&taken, EffectOutcome::Done { receipt: "HTTP 200".into(), reference: None }, &rules, far)
+        .await
+        .unwrap();
+    assert!(a.claim(&listed[0], far).await.unwrap().is_none(), "performed: nothing left to claim");
+    assert!(a.due_effects_where(far, 10, &all).await.unwrap().is_empty());
+    drop(orders_a);
+
+    let ttl = Duration::from_secs(60);
+    assert!(a.try_lease("scheduler", ttl).await.unwrap());
+    assert!(!b.try_lease("scheduler", ttl).await.unwrap(), "one holder");
+    assert!(a.try_lease("scheduler", ttl).await.unwrap(), "the holder renews");
+    assert!(b.try_lease("poll:demo-crm", ttl).await.unwrap(), "leases are per job");
+    lapse("UPDATE job_leases SET until = now() - interval '1 second' WHERE name = 'scheduler'").await;
+    assert!(b.try_lease("scheduler", ttl).await.unwrap(), "a lapsed lease is taken over");
+    assert!(!a.try_lease("scheduler", ttl).await.unwrap());
+}

@@ -4,6 +4,11 @@
 //! limits (`fair.rs`: slots, rate, pauses after a rate limit; mail has slots of its
 //! own), so one slow or rate-limited system never holds up the others.
 //!
+//! Before an attempt the effect is claimed in the store (`Store::claim`): in memory
+//! for an embedded store (`in_flight`), and on PostgreSQL as a lease in the outbox
+//! row, renewed while the push runs, so that of several daemons sharing a database
+//! only one performs it. The outcome's commit clears the claim.
+//!
 //! An effect is marked done only after the receiver said so; a crash in between
 //! means it is sent again with the same key, which the receiver dedupes. A panic in
 //! an attempt is a temporary failure like any other (see `panics`). A rate limit
@@ -242,9 +247,10 @@ impl Dispatcher {
         Ok(Dispatched { started, wake_in: round.wake_in })
     }
 
-    /// Starts one effect whose slot `choose` took: claims it, checks it is still due
-    /// (the list may be stale: it can have finished or been rescheduled since it was
-    /// read) and spawns its attempt. False when it was not started.
+    /// Starts one effect whose slot `choose` took: claims it in memory, then in the
+    /// store, which checks it is still due (the list may be stale: it can have
+    /// finished, been rescheduled or been claimed by another daemon since it was
+    /// read), and spawns its attempt. False when it was not started.
     async fn start(
         self: &Arc<Self>,
         listed: EffectRecord,
@@ -256,10 +262,7 @@ impl Dispatcher {
             return Ok(false);
         }
         let claim = Claim { dispatcher: self.clone(), id: listed.id, connector };
-        let effect = match self.store().current(&listed).await? {
-            Some(e) if e.next_at <= now => e,
-            _ => return Ok(false),
-        };
+        let Some(effect) = self.store().claim(&listed, now).await? else { return Ok(false) };
         let this = self.clone();
         let span = tracing::info_span!("effect", order_id = %effect.id.order_id, effect_id = %effect.id, connector = %effect.connector, operation = %effect.operation, attempt = effect.attempts + 1);
         self.tracker.spawn(
@@ -268,7 +271,12 @@ impl Dispatcher {
                 // anywhere else. Either way the claim is given back, so the effect is
                 // never left marked in flight (it stays due and is taken again).
                 let _claim = claim;
-                if let Err(panic) = crate::panics::catch_unwind(this.dispatch_one(effect)).await {
+                let performed = crate::panics::catch_unwind(this.dispatch_one(effect.clone()));
+                let performed = tokio::select! {
+                    r = performed => r,
+                    () = this.keep_claim(&effect) => Ok(()),
+                };
+                if let Err(panic) = performed {
                     this.metrics.inc(crate::panics::PANICS_TOTAL, &[("task", "dispatcher")]);
                     tracing::error!(%panic, "effect task panicked; the effect stays due and is tried again");
                 }
@@ -276,6 +284,25 @@ impl Dispatcher {
             .instrument(span),
         );
         Ok(true)
+    }
+
+    /// Renews the store's claim on `effect` while its attempt runs (never returns
+    /// while renewals are due). A claim lost (the database unreachable for longer than
+    /// the lease, then another daemon took it) is said at warn: the receiver may get
+    /// the effect twice, with the same idempotency key.
+    async fn keep_claim(&self, effect: &EffectRecord) {
+        let Some(every) = self.store().claim_renewal() else { return std::future::pending().await };
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store().renew_claim(effect).await {
+                Ok(true) => {}
+                // Recorded meanwhile (the row is gone or replaced): nothing to keep.
+                Ok(false) => return std::future::pending().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the claim on an effect being performed; will try again")
+                }
+            }
+        }
     }
 
     /// Gives a connector's slot back.
@@ -401,18 +428,25 @@ impl Dispatcher {
         }
         // Recording must not be lost: retry the store write a few times before giving up
         // (the effect then stays due and is simply attempted again, with the same key).
-        for i in 0..5u32 {
+        // A database that cannot be reached (PostgreSQL restarting, failing over) is
+        // waited for instead: giving up would push the effect again once it is back.
+        for i in 1u32.. {
             match self.orders.finish_effect(&effect, outcome.clone(), &self.rules, self.clock.now()).await {
                 Ok(()) => return,
                 Err(e @ crate::orders::OrderError::Store(crate::store::StoreError::Failed(_))) => {
                     tracing::error!(error = %e, "cannot record effect outcome; the effect stays due and is attempted again after a restart");
                     return;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, try_ = i + 1, "cannot record effect outcome");
-                    tokio::time::sleep(Duration::from_millis(100 << i)).await;
+                Err(e @ crate::orders::OrderError::Store(crate::store::StoreError::Io(_))) => {
+                    tracing::warn!(error = %e, try_ = i, "cannot reach the store to record an effect outcome; waiting for it");
                 }
+                Err(e) if i >= 5 => {
+                    tracing::error!(error = %e, try_ = i, "cannot record effect outcome; the effect stays due and is attempted again");
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, try_ = i, "cannot record effect outcome"),
             }
+            tokio::time::sleep(Duration::from_millis(100u64 << i.min(6))).await;
         }
     }
 
