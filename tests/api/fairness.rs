@@ -183,7 +183,11 @@ async fn a_hanging_system_holds_only_its_own_slots_and_mail_and_other_connectors
     let waiting = outbox_of(&app, "demo-erp").await;
     assert_eq!(waiting.len(), 6, "{waiting:?}");
     assert!(waiting.iter().all(|e| e["attempts"] == 0), "waiting for a slot uses no attempt: {waiting:?}");
-    assert!(outbox_of(&app, "mail").await.is_empty() && outbox_of(&app, "service-desk").await.is_empty());
+    // Delivered; their outcomes are recorded right after.
+    wait_until("mail and tickets leave the outbox", || async {
+        outbox_of(&app, "mail").await.is_empty() && outbox_of(&app, "service-desk").await.is_empty()
+    })
+    .await;
     let m = app.metrics().await;
     assert_eq!(gauge(&m, "orderbridge_effects_in_flight{connector=\"demo-erp\"}"), Some(2.0), "{m}");
 
