@@ -63,6 +63,11 @@ pub struct RawSite {
     pub time_zone: String,
     /// Language for people whose locale is not known: `zh-CN` or `en`.
     pub default_locale: String,
+    /// The pages' logo: an SVG, PNG, JPEG or WebP file (relative to the configuration
+    /// directory), served by the daemon itself; none: the site's name alone.
+    pub logo: Option<String>,
+    /// The pages' accent colour (header, buttons, stepper), `#rrggbb`.
+    pub color: String,
 }
 
 impl Default for RawSite {
@@ -72,6 +77,8 @@ impl Default for RawSite {
             public_url: None,
             time_zone: "Asia/Shanghai".into(),
             default_locale: "zh-CN".into(),
+            logo: None,
+            color: DEFAULT_COLOR.into(),
         }
     }
 }
@@ -386,6 +393,49 @@ impl SecretRef {
     }
 }
 
+/// The pages' accent colour when none is configured.
+pub const DEFAULT_COLOR: &str = "#1f3a5f";
+/// Largest logo file served.
+const MAX_LOGO_BYTES: u64 = 512 * 1024;
+
+/// The pages' logo, read once at start.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Logo {
+    pub content_type: &'static str,
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Logo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logo").field("content_type", &self.content_type).field("bytes", &self.bytes.len()).finish()
+    }
+}
+
+impl Logo {
+    /// Reads a logo file; the type follows the extension.
+    fn read(path: &Path) -> Result<Logo, String> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let content_type = match ext.as_str() {
+            "svg" => "image/svg+xml",
+            "png" => "image/png",
+            "jpg" | "jpeg" => "image/jpeg",
+            "webp" => "image/webp",
+            _ => return Err(format!("`{}`: a logo is an .svg, .png, .jpg or .webp file", path.display())),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        if meta.len() > MAX_LOGO_BYTES {
+            return Err(format!("`{}` is larger than {MAX_LOGO_BYTES} bytes", path.display()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        Ok(Logo { content_type, bytes: bytes.into() })
+    }
+}
+
+/// `#rrggbb`.
+fn is_hex_color(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -424,6 +474,10 @@ pub struct Settings {
     pub intake: crate::engine::IntakeRules,
     pub dispatcher: DispatcherSettings,
     pub site_name: String,
+    /// The pages' logo (`site.logo`), served at `/pages/assets/logo`.
+    pub site_logo: Option<Logo>,
+    /// The pages' accent colour (`site.color`), `#rrggbb`.
+    pub site_color: String,
     /// `None`: links use the address the daemon listens on.
     pub public_url: Option<String>,
     pub presentation: Presentation,
@@ -791,6 +845,17 @@ impl RawSettings {
         {
             bad(&["site", "public_url"], format!("`{u}` is not an http(s) URL"));
         }
+        if !is_hex_color(&self.site.color) {
+            bad(&["site", "color"], format!("`{}` is not a colour written #rrggbb", self.site.color));
+        }
+        let site_logo = match self.site.logo.as_deref().map(|l| Logo::read(&config_dir.join(l))) {
+            Some(Ok(logo)) => Some(logo),
+            Some(Err(e)) => {
+                bad(&["site", "logo"], e);
+                None
+            }
+            None => None,
+        };
         let resolve = |r: &str| -> Result<Option<SecretString>, String> {
             match SecretRef::parse(r)?.resolve(config_dir) {
                 Ok(s) => Ok(Some(s)),
@@ -945,6 +1010,8 @@ impl RawSettings {
                 queue_alerts,
             },
             site_name: self.site.name.clone(),
+            site_logo,
+            site_color: self.site.color.clone(),
             public_url: self.site.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             presentation: Presentation { time_zone, default_locale },
             smtp,

@@ -24,6 +24,7 @@ mod poll;
 mod postgres;
 mod prism;
 mod rules_diff;
+mod screens;
 mod separation;
 mod signatures;
 mod store;
