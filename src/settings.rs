@@ -1140,6 +1140,31 @@ mod tests {
     }
 
     #[test]
+    fn the_pages_logo_and_colour_are_read_and_checked() {
+        let s = parse("").unwrap();
+        assert_eq!((s.site_color.as_str(), s.site_logo.is_none()), (DEFAULT_COLOR, true));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.svg"), "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+        std::fs::write(dir.path().join("logo.gif"), "GIF89a").unwrap();
+        let parse_in = |text: &str| {
+            let raw: RawSettings = toml::from_str(text).unwrap();
+            raw.parse(dir.path(), Path::new("orderbridge.toml"), text, false)
+        };
+        let s = parse_in("[site]\nlogo = \"logo.svg\"\ncolor = \"#8a1c2b\"\n").unwrap();
+        assert_eq!(s.site_color, "#8a1c2b");
+        assert_eq!(s.site_logo.as_ref().map(|l| l.content_type), Some("image/svg+xml"));
+        let problems: Vec<String> = parse_in("[site]\nlogo = \"logo.gif\"\ncolor = \"red\"\n")
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`red` is not a colour written #rrggbb"), "{problems:?}");
+        assert!(problems[1].contains("a logo is an .svg, .png, .jpg or .webp file"), "{problems:?}");
+        assert!(parse_in("[site]\nlogo = \"missing.png\"\n").is_err());
+    }
+
+    #[test]
     fn queue_alert_sizes_have_defaults_and_must_be_positive() {
         let alerts = parse("").unwrap().dispatcher.queue_alerts;
         assert_eq!(alerts, QueueAlerts { outbox: 100_000, dead_letters: 1_000, unmatched_payments: 1_000 });

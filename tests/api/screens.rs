@@ -270,13 +270,31 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let smtp = SmtpServer::start(&[]);
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_mail_config(dir.path(), erp.addr, smtp.port, &[]);
+    // The Chinese run has a logo and a colour of its own (site.logo, site.color).
+    let branded = lang == "zh-CN";
+    let site: &[(&str, &str)] =
+        if branded { &[("color = \"#1f3a5f\"", "color = \"#8a1c2b\"\nlogo = \"config/logo.svg\"")] } else { &[] };
+    write_mail_config(dir.path(), erp.addr, smtp.port, site);
+    std::fs::write(
+        dir.path().join("config/logo.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\">\
+         <circle cx=\"32\" cy=\"32\" r=\"30\" fill=\"#ffffff\"/><text x=\"32\" y=\"42\" font-size=\"28\" \
+         text-anchor=\"middle\" fill=\"#8a1c2b\">银</text></svg>",
+    )
+    .unwrap();
     if lang == "en" {
         let d = dir.path().join("config/directory.toml");
         let text = std::fs::read_to_string(&d).unwrap().replace("locale = \"zh-CN\"", "locale = \"en\"");
         std::fs::write(&d, text).unwrap();
     }
     let app = start_in_with(dir, erp, Clock::system()).await;
+    // One stylesheet and the logo, served by the daemon itself.
+    let css = app.client.get(app.url("/pages/assets/style.css")).send().await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    let css = css.text().await.unwrap();
+    assert!(css.contains(if branded { "--accent: #8a1c2b" } else { "--accent: #1f3a5f" }), "{css}");
+    let logo = app.client.get(app.url("/pages/assets/logo")).send().await.unwrap();
+    assert_eq!(logo.status(), if branded { 200 } else { 404 });
     let browser = Browser::start().await;
     let mut found = Vec::new();
     let mut look = async |url: &str, name: &str| {
@@ -300,6 +318,12 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let large = b["order_id"].as_str().unwrap().to_owned();
     let approval = wait_link(&smtp, "wang.fang@bank.example", "approval", &large).await;
     assert_opaque(&approval, &large);
+    let page = app.client.get(&approval).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("style-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/pages/assets/style.css") && !html.contains("<style"), "{html}");
+    assert_eq!(html.contains("<img src=\"/pages/assets/logo\""), branded, "{html}");
     look(&approval, "approval").await;
     let status = wait_link(&smtp, "zhang.wei@example.com", "status", &large).await;
     assert_opaque(&status, &large);
