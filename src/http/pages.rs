@@ -108,6 +108,12 @@ fn refusal(app: &AppState, status: StatusCode, locale: Locale, message: &str) ->
     page(status, locale, &app.settings, title, &format!("<p>{}</p>", esc(message)))
 }
 
+/// A refusal page whose message is already HTML (page text from the templates).
+fn refusal_html(app: &AppState, status: StatusCode, locale: Locale, html: &str) -> Response {
+    let title = t(locale, "This link cannot be used", "此链接无法使用");
+    page(status, locale, &app.settings, title, &format!("<p>{html}</p>"))
+}
+
 /// The store could not be read or written: nothing was recorded; try again.
 fn busy(app: &AppState, l: Locale) -> Response {
     refusal(app, StatusCode::SERVICE_UNAVAILABLE, l, t(l, "Please try again in a moment.", "请稍后再试。"))
@@ -436,6 +442,33 @@ fn describe(app: &AppState, ev: &OrderEvent, who: &str, amount: &crate::domain::
     }
 }
 
+/// Why a person may not decide, in words from the locale's page text
+/// (`pages/refusal.html`); never the engine's sentence.
+fn refusal_words(app: &AppState, why: &crate::engine::approval::Refusal, l: Locale) -> String {
+    use crate::engine::approval::Refusal as R;
+    let refusal = match why {
+        R::OwnOrder(person) => serde_json::json!({"kind": "own_order", "person": person}),
+        R::AlreadyApproved(person, level) => {
+            serde_json::json!({"kind": "already_approved", "person": person, "level": level})
+        }
+        R::NotAnApprover { person, level, needs } => serde_json::json!({
+            "kind": "not_an_approver", "person": person, "level": level,
+            "needs": needs.split(" or ").collect::<Vec<_>>(),
+        }),
+        R::UnknownPerson(_) => serde_json::json!({"kind": "unknown_person"}),
+        _ => serde_json::json!({"kind": "other"}),
+    };
+    let words = app.templates.as_ref().and_then(|t| {
+        t.render_fragment("refusal", l, serde_json::json!({"refusal": refusal}))
+            .map_err(|e| tracing::warn!(error = %e, "page text not rendered"))
+            .ok()
+    });
+    match words {
+        Some(w) if !w.is_empty() => w,
+        _ => t(l, "You cannot decide on this request at the moment.", "您当前无法处理此审批请求。").to_owned(),
+    }
+}
+
 /// The approver's language: from the directory, else the site default.
 fn approver_locale(app: &AppState, claims: &LinkClaims) -> Locale {
     app.rules
@@ -470,7 +503,7 @@ pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<S
     if let Some(p) = &order.approval
         && let Err(why) = p.standing(&app.rules.notify.directory, &order.order, &claims.subject, level, today)
     {
-        return refusal(&app, StatusCode::FORBIDDEN, l, &why.to_string());
+        return refusal_html(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
     }
     let events = app.store.events(order.id).await.unwrap_or_default();
     approval_form(&app, &token, &order, &events, level, l, None, StatusCode::OK)
@@ -496,6 +529,12 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
         Ok(x) => x,
         Err(r) => return r,
     };
+    let today = app.clock.now().with_timezone(&app.settings.presentation.time_zone).date_naive();
+    if let Some(p) = &order.approval
+        && let Err(why) = p.standing(&app.rules.notify.directory, &order.order, &claims.subject, level, today)
+    {
+        return refusal_html(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
+    }
     let events = app.store.events(order.id).await.unwrap_or_default();
     let again =
         |msg: &str| approval_form(&app, &token, &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
@@ -533,7 +572,16 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
             };
             page(StatusCode::OK, l, &app.settings, t(l, "Thank you", "谢谢"), &format!("<p>{}</p>", esc(&text)))
         }
-        Err(OrderError::Refused(why)) => refusal(&app, StatusCode::FORBIDDEN, l, &why),
+        // The standing was checked above; a refusal here is a race (e.g. the directory changed).
+        Err(OrderError::Refused(why)) => {
+            tracing::info!(reason = %why, "approval refused");
+            refusal(
+                &app,
+                StatusCode::FORBIDDEN,
+                l,
+                t(l, "You cannot decide on this request at the moment.", "您当前无法处理此审批请求。"),
+            )
+        }
         Err(OrderError::LinkUsed(_)) => refusal(
             &app,
             StatusCode::CONFLICT,

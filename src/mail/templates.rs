@@ -63,7 +63,7 @@ pub struct Templates {
 }
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history"];
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -273,7 +273,7 @@ impl Templates {
                     ));
                     continue;
                 }
-                for ctx in sample_page_contexts() {
+                for ctx in sample_page_contexts().into_iter().filter(|c| fits(name, c)) {
                     if let Err(e) = self.render_fragment(name, loc, ctx) {
                         out.push(e.diagnostic(root));
                         break;
@@ -509,7 +509,17 @@ fn template_error(root: &Path, e: &Error) -> Diagnostic {
     RenderError::from_minijinja("?", e).diagnostic(root)
 }
 
-/// Contexts the page text is checked with: one of each event the pages describe.
+/// Whether a sample context is one page text `name` is rendered with.
+fn fits(name: &str, ctx: &serde_json::Value) -> bool {
+    match name {
+        "history" => ctx.get("event").is_some(),
+        "refusal" => ctx.get("refusal").is_some(),
+        _ => true,
+    }
+}
+
+/// Contexts the page text is checked with: one of each event the pages describe, and
+/// one of each refusal.
 pub fn sample_page_contexts() -> Vec<serde_json::Value> {
     let amount = serde_json::json!({"amount": "1250000.00", "currency": "CNY"});
     let events = [
@@ -527,9 +537,17 @@ pub fn sample_page_contexts() -> Vec<serde_json::Value> {
         serde_json::json!({"type": "amended", "changed": ["amount", "term_months"], "material": true}),
         serde_json::json!({"type": "closed"}),
     ];
+    let refusals = [
+        serde_json::json!({"kind": "own_order", "person": "李娜"}),
+        serde_json::json!({"kind": "already_approved", "person": "王芳", "level": 1}),
+        serde_json::json!({"kind": "not_an_approver", "person": "王芳", "level": 2, "needs": ["branch_manager", "risk_officer"]}),
+        serde_json::json!({"kind": "unknown_person"}),
+        serde_json::json!({"kind": "other"}),
+    ];
     events
         .into_iter()
         .map(|event| serde_json::json!({"event": event, "who": "李娜", "amount": amount, "at": "2026-11-26T09:30:00Z"}))
+        .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
         .collect()
 }
 
@@ -651,7 +669,7 @@ mod tests {
             "Screening passed: CNY 1,250,000.00 needs 2 approvals, by the line supervisor and then the branch manager."
         );
         for loc in LOCALES {
-            for ctx in sample_page_contexts() {
+            for ctx in sample_page_contexts().into_iter().filter(|c| fits("history", c)) {
                 let text = t.render_fragment("history", loc, ctx.clone()).unwrap();
                 assert!(!text.contains("matrix") && !text.contains("line_supervisor"), "{text}");
                 if loc == Locale::ZhCn {
@@ -659,6 +677,11 @@ mod tests {
                 }
             }
         }
+        let own = serde_json::json!({"refusal": {"kind": "own_order", "person": "李娜"}});
+        assert_eq!(
+            t.render_fragment("refusal", Locale::ZhCn, own).unwrap(),
+            "根据岗位分离要求，李娜是该订单的客户经理，不能审批此订单。"
+        );
         let flagged = t.render_fragment("history", Locale::ZhCn, sample_page_contexts()[2].clone()).unwrap();
         assert_eq!(flagged, "筛查提示：客户未完成 KYC 认证（规则 KYC-001）。");
     }
