@@ -613,11 +613,11 @@ fn delivered_items(order: &OrderRecord, events: &[crate::store::EventRecord], l:
         .iter()
         .flat_map(|f| f.tasks.iter())
         .filter(|t| t.done.is_some())
-        .map(|t| format!("<li>{}</li>", esc(&t.name)))
+        .map(|t| format!("<li>{}</li>", esc(locale::bilingual(&t.name, l))))
         .collect();
     let mut out = String::new();
     if let Some(n) = note {
-        out.push_str(&format!("<p>{}: {}</p>", t(l, "Delivery", "交付说明"), esc(&n)));
+        out.push_str(&format!("<p>{}{}{}</p>", t(l, "Delivery", "交付说明"), t(l, ": ", "："), esc(&n)));
     }
     if !tasks.is_empty() {
         out.push_str(&format!("<p>{}</p><ul>{tasks}</ul>", t(l, "Completed", "已完成事项")));

@@ -143,7 +143,21 @@ impl Browser {
             self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": CHECKS, "args": []}))).await,
         )
         .unwrap();
-        self.resize(width, (seen.height as u32).clamp(400, 6000)).await;
+        // The whole page: the window grown to the page plus the browser's own frame
+        // (twice: a taller window may lay the page out anew).
+        for _ in 0..2 {
+            let size = self
+                .call(
+                    reqwest::Method::POST,
+                    "/execute/sync",
+                    Some(json!({"script": "return [document.documentElement.scrollHeight, \
+                        window.outerHeight - window.innerHeight];", "args": []})),
+                )
+                .await;
+            let page = size[0].as_f64().unwrap_or(seen.height);
+            let frame = size[1].as_f64().unwrap_or(0.0).max(0.0);
+            self.resize(width, ((page + frame) as u32).clamp(400, 8000)).await;
+        }
         let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
         std::fs::write(screens_dir().join(format!("{name}-{width}.png")), png).unwrap();
