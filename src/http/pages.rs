@@ -865,6 +865,47 @@ fn stepper(order: &OrderRecord, events: &[crate::store::EventRecord], tz: chrono
     format!("<ol class=\"stepper\">{items}</ol>")
 }
 
+/// The status page's body from the locale's page text (`pages/status.html`); `None`
+/// without templates (the built-in wording is used then).
+fn status_from_template(
+    app: &AppState,
+    order: &OrderRecord,
+    events: &[crate::store::EventRecord],
+    l: Locale,
+) -> Option<String> {
+    let templates = app.templates.as_ref()?;
+    let tz = app.settings.presentation.time_zone;
+    let at = stage(&order.state);
+    let mut days = [None; 8];
+    for e in events {
+        if let Some(i) = step_of(&e.event) {
+            days[i] = Some(e.at.with_timezone(&tz).date_naive());
+        }
+    }
+    let steps: Vec<serde_json::Value> = (0..STEPS.len())
+        .map(|i| {
+            let day = days[i].filter(|_| i <= at).map(|d| d.to_string());
+            serde_json::json!({"done": i <= at, "current": i == at, "day": day})
+        })
+        .collect();
+    let money = |m: &crate::domain::Money| serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()});
+    let invoice = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|inv| {
+        let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
+        serde_json::json!({"number": inv.number, "outstanding": money(&owed), "due": inv.due.to_string()})
+    });
+    let o = &order.order;
+    let ctx = serde_json::json!({
+        "state": order.state.name(),
+        "steps": steps,
+        "order": {"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
+            "code": o.product.code.as_str(), "amount": money(&o.amount)},
+        "invoice": invoice,
+        "history": events.iter().map(|e| serde_json::json!({"at": e.at.to_rfc3339(), "event": e.event.name()}))
+            .collect::<Vec<_>>(),
+    });
+    templates.render_fragment("status", l, ctx).map_err(|e| tracing::warn!(error = %e, "page text not rendered")).ok()
+}
+
 /// `GET /pages/status/{token}`: the order's stage, its milestones and the next step,
 /// in the customer's language. The link may be opened again and again (until it
 /// expires); it changes nothing.
@@ -881,6 +922,9 @@ pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>)
         }
     };
     let tz = app.settings.presentation.time_zone;
+    if let Some(body) = status_from_template(&app, &order, &events, l) {
+        return page(StatusCode::OK, l, &app.settings, t(l, "Your order", "订单进度"), &body);
+    }
     let history: String = events
         .iter()
         .filter_map(|e| milestone(&e.event, l).map(|m| (e.at, m)))

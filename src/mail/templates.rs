@@ -63,7 +63,7 @@ pub struct Templates {
 }
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal"];
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -115,6 +115,14 @@ impl Templates {
                 Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
             };
             Ok(locale::date(day, locale_of(state)))
+        });
+        env.add_filter("short_date", move |state: &State, v: Value| -> Result<String, Error> {
+            let s = v.as_str().unwrap_or_default();
+            let day = match s.parse::<NaiveDate>() {
+                Ok(d) => d,
+                Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
+            };
+            Ok(locale::short_date(day, locale_of(state)))
         });
         env.add_filter("label", |state: &State, v: Value| -> String {
             let code = v.to_string();
@@ -514,6 +522,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
     match name {
         "history" => ctx.get("event").is_some(),
         "refusal" => ctx.get("refusal").is_some(),
+        "status" => ctx.get("steps").is_some(),
         _ => true,
     }
 }
@@ -548,6 +557,14 @@ pub fn sample_page_contexts() -> Vec<serde_json::Value> {
         .into_iter()
         .map(|event| serde_json::json!({"event": event, "who": "李娜", "amount": amount, "at": "2026-11-26T09:30:00Z"}))
         .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
+        .chain([serde_json::json!({
+            "state": "invoiced",
+            "steps": (0..8).map(|i| serde_json::json!({"done": i <= 5, "current": i == 5,
+                "day": if i <= 5 { Some("2026-11-26") } else { None }})).collect::<Vec<_>>(),
+            "order": {"customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M", "amount": amount},
+            "invoice": {"number": "INV-2026-0042", "outstanding": amount, "due": "2026-12-31"},
+            "history": [{"at": "2026-11-26T09:30:00Z", "event": "received"}, {"at": "2026-11-26T09:31:00Z", "event": "effect_done"}],
+        })])
         .collect()
 }
 

@@ -342,6 +342,21 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let status = wait_link(&smtp, "zhang.wei@example.com", "status", &large).await;
     assert_opaque(&status, &large);
     look(&status, "status-received").await;
+    // A link of the first format (readable, HMAC-signed) still opens its page until it expires.
+    let signer = app.state.links.as_ref().unwrap();
+    let token = status.rsplit('/').next().unwrap();
+    let now = app.state.clock.now();
+    let claims = signer.verify(token, orderbridge::links::LinkPurpose::Status, now).unwrap();
+    let old = signer.legacy_token(&claims);
+    assert!(decoded(&old).contains("zhang.wei@example.com"), "the first format shows the address");
+    let r = app.client.get(app.url(&format!("/pages/status/{old}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut forged = old.into_bytes();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'x' { b'y' } else { b'x' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = app.client.get(app.url(&format!("/pages/status/{forged}"))).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a changed token is refused");
 
     // A smaller order, approved, delivered: acceptance; then paid: the survey.
     let (s, b) = app.post_webhook(&with_locale(deal("D-SCR-2", 1, "500000.00"))).await;
