@@ -220,6 +220,12 @@ fn form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
+    });
+    if let Some(body) = from_template(app, "survey", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Satisfaction survey", "满意度调查"), &body);
+    }
     let scores: String = (1..=5)
         .map(|n| format!("<label><input type=\"radio\" name=\"score\" value=\"{n}\" required> {n}</label>"))
         .collect();
@@ -634,6 +640,24 @@ fn acceptance_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let note = events.iter().rev().find_map(|e| match &e.event {
+        OrderEvent::DeliveryRecorded { note } if !note.is_empty() => Some(note.clone()),
+        _ => None,
+    });
+    let tasks: Vec<&str> = order
+        .fulfilment
+        .iter()
+        .flat_map(|f| f.tasks.iter())
+        .filter(|t| t.done.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
+        "note": note, "tasks": tasks,
+    });
+    if let Some(body) = from_template(app, "acceptance", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Delivery acceptance", "交付验收"), &body);
+    }
     let error = error.map(|e| format!("<p role=\"alert\" class=\"alert\">{}</p>", esc(e))).unwrap_or_default();
     let body = format!(
         "<p class=\"lead\">{intro}</p>{summary}{delivered}{error}<form method=\"post\" action=\"/pages/acceptance/{token}\">\
@@ -863,6 +887,25 @@ fn stepper(order: &OrderRecord, events: &[crate::store::EventRecord], tz: chrono
         })
         .collect();
     format!("<ol class=\"stepper\">{items}</ol>")
+}
+
+/// Page text `name` from the locale's templates; `None` without templates (the
+/// built-in wording is used then) or when it cannot be rendered (logged).
+fn from_template(app: &AppState, name: &str, l: Locale, ctx: serde_json::Value) -> Option<String> {
+    let templates = app.templates.as_ref()?;
+    templates.render_fragment(name, l, ctx).map_err(|e| tracing::warn!(error = %e, "page text not rendered")).ok()
+}
+
+/// An amount as the templates' `money` filter reads it.
+fn money_ctx(m: &crate::domain::Money) -> serde_json::Value {
+    serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()})
+}
+
+/// The order summary every customer page shows.
+fn order_ctx(order: &OrderRecord) -> serde_json::Value {
+    let o = &order.order;
+    serde_json::json!({"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
+        "code": o.product.code.as_str(), "amount": money_ctx(&o.amount)})
 }
 
 /// The status page's body from the locale's page text (`pages/status.html`); `None`

@@ -63,7 +63,7 @@ pub struct Templates {
 }
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status"];
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -523,6 +523,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
         "history" => ctx.get("event").is_some(),
         "refusal" => ctx.get("refusal").is_some(),
         "status" => ctx.get("steps").is_some(),
+        "survey" | "acceptance" => ctx.get("max_comment").is_some(),
         _ => true,
     }
 }
@@ -557,6 +558,11 @@ pub fn sample_page_contexts() -> Vec<serde_json::Value> {
         .into_iter()
         .map(|event| serde_json::json!({"event": event, "who": "李娜", "amount": amount, "at": "2026-11-26T09:30:00Z"}))
         .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
+        .chain([serde_json::json!({
+            "token": "v2.TOKEN", "error": "请选择 1 到 5 分的评分。", "max_comment": 2000,
+            "note": "合同已签署", "tasks": ["合同生成 / Contract"],
+            "order": {"customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M", "amount": amount},
+        })])
         .chain([serde_json::json!({
             "state": "invoiced",
             "steps": (0..8).map(|i| serde_json::json!({"done": i <= 5, "current": i == 5,
