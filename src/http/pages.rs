@@ -370,6 +370,26 @@ fn approval_form(
         _ => level,
     };
     let o = &order.order;
+    let lines: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| {
+            let text = describe(app, &e.event, &who_of(app, &e.actor, l), &o.amount, l)?;
+            Some(serde_json::json!({"at": e.at.to_rfc3339(), "text": text}))
+        })
+        .collect();
+    let mut order_ctx = order_ctx(order);
+    order_ctx["customer_id"] = o.customer.id.as_str().into();
+    order_ctx["term_months"] = o.term_months.map(|t| t.get()).into();
+    order_ctx["credit_rating"] = o.customer.credit_rating.map(|r| r.as_str().to_owned()).into();
+    order_ctx["need"] = o.need.as_ref().map(|n| n.as_str().to_owned()).into();
+    order_ctx["sales_owner"] = o.sales_owner.as_ref().map(|s| s.as_str().to_owned()).into();
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "level": level, "of": of,
+        "order": order_ctx, "history": lines,
+    });
+    if let Some(body) = from_template(app, "approval", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Approval request", "审批请求"), &body);
+    }
     let mut rows = vec![
         (t(l, "Customer", "客户"), format!("{} ({})", o.customer.name.as_str(), o.customer.id.as_str())),
         (t(l, "Product", "产品"), format!("{} {}", locale::label(o.product.kind.as_str(), l), o.product.code.as_str())),

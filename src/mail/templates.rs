@@ -63,7 +63,7 @@ pub struct Templates {
 }
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance"];
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance", "approval"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -523,7 +523,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
         "history" => ctx.get("event").is_some(),
         "refusal" => ctx.get("refusal").is_some(),
         "status" => ctx.get("steps").is_some(),
-        "survey" | "acceptance" => ctx.get("max_comment").is_some(),
+        "survey" | "acceptance" | "approval" => ctx.get("max_comment").is_some(),
         _ => true,
     }
 }
@@ -560,8 +560,10 @@ pub fn sample_page_contexts() -> Vec<serde_json::Value> {
         .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
         .chain([serde_json::json!({
             "token": "v2.TOKEN", "error": "请选择 1 到 5 分的评分。", "max_comment": 2000,
-            "note": "合同已签署", "tasks": ["合同生成 / Contract"],
-            "order": {"customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M", "amount": amount},
+            "note": "合同已签署", "tasks": ["合同生成 / Contract"], "level": 1, "of": 2,
+            "history": [{"at": "2026-11-26T09:30:00Z", "text": "筛查通过：金额 125 万元，需经直线主管和支行行长两级审批。"}],
+            "order": {"customer": "张伟", "customer_id": "C-778", "product": "wealth_management", "code": "WM-STABLE-12M",
+                "amount": amount, "term_months": 12, "credit_rating": "A", "need": "稳健型理财", "sales_owner": "li.na"},
         })])
         .chain([serde_json::json!({
             "state": "invoiced",
