@@ -2,8 +2,9 @@
 # Runs the whole test suite. Installs whatever the tests need first, so it works on a
 # fresh machine: the Rust toolchain must be there; the test SMTP server (Python's
 # aiosmtpd, started by the tests themselves on loopback), Prism and the vendors'
-# signing libraries (Node.js) are installed here, and PostgreSQL (Debian's package) when
-# missing: a throwaway cluster under target/pg serves the tests that need it.
+# signing libraries (Node.js) are installed here, and PostgreSQL and Chromium (Debian's
+# packages) when missing: a throwaway cluster under target/pg serves the tests that need
+# it, headless Chromium takes the screenshots of mail and pages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +54,18 @@ if ! command -v promtool >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
     echo "promtool is required to check deploy/prometheus-rules.yml (Debian: apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+# Headless Chromium and chromedriver (Debian packages chromium, chromium-driver) for
+# the screenshot tests of mail and pages (tests/api/screens.rs; PNGs in target/screens).
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Chromium (Debian packages chromium, chromium-driver, fonts-noto-cjk)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-noto-cjk >/dev/null
+  else
+    echo "Chromium and chromedriver are required for the screenshot tests (Debian: apt-get install chromium chromium-driver fonts-noto-cjk)" >&2
     exit 1
   fi
 fi

@@ -32,6 +32,30 @@ pub fn money(m: &Money, locale: Locale) -> String {
     }
 }
 
+/// An amount as said in a sentence: `125 万元` / `1.2 亿元` for yuan in Chinese (the
+/// way a person reads 1,250,000.00), the exact amount otherwise.
+pub fn amount_words(m: &Money, locale: Locale) -> String {
+    let a = m.amount();
+    let wan = Decimal::from(10_000);
+    let yi = Decimal::from(100_000_000);
+    match (locale, m.currency().as_str()) {
+        (Locale::ZhCn, "CNY") if a.abs() >= yi => format!("{} 亿元", (a / yi).round_dp(4).normalize()),
+        (Locale::ZhCn, "CNY") if a.abs() >= wan => format!("{} 万元", (a / wan).round_dp(2).normalize()),
+        (Locale::ZhCn, "CNY") => format!("{} 元", a.normalize()),
+        _ => money(m, locale),
+    }
+}
+
+/// The reader's half of a bilingual text written `中文 / English` (as rule messages
+/// are); the whole text when it has no such halves.
+pub fn bilingual(text: &str, locale: Locale) -> &str {
+    match (text.split_once(" / "), locale) {
+        (Some((zh, _)), Locale::ZhCn) => zh.trim(),
+        (Some((_, en)), Locale::En) => en.trim(),
+        (None, _) => text,
+    }
+}
+
 /// Thousands separators and at least two decimals.
 fn group(amount: Decimal) -> String {
     let mut a = amount.normalize();
@@ -69,6 +93,14 @@ pub fn date(d: NaiveDate, locale: Locale) -> String {
     match locale {
         Locale::ZhCn => d.format("%Y年%-m月%-d日").to_string(),
         Locale::En => d.format("%-d %b %Y").to_string(),
+    }
+}
+
+/// A day without its year, for a stepper or a list: `11月26日` / `26 Nov`.
+pub fn short_date(d: NaiveDate, locale: Locale) -> String {
+    match locale {
+        Locale::ZhCn => d.format("%-m月%-d日").to_string(),
+        Locale::En => d.format("%-d %b").to_string(),
     }
 }
 

@@ -63,6 +63,11 @@ pub struct RawSite {
     pub time_zone: String,
     /// Language for people whose locale is not known: `zh-CN` or `en`.
     pub default_locale: String,
+    /// The pages' logo: an SVG, PNG, JPEG or WebP file (relative to the configuration
+    /// directory), served by the daemon itself; none: the site's name alone.
+    pub logo: Option<String>,
+    /// The pages' accent colour (header, buttons, stepper), `#rrggbb`.
+    pub color: String,
 }
 
 impl Default for RawSite {
@@ -72,6 +77,8 @@ impl Default for RawSite {
             public_url: None,
             time_zone: "Asia/Shanghai".into(),
             default_locale: "zh-CN".into(),
+            logo: None,
+            color: DEFAULT_COLOR.into(),
         }
     }
 }
@@ -392,6 +399,49 @@ impl SecretRef {
     }
 }
 
+/// The pages' accent colour when none is configured.
+pub const DEFAULT_COLOR: &str = "#1f3a5f";
+/// Largest logo file served.
+const MAX_LOGO_BYTES: u64 = 512 * 1024;
+
+/// The pages' logo, read once at start.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Logo {
+    pub content_type: &'static str,
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+impl std::fmt::Debug for Logo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logo").field("content_type", &self.content_type).field("bytes", &self.bytes.len()).finish()
+    }
+}
+
+impl Logo {
+    /// Reads a logo file; the type follows the extension.
+    fn read(path: &Path) -> Result<Logo, String> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let content_type = match ext.as_str() {
+            "svg" => "image/svg+xml",
+            "png" => "image/png",
+            "jpg" | "jpeg" => "image/jpeg",
+            "webp" => "image/webp",
+            _ => return Err(format!("`{}`: a logo is an .svg, .png, .jpg or .webp file", path.display())),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        if meta.len() > MAX_LOGO_BYTES {
+            return Err(format!("`{}` is larger than {MAX_LOGO_BYTES} bytes", path.display()));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        Ok(Logo { content_type, bytes: bytes.into() })
+    }
+}
+
+/// `#rrggbb`.
+fn is_hex_color(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -430,6 +480,10 @@ pub struct Settings {
     pub intake: crate::engine::IntakeRules,
     pub dispatcher: DispatcherSettings,
     pub site_name: String,
+    /// The pages' logo (`site.logo`), served at `/pages/assets/logo`.
+    pub site_logo: Option<Logo>,
+    /// The pages' accent colour (`site.color`), `#rrggbb`.
+    pub site_color: String,
     /// `None`: links use the address the daemon listens on.
     pub public_url: Option<String>,
     pub presentation: Presentation,
@@ -809,6 +863,17 @@ impl RawSettings {
         {
             bad(&["site", "public_url"], format!("`{u}` is not an http(s) URL"));
         }
+        if !is_hex_color(&self.site.color) {
+            bad(&["site", "color"], format!("`{}` is not a colour written #rrggbb", self.site.color));
+        }
+        let site_logo = match self.site.logo.as_deref().map(|l| Logo::read(&config_dir.join(l))) {
+            Some(Ok(logo)) => Some(logo),
+            Some(Err(e)) => {
+                bad(&["site", "logo"], e);
+                None
+            }
+            None => None,
+        };
         let resolve = |r: &str| -> Result<Option<SecretString>, String> {
             match SecretRef::parse(r)?.resolve(config_dir) {
                 Ok(s) => Ok(Some(s)),
@@ -961,6 +1026,8 @@ impl RawSettings {
                 queue_alerts,
             },
             site_name: self.site.name.clone(),
+            site_logo,
+            site_color: self.site.color.clone(),
             public_url: self.site.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             presentation: Presentation { time_zone, default_locale },
             smtp,
@@ -1086,6 +1153,31 @@ mod tests {
         // Off loopback, the example's demo secrets are not accepted any more.
         let s = parse("example = true\n[server.admin]\nhost = \"0.0.0.0\"\n").unwrap();
         assert!(s.secret_policy.example.is_none() && s.secret_policy.example_off_loopback);
+    }
+
+    #[test]
+    fn the_pages_logo_and_colour_are_read_and_checked() {
+        let s = parse("").unwrap();
+        assert_eq!((s.site_color.as_str(), s.site_logo.is_none()), (DEFAULT_COLOR, true));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("logo.svg"), "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+        std::fs::write(dir.path().join("logo.gif"), "GIF89a").unwrap();
+        let parse_in = |text: &str| {
+            let raw: RawSettings = toml::from_str(text).unwrap();
+            raw.parse(dir.path(), Path::new("orderbridge.toml"), text, false)
+        };
+        let s = parse_in("[site]\nlogo = \"logo.svg\"\ncolor = \"#8a1c2b\"\n").unwrap();
+        assert_eq!(s.site_color, "#8a1c2b");
+        assert_eq!(s.site_logo.as_ref().map(|l| l.content_type), Some("image/svg+xml"));
+        let problems: Vec<String> = parse_in("[site]\nlogo = \"logo.gif\"\ncolor = \"red\"\n")
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("`red` is not a colour written #rrggbb"), "{problems:?}");
+        assert!(problems[1].contains("a logo is an .svg, .png, .jpg or .webp file"), "{problems:?}");
+        assert!(parse_in("[site]\nlogo = \"missing.png\"\n").is_err());
     }
 
     #[test]

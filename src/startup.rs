@@ -71,6 +71,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
+        let page_templates = templates.clone();
         if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
             let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &public_url)
                 .map_err(anyhow::Error::msg)?;
@@ -116,6 +117,7 @@ impl Application {
             })
             .collect();
         let state = AppState {
+            templates: page_templates,
             paused: dispatcher.paused.clone(),
             links,
             orders,

@@ -57,6 +57,8 @@ pub struct AppState {
     pub dispatcher_wake: Arc<Notify>,
     /// Verifies the signed links pages are opened with; `None`: no link key configured.
     pub links: Option<Arc<LinkSigner>>,
+    /// The locale's templates: mail, documents and the pages' text (`pages/*.html`).
+    pub templates: Option<Arc<crate::mail::Templates>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
     pub paused: Arc<crate::workers::dispatcher::Paused>,
 }
@@ -126,6 +128,8 @@ pub fn router(state: AppState) -> Router {
             get(pages::acceptance_page).post(pages::acceptance_answer).layer(pages_limit),
         )
         .route("/pages/status/{token}", get(pages::status_page))
+        .route("/pages/assets/style.css", get(pages::style))
+        .route("/pages/assets/logo", get(pages::logo))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", any(admin_only))

@@ -20,6 +20,7 @@ use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::locale;
 use crate::orders::OrderError;
+use crate::settings::Settings;
 use crate::store::OrderRecord;
 
 /// Longest survey comment kept, in characters.
@@ -48,19 +49,45 @@ fn t(locale: Locale, en: &'static str, zh: &'static str) -> &'static str {
     }
 }
 
-fn page(status: StatusCode, locale: Locale, site: &str, title: &str, body: &str) -> Response {
+/// The pages' stylesheet (`pages.css`), the accent colour from the settings first.
+pub fn stylesheet(settings: &Settings) -> String {
+    format!(":root {{ --accent: {}; }}\n{}", settings.site_color, include_str!("pages.css"))
+}
+
+/// `GET /pages/assets/style.css`: the one stylesheet every page uses.
+pub async fn style(State(app): State<AppState>) -> Response {
+    let mut resp = ([("content-type", "text/css; charset=utf-8")], stylesheet(&app.settings)).into_response();
+    resp.headers_mut().insert("cache-control", "public, max-age=3600".parse().expect("valid"));
+    resp
+}
+
+/// `GET /pages/assets/logo`: the configured logo (`site.logo`), 404 without one.
+pub async fn logo(State(app): State<AppState>) -> Response {
+    let Some(logo) = &app.settings.site_logo else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut resp = ([("content-type", logo.content_type)], logo.bytes.to_vec()).into_response();
+    let h = resp.headers_mut();
+    h.insert("cache-control", "public, max-age=3600".parse().expect("valid"));
+    // An SVG opened on its own runs no script and loads nothing.
+    h.insert("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'".parse().expect("valid"));
+    h.insert("x-content-type-options", "nosniff".parse().expect("valid"));
+    resp
+}
+
+fn page(status: StatusCode, locale: Locale, site: &Settings, title: &str, body: &str) -> Response {
+    let logo = if site.site_logo.is_some() { "<img src=\"/pages/assets/logo\" alt=\"\">" } else { "" };
     let html = format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><title>{title} · {site}</title>\
-         <style>body{{font-family:system-ui,\"PingFang SC\",\"Microsoft YaHei\",sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-         h1{{font-size:1.4rem}}table{{border-collapse:collapse}}td{{padding:.2rem .8rem .2rem 0}}\
-         .scores label{{margin-right:1rem}}textarea{{width:100%;min-height:6rem}}button{{padding:.5rem 1.5rem}}\
-         .note{{color:#666;font-size:.9rem}}</style></head>\
-         <body><header class=\"note\">{site}</header><h1>{title}</h1>{body}</body></html>\n",
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <meta name=\"referrer\" content=\"no-referrer\"><title>{title} · {name}</title>\
+         <link rel=\"stylesheet\" href=\"/pages/assets/style.css\"></head>\
+         <body><header class=\"site\"><div class=\"in\">{logo}<span class=\"name\">{name}</span></div></header>\
+         <main><div class=\"card\"><h1>{title}</h1>{body}</div></main></body></html>\n",
         lang = locale.as_str(),
         title = esc(title),
-        site = esc(site),
+        name = esc(&site.site_name),
     );
     let mut resp = (status, Html(html)).into_response();
     let h = resp.headers_mut();
@@ -68,7 +95,7 @@ fn page(status: StatusCode, locale: Locale, site: &str, title: &str, body: &str)
     h.insert("x-frame-options", "DENY".parse().expect("valid"));
     h.insert(
         "content-security-policy",
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
             .parse()
             .expect("valid"),
     );
@@ -78,7 +105,13 @@ fn page(status: StatusCode, locale: Locale, site: &str, title: &str, body: &str)
 /// A refusal page: what happened, in the reader's language.
 fn refusal(app: &AppState, status: StatusCode, locale: Locale, message: &str) -> Response {
     let title = t(locale, "This link cannot be used", "此链接无法使用");
-    page(status, locale, &app.settings.site_name, title, &format!("<p>{}</p>", esc(message)))
+    page(status, locale, &app.settings, title, &format!("<p>{}</p>", esc(message)))
+}
+
+/// A refusal page whose message is already HTML (page text from the templates).
+fn refusal_html(app: &AppState, status: StatusCode, locale: Locale, html: &str) -> Response {
+    let title = t(locale, "This link cannot be used", "此链接无法使用");
+    page(status, locale, &app.settings, title, &format!("<p>{html}</p>"))
 }
 
 /// The store could not be read or written: nothing was recorded; try again.
@@ -151,7 +184,7 @@ async fn open(
 
 fn summary(order: &OrderRecord, l: Locale) -> String {
     format!(
-        "<table><tr><td>{}</td><td>{}</td></tr><tr><td>{}</td><td>{} {}</td></tr><tr><td>{}</td><td>{}</td></tr></table>",
+        "<table class=\"facts\"><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{} {}</td></tr><tr><th>{}</th><td>{}</td></tr></table>",
         t(l, "Customer", "客户"),
         esc(order.order.customer.name.as_str()),
         t(l, "Product", "产品"),
@@ -166,7 +199,7 @@ fn already_answered(app: &AppState, l: Locale) -> Response {
     page(
         StatusCode::CONFLICT,
         l,
-        &app.settings.site_name,
+        &app.settings,
         t(l, "Thank you", "感谢您的反馈"),
         &format!(
             "<p>{}</p>",
@@ -187,15 +220,21 @@ fn form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
+    });
+    if let Some(body) = from_template(app, "survey", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Satisfaction survey", "满意度调查"), &body);
+    }
     let scores: String = (1..=5)
         .map(|n| format!("<label><input type=\"radio\" name=\"score\" value=\"{n}\" required> {n}</label>"))
         .collect();
-    let error = error.map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e))).unwrap_or_default();
+    let error = error.map(|e| format!("<p role=\"alert\" class=\"alert\">{}</p>", esc(e))).unwrap_or_default();
     let body = format!(
-        "<p>{intro}</p>{summary}{error}<form method=\"post\" action=\"/pages/survey/{token}\">\
-         <p>{q}</p><p class=\"scores\">{scores}</p><p class=\"note\">{scale}</p>\
-         <p><label for=\"comment\">{c}</label><br><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
-         <p><label><input type=\"checkbox\" name=\"complaint\" value=\"yes\"> {complaint}</label></p>\
+        "<p class=\"lead\">{intro}</p>{summary}{error}<form method=\"post\" action=\"/pages/survey/{token}\">\
+         <p>{q}</p><div class=\"scores\">{scores}</div><p class=\"note\">{scale}</p>\
+         <p><label class=\"field\" for=\"comment\">{c}</label><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
+         <p class=\"check\"><label><input type=\"checkbox\" name=\"complaint\" value=\"yes\"> {complaint}</label></p>\
          <p><button type=\"submit\">{submit}</button></p></form>",
         intro = t(
             l,
@@ -210,7 +249,7 @@ fn form(
         complaint = t(l, "I want to make a complaint and be contacted", "我要投诉，请与我联系"),
         submit = t(l, "Submit", "提交"),
     );
-    page(status, l, &app.settings.site_name, t(l, "Satisfaction survey", "满意度调查"), &body)
+    page(status, l, &app.settings, t(l, "Satisfaction survey", "满意度调查"), &body)
 }
 
 /// `GET /pages/survey/{token}`: the form, unless the link is bad or already used.
@@ -266,13 +305,7 @@ pub async fn survey_answer(State(app): State<AppState>, Path(token): Path<String
         Ok(_) => {
             app.wake_dispatcher();
             let text = t(l, "Thank you for your feedback. It has been recorded.", "感谢您的反馈，我们已记录您的评价。");
-            page(
-                StatusCode::OK,
-                l,
-                &app.settings.site_name,
-                t(l, "Thank you", "感谢您的反馈"),
-                &format!("<p>{text}</p>"),
-            )
+            page(StatusCode::OK, l, &app.settings, t(l, "Thank you", "感谢您的反馈"), &format!("<p>{text}</p>"))
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_)) => already_answered(&app, l),
         Err(OrderError::Illegal(_)) => refusal(
@@ -337,6 +370,26 @@ fn approval_form(
         _ => level,
     };
     let o = &order.order;
+    let lines: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| {
+            let text = describe(app, &e.event, &who_of(app, &e.actor, l), &o.amount, l)?;
+            Some(serde_json::json!({"at": e.at.to_rfc3339(), "text": text}))
+        })
+        .collect();
+    let mut order_ctx = order_ctx(order);
+    order_ctx["customer_id"] = o.customer.id.as_str().into();
+    order_ctx["term_months"] = o.term_months.map(|t| t.get()).into();
+    order_ctx["credit_rating"] = o.customer.credit_rating.map(|r| r.as_str().to_owned()).into();
+    order_ctx["need"] = o.need.as_ref().map(|n| n.as_str().to_owned()).into();
+    order_ctx["sales_owner"] = o.sales_owner.as_ref().map(|s| s.as_str().to_owned()).into();
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "level": level, "of": of,
+        "order": order_ctx, "history": lines,
+    });
+    if let Some(body) = from_template(app, "approval", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Approval request", "审批请求"), &body);
+    }
     let mut rows = vec![
         (t(l, "Customer", "客户"), format!("{} ({})", o.customer.name.as_str(), o.customer.id.as_str())),
         (t(l, "Product", "产品"), format!("{} {}", locale::label(o.product.kind.as_str(), l), o.product.code.as_str())),
@@ -354,52 +407,23 @@ fn approval_form(
     if let Some(s) = &o.sales_owner {
         rows.push((t(l, "Sales owner", "客户经理"), s.as_str().to_owned()));
     }
-    let table: String = rows.iter().map(|(k, v)| format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v))).collect();
+    let table: String = rows.iter().map(|(k, v)| format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v))).collect();
     let tz = app.settings.presentation.time_zone;
     let history: String = events
         .iter()
         .filter_map(|e| {
-            use crate::engine::OrderEvent as E;
-            let what = match &e.event {
-                E::ScreeningPassed { reason, .. } => format!("{}: {reason}", t(l, "Screening passed", "筛查通过")),
-                E::ScreeningFlagged { fired, .. } => format!(
-                    "{}: {}",
-                    t(l, "Flagged by screening", "筛查提示"),
-                    fired.iter().map(|h| format!("{} {}", h.rule_id, h.message)).collect::<Vec<_>>().join("; ")
-                ),
-                E::ReviewReleased { comment, .. } => {
-                    format!("{}: {comment}", t(l, "Released after review", "人工复核通过"))
-                }
-                E::Approved { level, role, comment, .. } | E::ApprovalGiven { level, role, comment, .. } => {
-                    format!("{} {level} ({}): {comment}", t(l, "Approved level", "已审批 第"), locale::label(role, l))
-                }
-                E::InfoRequested { question, .. } => {
-                    format!("{}: {question}", t(l, "Information requested", "要求补充信息"))
-                }
-                E::ApprovalsVoided { reason, .. } => {
-                    format!("{}: {reason}", t(l, "Earlier approvals voided", "此前审批已作废"))
-                }
-                E::Amended { changed, .. } => format!("{}: {}", t(l, "Order changed", "订单变更"), changed.join(", ")),
-                _ => return None,
-            };
-            let who = match &e.actor {
-                crate::engine::Actor::Person(p) => {
-                    app.rules.notify.directory.person(p).map_or(p.clone(), |p| p.name.clone())
-                }
-                crate::engine::Actor::System => t(l, "system", "系统").to_owned(),
-                crate::engine::Actor::Connector(c) => c.clone(),
-            };
-            Some(format!("<li>{} · {} · {}</li>", esc(&locale::datetime(e.at, tz, l)), esc(&who), esc(&what)))
+            let what = describe(app, &e.event, &who_of(app, &e.actor, l), &o.amount, l)?;
+            Some(format!("<li><span class=\"when\">{}</span> {what}</li>", esc(&locale::datetime(e.at, tz, l))))
         })
         .collect();
-    let error = error.map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e))).unwrap_or_default();
+    let error = error.map(|e| format!("<p role=\"alert\" class=\"alert\">{}</p>", esc(e))).unwrap_or_default();
     let body = format!(
-        "<p>{intro}</p><table>{table}</table><h2>{hist_title}</h2><ul>{history}</ul>{error}\
+        "<p class=\"lead\">{intro}</p><table class=\"facts\">{table}</table><h2>{hist_title}</h2><ul class=\"history\">{history}</ul>{error}\
          <form method=\"post\" action=\"/pages/approval/{token}\">\
-         <p><label><input type=\"radio\" name=\"decision\" value=\"approve\" required> {approve}</label><br>\
-         <label><input type=\"radio\" name=\"decision\" value=\"reject\"> {reject}</label><br>\
-         <label><input type=\"radio\" name=\"decision\" value=\"request_info\"> {info}</label></p>\
-         <p><label for=\"comment\">{c}</label><br><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
+         <div class=\"choices\"><label><input type=\"radio\" name=\"decision\" value=\"approve\" required> {approve}</label>\
+         <label><input type=\"radio\" name=\"decision\" value=\"reject\"> {reject}</label>\
+         <label><input type=\"radio\" name=\"decision\" value=\"request_info\"> {info}</label></div>\
+         <p><label class=\"field\" for=\"comment\">{c}</label><textarea id=\"comment\" name=\"comment\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
          <p><button type=\"submit\">{submit}</button></p></form>",
         intro = match l {
             Locale::ZhCn => format!("请审批以下订单（第 {level} 级，共 {of} 级）。"),
@@ -413,7 +437,62 @@ fn approval_form(
         c = t(l, "Comment (required to reject or ask)", "审批意见（拒绝或提问时必填）"),
         submit = t(l, "Submit decision", "提交"),
     );
-    page(status, l, &app.settings.site_name, t(l, "Approval request", "审批请求"), &body)
+    page(status, l, &app.settings, t(l, "Approval request", "审批请求"), &body)
+}
+
+/// Who did something, as the page names them.
+fn who_of(app: &AppState, actor: &crate::engine::Actor, l: Locale) -> String {
+    match actor {
+        crate::engine::Actor::Person(p) => app.rules.notify.directory.person(p).map_or(p.clone(), |p| p.name.clone()),
+        crate::engine::Actor::System => t(l, "The system", "系统").to_owned(),
+        crate::engine::Actor::Connector(c) => c.clone(),
+    }
+}
+
+/// An event in words from the locale's page text (`pages/history.html`, escaped
+/// HTML); `None` for events the page does not show.
+fn describe(app: &AppState, ev: &OrderEvent, who: &str, amount: &crate::domain::Money, l: Locale) -> Option<String> {
+    let templates = app.templates.as_ref()?;
+    let ctx = serde_json::json!({
+        "event": ev,
+        "who": who,
+        "amount": {"amount": amount.amount().to_string(), "currency": amount.currency().as_str()},
+    });
+    match templates.render_fragment("history", l, ctx) {
+        Ok(text) if !text.is_empty() => Some(text),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "page text not rendered");
+            None
+        }
+    }
+}
+
+/// Why a person may not decide, in words from the locale's page text
+/// (`pages/refusal.html`); never the engine's sentence.
+fn refusal_words(app: &AppState, why: &crate::engine::approval::Refusal, l: Locale) -> String {
+    use crate::engine::approval::Refusal as R;
+    let refusal = match why {
+        R::OwnOrder(person) => serde_json::json!({"kind": "own_order", "person": person}),
+        R::AlreadyApproved(person, level) => {
+            serde_json::json!({"kind": "already_approved", "person": person, "level": level})
+        }
+        R::NotAnApprover { person, level, needs } => serde_json::json!({
+            "kind": "not_an_approver", "person": person, "level": level,
+            "needs": needs.split(" or ").collect::<Vec<_>>(),
+        }),
+        R::UnknownPerson(_) => serde_json::json!({"kind": "unknown_person"}),
+        _ => serde_json::json!({"kind": "other"}),
+    };
+    let words = app.templates.as_ref().and_then(|t| {
+        t.render_fragment("refusal", l, serde_json::json!({"refusal": refusal}))
+            .map_err(|e| tracing::warn!(error = %e, "page text not rendered"))
+            .ok()
+    });
+    match words {
+        Some(w) if !w.is_empty() => w,
+        _ => t(l, "You cannot decide on this request at the moment.", "您当前无法处理此审批请求。").to_owned(),
+    }
 }
 
 /// The approver's language: from the directory, else the site default.
@@ -450,7 +529,7 @@ pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<S
     if let Some(p) = &order.approval
         && let Err(why) = p.standing(&app.rules.notify.directory, &order.order, &claims.subject, level, today)
     {
-        return refusal(&app, StatusCode::FORBIDDEN, l, &why.to_string());
+        return refusal_html(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
     }
     let events = app.store.events(order.id).await.unwrap_or_default();
     approval_form(&app, &token, &order, &events, level, l, None, StatusCode::OK)
@@ -476,6 +555,12 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
         Ok(x) => x,
         Err(r) => return r,
     };
+    let today = app.clock.now().with_timezone(&app.settings.presentation.time_zone).date_naive();
+    if let Some(p) = &order.approval
+        && let Err(why) = p.standing(&app.rules.notify.directory, &order.order, &claims.subject, level, today)
+    {
+        return refusal_html(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
+    }
     let events = app.store.events(order.id).await.unwrap_or_default();
     let again =
         |msg: &str| approval_form(&app, &token, &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
@@ -511,15 +596,18 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
                 (state, Locale::ZhCn) => format!("已记录，订单当前状态：{}。", locale::label(state.name(), l)),
                 (state, Locale::En) => format!("Recorded. The order is now {}.", locale::label(state.name(), l)),
             };
-            page(
-                StatusCode::OK,
+            page(StatusCode::OK, l, &app.settings, t(l, "Thank you", "谢谢"), &format!("<p>{}</p>", esc(&text)))
+        }
+        // The standing was checked above; a refusal here is a race (e.g. the directory changed).
+        Err(OrderError::Refused(why)) => {
+            tracing::info!(reason = %why, "approval refused");
+            refusal(
+                &app,
+                StatusCode::FORBIDDEN,
                 l,
-                &app.settings.site_name,
-                t(l, "Thank you", "谢谢"),
-                &format!("<p>{}</p>", esc(&text)),
+                t(l, "You cannot decide on this request at the moment.", "您当前无法处理此审批请求。"),
             )
         }
-        Err(OrderError::Refused(why)) => refusal(&app, StatusCode::FORBIDDEN, l, &why),
         Err(OrderError::LinkUsed(_)) => refusal(
             &app,
             StatusCode::CONFLICT,
@@ -551,11 +639,11 @@ fn delivered_items(order: &OrderRecord, events: &[crate::store::EventRecord], l:
         .iter()
         .flat_map(|f| f.tasks.iter())
         .filter(|t| t.done.is_some())
-        .map(|t| format!("<li>{}</li>", esc(&t.name)))
+        .map(|t| format!("<li>{}</li>", esc(locale::bilingual(&t.name, l))))
         .collect();
     let mut out = String::new();
     if let Some(n) = note {
-        out.push_str(&format!("<p>{}: {}</p>", t(l, "Delivery", "交付说明"), esc(&n)));
+        out.push_str(&format!("<p>{}{}{}</p>", t(l, "Delivery", "交付说明"), t(l, ": ", "："), esc(&n)));
     }
     if !tasks.is_empty() {
         out.push_str(&format!("<p>{}</p><ul>{tasks}</ul>", t(l, "Completed", "已完成事项")));
@@ -572,12 +660,30 @@ fn acceptance_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let error = error.map(|e| format!("<p role=\"alert\"><strong>{}</strong></p>", esc(e))).unwrap_or_default();
+    let note = events.iter().rev().find_map(|e| match &e.event {
+        OrderEvent::DeliveryRecorded { note } if !note.is_empty() => Some(note.clone()),
+        _ => None,
+    });
+    let tasks: Vec<&str> = order
+        .fulfilment
+        .iter()
+        .flat_map(|f| f.tasks.iter())
+        .filter(|t| t.done.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    let ctx = serde_json::json!({
+        "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
+        "note": note, "tasks": tasks,
+    });
+    if let Some(body) = from_template(app, "acceptance", l, ctx) {
+        return page(status, l, &app.settings, t(l, "Delivery acceptance", "交付验收"), &body);
+    }
+    let error = error.map(|e| format!("<p role=\"alert\" class=\"alert\">{}</p>", esc(e))).unwrap_or_default();
     let body = format!(
-        "<p>{intro}</p>{summary}{delivered}{error}<form method=\"post\" action=\"/pages/acceptance/{token}\">\
-         <p><label><input type=\"radio\" name=\"decision\" value=\"accept\" required> {accept}</label></p>\
-         <p><label><input type=\"radio\" name=\"decision\" value=\"refuse\"> {refuse}</label></p>\
-         <p><label for=\"note\">{why}</label><br><textarea id=\"note\" name=\"note\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
+        "<p class=\"lead\">{intro}</p>{summary}{delivered}{error}<form method=\"post\" action=\"/pages/acceptance/{token}\">\
+         <div class=\"choices\"><label><input type=\"radio\" name=\"decision\" value=\"accept\" required> {accept}</label>\
+         <label><input type=\"radio\" name=\"decision\" value=\"refuse\"> {refuse}</label></div>\
+         <p><label class=\"field\" for=\"note\">{why}</label><textarea id=\"note\" name=\"note\" maxlength=\"{MAX_COMMENT}\"></textarea></p>\
          <p><button type=\"submit\">{submit}</button></p></form>",
         intro = t(
             l,
@@ -592,7 +698,7 @@ fn acceptance_form(
         why = t(l, "Remarks (required when not accepting)", "备注（不予验收时必填）"),
         submit = t(l, "Submit", "提交"),
     );
-    page(status, l, &app.settings.site_name, t(l, "Delivery acceptance", "交付验收"), &body)
+    page(status, l, &app.settings, t(l, "Delivery acceptance", "交付验收"), &body)
 }
 
 /// `GET /pages/acceptance/{token}`: the acceptance form while the order waits for it.
@@ -676,7 +782,7 @@ pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<St
                     "感谢您的反馈，我们已记录您的意见，将尽快与您联系。",
                 )
             };
-            page(StatusCode::OK, l, &app.settings.site_name, t(l, "Thank you", "谢谢"), &format!("<p>{text}</p>"))
+            page(StatusCode::OK, l, &app.settings, t(l, "Thank you", "谢谢"), &format!("<p>{text}</p>"))
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_) | OrderError::Illegal(_)) => {
             not_waiting_for_acceptance(&app, &order, l)
@@ -731,6 +837,138 @@ fn next_step(order: &OrderRecord, l: Locale) -> &'static str {
     }
 }
 
+/// The stages a customer sees, in order.
+const STEPS: [(&str, &str); 8] = [
+    ("Received", "已受理"),
+    ("Approved", "已审批"),
+    ("In progress", "办理中"),
+    ("Delivered", "已交付"),
+    ("Accepted", "已验收"),
+    ("Invoiced", "已开票"),
+    ("Paid", "已付款"),
+    ("Completed", "已完成"),
+];
+
+/// The stage the order is at (an index into `STEPS`).
+fn stage(state: &crate::engine::OrderState) -> usize {
+    use crate::engine::OrderState as S;
+    match state {
+        S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. } => 0,
+        S::Rejected | S::Cancelled => 0,
+        S::Approved => 1,
+        S::Executing => 2,
+        S::Delivered | S::Exception { .. } => 3,
+        S::Accepted => 4,
+        S::Invoiced | S::Overdue => 5,
+        S::Paid => 6,
+        S::Closed | S::Archived => 7,
+    }
+}
+
+/// The event that completes each stage (the last one, if it happened more than once).
+fn step_of(ev: &OrderEvent) -> Option<usize> {
+    Some(match ev {
+        OrderEvent::Received { .. } => 0,
+        OrderEvent::Approved { .. } | OrderEvent::ApprovalGiven { .. } => 1,
+        OrderEvent::ExecutionStarted => 2,
+        OrderEvent::DeliveryRecorded { .. } => 3,
+        OrderEvent::AcceptanceConfirmed { .. } => 4,
+        OrderEvent::InvoiceIssued { .. } => 5,
+        OrderEvent::PaymentReceived { .. } => 6,
+        OrderEvent::Closed => 7,
+        _ => return None,
+    })
+}
+
+/// The lifecycle as a stepper: stages reached (with their day), the current one, the rest.
+fn stepper(order: &OrderRecord, events: &[crate::store::EventRecord], tz: chrono_tz::Tz, l: Locale) -> String {
+    let at = stage(&order.state);
+    let mut days = [None; 8];
+    for e in events {
+        if let Some(i) = step_of(&e.event) {
+            days[i] = Some(e.at.with_timezone(&tz).date_naive());
+        }
+    }
+    let items: String = STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, (en, zh))| {
+            let class = match i.cmp(&at) {
+                std::cmp::Ordering::Less => "done",
+                std::cmp::Ordering::Equal => "done current",
+                std::cmp::Ordering::Greater => "todo",
+            };
+            let day = days[i]
+                .filter(|_| i <= at)
+                .map(|d| format!("<span class=\"date\">{}</span>", esc(&locale::short_date(d, l))))
+                .unwrap_or_default();
+            let aria = if i == at { " aria-current=\"step\"" } else { "" };
+            format!("<li class=\"{class}\"{aria}>{}{day}</li>", t(l, en, zh))
+        })
+        .collect();
+    format!("<ol class=\"stepper\">{items}</ol>")
+}
+
+/// Page text `name` from the locale's templates; `None` without templates (the
+/// built-in wording is used then) or when it cannot be rendered (logged).
+fn from_template(app: &AppState, name: &str, l: Locale, ctx: serde_json::Value) -> Option<String> {
+    let templates = app.templates.as_ref()?;
+    templates.render_fragment(name, l, ctx).map_err(|e| tracing::warn!(error = %e, "page text not rendered")).ok()
+}
+
+/// An amount as the templates' `money` filter reads it.
+fn money_ctx(m: &crate::domain::Money) -> serde_json::Value {
+    serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()})
+}
+
+/// The order summary every customer page shows.
+fn order_ctx(order: &OrderRecord) -> serde_json::Value {
+    let o = &order.order;
+    serde_json::json!({"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
+        "code": o.product.code.as_str(), "amount": money_ctx(&o.amount)})
+}
+
+/// The status page's body from the locale's page text (`pages/status.html`); `None`
+/// without templates (the built-in wording is used then).
+fn status_from_template(
+    app: &AppState,
+    order: &OrderRecord,
+    events: &[crate::store::EventRecord],
+    l: Locale,
+) -> Option<String> {
+    let templates = app.templates.as_ref()?;
+    let tz = app.settings.presentation.time_zone;
+    let at = stage(&order.state);
+    let mut days = [None; 8];
+    for e in events {
+        if let Some(i) = step_of(&e.event) {
+            days[i] = Some(e.at.with_timezone(&tz).date_naive());
+        }
+    }
+    let steps: Vec<serde_json::Value> = (0..STEPS.len())
+        .map(|i| {
+            let day = days[i].filter(|_| i <= at).map(|d| d.to_string());
+            serde_json::json!({"done": i <= at, "current": i == at, "day": day})
+        })
+        .collect();
+    let money = |m: &crate::domain::Money| serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()});
+    let invoice = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|inv| {
+        let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
+        serde_json::json!({"number": inv.number, "outstanding": money(&owed), "due": inv.due.to_string()})
+    });
+    let o = &order.order;
+    let ctx = serde_json::json!({
+        "state": order.state.name(),
+        "steps": steps,
+        "order": {"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
+            "code": o.product.code.as_str(), "amount": money(&o.amount)},
+        "invoice": invoice,
+        "history": events.iter().map(|e| serde_json::json!({"at": e.at.to_rfc3339(), "event": e.event.name()}))
+            .collect::<Vec<_>>(),
+    });
+    templates.render_fragment("status", l, ctx).map_err(|e| tracing::warn!(error = %e, "page text not rendered")).ok()
+}
+
 /// `GET /pages/status/{token}`: the order's stage, its milestones and the next step,
 /// in the customer's language. The link may be opened again and again (until it
 /// expires); it changes nothing.
@@ -747,16 +985,19 @@ pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>)
         }
     };
     let tz = app.settings.presentation.time_zone;
+    if let Some(body) = status_from_template(&app, &order, &events, l) {
+        return page(StatusCode::OK, l, &app.settings, t(l, "Your order", "订单进度"), &body);
+    }
     let history: String = events
         .iter()
         .filter_map(|e| milestone(&e.event, l).map(|m| (e.at, m)))
-        .map(|(at, m)| format!("<li>{} — {}</li>", esc(&locale::datetime(at, tz, l)), esc(m)))
+        .map(|(at, m)| format!("<li><span class=\"when\">{}</span> {}</li>", esc(&locale::datetime(at, tz, l)), esc(m)))
         .collect();
     let mut invoice = String::new();
     if let Some(inv) = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()) {
         let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
         invoice = format!(
-            "<p>{}: {} · {}: {} · {}: {}</p>",
+            "<table class=\"facts\"><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr></table>",
             t(l, "Invoice", "发票号码"),
             esc(&inv.number),
             t(l, "Outstanding", "待付金额"),
@@ -766,7 +1007,9 @@ pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>)
         );
     }
     let body = format!(
-        "{summary}<p><strong>{stage_label}: {stage}</strong></p>{invoice}<p>{next_label}: {next}</p><h2>{hist}</h2><ul>{history}</ul>",
+        "{stepper}<p class=\"status\">{stage_label}{colon}{stage}</p><p>{next_label}{colon}{next}</p>{invoice}{summary}<h2>{hist}</h2><ul class=\"history\">{history}</ul>",
+        stepper = stepper(&order, &events, tz, l),
+        colon = t(l, ": ", "："),
         summary = summary(&order, l),
         stage_label = t(l, "Status", "当前状态"),
         stage = esc(locale::label(order.state.name(), l)),
@@ -774,5 +1017,5 @@ pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>)
         next = esc(next_step(&order, l)),
         hist = t(l, "History", "办理记录"),
     );
-    page(StatusCode::OK, l, &app.settings.site_name, t(l, "Your order", "订单进度"), &body)
+    page(StatusCode::OK, l, &app.settings, t(l, "Your order", "订单进度"), &body)
 }

@@ -59,7 +59,11 @@ pub struct Templates {
     env: Environment<'static>,
     names: BTreeSet<String>,
     documents: BTreeSet<String>,
+    fragments: BTreeSet<String>,
 }
+
+/// Page text every configuration needs (`<locale>/pages/<name>.html`).
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance", "approval"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -112,6 +116,14 @@ impl Templates {
             };
             Ok(locale::date(day, locale_of(state)))
         });
+        env.add_filter("short_date", move |state: &State, v: Value| -> Result<String, Error> {
+            let s = v.as_str().unwrap_or_default();
+            let day = match s.parse::<NaiveDate>() {
+                Ok(d) => d,
+                Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
+            };
+            Ok(locale::short_date(day, locale_of(state)))
+        });
         env.add_filter("label", |state: &State, v: Value| -> String {
             let code = v.to_string();
             locale::label(&code, locale_of(state)).to_owned()
@@ -124,6 +136,23 @@ impl Templates {
                 .collect()
         });
         env.add_filter("lines", |v: Value| -> Vec<String> { v.to_string().lines().map(str::to_owned).collect() });
+        env.add_filter("amount_words", |state: &State, v: Value| -> Result<String, Error> {
+            let m = Money::parse(&v.get_attr("amount")?.to_string(), &v.get_attr("currency")?.to_string())
+                .map_err(|e| invalid(format!("amount_words: {v} is not an amount with a currency ({e})")))?;
+            Ok(locale::amount_words(&m, locale_of(state)))
+        });
+        env.add_filter("in_locale", |state: &State, v: Value| -> String {
+            locale::bilingual(&v.to_string(), locale_of(state)).to_owned()
+        });
+        env.add_filter("shortlink", |v: Value| -> String { short_link(&v.to_string()) });
+        env.add_filter("blocks", |v: Value, links: Option<Value>| -> Value {
+            let links: Vec<(String, String)> = links
+                .and_then(|l| serde_json::to_value(&l).ok())
+                .and_then(|l| serde_json::from_value::<std::collections::BTreeMap<String, String>>(l).ok())
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default();
+            Value::from_serialize(blocks(&v.to_string(), &links))
+        });
 
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
@@ -164,9 +193,11 @@ impl Templates {
                 }
             }
         }
-        // Documents (contract, delivery confirmation): `<locale>/documents/<kind>.html`.
-        for loc in LOCALES {
-            let d = root.join(loc.as_str()).join("documents");
+        // Documents (contract, delivery confirmation): `<locale>/documents/<kind>.html`;
+        // page text (what the pages say of an order's events): `<locale>/pages/<name>.html`.
+        let mut fragments = BTreeSet::new();
+        for (loc, sub) in LOCALES.iter().flat_map(|l| [(*l, "documents"), (*l, "pages")]) {
+            let d = root.join(loc.as_str()).join(sub);
             let Ok(entries) = std::fs::read_dir(&d) else { continue };
             let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
@@ -175,18 +206,19 @@ impl Templates {
                 match std::fs::read_to_string(&p) {
                     Err(e) => problems.push(Diagnostic::file(&p, format!("cannot read: {e}"))),
                     Ok(src) => {
-                        let name = format!("{}/documents/{file}", loc.as_str());
+                        let name = format!("{}/{sub}/{file}", loc.as_str());
                         if let Err(e) = env.add_template_owned(name.clone(), src) {
                             problems.push(template_error(&root, &e));
                             broken.insert(name);
                             continue;
                         }
-                        documents.insert(file.trim_end_matches(".html").to_owned());
+                        let set = if sub == "pages" { &mut fragments } else { &mut documents };
+                        set.insert(file.trim_end_matches(".html").to_owned());
                     }
                 }
             }
         }
-        let t = Templates { env, names, documents };
+        let t = Templates { env, names, documents, fragments };
         problems.extend(t.self_check(&root, &broken));
         if problems.is_empty() { Ok(t) } else { Err(problems) }
     }
@@ -236,8 +268,49 @@ impl Templates {
                 }
             }
         }
+        for name in FRAGMENT_NAMES.iter().copied().chain(self.fragments.iter().map(String::as_str)) {
+            for loc in LOCALES {
+                let file = format!("{}/pages/{name}.html", loc.as_str());
+                if broken.contains(&file) {
+                    continue;
+                }
+                if self.env.get_template(&file).is_err() {
+                    out.push(Diagnostic::file(
+                        &root.join(loc.as_str()).join("pages").join(format!("{name}.html")),
+                        format!("missing: every page text needs a {} version", loc.as_str()),
+                    ));
+                    continue;
+                }
+                for ctx in sample_page_contexts().into_iter().filter(|c| fits(name, c)) {
+                    if let Err(e) = self.render_fragment(name, loc, ctx) {
+                        out.push(e.diagnostic(root));
+                        break;
+                    }
+                }
+            }
+        }
         out.dedup();
         out
+    }
+
+    /// Renders page text `name` (`<locale>/pages/<name>.html`, auto-escaped) in
+    /// `locale`, trimmed; empty when the template says nothing for this context.
+    ///
+    /// # Errors
+    /// A `RenderError` naming the file and line.
+    pub fn render_fragment(
+        &self,
+        name: &str,
+        locale: Locale,
+        mut ctx: serde_json::Value,
+    ) -> Result<String, RenderError> {
+        let file = format!("{}/pages/{name}.html", locale.as_str());
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("locale".into(), locale.as_str().into());
+        }
+        let tmpl = self.env.get_template(&file).map_err(|e| RenderError::from_minijinja(&file, &e))?;
+        let html = tmpl.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&file, &e))?;
+        Ok(html.split_whitespace().collect::<Vec<_>>().join(" "))
     }
 
     /// Documents this configuration can generate (`documents/<kind>.html`).
@@ -295,6 +368,11 @@ impl Templates {
         let layout = self.env.get_template(&layout_file).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
         let html =
             layout.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
+        let html = inline_css(&html).map_err(|e| RenderError {
+            file: layout_file.clone(),
+            line: None,
+            message: format!("inlining CSS: {e}"),
+        })?;
         if subject.is_empty() {
             return Err(RenderError { file, line: None, message: "the subject block rendered empty".into() });
         }
@@ -303,6 +381,85 @@ impl Templates {
         }
         Ok(Rendered { subject, text, html })
     }
+}
+
+/// A paragraph of a mail body as the HTML part shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+struct Block {
+    /// `label: value` lines: shown as the mail's one summary table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    facts: Vec<(String, String)>,
+    /// Text lines, without the bare URLs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lines: Vec<String>,
+    /// A link the paragraph carried, as `(purpose, url)`: shown as a button.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<(String, String)>,
+}
+
+/// `label: value` (or `标签：值`) with a short label and a value.
+fn fact(line: &str) -> Option<(String, String)> {
+    let (label, value) = line.split_once('：').or_else(|| line.split_once(": "))?;
+    let (label, value) = (label.trim(), value.trim());
+    let short = (1..=20).contains(&label.chars().count());
+    let plain = !label.contains(['，', '。', ',', '.', '(', '（']) && !label.starts_with("http");
+    (short && plain && !value.is_empty()).then(|| (label.to_owned(), value.to_owned()))
+}
+
+/// The body's paragraphs for the HTML part: a paragraph of two or more `label: value`
+/// lines becomes facts, a bare URL becomes the link of its paragraph (a button there,
+/// with a short fallback line), everything else stays text. The text part is the body
+/// itself, unchanged.
+fn blocks(body: &str, links: &[(String, String)]) -> Vec<Block> {
+    let mut out = Vec::new();
+    for p in body.split("\n\n").map(|p| p.trim_matches('\n')).filter(|p| !p.trim().is_empty()) {
+        let lines: Vec<&str> = p.lines().collect();
+        let facts: Vec<(String, String)> = lines.iter().filter_map(|l| fact(l)).collect();
+        if lines.len() >= 2 && facts.len() == lines.len() {
+            out.push(Block { facts, lines: Vec::new(), link: None });
+            continue;
+        }
+        let mut block = Block { facts: Vec::new(), lines: Vec::new(), link: None };
+        for line in lines {
+            let bare = line.trim();
+            let url = (bare.starts_with("https://") || bare.starts_with("http://")) && !bare.contains(' ');
+            if url && block.link.is_none() {
+                let purpose = links.iter().find(|(_, u)| u == bare).map_or("", |(p, _)| p.as_str());
+                block.link = Some((purpose.to_owned(), bare.to_owned()));
+            } else {
+                block.lines.push(line.to_owned());
+            }
+        }
+        out.push(block);
+    }
+    for (purpose, url) in links {
+        if !out.iter().any(|b| b.link.as_ref().is_some_and(|(_, u)| u == url)) {
+            out.push(Block { facts: Vec::new(), lines: Vec::new(), link: Some((purpose.clone(), url.clone())) });
+        }
+    }
+    out
+}
+
+/// A link's short form for the fallback line: host and page, the token elided
+/// (`orders.bank.example/pages/approval/…`).
+fn short_link(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.rsplit_once('/') {
+        Some((head, tail)) if tail.chars().count() > 16 => format!("{head}/…"),
+        _ => rest.to_owned(),
+    }
+}
+
+/// The layout's `<style>` moved into `style` attributes, as mail clients need; the
+/// at-rules (dark mode, narrow screens) stay in a `<style>` for those that read it.
+/// Remote stylesheets are never fetched.
+fn inline_css(html: &str) -> Result<String, css_inline::InlineError> {
+    css_inline::CSSInliner::options()
+        .keep_at_rules(true)
+        .load_remote_stylesheets(false)
+        .minify_css(true)
+        .build()
+        .inline(html)
 }
 
 /// Trims the body and keeps at most one blank line between paragraphs.
@@ -358,6 +515,65 @@ impl RenderError {
 
 fn template_error(root: &Path, e: &Error) -> Diagnostic {
     RenderError::from_minijinja("?", e).diagnostic(root)
+}
+
+/// Whether a sample context is one page text `name` is rendered with.
+fn fits(name: &str, ctx: &serde_json::Value) -> bool {
+    match name {
+        "history" => ctx.get("event").is_some(),
+        "refusal" => ctx.get("refusal").is_some(),
+        "status" => ctx.get("steps").is_some(),
+        "survey" | "acceptance" | "approval" => ctx.get("max_comment").is_some(),
+        _ => true,
+    }
+}
+
+/// Contexts the page text is checked with: one of each event the pages describe, and
+/// one of each refusal.
+pub fn sample_page_contexts() -> Vec<serde_json::Value> {
+    let amount = serde_json::json!({"amount": "1250000.00", "currency": "CNY"});
+    let events = [
+        serde_json::json!({"type": "screening_passed", "rules_version": "1", "reason": "matrix row LARGE",
+            "row": "LARGE", "chain": ["line_supervisor", {"any": ["branch_manager", "risk_officer"]}, {"all": ["compliance", "cfo"]}]}),
+        serde_json::json!({"type": "screening_passed", "rules_version": "1", "reason": "", "row": "SMALL",
+            "chain": ["line_supervisor"], "auto_on_behalf_of": "line_supervisor"}),
+        serde_json::json!({"type": "screening_flagged", "rules_version": "1",
+            "fired": [{"rule_id": "KYC-001", "severity": "flag", "message": "客户未完成 KYC 认证 / customer KYC not verified"}]}),
+        serde_json::json!({"type": "review_released", "comment": "已核实", "chain": ["line_supervisor"]}),
+        serde_json::json!({"type": "approved", "level": 1, "role": "line_supervisor", "comment": "同意"}),
+        serde_json::json!({"type": "approval_given", "level": 2, "role": "branch_manager", "comment": ""}),
+        serde_json::json!({"type": "info_requested", "level": 1, "role": "", "question": "请补充材料"}),
+        serde_json::json!({"type": "approvals_voided", "round": 2, "reason": "material change"}),
+        serde_json::json!({"type": "amended", "changed": ["amount", "term_months"], "material": true}),
+        serde_json::json!({"type": "closed"}),
+    ];
+    let refusals = [
+        serde_json::json!({"kind": "own_order", "person": "李娜"}),
+        serde_json::json!({"kind": "already_approved", "person": "王芳", "level": 1}),
+        serde_json::json!({"kind": "not_an_approver", "person": "王芳", "level": 2, "needs": ["branch_manager", "risk_officer"]}),
+        serde_json::json!({"kind": "unknown_person"}),
+        serde_json::json!({"kind": "other"}),
+    ];
+    events
+        .into_iter()
+        .map(|event| serde_json::json!({"event": event, "who": "李娜", "amount": amount, "at": "2026-11-26T09:30:00Z"}))
+        .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
+        .chain([serde_json::json!({
+            "token": "v2.TOKEN", "error": "请选择 1 到 5 分的评分。", "max_comment": 2000,
+            "note": "合同已签署", "tasks": ["合同生成 / Contract"], "level": 1, "of": 2,
+            "history": [{"at": "2026-11-26T09:30:00Z", "text": "筛查通过：金额 125 万元，需经直线主管和支行行长两级审批。"}],
+            "order": {"customer": "张伟", "customer_id": "C-778", "product": "wealth_management", "code": "WM-STABLE-12M",
+                "amount": amount, "term_months": 12, "credit_rating": "A", "need": "稳健型理财", "sales_owner": "li.na"},
+        })])
+        .chain([serde_json::json!({
+            "state": "invoiced",
+            "steps": (0..8).map(|i| serde_json::json!({"done": i <= 5, "current": i == 5,
+                "day": if i <= 5 { Some("2026-11-26") } else { None }})).collect::<Vec<_>>(),
+            "order": {"customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M", "amount": amount},
+            "invoice": {"number": "INV-2026-0042", "outstanding": amount, "due": "2026-12-31"},
+            "history": [{"at": "2026-11-26T09:30:00Z", "event": "received"}, {"at": "2026-11-26T09:31:00Z", "event": "effect_done"}],
+        })])
+        .collect()
 }
 
 /// A complete context, as the mailer builds it, for checks and snapshots.
@@ -462,6 +678,55 @@ mod tests {
         assert!(zh.text.contains("KYC-001"), "staff mail lists the rules that fired: {}", zh.text);
         let en = t.render("order_flagged", Locale::En, sample_context(Locale::En)).unwrap();
         assert!(en.text.contains("CNY 1,250,000.00"), "{}", en.text);
+    }
+
+    #[test]
+    fn page_text_says_screening_and_route_in_words() {
+        let t = load();
+        let large = |loc| {
+            let mut ctx = sample_page_contexts()[0].clone();
+            ctx["event"]["chain"] = serde_json::json!(["line_supervisor", "branch_manager"]);
+            t.render_fragment("history", loc, ctx).unwrap()
+        };
+        assert_eq!(large(Locale::ZhCn), "筛查通过：金额 125 万元，需经直线主管和支行行长两级审批。");
+        assert_eq!(
+            large(Locale::En),
+            "Screening passed: CNY 1,250,000.00 needs 2 approvals, by the line supervisor and then the branch manager."
+        );
+        for loc in LOCALES {
+            for ctx in sample_page_contexts().into_iter().filter(|c| fits("history", c)) {
+                let text = t.render_fragment("history", loc, ctx.clone()).unwrap();
+                assert!(!text.contains("matrix") && !text.contains("line_supervisor"), "{text}");
+                if loc == Locale::ZhCn {
+                    assert!(!text.contains("customer KYC"), "{text}");
+                }
+            }
+        }
+        let own = serde_json::json!({"refusal": {"kind": "own_order", "person": "李娜"}});
+        assert_eq!(
+            t.render_fragment("refusal", Locale::ZhCn, own).unwrap(),
+            "根据岗位分离要求，李娜是该订单的客户经理，不能审批此订单。"
+        );
+        let flagged = t.render_fragment("history", Locale::ZhCn, sample_page_contexts()[2].clone()).unwrap();
+        assert_eq!(flagged, "筛查提示：客户未完成 KYC 认证（规则 KYC-001）。");
+    }
+
+    /// The HTML part: one summary (the body's facts), the link behind a button with a
+    /// short fallback, the stylesheet inlined; the text part as the template wrote it.
+    #[test]
+    fn the_html_part_has_one_summary_and_a_button() {
+        let t = load();
+        let mut ctx = sample_context(Locale::ZhCn);
+        ctx["links"] = serde_json::json!({"approval": "https://orders.bank.example/pages/approval/v2.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+        ctx["items"] = serde_json::Value::Null;
+        let r = t.render("approval_request", Locale::ZhCn, ctx).unwrap();
+        assert!(r.text.contains("\nhttps://orders.bank.example/pages/approval/v2.AAAA"), "{}", r.text);
+        assert_eq!(r.html.matches("¥1,250,000.00").count(), 3, "title, heading and summary only: {}", r.html);
+        assert_eq!(r.html.matches("订单概要").count(), 1, "{}", r.html);
+        assert!(r.html.contains("orders.bank.example/pages/approval/…</a>"), "{}", r.html);
+        assert!(!r.html.contains(">https://"), "no bare URL as text: {}", r.html);
+        assert!(r.html.contains("class=\"button\"") && r.html.contains("style=\""), "{}", r.html);
+        assert!(r.html.contains("prefers-color-scheme: dark") || r.html.contains("prefers-color-scheme:dark"));
     }
 
     #[test]

@@ -69,7 +69,8 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     let mails = smtp.messages();
     let request = mails.iter().find(|m| m.rcpt() == ["wang.fang@bank.example"]).unwrap();
     assert!(request.subject().contains("第1级") || request.subject().contains("1"), "{}", request.subject());
-    assert!(request.part("text/html").contains("pages&#x2f;approval&#x2f;"), "the link in the HTML part (escaped)");
+    let link = request.page_link();
+    assert!(request.part("text/html").contains(&format!("href=\"{link}\"")), "the link behind the HTML part's button");
     assert!(
         !mails.iter().any(|m| m.rcpt() == ["li.na@bank.example"] && m.part("text/plain").contains("/pages/approval/"))
     );
@@ -77,10 +78,18 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     // The page shows the order, its screening and the form, in the approver's language.
     let (status, html) = get(&wang).await;
     assert_eq!(status, 200, "{html}");
-    for s in ["审批请求", "张伟", "¥1,250,000.00", "WM-STABLE-12M", "筛查通过", "LARGE", "第 1 级，共 2 级"]
-    {
+    // Screening and route in words, from the locale's page text: no engine string.
+    for s in [
+        "审批请求",
+        "张伟",
+        "¥1,250,000.00",
+        "WM-STABLE-12M",
+        "筛查通过：金额 125 万元，需经直线主管和支行行长两级审批",
+        "第 1 级，共 2 级",
+    ] {
         assert!(html.contains(s), "{s} on the page: {html}");
     }
+    assert!(!html.contains("matrix row") && !html.contains("line_supervisor"), "engine text on the page: {html}");
 
     // Tampered, and a decision without what it needs: refused, nothing recorded.
     let before = events(&app, &id).await.len();

@@ -191,7 +191,7 @@ pub async fn restart_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -
     start_in_with(dir, erp, clock).await
 }
 
-async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> TestApp {
+pub async fn start_in_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -> TestApp {
     let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|ds| {
         panic!("example config must load: {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
     });

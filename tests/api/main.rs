@@ -25,6 +25,7 @@ mod postgres;
 mod prism;
 mod replicas;
 mod rules_diff;
+mod screens;
 mod separation;
 mod signatures;
 mod store;

@@ -1,0 +1,407 @@
+//! Mail and pages as a person sees them: every mail (HTML part) and every page, in
+//! zh-CN and en, opened in headless Chromium at a phone's 420 px and a desktop's
+//! 1200 px, screenshots saved under `target/screens/`. Checked: no sideways scrolling
+//! (`scrollWidth <= innerWidth`), every summary value visible in full, no English
+//! engine text on a Chinese page, and no personal data in a base64-decoded link token.
+//!
+//! Chromium is driven through chromedriver's WebDriver HTTP interface with the test
+//! HTTP client (no browser crate); scripts/test.sh installs Debian's `chromium` and
+//! `chromium-driver` when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use orderbridge::clock::Clock;
+use orderbridge::mail::templates::{LOCALES, TEMPLATE_NAMES, Templates, sample_context};
+use serde_json::{Value, json};
+
+use crate::cash::{deliver, system_event};
+use crate::helpers::*;
+
+const WIDTHS: [u32; 2] = [420, 1200];
+
+fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
+}
+
+fn screens_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("screens");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One headless Chromium behind chromedriver; killed on drop.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+/// What a page looks like to the checks (see `CHECKS`).
+#[derive(Debug, serde::Deserialize)]
+struct Seen {
+    #[serde(rename = "scrollWidth")]
+    scroll_width: f64,
+    #[serde(rename = "innerWidth")]
+    inner_width: f64,
+    height: f64,
+    lang: String,
+    values: Vec<String>,
+    hidden: Vec<String>,
+    engine: Vec<String>,
+}
+
+/// Runs in the page: widths, the summary values (and which are cut off or outside the
+/// screen), and on a Chinese page every run of English words (three or more) in the text.
+const CHECKS: &str = r#"
+const out = { scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+  height: document.documentElement.scrollHeight, lang: document.documentElement.lang || '',
+  values: [], hidden: [], engine: [] };
+for (const el of document.querySelectorAll('table.facts td')) {
+  const text = el.textContent.trim();
+  out.values.push(text);
+  const r = el.getBoundingClientRect();
+  if (r.width <= 0 || r.height <= 0 || r.left < -0.5 || r.right > window.innerWidth + 0.5
+      || el.scrollWidth > el.clientWidth + 1) out.hidden.push(text);
+}
+if (out.lang === 'zh-CN') {
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walker.nextNode());) {
+    for (const run of n.textContent.split(/[^\x00-\x7f]+/)) {
+      const words = run.split(/\s+/).map(w => w.replace(/^[(\[:,;'"]+|[)\]:,;.'"]+$/g, ''))
+        .filter(w => /^[A-Za-z]{2,}$/.test(w));
+      if (words.length >= 3) out.engine.push(run.trim());
+    }
+  }
+}
+return out;
+"#;
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"])
+            .expect("Chromium is required (scripts/test.sh installs it: apt-get install chromium chromium-driver)");
+        let chromedriver =
+            on_path(&["chromedriver"]).expect("chromedriver is required (Debian package chromium-driver)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = client();
+        let mut up = false;
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && r.status().is_success()
+            {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "chromedriver did not start");
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-dev-shm-usage",
+                     "--force-device-scale-factor=1", "--lang=zh-CN"],
+        }}}});
+        let r: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_owned();
+        Browser { driver, base, session, http }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r: Value = req.send().await.unwrap().json().await.unwrap();
+        assert!(r["value"].get("error").is_none(), "webdriver {path}: {r}");
+        r["value"].clone()
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
+    }
+
+    /// Opens `url` at `width`, checks it, and saves a full-page screenshot as `name`.
+    async fn look(&self, url: &str, width: u32, name: &str) -> Seen {
+        self.resize(width, 900).await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        let seen: Seen = serde_json::from_value(
+            self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": CHECKS, "args": []}))).await,
+        )
+        .unwrap();
+        // The whole page: the window grown to the page plus the browser's own frame
+        // (twice: a taller window may lay the page out anew).
+        for _ in 0..2 {
+            let size = self
+                .call(
+                    reqwest::Method::POST,
+                    "/execute/sync",
+                    Some(json!({"script": "return [document.documentElement.scrollHeight, \
+                        window.outerHeight - window.innerHeight];", "args": []})),
+                )
+                .await;
+            let page = size[0].as_f64().unwrap_or(seen.height);
+            let frame = size[1].as_f64().unwrap_or(0.0).max(0.0);
+            self.resize(width, ((page + frame) as u32).clamp(400, 8000)).await;
+        }
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(screens_dir().join(format!("{name}-{width}.png")), png).unwrap();
+        seen
+    }
+
+    async fn quit(mut self) {
+        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+/// The findings for one page at one width; empty when it reads well.
+fn problems(name: &str, width: u32, seen: &Seen, expect_lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let at = format!("{name} at {width} px");
+    if seen.inner_width != f64::from(width) {
+        out.push(format!("{at}: the window is {} px wide", seen.inner_width));
+    }
+    if seen.scroll_width > seen.inner_width {
+        out.push(format!("{at}: scrolls sideways ({} > {})", seen.scroll_width, seen.inner_width));
+    }
+    if !seen.hidden.is_empty() {
+        out.push(format!("{at}: summary values cut off or off-screen: {:?}", seen.hidden));
+    }
+    if seen.lang != expect_lang {
+        out.push(format!("{at}: lang is `{}`, not {expect_lang}", seen.lang));
+    }
+    if !seen.engine.is_empty() {
+        out.push(format!("{at}: English text on a Chinese page: {:?}", seen.engine));
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_mail_reads_well_on_a_phone_and_a_desktop() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let templates = Templates::load(repo, orderbridge::locale::Presentation::default()).unwrap();
+    let browser = Browser::start().await;
+    let dir = screens_dir();
+    let mut found = Vec::new();
+    for loc in LOCALES {
+        for name in TEMPLATE_NAMES {
+            let mut ctx = sample_context(loc);
+            if *name == "exception_opened" {
+                // As the acceptance page records a refusal (http::fulfilment).
+                ctx["event"]["reason"] = json!("acceptance refused by the customer: 合同金额与约定不符");
+            }
+            let r = templates.render(name, loc, ctx).unwrap();
+            let file = dir.join(format!("mail-{}-{name}.html", loc.as_str()));
+            std::fs::write(&file, &r.html).unwrap();
+            for width in WIDTHS {
+                let label = format!("mail-{}-{name}", loc.as_str());
+                let seen = browser.look(&format!("file://{}", file.display()), width, &label).await;
+                found.extend(problems(&label, width, &seen, loc.as_str()));
+                if name != &"digest" && seen.values.is_empty() {
+                    found.push(format!("{label}: no order summary"));
+                }
+            }
+            // One summary: no value of it is repeated as a text line.
+            assert!(!r.html.contains("<br>金额：") && !r.html.contains("<br>Amount:"), "{name} {loc}: facts twice");
+            // The link is a button with a short fallback, never the bare token as text.
+            if let Some(url) = r.text.lines().find(|l| l.trim_start().starts_with("https://")) {
+                let token = url.trim().rsplit('/').next().unwrap();
+                assert!(r.html.contains(&format!("href=\"{}\"", url.trim())), "{name} {loc}: no button");
+                assert!(!r.html.contains(&format!(">{}<", url.trim())), "{name} {loc}: the bare URL is shown");
+                assert!(!token.is_empty());
+            }
+            // CSS is inlined: the layout's classes carry their styles.
+            assert!(r.html.contains("style=\"") && r.html.contains("prefers-color-scheme"), "{name} {loc}");
+        }
+    }
+    browser.quit().await;
+    assert!(found.is_empty(), "{found:#?}\n(screenshots in {})", dir.display());
+}
+
+/// Everything base64 can be made to show of a token.
+fn decoded(token: &str) -> String {
+    let mut out = String::new();
+    for part in token.split('.') {
+        if let Ok(b) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    out
+}
+
+fn assert_opaque(link: &str, id: &str) {
+    let token = link.rsplit('/').next().unwrap();
+    assert!(token.starts_with("v2."), "{link}");
+    let shown = decoded(token);
+    let bare = id.trim_start_matches("ord_");
+    for secret in ["zhang.wei", "example.com", "wang.fang", "\"exp\"", bare] {
+        assert!(!shown.contains(secret) && !token.contains(secret), "`{secret}` readable in the token of {link}");
+    }
+}
+
+/// The link in the newest mail to `to` about order `id` that carries `/pages/<purpose>/`.
+fn link_to(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> Option<String> {
+    let needle = format!("/pages/{purpose}/");
+    smtp.messages().into_iter().rev().filter(|m| m.rcpt().iter().any(|r| r == to)).find_map(|m| {
+        let text = m.part("text/plain");
+        let start = text.find(&needle).filter(|_| text.contains(id))?;
+        let from = text[..start].rfind("http")?;
+        Some(text[from..].split_whitespace().next()?.to_owned())
+    })
+}
+
+async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> String {
+    wait_until(&format!("a {purpose} link to {to}"), || async { link_to(smtp, to, purpose, id).is_some() }).await;
+    link_to(smtp, to, purpose, id).unwrap()
+}
+
+/// Runs a large order to its approval page and a smaller one through delivery,
+/// acceptance, payment and the survey, looking at every page on the way.
+async fn pages_in(lang: &str) -> Vec<String> {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The Chinese run has a logo and a colour of its own (site.logo, site.color).
+    let branded = lang == "zh-CN";
+    let site: &[(&str, &str)] =
+        if branded { &[("color = \"#1f3a5f\"", "color = \"#8a1c2b\"\nlogo = \"config/logo.svg\"")] } else { &[] };
+    write_mail_config(dir.path(), erp.addr, smtp.port, site);
+    std::fs::write(
+        dir.path().join("config/logo.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\">\
+         <circle cx=\"32\" cy=\"32\" r=\"30\" fill=\"#ffffff\"/><text x=\"32\" y=\"42\" font-size=\"28\" \
+         text-anchor=\"middle\" fill=\"#8a1c2b\">银</text></svg>",
+    )
+    .unwrap();
+    if lang == "en" {
+        let d = dir.path().join("config/directory.toml");
+        let text = std::fs::read_to_string(&d).unwrap().replace("locale = \"zh-CN\"", "locale = \"en\"");
+        std::fs::write(&d, text).unwrap();
+    }
+    let app = start_in_with(dir, erp, Clock::system()).await;
+    // One stylesheet and the logo, served by the daemon itself.
+    let css = app.client.get(app.url("/pages/assets/style.css")).send().await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    let css = css.text().await.unwrap();
+    assert!(css.contains(if branded { "--accent: #8a1c2b" } else { "--accent: #1f3a5f" }), "{css}");
+    let logo = app.client.get(app.url("/pages/assets/logo")).send().await.unwrap();
+    assert_eq!(logo.status(), if branded { 200 } else { 404 });
+    let browser = Browser::start().await;
+    let mut found = Vec::new();
+    let mut look = async |url: &str, name: &str| {
+        for width in WIDTHS {
+            let label = format!("page-{lang}-{name}");
+            let seen = browser.look(url, width, &label).await;
+            found.extend(problems(&label, width, &seen, lang));
+            if seen.values.is_empty() {
+                found.push(format!("{label}: no summary values"));
+            }
+        }
+    };
+    let with_locale = |mut d: Value| {
+        d["deal"]["customer"]["locale"] = json!(lang);
+        d
+    };
+
+    // A large order: two approval levels; the approval page and the first status page.
+    let (s, b) = app.post_webhook(&with_locale(deal("D-SCR-1", 1, "1250000.00"))).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let large = b["order_id"].as_str().unwrap().to_owned();
+    let approval = wait_link(&smtp, "wang.fang@bank.example", "approval", &large).await;
+    assert_opaque(&approval, &large);
+    let page = app.client.get(&approval).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("style-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/pages/assets/style.css") && !html.contains("<style"), "{html}");
+    assert_eq!(html.contains("<img src=\"/pages/assets/logo\""), branded, "{html}");
+    look(&approval, "approval").await;
+    let status = wait_link(&smtp, "zhang.wei@example.com", "status", &large).await;
+    assert_opaque(&status, &large);
+    look(&status, "status-received").await;
+    // A link of the first format (readable, HMAC-signed) still opens its page until it expires.
+    let signer = app.state.links.as_ref().unwrap();
+    let token = status.rsplit('/').next().unwrap();
+    let now = app.state.clock.now();
+    let claims = signer.verify(token, orderbridge::links::LinkPurpose::Status, now).unwrap();
+    let old = signer.legacy_token(&claims);
+    assert!(decoded(&old).contains("zhang.wei@example.com"), "the first format shows the address");
+    let r = app.client.get(app.url(&format!("/pages/status/{old}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut forged = old.into_bytes();
+    let i = forged.len() - 10;
+    forged[i] = if forged[i] == b'x' { b'y' } else { b'x' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = app.client.get(app.url(&format!("/pages/status/{forged}"))).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a changed token is refused");
+
+    // A smaller order, approved, delivered: acceptance; then paid: the survey.
+    let (s, b) = app.post_webhook(&with_locale(deal("D-SCR-2", 1, "500000.00"))).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .api_post_json(
+            &format!("/orders/{id}/approvals"),
+            &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意"}),
+        )
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    wait_until("both tasks reach the ERP", || async { app.erp.tasks().len() == 2 }).await;
+    deliver(&app, &id).await;
+    let acceptance = wait_link(&smtp, "zhang.wei@example.com", "acceptance", &id).await;
+    assert_opaque(&acceptance, &id);
+    look(&acceptance, "acceptance").await;
+    let status = wait_link(&smtp, "zhang.wei@example.com", "status", &id).await;
+    assert_opaque(&status, &id);
+    look(&status, "status-delivered").await;
+    let answer = app.client.post(&acceptance).form(&[("decision", "accept"), ("note", "")]).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    wait_until("the invoice is issued", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    let order = app.order(&id).await;
+    let inv = order["fulfilment"]["invoice"]["number"].clone();
+    let pay = json!({"type": "payment.received", "payment_id": "BANK-SCR-1",
+        "amount": {"amount": "500000.00", "currency": "CNY"}, "invoice_number": inv});
+    let (s, b) = system_event(&app, "demo-finance", &pay).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("closed")), "{b}");
+    let survey = wait_link(&smtp, "zhang.wei@example.com", "survey", &id).await;
+    assert_opaque(&survey, &id);
+    look(&survey, "survey").await;
+    // The status page of the closed order: every step done, with its day.
+    let closed = status;
+    let html = app.client.get(&closed).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("class=\"stepper\"") && !html.contains("class=\"todo\""), "{html}");
+    look(&closed, "status-closed").await;
+    browser.quit().await;
+    app.stop().await;
+    found
+}
+
+#[tokio::test]
+async fn every_page_reads_well_on_a_phone_and_a_desktop_in_chinese_and_english() {
+    let mut found = pages_in("zh-CN").await;
+    found.extend(pages_in("en").await);
+    assert!(found.is_empty(), "{found:#?}\n(screenshots in {})", screens_dir().display());
+}
