@@ -201,6 +201,10 @@ impl Engine for RedbEngine {
         })
     }
 
+    fn failure(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
     fn sync(&self) -> Result<(), String> {
         // An empty durable commit makes every non-durable commit before it durable.
         self.commit(Durability::Immediate, |_| Ok(())).map_err(|e| match e {

@@ -89,6 +89,10 @@ pub trait Engine: Send + Sync + 'static {
     fn write(&self, batch: Batch) -> Result<(), EngineError>;
     /// Makes every applied batch durable (flush and fsync).
     fn sync(&self) -> Result<(), String>;
+    /// The failure the engine latched, if it refuses all work after one (redb).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Engine for Box<dyn Engine> {
@@ -103,6 +107,9 @@ impl Engine for Box<dyn Engine> {
     }
     fn sync(&self) -> Result<(), String> {
         (**self).sync()
+    }
+    fn failure(&self) -> Option<String> {
+        (**self).failure()
     }
 }
 
@@ -393,11 +400,9 @@ impl<E: Engine> KvStore<E> {
 
     fn load_order(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
         let k = order_key(id);
-        match self.engine.get(&k)? {
+        match self.get(&k)? {
             Some(v) => self.read_order_row(&k, &v).map(Some),
-            None if self.engine.get(&key(QUARANTINE, &[&k]))?.is_some() => {
-                Err(StoreError::Quarantined(format!("order {id}")))
-            }
+            None if self.get(&key(QUARANTINE, &[&k]))?.is_some() => Err(StoreError::Quarantined(format!("order {id}"))),
             None => Ok(None),
         }
     }
@@ -429,7 +434,7 @@ impl<E: Engine> KvStore<E> {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = row?;
+            let (k, v) = row.map_err(|e| self.fault(e))?;
             if !keep(&k) {
                 continue;
             }
@@ -443,6 +448,21 @@ impl<E: Engine> KvStore<E> {
         Ok(out)
     }
 
+    /// A row as the engine holds it.
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.engine.get(k).map_err(|e| self.fault(e))
+    }
+
+    /// An engine error as readers report it: once the store has failed (a write or
+    /// sync was refused), every error after is that failure, so a request answers
+    /// `store_failed` and not a generic error.
+    fn fault(&self, e: EngineError) -> StoreError {
+        match self.committer.failure().or_else(|| self.engine.failure()) {
+            Some(f) => StoreError::Failed(f),
+            None => e.into(),
+        }
+    }
+
     /// A row as the next commit will find it: written by a batch the committer has
     /// not written yet, or else stored. Only the precondition checks (under the
     /// write lock) read through this; readers see what the engine holds.
@@ -450,7 +470,7 @@ impl<E: Engine> KvStore<E> {
         if let Some((v, _)) = self.pending_writes.lock().expect("pending writes").get(k) {
             return Ok(v.clone());
         }
-        Ok(self.engine.get(k)?)
+        self.get(k)
     }
 
     fn exists(&self, k: &[u8]) -> Result<bool, StoreError> {
@@ -755,7 +775,7 @@ impl<E: Engine> KvStore<E> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             // Gone since the index was read: performed or rescheduled meanwhile.
-            let Some(v) = self.engine.get(&k)? else { continue };
+            let Some(v) = self.get(&k)? else { continue };
             match decode::<EffectRecord>(&v) {
                 Ok(e) => out.push(e),
                 Err(e) => {

@@ -38,7 +38,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
         Box::pin(async move {
             let k = pair(EXTERNAL, source.connector.as_str(), source.id.as_str().as_bytes());
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => {
                     id_of(&v).map(Some).ok_or_else(|| StoreError::Corrupt("external-id index: bad order id".into()))
@@ -65,7 +65,7 @@ impl<E: Engine> Store for KvStore<E> {
                         if out.len() >= limit {
                             break;
                         }
-                        let (k, v) = row?;
+                        let (k, v) = row.map_err(|e| self.fault(e))?;
                         match self.read_order_row(&k, &v) {
                             Ok(r) => out.push(r),
                             Err(StoreError::Quarantined(_)) => {}
@@ -83,7 +83,7 @@ impl<E: Engine> Store for KvStore<E> {
                         if out.len() >= limit {
                             break;
                         }
-                        let (k, _) = row?;
+                        let (k, _) = row.map_err(|e| self.fault(e))?;
                         let Some(id) = id_of(&k[prefix.len()..]) else { continue };
                         match self.load_order(id) {
                             Ok(Some(r)) => out.push(r),
@@ -125,7 +125,7 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn invoice_order<'a>(&'a self, number: &'a str) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
-        Box::pin(async move { Ok(self.engine.get(&key(INVOICES, &[number.as_bytes()]))?.and_then(|v| id_of(&v))) })
+        Box::pin(async move { Ok(self.get(&key(INVOICES, &[number.as_bytes()]))?.and_then(|v| id_of(&v))) })
     }
 
     fn payment<'a>(
@@ -135,7 +135,7 @@ impl<E: Engine> Store for KvStore<E> {
     ) -> BoxFuture<'a, Result<Option<PaymentOutcome>, StoreError>> {
         Box::pin(async move {
             let k = payment_key(PAYMENTS, source, payment_id);
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("payment {source}/{payment_id}")).map(Some),
             }
@@ -153,7 +153,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn used<'a>(&'a self, once: &'a str) -> BoxFuture<'a, Result<Option<UsedLink>, StoreError>> {
         Box::pin(async move {
             let k = key(LINKS, &[once.as_bytes()]);
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || "a spent link".to_owned()).map(Some),
             }
@@ -163,7 +163,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn job_state<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
         Box::pin(async move {
             let k = key(JOBS, &[name.as_bytes()]);
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("job state {name}")).map(Some),
             }
@@ -182,7 +182,7 @@ impl<E: Engine> Store for KvStore<E> {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, _) = row?;
+                let (k, _) = row.map_err(|e| self.fault(e))?;
                 let (Some(due), Some(id)) = (
                     k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes),
                     k.get(9..25).and_then(id_of),
@@ -235,7 +235,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let k = due_key(effect);
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("effect {}", effect.id)).map(Some),
             }
@@ -253,7 +253,7 @@ impl<E: Engine> Store for KvStore<E> {
     fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let k = key(DEAD, &[&id.key()]);
-            match self.engine.get(&k)? {
+            match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("dead letter {id}")).map(Some),
             }
@@ -264,7 +264,7 @@ impl<E: Engine> Store for KvStore<E> {
         Box::pin(async move {
             let mut out = Vec::new();
             for row in self.engine.range(&[QUARANTINE], &[QUARANTINE + 1]) {
-                let (k, v) = row?;
+                let (k, v) = row.map_err(|e| self.fault(e))?;
                 out.push(decode::<Quarantined>(&v).unwrap_or_else(|e| Quarantined {
                     what: hex::encode(&k[1..]),
                     error: format!("the quarantine entry itself cannot be read: {e}"),
