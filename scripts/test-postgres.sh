@@ -7,7 +7,7 @@
 #
 #   source scripts/test-postgres.sh && cargo test --test api store::
 #
-# The cluster is for tests only: trust authentication on 127.0.0.1, fsync off (it is
+# The cluster is for tests only: trust authentication on 127.0.0.1, fsync off unless PG_FSYNC=on (it is
 # deleted at exit; what PostgreSQL does on a power cut is not what the tests check).
 
 pg_bin() {
@@ -46,7 +46,7 @@ PG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0
 "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 \
   || { cat "$PG_DIR/initdb.log" >&2; return 1 2>/dev/null || exit 1; }
 "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off -c max_connections=400" start >/dev/null \
+  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=${PG_FSYNC:-off} -c max_connections=400" start >/dev/null \
   || { cat "$PG_DIR/server.log" >&2; return 1 2>/dev/null || exit 1; }
 stop_test_postgres() {
   "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
