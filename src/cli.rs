@@ -709,7 +709,7 @@ async fn store_copy(
         .to_string()
     } else {
         match crate::store::dump::copy(&from, &to, metrics.clone()).await {
-            Err(StoreError::Locked(_)) => bail!("a store is in use (is the daemon running?); stop it before copying"),
+            Err(e @ StoreError::Locked(_)) => bail!("{e}; stop it before copying"),
             other => other.context("copying the store")?,
         }
         .to_string()

@@ -100,9 +100,20 @@ fn pg_options(o: &Options) -> Result<&super::postgres::PgOptions, StoreError> {
 }
 
 /// Opens the source (an embedded store's layout is upgraded first, as at any open).
+/// A database a daemon still works on (a job lease held) is refused, as an embedded
+/// store in use is (`Locked`).
 async fn open_source(from: &Options, metrics: Arc<Metrics>) -> Result<Side, StoreError> {
     Ok(match from.backend {
-        Backend::Postgres => Side::Pg(PgStore::open(pg_options(from)?).await?),
+        Backend::Postgres => {
+            let s = PgStore::open(pg_options(from)?).await?;
+            if let Some((job, holder, until)) = s.live_lease().await? {
+                return Err(StoreError::Locked(format!(
+                    "the database (daemon {holder} holds the lease on `{job}` until {until}; a stopped daemon's \
+                     lease lapses then)"
+                )));
+            }
+            Side::Pg(s)
+        }
         _ => Side::Kv(KvStore::open(super::open_engine(from)?, std::time::Duration::ZERO, metrics)?),
     })
 }

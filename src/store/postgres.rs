@@ -1214,6 +1214,20 @@ impl PgStore {
         Ok(!any)
     }
 
+    /// A job lease still held (its name, holder and end), if any: a daemon runs on
+    /// the database, or stopped less than a lease ago (`store copy` refuses then).
+    ///
+    /// # Errors
+    /// `Io` when the database cannot be read.
+    pub async fn live_lease(&self) -> Result<Option<(String, String, DateTime<Utc>)>, StoreError> {
+        let row =
+            sqlx::query("SELECT name, holder, until FROM job_leases WHERE until > now() ORDER BY until DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
     /// Rows of `table` as (first key, second key, record), decoded; undecodable ones
     /// are quarantined and skipped. `cols` names the key columns (the second may be empty) and the record.
     async fn keyed<T: DeserializeOwned>(

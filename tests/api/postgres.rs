@@ -218,10 +218,19 @@ async fn store_copy_moves_an_embedded_store_into_postgres_and_back() {
         assert_eq!(store.counts().dead, 1);
     }
 
-    // And back, from PostgreSQL into a new embedded store.
+    // And back, from PostgreSQL into a new embedded store: not while a daemon holds a
+    // job lease on the database.
     let back = dir.path().join("back");
-    let (code, out, text) =
-        cli(args(&["store", "copy", "--to-backend", "redb", "--to-path", back.to_str().unwrap()]), on_pg).await;
+    let copy_back = args(&["store", "copy", "--to-backend", "redb", "--to-path", back.to_str().unwrap()]);
+    let admin = orderbridge::store::postgres::connect(&pg).await.unwrap();
+    let lease = "INSERT INTO job_leases (name, holder, until) VALUES ('scheduler', 'h1', now() + interval '1 hour')";
+    sqlx::query(lease).execute(&admin).await.unwrap();
+    let (code, _, text) = cli(copy_back.clone(), on_pg.clone()).await;
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("holds the lease on `scheduler`"), "{text}");
+    assert!(!back.exists() || std::fs::read_dir(&back).unwrap().next().is_none(), "nothing written");
+    sqlx::query("DELETE FROM job_leases").execute(&admin).await.unwrap();
+    let (code, out, text) = cli(copy_back, on_pg).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(out.contains("audit intact on the copy: 4 orders") && out.contains("(1 unmatched)"), "{out}");
     let on_back = vec![
