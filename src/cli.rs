@@ -105,16 +105,21 @@ pub enum StoreCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Copy the store (stopped daemon) into a new, empty one: another backend, or the
-    /// same one elsewhere (a compacted copy). Verifies every hash chain on the copy.
-    /// Point `store.backend` and `store.path` at the copy to use it.
+    /// Copy the store (stopped daemon) into a new, empty one: another backend (also
+    /// PostgreSQL, either way), or the same one elsewhere (a compacted copy). Verifies
+    /// every hash chain on the copy. Point `store.backend` and `store.path` (or
+    /// `store.url`) at the copy to use it.
     Copy {
         /// The target's backend (default: the configured one).
         #[arg(long)]
         to_backend: Option<String>,
-        /// The target's directory (must not hold a store).
+        /// The target's directory, for an embedded backend (must not hold a store).
         #[arg(long)]
-        to_path: PathBuf,
+        to_path: Option<PathBuf>,
+        /// The target database, for `--to-backend postgres`: a secret reference,
+        /// `${ENV_NAME}` or `file:PATH` (its tables must be empty).
+        #[arg(long)]
+        to_url: Option<String>,
     },
 }
 
@@ -243,7 +248,9 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
         Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
-        Command::Store(StoreCmd::Copy { to_backend, to_path }) => store_copy(&dir, to_backend, to_path).await,
+        Command::Store(StoreCmd::Copy { to_backend, to_path, to_url }) => {
+            store_copy(&dir, to_backend, to_path, to_url).await
+        }
         Command::Migrate => migrate(&dir).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
@@ -647,13 +654,16 @@ async fn migrate(dir: &Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) -> anyhow::Result<i32> {
+async fn store_copy(
+    dir: &Path,
+    to_backend: Option<String>,
+    to_path: Option<PathBuf>,
+    to_url: Option<String>,
+) -> anyhow::Result<i32> {
+    use crate::store::{Backend, postgres::PgOptions};
     let settings = Settings::load_with(dir, false)
         .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
     let from = settings.store.clone();
-    if !from.backend.is_embedded() || to_backend.as_deref() == Some("postgres") {
-        bail!("store copy moves embedded stores (fjall, sled, redb) only; to or from PostgreSQL is not supported yet");
-    }
     if !crate::store::exists(&from) {
         bail!("no store at {} (is --config-dir right? store.path is relative to it)", from.path.display());
     }
@@ -661,24 +671,50 @@ async fn store_copy(dir: &Path, to_backend: Option<String>, to_path: PathBuf) ->
         Some(b) => b.parse().map_err(|e: String| anyhow::anyhow!(e))?,
         None => from.backend,
     };
-    let to = crate::store::Options { backend, path: to_path, ..from.clone() };
-    if to.path == from.path {
-        bail!("the target must be another directory than the store itself");
-    }
-    let metrics = Arc::new(Metrics::default());
-    let copied = match crate::store::copy(&from, &to, metrics.clone()).await {
-        Err(StoreError::Locked(_)) => bail!("a store is in use (is the daemon running?); stop it before copying"),
-        other => other.context("copying the store")?,
+    let to = if backend == Backend::Postgres {
+        let Some(url) = to_url else {
+            bail!("--to-backend postgres needs --to-url '${{ENV_NAME}}' (or file:PATH) naming the target database")
+        };
+        let url = crate::settings::SecretRef::parse(&url)
+            .and_then(|r| r.resolve(dir))
+            .map_err(|e| anyhow::anyhow!("--to-url: {e}"))?;
+        if from.postgres.as_ref().is_some_and(|p| p.url.expose_secret() == url.expose_secret()) {
+            bail!("the target must be another database than the store itself");
+        }
+        let base = from.postgres.clone().unwrap_or(PgOptions {
+            url: url.clone(),
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(30),
+            lease: std::time::Duration::from_secs(60),
+        });
+        crate::store::Options { backend, postgres: Some(PgOptions { url, ..base }), ..from.clone() }
+    } else {
+        let Some(path) = to_path else { bail!("--to-backend {} needs --to-path DIR", backend.name()) };
+        if path == from.path {
+            bail!("the target must be another directory than the store itself");
+        }
+        crate::store::Options { backend, path, postgres: None, ..from.clone() }
     };
-    println!(
-        "copied {} rows ({} bytes) from {} ({}) to {} ({})",
-        copied.keys,
-        copied.bytes,
-        from.path.display(),
-        from.backend.name(),
-        to.path.display(),
-        to.backend.name()
-    );
+    let metrics = Arc::new(Metrics::default());
+    let name = |o: &crate::store::Options| {
+        if o.backend.is_embedded() { o.path.display().to_string() } else { "the database".to_owned() }
+    };
+    let (from_name, to_name) = (name(&from), name(&to));
+    let copied = if from.backend.is_embedded() && to.backend.is_embedded() {
+        match crate::store::copy(&from, &to, metrics.clone()).await {
+            Err(StoreError::Locked(_)) => bail!("a store is in use (is the daemon running?); stop it before copying"),
+            other => other.context("copying the store")?,
+        }
+        .to_string()
+    } else {
+        match crate::store::dump::copy(&from, &to, metrics.clone()).await {
+            Err(e @ StoreError::Locked(_)) => bail!("{e}; stop it before copying"),
+            other => other.context("copying the store")?,
+        }
+        .to_string()
+    };
+    println!("copied {copied} from {from_name} ({}) to {to_name} ({})", from.backend.name(), to.backend.name());
     // The copy's own handle on the target is closed; sled lets its file lock go a
     // moment later, so a lock still held by this process is waited for, briefly.
     let mut attempts = 0;

@@ -25,6 +25,7 @@
 
 pub mod codec;
 pub mod commit;
+pub mod dump;
 pub mod fjall_engine;
 pub mod kv;
 pub mod postgres;
@@ -437,7 +438,7 @@ pub struct Options {
     pub postgres: Option<postgres::PgOptions>,
 }
 
-fn no_postgres() -> StoreError {
+pub(crate) fn no_postgres() -> StoreError {
     StoreError::Io("store.backend = \"postgres\" needs store.url".into())
 }
 
@@ -487,8 +488,15 @@ pub struct Copied {
     pub bytes: u64,
 }
 
-/// Copies every row of the store at `from` into a new store at `to` (another
-/// engine, or the same engine in another directory: a compacted copy). The target
+impl std::fmt::Display for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} rows ({} bytes)", self.keys, self.bytes)
+    }
+}
+
+/// Copies every row of the embedded store at `from` into a new store at `to` (another
+/// engine, or the same engine in another directory: a compacted copy); to or from
+/// PostgreSQL, `dump::copy`. The target
 /// must be empty; `from` must not be in use. The copy is synced before it returns;
 /// the caller verifies it (`orderbridge store copy` runs `audit verify` on it).
 ///

@@ -876,3 +876,56 @@ async fn postgres_claims_and_job_leases_have_one_holder_until_they_lapse() {
     assert!(b.try_lease("scheduler", ttl).await.unwrap(), "a lapsed lease is taken over");
     assert!(!a.try_lease("scheduler", ttl).await.unwrap());
 }
+
+/// `store::dump::copy` carries what the CLI test does not reach: spent links, job
+/// state, quarantined rows and a timer, from sled into PostgreSQL and on into fjall;
+/// each target answers the same, its timer index derived from the order.
+#[tokio::test]
+async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules();
+    let sled = options(Backend::Sled, dir.path());
+    let (big, used) = {
+        let store =
+            KvStore::open(engine(Backend::Sled, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+        let orders = Orders::new(store.clone());
+        let big = orders.ingest(inbound("CP-1", 1, "5000000.00", "C-CP"), &rules, Utc::now()).await.unwrap();
+        let bad = orders.ingest(inbound("CP-2", 1, "500.00", "C-CP"), &rules, Utc::now()).await.unwrap();
+        let used = UsedLink { at: Utc::now(), order_id: big.order_id, seq: 1 };
+        let step = Step {
+            spend: Some(("link-cp".to_owned(), used.clone())),
+            jobs: vec![("poll:demo".into(), serde_json::json!({"watermark": 7}))],
+            ..Step::default()
+        };
+        store.commit(vec![step]).await.unwrap();
+        // One order row damaged in place, then read: quarantined.
+        let mut b = Batch::default();
+        let mut k = vec![tags::ORDERS];
+        k.extend_from_slice(bad.order_id.as_bytes());
+        b.put(k, b"\x00\x00\x00\x05{not json".to_vec());
+        store.engine().write(b).unwrap();
+        store.flush().await.unwrap();
+        assert!(store.order(bad.order_id).await.is_err());
+        (big, used)
+    };
+    let pg = store::Options {
+        backend: Backend::Postgres,
+        postgres: Some(crate::postgres::fresh_database().await),
+        ..sled.clone()
+    };
+    let fjall = options(Backend::Fjall, dir.path());
+    for (from, to) in [(&sled, &pg), (&pg, &fjall)] {
+        let moved = store::dump::copy(from, to, Arc::new(Metrics::default())).await.unwrap();
+        assert_eq!((moved.orders, moved.links, moved.jobs, moved.quarantined), (1, 1, 1, 1), "{moved}");
+        let store = Subject { options: to.clone(), _dir: tempfile::tempdir().unwrap() }.open().await;
+        let name = to.backend.name();
+        assert_eq!(store.used("link-cp").await.unwrap(), Some(used.clone()), "{name}");
+        assert_eq!(store.job_state("poll:demo").await.unwrap(), Some(serde_json::json!({"watermark": 7})), "{name}");
+        assert_eq!(store.counts().quarantined, 1, "{name}");
+        assert!(store.quarantined().await.unwrap()[0].what.starts_with("order "), "{name}");
+        let rec = store.order(big.order_id).await.unwrap().unwrap();
+        let due = rec.next_timer().unwrap();
+        assert_eq!(store.due_timers(due, 10).await.unwrap(), vec![(big.order_id, truncated(due))], "{name}");
+        assert_eq!(Orders::new(store).verify_audit().await.unwrap().broken, None, "{name}");
+    }
+}
