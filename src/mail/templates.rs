@@ -62,8 +62,43 @@ pub struct Templates {
     fragments: BTreeSet<String>,
 }
 
+/// The pages' own sentences (`pages/words.html`, one per key); each must say something
+/// in every locale.
+pub const WORD_KEYS: &[&str] = &[
+    "title.survey",
+    "title.acceptance",
+    "title.approval",
+    "title.status",
+    "title.thanks",
+    "title.refused",
+    "done.survey",
+    "done.accepted",
+    "done.not_accepted",
+    "done.approval_waiting",
+    "done.approval",
+    "error.form",
+    "error.score",
+    "error.acceptance_decision",
+    "error.acceptance_reason",
+    "error.approval_decision",
+    "error.approval_reason",
+    "refused.invalid",
+    "refused.expired",
+    "refused.disabled",
+    "refused.no_order",
+    "refused.busy",
+    "refused.survey_answered",
+    "refused.survey_closed",
+    "refused.acceptance_state",
+    "refused.approval_used",
+    "refused.approval_restarted",
+    "refused.approval_state",
+    "refused.approval_stale",
+    "who.system",
+];
+
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance", "approval"];
+pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance", "approval", "words"];
 
 pub fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -84,6 +119,88 @@ fn parse_time(v: &Value) -> Result<DateTime<Utc>, Error> {
         .map_err(|_| invalid(format!("datetime: `{s}` is not an RFC 3339 timestamp")))
 }
 
+/// The environment every template is rendered in: limits, escaping and filters.
+fn environment(presentation: Presentation) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
+    env.set_keep_trailing_newline(false);
+    let tz = presentation.time_zone;
+    env.add_filter("money", |state: &State, v: Value| -> Result<String, Error> {
+        let amount = v.get_attr("amount")?;
+        let currency = v.get_attr("currency")?;
+        let m = Money::parse(&amount.to_string(), &currency.to_string())
+            .map_err(|e| invalid(format!("money: {v} is not an amount with a currency ({e})")))?;
+        Ok(locale::money(&m, locale_of(state)))
+    });
+    env.add_filter("datetime", move |state: &State, v: Value| -> Result<String, Error> {
+        Ok(locale::datetime(parse_time(&v)?, tz, locale_of(state)))
+    });
+    env.add_filter("date", move |state: &State, v: Value| -> Result<String, Error> {
+        let s = v.as_str().unwrap_or_default();
+        let day = match s.parse::<NaiveDate>() {
+            Ok(d) => d,
+            Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
+        };
+        Ok(locale::date(day, locale_of(state)))
+    });
+    env.add_filter("short_date", move |state: &State, v: Value| -> Result<String, Error> {
+        let s = v.as_str().unwrap_or_default();
+        let day = match s.parse::<NaiveDate>() {
+            Ok(d) => d,
+            Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
+        };
+        Ok(locale::short_date(day, locale_of(state)))
+    });
+    env.add_filter("label", |state: &State, v: Value| -> String {
+        let code = v.to_string();
+        locale::label(&code, locale_of(state)).to_owned()
+    });
+    env.add_filter("paragraphs", |v: Value| -> Vec<String> {
+        v.to_string().split("\n\n").map(|p| p.trim_matches('\n').to_owned()).filter(|p| !p.trim().is_empty()).collect()
+    });
+    env.add_filter("lines", |v: Value| -> Vec<String> { v.to_string().lines().map(str::to_owned).collect() });
+    env.add_filter("amount_words", |state: &State, v: Value| -> Result<String, Error> {
+        let m = Money::parse(&v.get_attr("amount")?.to_string(), &v.get_attr("currency")?.to_string())
+            .map_err(|e| invalid(format!("amount_words: {v} is not an amount with a currency ({e})")))?;
+        Ok(locale::amount_words(&m, locale_of(state)))
+    });
+    env.add_filter("in_locale", |state: &State, v: Value| -> String {
+        locale::bilingual(&v.to_string(), locale_of(state)).to_owned()
+    });
+    env.add_filter("shortlink", |v: Value| -> String { short_link(&v.to_string()) });
+    env.add_filter("blocks", |v: Value, links: Option<Value>| -> Value {
+        let links: Vec<(String, String)> = links
+            .and_then(|l| serde_json::to_value(&l).ok())
+            .and_then(|l| serde_json::from_value::<std::collections::BTreeMap<String, String>>(l).ok())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        Value::from_serialize(blocks(&v.to_string(), &links))
+    });
+    env
+}
+
+/// The shipped page text (`config/templates/<locale>/pages/*.html`), compiled in: what
+/// the pages say when a configuration has no templates of its own. The same files,
+/// not a second copy of their wording.
+const BUILTIN_PAGES: &[(&str, &str)] = &[
+    ("zh-CN/pages/history.html", include_str!("../../config/templates/zh-CN/pages/history.html")),
+    ("zh-CN/pages/refusal.html", include_str!("../../config/templates/zh-CN/pages/refusal.html")),
+    ("zh-CN/pages/status.html", include_str!("../../config/templates/zh-CN/pages/status.html")),
+    ("zh-CN/pages/survey.html", include_str!("../../config/templates/zh-CN/pages/survey.html")),
+    ("zh-CN/pages/acceptance.html", include_str!("../../config/templates/zh-CN/pages/acceptance.html")),
+    ("zh-CN/pages/approval.html", include_str!("../../config/templates/zh-CN/pages/approval.html")),
+    ("zh-CN/pages/words.html", include_str!("../../config/templates/zh-CN/pages/words.html")),
+    ("en/pages/history.html", include_str!("../../config/templates/en/pages/history.html")),
+    ("en/pages/refusal.html", include_str!("../../config/templates/en/pages/refusal.html")),
+    ("en/pages/status.html", include_str!("../../config/templates/en/pages/status.html")),
+    ("en/pages/survey.html", include_str!("../../config/templates/en/pages/survey.html")),
+    ("en/pages/acceptance.html", include_str!("../../config/templates/en/pages/acceptance.html")),
+    ("en/pages/approval.html", include_str!("../../config/templates/en/pages/approval.html")),
+    ("en/pages/words.html", include_str!("../../config/templates/en/pages/words.html")),
+];
+
 impl Templates {
     /// Loads and compiles every template; a syntax error is reported at its file and line.
     ///
@@ -92,68 +209,7 @@ impl Templates {
     /// locale, and errors found by rendering each template with a sample order.
     pub fn load(config_dir: &Path, presentation: Presentation) -> Result<Templates, Vec<Diagnostic>> {
         let root = dir(config_dir);
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
-        env.set_keep_trailing_newline(false);
-        let tz = presentation.time_zone;
-        env.add_filter("money", |state: &State, v: Value| -> Result<String, Error> {
-            let amount = v.get_attr("amount")?;
-            let currency = v.get_attr("currency")?;
-            let m = Money::parse(&amount.to_string(), &currency.to_string())
-                .map_err(|e| invalid(format!("money: {v} is not an amount with a currency ({e})")))?;
-            Ok(locale::money(&m, locale_of(state)))
-        });
-        env.add_filter("datetime", move |state: &State, v: Value| -> Result<String, Error> {
-            Ok(locale::datetime(parse_time(&v)?, tz, locale_of(state)))
-        });
-        env.add_filter("date", move |state: &State, v: Value| -> Result<String, Error> {
-            let s = v.as_str().unwrap_or_default();
-            let day = match s.parse::<NaiveDate>() {
-                Ok(d) => d,
-                Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
-            };
-            Ok(locale::date(day, locale_of(state)))
-        });
-        env.add_filter("short_date", move |state: &State, v: Value| -> Result<String, Error> {
-            let s = v.as_str().unwrap_or_default();
-            let day = match s.parse::<NaiveDate>() {
-                Ok(d) => d,
-                Err(_) => parse_time(&v)?.with_timezone(&tz).date_naive(),
-            };
-            Ok(locale::short_date(day, locale_of(state)))
-        });
-        env.add_filter("label", |state: &State, v: Value| -> String {
-            let code = v.to_string();
-            locale::label(&code, locale_of(state)).to_owned()
-        });
-        env.add_filter("paragraphs", |v: Value| -> Vec<String> {
-            v.to_string()
-                .split("\n\n")
-                .map(|p| p.trim_matches('\n').to_owned())
-                .filter(|p| !p.trim().is_empty())
-                .collect()
-        });
-        env.add_filter("lines", |v: Value| -> Vec<String> { v.to_string().lines().map(str::to_owned).collect() });
-        env.add_filter("amount_words", |state: &State, v: Value| -> Result<String, Error> {
-            let m = Money::parse(&v.get_attr("amount")?.to_string(), &v.get_attr("currency")?.to_string())
-                .map_err(|e| invalid(format!("amount_words: {v} is not an amount with a currency ({e})")))?;
-            Ok(locale::amount_words(&m, locale_of(state)))
-        });
-        env.add_filter("in_locale", |state: &State, v: Value| -> String {
-            locale::bilingual(&v.to_string(), locale_of(state)).to_owned()
-        });
-        env.add_filter("shortlink", |v: Value| -> String { short_link(&v.to_string()) });
-        env.add_filter("blocks", |v: Value, links: Option<Value>| -> Value {
-            let links: Vec<(String, String)> = links
-                .and_then(|l| serde_json::to_value(&l).ok())
-                .and_then(|l| serde_json::from_value::<std::collections::BTreeMap<String, String>>(l).ok())
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default();
-            Value::from_serialize(blocks(&v.to_string(), &links))
-        });
-
+        let mut env = environment(presentation);
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
         let mut files = Vec::new();
@@ -223,6 +279,22 @@ impl Templates {
         if problems.is_empty() { Ok(t) } else { Err(problems) }
     }
 
+    /// The shipped page text only (compiled in), for a configuration without templates.
+    ///
+    /// # Panics
+    /// Never in a build whose shipped templates compile (a test renders them all).
+    #[must_use]
+    pub fn builtin_pages(presentation: Presentation) -> Templates {
+        let mut env = environment(presentation);
+        let mut fragments = BTreeSet::new();
+        for (name, src) in BUILTIN_PAGES {
+            env.add_template(name, src).expect("the shipped page text compiles");
+            let file = name.rsplit('/').next().unwrap_or(name);
+            fragments.insert(file.trim_end_matches(".html").to_owned());
+        }
+        Templates { env, names: BTreeSet::new(), documents: BTreeSet::new(), fragments }
+    }
+
     /// Every known template in every locale, rendered with a sample order.
     fn self_check(&self, root: &Path, broken: &BTreeSet<String>) -> Vec<Diagnostic> {
         let mut out = Vec::new();
@@ -282,9 +354,16 @@ impl Templates {
                     continue;
                 }
                 for ctx in sample_page_contexts().into_iter().filter(|c| fits(name, c)) {
-                    if let Err(e) = self.render_fragment(name, loc, ctx) {
-                        out.push(e.diagnostic(root));
-                        break;
+                    match self.render_fragment(name, loc, ctx.clone()) {
+                        Err(e) => {
+                            out.push(e.diagnostic(root));
+                            break;
+                        }
+                        Ok(text) if name == "words" && text.is_empty() => out.push(Diagnostic::file(
+                            &root.join(loc.as_str()).join("pages").join("words.html"),
+                            format!("says nothing for `{}`: every key needs a sentence", ctx["key"]),
+                        )),
+                        Ok(_) => {}
                     }
                 }
             }
@@ -524,6 +603,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
         "refusal" => ctx.get("refusal").is_some(),
         "status" => ctx.get("steps").is_some(),
         "survey" | "acceptance" | "approval" => ctx.get("max_comment").is_some(),
+        "words" => ctx.get("key").is_some(),
         _ => true,
     }
 }
@@ -558,6 +638,7 @@ pub fn sample_page_contexts() -> Vec<serde_json::Value> {
         .into_iter()
         .map(|event| serde_json::json!({"event": event, "who": "李娜", "amount": amount, "at": "2026-11-26T09:30:00Z"}))
         .chain(refusals.into_iter().map(|refusal| serde_json::json!({"refusal": refusal})))
+        .chain(WORD_KEYS.iter().map(|key| serde_json::json!({"key": key, "state": "delivered", "at": "2026-11-26T09:30:00Z"})))
         .chain([serde_json::json!({
             "token": "v2.TOKEN", "error": "请选择 1 到 5 分的评分。", "max_comment": 2000,
             "note": "合同已签署", "tasks": ["合同生成 / Contract"], "level": 1, "of": 2,
@@ -772,5 +853,21 @@ mod tests {
         assert!(has("config/templates/en/survey.txt:5"), "{shown:#?}");
         assert!(shown.iter().any(|s| s.contains("zh-CN/digest.txt") && s.contains("missing")), "{shown:#?}");
         assert!(has("zh-CN/order_received.txt:1") && has("unknown filter"), "{shown:#?}");
+    }
+
+    #[test]
+    fn builtin_page_text_says_every_sentence_in_both_locales() {
+        let t = Templates::builtin_pages(Presentation {
+            time_zone: chrono_tz::Asia::Shanghai,
+            default_locale: Locale::ZhCn,
+        });
+        for loc in LOCALES {
+            for ctx in sample_page_contexts().into_iter().filter(|c| fits("words", c)) {
+                let text = t.render_fragment("words", loc, ctx.clone()).unwrap();
+                assert!(!text.is_empty(), "{loc:?} {ctx}");
+                let ascii = text.is_ascii();
+                assert_eq!(ascii, loc == Locale::En, "{loc:?} {text}");
+            }
+        }
     }
 }

@@ -139,6 +139,29 @@ impl Browser {
     async fn look(&self, url: &str, width: u32, name: &str) -> Seen {
         self.resize(width, 900).await;
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.look_here(width, name).await
+    }
+
+    /// Opens the form at `url`, fills it in with `script` and sends it; returns once
+    /// the page that answers is shown (`until` holds on it).
+    async fn submit(&self, url: &str, script: &str, until: &str) {
+        let until = format!("return document.readyState === 'complete' && ({until});");
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []}))).await;
+        for _ in 0..100 {
+            let done =
+                self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": until, "args": []}))).await;
+            if done == json!(true) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the form at {url} was not answered");
+    }
+
+    /// Checks the page shown now at `width` and saves its screenshot as `name`.
+    async fn look_here(&self, width: u32, name: &str) -> Seen {
+        self.resize(width, 900).await;
         let seen: Seen = serde_json::from_value(
             self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": CHECKS, "args": []}))).await,
         )
@@ -280,6 +303,16 @@ async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> Stri
 
 /// Runs a large order to its approval page and a smaller one through delivery,
 /// acceptance, payment and the survey, looking at every page on the way.
+/// The page after a form was sent and taken: no form on it.
+const DONE: &str = "!document.querySelector('form')";
+/// Scripts that fill in and send a page's form.
+const APPROVE: &str =
+    "document.querySelector('input[value=approve]').checked = true; document.querySelector('form').submit();";
+const ACCEPT: &str =
+    "document.querySelector('input[value=accept]').checked = true; document.querySelector('form').submit();";
+const SURVEY: &str =
+    "document.querySelector('input[name=score][value=\"5\"]').checked = true; document.querySelector('form').submit();";
+
 async fn pages_in(lang: &str) -> Vec<String> {
     let smtp = SmtpServer::start(&[]);
     let erp = Receiver::start().await;
@@ -300,6 +333,14 @@ async fn pages_in(lang: &str) -> Vec<String> {
         let d = dir.path().join("config/directory.toml");
         let text = std::fs::read_to_string(&d).unwrap().replace("locale = \"zh-CN\"", "locale = \"en\"");
         std::fs::write(&d, text).unwrap();
+        // Links that cannot be read (no order, no person) are refused in the site's language.
+        for f in std::fs::read_dir(dir.path().join("config")).unwrap().filter_map(Result::ok) {
+            let Ok(text) = std::fs::read_to_string(f.path()) else { continue };
+            if text.contains("default_locale = \"zh-CN\"") {
+                std::fs::write(f.path(), text.replace("default_locale = \"zh-CN\"", "default_locale = \"en\""))
+                    .unwrap();
+            }
+        }
     }
     let app = start_in_with(dir, erp, Clock::system()).await;
     // One stylesheet and the logo, served by the daemon itself.
@@ -311,13 +352,20 @@ async fn pages_in(lang: &str) -> Vec<String> {
     assert_eq!(logo.status(), if branded { 200 } else { 404 });
     let browser = Browser::start().await;
     let mut found = Vec::new();
-    let mut look = async |url: &str, name: &str| {
+    let mut look = async |url: Option<&str>, name: &str, page_lang: &str| {
         for width in WIDTHS {
             let label = format!("page-{lang}-{name}");
-            let seen = browser.look(url, width, &label).await;
-            found.extend(problems(&label, width, &seen, lang));
-            if seen.values.is_empty() {
+            let seen = match url {
+                Some(url) => browser.look(url, width, &label).await,
+                None => browser.look_here(width, &label).await,
+            };
+            found.extend(problems(&label, width, &seen, page_lang));
+            // A form's or the status page's summary; a sentence page has none, but says something.
+            if url.is_some() && !name.starts_with("refused") && seen.values.is_empty() {
                 found.push(format!("{label}: no summary values"));
+            }
+            if seen.height < 100.0 {
+                found.push(format!("{label}: an empty page"));
             }
         }
     };
@@ -338,10 +386,10 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let html = page.text().await.unwrap();
     assert!(html.contains("/pages/assets/style.css") && !html.contains("<style"), "{html}");
     assert_eq!(html.contains("<img src=\"/pages/assets/logo\""), branded, "{html}");
-    look(&approval, "approval").await;
+    look(Some(&approval), "approval", lang).await;
     let status = wait_link(&smtp, "zhang.wei@example.com", "status", &large).await;
     assert_opaque(&status, &large);
-    look(&status, "status-received").await;
+    look(Some(&status), "status-received", lang).await;
     // A link of the first format (readable, HMAC-signed) still opens its page until it expires.
     let signer = app.state.links.as_ref().unwrap();
     let token = status.rsplit('/').next().unwrap();
@@ -357,6 +405,18 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let forged = String::from_utf8(forged).unwrap();
     let r = app.client.get(app.url(&format!("/pages/status/{forged}"))).send().await.unwrap();
     assert_eq!(r.status(), 403, "a changed token is refused");
+    let forged = app.url(&format!("/pages/status/{forged}"));
+    look(Some(&forged), "refused-invalid", lang).await;
+    let mut expired = claims.clone();
+    expired.expires_at = now.timestamp() - 3600;
+    let expired = app.url(&format!("/pages/status/{}", signer.legacy_token(&expired)));
+    assert_eq!(app.client.get(&expired).send().await.unwrap().status(), 410);
+    look(Some(&expired), "refused-expired", lang).await;
+    // The first approver decides: the confirmation, then the used link's refusal.
+    browser.submit(&approval, APPROVE, DONE).await;
+    look(None, "approval-done", lang).await;
+    assert_eq!(app.client.get(&approval).send().await.unwrap().status(), 409);
+    look(Some(&approval), "refused-approval-used", lang).await;
 
     // A smaller order, approved, delivered: acceptance; then paid: the survey.
     let (s, b) = app.post_webhook(&with_locale(deal("D-SCR-2", 1, "500000.00"))).await;
@@ -373,12 +433,18 @@ async fn pages_in(lang: &str) -> Vec<String> {
     deliver(&app, &id).await;
     let acceptance = wait_link(&smtp, "zhang.wei@example.com", "acceptance", &id).await;
     assert_opaque(&acceptance, &id);
-    look(&acceptance, "acceptance").await;
+    look(Some(&acceptance), "acceptance", lang).await;
     let status = wait_link(&smtp, "zhang.wei@example.com", "status", &id).await;
     assert_opaque(&status, &id);
-    look(&status, "status-delivered").await;
-    let answer = app.client.post(&acceptance).form(&[("decision", "accept"), ("note", "")]).send().await.unwrap();
-    assert_eq!(answer.status(), 200);
+    look(Some(&status), "status-delivered", lang).await;
+    // Sent without a decision: the form again, with what to correct.
+    let answer = app.client.post(&acceptance).form(&[("note", "")]).send().await.unwrap();
+    assert_eq!(answer.status(), 422);
+    browser.submit(&acceptance, "document.querySelector('form').submit();", "!!document.querySelector('.alert')").await;
+    look(None, "acceptance-error", lang).await;
+    browser.submit(&acceptance, ACCEPT, DONE).await;
+    look(None, "acceptance-done", lang).await;
+    look(Some(&acceptance), "refused-acceptance-used", lang).await;
     wait_until("the invoice is issued", || async { app.order(&id).await["state"] == "invoiced" }).await;
     let order = app.order(&id).await;
     let inv = order["fulfilment"]["invoice"]["number"].clone();
@@ -388,12 +454,15 @@ async fn pages_in(lang: &str) -> Vec<String> {
     assert_eq!((s, b["state"].as_str()), (200, Some("closed")), "{b}");
     let survey = wait_link(&smtp, "zhang.wei@example.com", "survey", &id).await;
     assert_opaque(&survey, &id);
-    look(&survey, "survey").await;
+    look(Some(&survey), "survey", lang).await;
+    browser.submit(&survey, SURVEY, DONE).await;
+    look(None, "survey-done", lang).await;
+    look(Some(&survey), "refused-survey-answered", lang).await;
     // The status page of the closed order: every step done, with its day.
     let closed = status;
     let html = app.client.get(&closed).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("class=\"stepper\"") && !html.contains("class=\"todo\""), "{html}");
-    look(&closed, "status-closed").await;
+    look(Some(&closed), "status-closed", lang).await;
     browser.quit().await;
     app.stop().await;
     found
