@@ -274,6 +274,17 @@ impl Templates {
                 }
             }
         }
+        // Page text a configuration lacks (it was written before that file was
+        // shipped, e.g. `pages/words.html`): the shipped text, so an upgrade does
+        // not stop the daemon (the log names it).
+        for (name, src) in BUILTIN_PAGES {
+            if env.get_template(name).is_err() && !broken.contains(*name) {
+                env.add_template(name, src).expect("the shipped page text compiles");
+                let file = name.rsplit('/').next().unwrap_or(name);
+                fragments.insert(file.trim_end_matches(".html").to_owned());
+                tracing::info!(template = name, "page text not in the configuration: the shipped one is used");
+            }
+        }
         let t = Templates { env, names, documents, fragments };
         problems.extend(t.self_check(&root, &broken));
         if problems.is_empty() { Ok(t) } else { Err(problems) }
@@ -818,6 +829,32 @@ mod tests {
                 let r = t.render(name, loc, sample_context(loc)).unwrap();
                 assert!(!r.text.contains("KYC-001"), "{name} ({loc}) shows a rule id");
             }
+        }
+    }
+
+    #[test]
+    fn page_text_a_configuration_lacks_is_the_shipped_one() {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let p = e.unwrap().path();
+                let target = to.join(p.file_name().unwrap());
+                if p.is_dir() { copy(&p, &target) } else { std::fs::copy(&p, &target).map(drop).unwrap() }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        copy(&repo().join("config/templates"), &dir.path().join("config/templates"));
+        for loc in LOCALES {
+            std::fs::remove_file(dir.path().join("config/templates").join(loc.as_str()).join("pages/words.html"))
+                .unwrap();
+        }
+        let t = Templates::load(dir.path(), Presentation::default()).unwrap_or_else(|e| panic!("{e:#?}"));
+        let shipped = load();
+        for loc in LOCALES {
+            let ctx = serde_json::json!({"key": "title.approval"});
+            let said = t.render_fragment("words", loc, ctx.clone()).unwrap();
+            assert!(!said.is_empty());
+            assert_eq!(said, shipped.render_fragment("words", loc, ctx).unwrap());
         }
     }
 
