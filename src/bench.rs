@@ -271,7 +271,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
 
     println!("bench: {} orders to {url} at concurrency {} ({})", args.orders, args.concurrency, machine());
-    let cpu_before = (cpu_time(args.pid), cpu_time(None));
+    let cpu_before = (args.pid.and_then(|p| cpu_time(Some(p))), cpu_time(None));
     let started = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let progress = {
@@ -355,7 +355,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         lat.extend(w.await.context("worker")?);
     }
     let elapsed = started.elapsed();
-    let cpu_after = (cpu_time(args.pid), cpu_time(None));
+    let cpu_after = (args.pid.and_then(|p| cpu_time(Some(p))), cpu_time(None));
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = sampler {
         let _ = s.await;
