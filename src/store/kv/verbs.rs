@@ -214,10 +214,7 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move {
-            let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
-            self.outbox_effects(limit, Some(end), true, None)
-        })
+        Box::pin(async move { self.outbox_effects(limit, Some(due_end(now)), true, None) })
     }
 
     fn due_effects_where<'a>(
@@ -226,10 +223,7 @@ impl<E: Engine> Store for KvStore<E> {
         limit: usize,
         filter: &'a ConnectorFilter,
     ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move {
-            let end = key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()]);
-            self.outbox_effects(limit, Some(end), true, Some(filter))
-        })
+        Box::pin(async move { self.outbox_effects(limit, Some(due_end(now)), true, Some(filter)) })
     }
 
     fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
@@ -284,4 +278,9 @@ impl<E: Engine> Store for KvStore<E> {
             unmatched: self.unmatched.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The first outbox key after every effect due at `now` (keys lead with the due ms).
+fn due_end(now: DateTime<Utc>) -> Vec<u8> {
+    key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()])
 }
