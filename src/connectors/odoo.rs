@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 use toml::Spanned;
 
-use super::rest::{classify, describe};
+use super::response::{classify, describe};
 use super::{
     BoxFuture, Connector, ConnectorError, Health, Outbound, Page, Poll, PollState, Push, Receipt, normalize_watermark,
     resolve_secret, watermark_max,
