@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use super::Problems;
 use super::client::{Auth, RestHealth, Shared};
-use super::config::{AuthFile, Config, OperationFile, PagingFile, PollFile};
+use super::config::{AuthFile, Config, OperationFile, PagingFile, PollFile, WebhookFile};
 use super::poll::{Paging, PollPlan, RestPoll};
 use super::push::{Call, Lookup, Operation, RestPush};
 use crate::connectors::oauth2::ClientCredentials;
@@ -152,36 +152,7 @@ impl Builder<'_, '_> {
                     _ => Auth::None,
                 }
             }
-            "oauth2_client_credentials" => {
-                let client_secret = self.secret(&a.client_secret, &span, &kind, "client_secret");
-                let url = a.token_url.as_deref().map(Url::parse);
-                match (url, &a.client_id, client_secret) {
-                    (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
-                        // The id is no secret, but files may keep it beside the secret
-                        // (`${XERO_CLIENT_ID}`): a reference resolves, plain text is the id.
-                        let id = if id.starts_with("${") || id.starts_with("file:") {
-                            let r = crate::settings::SecretRef::parse(id).and_then(|r| r.resolve(self.config_dir));
-                            match r {
-                                Ok(id) => id.expose_secret().to_owned(),
-                                Err(e) => {
-                                    self.problems.push((Some(span), format!("client_id: {e}")));
-                                    return Auth::None;
-                                }
-                            }
-                        } else {
-                            id.clone()
-                        };
-                        Auth::OAuth2(ClientCredentials::new(url, id, cs, a.scope.clone(), client.clone()))
-                    }
-                    _ => {
-                        self.problems.push((
-                            Some(span),
-                            "auth kind oauth2_client_credentials needs an http(s) `token_url`, `client_id` and `client_secret`".into(),
-                        ));
-                        Auth::None
-                    }
-                }
-            }
+            "oauth2_client_credentials" => self.oauth2(&a, span, &kind, client),
             "basic" => {
                 let password = self.secret(&a.password, &span, &kind, "password");
                 match (&a.username, password) {
@@ -202,6 +173,40 @@ impl Builder<'_, '_> {
                 self.problems.push((
                     Some(span),
                     format!("auth kind `{other}` is not bearer, api_key, basic, oauth2_client_credentials or frappe"),
+                ));
+                Auth::None
+            }
+        }
+    }
+
+    /// `oauth2_client_credentials`: the token URL, the client's id (a reference
+    /// resolves) and secret.
+    fn oauth2(&mut self, a: &AuthFile, span: Range<usize>, kind: &str, client: &reqwest::Client) -> Auth {
+        let client_secret = self.secret(&a.client_secret, &span, kind, "client_secret");
+        let url = a.token_url.as_deref().map(Url::parse);
+        match (url, &a.client_id, client_secret) {
+            (Some(Ok(url)), Some(id), Some(cs)) if matches!(url.scheme(), "http" | "https") => {
+                // The id is no secret, but files may keep it beside the secret
+                // (`${XERO_CLIENT_ID}`): a reference resolves, plain text is the id.
+                let id = if id.starts_with("${") || id.starts_with("file:") {
+                    let r = crate::settings::SecretRef::parse(id).and_then(|r| r.resolve(self.config_dir));
+                    match r {
+                        Ok(id) => id.expose_secret().to_owned(),
+                        Err(e) => {
+                            self.problems.push((Some(span), format!("client_id: {e}")));
+                            return Auth::None;
+                        }
+                    }
+                } else {
+                    id.clone()
+                };
+                Auth::OAuth2(ClientCredentials::new(url, id, cs, a.scope.clone(), client.clone()))
+            }
+            _ => {
+                self.problems.push((
+                    Some(span),
+                    "auth kind oauth2_client_credentials needs an http(s) `token_url`, `client_id` and `client_secret`"
+                        .into(),
                 ));
                 Auth::None
             }
@@ -356,48 +361,7 @@ impl Builder<'_, '_> {
         if let Some(param) = &p.watermark_param {
             query.push((param.clone(), self.template(false, "poll.query.$watermark".into(), "{{ watermark }}", &span)));
         }
-        let paging = match p.paging.clone().unwrap_or_default() {
-            PagingFile::None => Some(Paging::None),
-            PagingFile::Cursor { next, param } => {
-                if let Some(param) = param {
-                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", &span)));
-                }
-                self.json_path(&next, &span, "poll: paging.next").map(|next| Paging::Cursor { next })
-            }
-            PagingFile::Offset { param, limit_param, limit } => {
-                if let Some(param) = param {
-                    query.push((param, self.template(false, "poll.query.$offset".into(), "{{ offset }}", &span)));
-                }
-                if let Some(lp) = limit_param {
-                    query.push((lp, self.template(false, "poll.query.$limit".into(), "{{ limit }}", &span)));
-                }
-                if limit == 0 {
-                    bad(self, "paging.limit must be positive".into());
-                }
-                Some(Paging::Offset { limit })
-            }
-            PagingFile::Page { param, start, size, size_param } => {
-                if let Some(param) = param {
-                    query.push((param, self.template(false, "poll.query.$page".into(), "{{ page }}", &span)));
-                }
-                if let Some(sp) = size_param {
-                    query.push((sp, self.template(false, "poll.query.$size".into(), "{{ limit }}", &span)));
-                }
-                if size == 0 {
-                    bad(self, "paging.size must be positive".into());
-                }
-                Some(Paging::Page { start, size })
-            }
-            PagingFile::LastId { id, more, param } => {
-                if let Some(param) = param {
-                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", &span)));
-                }
-                let id = self.json_path(&id, &span, "poll: paging.id");
-                let more = self.json_path(&more, &span, "poll: paging.more");
-                id.zip(more).map(|(id, more)| Paging::LastId { id, more })
-            }
-            PagingFile::Link => Some(Paging::Link),
-        };
+        let paging = self.paging(p.paging.clone().unwrap_or_default(), &span, &mut query);
         for (k, t) in &p.query {
             let name = self.template(false, format!("poll.query.{k}"), t, &span);
             query.push((k.clone(), name));
@@ -425,6 +389,52 @@ impl Builder<'_, '_> {
             body,
             paging: paging?,
         })
+    }
+
+    /// How a listing pages; the paging's query parameters join `query`.
+    fn paging(&mut self, paging: PagingFile, span: &Range<usize>, query: &mut Vec<(String, String)>) -> Option<Paging> {
+        match paging {
+            PagingFile::None => Some(Paging::None),
+            PagingFile::Cursor { next, param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", span)));
+                }
+                self.json_path(&next, span, "poll: paging.next").map(|next| Paging::Cursor { next })
+            }
+            PagingFile::Offset { param, limit_param, limit } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$offset".into(), "{{ offset }}", span)));
+                }
+                if let Some(lp) = limit_param {
+                    query.push((lp, self.template(false, "poll.query.$limit".into(), "{{ limit }}", span)));
+                }
+                if limit == 0 {
+                    self.problems.push((Some(span.clone()), "poll: paging.limit must be positive".into()));
+                }
+                Some(Paging::Offset { limit })
+            }
+            PagingFile::Page { param, start, size, size_param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$page".into(), "{{ page }}", span)));
+                }
+                if let Some(sp) = size_param {
+                    query.push((sp, self.template(false, "poll.query.$size".into(), "{{ limit }}", span)));
+                }
+                if size == 0 {
+                    self.problems.push((Some(span.clone()), "poll: paging.size must be positive".into()));
+                }
+                Some(Paging::Page { start, size })
+            }
+            PagingFile::LastId { id, more, param } => {
+                if let Some(param) = param {
+                    query.push((param, self.template(false, "poll.query.$cursor".into(), "{{ cursor }}", span)));
+                }
+                let id = self.json_path(&id, span, "poll: paging.id");
+                let more = self.json_path(&more, span, "poll: paging.more");
+                id.zip(more).map(|(id, more)| Paging::LastId { id, more })
+            }
+            PagingFile::Link => Some(Paging::Link),
+        }
     }
 }
 
@@ -475,15 +485,7 @@ impl Config {
             .clone()
             .unwrap_or_default()
             .validate(self.max_concurrency.as_ref(), crate::connectors::limits::DEFAULT_CONCURRENCY);
-        // Redirects are never followed: reqwest would carry API-key headers to
-        // whatever host a Location names. A 3xx is a permanent error instead.
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(timeout.max(1)))
-            .connect_timeout(Duration::from_secs(timeout.clamp(1, 10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])?;
+        let client = http_client(timeout)?;
         let label = format!("connector {id}");
         let no_lookups = Arc::new(BTreeMap::new());
         let mut b = Builder {
@@ -503,44 +505,7 @@ impl Config {
             b.problems.extend(ps);
             crate::connectors::limits::Limits::default()
         });
-
-        let webhook = self.webhook.and_then(|w| {
-            let span = w.span();
-            let w = w.into_inner();
-            let (Some(sig), Some(secret)) = (&w.signature, &w.secret) else {
-                b.problems.push((Some(span), "[webhook] needs `signature` and `secret`".into()));
-                return None;
-            };
-            // Without a mapping the connector sends events only (/webhooks/<id>/events).
-            let mapping = match &w.mapping {
-                Some(m) => Some(b.inbound(m)?),
-                None => None,
-            };
-            let mut events = Vec::new();
-            for e in w.events.iter().flat_map(|e| e.get_ref()) {
-                match e.get_ref().parse::<Reported>() {
-                    Ok(r) if events.contains(&r) => {
-                        b.problems.push((Some(e.span()), format!("[webhook] events: `{r}` is listed twice")))
-                    }
-                    Ok(r) => events.push(r),
-                    Err(m) => b.problems.push((Some(e.span()), format!("[webhook] events: {m}"))),
-                }
-            }
-            let verifier = resolve_secret(secret, config_dir, b.checks, webhook_key_need(sig.get_ref()))
-                .and_then(|s| {
-                    Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
-                        |e| {
-                            // A malformed secret is the secret's fault; anything else the scheme's.
-                            let at = if e.contains("secret") { secret.span() } else { sig.span() };
-                            (Some(at), e)
-                        },
-                    )
-                })
-                .map_err(|p| b.problems.push(p))
-                .ok();
-            Some(Webhook { verifier: verifier?, mapping, events })
-        });
-
+        let webhook = self.webhook.and_then(|w| b.webhook(w));
         let mut operations = BTreeMap::new();
         for (name, op) in self.operations {
             if let Some(op) = b.operation(&name, op) {
@@ -550,26 +515,8 @@ impl Config {
         let auth = b.auth(self.auth, &client);
         let headers = b.headers(self.headers);
         let poll = self.poll.and_then(|p| b.poll(p));
-
-        let base = match &self.base_url {
-            None if !operations.is_empty() || poll.is_some() || self.health.is_some() => {
-                b.problems.push((None, "operations, [poll] and [health] need a `base_url`".into()));
-                None
-            }
-            None => None,
-            Some(u) => match Url::parse(u.get_ref()) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => Some(url),
-                Ok(_) => {
-                    b.problems
-                        .push((Some(u.span()), "base_url must be http(s) without credentials (use [auth])".into()));
-                    None
-                }
-                Err(e) => {
-                    b.problems.push((Some(u.span()), format!("base_url: {e}")));
-                    None
-                }
-            },
-        };
+        let needs_base = !operations.is_empty() || poll.is_some() || self.health.is_some();
+        let base = b.base_url(self.base_url.as_ref(), needs_base);
         if let Some(h) = &self.health
             && !h.path.starts_with('/')
         {
@@ -578,39 +525,115 @@ impl Config {
         if !b.problems.is_empty() {
             return Err(b.problems);
         }
-        let Some(base) = base else {
-            // A webhook-only connector.
-            return Ok(Connector {
-                id: id.clone(),
-                kind,
-                webhook,
-                push: None,
-                poll: None,
-                health: None,
-                operations: Vec::new(),
-                limits,
-            });
-        };
-        let shared = Arc::new(Shared {
+        let mut connector = Connector {
             id: id.clone(),
-            client,
-            base,
-            auth,
-            headers,
-            paths: b.paths,
-            values: b.values,
-            secrets: b.secrets,
-        });
-        let poll: Option<Arc<dyn Poll>> =
-            poll.map(|plan| Arc::new(RestPoll { shared: shared.clone(), plan }) as Arc<dyn Poll>);
-        let health: Option<Arc<dyn Health>> =
-            self.health.map(|h| Arc::new(RestHealth { shared: shared.clone(), path: h.path }) as Arc<dyn Health>);
-        let op_names: Vec<String> = operations.keys().cloned().collect();
-        // The dispatcher keeps to `limits`; the semaphore also bounds calls that reach
-        // the push another way (documents delivered through it, reconciliation).
-        let push: Option<Arc<dyn Push>> = (!operations.is_empty()).then(|| {
-            Arc::new(RestPush { shared, operations, permits: Semaphore::new(limits.concurrency) }) as Arc<dyn Push>
-        });
-        Ok(Connector { id: id.clone(), kind, webhook, push, poll, health, operations: op_names, limits })
+            kind,
+            webhook,
+            push: None,
+            poll: None,
+            health: None,
+            operations: Vec::new(),
+            limits,
+        };
+        // Without a base URL: a webhook-only connector.
+        if let Some(base) = base {
+            let shared = Arc::new(Shared {
+                id: id.clone(),
+                client,
+                base,
+                auth,
+                headers,
+                paths: b.paths,
+                values: b.values,
+                secrets: b.secrets,
+            });
+            connector.poll = poll.map(|plan| Arc::new(RestPoll { shared: shared.clone(), plan }) as Arc<dyn Poll>);
+            connector.health =
+                self.health.map(|h| Arc::new(RestHealth { shared: shared.clone(), path: h.path }) as Arc<dyn Health>);
+            connector.operations = operations.keys().cloned().collect();
+            // The dispatcher keeps to `limits`; the semaphore also bounds calls that reach
+            // the push another way (documents delivered through it, reconciliation).
+            connector.push = (!operations.is_empty()).then(|| {
+                Arc::new(RestPush { shared, operations, permits: Semaphore::new(limits.concurrency) }) as Arc<dyn Push>
+            });
+        }
+        Ok(connector)
+    }
+}
+
+/// The connector's HTTP client. Redirects are never followed: reqwest would carry
+/// API-key headers to whatever host a Location names. A 3xx is a permanent error
+/// instead.
+fn http_client(timeout: u64) -> Result<reqwest::Client, Problems> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout.max(1)))
+        .connect_timeout(Duration::from_secs(timeout.clamp(1, 10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| vec![(None, format!("cannot build HTTP client: {e}"))])
+}
+
+impl Builder<'_, '_> {
+    /// `[webhook]`: the verifier (scheme and signing secret), the mapping, the events.
+    fn webhook(&mut self, w: Spanned<WebhookFile>) -> Option<Webhook> {
+        let span = w.span();
+        let w = w.into_inner();
+        let (Some(sig), Some(secret)) = (&w.signature, &w.secret) else {
+            self.problems.push((Some(span), "[webhook] needs `signature` and `secret`".into()));
+            return None;
+        };
+        // Without a mapping the connector sends events only (/webhooks/<id>/events).
+        let mapping = match &w.mapping {
+            Some(m) => Some(self.inbound(m)?),
+            None => None,
+        };
+        let mut events = Vec::new();
+        for e in w.events.iter().flat_map(|e| e.get_ref()) {
+            match e.get_ref().parse::<Reported>() {
+                Ok(r) if events.contains(&r) => {
+                    self.problems.push((Some(e.span()), format!("[webhook] events: `{r}` is listed twice")))
+                }
+                Ok(r) => events.push(r),
+                Err(m) => self.problems.push((Some(e.span()), format!("[webhook] events: {m}"))),
+            }
+        }
+        let verifier = resolve_secret(secret, self.config_dir, self.checks, webhook_key_need(sig.get_ref()))
+            .and_then(|s| {
+                Verifier::new(sig.get_ref(), &s, w.tolerance_secs.unwrap_or(300), w.public_url.as_deref()).map_err(
+                    |e| {
+                        // A malformed secret is the secret's fault; anything else the scheme's.
+                        let at = if e.contains("secret") { secret.span() } else { sig.span() };
+                        (Some(at), e)
+                    },
+                )
+            })
+            .map_err(|p| self.problems.push(p))
+            .ok();
+        Some(Webhook { verifier: verifier?, mapping, events })
+    }
+
+    /// `base_url`: http(s), without credentials; `needed` by operations, polling and
+    /// the health call.
+    fn base_url(&mut self, base_url: Option<&Spanned<String>>, needed: bool) -> Option<Url> {
+        match base_url {
+            None if needed => {
+                self.problems.push((None, "operations, [poll] and [health] need a `base_url`".into()));
+                None
+            }
+            None => None,
+            Some(u) => match Url::parse(u.get_ref()) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.password().is_none() => Some(url),
+                Ok(_) => {
+                    self.problems
+                        .push((Some(u.span()), "base_url must be http(s) without credentials (use [auth])".into()));
+                    None
+                }
+                Err(e) => {
+                    self.problems.push((Some(u.span()), format!("base_url: {e}")));
+                    None
+                }
+            },
+        }
     }
 }

@@ -75,18 +75,35 @@ impl RestPoll {
         })
     }
 
-    async fn fetch_page(&self, state: &PollState) -> Result<Page, ConnectorError> {
+    /// The page's records, each with where its numbers sit in the page's `text` (so
+    /// its amounts are read as the page wrote them, see mapping::numbers).
+    fn records(&self, page: &Value, text: &str) -> (Vec<Value>, Vec<crate::mapping::Numbers>) {
+        let texts = std::sync::Arc::new(crate::mapping::NumberTexts::scan(text.as_bytes()));
+        let located: Vec<_> = self.plan.records.query_located(page).into_iter().collect();
+        match located.as_slice() {
+            [one] => match one.node() {
+                Value::Array(a) => {
+                    let base = texts.clone().at(one.location());
+                    a.iter().enumerate().map(|(i, r)| (r.clone(), base.element(i))).unzip()
+                }
+                r => (vec![r.clone()], vec![texts.clone().at(one.location())]),
+            },
+            many => many.iter().map(|l| (l.node().clone(), texts.clone().at(l.location()))).unzip(),
+        }
+    }
+
+    /// The URL of the page `state` points at: the listing path and query, or the
+    /// `Link` header's next page.
+    fn url(&self, state: &PollState, ctx: &Value) -> Result<reqwest::Url, ConnectorError> {
         let s = &self.shared;
-        let p = &self.plan;
-        let ctx = self.context(state);
-        let url = match (&p.paging, &state.next_url) {
+        match (&self.plan.paging, &state.next_url) {
             // Checked again here: a state stored by an earlier version may hold any URL.
-            (Paging::Link, Some(url)) => next_page(&s.base, &s.base, url)?,
+            (Paging::Link, Some(url)) => next_page(&s.base, &s.base, url),
             _ => {
-                let mut url = s.url(&p.path, &ctx)?;
+                let mut url = s.url(&self.plan.path, ctx)?;
                 let mut pairs = Vec::new();
-                for (k, t) in &p.query {
-                    let v = s.value(t, &ctx)?;
+                for (k, t) in &self.plan.query {
+                    let v = s.value(t, ctx)?;
                     if !v.is_empty() {
                         pairs.push((k, v));
                     }
@@ -94,9 +111,16 @@ impl RestPoll {
                 if !pairs.is_empty() {
                     url.query_pairs_mut().extend_pairs(pairs);
                 }
-                url
+                Ok(url)
             }
-        };
+        }
+    }
+
+    async fn fetch_page(&self, state: &PollState) -> Result<Page, ConnectorError> {
+        let s = &self.shared;
+        let p = &self.plan;
+        let ctx = self.context(state);
+        let url = self.url(state, &ctx)?;
         let page_url = url.clone();
         let mut req = s.request(p.method.clone(), url).await?;
         for (h, t) in &p.headers {
@@ -109,30 +133,12 @@ impl RestPoll {
             req = with_body(req, &b.render(&ctx).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?);
         }
         let (receipt, headers) = s.send(req).await?;
-        let link_next = headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
-            .and_then(|part| part.split(';').next())
-            .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
+        let link_next = link_next(&headers);
         let page: Value = serde_json::from_str(&receipt.summary)
             .map_err(|e| ConnectorError::Permanent { message: format!("the page is not JSON: {e}") })?;
         // Each record keeps where it sits in the page, so its amounts are read as the
         // page wrote them (see mapping::numbers).
-        let texts = std::sync::Arc::new(crate::mapping::NumberTexts::scan(receipt.summary.as_bytes()));
-        let located: Vec<_> = p.records.query_located(&page).into_iter().collect();
-        let (records, numbers): (Vec<Value>, Vec<crate::mapping::Numbers>) = match located.as_slice() {
-            [one] => match one.node() {
-                Value::Array(a) => {
-                    let base = texts.clone().at(one.location());
-                    a.iter().enumerate().map(|(i, r)| (r.clone(), base.element(i))).unzip()
-                }
-                r => (vec![r.clone()], vec![texts.clone().at(one.location())]),
-            },
-            many => many.iter().map(|l| (l.node().clone(), texts.clone().at(l.location()))).unzip(),
-        };
+        let (records, numbers) = self.records(&page, &receipt.summary);
         let page_max = records
             .iter()
             .filter_map(|r| p.watermark.query(r).first().and_then(crate::connectors::normalize_watermark))
@@ -166,6 +172,18 @@ impl RestPoll {
         let (next, more) = state.advance(page_max, records.len(), next, p.max_run_records);
         Ok(Page { records, numbers, next, more })
     }
+}
+
+/// The URL a `Link: <…>; rel="next"` header names, as written.
+fn link_next(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+        .and_then(|part| part.split(';').next())
+        .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
 }
 
 impl Poll for RestPoll {
