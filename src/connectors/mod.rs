@@ -6,13 +6,13 @@
 //! dispatcher does next: retry, give up, or alert a person (`ConnectorError`).
 
 pub mod limits;
-pub mod oauth2;
-pub mod odoo;
-pub mod presets;
+pub(crate) mod oauth2;
+pub(crate) mod odoo;
+pub(crate) mod presets;
 mod registry;
-pub mod response;
-pub mod rest;
-pub mod scrub;
+pub(crate) mod response;
+pub(crate) mod rest;
+pub(crate) mod scrub;
 pub mod signature;
 
 use std::path::Path;

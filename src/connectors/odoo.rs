@@ -34,6 +34,7 @@ type Problems = Vec<(Option<Range<usize>>, String)>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[allow(dead_code, reason = "the registry parses the kind first; kept so deny_unknown_fields accepts it")]
     pub kind: String,
     /// The Odoo server, e.g. `https://erp.bank.example`.
     pub url: Spanned<String>,

@@ -12,6 +12,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `rest` or a preset's name.
+    #[allow(dead_code, reason = "the registry parses the kind first; kept so deny_unknown_fields accepts it")]
     pub kind: String,
     /// Base URL of outbound calls, e.g. `https://erp.bank.example/api`.
     pub base_url: Option<Spanned<String>>,

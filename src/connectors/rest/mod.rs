@@ -16,11 +16,7 @@ mod push;
 
 use std::ops::Range;
 
-pub use config::{
-    AuthFile, Config, HealthFile, LookupFile, OperationFile, PagingFile, PollFile, StepFile, WebhookFile,
-};
-pub use poll::RestPoll;
-pub use push::RestPush;
+pub(crate) use config::Config;
 
 /// Every problem of one file, located where known.
 type Problems = Vec<(Option<Range<usize>>, String)>;
