@@ -17,8 +17,9 @@ use crate::connectors::{BoxFuture, ConnectorError, Outbound, Push, Receipt};
 use crate::domain::order::Locale;
 use crate::mail::templates::Templates;
 
-/// The reserved connector name.
-pub const DOCUMENTS_CONNECTOR: &str = "documents";
+/// The reserved connector name (declared with the connectors, which refuse it as a
+/// file name).
+pub use crate::connectors::DOCUMENTS_CONNECTOR;
 
 pub struct Documents {
     dir: PathBuf,

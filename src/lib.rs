@@ -16,6 +16,8 @@
 //!   (`secrets`: what a secret must be: not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+//! - `future`: `BoxFuture`, the boxed future of trait objects (connectors, store).
+//! - `sample`: the sample order and mail context configuration checks render with.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
 pub mod bench;
@@ -29,6 +31,7 @@ pub mod documents;
 pub mod domain;
 pub mod engine;
 pub mod explain;
+pub mod future;
 pub mod http;
 pub mod links;
 pub mod locale;
@@ -38,6 +41,7 @@ pub mod metrics;
 pub mod orders;
 pub mod panics;
 pub mod rules_diff;
+pub mod sample;
 pub mod schedule;
 pub mod secrets;
 pub mod settings;

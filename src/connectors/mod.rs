@@ -6,26 +6,23 @@
 //! dispatcher does next: retry, give up, or alert a person (`ConnectorError`).
 
 pub mod limits;
-pub mod oauth2;
-pub mod odoo;
-pub mod presets;
-pub mod rest;
-pub mod scrub;
+pub(crate) mod oauth2;
+pub(crate) mod odoo;
+pub(crate) mod presets;
+mod registry;
+pub(crate) mod response;
+pub(crate) mod rest;
+pub(crate) mod scrub;
 pub mod signature;
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::diagnostics::Diagnostic;
 use crate::domain::ConnectorId;
-use crate::mapping::outbound::{OutboundFile, OutboundMapping};
-use crate::mapping::{Mapping, MappingFile};
+use crate::mapping::Mapping;
 use crate::settings::SecretRef;
 
 /// Installs the process's one TLS crypto provider (ring) if none is installed yet.
@@ -35,7 +32,12 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::future::BoxFuture;
+pub use registry::Registry;
+
+/// The name of the built-in document generator (`crate::documents`), reserved: no
+/// connector file may take it.
+pub const DOCUMENTS_CONNECTOR: &str = "documents";
 
 /// What went wrong with an outbound call, and so what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,21 +200,74 @@ pub fn watermark_max(a: Option<String>, b: Option<String>) -> Option<String> {
     }
 }
 
-/// The `kind` of a connector file picks the Rust code; the whole file is then read as
-/// that kind's `Config` (read in two steps so every value keeps its location).
-#[derive(Debug, Deserialize)]
-struct KindOnly {
-    kind: Option<String>,
-}
-
 /// Connector kinds this build knows: the generic `rest`, presets built on it, and
-/// `odoo` (JSON-RPC).
-pub const KINDS: &[&str] = &["rest", "hubspot", "xero", "stripe", "erpnext", "odoo"];
-
-#[derive(Debug, Deserialize)]
-struct DirectionOnly {
-    direction: Option<toml::Spanned<String>>,
+/// `odoo` (JSON-RPC). A file's `kind` is parsed into one once, when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorKind {
+    Rest,
+    Hubspot,
+    Xero,
+    Stripe,
+    Erpnext,
+    Odoo,
 }
+
+impl ConnectorKind {
+    pub const ALL: [ConnectorKind; 6] = [
+        ConnectorKind::Rest,
+        ConnectorKind::Hubspot,
+        ConnectorKind::Xero,
+        ConnectorKind::Stripe,
+        ConnectorKind::Erpnext,
+        ConnectorKind::Odoo,
+    ];
+
+    /// The name a connector file writes as its `kind`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ConnectorKind::Rest => "rest",
+            ConnectorKind::Hubspot => "hubspot",
+            ConnectorKind::Xero => "xero",
+            ConnectorKind::Stripe => "stripe",
+            ConnectorKind::Erpnext => "erpnext",
+            ConnectorKind::Odoo => "odoo",
+        }
+    }
+
+    /// Every kind's name, in `ALL`'s order.
+    pub fn names() -> Vec<&'static str> {
+        ConnectorKind::ALL.iter().map(|k| k.name()).collect()
+    }
+}
+
+impl std::str::FromStr for ConnectorKind {
+    type Err = String;
+
+    /// # Errors
+    /// An unknown name, with the list of known ones.
+    fn from_str(s: &str) -> Result<Self, String> {
+        ConnectorKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown connector kind `{s}` (one of: {})", ConnectorKind::names().join(", ")))
+    }
+}
+
+impl std::fmt::Display for ConnectorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The names of [`ConnectorKind::ALL`].
+pub const KINDS: &[&str] = &[
+    ConnectorKind::Rest.name(),
+    ConnectorKind::Hubspot.name(),
+    ConnectorKind::Xero.name(),
+    ConnectorKind::Stripe.name(),
+    ConnectorKind::Erpnext.name(),
+    ConnectorKind::Odoo.name(),
+];
 
 /// Everything the daemon needs about one connector instance.
 pub struct Connector {
@@ -237,242 +292,6 @@ pub struct Webhook {
     pub mapping: Option<Arc<Mapping>>,
     /// Event types it may report at `/webhooks/<id>/events` (`[webhook] events`).
     pub events: Vec<crate::engine::reporting::Reported>,
-}
-
-/// All connectors and mappings, loaded and cross-checked.
-#[derive(Default)]
-pub struct Registry {
-    pub connectors: BTreeMap<ConnectorId, Arc<Connector>>,
-    pub mappings: BTreeMap<String, Arc<Mapping>>,
-    /// Outbound mappings (request bodies), by name.
-    pub outbound: BTreeMap<String, Arc<OutboundMapping>>,
-    /// Secret references accepted only because this is the example configuration.
-    pub accepted_weak_secrets: Vec<String>,
-}
-
-impl Registry {
-    /// Adds a connector that is part of the daemon rather than a file (`documents`),
-    /// with the default limits.
-    pub fn add_builtin(&mut self, id: &str, push: Arc<dyn Push>, operations: Vec<String>) {
-        self.add_builtin_with_limits(id, push, operations, limits::Limits::default());
-    }
-
-    /// `add_builtin` with its own limits (`mail`: slots of its own, see `Limits::own_slots`).
-    pub fn add_builtin_with_limits(
-        &mut self,
-        id: &str,
-        push: Arc<dyn Push>,
-        operations: Vec<String>,
-        limits: limits::Limits,
-    ) {
-        let id: ConnectorId = id.parse().expect("built-in connector ids are valid");
-        self.connectors.insert(
-            id.clone(),
-            Arc::new(Connector {
-                id,
-                kind: "builtin",
-                webhook: None,
-                push: Some(push),
-                poll: None,
-                health: None,
-                operations,
-                limits,
-            }),
-        );
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Arc<Connector>> {
-        id.parse::<ConnectorId>().ok().and_then(|id| self.connectors.get(&id))
-    }
-
-    /// Loads `connectors/*.toml` and `mappings/*.toml` under `config_dir`, judging
-    /// secrets by the configuration's own policy (`Settings::secret_policy`).
-    ///
-    /// # Errors
-    /// Every problem in every file, located; and cross-file problems (a mapping for
-    /// an unknown connector, a webhook naming an unknown mapping).
-    pub fn load(config_dir: &Path) -> Result<(Registry, usize), Vec<Diagnostic>> {
-        Registry::load_with(config_dir, &crate::settings::Settings::secret_policy(config_dir))
-    }
-
-    /// `load`, judging secrets by `policy`.
-    ///
-    /// # Errors
-    /// As `load`.
-    pub fn load_with(config_dir: &Path, policy: &crate::secrets::Policy) -> Result<(Registry, usize), Vec<Diagnostic>> {
-        let mut checks = crate::secrets::Checks::new(policy);
-        let mut problems = Vec::new();
-        let mut files = 0;
-        let mut mappings = BTreeMap::new();
-        let mut mapping_files = BTreeMap::new();
-        let mut outbound = BTreeMap::new();
-        for (path, text) in toml_files(&config_dir.join("mappings"), &mut problems) {
-            files += 1;
-            let id = stem(&path);
-            let direction = match toml::from_str::<DirectionOnly>(&text) {
-                Ok(d) => d.direction,
-                Err(e) => {
-                    problems.push(Diagnostic::from_toml(&path, &text, &e));
-                    continue;
-                }
-            };
-            let parsed = match direction.as_ref().map(|d| d.get_ref().as_str()) {
-                None | Some("inbound") => {
-                    toml::from_str::<MappingFile>(&text).map_err(|e| Diagnostic::from_toml(&path, &text, &e)).map(|f| {
-                        let connector = f.connector.clone();
-                        (f.validate(&id).map(|m| mappings.insert(id.clone(), Arc::new(m))).map(drop), connector)
-                    })
-                }
-                Some("outbound") => toml::from_str::<OutboundFile>(&text)
-                    .map_err(|e| Diagnostic::from_toml(&path, &text, &e))
-                    .map(|f| {
-                        let connector = f.connector.clone();
-                        (f.validate(&id).map(|m| outbound.insert(id.clone(), Arc::new(m))).map(drop), connector)
-                    }),
-                Some(other) => {
-                    let span = direction.as_ref().map(toml::Spanned::span);
-                    problems.push(Diagnostic::at(
-                        &path,
-                        &text,
-                        span,
-                        format!("direction `{other}` is not inbound or outbound"),
-                    ));
-                    continue;
-                }
-            };
-            match parsed {
-                Err(d) => problems.push(d),
-                Ok((Err(ps), _)) => {
-                    problems.extend(ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)))
-                }
-                Ok((Ok(()), connector)) => {
-                    mapping_files.insert(id, (path, text, connector));
-                }
-            }
-        }
-
-        let mut connectors = BTreeMap::new();
-        for (path, text) in toml_files(&config_dir.join("connectors"), &mut problems) {
-            files += 1;
-            let name = stem(&path);
-            let id = match name.parse::<ConnectorId>() {
-                Ok(_) if name == crate::engine::notify::MAIL_CONNECTOR => {
-                    problems
-                        .push(Diagnostic::file(&path, "`mail` is the built-in e-mail connector; choose another name"));
-                    continue;
-                }
-                Ok(_) if name == crate::documents::DOCUMENTS_CONNECTOR => {
-                    problems.push(Diagnostic::file(
-                        &path,
-                        "`documents` is the built-in document generator; choose another name",
-                    ));
-                    continue;
-                }
-                Ok(id) => id,
-                Err(e) => {
-                    problems.push(Diagnostic::file(&path, format!("file name: {e}")));
-                    continue;
-                }
-            };
-            let kind = match toml::from_str::<KindOnly>(&text) {
-                Ok(KindOnly { kind: Some(k) }) => k,
-                Ok(KindOnly { kind: None }) => {
-                    problems.push(Diagnostic::at(
-                        &path,
-                        &text,
-                        None,
-                        format!("missing `kind` (one of: {})", KINDS.join(", ")),
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    problems.push(Diagnostic::from_toml(&path, &text, &e));
-                    continue;
-                }
-            };
-            let built = match kind.as_str() {
-                "odoo" => match toml::from_str::<odoo::Config>(&text) {
-                    Ok(cfg) => cfg.build(&id, config_dir, &mappings, &outbound, &mut checks),
-                    Err(e) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
-                },
-                k => match (KINDS.iter().find(|x| **x == k), toml::from_str::<rest::Config>(&text)) {
-                    (None, _) => Err(vec![(
-                        crate::diagnostics::locate(&text, &["kind"]),
-                        format!("unknown connector kind `{k}` (one of: {})", KINDS.join(", ")),
-                    )]),
-                    (Some(_), Err(e)) => Err(vec![(e.span(), e.message().trim().replace('\n', " "))]),
-                    (Some(kind), Ok(cfg)) => cfg.with_preset(presets::preset(kind)).build(
-                        &id,
-                        kind,
-                        config_dir,
-                        &mappings,
-                        &outbound,
-                        &mut checks,
-                    ),
-                },
-            };
-            match built {
-                Ok(c) => {
-                    connectors.insert(id, Arc::new(c));
-                }
-                Err(ps) => {
-                    problems.extend(ps.into_iter().map(|(span, m)| Diagnostic::at(&path, &text, span, m)));
-                }
-            }
-        }
-
-        // Outbound mappings render with a sample order: a misspelt field is found now,
-        // not when the first effect dead-letters.
-        let order = crate::mail::templates::sample_context(crate::locale::Locale::ZhCn)["order"].clone();
-        let mut references: Vec<String> = Vec::new();
-        for (path, text) in toml_files(&config_dir.join("connectors"), &mut Vec::new()) {
-            // Every operation a connector file names (even one with errors elsewhere).
-            if let Ok(t) = toml::from_str::<toml::Table>(&text)
-                && let Some(ops) = t.get("operations").and_then(toml::Value::as_table)
-            {
-                references.extend(ops.keys().map(|op| format!("{}.{op}", stem(&path))));
-            }
-        }
-        for m in outbound.values() {
-            let mut ctx = crate::mapping::outbound::sample_context(&order, &references);
-            ctx["connector"] = m.connector.clone().into();
-            if let Err(e) = m.render(&ctx)
-                && let Some((path, text, _)) = mapping_files.get(&m.id)
-            {
-                problems.push(Diagnostic::at(
-                    path,
-                    text,
-                    Some(m.span.clone()),
-                    format!("{}: {} (rendered with a sample order)", e.field, e.reason),
-                ));
-            }
-        }
-
-        for (path, text, connector) in mapping_files.values() {
-            // A connector file with errors is reported once, not again by each mapping.
-            let file = config_dir.join("connectors").join(format!("{}.toml", connector.get_ref()));
-            let known =
-                file.exists() || connector.get_ref().parse::<ConnectorId>().is_ok_and(|c| connectors.contains_key(&c));
-            if !known {
-                problems.push(Diagnostic::at(
-                    path,
-                    text,
-                    Some(connector.span()),
-                    format!(
-                        "connector `{}` does not exist (no connectors/{}.toml)",
-                        connector.get_ref(),
-                        connector.get_ref()
-                    ),
-                ));
-            }
-        }
-
-        if problems.is_empty() {
-            Ok((Registry { connectors, mappings, outbound, accepted_weak_secrets: checks.accepted }, files))
-        } else {
-            Err(problems)
-        }
-    }
 }
 
 impl ConnectorError {
@@ -508,34 +327,4 @@ pub(crate) fn resolve_secret(
     let plain = secret.expose_secret();
     checks.judge(value.get_ref(), plain, need(plain)).map_err(|e| (at(), e))?;
     Ok(secret)
-}
-
-fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// The `*.toml` files of a directory, sorted, with their text.
-fn toml_files(dir: &Path, problems: &mut Vec<Diagnostic>) -> Vec<(std::path::PathBuf, String)> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            problems.push(Diagnostic::file(dir, format!("cannot read directory: {e}")));
-            return Vec::new();
-        }
-    };
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .filter_map(|p| match std::fs::read_to_string(&p) {
-            Ok(t) => Some((p, t)),
-            Err(e) => {
-                problems.push(Diagnostic::file(&p, format!("cannot read: {e}")));
-                None
-            }
-        })
-        .collect()
 }

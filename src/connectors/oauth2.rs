@@ -11,6 +11,10 @@ use tokio::sync::Mutex;
 
 use super::ConnectorError;
 
+/// Bytes a form value carries percent-encoded: all but RFC 3986's unreserved ones.
+const FORM_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 pub struct ClientCredentials {
     token_url: Url,
     client_id: String,
@@ -99,7 +103,7 @@ impl ClientCredentials {
         let mut body = "grant_type=client_credentials".to_owned();
         if let Some(s) = &self.scope {
             body.push_str("&scope=");
-            body.push_str(&super::rest::encode_segment(s));
+            body.extend(percent_encoding::utf8_percent_encode(s, FORM_VALUE));
         }
         let resp = self
             .client
@@ -111,7 +115,7 @@ impl ClientCredentials {
             .send()
             .await
             .map_err(|e| ConnectorError::Retryable {
-                message: format!("token endpoint: {}", super::rest::describe(&e.without_url())),
+                message: format!("token endpoint: {}", super::response::describe(&e.without_url())),
                 retry_after: None,
             })?;
         let status = resp.status().as_u16();

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 use toml::Spanned;
 
-use super::rest::{classify, describe};
+use super::response::{classify, describe};
 use super::{
     BoxFuture, Connector, ConnectorError, Health, Outbound, Page, Poll, PollState, Push, Receipt, normalize_watermark,
     resolve_secret, watermark_max,
@@ -34,6 +34,7 @@ type Problems = Vec<(Option<Range<usize>>, String)>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[allow(dead_code, reason = "the registry parses the kind first; kept so deny_unknown_fields accepts it")]
     pub kind: String,
     /// The Odoo server, e.g. `https://erp.bank.example`.
     pub url: Spanned<String>,
@@ -219,58 +220,8 @@ impl Config {
             }
         };
         let key = resolve_secret(&self.api_key, config_dir, checks, |_| None).map_err(|p| problems.push(p)).ok();
-        let mut operations = BTreeMap::new();
-        for (name, op) in self.operations {
-            let span = op.span();
-            let op = op.into_inner();
-            if !matches!(op.method.as_str(), "create" | "write") {
-                problems.push((Some(span.clone()), format!("operation {name}: method must be create or write")));
-            }
-            match outbound.get(op.body.get_ref()) {
-                Some(body) => {
-                    operations.insert(
-                        name,
-                        Operation {
-                            model: op.model,
-                            method: op.method,
-                            body: body.clone(),
-                            idempotency_field: op.idempotency_field,
-                        },
-                    );
-                }
-                None => problems.push((
-                    Some(op.body.span()),
-                    format!(
-                        "outbound mapping `{}` does not exist (no mappings/{}.toml with direction = \"outbound\")",
-                        op.body.get_ref(),
-                        op.body.get_ref()
-                    ),
-                )),
-            }
-        }
-        let poll = self.poll.map(|p| {
-            let span = p.span();
-            let p = p.into_inner();
-            let mapping = mappings.get(p.mapping.get_ref()).cloned();
-            if mapping.is_none() {
-                problems.push((Some(p.mapping.span()), format!("mapping `{}` does not exist", p.mapping.get_ref())));
-            }
-            let domain = match p.domain.as_deref().map(serde_json::from_str::<Vec<Value>>) {
-                None => Vec::new(),
-                Some(Ok(d)) => d,
-                Some(Err(e)) => {
-                    problems.push((Some(span.clone()), format!("poll.domain is not a JSON list of terms: {e}")));
-                    Vec::new()
-                }
-            };
-            if p.limit == 0 {
-                problems.push((Some(span.clone()), "poll.limit must be positive".into()));
-            }
-            let schedule = crate::schedule::from_config(p.every_secs, p.cron.as_deref(), 60)
-                .map_err(|e| problems.push((Some(span), format!("poll: {e}"))))
-                .unwrap_or(crate::schedule::Schedule::Every(Duration::from_secs(60)));
-            (p, mapping, domain, schedule)
-        });
+        let operations = operations(self.operations, outbound, &mut problems);
+        let poll = self.poll.map(|p| poll_plan(p, mappings, &mut problems));
         if self.timeout_secs == 0 {
             problems.push((None, "timeout_secs must be positive".into()));
         }
@@ -329,6 +280,73 @@ impl Config {
             limits,
         })
     }
+}
+
+/// The operations a file enables, each with its outbound mapping.
+fn operations(
+    files: BTreeMap<String, Spanned<OperationFile>>,
+    outbound: &BTreeMap<String, Arc<OutboundMapping>>,
+    problems: &mut Problems,
+) -> BTreeMap<String, Operation> {
+    let mut operations = BTreeMap::new();
+    for (name, op) in files {
+        let span = op.span();
+        let op = op.into_inner();
+        if !matches!(op.method.as_str(), "create" | "write") {
+            problems.push((Some(span.clone()), format!("operation {name}: method must be create or write")));
+        }
+        match outbound.get(op.body.get_ref()) {
+            Some(body) => {
+                operations.insert(
+                    name,
+                    Operation {
+                        model: op.model,
+                        method: op.method,
+                        body: body.clone(),
+                        idempotency_field: op.idempotency_field,
+                    },
+                );
+            }
+            None => problems.push((
+                Some(op.body.span()),
+                format!(
+                    "outbound mapping `{}` does not exist (no mappings/{}.toml with direction = \"outbound\")",
+                    op.body.get_ref(),
+                    op.body.get_ref()
+                ),
+            )),
+        }
+    }
+    operations
+}
+
+/// `[poll]`: the model's changed records, read with an inbound mapping.
+fn poll_plan(
+    p: Spanned<PollFile>,
+    mappings: &BTreeMap<String, Arc<Mapping>>,
+    problems: &mut Problems,
+) -> (PollFile, Option<Arc<Mapping>>, Vec<Value>, crate::schedule::Schedule) {
+    let span = p.span();
+    let p = p.into_inner();
+    let mapping = mappings.get(p.mapping.get_ref()).cloned();
+    if mapping.is_none() {
+        problems.push((Some(p.mapping.span()), format!("mapping `{}` does not exist", p.mapping.get_ref())));
+    }
+    let domain = match p.domain.as_deref().map(serde_json::from_str::<Vec<Value>>) {
+        None => Vec::new(),
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            problems.push((Some(span.clone()), format!("poll.domain is not a JSON list of terms: {e}")));
+            Vec::new()
+        }
+    };
+    if p.limit == 0 {
+        problems.push((Some(span.clone()), "poll.limit must be positive".into()));
+    }
+    let schedule = crate::schedule::from_config(p.every_secs, p.cron.as_deref(), 60)
+        .map_err(|e| problems.push((Some(span), format!("poll: {e}"))))
+        .unwrap_or(crate::schedule::Schedule::Every(Duration::from_secs(60)));
+    (p, mapping, domain, schedule)
 }
 
 impl Push for OdooPush {

@@ -32,7 +32,7 @@ pub fn scrub(text: &str, secrets: &[SecretString]) -> String {
         // Shorter values would redact ordinary words; no real credential is that short.
         if v.len() >= 4 {
             s = s.replace(v, REDACTED);
-            let encoded = crate::connectors::rest::encode_segment(v);
+            let encoded = crate::mapping::outbound::encode_segment(v);
             if encoded != v {
                 s = s.replace(&encoded, REDACTED);
             }

@@ -155,51 +155,10 @@ impl MappingFile {
     /// Meaning checks: selectors parse, targets are canonical fields, defaults convert.
     pub fn validate(self, id: &str) -> Result<Mapping, Vec<MappingProblem>> {
         let mut problems = Vec::new();
-        let rule = |target: &str, f: toml::Spanned<FieldFile>, problems: &mut Vec<MappingProblem>| {
-            let span = f.span();
-            let f = f.into_inner();
-            let mut bad = |m: String| problems.push(MappingProblem { span: span.clone(), message: m });
-            let path = match &f.path {
-                Some(p) => match JsonPath::parse(p) {
-                    Ok(jp) => Some(jp),
-                    Err(e) => {
-                        bad(format!("field `{target}`: `{p}` is not a JSONPath: {e}"));
-                        return None;
-                    }
-                },
-                None => None,
-            };
-            if path.is_none() && f.default.is_none() {
-                bad(format!("field `{target}` needs a `path` or a `default`"));
-                return None;
-            }
-            let default = match f.default.map(toml_to_json) {
-                None => None,
-                Some(v) => match convert(&v, f.conversion) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        bad(format!("field `{target}`: default {e}"));
-                        return None;
-                    }
-                },
-            };
-            Some(FieldRule {
-                target: target.to_owned(),
-                path,
-                path_text: f.path,
-                transform: f.transform,
-                lookup: f.lookup,
-                conversion: f.conversion,
-                default,
-                required: f.required,
-                first: f.first,
-            })
-        };
-
-        let external_id = rule("external_id", self.external_id, &mut problems);
+        let external_id = field_rule("external_id", self.external_id, &mut problems);
         let record_version = self.record_version.and_then(|r| {
             let span = r.span();
-            let r = rule("record_version", r, &mut problems)?;
+            let r = field_rule("record_version", r, &mut problems)?;
             if !matches!(r.conversion, Conversion::Integer | Conversion::Datetime) {
                 problems.push(MappingProblem {
                     span,
@@ -221,7 +180,7 @@ impl MappingFile {
                 });
                 continue;
             }
-            if let Some(r) = rule(target.get_ref(), f, &mut problems) {
+            if let Some(r) = field_rule(target.get_ref(), f, &mut problems) {
                 fields.push(r);
             }
         }
@@ -250,6 +209,49 @@ impl MappingFile {
             _ => Err(problems),
         }
     }
+}
+
+/// One field's rule: its selector parses, and it has a `path` or a `default` that
+/// converts.
+fn field_rule(target: &str, f: toml::Spanned<FieldFile>, problems: &mut Vec<MappingProblem>) -> Option<FieldRule> {
+    let span = f.span();
+    let f = f.into_inner();
+    let mut bad = |m: String| problems.push(MappingProblem { span: span.clone(), message: m });
+    let path = match &f.path {
+        Some(p) => match JsonPath::parse(p) {
+            Ok(jp) => Some(jp),
+            Err(e) => {
+                bad(format!("field `{target}`: `{p}` is not a JSONPath: {e}"));
+                return None;
+            }
+        },
+        None => None,
+    };
+    if path.is_none() && f.default.is_none() {
+        bad(format!("field `{target}` needs a `path` or a `default`"));
+        return None;
+    }
+    let default = match f.default.map(toml_to_json) {
+        None => None,
+        Some(v) => match convert(&v, f.conversion) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                bad(format!("field `{target}`: default {e}"));
+                return None;
+            }
+        },
+    };
+    Some(FieldRule {
+        target: target.to_owned(),
+        path,
+        path_text: f.path,
+        transform: f.transform,
+        lookup: f.lookup,
+        conversion: f.conversion,
+        default,
+        required: f.required,
+        first: f.first,
+    })
 }
 
 /// Most values a mapping will read from one payload, and the longest text it keeps.

@@ -270,7 +270,7 @@ impl Snippets {
                 .map(|d| d.to_string())
                 .ok_or_else(|| invalid(format!("add_days: {} + {days} days is out of range", brief(&text))))
         });
-        env.add_filter("segment", |v: Value| -> String { crate::connectors::rest::encode_segment(&plain(&v)) });
+        env.add_filter("segment", |v: Value| -> String { encode_segment(&plain(&v)) });
         env.add_function("lookup", move |table: String, key: Value| -> Result<String, Error> {
             let t = lookups.get(&table).ok_or_else(|| invalid(format!("lookup: no table `{table}` in [lookups]")))?;
             let k = plain(&key);
@@ -287,9 +287,7 @@ impl Snippets {
 
     /// Every value a template writes is percent-encoded as one URL path segment.
     pub fn encoding_segments(mut self) -> Self {
-        self.env.set_formatter(|out, _state, value| {
-            out.write_str(&crate::connectors::rest::encode_segment(&plain(value))).map_err(Error::from)
-        });
+        self.env.set_formatter(|out, _state, value| out.write_str(&encode_segment(&plain(value))).map_err(Error::from));
         self
     }
 
@@ -325,6 +323,20 @@ impl Snippets {
 }
 
 /// Filters meet missing values too (`x.typo | number`): name the problem plainly.
+/// Every byte but the unreserved characters (RFC 3986 `A-Z a-z 0-9 - _ . ~`).
+const NOT_UNRESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// One URL path segment: everything but unreserved characters is percent-encoded
+/// (so `/`, `?`, `#` and `%` cannot end the segment), and a segment that is exactly
+/// `.` or `..` has its dots encoded too.
+pub(crate) fn encode_segment(s: &str) -> String {
+    if s == "." || s == ".." {
+        return "%2E".repeat(s.len());
+    }
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
+}
+
 fn defined(filter: &str, v: &Value) -> Result<(), Error> {
     if v.is_undefined() {
         Err(Error::new(
@@ -406,6 +418,16 @@ fn describe(name: &str, e: &Error) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_value_stays_one_path_segment() {
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("."), "%2E");
+        assert_eq!(encode_segment("a/../b?c#d%"), "a%2F..%2Fb%3Fc%23d%25");
+        assert_eq!(encode_segment("v1.2"), "v1.2", "dots inside a segment are plain");
+        assert_eq!(encode_segment("订单"), "%E8%AE%A2%E5%8D%95");
+        assert_eq!(encode_segment("a b~_-"), "a%20b~_-");
+    }
 
     fn mapping(text: &str) -> OutboundMapping {
         toml::from_str::<OutboundFile>(text).unwrap().validate("t").unwrap()

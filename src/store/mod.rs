@@ -44,9 +44,8 @@ use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
 use crate::engine::table::Prior;
 
 /// What the store's verbs return: the store is a trait object (one backend chosen at
-/// start), so its futures are boxed. The same shape as `connectors::BoxFuture`,
-/// declared here so the store depends on nothing above it.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// start), so its futures are boxed.
+pub use crate::future::BoxFuture;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
