@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::OrderId;
+use crate::engine::answers::{ApprovalDecision, approval_event};
 use crate::engine::{Actor, OrderEvent};
 use crate::store::{EffectId, OrderRecord};
 
@@ -192,14 +193,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalDecision {
-    Approve,
-    Reject,
-    RequestInfo,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalBody {
     /// The approver's directory id; the daemon checks they may decide.
@@ -220,22 +213,7 @@ pub async fn decide_approval(
     ApiJson(b): ApiJson<ApprovalBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let comment = b.comment.trim().to_owned();
-    let needs_comment = !matches!(b.decision, ApprovalDecision::Approve);
-    if needs_comment && comment.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "a rejection or a question needs a comment",
-        )
-        .with_field("comment"));
-    }
-    let level = b.level;
-    let event = match b.decision {
-        ApprovalDecision::Approve => OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None },
-        ApprovalDecision::Reject => OrderEvent::ApprovalDeclined { level, role: String::new(), comment },
-        ApprovalDecision::RequestInfo => OrderEvent::InfoRequested { level, role: String::new(), question: comment },
-    };
+    let event = approval_event(b.decision, b.level, b.comment.trim().to_owned())?;
     let rec = app.orders.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))

@@ -84,6 +84,17 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::engine::answers::AnswerError> for ApiError {
+    fn from(e: crate::engine::answers::AnswerError) -> Self {
+        use crate::engine::answers::AnswerError as E;
+        let field = match e {
+            E::CommentMissing => "comment",
+            E::ReasonMissing => "note",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string()).with_field(field)
+    }
+}
+
 impl From<crate::orders::OrderError> for ApiError {
     fn from(e: crate::orders::OrderError) -> Self {
         use crate::orders::OrderError as E;

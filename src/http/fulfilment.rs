@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
-use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
+use crate::engine::answers::{AcceptanceDecision, acceptance_event};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
+use crate::engine::receivables::{self, Receivables};
 use crate::engine::reporting::Reporter;
 use crate::engine::{Actor, OrderEvent};
 use crate::orders::Named;
@@ -105,17 +106,12 @@ pub async fn document(
 /// reported as such (`"amount": null` with an `error`); the invoices are still listed.
 pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
     let orders = app.orders.customer_orders(&customer).await?;
-    // Per currency: the sum so far, or `None` once it overflowed.
-    let mut owed: std::collections::BTreeMap<String, Option<Money>> = Default::default();
+    let mut owed = Receivables::default();
     let mut invoices = Vec::new();
     for o in &orders {
         let Some(f) = &o.fulfilment else { continue };
-        let Some(inv) = &f.invoice else { continue };
-        let outstanding = f.outstanding().unwrap_or_else(|| inv.total.clone());
-        let sum = owed.entry(outstanding.currency().to_string()).or_insert_with(|| {
-            Some(Money::new(rust_decimal::Decimal::ZERO, outstanding.currency()).expect("zero is an amount"))
-        });
-        *sum = sum.take().and_then(|s| s.checked_add(&outstanding).ok());
+        let (Some(inv), Some(outstanding)) = (&f.invoice, receivables::owed(f)) else { continue };
+        owed.add(&outstanding);
         invoices.push(json!({
             "order_id": o.id.to_string(),
             "state": o.state.name(),
@@ -127,10 +123,10 @@ pub async fn receivables(State(app): State<AppState>, Path(customer): Path<Strin
         }));
     }
     let total: Vec<Value> = owed
-        .into_iter()
+        .totals()
         .map(|(c, sum)| match sum {
-            Some(m) => json!({"amount": m.amount().to_string(), "currency": c}),
-            None => json!({"amount": null, "currency": c, "error": MoneyError::Overflow.to_string()}),
+            Ok(m) => json!({"amount": m.amount().to_string(), "currency": c.as_str()}),
+            Err(e) => json!({"amount": null, "currency": c.as_str(), "error": e.to_string()}),
         })
         .collect();
     Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
@@ -165,32 +161,12 @@ pub async fn delivery(
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AcceptanceDecision {
-    Accept,
-    Refuse,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptanceBody {
     operator: String,
     decision: AcceptanceDecision,
     #[serde(default)]
     note: String,
-}
-
-/// The event an acceptance decision records; a refusal needs its reason and opens an
-/// exception.
-pub fn acceptance_event(decision: &AcceptanceDecision, note: &str, by: &str) -> Result<OrderEvent, ApiError> {
-    let note = note.trim().to_owned();
-    match decision {
-        AcceptanceDecision::Accept => Ok(OrderEvent::AcceptanceConfirmed { note }),
-        AcceptanceDecision::Refuse if note.is_empty() => Err(invalid("note", "a refusal needs its reason")),
-        AcceptanceDecision::Refuse => {
-            Ok(OrderEvent::ExceptionOpened { reason: format!("acceptance refused by {by}: {note}") })
-        }
-    }
 }
 
 /// `POST /api/orders/{id}/acceptance`: an operator records the customer's acceptance
@@ -202,7 +178,7 @@ pub async fn acceptance(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let actor = operator(&b.operator)?;
-    let event = acceptance_event(&b.decision, &b.note, "the customer")?;
+    let event = acceptance_event(b.decision, &b.note, "the customer")?;
     step(&app, id, actor, event).await
 }
 

@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::domain::order::Locale;
+use crate::engine::answers::{AcceptanceDecision, AnswerError, ApprovalDecision, acceptance_event, approval_event};
+use crate::engine::receivables;
 use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::orders::OrderError;
@@ -396,7 +398,7 @@ fn refusal_words(app: &AppState, why: &crate::engine::approval::Refusal, l: Loca
         }
         R::NotAnApprover { person, level, needs } => serde_json::json!({
             "kind": "not_an_approver", "person": person, "level": level,
-            "needs": needs.split(" or ").collect::<Vec<_>>(),
+            "needs": needs,
         }),
         R::UnknownPerson(_) => serde_json::json!({"kind": "unknown_person"}),
         _ => serde_json::json!({"kind": "other"}),
@@ -484,19 +486,17 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
         return again("error.form");
     };
     let comment: String = f.comment.trim().chars().take(MAX_COMMENT).collect();
-    let (event, once) = match f.decision.as_deref() {
-        Some("approve") => (OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None }, true),
-        Some("reject") if !comment.is_empty() => {
-            (OrderEvent::ApprovalDeclined { level, role: String::new(), comment }, true)
-        }
-        Some("request_info") if !comment.is_empty() => {
-            (OrderEvent::InfoRequested { level, role: String::new(), question: comment }, false)
-        }
-        Some("reject" | "request_info") => {
-            return again("error.approval_reason");
-        }
+    let decision = match f.decision.as_deref() {
+        Some("approve") => ApprovalDecision::Approve,
+        Some("reject") => ApprovalDecision::Reject,
+        Some("request_info") => ApprovalDecision::RequestInfo,
         _ => return again("error.approval_decision"),
     };
+    let event = match approval_event(decision, level, comment) {
+        Ok(event) => event,
+        Err(AnswerError::CommentMissing | AnswerError::ReasonMissing) => return again("error.approval_reason"),
+    };
+    let once = decision.is_final();
     let actor = Actor::Person(claims.subject.clone());
     let once = once.then_some(claims.link_id.as_str());
     match app.orders.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
@@ -607,13 +607,14 @@ pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<St
         return bad("error.form");
     };
     let decision = match f.decision.as_deref() {
-        Some("accept") => super::fulfilment::AcceptanceDecision::Accept,
-        Some("refuse") => super::fulfilment::AcceptanceDecision::Refuse,
+        Some("accept") => AcceptanceDecision::Accept,
+        Some("refuse") => AcceptanceDecision::Refuse,
         _ => return bad("error.acceptance_decision"),
     };
     let note: String = f.note.trim().chars().take(MAX_COMMENT).collect();
-    let Ok(event) = super::fulfilment::acceptance_event(&decision, &note, "the customer") else {
-        return bad("error.acceptance_reason");
+    let event = match acceptance_event(decision, &note, "the customer") {
+        Ok(event) => event,
+        Err(AnswerError::ReasonMissing | AnswerError::CommentMissing) => return bad("error.acceptance_reason"),
     };
     let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
     let actor = Actor::Person(claims.subject.clone());
@@ -700,8 +701,7 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
         })
         .collect();
     let money = |m: &crate::domain::Money| serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()});
-    let invoice = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|inv| {
-        let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
+    let invoice = order.fulfilment.as_ref().and_then(|f| Some((f.invoice.as_ref()?, receivables::owed(f)?))).map(|(inv, owed)| {
         serde_json::json!({"number": inv.number, "outstanding": money(&owed), "due": inv.due.to_string()})
     });
     let o = &order.order;
