@@ -82,19 +82,19 @@ fn w(app: &AppState, l: Locale, key: &str) -> String {
 }
 
 /// The pages' stylesheet (`pages.css`), the accent colour from the settings first.
-pub fn stylesheet(settings: &Settings) -> String {
+pub(crate) fn stylesheet(settings: &Settings) -> String {
     format!(":root {{ --accent: {}; }}\n{}", settings.site_color, include_str!("pages.css"))
 }
 
 /// `GET /pages/assets/style.css`: the one stylesheet every page uses.
-pub async fn style(State(app): State<AppState>) -> Response {
+pub(crate) async fn style(State(app): State<AppState>) -> Response {
     let mut resp = ([("content-type", "text/css; charset=utf-8")], stylesheet(&app.settings)).into_response();
     resp.headers_mut().insert("cache-control", "public, max-age=3600".parse().expect("valid"));
     resp
 }
 
 /// `GET /pages/assets/logo`: the configured logo (`site.logo`), 404 without one.
-pub async fn logo(State(app): State<AppState>) -> Response {
+pub(crate) async fn logo(State(app): State<AppState>) -> Response {
     let Some(logo) = &app.settings.site_logo else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -235,7 +235,7 @@ fn form(
 }
 
 /// `GET /pages/survey/{token}`: the form, unless the link is bad or already used.
-pub async fn survey_form(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn survey_form(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Survey).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -251,7 +251,7 @@ pub async fn survey_form(State(app): State<AppState>, Path(token): Path<String>)
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SurveyForm {
+pub(crate) struct SurveyForm {
     score: Option<String>,
     #[serde(default)]
     comment: String,
@@ -260,7 +260,7 @@ pub struct SurveyForm {
 
 /// `POST /pages/survey/{token}`: records the answer once; a low score or a complaint
 /// asks for an after-sales ticket (the engine decides, the dispatcher pushes it).
-pub async fn survey_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Survey).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -430,7 +430,7 @@ fn approver_locale(app: &AppState, claims: &LinkClaims) -> Locale {
 
 /// `GET /pages/approval/{token}`: the order, its screening and earlier decisions, and
 /// the decision form, if the link is current and its holder may decide.
-pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn approval_form_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -454,14 +454,14 @@ pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<S
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ApprovalForm {
+pub(crate) struct ApprovalForm {
     decision: Option<String>,
     #[serde(default)]
     comment: String,
 }
 
 /// `POST /pages/approval/{token}`: approve or reject once; a question keeps the link.
-pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -558,7 +558,7 @@ fn acceptance_form(
 }
 
 /// `GET /pages/acceptance/{token}`: the acceptance form while the order waits for it.
-pub async fn acceptance_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn acceptance_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -582,7 +582,7 @@ fn not_waiting_for_acceptance(app: &AppState, order: &OrderRecord, l: Locale) ->
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AcceptanceForm {
+pub(crate) struct AcceptanceForm {
     decision: Option<String>,
     #[serde(default)]
     note: String,
@@ -590,7 +590,11 @@ pub struct AcceptanceForm {
 
 /// `POST /pages/acceptance/{token}`: acceptance (the engine invoices next) or a
 /// refusal with its reason (an exception for the owner to resolve); once.
-pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn acceptance_answer(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -719,7 +723,7 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
 /// `GET /pages/status/{token}`: the order's stage, its milestones and the next step,
 /// in the customer's language. The link may be opened again and again (until it
 /// expires); it changes nothing.
-pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (_, order, l) = match open(&app, &token, LinkPurpose::Status).await {
         Ok(x) => x,
         Err(r) => return r,

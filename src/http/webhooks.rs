@@ -18,7 +18,7 @@ use crate::domain::ExternalRef;
 use crate::metrics::LATENCY_BUCKETS;
 use crate::orders::Inbound;
 
-pub async fn receive(
+pub(crate) async fn receive(
     State(app): State<AppState>,
     Path(connector): Path<String>,
     uri: Uri,
