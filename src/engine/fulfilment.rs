@@ -97,7 +97,10 @@ impl Fulfilment {
 
     /// What is still owed on the invoice (zero when settled or overpaid).
     pub fn outstanding(&self) -> Option<Money> {
-        super::receivables::outstanding(self)
+        let inv = self.invoice.as_ref()?;
+        let paid = self.paid().ok()??;
+        let left = inv.total.amount().checked_sub(paid.amount())?.max(Decimal::ZERO);
+        Money::new(left, inv.total.currency()).ok()
     }
 
     pub fn has_payment(&self, id: &str) -> bool {
