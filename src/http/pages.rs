@@ -375,7 +375,7 @@ fn describe(app: &AppState, ev: &OrderEvent, who: &str, amount: &crate::domain::
     let ctx = serde_json::json!({
         "event": ev,
         "who": who,
-        "amount": {"amount": amount.amount().to_string(), "currency": amount.currency().as_str()},
+        "amount": money_ctx(amount),
     });
     match templates.render_fragment("history", l, ctx) {
         Ok(text) if !text.is_empty() => Some(text),
@@ -704,16 +704,13 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
             serde_json::json!({"done": i <= at, "current": i == at, "day": day})
         })
         .collect();
-    let money = |m: &crate::domain::Money| serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()});
     let invoice = order.fulfilment.as_ref().and_then(|f| Some((f.invoice.as_ref()?, receivables::owed(f)?))).map(|(inv, owed)| {
-        serde_json::json!({"number": inv.number, "outstanding": money(&owed), "due": inv.due.to_string()})
+        serde_json::json!({"number": inv.number, "outstanding": money_ctx(&owed), "due": inv.due.to_string()})
     });
-    let o = &order.order;
     serde_json::json!({
         "state": order.state.name(),
         "steps": steps,
-        "order": {"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
-            "code": o.product.code.as_str(), "amount": money(&o.amount)},
+        "order": order_ctx(order),
         "invoice": invoice,
         "history": events.iter().map(|e| serde_json::json!({"at": e.at.to_rfc3339(), "event": e.event.name()}))
             .collect::<Vec<_>>(),
