@@ -193,6 +193,15 @@ pub enum Verifier {
     Frappe { key: SecretString },
 }
 
+/// How a vendor wants an accepted delivery answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acknowledgement {
+    /// Our own answer: its status (202 …) and JSON body.
+    Answer,
+    /// `200` with an empty body, whatever was done (Xero, its Intent-to-Receive check too).
+    EmptyOk,
+}
+
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.scheme())
@@ -294,6 +303,14 @@ impl Verifier {
             Verifier::Shopify { .. } => "shopify",
             Verifier::Github { .. } => "github",
             Verifier::Frappe { .. } => "frappe",
+        }
+    }
+
+    /// How the vendor wants an accepted delivery answered.
+    pub fn acknowledgement(&self) -> Acknowledgement {
+        match self {
+            Verifier::Xero { .. } => Acknowledgement::EmptyOk,
+            _ => Acknowledgement::Answer,
         }
     }
 

@@ -85,8 +85,8 @@ pub enum Refusal {
     OwnOrder(String),
     #[error("{0} already approved this order (level {1}); a person approves once")]
     AlreadyApproved(String, u8),
-    #[error("{person} is not an approver of level {level} (it needs: {needs})")]
-    NotAnApprover { person: String, level: u8, needs: String },
+    #[error("{person} is not an approver of level {level} (it needs: {})", .needs.join(" or "))]
+    NotAnApprover { person: String, level: u8, needs: Vec<String> },
     #[error("level {asked} is not the level waiting for a decision (level {current} is)")]
     WrongLevel { asked: u8, current: u8 },
     #[error("the order is not waiting for an approval")]
@@ -237,7 +237,7 @@ impl ApprovalProgress {
                 }
             }
         }
-        Err(Refusal::NotAnApprover { person: person.name.clone(), level, needs: open.join(" or ") })
+        Err(Refusal::NotAnApprover { person: person.name.clone(), level, needs: open })
     }
 
     /// Everyone who may decide on `level` today: holders of the open roles (their

@@ -96,7 +96,7 @@ pub fn digest_item(subject: &Subject<'_>, mail: &MailSpec, now: DateTime<Utc>) -
     if let (serde_json::Value::Object(x), Some(f)) = (&mut extra, subject.fulfilment)
         && let Some(inv) = &f.invoice
     {
-        let owed = f.outstanding().unwrap_or_else(|| inv.total.clone());
+        let owed = super::receivables::owed(f);
         x.insert("invoice".into(), serde_json::json!({"number": inv.number, "amount": owed, "due_date": inv.due}));
     }
     Some(DigestItem {

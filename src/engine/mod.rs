@@ -1,6 +1,7 @@
 //! The engine: lifecycle states and events, rules, and the pure `decide` function.
 //! Never imports `store`, `http`, `connectors` or `workers` (invariant 6).
 
+pub mod answers;
 pub mod approval;
 pub mod calendar;
 pub mod decide;
@@ -10,6 +11,7 @@ pub mod intake;
 pub mod lifecycle;
 pub mod notify;
 pub mod payments;
+pub mod receivables;
 pub mod reporting;
 pub mod rules;
 pub mod table;

@@ -13,11 +13,12 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::OrderId;
+use crate::engine::answers::{ApprovalDecision, approval_event};
 use crate::engine::{Actor, OrderEvent};
 use crate::store::{EffectId, OrderRecord};
 
 /// `Query` whose rejection is our JSON error, naming the bad parameter.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -29,7 +30,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
     }
 }
 
-pub async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let Some(expected) = &app.settings.admin_token else {
         return Err(unauthorized("the admin API is disabled: set server.admin_token"));
@@ -51,7 +52,7 @@ fn parse_id(id: &str) -> Result<OrderId, ApiError> {
 }
 
 /// The order as the API shows it.
-pub fn order_json(rec: &OrderRecord) -> Value {
+pub(crate) fn order_json(rec: &OrderRecord) -> Value {
     json!({
         "id": rec.id.to_string(),
         "state": rec.state.name(),
@@ -69,7 +70,7 @@ pub fn order_json(rec: &OrderRecord) -> Value {
     })
 }
 
-pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let rec = app.store.order(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
     let events = app.store.events(id).await?;
@@ -80,7 +81,7 @@ pub async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> R
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     state: Option<String>,
     after: Option<String>,
     limit: Option<usize>,
@@ -89,7 +90,7 @@ pub struct ListQuery {
     external_id: Option<String>,
 }
 
-pub async fn list_orders(
+pub(crate) async fn list_orders(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -129,11 +130,11 @@ pub async fn list_orders(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitQuery {
+pub(crate) struct LimitQuery {
     limit: Option<usize>,
 }
 
-pub async fn list_outbox(
+pub(crate) async fn list_outbox(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -141,7 +142,7 @@ pub async fn list_outbox(
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub async fn list_dead(
+pub(crate) async fn list_dead(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -149,7 +150,7 @@ pub async fn list_dead(
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: EffectId = id.parse().map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
     let effect = app.orders.replay(&id, Actor::Person("admin-api".into()), app.clock.now()).await?;
     app.wake_dispatcher();
@@ -157,12 +158,12 @@ pub async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// `GET /api/store/quarantine`: rows set aside because they could not be decoded.
-pub async fn quarantined(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn quarantined(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = app.store.quarantined().await?;
     Ok(Json(json!({"rows": rows})))
 }
 
-pub async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let r = app.orders.verify_audit().await?;
     Ok(Json(json!({
         "orders": r.orders,
@@ -173,7 +174,7 @@ pub async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, Ap
 }
 
 /// A JSON body whose rejection is our JSON error (422 naming the field when it can).
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
@@ -192,16 +193,8 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalDecision {
-    Approve,
-    Reject,
-    RequestInfo,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApprovalBody {
+pub(crate) struct ApprovalBody {
     /// The approver's directory id; the daemon checks they may decide.
     approver: String,
     decision: ApprovalDecision,
@@ -214,28 +207,13 @@ pub struct ApprovalBody {
 
 /// `POST /api/orders/{id}/approvals`: a decision on the level waiting, on behalf of
 /// `approver`, checked like a decision from an approval page.
-pub async fn decide_approval(
+pub(crate) async fn decide_approval(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ApprovalBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let comment = b.comment.trim().to_owned();
-    let needs_comment = !matches!(b.decision, ApprovalDecision::Approve);
-    if needs_comment && comment.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "a rejection or a question needs a comment",
-        )
-        .with_field("comment"));
-    }
-    let level = b.level;
-    let event = match b.decision {
-        ApprovalDecision::Approve => OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None },
-        ApprovalDecision::Reject => OrderEvent::ApprovalDeclined { level, role: String::new(), comment },
-        ApprovalDecision::RequestInfo => OrderEvent::InfoRequested { level, role: String::new(), question: comment },
-    };
+    let event = approval_event(b.decision, b.level, b.comment.trim().to_owned())?;
     let rec = app.orders.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
@@ -243,7 +221,7 @@ pub async fn decide_approval(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ReviewDecision {
+pub(crate) enum ReviewDecision {
     Start,
     Return,
     Release,
@@ -252,7 +230,7 @@ pub enum ReviewDecision {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReviewBody {
+pub(crate) struct ReviewBody {
     /// Who reviews (recorded in the audit).
     operator: String,
     decision: ReviewDecision,
@@ -261,7 +239,7 @@ pub struct ReviewBody {
 
 /// `POST /api/orders/{id}/review`: manual review of a flagged order. `release` sends
 /// it to the approval chain the matrix gives now; `reject` rejects it.
-pub async fn review(
+pub(crate) async fn review(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
@@ -295,7 +273,7 @@ pub async fn review(
 }
 
 /// `GET /api/connectors`: every connector, what it does, and whether it is paused.
-pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
+pub(crate) async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
     let paused = app.paused.connectors.lock().expect("lock").clone();
     let now = app.clock.now();
     let rate_limited = app.paused.rate_limited.lock().expect("lock").clone();
@@ -323,7 +301,10 @@ pub async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
 }
 
 /// `POST /api/connectors/{id}/resume`: after fixing a paused connector's credentials.
-pub async fn resume_connector(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn resume_connector(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     if app.registry.get(&id).is_none() {
         return Err(ApiError::not_found(format!("connector {id} not found")));
     }

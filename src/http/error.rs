@@ -8,33 +8,33 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) field: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field: None }
     }
 
-    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+    pub(crate) fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    pub fn not_found(what: impl Into<String>) -> Self {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
     /// An internal failure: logged with its cause and the request id; the caller sees only the id.
-    pub fn unexpected(cause: impl std::fmt::Display) -> Self {
+    pub(crate) fn unexpected(cause: impl std::fmt::Display) -> Self {
         let request_id = current_request_id();
         tracing::error!(request_id, error = %cause, "request failed");
         ApiError::new(
@@ -47,7 +47,7 @@ impl ApiError {
     /// A handler panicked (a bug): 500 with the request id, nothing else. What was
     /// durably committed before the panic stays; intake is idempotent, so a retried
     /// webhook finds it.
-    pub fn panicked(request_id: &str) -> Self {
+    pub(crate) fn panicked(request_id: &str) -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -59,11 +59,11 @@ impl ApiError {
 tokio::task_local! {
     /// The id of the request being handled (the `x-request-id` answered), set by the
     /// HTTP guard, so an error logged anywhere below names the same id.
-    pub static REQUEST_ID: String;
+    pub(crate) static REQUEST_ID: String;
 }
 
 /// The current request's id, or a fresh one outside a request.
-pub fn current_request_id() -> String {
+pub(crate) fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| uuid::Uuid::now_v7().simple().to_string())
 }
 
@@ -81,6 +81,17 @@ impl From<crate::store::StoreError> for ApiError {
             ),
             other => ApiError::unexpected(other),
         }
+    }
+}
+
+impl From<crate::engine::answers::AnswerError> for ApiError {
+    fn from(e: crate::engine::answers::AnswerError) -> Self {
+        use crate::engine::answers::AnswerError as E;
+        let field = match e {
+            E::CommentMissing => "comment",
+            E::ReasonMissing => "note",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string()).with_field(field)
     }
 }
 

@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
-use crate::domain::money::MoneyError;
 use crate::domain::{ExternalRef, Money, OrderId};
+use crate::engine::answers::{AcceptanceDecision, acceptance_event};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
+use crate::engine::receivables::{self, Receivables};
 use crate::engine::reporting::Reporter;
 use crate::engine::{Actor, OrderEvent};
 use crate::orders::Named;
@@ -39,7 +40,7 @@ fn operator(name: &str) -> Result<Actor, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OperatorBody {
+pub(crate) struct OperatorBody {
     operator: String,
     #[serde(default)]
     note: String,
@@ -52,11 +53,11 @@ async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> R
 }
 
 /// What an archived document may do when opened: show itself with its inline styles.
-pub const DOCUMENT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox";
+pub(crate) const DOCUMENT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox";
 
 /// `GET /api/orders/{id}/documents/{kind}`: the archived document, checked against
 /// the SHA-256 the audit trail recorded for it.
-pub async fn document(
+pub(crate) async fn document(
     State(app): State<AppState>,
     Path((id, kind)): Path<(String, String)>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -103,19 +104,17 @@ pub async fn document(
 /// `GET /api/customers/{id}/receivables`: the customer's invoices, what is paid and
 /// what is owed, with the total owed per currency. A total too large to compute is
 /// reported as such (`"amount": null` with an `error`); the invoices are still listed.
-pub async fn receivables(State(app): State<AppState>, Path(customer): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn receivables(
+    State(app): State<AppState>,
+    Path(customer): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let orders = app.orders.customer_orders(&customer).await?;
-    // Per currency: the sum so far, or `None` once it overflowed.
-    let mut owed: std::collections::BTreeMap<String, Option<Money>> = Default::default();
+    let mut owed = Receivables::default();
     let mut invoices = Vec::new();
     for o in &orders {
         let Some(f) = &o.fulfilment else { continue };
-        let Some(inv) = &f.invoice else { continue };
-        let outstanding = f.outstanding().unwrap_or_else(|| inv.total.clone());
-        let sum = owed.entry(outstanding.currency().to_string()).or_insert_with(|| {
-            Some(Money::new(rust_decimal::Decimal::ZERO, outstanding.currency()).expect("zero is an amount"))
-        });
-        *sum = sum.take().and_then(|s| s.checked_add(&outstanding).ok());
+        let (Some(inv), Some(outstanding)) = (&f.invoice, receivables::owed(f)) else { continue };
+        owed.add(&outstanding);
         invoices.push(json!({
             "order_id": o.id.to_string(),
             "state": o.state.name(),
@@ -127,17 +126,17 @@ pub async fn receivables(State(app): State<AppState>, Path(customer): Path<Strin
         }));
     }
     let total: Vec<Value> = owed
-        .into_iter()
+        .totals()
         .map(|(c, sum)| match sum {
-            Some(m) => json!({"amount": m.amount().to_string(), "currency": c}),
-            None => json!({"amount": null, "currency": c, "error": MoneyError::Overflow.to_string()}),
+            Ok(m) => json!({"amount": m.amount().to_string(), "currency": c.as_str()}),
+            Err(e) => json!({"amount": null, "currency": c.as_str(), "error": e.to_string()}),
         })
         .collect();
     Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
 }
 
 /// `POST /api/reconcile`: runs the reconciliation now and answers its report.
-pub async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let report =
         crate::workers::reconcile::run_once(&app.orders, &app.registry, &app.rules, &app.metrics, &app.clock).await?;
     app.wake_dispatcher();
@@ -145,7 +144,7 @@ pub async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>, ApiEr
 }
 
 /// `POST /api/orders/{id}/tasks/{task}/done`
-pub async fn task_done(
+pub(crate) async fn task_done(
     State(app): State<AppState>,
     Path((id, task)): Path<(String, String)>,
     ApiJson(b): ApiJson<OperatorBody>,
@@ -155,7 +154,7 @@ pub async fn task_done(
 }
 
 /// `POST /api/orders/{id}/delivery`: delivery recorded (409 while required tasks are open).
-pub async fn delivery(
+pub(crate) async fn delivery(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<OperatorBody>,
@@ -165,50 +164,30 @@ pub async fn delivery(
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AcceptanceDecision {
-    Accept,
-    Refuse,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AcceptanceBody {
+pub(crate) struct AcceptanceBody {
     operator: String,
     decision: AcceptanceDecision,
     #[serde(default)]
     note: String,
 }
 
-/// The event an acceptance decision records; a refusal needs its reason and opens an
-/// exception.
-pub fn acceptance_event(decision: &AcceptanceDecision, note: &str, by: &str) -> Result<OrderEvent, ApiError> {
-    let note = note.trim().to_owned();
-    match decision {
-        AcceptanceDecision::Accept => Ok(OrderEvent::AcceptanceConfirmed { note }),
-        AcceptanceDecision::Refuse if note.is_empty() => Err(invalid("note", "a refusal needs its reason")),
-        AcceptanceDecision::Refuse => {
-            Ok(OrderEvent::ExceptionOpened { reason: format!("acceptance refused by {by}: {note}") })
-        }
-    }
-}
-
 /// `POST /api/orders/{id}/acceptance`: an operator records the customer's acceptance
 /// (or refusal, which opens an exception).
-pub async fn acceptance(
+pub(crate) async fn acceptance(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AcceptanceBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let actor = operator(&b.operator)?;
-    let event = acceptance_event(&b.decision, &b.note, "the customer")?;
+    let event = acceptance_event(b.decision, &b.note, "the customer")?;
     step(&app, id, actor, event).await
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ExceptionAction {
+pub(crate) enum ExceptionAction {
     Open,
     Resolve,
     Cancel,
@@ -216,7 +195,7 @@ pub enum ExceptionAction {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExceptionBody {
+pub(crate) struct ExceptionBody {
     operator: String,
     action: ExceptionAction,
     note: String,
@@ -224,7 +203,7 @@ pub struct ExceptionBody {
 
 /// `POST /api/orders/{id}/exception`: open one (with its reason), resolve it (the
 /// order resumes), or cancel the order (before invoicing).
-pub async fn exception(
+pub(crate) async fn exception(
     State(app): State<AppState>,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ExceptionBody>,
@@ -245,7 +224,7 @@ pub async fn exception(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PaymentBody {
+pub(crate) struct PaymentBody {
     payment_id: String,
     amount: Money,
     #[serde(default)]
@@ -285,7 +264,7 @@ fn payment_answer(o: &PaymentOutcome) -> (StatusCode, Json<Value>) {
 }
 
 /// `POST /api/payments`: a payment reported by an operator or a bank file.
-pub async fn payment(
+pub(crate) async fn payment(
     State(app): State<AppState>,
     ApiJson(b): ApiJson<PaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -296,20 +275,20 @@ pub async fn payment(
 }
 
 /// `GET /api/payments/unmatched`
-pub async fn unmatched(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn unmatched(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let list = app.orders.unmatched_payments().await?;
     Ok(Json(json!({"payments": list})))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AssignBody {
+pub(crate) struct AssignBody {
     order_id: String,
     operator: String,
 }
 
 /// `POST /api/payments/unmatched/{source}/{payment_id}/assign`
-pub async fn assign(
+pub(crate) async fn assign(
     State(app): State<AppState>,
     Path((source, payment_id)): Path<(String, String)>,
     ApiJson(b): ApiJson<AssignBody>,
@@ -336,7 +315,7 @@ pub async fn assign(
 /// A signed event from the system doing the work, in orderbridge's own format.
 #[derive(Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
-pub enum SystemEvent {
+pub(crate) enum SystemEvent {
     #[serde(rename = "task.completed")]
     TaskCompleted {
         #[serde(flatten)]
@@ -362,7 +341,7 @@ pub enum SystemEvent {
 /// An order by our id, or by the sender's external id (`external_id` with the
 /// connector that created it).
 #[derive(Deserialize)]
-pub struct OrderRef {
+pub(crate) struct OrderRef {
     #[serde(default)]
     order_id: Option<String>,
     #[serde(default)]
@@ -387,7 +366,7 @@ fn named(connector: &str, r: &OrderRef) -> Result<Named, ApiError> {
 
 /// `POST /webhooks/{connector}/events`: a task done, a delivery, a payment, signed
 /// like the connector's other webhooks.
-pub async fn system_event(
+pub(crate) async fn system_event(
     State(app): State<AppState>,
     Path(connector): Path<String>,
     uri: Uri,

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::AppState;
 
-pub async fn healthz() -> impl IntoResponse {
+pub(crate) async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
@@ -24,7 +24,7 @@ const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// while one sync has been running for more than 30 s, or while the database does
 /// not answer within `PING_TIMEOUT` (PostgreSQL: a load balancer then sends webhooks
 /// to a replica that can take them; this one reconnects by itself).
-pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let store_ok = app.store.failure().is_none()
         && app.store.sync_running_for().is_none_or(|d| d < SYNC_STALLED)
         && matches!(tokio::time::timeout(PING_TIMEOUT, app.store.ping()).await, Ok(Ok(())));
@@ -41,7 +41,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ready"})))
 }
 
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let c = app.store.counts();
     let alerts = app.settings.dispatcher.queue_alerts;
     let body = app.metrics.render(&[

@@ -7,13 +7,13 @@
 //! `server` owns connections (header-read and idle timeouts); `guard` bounds each
 //! request (a slot, the whole-request and body timeouts, the panic boundary).
 
-pub mod api;
-pub mod error;
-pub mod fulfilment;
-pub mod health;
-pub mod pages;
-pub mod server;
-pub mod webhooks;
+pub(crate) mod api;
+pub(crate) mod error;
+pub(crate) mod fulfilment;
+pub(crate) mod health;
+pub(crate) mod pages;
+pub(crate) mod server;
+pub(crate) mod webhooks;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,34 +46,34 @@ pub struct AppState {
     pub orders: Arc<Orders>,
     /// Reads.
     pub store: Arc<dyn Store>,
-    pub registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
     pub rules: Arc<Rules>,
-    pub settings: Arc<Settings>,
+    pub(crate) settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// False until workers run, and again from the start of shutdown.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
     /// Wakes the dispatcher when new effects were committed.
-    pub dispatcher_wake: Arc<Notify>,
+    pub(crate) dispatcher_wake: Arc<Notify>,
     /// Verifies the signed links pages are opened with; `None`: no link key configured.
     pub links: Option<Arc<LinkSigner>>,
     /// The locale's templates: mail, documents and the pages' text (`pages/*.html`).
-    pub templates: Option<Arc<crate::mail::Templates>>,
+    pub(crate) templates: Option<Arc<crate::mail::Templates>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
-    pub paused: Arc<crate::workers::dispatcher::Paused>,
+    pub(crate) paused: Arc<crate::workers::dispatcher::Paused>,
 }
 
 impl AppState {
     pub fn wake_dispatcher(&self) {
         self.dispatcher_wake.notify_one();
     }
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 }
 
 /// The admin listener's routes: `/api/*` (admin token), `/metrics`, and health.
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     let api = Router::new()
         .route("/orders", get(api::list_orders))
         .route("/orders/{id}", get(api::get_order))
@@ -195,7 +195,9 @@ async fn guard(State(gate): State<Gate>, req: Request, next: Next) -> Response {
             let resp = error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "too many requests in flight; retry after the time in Retry-After (delivery is idempotent)",
+                format!(
+                    "too many requests in flight; retry after the time in Retry-After (delivery is idempotent) (request id {request_id})"
+                ),
             )
             .into_response();
             return with_common_headers(retry_after(resp), &request_id);
@@ -218,7 +220,9 @@ async fn guard(State(gate): State<Gate>, req: Request, next: Next) -> Response {
             error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
-                "the request took too long; if it was a webhook, retry it (delivery is idempotent)",
+                format!(
+                    "the request took too long; if it was a webhook, retry it (delivery is idempotent) (request id {request_id})"
+                ),
             )
             .into_response(),
         ),
@@ -234,11 +238,11 @@ fn retry_after(mut resp: Response) -> Response {
 /// The request body did not arrive within `server.body_timeout_secs`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
-pub struct BodyTimeout(pub Duration);
+pub(crate) struct BodyTimeout(pub(crate) Duration);
 
 impl BodyTimeout {
     /// Whether `e` (or one of its causes) is a body timeout.
-    pub fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
+    pub(crate) fn caused(e: &(dyn std::error::Error + 'static)) -> bool {
         let mut src = Some(e);
         while let Some(s) = src {
             if s.is::<BodyTimeout>() {
@@ -304,7 +308,7 @@ fn with_common_headers(mut resp: Response, request_id: &str) -> Response {
 /// The request path as logs show it. A matched route keeps the request's own segments
 /// except its `{token}` parameter (a signed link, which works for whoever holds it),
 /// written `…`; a path no route matched keeps short segments only (a token is long).
-pub fn loggable_path(route: Option<&str>, path: &str) -> String {
+pub(crate) fn loggable_path(route: Option<&str>, path: &str) -> String {
     let shown: Vec<&str> = match route {
         Some(route) if route.split('/').count() == path.split('/').count() => {
             route.split('/').zip(path.split('/')).map(|(r, p)| if r == "{token}" { "…" } else { p }).collect()

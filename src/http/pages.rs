@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::domain::order::Locale;
+use crate::engine::answers::{AcceptanceDecision, AnswerError, ApprovalDecision, acceptance_event, approval_event};
+use crate::engine::receivables;
 use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::orders::OrderError;
@@ -80,19 +82,19 @@ fn w(app: &AppState, l: Locale, key: &str) -> String {
 }
 
 /// The pages' stylesheet (`pages.css`), the accent colour from the settings first.
-pub fn stylesheet(settings: &Settings) -> String {
+pub(crate) fn stylesheet(settings: &Settings) -> String {
     format!(":root {{ --accent: {}; }}\n{}", settings.site_color, include_str!("pages.css"))
 }
 
 /// `GET /pages/assets/style.css`: the one stylesheet every page uses.
-pub async fn style(State(app): State<AppState>) -> Response {
+pub(crate) async fn style(State(app): State<AppState>) -> Response {
     let mut resp = ([("content-type", "text/css; charset=utf-8")], stylesheet(&app.settings)).into_response();
     resp.headers_mut().insert("cache-control", "public, max-age=3600".parse().expect("valid"));
     resp
 }
 
 /// `GET /pages/assets/logo`: the configured logo (`site.logo`), 404 without one.
-pub async fn logo(State(app): State<AppState>) -> Response {
+pub(crate) async fn logo(State(app): State<AppState>) -> Response {
     let Some(logo) = &app.settings.site_logo else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -233,7 +235,7 @@ fn form(
 }
 
 /// `GET /pages/survey/{token}`: the form, unless the link is bad or already used.
-pub async fn survey_form(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn survey_form(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Survey).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -249,7 +251,7 @@ pub async fn survey_form(State(app): State<AppState>, Path(token): Path<String>)
 }
 
 #[derive(Debug, Deserialize)]
-pub struct SurveyForm {
+pub(crate) struct SurveyForm {
     score: Option<String>,
     #[serde(default)]
     comment: String,
@@ -258,7 +260,7 @@ pub struct SurveyForm {
 
 /// `POST /pages/survey/{token}`: records the answer once; a low score or a complaint
 /// asks for an after-sales ticket (the engine decides, the dispatcher pushes it).
-pub async fn survey_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Survey).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -373,7 +375,7 @@ fn describe(app: &AppState, ev: &OrderEvent, who: &str, amount: &crate::domain::
     let ctx = serde_json::json!({
         "event": ev,
         "who": who,
-        "amount": {"amount": amount.amount().to_string(), "currency": amount.currency().as_str()},
+        "amount": money_ctx(amount),
     });
     match templates.render_fragment("history", l, ctx) {
         Ok(text) if !text.is_empty() => Some(text),
@@ -396,7 +398,7 @@ fn refusal_words(app: &AppState, why: &crate::engine::approval::Refusal, l: Loca
         }
         R::NotAnApprover { person, level, needs } => serde_json::json!({
             "kind": "not_an_approver", "person": person, "level": level,
-            "needs": needs.split(" or ").collect::<Vec<_>>(),
+            "needs": needs,
         }),
         R::UnknownPerson(_) => serde_json::json!({"kind": "unknown_person"}),
         _ => serde_json::json!({"kind": "other"}),
@@ -428,7 +430,7 @@ fn approver_locale(app: &AppState, claims: &LinkClaims) -> Locale {
 
 /// `GET /pages/approval/{token}`: the order, its screening and earlier decisions, and
 /// the decision form, if the link is current and its holder may decide.
-pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn approval_form_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -452,14 +454,14 @@ pub async fn approval_form_page(State(app): State<AppState>, Path(token): Path<S
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ApprovalForm {
+pub(crate) struct ApprovalForm {
     decision: Option<String>,
     #[serde(default)]
     comment: String,
 }
 
 /// `POST /pages/approval/{token}`: approve or reject once; a question keeps the link.
-pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
     let (claims, order, _) = match open(&app, &token, LinkPurpose::Approval).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -484,19 +486,17 @@ pub async fn approval_answer(State(app): State<AppState>, Path(token): Path<Stri
         return again("error.form");
     };
     let comment: String = f.comment.trim().chars().take(MAX_COMMENT).collect();
-    let (event, once) = match f.decision.as_deref() {
-        Some("approve") => (OrderEvent::Approved { level, role: String::new(), comment, on_behalf_of: None }, true),
-        Some("reject") if !comment.is_empty() => {
-            (OrderEvent::ApprovalDeclined { level, role: String::new(), comment }, true)
-        }
-        Some("request_info") if !comment.is_empty() => {
-            (OrderEvent::InfoRequested { level, role: String::new(), question: comment }, false)
-        }
-        Some("reject" | "request_info") => {
-            return again("error.approval_reason");
-        }
+    let decision = match f.decision.as_deref() {
+        Some("approve") => ApprovalDecision::Approve,
+        Some("reject") => ApprovalDecision::Reject,
+        Some("request_info") => ApprovalDecision::RequestInfo,
         _ => return again("error.approval_decision"),
     };
+    let event = match approval_event(decision, level, comment) {
+        Ok(event) => event,
+        Err(AnswerError::CommentMissing | AnswerError::ReasonMissing) => return again("error.approval_reason"),
+    };
+    let once = decision.is_final();
     let actor = Actor::Person(claims.subject.clone());
     let once = once.then_some(claims.link_id.as_str());
     match app.orders.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
@@ -558,7 +558,7 @@ fn acceptance_form(
 }
 
 /// `GET /pages/acceptance/{token}`: the acceptance form while the order waits for it.
-pub async fn acceptance_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn acceptance_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -582,7 +582,7 @@ fn not_waiting_for_acceptance(app: &AppState, order: &OrderRecord, l: Locale) ->
 }
 
 #[derive(Debug, Deserialize)]
-pub struct AcceptanceForm {
+pub(crate) struct AcceptanceForm {
     decision: Option<String>,
     #[serde(default)]
     note: String,
@@ -590,7 +590,11 @@ pub struct AcceptanceForm {
 
 /// `POST /pages/acceptance/{token}`: acceptance (the engine invoices next) or a
 /// refusal with its reason (an exception for the owner to resolve); once.
-pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<String>, req: Request) -> Response {
+pub(crate) async fn acceptance_answer(
+    State(app): State<AppState>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
     let (claims, order, l) = match open(&app, &token, LinkPurpose::Acceptance).await {
         Ok(x) => x,
         Err(r) => return r,
@@ -607,13 +611,14 @@ pub async fn acceptance_answer(State(app): State<AppState>, Path(token): Path<St
         return bad("error.form");
     };
     let decision = match f.decision.as_deref() {
-        Some("accept") => super::fulfilment::AcceptanceDecision::Accept,
-        Some("refuse") => super::fulfilment::AcceptanceDecision::Refuse,
+        Some("accept") => AcceptanceDecision::Accept,
+        Some("refuse") => AcceptanceDecision::Refuse,
         _ => return bad("error.acceptance_decision"),
     };
     let note: String = f.note.trim().chars().take(MAX_COMMENT).collect();
-    let Ok(event) = super::fulfilment::acceptance_event(&decision, &note, "the customer") else {
-        return bad("error.acceptance_reason");
+    let event = match acceptance_event(decision, &note, "the customer") {
+        Ok(event) => event,
+        Err(AnswerError::ReasonMissing | AnswerError::CommentMissing) => return bad("error.acceptance_reason"),
     };
     let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
     let actor = Actor::Person(claims.subject.clone());
@@ -699,17 +704,13 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
             serde_json::json!({"done": i <= at, "current": i == at, "day": day})
         })
         .collect();
-    let money = |m: &crate::domain::Money| serde_json::json!({"amount": m.amount().to_string(), "currency": m.currency().as_str()});
-    let invoice = order.fulfilment.as_ref().and_then(|f| f.invoice.as_ref()).map(|inv| {
-        let owed = order.fulfilment.as_ref().and_then(|f| f.outstanding()).unwrap_or_else(|| inv.total.clone());
-        serde_json::json!({"number": inv.number, "outstanding": money(&owed), "due": inv.due.to_string()})
+    let invoice = order.fulfilment.as_ref().and_then(|f| Some((f.invoice.as_ref()?, receivables::owed(f)?))).map(|(inv, owed)| {
+        serde_json::json!({"number": inv.number, "outstanding": money_ctx(&owed), "due": inv.due.to_string()})
     });
-    let o = &order.order;
     serde_json::json!({
         "state": order.state.name(),
         "steps": steps,
-        "order": {"customer": o.customer.name.as_str(), "product": o.product.kind.as_str(),
-            "code": o.product.code.as_str(), "amount": money(&o.amount)},
+        "order": order_ctx(order),
         "invoice": invoice,
         "history": events.iter().map(|e| serde_json::json!({"at": e.at.to_rfc3339(), "event": e.event.name()}))
             .collect::<Vec<_>>(),
@@ -719,7 +720,7 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
 /// `GET /pages/status/{token}`: the order's stage, its milestones and the next step,
 /// in the customer's language. The link may be opened again and again (until it
 /// expires); it changes nothing.
-pub async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
+pub(crate) async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
     let (_, order, l) = match open(&app, &token, LinkPurpose::Status).await {
         Ok(x) => x,
         Err(r) => return r,

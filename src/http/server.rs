@@ -31,15 +31,15 @@ use tokio_util::task::TaskTracker;
 
 /// Connection limits (`[server]` `header_read_timeout_secs`, `idle_timeout_secs`).
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub header_read: Duration,
-    pub idle: Duration,
+pub(crate) struct Timeouts {
+    pub(crate) header_read: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled; then stops accepting,
 /// closes idle connections, lets requests in flight finish, and returns once every
 /// connection is closed.
-pub async fn serve(listener: TcpListener, router: Router, timeouts: Timeouts, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, router: Router, timeouts: Timeouts, stop: CancellationToken) {
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {

@@ -1,7 +1,7 @@
 //! `POST /webhooks/{connector}`: verify (what the headers can show before the body is
 //! read, the rest after), parse, map, check the order template, then ingest. The answer is 202 only after the order is durably stored (invariant 1);
-//! every refusal names its reason and writes nothing. (Xero's connectors answer `200`
-//! with an empty body instead of 202, as Xero requires.)
+//! every refusal names its reason and writes nothing. A signature scheme whose vendor
+//! wants its own acknowledgement (`Verifier::acknowledgement`) gets it instead of 202.
 
 use std::time::Instant;
 
@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{AppState, BodyTimeout};
-use crate::connectors::signature::{Delivery, SignatureError, Verifier};
+use crate::connectors::signature::{Acknowledgement, Delivery, SignatureError, Verifier};
 use crate::domain::ExternalRef;
 use crate::metrics::LATENCY_BUCKETS;
 use crate::orders::Inbound;
 
-pub async fn receive(
+pub(crate) async fn receive(
     State(app): State<AppState>,
     Path(connector): Path<String>,
     uri: Uri,
@@ -45,10 +45,16 @@ pub async fn receive(
     {
         tracing::warn!(connector = label, status = e.status.as_u16(), code = e.code, reason = %e.message, "webhook refused");
     }
-    // Xero accepts only `200` with an empty body (its Intent-to-Receive check too).
-    let xero =
-        app.registry.get(&connector).and_then(|c| c.webhook.as_ref()).is_some_and(|w| w.verifier.scheme() == "xero");
-    result.map(|r| if xero { StatusCode::OK.into_response() } else { r.into_response() })
+    // Some vendors take only their own acknowledgement of an accepted delivery.
+    let ack = app
+        .registry
+        .get(&connector)
+        .and_then(|c| c.webhook.as_ref())
+        .map_or(Acknowledgement::Answer, |w| w.verifier.acknowledgement());
+    result.map(|r| match ack {
+        Acknowledgement::Answer => r.into_response(),
+        Acknowledgement::EmptyOk => StatusCode::OK.into_response(),
+    })
 }
 
 async fn receive_inner(

@@ -16,7 +16,7 @@ pub struct AuditReport {
 }
 
 /// Checks one order's chain; returns the events counted or where it breaks.
-pub fn check_chain(rec: &OrderRecord, events: &[EventRecord]) -> Result<u64, (u32, String)> {
+pub(crate) fn check_chain(rec: &OrderRecord, events: &[EventRecord]) -> Result<u64, (u32, String)> {
     let mut prev = GENESIS;
     let mut expected = 1u32;
     for ev in events {
@@ -50,7 +50,7 @@ pub fn check_chain(rec: &OrderRecord, events: &[EventRecord]) -> Result<u64, (u3
 
 /// Verifies every order's chain. Each order is read under its lock, so a step
 /// committed meanwhile (the daemon keeps working) is seen whole or not at all.
-pub async fn verify(orders: &Orders) -> Result<AuditReport, OrderError> {
+pub(crate) async fn verify(orders: &Orders) -> Result<AuditReport, OrderError> {
     let mut report = AuditReport { orders: 0, events: 0, broken: None };
     let mut after = None;
     loop {

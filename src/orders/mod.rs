@@ -155,7 +155,7 @@ fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
 }
 
 /// What `decide` looks at for an order, with the customer's `history`.
-pub fn case<'a>(rec: &'a OrderRecord, history: &'a History) -> Case<'a> {
+pub(crate) fn case<'a>(rec: &'a OrderRecord, history: &'a History) -> Case<'a> {
     Case {
         state: &rec.state,
         order: &rec.order,

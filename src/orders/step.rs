@@ -12,7 +12,7 @@ use crate::store::{
 
 /// The step that records `decision` on `rec` (loaded as `loaded`; `None` for a new
 /// order).
-pub fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: Decision, now: DateTime<Utc>) -> Step {
+pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: Decision, now: DateTime<Utc>) -> Step {
     let mut events = Vec::with_capacity(decision.audit.len());
     for entry in decision.audit {
         let seq = rec.last_seq + 1;
@@ -63,7 +63,13 @@ pub fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: Decision
 }
 
 /// The step that appends a bookkeeping event (no state change) to an order's chain.
-pub fn bookkeeping(rec: OrderRecord, loaded: Loaded, actor: Actor, event: OrderEvent, now: DateTime<Utc>) -> Step {
+pub(crate) fn bookkeeping(
+    rec: OrderRecord,
+    loaded: Loaded,
+    actor: Actor,
+    event: OrderEvent,
+    now: DateTime<Utc>,
+) -> Step {
     let state = rec.state.clone();
     let decision = Decision {
         next: state.clone(),

@@ -231,3 +231,32 @@ async fn a_panicking_handler_answers_500_with_its_request_id_and_the_daemon_keep
     assert!(m.contains("orderbridge_panics_total{task=\"http\"} 1"), "{m}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_5xx_body_names_the_request_id_of_the_x_request_id_header() {
+    let app = spawn_app().await;
+    // A handler that panics answers 500; the request brings no id, so the daemon makes one.
+    let mut broken = app.state.clone();
+    broken.clock = orderbridge::clock::Clock::from_fn(|| panic!("the clock is broken (test)"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, orderbridge::http::router(broken)).await.unwrap() });
+
+    let body = serde_json::to_vec(&sample()).unwrap();
+    let mut req = app.client.post(format!("http://{addr}/webhooks/demo-crm")).body(body.clone());
+    for (k, v) in app.signed_headers("msg_panic_id", chrono::Utc::now().timestamp(), &body) {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("an answer");
+    assert_eq!(resp.status().as_u16(), 500);
+    let header = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let answer: Value = resp.json().await.unwrap();
+    let message = answer["error"]["message"].as_str().unwrap();
+    let in_body = message
+        .rsplit_once("(request id ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no request id in {answer}"));
+    assert!(!header.is_empty());
+    assert_eq!(in_body, header, "one request id in the body and the header");
+    app.stop().await;
+}
