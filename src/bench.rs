@@ -22,43 +22,43 @@ use crate::connectors::signature::StandardWebhooks;
 pub struct BenchArgs {
     /// Base URL of the daemon.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    pub(crate) url: String,
     /// Connector to post to.
     #[arg(long, default_value = "demo-crm")]
-    pub connector: String,
+    pub(crate) connector: String,
     /// The connector's webhook secret (`whsec_…`).
     #[arg(long, env = "DEMO_CRM_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub(crate) secret: String,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Orders to post.
     #[arg(long, default_value_t = 20_000)]
-    pub orders: u64,
+    pub(crate) orders: u64,
     /// The daemon's process id, to report its memory.
     #[arg(long)]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Prefix of the generated external ids (use a new one per run for new orders).
     #[arg(long, default_value = "BENCH")]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Also serve a sink on this address that answers 200 to every push (point the
     /// ERP connector's base_url at it), and report how many effects it received.
     #[arg(long)]
-    pub sink: Option<std::net::SocketAddr>,
+    pub(crate) sink: Option<std::net::SocketAddr>,
     /// Post nothing: write `--orders` pre-signed requests to FILE for wrk
     /// (`bench/peers/orderbridge.lua` reads the format) and exit. Signed now, so use
     /// the pool within the connector's `tolerance_secs`.
     #[arg(long, value_name = "FILE")]
-    pub wrk_pool: Option<PathBuf>,
+    pub(crate) wrk_pool: Option<PathBuf>,
     /// With `--wrk-pool`: the JSON body to sign (default: the demo-crm fixture).
     #[arg(long, value_name = "FILE", requires = "wrk_pool")]
-    pub body: Option<PathBuf>,
+    pub(crate) body: Option<PathBuf>,
     /// With `--wrk-pool`: JSON pointer (RFC 6901) to a text value of the body that gets
     /// a suffix `-<prefix>-<n>` unique per request; repeat for several values. One of
     /// them must be what the mapping takes as the external id. Default with the
     /// demo-crm fixture: `/deal/id` and `/deal/customer/id`.
     #[arg(long, value_name = "POINTER", requires = "wrk_pool")]
-    pub vary: Vec<String>,
+    pub(crate) vary: Vec<String>,
 }
 
 /// A receiver that accepts every push, counting them.
@@ -119,7 +119,7 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command (which is in parentheses and may hold spaces).
@@ -154,7 +154,7 @@ const POOL_ID_PREFIX: &str = "msg_";
 /// # Errors
 /// When the body is not JSON, a pointer selects no text, or a value cannot be found
 /// exactly once in the text.
-pub fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> {
+pub(crate) fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> {
     let doc: serde_json::Value = serde_json::from_str(body).context("the body is not JSON")?;
     anyhow::ensure!(!pointers.is_empty(), "name at least one value to vary (--vary /json/pointer)");
     anyhow::ensure!(!body.contains(POOL_PLACEHOLDER), "the body already contains {POOL_PLACEHOLDER}");
@@ -187,7 +187,7 @@ pub fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> 
 ///
 /// # Errors
 /// When the file cannot be written.
-pub fn write_wrk_pool(
+pub(crate) fn write_wrk_pool(
     path: &Path,
     template: &str,
     signer: &StandardWebhooks,
@@ -240,7 +240,7 @@ fn wrk_pool(args: &BenchArgs, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.wrk_pool {
         return wrk_pool(&args, path);
     }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::Loaded;
+use crate::config::Loaded;
 use crate::clock::Clock;
 use crate::engine::notify::MAIL_CONNECTOR;
 use crate::http::server::{Timeouts, serve};
