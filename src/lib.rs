@@ -12,8 +12,11 @@
 //!   showing values to people, the people we write to.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
 //!   metrics), with connection and request limits (axum on hyper).
-//! - `settings`, `check`, `diagnostics`, `secrets`: configuration loading and validation
-//!   (`secrets`: what a secret must be: not empty, not published, long enough).
+//! - `config`: the one configuration loader `run` and `check` share (parse each file,
+//!   cross-check references, build); `config::settings` (also `settings`) is
+//!   `orderbridge.toml`, one file per section.
+//! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
+//!   and what a secret must be (not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
