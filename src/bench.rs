@@ -10,7 +10,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,43 +22,43 @@ use crate::connectors::signature::StandardWebhooks;
 pub struct BenchArgs {
     /// Base URL of the daemon.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    pub(crate) url: String,
     /// Connector to post to.
     #[arg(long, default_value = "demo-crm")]
-    pub connector: String,
+    pub(crate) connector: String,
     /// The connector's webhook secret (`whsec_…`).
     #[arg(long, env = "DEMO_CRM_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub(crate) secret: String,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Orders to post.
     #[arg(long, default_value_t = 20_000)]
-    pub orders: u64,
+    pub(crate) orders: u64,
     /// The daemon's process id, to report its memory.
     #[arg(long)]
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Prefix of the generated external ids (use a new one per run for new orders).
     #[arg(long, default_value = "BENCH")]
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// Also serve a sink on this address that answers 200 to every push (point the
     /// ERP connector's base_url at it), and report how many effects it received.
     #[arg(long)]
-    pub sink: Option<std::net::SocketAddr>,
+    pub(crate) sink: Option<std::net::SocketAddr>,
     /// Post nothing: write `--orders` pre-signed requests to FILE for wrk
     /// (`bench/peers/orderbridge.lua` reads the format) and exit. Signed now, so use
     /// the pool within the connector's `tolerance_secs`.
     #[arg(long, value_name = "FILE")]
-    pub wrk_pool: Option<PathBuf>,
+    pub(crate) wrk_pool: Option<PathBuf>,
     /// With `--wrk-pool`: the JSON body to sign (default: the demo-crm fixture).
     #[arg(long, value_name = "FILE", requires = "wrk_pool")]
-    pub body: Option<PathBuf>,
+    pub(crate) body: Option<PathBuf>,
     /// With `--wrk-pool`: JSON pointer (RFC 6901) to a text value of the body that gets
     /// a suffix `-<prefix>-<n>` unique per request; repeat for several values. One of
     /// them must be what the mapping takes as the external id. Default with the
     /// demo-crm fixture: `/deal/id` and `/deal/customer/id`.
     #[arg(long, value_name = "POINTER", requires = "wrk_pool")]
-    pub vary: Vec<String>,
+    pub(crate) vary: Vec<String>,
 }
 
 /// A receiver that accepts every push, counting them.
@@ -119,7 +119,7 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command (which is in parentheses and may hold spaces).
@@ -154,7 +154,7 @@ const POOL_ID_PREFIX: &str = "msg_";
 /// # Errors
 /// When the body is not JSON, a pointer selects no text, or a value cannot be found
 /// exactly once in the text.
-pub fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> {
+pub(crate) fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> {
     let doc: serde_json::Value = serde_json::from_str(body).context("the body is not JSON")?;
     anyhow::ensure!(!pointers.is_empty(), "name at least one value to vary (--vary /json/pointer)");
     anyhow::ensure!(!body.contains(POOL_PLACEHOLDER), "the body already contains {POOL_PLACEHOLDER}");
@@ -187,7 +187,7 @@ pub fn pool_template(body: &str, pointers: &[String]) -> anyhow::Result<String> 
 ///
 /// # Errors
 /// When the file cannot be written.
-pub fn write_wrk_pool(
+pub(crate) fn write_wrk_pool(
     path: &Path,
     template: &str,
     signer: &StandardWebhooks,
@@ -240,7 +240,7 @@ fn wrk_pool(args: &BenchArgs, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.wrk_pool {
         return wrk_pool(&args, path);
     }
@@ -254,102 +254,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(30)).build()?;
     let url = format!("{}/webhooks/{}", args.url.trim_end_matches('/'), args.connector);
-    let next = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(AtomicU64::new(0));
     let peak = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = args.pid.map(|pid| {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some((_, rss)) = rss_kib(pid) {
-                    peak.fetch_max(rss, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = args.pid.map(|pid| spawn_sampler(pid, peak.clone(), stop.clone()));
 
     println!("bench: {} orders to {url} at concurrency {} ({})", args.orders, args.concurrency, machine());
     let cpu_before = (args.pid.and_then(|p| cpu_time(Some(p))), cpu_time(None));
     let started = Instant::now();
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = {
-        let (done, stop, pushed) = (done.clone(), stop.clone(), pushed.clone());
-        tokio::spawn(async move {
-            let (mut last, mut at) = (0, Instant::now());
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                if at.elapsed() >= Duration::from_secs(10) {
-                    let now = done.load(Ordering::Relaxed);
-                    println!(
-                        "  {:>9} accepted, {:>6.0} orders/s over the last {:.0}s, {} effects pushed",
-                        now,
-                        (now - last) as f64 / at.elapsed().as_secs_f64(),
-                        at.elapsed().as_secs_f64(),
-                        pushed.load(Ordering::Relaxed)
-                    );
-                    (last, at) = (now, Instant::now());
-                }
-            }
-        })
+    let sender = Sender {
+        client,
+        url,
+        signer,
+        prefix: args.prefix.clone(),
+        total: args.orders,
+        payloads: Arc::new(Payloads::new()),
+        next: Arc::new(AtomicU64::new(0)),
+        failures: Arc::new(AtomicU64::new(0)),
+        done: Arc::new(AtomicU64::new(0)),
     };
-    let payloads = Arc::new(Payloads::new());
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let payloads = payloads.clone();
-        let (client, url, next, failures, signer, prefix, done) = (
-            client.clone(),
-            url.clone(),
-            next.clone(),
-            failures.clone(),
-            signer.clone(),
-            args.prefix.clone(),
-            done.clone(),
-        );
-        let total = args.orders;
-        workers.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let body = payloads.body(&prefix, n);
-                let id = format!("msg_{prefix}_{n}");
-                let ts = chrono::Utc::now().timestamp();
-                let sig = signer.sign(&id, ts, &body);
-                let t = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", ts.to_string())
-                    .header("webhook-signature", sig)
-                    .body(body)
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status().as_u16() == 202 => {
-                        let _ = r.bytes().await;
-                        lat.push(t.elapsed());
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => {
-                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("bench: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
-                        }
-                    }
-                    Err(e) => {
-                        if failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                            eprintln!("bench: {e}");
-                        }
-                    }
-                }
-            }
-            lat
-        }));
-    }
+    let progress = spawn_progress(sender.done.clone(), stop.clone(), pushed.clone());
+    let workers: Vec<_> = (0..args.concurrency).map(|_| tokio::spawn(sender.clone().send_all())).collect();
     let mut lat = Vec::new();
     for w in workers {
         lat.extend(w.await.context("worker")?);
@@ -362,47 +286,164 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let _ = progress.await;
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "accepted:   {} orders in {:.2}s = {:.0} orders/s",
-        lat.len(),
-        elapsed.as_secs_f64(),
-        lat.len() as f64 / elapsed.as_secs_f64()
-    );
-    println!("failed:     {}", failures.load(Ordering::Relaxed));
-    println!(
-        "ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(lat.last().copied().unwrap_or_default())
-    );
-    if args.sink.is_some() {
-        println!("effects pushed to the sink during the run: {}", pushed.load(Ordering::Relaxed));
-    }
-    let per_order = |before: Option<Duration>, after: Option<Duration>| {
-        before.zip(after).map(|(b, a)| (a.saturating_sub(b)).as_secs_f64() * 1e6 / lat.len().max(1) as f64)
-    };
-    if let Some(daemon) = per_order(cpu_before.0, cpu_after.0) {
-        print!("CPU per accepted order: daemon {daemon:.0} µs");
-        if let Some(own) = per_order(cpu_before.1, cpu_after.1) {
-            print!(", load generator (with the sink) {own:.0} µs");
-        }
-        println!();
-    }
-    if let Some(pid) = args.pid
-        && let Some((hwm, rss)) = rss_kib(pid)
-    {
-        println!(
-            "daemon RSS: now {:.1} MiB, peak during run {:.1} MiB, process peak (VmHWM) {:.1} MiB",
-            rss as f64 / 1024.0,
-            peak.load(Ordering::Relaxed) as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
-    }
+    let failures = sender.failures.load(Ordering::Relaxed);
+    let report = Report { lat, elapsed, failures, cpu_before, cpu_after, peak: peak.load(Ordering::Relaxed) };
+    report.print(&args, pushed.load(Ordering::Relaxed));
     Ok(())
+}
+
+/// Samples the daemon's resident memory every 200 ms, keeping the peak.
+fn spawn_sampler(pid: u32, peak: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some((_, rss)) = rss_kib(pid) {
+                peak.fetch_max(rss, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Prints the rate every 10 s while the run lasts.
+fn spawn_progress(done: Arc<AtomicU64>, stop: Arc<AtomicBool>, pushed: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut last, mut at) = (0, Instant::now());
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if at.elapsed() >= Duration::from_secs(10) {
+                let now = done.load(Ordering::Relaxed);
+                println!(
+                    "  {:>9} accepted, {:>6.0} orders/s over the last {:.0}s, {} effects pushed",
+                    now,
+                    (now - last) as f64 / at.elapsed().as_secs_f64(),
+                    at.elapsed().as_secs_f64(),
+                    pushed.load(Ordering::Relaxed)
+                );
+                (last, at) = (now, Instant::now());
+            }
+        }
+    })
+}
+
+/// One of `concurrency` senders: posts signed orders until `total` are taken.
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    url: String,
+    signer: Arc<StandardWebhooks>,
+    prefix: String,
+    total: u64,
+    payloads: Arc<Payloads>,
+    /// The next order number to send, shared by all senders.
+    next: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    /// Orders accepted (202).
+    done: Arc<AtomicU64>,
+}
+
+impl Sender {
+    /// Sends until every order is taken; returns the latency of each accepted one.
+    async fn send_all(self) -> Vec<Duration> {
+        let mut lat = Vec::new();
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if n >= self.total {
+                break;
+            }
+            let body = self.payloads.body(&self.prefix, n);
+            let id = format!("msg_{}_{n}", self.prefix);
+            let ts = chrono::Utc::now().timestamp();
+            let sig = self.signer.sign(&id, ts, &body);
+            let t = Instant::now();
+            let resp = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sig)
+                .body(body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    let _ = r.bytes().await;
+                    lat.push(t.elapsed());
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r) => {
+                    if self.failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("bench: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    if self.failures.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("bench: {e}");
+                    }
+                }
+            }
+        }
+        lat
+    }
+}
+
+/// What one run measured.
+struct Report {
+    /// Latency of each accepted order, sorted.
+    lat: Vec<Duration>,
+    elapsed: Duration,
+    failures: u64,
+    /// CPU time of (the daemon, this process) before and after.
+    cpu_before: (Option<Duration>, Option<Duration>),
+    cpu_after: (Option<Duration>, Option<Duration>),
+    /// Peak resident memory of the daemon during the run, KiB.
+    peak: u64,
+}
+
+impl Report {
+    fn print(&self, args: &BenchArgs, pushed: u64) {
+        let lat = &self.lat;
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "accepted:   {} orders in {:.2}s = {:.0} orders/s",
+            lat.len(),
+            self.elapsed.as_secs_f64(),
+            lat.len() as f64 / self.elapsed.as_secs_f64()
+        );
+        println!("failed:     {}", self.failures);
+        println!(
+            "ack latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            ms(pct(0.50)),
+            ms(pct(0.99)),
+            ms(lat.last().copied().unwrap_or_default())
+        );
+        if args.sink.is_some() {
+            println!("effects pushed to the sink during the run: {pushed}");
+        }
+        let per_order = |before: Option<Duration>, after: Option<Duration>| {
+            before.zip(after).map(|(b, a)| (a.saturating_sub(b)).as_secs_f64() * 1e6 / lat.len().max(1) as f64)
+        };
+        if let Some(daemon) = per_order(self.cpu_before.0, self.cpu_after.0) {
+            print!("CPU per accepted order: daemon {daemon:.0} µs");
+            if let Some(own) = per_order(self.cpu_before.1, self.cpu_after.1) {
+                print!(", load generator (with the sink) {own:.0} µs");
+            }
+            println!();
+        }
+        if let Some(pid) = args.pid
+            && let Some((hwm, rss)) = rss_kib(pid)
+        {
+            println!(
+                "daemon RSS: now {:.1} MiB, peak during run {:.1} MiB, process peak (VmHWM) {:.1} MiB",
+                rss as f64 / 1024.0,
+                self.peak as f64 / 1024.0,
+                hwm as f64 / 1024.0
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,13 +27,13 @@ use crate::store::{EffectId, StoreError};
 pub struct Cli {
     /// Directory holding config/, connectors/ and mappings/.
     #[arg(long, global = true, default_value = ".", env = "ORDERBRIDGE_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub(crate) config_dir: PathBuf,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon.
     Run {
         /// Log format, overriding `log.format` (text or json).
@@ -79,7 +79,7 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum OrdersCmd {
+pub(crate) enum OrdersCmd {
     /// List orders, optionally in one state.
     List {
         #[arg(long)]
@@ -98,7 +98,7 @@ pub enum OrdersCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum StoreCmd {
+pub(crate) enum StoreCmd {
     /// List quarantined rows: what each was, why it could not be read, when, and its
     /// raw bytes (hex). They are kept for analysis; restore the order from a backup.
     Quarantine {
@@ -124,7 +124,7 @@ pub enum StoreCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum MappingCmd {
+pub(crate) enum MappingCmd {
     /// Apply MAPPING (a name in mappings/, or a path to a .toml file) to the JSON in
     /// FILE and print the canonical order, or the error naming file, field and value.
     /// Exit 0 when it maps, 1 when the payload is refused, 78 when the mapping is broken.
@@ -136,7 +136,7 @@ pub enum MappingCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum RulesCmd {
+pub(crate) enum RulesCmd {
     /// Replay stored orders through a candidate rules file and list every order whose
     /// screening result or approval route would change. Exit 0: none; 1: some.
     Diff {
@@ -155,13 +155,13 @@ pub enum RulesCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check every order's hash chain; exit 1 naming the first broken order and event.
     Verify,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum OutboxCmd {
+pub(crate) enum OutboxCmd {
     /// Pending effects (due or backing off).
     List {
         #[arg(long)]
@@ -271,7 +271,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
 }
 
 async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i32> {
-    let loaded = match crate::check::load_all(dir) {
+    let loaded = match crate::config::load_all(dir) {
         Ok(l) => l,
         Err(problems) => {
             for p in &problems {
@@ -465,8 +465,8 @@ fn outbound_test(path: &Path, text: &str, name: &str, effect: &Value) -> anyhow:
 }
 
 async fn rules_diff(dir: &Path, last: Option<usize>, candidate: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
-    let path = candidate.unwrap_or_else(|| crate::check::rules_path(dir));
-    let rules = match crate::check::load_rules_file(&path, dir) {
+    let path = candidate.unwrap_or_else(|| crate::config::rules_path(dir));
+    let rules = match crate::config::load_rules_file(&path, dir) {
         Ok(r) => r,
         Err(problems) => {
             for p in &problems {

@@ -12,8 +12,11 @@
 //!   showing values to people, the people we write to.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
 //!   metrics), with connection and request limits (axum on hyper).
-//! - `settings`, `check`, `diagnostics`, `secrets`: configuration loading and validation
-//!   (`secrets`: what a secret must be: not empty, not published, long enough).
+//! - `config`: the one configuration loader `run` and `check` share (parse each file,
+//!   cross-check references, build); `config::settings` (also `settings`) is
+//!   `orderbridge.toml`, one file per section.
+//! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
+//!   and what a secret must be (not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `future`: `BoxFuture`, the boxed future of trait objects (connectors, store).
@@ -24,6 +27,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod connectors;
 pub mod diagnostics;
 pub mod directory;
@@ -44,7 +48,7 @@ pub mod rules_diff;
 pub mod sample;
 pub mod schedule;
 pub mod secrets;
-pub mod settings;
+pub use config::settings;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

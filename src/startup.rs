@@ -11,10 +11,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::Loaded;
 use crate::clock::Clock;
+use crate::config::Loaded;
 use crate::engine::notify::MAIL_CONNECTOR;
 use crate::http::server::{Timeouts, serve};
 use crate::http::{AppState, admin_router, router};
@@ -30,6 +32,26 @@ use crate::workers::poller::Poller;
 async fn store_failed(store: Arc<dyn crate::store::Store>) {
     while store.failure().is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for every task to record what it was doing, up to `GRACE`; then stops the
+/// rest where they are (as a process exit would) and waits until they are gone.
+async fn drain(mut tasks: Vec<JoinHandle<()>>) {
+    let all = async {
+        while let Some(t) = tasks.last_mut() {
+            let _ = t.await;
+            tasks.pop();
+        }
+    };
+    if tokio::time::timeout(GRACE, all).await.is_err() {
+        tracing::warn!("effects still in flight after {GRACE:?}; they stay in the outbox and run after restart");
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }
 
@@ -163,17 +185,18 @@ impl Application {
             clock: state.clock.clone(),
             time_zone: state.settings.presentation.time_zone,
         };
-        tokio::spawn(reconciler.run(stop.clone()));
-        let workers = {
+        // Every task started here is awaited at shutdown (`drain`): once this returns,
+        // none of them holds the store any more.
+        let mut tasks = vec![tokio::spawn(reconciler.run(stop.clone()))];
+        // Pollers stop with the daemon; one that fails only logs (it retries each run).
+        tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
+        tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();
             tokio::spawn(async move {
-                // Pollers stop with the daemon; one that fails only logs (it retries each run).
-                for p in pollers {
-                    tokio::spawn(p.run(stop.clone()));
-                }
-                let mut dispatch = tokio::spawn(dispatcher.run(stop.clone()));
-                let mut digest = tokio::spawn(digests.run(stop.clone()));
+                // Aborted with this task if shutdown gives up waiting for it.
+                let mut dispatch = AbortOnDropHandle::new(tokio::spawn(dispatcher.run(stop.clone())));
+                let mut digest = AbortOnDropHandle::new(tokio::spawn(digests.run(stop.clone())));
                 let (name, result, first_is_dispatch) = tokio::select! {
                     r = &mut dispatch => ("dispatcher", r, true),
                     r = &mut digest => ("scheduler", r, false),
@@ -190,7 +213,7 @@ impl Application {
                 // Shutdown: let the other one record what it was doing too.
                 let _ = if first_is_dispatch { digest.await } else { dispatch.await };
             })
-        };
+        });
         state.ready.store(true, Ordering::SeqCst);
         let (public, admin) = (listener.local_addr()?, admin_listener.local_addr()?);
         tracing::info!(
@@ -220,9 +243,7 @@ impl Application {
         );
 
         stop.cancel();
-        if tokio::time::timeout(GRACE, workers).await.is_err() {
-            tracing::warn!("effects still in flight after {GRACE:?}; they stay in the outbox and run after restart");
-        }
+        drain(tasks).await;
         state.store.flush().await.context("final flush")?;
         if worker_died.is_cancelled() {
             anyhow::bail!("a background worker died; see the log above");

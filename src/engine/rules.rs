@@ -1039,7 +1039,7 @@ mod tests {
     use crate::engine::table::{History, inputs};
 
     fn repo_rules() -> Rules {
-        crate::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:?}"))
+        crate::config::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     /// A real-looking order: 张伟, a valid resident ID, rating A, KYC done.

@@ -1,0 +1,67 @@
+//! Secret references: `${ENV_NAME}` or `file:PATH`, never the value itself; resolved
+//! into `SecretString` while the settings are parsed, and judged (`crate::secrets`).
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+
+/// A reference to a secret: an environment variable or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Parses `${NAME}` or `file:PATH`. Anything else is refused, so a secret is never
+    /// written into a config file by accident.
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+            && !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Ok(SecretRef::Env(name.to_owned()));
+        }
+        if let Some(p) = s.strip_prefix("file:")
+            && !p.is_empty()
+        {
+            return Ok(SecretRef::File(p.into()));
+        }
+        Err("a secret must be a reference, `${ENV_NAME}` or `file:PATH`, never the value itself".into())
+    }
+
+    /// Reads the secret. The error names the variable or file, never the value.
+    pub(crate) fn resolve(&self, base: &Path) -> Result<SecretString, String> {
+        match self {
+            SecretRef::Env(n) => match std::env::var(n) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                _ => Err(format!("secret ${{{n}}}: environment variable {n} is not set")),
+            },
+            SecretRef::File(p) => {
+                let p = if p.is_absolute() { p.clone() } else { base.join(p) };
+                std::fs::read_to_string(&p)
+                    .map(|v| SecretString::from(v.trim_end_matches(['\n', '\r']).to_owned()))
+                    .map_err(|e| format!("secret file {}: {e}", p.display()))
+            }
+        }
+    }
+}
+
+/// Resolves the secrets of one settings file and judges them under its policy.
+pub(crate) struct SecretResolver<'a> {
+    pub(crate) config_dir: &'a Path,
+    /// `false` for offline commands: a secret that cannot be resolved stays unset.
+    pub(crate) strict: bool,
+    pub(crate) checks: crate::secrets::Checks<'a>,
+}
+
+impl SecretResolver<'_> {
+    /// Parses and reads a reference; `Ok(None)` when it cannot be read and `strict` is off.
+    pub(crate) fn resolve(&self, reference: &str) -> Result<Option<SecretString>, String> {
+        match SecretRef::parse(reference)?.resolve(self.config_dir) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) if !self.strict => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

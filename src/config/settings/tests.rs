@@ -1,0 +1,156 @@
+//! Unit tests of `orderbridge.toml` parsing: each section's checks and their located messages.
+
+use super::site::DEFAULT_COLOR;
+use super::*;
+
+fn parse(text: &str) -> Result<Settings, Vec<Diagnostic>> {
+    let raw: RawSettings = toml::from_str(text).unwrap();
+    raw.parse(Path::new("."), Path::new("orderbridge.toml"), text, false)
+}
+
+#[test]
+fn intake_max_amount_is_read_per_currency_and_checked_with_its_line() {
+    let s = parse("[intake.max_amount]\nCNY = \"10000000000\"\nusd = \"1500000000.50\"\n").unwrap();
+    let limits: Vec<String> = s.intake.max_amount.iter().map(|(c, d)| format!("{c} {d}")).collect();
+    assert_eq!(limits, ["CNY 10000000000", "USD 1500000000.50"]);
+    assert!(parse("").unwrap().intake.max_amount.is_empty(), "no limits unless configured");
+
+    let text = "[intake.max_amount]\nCNY = \"ten billion\"\nUSD = \"0\"\nEURO = \"5\"\nJPY = \"1e9\"\n";
+    let problems: Vec<String> = parse(text).unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "orderbridge.toml:2:7: `ten billion` is not a decimal amount; write the limit as a decimal string, e.g. \"10000000000\"",
+            "orderbridge.toml:4:8: `EURO` is not an ISO 4217 currency code (three letters, e.g. CNY)",
+            "orderbridge.toml:5:7: `1e9` is not a decimal amount; write the limit as a decimal string, e.g. \"10000000000\"",
+            "orderbridge.toml:3:7: the limit for USD must be positive, got `0`",
+        ]
+    );
+    // A number instead of a string is a shape error, located by toml.
+    assert!(toml::from_str::<RawSettings>("[intake.max_amount]\nCNY = 10000000000\n").is_err());
+}
+
+#[test]
+fn server_timeouts_have_defaults_and_zero_is_refused_with_its_line() {
+    let s = parse("").unwrap();
+    assert_eq!(
+        (s.header_read_timeout, s.idle_timeout, s.body_timeout, s.queue_timeout, s.request_timeout),
+        (
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            Duration::from_secs(10),
+            Duration::from_secs(30)
+        )
+    );
+    assert_eq!(s.admin_listen, "127.0.0.1:8081".parse().unwrap());
+
+    let text = "[server]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nbody_timeout_secs = 0\nrequest_timeout_secs = 5\nqueue_timeout_secs = 6\n";
+    let problems: Vec<String> = parse(text).unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "orderbridge.toml:2:28: must be at least 1 (seconds); there is no \"no limit\"",
+            "orderbridge.toml:3:21: must be at least 1 (seconds); there is no \"no limit\"",
+            "orderbridge.toml:4:21: must be at least 1 (seconds); there is no \"no limit\"",
+            "orderbridge.toml:6:22: must not exceed request_timeout_secs (5): the wait for a slot is part of the request's time",
+        ]
+    );
+}
+
+#[test]
+fn the_admin_listener_is_an_address_with_a_port_of_its_own() {
+    let s = parse("[server.admin]\nhost = \"10.0.0.5\"\nport = 9443\n").unwrap();
+    assert_eq!(s.admin_listen, "10.0.0.5:9443".parse().unwrap());
+    let problems: Vec<String> = parse("[server]\nport = 8080\n[server.admin]\nhost = \"admin.local\"\nport = 8080\n")
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`admin.local` is not an IP address"), "{problems:?}");
+    assert!(problems[1].contains("needs a port of its own, not server.port (8080)"), "{problems:?}");
+    // Off loopback, the example's demo secrets are not accepted any more.
+    let s = parse("example = true\n[server.admin]\nhost = \"0.0.0.0\"\n").unwrap();
+    assert!(s.secret_policy.example.is_none() && s.secret_policy.example_off_loopback);
+}
+
+#[test]
+fn the_pages_logo_and_colour_are_read_and_checked() {
+    let s = parse("").unwrap();
+    assert_eq!((s.site_color.as_str(), s.site_logo.is_none()), (DEFAULT_COLOR, true));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logo.svg"), "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    std::fs::write(dir.path().join("logo.gif"), "GIF89a").unwrap();
+    let parse_in = |text: &str| {
+        let raw: RawSettings = toml::from_str(text).unwrap();
+        raw.parse(dir.path(), Path::new("orderbridge.toml"), text, false)
+    };
+    let s = parse_in("[site]\nlogo = \"logo.svg\"\ncolor = \"#8a1c2b\"\n").unwrap();
+    assert_eq!(s.site_color, "#8a1c2b");
+    assert_eq!(s.site_logo.as_ref().map(|l| l.content_type), Some("image/svg+xml"));
+    let problems: Vec<String> = parse_in("[site]\nlogo = \"logo.gif\"\ncolor = \"red\"\n")
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`red` is not a colour written #rrggbb"), "{problems:?}");
+    assert!(problems[1].contains("a logo is an .svg, .png, .jpg or .webp file"), "{problems:?}");
+    assert!(parse_in("[site]\nlogo = \"missing.png\"\n").is_err());
+}
+
+#[test]
+fn queue_alert_sizes_have_defaults_and_must_be_positive() {
+    let alerts = parse("").unwrap().dispatcher.queue_alerts;
+    assert_eq!(alerts, QueueAlerts { outbox: 100_000, dead_letters: 1_000, unmatched_payments: 1_000 });
+    assert_eq!(alerts, QueueAlerts::default());
+    assert_eq!(parse("[limits]\noutbox_alert = 5000\n").unwrap().dispatcher.queue_alerts.outbox, 5000);
+    let problems: Vec<String> =
+        parse("[limits]\ndead_letters_alert = 0\n").unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(problems, ["orderbridge.toml:2:22: must be at least 1"]);
+    assert!(toml::from_str::<RawSettings>("[limits]\noutbox = 5\n").is_err(), "unknown keys are refused");
+}
+
+#[test]
+fn the_postgres_backend_needs_a_url_reference_and_never_echoes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("url");
+    let parse_in = |text: &str| {
+        let raw: RawSettings = toml::from_str(text).unwrap();
+        raw.parse(dir.path(), Path::new("orderbridge.toml"), text, true)
+    };
+    let problems = |text: &str| -> Vec<String> {
+        parse_in(text).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+    };
+    std::fs::write(&url, "postgres://orderbridge:s3cret-pw@db.internal:5432/orderbridge\n").unwrap();
+    let ok = "[store]\nbackend = \"postgres\"\nurl = \"file:url\"\npool_size = 8\n";
+    let s = parse_in(ok).unwrap_or_else(|ps| panic!("{ps:?}"));
+    let pg = s.store.postgres.expect("postgres options");
+    assert_eq!((s.store.backend, pg.max_connections), (crate::store::Backend::Postgres, 8));
+    assert!(!format!("{pg:?}").contains("s3cret-pw"), "the URL is a secret");
+
+    let missing = problems("[store]\nbackend = \"postgres\"\n");
+    assert!(missing.iter().any(|p| p.contains("store.url") || p.contains("required")), "{missing:?}");
+    let inline = problems("[store]\nbackend = \"postgres\"\nurl = \"postgres://u:pw@h/db\"\n");
+    assert!(inline.iter().any(|p| p.contains("a secret must be a reference")), "{inline:?}");
+    assert!(!inline.concat().contains("u:pw"), "{inline:?}");
+    std::fs::write(&url, "mysql://u:s3cret-pw@h/db").unwrap();
+    let other = problems(ok);
+    assert!(other.iter().any(|p| p.contains("not a PostgreSQL URL")), "{other:?}");
+    assert!(!other.concat().contains("s3cret-pw"), "{other:?}");
+    let embedded = problems("[store]\nurl = \"file:url\"\n");
+    assert!(embedded.iter().any(|p| p.contains("only for backend")), "{embedded:?}");
+    let zero = problems("[store]\npool_size = 0\nacquire_timeout_secs = 0\n");
+    assert_eq!(zero.len(), 2, "{zero:?}");
+}
+
+#[test]
+fn secret_refs() {
+    assert_eq!(SecretRef::parse("${A_B}"), Ok(SecretRef::Env("A_B".into())));
+    assert_eq!(SecretRef::parse("file:/run/secrets/x"), Ok(SecretRef::File("/run/secrets/x".into())));
+    assert!(SecretRef::parse("hunter2").is_err());
+    assert!(SecretRef::parse("${}").is_err());
+    let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
+    assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
+}
