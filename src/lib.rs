@@ -2,6 +2,7 @@
 //!
 //! - `domain`: money, ids, the canonical order (pure data).
 //! - `engine`: lifecycle states and events, rules, `decide` (pure).
+//! - `analytics`: KPIs, the process map and bottlenecks, from audit trails (pure).
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes, their limits.
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
@@ -18,6 +19,7 @@
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
+pub mod analytics;
 pub mod bench;
 pub mod check;
 pub mod cli;
