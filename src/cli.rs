@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use crate::analytics::render::Format;
 use crate::domain::OrderId;
 use crate::engine::Actor;
 use crate::metrics::Metrics;
@@ -64,6 +65,19 @@ pub enum Command {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The management report of the orders received in a period: KPIs, bottlenecks,
+    /// the process map (the same as `GET /api/reports/kpis`).
+    Report {
+        /// First day (in the site's time zone) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day, included, or an RFC 3339 time, excluded (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// text, json, csv or html.
+        #[arg(long, default_value = "text")]
+        format: crate::analytics::render::Format,
     },
     /// Try a mapping before deploying it.
     #[command(subcommand)]
@@ -256,6 +270,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
+        Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
         Command::Explain { id, json } => {
             let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;
@@ -535,6 +550,38 @@ fn actor_text(a: &Value) -> String {
         (Some(k), None) => k.to_owned(),
         _ => String::new(),
     }
+}
+
+async fn report(dir: &Path, from: &str, to: Option<&str>, format: Format) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let body = match &src {
+        Source::Store(s) => {
+            let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let rules = crate::check::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let tz = settings.presentation.time_zone;
+            let (from, to) =
+                crate::analytics::report::period(from, to, tz, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
+            crate::analytics::render::write(&s.kpi_report(from, to, &rules.sla.calendar).await?, format)
+        }
+        Source::Api { base, token, client } => {
+            let mut params = vec![("from", from.to_owned()), ("format", format!("{format:?}").to_lowercase())];
+            params.extend(to.map(|t| ("to", t.to_owned())));
+            let url = reqwest::Url::parse_with_params(&format!("{base}/reports/kpis"), &params)?;
+            let mut req = client.get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.context("calling the daemon's API")?;
+            let ok = resp.status().is_success();
+            let text = resp.text().await.context("reading the daemon's answer")?;
+            if !ok {
+                bail!("{text}");
+            }
+            text
+        }
+    };
+    print!("{body}");
+    Ok(0)
 }
 
 async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::{Actor, OrderEvent, OrderState};
 
+/// A stretch of time: from, to.
+pub type Span = (DateTime<Utc>, DateTime<Utc>);
+
 /// One audit entry as the analysis reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct Entry<'a> {

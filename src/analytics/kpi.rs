@@ -9,11 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::journey::{Decided, Journey};
+use super::journey::{Decided, Journey, Span};
 use super::stats::{Summary, mean, per_100, share};
 use crate::engine::calendar::Calendar;
 
@@ -25,7 +24,7 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn of(spans: impl Iterator<Item = (DateTime<Utc>, DateTime<Utc>)>, calendar: &Calendar) -> Timing {
+    fn of(spans: impl Iterator<Item = Span>, calendar: &Calendar) -> Timing {
         let (elapsed, working): (Vec<i64>, Vec<i64>) =
             spans.map(|(a, b)| ((b - a).num_seconds(), calendar.working_between(a, b).num_seconds())).unzip();
         Timing { elapsed: Summary::of(elapsed), business_hours: Summary::of(working) }
@@ -169,7 +168,7 @@ fn count<'a>(it: impl Iterator<Item = &'a Journey>) -> u64 {
 
 /// Decided approval waits grouped by `key(level, actor)` (`None`: left out).
 fn decisions(journeys: &[Journey], calendar: &Calendar, key: impl Fn(u8, &str) -> Option<String>) -> Vec<Decisions> {
-    let mut groups: BTreeMap<String, (u64, u64, Vec<(DateTime<Utc>, DateTime<Utc>)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (u64, u64, Vec<Span>)> = BTreeMap::new();
     for wait in journeys.iter().flat_map(|j| &j.approvals) {
         let Some((to, Decided::By { actor, approved, .. })) = &wait.to else { continue };
         let Some(k) = key(wait.level, actor) else { continue };
@@ -193,23 +192,22 @@ fn decisions(journeys: &[Journey], calendar: &Calendar, key: impl Fn(u8, &str) -
 }
 
 fn stages(journeys: &[Journey], calendar: &Calendar) -> BTreeMap<String, Timing> {
-    let mut spans: BTreeMap<&str, Vec<(DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
-    for s in journeys.iter().flat_map(|j| &j.stays) {
-        if let Some(to) = s.to {
-            spans.entry(&s.node).or_default().push((s.from, to));
-        }
-    }
-    spans.into_iter().map(|(k, v)| (k.to_owned(), Timing::of(v.into_iter(), calendar))).collect()
+    let stays = journeys.iter().flat_map(|j| &j.stays);
+    by_key(stays.filter_map(|s| Some((s.node.as_str(), (s.from, s.to?)))), calendar)
 }
 
 fn departments(journeys: &[Journey], calendar: &Calendar) -> BTreeMap<String, Timing> {
-    let mut spans: BTreeMap<&str, Vec<(DateTime<Utc>, DateTime<Utc>)>> = BTreeMap::new();
-    for t in journeys.iter().flat_map(|j| &j.tasks) {
-        if let Some(to) = t.to {
-            spans.entry(&t.department).or_default().push((t.from, to));
-        }
+    let tasks = journeys.iter().flat_map(|j| &j.tasks);
+    by_key(tasks.filter_map(|t| Some((t.department.as_str(), (t.from, t.to?)))), calendar)
+}
+
+/// The timing of the spans under each key.
+fn by_key<'a>(spans: impl Iterator<Item = (&'a str, Span)>, calendar: &Calendar) -> BTreeMap<String, Timing> {
+    let mut grouped: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
+    for (key, span) in spans {
+        grouped.entry(key).or_default().push(span);
     }
-    spans.into_iter().map(|(k, v)| (k.to_owned(), Timing::of(v.into_iter(), calendar))).collect()
+    grouped.into_iter().map(|(k, v)| (k.to_owned(), Timing::of(v.into_iter(), calendar))).collect()
 }
 
 fn satisfaction(journeys: &[Journey]) -> Satisfaction {
@@ -226,7 +224,7 @@ fn satisfaction(journeys: &[Journey]) -> Satisfaction {
         detractors,
         net: (answers > 0).then(|| {
             let net = i64::try_from(promoters).unwrap_or(0) - i64::try_from(detractors).unwrap_or(0);
-            (Decimal::from(net) * Decimal::ONE_HUNDRED / Decimal::from(answers)).round_dp(2)
+            (Decimal::from(net) * Decimal::ONE_HUNDRED / Decimal::from(answers)).round_dp(2).normalize()
         }),
         complaints: count(journeys.iter().filter(|j| j.survey.is_some_and(|(_, c)| c))),
     }

@@ -13,11 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::journey::{Decided, Journey};
+use super::journey::{Decided, Journey, Span};
 use super::stats::{Summary, share};
 use crate::engine::calendar::Calendar;
 
@@ -99,7 +98,7 @@ fn arcs(journeys: &[Journey]) -> Vec<Arc> {
     out
 }
 
-type Spans<'a> = BTreeMap<(&'static str, &'a str), Vec<(DateTime<Utc>, DateTime<Utc>)>>;
+type Spans<'a> = BTreeMap<(&'static str, &'a str), Vec<Span>>;
 
 fn ranked(spans: Spans<'_>, calendar: &Calendar) -> Vec<Bottleneck> {
     let mut out: Vec<Bottleneck> = spans

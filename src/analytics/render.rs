@@ -10,6 +10,51 @@ use super::kpi::{Headline, Timing};
 use super::report::Report;
 use super::stats::Summary;
 
+/// How a report is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Csv,
+    Text,
+    Html,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "text" => Ok(Format::Text),
+            "html" => Ok(Format::Html),
+            _ => Err(format!("`{s}` is not a report format (json, csv, text, html)")),
+        }
+    }
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Text => "text/plain; charset=utf-8",
+            Format::Html => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// `r` written as `format`.
+pub fn write(r: &Report, format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(r).expect("a report serializes"),
+        Format::Csv => csv(r),
+        Format::Text => text(r),
+        Format::Html => html(r),
+    }
+}
+
 /// A figure of a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Figure {

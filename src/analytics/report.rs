@@ -49,3 +49,61 @@ impl Report {
         (from - (to - from), from)
     }
 }
+
+/// A report's period from what a person types: a date is a whole day in `tz`
+/// (`--to 2026-11-30` includes the 30th), an RFC 3339 instant is exact (`to`
+/// excluded). `to` defaults to `now`.
+///
+/// # Errors
+/// Which bound is neither, or a period that ends before it starts.
+pub fn period(
+    from: &str,
+    to: Option<&str>,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
+    let start = bound(from, tz, false)
+        .ok_or_else(|| format!("from: `{from}` is not a date (2026-11-01) or an RFC 3339 time"))?;
+    let end = match to {
+        None => now,
+        Some(t) => {
+            bound(t, tz, true).ok_or_else(|| format!("to: `{t}` is not a date (2026-11-30) or an RFC 3339 time"))?
+        }
+    };
+    if end <= start {
+        return Err(format!("the period ends ({end}) before it starts ({start})"));
+    }
+    Ok((start, end))
+}
+
+/// A date's first instant (or the next day's, for an inclusive end), or an instant.
+fn bound(s: &str, tz: chrono_tz::Tz, end: bool) -> Option<DateTime<Utc>> {
+    use chrono::TimeZone as _;
+    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
+    let day = if end { day.succ_opt()? } else { day };
+    tz.from_local_datetime(&day.and_hms_opt(0, 0, 0)?).earliest().map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_is_whole_days_in_the_zone_or_exact_instants() {
+        let tz = chrono_tz::Asia::Shanghai;
+        let now: DateTime<Utc> = "2026-12-06T00:00:00Z".parse().unwrap();
+        let (a, b) = period("2026-11-01", Some("2026-11-30"), tz, now).unwrap();
+        assert_eq!(a, "2026-10-31T16:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(b, "2026-11-30T16:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        let (_, b) = period("2026-11-01", None, tz, now).unwrap();
+        assert_eq!(b, now);
+        let (a, _) = period("2026-11-01T08:00:00+08:00", None, tz, now).unwrap();
+        assert_eq!(a, "2026-11-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert!(period("yesterday", None, tz, now).unwrap_err().starts_with("from: `yesterday`"));
+        assert!(period("2026-11-30", Some("2026-11-01"), tz, now).unwrap_err().contains("ends"));
+        assert_eq!(Report::previous_period(a, a + chrono::Duration::days(30)), (a - chrono::Duration::days(30), a));
+    }
+}

@@ -40,19 +40,19 @@ fn rank(n: usize, pct: usize) -> usize {
 
 /// `part / whole` to four places; `None` when `whole` is zero.
 pub fn share(part: u64, whole: u64) -> Option<Decimal> {
-    (whole > 0).then(|| (Decimal::from(part) / Decimal::from(whole)).round_dp(4))
+    (whole > 0).then(|| (Decimal::from(part) / Decimal::from(whole)).round_dp(4).normalize())
 }
 
 /// `part` per 100 of `whole`, to two places; `None` when `whole` is zero.
 pub fn per_100(part: u64, whole: u64) -> Option<Decimal> {
-    (whole > 0).then(|| (Decimal::from(part) * Decimal::ONE_HUNDRED / Decimal::from(whole)).round_dp(2))
+    (whole > 0).then(|| (Decimal::from(part) * Decimal::ONE_HUNDRED / Decimal::from(whole)).round_dp(2).normalize())
 }
 
 /// The mean of small whole numbers (scores) to two places; `None` when empty.
 pub fn mean(values: &[u8]) -> Option<Decimal> {
     let n = u64::try_from(values.len()).ok().filter(|n| *n > 0)?;
     let sum: u64 = values.iter().map(|v| u64::from(*v)).sum();
-    Some((Decimal::from(sum) / Decimal::from(n)).round_dp(2))
+    Some((Decimal::from(sum) / Decimal::from(n)).round_dp(2).normalize())
 }
 
 #[cfg(test)]

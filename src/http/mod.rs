@@ -12,6 +12,7 @@ pub mod error;
 pub mod fulfilment;
 pub mod health;
 pub mod pages;
+pub mod reports;
 pub mod server;
 pub mod webhooks;
 
@@ -96,6 +97,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
+        .route("/reports/kpis", get(reports::kpis))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     let gate = Gate::new(&state, "admin");
     Router::new()

@@ -24,6 +24,7 @@ mod poll;
 mod postgres;
 mod prism;
 mod replicas;
+mod reports;
 mod rules_diff;
 mod screens;
 mod separation;
