@@ -16,6 +16,7 @@
 //! - `settings`, `check`, `diagnostics`, `secrets`: configuration loading and validation
 //!   (`secrets`: what a secret must be: not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
+//! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
@@ -31,6 +32,7 @@ pub mod documents;
 pub mod domain;
 pub mod engine;
 pub mod explain;
+pub mod export;
 pub mod http;
 pub mod links;
 pub mod locale;

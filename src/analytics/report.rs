@@ -76,6 +76,29 @@ pub fn period(
     Ok((start, end))
 }
 
+/// An export's window: like `period`, but open at the start when `since` is absent.
+///
+/// # Errors
+/// Which bound is neither a date nor a time, or a window that ends before it starts.
+pub fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), String> {
+    // Whole milliseconds, as the window's end is written down for the next export.
+    let now = chrono::SubsecRound::trunc_subsecs(now, 3);
+    match since {
+        Some(s) => period(s, until, tz, now).map(|(a, b)| (Some(a), b)),
+        None => match until {
+            None => Ok((None, now)),
+            Some(t) => bound(t, tz, true)
+                .map(|b| (None, b))
+                .ok_or_else(|| format!("until: `{t}` is not a date or an RFC 3339 time")),
+        },
+    }
+}
+
 /// A date's first instant (or the next day's, for an inclusive end), or an instant.
 fn bound(s: &str, tz: chrono_tz::Tz, end: bool) -> Option<DateTime<Utc>> {
     use chrono::TimeZone as _;

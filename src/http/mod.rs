@@ -98,6 +98,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
+        .route("/export", get(reports::export))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     let gate = Gate::new(&state, "admin");
     Router::new()

@@ -1,6 +1,6 @@
-//! Reports over the audit trail (lifecycle step 8): reads the orders received in a
-//! period with their trails and hands them to `analytics`, which decides nothing
-//! either: it measures.
+//! Lifecycle step 8's reads: the orders received in a period with their trails for
+//! a report (`analytics` measures them), and the orders changed in a window as the
+//! warehouse's rows (`export`).
 
 use chrono::{DateTime, Utc};
 
@@ -8,6 +8,7 @@ use super::{OrderError, Orders};
 use crate::analytics::{Entry, Journey, Report, Subject};
 use crate::domain::OrderId;
 use crate::engine::calendar::Calendar;
+use crate::export::rows::{EventRow, OrderRow};
 use crate::store::OrderRecord;
 
 /// Orders read per page of the scan.
@@ -63,5 +64,35 @@ fn subject(rec: &OrderRecord) -> Subject {
         product: order.product.code.to_string(),
         sales_owner: order.sales_owner.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
         rating: order.customer.credit_rating.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
+    }
+}
+
+impl Orders {
+    /// The warehouse rows of the orders changed in `since..until` (every order
+    /// without `since`), and their audit entries made in it.
+    ///
+    /// # Errors
+    /// A store that cannot be read.
+    pub async fn export_rows(
+        &self,
+        since: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        calendar: &Calendar,
+    ) -> Result<(Vec<OrderRow>, Vec<EventRow>), OrderError> {
+        let in_window = |t: DateTime<Utc>| since.is_none_or(|s| t >= s) && t < until;
+        let (mut orders, mut rows) = (Vec::new(), Vec::new());
+        let mut after = None;
+        loop {
+            let page = self.store.list(None, after, PAGE).await?;
+            for rec in page.iter().filter(|r| in_window(r.updated_at)) {
+                let events = self.store.events(rec.id).await?;
+                orders.push(OrderRow::of(rec, &events, calendar));
+                rows.extend(events.iter().filter(|e| in_window(e.at)).map(EventRow::of));
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.id),
+                _ => return Ok((orders, rows)),
+            }
+        }
     }
 }

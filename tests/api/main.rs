@@ -14,6 +14,7 @@ mod crash;
 mod credentials;
 mod dispatcher;
 mod event_permissions;
+mod export;
 mod fairness;
 mod intake;
 mod intake_path;
