@@ -19,6 +19,10 @@ if ! PYTHONPATH="$PYDEPS" python3 -c 'import aiosmtpd' 2>/dev/null; then
   echo "== installing aiosmtpd into $PYDEPS"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$PYDEPS" 'aiosmtpd==1.4.6'
 fi
+if ! PYTHONPATH="$PYDEPS" python3 -c 'import pyarrow' 2>/dev/null; then
+  echo "== installing pyarrow into $PYDEPS (reads the warehouse export back in the tests)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$PYDEPS" 'pyarrow==26.0.1'
+fi
 export PYTHONPATH="$PYDEPS${PYTHONPATH:+:$PYTHONPATH}"
 
 # Prism (serves the vendors' OpenAPI specs to validate our requests) and the vendors'

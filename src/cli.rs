@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use crate::analytics::render::Format;
 use crate::domain::OrderId;
 use crate::engine::Actor;
 use crate::metrics::Metrics;
@@ -64,6 +65,37 @@ pub(crate) enum Command {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The management report of the orders received in a period: KPIs, bottlenecks,
+    /// the process map (the same as `GET /api/reports/kpis`).
+    Report {
+        /// First day (in the site's time zone) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day, included, or an RFC 3339 time, excluded (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// text, json, csv or html.
+        #[arg(long, default_value = "text")]
+        format: crate::analytics::render::Format,
+    },
+    /// Write the orders and events changed in a window to files for the data
+    /// warehouse, partitioned by month; by default from where the last export into
+    /// the directory ended.
+    Export {
+        /// First day (in the site's time zone) or an RFC 3339 time (default: where the
+        /// last export into --out ended; everything the first time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Last day, included, or an RFC 3339 time, excluded (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// parquet, csv or jsonl.
+        #[arg(long, default_value = "parquet")]
+        format: crate::export::write::Format,
+        /// The directory the files go in (made if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Try a mapping before deploying it.
     #[command(subcommand)]
@@ -219,6 +251,35 @@ impl Source {
         }
     }
 
+    /// A GET of `path` with `params` whose answer is text (a report, JSON lines).
+    async fn api_text(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<String> {
+        Ok(self.api_text_with_headers(path, params).await?.0)
+    }
+
+    /// `api_text`, with the answer's headers.
+    async fn api_text_with_headers(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
+        let Source::Api { base, token, client } = self else {
+            unreachable!("api_text() is only called on Source::Api")
+        };
+        let mut req = client.get(reqwest::Url::parse_with_params(&format!("{base}{path}"), params)?);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.context("calling the daemon's API")?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.context("reading the daemon's answer")?;
+        if !status.is_success() {
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            bail!("{}", body["error"]["message"].as_str().unwrap_or(&text));
+        }
+        Ok((text, headers))
+    }
+
     async fn api(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
         let Source::Api { base, token, client } = self else { unreachable!("api() is only called on Source::Api") };
         let mut req = client.request(method, format!("{base}{path}"));
@@ -256,6 +317,8 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
+        Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
+        Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
         Command::Explain { id, json } => {
             let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;
@@ -535,6 +598,94 @@ fn actor_text(a: &Value) -> String {
         (Some(k), None) => k.to_owned(),
         _ => String::new(),
     }
+}
+
+async fn report(dir: &Path, from: &str, to: Option<&str>, format: Format) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let body = match &src {
+        Source::Store(s) => {
+            let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let rules = crate::check::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let tz = settings.presentation.time_zone;
+            let (from, to) =
+                crate::analytics::report::period(from, to, tz, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
+            crate::analytics::render::write(&s.kpi_report(from, to, &rules.sla.calendar).await?, format)
+        }
+        Source::Api { .. } => {
+            let mut params = vec![("from", from.to_owned()), ("format", format!("{format:?}").to_lowercase())];
+            params.extend(to.map(|t| ("to", t.to_owned())));
+            src.api_text("/reports/kpis", &params).await?
+        }
+    };
+    print!("{body}");
+    Ok(0)
+}
+
+async fn export(
+    dir: &Path,
+    since: Option<String>,
+    until: Option<&str>,
+    format: crate::export::write::Format,
+    out: &Path,
+) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(out).with_context(|| format!("making {}", out.display()))?;
+    let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+    let tz = settings.presentation.time_zone;
+    let since = match since {
+        Some(s) => Some(s),
+        None => crate::export::last_until(out)?.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    };
+    let src = Source::open(dir).await?;
+    let ((orders, events), since_at, until_at) = match &src {
+        Source::Store(s) => {
+            let (since_at, until_at) =
+                crate::analytics::report::window(since.as_deref(), until, tz, chrono::Utc::now())
+                    .map_err(anyhow::Error::msg)?;
+            let rules = crate::check::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            (s.export_rows(since_at, until_at, &rules.sla.calendar).await?, since_at, until_at)
+        }
+        Source::Api { .. } => {
+            // The daemon's clock ends the window when --until does not.
+            let mut params: Vec<(&str, String)> = since.iter().map(|s| ("since", s.clone())).collect();
+            params.extend(until.map(|u| ("until", u.to_owned())));
+            let (text, headers) = src.api_text_with_headers("/export", &params).await?;
+            let until_at = headers
+                .get(crate::http::reports::UNTIL)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .context("the daemon's export names no window end")?;
+            let (since_at, _) =
+                crate::analytics::report::window(since.as_deref(), None, tz, until_at).map_err(anyhow::Error::msg)?;
+            (rows_from_lines(&text)?, since_at, until_at)
+        }
+    };
+    let done = crate::export::write_all(out, &orders, &events, format, since_at, until_at)?;
+    let since_text = done.since.map_or_else(|| "the beginning".to_owned(), |s| s.to_rfc3339());
+    println!(
+        "exported {} orders and {} events changed from {since_text} to {} into {} files under {}",
+        done.orders,
+        done.events,
+        done.until.to_rfc3339(),
+        done.files.len(),
+        out.display()
+    );
+    Ok(0)
+}
+
+/// The rows of the daemon's export (JSON lines, `{"table": …, "row": …}`).
+fn rows_from_lines(
+    text: &str,
+) -> anyhow::Result<(Vec<crate::export::rows::OrderRow>, Vec<crate::export::rows::EventRow>)> {
+    let (mut orders, mut events) = (Vec::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_str(line).context("reading the daemon's export")?;
+        match v["table"].as_str() {
+            Some("orders") => orders.push(serde_json::from_value(v["row"].clone())?),
+            Some("events") => events.push(serde_json::from_value(v["row"].clone())?),
+            other => bail!("the daemon's export has a row of table {other:?}"),
+        }
+    }
+    Ok((orders, events))
 }
 
 async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {

@@ -2,6 +2,7 @@
 //!
 //! - `domain`: money, ids, the canonical order (pure data).
 //! - `engine`: lifecycle states and events, rules, `decide` (pure).
+//! - `analytics`: KPIs, the process map and bottlenecks, from audit trails (pure).
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes, their limits.
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
@@ -18,11 +19,13 @@
 //! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
 //!   and what a secret must be (not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
+//! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
 //! - `future`: `BoxFuture`, the boxed future of trait objects (connectors, store).
 //! - `sample`: the sample order and mail context configuration checks render with.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
+pub mod analytics;
 pub mod bench;
 pub mod check;
 pub mod cli;
@@ -35,6 +38,7 @@ pub mod documents;
 pub mod domain;
 pub mod engine;
 pub mod explain;
+pub mod export;
 pub mod future;
 pub mod http;
 pub mod links;

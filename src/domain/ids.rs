@@ -34,6 +34,15 @@ impl OrderId {
         OrderId(Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos())))
     }
 
+    /// An id below every order created at `at` or later (and above those created
+    /// before): a scan's starting point after which the period's orders come.
+    pub fn before(at: chrono::DateTime<chrono::Utc>) -> Self {
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0).to_be_bytes();
+        let mut b = [0; 16];
+        b[..6].copy_from_slice(&ms[2..]);
+        OrderId::from_bytes(b)
+    }
+
     /// When the order was created (from the id).
     pub fn created_ms(&self) -> i64 {
         let b = self.as_bytes();

@@ -70,6 +70,31 @@ impl Calendar {
         // No working time within ten years (e.g. no working days configured).
         from + work
     }
+
+    /// The working time between `from` and `to`: the part of it inside opening hours
+    /// on working days (zero when `to` is not after `from`). The inverse of `add`.
+    pub fn working_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+        let mut total = Duration::zero();
+        if to <= from {
+            return total;
+        }
+        let last = to.with_timezone(&self.tz).date_naive();
+        let mut day = from.with_timezone(&self.tz).date_naive();
+        for _ in 0..MAX_DAYS {
+            if day > last {
+                break;
+            }
+            if self.is_working_day(day) {
+                let open = self.at(day, self.start).max(from);
+                let close = self.at(day, self.end).min(to);
+                if open < close {
+                    total += close - open;
+                }
+            }
+            day = day.succ_opt().expect("dates do not run out");
+        }
+        total
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +134,25 @@ mod tests {
         let mut c = cal();
         c.workdays.insert("2026-12-05".parse().unwrap());
         assert_eq!(c.add(sh("2026-12-04 16:00"), h(2)), sh("2026-12-05 09:30"));
+    }
+
+    #[test]
+    fn working_time_between_two_instants_is_the_inverse_of_add() {
+        let c = cal();
+        let h = Duration::hours;
+        // Friday 2026-12-04 16:00 → Monday 10:00: 1.5 h on Friday, 1 h on Monday.
+        assert_eq!(c.working_between(sh("2026-12-04 16:00"), sh("2026-12-07 10:00")), Duration::minutes(150));
+        // Thursday 2026-12-31 12:00 → Monday 2027-01-04 12:00: New Year's Day and the
+        // weekend do not count: 5.5 h on Thursday, 3 h on Monday.
+        assert_eq!(c.working_between(sh("2026-12-31 12:00"), sh("2027-01-04 12:00")), Duration::minutes(510));
+        // A night and a weekend alone are no working time.
+        assert_eq!(c.working_between(sh("2026-12-05 08:00"), sh("2026-12-06 20:00")), Duration::zero());
+        assert_eq!(c.working_between(sh("2026-11-30 10:00"), sh("2026-11-30 09:00")), Duration::zero());
+        for (from, work) in [("2026-11-30 10:00", h(8)), ("2026-12-04 16:00", h(2)), ("2026-12-31 17:00", h(20))] {
+            let start = sh(from);
+            let end = c.add(start, work);
+            assert_eq!(c.working_between(start, end), work, "from {from}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
 pub(crate) mod pages;
+pub(crate) mod reports;
 pub(crate) mod server;
 pub(crate) mod webhooks;
 
@@ -96,6 +97,8 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
+        .route("/reports/kpis", get(reports::kpis))
+        .route("/export", get(reports::export))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     let gate = Gate::new(&state, "admin");
     Router::new()

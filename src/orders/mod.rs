@@ -10,8 +10,10 @@
 //!
 //! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
 //! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
-//! systems report; `audit.rs`: `audit verify`.
+//! systems report; `audit.rs`: `audit verify`; `analytics.rs`: the
+//! orders and trails a report reads.
 
+mod analytics;
 mod audit;
 mod payments;
 mod report;

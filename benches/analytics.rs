@@ -1,0 +1,161 @@
+//! Lifecycle step 8 at scale: the management report and the warehouse export over a
+//! store of many orders (the example rules; intake, screening, routing and every
+//! effect recorded done, as in the store bench), received over 90 days.
+//!
+//!   cargo bench --bench analytics -- [ORDERS]
+//!
+//! Prints the time to fill the store, then the report's time (`Orders::kpi_report`
+//! over the 90 days) and the export's (`Orders::export_rows` + Parquet files), with
+//! the process's resident memory after each.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use orderbridge::domain::{ExternalRef, Order};
+use orderbridge::metrics::Metrics;
+use orderbridge::orders::{EffectOutcome, Inbound, Orders};
+use orderbridge::store::{self, Backend};
+
+const DAYS: i64 = 90;
+
+fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let orders: usize =
+        args.first().filter(|_| benching).and_then(|a| a.parse().ok()).unwrap_or(if benching { 100_000 } else { 300 });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run(orders));
+}
+
+fn rss_mib() -> u64 {
+    orderbridge::bench::rss_kib(std::process::id()).map_or(0, |(_, rss)| rss / 1024)
+}
+
+async fn run(orders: usize) {
+    println!("analytics bench: {orders} orders over {DAYS} days, {}", orderbridge::bench::machine());
+    let dir = tempfile::tempdir().unwrap();
+    let options = store::Options {
+        backend: Backend::Fjall,
+        path: dir.path().join("data"),
+        cache_bytes: 16 << 20,
+        commit_delay: Duration::from_micros(1000),
+        postgres: None,
+    };
+    let app = Arc::new(Orders::new(store::open(&options, Arc::new(Metrics::default())).await.unwrap()));
+    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let start: DateTime<Utc> = "2026-09-01T01:00:00Z".parse().unwrap();
+    let started = Instant::now();
+    fill(&app, &rules, orders, start).await;
+    println!(
+        "  filled in {:.0}s (intake and every effect recorded done), RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_mib()
+    );
+
+    let t = Instant::now();
+    let report = app.kpi_report(start, start + chrono::Duration::days(DAYS), &rules.sla.calendar).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(report.kpis.orders as usize, orders);
+    println!(
+        "  report over {} orders: {secs:.2}s ({:.0} orders/s), {} variants, RSS {} MiB",
+        report.kpis.orders,
+        orders as f64 / secs,
+        report.process.variant_count,
+        rss_mib()
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let until = Utc::now() + chrono::Duration::days(1);
+    let (rows, events) = app.export_rows(None, until, &rules.sla.calendar).await.unwrap();
+    let read = t.elapsed().as_secs_f64();
+    let done = orderbridge::export::write_all(
+        out.path(),
+        &rows,
+        &events,
+        orderbridge::export::write::Format::Parquet,
+        None,
+        until,
+    )
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let bytes: u64 = done.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
+    println!(
+        "  export of {} orders and {} events as Parquet: {secs:.2}s (reading {read:.2}s), {} files, {:.0} B/order, RSS {} MiB",
+        done.orders,
+        done.events,
+        done.files.len(),
+        bytes as f64 / orders as f64,
+        rss_mib()
+    );
+}
+
+/// `orders` orders received evenly over the 90 days from `start`, each with its
+/// effects performed.
+async fn fill(app: &Arc<Orders>, rules: &Arc<orderbridge::engine::Rules>, orders: usize, start: DateTime<Utc>) {
+    let order = sample_order();
+    let step = chrono::Duration::days(DAYS) / i32::try_from(orders.max(1)).unwrap();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (app, rules, next, order) = (app.clone(), rules.clone(), next.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= orders {
+                    return;
+                }
+                let at = start + step * i32::try_from(n).unwrap();
+                app.ingest(inbound(&order, n), &rules, at).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let far = start + chrono::Duration::days(DAYS + 1);
+    loop {
+        let due = app.store().due_effects(far, 512).await.unwrap();
+        if due.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        for chunk in due.chunks(due.len().div_ceil(64)) {
+            let (app, rules, chunk) = (app.clone(), rules.clone(), chunk.to_vec());
+            done.push(tokio::spawn(async move {
+                for e in chunk {
+                    let outcome = EffectOutcome::Done { receipt: "HTTP 200".into(), reference: None };
+                    app.finish_effect(&e, outcome, &rules, e.next_at).await.unwrap();
+                }
+            }));
+        }
+        for d in done {
+            d.await.unwrap();
+        }
+    }
+}
+
+fn sample_order() -> Order {
+    let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
+    let mapping_text = include_str!("../mappings/demo-crm.toml");
+    let mapping =
+        toml::from_str::<orderbridge::mapping::MappingFile>(mapping_text).unwrap().validate("demo-crm").unwrap();
+    mapping.apply(&sample).unwrap().unwrap().order
+}
+
+fn inbound(order: &Order, n: usize) -> Inbound {
+    let mut order = order.clone();
+    order.customer.id = format!("C-A{n}").parse().unwrap();
+    // Amounts spread so that every approval route is taken.
+    let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
+    order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
+    Inbound {
+        source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("A-{n}").parse().unwrap() },
+        version: 1,
+        mapping_version: "1".into(),
+        order,
+    }
+}

@@ -1,0 +1,107 @@
+//! The management report (lifecycle step 8) over HTTP and the command line, from the
+//! audit trail of orders that really went through the daemon.
+
+use std::process::Command;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn post(app: &TestApp, payload: &Value) -> String {
+    let (status, body) = app.post_webhook(payload).await;
+    assert_eq!(status, 202, "{body}");
+    body["order_id"].as_str().unwrap().to_owned()
+}
+
+async fn get_text(app: &TestApp, path: &str) -> (u16, String, String) {
+    let resp = app.client.get(app.admin_url(&format!("/api{path}"))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (resp.status().as_u16(), ct, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_report_measures_approvals_and_paths_from_the_audit_trail() {
+    // Monday 2026-11-30 10:00 in Shanghai: inside office hours.
+    let start: DateTime<Utc> = "2026-11-30T02:00:00Z".parse().unwrap();
+    let clock = ManualClock::new(start);
+    let (app, _smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    // 50,000 CNY is approved automatically; two of 500,000 CNY wait for a line
+    // supervisor: one is declined after an hour, the other approved after two.
+    post(&app, &deal("D-REP-1", 1, "50000.00")).await;
+    let waits = post(&app, &deal("D-REP-2", 1, "500000.00")).await;
+    let declined = post(&app, &deal("D-REP-3", 1, "500000.00")).await;
+    clock.advance(Duration::hours(1));
+    let decline = json!({"approver": "zhao.lei", "decision": "reject", "comment": "资料不全"});
+    let (status, body) = app.api_post_json(&format!("/orders/{declined}/approvals"), &decline).await;
+    assert_eq!(status, 200, "{body}");
+    clock.advance(Duration::hours(1));
+    let (status, body) = app
+        .api_post_json(&format!("/orders/{waits}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, r) = app.api("/reports/kpis?from=2026-11-30&to=2026-11-30").await;
+    assert_eq!(status, 200, "{r}");
+    let k = &r["kpis"];
+    assert_eq!(k["orders"], 3);
+    assert_eq!(k["ended"], json!({"rejected": 1}));
+    assert_eq!(k["auto_approval_share"], "0.5");
+    // Level 1 decided three times: at once by the matrix, after one office hour by
+    // zhao.lei (declined), after two by wang.fang.
+    let level = &k["approval_levels"][0];
+    let decided = (level["key"].as_str(), level["approved"].as_u64(), level["declined"].as_u64());
+    assert_eq!(decided, (Some("1"), Some(2), Some(1)));
+    assert_eq!(level["wait"]["business_hours"]["total_s"], 3 * 3600);
+    assert_eq!(level["wait"]["business_hours"]["median_s"], 3600);
+    let approvers: Vec<_> = k["approvers"].as_array().unwrap().iter().map(|a| a["key"].clone()).collect();
+    assert_eq!(approvers, [json!("wang.fang"), json!("zhao.lei")]);
+    assert_eq!(r["process"]["variant_count"], 2);
+    assert_eq!(r["process"]["variants"][0]["orders"], 2);
+    assert_eq!(r["process"]["approvers"][0]["name"], "wang.fang");
+    let arcs = r["process"]["arcs"].as_array().unwrap();
+    let to_rejected = arcs.iter().find(|a| a["to"] == "rejected").unwrap();
+    assert_eq!(
+        (to_rejected["from"].as_str(), to_rejected["median_s"].as_i64()),
+        (Some("awaiting_approval.1"), Some(3600))
+    );
+    assert_eq!(r["current"]["orders"], 3);
+    assert_eq!(r["previous"]["orders"], 0, "nothing was received the day before");
+    // Orders received on another day are not in the period.
+    let (_, other) = app.api("/reports/kpis?from=2026-11-29&to=2026-11-29").await;
+    assert_eq!(other["kpis"]["orders"], 0, "{other}");
+    // A period that has not begun yet (by the daemon's clock) is refused.
+    let (status, body) = app.api("/reports/kpis?from=2026-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("ends"), "{body}");
+
+    // The same figures as CSV rows, and readable text.
+    let (status, ct, csv) = get_text(&app, "/reports/kpis?from=2026-11-30&to=2026-11-30&format=csv").await;
+    assert_eq!((status, ct.as_str()), (200, "text/csv; charset=utf-8"));
+    assert!(csv.starts_with("section,key,metric,value\r\n"), "{csv}");
+    assert!(csv.contains("approval_level,1,total_business_hours,10800\r\n"), "{csv}");
+    let (_, _, text) = get_text(&app, "/reports/kpis?from=2026-11-30&to=2026-11-30&format=text").await;
+    assert!(text.contains("2h 00m"), "{text}");
+
+    // A bad period is a clear 400 naming the parameter.
+    let (status, body) = app.api("/reports/kpis?from=last-week").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("from: `last-week`"), "{body}");
+
+    // The command line asks the running daemon (which holds the store) for the same
+    // report, and reads the store itself once the daemon has stopped.
+    let port = app.admin.port().to_string();
+    let via_api = report_cli(app.dir.path(), &port).await;
+    assert_eq!(via_api, r);
+    let dir = app.stop_and_release().await;
+    assert_eq!(report_cli(dir.path(), &port).await, r);
+}
+
+async fn report_cli(dir: &std::path::Path, admin_port: &str) -> Value {
+    let mut c = Command::new(bin());
+    c.args(["report", "--from", "2026-11-30", "--to", "2026-11-30", "--format", "json", "--config-dir"]);
+    c.arg(dir).env("ORDERBRIDGE__SERVER__ADMIN__PORT", admin_port);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
