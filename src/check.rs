@@ -67,7 +67,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let directory = Directory::load(config_dir).map_err(|p| problems.extend(p)).ok();
     let notifications = directory
         .map(Arc::new)
-        .and_then(|d| notify::load(config_dir, d, presentation).map_err(|p| problems.extend(p)).ok());
+        .and_then(|d| crate::notifications::load(config_dir, d, presentation).map_err(|p| problems.extend(p)).ok());
     let wants_mail = settings.as_ref().is_some_and(|s| s.smtp.is_some())
         || notifications.as_ref().is_some_and(|(n, _)| !n.rules.is_empty());
     let templates = if wants_mail || crate::mail::templates::dir(config_dir).exists() {
@@ -101,7 +101,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         }
     }
     if let (Some((n, located)), Some(settings)) = (&notifications, &settings) {
-        let path = notify::path(config_dir);
+        let path = crate::notifications::path(config_dir);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for (rule, at) in n.rules.iter().zip(located) {
             let mut bad = |m: String| problems.push(Diagnostic::at(&path, &text, Some(at.span.clone()), m));

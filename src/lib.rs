@@ -35,6 +35,7 @@ pub mod locale;
 pub mod mail;
 pub mod mapping;
 pub mod metrics;
+pub(crate) mod notifications;
 pub mod orders;
 pub mod panics;
 pub mod rules_diff;

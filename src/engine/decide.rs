@@ -9,13 +9,15 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::approval::{ApprovalProgress, Escalation, Given, Refusal, Timer, TimerKind};
+use super::dunning::DunningStep;
+pub use super::effects::EffectSpec;
 use super::fulfilment::{Fulfilment, Invoice, Match, OpenException, PaymentLine, Task, TaskDone};
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
-use super::lifecycle::{RuleHit, Severity};
-use super::notify::MailSpec;
-use super::rules::{NO_ROUTE, Rules, Screening};
+use super::rules::{NO_ROUTE, Rules};
+use super::screening::Screening;
+use super::screening::{RuleHit, Severity};
 use super::table::{self, History};
-use crate::domain::{ConnectorId, Money, Order};
+use crate::domain::{Money, Order};
 
 /// One audit entry before the store gives it a sequence number and a hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,21 +27,6 @@ pub struct AuditEntry {
     pub event: OrderEvent,
     /// The state after this event.
     pub state: OrderState,
-}
-
-/// An outbound effect, as data. The store gives it an id and an idempotency key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EffectSpec {
-    pub connector: ConnectorId,
-    pub operation: String,
-    /// The state entered or event recorded that caused it (for the audit and metrics).
-    pub cause: String,
-    /// For mail effects (`connector` = `mail`): what to send to whom.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mail: Option<MailSpec>,
-    /// The event that caused it; receivers get it in the body (e.g. the survey comment).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<OrderEvent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,7 +154,7 @@ fn end_of_day(day: chrono::NaiveDate, rules: &Rules) -> DateTime<Utc> {
 }
 
 /// The next dunning step not yet sent that applies to the customer's rating.
-fn next_dunning_step<'r>(f: &Fulfilment, order: &Order, rules: &'r Rules) -> Option<&'r super::rules::DunningStep> {
+fn next_dunning_step<'r>(f: &Fulfilment, order: &Order, rules: &'r Rules) -> Option<&'r DunningStep> {
     let rating = order.customer.credit_rating.map(|r| r.to_string());
     rules.dunning.iter().find(|s| {
         !f.dunning.contains(&s.id) && (s.ratings.is_empty() || rating.as_ref().is_some_and(|r| s.ratings.contains(r)))
@@ -874,7 +861,7 @@ id = "RISKY"
 chain = ["line_supervisor", { all = ["risk_officer", "compliance_officer"] }]
 "#,
         );
-        let dir = crate::directory::Directory::parse(
+        let dir = crate::engine::directory::Directory::parse(
             std::path::Path::new("d.toml"),
             r#"
 [[person]]

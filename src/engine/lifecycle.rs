@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rules::Level;
+use super::level::Level;
+pub use super::screening::{RuleHit, Severity};
 use super::table::Inputs;
 use crate::domain::Money;
 
@@ -24,32 +25,6 @@ impl std::fmt::Display for Actor {
             Actor::System => f.write_str("system"),
             Actor::Person(p) => write!(f, "person:{p}"),
             Actor::Connector(c) => write!(f, "connector:{c}"),
-        }
-    }
-}
-
-/// Outcome of one screening rule that fired.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct RuleHit {
-    pub rule_id: String,
-    pub severity: Severity,
-    pub message: String,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Manual review by an operator.
-    Flag,
-    /// The order is rejected outright.
-    Reject,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Flag => "flag",
-            Severity::Reject => "reject",
         }
     }
 }
