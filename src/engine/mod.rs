@@ -1,5 +1,15 @@
 //! The engine: lifecycle states and events, rules, and the pure `decide` function.
-//! Never imports `store`, `http`, `connectors` or `workers` (invariant 6).
+//! Never imports `store`, `http`, `connectors` or `workers` (invariant 6), and reads
+//! no files: loaders outside hand it text or parsed values.
+//!
+//! Imports only go down these layers, so the files form no circle:
+//! 1. data shared by everything above: `screening` (rule hits, verdicts), `level`
+//!    (approval levels), `sla`, `dunning`, `calendar`, `table` (decision-table inputs),
+//!    `fulfilment`, `directory` (the people, as data);
+//! 2. `lifecycle`: states, events and the transitions between them;
+//! 3. `approval` (progress along a chain) and `effects` (effect and mail specs, bodies);
+//! 4. `notify` (who hears about what), then `rules` (the loaded rule set);
+//! 5. `intake`, `decide` on top, and `payments`, `reporting` that use its results.
 
 pub mod approval;
 pub mod calendar;
