@@ -45,6 +45,15 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== pure modules: no file, network, store or server crates in domain, engine, mapping"
+pure_dirs=""
+for d in src/domain src/engine src/mapping; do [ -d "$d" ] && pure_dirs="$pure_dirs $d"; done
+# shellcheck disable=SC2086
+if impure=$(grep -rnE '\b(std::fs|tokio|reqwest|sled|axum|lettre)\b' $pure_dirs); then
+  echo "$impure" >&2
+  echo "domain, engine and mapping are pure: read files, talk to the network or the store outside them (invariant 6)" >&2
+  exit 1
+fi
 echo "== orderbridge check on the example configuration"
 DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example ORDERBRIDGE_ADMIN_TOKEN=example \
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \

@@ -605,7 +605,7 @@ async fn report(dir: &Path, from: &str, to: Option<&str>, format: Format) -> any
     let body = match &src {
         Source::Store(s) => {
             let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
-            let rules = crate::check::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let rules = crate::config::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             let tz = settings.presentation.time_zone;
             let (from, to) =
                 crate::analytics::report::period(from, to, tz, chrono::Utc::now()).map_err(anyhow::Error::msg)?;
@@ -641,7 +641,7 @@ async fn export(
             let (since_at, until_at) =
                 crate::analytics::report::window(since.as_deref(), until, tz, chrono::Utc::now())
                     .map_err(anyhow::Error::msg)?;
-            let rules = crate::check::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
+            let rules = crate::config::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             (s.export_rows(since_at, until_at, &rules.sla.calendar).await?, since_at, until_at)
         }
         Source::Api { .. } => {

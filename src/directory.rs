@@ -4,6 +4,9 @@
 //! delegate who stands in while they are absent, and a digest cadence (their routine
 //! notifications arrive as one summary every so often instead of one mail each).
 //! The approval workflow resolves roles to people through the same file.
+//!
+//! This module reads and checks the file; the people as data, and the lookups on
+//! them, are `crate::engine::directory`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,41 +17,7 @@ use serde::Deserialize;
 
 use crate::diagnostics::Diagnostic;
 use crate::domain::order::{Email, Locale};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Person {
-    pub id: String,
-    pub name: String,
-    pub email: Email,
-    pub locale: Option<Locale>,
-    pub roles: Vec<String>,
-    pub delegate: Option<String>,
-    /// Inclusive date ranges, in the configured time zone.
-    pub absent: Vec<(NaiveDate, NaiveDate)>,
-    pub digest_every: Option<Duration>,
-}
-
-impl Person {
-    pub fn is_absent_on(&self, day: NaiveDate) -> bool {
-        self.absent.iter().any(|(from, to)| *from <= day && day <= *to)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Directory {
-    people: BTreeMap<String, Person>,
-    plus_aliases: PlusAliases,
-}
-
-/// Where `name+anything@domain` is the mailbox `name@domain` (plus addressing).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PlusAliases {
-    /// At every domain (the default: most mail systems deliver plus addresses so).
-    #[default]
-    Everywhere,
-    /// Only at these domains (lower case); none: a `+` is part of the mailbox name.
-    Domains(Vec<String>),
-}
+pub use crate::engine::directory::{Directory, Person, PlusAliases};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,188 +105,137 @@ impl Directory {
         Directory::parse(&path, &text)
     }
 
+    /// Parses the text of a directory file (`path` locates its problems).
     pub fn parse(path: &Path, text: &str) -> Result<Directory, Vec<Diagnostic>> {
         let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
         let mut problems = Vec::new();
-        let plus_aliases = match &file.plus_alias_domains {
-            None => PlusAliases::Everywhere,
-            Some(list) if list.get_ref().iter().any(|d| d == "*") => PlusAliases::Everywhere,
-            Some(list) => {
-                let mut domains = Vec::new();
-                for d in list.get_ref() {
-                    let ok = d.contains('.')
-                        && !d.starts_with('.')
-                        && !d.ends_with('.')
-                        && !d.chars().any(|c| c == '@' || c.is_whitespace() || c.is_control());
-                    if ok {
-                        domains.push(d.to_lowercase());
-                    } else {
-                        problems.push(Diagnostic::at(
-                            path,
-                            text,
-                            Some(list.span()),
-                            format!("plus_alias_domains: `{d}` is not a mail domain (e.g. \"bank.example\") or \"*\""),
-                        ));
-                    }
-                }
-                PlusAliases::Domains(domains)
-            }
-        };
+        let plus_aliases = plus_aliases(file.plus_alias_domains.as_ref(), &mut |span, m| {
+            problems.push(Diagnostic::at(path, text, Some(span), m));
+        });
         let mut people = BTreeMap::new();
         let mut spans = BTreeMap::new();
         for p in file.person {
             let span = p.span();
             let p = p.into_inner();
             let mut bad = |m: String| problems.push(Diagnostic::at(path, text, Some(span.clone()), m));
-            let email = match p.email.parse::<Email>() {
-                Ok(e) => e,
-                Err(e) => {
-                    bad(format!("person `{}`: email {e}", p.id));
-                    continue;
-                }
-            };
-            let locale = match p.locale.as_deref().map(str::parse::<Locale>) {
-                None => None,
-                Some(Ok(l)) => Some(l),
-                Some(Err(e)) => {
-                    bad(format!("person `{}`: locale {e}", p.id));
-                    None
-                }
-            };
-            let digest_every = match p.digest_every.as_deref().map(parse_duration) {
-                None => None,
-                Some(Ok(d)) if d >= Duration::from_secs(60) => Some(d),
-                Some(Ok(_)) => {
-                    bad(format!("person `{}`: digest_every must be at least 1m", p.id));
-                    None
-                }
-                Some(Err(e)) => {
-                    bad(format!("person `{}`: digest_every {e}", p.id));
-                    None
-                }
-            };
-            for a in &p.absent {
-                if a.to < a.from {
-                    bad(format!("person `{}`: absence ends ({}) before it starts ({})", p.id, a.to, a.from));
-                }
-            }
-            if p.id.trim().is_empty() || p.name.trim().is_empty() {
-                bad("every person needs a non-empty `id` and `name`".into());
-                continue;
-            }
-            spans.insert(p.id.clone(), span.clone());
-            let person = Person {
-                id: p.id.clone(),
-                name: p.name,
-                email,
-                locale,
-                roles: p.roles,
-                delegate: p.delegate,
-                absent: p.absent.iter().map(|a| (a.from, a.to)).collect(),
-                digest_every,
-            };
-            if people.insert(p.id.clone(), person).is_some() {
-                bad(format!("person id `{}` is used twice", p.id));
+            let Some(person) = person(p, &mut bad) else { continue };
+            spans.insert(person.id.clone(), span.clone());
+            let id = person.id.clone();
+            if people.insert(id.clone(), person).is_some() {
+                bad(format!("person id `{id}` is used twice"));
             }
         }
-        let dir = Directory { people, plus_aliases };
-        let mut mailboxes: BTreeMap<String, &str> = BTreeMap::new();
-        for (id, person) in &dir.people {
-            let at = |m: String| Diagnostic::at(path, text, spans.get(id).cloned(), m);
-            // One mailbox, one person: otherwise who owns an order would be ambiguous.
-            if let Some(other) = mailboxes.insert(dir.mailbox(person.email.as_str()), id) {
-                problems.push(at(format!(
-                    "person `{id}`: {} is the same mailbox as person `{other}`'s {} (addresses compare without case{})",
-                    person.email,
-                    dir.people[other].email,
-                    if dir.plus_aliases == PlusAliases::Domains(Vec::new()) { "" } else { " and +alias" }
-                )));
-            }
-            if let Some(d) = &person.delegate {
-                if !dir.people.contains_key(d) {
-                    problems.push(at(format!("person `{id}`: delegate `{d}` is not in the directory")));
-                } else if dir.delegation_cycles(id) {
-                    problems.push(at(format!("person `{id}`: delegation goes round in a circle")));
-                }
-            }
-        }
+        let dir = Directory::new(people, plus_aliases);
+        cross_check(&dir, &mut |id, m| problems.push(Diagnostic::at(path, text, spans.get(id).cloned(), m)));
         if problems.is_empty() { Ok(dir) } else { Err(problems) }
     }
+}
 
-    fn delegation_cycles(&self, start: &str) -> bool {
-        let mut cur = start;
-        for _ in 0..=self.people.len() {
-            match self.people.get(cur).and_then(|p| p.delegate.as_deref()) {
-                Some(next) if next == start => return true,
-                Some(next) => cur = next,
-                None => return false,
+/// The `plus_alias_domains` setting; `bad` hears of each entry that is not a domain.
+fn plus_aliases(
+    list: Option<&toml::Spanned<Vec<String>>>,
+    bad: &mut dyn FnMut(std::ops::Range<usize>, String),
+) -> PlusAliases {
+    match list {
+        None => PlusAliases::Everywhere,
+        Some(list) if list.get_ref().iter().any(|d| d == "*") => PlusAliases::Everywhere,
+        Some(list) => {
+            let mut domains = Vec::new();
+            for d in list.get_ref() {
+                let ok = d.contains('.')
+                    && !d.starts_with('.')
+                    && !d.ends_with('.')
+                    && !d.chars().any(|c| c == '@' || c.is_whitespace() || c.is_control());
+                if ok {
+                    domains.push(d.to_lowercase());
+                } else {
+                    bad(
+                        list.span(),
+                        format!("plus_alias_domains: `{d}` is not a mail domain (e.g. \"bank.example\") or \"*\""),
+                    );
+                }
             }
-        }
-        true
-    }
-
-    pub fn person(&self, id: &str) -> Option<&Person> {
-        self.people.get(id)
-    }
-
-    /// The mailbox an address delivers to, for comparing addresses: lower case, and
-    /// without a `+tag` where `plus_alias_domains` says the domain strips it
-    /// (`Li.Na+deals@Bank.Example` → `li.na@bank.example`).
-    pub fn mailbox(&self, email: &str) -> String {
-        let t = email.trim().to_lowercase();
-        let Some((local, domain)) = t.rsplit_once('@') else { return t };
-        let strips = match &self.plus_aliases {
-            PlusAliases::Everywhere => true,
-            PlusAliases::Domains(ds) => ds.iter().any(|d| d == domain),
-        };
-        match local.split_once('+') {
-            Some((name, _tag)) if strips && !name.is_empty() => format!("{name}@{domain}"),
-            _ => t,
+            PlusAliases::Domains(domains)
         }
     }
+}
 
-    /// Whether two addresses are one mailbox (see `mailbox`).
-    pub fn same_mailbox(&self, a: &str, b: &str) -> bool {
-        self.mailbox(a) == self.mailbox(b)
+/// One `[[person]]`, checked on its own; `None` when it cannot be a person at all.
+fn person(p: PersonFile, bad: &mut dyn FnMut(String)) -> Option<Person> {
+    let email = match p.email.parse::<Email>() {
+        Ok(e) => e,
+        Err(e) => {
+            bad(format!("person `{}`: email {e}", p.id));
+            return None;
+        }
+    };
+    let locale = match p.locale.as_deref().map(str::parse::<Locale>) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            bad(format!("person `{}`: locale {e}", p.id));
+            None
+        }
+    };
+    let digest_every = match p.digest_every.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) if d >= Duration::from_secs(60) => Some(d),
+        Some(Ok(_)) => {
+            bad(format!("person `{}`: digest_every must be at least 1m", p.id));
+            None
+        }
+        Some(Err(e)) => {
+            bad(format!("person `{}`: digest_every {e}", p.id));
+            None
+        }
+    };
+    for a in &p.absent {
+        if a.to < a.from {
+            bad(format!("person `{}`: absence ends ({}) before it starts ({})", p.id, a.to, a.from));
+        }
     }
-
-    /// The person whose address is the same mailbox as `email`.
-    pub fn by_email(&self, email: &str) -> Option<&Person> {
-        let wanted = self.mailbox(email);
-        self.people.values().find(|p| self.mailbox(p.email.as_str()) == wanted)
+    if p.id.trim().is_empty() || p.name.trim().is_empty() {
+        bad("every person needs a non-empty `id` and `name`".into());
+        return None;
     }
+    Some(Person {
+        id: p.id,
+        name: p.name,
+        email,
+        locale,
+        roles: p.roles,
+        delegate: p.delegate,
+        absent: p.absent.iter().map(|a| (a.from, a.to)).collect(),
+        digest_every,
+    })
+}
 
-    /// Everyone holding `role`, in id order.
-    pub fn with_role<'a, 'r>(&'a self, role: &'r str) -> impl Iterator<Item = &'a Person> + use<'a, 'r> {
-        self.people.values().filter(move |p| p.roles.iter().any(|r| r == role))
-    }
-
-    pub fn has_role(&self, role: &str) -> bool {
-        self.with_role(role).next().is_some()
-    }
-
-    /// Who acts for `person` on `day`: the person, or (while absent) their delegate,
-    /// following the chain. Cycles are refused at load, so this ends.
-    pub fn standing_in<'a>(&'a self, person: &'a Person, day: NaiveDate) -> &'a Person {
-        let mut cur = person;
-        for _ in 0..self.people.len() {
-            if !cur.is_absent_on(day) {
-                break;
-            }
-            match cur.delegate.as_deref().and_then(|d| self.people.get(d)) {
-                Some(next) => cur = next,
-                None => break,
+/// What needs the whole directory: one mailbox per person, delegates that exist and
+/// do not go round in a circle. `bad` gets the person's id.
+fn cross_check(dir: &Directory, bad: &mut dyn FnMut(&str, String)) {
+    let mut mailboxes: BTreeMap<String, &Person> = BTreeMap::new();
+    for person in dir.people() {
+        let id = person.id.as_str();
+        // One mailbox, one person: otherwise who owns an order would be ambiguous.
+        if let Some(other) = mailboxes.insert(dir.mailbox(person.email.as_str()), person) {
+            bad(
+                id,
+                format!(
+                    "person `{id}`: {} is the same mailbox as person `{}`'s {} (addresses compare without case{})",
+                    person.email,
+                    other.id,
+                    other.email,
+                    if *dir.plus_aliases() == PlusAliases::Domains(Vec::new()) { "" } else { " and +alias" }
+                ),
+            );
+        }
+        if let Some(d) = &person.delegate {
+            if dir.person(d).is_none() {
+                bad(id, format!("person `{id}`: delegate `{d}` is not in the directory"));
+            } else if dir.delegation_cycles(id) {
+                bad(id, format!("person `{id}`: delegation goes round in a circle"));
             }
         }
-        cur
-    }
-
-    pub fn len(&self) -> usize {
-        self.people.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.people.is_empty()
     }
 }
 

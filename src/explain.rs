@@ -57,15 +57,57 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
     )];
     lines.push(format!("mapping version {}", order["mapping_version"].as_str().unwrap_or("?")));
 
-    let mut chain: Vec<Level> = Vec::new();
-    let join = |c: &[Level]| c.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ");
-    let (mut screening, mut decisions, mut effects) = (Vec::new(), Vec::new(), Vec::new());
+    let mut story = Story { lines, ..Story::default() };
     for e in &events {
-        let at = e.at.format("%Y-%m-%d %H:%M:%S UTC");
+        story.tell(e);
+    }
+    let Story { mut lines, chain, screening, decisions, effects } = story;
+    let waiting = waiting_for(&state, &chain);
+    lines.push(format!("waiting for: {waiting}"));
+    let json = json!({
+        "order_id": order["id"], "state": state, "mapping_version": order["mapping_version"],
+        "screening": screening, "route": chain, "decisions": decisions, "effects": effects, "waiting_for": waiting,
+    });
+    Ok(Explanation { lines, json })
+}
+
+/// The explanation as it is told, event by event: the text lines, the route as it
+/// stands, and the JSON sections.
+#[derive(Default)]
+struct Story {
+    lines: Vec<String>,
+    chain: Vec<Level>,
+    screening: Vec<Value>,
+    decisions: Vec<Value>,
+    effects: Vec<Value>,
+}
+
+fn join(c: &[Level]) -> String {
+    c.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ")
+}
+
+fn by_on_behalf(e: &EventRecord, on_behalf_of: Option<&String>) -> String {
+    match on_behalf_of {
+        Some(r) => format!("{} on behalf of {r}", actor(&e.actor)),
+        None => actor(&e.actor),
+    }
+}
+
+impl Story {
+    fn tell(&mut self, e: &EventRecord) {
+        let at = e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        if !self.screening(e, &at) && !self.decision(e, &at) {
+            self.other(e, &at);
+        }
+    }
+
+    /// Screening results; false when `e` is not one.
+    fn screening(&mut self, e: &EventRecord, at: &str) -> bool {
+        let lines = &mut self.lines;
         match &e.event {
             OrderEvent::ScreeningPassed { rules_version, chain: c, reason, row, inputs, .. } => {
-                chain.clone_from(c);
-                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": "passed", "route": c, "matrix_row": row, "why": reason, "inputs": inputs}));
+                self.chain.clone_from(c);
+                self.screening.push(json!({"at": e.at, "rules_version": rules_version, "result": "passed", "route": c, "matrix_row": row, "why": reason, "inputs": inputs}));
                 lines.push(format!("{at}  screening passed (rules {rules_version}); route: {}: {reason}", join(c)));
                 lines.push(format!("      inputs: {}", show_inputs(inputs)));
             }
@@ -73,24 +115,30 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
             | OrderEvent::ScreeningRejected { rules_version, fired, inputs } => {
                 let result =
                     if matches!(e.event, OrderEvent::ScreeningFlagged { .. }) { "flagged" } else { "rejected" };
-                screening.push(json!({"at": e.at, "rules_version": rules_version, "result": result, "fired": fired, "inputs": inputs}));
+                self.screening.push(json!({"at": e.at, "rules_version": rules_version, "result": result, "fired": fired, "inputs": inputs}));
                 lines.push(format!("{at}  screening {result} (rules {rules_version}):"));
                 for h in fired {
                     lines.push(format!("      rule {} ({}): {}", h.rule_id, h.severity.as_str(), h.message));
                 }
                 lines.push(format!("      inputs: {}", show_inputs(inputs)));
             }
+            _ => return false,
+        }
+        true
+    }
+
+    /// People's (and the SLA's) decisions on the route; false when `e` is not one.
+    fn decision(&mut self, e: &EventRecord, at: &str) -> bool {
+        let (lines, decisions) = (&mut self.lines, &mut self.decisions);
+        match &e.event {
             OrderEvent::ReviewReleased { chain: c, comment } => {
-                chain.clone_from(c);
+                self.chain.clone_from(c);
                 decisions
                     .push(json!({"at": e.at, "by": e.actor, "decision": "released", "comment": comment, "route": c}));
                 lines.push(format!("{at}  released from review by {}: {comment}; route: {}", actor(&e.actor), join(c)));
             }
             OrderEvent::Approved { level, role, comment, on_behalf_of } => {
-                let by = match on_behalf_of {
-                    Some(r) => format!("{} on behalf of {r}", actor(&e.actor)),
-                    None => actor(&e.actor),
-                };
+                let by = by_on_behalf(e, on_behalf_of.as_ref());
                 decisions.push(json!({"at": e.at, "by": e.actor, "decision": "approved", "level": level, "role": role, "on_behalf_of": on_behalf_of, "comment": comment}));
                 lines.push(format!("{at}  approved level {level} ({role}) by {by}: {comment}"));
             }
@@ -99,10 +147,7 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                 lines.push(format!("{at}  declined at level {level} ({role}) by {}: {comment}", actor(&e.actor)));
             }
             OrderEvent::ApprovalGiven { level, role, comment, on_behalf_of } => {
-                let by = match on_behalf_of {
-                    Some(r) => format!("{} on behalf of {r}", actor(&e.actor)),
-                    None => actor(&e.actor),
-                };
+                let by = by_on_behalf(e, on_behalf_of.as_ref());
                 decisions.push(json!({"at": e.at, "by": e.actor, "decision": "approved (level still open)", "level": level, "role": role, "on_behalf_of": on_behalf_of, "comment": comment}));
                 lines.push(format!(
                     "{at}  approved level {level} as {role} by {by} (the level needs more approvals): {comment}"
@@ -112,22 +157,31 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                 decisions.push(json!({"at": e.at, "by": e.actor, "decision": "asked for information", "level": level, "role": role, "question": question}));
                 lines.push(format!("{at}  {} ({role}, level {level}) asked: {question}", actor(&e.actor)));
             }
-            OrderEvent::ApprovalReminderDue { level } => {
-                lines.push(format!("{at}  level {level} passed its reminder point; approvers reminded"));
-            }
             OrderEvent::ApprovalEscalated { level, from_role, to_role } => {
                 decisions.push(
                     json!({"at": e.at, "decision": "escalated", "level": level, "from": from_role, "to": to_role}),
                 );
                 lines.push(format!("{at}  level {level} escalated from {from_role} to {to_role} (SLA passed)"));
             }
-            OrderEvent::ApprovalsVoided { approvals, reason } => {
-                lines.push(format!("{at}  {approvals} approval(s) voided ({reason}); the chain starts again"));
-            }
             OrderEvent::ReviewRejected { comment } => {
                 decisions
                     .push(json!({"at": e.at, "by": e.actor, "decision": "rejected in review", "comment": comment}));
                 lines.push(format!("{at}  rejected in review by {}: {comment}", actor(&e.actor)));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Effects, amendments, reminders and every other event.
+    fn other(&mut self, e: &EventRecord, at: &str) {
+        let lines = &mut self.lines;
+        match &e.event {
+            OrderEvent::ApprovalReminderDue { level } => {
+                lines.push(format!("{at}  level {level} passed its reminder point; approvers reminded"));
+            }
+            OrderEvent::ApprovalsVoided { approvals, reason } => {
+                lines.push(format!("{at}  {approvals} approval(s) voided ({reason}); the chain starts again"));
             }
             OrderEvent::Amended { version, changed, material } => {
                 lines.push(format!(
@@ -138,11 +192,11 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
                 ));
             }
             OrderEvent::EffectSucceeded { effect, attempts, receipt, .. } => {
-                effects.push(json!({"at": e.at, "effect": effect, "result": "succeeded", "attempts": attempts, "receipt": receipt}));
+                self.effects.push(json!({"at": e.at, "effect": effect, "result": "succeeded", "attempts": attempts, "receipt": receipt}));
                 lines.push(format!("{at}  {effect} succeeded after {attempts} attempt(s): {receipt}"));
             }
             OrderEvent::EffectDeadLettered { effect, attempts, error, .. } => {
-                effects.push(json!({"at": e.at, "effect": effect, "result": "dead letter", "attempts": attempts, "error": error}));
+                self.effects.push(json!({"at": e.at, "effect": effect, "result": "dead letter", "attempts": attempts, "error": error}));
                 lines.push(format!("{at}  {effect} gave up after {attempts} attempt(s): {error}"));
             }
             OrderEvent::EffectReplayed { effect, .. } => {
@@ -151,13 +205,6 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
             other => lines.push(format!("{at}  {} by {}", other.name(), actor(&e.actor))),
         }
     }
-    let waiting = waiting_for(&state, &chain);
-    lines.push(format!("waiting for: {waiting}"));
-    let json = json!({
-        "order_id": order["id"], "state": state, "mapping_version": order["mapping_version"],
-        "screening": screening, "route": chain, "decisions": decisions, "effects": effects, "waiting_for": waiting,
-    });
-    Ok(Explanation { lines, json })
 }
 
 fn show_inputs(inputs: &crate::engine::table::Inputs) -> String {

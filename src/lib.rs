@@ -9,8 +9,9 @@
 //! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
 //! - `workers`: the outbox dispatcher (fair per-connector scheduling), the scheduler
 //!   (reminders, escalations, digests), pollers.
-//! - `mail`, `links`, `locale`, `directory`: e-mail (templates, SMTP), signed links,
-//!   showing values to people, the people we write to.
+//! - `mail`, `links`, `locale`, `directory`, `notifications`: e-mail (templates, SMTP),
+//!   signed links, showing values to people, reading the people we write to and who
+//!   hears about what.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
 //!   metrics), with connection and request limits (axum on hyper).
 //! - `config`: the one configuration loader `run` and `check` share (parse each file,
@@ -46,6 +47,7 @@ pub mod locale;
 pub mod mail;
 pub mod mapping;
 pub mod metrics;
+pub(crate) mod notifications;
 pub mod orders;
 pub mod panics;
 pub mod rules_diff;

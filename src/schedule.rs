@@ -2,6 +2,15 @@
 //! zone (`minute hour day-of-month month day-of-week`, as in crontab(5): `*`, lists,
 //! ranges, steps, `JAN`…`DEC`, `SUN`…`SAT`; when both day fields are restricted, a day
 //! matching either runs, as Vixie cron does).
+//!
+//! Expressions are parsed and matched by the `croner` crate, not the `cron` crate the
+//! owner first named: `cron` wants a seconds field (six or seven fields, so every
+//! crontab line would need rewriting), numbers the days of the week 1–7 from Sunday
+//! (crontab's `0` is refused and `7` is Saturday, not Sunday), and requires both day
+//! fields to match where crontab runs on a day matching either. `croner` follows
+//! crontab on all three; we refuse its seconds and year fields so users keep writing
+//! five fields, and search on the site's wall clock so daylight-saving changes are
+//! handled as before (a skipped local time is skipped, a repeated one runs once).
 
 use std::time::Duration;
 
@@ -10,8 +19,9 @@ use std::time::Duration;
 /// above the seconds by which the daemons sharing a database wake apart.
 pub const CRON_LEASE: Duration = Duration::from_secs(50);
 
-use chrono::{DateTime, Datelike, Duration as Span, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
@@ -33,101 +43,32 @@ impl Schedule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
     text: String,
-    minutes: u64,
-    hours: u32,
-    days: u32,
-    months: u16,
-    weekdays: u8,
-    days_any: bool,
-    weekdays_any: bool,
-}
-
-const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
-const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
-
-fn field(text: &str, what: &str, lo: u32, hi: u32, names: &[&str]) -> Result<(u64, bool), String> {
-    let value = |s: &str| -> Result<u32, String> {
-        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
-            return Ok(lo + u32::try_from(i).expect("few names"));
-        }
-        let n: u32 = s.parse().map_err(|_| format!("{what}: `{s}` is not a number"))?;
-        if n < lo || n > hi { Err(format!("{what}: {n} is outside {lo}-{hi}")) } else { Ok(n) }
-    };
-    let mut bits = 0u64;
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => {
-                let s: u32 = s.parse().map_err(|_| format!("{what}: step `{s}` is not a number"))?;
-                if s == 0 {
-                    return Err(format!("{what}: a step of 0"));
-                }
-                (r, s)
-            }
-            None => (part, 1),
-        };
-        let (a, b) = match range {
-            "*" => (lo, hi),
-            r => match r.split_once('-') {
-                Some((a, b)) => (value(a)?, value(b)?),
-                None if part.contains('/') => (value(r)?, hi),
-                None => {
-                    let v = value(r)?;
-                    (v, v)
-                }
-            },
-        };
-        if a > b {
-            return Err(format!("{what}: range {a}-{b} runs backwards"));
-        }
-        for v in (a..=b).step_by(step as usize) {
-            bits |= 1 << v;
-        }
-    }
-    Ok((bits, text == "*"))
+    // Boxed: the parsed pattern is large, and most schedules are `Every`.
+    pattern: Box<croner::Cron>,
 }
 
 impl std::str::FromStr for Cron {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let f: Vec<&str> = text.split_whitespace().collect();
-        let [m, h, dom, mon, dow] = f.as_slice() else {
+        if text.split_whitespace().count() != 5 {
             return Err(format!(
                 "`{text}` is not a cron expression: five fields, minute hour day-of-month month day-of-week"
             ));
-        };
-        let (minutes, _) = field(m, "minute", 0, 59, &[])?;
-        let (hours, _) = field(h, "hour", 0, 23, &[])?;
-        let (days, days_any) = field(dom, "day of month", 1, 31, &[])?;
-        let (months, _) = field(mon, "month", 1, 12, &MONTHS)?;
-        let (mut weekdays, weekdays_any) = field(dow, "day of week", 0, 7, &DAYS)?;
-        if weekdays & (1 << 7) != 0 {
-            weekdays |= 1; // 7 is Sunday too
         }
-        Ok(Cron {
-            text: text.to_owned(),
-            minutes,
-            hours: u32::try_from(hours).expect("24 bits"),
-            days: u32::try_from(days >> 1).expect("31 bits"),
-            months: u16::try_from(months >> 1).expect("12 bits"),
-            weekdays: u8::try_from(weekdays & 0x7f).expect("7 bits"),
-            days_any,
-            weekdays_any,
-        })
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            // Either day field matches when both are restricted (crontab(5)).
+            .dom_and_dow(false)
+            // `5/15` means `5-59/15`, as before.
+            .sloppy_ranges(true)
+            .build();
+        let pattern = parser.parse(text).map_err(|e| format!("cron `{text}`: {e}"))?;
+        Ok(Cron { text: text.to_owned(), pattern: Box::new(pattern) })
     }
 }
 
 impl Cron {
-    fn day_matches(&self, d: NaiveDate) -> bool {
-        let dom = self.days & (1 << (d.day() - 1)) != 0;
-        let dow = self.weekdays & (1 << d.weekday().num_days_from_sunday()) != 0;
-        match (self.days_any, self.weekdays_any) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
-        }
-    }
-
     /// The first matching minute strictly after `now`, in `tz`. A local time skipped
     /// by a daylight-saving change is skipped; a repeated one runs once.
     pub fn next_after(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
@@ -135,30 +76,25 @@ impl Cron {
         self.find(now, tz).unwrap_or(now + Span::days(1))
     }
 
+    /// Searches the site's wall clock (so a 02:30 job means 02:30 local whatever the
+    /// offset) at most four years ahead (29 February on a Monday, say), then maps each
+    /// match to an instant: the earlier one where the clock repeats, none where it
+    /// skips.
     fn find(&self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        let local = now.with_timezone(&tz).naive_local();
-        let mut day = local.date();
-        let mut from_minute = local.hour() * 60 + local.minute() + 1;
-        // At most four years ahead (29 February on a Monday, say).
-        for _ in 0..(366 * 4 + 1) {
-            if self.months & (1 << (day.month() - 1)) != 0 && self.day_matches(day) {
-                for minute_of_day in from_minute..24 * 60 {
-                    let (h, m) = (minute_of_day / 60, minute_of_day % 60);
-                    if self.hours & (1 << h) != 0 && self.minutes & (1 << m) != 0 {
-                        let t = day.and_hms_opt(h, m, 0).expect("valid time");
-                        if let Some(at) = tz.from_local_datetime(&t).earliest() {
-                            let at = at.with_timezone(&Utc);
-                            if at > now {
-                                return Some(at);
-                            }
-                        }
-                    }
+        let mut local = now.with_timezone(&tz).naive_local();
+        let limit = local + Span::days(366 * 4 + 1);
+        loop {
+            local = self.pattern.find_next_occurrence(&local, false).ok()?;
+            if local > limit {
+                return None;
+            }
+            if let Some(at) = tz.from_local_datetime(&local).earliest() {
+                let at = at.with_timezone(&Utc);
+                if at > now {
+                    return Some(at);
                 }
             }
-            day = day.succ_opt().expect("far from the end of time");
-            from_minute = 0;
         }
-        None
     }
 
     pub fn text(&self) -> &str {
@@ -221,13 +157,55 @@ mod tests {
     }
 
     #[test]
+    fn a_step_from_a_start_runs_to_the_end_of_the_range() {
+        let c: Cron = "5/20 * * * *".parse().unwrap();
+        assert_eq!(c.next_after(at("2026-11-26T10:06:00Z"), Tz::UTC), at("2026-11-26T10:25:00Z"));
+        assert_eq!(c.next_after(at("2026-11-26T10:46:00Z"), Tz::UTC), at("2026-11-26T11:05:00Z"));
+    }
+
+    #[test]
+    fn a_local_time_the_spring_change_skips_does_not_run_that_day() {
+        // New York, Sunday 8 March 2026: 02:00 EST becomes 03:00 EDT; 02:30 never happens.
+        let ny = chrono_tz::America::New_York;
+        let c: Cron = "30 2 * * *".parse().unwrap();
+        // Saturday 02:30 EST (07:30 UTC) ran; the next run is Monday 02:30 EDT (06:30 UTC).
+        assert_eq!(c.next_after(at("2026-03-07T07:30:00Z"), ny), at("2026-03-09T06:30:00Z"));
+        // Berlin, Sunday 29 March 2026: 02:00 CET becomes 03:00 CEST.
+        let berlin = chrono_tz::Europe::Berlin;
+        assert_eq!(c.next_after(at("2026-03-28T01:30:00Z"), berlin), at("2026-03-30T00:30:00Z"));
+        // A job every 15 minutes goes from 01:45 EST straight to 03:00 EDT.
+        let c: Cron = "*/15 * * * *".parse().unwrap();
+        assert_eq!(c.next_after(at("2026-03-08T06:45:00Z"), ny), at("2026-03-08T07:00:00Z"));
+    }
+
+    #[test]
+    fn a_local_time_the_autumn_change_repeats_runs_once() {
+        // New York, Sunday 1 November 2026: 02:00 EDT becomes 01:00 EST; 01:00–01:59 twice.
+        let ny = chrono_tz::America::New_York;
+        let c: Cron = "30 1 * * *".parse().unwrap();
+        // Saturday 01:30 EDT (05:30 UTC) → Sunday's first 01:30 (EDT, 05:30 UTC).
+        assert_eq!(c.next_after(at("2026-10-31T05:30:00Z"), ny), at("2026-11-01T05:30:00Z"));
+        // After it, not the second 01:30 (EST, 06:30 UTC) but Monday's (EST, 06:30 UTC).
+        assert_eq!(c.next_after(at("2026-11-01T05:30:00Z"), ny), at("2026-11-02T06:30:00Z"));
+        // 02:30 exists once on the day: 02:30 EST (07:30 UTC).
+        let c: Cron = "30 2 * * *".parse().unwrap();
+        assert_eq!(c.next_after(at("2026-10-31T06:30:00Z"), ny), at("2026-11-01T07:30:00Z"));
+        // Berlin, Sunday 25 October 2026: 03:00 CEST becomes 02:00 CET; 02:30 runs once,
+        // at the first (CEST, 00:30 UTC), and next on Monday (CET, 01:30 UTC).
+        let berlin = chrono_tz::Europe::Berlin;
+        assert_eq!(c.next_after(at("2026-10-24T00:30:00Z"), berlin), at("2026-10-25T00:30:00Z"));
+        assert_eq!(c.next_after(at("2026-10-25T00:30:00Z"), berlin), at("2026-10-26T01:30:00Z"));
+    }
+
+    #[test]
     fn bad_expressions_say_what_is_wrong() {
         for (text, want) in [
             ("* * * *", "five fields"),
-            ("60 * * * *", "minute: 60 is outside 0-59"),
-            ("* 5-2 * * *", "runs backwards"),
-            ("*/0 * * * *", "step of 0"),
-            ("* * * * FUNDAY", "not a number"),
+            ("0 * * * * *", "five fields"),
+            ("60 * * * *", "cron `60 * * * *`"),
+            ("* 5-2 * * *", "Range out of bounds"),
+            ("*/0 * * * *", "Step cannot be zero"),
+            ("* * * * FUNDAY", "cron `* * * * FUNDAY`"),
         ] {
             let e = text.parse::<Cron>().unwrap_err();
             assert!(e.contains(want), "{text}: {e}");

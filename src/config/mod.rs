@@ -27,7 +27,7 @@ use crate::connectors::Registry;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::directory::Directory;
 use crate::engine::Rules;
-use crate::engine::notify::{self, Located, Notifications};
+use crate::engine::notify::{Located, Notifications};
 use crate::mail::Templates;
 
 /// Everything the daemon runs on, loaded and cross-checked.
@@ -76,7 +76,7 @@ fn parse_files(config_dir: &Path, problems: &mut Vec<Diagnostic>) -> Parsed {
     let directory = Directory::load(config_dir).map_err(|p| problems.extend(p)).ok();
     let notifications = directory
         .map(Arc::new)
-        .and_then(|d| notify::load(config_dir, d, presentation).map_err(|p| problems.extend(p)).ok());
+        .and_then(|d| crate::notifications::load(config_dir, d, presentation).map_err(|p| problems.extend(p)).ok());
     let wants_mail = settings.as_ref().is_some_and(|s| s.smtp.is_some())
         || notifications.as_ref().is_some_and(|(n, _)| !n.rules.is_empty());
     let templates = if wants_mail || crate::mail::templates::dir(config_dir).exists() {

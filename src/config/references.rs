@@ -35,7 +35,7 @@ impl Source {
 /// Runs every cross-check whose files parsed.
 pub(super) fn check(config_dir: &Path, parsed: &Parsed, problems: &mut Vec<Diagnostic>) {
     if let (Some((n, located)), Some(settings)) = (&parsed.notifications, &parsed.settings) {
-        let source = Source::read(notify::path(config_dir));
+        let source = Source::read(crate::notifications::path(config_dir));
         notifications(&source, n, located, settings, parsed.templates.as_deref(), problems);
     }
     let source = Source::read(rules_path(config_dir));

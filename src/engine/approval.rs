@@ -11,9 +11,10 @@
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::directory::{Directory, Person};
+use super::level::Level;
 use super::lifecycle::OrderState;
-use super::rules::{Level, SlaRules};
-use crate::directory::{Directory, Person};
+use super::sla::SlaRules;
 use crate::domain::Order;
 
 /// The chain an order is going through, and the approvals given so far in this round.

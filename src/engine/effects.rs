@@ -1,4 +1,5 @@
-//! What an effect carries: the JSON body a receiver gets, the item a digest gathers
+//! What an effect is and carries: the effect spec `decide` returns (a connector
+//! operation or a mail to one recipient), the JSON body a receiver gets, the item a digest gathers
 //! instead of a mail, and the one mail a due digest becomes. Pure functions of the
 //! order as it stands after the step; the caller gives ids and the time.
 
@@ -7,11 +8,63 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::decide::EffectSpec;
 use super::fulfilment::Fulfilment;
-use super::lifecycle::OrderState;
-use super::notify::{MailSpec, Recipient};
-use crate::domain::{ExternalRef, Money, Order, OrderId};
+use super::lifecycle::{OrderEvent, OrderState};
+use crate::domain::{ConnectorId, ExternalRef, Money, Order, OrderId};
+use crate::links::LinkPurpose;
+use crate::locale::Locale;
+
+/// The built-in connector that sends e-mail; `operation` is the template name.
+pub const MAIL_CONNECTOR: &str = "mail";
+
+/// One addressee, resolved when the effect is created (the effect is self-contained).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub email: String,
+    pub name: String,
+    pub locale: Locale,
+    /// The directory id, for staff; `None` for customers and unknown addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+}
+
+/// What a mail effect sends, fixed when the effect is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSpec {
+    pub template: String,
+    pub to: Recipient,
+    /// A signed link of this purpose is put in the mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkPurpose>,
+    /// What the link is valid for beyond its purpose (approval links: `r<round>.l<level>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_context: Option<String>,
+    /// The template-specific data (`extra` in templates), e.g. the approval level.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extra: serde_json::Value,
+    /// Set when the recipient takes this kind of mail as a digest: gather it instead
+    /// of sending it, and send the gathered items this often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_every_secs: Option<u64>,
+    /// The event that caused the mail (templates show its details); none for digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<OrderEvent>,
+}
+
+/// An outbound effect, as data. The store gives it an id and an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectSpec {
+    pub connector: ConnectorId,
+    pub operation: String,
+    /// The state entered or event recorded that caused it (for the audit and metrics).
+    pub cause: String,
+    /// For mail effects (`connector` = `mail`): what to send to whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailSpec>,
+    /// The event that caused it; receivers get it in the body (e.g. the survey comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<OrderEvent>,
+}
 
 /// The order an effect is created for, after the step that created it.
 #[derive(Clone, Copy, Debug)]

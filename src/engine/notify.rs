@@ -6,57 +6,21 @@
 //! mail effects, resolving people through the directory (delegates stand in for the
 //! absent) on the day of `now` in the configured time zone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::approval::ApprovalProgress;
-use super::decide::EffectSpec;
+use super::directory::{Directory, Person};
+use super::dunning::DunningStep;
+pub use super::effects::{EffectSpec, MAIL_CONNECTOR, MailSpec, Recipient};
 use super::lifecycle::{EVENT_NAMES, OrderEvent, OrderState, STATE_NAMES, triggers};
 use crate::diagnostics::Diagnostic;
-use crate::directory::{Directory, Person};
 use crate::domain::{ConnectorId, Order};
 use crate::links::LinkPurpose;
-use crate::locale::{Locale, Presentation};
-
-/// The built-in connector that sends e-mail; `operation` is the template name.
-pub const MAIL_CONNECTOR: &str = "mail";
-
-/// One addressee, resolved when the effect is created (the effect is self-contained).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub email: String,
-    pub name: String,
-    pub locale: Locale,
-    /// The directory id, for staff; `None` for customers and unknown addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub person: Option<String>,
-}
-
-/// What a mail effect sends, fixed when the effect is created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailSpec {
-    pub template: String,
-    pub to: Recipient,
-    /// A signed link of this purpose is put in the mail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<LinkPurpose>,
-    /// What the link is valid for beyond its purpose (approval links: `r<round>.l<level>`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_context: Option<String>,
-    /// The template-specific data (`extra` in templates), e.g. the approval level.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub extra: serde_json::Value,
-    /// Set when the recipient takes this kind of mail as a digest: gather it instead
-    /// of sending it, and send the gathered items this often.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest_every_secs: Option<u64>,
-    /// The event that caused the mail (templates show its details); none for digests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<OrderEvent>,
-}
+use crate::locale::Presentation;
 
 /// How long a customer's dunning reminders are gathered into one mail.
 pub const DUNNING_GATHER_SECS: u64 = 3600;
@@ -185,7 +149,7 @@ impl Notifications {
     /// their overdue invoices reach them in one mail.
     pub fn dunning(
         &self,
-        step: &crate::engine::rules::DunningStep,
+        step: &DunningStep,
         event: &OrderEvent,
         order: &Order,
         now: DateTime<Utc>,
@@ -290,39 +254,29 @@ struct NotifyFile {
     link: Option<LinkPurpose>,
 }
 
-pub fn path(config_dir: &Path) -> PathBuf {
-    config_dir.join("config").join("notifications.toml")
-}
-
 /// A rule's problems that need other files to see (templates, roles), with its location.
 pub struct Located {
     pub rule: usize,
     pub span: std::ops::Range<usize>,
 }
 
-/// Loads `config/notifications.toml` (missing: no notifications). Checks what the
-/// file alone can say; `check` cross-checks templates, roles, people, SMTP and links.
-pub fn load(
-    config_dir: &Path,
+/// Parses the text of `config/notifications.toml` (`path` locates its problems).
+/// Checks what the file alone can say; `check` cross-checks templates, roles, people,
+/// SMTP and links.
+pub fn parse(
+    path: &Path,
+    text: &str,
     directory: Arc<Directory>,
     presentation: Presentation,
 ) -> Result<(Notifications, Vec<Located>), Vec<Diagnostic>> {
-    let path = path(config_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((Notifications { rules: Vec::new(), directory, presentation }, Vec::new()));
-        }
-        Err(e) => return Err(vec![Diagnostic::file(&path, format!("cannot read: {e}"))]),
-    };
-    let file: NotificationsFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
+    let file: NotificationsFile = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     let mut spans = Vec::new();
     for (i, r) in file.notify.into_iter().enumerate() {
         let span = r.span();
         let r = r.into_inner();
-        let mut bad = |m: String| problems.push(Diagnostic::at(&path, &text, Some(span.clone()), m));
+        let mut bad = |m: String| problems.push(Diagnostic::at(path, text, Some(span.clone()), m));
         if !STATE_NAMES.contains(&r.on.as_str()) && !EVENT_NAMES.contains(&r.on.as_str()) {
             bad(format!("notify: `{}` is neither a state nor an event name", r.on));
         }

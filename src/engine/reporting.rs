@@ -171,10 +171,7 @@ mod tests {
     use crate::engine::fulfilment::Task;
 
     fn rules() -> Rules {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/rules.toml")).unwrap();
-        let file: crate::engine::rules::RulesFile = toml::from_str(&text).unwrap();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-        file.validate(&|n: &str| std::fs::read_to_string(format!("{dir}/{n}")).map_err(|e| e.to_string())).unwrap()
+        crate::config::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn task(id: &str) -> Task {

@@ -1,0 +1,302 @@
+//! Screening rules, the approval matrix and effect rules, as loaded from
+//! `config/rules.toml`. Rules are decision tables: rows of cells (see `table.rs`)
+//! evaluated by our code over the inputs of one decision. Pure: evaluation takes the
+//! inputs and returns data, including which rows matched.
+//!
+//! `file.rs` is the file as written, `validate.rs` checks it section by section.
+
+mod file;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::dunning::DunningStep;
+pub use super::level::Level;
+use super::notify::Notifications;
+pub use super::screening::Screening;
+use super::screening::{RuleHit, Severity};
+pub use super::sla::SlaRules;
+use super::table::{Inputs, Row};
+use crate::domain::{ConnectorId, Order};
+pub use file::{RuleProblem, RulesFile};
+
+/// The loaded, validated rule set. `version` is recorded in every decision.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub version: String,
+    pub screening: Vec<ScreeningRule>,
+    pub approval: ApprovalRules,
+    pub effects: Vec<EffectRule>,
+    pub survey: SurveyRules,
+    /// Who hears about what (`config/notifications.toml`, with the directory).
+    pub notify: Arc<Notifications>,
+    pub watch_list: Arc<WatchList>,
+    /// How far back `history.*` inputs look, in days.
+    pub history_days: u32,
+    pub sla: SlaRules,
+    /// Execution tasks; when there are any, an approved order starts executing at once.
+    pub tasks: Vec<TaskRule>,
+    pub exceptions: ExceptionRules,
+    /// Invoicing on acceptance; without it accepted orders wait for an operator.
+    pub settlement: Option<SettlementRules>,
+    /// Reminder steps, by days overdue (ascending).
+    pub dunning: Vec<DunningStep>,
+    pub reconciliation: Option<Reconciliation>,
+    /// Each generated document is pushed to this connector operation.
+    pub documents_push: Option<(ConnectorId, String)>,
+}
+
+/// After-sales follow-up of the satisfaction survey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyRules {
+    /// A score at or below this (1–5) opens an after-sales ticket; so does a complaint.
+    pub ticket_at_or_below: u8,
+}
+
+impl Default for SurveyRules {
+    fn default() -> Self {
+        SurveyRules { ticket_at_or_below: 2 }
+    }
+}
+
+/// A screening rule: a row that *fires* when all its cells match.
+#[derive(Clone, Debug)]
+pub struct ScreeningRule {
+    pub id: String,
+    pub severity: Severity,
+    pub message: String,
+    pub row: Row,
+}
+
+/// The approval matrix: the first matching row picks the route.
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalRules {
+    /// Automatic approvals are recorded on behalf of this role.
+    pub auto_role: String,
+    pub matrix: Vec<MatrixRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MatrixRow {
+    pub id: String,
+    pub row: Row,
+    /// `None`: approved automatically.
+    pub chain: Option<Vec<Level>>,
+}
+
+/// "When an order enters state `on` (or event `on` is recorded), push `operation` to
+/// `connector`."
+#[derive(Clone, Debug)]
+pub struct EffectRule {
+    pub on: String,
+    pub connector: ConnectorId,
+    pub operation: String,
+}
+
+/// Customers nobody may sell to without a second look: ids, ID numbers, names.
+#[derive(Clone, Debug, Default)]
+pub struct WatchList {
+    customer_ids: HashSet<String>,
+    id_numbers: HashSet<String>,
+    names: HashSet<String>,
+}
+
+fn normalise(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+impl WatchList {
+    /// Parses `kind,value[,reason]` lines (`kind`: customer_id, id_number, name);
+    /// `#` starts a comment. Errors carry the 1-based line.
+    pub fn parse(text: &str) -> Result<WatchList, Vec<(usize, String)>> {
+        let mut w = WatchList::default();
+        let mut problems = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.splitn(3, ',').map(str::trim);
+            let (kind, value) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            if value.is_empty() {
+                problems.push((i + 1, format!("expected `kind,value[,reason]`, got `{line}`")));
+                continue;
+            }
+            match kind {
+                "customer_id" => w.customer_ids.insert(value.to_owned()),
+                "id_number" => w.id_numbers.insert(value.to_uppercase()),
+                "name" => w.names.insert(normalise(value)),
+                other => {
+                    problems.push((i + 1, format!("unknown kind `{other}` (customer_id, id_number, name)")));
+                    continue;
+                }
+            };
+        }
+        if problems.is_empty() { Ok(w) } else { Err(problems) }
+    }
+
+    pub fn matches(&self, order: &Order) -> bool {
+        let c = &order.customer;
+        self.customer_ids.contains(c.id.as_str())
+            || c.id_document.as_ref().is_some_and(|d| self.id_numbers.contains(&d.number.as_str().to_uppercase()))
+            || self.names.contains(&normalise(c.name.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.customer_ids.len() + self.id_numbers.len() + self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The approval route an order takes, with the matrix row that chose it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub chain: Vec<Level>,
+    /// When set, level 1 is approved automatically on behalf of this role.
+    pub auto_on_behalf_of: Option<String>,
+    pub row: String,
+    pub reason: String,
+}
+
+/// The rule id recorded when a rule cannot be evaluated or no route exists.
+pub const NO_ROUTE: &str = "NO-ROUTE";
+
+/// The rule id recorded when the customer's history total (`history.amount`) is too
+/// large to compute: the order goes to manual review instead of failing intake.
+pub const HISTORY_OVERFLOW: &str = "HISTORY-OVERFLOW";
+
+impl Rules {
+    /// Every rule is evaluated (collect-all); all that fire are recorded. A rule that
+    /// cannot be evaluated flags the order rather than letting it pass, and so does a
+    /// history total too large to compute (`history.amount` is null only then).
+    pub fn screen(&self, inputs: &Inputs) -> Screening {
+        let mut fired = Vec::new();
+        if inputs.get("history.amount").is_some_and(|v| *v == super::table::Input::Null) {
+            fired.push(RuleHit {
+                rule_id: HISTORY_OVERFLOW.into(),
+                severity: Severity::Flag,
+                message: format!(
+                    "客户近期订单合计超出可计算范围，须人工复核 / the customer's recent orders total more than the largest amount that can be computed ({}): review them by hand",
+                    rust_decimal::Decimal::MAX
+                ),
+            });
+        }
+        for r in &self.screening {
+            match r.row.matches(inputs) {
+                Ok(false) => {}
+                Ok(true) => {
+                    fired.push(RuleHit { rule_id: r.id.clone(), severity: r.severity, message: r.message.clone() })
+                }
+                Err(e) => fired.push(RuleHit {
+                    rule_id: r.id.clone(),
+                    severity: Severity::Flag,
+                    message: format!("rule could not be evaluated: {e}"),
+                }),
+            }
+        }
+        if fired.is_empty() {
+            Screening::Passed
+        } else if fired.iter().any(|h| h.severity == Severity::Reject) {
+            Screening::Rejected(fired)
+        } else {
+            Screening::Flagged(fired)
+        }
+    }
+
+    /// The first matching matrix row's route.
+    ///
+    /// # Errors
+    /// No row matches (or a row cannot be evaluated): the message names the inputs
+    /// the matrix is keyed by, so a person can see why.
+    pub fn route(&self, inputs: &Inputs) -> Result<Route, String> {
+        for m in &self.approval.matrix {
+            if !m.row.matches(inputs).map_err(|e| format!("approval matrix row {}: {e}", m.id))? {
+                continue;
+            }
+            let cells = m.row.cells.iter().map(|c| format!("{} {}", c.input, c.source)).collect::<Vec<_>>().join(", ");
+            let why = if cells.is_empty() { "default row".to_owned() } else { cells };
+            return Ok(match &m.chain {
+                None => Route {
+                    chain: vec![Level::Role(self.approval.auto_role.clone())],
+                    auto_on_behalf_of: Some(self.approval.auto_role.clone()),
+                    row: m.id.clone(),
+                    reason: format!("matrix row {} ({why}): automatic approval", m.id),
+                },
+                Some(chain) => Route {
+                    chain: chain.clone(),
+                    auto_on_behalf_of: None,
+                    row: m.id.clone(),
+                    reason: format!(
+                        "matrix row {} ({why}): {}",
+                        m.id,
+                        chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(" → ")
+                    ),
+                },
+            });
+        }
+        let show = |k: &str| inputs.get(k).map_or("null".to_owned(), ToString::to_string);
+        Err(format!(
+            "no approval matrix row matches amount {} {}, product {}, credit rating {}",
+            show("amount"),
+            show("currency"),
+            show("product.type"),
+            show("customer.credit_rating")
+        ))
+    }
+}
+
+/// One execution task template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRule {
+    pub id: String,
+    pub name: String,
+    /// Empty: every product.
+    pub products: Vec<String>,
+    pub department: String,
+    pub push: Option<(ConnectorId, String)>,
+    pub required: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionRules {
+    pub owner: String,
+    pub resolve_within: chrono::Duration,
+    pub escalate_to: Option<String>,
+}
+
+impl Default for ExceptionRules {
+    fn default() -> Self {
+        ExceptionRules { owner: "operations".into(), resolve_within: chrono::Duration::hours(48), escalate_to: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementRules {
+    pub connector: ConnectorId,
+    pub operation: String,
+    pub tax_rate: rust_decimal::Decimal,
+    pub due_days: u32,
+    pub voucher: Option<(ConnectorId, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconcileCheck {
+    pub id: String,
+    pub connector: ConnectorId,
+    pub operation: String,
+    pub expect: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub schedule: crate::schedule::Schedule,
+    pub checks: Vec<ReconcileCheck>,
+}
