@@ -1,0 +1,275 @@
+//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`.
+//!
+//! Read commands open the store directly when no daemon holds it, and otherwise go
+//! through the running daemon's admin API, so they work either way.
+
+mod analysis;
+mod config_tools;
+mod reads;
+mod source;
+mod store_admin;
+
+use analysis::{export, report};
+use config_tools::{mapping_test, rules_diff};
+use reads::{audit_verify, orders, outbox, quarantine};
+use source::{Source, actor_text, fetch_order};
+use store_admin::{migrate, store_copy};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+
+use crate::settings::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orderbridge",
+    version,
+    about = "Sales-order automation daemon: CRM → screening → approval → ERP → finance"
+)]
+pub struct Cli {
+    /// Directory holding config/, connectors/ and mappings/.
+    #[arg(long, global = true, default_value = ".", env = "ORDERBRIDGE_CONFIG_DIR")]
+    pub(crate) config_dir: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the daemon.
+    Run {
+        /// Log format, overriding `log.format` (text or json).
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Validate every configuration file; exit 78 on any problem.
+    Check {
+        /// Also call every connector's health check (and the SMTP server); exit 69 when
+        /// one is unreachable or refuses our credentials.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Read orders.
+    #[command(subcommand)]
+    Orders(OrdersCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The outbox of effects.
+    #[command(subcommand)]
+    Outbox(OutboxCmd),
+    /// The store itself: rows set aside because they could not be read.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Why an order is where it is: rules fired, approval route, decisions, versions.
+    Explain {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The management report of the orders received in a period: KPIs, bottlenecks,
+    /// the process map (the same as `GET /api/reports/kpis`).
+    Report {
+        /// First day (in the site's time zone) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// Last day, included, or an RFC 3339 time, excluded (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// text, json, csv or html.
+        #[arg(long, default_value = "text")]
+        format: crate::analytics::render::Format,
+    },
+    /// Write the orders and events changed in a window to files for the data
+    /// warehouse, partitioned by month; by default from where the last export into
+    /// the directory ended.
+    Export {
+        /// First day (in the site's time zone) or an RFC 3339 time (default: where the
+        /// last export into --out ended; everything the first time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Last day, included, or an RFC 3339 time, excluded (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// parquet, csv or jsonl.
+        #[arg(long, default_value = "parquet")]
+        format: crate::export::write::Format,
+        /// The directory the files go in (made if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Try a mapping before deploying it.
+    #[command(subcommand)]
+    Mapping(MappingCmd),
+    /// Rule changes: what a candidate rules.toml would decide differently.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+    /// Load generator: posts signed webhooks to a running daemon and reports throughput.
+    Bench(crate::bench::BenchArgs),
+    /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
+    /// (the daemon also applies them at start), or an embedded store's layout.
+    Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OrdersCmd {
+    /// List orders, optionally in one state.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one order with its events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum StoreCmd {
+    /// List quarantined rows: what each was, why it could not be read, when, and its
+    /// raw bytes (hex). They are kept for analysis; restore the order from a backup.
+    Quarantine {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the store (stopped daemon) into a new, empty one: another backend (also
+    /// PostgreSQL, either way), or the same one elsewhere (a compacted copy). Verifies
+    /// every hash chain on the copy. Point `store.backend` and `store.path` (or
+    /// `store.url`) at the copy to use it.
+    Copy {
+        /// The target's backend (default: the configured one).
+        #[arg(long)]
+        to_backend: Option<String>,
+        /// The target's directory, for an embedded backend (must not hold a store).
+        #[arg(long)]
+        to_path: Option<PathBuf>,
+        /// The target database, for `--to-backend postgres`: a secret reference,
+        /// `${ENV_NAME}` or `file:PATH` (its tables must be empty).
+        #[arg(long)]
+        to_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum MappingCmd {
+    /// Apply MAPPING (a name in mappings/, or a path to a .toml file) to the JSON in
+    /// FILE and print the canonical order, or the error naming file, field and value.
+    /// Exit 0 when it maps, 1 when the payload is refused, 78 when the mapping is broken.
+    Test {
+        mapping: String,
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RulesCmd {
+    /// Replay stored orders through a candidate rules file and list every order whose
+    /// screening result or approval route would change. Exit 0: none; 1: some.
+    Diff {
+        /// Replay the stored history (the only mode).
+        #[arg(long, required = true)]
+        against_history: bool,
+        /// Only the N most recent orders.
+        #[arg(long)]
+        last: Option<usize>,
+        /// The candidate rules file (default: config/rules.toml, i.e. the edited file).
+        #[arg(long)]
+        candidate: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AuditCmd {
+    /// Check every order's hash chain; exit 1 naming the first broken order and event.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OutboxCmd {
+    /// Pending effects (due or backing off).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Effects that gave up.
+    Dead {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a dead letter, attempts reset.
+    Replay { id: String },
+}
+
+pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
+    let dir = cli.config_dir.clone();
+    match cli.command {
+        Command::Run { log_format } => run_daemon(&dir, log_format).await,
+        Command::Check { online } => {
+            let code = crate::check::run_check(&dir);
+            if code != 0 || !online { Ok(code) } else { Ok(crate::check::run_online(&dir).await) }
+        }
+        Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Command::Orders(cmd) => orders(&dir, cmd).await,
+        Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
+        Command::Outbox(cmd) => outbox(&dir, cmd).await,
+        Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
+        Command::Store(StoreCmd::Copy { to_backend, to_path, to_url }) => {
+            store_copy(&dir, to_backend, to_path, to_url).await
+        }
+        Command::Migrate => migrate(&dir).await,
+        Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
+        Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
+            rules_diff(&dir, last, candidate, json).await
+        }
+        Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
+        Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
+        Command::Explain { id, json } => {
+            let src = Source::open(&dir).await?;
+            let order = fetch_order(&src, id.parse()?).await?;
+            let e = crate::explain::explain(&order).map_err(|e| anyhow::anyhow!(e))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e.json)?);
+            } else {
+                e.lines.iter().for_each(|l| println!("{l}"));
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i32> {
+    let loaded = match crate::config::load_all(dir) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!("refusing to start: {} configuration problem(s); run `orderbridge check`", problems.len());
+            return Ok(crate::check::EX_CONFIG);
+        }
+    };
+    let format = match log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => bail!("--log-format {other}: expected text or json"),
+        None => loaded.settings.log_format,
+    };
+    crate::telemetry::init(format, &loaded.settings.log_level);
+    for note in &loaded.notes {
+        tracing::warn!("{note}");
+    }
+    let app = crate::startup::Application::build(loaded).await?;
+    app.run_until_stopped(crate::shutdown::signal()).await?;
+    Ok(0)
+}

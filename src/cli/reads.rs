@@ -1,0 +1,206 @@
+//! Read and repair commands over orders, the audit, the outbox and quarantined rows.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::engine::Actor;
+use crate::store::EffectId;
+
+use super::*;
+
+pub(super) async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    match cmd {
+        OrdersCmd::List { state, limit, json } => {
+            let rows: Vec<Value> = match &src {
+                Source::Store(s) => s
+                    .store()
+                    .list(state.as_deref(), None, limit)
+                    .await?
+                    .iter()
+                    .map(crate::http::api::order_json)
+                    .collect(),
+                Source::Api { .. } => {
+                    let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
+                    let v = src.api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}")).await?;
+                    v["orders"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<37} {:<18} {:<28} {:>20}  CUSTOMER", "ORDER", "STATE", "SOURCE", "AMOUNT");
+                for r in &rows {
+                    println!(
+                        "{:<37} {:<18} {:<28} {:>16} {}  {}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        format!(
+                            "{}/{}",
+                            r["source"]["connector"].as_str().unwrap_or(""),
+                            r["source"]["external_id"].as_str().unwrap_or("")
+                        ),
+                        r["order"]["amount"]["amount"].as_str().unwrap_or(""),
+                        r["order"]["amount"]["currency"].as_str().unwrap_or(""),
+                        r["order"]["customer"]["name"].as_str().unwrap_or(""),
+                    );
+                }
+                println!("{} order(s)", rows.len());
+            }
+            Ok(0)
+        }
+        OrdersCmd::Show { id, json } => {
+            let v = fetch_order(&src, id.parse()?).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("order     {}", v["id"].as_str().unwrap_or(""));
+                println!("state     {}", v["state"].as_str().unwrap_or(""));
+                println!(
+                    "source    {}/{} v{}",
+                    v["source"]["connector"].as_str().unwrap_or(""),
+                    v["source"]["external_id"].as_str().unwrap_or(""),
+                    v["source"]["version"]
+                );
+                println!("customer  {}", v["order"]["customer"]["name"].as_str().unwrap_or(""));
+                println!(
+                    "amount    {} {}",
+                    v["order"]["amount"]["amount"].as_str().unwrap_or(""),
+                    v["order"]["amount"]["currency"].as_str().unwrap_or("")
+                );
+                println!("events:");
+                for e in v["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:>3}  {}  {:<22} -> {:<18} by {}",
+                        e["seq"],
+                        e["at"].as_str().unwrap_or(""),
+                        e["event"]["type"].as_str().unwrap_or(""),
+                        e["state"]["name"].as_str().unwrap_or(""),
+                        actor_text(&e["actor"]),
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let v = match &src {
+        Source::Store(s) => {
+            let r = s.verify_audit().await?;
+            serde_json::json!({
+                "orders": r.orders, "events": r.events, "intact": r.broken.is_none(),
+                "broken": r.broken.map(|(o, seq, why)| serde_json::json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
+            })
+        }
+        Source::Api { .. } => src.api(reqwest::Method::GET, "/audit/verify").await?,
+    };
+    if v["intact"].as_bool() == Some(true) {
+        println!("audit intact: {} orders, {} events verified", v["orders"], v["events"]);
+        Ok(0)
+    } else {
+        let b = &v["broken"];
+        println!(
+            "audit BROKEN at order {} event {}: {}",
+            b["order_id"].as_str().unwrap_or("?"),
+            b["seq"],
+            b["problem"].as_str().unwrap_or("?")
+        );
+        Ok(1)
+    }
+}
+
+pub(super) async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let print = |rows: Vec<Value>, json: bool| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(());
+        }
+        println!("{:<50} {:<28} {:>8}  {:<25} LAST ERROR", "EFFECT", "CONNECTOR.OPERATION", "ATTEMPTS", "NEXT AT");
+        for r in &rows {
+            println!(
+                "{:<50} {:<28} {:>8}  {:<25} {}",
+                r["id"].as_str().unwrap_or(""),
+                format!("{}.{}", r["connector"].as_str().unwrap_or(""), r["operation"].as_str().unwrap_or("")),
+                r["attempts"],
+                r["next_at"].as_str().unwrap_or(""),
+                r["last_error"].as_str().unwrap_or(""),
+            );
+        }
+        println!("{} effect(s)", rows.len());
+        Ok(())
+    };
+    match cmd {
+        OutboxCmd::List { json } | OutboxCmd::Dead { json } => {
+            let dead = matches!(cmd, OutboxCmd::Dead { .. });
+            let rows: Vec<Value> = match &src {
+                Source::Store(s) => {
+                    let rows = if dead {
+                        s.store().dead_letters(10_000).await?
+                    } else {
+                        s.store().pending_effects(10_000).await?
+                    };
+                    rows.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
+                }
+                Source::Api { .. } => {
+                    let v = src
+                        .api(
+                            reqwest::Method::GET,
+                            if dead { "/outbox/dead?limit=10000" } else { "/outbox?limit=10000" },
+                        )
+                        .await?;
+                    v["effects"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            print(rows, json)?;
+            Ok(0)
+        }
+        OutboxCmd::Replay { id } => {
+            let eid: EffectId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            match &src {
+                Source::Store(s) => {
+                    s.replay(&eid, Actor::Person(whoami()), chrono::Utc::now()).await?;
+                }
+                Source::Api { .. } => {
+                    src.api(reqwest::Method::POST, &format!("/outbox/dead/{eid}/replay")).await?;
+                }
+            }
+            println!("replayed {eid}: queued for delivery");
+            Ok(0)
+        }
+    }
+}
+
+pub(super) async fn quarantine(dir: &Path, json: bool) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let rows: Vec<Value> = match &src {
+        Source::Store(s) => {
+            s.store().quarantined().await?.iter().map(serde_json::to_value).collect::<Result<_, _>>()?
+        }
+        Source::Api { .. } => {
+            src.api(reqwest::Method::GET, "/store/quarantine").await?["rows"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            println!(
+                "{}  {}: {}",
+                r["at"].as_str().unwrap_or(""),
+                r["what"].as_str().unwrap_or(""),
+                r["error"].as_str().unwrap_or("")
+            );
+        }
+        println!("{} quarantined row(s)", rows.len());
+    }
+    Ok(0)
+}
+
+pub(super) fn whoami() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
