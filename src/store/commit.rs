@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::kv::Batch;
+use super::batch::Batch;
 use crate::metrics::Metrics;
 
 /// Writes one batch (if any) and makes everything written durable.

@@ -23,9 +23,11 @@
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit.
 
+pub mod batch;
 pub mod codec;
 pub mod commit;
 pub mod dump;
+pub mod extras;
 pub mod fjall_engine;
 pub mod kv;
 pub mod postgres;
