@@ -7,13 +7,13 @@ use crate::engine::payments::PaymentOutcome;
 
 /// What a store holds besides what the `Store` trait lists.
 #[derive(Debug, Clone, Default)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// Payments seen: source, payment id, what became of it.
-    pub payments: Vec<(String, String, PaymentOutcome)>,
+    pub(crate) payments: Vec<(String, String, PaymentOutcome)>,
     /// Spent single-use keys.
-    pub links: Vec<(String, UsedLink)>,
+    pub(crate) links: Vec<(String, UsedLink)>,
     /// Background jobs' state, by name.
-    pub jobs: Vec<(String, serde_json::Value)>,
+    pub(crate) jobs: Vec<(String, serde_json::Value)>,
     /// Rows set aside: where they were (space, key) and what they were.
-    pub quarantine: Vec<(String, String, Quarantined)>,
+    pub(crate) quarantine: Vec<(String, String, Quarantined)>,
 }

@@ -19,7 +19,7 @@ impl<E: Engine> KvStore<E> {
     ///
     /// # Errors
     /// `Io`/`Corrupt` from the engine.
-    pub fn extras(&self) -> Result<Extras, StoreError> {
+    pub(crate) fn extras(&self) -> Result<Extras, StoreError> {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let split = |k: &[u8]| {
             let rest = &k[1..];
@@ -64,7 +64,7 @@ impl<E: Engine> KvStore<E> {
     ///
     /// # Errors
     /// `Io` when the engine fails.
-    pub fn add_quarantined(&self, rows: &[(String, String, Quarantined)]) -> Result<(), StoreError> {
+    pub(crate) fn add_quarantined(&self, rows: &[(String, String, Quarantined)]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }

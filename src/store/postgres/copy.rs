@@ -34,7 +34,7 @@ impl PgStore {
     ///
     /// # Errors
     /// `Io` when the database cannot be read.
-    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn is_empty(&self) -> Result<bool, StoreError> {
         let sql = DATA_TABLES.iter().map(|t| format!("EXISTS (SELECT 1 FROM {t})")).collect::<Vec<_>>().join(" OR ");
         let any: bool = sqlx::query_scalar(&format!("SELECT {sql}")).fetch_one(&self.pool).await.map_err(db)?;
         Ok(!any)
@@ -45,7 +45,7 @@ impl PgStore {
     ///
     /// # Errors
     /// `Io` when the database cannot be read.
-    pub async fn live_lease(&self) -> Result<Option<(String, String, DateTime<Utc>)>, StoreError> {
+    pub(crate) async fn live_lease(&self) -> Result<Option<(String, String, DateTime<Utc>)>, StoreError> {
         let row =
             sqlx::query("SELECT name, holder, until FROM job_leases WHERE until > now() ORDER BY until DESC LIMIT 1")
                 .fetch_optional(&self.pool)
@@ -88,7 +88,7 @@ impl PgStore {
     ///
     /// # Errors
     /// `Io` when the database cannot be read.
-    pub async fn extras(&self) -> Result<Extras, StoreError> {
+    pub(crate) async fn extras(&self) -> Result<Extras, StoreError> {
         let payments = self.keyed("payments", ["source", "payment_id", "outcome"], "payment").await?;
         let links = self.keyed::<UsedLink>("used_links", ["link_id", "", "used"], "spent link").await?;
         let jobs = self.keyed::<serde_json::Value>("jobs", ["name", "", "state"], "job state").await?;
@@ -121,7 +121,7 @@ impl PgStore {
     ///
     /// # Errors
     /// `Io` when the database cannot be written.
-    pub async fn add_quarantined(&self, rows: &[(String, String, Quarantined)]) -> Result<(), StoreError> {
+    pub(crate) async fn add_quarantined(&self, rows: &[(String, String, Quarantined)]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         for (space, key, q) in rows {
             let raw = hex::decode(&q.raw_hex).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();

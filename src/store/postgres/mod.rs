@@ -75,7 +75,7 @@ impl PgOptions {
     ///
     /// # Errors
     /// What is wrong with the URL, never echoing it.
-    pub fn connect_options(&self) -> Result<PgConnectOptions, String> {
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, String> {
         let url = self.url.expose_secret();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err("not a PostgreSQL URL (postgres://user:password@host:port/database)".into());
@@ -119,7 +119,7 @@ pub async fn connect(options: &PgOptions) -> Result<PgPool, StoreError> {
 ///
 /// # Errors
 /// `Io` when the database cannot be reached or migrated.
-pub async fn migrate(options: &PgOptions) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+pub(crate) async fn migrate(options: &PgOptions) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
     let versions = |pool: PgPool| async move {
         let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
             .fetch_one(&pool)
@@ -148,7 +148,7 @@ pub async fn migrate(options: &PgOptions) -> Result<(Vec<i64>, Vec<i64>), StoreE
 }
 
 /// How often the counts (`Store::counts`) are re-read: other replicas change them.
-pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
+pub(crate) const COUNTS_REFRESH: Duration = Duration::from_secs(5);
 
 /// The store over a PostgreSQL pool.
 pub struct PgStore {
@@ -231,7 +231,7 @@ impl PgStore {
     ///
     /// # Errors
     /// `Io` when the database cannot be read.
-    pub async fn over(pool: PgPool, lease: Duration) -> Result<Arc<PgStore>, StoreError> {
+    pub(crate) async fn over(pool: PgPool, lease: Duration) -> Result<Arc<PgStore>, StoreError> {
         let [pending, dead, quarantined, unmatched] = recount(&pool).await?;
         let store = Arc::new(PgStore {
             pool,
@@ -248,7 +248,7 @@ impl PgStore {
 
     /// Re-reads the counts every `COUNTS_REFRESH` while the store lives (other replicas
     /// change them). `open` starts it.
-    pub fn refresh_counts(self: &Arc<Self>) {
+    pub(crate) fn refresh_counts(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -267,11 +267,6 @@ impl PgStore {
                 }
             }
         });
-    }
-
-    /// This process's name in claims and leases (host, pid and a random part).
-    pub fn holder(&self) -> &str {
-        &self.holder
     }
 
     /// The pool (for `store copy` and tests).
