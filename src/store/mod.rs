@@ -180,7 +180,7 @@ pub struct Step {
 
 impl Step {
     /// Effects this step adds to the outbox.
-    pub fn new_effects(&self) -> usize {
+    pub(crate) fn new_effects(&self) -> usize {
         self.outbox.iter().filter(|c| matches!(c, OutboxChange::Add(_) | OutboxChange::Revive { .. })).count()
     }
 }
@@ -372,7 +372,7 @@ impl Backend {
     }
 
     /// An engine in a data directory of this process (not a database server).
-    pub fn is_embedded(self) -> bool {
+    pub(crate) fn is_embedded(self) -> bool {
         self != Backend::Postgres
     }
 
