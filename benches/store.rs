@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orderbridge::domain::{ExternalRef, Order};
+use orderbridge::engine::Rules;
 use orderbridge::metrics::Metrics;
 use orderbridge::orders::{EffectOutcome, Inbound, Orders};
 use orderbridge::store::{self, Backend};
@@ -128,15 +129,10 @@ async fn reopen_after_crash(backend: Backend, dir: &Path) {
     println!("       reopen after a crash: {secs:.2}s");
 }
 
-async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
-    let options = options(backend, dir);
-    let metrics = Arc::new(Metrics::default());
-    let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).await.unwrap()));
-    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+/// Ingests `orders` orders from `concurrency` tasks; the latency of each.
+async fn ingest_all(app: &Arc<Orders>, rules: &Arc<Rules>, orders: usize, concurrency: usize) -> Vec<Duration> {
     let order = sample_order();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let cpu0 = cpu_seconds();
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (app, rules, next, order) = (app.clone(), rules.clone(), next.clone(), order.clone());
@@ -158,20 +154,18 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
     for t in tasks {
         lat.extend(t.await.unwrap());
     }
-    let secs = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
-    let (hwm, rss) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
+    lat
+}
 
-    // Drain the outbox as the dispatcher would: every effect performed and recorded.
-    let drain_started = Instant::now();
+/// Drains the outbox as the dispatcher would: every effect performed and recorded.
+/// Returns how many there were.
+async fn drain(app: &Arc<Orders>, rules: &Arc<Rules>, concurrency: usize) -> usize {
     let far = chrono::Utc::now() + chrono::Duration::days(1);
     let mut effects = 0;
     loop {
         let due = app.store().due_effects(far, 512).await.unwrap();
         if due.is_empty() {
-            break;
+            return effects;
         }
         effects += due.len();
         let mut done = Vec::new();
@@ -188,14 +182,13 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
             d.await.unwrap();
         }
     }
-    let drained = drain_started.elapsed().as_secs_f64();
-    drop(app);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let disk = dir_bytes(&options.path);
-    // What the rows themselves take, by key space (the layout's one-byte tags), beside
-    // what the engine puts on disk for them.
-    let logical = loop {
-        match store::open_engine(&options) {
+}
+
+/// What the rows themselves take, by key space (the layout's one-byte tags): rows
+/// and bytes (key + value), once the engine is free to open.
+async fn rows_by_tag(options: &store::Options) -> std::collections::BTreeMap<char, (u64, u64)> {
+    loop {
+        match store::open_engine(options) {
             Ok(engine) => {
                 let mut by_tag = std::collections::BTreeMap::<char, (u64, u64)>::new();
                 for row in engine.range(&[0], &[0xff]) {
@@ -204,20 +197,49 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
                     e.0 += 1;
                     e.1 += (k.len() + v.len()) as u64;
                 }
-                break by_tag;
+                return by_tag;
             }
             Err(store::StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
             Err(e) => panic!("{e}"),
         }
-    };
-    let reopen_started = Instant::now();
-    let reopened = loop {
-        match store::open(&options, metrics.clone()).await {
-            Ok(s) => break s,
+    }
+}
+
+/// Opens the store again once the last holder let go.
+async fn reopen(options: &store::Options, metrics: &Arc<Metrics>) -> Arc<dyn store::Store> {
+    loop {
+        match store::open(options, metrics.clone()).await {
+            Ok(s) => return s,
             Err(store::StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
             Err(e) => panic!("{e}"),
         }
-    };
+    }
+}
+
+async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
+    let options = options(backend, dir);
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(Orders::new(store::open(&options, metrics.clone()).await.unwrap()));
+    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let mut lat = ingest_all(&app, &rules, orders, concurrency).await;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let (hwm, rss) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
+
+    let drain_started = Instant::now();
+    let effects = drain(&app, &rules, concurrency).await;
+    let drained = drain_started.elapsed().as_secs_f64();
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let disk = dir_bytes(&options.path);
+    // What the rows take, beside what the engine puts on disk for them.
+    let logical = rows_by_tag(&options).await;
+    let reopen_started = Instant::now();
+    let reopened = reopen(&options, &metrics).await;
     let reopen = reopen_started.elapsed().as_secs_f64();
     assert_eq!(reopened.counts().pending, 0);
     println!(
@@ -242,6 +264,7 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
     println!("       rows by key space (key + value): {}", rows.join(", "));
     // A few more orders, then an exit that closes nothing: what a crash leaves.
     let after = Orders::new(reopened);
+    let order = sample_order();
     for n in orders..orders + 100 {
         after.ingest(inbound(&order, n), &rules, chrono::Utc::now()).await.unwrap();
     }

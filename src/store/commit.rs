@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::kv::Batch;
+use super::batch::Batch;
 use crate::metrics::Metrics;
 
 /// Writes one batch (if any) and makes everything written durable.
-pub type WriteSyncFn = Arc<dyn Fn(Option<Batch>) -> Result<(), String> + Send + Sync>;
+pub(crate) type WriteSyncFn = Arc<dyn Fn(Option<Batch>) -> Result<(), String> + Send + Sync>;
 
 struct Job {
     batch: Option<Batch>,
@@ -32,7 +32,7 @@ struct Job {
 }
 
 #[derive(Clone)]
-pub struct Committer {
+pub(crate) struct Committer {
     tx: mpsc::Sender<Job>,
     failed: Arc<OnceLock<String>>,
     /// When the sync in progress started (ms since the epoch), 0 when none is.
@@ -49,7 +49,7 @@ impl Committer {
     /// up to `delay` (or until `GATHER` are waiting): one sync costs the same kernel
     /// work for one write as for a hundred, and on a small machine that work competes
     /// with request handling for the CPU.
-    pub fn start(write_sync: WriteSyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
+    pub(crate) fn start(write_sync: WriteSyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
         let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let syncing_since = Arc::new(AtomicI64::new(0));
@@ -98,7 +98,7 @@ impl Committer {
     ///
     /// # Errors
     /// `Failed` when a write or sync failed (now or before).
-    pub async fn commit(&self, batch: Option<Batch>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(&self, batch: Option<Batch>) -> Result<(), StoreError> {
         if let Some(e) = self.failed.get() {
             return Err(StoreError::Failed(e.clone()));
         }
@@ -112,26 +112,19 @@ impl Committer {
     ///
     /// # Errors
     /// `Failed` when a write or sync failed (now or before).
-    pub async fn durable(&self) -> Result<(), StoreError> {
+    pub(crate) async fn durable(&self) -> Result<(), StoreError> {
         self.commit(None).await
     }
 
-    /// Marks the store failed: from now on every waiter and writer gets `Failed`.
-    pub fn fail(&self, error: String) {
-        if self.failed.set(error.clone()).is_ok() {
-            tracing::error!(%error, "the store cannot write; nothing more is accepted and the daemon stops");
-        }
-    }
-
     /// The failure the store stopped on, if any.
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.failed.get().cloned()
     }
 
     /// How long the sync in progress has taken so far (`None`: no sync running). A
     /// sync that never returns (a hung disk, an engine deadlock) shows here, and
     /// `/readyz` reports it.
-    pub fn sync_running_for(&self) -> Option<Duration> {
+    pub(crate) fn sync_running_for(&self) -> Option<Duration> {
         match self.syncing_since.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(u64::try_from(chrono::Utc::now().timestamp_millis() - ms).unwrap_or(0))),

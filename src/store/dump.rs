@@ -9,27 +9,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::extras::Extras;
 use super::kv::{Engine, KvStore};
 use super::postgres::PgStore;
 use super::{
     Backend, DigestChange, Options, OrderWrite, OutboxChange, PaymentWrite, Quarantined, Step, Store, StoreError,
-    UsedLink,
 };
-use crate::engine::payments::PaymentOutcome;
 use crate::metrics::Metrics;
-
-/// What a store holds besides what the `Store` trait lists.
-#[derive(Debug, Clone, Default)]
-pub struct Extras {
-    /// Payments seen: source, payment id, what became of it.
-    pub payments: Vec<(String, String, PaymentOutcome)>,
-    /// Spent single-use keys.
-    pub links: Vec<(String, UsedLink)>,
-    /// Background jobs' state, by name.
-    pub jobs: Vec<(String, serde_json::Value)>,
-    /// Rows set aside: where they were (space, key) and what they were.
-    pub quarantine: Vec<(String, String, Quarantined)>,
-}
 
 /// What `copy` moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

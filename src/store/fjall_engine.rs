@@ -36,7 +36,7 @@ const MEMTABLE: u64 = 4 << 20;
 /// Values from this size on are kept apart from the LSM tree (orders, events).
 const SEPARATE_FROM: u32 = 512;
 
-pub struct FjallEngine {
+pub(crate) struct FjallEngine {
     db: Database,
     /// `OWN`'s keyspaces, in its order.
     own: Vec<Keyspace>,
@@ -44,7 +44,7 @@ pub struct FjallEngine {
 }
 
 /// The fjall store: the shared layout over fjall.
-pub type FjallStore = KvStore<FjallEngine>;
+pub(crate) type FjallStore = KvStore<FjallEngine>;
 
 fn engine_error(e: fjall::Error) -> EngineError {
     match e {
@@ -60,7 +60,7 @@ impl FjallEngine {
     /// # Errors
     /// `Locked` when another process holds it, `Corrupt` when fjall finds damage or
     /// an unknown format (we never delete data to recover), `Io` otherwise.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<FjallEngine, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<FjallEngine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
@@ -95,7 +95,7 @@ impl FjallEngine {
     }
 
     /// Whether a fjall store exists at `dir`.
-    pub fn exists(dir: &Path) -> bool {
+    pub(crate) fn exists(dir: &Path) -> bool {
         dir.join("keyspaces").exists()
     }
 
@@ -118,7 +118,7 @@ impl FjallEngine {
 ///
 /// # Errors
 /// As `FjallEngine::open` and `KvStore::open`.
-pub fn open(
+pub(crate) fn open(
     dir: &Path,
     cache_bytes: u64,
     commit_delay: std::time::Duration,

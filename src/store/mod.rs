@@ -18,20 +18,23 @@
 //!   and never stops the others.
 //!
 //! `kv/` lays the store out over any ordered key-value engine (`fjall_engine.rs`,
-//! `sled_engine.rs`, `redb_engine.rs`); `postgres.rs` is the same store on PostgreSQL
-//! (several daemons on one database);
+//! `sled_engine.rs`, `redb_engine.rs`); `postgres/` is the same store on PostgreSQL
+//! (several daemons on one database); `dump.rs` is `store copy` between them.
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
-//! group commit.
+//! group commit of the embedded engines, over `batch.rs` (their unit of writing);
+//! `extras.rs` is what `store copy` reads besides the `Store` listings.
 
+mod batch;
 pub mod codec;
-pub mod commit;
+pub(crate) mod commit;
 pub mod dump;
-pub mod fjall_engine;
+mod extras;
+pub(crate) mod fjall_engine;
 pub mod kv;
 pub mod postgres;
 pub mod records;
 pub mod redb_engine;
-pub mod sled_engine;
+pub(crate) mod sled_engine;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -176,7 +179,7 @@ pub struct Step {
 
 impl Step {
     /// Effects this step adds to the outbox.
-    pub fn new_effects(&self) -> usize {
+    pub(crate) fn new_effects(&self) -> usize {
         self.outbox.iter().filter(|c| matches!(c, OutboxChange::Add(_) | OutboxChange::Revive { .. })).count()
     }
 }
@@ -368,7 +371,7 @@ impl Backend {
     }
 
     /// An engine in a data directory of this process (not a database server).
-    pub fn is_embedded(self) -> bool {
+    pub(crate) fn is_embedded(self) -> bool {
         self != Backend::Postgres
     }
 

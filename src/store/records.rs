@@ -81,7 +81,7 @@ struct Hashed<'a> {
 }
 
 impl EventRecord {
-    pub fn compute_hash(&self) -> String {
+    pub(crate) fn compute_hash(&self) -> String {
         let body = serde_json::to_vec(&Hashed {
             order_id: &self.order_id,
             seq: self.seq,
@@ -160,7 +160,7 @@ struct StepEvent {
 impl StepEvents {
     /// The stored form of a step's events, or `None` when they are not one chained
     /// run of one order (then they are stored whole).
-    pub fn pack(events: &[EventRecord]) -> Option<StepEvents> {
+    pub(crate) fn pack(events: &[EventRecord]) -> Option<StepEvents> {
         let (first, last) = (events.first()?, events.last()?);
         let chained = events.windows(2).all(|w| {
             w[1].order_id == w[0].order_id && w[1].seq == w[0].seq.wrapping_add(1) && w[1].prev_hash == w[0].hash
@@ -188,7 +188,7 @@ impl StepEvents {
 
     /// The events again, each hash recomputed from the one before; the last keeps
     /// the stored head, so `audit verify` finds any change to the step there.
-    pub fn unpack(self) -> Vec<EventRecord> {
+    pub(crate) fn unpack(self) -> Vec<EventRecord> {
         let n = self.events.len();
         let mut prev = self.prev_hash;
         let mut out = Vec::with_capacity(n);
@@ -232,7 +232,7 @@ impl StepEvents {
     }
 }
 
-pub fn event_key(id: OrderId, seq: u32) -> [u8; 20] {
+pub(crate) fn event_key(id: OrderId, seq: u32) -> [u8; 20] {
     let mut k = [0u8; 20];
     k[..16].copy_from_slice(id.as_bytes());
     k[16..].copy_from_slice(&seq.to_be_bytes());
@@ -259,7 +259,7 @@ impl EffectId {
         k
     }
 
-    pub fn from_key(k: &[u8]) -> Option<Self> {
+    pub(crate) fn from_key(k: &[u8]) -> Option<Self> {
         let k: &[u8; 22] = k.try_into().ok()?;
         Some(EffectId {
             order_id: OrderId::from_bytes(k[..16].try_into().ok()?),
@@ -334,15 +334,6 @@ impl EffectRecord {
     pub fn name(&self) -> String {
         format!("{}.{}", self.connector, self.operation)
     }
-}
-
-/// State-index key: state name, NUL, order id.
-pub fn state_key(state: &OrderState, id: OrderId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(40);
-    k.extend_from_slice(state.name().as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
 }
 
 #[cfg(test)]

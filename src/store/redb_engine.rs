@@ -44,7 +44,7 @@ pub struct RedbEngine {
 }
 
 /// The redb store: the shared layout over redb.
-pub type RedbStore = KvStore<RedbEngine>;
+pub(crate) type RedbStore = KvStore<RedbEngine>;
 
 fn engine_error(e: impl Into<redb::Error>) -> EngineError {
     match e.into() {
@@ -65,7 +65,7 @@ impl RedbEngine {
     /// # Errors
     /// `Locked` when another process holds it, `Corrupt` when redb finds damage or an
     /// unknown format (we never delete data to recover), `Io` otherwise.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<RedbEngine, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<RedbEngine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let path = Self::file(dir);
         let created = !path.exists();
@@ -106,7 +106,7 @@ impl RedbEngine {
     }
 
     /// Whether a redb store exists at `dir`.
-    pub fn exists(dir: &Path) -> bool {
+    pub(crate) fn exists(dir: &Path) -> bool {
         Self::file(dir).exists()
     }
 
@@ -146,7 +146,7 @@ impl RedbEngine {
 ///
 /// # Errors
 /// As `RedbEngine::open` and `KvStore::open`.
-pub fn open(
+pub(crate) fn open(
     dir: &Path,
     cache_bytes: u64,
     commit_delay: std::time::Duration,

@@ -12,7 +12,7 @@ use super::StoreError;
 use super::kv::{Batch, Engine, EngineError, KvIter, KvStore};
 use crate::metrics::Metrics;
 
-pub struct SledEngine {
+pub(crate) struct SledEngine {
     db: sled::Db,
     tree: sled::Tree,
     dir: PathBuf,
@@ -26,7 +26,7 @@ fn engine_error(e: sled::Error) -> EngineError {
 }
 
 /// The sled store: the shared layout over sled.
-pub type SledStore = KvStore<SledEngine>;
+pub(crate) type SledStore = KvStore<SledEngine>;
 
 impl SledEngine {
     /// Opens (or creates) sled at `dir` with a page cache of `cache_bytes`.
@@ -34,7 +34,7 @@ impl SledEngine {
     /// # Errors
     /// `Locked` when another process holds it, `Corrupt` when sled finds damage (we
     /// never delete data to recover), `Io` otherwise.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledEngine, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<SledEngine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir)
@@ -60,7 +60,7 @@ impl SledEngine {
     }
 
     /// Whether a sled store exists at `dir`.
-    pub fn exists(dir: &Path) -> bool {
+    pub(crate) fn exists(dir: &Path) -> bool {
         dir.join("db").exists()
     }
 }
@@ -69,7 +69,7 @@ impl SledEngine {
 ///
 /// # Errors
 /// As `SledEngine::open` and `KvStore::open`.
-pub fn open(
+pub(crate) fn open(
     dir: &Path,
     cache_bytes: u64,
     commit_delay: std::time::Duration,

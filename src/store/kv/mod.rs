@@ -19,6 +19,8 @@
 //! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
 //! - `m` meta: `schema` → layout version (`SCHEMA`).
 
+mod copy;
+mod step;
 mod upgrade;
 mod verbs;
 
@@ -28,13 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
+pub use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::commit::Committer;
-use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents, event_key};
-use super::{
-    BoxFuture, ConnectorFilter, Counts, DigestChange, DigestKey, Loaded, OutboxChange, PaymentWrite, Quarantined, Step,
-    Store, StoreError, UsedLink,
-};
+use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents};
+use super::{BoxFuture, ConnectorFilter, Counts, DigestKey, Quarantined, Step, Store, StoreError, UsedLink};
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
 use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
@@ -64,21 +64,6 @@ impl From<EngineError> for StoreError {
 
 pub type KvPair = (Vec<u8>, Vec<u8>);
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KvPair, EngineError>> + Send + 'a>;
-
-/// Writes applied all or none, also across a crash. `None` removes the key.
-#[derive(Default, Debug)]
-pub struct Batch {
-    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-}
-
-impl Batch {
-    pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.ops.push((k, Some(v)));
-    }
-    pub fn del(&mut self, k: Vec<u8>) {
-        self.ops.push((k, None));
-    }
-}
 
 /// An ordered key-value engine: what a backend must provide.
 pub trait Engine: Send + Sync + 'static {
@@ -477,276 +462,6 @@ impl<E: Engine> KvStore<E> {
         Ok(self.current_row(k)?.is_some())
     }
 
-    /// Checks a step's preconditions and adds its rows to `b`; adds the outbox keys
-    /// it writes (`true`) and removes (`false`) to `outbox` and the count changes to
-    /// `delta`.
-    fn add_step(
-        &self,
-        step: Step,
-        b: &mut Batch,
-        outbox_keys: &mut Vec<OutboxKey>,
-        delta: &mut [i64; 3],
-    ) -> Result<(), StoreError> {
-        let conflict = |m: String| Err(StoreError::Conflict(m));
-        let Step { order, events, outbox, digests, spend, payment, jobs } = step;
-        if let Some(w) = order {
-            let rec = &w.record;
-            let k = order_key(rec.id);
-            let stored = self.current_row(&k)?;
-            let stored_seq = stored.as_deref().and_then(seq_of);
-            match (&w.loaded, stored_seq) {
-                (None, None) => {
-                    let ext = pair(EXTERNAL, rec.source.connector.as_str(), rec.source.id.as_str().as_bytes());
-                    if self.exists(&ext)? {
-                        return conflict(format!("{}/{} is already an order", rec.source.connector, rec.source.id));
-                    }
-                    b.put(ext, rec.id.as_bytes().to_vec());
-                }
-                (Some(l), Some(s)) if l.last_seq == s => {}
-                (Some(l), s) => {
-                    return conflict(format!(
-                        "order {} moved on (event {} stored, {} loaded)",
-                        rec.id,
-                        s.unwrap_or(0),
-                        l.last_seq
-                    ));
-                }
-                (None, Some(_)) => return conflict(format!("order {} exists already", rec.id)),
-            }
-            let after = Loaded::of(rec);
-            let before = w.loaded.as_ref();
-            if before.map(|l| l.state) != Some(after.state) {
-                if let Some(l) = before {
-                    b.del(state_key(l.state, rec.id));
-                }
-                b.put(state_key(after.state, rec.id), Vec::new());
-            }
-            if before.and_then(|l| l.next_timer) != after.next_timer {
-                if let Some(t) = before.and_then(|l| l.next_timer) {
-                    b.del(timer_key(t, rec.id));
-                }
-                if let Some(t) = after.next_timer {
-                    b.put(timer_key(t, rec.id), Vec::new());
-                }
-            }
-            if let Some(n) = &after.invoice
-                && before.and_then(|l| l.invoice.as_ref()) != Some(n)
-            {
-                b.put(key(INVOICES, &[n.as_bytes()]), rec.id.as_bytes().to_vec());
-            }
-            if before.map(|l| (&l.customer, &l.prior)) != Some((&after.customer, &after.prior)) {
-                if let Some(l) = before.filter(|l| l.customer != after.customer) {
-                    b.del(pair(CUSTOMERS, &l.customer, rec.id.as_bytes()));
-                }
-                b.put(pair(CUSTOMERS, &after.customer, rec.id.as_bytes()), encode(&after.prior));
-            }
-            b.put(k, order_row(rec));
-        }
-        if let Some(first) = events.first() {
-            b.put(key(EVENTS, &[&event_key(first.order_id, first.seq)]), StepEvents::encode(&events));
-        }
-        for c in outbox {
-            match c {
-                OutboxChange::Add(e) => {
-                    let k = due_key(&e);
-                    outbox_keys.push((k.clone(), Some(self.intern(e.connector.as_str()))));
-                    b.put(k, encode(&e));
-                    delta[0] += 1;
-                }
-                OutboxChange::Reschedule { from, to } => {
-                    let old = due_key(&from);
-                    if !self.exists(&old)? {
-                        return conflict(format!("effect {} is no longer pending as read", from.id));
-                    }
-                    outbox_keys.push((old.clone(), None));
-                    b.del(old);
-                    let k = due_key(&to);
-                    outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
-                    b.put(k, encode(&to));
-                }
-                OutboxChange::Remove(e) => {
-                    let old = due_key(&e);
-                    if !self.exists(&old)? {
-                        return conflict(format!("effect {} is no longer pending as read", e.id));
-                    }
-                    outbox_keys.push((old.clone(), None));
-                    b.del(old);
-                    delta[0] -= 1;
-                }
-                OutboxChange::Bury { from, dead } => {
-                    let old = due_key(&from);
-                    if !self.exists(&old)? {
-                        return conflict(format!("effect {} is no longer pending as read", from.id));
-                    }
-                    outbox_keys.push((old.clone(), None));
-                    b.del(old);
-                    b.put(key(DEAD, &[&dead.id.key()]), encode(&dead));
-                    delta[0] -= 1;
-                    delta[1] += 1;
-                }
-                OutboxChange::Revive { dead, to } => {
-                    let old = key(DEAD, &[&dead.key()]);
-                    if !self.exists(&old)? {
-                        return conflict(format!("dead letter {dead} was replayed already"));
-                    }
-                    b.del(old);
-                    let k = due_key(&to);
-                    outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
-                    b.put(k, encode(&to));
-                    delta[0] += 1;
-                    delta[1] -= 1;
-                }
-            }
-        }
-        for c in digests {
-            match c {
-                DigestChange::Hold(k, item) => b.put(digest_key(&k), encode(&*item)),
-                DigestChange::Release(k) => {
-                    let dk = digest_key(&k);
-                    if !self.exists(&dk)? {
-                        return conflict(format!("digest item {} of {} was sent already", k.effect, k.group));
-                    }
-                    b.del(dk);
-                }
-            }
-        }
-        if let Some((once, used)) = spend {
-            let k = key(LINKS, &[once.as_bytes()]);
-            if let Some(v) = self.current_row(&k)? {
-                let at = decode::<UsedLink>(&v).map(|u| u.at.to_rfc3339()).unwrap_or_else(|_| "earlier".into());
-                return conflict(format!("this link was already used ({at})"));
-            }
-            b.put(k, encode(&used));
-        }
-        match payment {
-            None => {}
-            Some(PaymentWrite::Reported { source, payment_id, outcome, unmatched }) => {
-                let k = payment_key(PAYMENTS, &source, &payment_id);
-                if self.exists(&k)? {
-                    return conflict(format!("payment {source}/{payment_id} was recorded already"));
-                }
-                b.put(k, encode(&outcome));
-                if let Some(u) = unmatched {
-                    b.put(payment_key(WAITING, &source, &payment_id), encode(&u));
-                    delta[2] += 1;
-                }
-            }
-            Some(PaymentWrite::Assigned { source, payment_id, outcome }) => {
-                let w = payment_key(WAITING, &source, &payment_id);
-                if !self.exists(&w)? {
-                    return conflict(format!("payment {source}/{payment_id} is no longer waiting"));
-                }
-                b.del(w);
-                delta[2] -= 1;
-                b.put(payment_key(PAYMENTS, &source, &payment_id), encode(&outcome));
-            }
-        }
-        for (name, value) in jobs {
-            b.put(key(JOBS, &[name.as_bytes()]), encode(&value));
-        }
-        Ok(())
-    }
-
-    async fn commit_inner(&self, steps: Vec<Step>) -> Result<(), StoreError> {
-        if let Some(e) = self.committer.failure() {
-            return Err(StoreError::Failed(e));
-        }
-        let mut outbox_keys = Vec::new();
-        let mut delta = [0i64; 3];
-        let (batch, generation) = {
-            let _guard = self.write_lock.lock().expect("write lock");
-            let mut b = Batch::default();
-            for step in steps {
-                self.add_step(step, &mut b, &mut outbox_keys, &mut delta)?;
-            }
-            if b.ops.is_empty() {
-                drop(_guard);
-                return self.committer.durable().await;
-            }
-            // Until the committer has written it, later checks see this batch here.
-            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            let mut pending = self.pending_writes.lock().expect("pending writes");
-            for (k, v) in &b.ops {
-                pending.insert(k.clone(), (v.clone(), generation));
-            }
-            if !outbox_keys.is_empty() {
-                let mut index = self.outbox.lock().expect("outbox index");
-                for (k, added) in &outbox_keys {
-                    if let Some(connector) = added {
-                        index.insert(
-                            k.clone(),
-                            Indexed { slot: Slot::Pending(generation), connector: connector.clone() },
-                        );
-                    } else if let Some(e) = index.get_mut(k) {
-                        e.slot = Slot::Removing(generation);
-                    }
-                }
-            }
-            // Counted with the batch, before anyone can read its rows: a listing that
-            // shows a dead letter is never ahead of the count (a failed commit is fatal,
-            // so a count is never taken back).
-            let add = |a: &AtomicU64, d: i64| {
-                if d >= 0 {
-                    a.fetch_add(d as u64, Ordering::Relaxed);
-                } else {
-                    a.fetch_sub(d.unsigned_abs(), Ordering::Relaxed);
-                }
-            };
-            add(&self.pending, delta[0]);
-            add(&self.dead, delta[1]);
-            add(&self.unmatched, delta[2]);
-            (b, generation)
-        };
-        let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
-        let durable = self.committer.commit(Some(batch)).await;
-        {
-            let mut pending = self.pending_writes.lock().expect("pending writes");
-            for k in &written {
-                if pending.get(k).is_some_and(|(_, g)| *g == generation) {
-                    pending.remove(k);
-                }
-            }
-        }
-        if durable.is_ok() {
-            self.now_durable(&outbox_keys, generation);
-        }
-        durable
-    }
-
-    /// The shared copy of a connector's name.
-    fn intern(&self, name: &str) -> Arc<str> {
-        let mut names = self.connector_names.lock().expect("connector names");
-        if let Some(n) = names.get(name) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(name);
-        names.insert(n.clone());
-        n
-    }
-
-    /// Shows the outbox keys a durable commit of `generation` added to the
-    /// dispatcher and drops those it removed (unless a later commit changed them
-    /// again).
-    fn now_durable(&self, keys: &[OutboxKey], generation: u64) {
-        if keys.is_empty() {
-            return;
-        }
-        let mut index = self.outbox.lock().expect("outbox index");
-        for (k, added) in keys {
-            match index.get(k).map(|e| e.slot) {
-                Some(Slot::Pending(g)) if added.is_some() && g == generation => {
-                    if let Some(e) = index.get_mut(k) {
-                        e.slot = Slot::Durable;
-                    }
-                }
-                Some(Slot::Removing(g)) if added.is_none() && g == generation => {
-                    index.remove(k);
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// Pending effects in due order up to the key `to`, read through the outbox
     /// index; with `durable_only`, effects whose commit is not durable yet are left
     /// out (what the dispatcher may perform); with `filter`, only effects of the
@@ -793,73 +508,5 @@ impl<E: Engine> KvStore<E> {
             .into_iter()
             .map(|(_, e)| e)
             .collect())
-    }
-}
-
-impl<E: Engine> KvStore<E> {
-    /// What `store copy` reads besides the listings of the `Store` trait: payments
-    /// seen, spent links, job state and the quarantine (`dump::Extras`). Rows that
-    /// cannot be read are quarantined, as by any reader.
-    ///
-    /// # Errors
-    /// `Io`/`Corrupt` from the engine.
-    pub fn extras(&self) -> Result<super::dump::Extras, StoreError> {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let split = |k: &[u8]| {
-            let rest = &k[1..];
-            let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            (text(&rest[..nul]), text(rest.get(nul + 1..).unwrap_or_default()))
-        };
-        let payments = self
-            .scan::<PaymentOutcome>(&[PAYMENTS], &[PAYMENTS + 1], usize::MAX, "payment", |_| true)?
-            .into_iter()
-            .map(|(k, o)| {
-                let (source, id) = split(&k);
-                (source, id, o)
-            })
-            .collect();
-        let links = self
-            .scan::<UsedLink>(&[LINKS], &[LINKS + 1], usize::MAX, "spent link", |_| true)?
-            .into_iter()
-            .map(|(k, u)| (text(&k[1..]), u))
-            .collect();
-        let jobs = self
-            .scan::<serde_json::Value>(&[JOBS], &[JOBS + 1], usize::MAX, "job state", |_| true)?
-            .into_iter()
-            .map(|(k, v)| (text(&k[1..]), v))
-            .collect();
-        let mut quarantine = Vec::new();
-        for row in self.engine.range(&[QUARANTINE], &[QUARANTINE + 1]) {
-            let (k, v) = row?;
-            let space = k.get(1).map(|t| char::from(*t).to_string()).unwrap_or_default();
-            let q = decode::<Quarantined>(&v).unwrap_or_else(|e| Quarantined {
-                what: hex::encode(&k[1..]),
-                error: format!("the quarantine entry itself cannot be read: {e}"),
-                at: Utc::now(),
-                raw_hex: hex::encode(&v),
-            });
-            quarantine.push((space, hex::encode(k.get(2..).unwrap_or_default()), q));
-        }
-        Ok(super::dump::Extras { payments, links, jobs, quarantine })
-    }
-
-    /// Keeps quarantined rows copied from another store (`store copy`) under
-    /// `x` ‖ `copied:` ‖ space ‖ 0 ‖ key, and syncs.
-    ///
-    /// # Errors
-    /// `Io` when the engine fails.
-    pub fn add_quarantined(&self, rows: &[(String, String, Quarantined)]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut b = Batch::default();
-        for (space, k, q) in rows {
-            b.put(key(QUARANTINE, &[b"copied:", space.as_bytes(), &[0], k.as_bytes()]), encode(q));
-        }
-        let _guard = self.write_lock.lock().expect("write lock");
-        self.engine.write(b)?;
-        self.engine.sync().map_err(StoreError::Failed)?;
-        self.quarantined.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        Ok(())
     }
 }
