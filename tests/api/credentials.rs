@@ -16,7 +16,7 @@ const API_KEY: &str = "erp-api-key-0123456789abcdef0123456789";
 /// The example configuration (approval only) with demo-erp at `erp`, authenticating
 /// with an API-key header (which reqwest would keep across a redirect).
 fn config(dir: &std::path::Path, erp: SocketAddr) {
-    write_config(dir, erp, &[]);
+    write_config(dir, erp);
     only_approval(dir);
     let p = dir.join("connectors/demo-erp.toml");
     let text = std::fs::read_to_string(&p).unwrap().replace(
@@ -93,7 +93,7 @@ async fn link_paging_stops_at_a_next_page_on_another_host() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
     let d = dir.path();
     std::fs::write(d.join("secrets/crm-poll"), API_KEY).unwrap();
     std::fs::write(

@@ -23,7 +23,7 @@ fn metric(text: &str, line_prefix: &str) -> u64 {
 async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
     let erp = Receiver::start().await;
     erp.fail_next(7);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     let mut orders = Vec::new();
     for i in 0..4 {
         orders.push(approved_order(&app, &format!("D-DOWN-{i}")).await);
@@ -67,7 +67,8 @@ async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
 async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let app = spawn_outbox_app(erp.clone(), &[("max_attempts = 10", "max_attempts = 3")]).await;
+    let app =
+        TestApp::builder().erp(erp.clone()).only_approval().settings(|s| s.dispatcher.max_attempts = 3).start().await;
     let order = approved_order(&app, "D-DEAD").await;
     app.drain_outbox().await;
 
@@ -111,7 +112,7 @@ async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
 async fn a_permanent_refusal_dead_letters_at_once_with_the_vendor_message() {
     let erp = Receiver::start().await;
     erp.set_refuse(true);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-400").await;
     app.drain_outbox().await;
     let (_, dead) = app.api("/outbox/dead").await;
@@ -127,7 +128,7 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
     erp.slow_next(1);
     // The ERP answers the first call after 2 s; the connector gives up after 1 s.
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     only_approval(dir.path());
     let p = dir.path().join("connectors/demo-erp.toml");
     let text = std::fs::read_to_string(&p).unwrap();
@@ -154,7 +155,7 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
 async fn a_429_waits_at_least_retry_after_and_uses_no_attempt() {
     let erp = Receiver::start().await;
     erp.throttle_next(1);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-429").await;
     wait_until("the throttled attempt is recorded", || async {
         let (_, v) = app.api("/outbox").await;
@@ -206,7 +207,7 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
 
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     only_approval(dir.path());
     std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
     let p = dir.path().join("connectors/demo-erp.toml");
@@ -241,7 +242,7 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
 async fn refused_credentials_pause_the_connector_without_using_attempts_until_resumed() {
     let erp = Receiver::start().await;
     erp.unauthorized_next(1_000);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     let (status, body) = app.post_webhook(&deal("D-401", 1, "9000.00")).await;
     assert_eq!((status, body["state"].as_str()), (202, Some("approved")));
 
@@ -305,7 +306,7 @@ async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_
         let (token_addr, issued) = token_endpoint(expires_in).await;
         let erp = Receiver::start().await;
         let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), erp.addr, &[]);
+        write_config(dir.path(), erp.addr);
         only_approval(dir.path());
         std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
         let p = dir.path().join("connectors/demo-erp.toml");
@@ -358,7 +359,7 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
     // daemon stops: only the dispatcher below works on that store.
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-PANIC").await;
     wait_until("a first attempt failed", || async {
         let (_, v) = app.api("/outbox").await;
@@ -367,7 +368,8 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
     .await;
     let dir = app.stop_and_release().await;
 
-    let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|_| panic!("config loads"));
+    let mut loaded = load(dir.path()).unwrap_or_else(|e| panic!("config loads: {e}"));
+    TestDefaults::apply(&mut loaded.settings);
     let settings = loaded.settings.dispatcher.clone();
     let built = orderbridge::startup::Application::build(loaded).await.unwrap();
     let state = built.state().clone();

@@ -94,7 +94,7 @@ async fn paged_polling_takes_every_record_once_and_resumes_after_a_failure() {
 }
 
 fn write_poll_config(d: &std::path::Path, erp: std::net::SocketAddr, addr: std::net::SocketAddr) {
-    write_config(d, erp, &[]);
+    write_config(d, erp);
     std::fs::write(d.join("secrets/crm-poll"), "poll-token").unwrap();
     std::fs::write(
         d.join("connectors/crm-poll.toml"),

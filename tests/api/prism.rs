@@ -535,7 +535,7 @@ async fn the_daemon_invoices_an_accepted_order_in_xero_within_xeros_spec() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_config(d, erp.addr, &[]);
+    write_config(d, erp.addr);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let base = format!("http://{addr}");
     let connector = std::fs::read_to_string(examples.join("connectors/xero.toml"))
