@@ -295,14 +295,13 @@ async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted(
 #[tokio::test]
 async fn a_lost_invoice_answer_never_makes_a_second_invoice() {
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr);
-    let p = dir.path().join("connectors/demo-finance.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace("timeout_secs = 10", "timeout_secs = 1");
-    std::fs::write(&p, text).unwrap();
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .files(|d| replace_in_file(d, "connectors/demo-finance.toml", &[("timeout_secs = 10", "timeout_secs = 1")]))
+        .start()
+        .await;
     // The finance system creates the invoice, then answers too late: the push times out.
     erp.lose_invoice_answers(1);
-    let app = restart(dir, erp.clone()).await;
     let (s, b) = app.post_webhook(&deal("D-CASH-3", 1, "8000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("executing")));
     let id = b["order_id"].as_str().unwrap().to_owned();

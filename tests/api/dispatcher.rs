@@ -19,6 +19,16 @@ fn metric(text: &str, line_prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// demo-erp on OAuth2 client credentials from the token endpoint at `token_addr`
+/// (`extra`: more keys of its `[auth]`), with the client secret in a file.
+fn on_oauth2(d: &std::path::Path, token_addr: std::net::SocketAddr, extra: &str) {
+    std::fs::write(d.join("secrets/erp-oauth"), "s3cret").unwrap();
+    let auth = format!(
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\"{extra}"
+    );
+    replace_in_file(d, "connectors/demo-erp.toml", &[("kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"", &auth)]);
+}
+
 #[tokio::test]
 async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
     let erp = Receiver::start().await;
@@ -127,14 +137,12 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
     let erp = Receiver::start().await;
     erp.slow_next(1);
     // The ERP answers the first call after 2 s; the connector gives up after 1 s.
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr);
-    only_approval(dir.path());
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    assert!(text.contains("timeout_secs = 10"));
-    std::fs::write(&p, text.replace("timeout_secs = 10", "timeout_secs = 1")).unwrap();
-    let app = restart(dir, erp.clone()).await;
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .only_approval()
+        .files(|d| replace_in_file(d, "connectors/demo-erp.toml", &[("timeout_secs = 10", "timeout_secs = 1")]))
+        .start()
+        .await;
 
     let order = approved_order(&app, "D-SLOW").await;
     wait_until("the slow first attempt and the retry both reached the ERP", || async { erp.deliveries().len() >= 2 })
@@ -206,18 +214,12 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
     tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
 
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr);
-    only_approval(dir.path());
-    std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace(
-        "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
-        &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\"\nscope = \"orders write\""),
-    );
-    assert!(text.contains("oauth2_client_credentials"));
-    std::fs::write(&p, text).unwrap();
-    let app = restart(dir, erp.clone()).await;
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .only_approval()
+        .files(move |d| on_oauth2(d, token_addr, "\nscope = \"orders write\""))
+        .start()
+        .await;
 
     for i in 0..3 {
         approved_order(&app, &format!("D-OA-{i}")).await;
@@ -305,17 +307,12 @@ async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_
     for expires_in in ["18446744073709551615", "-3600", "1e30", "\"3600\""] {
         let (token_addr, issued) = token_endpoint(expires_in).await;
         let erp = Receiver::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), erp.addr);
-        only_approval(dir.path());
-        std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
-        let p = dir.path().join("connectors/demo-erp.toml");
-        let text = std::fs::read_to_string(&p).unwrap().replace(
-            "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
-            &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\""),
-        );
-        std::fs::write(&p, text).unwrap();
-        let app = restart(dir, erp.clone()).await;
+        let app = TestApp::builder()
+            .erp(erp.clone())
+            .only_approval()
+            .files(move |d| on_oauth2(d, token_addr, ""))
+            .start()
+            .await;
 
         for i in 0..2 {
             approved_order(&app, &format!("D-EXP-{i}")).await;

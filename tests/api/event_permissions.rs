@@ -94,11 +94,11 @@ async fn check_names_an_unknown_event_type_at_its_line() {
     let p = dir.path().join("connectors/demo-finance.toml");
     let text = std::fs::read_to_string(&p).unwrap();
     let line = text[..text.find("events = ").unwrap()].matches('\n').count() + 1;
-    std::fs::write(
-        &p,
-        text.replace("events = [\"payment.received\"]", "events = [\"payment.received\", \"order.closed\"]"),
-    )
-    .unwrap();
+    replace_in_file(
+        dir.path(),
+        "connectors/demo-finance.toml",
+        &[("events = [\"payment.received\"]", "events = [\"payment.received\", \"order.closed\"]")],
+    );
     let out = std::process::Command::new(bin()).args(["check", "--config-dir"]).arg(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(78), "{text}");

@@ -550,11 +550,14 @@ async fn the_daemon_invoices_an_accepted_order_in_xero_within_xeros_spec() {
     }
     std::fs::write(d.join("secrets/xero-client"), "xero-client-secret").unwrap();
     std::fs::write(d.join("secrets/xero-tenant"), "b1e2f3a4-0000-4000-8000-00000000c0de").unwrap();
-    let rules = d.join("config/rules.toml");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    let from = "connector = \"demo-finance\"\noperation = \"create_invoice\"";
-    assert!(text.contains(from));
-    std::fs::write(&rules, text.replace(from, "connector = \"xero\"\noperation = \"create_invoice\"")).unwrap();
+    replace_in_file(
+        d,
+        "config/rules.toml",
+        &[(
+            "connector = \"demo-finance\"\noperation = \"create_invoice\"",
+            "connector = \"xero\"\noperation = \"create_invoice\"",
+        )],
+    );
     let app = restart(dir, erp).await;
 
     let (s, b) = app.post_webhook(&deal("D-XERO-1", 1, "8000.00")).await;

@@ -119,6 +119,13 @@ pub fn replace_in_file(dir: &Path, rel: &str, pairs: &[(&str, &str)]) {
     });
 }
 
+/// Writes the file `to` as a copy of `from` (both under `dir`) with each `from` text
+/// replaced by its `to`; panics naming one the file does not hold.
+pub fn copy_file_with(dir: &Path, from: &str, to: &str, pairs: &[(&str, &str)]) {
+    std::fs::copy(dir.join(from), dir.join(to)).unwrap();
+    replace_in_file(dir, to, pairs);
+}
+
 /// Sets `key` (dotted: `store.backend`) to its value in `config/orderbridge.toml`,
 /// for daemons that read the file themselves (the built binary, `check`); an
 /// in-process `TestApp` takes typed settings instead (`TestAppBuilder::settings`).
