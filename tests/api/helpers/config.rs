@@ -26,7 +26,7 @@ pub fn write_mail_config(dir: &Path, erp: SocketAddr, smtp_port: u16) {
 
 /// Copies the example's TOML files, the templates and the watchlist into `dir`, with
 /// secrets as `file:secrets/…` references (written here) and the systems at `erp`.
-pub fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
+fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for sub in ["config", "connectors", "mappings", "secrets"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     ADMIN_TOKEN, Receiver, SmtpServer, TestDefaults, client, crm_signer, only_approval, signed_headers, wait_until,
-    write_example,
+    write_config, write_mail_config,
 };
 
 // The library's configuration loader and settings, named only here: if they move, this
@@ -157,8 +157,13 @@ impl TestAppBuilder {
         let dir = match self.dir {
             Some(dir) => dir,
             None => {
+                // The systems' addresses go into the files (as the ERP's does), so the
+                // built binary started later on this directory reaches them too.
                 let dir = tempfile::tempdir().unwrap();
-                write_example(dir.path(), erp.addr, self.smtp_port.is_some());
+                match self.smtp_port {
+                    Some(port) => write_mail_config(dir.path(), erp.addr, port),
+                    None => write_config(dir.path(), erp.addr),
+                }
                 dir
             }
         };
@@ -170,6 +175,7 @@ impl TestAppBuilder {
         }
         let mut edits = self.settings;
         if let Some(port) = self.smtp_port {
+            // Also on a configuration the test wrote itself (`in_dir`).
             edits.insert(0, Arc::new(move |s| s.smtp.as_mut().expect("the mail configuration has [smtp]").port = port));
         }
         edits.insert(0, Arc::new(TestDefaults::apply));
