@@ -1,7 +1,8 @@
 //! `TestApp`: the daemon in this process, on OS-picked ports, with its own copy of
 //! the example configuration and data dir, and a `Receiver` playing the ERP. Built
-//! with `TestApp::builder()`: typed overrides go onto the loaded `Settings` before
-//! `Application::build_with_clock`, no configuration text is rewritten.
+//! with `TestApp::builder()`: the test defaults and a test's own settings are typed
+//! changes to the loaded `Settings`, made before `Application::build_with_clock`.
+//! Also the one place that names the library's configuration loader (`load`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +33,9 @@ pub fn load(dir: &Path) -> Result<Loaded, String> {
 /// The settings of the configuration in `dir` alone, unresolvable secrets left unset
 /// (as offline CLI commands load them).
 pub fn load_settings(dir: &Path) -> Settings {
-    Settings::load_with(dir, false).unwrap_or_else(|ds| panic!("settings load: {}", ds.len()))
+    Settings::load_with(dir, false).unwrap_or_else(|ds| {
+        panic!("settings load: {}", ds.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))
+    })
 }
 
 /// A typed change to loaded settings (kept, so a retried build applies it again).
