@@ -21,7 +21,7 @@ use super::{
 
 // The library's configuration loader and settings, named only here: if they move, this
 // is the one place to follow them.
-pub use orderbridge::check::Loaded;
+pub use orderbridge::check::{Loaded, load_rules};
 use orderbridge::settings::LogFormat;
 pub use orderbridge::settings::{Logo, RawStore, Settings, SmtpTls};
 
