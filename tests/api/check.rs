@@ -17,11 +17,13 @@ fn check(dir: &Path) -> (i32, String) {
 
 /// Replaces `from` by `to` in a file and returns the 1-based line of the change.
 fn edit(dir: &Path, file: &str, from: &str, to: &str) -> usize {
-    let p = dir.join(file);
-    let text = std::fs::read_to_string(&p).unwrap();
-    let at = text.find(from).unwrap_or_else(|| panic!("{file} has no `{from}`"));
-    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
-    text[..at].matches('\n').count() + 1
+    let mut line = 0;
+    edit_file(dir, file, |text| {
+        let at = text.find(from).unwrap_or_else(|| panic!("{file} has no `{from}`"));
+        line = text[..at].matches('\n').count() + 1;
+        text.replacen(from, to, 1)
+    });
+    line
 }
 
 async fn config_dir() -> tempfile::TempDir {
