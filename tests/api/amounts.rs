@@ -43,10 +43,12 @@ fn assert_proper(status: u16, body: &Value) {
 
 /// `intake.max_amount` lifted to the largest exact amount for CNY, so amounts at the
 /// very top reach screening and the sums.
-const NO_CNY_LIMIT: (&str, &str) = ("CNY = \"10000000000\"", "CNY = \"79228162514264337593543950335\"");
+pub fn no_cny_limit(s: &mut Settings) {
+    s.intake.max_amount.insert("CNY".parse().unwrap(), rust_decimal::Decimal::MAX);
+}
 
 async fn spawn_unlimited_app() -> TestApp {
-    spawn_app_with(Receiver::start().await, &[NO_CNY_LIMIT]).await
+    TestApp::builder().settings(no_cny_limit).start().await
 }
 
 #[tokio::test]

@@ -56,7 +56,8 @@ async fn submit(url: &str, form: &[(&str, &str)]) -> (u16, String) {
 
 #[tokio::test]
 async fn an_order_is_approved_level_by_level_from_links_in_mail() {
-    let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(orderbridge::clock::Clock::system()).mail(&smtp).start().await;
     // 1,250,000 CNY: row LARGE, line_supervisor → branch_manager.
     let id = post(&app, &deal("D-APPR", 1, "1250000.00")).await;
     let order = app.order(&id).await;
@@ -176,7 +177,8 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
 #[tokio::test]
 async fn self_approval_expiry_and_rejection() {
     let clock = ManualClock::new(Utc::now());
-    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     // zhao.lei owns this deal: he holds line_supervisor but must not approve it.
     let mut d = deal("D-SELF", 1, "500000.00");
     d["deal"]["owner_email"] = "zhao.lei@bank.example".into();
@@ -223,7 +225,8 @@ async fn self_approval_expiry_and_rejection() {
 
 #[tokio::test]
 async fn a_material_change_voids_approvals_and_old_links_stop_working() {
-    let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(orderbridge::clock::Clock::system()).mail(&smtp).start().await;
     let id = post(&app, &deal("D-AMEND", 1, "1250000.00")).await;
     let wang = approval_link(&smtp, "wang.fang@bank.example", &id, 0).await;
     assert_eq!(submit(&wang, &[("decision", "approve")]).await.0, 200);
@@ -294,7 +297,8 @@ async fn reminders_and_escalation_follow_business_hours_survive_a_restart_and_fi
     // SLA 8 working hours: reminder at 14:00, escalation to branch_manager Tuesday 09:30.
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00+08:00").unwrap().with_timezone(&Utc);
     let clock = ManualClock::new(start);
-    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     let id = post(&app, &deal("D-SLA", 1, "500000.00")).await;
     approval_link(&smtp, "wang.fang@bank.example", &id, 0).await;
     let count = |events: &[Value], kind: &str| events.iter().filter(|e| e["event"]["type"] == kind).count();

@@ -44,7 +44,7 @@ async fn sink() -> (std::net::SocketAddr, Pushes) {
     (addr, pushes)
 }
 
-/// bench/peers with the secret in a file, any free port and the ERP at `erp`.
+/// bench/peers with the secret in a file and the ERP at `erp` (`bench_env`: any free port).
 fn bench_config(dir: &Path, erp: std::net::SocketAddr) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for sub in ["config", "connectors", "mappings"] {
@@ -54,16 +54,20 @@ fn bench_config(dir: &Path, erp: std::net::SocketAddr) {
             let text = std::fs::read_to_string(&p)
                 .unwrap()
                 .replace("${BENCH_CRM_SECRET}", "file:secrets/crm")
-                .replace("port = 18088", "port = 0")
-                .replace("port = 18089", "port = 0")
-                // start_daemon reads the address from the "listening on" line (info).
-                .replace("level = \"warn\"", "level = \"info\"")
                 .replace("http://127.0.0.1:18090", &format!("http://{erp}"));
             std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
         }
     }
     std::fs::create_dir_all(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/crm"), POOL_SECRET).unwrap();
+}
+
+/// How bench/peers runs here: on ports the OS picks, logging at info (the daemon's
+/// address is read from its "listening on" line); its own dispatcher settings.
+fn bench_env() -> Vec<(String, String)> {
+    [("ORDERBRIDGE__SERVER__PORT", "0"), ("ORDERBRIDGE__SERVER__ADMIN__PORT", "0"), ("ORDERBRIDGE__LOG__LEVEL", "info")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
 }
 
 /// One request of a pool: (webhook-id, timestamp, signature, body).
@@ -125,7 +129,7 @@ async fn pooled_requests_become_one_approved_order_and_one_push_each() {
     let requests = read_pool(&pool);
     assert_eq!(requests.len(), 3);
 
-    let daemon = start_daemon(dir.path(), &[]);
+    let daemon = start_daemon_with_env(dir.path(), &[], &bench_env());
     let client = client();
     let url = format!("http://{}/webhooks/crm", daemon.addr);
     let post = |(id, ts, sig, body): &Request| {

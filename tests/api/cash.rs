@@ -59,7 +59,8 @@ fn mails_to<'a>(mails: &'a [Mail], to: &str, subject_has: &str) -> Vec<&'a Mail>
 
 #[tokio::test]
 async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surveyed() {
-    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
     let id = approved(&app, "D-CASH-1").await;
 
     // Tasks: contract and product set-up (required) go to the ERP; the client briefing
@@ -240,7 +241,8 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
 
 #[tokio::test]
 async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted() {
-    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
     let id = approved(&app, "D-CASH-2").await;
     deliver(&app, &id).await;
     wait_until("the acceptance mail", || async {
@@ -293,14 +295,13 @@ async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted(
 #[tokio::test]
 async fn a_lost_invoice_answer_never_makes_a_second_invoice() {
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
-    let p = dir.path().join("connectors/demo-finance.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace("timeout_secs = 10", "timeout_secs = 1");
-    std::fs::write(&p, text).unwrap();
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .files(|d| replace_in_file(d, "connectors/demo-finance.toml", &[("timeout_secs = 10", "timeout_secs = 1")]))
+        .start()
+        .await;
     // The finance system creates the invoice, then answers too late: the push times out.
     erp.lose_invoice_answers(1);
-    let app = restart(dir, erp.clone()).await;
     let (s, b) = app.post_webhook(&deal("D-CASH-3", 1, "8000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("executing")));
     let id = b["order_id"].as_str().unwrap().to_owned();
@@ -328,7 +329,7 @@ async fn a_lost_invoice_answer_never_makes_a_second_invoice() {
 #[tokio::test]
 async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
     let erp = Receiver::start().await;
-    let app = spawn_app_with(erp, &[]).await;
+    let app = TestApp::builder().erp(erp).start().await;
     let mut invoiced = Vec::new();
     for ext in ["D-PAY-1", "D-PAY-2"] {
         let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;
@@ -396,7 +397,8 @@ fn reminders(smtp: &SmtpServer, to: &str) -> Vec<Mail> {
 async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stops_with_payment() {
     // Monday 30 November 2026, 10:00 in Shanghai.
     let clock = ManualClock::new("2026-11-30T02:00:00Z".parse().unwrap());
-    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     let mut ids = Vec::new();
     for (ext, amount, product) in [("D-DUN-A", "8000.00", None), ("D-DUN-B", "6000.00", Some(("deposit", "DP-3M")))] {
         let mut d = deal(ext, 1, amount);
@@ -518,7 +520,7 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
 #[tokio::test]
 async fn reconciliation_opens_an_exception_where_the_finance_system_disagrees() {
     let erp = Receiver::start().await;
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
     let mut invoiced = Vec::new();
     for ext in ["D-REC-1", "D-REC-2"] {
         let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;

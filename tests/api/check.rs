@@ -17,16 +17,18 @@ fn check(dir: &Path) -> (i32, String) {
 
 /// Replaces `from` by `to` in a file and returns the 1-based line of the change.
 fn edit(dir: &Path, file: &str, from: &str, to: &str) -> usize {
-    let p = dir.join(file);
-    let text = std::fs::read_to_string(&p).unwrap();
-    let at = text.find(from).unwrap_or_else(|| panic!("{file} has no `{from}`"));
-    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
-    text[..at].matches('\n').count() + 1
+    let mut line = 0;
+    edit_file(dir, file, |text| {
+        let at = text.find(from).unwrap_or_else(|| panic!("{file} has no `{from}`"));
+        line = text[..at].matches('\n').count() + 1;
+        text.replacen(from, to, 1)
+    });
+    line
 }
 
 async fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
     dir
 }
 
@@ -134,7 +136,7 @@ async fn an_unknown_signature_scheme_points_at_its_value() {
 #[tokio::test]
 async fn mail_configuration_is_cross_checked() {
     let dir = tempfile::tempdir().unwrap();
-    write_mail_config(dir.path(), "127.0.0.1:9".parse().unwrap(), 2525, &[]);
+    write_mail_config(dir.path(), "127.0.0.1:9".parse().unwrap(), 2525);
     let d = dir.path();
     let (code, out) = check(d);
     assert_eq!(code, 0, "{out}");
@@ -277,7 +279,7 @@ async fn check_online_calls_every_health_check_and_the_smtp_server() {
     let smtp = SmtpServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_mail_config(d, addr, smtp.port, &[]);
+    write_mail_config(d, addr, smtp.port);
     edit(d, "connectors/demo-erp.toml", "concurrency = 8", "concurrency = 8\n\n[health]\npath = \"/health\"");
     edit(d, "connectors/service-desk.toml", "concurrency = 4", "concurrency = 4\n\n[health]\npath = \"/refused\"");
     let out = Command::new(bin()).args(["check", "--online", "--config-dir"]).arg(d).output().unwrap();

@@ -55,7 +55,7 @@ async fn read_commands_work_offline_and_through_the_running_daemon() {
 async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     let erp = Receiver::start().await;
     erp.set_refuse(true);
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
     let (_, b) = app.post_webhook(&deal("D-CLI", 1, "100.00")).await;
     assert_eq!(b["state"], "executing");
     app.drain_outbox().await;
@@ -93,7 +93,7 @@ async fn audit_verify_names_the_tampered_step() {
 
     // Someone edits the second event of the second order on disk: who did it.
     {
-        let settings = orderbridge::settings::Settings::load_with(dir.path(), false).unwrap();
+        let settings = load_settings(dir.path());
         let engine = orderbridge::store::open_engine(&settings.store).unwrap();
         let oid: orderbridge::domain::OrderId = victim.parse().unwrap();
         let mut key = vec![b'e'];
@@ -120,7 +120,7 @@ async fn audit_verify_names_the_tampered_step() {
 async fn sigterm_stops_cleanly_without_leaking_secrets_into_logs() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     let mut daemon = start_daemon(dir.path(), &["--log-format", "json"]);
     let status = client().get(format!("http://{}/readyz", daemon.addr)).send().await.unwrap().status();
     assert_eq!(status, 200);
@@ -173,7 +173,7 @@ async fn explain_tells_why_an_order_is_where_it_is() {
 #[tokio::test]
 async fn mapping_test_prints_the_canonical_order_or_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo-crm-deal.json");
     let out = cli(dir.path(), &["mapping", "test", "demo-crm", "--input", fixture.to_str().unwrap()], &[]).await;
     assert_eq!(out.status.code(), Some(0));

@@ -31,9 +31,10 @@ async fn assert_every_acknowledged_order_is_there<'a>(
     }
 }
 
-/// The configuration's store backend line, set to `backend`.
-fn on_backend(backend: &str) -> [(&'static str, String); 1] {
-    [("backend = \"fjall\"", format!("backend = \"{backend}\""))]
+/// The example configuration in `dir` on the store engine `backend`.
+fn write_config_on(dir: &std::path::Path, erp: std::net::SocketAddr, backend: &str) {
+    write_config(dir, erp);
+    set_in_file(dir, &[("store.backend", backend.into())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,8 +53,7 @@ const POSTERS: u32 = 6;
 async fn sigkill_under_load(backend: &str) {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let [(from, to)] = on_backend(backend);
-    write_config(dir.path(), erp.addr, &[(from, &to)]);
+    write_config_on(dir.path(), erp.addr, backend);
     let signer = orderbridge::connectors::signature::StandardWebhooks::new(&CRM_SECRET.to_owned().into(), 300).unwrap();
     let signer = Arc::new(signer);
     let client = client();
@@ -190,7 +190,7 @@ async fn sigkill_during_the_invoice_push_still_makes_exactly_one_invoice() {
     let erp = Receiver::start().await;
     erp.lose_invoice_answers(1);
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     let client = client();
     let mut daemon = start_daemon(dir.path(), &[]);
     let addr = daemon.addr;
@@ -283,8 +283,7 @@ async fn a_full_data_volume_stops_the_daemon_and_loses_nothing_acknowledged() {
 async fn full_data_volume(backend: &str) {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let [(from, to)] = on_backend(backend);
-    write_config(dir.path(), erp.addr, &[(from, &to)]);
+    write_config_on(dir.path(), erp.addr, backend);
     let volume = SmallVolume::mount(&dir.path().join("data"), "6m");
     let client = client();
     let mut daemon = start_daemon(dir.path(), &[]);

@@ -16,15 +16,16 @@ const API_KEY: &str = "erp-api-key-0123456789abcdef0123456789";
 /// The example configuration (approval only) with demo-erp at `erp`, authenticating
 /// with an API-key header (which reqwest would keep across a redirect).
 fn config(dir: &std::path::Path, erp: SocketAddr) {
-    write_config(dir, erp, &[]);
+    write_config(dir, erp);
     only_approval(dir);
-    let p = dir.join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace(
-        "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
-        "kind = \"api_key\"\nheader = \"X-Api-Key\"\nvalue = \"file:secrets/demo-erp\"",
+    replace_in_file(
+        dir,
+        "connectors/demo-erp.toml",
+        &[(
+            "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
+            "kind = \"api_key\"\nheader = \"X-Api-Key\"\nvalue = \"file:secrets/demo-erp\"",
+        )],
     );
-    assert!(text.contains("api_key"), "demo-erp uses an API key now");
-    std::fs::write(&p, text).unwrap();
     std::fs::write(dir.join("secrets/demo-erp"), API_KEY).unwrap();
 }
 
@@ -93,7 +94,7 @@ async fn link_paging_stops_at_a_next_page_on_another_host() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
     let d = dir.path();
     std::fs::write(d.join("secrets/crm-poll"), API_KEY).unwrap();
     std::fs::write(
@@ -106,10 +107,12 @@ async fn link_paging_stops_at_a_next_page_on_another_host() {
         ),
     )
     .unwrap();
-    let mapping = std::fs::read_to_string(d.join("mappings/demo-crm.toml"))
-        .unwrap()
-        .replace(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#);
-    std::fs::write(d.join("mappings/crm-poll.toml"), mapping).unwrap();
+    copy_file_with(
+        d,
+        "mappings/demo-crm.toml",
+        "mappings/crm-poll.toml",
+        &[(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#)],
+    );
 
     // Act: let the poller run a few times.
     let app = restart(dir, Receiver::start().await).await;
@@ -138,13 +141,9 @@ async fn an_id_of_dot_dot_cannot_rewrite_the_outbound_path() {
     let erp = Scripted::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), erp.addr);
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replacen(
-        "path = \"/orders\"",
-        "path = \"/orders/{{ external_id }}/confirm\"",
-        1,
-    );
-    std::fs::write(&p, text).unwrap();
+    edit_file(dir.path(), "connectors/demo-erp.toml", |text| {
+        text.replacen("path = \"/orders\"", "path = \"/orders/{{ external_id }}/confirm\"", 1)
+    });
     let app = restart(dir, Receiver::start().await).await;
 
     // Act

@@ -19,11 +19,21 @@ fn metric(text: &str, line_prefix: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// demo-erp on OAuth2 client credentials from the token endpoint at `token_addr`
+/// (`extra`: more keys of its `[auth]`), with the client secret in a file.
+fn on_oauth2(d: &std::path::Path, token_addr: std::net::SocketAddr, extra: &str) {
+    std::fs::write(d.join("secrets/erp-oauth"), "s3cret").unwrap();
+    let auth = format!(
+        "kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\"{extra}"
+    );
+    replace_in_file(d, "connectors/demo-erp.toml", &[("kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"", &auth)]);
+}
+
 #[tokio::test]
 async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
     let erp = Receiver::start().await;
     erp.fail_next(7);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     let mut orders = Vec::new();
     for i in 0..4 {
         orders.push(approved_order(&app, &format!("D-DOWN-{i}")).await);
@@ -67,7 +77,8 @@ async fn downstream_down_then_up_delivers_every_effect_exactly_once() {
 async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let app = spawn_outbox_app(erp.clone(), &[("max_attempts = 10", "max_attempts = 3")]).await;
+    let app =
+        TestApp::builder().erp(erp.clone()).only_approval().settings(|s| s.dispatcher.max_attempts = 3).start().await;
     let order = approved_order(&app, "D-DEAD").await;
     app.drain_outbox().await;
 
@@ -111,7 +122,7 @@ async fn an_effect_that_never_succeeds_is_dead_lettered_and_can_be_replayed() {
 async fn a_permanent_refusal_dead_letters_at_once_with_the_vendor_message() {
     let erp = Receiver::start().await;
     erp.set_refuse(true);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-400").await;
     app.drain_outbox().await;
     let (_, dead) = app.api("/outbox/dead").await;
@@ -126,14 +137,12 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
     let erp = Receiver::start().await;
     erp.slow_next(1);
     // The ERP answers the first call after 2 s; the connector gives up after 1 s.
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
-    only_approval(dir.path());
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    assert!(text.contains("timeout_secs = 10"));
-    std::fs::write(&p, text.replace("timeout_secs = 10", "timeout_secs = 1")).unwrap();
-    let app = restart(dir, erp.clone()).await;
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .only_approval()
+        .files(|d| replace_in_file(d, "connectors/demo-erp.toml", &[("timeout_secs = 10", "timeout_secs = 1")]))
+        .start()
+        .await;
 
     let order = approved_order(&app, "D-SLOW").await;
     wait_until("the slow first attempt and the retry both reached the ERP", || async { erp.deliveries().len() >= 2 })
@@ -154,7 +163,7 @@ async fn a_timed_out_push_is_retried_with_the_same_key() {
 async fn a_429_waits_at_least_retry_after_and_uses_no_attempt() {
     let erp = Receiver::start().await;
     erp.throttle_next(1);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-429").await;
     wait_until("the throttled attempt is recorded", || async {
         let (_, v) = app.api("/outbox").await;
@@ -205,18 +214,12 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
     tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
 
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
-    only_approval(dir.path());
-    std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap().replace(
-        "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
-        &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\"\nscope = \"orders write\""),
-    );
-    assert!(text.contains("oauth2_client_credentials"));
-    std::fs::write(&p, text).unwrap();
-    let app = restart(dir, erp.clone()).await;
+    let app = TestApp::builder()
+        .erp(erp.clone())
+        .only_approval()
+        .files(move |d| on_oauth2(d, token_addr, "\nscope = \"orders write\""))
+        .start()
+        .await;
 
     for i in 0..3 {
         approved_order(&app, &format!("D-OA-{i}")).await;
@@ -241,7 +244,7 @@ async fn oauth2_tokens_are_cached_and_replaced_after_a_401() {
 async fn refused_credentials_pause_the_connector_without_using_attempts_until_resumed() {
     let erp = Receiver::start().await;
     erp.unauthorized_next(1_000);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     let (status, body) = app.post_webhook(&deal("D-401", 1, "9000.00")).await;
     assert_eq!((status, body["state"].as_str()), (202, Some("approved")));
 
@@ -304,17 +307,12 @@ async fn oauth2_tokens_with_a_huge_or_negative_lifetime_neither_panic_nor_stall_
     for expires_in in ["18446744073709551615", "-3600", "1e30", "\"3600\""] {
         let (token_addr, issued) = token_endpoint(expires_in).await;
         let erp = Receiver::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), erp.addr, &[]);
-        only_approval(dir.path());
-        std::fs::write(dir.path().join("secrets/erp-oauth"), "s3cret").unwrap();
-        let p = dir.path().join("connectors/demo-erp.toml");
-        let text = std::fs::read_to_string(&p).unwrap().replace(
-            "kind = \"bearer\"\ntoken = \"file:secrets/demo-erp\"",
-            &format!("kind = \"oauth2_client_credentials\"\ntoken_url = \"http://{token_addr}/oauth/token\"\nclient_id = \"erp-client\"\nclient_secret = \"file:secrets/erp-oauth\""),
-        );
-        std::fs::write(&p, text).unwrap();
-        let app = restart(dir, erp.clone()).await;
+        let app = TestApp::builder()
+            .erp(erp.clone())
+            .only_approval()
+            .files(move |d| on_oauth2(d, token_addr, ""))
+            .start()
+            .await;
 
         for i in 0..2 {
             approved_order(&app, &format!("D-EXP-{i}")).await;
@@ -358,7 +356,7 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
     // daemon stops: only the dispatcher below works on that store.
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let app = spawn_outbox_app(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
     approved_order(&app, "D-PANIC").await;
     wait_until("a first attempt failed", || async {
         let (_, v) = app.api("/outbox").await;
@@ -367,7 +365,8 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
     .await;
     let dir = app.stop_and_release().await;
 
-    let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|_| panic!("config loads"));
+    let mut loaded = load(dir.path()).unwrap_or_else(|e| panic!("config loads: {e}"));
+    TestDefaults::apply(&mut loaded.settings);
     let settings = loaded.settings.dispatcher.clone();
     let built = orderbridge::startup::Application::build(loaded).await.unwrap();
     let state = built.state().clone();

@@ -43,7 +43,7 @@ fn payment(id: &str, invoice: &Value) -> Value {
 async fn a_connector_reports_only_its_event_types_for_orders_it_created_or_was_pushed_to() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     with_other_erp(dir.path());
     let app = restart(dir, erp).await;
     let (id, invoice) = invoiced(&app, "D-PERM-1").await;
@@ -90,15 +90,15 @@ async fn a_connector_reports_only_its_event_types_for_orders_it_created_or_was_p
 #[tokio::test]
 async fn check_names_an_unknown_event_type_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), &[]);
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
     let p = dir.path().join("connectors/demo-finance.toml");
     let text = std::fs::read_to_string(&p).unwrap();
     let line = text[..text.find("events = ").unwrap()].matches('\n').count() + 1;
-    std::fs::write(
-        &p,
-        text.replace("events = [\"payment.received\"]", "events = [\"payment.received\", \"order.closed\"]"),
-    )
-    .unwrap();
+    replace_in_file(
+        dir.path(),
+        "connectors/demo-finance.toml",
+        &[("events = [\"payment.received\"]", "events = [\"payment.received\", \"order.closed\"]")],
+    );
     let out = std::process::Command::new(bin()).args(["check", "--config-dir"]).arg(dir.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(78), "{text}");

@@ -99,39 +99,41 @@ async fn sink_answer(State(s): State<Arc<SinkState>>, headers: HeaderMap) -> Res
 }
 
 /// The example configuration without execution, with mail to the customer only, the
-/// ERP (`demo-erp`) at `sink` with `erp_limits` in its file and `replace` applied to
-/// `config/orderbridge.toml`; the other connectors at `erp`.
+/// ERP (`demo-erp`) at `sink` with `erp_limits` in its file and `settings` applied;
+/// the other connectors at `erp`.
 async fn app_with_sink(
     sink: &Sink,
     erp: Receiver,
     smtp: &SmtpServer,
     erp_limits: &str,
-    replace: &[(&str, &str)],
+    settings: impl Fn(&mut Settings) + Send + Sync + 'static,
     extra_rules: &str,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    write_mail_config(dir.path(), erp.addr, smtp.port, replace);
-    only_approval(dir.path());
-    std::fs::write(
-        dir.path().join("config/notifications.toml"),
-        "[[notify]]\non = \"received\"\ntemplate = \"order_received\"\nto = [\"customer\"]\n",
-    )
-    .unwrap();
-    let rules = dir.path().join("config/rules.toml");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    std::fs::write(&rules, format!("{text}\n{extra_rules}")).unwrap();
-    let p = dir.path().join("connectors/demo-erp.toml");
-    let text = std::fs::read_to_string(&p).unwrap();
-    let from = format!("base_url = \"http://{}\"", erp.addr);
-    assert!(text.contains(&from) && text.contains("[limits]\n"), "{text}");
-    let start = text.find("[limits]\n").unwrap();
-    let end = start + text[start..].find("\n[auth]").unwrap();
-    // A held call must outlive the test's waits (no timeout and retry in between).
-    let text = format!("{}[limits]\n{erp_limits}\n{}", &text[..start], &text[end..])
-        .replace(&from, &format!("base_url = \"http://{}\"", sink.addr))
-        .replace("timeout_secs = 10", "timeout_secs = 300");
-    std::fs::write(&p, text).unwrap();
-    restart_with(dir, erp, orderbridge::clock::Clock::system()).await
+    let notify = "[[notify]]\non = \"received\"\ntemplate = \"order_received\"\nto = [\"customer\"]\n";
+    let extra_rules = extra_rules.to_owned();
+    let (erp_at, sink_at) = (erp.addr, sink.addr);
+    let erp_limits = erp_limits.to_owned();
+    TestApp::builder()
+        .erp(erp)
+        .mail(smtp)
+        .only_approval()
+        .settings(settings)
+        .files(move |d| {
+            std::fs::write(d.join("config/notifications.toml"), notify).unwrap();
+            edit_file(d, "config/rules.toml", |text| format!("{text}\n{extra_rules}"));
+            edit_file(d, "connectors/demo-erp.toml", |text| {
+                let from = format!("base_url = \"http://{erp_at}\"");
+                assert!(text.contains(&from) && text.contains("[limits]\n"), "{text}");
+                let start = text.find("[limits]\n").unwrap();
+                let end = start + text[start..].find("\n[auth]").unwrap();
+                // A held call must outlive the test's waits (no timeout and retry in between).
+                format!("{}[limits]\n{erp_limits}\n{}", &text[..start], &text[end..])
+                    .replace(&from, &format!("base_url = \"http://{sink_at}\""))
+                    .replace("timeout_secs = 10", "timeout_secs = 300")
+            });
+        })
+        .start()
+        .await
 }
 
 async fn approved_order(app: &TestApp, id: &str) -> String {
@@ -158,15 +160,8 @@ async fn a_hanging_system_holds_only_its_own_slots_and_mail_and_other_connectors
     // Three shared slots; the hanging ERP may use two. Before fair scheduling, its
     // waiting effects took all three and nothing else was sent.
     let ticket_too = "[[effects]]\non = \"approved\"\nconnector = \"service-desk\"\noperation = \"create_ticket\"\n";
-    let app = app_with_sink(
-        &sink,
-        erp.clone(),
-        &smtp,
-        "concurrency = 2",
-        &[("concurrency = 16", "concurrency = 3")],
-        ticket_too,
-    )
-    .await;
+    let app =
+        app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 2", |s| s.dispatcher.concurrency = 3, ticket_too).await;
 
     let mut orders = Vec::new();
     for i in 0..6 {
@@ -214,9 +209,7 @@ async fn a_429_pauses_the_connector_until_retry_after_and_uses_no_attempt() {
     let smtp = SmtpServer::start(&[]);
     // One call at a time, so each call after a 429 started after the daemon read it;
     // one attempt allowed, so a 429 counted as an attempt would dead-letter at once.
-    let app =
-        app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 1", &[("max_attempts = 10", "max_attempts = 1")], "")
-            .await;
+    let app = app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 1", |s| s.dispatcher.max_attempts = 1, "").await;
 
     let first = approved_order(&app, "D-RL-0").await;
     wait_until("the 429 is recorded", || async {
@@ -281,7 +274,7 @@ async fn a_connector_never_has_more_calls_in_flight_than_its_concurrency() {
     sink.hold(true);
     let erp = Receiver::start().await;
     let smtp = SmtpServer::start(&[]);
-    let app = app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 3", &[], "").await;
+    let app = app_with_sink(&sink, erp.clone(), &smtp, "concurrency = 3", |_| {}, "").await;
     for i in 0..10 {
         approved_order(&app, &format!("D-CC-{i}")).await;
     }

@@ -235,7 +235,7 @@ async fn a_connector_can_use_another_signature_scheme() {
     use hmac::Mac;
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     std::fs::write(dir.path().join("secrets/gh-crm"), "It's a Secret to Everybody").unwrap();
     std::fs::write(
         dir.path().join("connectors/gh-crm.toml"),

@@ -19,22 +19,23 @@ use crate::helpers::*;
 
 /// The example configuration, loaded once; with the CNY limit lifted (in one copy) so
 /// the largest amounts also reach the sums.
-struct Loaded {
-    limited: orderbridge::check::Loaded,
-    unlimited: orderbridge::check::Loaded,
+struct Configs {
+    limited: Loaded,
+    unlimited: Loaded,
     _dirs: [tempfile::TempDir; 2],
 }
 
-static CONFIG: LazyLock<Loaded> = LazyLock::new(|| {
-    let load = |replace: &[(&str, &str)]| {
+static CONFIG: LazyLock<Configs> = LazyLock::new(|| {
+    let load = |edit: fn(&mut Settings)| {
         let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), "127.0.0.1:9".parse().unwrap(), replace);
-        let loaded = orderbridge::check::load_all(dir.path()).unwrap_or_else(|_| panic!("the example config loads"));
+        write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
+        let mut loaded = load(dir.path()).unwrap_or_else(|e| panic!("the example config loads: {e}"));
+        edit(&mut loaded.settings);
         (dir, loaded)
     };
-    let (d1, limited) = load(&[]);
-    let (d2, unlimited) = load(&[("CNY = \"10000000000\"", "CNY = \"79228162514264337593543950335\"")]);
-    Loaded { limited, unlimited, _dirs: [d1, d2] }
+    let (d1, limited) = load(|_| {});
+    let (d2, unlimited) = load(crate::amounts::no_cny_limit);
+    Configs { limited, unlimited, _dirs: [d1, d2] }
 });
 
 const NOW: i64 = 1_795_000_000;
@@ -60,7 +61,7 @@ impl Outcome {
     }
 }
 
-fn run_intake(loaded: &orderbridge::check::Loaded, body: &[u8], headers: &HeaderMap, priors: &[Prior]) -> Outcome {
+fn run_intake(loaded: &Loaded, body: &[u8], headers: &HeaderMap, priors: &[Prior]) -> Outcome {
     let conn = loaded.registry.get("demo-crm").expect("demo-crm exists");
     let hook = conn.webhook.as_ref().expect("demo-crm receives webhooks");
     let delivery = Delivery { method: "POST", path_and_query: "/webhooks/demo-crm", headers, body, now: NOW };
@@ -219,7 +220,7 @@ fn the_path_reaches_every_outcome() {
         product_code: "OTHER".into(),
     };
     /// Configuration, body, signed, the customer's history, the expected outcome.
-    type Case<'a> = (&'a orderbridge::check::Loaded, Vec<u8>, bool, Vec<Prior>, &'a str);
+    type Case<'a> = (&'a Loaded, Vec<u8>, bool, Vec<Prior>, &'a str);
     let cases: Vec<Case> = vec![
         (&CONFIG.limited, ok.clone(), false, vec![], "BadSignature"),
         (&CONFIG.limited, b"{".to_vec(), true, vec![], "NotJson"),

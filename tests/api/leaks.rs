@@ -18,7 +18,8 @@ fn log_of(d: &Daemon) -> Vec<String> {
 async fn a_link_token_never_reaches_the_log() {
     // Arrange: an order waiting for approval and its approver's mailed link; then the
     // order's row is damaged on disk, so opening the link logs an error in its span.
-    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
     let (s, b) = app.post_webhook(&deal("D-LOG-TOKEN", 1, "1250000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
     let id = b["order_id"].as_str().unwrap().to_owned();
@@ -33,7 +34,7 @@ async fn a_link_token_never_reaches_the_log() {
     assert!(token.len() > 24, "{token}");
     let dir = app.stop_and_release().await;
     {
-        let settings = orderbridge::settings::Settings::load_with(dir.path(), false).unwrap();
+        let settings = load_settings(dir.path());
         let engine = orderbridge::store::open_engine(&settings.store).unwrap();
         let oid: orderbridge::domain::OrderId = id.parse().unwrap();
         let mut key = vec![b'o'];
@@ -140,7 +141,7 @@ async fn an_upstream_error_body_is_cut_and_scrubbed_before_the_log_and_the_dead_
     )])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     only_approval(dir.path());
     let daemon = start_daemon(dir.path(), &[]);
     let client = client();

@@ -55,7 +55,7 @@ async fn hundreds_of_clients_trickling_headers_neither_stop_webhooks_nor_keep_th
     // its sockets are its own process's, as in production.
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     let daemon = start_daemon(dir.path(), &[]);
     let addr = daemon.addr;
     const SLOW: usize = 300;
@@ -117,14 +117,13 @@ async fn hundreds_of_clients_trickling_headers_neither_stop_webhooks_nor_keep_th
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_or_stays_idle_is_closed() {
-    let app = spawn_app_with(
-        Receiver::start().await,
-        &[
-            ("header_read_timeout_secs = 10", "header_read_timeout_secs = 1"),
-            ("idle_timeout_secs = 60", "idle_timeout_secs = 1"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .settings(|s| {
+            s.header_read_timeout = Duration::from_secs(1);
+            s.idle_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     // Connected, never a byte: closed (the header-read limit counts from the connection).
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
     assert_eq!(read_until_closed(&mut silent).await.as_deref(), Some(""), "closed without an answer");
@@ -184,14 +183,13 @@ fn fresh_headers(app: &TestApp, content_length: usize) -> String {
 #[tokio::test]
 async fn a_request_that_finds_no_free_slot_gets_503_with_retry_after_instead_of_hanging() {
     // One slot; a short wait for it; bodies may take long (so the holder keeps it).
-    let app = spawn_app_with(
-        Receiver::start().await,
-        &[
-            ("max_concurrent_requests = 1024", "max_concurrent_requests = 1"),
-            ("queue_timeout_secs = 10", "queue_timeout_secs = 1"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .settings(|s| {
+            s.max_concurrent_requests = 1;
+            s.queue_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     // Hold the only slot: a webhook whose headers are fine and whose body never comes.
     let mut holder = TcpStream::connect(app.addr).await.unwrap();
     holder.write_all(fresh_headers(&app, 100).as_bytes()).await.unwrap();
@@ -224,14 +222,13 @@ async fn a_request_that_finds_no_free_slot_gets_503_with_retry_after_instead_of_
 
 #[tokio::test]
 async fn a_body_that_trickles_past_its_time_gets_408_and_frees_the_slot() {
-    let app = spawn_app_with(
-        Receiver::start().await,
-        &[
-            ("max_concurrent_requests = 1024", "max_concurrent_requests = 1"),
-            ("body_timeout_secs = 30", "body_timeout_secs = 1"),
-        ],
-    )
-    .await;
+    let app = TestApp::builder()
+        .settings(|s| {
+            s.max_concurrent_requests = 1;
+            s.body_timeout = Duration::from_secs(1);
+        })
+        .start()
+        .await;
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
     slow.write_all(fresh_headers(&app, 100).as_bytes()).await.unwrap();
     slow.write_all(b"{\"event\":").await.unwrap();

@@ -48,7 +48,8 @@ async fn dead_letters(app: &TestApp) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_received_order_mails_the_customer_in_chinese_with_both_parts() {
-    let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(orderbridge::clock::Clock::system()).mail(&smtp).start().await;
     let id = post(&app, &deal("D-M1", 1, "1250000.00")).await;
     wait_to(&smtp, "zhang.wei@example.com", 1).await;
     app.drain_outbox().await;
@@ -88,10 +89,7 @@ async fn a_received_order_mails_the_customer_in_chinese_with_both_parts() {
 async fn smtp_down_then_up_every_mail_arrives_exactly_once() {
     let port = SmtpServer::free_port();
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_mail_config(dir.path(), erp.addr, port, &[]);
-    customer_only(dir.path());
-    let app = restart(dir, erp).await;
+    let app = TestApp::builder().erp(erp).mail_port(port).files(customer_only).start().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(post(&app, &deal(&format!("D-DOWN-{i}"), 1, "1250000.00")).await);
@@ -128,10 +126,7 @@ async fn temporary_smtp_errors_are_retried_and_a_lost_reply_resends_the_same_mes
     let maildir = tempfile::tempdir().unwrap();
     let smtp = SmtpServer::start_on(0, maildir.path(), &["--fail-data", "2", "--drop-after-data", "1"]);
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_mail_config(dir.path(), erp.addr, smtp.port, &[]);
-    customer_only(dir.path());
-    let app = restart(dir, erp).await;
+    let app = TestApp::builder().erp(erp).mail(&smtp).files(customer_only).start().await;
     let id = post(&app, &deal("D-451", 1, "1250000.00")).await;
     smtp.wait_for(2).await;
     app.drain_outbox().await;
@@ -149,7 +144,8 @@ async fn temporary_smtp_errors_are_retried_and_a_lost_reply_resends_the_same_mes
 
 #[tokio::test]
 async fn a_rejected_address_goes_to_dead_letters_with_the_servers_reply() {
-    let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(orderbridge::clock::Clock::system()).mail(&smtp).start().await;
     let id =
         post(&app, &sample_with("D-550", |v| v["deal"]["customer"]["email"] = "reject-me@example.com".into())).await;
     wait_until("the mail is dead-lettered", || async { !dead_letters(&app).await.is_empty() }).await;
@@ -231,7 +227,8 @@ async fn survey_link(smtp: &SmtpServer, nth: usize) -> String {
 #[tokio::test]
 async fn a_low_survey_score_opens_a_ticket_once_and_tells_after_sales() {
     let clock = ManualClock::new(Utc::now());
-    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     let id = post(&app, &deal("D-SURVEY", 1, "1250000.00")).await;
     smtp.wait_for(1).await;
     close_order(&app, &id).await;
@@ -330,7 +327,8 @@ async fn a_low_survey_score_opens_a_ticket_once_and_tells_after_sales() {
 
 #[tokio::test]
 async fn a_good_score_opens_no_ticket() {
-    let (app, smtp) = spawn_mail_app(orderbridge::clock::Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(orderbridge::clock::Clock::system()).mail(&smtp).start().await;
     let id = post(&app, &deal("D-HAPPY", 1, "1250000.00")).await;
     smtp.wait_for(1).await;
     close_order(&app, &id).await;
@@ -351,7 +349,8 @@ async fn a_person_with_a_digest_gets_one_summary_instead_of_a_flood() {
     // chen.jing (risk officer, digest every 4h) and james.wong (risk officer, no
     // digest) both hear about flagged orders; li.na owns the deals.
     let clock = ManualClock::new(Utc::now());
-    let (app, smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     let customers = ["王小明", "上海某某科技有限公司", "Jane Doe"];
     for (i, name) in customers.iter().enumerate() {
         post(
@@ -446,22 +445,19 @@ async fn starttls_and_implicit_tls_with_a_private_ca_and_authentication() {
         server_args.extend(["--auth", "orderbridge:s3cret-pässword"]);
         let smtp = SmtpServer::start_on(0, maildir.path(), &server_args);
         let erp = Receiver::start().await;
-        let dir = tempfile::tempdir().unwrap();
-        let tls_line = format!("tls = \"{mode}\"");
-        let ca_line = format!("ca_file = \"{}\"", ca.display());
-        write_mail_config(
-            dir.path(),
-            erp.addr,
-            smtp.port,
-            &[
-                ("tls = \"none\"", &tls_line),
-                ("# username = \"orderbridge\"", "username = \"orderbridge\""),
-                ("# password = \"${ORDERBRIDGE_SMTP_PASSWORD}\"", "password = \"file:secrets/smtp\""),
-                ("# ca_file = \"/etc/orderbridge/mail-ca.pem\"", &ca_line),
-            ],
-        );
-        std::fs::write(dir.path().join("secrets/smtp"), "s3cret-pässword\n").unwrap();
-        let app = restart(dir, erp).await;
+        let tls = if mode == "starttls" { SmtpTls::StartTls } else { SmtpTls::Implicit };
+        let ca_pem = std::fs::read(&ca).unwrap();
+        let app = TestApp::builder()
+            .erp(erp)
+            .mail(&smtp)
+            .settings(move |s| {
+                let smtp = s.smtp.as_mut().unwrap();
+                smtp.tls = tls;
+                smtp.credentials = Some(("orderbridge".into(), "s3cret-pässword".into()));
+                smtp.ca_pem = Some(ca_pem.clone());
+            })
+            .start()
+            .await;
         post(&app, &deal(&format!("D-TLS-{mode}"), 1, "1250000.00")).await;
         let mails = smtp.wait_for(1).await;
         assert_eq!(mails[0].meta["tls"], true, "{mode}: encrypted");
@@ -477,18 +473,12 @@ async fn a_wrong_smtp_password_is_reported_without_revealing_it() {
     let maildir = tempfile::tempdir().unwrap();
     let smtp = SmtpServer::start_on(0, maildir.path(), &["--auth", "orderbridge:right-password"]);
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    write_mail_config(
-        dir.path(),
-        erp.addr,
-        smtp.port,
-        &[
-            ("# username = \"orderbridge\"", "username = \"orderbridge\""),
-            ("# password = \"${ORDERBRIDGE_SMTP_PASSWORD}\"", "password = \"file:secrets/smtp\""),
-        ],
-    );
-    std::fs::write(dir.path().join("secrets/smtp"), "wrong-password-x7").unwrap();
-    let app = restart(dir, erp).await;
+    let app = TestApp::builder()
+        .erp(erp)
+        .mail(&smtp)
+        .settings(|s| s.smtp.as_mut().unwrap().credentials = Some(("orderbridge".into(), "wrong-password-x7".into())))
+        .start()
+        .await;
     post(&app, &deal("D-AUTH", 1, "1250000.00")).await;
     // Refused twice in a row: the mail connector is paused; mail waits, nothing is lost.
     wait_until("the mail connector is paused", || async {

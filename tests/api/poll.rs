@@ -94,7 +94,7 @@ async fn paged_polling_takes_every_record_once_and_resumes_after_a_failure() {
 }
 
 fn write_poll_config(d: &std::path::Path, erp: std::net::SocketAddr, addr: std::net::SocketAddr) {
-    write_config(d, erp, &[]);
+    write_config(d, erp);
     std::fs::write(d.join("secrets/crm-poll"), "poll-token").unwrap();
     std::fs::write(
         d.join("connectors/crm-poll.toml"),
@@ -118,10 +118,12 @@ paging = {{ kind = "cursor", next = "$.next", param = "after" }}
         ),
     )
     .unwrap();
-    let mapping = std::fs::read_to_string(d.join("mappings/demo-crm.toml"))
-        .unwrap()
-        .replace(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#);
-    std::fs::write(d.join("mappings/crm-poll.toml"), mapping).unwrap();
+    copy_file_with(
+        d,
+        "mappings/demo-crm.toml",
+        "mappings/crm-poll.toml",
+        &[(r#"connector = "demo-crm""#, r#"connector = "crm-poll""#)],
+    );
 }
 
 async fn serve(source: Arc<Source>) -> std::net::SocketAddr {
@@ -240,9 +242,7 @@ async fn a_cron_schedule_polls_at_its_times_only() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_poll_config(dir.path(), erp.addr, addr);
-    let conn = dir.path().join("connectors/crm-poll.toml");
-    let text = std::fs::read_to_string(&conn).unwrap().replace("every_secs = 1", "cron = \"0 9 * * MON-FRI\"");
-    std::fs::write(&conn, text).unwrap();
+    replace_in_file(dir.path(), "connectors/crm-poll.toml", &[("every_secs = 1", "cron = \"0 9 * * MON-FRI\"")]);
     // Monday 30 November 2026, 08:59:58 in Shanghai.
     let clock = ManualClock::new("2026-11-30T00:59:58Z".parse().unwrap());
     let app = restart_with(dir, erp, clock.clock()).await;

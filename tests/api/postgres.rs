@@ -65,9 +65,11 @@ async fn the_daemon_runs_on_postgres() {
     let secret = tempfile::tempdir().unwrap();
     let url_file = secret.path().join("url");
     std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
-    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\n", url_file.display());
+    // In the file: the CLI below runs on this directory too.
+    let store: [(&str, toml::Value); 2] =
+        [("store.backend", "postgres".into()), ("store.url", format!("file:{}", url_file.display()).into())];
     let erp = Receiver::start().await;
-    let app = spawn_outbox_app(erp.clone(), &[("backend = \"fjall\"\n", &store)]).await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().files(move |d| set_in_file(d, &store)).start().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let (s, b) = app.post_webhook(&deal(&format!("PG-{i}"), 1, "8000.00")).await;
@@ -111,7 +113,7 @@ async fn store_copy_moves_an_embedded_store_into_postgres_and_back() {
     use serde_json::{Value, json};
 
     let erp = Receiver::start().await;
-    let app = spawn_app_with(erp.clone(), &[]).await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
     // Invoiced, partly paid; a payment for an unknown invoice waits for an operator.
     let (_, b) = app.post_webhook(&deal("D-PGC-INV", 1, "8000.00")).await;
     let invoiced = b["order_id"].as_str().unwrap().to_owned();

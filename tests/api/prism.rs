@@ -206,6 +206,24 @@ async fn oracle(prism: &Prism, stripe_form: bool) -> (Arc<Oracle>, std::net::Soc
     (o, addr)
 }
 
+/// The example connector of `vendor` made hermetic: at `base` (Xero's token endpoint
+/// too), its secrets in files (`secrets/…`, written by the caller).
+fn vendor_connector(vendor: &str, base: &str) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let connector = std::fs::read_to_string(repo.join(format!("connectors/{vendor}.toml")))
+        .unwrap()
+        .replace("${XERO_CLIENT_ID}", "orderbridge-test")
+        .replace("${XERO_CLIENT_SECRET}", "file:secrets/xero-client")
+        .replace("${XERO_TENANT_ID}", "file:secrets/xero-tenant")
+        .replace("${STRIPE_SECRET_KEY}", "file:secrets/stripe");
+    let connector = format!("base_url = \"{base}\"\n{connector}");
+    if vendor == "xero" {
+        connector.replace("client_id = ", &format!("token_url = \"{base}/connect/token\"\nclient_id = "))
+    } else {
+        connector
+    }
+}
+
 /// A config dir with one vendor example connector (pointed at `base`), its mappings,
 /// and `extra` files (name → text).
 fn vendor_config(vendor: &str, base: &str, extra: &[(&str, String)]) -> (tempfile::TempDir, Registry) {
@@ -215,19 +233,7 @@ fn vendor_config(vendor: &str, base: &str, extra: &[(&str, String)]) -> (tempfil
     for sub in ["connectors", "mappings", "secrets"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
-    let connector = std::fs::read_to_string(repo.join(format!("connectors/{vendor}.toml")))
-        .unwrap()
-        .replace("${XERO_CLIENT_ID}", "orderbridge-test")
-        .replace("${XERO_CLIENT_SECRET}", "file:secrets/xero-client")
-        .replace("${XERO_TENANT_ID}", "file:secrets/xero-tenant")
-        .replace("${STRIPE_SECRET_KEY}", "file:secrets/stripe");
-    let connector = format!("base_url = \"{base}\"\n{connector}");
-    let connector = if vendor == "xero" {
-        connector.replace("client_id = ", &format!("token_url = \"{base}/connect/token\"\nclient_id = "))
-    } else {
-        connector
-    };
-    std::fs::write(d.join(format!("connectors/{vendor}.toml")), connector).unwrap();
+    std::fs::write(d.join(format!("connectors/{vendor}.toml")), vendor_connector(vendor, base)).unwrap();
     for e in std::fs::read_dir(repo.join("mappings")).unwrap() {
         let p = e.unwrap().path();
         if p.file_name().unwrap().to_string_lossy().starts_with(vendor) {
@@ -535,26 +541,23 @@ async fn the_daemon_invoices_an_accepted_order_in_xero_within_xeros_spec() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_config(d, erp.addr, &[]);
+    write_config(d, erp.addr);
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let base = format!("http://{addr}");
-    let connector = std::fs::read_to_string(examples.join("connectors/xero.toml"))
-        .unwrap()
-        .replace("${XERO_CLIENT_ID}", "orderbridge-test")
-        .replace("${XERO_CLIENT_SECRET}", "file:secrets/xero-client")
-        .replace("${XERO_TENANT_ID}", "file:secrets/xero-tenant")
-        .replace("client_id = ", &format!("token_url = \"{base}/connect/token\"\nclient_id = "));
-    std::fs::write(d.join("connectors/xero.toml"), format!("base_url = \"{base}\"\n{connector}")).unwrap();
+    std::fs::write(d.join("connectors/xero.toml"), vendor_connector("xero", &base)).unwrap();
     for m in ["xero-invoice", "xero-contact"] {
         std::fs::copy(examples.join(format!("mappings/{m}.toml")), d.join(format!("mappings/{m}.toml"))).unwrap();
     }
     std::fs::write(d.join("secrets/xero-client"), "xero-client-secret").unwrap();
     std::fs::write(d.join("secrets/xero-tenant"), "b1e2f3a4-0000-4000-8000-00000000c0de").unwrap();
-    let rules = d.join("config/rules.toml");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    let from = "connector = \"demo-finance\"\noperation = \"create_invoice\"";
-    assert!(text.contains(from));
-    std::fs::write(&rules, text.replace(from, "connector = \"xero\"\noperation = \"create_invoice\"")).unwrap();
+    replace_in_file(
+        d,
+        "config/rules.toml",
+        &[(
+            "connector = \"demo-finance\"\noperation = \"create_invoice\"",
+            "connector = \"xero\"\noperation = \"create_invoice\"",
+        )],
+    );
     let app = restart(dir, erp).await;
 
     let (s, b) = app.post_webhook(&deal("D-XERO-1", 1, "8000.00")).await;

@@ -20,14 +20,19 @@ use crate::postgres::fresh_database;
 /// A daemon configuration in `dir` on the database `url`, with short leases so that a
 /// killed daemon's claims lapse within seconds.
 fn write_replica_config(dir: &Path, erp: SocketAddr, url: &str) {
-    write_replica_config_with(dir, erp, url, "lease_secs = 3\n");
+    write_replica_config_with(dir, erp, url, &[("store.lease_secs", toml::Value::Integer(3))]);
 }
 
-fn write_replica_config_with(dir: &Path, erp: SocketAddr, url: &str, store_keys: &str) {
+/// Like `write_replica_config`, with `store` (dotted keys) set in the file too.
+fn write_replica_config_with(dir: &Path, erp: SocketAddr, url: &str, store: &[(&str, toml::Value)]) {
     let url_file = dir.join("database-url");
     std::fs::write(&url_file, url).unwrap();
-    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\n{store_keys}", url_file.display());
-    write_config(dir, erp, &[("backend = \"fjall\"\n", &store)]);
+    write_config(dir, erp);
+    set_in_file(
+        dir,
+        &[("store.backend", "postgres".into()), ("store.url", format!("file:{}", url_file.display()).into())],
+    );
+    set_in_file(dir, store);
 }
 
 /// Posts orders to `addr` until `stop` (or the daemon is gone); records each
@@ -320,7 +325,12 @@ async fn postgres_restarting_under_load_loses_nothing_and_repeats_nothing() {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     for d in &dirs {
         // A lease longer than the outage: an outcome waiting to be recorded keeps its claim.
-        write_replica_config_with(d.path(), erp.addr, &cluster.url(), "lease_secs = 30\nacquire_timeout_secs = 2\n");
+        write_replica_config_with(
+            d.path(),
+            erp.addr,
+            &cluster.url(),
+            &[("store.lease_secs", toml::Value::Integer(30)), ("store.acquire_timeout_secs", toml::Value::Integer(2))],
+        );
     }
     let daemons: Vec<Daemon> = dirs.iter().map(|d| start_daemon(d.path(), &[])).collect();
     let client = client();
@@ -385,15 +395,16 @@ async fn a_reminder_due_on_two_daemons_is_mailed_once() {
     let pg = fresh_database().await;
     let smtp = SmtpServer::start(&[]);
     let erp = Receiver::start().await;
-    let url_dir = tempfile::tempdir().unwrap();
-    let url_file = url_dir.path().join("url");
-    std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
-    let store = format!("backend = \"postgres\"\nurl = \"file:{}\"\nlease_secs = 3\n", url_file.display());
     let mut apps = Vec::new();
     for _ in 0..2 {
-        let dir = tempfile::tempdir().unwrap();
-        write_mail_config(dir.path(), erp.addr, smtp.port, &[("backend = \"fjall\"\n", &store)]);
-        apps.push(restart_with(dir, erp.clone(), clock.clock()).await);
+        let app = TestApp::builder()
+            .erp(erp.clone())
+            .clock(clock.clock())
+            .mail(&smtp)
+            .settings(on_postgres(pg.url.expose_secret(), 3))
+            .start()
+            .await;
+        apps.push(app);
     }
     let (s, b) = apps[0].post_webhook(&deal("D-TWO-SLA", 1, "500000.00")).await;
     assert_eq!(s, 202, "{b}");

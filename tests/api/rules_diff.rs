@@ -73,15 +73,18 @@ async fn a_known_rule_edit_reports_exactly_the_changed_decisions() {
     let dir = app.stop_and_release().await;
 
     // The edit: STANDARD now reaches 2,000,000 (was 1,000,000); BB is now rejected (was BB allowed).
-    let text = std::fs::read_to_string(dir.path().join("config/rules.toml")).unwrap();
-    let edited = text
-        .replace(r#"version = "2026-11-27.1""#, r#"version = "2026-11-28.1""#)
-        .replace(r#"amount = "(100000..1000000]""#, r#"amount = "(100000..2000000]""#)
-        .replace(r#"amount = "(1000000..10000000]""#, r#"amount = "(2000000..10000000]""#)
-        .replace(r#"when = { "customer.credit_rank" = "> 5" }"#, r#"when = { "customer.credit_rank" = "> 4" }"#);
-    assert_ne!(edited, text);
+    copy_file_with(
+        dir.path(),
+        "config/rules.toml",
+        "candidate-rules.toml",
+        &[
+            (r#"version = "2026-11-27.1""#, r#"version = "2026-11-28.1""#),
+            (r#"amount = "(100000..1000000]""#, r#"amount = "(100000..2000000]""#),
+            (r#"amount = "(1000000..10000000]""#, r#"amount = "(2000000..10000000]""#),
+            (r#"when = { "customer.credit_rank" = "> 5" }"#, r#"when = { "customer.credit_rank" = "> 4" }"#),
+        ],
+    );
     let candidate = dir.path().join("candidate-rules.toml");
-    std::fs::write(&candidate, edited).unwrap();
 
     // Exactly the orders the edit affects, worked out from what was generated.
     let g = std::mem::take(&mut *generated.lock().unwrap());

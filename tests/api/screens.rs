@@ -13,7 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use orderbridge::clock::Clock;
 use orderbridge::mail::templates::{LOCALES, TEMPLATE_NAMES, Templates, sample_context};
 use serde_json::{Value, json};
 
@@ -329,36 +328,31 @@ const ACCEPT: &str =
 const SURVEY: &str =
     "document.querySelector('input[name=score][value=\"5\"]').checked = true; document.querySelector('form').submit();";
 
+/// The Chinese run's logo (`site.logo`).
+const LOGO: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\">\
+     <circle cx=\"32\" cy=\"32\" r=\"30\" fill=\"#ffffff\"/><text x=\"32\" y=\"42\" font-size=\"28\" \
+     text-anchor=\"middle\" fill=\"#8a1c2b\">银</text></svg>";
+
 async fn pages_in(lang: &str) -> Vec<String> {
     let smtp = SmtpServer::start(&[]);
     let erp = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let mut app = TestApp::builder().erp(erp).mail(&smtp);
     // The Chinese run has a logo and a colour of its own (site.logo, site.color).
     let branded = lang == "zh-CN";
-    let site: &[(&str, &str)] =
-        if branded { &[("color = \"#1f3a5f\"", "color = \"#8a1c2b\"\nlogo = \"config/logo.svg\"")] } else { &[] };
-    write_mail_config(dir.path(), erp.addr, smtp.port, site);
-    std::fs::write(
-        dir.path().join("config/logo.svg"),
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\">\
-         <circle cx=\"32\" cy=\"32\" r=\"30\" fill=\"#ffffff\"/><text x=\"32\" y=\"42\" font-size=\"28\" \
-         text-anchor=\"middle\" fill=\"#8a1c2b\">银</text></svg>",
-    )
-    .unwrap();
-    if lang == "en" {
-        let d = dir.path().join("config/directory.toml");
-        let text = std::fs::read_to_string(&d).unwrap().replace("locale = \"zh-CN\"", "locale = \"en\"");
-        std::fs::write(&d, text).unwrap();
-        // Links that cannot be read (no order, no person) are refused in the site's language.
-        for f in std::fs::read_dir(dir.path().join("config")).unwrap().filter_map(Result::ok) {
-            let Ok(text) = std::fs::read_to_string(f.path()) else { continue };
-            if text.contains("default_locale = \"zh-CN\"") {
-                std::fs::write(f.path(), text.replace("default_locale = \"zh-CN\"", "default_locale = \"en\""))
-                    .unwrap();
-            }
-        }
+    if branded {
+        app = app.settings(|s| {
+            s.site_color = "#8a1c2b".into();
+            s.site_logo = Some(Logo { content_type: "image/svg+xml", bytes: LOGO.as_bytes().into() });
+        });
     }
-    let app = start_in_with(dir, erp, Clock::system()).await;
+    if lang == "en" {
+        // The people in the directory read English; links that cannot be read (no
+        // order, no person) are refused in the site's language.
+        app = app
+            .files(|d| replace_in_file(d, "config/directory.toml", &[("locale = \"zh-CN\"", "locale = \"en\"")]))
+            .settings(|s| s.presentation.default_locale = orderbridge::locale::Locale::En);
+    }
+    let app = app.start().await;
     // One stylesheet and the logo, served by the daemon itself.
     let css = app.client.get(app.url("/pages/assets/style.css")).send().await.unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");

@@ -42,7 +42,8 @@ async fn the_sales_owner_cannot_approve_their_own_order_under_an_alias() {
 
 #[tokio::test]
 async fn a_sales_owner_outside_the_directory_gets_no_screening_details() {
-    let (app, smtp) = spawn_mail_app(Clock::system(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
     // A customer on the watch list, owned by someone the directory does not know.
     let mut d = deal("D-TIPOFF", 1, "500000.00");
     d["deal"]["customer"]["id"] = "C-9001".into();

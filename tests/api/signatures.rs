@@ -262,7 +262,7 @@ async fn a_replayed_vendor_signed_delivery_makes_one_order_for_every_scheme() {
     // Arrange: one connector per scheme, each with the demo-crm mapping.
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     let connector = |scheme: &str| format!("sig-{}", scheme.replace('_', "-"));
     for &scheme in SCHEMES {
         let id = connector(scheme);
@@ -316,7 +316,7 @@ async fn a_replayed_vendor_signed_delivery_makes_one_order_for_every_scheme() {
 async fn xero_intent_to_receive_gets_the_answers_xero_requires() {
     let erp = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), erp.addr, &[]);
+    write_config(dir.path(), erp.addr);
     let key = secrets("xero").0;
     std::fs::write(dir.path().join("secrets/xero"), key).unwrap();
     std::fs::write(

@@ -335,7 +335,7 @@ async fn the_dispatcher_reads_only_the_connectors_it_asks_for_also_after_a_reope
 async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
     for subject in subjects().await {
         let orders = Orders::new(subject.open().await);
-        let rules = orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let rules = crate::helpers::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
         let now = Utc::now();
         let small = orders.ingest(inbound("IX-1", 1, "500.00", "C-IX"), &rules, now).await.unwrap();
         // Ids are UUIDv7: a later millisecond sorts later.
@@ -608,7 +608,7 @@ async fn a_layout_1_store_is_upgraded_in_place() {
     use orderbridge::store::codec::decode;
     for backend in backends() {
         let dir = tempfile::tempdir().unwrap();
-        let rules = orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let rules = crate::helpers::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap();
         let now = Utc::now();
         let (big, payment) = {
             let store =

@@ -1,0 +1,72 @@
+//! The harness of the api tests, by concern: the in-process daemon and its builder
+//! (`daemon`), the built binary (`binary`), the example configuration in a temp dir
+//! (`config`), the test SMTP server and its mails (`mail`), the fake ERP and other
+//! systems (`systems`), webhook signing (`signing`) and a settable clock (`clock`).
+//! Everything is re-exported here, so a test module needs `use crate::helpers::*`.
+//!
+//! No wall-clock sleeps: waits are bounded polls that fail with a message.
+
+#![allow(dead_code)]
+
+mod binary;
+mod clock;
+mod config;
+mod daemon;
+mod mail;
+mod signing;
+mod systems;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use binary::*;
+pub use clock::*;
+pub use config::*;
+pub use daemon::*;
+pub use mail::*;
+pub use signing::*;
+pub use systems::*;
+
+pub const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ERP_TOKEN: &str = "test-erp-token";
+pub const LINK_SECRET: &str = "test-link-key-0123456789abcdef0123456789";
+pub const DESK_TOKEN: &str = "test-desk-token";
+pub const FINANCE_TOKEN: &str = "test-finance-token";
+pub const SAMPLE: &str = include_str!("../../fixtures/demo-crm-deal.json");
+
+pub fn client() -> reqwest::Client {
+    orderbridge::connectors::install_crypto_provider();
+    reqwest::Client::new()
+}
+
+pub fn sample() -> Value {
+    serde_json::from_str(SAMPLE).unwrap()
+}
+
+/// A deal like the INTERFACE sample, with its own id, version and amount, for a
+/// customer of its own (so the velocity and duplicate rules see no history).
+pub fn deal(id: &str, version: u64, amount: &str) -> Value {
+    let mut v = sample();
+    v["deal"]["id"] = id.into();
+    v["deal"]["customer"]["id"] = format!("C-{id}").into();
+    v["deal"]["version"] = version.into();
+    v["deal"]["amount"] = amount.into();
+    v
+}
+
+/// Polls `cond` until true; panics naming `what` after a generous bound.
+pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..3000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
