@@ -49,7 +49,8 @@ print(json.dumps(rows))
 #[tokio::test]
 async fn the_export_is_read_back_by_pyarrow_and_a_second_run_adds_only_what_changed() {
     let clock = ManualClock::new(Utc::now());
-    let (app, _smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     let small = post(&app, &deal("D-EXP-1", 1, "50000.00")).await;
     let waits = post(&app, &deal("D-EXP-2", 1, "500000.00")).await;
     let port = app.admin.port().to_string();

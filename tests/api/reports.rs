@@ -25,7 +25,8 @@ async fn the_report_measures_approvals_and_paths_from_the_audit_trail() {
     // Monday 2026-11-30 10:00 in Shanghai: inside office hours.
     let start: DateTime<Utc> = "2026-11-30T02:00:00Z".parse().unwrap();
     let clock = ManualClock::new(start);
-    let (app, _smtp) = spawn_mail_app(clock.clock(), &[]).await;
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
     // 50,000 CNY is approved automatically; two of 500,000 CNY wait for a line
     // supervisor: one is declined after an hour, the other approved after two.
     post(&app, &deal("D-REP-1", 1, "50000.00")).await;

@@ -94,11 +94,11 @@ impl Default for RawLimits {
 #[derive(Debug, Clone)]
 pub struct DispatcherSettings {
     /// Effects in flight at once across connectors without slots of their own.
-    pub(crate) concurrency: usize,
-    pub(crate) max_attempts: u32,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) sweep_interval: Duration,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub sweep_interval: Duration,
     /// Queue sizes the dispatcher warns about (`[limits]`); `/metrics` shows them.
     pub(crate) queue_alerts: QueueAlerts,
 }

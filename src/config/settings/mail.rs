@@ -83,11 +83,11 @@ pub enum SmtpTls {
 
 #[derive(Debug, Clone)]
 pub struct SmtpSettings {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) tls: SmtpTls,
-    pub(crate) credentials: Option<(String, SecretString)>,
-    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, SecretString)>,
+    pub ca_pem: Option<Vec<u8>>,
     pub(crate) timeout: Duration,
     pub(crate) pool_max: u32,
     pub(crate) from: String,

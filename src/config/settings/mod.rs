@@ -37,6 +37,7 @@ use self::server::{RawAdmin, RawServer};
 pub use self::site::Logo;
 use self::site::RawSite;
 use self::store::RawStore;
+pub use self::store::postgres_defaults;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::locale::Presentation;
 

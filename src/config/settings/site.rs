@@ -48,8 +48,8 @@ const MAX_LOGO_BYTES: u64 = 512 * 1024;
 /// The pages' logo, read once at start.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Logo {
-    pub(crate) content_type: &'static str,
-    pub(crate) bytes: std::sync::Arc<[u8]>,
+    pub content_type: &'static str,
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 impl std::fmt::Debug for Logo {

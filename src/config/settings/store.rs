@@ -9,6 +9,19 @@ use serde::Deserialize;
 use super::{Problems, SecretRef};
 use crate::store::Backend;
 
+/// The options of a PostgreSQL store at `url` with `[store]`'s defaults and claims
+/// and leases of `lease`.
+pub fn postgres_defaults(url: secrecy::SecretString, lease: Duration) -> crate::store::postgres::PgOptions {
+    let s = RawStore::default();
+    crate::store::postgres::PgOptions {
+        url,
+        max_connections: s.pool_size,
+        acquire_timeout: Duration::from_secs(s.acquire_timeout_secs),
+        statement_timeout: Duration::from_secs(s.statement_timeout_secs),
+        lease,
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawStore {

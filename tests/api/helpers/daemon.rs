@@ -23,7 +23,7 @@ use super::{
 // is the one place to follow them.
 pub use orderbridge::check::{Loaded, load_rules};
 use orderbridge::settings::LogFormat;
-pub use orderbridge::settings::{Logo, RawStore, Settings, SmtpTls};
+pub use orderbridge::settings::{Logo, Settings, SmtpTls};
 
 /// Loads every file of the configuration in `dir`, as `orderbridge run` does.
 pub fn load(dir: &Path) -> Result<Loaded, String> {
@@ -91,15 +91,9 @@ pub async fn restart_with(dir: tempfile::TempDir, erp: Receiver, clock: Clock) -
 pub fn on_postgres(url: &str, lease_secs: u64) -> impl Fn(&mut Settings) + Send + Sync + 'static {
     let url = url.to_owned();
     move |s| {
-        let raw = RawStore::default();
         s.store.backend = orderbridge::store::Backend::Postgres;
-        s.store.postgres = Some(orderbridge::store::postgres::PgOptions {
-            url: url.clone().into(),
-            max_connections: raw.pool_size,
-            acquire_timeout: Duration::from_secs(raw.acquire_timeout_secs),
-            statement_timeout: Duration::from_secs(raw.statement_timeout_secs),
-            lease: Duration::from_secs(lease_secs),
-        });
+        let lease = Duration::from_secs(lease_secs);
+        s.store.postgres = Some(orderbridge::settings::postgres_defaults(url.clone().into(), lease));
     }
 }
 
