@@ -45,13 +45,31 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== pure modules: no file, network, store or server crates in domain, engine, mapping"
+echo "== pure modules: no file, network, store or server crates in domain, engine, mapping, analytics"
 pure_dirs=""
-for d in src/domain src/engine src/mapping; do [ -d "$d" ] && pure_dirs="$pure_dirs $d"; done
+for d in src/domain src/engine src/mapping src/analytics; do [ -d "$d" ] && pure_dirs="$pure_dirs $d"; done
 # shellcheck disable=SC2086
 if impure=$(grep -rnE '\b(std::fs|tokio|reqwest|sled|axum|lettre)\b' $pure_dirs); then
   echo "$impure" >&2
-  echo "domain, engine and mapping are pure: read files, talk to the network or the store outside them (invariant 6)" >&2
+  echo "domain, engine, mapping and analytics are pure: read files, talk to the network or the store outside them (invariant 6)" >&2
+  exit 1
+fi
+echo "== structure: no import cycles between modules, no file under src/ over 800 lines"
+# Functions over 80 lines are refused by clippy above (clippy.toml, [lints] in Cargo.toml).
+TOOLS="$PWD/target/tools"
+if [ ! -x "$TOOLS/bin/cargo-cycles" ]; then
+  echo "== installing cargo-cycles into $TOOLS"
+  cargo install --locked --quiet cargo-cycles --version 0.2.0 --root "$TOOLS"
+fi
+if ! cycles=$("$TOOLS/bin/cargo-cycles" 2>&1); then
+  echo "$cycles" | grep -v ' INFO ' >&2
+  echo "modules import each other in a loop (above): give what they share a module of its own below both" >&2
+  exit 1
+fi
+big=$(find src -name '*.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 800')
+if [ -n "$big" ]; then
+  echo "$big" >&2
+  echo "files over 800 lines (above): split them by concern" >&2
   exit 1
 fi
 echo "== orderbridge check on the example configuration"

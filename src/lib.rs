@@ -14,9 +14,9 @@
 //!   hears about what.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
 //!   metrics), with connection and request limits (axum on hyper).
+//! - `settings`: `orderbridge.toml`, typed, one file per section.
 //! - `config`: the one configuration loader `run` and `check` share (parse each file,
-//!   cross-check references, build); `config::settings` (also `settings`) is
-//!   `orderbridge.toml`, one file per section.
+//!   cross-check references, build).
 //! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
 //!   and what a secret must be (not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
@@ -54,7 +54,7 @@ pub mod rules_diff;
 pub mod sample;
 pub mod schedule;
 pub mod secrets;
-pub use config::settings;
+pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -3,7 +3,12 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::LogFormat;
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 
-use crate::settings::LogFormat;
+use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -15,20 +15,19 @@
 
 mod references;
 mod rules;
-pub mod settings;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use self::rules::load_rules;
 pub(crate) use self::rules::{load_rules_file, rules_path};
-use self::settings::Settings;
 use crate::connectors::Registry;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::directory::Directory;
 use crate::engine::Rules;
 use crate::engine::notify::{Located, Notifications};
 use crate::mail::Templates;
+use crate::settings::Settings;
 
 /// Everything the daemon runs on, loaded and cross-checked.
 pub struct Loaded {

@@ -22,8 +22,8 @@ use super::{
 // The library's configuration loader and settings, named only here: if they move, this
 // is the one place to follow them.
 pub use orderbridge::check::{Loaded, load_rules};
-use orderbridge::settings::LogFormat;
 pub use orderbridge::settings::{Logo, Settings, SmtpTls};
+use orderbridge::telemetry::LogFormat;
 
 /// Loads every file of the configuration in `dir`, as `orderbridge run` does.
 pub fn load(dir: &Path) -> Result<Loaded, String> {

@@ -40,6 +40,7 @@ use self::store::RawStore;
 pub use self::store::postgres_defaults;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::locale::Presentation;
+use crate::telemetry::LogFormat;
 
 pub(crate) const ENV_PREFIX: &str = "ORDERBRIDGE";
 
@@ -89,12 +90,6 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog { format: "text".into(), level: "info".into() }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Parsed settings: every value typed, every secret resolved.
