@@ -148,6 +148,19 @@ impl Money {
         Money::new(sum, self.currency)
     }
 
+    /// What is left of this amount once `rhs` is taken off it: never below zero (an
+    /// overpayment leaves nothing owed).
+    ///
+    /// # Errors
+    /// `CurrencyMismatch` when the currencies differ.
+    pub fn left_after(&self, rhs: &Money) -> Result<Money, MoneyError> {
+        if self.currency != rhs.currency {
+            return Err(MoneyError::CurrencyMismatch(self.currency, rhs.currency));
+        }
+        let left = self.amount.checked_sub(rhs.amount).ok_or(MoneyError::Overflow)?.max(Decimal::ZERO);
+        Money::new(left, self.currency)
+    }
+
     /// The amount in the currency's minor unit (fen, cents; yen stay yen), as finance
     /// APIs such as Stripe take it.
     ///
@@ -251,6 +264,14 @@ mod tests {
         let b = Money::parse("1.00", "USD").unwrap();
         assert!(matches!(a.checked_add(&b), Err(MoneyError::CurrencyMismatch(..))));
         assert_eq!(a.checked_add(&a).unwrap().to_string(), "2.00 CNY");
+        assert!(matches!(a.left_after(&b), Err(MoneyError::CurrencyMismatch(..))));
+    }
+
+    #[test]
+    fn what_is_left_never_goes_below_zero() {
+        let m = |s: &str| Money::parse(s, "CNY").unwrap();
+        assert_eq!(m("100.00").left_after(&m("30.00")).unwrap(), m("70.00"));
+        assert_eq!(m("100.00").left_after(&m("130.00")).unwrap().amount(), Decimal::ZERO);
     }
 
     proptest! {

@@ -99,8 +99,7 @@ impl Fulfilment {
     pub fn outstanding(&self) -> Option<Money> {
         let inv = self.invoice.as_ref()?;
         let paid = self.paid().ok()??;
-        let left = inv.total.amount().checked_sub(paid.amount())?.max(Decimal::ZERO);
-        Money::new(left, inv.total.currency()).ok()
+        inv.total.left_after(&paid).ok()
     }
 
     pub fn has_payment(&self, id: &str) -> bool {
