@@ -104,6 +104,17 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Requests answered 503 busy because no request slot came free in time (server.queue_timeout_secs), by listener.",
     ),
+    ("orderbridge_orders", "gauge", "Orders in each open state now (from the store's state index)."),
+    (
+        "orderbridge_oldest_order_age_seconds",
+        "gauge",
+        "Age (since received) of the oldest order in each open state; 0 when the state is empty.",
+    ),
+    (
+        "orderbridge_outbox_lag_seconds",
+        "gauge",
+        "How long the oldest due effect has been waiting past its due time; 0 when none is due.",
+    ),
     ("orderbridge_build_info", "gauge", "Build information."),
 ];
 
@@ -120,6 +131,11 @@ pub struct Metrics {
     histograms: Mutex<BTreeMap<(&'static str, String), Histogram>>,
     /// Gauges with labels, set by their owner (the dispatcher) as things change.
     gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
+}
+
+/// A series' name with its labels, or bare when it has none.
+fn series(name: &str, labels: &str) -> String {
+    if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") }
 }
 
 fn labels(pairs: &[(&str, &str)]) -> String {
@@ -185,7 +201,7 @@ impl Metrics {
             match *kind {
                 "counter" => {
                     for ((n, l), v) in counters.iter().filter(|((n, _), _)| n == name) {
-                        let _ = writeln!(out, "{n}{{{l}}} {v}");
+                        let _ = writeln!(out, "{} {v}", series(n, l));
                     }
                 }
                 "histogram" => {
@@ -195,8 +211,8 @@ impl Metrics {
                             let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{b}\"}} {c}");
                         }
                         let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"+Inf\"}} {}", h.count);
-                        let _ = writeln!(out, "{n}_sum{{{l}}} {}", h.sum);
-                        let _ = writeln!(out, "{n}_count{{{l}}} {}", h.count);
+                        let _ = writeln!(out, "{} {}", series(&format!("{n}_sum"), l), h.sum);
+                        let _ = writeln!(out, "{} {}", series(&format!("{n}_count"), l), h.count);
                     }
                 }
                 _ if *name == "orderbridge_build_info" => {
@@ -207,7 +223,7 @@ impl Metrics {
                         let _ = writeln!(out, "{g} {v}");
                     }
                     for ((n, l), v) in stored.iter().filter(|((n, _), _)| n == name) {
-                        let _ = writeln!(out, "{n}{{{l}}} {v}");
+                        let _ = writeln!(out, "{} {v}", series(n, l));
                     }
                 }
             }
@@ -219,6 +235,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every metric the shipped dashboard and alert rules query is one the daemon
+    /// exports (a renamed metric would leave a panel empty and an alert silent).
+    #[test]
+    fn the_dashboard_and_the_alert_rules_query_metrics_that_exist() {
+        let known: Vec<&str> = HELP.iter().map(|(n, _, _)| *n).collect();
+        let shipped =
+            [include_str!("../deploy/grafana-dashboard.json"), include_str!("../deploy/prometheus-rules.yml")];
+        let mut used = 0;
+        for text in shipped {
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("orderbridge_") || word == "orderbridge_" {
+                    continue;
+                }
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| word.strip_suffix(s)).unwrap_or(word);
+                assert!(known.contains(&word) || known.contains(&base), "{word} is not a metric the daemon exports");
+                used += 1;
+            }
+        }
+        assert!(used > 20, "the dashboard and rules name metrics ({used})");
+        let dashboard: serde_json::Value = serde_json::from_str(shipped[0]).unwrap();
+        assert!(
+            dashboard["panels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["targets"][0]["expr"].as_str().unwrap().is_empty())
+        );
+    }
 
     #[test]
     fn renders_counters_histograms_and_gauges() {

@@ -91,6 +91,24 @@ pub const STATE_NAMES: &[&str] = &[
     "cancelled",
 ];
 
+/// The states in which an order is still on its way (every state but the ends:
+/// closed, archived, rejected, cancelled): what monitoring watches for orders stuck.
+pub const OPEN_STATES: &[&str] = &[
+    "received",
+    "screening",
+    "flagged",
+    "manual_review",
+    "awaiting_approval",
+    "approved",
+    "executing",
+    "delivered",
+    "accepted",
+    "exception",
+    "invoiced",
+    "overdue",
+    "paid",
+];
+
 /// Names of every event, as the audit shows them (`type`) and rules name them (`on`).
 pub const EVENT_NAMES: &[&str] = &[
     "received",

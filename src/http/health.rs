@@ -41,7 +41,27 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ready"})))
 }
 
+/// Sets the gauges read from the store at each scrape: orders per open state, the
+/// oldest of each, and the outbox's lag. A store that cannot answer leaves them as
+/// they were (the scrape still answers; `/readyz` tells about the store).
+async fn observe_store(app: &AppState) {
+    let now = app.clock.now();
+    if let Ok(states) = app.store.in_states(crate::engine::lifecycle::OPEN_STATES).await {
+        for s in states {
+            let labels = [("state", s.state.as_str())];
+            app.metrics.set("orderbridge_orders", &labels, s.orders as f64);
+            let age = s.oldest.map_or(0, |id| (now.timestamp_millis() - id.created_ms()).max(0));
+            app.metrics.set("orderbridge_oldest_order_age_seconds", &labels, age as f64 / 1000.0);
+        }
+    }
+    if let Ok(due) = app.store.due_effects(now, 1).await {
+        let lag = due.first().map_or(0, |e| (now - e.next_at).num_milliseconds().max(0));
+        app.metrics.set("orderbridge_outbox_lag_seconds", &[], lag as f64 / 1000.0);
+    }
+}
+
 pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    observe_store(&app).await;
     let c = app.store.counts();
     let alerts = app.settings.dispatcher.queue_alerts;
     let body = app.metrics.render(&[

@@ -340,6 +340,38 @@ pub trait Store: Send + Sync {
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>>;
     /// Counts for metrics and health, kept current (no scan).
     fn counts(&self) -> Counts;
+    /// Orders in each of `states` now, with the oldest (the smallest id, so the
+    /// earliest received). For `/metrics`: the key-value store counts index keys and
+    /// PostgreSQL groups its state index, neither reads a record; this default reads
+    /// them page by page.
+    fn in_states<'a>(&'a self, states: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<InState>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(states.len());
+            for state in states {
+                let mut row = InState { state: (*state).to_owned(), orders: 0, oldest: None };
+                let mut after = None;
+                loop {
+                    let page = self.list(Some(state), after, 1000).await?;
+                    row.oldest = row.oldest.or_else(|| page.first().map(|r| r.id));
+                    row.orders += page.len() as u64;
+                    match page.last() {
+                        Some(last) if page.len() == 1000 => after = Some(last.id),
+                        _ => break,
+                    }
+                }
+                out.push(row);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// How many orders are in a state, and the oldest of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InState {
+    pub state: String,
+    pub orders: u64,
+    pub oldest: Option<OrderId>,
 }
 
 /// The engines a store can run on (`store.backend`).

@@ -106,3 +106,30 @@ async fn report_cli(dir: &std::path::Path, admin_port: &str) -> Value {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The value of the series `name` (with its labels, as written) in a scrape.
+fn series(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_orders_per_state_the_oldest_waiting_and_the_outbox_lag() {
+    let start: DateTime<Utc> = "2026-11-30T02:00:00Z".parse().unwrap();
+    let clock = ManualClock::new(start);
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
+    post(&app, &deal("D-MON-1", 1, "500000.00")).await;
+    clock.advance(Duration::minutes(30));
+    post(&app, &deal("D-MON-2", 1, "500000.00")).await;
+    app.drain_outbox().await;
+    clock.advance(Duration::minutes(30));
+    let scrape = app.metrics().await;
+    assert_eq!(series(&scrape, r#"orderbridge_orders{state="awaiting_approval"}"#), Some(2.0), "{scrape}");
+    assert_eq!(series(&scrape, r#"orderbridge_orders{state="manual_review"}"#), Some(0.0));
+    // The oldest of the two waits since it was received, an hour ago.
+    let age = r#"orderbridge_oldest_order_age_seconds{state="awaiting_approval"}"#;
+    assert_eq!(series(&scrape, age), Some(3600.0), "{scrape}");
+    assert_eq!(series(&scrape, r#"orderbridge_oldest_order_age_seconds{state="executing"}"#), Some(0.0));
+    // Nothing is due in the outbox once it drained.
+    assert_eq!(series(&scrape, "orderbridge_outbox_lag_seconds"), Some(0.0), "{scrape}");
+}

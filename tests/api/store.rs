@@ -352,6 +352,13 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
         assert_eq!(store.find_external(&ext).await.unwrap(), Some(big.order_id), "{}", subject.name());
         let waiting = store.list(Some(big.state.name()), None, 10).await.unwrap();
         assert_eq!(waiting.iter().map(|r| r.id).collect::<Vec<_>>(), vec![big.order_id], "{}", subject.name());
+        // Counting by state (for /metrics) agrees with the records, oldest first.
+        let counted = store.in_states(orderbridge::engine::lifecycle::STATE_NAMES).await.unwrap();
+        let by_state = |s: &str| counted.iter().find(|c| c.state == s).unwrap().clone();
+        assert_eq!((by_state("manual_review").orders, by_state("manual_review").oldest), (0, None));
+        assert_eq!(by_state(big.state.name()).oldest, Some(big.order_id), "{}", subject.name());
+        let total: u64 = counted.iter().map(|c| c.orders).sum();
+        assert_eq!(total, 3, "{}: {counted:?}", subject.name());
         let mine: Vec<_> = store.customer_orders("C-IX", None).await.unwrap().into_iter().map(|(id, _)| id).collect();
         assert_eq!(mine, vec![small.order_id, again.order_id], "{}: oldest first", subject.name());
         let later = now + chrono::Duration::days(1);

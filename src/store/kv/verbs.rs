@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::store::InState;
 
 impl<E: Engine> Store for KvStore<E> {
     fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -92,6 +93,23 @@ impl<E: Engine> Store for KvStore<E> {
                         }
                     }
                 }
+            }
+            Ok(out)
+        })
+    }
+
+    fn in_states<'a>(&'a self, states: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<InState>, StoreError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(states.len());
+            for state in states {
+                let prefix = pair(STATES, state, &[]);
+                let mut row = InState { state: (*state).to_owned(), orders: 0, oldest: None };
+                for key in self.engine.range(&prefix, &prefix_end(&prefix)) {
+                    let (k, _) = key.map_err(|e| self.fault(e))?;
+                    row.oldest = row.oldest.or_else(|| id_of(&k[prefix.len()..]));
+                    row.orders += 1;
+                }
+                out.push(row);
             }
             Ok(out)
         })

@@ -16,7 +16,7 @@ use crate::engine::effects::DigestItem;
 use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
 use crate::engine::table::Prior;
 use crate::store::records::{EffectId, EffectRecord, EventRecord, OrderRecord};
-use crate::store::{BoxFuture, Counts, DigestKey, DueTimer, Quarantined, Step, Store, StoreError, UsedLink};
+use crate::store::{BoxFuture, Counts, DigestKey, DueTimer, InState, Quarantined, Step, Store, StoreError, UsedLink};
 
 /// Reads one JSON column of one row by a text key; `(ctid, text)`.
 async fn one(pool: &PgPool, sql: &str, binds: &[&str]) -> Result<Option<Raw>, StoreError> {
@@ -104,6 +104,32 @@ impl Store for PgStore {
                 .map(|r| (order_id(r.get(2)).to_string(), Raw { ctid: r.get(0), text: r.get(1) }))
                 .collect();
             self.decode_all("orders", rows, "order").await
+        })
+    }
+
+    fn in_states<'a>(&'a self, states: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<InState>, StoreError>> {
+        Box::pin(async move {
+            let names: Vec<String> = states.iter().map(|s| (*s).to_owned()).collect();
+            // The oldest by the state index (state, id): PostgreSQL has no min(uuid).
+            let rows = sqlx::query(
+                "SELECT state, count(*), (SELECT id FROM orders f WHERE f.state = o.state ORDER BY id LIMIT 1)
+                 FROM orders o WHERE state = ANY($1) GROUP BY state",
+            )
+            .bind(&names)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(states
+                .iter()
+                .map(|state| {
+                    let row = rows.iter().find(|r| r.get::<String, _>(0) == *state);
+                    InState {
+                        state: (*state).to_owned(),
+                        orders: row.map_or(0, |r| u64::try_from(r.get::<i64, _>(1)).unwrap_or(0)),
+                        oldest: row.and_then(|r| r.get::<Option<Uuid>, _>(2)).map(order_id),
+                    }
+                })
+                .collect())
         })
     }
 
