@@ -8,14 +8,16 @@
 //! over the 90 days) and the export's (`Orders::export_rows` + Parquet files), with
 //! the process's resident memory after each.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use orderbridge::domain::{ExternalRef, Order};
+use common::{inbound, sample_order};
 use orderbridge::metrics::Metrics;
-use orderbridge::orders::{EffectOutcome, Inbound, Orders};
+use orderbridge::orders::{EffectOutcome, Orders};
 use orderbridge::store::{self, Backend};
 
 const DAYS: i64 = 90;
@@ -109,7 +111,7 @@ async fn fill(app: &Arc<Orders>, rules: &Arc<orderbridge::engine::Rules>, orders
                     return;
                 }
                 let at = start + step * i32::try_from(n).unwrap();
-                app.ingest(inbound(&order, n), &rules, at).await.unwrap();
+                app.ingest(inbound(&order, "A", n), &rules, at).await.unwrap();
             }
         }));
     }
@@ -135,27 +137,5 @@ async fn fill(app: &Arc<Orders>, rules: &Arc<orderbridge::engine::Rules>, orders
         for d in done {
             d.await.unwrap();
         }
-    }
-}
-
-fn sample_order() -> Order {
-    let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
-    let mapping_text = include_str!("../mappings/demo-crm.toml");
-    let mapping =
-        toml::from_str::<orderbridge::mapping::MappingFile>(mapping_text).unwrap().validate("demo-crm").unwrap();
-    mapping.apply(&sample).unwrap().unwrap().order
-}
-
-fn inbound(order: &Order, n: usize) -> Inbound {
-    let mut order = order.clone();
-    order.customer.id = format!("C-A{n}").parse().unwrap();
-    // Amounts spread so that every approval route is taken.
-    let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
-    order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
-    Inbound {
-        source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("A-{n}").parse().unwrap() },
-        version: 1,
-        mapping_version: "1".into(),
-        order,
     }
 }

@@ -13,14 +13,16 @@
 //! orders and exits without closing the store (no destructor runs, as after
 //! SIGKILL), and a fresh process opens it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orderbridge::domain::{ExternalRef, Order};
+use common::{inbound, sample_order};
 use orderbridge::engine::Rules;
 use orderbridge::metrics::Metrics;
-use orderbridge::orders::{EffectOutcome, Inbound, Orders};
+use orderbridge::orders::{EffectOutcome, Orders};
 use orderbridge::store::{self, Backend};
 
 fn main() {
@@ -62,14 +64,6 @@ fn main() {
     }
 }
 
-fn sample_order() -> Order {
-    let sample: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/demo-crm-deal.json")).unwrap();
-    let mapping_text = include_str!("../mappings/demo-crm.toml");
-    let mapping =
-        toml::from_str::<orderbridge::mapping::MappingFile>(mapping_text).unwrap().validate("demo-crm").unwrap();
-    mapping.apply(&sample).unwrap().unwrap().order
-}
-
 fn cpu_seconds() -> f64 {
     // utime + stime of this process, in clock ticks (fields 14 and 15 of /proc/self/stat).
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -104,21 +98,6 @@ fn options(backend: Backend, dir: &Path) -> store::Options {
     }
 }
 
-fn inbound(order: &Order, n: usize) -> Inbound {
-    // One customer per order, as in the HTTP benchmark.
-    let mut order = order.clone();
-    order.customer.id = format!("C-S{n}").parse().unwrap();
-    // Amounts spread as in the HTTP benchmark: every approval route is taken.
-    let amount = format!("{}.00", 1_000 + (n as u64 * 7_919) % 3_000_000);
-    order.amount = orderbridge::domain::Money::parse(&amount, "CNY").unwrap();
-    Inbound {
-        source: ExternalRef { connector: "demo-crm".parse().unwrap(), id: format!("S-{n}").parse().unwrap() },
-        version: 1,
-        mapping_version: "1".into(),
-        order,
-    }
-}
-
 /// Opens the store a crashed process left and says how long that took.
 async fn reopen_after_crash(backend: Backend, dir: &Path) {
     let started = Instant::now();
@@ -143,7 +122,7 @@ async fn ingest_all(app: &Arc<Orders>, rules: &Arc<Rules>, orders: usize, concur
                 if n >= orders {
                     return lat;
                 }
-                let inbound = inbound(&order, n);
+                let inbound = inbound(&order, "S", n);
                 let t = Instant::now();
                 app.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();
                 lat.push(t.elapsed());
@@ -266,7 +245,7 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
     let after = Orders::new(reopened);
     let order = sample_order();
     for n in orders..orders + 100 {
-        after.ingest(inbound(&order, n), &rules, chrono::Utc::now()).await.unwrap();
+        after.ingest(inbound(&order, "S", n), &rules, chrono::Utc::now()).await.unwrap();
     }
     std::process::exit(0);
 }
