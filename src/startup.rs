@@ -1,6 +1,6 @@
 //! Wiring only: open the store, bind the listeners (public and admin), build the
-//! state, start the workers, serve until the shutdown future resolves, then drain and
-//! flush.
+//! state, start the workers, serve until the shutdown future resolves, then drain, flush
+//! and close the store.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -169,7 +169,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves; then stops accepting, finishes requests,
-    /// lets the dispatcher record what is in flight, and flushes the store.
+    /// lets the dispatcher record what is in flight, and flushes and closes the
+    /// store: when this returns, nothing of the daemon holds the store any more but
+    /// the caller's own `AppState` clones (an embedded store's lock goes with the
+    /// last of them).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Application { listener, admin_listener, state, dispatcher, digests, pollers } = self;
         let stop = CancellationToken::new();
@@ -244,7 +247,9 @@ impl Application {
 
         stop.cancel();
         drain(tasks).await;
-        state.store.flush().await.context("final flush")?;
+        // Last, once nothing writes any more: flushes and stops the store's own tasks,
+        // so the store is released when `state` (its last holder here) goes.
+        state.store.close().await.context("final flush")?;
         if worker_died.is_cancelled() {
             anyhow::bail!("a background worker died; see the log above");
         }

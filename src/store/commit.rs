@@ -18,6 +18,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use super::batch::Batch;
@@ -37,6 +39,11 @@ pub(crate) struct Committer {
     failed: Arc<OnceLock<String>>,
     /// When the sync in progress started (ms since the epoch), 0 when none is.
     syncing_since: Arc<AtomicI64>,
+    /// Ends the committer task (`close`).
+    stop: CancellationToken,
+    /// The committer task, until `close` awaits it: the engine handle it writes
+    /// through is gone once the task has ended.
+    task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 /// Most writers waiting for one sync; more wait for channel space (back-pressure).
@@ -54,9 +61,20 @@ impl Committer {
         let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let syncing_since = Arc::new(AtomicI64::new(0));
         let (failure, since) = (failed.clone(), syncing_since.clone());
-        tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
             let mut jobs = Vec::with_capacity(256);
-            while rx.recv_many(&mut jobs, QUEUE).await > 0 {
+            loop {
+                // Batches handed over before `close` are written first.
+                let received = tokio::select! {
+                    biased;
+                    n = rx.recv_many(&mut jobs, QUEUE) => n,
+                    () = stopped.cancelled() => 0,
+                };
+                if received == 0 {
+                    break;
+                }
                 if !delay.is_zero() {
                     let deadline = tokio::time::Instant::now() + delay;
                     while jobs.len() < GATHER {
@@ -90,7 +108,24 @@ impl Committer {
                 }
             }
         });
-        Committer { tx, failed, syncing_since }
+        let task = Arc::new(std::sync::Mutex::new(Some(task)));
+        Committer { tx, failed, syncing_since, stop, task }
+    }
+
+    /// Makes everything handed over so far durable, ends the committer task and
+    /// returns once it has ended (with it the engine handle it wrote through).
+    /// Writers after this get `Io` ("the committer stopped").
+    ///
+    /// # Errors
+    /// `Failed` when a write or sync failed (now or before).
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        let durable = self.durable().await;
+        self.stop.cancel();
+        let task = self.task.lock().expect("committer task").take();
+        if let Some(task) = task {
+            task.await.map_err(|e| StoreError::Io(format!("the committer task failed: {e}")))?;
+        }
+        durable
     }
 
     /// Writes `batch` with the next group and returns once it is durable; with

@@ -145,7 +145,24 @@ async fn commit_chunks(target: &dyn Store, steps: Vec<Step>) -> Result<(), Store
 /// `Io`/`Corrupt` from either side.
 pub async fn copy(from: &Options, to: &Options, metrics: Arc<Metrics>) -> Result<Moved, StoreError> {
     let source = open_source(from, metrics.clone()).await?;
-    let target = open_empty_target(to, metrics).await?;
+    let target = match open_empty_target(to, metrics).await {
+        Ok(target) => target,
+        Err(e) => {
+            let _ = source.store().close().await;
+            return Err(e);
+        }
+    };
+    let moved = move_rows(&source, &target).await;
+    // Both closed also after a failure: the stores are free again when this returns.
+    let closed = (target.store().close().await, source.store().close().await);
+    let moved = moved?;
+    closed.0?;
+    closed.1?;
+    Ok(moved)
+}
+
+/// Every row of `source` into `target`, durable when it returns.
+async fn move_rows(source: &Side, target: &Side) -> Result<Moved, StoreError> {
     let (src, dst) = (source.store(), target.store());
     let mut moved = Moved::default();
 

@@ -233,6 +233,16 @@ pub trait Store: Send + Sync {
     fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Returns once everything committed so far is durable.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes everything committed so far durable and stops the store's own tasks:
+    /// once it returns, the store holds its files only through itself, and dropping
+    /// the last handle releases them (an embedded store's lock goes with it). Called
+    /// last at shutdown, when nothing writes any more; a commit after it fails.
+    ///
+    /// # Errors
+    /// `Failed` when the store could not make writes durable.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The fatal error the store stopped on, if it did.
     fn failure(&self) -> Option<String>;
     /// How long the sync in progress has been running (`None`: none is). A sync
@@ -544,6 +554,14 @@ pub async fn copy(
 ) -> Result<Copied, StoreError> {
     // Opening the source through the layout upgrades an older layout first.
     let source = kv::KvStore::open(open_engine(from)?, std::time::Duration::ZERO, metrics)?;
+    let copied = copy_rows(&source, to);
+    // The source is free again when this returns (its committer holds the engine too).
+    source.close().await?;
+    copied
+}
+
+/// Every row of `source` into a new engine at `to`, synced.
+fn copy_rows(source: &kv::KvStore<Box<dyn kv::Engine>>, to: &Options) -> Result<Copied, StoreError> {
     let target = open_engine(to)?;
     if target.range(&[0], &[0xff]).next().is_some() {
         return Err(StoreError::Conflict(format!("the target {} already holds data", to.path.display())));

@@ -55,17 +55,21 @@ impl Subject {
         self.options.backend.name()
     }
 
-    /// Opens the store (again: a reopen stands for a restart).
+    /// Opens the store.
     async fn open(&self) -> Arc<dyn Store> {
-        for _ in 0..200 {
-            match store::open(&self.options, Arc::new(Metrics::default())).await {
-                Ok(s) => return s,
-                // A previous handle on the same directory is being let go.
-                Err(StoreError::Locked(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
-                Err(e) => panic!("{}: {e}", self.name()),
-            }
-        }
-        panic!("{}: the store stays locked", self.name());
+        store::open(&self.options, Arc::new(Metrics::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name()))
+    }
+
+    /// Closes the store `orders` works on and opens it again (a restart): once closed
+    /// and dropped, the store is free at once.
+    async fn reopen(&self, orders: Orders) -> Arc<dyn Store> {
+        let store = orders.store().clone();
+        drop(orders);
+        store.close().await.unwrap_or_else(|e| panic!("{}: close: {e}", self.name()));
+        drop(store);
+        self.open().await
     }
 }
 
@@ -194,8 +198,7 @@ proptest! {
                             }
                         }
                         Op::Reopen => {
-                            drop(orders);
-                            orders = Orders::new(subject.open().await);
+                            orders = Orders::new(subject.reopen(orders).await);
                         }
                     }
                     let ids = |v: Vec<EffectRecord>| v.into_iter().map(|e| e.id).collect::<BTreeSet<_>>();
@@ -297,8 +300,7 @@ async fn single_use_links_and_payments_are_taken_once() {
         orders.assign_payment("bank", "P-1", a.order_id, "op", &rules, Utc::now()).await.ok();
         let waiting = orders.store().unmatched_payments().await.unwrap().len() as u64;
         assert_eq!(orders.store().counts().unmatched, waiting, "{}", subject.name());
-        drop(orders);
-        assert_eq!(subject.open().await.counts().unmatched, waiting, "{}: after a reopen", subject.name());
+        assert_eq!(subject.reopen(orders).await.counts().unmatched, waiting, "{}: after a reopen", subject.name());
     }
 }
 
@@ -326,8 +328,7 @@ async fn the_dispatcher_reads_only_the_connectors_it_asks_for_also_after_a_reope
             assert!(store.due_effects_where(far, 10, &only).await.unwrap().is_empty(), "{}", name);
         };
         check(orders.store().clone()).await;
-        drop(orders);
-        check(subject.open().await).await;
+        check(subject.reopen(orders).await).await;
     }
 }
 
@@ -587,7 +588,7 @@ async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
             k.extend_from_slice(a.order_id.as_bytes());
             b1.put(k, b"\x00\x00\x00\x05{not json".to_vec());
             store.engine().write(b1).unwrap();
-            store.flush().await.unwrap();
+            store.close().await.unwrap();
             (a.order_id, b.order_id)
         };
         let store = open(backend, dir.path()).await;
@@ -666,6 +667,7 @@ async fn a_layout_1_store_is_upgraded_in_place() {
             e.write(b).unwrap();
             e.sync().unwrap();
             assert!(decode::<serde_json::Value>(&e.get(b"mpoll/demo-crm").unwrap().unwrap()).is_ok());
+            store.close().await.unwrap();
             (big, p)
         };
         let store = open(backend, dir.path()).await;
@@ -911,8 +913,8 @@ async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
         k.extend_from_slice(bad.order_id.as_bytes());
         b.put(k, b"\x00\x00\x00\x05{not json".to_vec());
         store.engine().write(b).unwrap();
-        store.flush().await.unwrap();
         assert!(store.order(bad.order_id).await.is_err());
+        store.close().await.unwrap();
         (big, used)
     };
     let pg = store::Options {

@@ -15,6 +15,10 @@ impl<E: Engine> Store for KvStore<E> {
         Box::pin(self.committer.durable())
     }
 
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.committer.close())
+    }
+
     fn failure(&self) -> Option<String> {
         self.committer.failure()
     }

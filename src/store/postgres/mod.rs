@@ -254,6 +254,9 @@ impl PgStore {
             loop {
                 tokio::time::sleep(COUNTS_REFRESH).await;
                 let Some(store) = weak.upgrade() else { return };
+                if store.pool.is_closed() {
+                    return;
+                }
                 let before = store.commits.load(Ordering::SeqCst);
                 match recount(&store.pool).await {
                     Ok([p, d, q, u]) if store.commits.load(Ordering::SeqCst) == before => {

@@ -40,6 +40,14 @@ impl Store for PgStore {
         Box::pin(async { Ok(()) })
     }
 
+    /// Closes the pool: waits for connections in use to come back, then closes them.
+    fn close(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async {
+            self.pool.close().await;
+            Ok(())
+        })
+    }
+
     /// PostgreSQL being unreachable is not fatal: commits fail (`Io`, a 503) until
     /// it is back, and nothing is lost.
     fn failure(&self) -> Option<String> {

@@ -38,7 +38,7 @@ pub fn load_settings(dir: &Path) -> Settings {
     })
 }
 
-/// A typed change to loaded settings (kept, so a retried build applies it again).
+/// A typed change to loaded settings.
 type SettingsEdit = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 /// A change to the written configuration files.
@@ -181,25 +181,13 @@ impl TestAppBuilder {
     }
 }
 
-/// Loads `dir`, applies `edits` and builds. A stopped in-process daemon releases the
-/// store when its last task ends, which can be a moment after `stop` returns: retry
-/// while the store is still locked.
+/// Loads `dir`, applies `edits` and builds.
 async fn build(dir: &Path, edits: &[SettingsEdit], clock: Clock) -> Application {
-    let mut tries = 0;
-    loop {
-        let mut loaded = load(dir).unwrap_or_else(|e| panic!("example config must load: {e}"));
-        for edit in edits {
-            edit(&mut loaded.settings);
-        }
-        match Application::build_with_clock(loaded, clock.clone()).await {
-            Ok(app) => return app,
-            Err(e) if tries < 250 && format!("{e:#}").contains("in use by another process") => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("app builds: {e:#}"),
-        }
+    let mut loaded = load(dir).unwrap_or_else(|e| panic!("example config must load: {e}"));
+    for edit in edits {
+        edit(&mut loaded.settings);
     }
+    Application::build_with_clock(loaded, clock).await.unwrap_or_else(|e| panic!("app builds: {e:#}"))
 }
 
 impl TestApp {
@@ -305,42 +293,40 @@ impl TestApp {
         .await;
     }
 
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        self.stop.cancel();
-        if let Some(h) = self.handle.take() {
+    /// Stops the daemon and returns once every task of it has ended and its store is
+    /// closed and released: another daemon (or an offline command) may open it now.
+    pub async fn stop(self) -> tempfile::TempDir {
+        let TestApp { dir, stop, handle, state, .. } = self;
+        // The daemon drops its own handles on the store as it returns; this one must
+        // be gone by then too.
+        drop(state);
+        stop.cancel();
+        if let Some(h) = handle {
             h.await.unwrap().unwrap();
         }
-        self.dir
+        dir
     }
 
-    /// Stops and waits until the store is free for another process (offline CLI).
+    /// Stops (see `stop`) and checks that the store is free for another process, as an
+    /// offline CLI command needs it.
     pub async fn stop_and_release(self) -> tempfile::TempDir {
-        let state = self.state.clone();
         let dir = self.stop().await;
-        drop(state);
         // fjall and sled hold an exclusive flock while open (fjall on `lock`, sled on
         // `db`); probe it the same way (opening the engine itself would hold it again
         // for a moment after closing). redb takes byte-range locks instead, which only
         // redb's own open sees: a read-only open fails while a writer holds the file.
         let data = dir.path().join("data");
-        wait_until("the store is released", || {
-            let data = data.clone();
-            async move {
-                let flocks_free = ["lock", "db"]
-                    .iter()
-                    .map(|f| data.join(f))
-                    .filter(|p| p.exists())
-                    .all(|p| std::fs::File::open(&p).is_ok_and(|f| f.try_lock().is_ok()));
-                let redb = orderbridge::store::redb_engine::RedbEngine::file(&data);
-                let redb_free = !redb.exists()
-                    || !matches!(
-                        redb::Builder::new().open_read_only(&redb),
-                        Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    );
-                flocks_free && redb_free
-            }
-        })
-        .await;
+        for lock in ["lock", "db"].iter().map(|f| data.join(f)).filter(|p| p.exists()) {
+            let free = std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_ok());
+            assert!(free, "{} is still locked after stop", lock.display());
+        }
+        let redb = orderbridge::store::redb_engine::RedbEngine::file(&data);
+        assert!(
+            !redb.exists()
+                || !matches!(redb::Builder::new().open_read_only(&redb), Err(redb::DatabaseError::DatabaseAlreadyOpen)),
+            "{} is still open after stop",
+            redb.display()
+        );
         dir
     }
 }
