@@ -40,7 +40,7 @@ pub mod domain;
 pub mod engine;
 pub mod explain;
 pub mod export;
-pub mod future;
+pub(crate) mod future;
 pub mod http;
 pub mod links;
 pub mod locale;

@@ -20,7 +20,8 @@ use serde_json_path::JsonPath;
 
 use crate::domain::order::CANONICAL_FIELDS;
 use crate::domain::{ExternalId, Order};
-pub use numbers::{NumberTexts, Numbers};
+pub use numbers::NumberTexts;
+pub(crate) use numbers::Numbers;
 
 /// A mapping failed on one payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

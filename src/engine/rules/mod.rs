@@ -23,7 +23,7 @@ use super::screening::{RuleHit, Severity};
 pub(crate) use super::sla::SlaRules;
 use super::table::{Inputs, Row};
 use crate::domain::{ConnectorId, Order};
-pub use file::{RuleProblem, RulesFile};
+pub use file::RulesFile;
 
 /// The loaded, validated rule set. `version` is recorded in every decision.
 #[derive(Clone, Debug)]
