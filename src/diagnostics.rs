@@ -10,26 +10,26 @@ use std::path::{Path, PathBuf};
 /// One problem in one file. `line` and `col` are 1-based; 0 means "the whole file".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    pub path: PathBuf,
-    pub line: usize,
-    pub col: usize,
-    pub message: String,
+    pub(crate) path: PathBuf,
+    pub(crate) line: usize,
+    pub(crate) col: usize,
+    pub(crate) message: String,
 }
 
 impl Diagnostic {
     /// A problem at a byte span of `text` (the file's contents).
-    pub fn at(path: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub(crate) fn at(path: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, col) = span.map_or((1, 1), |s| line_col(text, s.start));
         Diagnostic { path: path.to_owned(), line, col, message: message.into() }
     }
 
     /// A problem about the file as a whole (unreadable, missing).
-    pub fn file(path: &Path, message: impl Into<String>) -> Self {
+    pub(crate) fn file(path: &Path, message: impl Into<String>) -> Self {
         Diagnostic { path: path.to_owned(), line: 0, col: 0, message: message.into() }
     }
 
     /// A TOML syntax or shape error, located by its span.
-    pub fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
+    pub(crate) fn from_toml(path: &Path, text: &str, e: &toml::de::Error) -> Self {
         Diagnostic::at(path, text, e.span(), e.message().trim().replace('\n', " "))
     }
 }
@@ -45,7 +45,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -54,7 +54,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The span of the value at `keys` (e.g. `["server", "admin_token"]`) in a TOML text.
-pub fn locate(text: &str, keys: &[&str]) -> Option<Range<usize>> {
+pub(crate) fn locate(text: &str, keys: &[&str]) -> Option<Range<usize>> {
     use toml::de::{DeTable, DeValue};
     let table = DeTable::parse(text).ok()?;
     let root = DeValue::Table(table.into_inner());

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::diagnostics::Diagnostic;
 use crate::domain::order::{Email, Locale};
-pub use crate::engine::directory::{Directory, Person, PlusAliases};
+pub(crate) use crate::engine::directory::{Directory, Person, PlusAliases};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,7 +66,7 @@ fn day<'de, D: serde::Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
 }
 
 /// `90s`, `30m`, `4h`, `1d` → a duration (at least one minute for digests).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration (e.g. 30m, 4h, 1d)");
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -85,7 +85,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-pub fn path(config_dir: &Path) -> PathBuf {
+pub(crate) fn path(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("directory.toml")
 }
 
@@ -95,7 +95,7 @@ impl Directory {
     /// # Errors
     /// Every problem, located: bad e-mail or locale, duplicate id, unknown delegate,
     /// delegation cycle, absence ending before it starts, bad digest cadence.
-    pub fn load(config_dir: &Path) -> Result<Directory, Vec<Diagnostic>> {
+    pub(crate) fn load(config_dir: &Path) -> Result<Directory, Vec<Diagnostic>> {
         let path = path(config_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -106,7 +106,7 @@ impl Directory {
     }
 
     /// Parses the text of a directory file (`path` locates its problems).
-    pub fn parse(path: &Path, text: &str) -> Result<Directory, Vec<Diagnostic>> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Directory, Vec<Diagnostic>> {
         let file: DirectoryFile = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
         let mut problems = Vec::new();
         let plus_aliases = plus_aliases(file.plus_alias_domains.as_ref(), &mut |span, m| {

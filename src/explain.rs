@@ -11,7 +11,7 @@ use crate::store::EventRecord;
 /// The explanation, as lines for people and as JSON for tools.
 pub struct Explanation {
     pub lines: Vec<String>,
-    pub json: Value,
+    pub(crate) json: Value,
 }
 
 fn actor(a: &Actor) -> String {

@@ -26,21 +26,21 @@
 //! - `sample`: the sample order and mail context configuration checks render with.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
-pub mod analytics;
+pub(crate) mod analytics;
 pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connectors;
-pub mod diagnostics;
-pub mod directory;
+pub(crate) mod diagnostics;
+pub(crate) mod directory;
 pub mod documents;
 pub mod domain;
 pub mod engine;
 pub mod explain;
 pub mod export;
-pub mod future;
+pub(crate) mod future;
 pub mod http;
 pub mod links;
 pub mod locale;
@@ -49,13 +49,13 @@ pub mod mapping;
 pub mod metrics;
 pub(crate) mod notifications;
 pub mod orders;
-pub mod panics;
-pub mod rules_diff;
-pub mod sample;
-pub mod schedule;
-pub mod secrets;
+pub(crate) mod panics;
+pub(crate) mod rules_diff;
+pub(crate) mod sample;
+pub(crate) mod schedule;
+pub(crate) mod secrets;
 pub mod settings;
-pub mod shutdown;
+pub(crate) mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

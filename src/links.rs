@@ -41,10 +41,10 @@ pub enum LinkPurpose {
 }
 
 impl LinkPurpose {
-    pub const ALL: [LinkPurpose; 4] =
+    pub(crate) const ALL: [LinkPurpose; 4] =
         [LinkPurpose::Approval, LinkPurpose::Status, LinkPurpose::Acceptance, LinkPurpose::Survey];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LinkPurpose::Approval => "approval",
             LinkPurpose::Status => "status",
@@ -52,32 +52,27 @@ impl LinkPurpose {
             LinkPurpose::Survey => "survey",
         }
     }
-
-    /// Status pages may be opened again and again; the others act once.
-    pub fn single_use(self) -> bool {
-        !matches!(self, LinkPurpose::Status)
-    }
 }
 
 /// What a link grants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkClaims {
     #[serde(rename = "p")]
-    pub purpose: LinkPurpose,
+    pub(crate) purpose: LinkPurpose,
     #[serde(rename = "o")]
-    pub order_id: OrderId,
+    pub(crate) order_id: OrderId,
     /// Who it was sent to: a directory id or an e-mail address.
     #[serde(rename = "s")]
-    pub subject: String,
+    pub(crate) subject: String,
     /// The link's own id; single use is recorded under it.
     #[serde(rename = "n")]
-    pub link_id: String,
+    pub(crate) link_id: String,
     /// What else the link is bound to (approval links: the round and level), checked
     /// by the page against the order as it is now.
     #[serde(rename = "c", default, skip_serializing_if = "String::is_empty")]
-    pub context: String,
+    pub(crate) context: String,
     #[serde(rename = "iat")]
-    pub issued_at: i64,
+    pub(crate) issued_at: i64,
     #[serde(rename = "exp")]
     pub expires_at: i64,
 }
@@ -170,7 +165,7 @@ fn unb64(s: &str) -> Option<Vec<u8>> {
 
 impl LinkSigner {
     /// `keys[0]` signs; every key verifies. `ttl` is per purpose, in `LinkPurpose::ALL` order.
-    pub fn new(keys: Vec<SecretString>, public_url: &str, ttl: [std::time::Duration; 4]) -> Self {
+    pub(crate) fn new(keys: Vec<SecretString>, public_url: &str, ttl: [std::time::Duration; 4]) -> Self {
         assert!(!keys.is_empty(), "at least one link key");
         LinkSigner {
             sealers: keys.iter().map(SealKeys::derive).collect(),
@@ -180,7 +175,7 @@ impl LinkSigner {
         }
     }
 
-    pub fn ttl(&self, purpose: LinkPurpose) -> chrono::Duration {
+    pub(crate) fn ttl(&self, purpose: LinkPurpose) -> chrono::Duration {
         self.ttl[LinkPurpose::ALL.iter().position(|p| *p == purpose).unwrap_or(0)]
     }
 
@@ -192,7 +187,7 @@ impl LinkSigner {
     }
 
     /// The claims for a link issued at `issued` (expiry from the purpose's TTL).
-    pub fn claims(
+    pub(crate) fn claims(
         &self,
         purpose: LinkPurpose,
         order_id: OrderId,
@@ -212,7 +207,7 @@ impl LinkSigner {
     }
 
     /// The opaque token for `claims` (the current format, under the first key).
-    pub fn token(&self, claims: &LinkClaims) -> String {
+    pub(crate) fn token(&self, claims: &LinkClaims) -> String {
         let plain = serde_json::to_vec(claims).expect("claims serialise");
         format!("{V2}{}", b64(&self.sealers[0].seal(&plain)))
     }
@@ -242,7 +237,7 @@ impl LinkSigner {
     }
 
     /// The page URL for a link: `{public_url}/pages/{purpose}/{token}`.
-    pub fn url(&self, claims: &LinkClaims) -> String {
+    pub(crate) fn url(&self, claims: &LinkClaims) -> String {
         format!("{}/pages/{}/{}", self.public_url, claims.purpose.as_str(), self.token(claims))
     }
 
@@ -299,7 +294,7 @@ mod tests {
 
     /// Everything base64 can be made to show of a token: each `.`-separated part and the
     /// part after the version prefix, decoded as bytes, read as (lossy) text.
-    pub fn decoded(token: &str) -> String {
+    pub(crate) fn decoded(token: &str) -> String {
         let mut out = String::new();
         for part in token.split('.').chain(token.strip_prefix(V2)) {
             if let Some(b) = unb64(part) {

@@ -12,7 +12,7 @@ pub use crate::domain::order::Locale;
 /// The reader-facing settings every rendering needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Presentation {
-    pub time_zone: Tz,
+    pub(crate) time_zone: Tz,
     pub default_locale: Locale,
 }
 
@@ -24,7 +24,7 @@ impl Default for Presentation {
 
 /// `1250000.5 CNY` → `¥1,250,000.50` (zh-CN) or `CNY 1,250,000.50` (en). Never rounds:
 /// an amount with more than two decimals keeps them all.
-pub fn money(m: &Money, locale: Locale) -> String {
+pub(crate) fn money(m: &Money, locale: Locale) -> String {
     let digits = group(m.amount());
     match (locale, m.currency().as_str()) {
         (Locale::ZhCn, "CNY") => format!("¥{digits}"),
@@ -34,7 +34,7 @@ pub fn money(m: &Money, locale: Locale) -> String {
 
 /// An amount as said in a sentence: `125 万元` / `1.2 亿元` for yuan in Chinese (the
 /// way a person reads 1,250,000.00), the exact amount otherwise.
-pub fn amount_words(m: &Money, locale: Locale) -> String {
+pub(crate) fn amount_words(m: &Money, locale: Locale) -> String {
     let a = m.amount();
     let wan = Decimal::from(10_000);
     let yi = Decimal::from(100_000_000);
@@ -48,7 +48,7 @@ pub fn amount_words(m: &Money, locale: Locale) -> String {
 
 /// The reader's half of a bilingual text written `中文 / English` (as rule messages
 /// are); the whole text when it has no such halves.
-pub fn bilingual(text: &str, locale: Locale) -> &str {
+pub(crate) fn bilingual(text: &str, locale: Locale) -> &str {
     match (text.split_once(" / "), locale) {
         (Some((zh, _)), Locale::ZhCn) => zh.trim(),
         (Some((_, en)), Locale::En) => en.trim(),
@@ -81,7 +81,7 @@ fn group(amount: Decimal) -> String {
 }
 
 /// A moment in the configured zone, with its UTC offset so nobody has to guess.
-pub fn datetime(at: DateTime<Utc>, tz: Tz, locale: Locale) -> String {
+pub(crate) fn datetime(at: DateTime<Utc>, tz: Tz, locale: Locale) -> String {
     let local = at.with_timezone(&tz);
     match locale {
         Locale::ZhCn => local.format("%Y年%-m月%-d日 %H:%M（UTC%:z）").to_string(),
@@ -89,7 +89,7 @@ pub fn datetime(at: DateTime<Utc>, tz: Tz, locale: Locale) -> String {
     }
 }
 
-pub fn date(d: NaiveDate, locale: Locale) -> String {
+pub(crate) fn date(d: NaiveDate, locale: Locale) -> String {
     match locale {
         Locale::ZhCn => d.format("%Y年%-m月%-d日").to_string(),
         Locale::En => d.format("%-d %b %Y").to_string(),
@@ -97,7 +97,7 @@ pub fn date(d: NaiveDate, locale: Locale) -> String {
 }
 
 /// A day without its year, for a stepper or a list: `11月26日` / `26 Nov`.
-pub fn short_date(d: NaiveDate, locale: Locale) -> String {
+pub(crate) fn short_date(d: NaiveDate, locale: Locale) -> String {
     match locale {
         Locale::ZhCn => d.format("%-m月%-d日").to_string(),
         Locale::En => d.format("%-d %b").to_string(),
@@ -106,7 +106,7 @@ pub fn short_date(d: NaiveDate, locale: Locale) -> String {
 
 /// The reader's wording for a code (state, product type, customer kind, severity,
 /// link purpose, template). Unknown codes are shown as they are.
-pub fn label(code: &str, locale: Locale) -> &str {
+pub(crate) fn label(code: &str, locale: Locale) -> &str {
     let Some(&(_, en, zh)) = LABELS.iter().find(|(c, _, _)| *c == code) else {
         return code;
     };

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bucket bounds for latencies, in seconds.
-pub const LATENCY_BUCKETS: &[f64] =
+pub(crate) const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
@@ -151,22 +151,17 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Metrics {
-    pub fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
+    pub(crate) fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
         let mut c = self.counters.lock().expect("metrics lock");
         *c.entry((name, labels(pairs))).or_default() += 1;
     }
 
     /// Sets a labelled gauge.
-    pub fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
+    pub(crate) fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
         self.gauges.lock().expect("metrics lock").insert((name, labels(pairs)), value);
     }
 
-    /// A labelled gauge's current value (tests read it).
-    pub fn gauge(&self, name: &'static str, pairs: &[(&str, &str)]) -> Option<f64> {
-        self.gauges.lock().expect("metrics lock").get(&(name, labels(pairs))).copied()
-    }
-
-    pub fn observe(&self, name: &'static str, pairs: &[(&str, &str)], value: f64, bounds: &'static [f64]) {
+    pub(crate) fn observe(&self, name: &'static str, pairs: &[(&str, &str)], value: f64, bounds: &'static [f64]) {
         let mut h = self.histograms.lock().expect("metrics lock");
         let e = h
             .entry((name, labels(pairs)))
@@ -180,14 +175,9 @@ impl Metrics {
         e.count += 1;
     }
 
-    pub fn observe_commit(&self, batch: usize, took: Duration) {
+    pub(crate) fn observe_commit(&self, batch: usize, took: Duration) {
         self.observe("orderbridge_commit_batch_size", &[], batch as f64, BATCH_BUCKETS);
         self.observe("orderbridge_commit_duration_seconds", &[], took.as_secs_f64(), LATENCY_BUCKETS);
-    }
-
-    /// A counter's current value (tests and the CLI read it).
-    pub fn counter(&self, name: &'static str, pairs: &[(&str, &str)]) -> u64 {
-        self.counters.lock().expect("metrics lock").get(&(name, labels(pairs))).copied().unwrap_or(0)
     }
 
     /// Prometheus text exposition, with `gauges` sampled by the caller.

@@ -9,13 +9,13 @@ use crate::engine::directory::Directory;
 use crate::engine::notify::{self, Located, Notifications};
 use crate::locale::Presentation;
 
-pub fn path(config_dir: &Path) -> PathBuf {
+pub(crate) fn path(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("notifications.toml")
 }
 
 /// Loads `config/notifications.toml` (missing: no notifications). Checks what the
 /// file alone can say; `check` cross-checks templates, roles, people, SMTP and links.
-pub fn load(
+pub(crate) fn load(
     config_dir: &Path,
     directory: Arc<Directory>,
     presentation: Presentation,

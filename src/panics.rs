@@ -12,10 +12,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// The metric every caught panic increments, labelled by `task` (`http`, `dispatcher`).
-pub const PANICS_TOTAL: &str = "orderbridge_panics_total";
+pub(crate) const PANICS_TOTAL: &str = "orderbridge_panics_total";
 
 /// A future that turns a panic while it is polled into `Err(message)`.
-pub struct CatchUnwind<F> {
+pub(crate) struct CatchUnwind<F> {
     inner: Pin<Box<F>>,
 }
 
@@ -24,7 +24,7 @@ pub struct CatchUnwind<F> {
 /// Unwind safety is asserted: after a panic the future is dropped and never polled
 /// again; what it shared sits behind tokio locks (which do not poison) or in the
 /// store, which is re-read before the next use.
-pub fn catch_unwind<F: Future>(f: F) -> CatchUnwind<F> {
+pub(crate) fn catch_unwind<F: Future>(f: F) -> CatchUnwind<F> {
     CatchUnwind { inner: Box::pin(f) }
 }
 
@@ -43,7 +43,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 /// The text a panic was raised with (`panic!("…")`, `expect("…")`), for the log only:
 /// it may name internals, so it never goes into an answer or a stored error.
-pub fn message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -19,12 +19,12 @@ use crate::store::EventRecord;
 
 /// A screening outcome, comparable across rule sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `passed`, `flagged` or `rejected`.
-    pub result: &'static str,
-    pub fired: BTreeSet<String>,
-    pub row: Option<String>,
-    pub chain: Vec<String>,
+    pub(crate) result: &'static str,
+    pub(crate) fired: BTreeSet<String>,
+    pub(crate) row: Option<String>,
+    pub(crate) chain: Vec<String>,
 }
 
 impl std::fmt::Display for Outcome {
@@ -50,32 +50,32 @@ fn fired_ids(h: &[RuleHit]) -> BTreeSet<String> {
 
 /// One order whose decision would change.
 #[derive(Debug, Clone, Serialize)]
-pub struct Change {
-    pub order_id: String,
-    pub source: String,
-    pub amount: String,
-    pub before: Outcome,
-    pub after: Outcome,
-    pub rules_version: String,
+pub(crate) struct Change {
+    pub(crate) order_id: String,
+    pub(crate) source: String,
+    pub(crate) amount: String,
+    pub(crate) before: Outcome,
+    pub(crate) after: Outcome,
+    pub(crate) rules_version: String,
     /// The recorded inputs were missing; they were rebuilt from the order's data.
-    pub rebuilt: bool,
+    pub(crate) rebuilt: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    pub candidate_version: String,
-    pub replayed: usize,
-    pub not_screened: usize,
-    pub rebuilt: usize,
-    pub changes: Vec<Change>,
-    pub result_changed: usize,
-    pub fired_changed: usize,
-    pub route_changed: usize,
+pub(crate) struct Report {
+    pub(crate) candidate_version: String,
+    pub(crate) replayed: usize,
+    pub(crate) not_screened: usize,
+    pub(crate) rebuilt: usize,
+    pub(crate) changes: Vec<Change>,
+    pub(crate) result_changed: usize,
+    pub(crate) fired_changed: usize,
+    pub(crate) route_changed: usize,
 }
 
 /// Inputs read back from the audit: numbers were written as text; make them numbers
 /// again (the input list says which are).
-pub fn restore(recorded: &Inputs) -> Inputs {
+pub(crate) fn restore(recorded: &Inputs) -> Inputs {
     const NUMERIC: &[&str] =
         &["amount", "term_months", "customer.credit_rank", "history.orders", "history.amount", "history.same_product"];
     debug_assert!(NUMERIC.iter().all(|n| INPUTS.iter().any(|(i, _)| i == n)));
@@ -92,7 +92,7 @@ pub fn restore(recorded: &Inputs) -> Inputs {
 }
 
 /// What `rules` decide on `inputs`.
-pub fn outcome(rules: &Rules, inputs: &Inputs) -> Outcome {
+pub(crate) fn outcome(rules: &Rules, inputs: &Inputs) -> Outcome {
     match rules.screen(inputs) {
         Screening::Passed => match rules.route(inputs) {
             Ok(r) => {
@@ -106,12 +106,12 @@ pub fn outcome(rules: &Rules, inputs: &Inputs) -> Outcome {
 }
 
 impl Report {
-    pub fn new(candidate: &Rules) -> Self {
+    pub(crate) fn new(candidate: &Rules) -> Self {
         Report { candidate_version: candidate.version.clone(), ..Default::default() }
     }
 
     /// Replays one order (`order` as the API shows it, with its events).
-    pub fn add(&mut self, candidate: &Rules, order: &Value, events: &[EventRecord]) {
+    pub(crate) fn add(&mut self, candidate: &Rules, order: &Value, events: &[EventRecord]) {
         let last = events.iter().rev().find_map(|e| match &e.event {
             OrderEvent::ScreeningPassed { rules_version, chain, row, inputs, .. } => Some((
                 rules_version,
@@ -173,7 +173,7 @@ impl Report {
         });
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .changes
             .iter()

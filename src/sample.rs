@@ -5,7 +5,7 @@
 use crate::locale::Locale;
 
 /// A complete order as effects and mails carry it (amounts as exact strings).
-pub fn order() -> serde_json::Value {
+pub(crate) fn order() -> serde_json::Value {
     serde_json::json!({
         "customer": {"id": "C-778", "name": "张伟 <b>&", "kind": "individual", "credit_rating": "A",
             "kyc_verified": true, "email": "zhang.wei@example.com",

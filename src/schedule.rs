@@ -17,7 +17,7 @@ use std::time::Duration;
 /// How long a daemon holds the lease of a cron job's occurrence (`Store::try_lease`):
 /// under a minute, the finest cron step, so the next occurrence is free again; far
 /// above the seconds by which the daemons sharing a database wake apart.
-pub const CRON_LEASE: Duration = Duration::from_secs(50);
+pub(crate) const CRON_LEASE: Duration = Duration::from_secs(50);
 
 use chrono::{DateTime, Duration as Span, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -31,7 +31,7 @@ pub enum Schedule {
 
 impl Schedule {
     /// The first run time strictly after `now`.
-    pub fn next_after(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    pub(crate) fn next_after(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         match self {
             Schedule::Every(d) => now + Span::from_std(*d).unwrap_or(Span::minutes(1)),
             Schedule::Cron(c) => c.next_after(now, tz),
@@ -71,7 +71,7 @@ impl std::str::FromStr for Cron {
 impl Cron {
     /// The first matching minute strictly after `now`, in `tz`. A local time skipped
     /// by a daylight-saving change is skipped; a repeated one runs once.
-    pub fn next_after(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    pub(crate) fn next_after(&self, now: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         // An expression that never matches (31 February) is refused at load time.
         self.find(now, tz).unwrap_or(now + Span::days(1))
     }
@@ -96,17 +96,13 @@ impl Cron {
             }
         }
     }
-
-    pub fn text(&self) -> &str {
-        &self.text
-    }
 }
 
 /// Reads `every_secs` / `cron` of a configuration section.
 ///
 /// # Errors
 /// Both given, a zero interval, or a cron expression that is malformed or never runs.
-pub fn from_config(every_secs: Option<u64>, cron: Option<&str>, default_secs: u64) -> Result<Schedule, String> {
+pub(crate) fn from_config(every_secs: Option<u64>, cron: Option<&str>, default_secs: u64) -> Result<Schedule, String> {
     match (every_secs, cron) {
         (Some(_), Some(_)) => Err("give either `every_secs` or `cron`, not both".into()),
         (Some(0), None) => Err("every_secs must be positive".into()),

@@ -10,13 +10,13 @@
 //! secret and ask; messages name the reference, never the value.
 
 /// Fewest bytes of an admin token (`server.admin_token`).
-pub const MIN_ADMIN_TOKEN: usize = 32;
+pub(crate) const MIN_ADMIN_TOKEN: usize = 32;
 /// Fewest bytes of an HMAC key used as written (webhook secrets of every scheme but
 /// `standard_webhooks`; link keys).
-pub const MIN_HMAC_KEY: usize = 32;
+pub(crate) const MIN_HMAC_KEY: usize = 32;
 /// Fewest bytes of a Standard Webhooks key, after `whsec_` and base64 (the
 /// specification's lower bound; its own examples are 24 bytes).
-pub const MIN_STANDARD_WEBHOOKS_KEY: usize = 24;
+pub(crate) const MIN_STANDARD_WEBHOOKS_KEY: usize = 24;
 
 /// The Standard Webhooks specification's test vector, used by the README.
 const TEST_VECTOR: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -30,24 +30,24 @@ const PLACEHOLDER_PREFIX: &str = "replace-me";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// `example = true` (and the daemon on loopback): where the key is, for the note.
-    pub example: Option<crate::diagnostics::Diagnostic>,
+    pub(crate) example: Option<crate::diagnostics::Diagnostic>,
     /// `example = true` but `server.host` or `server.admin.host` is not a loopback address, so it does not apply.
-    pub example_off_loopback: bool,
+    pub(crate) example_off_loopback: bool,
 }
 
 /// What a secret's value is for, when it has a minimum length.
 #[derive(Clone, Copy, Debug)]
-pub struct Need {
+pub(crate) struct Need {
     /// Its length as used (bytes; a Standard Webhooks key: decoded).
-    pub len: usize,
-    pub min: usize,
+    pub(crate) len: usize,
+    pub(crate) min: usize,
     /// E.g. `an admin token`, `a stripe webhook key`.
-    pub what: &'static str,
+    pub(crate) what: &'static str,
 }
 
 /// The policy's answer for one secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Fine,
     /// A problem: the message names the reference and the rule, never the value.
     Refused(String),
@@ -57,7 +57,7 @@ pub enum Verdict {
 
 impl Policy {
     /// Judges the secret `reference` (e.g. `${DEMO_CRM_SECRET}`) resolved to `value`.
-    pub fn judge(&self, reference: &str, value: &str, need: Option<Need>) -> Verdict {
+    pub(crate) fn judge(&self, reference: &str, value: &str, need: Option<Need>) -> Verdict {
         let lower = value.trim().to_ascii_lowercase();
         if value.trim().is_empty() {
             return Verdict::Refused(format!("secret {reference} is empty"));
@@ -90,7 +90,7 @@ impl Policy {
 
     /// The one note `check` prints (and `run` logs) for the example configuration:
     /// `accepted` are the references it let through.
-    pub fn note(&self, accepted: &[String]) -> Option<crate::diagnostics::Diagnostic> {
+    pub(crate) fn note(&self, accepted: &[String]) -> Option<crate::diagnostics::Diagnostic> {
         let mut note = self.example.clone()?;
         note.message = if accepted.is_empty() {
             "note: this is the example configuration (`example = true`): it would accept the published demo secrets; remove the key for a real deployment".to_owned()
@@ -109,19 +109,19 @@ impl Policy {
 /// One loader's secret checks: the policy, and the references it accepted only
 /// because this is the example configuration (for the note).
 #[derive(Debug)]
-pub struct Checks<'a> {
-    pub policy: &'a Policy,
-    pub accepted: Vec<String>,
+pub(crate) struct Checks<'a> {
+    pub(crate) policy: &'a Policy,
+    pub(crate) accepted: Vec<String>,
 }
 
 impl<'a> Checks<'a> {
-    pub fn new(policy: &'a Policy) -> Self {
+    pub(crate) fn new(policy: &'a Policy) -> Self {
         Checks { policy, accepted: Vec::new() }
     }
 
     /// # Errors
     /// The refusal's message (naming `reference`, never the value).
-    pub fn judge(&mut self, reference: &str, value: &str, need: Option<Need>) -> Result<(), String> {
+    pub(crate) fn judge(&mut self, reference: &str, value: &str, need: Option<Need>) -> Result<(), String> {
         match self.policy.judge(reference, value, need) {
             Verdict::Fine => Ok(()),
             Verdict::Accepted => {
@@ -136,7 +136,7 @@ impl<'a> Checks<'a> {
 }
 
 /// A value this repository publishes (the test vector, `demo-…`, `example…`, `bench-…`).
-pub fn is_published(value: &str) -> bool {
+pub(crate) fn is_published(value: &str) -> bool {
     let v = value.trim();
     let lower = v.to_ascii_lowercase();
     v.strip_prefix("whsec_").unwrap_or(v) == TEST_VECTOR || PUBLISHED_PREFIXES.iter().any(|p| lower.starts_with(p))

@@ -1,6 +1,6 @@
 //! Waits for SIGTERM or Ctrl-C.
 
-pub async fn signal() {
+pub(crate) async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -7,42 +7,42 @@ use chrono::{DateTime, Utc};
 use crate::engine::{Actor, OrderEvent, OrderState};
 
 /// A stretch of time: from, to.
-pub type Span = (DateTime<Utc>, DateTime<Utc>);
+pub(crate) type Span = (DateTime<Utc>, DateTime<Utc>);
 
 /// One audit entry as the analysis reads it.
 #[derive(Clone, Copy, Debug)]
-pub struct Entry<'a> {
-    pub at: DateTime<Utc>,
-    pub actor: &'a Actor,
-    pub event: &'a OrderEvent,
+pub(crate) struct Entry<'a> {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: &'a Actor,
+    pub(crate) event: &'a OrderEvent,
     /// The state after the event.
-    pub state: &'a OrderState,
+    pub(crate) state: &'a OrderState,
 }
 
 /// What a report groups orders by.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Subject {
-    pub product: String,
+pub(crate) struct Subject {
+    pub(crate) product: String,
     /// The sales owner's address, or `-` when the order names none.
-    pub sales_owner: String,
+    pub(crate) sales_owner: String,
     /// The customer's credit rating, or `-`.
-    pub rating: String,
+    pub(crate) rating: String,
 }
 
 /// A time an order spent in one place of the process map. `to` is `None` while the
 /// order is still there.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stay {
+pub(crate) struct Stay {
     /// The node of the process map: the state's name, with the level for approvals
     /// (`awaiting_approval.2`).
-    pub node: String,
-    pub from: DateTime<Utc>,
-    pub to: Option<DateTime<Utc>>,
+    pub(crate) node: String,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: Option<DateTime<Utc>>,
 }
 
 /// How an approval level's wait ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decided {
+pub(crate) enum Decided {
     /// Approved or declined by this person (`Actor::Person`), connector or `system`
     /// (an automatic approval).
     By { actor: String, role: String, approved: bool },
@@ -52,54 +52,54 @@ pub enum Decided {
 
 /// One wait of an approval level.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApprovalWait {
-    pub level: u8,
-    pub from: DateTime<Utc>,
+pub(crate) struct ApprovalWait {
+    pub(crate) level: u8,
+    pub(crate) from: DateTime<Utc>,
     /// `None` while the level still waits.
-    pub to: Option<(DateTime<Utc>, Decided)>,
+    pub(crate) to: Option<(DateTime<Utc>, Decided)>,
 }
 
 /// One task handed to a department.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskSpan {
-    pub task: String,
-    pub department: String,
-    pub from: DateTime<Utc>,
-    pub to: Option<DateTime<Utc>>,
+pub(crate) struct TaskSpan {
+    pub(crate) task: String,
+    pub(crate) department: String,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: Option<DateTime<Utc>>,
 }
 
 /// An order's journey, as far as its audit trail goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Journey {
-    pub subject: Subject,
-    pub received: Option<DateTime<Utc>>,
-    pub stays: Vec<Stay>,
-    pub approvals: Vec<ApprovalWait>,
-    pub tasks: Vec<TaskSpan>,
-    pub executing: Option<DateTime<Utc>>,
-    pub closed: Option<DateTime<Utc>>,
+    pub(crate) subject: Subject,
+    pub(crate) received: Option<DateTime<Utc>>,
+    pub(crate) stays: Vec<Stay>,
+    pub(crate) approvals: Vec<ApprovalWait>,
+    pub(crate) tasks: Vec<TaskSpan>,
+    pub(crate) executing: Option<DateTime<Utc>>,
+    pub(crate) closed: Option<DateTime<Utc>>,
     /// The state it ended in (`closed`, `cancelled`, `rejected`) and when.
-    pub ended: Option<(&'static str, DateTime<Utc>)>,
-    pub invoiced: Option<DateTime<Utc>>,
+    pub(crate) ended: Option<(&'static str, DateTime<Utc>)>,
+    pub(crate) invoiced: Option<DateTime<Utc>>,
     /// When the last payment settled the invoice.
-    pub paid: Option<DateTime<Utc>>,
-    pub overdue: bool,
+    pub(crate) paid: Option<DateTime<Utc>>,
+    pub(crate) overdue: bool,
     /// Dunning steps that came due.
-    pub dunning_steps: u32,
+    pub(crate) dunning_steps: u32,
     /// Approved on the matrix's behalf, with no person deciding.
-    pub auto_approved: bool,
-    pub reviews_returned: u32,
-    pub approvals_voided: u32,
-    pub exceptions: u32,
+    pub(crate) auto_approved: bool,
+    pub(crate) reviews_returned: u32,
+    pub(crate) approvals_voided: u32,
+    pub(crate) exceptions: u32,
     /// Approval levels and exceptions that ran past their deadline.
-    pub sla_breaches: u32,
+    pub(crate) sla_breaches: u32,
     /// The survey's score (1–5) and whether it was a complaint.
-    pub survey: Option<(u8, bool)>,
-    pub ticket: bool,
+    pub(crate) survey: Option<(u8, bool)>,
+    pub(crate) ticket: bool,
 }
 
 /// The process map's node for a state.
-pub fn node(state: &OrderState) -> String {
+pub(crate) fn node(state: &OrderState) -> String {
     match state {
         OrderState::AwaitingApproval { level, .. } => format!("awaiting_approval.{level}"),
         s => s.name().to_owned(),
@@ -108,7 +108,7 @@ pub fn node(state: &OrderState) -> String {
 
 impl Journey {
     /// Reads `entries` (one order's audit trail, oldest first).
-    pub fn of<'a>(subject: Subject, entries: impl IntoIterator<Item = Entry<'a>>) -> Journey {
+    pub(crate) fn of<'a>(subject: Subject, entries: impl IntoIterator<Item = Entry<'a>>) -> Journey {
         let mut j = Journey { subject, ..Journey::default() };
         for e in entries {
             j.stay(&e);
@@ -119,7 +119,7 @@ impl Journey {
     }
 
     /// The nodes the order passed through, in order: its variant.
-    pub fn path(&self) -> Vec<&str> {
+    pub(crate) fn path(&self) -> Vec<&str> {
         self.stays.iter().map(|s| s.node.as_str()).collect()
     }
 

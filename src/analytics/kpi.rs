@@ -18,9 +18,9 @@ use crate::engine::calendar::Calendar;
 
 /// A duration both ways.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Timing {
-    pub elapsed: Summary,
-    pub business_hours: Summary,
+pub(crate) struct Timing {
+    pub(crate) elapsed: Summary,
+    pub(crate) business_hours: Summary,
 }
 
 impl Timing {
@@ -32,90 +32,90 @@ impl Timing {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Processing {
+pub(crate) struct Processing {
     /// Received → execution started.
-    pub to_executing: Timing,
+    pub(crate) to_executing: Timing,
     /// Received → closed.
-    pub to_closed: Timing,
+    pub(crate) to_closed: Timing,
 }
 
 /// An approval level's or an approver's decisions and the wait before each.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Decisions {
+pub(crate) struct Decisions {
     /// The level (`1`, `2`…) or the approver's address.
-    pub key: String,
-    pub approved: u64,
-    pub declined: u64,
-    pub wait: Timing,
+    pub(crate) key: String,
+    pub(crate) approved: u64,
+    pub(crate) declined: u64,
+    pub(crate) wait: Timing,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Satisfaction {
-    pub answers: u64,
-    pub average: Option<Decimal>,
-    pub promoters: u64,
-    pub passives: u64,
-    pub detractors: u64,
-    pub net: Option<Decimal>,
-    pub complaints: u64,
+pub(crate) struct Satisfaction {
+    pub(crate) answers: u64,
+    pub(crate) average: Option<Decimal>,
+    pub(crate) promoters: u64,
+    pub(crate) passives: u64,
+    pub(crate) detractors: u64,
+    pub(crate) net: Option<Decimal>,
+    pub(crate) complaints: u64,
 }
 
 /// The headline figures of one group of orders (a product, a sales owner…).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Headline {
-    pub key: String,
-    pub orders: u64,
-    pub closed: u64,
+pub(crate) struct Headline {
+    pub(crate) key: String,
+    pub(crate) orders: u64,
+    pub(crate) closed: u64,
     /// Median received → closed, wall clock.
-    pub to_closed_median_s: i64,
+    pub(crate) to_closed_median_s: i64,
     /// Median wait of an approval level, business hours.
-    pub approval_median_s: i64,
-    pub exceptions_per_100: Option<Decimal>,
-    pub satisfaction: Option<Decimal>,
-    pub overdue_ratio: Option<Decimal>,
+    pub(crate) approval_median_s: i64,
+    pub(crate) exceptions_per_100: Option<Decimal>,
+    pub(crate) satisfaction: Option<Decimal>,
+    pub(crate) overdue_ratio: Option<Decimal>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Kpis {
     pub orders: u64,
     /// Orders that ended, by the state they ended in.
-    pub ended: BTreeMap<String, u64>,
-    pub processing: Processing,
-    pub approval_levels: Vec<Decisions>,
-    pub approvers: Vec<Decisions>,
+    pub(crate) ended: BTreeMap<String, u64>,
+    pub(crate) processing: Processing,
+    pub(crate) approval_levels: Vec<Decisions>,
+    pub(crate) approvers: Vec<Decisions>,
     /// Time in each place of the process map (`awaiting_approval.2`, `manual_review`…).
-    pub stages: BTreeMap<String, Timing>,
+    pub(crate) stages: BTreeMap<String, Timing>,
     /// Tasks by department, assigned → completed.
-    pub departments: BTreeMap<String, Timing>,
+    pub(crate) departments: BTreeMap<String, Timing>,
     /// Approval levels and exceptions that ran past their deadline.
-    pub sla_breaches: u64,
+    pub(crate) sla_breaches: u64,
     /// Of the orders approved, those approved automatically.
-    pub auto_approval_share: Option<Decimal>,
+    pub(crate) auto_approval_share: Option<Decimal>,
     /// Returns from review and voided approval chains.
-    pub rework: u64,
-    pub rework_per_100: Option<Decimal>,
-    pub exceptions_per_100: Option<Decimal>,
+    pub(crate) rework: u64,
+    pub(crate) rework_per_100: Option<Decimal>,
+    pub(crate) exceptions_per_100: Option<Decimal>,
     /// Invoice issued → settled.
-    pub invoice_to_cash: Summary,
+    pub(crate) invoice_to_cash: Summary,
     /// Of the invoices issued, those that fell overdue.
-    pub overdue_ratio: Option<Decimal>,
+    pub(crate) overdue_ratio: Option<Decimal>,
     /// Of the orders dunned, those paid afterwards.
-    pub dunning_success: Option<Decimal>,
-    pub satisfaction: Satisfaction,
-    pub tickets_per_100: Option<Decimal>,
-    pub by_product: Vec<Headline>,
-    pub by_sales_owner: Vec<Headline>,
-    pub by_rating: Vec<Headline>,
-    pub by_month: Vec<Headline>,
+    pub(crate) dunning_success: Option<Decimal>,
+    pub(crate) satisfaction: Satisfaction,
+    pub(crate) tickets_per_100: Option<Decimal>,
+    pub(crate) by_product: Vec<Headline>,
+    pub(crate) by_sales_owner: Vec<Headline>,
+    pub(crate) by_rating: Vec<Headline>,
+    pub(crate) by_month: Vec<Headline>,
 }
 
 /// The month (`2026-11`, in the calendar's time zone) an order was received in.
-pub fn month(j: &Journey, calendar: &Calendar) -> String {
+pub(crate) fn month(j: &Journey, calendar: &Calendar) -> String {
     j.received.map_or_else(|| "-".to_owned(), |r| r.with_timezone(&calendar.tz).format("%Y-%m").to_string())
 }
 
 impl Kpis {
-    pub fn of(journeys: &[Journey], calendar: &Calendar) -> Kpis {
+    pub(crate) fn of(journeys: &[Journey], calendar: &Calendar) -> Kpis {
         let n = count(journeys.iter());
         let mut ended = BTreeMap::new();
         for (state, _) in journeys.iter().filter_map(|j| j.ended) {
@@ -231,7 +231,7 @@ fn satisfaction(journeys: &[Journey]) -> Satisfaction {
 }
 
 /// The headline figures of each group `key` makes, largest group first.
-pub fn headlines(journeys: &[Journey], calendar: &Calendar, key: &dyn Fn(&Journey) -> String) -> Vec<Headline> {
+pub(crate) fn headlines(journeys: &[Journey], calendar: &Calendar, key: &dyn Fn(&Journey) -> String) -> Vec<Headline> {
     let mut groups: BTreeMap<String, Vec<&Journey>> = BTreeMap::new();
     for j in journeys {
         groups.entry(key(j)).or_default().push(j);
@@ -242,7 +242,7 @@ pub fn headlines(journeys: &[Journey], calendar: &Calendar, key: &dyn Fn(&Journe
 }
 
 /// The headline figures of `journeys`.
-pub fn headline(key: String, journeys: &[&Journey], calendar: &Calendar) -> Headline {
+pub(crate) fn headline(key: String, journeys: &[&Journey], calendar: &Calendar) -> Headline {
     let n = count(journeys.iter().copied());
     let closed: Vec<i64> = journeys.iter().filter_map(|j| Some((j.closed? - j.received?).num_seconds())).collect();
     let waits: Vec<i64> = journeys

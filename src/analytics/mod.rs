@@ -10,15 +10,15 @@
 //! - `render`: a report as text, CSV or HTML (JSON is the report itself).
 //! - `stats`: medians, percentiles and ratios.
 
-pub mod journey;
-pub mod kpi;
-pub mod process;
-pub mod render;
-pub mod report;
-pub mod stats;
+pub(crate) mod journey;
+pub(crate) mod kpi;
+pub(crate) mod process;
+pub(crate) mod render;
+pub(crate) mod report;
+pub(crate) mod stats;
 
 #[cfg(test)]
 mod tests;
 
-pub use journey::{Entry, Journey, Subject};
-pub use report::Report;
+pub(crate) use journey::{Entry, Journey, Subject};
+pub(crate) use report::Report;

@@ -21,52 +21,52 @@ use super::stats::{Summary, share};
 use crate::engine::calendar::Calendar;
 
 /// How many bottlenecks, approvers and variants a report lists.
-pub const TOP: usize = 10;
+pub(crate) const TOP: usize = 10;
 
 /// Places that are not the firm's work: the end of the road, or the customer's turn.
 const NOT_WORK: &[&str] = &["executing", "invoiced", "overdue", "paid", "closed", "archived", "cancelled", "rejected"];
 
 /// One observed move of the map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Arc {
-    pub from: String,
-    pub to: String,
-    pub count: u64,
+pub(crate) struct Arc {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) count: u64,
     /// The stay in `from` before the move, wall clock.
-    pub median_s: i64,
-    pub p90_s: i64,
+    pub(crate) median_s: i64,
+    pub(crate) p90_s: i64,
 }
 
 /// A place where orders wait for the firm's people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Bottleneck {
+pub(crate) struct Bottleneck {
     /// `stage` (a place of the map) or `department`.
-    pub kind: &'static str,
-    pub name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) name: String,
     /// The stays' (or tasks') time in business hours.
-    pub business_hours: Summary,
+    pub(crate) business_hours: Summary,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Variant {
-    pub path: Vec<String>,
-    pub orders: u64,
-    pub share: Option<Decimal>,
+pub(crate) struct Variant {
+    pub(crate) path: Vec<String>,
+    pub(crate) orders: u64,
+    pub(crate) share: Option<Decimal>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Process {
-    pub arcs: Vec<Arc>,
-    pub bottlenecks: Vec<Bottleneck>,
+    pub(crate) arcs: Vec<Arc>,
+    pub(crate) bottlenecks: Vec<Bottleneck>,
     /// Approvers by the business hours orders waited for their decisions.
-    pub approvers: Vec<Bottleneck>,
-    pub variants: Vec<Variant>,
+    pub(crate) approvers: Vec<Bottleneck>,
+    pub(crate) variants: Vec<Variant>,
     /// Distinct paths in all.
     pub variant_count: u64,
 }
 
 impl Process {
-    pub fn of(journeys: &[Journey], calendar: &Calendar) -> Process {
+    pub(crate) fn of(journeys: &[Journey], calendar: &Calendar) -> Process {
         let (variants, variant_count) = variants(journeys);
         Process {
             arcs: arcs(journeys),

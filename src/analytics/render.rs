@@ -13,7 +13,7 @@ use super::stats::Summary;
 /// How a report is written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub(crate) enum Format {
     #[default]
     Json,
     Csv,
@@ -35,7 +35,7 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",
             Format::Csv => "text/csv; charset=utf-8",
@@ -46,7 +46,7 @@ impl Format {
 }
 
 /// `r` written as `format`.
-pub fn write(r: &Report, format: Format) -> String {
+pub(crate) fn write(r: &Report, format: Format) -> String {
     match format {
         Format::Json => serde_json::to_string_pretty(r).expect("a report serializes"),
         Format::Csv => csv(r),
@@ -57,12 +57,11 @@ pub fn write(r: &Report, format: Format) -> String {
 
 /// A figure of a row.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Figure {
+pub(crate) enum Figure {
     Count(u64),
     Seconds(i64),
     /// A ratio or a rate; `None` when there was nothing to divide by.
     Number(Option<Decimal>),
-    Text(String),
 }
 
 impl Figure {
@@ -71,7 +70,6 @@ impl Figure {
             Figure::Count(n) => n.to_string(),
             Figure::Seconds(s) => s.to_string(),
             Figure::Number(d) => d.map(|d| d.normalize().to_string()).unwrap_or_default(),
-            Figure::Text(t) => t.clone(),
         }
     }
 
@@ -85,7 +83,7 @@ impl Figure {
 }
 
 /// `93784` → `1d 2h 03m`; under a minute in seconds.
-pub fn duration(seconds: i64) -> String {
+pub(crate) fn duration(seconds: i64) -> String {
     let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{seconds}s"),
@@ -96,11 +94,11 @@ pub fn duration(seconds: i64) -> String {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub section: &'static str,
-    pub key: String,
-    pub metric: &'static str,
-    pub figure: Figure,
+pub(crate) struct Row {
+    pub(crate) section: &'static str,
+    pub(crate) key: String,
+    pub(crate) metric: &'static str,
+    pub(crate) figure: Figure,
 }
 
 struct Rows(Vec<Row>);
@@ -140,7 +138,7 @@ impl Rows {
 }
 
 /// Every figure of `r`, one a row, in the order a reader wants them.
-pub fn rows(r: &Report) -> Vec<Row> {
+pub(crate) fn rows(r: &Report) -> Vec<Row> {
     let mut out = Rows(Vec::new());
     let k = &r.kpis;
     out.headline("period", &r.current);
@@ -222,7 +220,7 @@ fn process_rows(out: &mut Rows, r: &Report) {
 }
 
 /// The rows as CSV with a header (RFC 4180 quoting).
-pub fn csv(r: &Report) -> String {
+pub(crate) fn csv(r: &Report) -> String {
     let mut s = String::from("section,key,metric,value\r\n");
     for row in rows(r) {
         let fields = [row.section, &row.key, row.metric, &row.figure.plain()].map(csv_field);
@@ -233,7 +231,7 @@ pub fn csv(r: &Report) -> String {
 }
 
 /// A CSV field, quoted when it must be (RFC 4180).
-pub fn csv_field(field: &str) -> String {
+pub(crate) fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
     } else {
@@ -242,7 +240,7 @@ pub fn csv_field(field: &str) -> String {
 }
 
 /// The rows for people: a block per section, aligned.
-pub fn text(r: &Report) -> String {
+pub(crate) fn text(r: &Report) -> String {
     let mut s = format!("orders received {} to {} ({})\n", r.from.format("%F %T"), r.to.format("%F %T"), r.time_zone);
     let rows = rows(r);
     let width = rows.iter().map(|r| r.key.chars().count()).max().unwrap_or(0).min(60);
@@ -259,7 +257,7 @@ pub fn text(r: &Report) -> String {
 }
 
 /// The rows as an HTML page: a table per section.
-pub fn html(r: &Report) -> String {
+pub(crate) fn html(r: &Report) -> String {
     let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut s = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>orderbridge report</title></head><body>\

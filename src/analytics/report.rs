@@ -12,21 +12,21 @@ use crate::engine::calendar::Calendar;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// The orders received from `from` (inclusive) to `to` (exclusive).
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) to: DateTime<Utc>,
     /// The time zone of months and business hours.
-    pub time_zone: String,
+    pub(crate) time_zone: String,
     pub kpis: Kpis,
     pub process: Process,
     /// The headline figures of this period and of the one as long before it.
-    pub current: Headline,
-    pub previous: Headline,
+    pub(crate) current: Headline,
+    pub(crate) previous: Headline,
 }
 
 impl Report {
     /// The report of `journeys` (received in the period) against `before` (received in
     /// the period as long before it).
-    pub fn of(
+    pub(crate) fn of(
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         journeys: &[Journey],
@@ -45,7 +45,7 @@ impl Report {
     }
 
     /// The period before this one, as long.
-    pub fn previous_period(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    pub(crate) fn previous_period(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         (from - (to - from), from)
     }
 }
@@ -56,7 +56,7 @@ impl Report {
 ///
 /// # Errors
 /// Which bound is neither, or a period that ends before it starts.
-pub fn period(
+pub(crate) fn period(
     from: &str,
     to: Option<&str>,
     tz: chrono_tz::Tz,
@@ -80,7 +80,7 @@ pub fn period(
 ///
 /// # Errors
 /// Which bound is neither a date nor a time, or a window that ends before it starts.
-pub fn window(
+pub(crate) fn window(
     since: Option<&str>,
     until: Option<&str>,
     tz: chrono_tz::Tz,

@@ -6,16 +6,16 @@ use serde::Serialize;
 /// Durations in whole seconds: how many, their mean, median, 90th percentile
 /// (nearest rank) and sum.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
-    pub count: u64,
-    pub mean_s: i64,
-    pub median_s: i64,
-    pub p90_s: i64,
-    pub total_s: i64,
+pub(crate) struct Summary {
+    pub(crate) count: u64,
+    pub(crate) mean_s: i64,
+    pub(crate) median_s: i64,
+    pub(crate) p90_s: i64,
+    pub(crate) total_s: i64,
 }
 
 impl Summary {
-    pub fn of(mut seconds: Vec<i64>) -> Summary {
+    pub(crate) fn of(mut seconds: Vec<i64>) -> Summary {
         if seconds.is_empty() {
             return Summary::default();
         }
@@ -39,17 +39,17 @@ fn rank(n: usize, pct: usize) -> usize {
 }
 
 /// `part / whole` to four places; `None` when `whole` is zero.
-pub fn share(part: u64, whole: u64) -> Option<Decimal> {
+pub(crate) fn share(part: u64, whole: u64) -> Option<Decimal> {
     (whole > 0).then(|| (Decimal::from(part) / Decimal::from(whole)).round_dp(4).normalize())
 }
 
 /// `part` per 100 of `whole`, to two places; `None` when `whole` is zero.
-pub fn per_100(part: u64, whole: u64) -> Option<Decimal> {
+pub(crate) fn per_100(part: u64, whole: u64) -> Option<Decimal> {
     (whole > 0).then(|| (Decimal::from(part) * Decimal::ONE_HUNDRED / Decimal::from(whole)).round_dp(2).normalize())
 }
 
 /// The mean of small whole numbers (scores) to two places; `None` when empty.
-pub fn mean(values: &[u8]) -> Option<Decimal> {
+pub(crate) fn mean(values: &[u8]) -> Option<Decimal> {
     let n = u64::try_from(values.len()).ok().filter(|n| *n > 0)?;
     let sum: u64 = values.iter().map(|v| u64::from(*v)).sum();
     Some((Decimal::from(sum) / Decimal::from(n)).round_dp(2).normalize())

@@ -29,14 +29,14 @@ impl OrderId {
 
     /// A new id for an order created at `at` (the daemon's clock, which tests control):
     /// its first 48 bits are `at` in ms, the rest random.
-    pub fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
+    pub(crate) fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
         let secs = u64::try_from(at.timestamp()).unwrap_or(0);
         OrderId(Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos())))
     }
 
     /// An id below every order created at `at` or later (and above those created
     /// before): a scan's starting point after which the period's orders come.
-    pub fn before(at: chrono::DateTime<chrono::Utc>) -> Self {
+    pub(crate) fn before(at: chrono::DateTime<chrono::Utc>) -> Self {
         let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0).to_be_bytes();
         let mut b = [0; 16];
         b[..6].copy_from_slice(&ms[2..]);
@@ -44,20 +44,20 @@ impl OrderId {
     }
 
     /// When the order was created (from the id).
-    pub fn created_ms(&self) -> i64 {
+    pub(crate) fn created_ms(&self) -> i64 {
         let b = self.as_bytes();
         i64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
     }
     /// The id of no order: owns the daemon's own effects (digests).
-    pub fn nil() -> Self {
+    pub(crate) fn nil() -> Self {
         OrderId::from_bytes([0; 16])
     }
 
-    pub fn is_nil(&self) -> bool {
+    pub(crate) fn is_nil(&self) -> bool {
         self.as_bytes() == &[0; 16]
     }
 
-    pub fn from_bytes(b: [u8; 16]) -> Self {
+    pub(crate) fn from_bytes(b: [u8; 16]) -> Self {
         OrderId(Uuid::from_bytes(b))
     }
     pub fn as_bytes(&self) -> &[u8; 16] {
@@ -157,7 +157,7 @@ pub struct ExternalRef {
 
 impl ExternalRef {
     /// Store key: connector, a NUL (never in a connector id), the external id.
-    pub fn key(&self) -> Vec<u8> {
+    pub(crate) fn key(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.connector.as_str().len() + 1 + self.id.as_str().len());
         k.extend_from_slice(self.connector.as_str().as_bytes());
         k.push(0);

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// Largest number of decimal places we accept (ISO 4217 minor units top out at 4).
-pub const MAX_SCALE: u32 = 4;
+pub(crate) const MAX_SCALE: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
@@ -41,7 +41,7 @@ pub enum MoneyError {
 pub struct CurrencyCode([u8; 3]);
 
 impl CurrencyCode {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Invariant: only ASCII upper-case letters get in (see `from_str`).
         std::str::from_utf8(&self.0).expect("currency code is ASCII")
     }
@@ -117,7 +117,7 @@ impl From<Money> for RawMoney {
 impl Money {
     /// # Errors
     /// `Negative` or `TooPrecise` when the amount is outside what an order may carry.
-    pub fn new(amount: Decimal, currency: CurrencyCode) -> Result<Self, MoneyError> {
+    pub(crate) fn new(amount: Decimal, currency: CurrencyCode) -> Result<Self, MoneyError> {
         if amount.is_sign_negative() && !amount.is_zero() {
             return Err(MoneyError::Negative(amount));
         }
@@ -136,11 +136,11 @@ impl Money {
     pub fn amount(&self) -> Decimal {
         self.amount
     }
-    pub fn currency(&self) -> CurrencyCode {
+    pub(crate) fn currency(&self) -> CurrencyCode {
         self.currency
     }
 
-    pub fn checked_add(&self, rhs: &Money) -> Result<Money, MoneyError> {
+    pub(crate) fn checked_add(&self, rhs: &Money) -> Result<Money, MoneyError> {
         if self.currency != rhs.currency {
             return Err(MoneyError::CurrencyMismatch(self.currency, rhs.currency));
         }
@@ -174,18 +174,13 @@ impl Money {
     /// assert_eq!(Money::parse("1500", "JPY").unwrap().to_minor_units().unwrap(), 1500);
     /// assert!(Money::parse("1.5", "JPY").unwrap().to_minor_units().is_err());
     /// ```
-    pub fn to_minor_units(&self) -> Result<i64, MoneyError> {
+    pub(crate) fn to_minor_units(&self) -> Result<i64, MoneyError> {
         let exp = minor_unit_exponent(self.currency);
         let scaled = self.amount.checked_mul(Decimal::from(10i64.pow(exp))).ok_or(MoneyError::Overflow)?;
         if scaled.fract() != Decimal::ZERO {
             return Err(MoneyError::TooPrecise(self.amount));
         }
         i64::try_from(scaled.trunc()).map_err(|_| MoneyError::Overflow)
-    }
-
-    /// Compares two amounts of the same currency; `None` when currencies differ.
-    pub fn partial_cmp_same(&self, rhs: &Money) -> Option<std::cmp::Ordering> {
-        (self.currency == rhs.currency).then(|| self.amount.cmp(&rhs.amount))
     }
 }
 
@@ -196,7 +191,7 @@ impl fmt::Display for Money {
 }
 
 /// Decimal places of a currency's minor unit (ISO 4217): 2 unless listed.
-pub fn minor_unit_exponent(c: CurrencyCode) -> u32 {
+pub(crate) fn minor_unit_exponent(c: CurrencyCode) -> u32 {
     match c.as_str() {
         "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX" | "UYI" | "VND"
         | "VUV" | "XAF" | "XOF" | "XPF" => 0,
@@ -209,7 +204,7 @@ pub fn minor_unit_exponent(c: CurrencyCode) -> u32 {
 /// Strict decimal parsing: digits, one optional dot, optional leading minus. No
 /// exponents, no thousands separators, no surrounding blanks. Exact: a value with
 /// more digits than a `Decimal` holds is `TooManyDigits`, never rounded.
-pub fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
+pub(crate) fn parse_decimal(s: &str) -> Result<Decimal, MoneyError> {
     let ok = !s.is_empty()
         && s.len() <= 40
         && s.trim_start_matches('-').chars().all(|c| c.is_ascii_digit() || c == '.')

@@ -87,9 +87,9 @@ bounded_text!(
 /// An e-mail address, checked for shape only (one `@`, a dotted domain, no blanks).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Email(String);
+pub(crate) struct Email(String);
 impl Email {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -129,7 +129,7 @@ impl fmt::Debug for Email {
 /// A phone number as written (`+86 138 0013 8000`); at least six digits.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Phone(String);
+pub(crate) struct Phone(String);
 impl FromStr for Phone {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
@@ -215,29 +215,22 @@ CreditRating {
     Aaa = "AAA", Aa = "AA", A = "A", Bbb = "BBB", Bb = "BB", B = "B", Ccc = "CCC", Cc = "CC", C = "C", D = "D",
 });
 
-impl CreditRating {
-    /// True when `self` is as good as `floor` or better.
-    pub fn at_least(self, floor: CreditRating) -> bool {
-        self <= floor
-    }
-}
-
 /// An identity document. The number is checked for shape here; checksum rules such
 /// as the Chinese resident ID's are screening rules, so a typo is flagged for a
 /// person to look at rather than bounced back to the CRM.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IdDocument {
+pub(crate) struct IdDocument {
     #[serde(rename = "type")]
-    pub kind: IdDocumentKind,
-    pub number: DocumentNumber,
+    pub(crate) kind: IdDocumentKind,
+    pub(crate) number: DocumentNumber,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DocumentNumber(String);
+pub(crate) struct DocumentNumber(String);
 impl DocumentNumber {
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -267,7 +260,7 @@ impl From<DocumentNumber> for String {
 impl IdDocument {
     /// For a Chinese resident ID: 18 characters, ISO 7064 MOD 11-2 check character.
     /// Other kinds have no checksum we know, so they pass.
-    pub fn checksum_ok(&self) -> bool {
+    pub(crate) fn checksum_ok(&self) -> bool {
         match self.kind {
             IdDocumentKind::CnResidentId => cn_resident_id_ok(self.number.as_str()),
             _ => true,
@@ -276,7 +269,7 @@ impl IdDocument {
 }
 
 /// GB 11643-1999: 17 digits and a check character `0-9` or `X`.
-pub fn cn_resident_id_ok(n: &str) -> bool {
+pub(crate) fn cn_resident_id_ok(n: &str) -> bool {
     const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     const CHECK: &[u8; 11] = b"10X98765432";
     let b = n.as_bytes();
@@ -290,9 +283,9 @@ pub fn cn_resident_id_ok(n: &str) -> bool {
 /// Service term in months, 1 to 600.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
-pub struct TermMonths(u32);
+pub(crate) struct TermMonths(u32);
 impl TermMonths {
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 }
@@ -318,27 +311,27 @@ pub struct Customer {
     /// The customer's number in the source system.
     pub id: Code,
     pub name: PartyName,
-    pub kind: CustomerKind,
+    pub(crate) kind: CustomerKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_document: Option<IdDocument>,
+    pub(crate) id_document: Option<IdDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credit_rating: Option<CreditRating>,
+    pub(crate) credit_rating: Option<CreditRating>,
     /// Whether the source system says KYC is complete; absent means "not verified".
     #[serde(default)]
-    pub kyc_verified: bool,
+    pub(crate) kyc_verified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<Email>,
+    pub(crate) email: Option<Email>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<Phone>,
+    pub(crate) phone: Option<Phone>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locale: Option<Locale>,
+    pub(crate) locale: Option<Locale>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Product {
     #[serde(rename = "type")]
-    pub kind: ProductType,
+    pub(crate) kind: ProductType,
     pub code: Code,
 }
 
@@ -349,20 +342,20 @@ pub struct Order {
     pub customer: Customer,
     pub product: Product,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub need: Option<NeedDescription>,
+    pub(crate) need: Option<NeedDescription>,
     pub amount: Money,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub term_months: Option<TermMonths>,
+    pub(crate) term_months: Option<TermMonths>,
     /// The salesperson who owns the order (segregation of duties keys on it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sales_owner: Option<Email>,
+    pub(crate) sales_owner: Option<Email>,
     /// When the source system says the order was placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placed_at: Option<DateTime<Utc>>,
+    pub(crate) placed_at: Option<DateTime<Utc>>,
 }
 
 /// Canonical field paths, as mapping files and the order template name them.
-pub const CANONICAL_FIELDS: &[&str] = &[
+pub(crate) const CANONICAL_FIELDS: &[&str] = &[
     "customer.id",
     "customer.name",
     "customer.kind",
@@ -385,7 +378,7 @@ pub const CANONICAL_FIELDS: &[&str] = &[
 
 impl Order {
     /// Whether the canonical field at `path` holds a value (for the order template).
-    pub fn has_field(&self, path: &str) -> bool {
+    pub(crate) fn has_field(&self, path: &str) -> bool {
         let c = &self.customer;
         match path {
             "customer.id_document" | "customer.id_document.type" | "customer.id_document.number" => {
@@ -430,9 +423,9 @@ mod tests {
 
     #[test]
     fn ratings_compare_best_first() {
-        assert!(CreditRating::Aa.at_least(CreditRating::A));
-        assert!(!CreditRating::Bb.at_least(CreditRating::Bbb));
-        assert!(CreditRating::Bbb.at_least(CreditRating::Bbb));
+        assert!(CreditRating::Aa <= CreditRating::A);
+        assert!(CreditRating::Bb > CreditRating::Bbb);
+        assert!(CreditRating::Bbb <= CreditRating::Bbb);
     }
 
     #[test]

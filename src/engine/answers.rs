@@ -9,7 +9,7 @@ use super::OrderEvent;
 
 /// Why an answer records nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AnswerError {
+pub(crate) enum AnswerError {
     /// A rejection or a question without a comment.
     #[error("a rejection or a question needs a comment")]
     CommentMissing,
@@ -21,7 +21,7 @@ pub enum AnswerError {
 /// What an approver decides on the level waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ApprovalDecision {
+pub(crate) enum ApprovalDecision {
     Approve,
     Reject,
     RequestInfo,
@@ -56,7 +56,7 @@ pub(crate) fn approval_event(
 /// Whether the customer accepts a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AcceptanceDecision {
+pub(crate) enum AcceptanceDecision {
     Accept,
     Refuse,
 }

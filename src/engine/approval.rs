@@ -21,34 +21,34 @@ use crate::domain::Order;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalProgress {
     /// Counts chains started on this order; approval links carry it.
-    pub round: u32,
-    pub chain: Vec<Level>,
+    pub(crate) round: u32,
+    pub(crate) chain: Vec<Level>,
     #[serde(default)]
-    pub row: String,
+    pub(crate) row: String,
     #[serde(default)]
-    pub given: Vec<Given>,
+    pub(crate) given: Vec<Given>,
     /// Roles added to a level by escalation (they may approve it too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub escalated: Vec<Escalation>,
+    pub(crate) escalated: Vec<Escalation>,
     /// When the level now waiting started waiting (SLAs count from here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level_since: Option<DateTime<Utc>>,
+    pub(crate) level_since: Option<DateTime<Utc>>,
     /// Levels whose approvers were reminded in this round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub reminded: Vec<u8>,
+    pub(crate) reminded: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Escalation {
-    pub level: u8,
-    pub role: String,
-    pub at: DateTime<Utc>,
+pub(crate) struct Escalation {
+    pub(crate) level: u8,
+    pub(crate) role: String,
+    pub(crate) at: DateTime<Utc>,
 }
 
 /// A stored due time: a reminder or an escalation of one level of one round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TimerKind {
+pub(crate) enum TimerKind {
     Remind,
     Escalate,
     /// An open exception reaches its deadline.
@@ -61,20 +61,20 @@ pub enum TimerKind {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timer {
-    pub due: DateTime<Utc>,
-    pub kind: TimerKind,
-    pub level: u8,
-    pub round: u32,
+    pub(crate) due: DateTime<Utc>,
+    pub(crate) kind: TimerKind,
+    pub(crate) level: u8,
+    pub(crate) round: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub step: String,
+    pub(crate) step: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Given {
-    pub level: u8,
-    pub role: String,
+pub(crate) struct Given {
+    pub(crate) level: u8,
+    pub(crate) role: String,
     /// The directory id of who approved (`system` for automatic approvals).
-    pub person: String,
+    pub(crate) person: String,
 }
 
 /// Why a person may not take a decision. Shown to them as it is.
@@ -110,14 +110,14 @@ pub enum Refusal {
 
 /// A person's right to act at a level: the role they act in, and for whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Standing {
-    pub role: String,
+pub(crate) struct Standing {
+    pub(crate) role: String,
     /// The absent role holder a delegate stands in for.
-    pub on_behalf_of: Option<String>,
+    pub(crate) on_behalf_of: Option<String>,
 }
 
 impl ApprovalProgress {
-    pub fn new(round: u32, chain: Vec<Level>, row: String) -> Self {
+    pub(crate) fn new(round: u32, chain: Vec<Level>, row: String) -> Self {
         ApprovalProgress {
             round,
             chain,
@@ -131,7 +131,7 @@ impl ApprovalProgress {
 
     /// The role answerable for `level` now: the last role it was escalated to, else
     /// the level's first open role.
-    pub fn answerable(&self, level: u8) -> Option<String> {
+    pub(crate) fn answerable(&self, level: u8) -> Option<String> {
         self.escalated
             .iter()
             .rev()
@@ -141,7 +141,7 @@ impl ApprovalProgress {
     }
 
     /// The reminder and escalation due for the level waiting in `state`.
-    pub fn timers(&self, state: &OrderState, sla: &SlaRules) -> Vec<Timer> {
+    pub(crate) fn timers(&self, state: &OrderState, sla: &SlaRules) -> Vec<Timer> {
         let (OrderState::AwaitingApproval { level, .. }, Some(since)) = (state, self.level_since) else {
             return Vec::new();
         };
@@ -165,17 +165,17 @@ impl ApprovalProgress {
         out
     }
 
-    pub fn level(&self, level: u8) -> Option<&Level> {
+    pub(crate) fn level(&self, level: u8) -> Option<&Level> {
         self.chain.get(usize::from(level).checked_sub(1)?)
     }
 
     /// Roles approved at `level` in this round.
-    pub fn approved_roles(&self, level: u8) -> Vec<String> {
+    pub(crate) fn approved_roles(&self, level: u8) -> Vec<String> {
         self.given.iter().filter(|g| g.level == level).map(|g| g.role.clone()).collect()
     }
 
     /// Roles that may still approve `level` (what is missing, plus escalations).
-    pub fn open_roles(&self, level: u8) -> Vec<String> {
+    pub(crate) fn open_roles(&self, level: u8) -> Vec<String> {
         let Some(l) = self.level(level) else { return Vec::new() };
         let mut roles = l.missing(&self.approved_roles(level));
         if !roles.is_empty() {
@@ -189,7 +189,7 @@ impl ApprovalProgress {
     }
 
     /// Whether `level` is complete once `role` approves it.
-    pub fn completes(&self, level: u8, role: &str) -> bool {
+    pub(crate) fn completes(&self, level: u8, role: &str) -> bool {
         let Some(l) = self.level(level) else { return true };
         let mut approved = self.approved_roles(level);
         approved.push(role.to_owned());
@@ -199,7 +199,7 @@ impl ApprovalProgress {
     }
 
     /// The context an approval link carries: valid for this round and level only.
-    pub fn link_context(&self, level: u8) -> String {
+    pub(crate) fn link_context(&self, level: u8) -> String {
         format!("r{}.l{level}", self.round)
     }
 
@@ -207,7 +207,7 @@ impl ApprovalProgress {
     ///
     /// # Errors
     /// The `Refusal` that says why not.
-    pub fn standing(
+    pub(crate) fn standing(
         &self,
         directory: &Directory,
         order: &Order,
@@ -244,7 +244,7 @@ impl ApprovalProgress {
     /// Everyone who may decide on `level` today: holders of the open roles (their
     /// delegates while they are absent), without the sales owner and without anyone
     /// who already approved.
-    pub fn approvers<'a>(
+    pub(crate) fn approvers<'a>(
         &self,
         directory: &'a Directory,
         order: &Order,
@@ -272,7 +272,7 @@ fn is_sales_owner(directory: &Directory, p: &Person, order: &Order) -> bool {
 }
 
 /// Fields whose change voids the approvals given (and starts a new round).
-pub fn is_material(field: &str) -> bool {
+pub(crate) fn is_material(field: &str) -> bool {
     const CONTACT: &[&str] = &["customer.email", "customer.phone", "customer.locale"];
     if CONTACT.iter().any(|c| field == *c || field.starts_with(&format!("{c}."))) {
         return false;

@@ -8,13 +8,13 @@ use chrono_tz::Tz;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Calendar {
-    pub tz: Tz,
-    pub start: NaiveTime,
-    pub end: NaiveTime,
-    pub days: Vec<Weekday>,
-    pub holidays: BTreeSet<NaiveDate>,
+    pub(crate) tz: Tz,
+    pub(crate) start: NaiveTime,
+    pub(crate) end: NaiveTime,
+    pub(crate) days: Vec<Weekday>,
+    pub(crate) holidays: BTreeSet<NaiveDate>,
     /// Days worked although their weekday is not (make-up working days, 调休).
-    pub workdays: BTreeSet<NaiveDate>,
+    pub(crate) workdays: BTreeSet<NaiveDate>,
 }
 
 /// Longest search for working time: ten years of calendar days.
@@ -22,7 +22,7 @@ const MAX_DAYS: u32 = 3660;
 
 impl Calendar {
     /// Mon–Fri 09:00–17:30 in `tz`, no holidays.
-    pub fn office(tz: Tz) -> Self {
+    pub(crate) fn office(tz: Tz) -> Self {
         Calendar {
             tz,
             start: NaiveTime::from_hms_opt(9, 0, 0).expect("valid"),
@@ -33,7 +33,7 @@ impl Calendar {
         }
     }
 
-    pub fn is_working_day(&self, d: NaiveDate) -> bool {
+    pub(crate) fn is_working_day(&self, d: NaiveDate) -> bool {
         (self.days.contains(&d.weekday()) || self.workdays.contains(&d)) && !self.holidays.contains(&d)
     }
 
@@ -50,7 +50,7 @@ impl Calendar {
 
     /// The moment `work` of working time after `from`. Outside working hours the
     /// clock starts at the next opening.
-    pub fn add(&self, from: DateTime<Utc>, work: Duration) -> DateTime<Utc> {
+    pub(crate) fn add(&self, from: DateTime<Utc>, work: Duration) -> DateTime<Utc> {
         let mut left = work.max(Duration::zero());
         let mut day = from.with_timezone(&self.tz).date_naive();
         for _ in 0..MAX_DAYS {
@@ -73,7 +73,7 @@ impl Calendar {
 
     /// The working time between `from` and `to`: the part of it inside opening hours
     /// on working days (zero when `to` is not after `from`). The inverse of `add`.
-    pub fn working_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    pub(crate) fn working_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
         let mut total = Duration::zero();
         if to <= from {
             return total;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approval::{ApprovalProgress, Escalation, Given, Refusal, Timer, TimerKind};
 use super::dunning::DunningStep;
-pub use super::effects::EffectSpec;
+pub(crate) use super::effects::EffectSpec;
 use super::fulfilment::{Fulfilment, Invoice, Match, OpenException, PaymentLine, Task, TaskDone};
 use super::lifecycle::{Actor, IllegalTransition, OrderEvent, OrderState, triggers};
 use super::rules::{NO_ROUTE, Rules};
@@ -22,35 +22,35 @@ use crate::domain::{Money, Order};
 /// One audit entry before the store gives it a sequence number and a hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
-    pub at: DateTime<Utc>,
-    pub actor: Actor,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: Actor,
     pub event: OrderEvent,
     /// The state after this event.
-    pub state: OrderState,
+    pub(crate) state: OrderState,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub next: OrderState,
     pub audit: Vec<AuditEntry>,
-    pub effects: Vec<EffectSpec>,
+    pub(crate) effects: Vec<EffectSpec>,
     /// The approval chain in progress after this decision (stored on the order).
-    pub approval: Option<ApprovalProgress>,
+    pub(crate) approval: Option<ApprovalProgress>,
     /// The order's due times after this decision (they replace the stored ones).
-    pub timers: Vec<Timer>,
+    pub(crate) timers: Vec<Timer>,
     /// Tasks, exception, invoice and payments after this decision (stored on the order).
-    pub fulfilment: Option<Fulfilment>,
+    pub(crate) fulfilment: Option<Fulfilment>,
 }
 
 /// What a decision looks at besides the event: the order as it stands.
 #[derive(Clone, Copy, Debug)]
-pub struct Case<'a> {
-    pub state: &'a OrderState,
-    pub order: &'a Order,
+pub(crate) struct Case<'a> {
+    pub(crate) state: &'a OrderState,
+    pub(crate) order: &'a Order,
     /// The customer's recent orders (velocity and duplicate rules).
-    pub history: &'a History,
-    pub approval: Option<&'a ApprovalProgress>,
-    pub fulfilment: Option<&'a Fulfilment>,
+    pub(crate) history: &'a History,
+    pub(crate) approval: Option<&'a ApprovalProgress>,
+    pub(crate) fulfilment: Option<&'a Fulfilment>,
 }
 
 /// Why nothing was decided.
@@ -74,7 +74,7 @@ pub enum DecideError {
 /// # Errors
 /// `Illegal` when `event` is not allowed in the state, `Refused` when the person may
 /// not decide; nothing is decided then.
-pub fn decide(
+pub(crate) fn decide(
     case: &Case<'_>,
     actor: Actor,
     event: OrderEvent,
@@ -108,7 +108,7 @@ pub fn decide(
 
 /// Every due time of an order in `state`: approval reminders and escalations, the
 /// deadline of an open exception, the invoice's due date, and the next dunning step.
-pub fn all_timers(
+pub(crate) fn all_timers(
     state: &OrderState,
     approval: Option<&ApprovalProgress>,
     fulfilment: Option<&Fulfilment>,
@@ -164,7 +164,7 @@ fn next_dunning_step<'r>(f: &Fulfilment, order: &Order, rules: &'r Rules) -> Opt
 /// The event a due timer causes (the earliest one due at `now`), if any. Timers are
 /// derived from the order, so a timer of a level that was decided meanwhile (or an
 /// invoice paid meanwhile) no longer exists and fires nothing.
-pub fn due_timer_event(case: &Case<'_>, rules: &Rules, now: DateTime<Utc>) -> Option<OrderEvent> {
+pub(crate) fn due_timer_event(case: &Case<'_>, rules: &Rules, now: DateTime<Utc>) -> Option<OrderEvent> {
     let mut timers = all_timers(case.state, case.approval, case.fulfilment, case.order, rules);
     timers.sort_by_key(|t| t.due);
     let t = timers.into_iter().find(|t| t.due <= now)?;

@@ -11,33 +11,33 @@ use chrono::NaiveDate;
 use crate::domain::order::{Email, Locale};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Person {
-    pub id: String,
-    pub name: String,
-    pub email: Email,
-    pub locale: Option<Locale>,
-    pub roles: Vec<String>,
-    pub delegate: Option<String>,
+pub(crate) struct Person {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) email: Email,
+    pub(crate) locale: Option<Locale>,
+    pub(crate) roles: Vec<String>,
+    pub(crate) delegate: Option<String>,
     /// Inclusive date ranges, in the configured time zone.
-    pub absent: Vec<(NaiveDate, NaiveDate)>,
-    pub digest_every: Option<Duration>,
+    pub(crate) absent: Vec<(NaiveDate, NaiveDate)>,
+    pub(crate) digest_every: Option<Duration>,
 }
 
 impl Person {
-    pub fn is_absent_on(&self, day: NaiveDate) -> bool {
+    pub(crate) fn is_absent_on(&self, day: NaiveDate) -> bool {
         self.absent.iter().any(|(from, to)| *from <= day && day <= *to)
     }
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Directory {
+pub(crate) struct Directory {
     people: BTreeMap<String, Person>,
     plus_aliases: PlusAliases,
 }
 
 /// Where `name+anything@domain` is the mailbox `name@domain` (plus addressing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum PlusAliases {
+pub(crate) enum PlusAliases {
     /// At every domain (the default: most mail systems deliver plus addresses so).
     #[default]
     Everywhere,
@@ -73,14 +73,14 @@ impl Directory {
         true
     }
 
-    pub fn person(&self, id: &str) -> Option<&Person> {
+    pub(crate) fn person(&self, id: &str) -> Option<&Person> {
         self.people.get(id)
     }
 
     /// The mailbox an address delivers to, for comparing addresses: lower case, and
     /// without a `+tag` where `plus_alias_domains` says the domain strips it
     /// (`Li.Na+deals@Bank.Example` → `li.na@bank.example`).
-    pub fn mailbox(&self, email: &str) -> String {
+    pub(crate) fn mailbox(&self, email: &str) -> String {
         let t = email.trim().to_lowercase();
         let Some((local, domain)) = t.rsplit_once('@') else { return t };
         let strips = match &self.plus_aliases {
@@ -94,28 +94,28 @@ impl Directory {
     }
 
     /// Whether two addresses are one mailbox (see `mailbox`).
-    pub fn same_mailbox(&self, a: &str, b: &str) -> bool {
+    pub(crate) fn same_mailbox(&self, a: &str, b: &str) -> bool {
         self.mailbox(a) == self.mailbox(b)
     }
 
     /// The person whose address is the same mailbox as `email`.
-    pub fn by_email(&self, email: &str) -> Option<&Person> {
+    pub(crate) fn by_email(&self, email: &str) -> Option<&Person> {
         let wanted = self.mailbox(email);
         self.people.values().find(|p| self.mailbox(p.email.as_str()) == wanted)
     }
 
     /// Everyone holding `role`, in id order.
-    pub fn with_role<'a, 'r>(&'a self, role: &'r str) -> impl Iterator<Item = &'a Person> + use<'a, 'r> {
+    pub(crate) fn with_role<'a, 'r>(&'a self, role: &'r str) -> impl Iterator<Item = &'a Person> + use<'a, 'r> {
         self.people.values().filter(move |p| p.roles.iter().any(|r| r == role))
     }
 
-    pub fn has_role(&self, role: &str) -> bool {
+    pub(crate) fn has_role(&self, role: &str) -> bool {
         self.with_role(role).next().is_some()
     }
 
     /// Who acts for `person` on `day`: the person, or (while absent) their delegate,
     /// following the chain. Cycles are refused at load, so this ends.
-    pub fn standing_in<'a>(&'a self, person: &'a Person, day: NaiveDate) -> &'a Person {
+    pub(crate) fn standing_in<'a>(&'a self, person: &'a Person, day: NaiveDate) -> &'a Person {
         let mut cur = person;
         for _ in 0..self.people.len() {
             if !cur.is_absent_on(day) {
@@ -129,11 +129,7 @@ impl Directory {
         cur
     }
 
-    pub fn len(&self) -> usize {
-        self.people.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.people.is_empty()
     }
 }

@@ -3,10 +3,10 @@
 
 /// A reminder step, by days overdue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DunningStep {
-    pub id: String,
-    pub days_overdue: u32,
-    pub ratings: Vec<String>,
-    pub to: Vec<String>,
-    pub template: String,
+pub(crate) struct DunningStep {
+    pub(crate) id: String,
+    pub(crate) days_overdue: u32,
+    pub(crate) ratings: Vec<String>,
+    pub(crate) to: Vec<String>,
+    pub(crate) template: String,
 }

@@ -15,72 +15,72 @@ use crate::links::LinkPurpose;
 use crate::locale::Locale;
 
 /// The built-in connector that sends e-mail; `operation` is the template name.
-pub const MAIL_CONNECTOR: &str = "mail";
+pub(crate) const MAIL_CONNECTOR: &str = "mail";
 
 /// One addressee, resolved when the effect is created (the effect is self-contained).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    pub email: String,
-    pub name: String,
-    pub locale: Locale,
+pub(crate) struct Recipient {
+    pub(crate) email: String,
+    pub(crate) name: String,
+    pub(crate) locale: Locale,
     /// The directory id, for staff; `None` for customers and unknown addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub person: Option<String>,
+    pub(crate) person: Option<String>,
 }
 
 /// What a mail effect sends, fixed when the effect is created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MailSpec {
-    pub template: String,
-    pub to: Recipient,
+pub(crate) struct MailSpec {
+    pub(crate) template: String,
+    pub(crate) to: Recipient,
     /// A signed link of this purpose is put in the mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<LinkPurpose>,
+    pub(crate) link: Option<LinkPurpose>,
     /// What the link is valid for beyond its purpose (approval links: `r<round>.l<level>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_context: Option<String>,
+    pub(crate) link_context: Option<String>,
     /// The template-specific data (`extra` in templates), e.g. the approval level.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub extra: serde_json::Value,
+    pub(crate) extra: serde_json::Value,
     /// Set when the recipient takes this kind of mail as a digest: gather it instead
     /// of sending it, and send the gathered items this often.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest_every_secs: Option<u64>,
+    pub(crate) digest_every_secs: Option<u64>,
     /// The event that caused the mail (templates show its details); none for digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<OrderEvent>,
+    pub(crate) event: Option<OrderEvent>,
 }
 
 /// An outbound effect, as data. The store gives it an id and an idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EffectSpec {
-    pub connector: ConnectorId,
-    pub operation: String,
+pub(crate) struct EffectSpec {
+    pub(crate) connector: ConnectorId,
+    pub(crate) operation: String,
     /// The state entered or event recorded that caused it (for the audit and metrics).
-    pub cause: String,
+    pub(crate) cause: String,
     /// For mail effects (`connector` = `mail`): what to send to whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mail: Option<MailSpec>,
+    pub(crate) mail: Option<MailSpec>,
     /// The event that caused it; receivers get it in the body (e.g. the survey comment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<OrderEvent>,
+    pub(crate) trigger: Option<OrderEvent>,
 }
 
 /// The order an effect is created for, after the step that created it.
 #[derive(Clone, Copy, Debug)]
-pub struct Subject<'a> {
-    pub id: OrderId,
-    pub source: &'a ExternalRef,
-    pub state: &'a OrderState,
-    pub order: &'a Order,
+pub(crate) struct Subject<'a> {
+    pub(crate) id: OrderId,
+    pub(crate) source: &'a ExternalRef,
+    pub(crate) state: &'a OrderState,
+    pub(crate) order: &'a Order,
     /// Ids other systems gave this order so far (`<connector>.<operation>` → id).
-    pub references: &'a BTreeMap<String, String>,
-    pub fulfilment: Option<&'a Fulfilment>,
+    pub(crate) references: &'a BTreeMap<String, String>,
+    pub(crate) fulfilment: Option<&'a Fulfilment>,
 }
 
 /// The body of a connector push or an immediate mail, fixed when the effect is
 /// created (retries send the same).
-pub fn body(subject: &Subject<'_>, effect_id: &str, spec: &EffectSpec, now: DateTime<Utc>) -> serde_json::Value {
+pub(crate) fn body(subject: &Subject<'_>, effect_id: &str, spec: &EffectSpec, now: DateTime<Utc>) -> serde_json::Value {
     let mut body = serde_json::json!({
         "effect_id": effect_id,
         "order_id": subject.id.to_string(),
@@ -105,34 +105,34 @@ pub fn body(subject: &Subject<'_>, effect_id: &str, spec: &EffectSpec, now: Date
 /// A notification held for a recipient's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestItem {
-    pub to: Recipient,
-    pub every_secs: u64,
-    pub order_id: OrderId,
-    pub template: String,
-    pub customer: String,
-    pub amount: Money,
-    pub at: DateTime<Utc>,
+    pub(crate) to: Recipient,
+    pub(crate) every_secs: u64,
+    pub(crate) order_id: OrderId,
+    pub(crate) template: String,
+    pub(crate) customer: String,
+    pub(crate) amount: Money,
+    pub(crate) at: DateTime<Utc>,
     /// What the mail would have carried (e.g. a dunning stage and the invoice).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub extra: serde_json::Value,
+    pub(crate) extra: serde_json::Value,
 }
 
 impl DigestItem {
     /// Staff digests gather by person; a customer's by address and template (all
     /// their payment reminders in one mail).
-    pub fn group(&self) -> String {
+    pub(crate) fn group(&self) -> String {
         match &self.to.person {
             Some(person) => person.clone(),
             None => format!("customer:{}:{}", self.to.email.to_ascii_lowercase(), self.template),
         }
     }
 
-    pub fn is_for_customer(group: &str) -> bool {
+    pub(crate) fn is_for_customer(group: &str) -> bool {
         group.starts_with("customer:")
     }
 
     /// When the digest holding this item is due.
-    pub fn due(&self) -> DateTime<Utc> {
+    pub(crate) fn due(&self) -> DateTime<Utc> {
         i64::try_from(self.every_secs)
             .ok()
             .and_then(chrono::Duration::try_seconds)
@@ -143,7 +143,7 @@ impl DigestItem {
 
 /// The digest item a mail becomes when its recipient takes digests, or `None` when
 /// it goes out on its own.
-pub fn digest_item(subject: &Subject<'_>, mail: &MailSpec, now: DateTime<Utc>) -> Option<DigestItem> {
+pub(crate) fn digest_item(subject: &Subject<'_>, mail: &MailSpec, now: DateTime<Utc>) -> Option<DigestItem> {
     let every = mail.digest_every_secs?;
     let mut extra = mail.extra.clone();
     if let (serde_json::Value::Object(x), Some(f)) = (&mut extra, subject.fulfilment)
@@ -165,14 +165,14 @@ pub fn digest_item(subject: &Subject<'_>, mail: &MailSpec, now: DateTime<Utc>) -
 }
 
 /// A due digest as one mail: its operation (template) and body.
-pub struct DigestMail {
-    pub operation: String,
-    pub body: serde_json::Value,
+pub(crate) struct DigestMail {
+    pub(crate) operation: String,
+    pub(crate) body: serde_json::Value,
 }
 
 /// One `digest` mail to a staff member listing their gathered order updates, each
 /// with the state its order is in now (`None`: the order is gone).
-pub fn staff_digest(
+pub(crate) fn staff_digest(
     effect_id: &str,
     to: Recipient,
     items: &[(DigestItem, Option<&'static str>)],
@@ -209,7 +209,7 @@ pub fn staff_digest(
 ///
 /// # Panics
 /// When `items` is empty (a digest is made of at least one item).
-pub fn customer_digest(
+pub(crate) fn customer_digest(
     effect_id: &str,
     to: Recipient,
     items: &[DigestItem],

@@ -14,71 +14,71 @@ use crate::domain::money::MoneyError;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fulfilment {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tasks: Vec<Task>,
+    pub(crate) tasks: Vec<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exception: Option<OpenException>,
+    pub(crate) exception: Option<OpenException>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invoice: Option<Invoice>,
+    pub(crate) invoice: Option<Invoice>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub payments: Vec<PaymentLine>,
+    pub(crate) payments: Vec<PaymentLine>,
     /// Dunning steps already sent (by step id), so each goes out once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dunning: Vec<String>,
+    pub(crate) dunning: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Task {
-    pub id: String,
-    pub name: String,
+pub(crate) struct Task {
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// The role (in the directory) that carries it out.
-    pub department: String,
-    pub required: bool,
+    pub(crate) department: String,
+    pub(crate) required: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done: Option<TaskDone>,
+    pub(crate) done: Option<TaskDone>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskDone {
-    pub at: DateTime<Utc>,
-    pub by: String,
+pub(crate) struct TaskDone {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) by: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub note: String,
+    pub(crate) note: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OpenException {
-    pub reason: String,
+pub(crate) struct OpenException {
+    pub(crate) reason: String,
     /// The role that must resolve it.
-    pub owner: String,
-    pub opened_at: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
+    pub(crate) owner: String,
+    pub(crate) opened_at: DateTime<Utc>,
+    pub(crate) deadline: DateTime<Utc>,
     /// The role it was escalated to at the deadline, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub escalated_to: Option<String>,
+    pub(crate) escalated_to: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Invoice {
+pub(crate) struct Invoice {
     /// The finance system's invoice number (what payments quote).
-    pub number: String,
-    pub net: Money,
-    pub tax: Money,
-    pub total: Money,
-    pub issued_at: DateTime<Utc>,
+    pub(crate) number: String,
+    pub(crate) net: Money,
+    pub(crate) tax: Money,
+    pub(crate) total: Money,
+    pub(crate) issued_at: DateTime<Utc>,
     /// Payable by the end of this day (site time zone).
-    pub due: NaiveDate,
+    pub(crate) due: NaiveDate,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaymentLine {
+pub(crate) struct PaymentLine {
     /// The payment's id in the system that reported it (deduplication).
-    pub id: String,
-    pub amount: Money,
-    pub at: DateTime<Utc>,
+    pub(crate) id: String,
+    pub(crate) amount: Money,
+    pub(crate) at: DateTime<Utc>,
 }
 
 impl Fulfilment {
-    pub fn open_required_tasks(&self) -> Vec<&str> {
+    pub(crate) fn open_required_tasks(&self) -> Vec<&str> {
         self.tasks.iter().filter(|t| t.required && t.done.is_none()).map(|t| t.id.as_str()).collect()
     }
 
@@ -86,7 +86,7 @@ impl Fulfilment {
     ///
     /// # Errors
     /// A payment in another currency (never stored: matching refuses it) or overflow.
-    pub fn paid(&self) -> Result<Option<Money>, MoneyError> {
+    pub(crate) fn paid(&self) -> Result<Option<Money>, MoneyError> {
         let Some(inv) = &self.invoice else { return Ok(None) };
         let mut sum = Money::new(Decimal::ZERO, inv.total.currency())?;
         for p in &self.payments {
@@ -96,20 +96,20 @@ impl Fulfilment {
     }
 
     /// What is still owed on the invoice (zero when settled or overpaid).
-    pub fn outstanding(&self) -> Option<Money> {
+    pub(crate) fn outstanding(&self) -> Option<Money> {
         let inv = self.invoice.as_ref()?;
         let paid = self.paid().ok()??;
         inv.total.left_after(&paid).ok()
     }
 
-    pub fn has_payment(&self, id: &str) -> bool {
+    pub(crate) fn has_payment(&self, id: &str) -> bool {
         self.payments.iter().any(|p| p.id == id)
     }
 }
 
 /// How an incoming payment relates to an invoice.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Match {
+pub(crate) enum Match {
     /// Settles the invoice exactly.
     Full,
     /// Leaves this much to pay.
@@ -121,7 +121,7 @@ pub enum Match {
 }
 
 /// Matches one payment against an order's invoice.
-pub fn match_payment(f: &Fulfilment, payment_id: &str, amount: &Money) -> Match {
+pub(crate) fn match_payment(f: &Fulfilment, payment_id: &str, amount: &Money) -> Match {
     let Some(inv) = &f.invoice else {
         return Match::Refused("the order has no invoice yet".into());
     };
@@ -171,7 +171,7 @@ pub fn match_payment(f: &Fulfilment, payment_id: &str, amount: &Money) -> Match 
 ///
 /// # Errors
 /// Overflow.
-pub fn tax_on(net: &Money, rate: Decimal) -> Result<Money, MoneyError> {
+pub(crate) fn tax_on(net: &Money, rate: Decimal) -> Result<Money, MoneyError> {
     let exp = crate::domain::money::minor_unit_exponent(net.currency());
     let tax = net
         .amount()

@@ -20,7 +20,7 @@ use crate::domain::{CurrencyCode, Money, Order};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntakeRules {
     /// Canonical fields an order must have beyond the always-required ones.
-    pub required_fields: Vec<String>,
+    pub(crate) required_fields: Vec<String>,
     /// The largest amount an order or a payment may carry, by currency; a currency
     /// not listed has no limit of its own (sums stay checked regardless).
     pub max_amount: BTreeMap<CurrencyCode, Decimal>,
@@ -65,7 +65,7 @@ impl IntakeRules {
 
     /// # Errors
     /// `AmountAboveLimit` when `amount` is larger than its currency's `max_amount`.
-    pub fn check_amount(&self, amount: &Money) -> Result<(), IntakeError> {
+    pub(crate) fn check_amount(&self, amount: &Money) -> Result<(), IntakeError> {
         match self.max_amount.get(&amount.currency()) {
             Some(limit) if amount.amount() > *limit => Err(IntakeError::AmountAboveLimit {
                 amount: amount.amount(),
@@ -79,16 +79,16 @@ impl IntakeRules {
 
 /// The order a source record already maps to, as far as intake looks at it.
 #[derive(Clone, Copy, Debug)]
-pub struct Existing<'a> {
-    pub state: &'a OrderState,
+pub(crate) struct Existing<'a> {
+    pub(crate) state: &'a OrderState,
     /// The source record's version the stored data came from.
-    pub version: u64,
-    pub order: &'a Order,
+    pub(crate) version: u64,
+    pub(crate) order: &'a Order,
 }
 
 /// What one delivery does.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// No order maps to this record yet.
     New,
     /// The same or an older version: nothing changes, the answer repeats.
@@ -100,10 +100,10 @@ pub enum Delivery {
 /// Why a newer version cannot be taken.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the order is {state} and can no longer be changed by the source system (version {version} after {stored})")]
-pub struct AmendmentRefused {
-    pub state: &'static str,
-    pub version: u64,
-    pub stored: u64,
+pub(crate) struct AmendmentRefused {
+    pub(crate) state: &'static str,
+    pub(crate) version: u64,
+    pub(crate) stored: u64,
 }
 
 /// Classifies a delivery of version `version` carrying `order`.
@@ -111,7 +111,11 @@ pub struct AmendmentRefused {
 /// # Errors
 /// `AmendmentRefused` when a newer version arrives for an order past the point where
 /// the source system may change it.
-pub fn classify(existing: Option<Existing<'_>>, version: u64, order: &Order) -> Result<Delivery, AmendmentRefused> {
+pub(crate) fn classify(
+    existing: Option<Existing<'_>>,
+    version: u64,
+    order: &Order,
+) -> Result<Delivery, AmendmentRefused> {
     let Some(e) = existing else { return Ok(Delivery::New) };
     if version <= e.version {
         return Ok(Delivery::Duplicate);
@@ -125,7 +129,7 @@ pub fn classify(existing: Option<Existing<'_>>, version: u64, order: &Order) -> 
 }
 
 /// Canonical fields that differ between two versions of an order (dotted paths).
-pub fn changed_fields(old: &Order, new: &Order) -> Vec<String> {
+pub(crate) fn changed_fields(old: &Order, new: &Order) -> Vec<String> {
     let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
     let mut out = Vec::new();
     diff("", &a, &b, &mut out);

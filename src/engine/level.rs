@@ -13,7 +13,7 @@ pub enum Level {
 }
 
 impl Level {
-    pub fn roles(&self) -> &[String] {
+    pub(crate) fn roles(&self) -> &[String] {
         match self {
             Level::Role(r) => std::slice::from_ref(r),
             Level::Any { any } => any,
@@ -23,7 +23,7 @@ impl Level {
 
     /// Roles that must still approve given the roles that already did, or none when
     /// the level is complete.
-    pub fn missing(&self, approved: &[String]) -> Vec<String> {
+    pub(crate) fn missing(&self, approved: &[String]) -> Vec<String> {
         match self {
             Level::All { all } => all.iter().filter(|r| !approved.contains(r)).cloned().collect(),
             _ if self.roles().iter().any(|r| approved.contains(r)) => Vec::new(),

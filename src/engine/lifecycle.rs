@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::level::Level;
-pub use super::screening::{RuleHit, Severity};
+pub(crate) use super::screening::RuleHit;
 use super::table::Inputs;
 use crate::domain::Money;
 
@@ -110,7 +110,7 @@ pub const OPEN_STATES: &[&str] = &[
 ];
 
 /// Names of every event, as the audit shows them (`type`) and rules name them (`on`).
-pub const EVENT_NAMES: &[&str] = &[
+pub(crate) const EVENT_NAMES: &[&str] = &[
     "received",
     "amended",
     "screening_started",
@@ -158,7 +158,7 @@ fn yes() -> bool {
 /// changed) and recorded `event`. A name that is both a state and an event (`approved`,
 /// `closed`…) means the state: the `approved` event of a middle approval level does
 /// not make the order approved.
-pub fn triggers(on: &str, entered: Option<&str>, event: &OrderEvent) -> bool {
+pub(crate) fn triggers(on: &str, entered: Option<&str>, event: &OrderEvent) -> bool {
     if STATE_NAMES.contains(&on) { entered == Some(on) } else { event.name() == on }
 }
 
@@ -187,12 +187,12 @@ impl OrderState {
     }
 
     /// States in which the source system may still change the order's data.
-    pub fn accepts_amendments(&self) -> bool {
+    pub(crate) fn accepts_amendments(&self) -> bool {
         use OrderState as S;
         matches!(self, S::Received | S::Screening | S::Flagged | S::ManualReview | S::AwaitingApproval { .. })
     }
 
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         matches!(self, OrderState::Rejected | OrderState::Archived | OrderState::Cancelled)
     }
 
@@ -200,7 +200,7 @@ impl OrderState {
     ///
     /// # Errors
     /// `IllegalTransition` naming the state and the event when the pair is not listed.
-    pub fn on(&self, ev: &OrderEvent) -> Result<OrderState, IllegalTransition> {
+    pub(crate) fn on(&self, ev: &OrderEvent) -> Result<OrderState, IllegalTransition> {
         use OrderEvent as E;
         use OrderState as S;
         Ok(match (self, ev) {
@@ -294,8 +294,8 @@ fn awaiting(levels: usize) -> OrderState {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 #[error("event `{event}` is not allowed in state `{state}`")]
 pub struct IllegalTransition {
-    pub state: &'static str,
-    pub event: &'static str,
+    pub(crate) state: &'static str,
+    pub(crate) event: &'static str,
 }
 
 /// Something that happened to an order. Past tense; each is one audit entry.
@@ -505,7 +505,7 @@ impl OrderEvent {
     /// watch-list hits among them, and the inputs they read) and without reviewers'
     /// comments. Telling a customer or an outsider why an order was held is
     /// tipping-off.
-    pub fn without_screening_details(&self) -> OrderEvent {
+    pub(crate) fn without_screening_details(&self) -> OrderEvent {
         use OrderEvent as E;
         let mut e = self.clone();
         match &mut e {

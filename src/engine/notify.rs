@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::approval::ApprovalProgress;
 use super::directory::{Directory, Person};
 use super::dunning::DunningStep;
-pub use super::effects::{EffectSpec, MAIL_CONNECTOR, MailSpec, Recipient};
+pub(crate) use super::effects::{EffectSpec, MAIL_CONNECTOR, MailSpec, Recipient};
 use super::lifecycle::{EVENT_NAMES, OrderEvent, OrderState, STATE_NAMES, triggers};
 use crate::diagnostics::Diagnostic;
 use crate::domain::{ConnectorId, Order};
@@ -23,10 +23,10 @@ use crate::links::LinkPurpose;
 use crate::locale::Presentation;
 
 /// How long a customer's dunning reminders are gathered into one mail.
-pub const DUNNING_GATHER_SECS: u64 = 3600;
+pub(crate) const DUNNING_GATHER_SECS: u64 = 3600;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Audience {
+pub(crate) enum Audience {
     Role(String),
     Person(String),
     SalesOwner,
@@ -39,25 +39,25 @@ pub enum Audience {
 }
 
 #[derive(Clone, Debug)]
-pub struct NotifyRule {
-    pub on: String,
-    pub template: String,
-    pub to: Vec<Audience>,
-    pub digest: bool,
-    pub link: Option<LinkPurpose>,
+pub(crate) struct NotifyRule {
+    pub(crate) on: String,
+    pub(crate) template: String,
+    pub(crate) to: Vec<Audience>,
+    pub(crate) digest: bool,
+    pub(crate) link: Option<LinkPurpose>,
 }
 
 /// The loaded rules with the directory they resolve people through.
 #[derive(Clone, Debug, Default)]
-pub struct Notifications {
-    pub rules: Vec<NotifyRule>,
-    pub directory: Arc<Directory>,
-    pub presentation: Presentation,
+pub(crate) struct Notifications {
+    pub(crate) rules: Vec<NotifyRule>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) presentation: Presentation,
 }
 
 impl Notifications {
     /// Mail effects for one applied event (`entered` is the state's name when it changed).
-    pub fn for_step(
+    pub(crate) fn for_step(
         &self,
         entered: Option<&str>,
         event: &OrderEvent,
@@ -147,7 +147,7 @@ impl Notifications {
     /// The mails of a dunning step: its template to its audiences. A customer's
     /// reminders are gathered for an hour (a digest keyed by the customer), so all of
     /// their overdue invoices reach them in one mail.
-    pub fn dunning(
+    pub(crate) fn dunning(
         &self,
         step: &DunningStep,
         event: &OrderEvent,
@@ -255,15 +255,14 @@ struct NotifyFile {
 }
 
 /// A rule's problems that need other files to see (templates, roles), with its location.
-pub struct Located {
-    pub rule: usize,
-    pub span: std::ops::Range<usize>,
+pub(crate) struct Located {
+    pub(crate) span: std::ops::Range<usize>,
 }
 
 /// Parses the text of `config/notifications.toml` (`path` locates its problems).
 /// Checks what the file alone can say; `check` cross-checks templates, roles, people,
 /// SMTP and links.
-pub fn parse(
+pub(crate) fn parse(
     path: &Path,
     text: &str,
     directory: Arc<Directory>,
@@ -273,7 +272,7 @@ pub fn parse(
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     let mut spans = Vec::new();
-    for (i, r) in file.notify.into_iter().enumerate() {
+    for r in file.notify {
         let span = r.span();
         let r = r.into_inner();
         let mut bad = |m: String| problems.push(Diagnostic::at(path, text, Some(span.clone()), m));
@@ -299,7 +298,7 @@ pub fn parse(
         if to.is_empty() {
             bad("notify: `to` names nobody".into());
         }
-        spans.push(Located { rule: i, span });
+        spans.push(Located { span });
         rules.push(NotifyRule { on: r.on, template: r.template, to, digest: r.digest, link: r.link });
     }
     if problems.is_empty() { Ok((Notifications { rules, directory, presentation }, spans)) } else { Err(problems) }
@@ -308,7 +307,8 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::lifecycle::{RuleHit, Severity};
+    use crate::engine::lifecycle::RuleHit;
+    use crate::engine::screening::Severity;
 
     fn notifications() -> Notifications {
         let dir = "[[person]]\nid = \"li.na\"\nname = \"李娜\"\nemail = \"li.na@bank.example\"\nroles = [\"sales\"]\n";

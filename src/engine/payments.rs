@@ -30,13 +30,13 @@ pub struct PaymentReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentOutcome {
     pub matched: bool,
-    pub order_id: Option<OrderId>,
+    pub(crate) order_id: Option<OrderId>,
     /// The order's state after it (when matched).
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     pub settled: bool,
-    pub outstanding: Option<Money>,
+    pub(crate) outstanding: Option<Money>,
     /// Why it is in the unmatched queue.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// The same payment was reported before; this is what happened then.
     #[serde(default)]
     pub duplicate: bool,
@@ -46,8 +46,8 @@ pub struct PaymentOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmatchedPayment {
     pub payment: PaymentReport,
-    pub reason: Option<String>,
-    pub at: chrono::DateTime<chrono::Utc>,
+    pub(crate) reason: Option<String>,
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The order a payment names: its order id, else the order its invoice number was
@@ -55,7 +55,7 @@ pub struct UnmatchedPayment {
 ///
 /// # Errors
 /// The reason it cannot be matched, for the unmatched queue.
-pub fn target(p: &PaymentReport, by_invoice: Option<OrderId>) -> Result<OrderId, String> {
+pub(crate) fn target(p: &PaymentReport, by_invoice: Option<OrderId>) -> Result<OrderId, String> {
     p.order_id.or(by_invoice).ok_or_else(|| match &p.invoice_number {
         Some(n) => format!("no order has invoice `{n}`"),
         None => "the payment names neither an order nor an invoice".into(),
@@ -63,7 +63,7 @@ pub fn target(p: &PaymentReport, by_invoice: Option<OrderId>) -> Result<OrderId,
 }
 
 /// The event a reported payment is on its order (the engine completes it).
-pub fn event(p: &PaymentReport) -> OrderEvent {
+pub(crate) fn event(p: &PaymentReport) -> OrderEvent {
     OrderEvent::PaymentReceived {
         amount: p.amount.clone(),
         settled: false,
@@ -75,7 +75,7 @@ pub fn event(p: &PaymentReport) -> OrderEvent {
 
 /// The outcome of a payment the engine took on order `id`, with `state` the order's
 /// state after it.
-pub fn matched(id: OrderId, state: &str, decision: &Decision) -> PaymentOutcome {
+pub(crate) fn matched(id: OrderId, state: &str, decision: &Decision) -> PaymentOutcome {
     let (settled, outstanding) = decision
         .audit
         .iter()
@@ -96,7 +96,7 @@ pub fn matched(id: OrderId, state: &str, decision: &Decision) -> PaymentOutcome 
 }
 
 /// The outcome of a payment that goes to the unmatched queue.
-pub fn unmatched(order_id: Option<OrderId>, reason: String) -> PaymentOutcome {
+pub(crate) fn unmatched(order_id: Option<OrderId>, reason: String) -> PaymentOutcome {
     PaymentOutcome {
         matched: false,
         order_id,

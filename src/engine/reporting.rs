@@ -26,9 +26,10 @@ pub enum Reported {
 }
 
 impl Reported {
-    pub const ALL: [Reported; 3] = [Reported::TaskCompleted, Reported::DeliveryRecorded, Reported::PaymentReceived];
+    pub(crate) const ALL: [Reported; 3] =
+        [Reported::TaskCompleted, Reported::DeliveryRecorded, Reported::PaymentReceived];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Reported::TaskCompleted => "task.completed",
             Reported::DeliveryRecorded => "delivery.recorded",
@@ -37,7 +38,7 @@ impl Reported {
     }
 
     /// The type a reported event is, if connectors may report it at all.
-    pub fn of(event: &OrderEvent) -> Option<Reported> {
+    pub(crate) fn of(event: &OrderEvent) -> Option<Reported> {
         match event {
             OrderEvent::TaskCompleted { .. } => Some(Reported::TaskCompleted),
             OrderEvent::DeliveryRecorded { .. } => Some(Reported::DeliveryRecorded),
@@ -66,8 +67,8 @@ impl std::fmt::Display for Reported {
 /// A connector sending events, with the types its `[webhook] events` allows.
 #[derive(Clone, Copy, Debug)]
 pub struct Reporter<'a> {
-    pub connector: &'a str,
-    pub allowed: &'a [Reported],
+    pub(crate) connector: &'a str,
+    pub(crate) allowed: &'a [Reported],
 }
 
 /// Why a reported event was refused (answered `403`, nothing recorded).
@@ -85,7 +86,7 @@ pub enum ReportRefusal {
 
 impl ReportRefusal {
     /// The rule, as the API's error code names it.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ReportRefusal::EventNotAllowed { .. } => "event_not_allowed",
             ReportRefusal::NotInvolved { .. } => "order_not_involved",
@@ -95,17 +96,17 @@ impl ReportRefusal {
 
 /// The connectors an order involves: its source, and every connector it was pushed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Involvement {
-    pub order: OrderId,
-    pub source: String,
-    pub pushed_to: BTreeSet<String>,
+pub(crate) struct Involvement {
+    pub(crate) order: OrderId,
+    pub(crate) source: String,
+    pub(crate) pushed_to: BTreeSet<String>,
 }
 
 impl Involvement {
     /// From what the order holds: its source connector, the ids other systems gave it
     /// (`<connector>.<operation>` → id), its tasks (pushed where the rules send them),
     /// and its audit trail (every effect performed or given up, `<connector>.<operation>`).
-    pub fn of<'e>(
+    pub(crate) fn of<'e>(
         order: OrderId,
         source: &str,
         references: &BTreeMap<String, String>,
@@ -128,7 +129,7 @@ impl Involvement {
         Involvement { order, source: source.to_owned(), pushed_to }
     }
 
-    pub fn includes(&self, connector: &str) -> bool {
+    pub(crate) fn includes(&self, connector: &str) -> bool {
         self.source == connector || self.pushed_to.contains(connector)
     }
 }
@@ -137,7 +138,7 @@ impl Involvement {
 ///
 /// # Errors
 /// `EventNotAllowed`, naming what its `[webhook] events` allows.
-pub fn may_report_type(reporter: Reporter<'_>, event: Reported) -> Result<(), ReportRefusal> {
+pub(crate) fn may_report_type(reporter: Reporter<'_>, event: Reported) -> Result<(), ReportRefusal> {
     if reporter.allowed.contains(&event) {
         return Ok(());
     }
@@ -153,7 +154,11 @@ pub fn may_report_type(reporter: Reporter<'_>, event: Reported) -> Result<(), Re
 ///
 /// # Errors
 /// The first rule it breaks.
-pub fn may_report(reporter: Reporter<'_>, event: Reported, involvement: &Involvement) -> Result<(), ReportRefusal> {
+pub(crate) fn may_report(
+    reporter: Reporter<'_>,
+    event: Reported,
+    involvement: &Involvement,
+) -> Result<(), ReportRefusal> {
     may_report_type(reporter, event)?;
     if involvement.includes(reporter.connector) {
         return Ok(());

@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 /// Outcome of one screening rule that fired.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RuleHit {
-    pub rule_id: String,
-    pub severity: Severity,
-    pub message: String,
+    pub(crate) rule_id: String,
+    pub(crate) severity: Severity,
+    pub(crate) message: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
-pub enum Severity {
+pub(crate) enum Severity {
     /// Manual review by an operator.
     Flag,
     /// The order is rejected outright.
@@ -22,7 +22,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Flag => "flag",
             Severity::Reject => "reject",
@@ -32,7 +32,7 @@ impl Severity {
 
 /// What screening concluded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Screening {
+pub(crate) enum Screening {
     Passed,
     Flagged(Vec<RuleHit>),
     Rejected(Vec<RuleHit>),

@@ -11,12 +11,12 @@ pub struct SlaRules {
     /// Working hours and holidays; its time zone is `site.time_zone`.
     pub calendar: Calendar,
     /// Working minutes a level may take, by default and per role.
-    pub default_minutes: u32,
-    pub roles: BTreeMap<String, u32>,
+    pub(crate) default_minutes: u32,
+    pub(crate) roles: BTreeMap<String, u32>,
     /// The reminder goes out after this share of the SLA (percent).
-    pub remind_percent: u8,
+    pub(crate) remind_percent: u8,
     /// At the SLA, the level is escalated to this role (which may then approve it).
-    pub escalate_to: BTreeMap<String, String>,
+    pub(crate) escalate_to: BTreeMap<String, String>,
 }
 
 impl Default for SlaRules {
@@ -32,7 +32,7 @@ impl Default for SlaRules {
 }
 
 impl SlaRules {
-    pub fn minutes(&self, role: &str) -> u32 {
+    pub(crate) fn minutes(&self, role: &str) -> u32 {
         self.roles.get(role).copied().unwrap_or(self.default_minutes)
     }
 }

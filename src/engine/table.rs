@@ -20,7 +20,7 @@ use crate::domain::order::CreditRating;
 use crate::domain::{Money, Order};
 
 /// Every input a cell may name, with what it holds (for `check` and the README).
-pub const INPUTS: &[(&str, &str)] = &[
+pub(crate) const INPUTS: &[(&str, &str)] = &[
     ("amount", "the order amount, a decimal number"),
     ("currency", "ISO 4217 code, e.g. 'CNY'"),
     ("product.type", "e.g. 'wealth_management', 'loan'"),
@@ -44,12 +44,12 @@ pub const INPUTS: &[(&str, &str)] = &[
 /// What the store knows about a customer's recent orders (velocity, duplicates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
-    pub orders: u32,
+    pub(crate) orders: u32,
     /// Their total in this order's currency; `None` when it exceeds the largest amount
     /// a decimal holds. Screening then flags the order (`HISTORY-OVERFLOW`): a total
     /// nobody can compute must not let a velocity rule pass, nor stop the customer.
-    pub amount: Option<Decimal>,
-    pub same_product: u32,
+    pub(crate) amount: Option<Decimal>,
+    pub(crate) same_product: u32,
 }
 
 impl Default for History {
@@ -124,10 +124,10 @@ impl std::fmt::Display for Input {
 
 /// The inputs of one decision, by name: what the audit records as "the inputs it
 /// looked at".
-pub type Inputs = BTreeMap<String, Input>;
+pub(crate) type Inputs = BTreeMap<String, Input>;
 
 /// The inputs for `order`, with the facts only the store and reference data know.
-pub fn inputs(order: &Order, on_watch_list: bool, history: &History) -> Inputs {
+pub(crate) fn inputs(order: &Order, on_watch_list: bool, history: &History) -> Inputs {
     let c = &order.customer;
     let rank = |r: CreditRating| CreditRating::ALL.iter().position(|x| *x == r).map(|i| i as u32 + 1);
     let text = |s: &str| Input::Text(s.to_owned());
@@ -156,9 +156,9 @@ pub fn inputs(order: &Order, on_watch_list: bool, history: &History) -> Inputs {
 
 /// One compiled cell.
 #[derive(Clone)]
-pub struct Cell {
-    pub input: String,
-    pub source: String,
+pub(crate) struct Cell {
+    pub(crate) input: String,
+    pub(crate) source: String,
     expr: Expression<Unary>,
 }
 
@@ -171,7 +171,7 @@ impl std::fmt::Debug for Cell {
 impl Cell {
     /// # Errors
     /// An unknown input, or a cell that does not compile (with the parser's reason).
-    pub fn compile(input: &str, source: &str) -> Result<Cell, String> {
+    pub(crate) fn compile(input: &str, source: &str) -> Result<Cell, String> {
         if !INPUTS.iter().any(|(n, _)| *n == input) {
             let known: Vec<&str> = INPUTS.iter().map(|(n, _)| *n).collect();
             return Err(format!("unknown input `{input}` (known: {})", known.join(", ")));
@@ -186,7 +186,7 @@ impl Cell {
 
     /// # Errors
     /// An evaluation error (e.g. comparing a number with text), naming the cell.
-    pub fn matches(&self, inputs: &Inputs) -> Result<bool, String> {
+    pub(crate) fn matches(&self, inputs: &Inputs) -> Result<bool, String> {
         let value = inputs.get(&self.input).cloned().unwrap_or(Input::Null);
         let mut env = VariableMap::default();
         env.insert(Variable::dollar_key(), value.variable());
@@ -206,14 +206,14 @@ impl Cell {
 
 /// A row: all cells must match.
 #[derive(Clone, Debug, Default)]
-pub struct Row {
-    pub cells: Vec<Cell>,
+pub(crate) struct Row {
+    pub(crate) cells: Vec<Cell>,
 }
 
 impl Row {
     /// # Errors
     /// Every cell that does not compile.
-    pub fn compile(when: &BTreeMap<String, String>) -> Result<Row, Vec<String>> {
+    pub(crate) fn compile(when: &BTreeMap<String, String>) -> Result<Row, Vec<String>> {
         let (cells, errors): (Vec<_>, Vec<_>) = when.iter().map(|(k, v)| Cell::compile(k, v)).partition(Result::is_ok);
         if errors.is_empty() {
             Ok(Row { cells: cells.into_iter().map(Result::unwrap).collect() })
@@ -224,7 +224,7 @@ impl Row {
 
     /// # Errors
     /// A cell that cannot be evaluated on these inputs.
-    pub fn matches(&self, inputs: &Inputs) -> Result<bool, String> {
+    pub(crate) fn matches(&self, inputs: &Inputs) -> Result<bool, String> {
         for c in &self.cells {
             if !c.matches(inputs)? {
                 return Ok(false);

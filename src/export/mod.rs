@@ -18,7 +18,7 @@
 //! - `rows`: the two tables' rows and columns (no personal data).
 //! - `write`: rows as Parquet, CSV or JSON lines.
 
-pub mod rows;
+pub(crate) mod rows;
 pub mod write;
 
 use std::collections::BTreeMap;
@@ -36,8 +36,8 @@ const STATE: &str = ".export-state.json";
 /// What one export wrote.
 #[derive(Debug)]
 pub struct Exported {
-    pub since: Option<DateTime<Utc>>,
-    pub until: DateTime<Utc>,
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) until: DateTime<Utc>,
     pub orders: usize,
     pub events: usize,
     pub files: Vec<PathBuf>,
@@ -47,7 +47,7 @@ pub struct Exported {
 ///
 /// # Errors
 /// A state file that cannot be read.
-pub fn last_until(out: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
+pub(crate) fn last_until(out: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
     let path = out.join(STATE);
     match std::fs::read(&path) {
         Ok(bytes) => {

@@ -19,63 +19,63 @@ use crate::store::{EventRecord, OrderRecord};
 /// A row of the `orders` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRow {
-    pub order_id: String,
-    pub source_connector: String,
-    pub source_id: String,
-    pub source_version: i64,
-    pub customer_id: String,
-    pub customer_kind: String,
-    pub credit_rating: Option<String>,
-    pub product_type: String,
-    pub product_code: String,
-    pub amount: String,
-    pub currency: String,
-    pub term_months: Option<i32>,
-    pub sales_owner: Option<String>,
-    pub state: String,
-    pub received_at: DateTime<Utc>,
-    pub executing_at: Option<DateTime<Utc>>,
-    pub invoiced_at: Option<DateTime<Utc>>,
-    pub paid_at: Option<DateTime<Utc>>,
-    pub closed_at: Option<DateTime<Utc>>,
+    pub(crate) order_id: String,
+    pub(crate) source_connector: String,
+    pub(crate) source_id: String,
+    pub(crate) source_version: i64,
+    pub(crate) customer_id: String,
+    pub(crate) customer_kind: String,
+    pub(crate) credit_rating: Option<String>,
+    pub(crate) product_type: String,
+    pub(crate) product_code: String,
+    pub(crate) amount: String,
+    pub(crate) currency: String,
+    pub(crate) term_months: Option<i32>,
+    pub(crate) sales_owner: Option<String>,
+    pub(crate) state: String,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) executing_at: Option<DateTime<Utc>>,
+    pub(crate) invoiced_at: Option<DateTime<Utc>>,
+    pub(crate) paid_at: Option<DateTime<Utc>>,
+    pub(crate) closed_at: Option<DateTime<Utc>>,
     /// `closed`, `cancelled` or `rejected`, once it ended.
-    pub ended_state: Option<String>,
-    pub ended_at: Option<DateTime<Utc>>,
+    pub(crate) ended_state: Option<String>,
+    pub(crate) ended_at: Option<DateTime<Utc>>,
     /// Received → closed, seconds.
-    pub received_to_closed_s: Option<i64>,
+    pub(crate) received_to_closed_s: Option<i64>,
     /// The approval levels' waits, in business hours, seconds.
-    pub approval_business_s: Option<i64>,
+    pub(crate) approval_business_s: Option<i64>,
     /// Who decided each approval level, in order (`system` for automatic approvals).
-    pub approvers: String,
-    pub invoice_number: Option<String>,
-    pub invoice_total: Option<String>,
-    pub exceptions: i32,
-    pub survey_score: Option<i32>,
-    pub rules_version: Option<String>,
-    pub mapping_version: String,
-    pub updated_at: DateTime<Utc>,
+    pub(crate) approvers: String,
+    pub(crate) invoice_number: Option<String>,
+    pub(crate) invoice_total: Option<String>,
+    pub(crate) exceptions: i32,
+    pub(crate) survey_score: Option<i32>,
+    pub(crate) rules_version: Option<String>,
+    pub(crate) mapping_version: String,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// A row of the `events` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRow {
-    pub order_id: String,
-    pub seq: i32,
-    pub at: DateTime<Utc>,
+    pub(crate) order_id: String,
+    pub(crate) seq: i32,
+    pub(crate) at: DateTime<Utc>,
     /// The event's type, as the audit names it (`approved`, `task_completed`…).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// `system`, `person:ID` or `connector:ID`.
-    pub actor: String,
+    pub(crate) actor: String,
     /// The state after the event.
-    pub state: String,
+    pub(crate) state: String,
     /// The event's fields as JSON.
-    pub detail: String,
-    pub hash: String,
+    pub(crate) detail: String,
+    pub(crate) hash: String,
 }
 
 impl OrderRow {
-    pub fn of(rec: &OrderRecord, events: &[EventRecord], calendar: &Calendar) -> OrderRow {
+    pub(crate) fn of(rec: &OrderRecord, events: &[EventRecord], calendar: &Calendar) -> OrderRow {
         let j = journey(events);
         let o = &rec.order;
         let invoice = rec.fulfilment.as_ref().and_then(|f| f.invoice.as_ref());
@@ -126,7 +126,7 @@ impl OrderRow {
 }
 
 impl EventRow {
-    pub fn of(e: &EventRecord) -> EventRow {
+    pub(crate) fn of(e: &EventRecord) -> EventRow {
         let mut detail = serde_json::to_value(&e.event).unwrap_or_default();
         if let Some(map) = detail.as_object_mut() {
             map.remove("type");
@@ -159,14 +159,14 @@ fn approvers(j: &Journey) -> String {
 
 /// One value of a row, typed as the file formats need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cell {
+pub(crate) enum Cell {
     Text(Option<String>),
     Int(Option<i64>),
     Time(Option<DateTime<Utc>>),
 }
 
 /// A table's rows: its name and each row's cells, in column order.
-pub trait Table: Serialize + Default {
+pub(crate) trait Table: Serialize + Default {
     const NAME: &'static str;
     /// The partition (`YYYY-MM`) a row goes in.
     fn month(&self) -> String;

@@ -39,7 +39,7 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Format::Parquet => "parquet",
             Format::Csv => "csv",
@@ -52,7 +52,7 @@ impl Format {
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write<T: Table>(path: &Path, rows: &[T], format: Format) -> anyhow::Result<()> {
+pub(crate) fn write<T: Table>(path: &Path, rows: &[T], format: Format) -> anyhow::Result<()> {
     let file = std::fs::File::create(path)?;
     match format {
         Format::Parquet => parquet(file, rows)?,
@@ -70,7 +70,7 @@ pub fn write<T: Table>(path: &Path, rows: &[T], format: Format) -> anyhow::Resul
 }
 
 /// The Parquet schema of `T`: every column optional.
-pub fn schema<T: Table>() -> String {
+pub(crate) fn schema<T: Table>() -> String {
     let mut s = format!("message {} {{\n", T::NAME);
     for (name, cell) in T::default().cells() {
         let ty = match cell {

@@ -23,7 +23,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-pub use templates::{Rendered, Templates};
+pub(crate) use templates::Templates;
 
 use crate::connectors::{BoxFuture, ConnectorError, Outbound, Push, Receipt};
 use crate::domain::OrderId;
@@ -32,7 +32,7 @@ use crate::links::LinkSigner;
 use crate::settings::{SmtpSettings, SmtpTls};
 
 /// Sends mail effects.
-pub struct Mailer {
+pub(crate) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     reply_to: Option<Mailbox>,
@@ -48,7 +48,7 @@ impl Mailer {
     ///
     /// # Errors
     /// What the server or the connection said, without the password.
-    pub async fn test_connection(&self) -> Result<String, String> {
+    pub(crate) async fn test_connection(&self) -> Result<String, String> {
         match self.transport.test_connection().await {
             Ok(true) => Ok("the SMTP server accepted a connection".into()),
             Ok(false) => Err("the SMTP server did not answer NOOP".into()),
@@ -58,7 +58,7 @@ impl Mailer {
 
     /// # Errors
     /// A message for a bad `from`/`reply_to` or CA file (`check` reports these first).
-    pub fn new(
+    pub(crate) fn new(
         s: &SmtpSettings,
         templates: Arc<Templates>,
         links: Option<Arc<LinkSigner>>,
@@ -110,7 +110,7 @@ impl Mailer {
     /// # Errors
     /// `Permanent` when the effect cannot become a message (a template error, a bad
     /// address): retrying would not help; the dead letter says why.
-    pub fn compose(&self, body: &Value) -> Result<(Message, String), ConnectorError> {
+    pub(crate) fn compose(&self, body: &Value) -> Result<(Message, String), ConnectorError> {
         let permanent = |message: String| ConnectorError::Permanent { message };
         let spec: MailSpec = serde_json::from_value(body.get("mail").cloned().unwrap_or(Value::Null))
             .map_err(|e| permanent(format!("mail effect without a valid `mail` section: {e}")))?;

@@ -7,8 +7,8 @@
 //! is no scripting: evaluation is bounded by the size of the input. Every error names
 //! the mapping, the target field, the source path and the offending value. Pure.
 
-pub mod numbers;
-pub mod outbound;
+pub(crate) mod numbers;
+pub(crate) mod outbound;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -20,17 +20,18 @@ use serde_json_path::JsonPath;
 
 use crate::domain::order::CANONICAL_FIELDS;
 use crate::domain::{ExternalId, Order};
-pub use numbers::{NumberTexts, Numbers};
+pub use numbers::NumberTexts;
+pub(crate) use numbers::Numbers;
 
 /// A mapping failed on one payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mapping {mapping}: field `{field}`{from}: {reason}", from = source_path.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default())]
 pub struct MappingError {
-    pub mapping: String,
+    pub(crate) mapping: String,
     /// The canonical field (or `external_id` / `version`).
     pub field: String,
-    pub source_path: Option<String>,
-    pub reason: String,
+    pub(crate) source_path: Option<String>,
+    pub(crate) reason: String,
 }
 
 /// A payload the mapping deliberately skips (its `accept` filter did not match).
@@ -50,7 +51,7 @@ pub struct Mapped {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Conversion {
+pub(crate) enum Conversion {
     String,
     Decimal,
     Integer,
@@ -61,7 +62,7 @@ pub enum Conversion {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TextStep {
+pub(crate) enum TextStep {
     Trim,
     Upper,
     Lower,
@@ -72,24 +73,24 @@ pub enum TextStep {
 /// One field rule as written in the file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FieldFile {
+pub(crate) struct FieldFile {
     /// JSONPath into the payload, e.g. `$.deal.amount`.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Text steps applied in order before lookup and conversion.
     #[serde(default)]
-    pub transform: Vec<TextStep>,
+    pub(crate) transform: Vec<TextStep>,
     /// Replace the (text) value through this table; a value not in it is an error.
-    pub lookup: Option<BTreeMap<String, String>>,
+    pub(crate) lookup: Option<BTreeMap<String, String>>,
     #[serde(rename = "as", default = "default_conversion")]
-    pub conversion: Conversion,
+    pub(crate) conversion: Conversion,
     /// Used when the path selects nothing or null.
-    pub default: Option<toml::Value>,
+    pub(crate) default: Option<toml::Value>,
     /// Fail when the value is missing even though the canonical order has it optional.
     #[serde(default)]
-    pub required: bool,
+    pub(crate) required: bool,
     /// When the path selects several values, take the first instead of failing.
     #[serde(default)]
-    pub first: bool,
+    pub(crate) first: bool,
 }
 
 fn default_conversion() -> Conversion {
@@ -98,9 +99,9 @@ fn default_conversion() -> Conversion {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AcceptFile {
-    pub path: String,
-    pub one_of: Vec<String>,
+pub(crate) struct AcceptFile {
+    pub(crate) path: String,
+    pub(crate) one_of: Vec<String>,
 }
 
 /// `mappings/<id>.toml` as written.
@@ -108,22 +109,22 @@ pub struct AcceptFile {
 #[serde(deny_unknown_fields)]
 pub struct MappingFile {
     /// Recorded with every order this mapping produced.
-    pub version: String,
+    pub(crate) version: String,
     /// The connector whose payloads this maps.
-    pub connector: toml::Spanned<String>,
+    pub(crate) connector: toml::Spanned<String>,
     /// Only payloads whose `path` value is one of `one_of` are mapped; others are skipped.
-    pub accept: Option<toml::Spanned<AcceptFile>>,
-    pub external_id: toml::Spanned<FieldFile>,
+    pub(crate) accept: Option<toml::Spanned<AcceptFile>>,
+    pub(crate) external_id: toml::Spanned<FieldFile>,
     /// The source record's version (an integer); absent means every delivery is version 0.
-    pub record_version: Option<toml::Spanned<FieldFile>>,
-    pub fields: BTreeMap<toml::Spanned<String>, toml::Spanned<FieldFile>>,
+    pub(crate) record_version: Option<toml::Spanned<FieldFile>>,
+    pub(crate) fields: BTreeMap<toml::Spanned<String>, toml::Spanned<FieldFile>>,
 }
 
 /// A problem in a mapping file, with the byte span it points at.
 #[derive(Debug, Clone)]
 pub struct MappingProblem {
-    pub span: Range<usize>,
-    pub message: String,
+    pub(crate) span: Range<usize>,
+    pub(crate) message: String,
 }
 
 #[derive(Debug, Clone)]
@@ -142,9 +143,8 @@ struct FieldRule {
 /// A validated mapping, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    pub id: String,
-    pub version: String,
-    pub connector: String,
+    pub(crate) id: String,
+    pub(crate) version: String,
     accept: Option<(JsonPath, String, Vec<String>)>,
     external_id: FieldRule,
     record_version: Option<FieldRule>,
@@ -197,15 +197,9 @@ impl MappingFile {
             }
         });
         match (problems.is_empty(), external_id) {
-            (true, Some(external_id)) => Ok(Mapping {
-                id: id.to_owned(),
-                version: self.version,
-                connector: self.connector.into_inner(),
-                accept,
-                external_id,
-                record_version,
-                fields,
-            }),
+            (true, Some(external_id)) => {
+                Ok(Mapping { id: id.to_owned(), version: self.version, accept, external_id, record_version, fields })
+            }
             _ => Err(problems),
         }
     }

@@ -21,7 +21,7 @@ use serde_json_path::{NormalizedPath, PathElement};
 
 /// One step from a JSON document's root to a value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Step {
+pub(crate) enum Step {
     Key(String),
     Index(usize),
 }
@@ -132,22 +132,13 @@ impl NumberTexts {
         texts
     }
 
-    /// How many numbers were kept (for tests and limits).
-    pub fn len(&self) -> usize {
-        self.by_path.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
-    }
-
     /// The texts for the document root (a webhook body).
     pub fn root(self: Arc<Self>) -> Numbers {
         Numbers { texts: Some(self), prefix: Vec::new() }
     }
 
     /// The texts for the record at `at` (a record of a polled page).
-    pub fn at(self: Arc<Self>, at: &NormalizedPath<'_>) -> Numbers {
+    pub(crate) fn at(self: Arc<Self>, at: &NormalizedPath<'_>) -> Numbers {
         Numbers { texts: Some(self), prefix: steps(at) }
     }
 }
@@ -155,7 +146,7 @@ impl NumberTexts {
 impl Numbers {
     /// The written text of the number at `at` (relative to the record), when the
     /// document had one that serde_json does not keep exactly.
-    pub fn text(&self, at: &NormalizedPath<'_>) -> Option<&str> {
+    pub(crate) fn text(&self, at: &NormalizedPath<'_>) -> Option<&str> {
         let texts = self.texts.as_ref()?;
         let mut key = self.prefix.clone();
         key.extend(steps(at));
@@ -163,12 +154,12 @@ impl Numbers {
     }
 
     /// True when texts were scanned (numbers are read as written, not as parsed).
-    pub fn is_exact(&self) -> bool {
+    pub(crate) fn is_exact(&self) -> bool {
         self.texts.is_some()
     }
 
     /// The texts of element `index` of the array these texts are for.
-    pub fn element(&self, index: usize) -> Numbers {
+    pub(crate) fn element(&self, index: usize) -> Numbers {
         let mut prefix = self.prefix.clone();
         prefix.push(Step::Index(index));
         Numbers { texts: self.texts.clone(), prefix }

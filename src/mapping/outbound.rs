@@ -30,11 +30,11 @@ use crate::domain::Money;
 /// need far less).
 const FUEL: u64 = 200_000;
 /// Largest body or value a template may produce.
-pub const MAX_OUTPUT: usize = 1 << 20;
+pub(crate) const MAX_OUTPUT: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum Format {
+pub(crate) enum Format {
     #[default]
     Json,
     Form,
@@ -43,33 +43,35 @@ pub enum Format {
 /// `mappings/<id>.toml` with `direction = "outbound"`, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutboundFile {
-    pub version: String,
+pub(crate) struct OutboundFile {
+    #[allow(dead_code, reason = "required in the file; kept so deny_unknown_fields accepts it")]
+    pub(crate) version: String,
     /// The connector whose requests this builds.
-    pub connector: Spanned<String>,
+    pub(crate) connector: Spanned<String>,
     /// Always `outbound` here.
-    pub direction: String,
+    #[allow(dead_code, reason = "the loader reads the direction first; kept so deny_unknown_fields accepts it")]
+    pub(crate) direction: String,
     #[serde(default)]
-    pub format: Format,
+    pub(crate) format: Format,
     /// `format = "json"`: a template producing the JSON body.
-    pub body: Option<Spanned<String>>,
+    pub(crate) body: Option<Spanned<String>>,
     /// `format = "form"`: field name → template of its value; empty values are left out.
     #[serde(default)]
-    pub form: BTreeMap<String, Spanned<String>>,
+    pub(crate) form: BTreeMap<String, Spanned<String>>,
     /// Tables for `lookup("name", key)`, e.g. product type → account code.
     #[serde(default)]
-    pub lookups: BTreeMap<String, BTreeMap<String, String>>,
+    pub(crate) lookups: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A request body, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Body {
-    pub content_type: &'static str,
-    pub bytes: Vec<u8>,
+pub(crate) struct Body {
+    pub(crate) content_type: &'static str,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Body {
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         std::str::from_utf8(&self.bytes).unwrap_or("<binary>")
     }
 }
@@ -77,19 +79,18 @@ impl Body {
 /// A validated outbound mapping.
 #[derive(Debug)]
 pub struct OutboundMapping {
-    pub id: String,
-    pub version: String,
-    pub connector: String,
-    pub format: Format,
+    pub(crate) id: String,
+    pub(crate) connector: String,
+    pub(crate) format: Format,
     templates: Snippets,
     form_fields: Vec<String>,
     /// Where the `body` (or the first form field) starts in the file, for `check`.
-    pub span: std::ops::Range<usize>,
+    pub(crate) span: std::ops::Range<usize>,
 }
 
 impl OutboundFile {
     /// Compiles every template; a syntax error points at its part of the file.
-    pub fn validate(self, id: &str) -> Result<OutboundMapping, Vec<MappingProblem>> {
+    pub(crate) fn validate(self, id: &str) -> Result<OutboundMapping, Vec<MappingProblem>> {
         let mut problems = Vec::new();
         let mut templates = Snippets::new(format!("mapping {id}"), Arc::new(self.lookups));
         let mut form_fields = Vec::new();
@@ -126,7 +127,6 @@ impl OutboundFile {
         if problems.is_empty() {
             Ok(OutboundMapping {
                 id: id.to_owned(),
-                version: self.version,
                 connector: self.connector.into_inner(),
                 format: self.format,
                 templates,
@@ -145,7 +145,7 @@ impl OutboundMapping {
     /// # Errors
     /// The part, line and reason when a value is missing or malformed, or the result
     /// is not JSON.
-    pub fn render(&self, ctx: &serde_json::Value) -> Result<Body, MappingError> {
+    pub(crate) fn render(&self, ctx: &serde_json::Value) -> Result<Body, MappingError> {
         let err = |field: &str, reason: String| MappingError {
             mapping: self.id.clone(),
             field: field.to_owned(),
@@ -182,7 +182,7 @@ impl OutboundMapping {
 /// A context with every name an outbound template may use, for `check`: a sample
 /// order as an effect carries it, `references` for every `<connector>.<operation>`,
 /// what follow-up calls see (`reference`, `response`) and what polls see.
-pub fn sample_context(order: &serde_json::Value, references: &[String]) -> serde_json::Value {
+pub(crate) fn sample_context(order: &serde_json::Value, references: &[String]) -> serde_json::Value {
     let refs: serde_json::Map<String, serde_json::Value> =
         references.iter().map(|r| (r.clone(), serde_json::Value::String(format!("sample-{r}")))).collect();
     serde_json::json!({
@@ -208,7 +208,7 @@ pub fn sample_context(order: &serde_json::Value, references: &[String]) -> serde
 }
 
 /// Named templates with the outbound filters: bodies, paths, query values, headers.
-pub struct Snippets {
+pub(crate) struct Snippets {
     label: String,
     env: Environment<'static>,
 }
@@ -221,7 +221,7 @@ impl std::fmt::Debug for Snippets {
 
 impl Snippets {
     /// `label` starts every error (`mapping xero-invoice`, `connector xero`).
-    pub fn new(label: String, lookups: Arc<BTreeMap<String, BTreeMap<String, String>>>) -> Self {
+    pub(crate) fn new(label: String, lookups: Arc<BTreeMap<String, BTreeMap<String, String>>>) -> Self {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         // Printing a missing value is an error; `{% if x %}` and `x or ...` may test it.
@@ -286,7 +286,7 @@ impl Snippets {
     }
 
     /// Every value a template writes is percent-encoded as one URL path segment.
-    pub fn encoding_segments(mut self) -> Self {
+    pub(crate) fn encoding_segments(mut self) -> Self {
         self.env.set_formatter(|out, _state, value| out.write_str(&encode_segment(&plain(value))).map_err(Error::from));
         self
     }
@@ -295,30 +295,21 @@ impl Snippets {
     ///
     /// # Errors
     /// The syntax error, with its line.
-    pub fn add(&mut self, name: &str, source: &str) -> Result<(), String> {
+    pub(crate) fn add(&mut self, name: &str, source: &str) -> Result<(), String> {
         self.env.add_template_owned(name.to_owned(), source.to_owned()).map_err(|e| describe(name, &e))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.env.get_template(name).is_ok()
     }
 
     /// Renders one template.
     ///
     /// # Errors
     /// What failed, where, with the offending value; or output beyond [`MAX_OUTPUT`].
-    pub fn render(&self, name: &str, ctx: &serde_json::Value) -> Result<String, String> {
+    pub(crate) fn render(&self, name: &str, ctx: &serde_json::Value) -> Result<String, String> {
         let t = self.env.get_template(name).map_err(|e| describe(name, &e))?;
         let out = t.render(Value::from_serialize(ctx)).map_err(|e| describe(name, &e))?;
         if out.len() > MAX_OUTPUT {
             return Err(format!("{name}: output is longer than {MAX_OUTPUT} bytes"));
         }
         Ok(out)
-    }
-
-    /// `label: what` — for errors that are not a template's.
-    pub fn label(&self) -> &str {
-        &self.label
     }
 }
 
@@ -378,7 +369,7 @@ fn time_of(v: &Value) -> Result<DateTime<Utc>, Error> {
 }
 
 /// See [`time_of`]; also used for poll watermarks.
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let t = text.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Some(d.with_timezone(&Utc));

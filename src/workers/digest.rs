@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::orders::Orders;
 
-pub struct DigestJob {
-    pub orders: Arc<Orders>,
-    pub rules: Arc<crate::engine::Rules>,
-    pub clock: Clock,
-    pub interval: Duration,
+pub(crate) struct DigestJob {
+    pub(crate) orders: Arc<Orders>,
+    pub(crate) rules: Arc<crate::engine::Rules>,
+    pub(crate) clock: Clock,
+    pub(crate) interval: Duration,
     /// Woken when a digest was queued, so it goes out at once.
-    pub dispatcher: Arc<Notify>,
+    pub(crate) dispatcher: Arc<Notify>,
 }
 
 /// The lease of the sweeping daemon lasts this many sweep intervals: a daemon that
@@ -30,7 +30,7 @@ pub struct DigestJob {
 const LEASE_SWEEPS: u32 = 3;
 
 impl DigestJob {
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         loop {
             if self.lease().await {
                 self.sweep().await;

@@ -2,7 +2,7 @@
 //! reminders and escalations, digests) and the pollers.
 //! Each exposes one step for tests and a `run(stop)` loop for the daemon.
 
-pub mod digest;
+pub(crate) mod digest;
 pub mod dispatcher;
 pub mod poller;
-pub mod reconcile;
+pub(crate) mod reconcile;

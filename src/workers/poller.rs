@@ -38,13 +38,13 @@ pub struct Poller {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunReport {
     pub pages: usize,
-    pub records: usize,
+    pub(crate) records: usize,
     pub ingested: usize,
-    pub rejected: usize,
+    pub(crate) rejected: usize,
 }
 
 impl Poller {
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         // A cron schedule runs at its times only, not also at start-up.
         if matches!(self.poll.schedule(), crate::schedule::Schedule::Cron(_)) && !self.wait_for_next_run(&stop).await {
             return;

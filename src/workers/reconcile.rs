@@ -17,28 +17,28 @@ use crate::metrics::Metrics;
 use crate::orders::{OrderError, Orders};
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub checked: usize,
-    pub mismatches: Vec<Mismatch>,
+pub(crate) struct Report {
+    pub(crate) checked: usize,
+    pub(crate) mismatches: Vec<Mismatch>,
     /// Orders whose status could not be asked (the system was down, …).
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Mismatch {
-    pub order_id: String,
-    pub check: String,
-    pub state: String,
-    pub external: Option<String>,
+pub(crate) struct Mismatch {
+    pub(crate) order_id: String,
+    pub(crate) check: String,
+    pub(crate) state: String,
+    pub(crate) external: Option<String>,
     /// Whether an exception was opened (not possible in every state).
-    pub exception_opened: bool,
+    pub(crate) exception_opened: bool,
 }
 
 /// One pass over every check.
 ///
 /// # Errors
 /// Only the store's; a system that cannot be asked is reported in `errors`.
-pub async fn run_once(
+pub(crate) async fn run_once(
     orders: &Orders,
     registry: &Registry,
     rules: &Rules,
@@ -109,17 +109,17 @@ pub async fn run_once(
 }
 
 /// The scheduled runs.
-pub struct Reconciler {
-    pub orders: Arc<Orders>,
-    pub registry: Arc<Registry>,
-    pub rules: Arc<Rules>,
-    pub metrics: Arc<Metrics>,
-    pub clock: Clock,
-    pub time_zone: chrono_tz::Tz,
+pub(crate) struct Reconciler {
+    pub(crate) orders: Arc<Orders>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) rules: Arc<Rules>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Clock,
+    pub(crate) time_zone: chrono_tz::Tz,
 }
 
 impl Reconciler {
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let Some(schedule) = self.rules.reconciliation.as_ref().map(|r| r.schedule.clone()) else { return };
         loop {
             let next = schedule.next_after(self.clock.now(), self.time_zone);

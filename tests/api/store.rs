@@ -354,7 +354,7 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
         let waiting = store.list(Some(big.state.name()), None, 10).await.unwrap();
         assert_eq!(waiting.iter().map(|r| r.id).collect::<Vec<_>>(), vec![big.order_id], "{}", subject.name());
         // Counting by state (for /metrics) agrees with the records, oldest first.
-        let counted = store.in_states(orderbridge::engine::lifecycle::STATE_NAMES).await.unwrap();
+        let counted = store.in_states(orderbridge::engine::STATE_NAMES).await.unwrap();
         let by_state = |s: &str| counted.iter().find(|c| c.state == s).unwrap().clone();
         assert_eq!((by_state("manual_review").orders, by_state("manual_review").oldest), (0, None));
         assert_eq!(by_state(big.state.name()).oldest, Some(big.order_id), "{}", subject.name());

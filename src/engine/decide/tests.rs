@@ -107,7 +107,7 @@ fn failing_rules_flag_or_reject_and_record_which_fired() {
         matches!(&d.audit.last().unwrap().event, OrderEvent::ScreeningFlagged { fired, .. } if fired[0].rule_id == "KYC")
     );
 
-    o.customer.credit_rating = Some(crate::domain::CreditRating::B);
+    o.customer.credit_rating = Some(crate::domain::order::CreditRating::B);
     let d = decide_new(&o, &History::default(), Actor::System, received(), &rules(), Utc::now()).unwrap();
     assert_eq!(d.next, OrderState::Rejected);
 }

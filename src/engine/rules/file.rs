@@ -13,52 +13,52 @@ use crate::engine::screening::Severity;
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
     /// Recorded in every decision; change it with every edit.
-    pub version: toml::Spanned<String>,
+    pub(crate) version: toml::Spanned<String>,
     #[serde(default)]
-    pub reference: ReferenceFile,
+    pub(crate) reference: ReferenceFile,
     #[serde(default)]
-    pub screening: Vec<toml::Spanned<ScreeningRuleFile>>,
-    pub approval: ApprovalFile,
+    pub(crate) screening: Vec<toml::Spanned<ScreeningRuleFile>>,
+    pub(crate) approval: ApprovalFile,
     #[serde(default)]
-    pub effects: Vec<toml::Spanned<EffectRuleFile>>,
+    pub(crate) effects: Vec<toml::Spanned<EffectRuleFile>>,
     #[serde(default)]
-    pub survey: Option<toml::Spanned<SurveyFile>>,
+    pub(crate) survey: Option<toml::Spanned<SurveyFile>>,
     #[serde(default)]
-    pub sla: Option<toml::Spanned<SlaFile>>,
+    pub(crate) sla: Option<toml::Spanned<SlaFile>>,
     /// Execution tasks by product (seed step 4).
     #[serde(default)]
-    pub tasks: Vec<toml::Spanned<TaskFile>>,
+    pub(crate) tasks: Vec<toml::Spanned<TaskFile>>,
     #[serde(default)]
-    pub exceptions: Option<toml::Spanned<ExceptionsFile>>,
+    pub(crate) exceptions: Option<toml::Spanned<ExceptionsFile>>,
     /// Invoicing on acceptance (seed step 6).
     #[serde(default)]
-    pub settlement: Option<toml::Spanned<SettlementFile>>,
+    pub(crate) settlement: Option<toml::Spanned<SettlementFile>>,
     /// Payment reminders by days overdue and credit rating.
     #[serde(default)]
-    pub dunning: Vec<toml::Spanned<DunningFile>>,
+    pub(crate) dunning: Vec<toml::Spanned<DunningFile>>,
     /// Scheduled comparison of our states with the other systems'.
     #[serde(default)]
-    pub reconciliation: Option<toml::Spanned<ReconciliationFile>>,
+    pub(crate) reconciliation: Option<toml::Spanned<ReconciliationFile>>,
     /// Where generated documents are delivered (a document store, the ERP).
     #[serde(default)]
-    pub documents: Option<DocumentsFile>,
+    pub(crate) documents: Option<DocumentsFile>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DocumentsFile {
+pub(crate) struct DocumentsFile {
     /// `{ connector = "…", operation = "…" }`: each archived document is pushed there.
-    pub push: VoucherFile,
+    pub(crate) push: VoucherFile,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReconciliationFile {
+pub(crate) struct ReconciliationFile {
     /// When it runs, in `site.time_zone` (default: 02:30 every day).
     #[serde(default = "default_reconcile_cron")]
-    pub cron: String,
+    pub(crate) cron: String,
     #[serde(default)]
-    pub checks: Vec<ReconcileCheckFile>,
+    pub(crate) checks: Vec<ReconcileCheckFile>,
 }
 
 fn default_reconcile_cron() -> String {
@@ -67,32 +67,32 @@ fn default_reconcile_cron() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReconcileCheckFile {
-    pub id: String,
+pub(crate) struct ReconcileCheckFile {
+    pub(crate) id: String,
     /// A connector operation whose `reference` selects the other system's status.
-    pub connector: String,
-    pub operation: String,
+    pub(crate) connector: String,
+    pub(crate) operation: String,
     /// Our state → the statuses the other system may show for it; orders in states
     /// not listed are not checked.
-    pub expect: BTreeMap<String, Vec<String>>,
+    pub(crate) expect: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TaskFile {
-    pub id: String,
-    pub name: String,
+pub(crate) struct TaskFile {
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// Product types it applies to (default: every product).
     #[serde(default)]
-    pub products: Vec<String>,
+    pub(crate) products: Vec<String>,
     /// The role that carries it out (told by mail, audience `department`).
-    pub department: String,
+    pub(crate) department: String,
     /// Where the task is pushed (an ERP operation); absent: done by hand only.
-    pub connector: Option<String>,
-    pub operation: Option<String>,
+    pub(crate) connector: Option<String>,
+    pub(crate) operation: Option<String>,
     /// Delivery waits for required tasks (default true).
     #[serde(default = "yes")]
-    pub required: bool,
+    pub(crate) required: bool,
 }
 
 fn yes() -> bool {
@@ -101,13 +101,13 @@ fn yes() -> bool {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExceptionsFile {
+pub(crate) struct ExceptionsFile {
     /// The role that owns (resolves) exceptions.
-    pub owner: String,
+    pub(crate) owner: String,
     /// Hours until an open exception is escalated (default 48).
     #[serde(default = "default_exception_hours")]
-    pub resolve_within_hours: u32,
-    pub escalate_to: Option<String>,
+    pub(crate) resolve_within_hours: u32,
+    pub(crate) escalate_to: Option<String>,
 }
 
 fn default_exception_hours() -> u32 {
@@ -116,27 +116,27 @@ fn default_exception_hours() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SettlementFile {
+pub(crate) struct SettlementFile {
     /// The finance connector and its invoice operation (its `reference` is the
     /// invoice number).
-    pub connector: String,
-    pub operation: String,
+    pub(crate) connector: String,
+    pub(crate) operation: String,
     /// Tax rate on the order amount, a decimal fraction (default "0").
     #[serde(default = "zero")]
-    pub tax_rate: String,
+    pub(crate) tax_rate: String,
     /// Days from invoicing to the due date (default 30).
     #[serde(default = "thirty")]
-    pub due_days: u32,
+    pub(crate) due_days: u32,
     /// The accounts-receivable voucher pushed with the invoice, when the ledger wants
     /// one of its own: `{ connector = "…", operation = "…" }`.
-    pub voucher: Option<VoucherFile>,
+    pub(crate) voucher: Option<VoucherFile>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VoucherFile {
-    pub connector: String,
-    pub operation: String,
+pub(crate) struct VoucherFile {
+    pub(crate) connector: String,
+    pub(crate) operation: String,
 }
 
 fn zero() -> String {
@@ -148,20 +148,20 @@ fn thirty() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DunningFile {
-    pub id: String,
+pub(crate) struct DunningFile {
+    pub(crate) id: String,
     /// Sent this many days after the due date.
-    pub days_overdue: u32,
+    pub(crate) days_overdue: u32,
     /// Credit ratings it applies to (default: all; orders without a rating count as
     /// unrated and match only a step without `ratings`).
     #[serde(default)]
-    pub ratings: Vec<String>,
+    pub(crate) ratings: Vec<String>,
     /// `customer` (default), `sales_owner`, or `role:<role>`.
     #[serde(default = "default_dunning_to")]
-    pub to: Vec<String>,
+    pub(crate) to: Vec<String>,
     /// The mail template (default `payment_reminder`); it sees `level` = the step id.
     #[serde(default = "default_dunning_template")]
-    pub template: String,
+    pub(crate) template: String,
 }
 
 fn default_dunning_to() -> Vec<String> {
@@ -173,28 +173,28 @@ fn default_dunning_template() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SlaFile {
+pub(crate) struct SlaFile {
     /// `"09:00-17:30"` in `site.time_zone`.
     #[serde(default = "default_business_hours")]
-    pub business_hours: String,
+    pub(crate) business_hours: String,
     #[serde(default = "default_business_days")]
-    pub business_days: Vec<String>,
+    pub(crate) business_days: Vec<String>,
     /// Local dates that are not working days, e.g. `"2027-01-01"`.
     #[serde(default)]
-    pub holidays: Vec<String>,
+    pub(crate) holidays: Vec<String>,
     /// Local dates worked although their weekday is not (make-up days, 调休).
     #[serde(default)]
-    pub workdays: Vec<String>,
+    pub(crate) workdays: Vec<String>,
     /// Working hours a level may take (default 8).
     #[serde(default = "default_sla_hours")]
-    pub hours: u32,
+    pub(crate) hours: u32,
     #[serde(default)]
-    pub roles: BTreeMap<String, u32>,
+    pub(crate) roles: BTreeMap<String, u32>,
     /// Reminder after this percentage of the SLA (default 50).
     #[serde(default = "default_remind")]
-    pub remind_at_percent: u8,
+    pub(crate) remind_at_percent: u8,
     #[serde(default)]
-    pub escalate_to: BTreeMap<String, String>,
+    pub(crate) escalate_to: BTreeMap<String, String>,
 }
 
 fn default_business_hours() -> String {
@@ -212,11 +212,11 @@ fn default_remind() -> u8 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReferenceFile {
+pub(crate) struct ReferenceFile {
     /// `config/<file>`: the watch list (`kind,value[,reason]` lines).
-    pub watch_list: Option<toml::Spanned<String>>,
+    pub(crate) watch_list: Option<toml::Spanned<String>>,
     #[serde(default = "default_history_days")]
-    pub history_days: u32,
+    pub(crate) history_days: u32,
 }
 
 impl Default for ReferenceFile {
@@ -231,19 +231,19 @@ fn default_history_days() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SurveyFile {
-    pub ticket_at_or_below: u8,
+pub(crate) struct SurveyFile {
+    pub(crate) ticket_at_or_below: u8,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScreeningRuleFile {
-    pub id: String,
+pub(crate) struct ScreeningRuleFile {
+    pub(crate) id: String,
     #[serde(default)]
-    pub when: BTreeMap<String, String>,
+    pub(crate) when: BTreeMap<String, String>,
     #[serde(default = "default_severity")]
-    pub severity: Severity,
-    pub message: String,
+    pub(crate) severity: Severity,
+    pub(crate) message: String,
 }
 
 fn default_severity() -> Severity {
@@ -252,11 +252,11 @@ fn default_severity() -> Severity {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApprovalFile {
+pub(crate) struct ApprovalFile {
     #[serde(default = "default_auto_role")]
-    pub auto_approver_role: String,
+    pub(crate) auto_approver_role: String,
     #[serde(default)]
-    pub matrix: Vec<toml::Spanned<MatrixRowFile>>,
+    pub(crate) matrix: Vec<toml::Spanned<MatrixRowFile>>,
 }
 
 fn default_auto_role() -> String {
@@ -265,28 +265,28 @@ fn default_auto_role() -> String {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatrixRowFile {
-    pub id: String,
+pub(crate) struct MatrixRowFile {
+    pub(crate) id: String,
     #[serde(default)]
-    pub when: BTreeMap<String, String>,
+    pub(crate) when: BTreeMap<String, String>,
     #[serde(default)]
-    pub auto: bool,
-    pub chain: Option<Vec<Level>>,
+    pub(crate) auto: bool,
+    pub(crate) chain: Option<Vec<Level>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EffectRuleFile {
+pub(crate) struct EffectRuleFile {
     /// State name the order enters (e.g. `approved`) or event name recorded
     /// (e.g. `after_sales_ticket_requested`).
-    pub on: String,
-    pub connector: String,
-    pub operation: String,
+    pub(crate) on: String,
+    pub(crate) connector: String,
+    pub(crate) operation: String,
 }
 
 /// A problem in a rules file, with the byte span it points at.
 #[derive(Debug, Clone)]
 pub struct RuleProblem {
-    pub span: std::ops::Range<usize>,
+    pub(crate) span: std::ops::Range<usize>,
     pub message: String,
 }

@@ -15,47 +15,47 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::dunning::DunningStep;
-pub use super::level::Level;
+pub(crate) use super::dunning::DunningStep;
+pub(crate) use super::level::Level;
 use super::notify::Notifications;
-pub use super::screening::Screening;
+pub(crate) use super::screening::Screening;
 use super::screening::{RuleHit, Severity};
-pub use super::sla::SlaRules;
+pub(crate) use super::sla::SlaRules;
 use super::table::{Inputs, Row};
 use crate::domain::{ConnectorId, Order};
-pub use file::{RuleProblem, RulesFile};
+pub use file::RulesFile;
 
 /// The loaded, validated rule set. `version` is recorded in every decision.
 #[derive(Clone, Debug)]
 pub struct Rules {
-    pub version: String,
-    pub screening: Vec<ScreeningRule>,
-    pub approval: ApprovalRules,
-    pub effects: Vec<EffectRule>,
-    pub survey: SurveyRules,
+    pub(crate) version: String,
+    pub(crate) screening: Vec<ScreeningRule>,
+    pub(crate) approval: ApprovalRules,
+    pub(crate) effects: Vec<EffectRule>,
+    pub(crate) survey: SurveyRules,
     /// Who hears about what (`config/notifications.toml`, with the directory).
-    pub notify: Arc<Notifications>,
-    pub watch_list: Arc<WatchList>,
+    pub(crate) notify: Arc<Notifications>,
+    pub(crate) watch_list: Arc<WatchList>,
     /// How far back `history.*` inputs look, in days.
-    pub history_days: u32,
+    pub(crate) history_days: u32,
     pub sla: SlaRules,
     /// Execution tasks; when there are any, an approved order starts executing at once.
-    pub tasks: Vec<TaskRule>,
-    pub exceptions: ExceptionRules,
+    pub(crate) tasks: Vec<TaskRule>,
+    pub(crate) exceptions: ExceptionRules,
     /// Invoicing on acceptance; without it accepted orders wait for an operator.
-    pub settlement: Option<SettlementRules>,
+    pub(crate) settlement: Option<SettlementRules>,
     /// Reminder steps, by days overdue (ascending).
-    pub dunning: Vec<DunningStep>,
-    pub reconciliation: Option<Reconciliation>,
+    pub(crate) dunning: Vec<DunningStep>,
+    pub(crate) reconciliation: Option<Reconciliation>,
     /// Each generated document is pushed to this connector operation.
-    pub documents_push: Option<(ConnectorId, String)>,
+    pub(crate) documents_push: Option<(ConnectorId, String)>,
 }
 
 /// After-sales follow-up of the satisfaction survey.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SurveyRules {
+pub(crate) struct SurveyRules {
     /// A score at or below this (1–5) opens an after-sales ticket; so does a complaint.
-    pub ticket_at_or_below: u8,
+    pub(crate) ticket_at_or_below: u8,
 }
 
 impl Default for SurveyRules {
@@ -66,41 +66,41 @@ impl Default for SurveyRules {
 
 /// A screening rule: a row that *fires* when all its cells match.
 #[derive(Clone, Debug)]
-pub struct ScreeningRule {
-    pub id: String,
-    pub severity: Severity,
-    pub message: String,
-    pub row: Row,
+pub(crate) struct ScreeningRule {
+    pub(crate) id: String,
+    pub(crate) severity: Severity,
+    pub(crate) message: String,
+    pub(crate) row: Row,
 }
 
 /// The approval matrix: the first matching row picks the route.
 #[derive(Clone, Debug, Default)]
-pub struct ApprovalRules {
+pub(crate) struct ApprovalRules {
     /// Automatic approvals are recorded on behalf of this role.
-    pub auto_role: String,
-    pub matrix: Vec<MatrixRow>,
+    pub(crate) auto_role: String,
+    pub(crate) matrix: Vec<MatrixRow>,
 }
 
 #[derive(Clone, Debug)]
-pub struct MatrixRow {
-    pub id: String,
-    pub row: Row,
+pub(crate) struct MatrixRow {
+    pub(crate) id: String,
+    pub(crate) row: Row,
     /// `None`: approved automatically.
-    pub chain: Option<Vec<Level>>,
+    pub(crate) chain: Option<Vec<Level>>,
 }
 
 /// "When an order enters state `on` (or event `on` is recorded), push `operation` to
 /// `connector`."
 #[derive(Clone, Debug)]
-pub struct EffectRule {
-    pub on: String,
-    pub connector: ConnectorId,
-    pub operation: String,
+pub(crate) struct EffectRule {
+    pub(crate) on: String,
+    pub(crate) connector: ConnectorId,
+    pub(crate) operation: String,
 }
 
 /// Customers nobody may sell to without a second look: ids, ID numbers, names.
 #[derive(Clone, Debug, Default)]
-pub struct WatchList {
+pub(crate) struct WatchList {
     customer_ids: HashSet<String>,
     id_numbers: HashSet<String>,
     names: HashSet<String>,
@@ -113,7 +113,7 @@ fn normalise(name: &str) -> String {
 impl WatchList {
     /// Parses `kind,value[,reason]` lines (`kind`: customer_id, id_number, name);
     /// `#` starts a comment. Errors carry the 1-based line.
-    pub fn parse(text: &str) -> Result<WatchList, Vec<(usize, String)>> {
+    pub(crate) fn parse(text: &str) -> Result<WatchList, Vec<(usize, String)>> {
         let mut w = WatchList::default();
         let mut problems = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -140,44 +140,36 @@ impl WatchList {
         if problems.is_empty() { Ok(w) } else { Err(problems) }
     }
 
-    pub fn matches(&self, order: &Order) -> bool {
+    pub(crate) fn matches(&self, order: &Order) -> bool {
         let c = &order.customer;
         self.customer_ids.contains(c.id.as_str())
             || c.id_document.as_ref().is_some_and(|d| self.id_numbers.contains(&d.number.as_str().to_uppercase()))
             || self.names.contains(&normalise(c.name.as_str()))
     }
-
-    pub fn len(&self) -> usize {
-        self.customer_ids.len() + self.id_numbers.len() + self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The approval route an order takes, with the matrix row that chose it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub chain: Vec<Level>,
+pub(crate) struct Route {
+    pub(crate) chain: Vec<Level>,
     /// When set, level 1 is approved automatically on behalf of this role.
-    pub auto_on_behalf_of: Option<String>,
-    pub row: String,
-    pub reason: String,
+    pub(crate) auto_on_behalf_of: Option<String>,
+    pub(crate) row: String,
+    pub(crate) reason: String,
 }
 
 /// The rule id recorded when a rule cannot be evaluated or no route exists.
-pub const NO_ROUTE: &str = "NO-ROUTE";
+pub(crate) const NO_ROUTE: &str = "NO-ROUTE";
 
 /// The rule id recorded when the customer's history total (`history.amount`) is too
 /// large to compute: the order goes to manual review instead of failing intake.
-pub const HISTORY_OVERFLOW: &str = "HISTORY-OVERFLOW";
+pub(crate) const HISTORY_OVERFLOW: &str = "HISTORY-OVERFLOW";
 
 impl Rules {
     /// Every rule is evaluated (collect-all); all that fire are recorded. A rule that
     /// cannot be evaluated flags the order rather than letting it pass, and so does a
     /// history total too large to compute (`history.amount` is null only then).
-    pub fn screen(&self, inputs: &Inputs) -> Screening {
+    pub(crate) fn screen(&self, inputs: &Inputs) -> Screening {
         let mut fired = Vec::new();
         if inputs.get("history.amount").is_some_and(|v| *v == super::table::Input::Null) {
             fired.push(RuleHit {
@@ -216,7 +208,7 @@ impl Rules {
     /// # Errors
     /// No row matches (or a row cannot be evaluated): the message names the inputs
     /// the matrix is keyed by, so a person can see why.
-    pub fn route(&self, inputs: &Inputs) -> Result<Route, String> {
+    pub(crate) fn route(&self, inputs: &Inputs) -> Result<Route, String> {
         for m in &self.approval.matrix {
             if !m.row.matches(inputs).map_err(|e| format!("approval matrix row {}: {e}", m.id))? {
                 continue;
@@ -255,21 +247,21 @@ impl Rules {
 
 /// One execution task template.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskRule {
-    pub id: String,
-    pub name: String,
+pub(crate) struct TaskRule {
+    pub(crate) id: String,
+    pub(crate) name: String,
     /// Empty: every product.
-    pub products: Vec<String>,
-    pub department: String,
-    pub push: Option<(ConnectorId, String)>,
-    pub required: bool,
+    pub(crate) products: Vec<String>,
+    pub(crate) department: String,
+    pub(crate) push: Option<(ConnectorId, String)>,
+    pub(crate) required: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExceptionRules {
-    pub owner: String,
-    pub resolve_within: chrono::Duration,
-    pub escalate_to: Option<String>,
+pub(crate) struct ExceptionRules {
+    pub(crate) owner: String,
+    pub(crate) resolve_within: chrono::Duration,
+    pub(crate) escalate_to: Option<String>,
 }
 
 impl Default for ExceptionRules {
@@ -279,24 +271,24 @@ impl Default for ExceptionRules {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SettlementRules {
-    pub connector: ConnectorId,
-    pub operation: String,
-    pub tax_rate: rust_decimal::Decimal,
-    pub due_days: u32,
-    pub voucher: Option<(ConnectorId, String)>,
+pub(crate) struct SettlementRules {
+    pub(crate) connector: ConnectorId,
+    pub(crate) operation: String,
+    pub(crate) tax_rate: rust_decimal::Decimal,
+    pub(crate) due_days: u32,
+    pub(crate) voucher: Option<(ConnectorId, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReconcileCheck {
-    pub id: String,
-    pub connector: ConnectorId,
-    pub operation: String,
-    pub expect: BTreeMap<String, Vec<String>>,
+pub(crate) struct ReconcileCheck {
+    pub(crate) id: String,
+    pub(crate) connector: ConnectorId,
+    pub(crate) operation: String,
+    pub(crate) expect: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reconciliation {
-    pub schedule: crate::schedule::Schedule,
-    pub checks: Vec<ReconcileCheck>,
+pub(crate) struct Reconciliation {
+    pub(crate) schedule: crate::schedule::Schedule,
+    pub(crate) checks: Vec<ReconcileCheck>,
 }

@@ -20,7 +20,7 @@ use crate::engine::lifecycle::{EVENT_NAMES, STATE_NAMES};
 use crate::engine::table::Row;
 
 /// Reads a file the rules name (relative to `config/`), for the watch list.
-pub type Read<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+pub(crate) type Read<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
 impl RulesFile {
     /// Meaning checks. Every problem is returned, not only the first. `watch_list`

@@ -52,7 +52,7 @@ const MAX_OUTPUT: usize = 512 * 1024;
 /// One rendered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
-    pub subject: String,
+    pub(crate) subject: String,
     pub text: String,
     pub html: String,
 }
@@ -66,7 +66,7 @@ pub struct Templates {
 
 /// The pages' own sentences (`pages/words.html`, one per key); each must say something
 /// in every locale.
-pub const WORD_KEYS: &[&str] = &[
+pub(crate) const WORD_KEYS: &[&str] = &[
     "title.survey",
     "title.acceptance",
     "title.approval",
@@ -100,9 +100,10 @@ pub const WORD_KEYS: &[&str] = &[
 ];
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
-pub const FRAGMENT_NAMES: &[&str] = &["history", "refusal", "status", "survey", "acceptance", "approval", "words"];
+pub(crate) const FRAGMENT_NAMES: &[&str] =
+    &["history", "refusal", "status", "survey", "acceptance", "approval", "words"];
 
-pub fn dir(config_dir: &Path) -> PathBuf {
+pub(crate) fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
 }
 
@@ -297,7 +298,7 @@ impl Templates {
     /// # Panics
     /// Never in a build whose shipped templates compile (a test renders them all).
     #[must_use]
-    pub fn builtin_pages(presentation: Presentation) -> Templates {
+    pub(crate) fn builtin_pages(presentation: Presentation) -> Templates {
         let mut env = environment(presentation);
         let mut fragments = BTreeSet::new();
         for (name, src) in BUILTIN_PAGES {
@@ -390,7 +391,7 @@ impl Templates {
     ///
     /// # Errors
     /// A `RenderError` naming the file and line.
-    pub fn render_fragment(
+    pub(crate) fn render_fragment(
         &self,
         name: &str,
         locale: Locale,
@@ -406,7 +407,7 @@ impl Templates {
     }
 
     /// Documents this configuration can generate (`documents/<kind>.html`).
-    pub fn documents(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn documents(&self) -> impl Iterator<Item = &str> {
         self.documents.iter().map(String::as_str)
     }
 
@@ -414,7 +415,7 @@ impl Templates {
     ///
     /// # Errors
     /// A `RenderError` naming the file and line; output beyond the size limit.
-    pub fn render_document(
+    pub(crate) fn render_document(
         &self,
         kind: &str,
         locale: Locale,
@@ -433,7 +434,7 @@ impl Templates {
     }
 
     /// True when `name` exists (in every locale, as `load` checked).
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.names.contains(name)
     }
 
@@ -578,9 +579,9 @@ fn tidy(s: &str) -> String {
 #[error("template {file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct RenderError {
     /// Relative to `config/templates/`, e.g. `zh-CN/survey.txt`.
-    pub file: String,
-    pub line: Option<usize>,
-    pub message: String,
+    pub(crate) file: String,
+    pub(crate) line: Option<usize>,
+    pub(crate) message: String,
 }
 
 impl RenderError {
@@ -623,7 +624,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
 
 /// Contexts the page text is checked with: one of each event the pages describe, and
 /// one of each refusal.
-pub fn sample_page_contexts() -> Vec<serde_json::Value> {
+pub(crate) fn sample_page_contexts() -> Vec<serde_json::Value> {
     let amount = serde_json::json!({"amount": "1250000.00", "currency": "CNY"});
     let events = [
         serde_json::json!({"type": "screening_passed", "rules_version": "1", "reason": "matrix row LARGE",

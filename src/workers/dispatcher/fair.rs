@@ -24,13 +24,13 @@ use crate::connectors::limits::{Limits, Rate};
 use crate::store::ConnectorFilter;
 
 /// The longest pause a receiver's `Retry-After` (or the doubling without one) imposes.
-pub const PAUSE_CEILING: Duration = Duration::from_secs(3600);
+pub(crate) const PAUSE_CEILING: Duration = Duration::from_secs(3600);
 /// The shortest pause after a rate limit: `Retry-After: 0` must not become a busy loop.
 const PAUSE_FLOOR: Duration = Duration::from_secs(1);
 
 /// A token bucket: at most `burst` tokens, refilled at `per_second`; a call takes one.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: Rate,
     tokens: f64,
     at: Instant,
@@ -38,7 +38,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: Rate, now: Instant) -> Self {
+    pub(crate) fn new(rate: Rate, now: Instant) -> Self {
         TokenBucket { rate, tokens: f64::from(rate.burst), at: now }
     }
 
@@ -49,7 +49,7 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until there is one.
-    pub fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
         let tokens = self.available(now);
         if tokens >= 1.0 {
             self.tokens = tokens - 1.0;
@@ -61,7 +61,7 @@ impl TokenBucket {
     }
 
     /// How long until a token is there (zero: one is).
-    pub fn wait(&self, now: Instant) -> Duration {
+    pub(crate) fn wait(&self, now: Instant) -> Duration {
         let missing = 1.0 - self.available(now);
         if missing <= 0.0 {
             return Duration::ZERO;
@@ -72,7 +72,7 @@ impl TokenBucket {
 
 /// Why an effect may not start now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
+pub(crate) enum Wait {
     /// Every slot of its connector is taken; a finishing attempt wakes the dispatcher.
     Busy,
     /// `dispatcher.concurrency` effects are in flight (connectors without own slots).
@@ -116,27 +116,27 @@ impl Gate {
 /// (their effects are not read again this round) and whether the shared slots are
 /// all taken.
 #[derive(Debug, Default)]
-pub struct Round {
+pub(crate) struct Round {
     blocked: HashSet<String>,
     full: bool,
     own_slots: HashSet<String>,
     /// When a throttled or paused connector may go on (the dispatcher sleeps no longer).
-    pub wake_in: Option<Duration>,
+    pub(crate) wake_in: Option<Duration>,
 }
 
 impl Round {
     /// Whether effects of `connector` are worth reading this round.
-    pub fn keeps(&self, connector: &str) -> bool {
+    pub(crate) fn keeps(&self, connector: &str) -> bool {
         !self.blocked.contains(connector) && (!self.full || self.own_slots.contains(connector))
     }
 
     /// `keeps` for the store's read (`Store::due_effects_where`).
-    pub fn filter(&self) -> ConnectorFilter {
+    pub(crate) fn filter(&self) -> ConnectorFilter {
         ConnectorFilter { skip: self.blocked.clone(), only: self.full.then(|| self.own_slots.clone()) }
     }
 
     /// Something the round did not know: the dispatcher reads another page only then.
-    pub fn learnt(&self) -> (usize, bool) {
+    pub(crate) fn learnt(&self) -> (usize, bool) {
         (self.blocked.len(), self.full)
     }
 
@@ -159,16 +159,16 @@ impl Round {
 
 /// A pause after a rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pause {
-    pub until: DateTime<Utc>,
+pub(crate) struct Pause {
+    pub(crate) until: DateTime<Utc>,
     /// False when the connector was paused already (the pause may have grown).
-    pub started: bool,
+    pub(crate) started: bool,
 }
 
 /// How long a rate limit pauses its connector: the receiver's `Retry-After`, else
 /// `first` doubled for each rate limit in a row up to `longest`; at least a second,
 /// at most an hour.
-pub fn pause_for(retry_after: Option<Duration>, in_a_row: u32, first: Duration, longest: Duration) -> Duration {
+pub(crate) fn pause_for(retry_after: Option<Duration>, in_a_row: u32, first: Duration, longest: Duration) -> Duration {
     let d = retry_after.unwrap_or_else(|| {
         let doubling = 1u32.checked_shl(in_a_row.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
         first.saturating_mul(doubling).min(longest)
@@ -178,7 +178,7 @@ pub fn pause_for(retry_after: Option<Duration>, in_a_row: u32, first: Duration, 
 
 /// Every connector's slots, buckets and pauses, and the shared cap.
 #[derive(Debug)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     /// `dispatcher.concurrency`: effects in flight at once without own slots.
     global_cap: usize,
     global_in_flight: usize,
@@ -188,7 +188,11 @@ pub struct Scheduler {
 impl Scheduler {
     /// `limits` per connector; a connector not listed (an effect left from an earlier
     /// configuration) gets the defaults.
-    pub fn new(global_cap: usize, limits: impl IntoIterator<Item = (String, Limits)>, now: Instant) -> Scheduler {
+    pub(crate) fn new(
+        global_cap: usize,
+        limits: impl IntoIterator<Item = (String, Limits)>,
+        now: Instant,
+    ) -> Scheduler {
         let gates = limits.into_iter().map(|(c, l)| (c, Gate::new(l, now))).collect();
         Scheduler { global_cap, global_in_flight: 0, gates }
     }
@@ -205,14 +209,14 @@ impl Scheduler {
 
     /// Total slots: the shared cap plus every connector's own slots (the dispatcher
     /// sizes its reads by it).
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.global_cap
             + self.gates.values().filter(|g| g.limits.own_slots).map(|g| g.limits.concurrency).sum::<usize>()
     }
 
     /// A round that already skips what cannot start now: paused, busy and throttled
     /// connectors, and all but own-slot ones when the shared cap is reached.
-    pub fn round(&self, now: DateTime<Utc>, mono: Instant) -> Round {
+    pub(crate) fn round(&self, now: DateTime<Utc>, mono: Instant) -> Round {
         let mut round = Round { full: self.global_in_flight >= self.global_cap, ..Round::default() };
         for (name, g) in &self.gates {
             if g.limits.own_slots {
@@ -237,7 +241,7 @@ impl Scheduler {
     ///
     /// # Errors
     /// Why not.
-    pub fn admit(&mut self, connector: &str, now: DateTime<Utc>, mono: Instant) -> Result<(), Wait> {
+    pub(crate) fn admit(&mut self, connector: &str, now: DateTime<Utc>, mono: Instant) -> Result<(), Wait> {
         let shared_free = self.global_in_flight < self.global_cap;
         let gate = self.gate(connector);
         if let Some(until) = gate.paused_at(now) {
@@ -264,7 +268,13 @@ impl Scheduler {
     /// of the effects to start now, their slots taken. A connector that cannot take
     /// one is left out for the rest of the round, so its later effects never overtake
     /// its earlier ones.
-    pub fn choose(&mut self, connectors: &[&str], round: &mut Round, now: DateTime<Utc>, mono: Instant) -> Vec<usize> {
+    pub(crate) fn choose(
+        &mut self,
+        connectors: &[&str],
+        round: &mut Round,
+        now: DateTime<Utc>,
+        mono: Instant,
+    ) -> Vec<usize> {
         let mut chosen = Vec::new();
         for (i, c) in connectors.iter().enumerate() {
             if !round.keeps(c) {
@@ -279,7 +289,7 @@ impl Scheduler {
     }
 
     /// Gives back a slot `admit` took.
-    pub fn release(&mut self, connector: &str) {
+    pub(crate) fn release(&mut self, connector: &str) {
         if let Some(g) = self.gates.get_mut(connector) {
             g.in_flight = g.in_flight.saturating_sub(1);
             if !g.limits.own_slots {
@@ -289,13 +299,13 @@ impl Scheduler {
     }
 
     /// Effects of `connector` in flight.
-    pub fn in_flight(&self, connector: &str) -> usize {
+    pub(crate) fn in_flight(&self, connector: &str) -> usize {
         self.gates.get(connector).map_or(0, |g| g.in_flight)
     }
 
     /// A rate limit: pauses `connector` for `pause_for(…)` from `now` (a pause under
     /// way only grows). `first` and `longest` are the dispatcher's backoff bounds.
-    pub fn rate_limited(
+    pub(crate) fn rate_limited(
         &mut self,
         connector: &str,
         retry_after: Option<Duration>,
@@ -314,14 +324,14 @@ impl Scheduler {
     }
 
     /// An effect of `connector` succeeded: the next rate limit starts the doubling anew.
-    pub fn succeeded(&mut self, connector: &str) {
+    pub(crate) fn succeeded(&mut self, connector: &str) {
         if let Some(g) = self.gates.get_mut(connector) {
             g.limited_in_a_row = 0;
         }
     }
 
     /// Connectors whose pause is over by `now` (cleared here, reported once).
-    pub fn ended_pauses(&mut self, now: DateTime<Utc>) -> Vec<String> {
+    pub(crate) fn ended_pauses(&mut self, now: DateTime<Utc>) -> Vec<String> {
         let mut ended = Vec::new();
         for (name, g) in &mut self.gates {
             if g.paused_until.is_some_and(|until| until <= now) {

@@ -14,7 +14,7 @@
 //! an attempt is a temporary failure like any other (see `panics`). A rate limit
 //! (429) pauses its connector and uses no attempt: it never makes a dead letter.
 
-pub mod fair;
+pub(crate) mod fair;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -47,23 +47,23 @@ const SHORTEST_NAP: Duration = Duration::from_millis(5);
 /// Connectors whose credentials were refused twice in a row: their effects wait
 /// (attempts unchanged) until an operator resumes them. Shared with the admin API.
 #[derive(Default)]
-pub struct Paused {
+pub(crate) struct Paused {
     /// Connector → why it was paused and when.
-    pub connectors: Mutex<BTreeMap<String, (String, DateTime<Utc>)>>,
+    pub(crate) connectors: Mutex<BTreeMap<String, (String, DateTime<Utc>)>>,
     /// Connector → until when it is paused by its receiver's rate limit (these end
     /// by themselves; shown by `GET /api/connectors`).
-    pub rate_limited: Mutex<BTreeMap<String, DateTime<Utc>>>,
+    pub(crate) rate_limited: Mutex<BTreeMap<String, DateTime<Utc>>>,
     /// Consecutive authentication failures per connector.
     failures: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Paused {
-    pub fn is_paused(&self, connector: &str) -> bool {
+    pub(crate) fn is_paused(&self, connector: &str) -> bool {
         self.connectors.lock().expect("lock").contains_key(connector)
     }
 
     /// Resumes a connector; false when it was not paused.
-    pub fn resume(&self, connector: &str) -> bool {
+    pub(crate) fn resume(&self, connector: &str) -> bool {
         self.failures.lock().expect("lock").remove(connector);
         self.connectors.lock().expect("lock").remove(connector).is_some()
     }
@@ -89,7 +89,7 @@ impl Paused {
 const AUTH_FAILURES_TO_PAUSE: u32 = 2;
 
 pub struct Dispatcher {
-    pub paused: Arc<Paused>,
+    pub(crate) paused: Arc<Paused>,
     orders: Arc<Orders>,
     rules: Arc<Rules>,
     registry: Arc<Registry>,
@@ -110,11 +110,11 @@ pub struct Dispatcher {
 
 /// What one round did.
 #[derive(Debug, Default)]
-pub struct Dispatched {
+pub(crate) struct Dispatched {
     /// Effects started.
-    pub started: usize,
+    pub(crate) started: usize,
     /// When a throttled or paused connector may go on.
-    pub wake_in: Option<Duration>,
+    pub(crate) wake_in: Option<Duration>,
 }
 
 /// An effect being performed: its id in `in_flight` and its connector's slot, both
@@ -197,12 +197,6 @@ impl Dispatcher {
         }
         self.tracker.close();
         self.tracker.wait().await;
-    }
-
-    /// One step: starts every due effect not in flight whose connector can take it
-    /// now. Returns how many it started.
-    pub async fn dispatch_due(self: Arc<Self>) -> Result<usize, crate::store::StoreError> {
-        Ok(self.round().await?.started)
     }
 
     /// One round: ends pauses that are over, then reads due effects page by page
@@ -395,7 +389,7 @@ impl Dispatcher {
     }
 
     /// Performs one effect and records the outcome.
-    pub async fn dispatch_one(&self, effect: EffectRecord) {
+    pub(crate) async fn dispatch_one(&self, effect: EffectRecord) {
         let started = Instant::now();
         let outcome = self.attempt(&effect).await;
         let labels = [("connector", effect.connector.as_str()), ("operation", effect.operation.as_str())];
