@@ -174,7 +174,7 @@ impl Money {
     /// assert_eq!(Money::parse("1500", "JPY").unwrap().to_minor_units().unwrap(), 1500);
     /// assert!(Money::parse("1.5", "JPY").unwrap().to_minor_units().is_err());
     /// ```
-    pub(crate) fn to_minor_units(&self) -> Result<i64, MoneyError> {
+    pub fn to_minor_units(&self) -> Result<i64, MoneyError> {
         let exp = minor_unit_exponent(self.currency);
         let scaled = self.amount.checked_mul(Decimal::from(10i64.pow(exp))).ok_or(MoneyError::Overflow)?;
         if scaled.fract() != Decimal::ZERO {
