@@ -8,6 +8,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bucket bounds for latencies, in seconds.
+/// Stages last minutes to weeks: 1 min, 5 min, 15 min, 1 h, 4 h, 8 h, 1 d, 3 d, 7 d, 30 d.
+const STAGE_BUCKETS: &[f64] =
+    &[60.0, 300.0, 900.0, 3600.0, 14_400.0, 28_800.0, 86_400.0, 259_200.0, 604_800.0, 2_592_000.0];
+
 pub(crate) const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
@@ -104,6 +108,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Requests answered 503 busy because no request slot came free in time (server.queue_timeout_secs), by listener.",
     ),
+    (
+        "orderbridge_stage_duration_seconds",
+        "histogram",
+        "How long orders stayed in a stage (a state, approval levels apart) before they left it, by stage.",
+    ),
     ("orderbridge_orders", "gauge", "Orders in each open state now (from the store's state index)."),
     (
         "orderbridge_oldest_order_age_seconds",
@@ -173,6 +182,11 @@ impl Metrics {
         }
         e.sum += value;
         e.count += 1;
+    }
+
+    /// An order left `stage` after staying `stayed`.
+    pub(crate) fn observe_stage(&self, stage: &str, stayed: Duration) {
+        self.observe("orderbridge_stage_duration_seconds", &[("stage", stage)], stayed.as_secs_f64(), STAGE_BUCKETS);
     }
 
     pub(crate) fn observe_commit(&self, batch: usize, took: Duration) {

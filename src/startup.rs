@@ -82,7 +82,7 @@ impl Application {
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(Orders::new(store.clone()));
+        let orders = Arc::new(Orders::new(store.clone()).with_metrics(metrics.clone()));
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let admin_listener = TcpListener::bind(settings.admin_listen)

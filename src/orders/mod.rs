@@ -148,6 +148,8 @@ pub struct Orders {
     payment_lock: Mutex<()>,
     /// Serialises digest runs (they number their effects from the `digest_seq` job state).
     digest_lock: Mutex<()>,
+    /// Where durable steps report the stages orders left (`None`: nowhere).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
@@ -175,7 +177,28 @@ impl Orders {
             order_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             payment_lock: Mutex::new(()),
             digest_lock: Mutex::new(()),
+            metrics: None,
         }
+    }
+
+    /// The same, reporting how long orders stayed in each stage they leave
+    /// (`orderbridge_stage_duration_seconds`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Orders {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Commits `steps` (see `Store::commit`); once they are durable, the stages
+    /// orders left are observed. Every step of the application layer goes through here.
+    async fn commit(&self, steps: Vec<Step>) -> Result<(), StoreError> {
+        let left: Vec<(String, std::time::Duration)> = steps.iter().filter_map(|s| s.left.clone()).collect();
+        self.store.commit(steps).await?;
+        if let Some(m) = &self.metrics {
+            for (stage, stayed) in left {
+                m.observe_stage(&stage, stayed);
+            }
+        }
+        Ok(())
     }
 
     /// The store, for reads.
@@ -244,7 +267,7 @@ impl Orders {
             };
             match self.plan_ingest(&inbound, existing, rules, now).await? {
                 Planned::Write(step, ingested) => {
-                    self.store.commit(vec![*step]).await?;
+                    self.commit(vec![*step]).await?;
                     Ok(ingested)
                 }
                 Planned::Duplicate(ingested) => {
@@ -303,6 +326,7 @@ impl Orders {
                     approval: None,
                     fulfilment: None,
                     timers: Vec::new(),
+                    state_since: Some(now),
                 };
                 let step = step_for(rec, None, decision, now);
                 let ingested = ingested(&step, false);
@@ -383,7 +407,7 @@ impl Orders {
                 }
             }
             steps.push(Step { jobs: vec![(poll_job(poll_key), poll_state.clone())], ..Step::default() });
-            self.store.commit(steps).await?;
+            self.commit(steps).await?;
             Ok(out)
         })
         .await
@@ -446,7 +470,7 @@ impl Orders {
                 if let Some(once) = once {
                     step.spend = Some((once.to_owned(), UsedLink { at: now, order_id: id, seq: rec.last_seq }));
                 }
-                self.store.commit(vec![step]).await?;
+                self.commit(vec![step]).await?;
                 Ok(rec)
             })
             .await;
@@ -538,7 +562,7 @@ impl Orders {
                     }
                 }
             }
-            self.store.commit(vec![step]).await?;
+            self.commit(vec![step]).await?;
             Ok(())
         })
         .await
@@ -567,7 +591,7 @@ impl Orders {
             let ev = OrderEvent::EffectReplayed { effect_id: id.to_string(), effect: dead.name() };
             step = merge(step, bookkeeping(rec, loaded, actor, ev, now));
         }
-        self.store.commit(vec![step]).await?;
+        self.commit(vec![step]).await?;
         Ok(again)
     }
 

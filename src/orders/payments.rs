@@ -92,7 +92,7 @@ impl Orders {
                 }
             }
         };
-        self.store.commit(vec![step]).await?;
+        self.commit(vec![step]).await?;
         Ok(outcome)
     }
 
@@ -129,7 +129,7 @@ impl Orders {
             payment_id: payment_id.to_owned(),
             outcome: outcome.clone(),
         });
-        self.store.commit(vec![step]).await?;
+        self.commit(vec![step]).await?;
         Ok(outcome)
     }
 

@@ -77,7 +77,7 @@ impl Orders {
         match crate::engine::decide::due_timer_event(&case(&rec, &history), rules, now) {
             Some(event) => {
                 let decision = crate::engine::decide(&case(&rec, &history), Actor::System, event, rules, now)?;
-                self.store.commit(vec![step_for(rec, Some(loaded), decision, now)]).await?;
+                self.commit(vec![step_for(rec, Some(loaded), decision, now)]).await?;
                 Ok(true)
             }
             None => {
@@ -99,7 +99,7 @@ impl Orders {
                     order: Some(crate::store::OrderWrite { record: rec, loaded: Some(loaded) }),
                     ..Step::default()
                 };
-                self.store.commit(vec![step]).await?;
+                self.commit(vec![step]).await?;
                 Ok(false)
             }
         }
@@ -168,7 +168,7 @@ impl Orders {
                 jobs: vec![(DIGEST_SEQ.to_owned(), serde_json::json!(seq))],
                 ..Step::default()
             };
-            self.store.commit(vec![step]).await?;
+            self.commit(vec![step]).await?;
             sent += 1;
         }
         Ok(sent)

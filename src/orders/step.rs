@@ -4,6 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::analytics::journey::node;
+use crate::engine::OrderState;
 use crate::engine::effects::{self, Subject};
 use crate::engine::{Actor, AuditEntry, Decision, OrderEvent};
 use crate::store::{
@@ -24,6 +26,10 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
     // Effects are numbered after the step's last event: deterministic, so the
     // idempotency key survives restarts and replays.
     let effect_seq = rec.last_seq;
+    let left = leaving(&rec, &decision.next, now);
+    if node(&rec.state) != node(&decision.next) {
+        rec.state_since = Some(now);
+    }
     rec.state = decision.next;
     rec.approval = decision.approval;
     rec.fulfilment = decision.fulfilment;
@@ -59,7 +65,7 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
             last_error: None,
         }));
     }
-    Step { order: Some(OrderWrite { record: rec, loaded }), events, outbox, digests, ..Step::default() }
+    Step { order: Some(OrderWrite { record: rec, loaded }), events, outbox, digests, left, ..Step::default() }
 }
 
 /// The step that appends a bookkeeping event (no state change) to an order's chain.
@@ -80,4 +86,15 @@ pub(crate) fn bookkeeping(
         fulfilment: rec.fulfilment.clone(),
     };
     step_for(rec, Some(loaded), decision, now)
+}
+
+/// The place `rec` leaves when it moves to `next` (approval levels apart), and how
+/// long it stayed there; `None` when it stays, or when its arrival there is unknown
+/// (an order written before that was kept).
+fn leaving(rec: &OrderRecord, next: &OrderState, now: DateTime<Utc>) -> Option<(String, std::time::Duration)> {
+    let here = node(&rec.state);
+    if here == node(next) {
+        return None;
+    }
+    Some((here, (now - rec.state_since?).to_std().unwrap_or_default()))
 }

@@ -175,6 +175,9 @@ pub struct Step {
     pub payment: Option<PaymentWrite>,
     /// Background jobs' state written with the step (a poll watermark, digest numbering).
     pub jobs: Vec<(String, serde_json::Value)>,
+    /// Not stored: the place the order left in this step and how long it stayed
+    /// there, for the stage-duration histogram once the step is durable.
+    pub left: Option<(String, std::time::Duration)>,
 }
 
 impl Step {

@@ -42,6 +42,10 @@ pub struct OrderRecord {
     /// Due reminders and escalations; mirrored in the timer index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timers: Vec<crate::engine::approval::Timer>,
+    /// When the order entered its state (approval levels apart); absent on orders
+    /// written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<DateTime<Utc>>,
 }
 
 impl OrderRecord {

@@ -118,7 +118,7 @@ async fn metrics_show_orders_per_state_the_oldest_waiting_and_the_outbox_lag() {
     let clock = ManualClock::new(start);
     let smtp = SmtpServer::start(&[]);
     let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
-    post(&app, &deal("D-MON-1", 1, "500000.00")).await;
+    let first = post(&app, &deal("D-MON-1", 1, "500000.00")).await;
     clock.advance(Duration::minutes(30));
     post(&app, &deal("D-MON-2", 1, "500000.00")).await;
     app.drain_outbox().await;
@@ -132,4 +132,19 @@ async fn metrics_show_orders_per_state_the_oldest_waiting_and_the_outbox_lag() {
     assert_eq!(series(&scrape, r#"orderbridge_oldest_order_age_seconds{state="executing"}"#), Some(0.0));
     // Nothing is due in the outbox once it drained.
     assert_eq!(series(&scrape, "orderbridge_outbox_lag_seconds"), Some(0.0), "{scrape}");
+
+    // The first is approved an hour after it began to wait: the stage histogram has it.
+    let (status, body) = app
+        .api_post_json(&format!("/orders/{first}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let scrape = app.metrics().await;
+    let stage = |what: &str| {
+        series(&scrape, &format!(r#"orderbridge_stage_duration_seconds_{what}{{stage="awaiting_approval.1"}}"#))
+    };
+    assert_eq!((stage("count"), stage("sum")), (Some(1.0), Some(3600.0)), "{scrape}");
+    let bucket = r#"orderbridge_stage_duration_seconds_bucket{stage="awaiting_approval.1",le="3600"}"#;
+    assert_eq!(series(&scrape, bucket), Some(1.0));
+    // Both orders left `received` at once.
+    assert_eq!(series(&scrape, r#"orderbridge_stage_duration_seconds_count{stage="received"}"#), Some(2.0));
 }

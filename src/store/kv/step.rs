@@ -29,7 +29,7 @@ impl<E: Engine> KvStore<E> {
         outbox_keys: &mut Vec<OutboxKey>,
         delta: &mut [i64; 3],
     ) -> Result<(), StoreError> {
-        let Step { order, events, outbox, digests, spend, payment, jobs } = step;
+        let Step { order, events, outbox, digests, spend, payment, jobs, left: _ } = step;
         if let Some(w) = order {
             self.write_order(&w, b)?;
         }
