@@ -63,15 +63,14 @@ async fn slice(store: Arc<dyn Store>, from: DateTime<Utc>, to: DateTime<Utc>) ->
     let end = to.timestamp_millis();
     let mut after = Some(OrderId::before(from));
     loop {
-        let page = store.list(None, after, PAGE).await?;
+        let page = store.trails(after, PAGE).await?;
         let full = page.len() == PAGE;
-        for rec in page.iter().take_while(|r| r.id.created_ms() < end) {
-            let events = store.events(rec.id).await?;
+        for (rec, events) in page.iter().take_while(|(r, _)| r.id.created_ms() < end) {
             let entries = events.iter().map(|e| Entry { at: e.at, actor: &e.actor, event: &e.event, state: &e.state });
             out.push(Journey::of(subject(rec), entries));
         }
         match page.last() {
-            Some(last) if full && last.id.created_ms() < end => after = Some(last.id),
+            Some((last, _)) if full && last.id.created_ms() < end => after = Some(last.id),
             _ => return Ok(out),
         }
     }
@@ -102,14 +101,13 @@ impl Orders {
         let (mut orders, mut rows) = (Vec::new(), Vec::new());
         let mut after = None;
         loop {
-            let page = self.store.list(None, after, PAGE).await?;
-            for rec in page.iter().filter(|r| in_window(r.updated_at)) {
-                let events = self.store.events(rec.id).await?;
-                orders.push(OrderRow::of(rec, &events, calendar));
+            let page = self.store.trails(after, PAGE).await?;
+            for (rec, events) in page.iter().filter(|(r, _)| in_window(r.updated_at)) {
+                orders.push(OrderRow::of(rec, events, calendar));
                 rows.extend(events.iter().filter(|e| in_window(e.at)).map(EventRow::of));
             }
             match page.last() {
-                Some(last) if page.len() == PAGE => after = Some(last.id),
+                Some((last, _)) if page.len() == PAGE => after = Some(last.id),
                 _ => return Ok((orders, rows)),
             }
         }

@@ -187,6 +187,9 @@ impl Step {
     }
 }
 
+/// An order with its audit trail.
+pub type Trail = (OrderRecord, Vec<EventRecord>);
+
 /// An order whose earliest due time has come, and that time (as indexed).
 pub type DueTimer = (OrderId, DateTime<Utc>);
 
@@ -353,6 +356,20 @@ pub trait Store: Send + Sync {
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>>;
     /// Counts for metrics and health, kept current (no scan).
     fn counts(&self) -> Counts;
+    /// A page of orders in id (= arrival) order after `after`, each with its events:
+    /// what a report or an export reads. The key-value store reads the page's events
+    /// in one range; this default asks for each order's events.
+    fn trails<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Trail>, StoreError>> {
+        Box::pin(async move {
+            let page = self.list(None, after, limit).await?;
+            let mut out = Vec::with_capacity(page.len());
+            for rec in page {
+                let events = self.events(rec.id).await?;
+                out.push((rec, events));
+            }
+            Ok(out)
+        })
+    }
     /// Orders in each of `states` now, with the oldest (the smallest id, so the
     /// earliest received). For `/metrics`: the key-value store counts index keys and
     /// PostgreSQL groups its state index, neither reads a record; this default reads

@@ -360,6 +360,15 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
         assert_eq!(by_state(big.state.name()).oldest, Some(big.order_id), "{}", subject.name());
         let total: u64 = counted.iter().map(|c| c.orders).sum();
         assert_eq!(total, 3, "{}: {counted:?}", subject.name());
+        // Orders with their trails, as reports read them: the same events as one by one.
+        let trails = store.trails(None, 10).await.unwrap();
+        assert_eq!(trails.len(), 3, "{}", subject.name());
+        for (rec, events) in &trails {
+            assert!(!events.is_empty());
+            assert_eq!(events, &store.events(rec.id).await.unwrap(), "{}", subject.name());
+        }
+        let after_first = store.trails(Some(trails[0].0.id), 1).await.unwrap();
+        assert_eq!(after_first[0].0.id, trails[1].0.id, "{}: pages go on after `after`", subject.name());
         let mine: Vec<_> = store.customer_orders("C-IX", None).await.unwrap().into_iter().map(|(id, _)| id).collect();
         assert_eq!(mine, vec![small.order_id, again.order_id], "{}: oldest first", subject.name());
         let later = now + chrono::Duration::days(1);

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::store::InState;
+use crate::store::{InState, Trail};
 
 impl<E: Engine> Store for KvStore<E> {
     fn commit(&self, steps: Vec<Step>) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -37,6 +37,34 @@ impl<E: Engine> Store for KvStore<E> {
             let to = prefix_end(&from);
             let steps = self.scan_with(&from, &to, usize::MAX, "events", |_| true, StepEvents::decode)?;
             Ok(steps.into_iter().flat_map(|(_, s)| s).collect())
+        })
+    }
+
+    fn trails<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Trail>, StoreError>> {
+        Box::pin(async move {
+            let page = self.list(None, after, limit).await?;
+            let (Some(first), Some(last)) = (page.first(), page.last()) else { return Ok(Vec::new()) };
+            // The page's events in one range: event keys lead with the order's id.
+            let from = key(EVENTS, &[first.id.as_bytes()]);
+            let to = prefix_end(&key(EVENTS, &[last.id.as_bytes()]));
+            let mut steps =
+                self.scan_with(&from, &to, usize::MAX, "events", |_| true, StepEvents::decode)?.into_iter().peekable();
+            let mut out = Vec::with_capacity(page.len());
+            for rec in page {
+                let mut events = Vec::new();
+                while let Some((k, _)) = steps.peek() {
+                    match k.get(1..17).and_then(id_of) {
+                        Some(id) if id > rec.id => break,
+                        Some(id) if id == rec.id => events.extend(steps.next().map(|(_, s)| s).into_iter().flatten()),
+                        // An order not on the page (quarantined) or a key that names none.
+                        _ => {
+                            steps.next();
+                        }
+                    }
+                }
+                out.push((rec, events));
+            }
+            Ok(out)
         })
     }
 
