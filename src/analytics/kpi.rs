@@ -67,9 +67,9 @@ pub(crate) struct Headline {
     pub(crate) orders: u64,
     pub(crate) closed: u64,
     /// Median received → closed, wall clock.
-    pub(crate) to_closed_median_s: i64,
+    pub(crate) to_closed_median_s: Option<i64>,
     /// Median wait of an approval level, business hours.
-    pub(crate) approval_median_s: i64,
+    pub(crate) approval_median_s: Option<i64>,
     pub(crate) exceptions_per_100: Option<Decimal>,
     pub(crate) satisfaction: Option<Decimal>,
     pub(crate) overdue_ratio: Option<Decimal>,
@@ -259,8 +259,8 @@ pub(crate) fn headline(key: String, journeys: &[&Journey], calendar: &Calendar) 
         key,
         orders: n,
         closed: u64::try_from(closed.len()).unwrap_or(0),
-        to_closed_median_s: Summary::of(closed).median_s,
-        approval_median_s: Summary::of(waits).median_s,
+        to_closed_median_s: (!closed.is_empty()).then(|| Summary::of(closed.clone()).median_s),
+        approval_median_s: (!waits.is_empty()).then(|| Summary::of(waits).median_s),
         exceptions_per_100: per_100(journeys.iter().map(|j| u64::from(j.exceptions)).sum(), n),
         satisfaction: mean(&scores),
         overdue_ratio: share(count(journeys.iter().copied().filter(|j| j.overdue)), invoiced),

@@ -65,6 +65,11 @@ pub(crate) enum Figure {
 }
 
 impl Figure {
+    /// Seconds, or `-` when there was nothing to measure.
+    fn maybe_seconds(s: Option<i64>) -> Figure {
+        s.map_or(Figure::Number(None), Figure::Seconds)
+    }
+
     fn plain(&self) -> String {
         match self {
             Figure::Count(n) => n.to_string(),
@@ -129,8 +134,8 @@ impl Rows {
     fn headline(&mut self, section: &'static str, h: &Headline) {
         self.push(section, &h.key, "orders", Figure::Count(h.orders));
         self.push(section, &h.key, "closed", Figure::Count(h.closed));
-        self.push(section, &h.key, "median_to_closed", Figure::Seconds(h.to_closed_median_s));
-        self.push(section, &h.key, "median_approval_business_hours", Figure::Seconds(h.approval_median_s));
+        self.push(section, &h.key, "median_to_closed", Figure::maybe_seconds(h.to_closed_median_s));
+        self.push(section, &h.key, "median_approval_business_hours", Figure::maybe_seconds(h.approval_median_s));
         self.push(section, &h.key, "exceptions_per_100", Figure::Number(h.exceptions_per_100));
         self.push(section, &h.key, "satisfaction", Figure::Number(h.satisfaction));
         self.push(section, &h.key, "overdue_ratio", Figure::Number(h.overdue_ratio));
@@ -239,9 +244,17 @@ pub(crate) fn csv_field(field: &str) -> String {
     }
 }
 
+/// The period's bounds in the report's time zone, as people read them.
+fn local(r: &Report) -> (String, String) {
+    let tz: chrono_tz::Tz = r.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let show = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%F %H:%M").to_string();
+    (show(r.from), show(r.to))
+}
+
 /// The rows for people: a block per section, aligned.
 pub(crate) fn text(r: &Report) -> String {
-    let mut s = format!("orders received {} to {} ({})\n", r.from.format("%F %T"), r.to.format("%F %T"), r.time_zone);
+    let (from, to) = local(r);
+    let mut s = format!("orders received {from} to {to} ({})\n", r.time_zone);
     let rows = rows(r);
     let width = rows.iter().map(|r| r.key.chars().count()).max().unwrap_or(0).min(60);
     let mut section = "";
@@ -256,14 +269,23 @@ pub(crate) fn text(r: &Report) -> String {
     s
 }
 
+/// A readable page on a phone or a desk, printable, with no outside resources.
+const STYLE: &str = "body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:1rem;color:#1f2933}\
+h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.5rem;border-bottom:1px solid #cbd2d9}\
+table{border-collapse:collapse;width:100%;max-width:60rem}td,th{padding:.25rem .5rem;text-align:left;\
+border-bottom:1px solid #e4e7eb;overflow-wrap:break-word}td:last-child{text-align:right;white-space:nowrap}\
+tr:nth-child(even){background:#f5f7fa}";
+
 /// The rows as an HTML page: a table per section.
 pub(crate) fn html(r: &Report) -> String {
     let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut s = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>orderbridge report</title></head><body>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>orderbridge report</title><style>{STYLE}</style></head><body>\
          <h1>Orders received {} to {} ({})</h1>",
-        r.from.format("%F %T"),
-        r.to.format("%F %T"),
+        local(r).0,
+        local(r).1,
         esc(&r.time_zone)
     );
     let mut section = "";
@@ -275,13 +297,9 @@ pub(crate) fn html(r: &Report) -> String {
             section = row.section;
             let _ = write!(s, "<h2>{section}</h2><table><tr><th>key</th><th>metric</th><th>value</th></tr>");
         }
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&row.key),
-            row.metric,
-            esc(&row.figure.readable())
-        );
+        // Long names may break after an underscore on a phone.
+        let (key, metric) = (esc(&row.key).replace('_', "_<wbr>"), row.metric.replace('_', "_<wbr>"));
+        let _ = write!(s, "<tr><td>{key}</td><td>{metric}</td><td>{}</td></tr>", esc(&row.figure.readable()));
     }
     if !section.is_empty() {
         s.push_str("</table>");

@@ -226,7 +226,7 @@ fn every_kpi_equals_its_hand_computed_value() {
     assert_eq!((s.average, s.net), (dec("3.5"), dec("0")));
     // By product: two loans (both closed), one card.
     let loan = &k.by_product[0];
-    assert_eq!((loan.key.as_str(), loan.orders, loan.closed, loan.to_closed_median_s), ("loan", 2, 2, 4 * D));
+    assert_eq!((loan.key.as_str(), loan.orders, loan.closed, loan.to_closed_median_s), ("loan", 2, 2, Some(4 * D)));
     let months: Vec<_> = k.by_month.iter().map(|h| (h.key.as_str(), h.orders)).collect();
     assert_eq!(months, [("2027-01", 2), ("2026-12", 1)]);
     assert_eq!(r.current.orders, 3);

@@ -83,6 +83,15 @@ async fn the_report_measures_approvals_and_paths_from_the_audit_trail() {
     assert!(csv.contains("approval_level,1,total_business_hours,10800\r\n"), "{csv}");
     let (_, _, text) = get_text(&app, "/reports/kpis?from=2026-11-30&to=2026-11-30&format=text").await;
     assert!(text.contains("2h 00m"), "{text}");
+    let (status, ct, html) = get_text(&app, "/reports/kpis?from=2026-11-30&to=2026-11-30&format=html").await;
+    assert_eq!((status, ct.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(html.contains("<h2>approval_level</h2>") && html.contains("<td>wang.fang</td>"), "{html}");
+    // The period as the site's people read it: whole days in Shanghai.
+    assert!(html.contains("2026-11-30 00:00 to 2026-12-01 00:00 (Asia/Shanghai)"), "{html}");
+    // Kept for a look in a browser, beside the screenshots of the pages.
+    let screens = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screens");
+    std::fs::create_dir_all(&screens).unwrap();
+    std::fs::write(screens.join("report.html"), &html).unwrap();
 
     // A bad period is a clear 400 naming the parameter.
     let (status, body) = app.api("/reports/kpis?from=last-week").await;
