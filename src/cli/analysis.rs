@@ -96,19 +96,35 @@ async fn from_daemon(
         .context("the daemon's export names no window end")?;
     let (since_at, _) = crate::analytics::report::window(since, None, tz, until_at).map_err(anyhow::Error::msg)?;
     let mut export = Export::begin(out, format, since_at, until_at)?;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut lines = Lines::default();
     while let Some(chunk) = resp.chunk().await.context("reading the daemon's export")? {
-        pending.extend_from_slice(&chunk);
-        let complete = pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        for line in pending[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            take_line(&mut export, line)?;
-        }
-        pending.drain(..complete);
+        lines.feed(&chunk, |line| take_line(&mut export, line))?;
     }
-    if !pending.is_empty() {
+    if !lines.pending.is_empty() {
         bail!("the daemon's export ended in the middle of a line: nothing was recorded, run it again");
     }
     export.finish()
+}
+
+/// Lines out of a body that comes in pieces cut anywhere.
+#[derive(Default)]
+struct Lines {
+    /// The start of a line whose end has not come yet.
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Gives `each` every line `chunk` completes (without its newline; empty lines
+    /// skipped), and keeps the rest.
+    fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        self.pending.extend_from_slice(chunk);
+        let complete = self.pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in self.pending[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            each(line)?;
+        }
+        self.pending.drain(..complete);
+        Ok(())
+    }
 }
 
 /// One line of the daemon's export (`{"table": …, "row": …}`) into `export`.
@@ -122,5 +138,31 @@ fn take_line(export: &mut Export, line: &[u8]) -> anyhow::Result<()> {
     match serde_json::from_slice(line).context("reading the daemon's export")? {
         Line::Orders(row) => export.order(*row),
         Line::Events(row) => export.event(row),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn lines_cut_anywhere_come_out_whole() {
+        let body = "{\"a\":\"订单\"}\n\n{\"b\":2}\n{\"c\":3}\n";
+        for cut in 0..body.len() {
+            let (mut lines, mut got) = (Lines::default(), Vec::new());
+            for piece in [&body.as_bytes()[..cut], &body.as_bytes()[cut..]] {
+                lines
+                    .feed(piece, |l| {
+                        got.push(String::from_utf8(l.to_vec())?);
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            assert_eq!(got, ["{\"a\":\"订单\"}", "{\"b\":2}", "{\"c\":3}"], "cut at {cut}");
+            assert!(lines.pending.is_empty());
+        }
+        let mut lines = Lines::default();
+        lines.feed(b"{\"a\":1}\n{\"b\"", |_| Ok(())).unwrap();
+        assert_eq!(lines.pending, b"{\"b\"");
     }
 }
