@@ -21,11 +21,12 @@
 //!   and what a secret must be (not empty, not published, long enough).
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
-//! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+//! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`, `allocator`: the process.
 //! - `future`: `BoxFuture`, the boxed future of trait objects (connectors, store).
 //! - `sample`: the sample order and mail context configuration checks render with.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
+pub mod allocator;
 pub(crate) mod analytics;
 pub mod bench;
 pub mod check;
