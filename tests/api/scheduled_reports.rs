@@ -222,3 +222,47 @@ async fn a_scheduled_report_arrives_once_per_period_with_its_charts_in_both_lang
     assert_eq!(ids.len(), 4, "{ids:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_report_naming_nobody_or_a_bad_value_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mail_config(dir.path(), "127.0.0.1:9".parse().unwrap(), 2525);
+    add_reports(dir.path());
+    assert!(load(dir.path()).is_ok(), "the reports as written load");
+    let notifications = dir.path().join("config/notifications.toml");
+    let line_of = |needle: &str| {
+        let text = std::fs::read_to_string(&notifications).unwrap();
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    };
+
+    // The directory has nobody with the role, nor the person.
+    replace_in_file(dir.path(), "config/notifications.toml", &[("role:management", "role:board")]);
+    replace_in_file(dir.path(), "config/notifications.toml", &[("person:james.wong", "person:nobody")]);
+    let e = load(dir.path()).map(|_| ()).unwrap_err();
+    let file = notifications.display().to_string();
+    let header = |name: &str| line_of(&format!("name = \"{name}\"")) - 1;
+    assert!(
+        e.contains(&format!(
+            "{file}:{}:1: reports weekly-zh: nobody in config/directory.toml has role `board`",
+            header("weekly-zh")
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "{file}:{}:1: reports weekly-en: person `nobody` is not in config/directory.toml",
+            header("weekly-en")
+        )),
+        "{e}"
+    );
+
+    // A value that is not one: at its own line.
+    replace_in_file(
+        dir.path(),
+        "config/notifications.toml",
+        &[("period = \"previous_week\"\nlocale = \"en\"", "period = \"last_week\"\nlocale = \"en\"")],
+    );
+    let e = load(dir.path()).map(|_| ()).unwrap_err();
+    let at = line_of("period = \"last_week\"");
+    assert!(e.contains(&format!("{file}:{at}:10: reports: period: `last_week` is not a period")), "{e}");
+}
