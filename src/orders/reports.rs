@@ -91,7 +91,8 @@ impl Orders {
         }
         let brief = self.brief(spec, &span, ctx.calendar).await?;
         let id = spec.effect_id(&span);
-        let locale = spec.locale.unwrap_or(ctx.default_locale);
+        // One message for everyone: the report's language, else the first reader's.
+        let locale = recipients.first().map_or(ctx.default_locale, |r| r.locale);
         let effect = EffectRecord {
             idempotency_key: format!("orderbridge:{once}"),
             id,
