@@ -266,3 +266,44 @@ async fn a_report_naming_nobody_or_a_bad_value_is_refused_at_its_line() {
     let at = line_of("period = \"last_week\"");
     assert!(e.contains(&format!("{file}:{at}:10: reports: period: `last_week` is not a period")), "{e}");
 }
+
+/// Two daemons on one PostgreSQL database and one clock: each report goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_database_send_each_report_once() {
+    use secrecy::ExposeSecret as _;
+    let clock = ManualClock::new("2026-11-25T02:00:00Z".parse().unwrap());
+    let pg = crate::postgres::fresh_database().await;
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let app = TestApp::builder()
+            .erp(erp.clone())
+            .clock(clock.clock())
+            .mail(&smtp)
+            .files(add_reports)
+            .settings(on_postgres(pg.url.expose_secret(), 3))
+            .start()
+            .await;
+        apps.push(app);
+    }
+    post(&apps[0], &deal("D-SR2-1", 1, "50000.00")).await;
+    post(&apps[1], &deal("D-SR2-2", 1, "50000.00")).await;
+
+    set_clock(&clock, "2026-11-30T00:01:00Z");
+    wait_reports(&smtp, 2).await;
+    for app in &apps {
+        app.drain_outbox().await;
+    }
+    let sent: Vec<(String, String)> =
+        reports(&smtp).iter().map(|m| (m.header("X-Orderbridge-Report").to_owned(), m.subject().to_owned())).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().any(|(n, s)| n == "weekly-zh" && s.contains("2026-11-23 至 2026-11-29")), "{sent:?}");
+    assert!(sent.iter().any(|(n, s)| n == "weekly-en" && s.contains("2026-11-23 to 2026-11-29")), "{sent:?}");
+    // Both daemons' orders are in it.
+    let zh = reports(&smtp).into_iter().find(|m| m.header("X-Orderbridge-Report") == "weekly-zh").unwrap();
+    assert!(zh.part("text/plain").contains("收到订单：2 / 0"), "{}", zh.part("text/plain"));
+    for app in apps {
+        app.stop().await;
+    }
+}
