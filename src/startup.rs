@@ -154,6 +154,7 @@ impl Application {
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
+            reports: digests.reports.clone(),
         };
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }

@@ -9,17 +9,51 @@
 //!     ├── text/html                   <img src="cid:received.<effect>@<domain>" alt="…">
 //!     └── image/png × charts          Content-ID, Content-Disposition: inline
 //! ```
+//!
+//! `preview` is the same HTML for a browser (the charts as `data:` URLs), for
+//! `orderbridge report --mail NAME` and `GET /api/reports/scheduled/{name}`.
 
 use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use serde_json::Value;
 
-use super::Mailer;
+use super::{Mailer, Templates};
 use crate::analytics::brief::Brief;
 use crate::connectors::ConnectorError;
+use crate::engine::calendar::Calendar;
 use crate::engine::notify::Recipient;
 use crate::locale::Locale;
+use crate::orders::Orders;
+use crate::reports::ReportSpec;
+
+/// The HTML of the mail `spec` would send at `at` (the period before it), its charts
+/// inline as `data:` URLs, in the report's language (else `default`).
+///
+/// # Errors
+/// A store that cannot be read, or a template that does not render.
+pub(crate) async fn preview(
+    orders: &Orders,
+    (spec, at, calendar): (&ReportSpec, chrono::DateTime<chrono::Utc>, &Calendar),
+    templates: &Templates,
+    site_name: &str,
+    default: Locale,
+) -> Result<String, String> {
+    use base64::Engine as _;
+    let span = spec.period.before(at, calendar.tz);
+    let brief = orders.report_brief(spec, &span, calendar).await.map_err(|e| e.to_string())?;
+    let charts = brief.charts();
+    let ids: Vec<(String, u32, u32, String)> =
+        charts.iter().map(|c| (c.id.to_owned(), c.width, c.height, format!("{}@preview", c.id))).collect();
+    let site = serde_json::json!({"name": site_name});
+    let ctx = super::templates::report_context(&site, &brief, &ids);
+    let mut html = templates.render_report(spec.locale.unwrap_or(default), ctx).map_err(|e| e.to_string())?.html;
+    for (chart, (_, _, _, cid)) in charts.iter().zip(&ids) {
+        let data = base64::engine::general_purpose::STANDARD.encode(&chart.png);
+        html = html.replace(&format!("cid:{cid}"), &format!("data:image/png;base64,{data}"));
+    }
+    Ok(html)
+}
 
 impl Mailer {
     /// The message of a report effect (its body has `report`, `to` and `locale`).

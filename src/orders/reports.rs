@@ -89,7 +89,7 @@ impl Orders {
             self.commit(vec![Step { jobs: vec![advance], ..Step::default() }]).await?;
             return Ok(false);
         }
-        let brief = self.brief(spec, &span, ctx.calendar).await?;
+        let brief = self.report_brief(spec, &span, ctx.calendar).await?;
         let id = spec.effect_id(&span);
         // One message for everyone: the report's language, else the first reader's.
         let locale = recipients.first().map_or(ctx.default_locale, |r| r.locale);
@@ -133,7 +133,15 @@ impl Orders {
 
     /// The brief of `spec`'s period `span`: its report beside the period before, and
     /// the orders received per hour or day.
-    async fn brief(&self, spec: &ReportSpec, span: &Span, calendar: &Calendar) -> Result<Brief, OrderError> {
+    ///
+    /// # Errors
+    /// A store that cannot be read.
+    pub(crate) async fn report_brief(
+        &self,
+        spec: &ReportSpec,
+        span: &Span,
+        calendar: &Calendar,
+    ) -> Result<Brief, OrderError> {
         let (before_from, before_to) = Report::previous_period(span.from, span.to);
         let (journeys, before) = tokio::join!(self.journeys(span.from, span.to), self.journeys(before_from, before_to));
         let (journeys, before) = (journeys?, before?);

@@ -119,6 +119,25 @@ fn keep_for_a_look(m: &Mail, file: &str) {
     std::fs::write(screens.join(file), html).unwrap();
 }
 
+async fn preview_api(app: &TestApp, name: &str, at: &str) -> String {
+    let url = app.admin_url(&format!("/api/reports/scheduled/{name}?at={at}"));
+    let resp = app.client.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    resp.text().await.unwrap()
+}
+
+/// `orderbridge report --mail`: through the daemon on `admin_port` while it runs,
+/// else from the store in `dir` itself.
+async fn preview_cli(dir: &std::path::Path, admin_port: u16, name: &str, at: &str) -> String {
+    let mut c = std::process::Command::new(bin());
+    c.args(["report", "--mail", name, "--at", at, "--config-dir"]).arg(dir);
+    c.env("ORDERBRIDGE__SERVER__ADMIN__PORT", admin_port.to_string());
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Which of the `n` columns of a columns chart (560 px wide, 6 px margins) have bars.
 fn columns_with_bars(width: u32, pixels: &[u8], n: u32) -> Vec<u32> {
     let slot = (width - 12) / n;
@@ -189,6 +208,20 @@ async fn a_scheduled_report_arrives_once_per_period_with_its_charts_in_both_lang
         assert_eq!((charts[2].width, charts[2].height), (560, 40));
     }
 
+    // An admin sees the same mail (charts as data URLs) before or after it is sent,
+    // from the API and from the command line (through the running daemon).
+    let preview = preview_api(&app, "weekly-zh", "2026-11-30").await;
+    assert!(preview.contains("管理报告（周报）") && preview.contains("收到订单"), "{preview}");
+    let images: Vec<Value> = parts(zh).into_iter().filter(|p| p["content_type"] == "image/png").collect();
+    assert_eq!(images.len(), 3);
+    for p in &images {
+        let data = format!("data:image/png;base64,{}", p["data_b64"].as_str().unwrap());
+        assert!(preview.contains(&data), "the preview draws the same {} chart", p["filename"]);
+    }
+    assert_eq!(preview_cli(app.dir.path(), app.admin.port(), "weekly-zh", "2026-11-30").await, preview);
+    let (status, body) = app.api("/reports/scheduled/monthly").await;
+    assert_eq!(status, 404, "{body}");
+
     // Later that week, a daemon restart sends nothing again: the period was sent.
     let erp = app.erp.clone();
     let dir = app.stop().await;
@@ -220,7 +253,10 @@ async fn a_scheduled_report_arrives_once_per_period_with_its_charts_in_both_lang
     let all = reports(&smtp);
     let ids: std::collections::BTreeSet<&str> = all.iter().map(|m| m.header("Message-ID")).collect();
     assert_eq!(ids.len(), 4, "{ids:?}");
-    app.stop().await;
+    // With the daemon stopped, the command line reads the store itself: the same mail.
+    let admin_port = app.admin.port();
+    let dir = app.stop_and_release().await;
+    assert_eq!(preview_cli(dir.path(), admin_port, "weekly-zh", "2026-11-30").await, preview);
 }
 
 #[tokio::test]
