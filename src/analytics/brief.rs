@@ -210,7 +210,9 @@ impl Brief {
             figures: vec![Figure { key: "orders".into(), current: "12".into(), previous: "9".into() }],
             received: (0..7)
                 .map(|d| Bar {
-                    label: format!("12-0{d}"),
+                    label: (NaiveDate::from_ymd_opt(2026, 11, 30).expect("a date") + chrono::Duration::days(d as i64))
+                        .format("%m-%d")
+                        .to_string(),
                     kind: String::new(),
                     value: d,
                     shown: d.to_string(),

@@ -158,4 +158,27 @@ mod tests {
         let r = t.render_report(Locale::En, context(&site, &brief, &[])).unwrap();
         assert!(!r.html.contains("cid:"), "{}", r.html);
     }
+
+    /// The sample brief's mail, pinned as the other mails are
+    /// (`tests/snapshots/templates/<locale>/report.snap`; `UPDATE_SNAPSHOTS=1` rewrites).
+    #[test]
+    fn the_report_mail_matches_its_snapshot() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let t = Templates::load(repo, Presentation::default()).unwrap();
+        let brief = Brief::sample();
+        let charts: Vec<_> =
+            brief.charts().iter().map(|c| (c.id.to_owned(), c.width, c.height, format!("{}@x", c.id))).collect();
+        let site = serde_json::json!({"name": "示例银行"});
+        for loc in LOCALES {
+            let r = t.render_report(loc, context(&site, &brief, &charts)).unwrap();
+            let got = format!("Subject: {}\n\n--- text ---\n{}\n--- html ---\n{}", r.subject, r.text, r.html);
+            let path = repo.join("tests/snapshots/templates").join(loc.as_str()).join("report.snap");
+            if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+                std::fs::write(&path, &got).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(want == got, "{} differs (run with UPDATE_SNAPSHOTS=1 after an intended change)", path.display());
+        }
+    }
 }
