@@ -12,6 +12,7 @@
 //! - `mail`, `links`, `locale`, `directory`, `notifications`: e-mail (templates, SMTP),
 //!   signed links, showing values to people, reading the people we write to and who
 //!   hears about what.
+//! - `reports`: scheduled management reports (`[[reports]]`): read, checked, addressed.
 //! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
 //!   metrics), with connection and request limits (axum on hyper).
 //! - `settings`: `orderbridge.toml`, typed, one file per section.
@@ -51,6 +52,7 @@ pub mod metrics;
 pub(crate) mod notifications;
 pub mod orders;
 pub(crate) mod panics;
+pub(crate) mod reports;
 pub(crate) mod rules_diff;
 pub(crate) mod sample;
 pub(crate) mod schedule;

@@ -77,7 +77,7 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded { settings, mut registry, rules, templates, .. } = loaded;
+        let Loaded { settings, mut registry, rules, templates, reports, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
@@ -122,6 +122,9 @@ impl Application {
             interval: settings.scheduler_sweep_interval,
             rules: rules.clone(),
             dispatcher: wake.clone(),
+            reports: Arc::new(reports),
+            default_locale: settings.presentation.default_locale,
+            started: clock.now(),
         };
         let pollers = registry
             .connectors
@@ -151,6 +154,7 @@ impl Application {
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
+            reports: digests.reports.clone(),
         };
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }

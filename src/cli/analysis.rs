@@ -1,4 +1,5 @@
-//! Lifecycle step 8 on the command line: `report` and `export`.
+//! Lifecycle step 8 on the command line: `report` (also a scheduled report's mail,
+//! `--mail`) and `export`.
 
 use std::path::Path;
 
@@ -25,6 +26,48 @@ pub(super) async fn report(dir: &Path, from: &str, to: Option<&str>, format: For
             let mut params = vec![("from", from.to_owned()), ("format", format!("{format:?}").to_lowercase())];
             params.extend(to.map(|t| ("to", t.to_owned())));
             src.api_text("/reports/kpis", &params).await?
+        }
+    };
+    print!("{body}");
+    Ok(0)
+}
+
+/// Prints the HTML mail the `[[reports]]` entry `name` would send at `at`.
+pub(super) async fn report_mail(dir: &Path, name: &str, at: Option<&str>) -> anyhow::Result<i32> {
+    let src = Source::open(dir).await?;
+    let body = match &src {
+        Source::Store(s) => {
+            let first = |ds: Vec<crate::diagnostics::Diagnostic>| anyhow::anyhow!("{}", ds[0]);
+            let settings = Settings::load_with(dir, false).map_err(first)?;
+            let mut rules = crate::config::load_rules(dir).map_err(first)?;
+            // As the daemon runs it: business hours in the site's zone.
+            rules.sla.calendar.tz = settings.presentation.time_zone;
+            let (reports, _) = crate::reports::load(dir).map_err(first)?;
+            let templates = crate::mail::Templates::load(dir, settings.presentation).map_err(first)?;
+            let Some(spec) = reports.iter().find(|r| r.name == name) else {
+                bail!("no [[reports]] entry named `{name}` in config/notifications.toml");
+            };
+            let tz = settings.presentation.time_zone;
+            let at = match at {
+                None => chrono::Utc::now(),
+                Some(a) => {
+                    crate::analytics::report::period(a, None, tz, chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                        .map_err(|_| anyhow::anyhow!("at: `{a}` is not a date or an RFC 3339 time"))?
+                        .0
+                }
+            };
+            let default = settings.presentation.default_locale;
+            crate::mail::report_preview(s, (spec, at, &rules.sla.calendar), &templates, &settings.site_name, default)
+                .await
+                .map_err(anyhow::Error::msg)?
+        }
+        Source::Api { .. } => {
+            let params: Vec<(&str, String)> = at.map(|a| ("at", a.to_owned())).into_iter().collect();
+            let path = format!(
+                "/reports/scheduled/{}",
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+            );
+            src.api_text(&path, &params).await?
         }
     };
     print!("{body}");

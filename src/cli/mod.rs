@@ -9,7 +9,7 @@ mod reads;
 mod source;
 mod store_admin;
 
-use analysis::{export, report};
+use analysis::{export, report, report_mail};
 use config_tools::{mapping_test, rules_diff};
 use reads::{audit_verify, orders, outbox, quarantine};
 use source::{Source, actor_text, fetch_order};
@@ -73,14 +73,21 @@ pub(crate) enum Command {
     /// the process map (the same as `GET /api/reports/kpis`).
     Report {
         /// First day (in the site's time zone) or an RFC 3339 time.
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "mail")]
+        from: Option<String>,
         /// Last day, included, or an RFC 3339 time, excluded (default: now).
         #[arg(long)]
         to: Option<String>,
         /// text, json, csv or html.
         #[arg(long, default_value = "text")]
         format: crate::analytics::render::Format,
+        /// Instead: the HTML mail the `[[reports]]` entry of this name would send
+        /// (charts inline), for the period before --at.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        mail: Option<String>,
+        /// With --mail: when it would be sent (a day or an RFC 3339 time; default now).
+        #[arg(long, requires = "mail")]
+        at: Option<String>,
     },
     /// Write the orders and events changed in a window to files for the data
     /// warehouse, partitioned by month; by default from where the last export into
@@ -233,7 +240,10 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             rules_diff(&dir, last, candidate, json).await
         }
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
-        Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
+        Command::Report { mail: Some(name), at, .. } => report_mail(&dir, &name, at.as_deref()).await,
+        Command::Report { from, to, format, .. } => {
+            report(&dir, from.as_deref().unwrap_or_default(), to.as_deref(), format).await
+        }
         Command::Explain { id, json } => {
             let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;

@@ -62,6 +62,8 @@ pub struct AppState {
     pub(crate) templates: Option<Arc<crate::mail::Templates>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
     pub(crate) paused: Arc<crate::workers::dispatcher::Paused>,
+    /// Scheduled management reports (`[[reports]]`), for their previews.
+    pub(crate) reports: Arc<Vec<crate::reports::ReportSpec>>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
+        .route("/reports/scheduled/{name}", get(reports::scheduled))
         .route("/export", get(reports::export))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
     let gate = Gate::new(&state, "admin");

@@ -1,8 +1,9 @@
 //! `GET /api/reports/kpis?from=&to=&format=`: the management report of the orders
 //! received in a period (JSON by default; `csv`, `text` or `html`).
+//! `GET /api/reports/scheduled/{name}?at=`: the mail a scheduled report would send.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -27,6 +28,45 @@ pub async fn kpis(State(app): State<AppState>, ApiQuery(q): ApiQuery<KpiQuery>) 
     let (from, to) = report::period(&q.from, q.to.as_deref(), tz, app.clock.now()).map_err(ApiError::bad_request)?;
     let r = app.orders.kpi_report(from, to, &app.rules.sla.calendar).await?;
     Ok(([(header::CONTENT_TYPE, q.format.content_type())], render::write(&r, q.format)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct PreviewQuery {
+    /// When it would be sent (a date: its first instant in the site's zone); default now.
+    at: Option<String>,
+}
+
+/// The HTML of the mail the `[[reports]]` entry `name` would send at `at`: the
+/// period before it, its charts inline as `data:` URLs.
+pub async fn scheduled(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<PreviewQuery>,
+) -> Result<Response, ApiError> {
+    let tz = app.settings.presentation.time_zone;
+    let Some(spec) = app.reports.iter().find(|r| r.name == name) else {
+        return Err(ApiError::not_found(format!("scheduled report `{name}`")));
+    };
+    let at = match &q.at {
+        None => app.clock.now(),
+        Some(at) => {
+            report::period(at, None, tz, chrono::DateTime::<chrono::Utc>::MAX_UTC)
+                .map_err(|_| ApiError::bad_request(format!("at: `{at}` is not a date or an RFC 3339 time")))?
+                .0
+        }
+    };
+    let templates = app.templates.as_deref().ok_or_else(|| ApiError::bad_request("no mail templates configured"))?;
+    let site = &app.settings.site_name;
+    let html = crate::mail::report_preview(
+        &app.orders,
+        (spec, at, &app.rules.sla.calendar),
+        templates,
+        site,
+        app.settings.presentation.default_locale,
+    )
+    .await
+    .map_err(ApiError::unexpected)?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 /// The header that carries an export's window end.

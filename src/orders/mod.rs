@@ -11,12 +11,13 @@
 //! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
 //! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
 //! systems report; `audit.rs`: `audit verify`; `analytics.rs`: the
-//! orders and trails a report reads.
+//! orders and trails a report reads; `reports.rs`: scheduled management reports.
 
 mod analytics;
 mod audit;
 mod payments;
 mod report;
+mod reports;
 mod schedule;
 mod step;
 
@@ -29,6 +30,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
 pub use report::Named;
+pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};

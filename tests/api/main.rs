@@ -29,6 +29,7 @@ mod prism;
 mod replicas;
 mod reports;
 mod rules_diff;
+mod scheduled_reports;
 mod screens;
 mod separation;
 mod signatures;

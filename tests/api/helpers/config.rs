@@ -44,6 +44,13 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
     std::fs::copy(repo.join("config/watchlist.csv"), dir.join("config/watchlist.csv")).unwrap();
     if !mail {
         std::fs::write(dir.join("config/notifications.toml"), "# no notifications in this test\n").unwrap();
+    } else {
+        // Scheduled reports only where a test adds them (`scheduled_reports.rs`): the
+        // example's, due on Mondays, would arrive among another test's mail.
+        let path = dir.join("config/notifications.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.find("# --- Scheduled management reports").or_else(|| text.find("[[reports]]"));
+        std::fs::write(&path, &text[..cut.unwrap_or(text.len())]).unwrap();
     }
     for (file, secret) in [
         ("demo-crm", CRM_SECRET.to_owned()),
