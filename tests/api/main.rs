@@ -34,4 +34,5 @@ mod separation;
 mod signatures;
 mod store;
 mod vendor_shapes;
+mod watch_list;
 mod weak_secrets;
