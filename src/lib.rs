@@ -19,6 +19,8 @@
 //!   cross-check references, build).
 //! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
 //!   and what a secret must be (not empty, not published, long enough).
+//! - `versions`: rules, mappings, notifications and templates versioned by content,
+//!   each version kept under the data directory as loaded.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
@@ -59,4 +61,5 @@ pub(crate) mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 pub mod workers;

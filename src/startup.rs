@@ -77,12 +77,14 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded { settings, mut registry, rules, templates, .. } = loaded;
+        let Loaded { settings, mut registry, rules, templates, versions, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
         let orders = Arc::new(Orders::new(store.clone()).with_metrics(metrics.clone()));
+        crate::versions::kept::record(&settings.store_path, &versions, clock.now())
+            .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let admin_listener = TcpListener::bind(settings.admin_listen)

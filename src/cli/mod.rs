@@ -8,12 +8,14 @@ mod config_tools;
 mod reads;
 mod source;
 mod store_admin;
+mod versions;
 
 use analysis::{export, report};
 use config_tools::{mapping_test, rules_diff};
 use reads::{audit_verify, orders, outbox, quarantine};
 use source::{Source, actor_text, fetch_order};
 use store_admin::{migrate, store_copy};
+use versions::{rules_history, rules_show};
 
 use std::path::{Path, PathBuf};
 
@@ -187,6 +189,21 @@ pub(crate) enum RulesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every version of the rules, mappings, notifications and templates the daemon
+    /// has loaded (by content hash), with when each was first and last loaded.
+    History {
+        /// Also every load, with the configuration's version decisions record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a kept version's file exactly as it was loaded.
+    Show {
+        /// The version (its hash, or a unique prefix as `rules history` shows it).
+        version: String,
+        /// Which file of the version (default: its first, e.g. config/rules.toml).
+        #[arg(long)]
+        file: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,6 +249,8 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
+        Command::Rules(RulesCmd::History { json }) => rules_history(&dir, json),
+        Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
         Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
         Command::Explain { id, json } => {

@@ -72,6 +72,10 @@ pub struct EventRecord {
     pub state: OrderState,
     pub prev_hash: String,
     pub hash: String,
+    /// The configuration's version the step's decision was taken under (on a step's
+    /// first event; `crate::versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +86,8 @@ struct Hashed<'a> {
     actor: &'a Actor,
     event: &'a OrderEvent,
     state: &'a OrderState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_version: Option<&'a String>,
 }
 
 impl EventRecord {
@@ -93,6 +99,7 @@ impl EventRecord {
             actor: &self.actor,
             event: &self.event,
             state: &self.state,
+            config_version: self.config_version.as_ref(),
         })
         .expect("event serialises");
         let mut h = Sha256::new();
@@ -120,9 +127,18 @@ impl EventRecord {
             state,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
+            config_version: None,
         };
         e.hash = e.compute_hash();
         e
+    }
+
+    /// This link, recording the configuration's version it was decided under.
+    #[must_use]
+    pub(crate) fn under(mut self, config_version: &str) -> Self {
+        self.config_version = Some(config_version.to_owned());
+        self.hash = self.compute_hash();
+        self
     }
 
     pub fn key(&self) -> [u8; 20] {
@@ -159,6 +175,8 @@ struct StepEvent {
     actor: Actor,
     event: OrderEvent,
     state: OrderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_version: Option<String>,
 }
 
 impl StepEvents {
@@ -185,6 +203,7 @@ impl StepEvents {
                     actor: e.actor.clone(),
                     event: e.event.clone(),
                     state: e.state.clone(),
+                    config_version: e.config_version.clone(),
                 })
                 .collect(),
         })
@@ -206,6 +225,7 @@ impl StepEvents {
                 state: e.state,
                 prev_hash: prev,
                 hash: String::new(),
+                config_version: e.config_version,
             };
             rec.hash = if i + 1 == n { self.hash.clone() } else { rec.compute_hash() };
             prev = rec.hash.clone();

@@ -34,5 +34,6 @@ mod separation;
 mod signatures;
 mod store;
 mod vendor_shapes;
+mod versions;
 mod watch_list;
 mod weak_secrets;

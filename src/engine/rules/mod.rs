@@ -30,7 +30,11 @@ pub(crate) use watch_list::WatchList;
 /// The loaded, validated rule set. `version` is recorded in every decision.
 #[derive(Clone, Debug)]
 pub struct Rules {
+    /// The hand-typed label (`version` in the file), shown beside content versions.
     pub(crate) version: String,
+    /// The configuration's version by content (`crate::versions`), set by the loader;
+    /// each decision records it.
+    pub(crate) config_version: String,
     pub(crate) screening: Vec<ScreeningRule>,
     pub(crate) approval: ApprovalRules,
     pub(crate) effects: Vec<EffectRule>,
