@@ -5,6 +5,7 @@
 
 mod analysis;
 mod config_tools;
+mod evidence;
 mod reads;
 mod source;
 mod store_admin;
@@ -108,6 +109,9 @@ pub(crate) enum Command {
     /// Rule changes: what a candidate rules.toml would decide differently.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// An order's evidence pack for auditors (`evidence ORDER_ID --out FILE.zip`), its
+    /// offline check (`evidence verify FILE.zip`) and the key that checks it.
+    Evidence(evidence::EvidenceArgs),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
@@ -251,6 +255,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rules(RulesCmd::History { json }) => rules_history(&dir, json),
         Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
+        Command::Evidence(args) => evidence::run(&dir, args).await,
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
         Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
         Command::Explain { id, json } => {

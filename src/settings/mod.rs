@@ -11,6 +11,7 @@
 //! secret references. Each holds the raw shape and the checks that give it meaning;
 //! `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod evidence;
 mod limits;
 mod mail;
 mod secret_ref;
@@ -75,6 +76,8 @@ pub(crate) struct RawSettings {
     pub(crate) links: RawLinks,
     #[serde(default)]
     pub(crate) scheduler: RawScheduler,
+    #[serde(default)]
+    pub(crate) evidence: evidence::RawEvidence,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +137,8 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// `None` when no link secret is configured (mail then carries no links).
     pub links: Option<LinkSettings>,
+    /// The Ed25519 key that signs evidence packs (`[evidence] signing_key`).
+    pub evidence_key: Option<SecretString>,
     pub scheduler_sweep_interval: Duration,
     /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
     pub secret_policy: crate::secrets::Policy,
@@ -243,6 +248,7 @@ impl RawSettings {
         let (presentation, site_logo) = site::parse(&self.site, config_dir, &mut p);
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
+        let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -273,6 +279,7 @@ impl RawSettings {
             presentation,
             smtp,
             links,
+            evidence_key,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             secret_policy,
             accepted_weak_secrets,

@@ -16,6 +16,7 @@ mod crash;
 mod credentials;
 mod dispatcher;
 mod event_permissions;
+mod evidence;
 mod export;
 mod fairness;
 mod intake;
