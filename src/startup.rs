@@ -82,7 +82,9 @@ impl Application {
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(Orders::new(store.clone()).with_metrics(metrics.clone()));
+        let orders = Arc::new(
+            Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
+        );
         crate::versions::kept::record(&settings.store_path, &versions, clock.now())
             .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let listener =

@@ -78,7 +78,14 @@ fn chain_check(events: &[EventRecord]) -> String {
         }
         prev.clone_from(&e.hash);
     }
-    format!("chain intact: {} events, head {}\n", events.len(), prev)
+    let sealed = match events.last().and_then(|e| e.seal.as_ref()) {
+        Some(s) => format!(
+            "head sealed with audit key `{}` (HMAC-SHA256 {}; `audit verify` checks it with the key)\n",
+            s.key_id, s.mac
+        ),
+        None => String::new(),
+    };
+    format!("chain intact: {} events, head {}\n{sealed}", events.len(), prev)
 }
 
 /// Every event with the configuration in force (a step's version holds for the

@@ -11,6 +11,7 @@
 //! secret references. Each holds the raw shape and the checks that give it meaning;
 //! `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod audit;
 mod evidence;
 mod limits;
 mod mail;
@@ -78,6 +79,8 @@ pub(crate) struct RawSettings {
     pub(crate) scheduler: RawScheduler,
     #[serde(default)]
     pub(crate) evidence: evidence::RawEvidence,
+    #[serde(default)]
+    pub(crate) audit: audit::RawAudit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +142,8 @@ pub struct Settings {
     pub links: Option<LinkSettings>,
     /// The Ed25519 key that signs evidence packs (`[evidence] signing_key`).
     pub evidence_key: Option<SecretString>,
+    /// The keys that seal the audit chain (`[audit]`); empty: plain SHA-256 chains.
+    pub audit_keys: crate::orders::seal::AuditKeys,
     pub scheduler_sweep_interval: Duration,
     /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
     pub secret_policy: crate::secrets::Policy,
@@ -249,6 +254,7 @@ impl RawSettings {
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
+        let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -280,6 +286,7 @@ impl RawSettings {
             smtp,
             links,
             evidence_key,
+            audit_keys,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             secret_policy,
             accepted_weak_secrets,

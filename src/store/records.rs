@@ -76,6 +76,17 @@ pub struct EventRecord {
     /// first event; `crate::versions`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
+    /// On a step's last event when the audit is keyed: an HMAC over this event's hash
+    /// and the order row the step wrote (`crate::orders::seal`). Not part of the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+}
+
+/// A keyed seal on a chain head: the key's id and the HMAC-SHA256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub key_id: String,
+    pub mac: String,
 }
 
 #[derive(Serialize)]
@@ -128,6 +139,7 @@ impl EventRecord {
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
             config_version: None,
+            seal: None,
         };
         e.hash = e.compute_hash();
         e
@@ -177,6 +189,8 @@ struct StepEvent {
     state: OrderState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<Seal>,
 }
 
 impl StepEvents {
@@ -204,6 +218,7 @@ impl StepEvents {
                     event: e.event.clone(),
                     state: e.state.clone(),
                     config_version: e.config_version.clone(),
+                    seal: e.seal.clone(),
                 })
                 .collect(),
         })
@@ -226,6 +241,7 @@ impl StepEvents {
                 prev_hash: prev,
                 hash: String::new(),
                 config_version: e.config_version,
+                seal: e.seal,
             };
             rec.hash = if i + 1 == n { self.hash.clone() } else { rec.compute_hash() };
             prev = rec.hash.clone();
@@ -389,5 +405,24 @@ mod tests {
         let mut t = e.clone();
         t.actor = Actor::Person("mallory".into());
         assert_ne!(t.compute_hash(), e.hash);
+    }
+
+    #[test]
+    fn a_packed_step_keeps_its_configuration_version_and_seal() {
+        let id = OrderId::new_v7();
+        let first =
+            EventRecord::chained(id, 1, GENESIS, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed)
+                .under("c0ffee");
+        let mut last =
+            EventRecord::chained(id, 2, &first.hash, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed);
+        last.seal = Some(Seal { key_id: "k1".into(), mac: "ab".repeat(32) });
+        let events = vec![first.clone(), last.clone()];
+        assert!(StepEvents::pack(&events).is_some(), "stored packed");
+        let back = StepEvents::decode(&StepEvents::encode(&events)).unwrap();
+        assert_eq!(back, events);
+        assert_eq!(back[0].compute_hash(), back[0].hash, "the version is part of the hash");
+        let mut moved = first;
+        moved.config_version = Some("decaf".into());
+        assert_ne!(moved.compute_hash(), back[0].hash);
     }
 }
