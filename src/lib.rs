@@ -20,6 +20,9 @@
 //!   cross-check references, build).
 //! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
 //!   and what a secret must be (not empty, not published, long enough).
+//! - `versions`: rules, mappings, notifications and templates versioned by content,
+//!   each version kept under the data directory as loaded.
+//! - `evidence`: an order's signed evidence pack for auditors, and its offline check.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
 //! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`, `allocator`: the process.
@@ -40,6 +43,7 @@ pub(crate) mod directory;
 pub mod documents;
 pub mod domain;
 pub mod engine;
+pub mod evidence;
 pub mod explain;
 pub mod export;
 pub(crate) mod future;
@@ -62,4 +66,5 @@ pub(crate) mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 pub mod workers;

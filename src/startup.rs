@@ -77,12 +77,16 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded { settings, mut registry, rules, templates, reports, .. } = loaded;
+        let Loaded { settings, mut registry, rules, templates, reports, versions, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(Orders::new(store.clone()).with_metrics(metrics.clone()));
+        let orders = Arc::new(
+            Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
+        );
+        crate::versions::kept::record(&settings.store_path, &versions, clock.now())
+            .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let admin_listener = TcpListener::bind(settings.admin_listen)
@@ -94,16 +98,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
         let page_templates = templates.clone();
-        if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
-            let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &public_url)
-                .map_err(anyhow::Error::msg)?;
-            let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-            // Mail has slots of its own, outside dispatcher.concurrency: however slow
-            // another system is, mail is never waiting for a shared slot.
-            let limits =
-                crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
-            registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
-        }
+        add_mail(&mut registry, &settings, templates, links.clone(), &public_url)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let rules = Arc::new(rules);
@@ -260,4 +255,25 @@ impl Application {
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// The mail connector, when `[smtp]` and templates are configured.
+fn add_mail(
+    registry: &mut crate::connectors::Registry,
+    settings: &crate::settings::Settings,
+    templates: Option<Arc<crate::mail::Templates>>,
+    links: Option<Arc<LinkSigner>>,
+    public_url: &str,
+) -> anyhow::Result<()> {
+    if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
+        let mailer =
+            Mailer::new(smtp, templates, links, &settings.site_name, public_url).map_err(anyhow::Error::msg)?;
+        let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+        // Mail has slots of its own, outside dispatcher.concurrency: however slow
+        // another system is, mail is never waiting for a shared slot.
+        let limits =
+            crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
+        registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
+    }
+    Ok(())
 }

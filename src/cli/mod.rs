@@ -5,15 +5,18 @@
 
 mod analysis;
 mod config_tools;
+mod evidence;
 mod reads;
 mod source;
 mod store_admin;
+mod versions;
 
 use analysis::{export, report, report_mail};
 use config_tools::{mapping_test, rules_diff};
 use reads::{audit_verify, orders, outbox, quarantine};
 use source::{Source, actor_text, fetch_order};
 use store_admin::{migrate, store_copy};
+use versions::{rules_history, rules_show};
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +116,9 @@ pub(crate) enum Command {
     /// Rule changes: what a candidate rules.toml would decide differently.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// An order's evidence pack for auditors (`evidence ORDER_ID --out FILE.zip`), its
+    /// offline check (`evidence verify FILE.zip`) and the key that checks it.
+    Evidence(evidence::EvidenceArgs),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
@@ -194,6 +200,21 @@ pub(crate) enum RulesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every version of the rules, mappings, notifications and templates the daemon
+    /// has loaded (by content hash), with when each was first and last loaded.
+    History {
+        /// Also every load, with the configuration's version decisions record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a kept version's file exactly as it was loaded.
+    Show {
+        /// The version (its hash, or a unique prefix as `rules history` shows it).
+        version: String,
+        /// Which file of the version (default: its first, e.g. config/rules.toml).
+        #[arg(long)]
+        file: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +260,9 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
+        Command::Rules(RulesCmd::History { json }) => rules_history(&dir, json),
+        Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
+        Command::Evidence(args) => evidence::run(&dir, args).await,
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
         Command::Report { mail: Some(name), at, .. } => report_mail(&dir, &name, at.as_deref()).await,
         Command::Report { from, to, format, .. } => {

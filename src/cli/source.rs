@@ -36,7 +36,7 @@ impl Source {
             ..settings.store.clone()
         };
         match crate::store::open(&options, Arc::new(Metrics::default())).await {
-            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
+            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s).with_audit_keys(settings.audit_keys.clone())))),
             Err(StoreError::Locked(_)) => {
                 // The admin listener serves /api (the public one does not).
                 let mut addr = settings.admin_listen;

@@ -39,6 +39,8 @@ pub struct Loaded {
     /// Scheduled management reports (`[[reports]]` in `config/notifications.toml`).
     pub(crate) reports: Vec<crate::reports::ReportSpec>,
     pub files: usize,
+    /// Each part's version by content, with the files as read (kept at start).
+    pub versions: crate::versions::Versions,
     /// Not problems, but worth saying (`check` prints them, `run` logs them): the
     /// example configuration's note on the demo secrets it accepted.
     pub notes: Vec<Diagnostic>,
@@ -67,7 +69,7 @@ pub fn load_all(config_dir: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let mut parsed = parse_files(config_dir, &mut problems);
     add_documents(config_dir, &mut parsed, &mut problems);
     references::check(config_dir, &parsed, &mut problems);
-    build(parsed, problems)
+    build(config_dir, parsed, problems)
 }
 
 /// Phase 1: every file kind, each on its own.
@@ -123,7 +125,7 @@ fn add_documents(config_dir: &Path, parsed: &mut Parsed, problems: &mut Vec<Diag
 }
 
 /// Phase 3: the runtime values, when no file had a problem.
-fn build(parsed: Parsed, problems: Vec<Diagnostic>) -> Result<Loaded, Vec<Diagnostic>> {
+fn build(config_dir: &Path, parsed: Parsed, problems: Vec<Diagnostic>) -> Result<Loaded, Vec<Diagnostic>> {
     let Parsed { settings, rules, registry, notifications, templates, reports } = parsed;
     match (settings, rules, registry, notifications, reports) {
         (Some(settings), Some(mut rules), Some((registry, n)), Some((notifications, _)), Some((reports, _)))
@@ -131,6 +133,8 @@ fn build(parsed: Parsed, problems: Vec<Diagnostic>) -> Result<Loaded, Vec<Diagno
         {
             rules.notify = Arc::new(notifications);
             rules.sla.calendar.tz = settings.presentation.time_zone;
+            let versions = crate::versions::Versions::compute(config_dir, Some(&rules.version));
+            rules.config_version.clone_from(&versions.id);
             let mut accepted = settings.accepted_weak_secrets.clone();
             for r in &registry.accepted_weak_secrets {
                 if !accepted.contains(r) {
@@ -138,7 +142,7 @@ fn build(parsed: Parsed, problems: Vec<Diagnostic>) -> Result<Loaded, Vec<Diagno
                 }
             }
             let notes = settings.secret_policy.note(&accepted).into_iter().collect();
-            Ok(Loaded { settings, registry, rules, templates, reports, files: n + 2, notes })
+            Ok(Loaded { settings, registry, rules, templates, reports, files: n + 2, versions, notes })
         }
         _ => Err(problems),
     }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ADMIN_TOKEN, CRM_SECRET, DESK_TOKEN, ERP_TOKEN, FINANCE_TOKEN, LINK_SECRET, Settings};
+use super::{ADMIN_TOKEN, CRM_SECRET, DESK_TOKEN, ERP_TOKEN, EVIDENCE_KEY, FINANCE_TOKEN, LINK_SECRET, Settings};
 
 /// The example configuration in `dir` with the ERP (and service desk, finance system)
 /// at `erp`. Notifications are off: only mail tests (`write_mail_config`) send mail.
@@ -58,6 +58,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
         ("desk", DESK_TOKEN.to_owned()),
         ("finance", FINANCE_TOKEN.to_owned()),
         ("links", LINK_SECRET.to_owned()),
+        ("evidence", EVIDENCE_KEY.to_owned()),
         ("admin", format!("{ADMIN_TOKEN}\n")),
     ] {
         std::fs::write(dir.join("secrets").join(file), secret).unwrap();
@@ -67,7 +68,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
 /// One example file made hermetic: each `${ENV}` secret reference becomes a file
 /// reference, each example system address becomes `erp`.
 fn hermetic(text: &str, erp: SocketAddr) -> String {
-    const SECRETS: [(&str, &str); 8] = [
+    const SECRETS: [(&str, &str); 9] = [
         ("${DEMO_CRM_SECRET}", "file:secrets/demo-crm"),
         ("${DEMO_ERP_TOKEN}", "file:secrets/demo-erp"),
         ("${SERVICE_DESK_TOKEN}", "file:secrets/desk"),
@@ -76,6 +77,7 @@ fn hermetic(text: &str, erp: SocketAddr) -> String {
         ("${DEMO_FINANCE_SECRET}", "file:secrets/demo-crm"),
         ("${ORDERBRIDGE_ADMIN_TOKEN}", "file:secrets/admin"),
         ("${ORDERBRIDGE_LINK_SECRET}", "file:secrets/links"),
+        ("${ORDERBRIDGE_EVIDENCE_KEY}", "file:secrets/evidence"),
     ];
     let erp = format!("http://{erp}");
     let systems = ["http://127.0.0.1:9090", "http://127.0.0.1:9091", "http://127.0.0.1:9092"];
