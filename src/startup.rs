@@ -138,7 +138,11 @@ impl Application {
                 time_zone: settings.presentation.time_zone,
             })
             .collect();
+        let archive = Arc::new(
+            crate::archive::Archive::new(orders.clone(), settings.archive.clone()).with_metrics(metrics.clone()),
+        );
         let state = AppState {
+            archive,
             templates: page_templates,
             paused: dispatcher.paused.clone(),
             links,
@@ -193,6 +197,11 @@ impl Application {
         let mut tasks = vec![tokio::spawn(reconciler.run(stop.clone()))];
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
+        if state.settings.archive.enabled {
+            let job =
+                crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
+            tasks.push(tokio::spawn(job.run(stop.clone())));
+        }
         tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();

@@ -13,7 +13,7 @@ use super::*;
 pub(super) async fn report(dir: &Path, from: &str, to: Option<&str>, format: Format) -> anyhow::Result<i32> {
     let src = Source::open(dir).await?;
     let body = match &src {
-        Source::Store(s) => {
+        Source::Store(s, _) => {
             let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             let rules = crate::config::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             let tz = settings.presentation.time_zone;
@@ -47,7 +47,7 @@ pub(super) async fn export(
     };
     let src = Source::open(dir).await?;
     let ((orders, events), since_at, until_at) = match &src {
-        Source::Store(s) => {
+        Source::Store(s, _) => {
             let (since_at, until_at) =
                 crate::analytics::report::window(since.as_deref(), until, tz, chrono::Utc::now())
                     .map_err(anyhow::Error::msg)?;

@@ -8,9 +8,10 @@
 //!
 //! One file per section: `server`, `store`, `site`, `mail` (`[smtp]`, `[links]`),
 //! `limits` (`[intake]`, `[dispatcher]`, `[scheduler]`, `[limits]`); `secret_ref` for
-//! secret references. Each holds the raw shape and the checks that give it meaning;
+//! secret references; `archive` (`[archive]`). Each holds the raw shape and the checks that give it meaning;
 //! `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod archive;
 mod limits;
 mod mail;
 mod secret_ref;
@@ -27,6 +28,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use self::archive::ArchiveSettings;
+use self::archive::RawArchive;
 pub use self::limits::{DispatcherSettings, QueueAlerts};
 use self::limits::{RawDispatcher, RawIntake, RawLimits, RawScheduler};
 pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
@@ -75,6 +78,8 @@ pub(crate) struct RawSettings {
     pub(crate) links: RawLinks,
     #[serde(default)]
     pub(crate) scheduler: RawScheduler,
+    #[serde(default)]
+    pub(crate) archive: RawArchive,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +140,8 @@ pub struct Settings {
     /// `None` when no link secret is configured (mail then carries no links).
     pub links: Option<LinkSettings>,
     pub scheduler_sweep_interval: Duration,
+    /// Moving ended orders to the archive, and purging them (`[archive]`).
+    pub archive: ArchiveSettings,
     /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
     pub secret_policy: crate::secrets::Policy,
     /// Secret references accepted only because this is the example configuration.
@@ -243,6 +250,7 @@ impl RawSettings {
         let (presentation, site_logo) = site::parse(&self.site, config_dir, &mut p);
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
+        let archive = archive::parse(&self.archive, config_dir, &store::path(&self.store, config_dir), &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -274,6 +282,7 @@ impl RawSettings {
             smtp,
             links,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
+            archive,
             secret_policy,
             accepted_weak_secrets,
         })
