@@ -19,6 +19,12 @@ impl ArchiveJob {
     pub(crate) async fn run(self, stop: CancellationToken) {
         let interval = self.archive.settings().sweep_interval;
         loop {
+            // The first pass one interval after start: a daemon started to look at
+            // its orders (or a restart after a crash) changes nothing at once.
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
             if self.lease(interval).await {
                 match self.archive.run("archive sweep", self.clock.now()).await {
                     Ok(p) if p == crate::archive::Pass::default() => {}
@@ -31,10 +37,6 @@ impl ArchiveJob {
                     ),
                     Err(e) => tracing::error!(error = %e, "the archive pass failed; it runs again next sweep"),
                 }
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(interval) => {}
             }
         }
     }

@@ -7,6 +7,7 @@ mod helpers;
 
 mod amounts;
 mod approval;
+mod archive;
 mod bench_peers;
 mod cash;
 mod check;

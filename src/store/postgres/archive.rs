@@ -30,7 +30,10 @@ pub(super) async fn change(tx: &mut PgConnection, c: ArchiveChange) -> Result<()
                 return conflict(format!("order {id} moved on or is gone; not archived"));
             }
             exec(tx, sqlx::query("DELETE FROM events WHERE order_id = $1").bind(uuid(id))).await?;
-            exec(tx, sqlx::query("DELETE FROM invoices WHERE order_id = $1").bind(uuid(id))).await?;
+            if let Some(n) = &loaded.invoice {
+                let q = sqlx::query("DELETE FROM invoices WHERE number = $1 AND order_id = $2").bind(n).bind(uuid(id));
+                exec(tx, q).await?;
+            }
             let q = sqlx::query(
                 "INSERT INTO archive_index (order_id, segment, entry) VALUES ($1, $2, $3::json) ON CONFLICT DO NOTHING",
             )
