@@ -36,16 +36,14 @@ fn rss_mib() -> u64 {
     orderbridge::bench::rss_kib(std::process::id()).map_or(0, |(_, rss)| rss / 1024)
 }
 
-/// Bytes of the files under `dir`, leaving out `skip`.
-fn du(dir: &Path, skip: &Path) -> u64 {
+/// Bytes the files under `dir` take on disk (allocated blocks, as `du`: the engine's
+/// journal is preallocated sparse).
+fn du(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
     let mut total = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p == skip {
-            continue;
-        }
         let m = e.metadata().unwrap();
-        total += if m.is_dir() { du(&p, skip) } else { m.len() };
+        total += if m.is_dir() { du(&e.path()) } else { m.blocks() * 512 };
     }
     total
 }
@@ -69,17 +67,13 @@ async fn run(orders: usize) {
     let start: DateTime<Utc> = "2026-01-05T01:00:00Z".parse().unwrap();
     let t = Instant::now();
     fill(&app, &rules, orders, start).await;
-    app.store().flush().await.unwrap();
-    let archive_dir = options.path.join("archive");
-    let before = du(&options.path, &archive_dir);
-    println!(
-        "  filled in {:.0}s: hot store {:.1} MiB ({:.0} B/order), RSS {} MiB",
-        t.elapsed().as_secs_f64(),
-        mib(before),
-        before as f64 / orders as f64,
-        rss_mib()
-    );
+    println!("  filled in {:.0}s, RSS {} MiB", t.elapsed().as_secs_f64(), rss_mib());
+    close(app).await;
+    let before = measure(&options, &dir.path().join("before")).await;
+    println!("  hot store before: {before}");
 
+    let app = Arc::new(Orders::new(store::open(&options, Arc::new(Metrics::default())).await.unwrap()));
+    let archive_dir = options.path.join("archive");
     let settings = ArchiveSettings {
         enabled: true,
         after_days: 90,
@@ -89,39 +83,43 @@ async fn run(orders: usize) {
         dir: archive_dir.clone(),
     };
     let archive = Archive::new(app.clone(), settings);
+    let rss_open = rss_mib();
     let t = Instant::now();
     let pass = archive.run("bench", start + chrono::Duration::days(120)).await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(pass.archived as usize, orders);
-    app.store().flush().await.unwrap();
-    let after = du(&options.path, &archive_dir);
-    let archived = du(&archive_dir, Path::new(""));
+    let archived = du(&archive_dir);
     println!(
-        "  archive pass: {secs:.1}s ({:.0} orders/s, {} segments); archive {:.1} MiB ({:.0} B/order); \
-         hot store as the pass left it {:.1} MiB; RSS {} MiB",
+        "  archive pass: {secs:.1}s ({:.0} orders/s, {} segments), archive {:.1} MiB ({:.0} B/order); RSS {rss_open} MiB before the pass, {} MiB after",
         orders as f64 / secs,
         pass.segments_written,
         mib(archived),
         archived as f64 / orders as f64,
-        mib(after),
         rss_mib()
     );
     let t = Instant::now();
     let audit = archive.verify().await.unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
     println!("  audit verify of the archive: {:.1}s, {} events", t.elapsed().as_secs_f64(), audit.events);
+    drop(archive);
+    close(app).await;
+    let after = measure(&options, &dir.path().join("after")).await;
+    println!("  hot store after: {after}");
+}
+
+async fn close(app: Arc<Orders>) {
     let store = app.store().clone();
-    drop((archive, app));
+    drop(app);
     store.close().await.unwrap();
-    drop(store);
-    let copy = store::Options { path: dir.path().join("compacted"), ..options.clone() };
-    store::copy(&options, &copy, Arc::new(Metrics::default())).await.unwrap();
-    let compacted = du(&copy.path, Path::new(""));
-    println!(
-        "  hot store compacted (store copy): {:.2} MiB, was {:.1} MiB before the pass",
-        mib(compacted),
-        mib(before)
-    );
+}
+
+/// What the hot store holds: its rows (a `store copy`, which also compacts) and the
+/// copy's size on disk.
+async fn measure(options: &store::Options, to: &Path) -> String {
+    let copy = store::Options { path: to.to_owned(), ..options.clone() };
+    let copied = store::copy(options, &copy, Arc::new(Metrics::default())).await.unwrap();
+    let disk = du(to);
+    format!("{} rows, {:.1} MiB of rows; {:.1} MiB on disk compacted", copied.keys, mib(copied.bytes), mib(disk))
 }
 
 /// `orders` orders received one a minute from `start`, through intake with every
