@@ -155,3 +155,30 @@ pub(crate) fn files(dir: &Path) -> std::io::Result<Vec<String>> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_reads_back_line_by_line_and_its_hash_covers_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let now: DateTime<Utc> = "2026-06-12T02:00:00Z".parse().unwrap();
+        let name = new_name("2026-03", now);
+        assert!(name.starts_with("2026-03/seg-20260612T020000-") && name.ends_with(".jsonl"), "{name}");
+        let lines = vec![r#"{"a":"订单"}"#.as_bytes().to_vec(), br#"{"b":2}"#.to_vec()];
+        let w = write(dir.path(), &name, &lines, now).unwrap();
+        let body = std::fs::read(dir.path().join(&name)).unwrap();
+        assert_eq!((w.bytes, w.sha256.clone()), (body.len() as u64, sha256(&body)));
+        for (line, (offset, len)) in lines.iter().zip(&w.spans) {
+            assert_eq!(slice(&body, *offset, *len), Some(&line[..]));
+        }
+        let trailer: serde_json::Value =
+            serde_json::from_slice(body.trim_ascii_end().rsplit(|b| *b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(trailer["orders"], 2);
+        assert_eq!(files(dir.path()).unwrap(), vec![name.clone()], "no temporary file is left");
+        remove(dir.path(), &name).unwrap();
+        remove(dir.path(), &name).unwrap();
+        assert!(files(dir.path()).unwrap().is_empty());
+    }
+}
