@@ -24,8 +24,8 @@ pub struct Pass {
     pub purged: u64,
     /// Segment files no store entry named, removed.
     pub orphans_removed: u64,
-    /// Orders due whose move lost a race (they changed meanwhile): the next pass
-    /// tries again.
+    /// Orders due that stay for now: an effect of theirs is still pending, or their
+    /// move lost a race (they changed meanwhile). The next pass tries again.
     pub skipped: u64,
 }
 
@@ -99,6 +99,10 @@ impl Archive {
     /// Moves the ended orders past `after_days`, by month of ending.
     async fn move_due(&self, now: DateTime<Utc>, pass: &mut Pass) -> Result<(), OrderError> {
         let cutoff = now - chrono::Duration::days(i64::from(self.settings.after_days));
+        // An order with an effect still pending stays until it is performed (the
+        // dispatcher reads the order when it records the outcome).
+        let busy: HashSet<OrderId> =
+            self.orders.store().pending_effects(usize::MAX).await?.iter().map(|e| e.id.order_id).collect();
         let mut buckets: BTreeMap<String, Vec<OrderRecord>> = BTreeMap::new();
         for state in ENDED {
             let mut after = None;
@@ -107,6 +111,10 @@ impl Archive {
                 let full = page.len() == PAGE;
                 after = page.last().map(|r| r.id);
                 for rec in page.into_iter().filter(|r| ended_at(r) <= cutoff) {
+                    if busy.contains(&rec.id) {
+                        pass.skipped += 1;
+                        continue;
+                    }
                     let month = ended_at(&rec).format("%Y-%m").to_string();
                     let bucket = buckets.entry(month.clone()).or_default();
                     bucket.push(rec);

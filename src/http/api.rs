@@ -117,10 +117,15 @@ pub(crate) async fn list_orders(
                 id: x.parse().map_err(bad("external_id"))?,
             };
             let found = match app.store.find_external(&source).await? {
-                Some(id) => app.store.order(id).await?,
+                Some(id) => app.archive.find(id).await?,
                 None => None,
             };
-            return Ok(Json(json!({"orders": found.iter().map(order_json).collect::<Vec<_>>(), "next_after": null})));
+            let listed = found.map(|f| {
+                let mut v = found_json(&f);
+                v.as_object_mut().map(|o| o.remove("events"));
+                v
+            });
+            return Ok(Json(json!({"orders": listed.into_iter().collect::<Vec<_>>(), "next_after": null})));
         }
         (None, None) => {}
         _ => return Err(ApiError::bad_request("`connector` and `external_id` go together").with_field("external_id")),

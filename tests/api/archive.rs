@@ -104,6 +104,8 @@ async fn ended_orders_move_to_the_archive_are_still_found_and_a_damaged_segment_
             assert_eq!(now[field], was[field], "{id}: {field} as it was");
         }
     }
+    let (_, by_source) = app.api("/orders?connector=demo-crm&external_id=D-AR-C").await;
+    assert_eq!(by_source["orders"][0]["state"], "archived", "{by_source}");
     assert_eq!(app.order(&recent).await["state"], "rejected", "an order that ended 15 days ago stays hot");
     assert!(app.state.store.order(recent.parse().unwrap()).await.unwrap().is_some());
     let (_, audit) = app.api("/audit/verify").await;
