@@ -283,3 +283,30 @@ async fn a_legal_hold_survives_the_purge_and_every_purge_is_logged() {
     assert_eq!(audit["intact"], true, "{audit}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_archive_works_the_same_on_postgres() {
+    use secrecy::ExposeSecret as _;
+    let pg = crate::postgres::fresh_database().await;
+    let clock = ManualClock::new(Utc::now() - Duration::days(100));
+    let app = TestApp::builder().clock(clock.clock()).settings(on_postgres(pg.url.expose_secret(), 3)).start().await;
+    let (a, b) = (rejected(&app, "D-PG1").await, cancelled(&app, "D-PG2").await);
+    app.drain_outbox().await;
+    let before = app.order(&b).await;
+    clock.advance(Duration::days(91));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["archived"], 2, "{pass}");
+    assert_eq!(app.state.store.order(b.parse().unwrap()).await.unwrap(), None);
+    let now = app.order(&b).await;
+    assert_eq!((now["state"].as_str(), &now["events"]), (Some("archived"), &before["events"]));
+    let (status, body) = app.api_post_json(&format!("/orders/{a}/legal-hold"), &json!({"reason": "审计"})).await;
+    assert_eq!(status, 200, "{body}");
+    clock.advance(Duration::days(3653));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["purged"], 1, "{pass}");
+    assert_eq!(app.api(&format!("/orders/{b}")).await.0, 404);
+    assert_eq!(app.order(&a).await["archived"]["legal_hold"]["reason"], "审计");
+    let (_, audit) = app.api("/audit/verify").await;
+    assert_eq!((audit["intact"].as_bool(), audit["archive"]["log_entries"].as_u64()), (Some(true), Some(2)), "{audit}");
+    app.stop().await;
+}
