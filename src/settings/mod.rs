@@ -7,9 +7,9 @@
 //! `SecretString` here, never written inline and never logged.
 //!
 //! One file per section: `server`, `store`, `site`, `mail` (`[smtp]`, `[links]`),
-//! `limits` (`[intake]`, `[dispatcher]`, `[scheduler]`, `[limits]`); `secret_ref` for
-//! secret references; `archive` (`[archive]`). Each holds the raw shape and the checks that give it meaning;
-//! `RawSettings::parse` runs them in file order and assembles `Settings`.
+//! `limits` (`[intake]`, `[dispatcher]`, `[scheduler]`, `[limits]`), `archive`;
+//! `secret_ref` for secret references. Each holds the raw shape and the checks that
+//! give it meaning; `RawSettings::parse` runs them in file order and assembles `Settings`.
 
 mod archive;
 mod limits;
