@@ -57,6 +57,15 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
         state.name(),
     )];
     lines.push(format!("mapping version {}", order["mapping_version"].as_str().unwrap_or("?")));
+    if let Some(a) = order.get("archived") {
+        lines.push(format!(
+            "archived {} in segment {} (it ended {} at {})",
+            a["archived_at"].as_str().unwrap_or("?"),
+            a["segment"].as_str().unwrap_or("?"),
+            a["ended"].as_str().unwrap_or("?"),
+            a["ended_at"].as_str().unwrap_or("?")
+        ));
+    }
 
     let mut story = Story { lines, ..Story::default() };
     for e in &events {
@@ -68,6 +77,7 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
     let json = json!({
         "order_id": order["id"], "state": state, "mapping_version": order["mapping_version"],
         "screening": screening, "route": chain, "decisions": decisions, "effects": effects, "waiting_for": waiting,
+        "archived": order.get("archived"),
     });
     Ok(Explanation { lines, json })
 }

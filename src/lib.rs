@@ -6,6 +6,7 @@
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes, their limits.
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
+//! - `archive`: ended orders moved to immutable segment files, found there, held, purged.
 //! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
 //! - `workers`: the outbox dispatcher (fair per-connector scheduling), the scheduler
 //!   (reminders, escalations, digests), pollers.
@@ -32,6 +33,7 @@
 
 pub mod allocator;
 pub(crate) mod analytics;
+pub mod archive;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -125,6 +125,14 @@ const HELP: &[(&str, &str, &str)] = &[
         "How long the oldest due effect has been waiting past its due time; 0 when none is due.",
     ),
     ("orderbridge_build_info", "gauge", "Build information."),
+    ("orderbridge_archive_orders_total", "counter", "Orders moved from the hot store to the archive."),
+    ("orderbridge_archive_purged_total", "counter", "Archived orders purged after `archive.retain_years`."),
+    ("orderbridge_archive_segments", "gauge", "Segment files in the archive after the last pass."),
+    (
+        "orderbridge_archive_last_run_timestamp_seconds",
+        "gauge",
+        "When the last archive pass finished (Unix time, the daemon's clock).",
+    ),
 ];
 
 #[derive(Default)]
@@ -163,6 +171,11 @@ impl Metrics {
     pub(crate) fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
         let mut c = self.counters.lock().expect("metrics lock");
         *c.entry((name, labels(pairs))).or_default() += 1;
+    }
+
+    pub(crate) fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
+        let mut c = self.counters.lock().expect("metrics lock");
+        *c.entry((name, labels(pairs))).or_default() += n;
     }
 
     /// Sets a labelled gauge.

@@ -87,11 +87,7 @@ impl Application {
         );
         crate::versions::kept::record(&settings.store_path, &versions, clock.now())
             .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
-        let listener =
-            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
-        let admin_listener = TcpListener::bind(settings.admin_listen)
-            .await
-            .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
+        let (listener, admin_listener) = bind(&settings).await?;
         let public_url = settings
             .public_url
             .clone()
@@ -136,7 +132,11 @@ impl Application {
                 time_zone: settings.presentation.time_zone,
             })
             .collect();
+        let archive = Arc::new(
+            crate::archive::Archive::new(orders.clone(), settings.archive.clone()).with_metrics(metrics.clone()),
+        );
         let state = AppState {
+            archive,
             templates: page_templates,
             paused: dispatcher.paused.clone(),
             links,
@@ -192,6 +192,11 @@ impl Application {
         let mut tasks = vec![tokio::spawn(reconciler.run(stop.clone()))];
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
+        if state.settings.archive.enabled {
+            let job =
+                crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
+            tasks.push(tokio::spawn(job.run(stop.clone())));
+        }
         tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();
@@ -276,4 +281,13 @@ fn add_mail(
         registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
     }
     Ok(())
+}
+
+/// The public listener and the admin one.
+async fn bind(settings: &crate::settings::Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
+    Ok((listener, admin_listener))
 }

@@ -14,7 +14,7 @@ use super::*;
 pub(super) async fn report(dir: &Path, from: &str, to: Option<&str>, format: Format) -> anyhow::Result<i32> {
     let src = Source::open(dir).await?;
     let body = match &src {
-        Source::Store(s) => {
+        Source::Store(s, _) => {
             let settings = Settings::load_with(dir, false).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             let rules = crate::config::load_rules(dir).map_err(|ds| anyhow::anyhow!("{}", ds[0]))?;
             let tz = settings.presentation.time_zone;
@@ -36,7 +36,7 @@ pub(super) async fn report(dir: &Path, from: &str, to: Option<&str>, format: For
 pub(super) async fn report_mail(dir: &Path, name: &str, at: Option<&str>) -> anyhow::Result<i32> {
     let src = Source::open(dir).await?;
     let body = match &src {
-        Source::Store(s) => {
+        Source::Store(s, _) => {
             let first = |ds: Vec<crate::diagnostics::Diagnostic>| anyhow::anyhow!("{}", ds[0]);
             let settings = Settings::load_with(dir, false).map_err(first)?;
             let mut rules = crate::config::load_rules(dir).map_err(first)?;
@@ -90,7 +90,7 @@ pub(super) async fn export(
     };
     let src = Source::open(dir).await?;
     let done = match &src {
-        Source::Store(s) => {
+        Source::Store(s, _) => {
             let (since_at, until_at) =
                 crate::analytics::report::window(since.as_deref(), until, tz, chrono::Utc::now())
                     .map_err(anyhow::Error::msg)?;

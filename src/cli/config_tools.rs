@@ -122,7 +122,7 @@ pub(super) async fn rules_diff(
     let mut after: Option<OrderId> = None;
     loop {
         let page: Vec<OrderId> = match &src {
-            Source::Store(s) => s.store().list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
+            Source::Store(s, _) => s.store().list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
             Source::Api { .. } => {
                 let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
                 let v = src.api(reqwest::Method::GET, &format!("/orders?limit=1000{q}")).await?;

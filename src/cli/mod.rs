@@ -1,9 +1,11 @@
-//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`.
+//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`,
+//! `archive` (`archive.rs`).
 //!
 //! Read commands open the store directly when no daemon holds it, and otherwise go
 //! through the running daemon's admin API, so they work either way.
 
 mod analysis;
+mod archive;
 mod config_tools;
 mod evidence;
 mod reads;
@@ -121,6 +123,9 @@ pub(crate) enum Command {
     Evidence(evidence::EvidenceArgs),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
+    /// The archive of ended orders: run a pass now, legal holds.
+    #[command(subcommand)]
+    Archive(ArchiveCmd),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
     /// (the daemon also applies them at start), or an embedded store's layout.
     Migrate,
@@ -224,6 +229,25 @@ pub(crate) enum AuditCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum ArchiveCmd {
+    /// One archive pass now: orphaned segments removed, due orders moved, expired
+    /// ones purged; prints the counts.
+    Run {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep an archived order past `archive.retain_years` (a legal hold), logged in
+    /// the archive log.
+    Hold {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release an archived order's legal hold (logged).
+    Release { id: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum OutboxCmd {
     /// Pending effects (due or backing off).
     List {
@@ -256,6 +280,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             store_copy(&dir, to_backend, to_path, to_url).await
         }
         Command::Migrate => migrate(&dir).await,
+        Command::Archive(cmd) => archive::archive(&dir, cmd).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await

@@ -16,8 +16,13 @@ use crate::store::StoreError;
 
 /// Where read commands get their data.
 pub(super) enum Source {
-    Store(Arc<Orders>),
-    Api { base: String, token: Option<String>, client: reqwest::Client },
+    /// The store, and the archive beside it.
+    Store(Arc<Orders>, Arc<crate::archive::Archive>),
+    Api {
+        base: String,
+        token: Option<String>,
+        client: reqwest::Client,
+    },
 }
 
 impl Source {
@@ -36,7 +41,11 @@ impl Source {
             ..settings.store.clone()
         };
         match crate::store::open(&options, Arc::new(Metrics::default())).await {
-            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s).with_audit_keys(settings.audit_keys.clone())))),
+            Ok(s) => {
+                let orders = Arc::new(Orders::new(s).with_audit_keys(settings.audit_keys.clone()));
+                let archive = crate::archive::Archive::new(orders.clone(), settings.archive.clone());
+                Ok(Source::Store(orders, Arc::new(archive)))
+            }
             Err(StoreError::Locked(_)) => {
                 // The admin listener serves /api (the public one does not).
                 let mut addr = settings.admin_listen;
@@ -94,8 +103,21 @@ impl Source {
     }
 
     pub(super) async fn api(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        self.api_with(method, path, None).await
+    }
+
+    /// `api` with a JSON body.
+    pub(super) async fn api_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let Source::Api { base, token, client } = self else { unreachable!("api() is only called on Source::Api") };
         let mut req = client.request(method, format!("{base}{path}"));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -112,11 +134,9 @@ impl Source {
 /// An order with its events, as `GET /api/orders/{id}` shows it.
 pub(super) async fn fetch_order(src: &Source, oid: OrderId) -> anyhow::Result<Value> {
     Ok(match src {
-        Source::Store(s) => {
-            let rec = s.store().order(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
-            let mut v = crate::http::api::order_json(&rec);
-            v["events"] = serde_json::to_value(s.store().events(oid).await?)?;
-            v
+        Source::Store(_, archive) => {
+            let found = archive.find(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
+            crate::http::api::found_json(&found)
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
     })

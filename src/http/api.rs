@@ -47,7 +47,7 @@ pub(crate) async fn require_admin(State(app): State<AppState>, req: Request, nex
     Ok(next.run(req).await)
 }
 
-fn parse_id(id: &str) -> Result<OrderId, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
 }
 
@@ -70,13 +70,26 @@ pub(crate) fn order_json(rec: &OrderRecord) -> Value {
     })
 }
 
+/// An order found hot or archived, with its events, as the API shows it: an archived
+/// order's state is `archived`, and `archived` says where and how it ended.
+pub(crate) fn found_json(f: &crate::archive::Found) -> Value {
+    let mut body = order_json(&f.record);
+    if let Some(a) = &f.archived {
+        body["state"] = "archived".into();
+        body["state_detail"] = serde_json::to_value(crate::engine::OrderState::Archived).unwrap_or_default();
+        body["archived"] = json!({
+            "segment": a.segment, "archived_at": a.archived_at, "ended": a.ended, "ended_at": a.ended_at,
+            "legal_hold": a.hold,
+        });
+    }
+    body["events"] = serde_json::to_value(&f.events).unwrap_or_default();
+    body
+}
+
 pub(crate) async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let rec = app.store.order(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
-    let events = app.store.events(id).await?;
-    let mut body = order_json(&rec);
-    body["events"] = serde_json::to_value(events).map_err(ApiError::unexpected)?;
-    Ok(Json(body))
+    let found = app.archive.find(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
+    Ok(Json(found_json(&found)))
 }
 
 #[derive(Deserialize)]
@@ -104,10 +117,15 @@ pub(crate) async fn list_orders(
                 id: x.parse().map_err(bad("external_id"))?,
             };
             let found = match app.store.find_external(&source).await? {
-                Some(id) => app.store.order(id).await?,
+                Some(id) => app.archive.find(id).await?,
                 None => None,
             };
-            return Ok(Json(json!({"orders": found.iter().map(order_json).collect::<Vec<_>>(), "next_after": null})));
+            let listed = found.map(|f| {
+                let mut v = found_json(&f);
+                v.as_object_mut().map(|o| o.remove("events"));
+                v
+            });
+            return Ok(Json(json!({"orders": listed.into_iter().collect::<Vec<_>>(), "next_after": null})));
         }
         (None, None) => {}
         _ => return Err(ApiError::bad_request("`connector` and `external_id` go together").with_field("external_id")),
@@ -165,11 +183,13 @@ pub(crate) async fn quarantined(State(app): State<AppState>) -> Result<Json<Valu
 
 pub(crate) async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let r = app.orders.verify_audit().await?;
+    let archive = app.archive.verify().await?;
     Ok(Json(json!({
         "orders": r.orders,
         "events": r.events,
-        "intact": r.broken.is_none(),
+        "intact": r.broken.is_none() && archive.problems.is_empty(),
         "broken": r.broken.map(|(o, seq, why)| json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
+        "archive": archive,
     })))
 }
 

@@ -8,6 +8,7 @@
 //! request (a slot, the whole-request and body timeouts, the panic boundary).
 
 pub(crate) mod api;
+pub(crate) mod archive;
 pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub orders: Arc<Orders>,
     /// Reads.
     pub store: Arc<dyn Store>,
+    /// Archived orders: finding them, holds, passes.
+    pub archive: Arc<crate::archive::Archive>,
     pub(crate) registry: Arc<Registry>,
     pub rules: Arc<Rules>,
     pub(crate) settings: Arc<Settings>,
@@ -98,6 +101,8 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/outbox/dead", get(api::list_dead))
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
+        .route("/archive/run", post(archive::run))
+        .route("/orders/{id}/legal-hold", post(archive::hold).delete(archive::release))
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
         .route("/reports/scheduled/{name}", get(reports::scheduled))

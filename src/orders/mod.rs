@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
+pub(crate) use audit::check_chain;
 pub use report::Named;
 pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};
@@ -202,7 +203,7 @@ impl Orders {
 
     /// Commits `steps` (see `Store::commit`); once they are durable, the stages
     /// orders left are observed. Every step of the application layer goes through here.
-    async fn commit(&self, mut steps: Vec<Step>) -> Result<(), StoreError> {
+    pub(crate) async fn commit(&self, mut steps: Vec<Step>) -> Result<(), StoreError> {
         self.audit_keys.seal(&mut steps);
         let left: Vec<(String, std::time::Duration)> = steps.iter().filter_map(|s| s.left.clone()).collect();
         self.store.commit(steps).await?;
@@ -303,13 +304,24 @@ impl Orders {
         now: DateTime<Utc>,
     ) -> Result<Planned, OrderError> {
         let actor = Actor::Connector(inbound.source.connector.to_string());
-        let rec =
-            match existing {
-                Some(id) => Some(self.store.order(id).await?.ok_or_else(|| {
-                    StoreError::Corrupt(format!("the external-id index points at missing order {id}"))
-                })?),
-                None => None,
-            };
+        let rec = match existing {
+            Some(id) => match self.store.order(id).await? {
+                Some(rec) => Some(rec),
+                // Archived: ended long ago, and it stays as it ended.
+                None if self.store.archived(id).await?.is_some() => {
+                    return Err(OrderError::Conflict(format!(
+                        "order {id} ({}/{}) is archived; it takes no new version",
+                        inbound.source.connector, inbound.source.id
+                    )));
+                }
+                None => {
+                    return Err(
+                        StoreError::Corrupt(format!("the external-id index points at missing order {id}")).into()
+                    );
+                }
+            },
+            None => None,
+        };
         let seen = rec.as_ref().map(|r| Existing { state: &r.state, version: r.source_version, order: &r.order });
         let delivery = classify(seen, inbound.version, &inbound.order).map_err(|e| {
             OrderError::Conflict(format!("order {}: {e}", existing.map(|i| i.to_string()).unwrap_or_default()))

@@ -7,10 +7,11 @@
 //! `SecretString` here, never written inline and never logged.
 //!
 //! One file per section: `server`, `store`, `site`, `mail` (`[smtp]`, `[links]`),
-//! `limits` (`[intake]`, `[dispatcher]`, `[scheduler]`, `[limits]`); `secret_ref` for
-//! secret references. Each holds the raw shape and the checks that give it meaning;
-//! `RawSettings::parse` runs them in file order and assembles `Settings`.
+//! `limits` (`[intake]`, `[dispatcher]`, `[scheduler]`, `[limits]`), `archive`;
+//! `secret_ref` for secret references. Each holds the raw shape and the checks that
+//! give it meaning; `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod archive;
 mod audit;
 mod evidence;
 mod limits;
@@ -29,6 +30,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use self::archive::ArchiveSettings;
+use self::archive::RawArchive;
 pub use self::limits::{DispatcherSettings, QueueAlerts};
 use self::limits::{RawDispatcher, RawIntake, RawLimits, RawScheduler};
 pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
@@ -78,6 +81,7 @@ pub(crate) struct RawSettings {
     #[serde(default)]
     pub(crate) scheduler: RawScheduler,
     #[serde(default)]
+    pub(crate) archive: RawArchive,
     pub(crate) evidence: evidence::RawEvidence,
     #[serde(default)]
     pub(crate) audit: audit::RawAudit,
@@ -145,6 +149,8 @@ pub struct Settings {
     /// The keys that seal the audit chain (`[audit]`); empty: plain SHA-256 chains.
     pub audit_keys: crate::orders::seal::AuditKeys,
     pub scheduler_sweep_interval: Duration,
+    /// Moving ended orders to the archive, and purging them (`[archive]`).
+    pub archive: ArchiveSettings,
     /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
     pub secret_policy: crate::secrets::Policy,
     /// Secret references accepted only because this is the example configuration.
@@ -253,6 +259,7 @@ impl RawSettings {
         let (presentation, site_logo) = site::parse(&self.site, config_dir, &mut p);
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
+        let archive = archive::parse(&self.archive, config_dir, &store::path(&self.store, config_dir), &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
@@ -288,6 +295,7 @@ impl RawSettings {
             evidence_key,
             audit_keys,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
+            archive,
             secret_policy,
             accepted_weak_secrets,
         })

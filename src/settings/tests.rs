@@ -154,3 +154,24 @@ fn secret_refs() {
     let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
     assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
 }
+
+#[test]
+fn archive_has_defaults_and_a_zero_is_refused_with_its_line() {
+    let s = parse("").unwrap();
+    assert!(s.archive.enabled);
+    assert_eq!((s.archive.after_days, s.archive.retain_years), (90, 10));
+    assert_eq!(s.archive.dir, Path::new("./data/archive"), "beside the store's rows by default");
+    let s = parse("[archive]\nenabled = false\npath = \"/srv/archive\"\n").unwrap();
+    assert!(!s.archive.enabled);
+    assert_eq!(s.archive.dir, Path::new("/srv/archive"));
+
+    let problems: Vec<String> =
+        parse("[archive]\nafter_days = 0\nretain_years = 0\n").unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "orderbridge.toml:2:14: must be at least 1 (set archive.enabled = false to keep every order hot)",
+            "orderbridge.toml:3:16: must be at least 1",
+        ]
+    );
+}

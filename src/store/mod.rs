@@ -22,8 +22,10 @@
 //! (several daemons on one database); `dump.rs` is `store copy` between them.
 //! `records.rs` holds the row types and `codec.rs` their encoding; `commit.rs` is the
 //! group commit of the embedded engines, over `batch.rs` (their unit of writing);
-//! `extras.rs` is what `store copy` reads besides the `Store` listings.
+//! `extras.rs` is what `store copy` reads besides the `Store` listings; `archived.rs`
+//! the archive index and log (`Step::archive`).
 
+pub mod archived;
 mod batch;
 pub mod codec;
 pub(crate) mod commit;
@@ -39,6 +41,7 @@ pub(crate) mod sled_engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use archived::{ArchiveChange, ArchiveEntry, ArchiveLogEntry, LegalHold};
 pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
 
 use crate::domain::{ExternalRef, OrderId};
@@ -175,6 +178,8 @@ pub struct Step {
     pub payment: Option<PaymentWrite>,
     /// Background jobs' state written with the step (a poll watermark, digest numbering).
     pub jobs: Vec<(String, serde_json::Value)>,
+    /// Orders moved to the archive, archive entries replaced, the archive log.
+    pub archive: Vec<ArchiveChange>,
     /// Not stored: the place the order left in this step and how long it stayed
     /// there, for the stage-duration histogram once the step is durable.
     pub left: Option<(String, std::time::Duration)>,
@@ -351,6 +356,17 @@ pub trait Store: Send + Sync {
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>>;
     fn dead_letter<'a>(&'a self, id: &'a EffectId) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
+
+    /// Where an archived order is (`None`: not archived).
+    fn archived(&self, id: OrderId) -> BoxFuture<'_, Result<Option<ArchiveEntry>, StoreError>>;
+    /// A page of the archive index in order id order, after `after`.
+    fn archive_entries(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(OrderId, ArchiveEntry)>, StoreError>>;
+    /// The archive log (purges, holds, releases), in order.
+    fn archive_log(&self) -> BoxFuture<'_, Result<Vec<ArchiveLogEntry>, StoreError>>;
 
     /// Rows set aside because they could not be decoded.
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>>;

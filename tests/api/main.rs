@@ -7,6 +7,7 @@ mod helpers;
 
 mod amounts;
 mod approval;
+mod archive;
 mod audit_keys;
 mod bench_peers;
 mod cash;

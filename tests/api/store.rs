@@ -947,3 +947,112 @@ async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
         assert_eq!(Orders::new(store).verify_audit().await.unwrap().broken, None, "{name}");
     }
 }
+
+/// An archive entry for `rec` in `segment` (the store keeps it as given).
+fn archive_entry(rec: &orderbridge::store::OrderRecord, segment: &str) -> store::ArchiveEntry {
+    store::ArchiveEntry {
+        segment: segment.into(),
+        sha256: "0".repeat(64),
+        bytes: 100,
+        offset: 10,
+        len: 50,
+        ended: rec.state.name().into(),
+        ended_at: rec.updated_at,
+        archived_at: Utc::now(),
+        last_hash: rec.last_hash.clone(),
+        hold: None,
+    }
+}
+
+/// A log entry numbered `seq` (the store checks only that the number is free).
+fn archive_log(seq: u64) -> store::ArchiveLogEntry {
+    store::ArchiveLogEntry {
+        seq,
+        at: Utc::now(),
+        by: "test".into(),
+        action: "purge".into(),
+        orders: Vec::new(),
+        segment: "2026-01/seg-a.jsonl".into(),
+        replaced_by: None,
+        reason: String::new(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn an_archived_order_leaves_the_hot_store_in_one_commit_and_its_entry_changes_only_as_read() {
+    use store::ArchiveChange;
+    for subject in subjects().await {
+        let name = subject.name();
+        let orders = Orders::new(subject.open().await);
+        let rules = rules();
+        let a = orders.ingest(inbound("AR-1", 1, "500.00", "C-AR1"), &rules, Utc::now()).await.unwrap();
+        let kept = orders.ingest(inbound("AR-2", 1, "500.00", "C-AR1"), &rules, Utc::now()).await.unwrap();
+        let store = orders.store().clone();
+        let rec = store.order(a.order_id).await.unwrap().unwrap();
+        let state = rec.state.name();
+        let entry = archive_entry(&rec, "2026-01/seg-a.jsonl");
+        let mv = |entry: store::ArchiveEntry| ArchiveChange::Move { id: rec.id, loaded: Loaded::of(&rec), entry };
+
+        // A move that fails with another change of its commit writes nothing.
+        let log_twice = Step { archive: vec![ArchiveChange::Log(archive_log(1))], ..Step::default() };
+        store.commit(vec![log_twice.clone()]).await.unwrap();
+        let both = Step { archive: vec![mv(entry.clone())], ..Step::default() };
+        let err = store.commit(vec![both, log_twice]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err}");
+        assert!(store.order(rec.id).await.unwrap().is_some(), "{name}: still hot");
+        assert_eq!(store.archived(rec.id).await.unwrap(), None, "{name}");
+
+        // The move: gone from the hot store and its indexes, found in the index.
+        store.commit(vec![Step { archive: vec![mv(entry.clone())], ..Step::default() }]).await.unwrap();
+        assert_eq!(store.order(rec.id).await.unwrap(), None, "{name}");
+        assert!(store.events(rec.id).await.unwrap().is_empty(), "{name}: its events went with it");
+        assert_eq!(store.archived(rec.id).await.unwrap(), Some(entry.clone()), "{name}");
+        assert!(store.list(Some(state), None, 100).await.unwrap().iter().all(|r| r.id != rec.id), "{name}");
+        let listed: Vec<_> = store.list(None, None, 100).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![kept.order_id], "{name}: the listings lost it");
+        let history: Vec<_> = store.customer_orders("C-AR1", None).await.unwrap().into_iter().map(|(i, _)| i).collect();
+        assert_eq!(history, vec![kept.order_id], "{name}: the customer index lost it");
+        let source = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "AR-1".parse().unwrap() };
+        assert_eq!(store.find_external(&source).await.unwrap(), Some(rec.id), "{name}: its external id stays taken");
+
+        // Moved once only; a redelivery is refused, never a second order.
+        let again = store.commit(vec![Step { archive: vec![mv(entry.clone())], ..Step::default() }]).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{name}");
+        let redelivered = orders.ingest(inbound("AR-1", 2, "600.00", "C-AR1"), &rules, Utc::now()).await;
+        assert!(
+            matches!(redelivered, Err(OrderError::Conflict(ref m)) if m.contains("archived")),
+            "{name}: {redelivered:?}"
+        );
+
+        // An entry changes only from what was read.
+        let mut held = entry.clone();
+        held.hold = Some(store::LegalHold { reason: "诉讼保全".into(), by: "test".into(), at: Utc::now() });
+        let stale = ArchiveChange::Replace { id: rec.id, from: held.clone(), to: None };
+        let err = store.commit(vec![Step { archive: vec![stale], ..Step::default() }]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{name}: {err}");
+        let hold = ArchiveChange::Replace { id: rec.id, from: entry.clone(), to: Some(held.clone()) };
+        store.commit(vec![Step { archive: vec![hold], ..Step::default() }]).await.unwrap();
+        assert_eq!(store.archive_entries(None, 10).await.unwrap(), vec![(rec.id, held.clone())], "{name}");
+        let seqs: Vec<u64> = store.archive_log().await.unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, vec![1], "{name}: the refused commit logged nothing");
+        drop(store);
+
+        // Durable: after a restart it is still archived, and purged it is gone.
+        let store = subject.reopen(orders).await;
+        assert_eq!(store.order(rec.id).await.unwrap(), None, "{name}");
+        assert_eq!(store.archived(rec.id).await.unwrap(), Some(held.clone()), "{name}");
+        assert_eq!(store.archive_log().await.unwrap().len(), 1, "{name}");
+        let purge = ArchiveChange::Replace { id: rec.id, from: held, to: None };
+        store
+            .commit(vec![Step { archive: vec![purge, ArchiveChange::Log(archive_log(2))], ..Step::default() }])
+            .await
+            .unwrap();
+        assert_eq!(store.archived(rec.id).await.unwrap(), None, "{name}");
+        assert!(store.archive_entries(None, 10).await.unwrap().is_empty(), "{name}");
+        let seqs: Vec<u64> = store.archive_log().await.unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(seqs, vec![1, 2], "{name}");
+        assert!(store.order(kept.order_id).await.unwrap().is_some(), "{name}: the other order is untouched");
+    }
+}

@@ -17,8 +17,11 @@
 //!   an operator: the same key → payment.
 //! - `u` spent links: link id → use. `g` digest items: group ‖ 0 ‖ effect key → item.
 //! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
+//! - `a` archive index: order id → where the archived order is; `l` archive log:
+//!   seq (u64 BE) → a purge, hold or release (`archive.rs`).
 //! - `m` meta: `schema` → layout version (`SCHEMA`).
 
+mod archive;
 mod copy;
 mod step;
 mod upgrade;
@@ -120,6 +123,8 @@ const DIGESTS: u8 = b'g';
 const JOBS: u8 = b'j';
 const QUARANTINE: u8 = b'x';
 const META: u8 = b'm';
+const ARCHIVE: u8 = b'a';
+const ARCHIVE_LOG: u8 = b'l';
 
 fn key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len()).sum::<usize>());

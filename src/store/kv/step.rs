@@ -29,7 +29,7 @@ impl<E: Engine> KvStore<E> {
         outbox_keys: &mut Vec<OutboxKey>,
         delta: &mut [i64; 3],
     ) -> Result<(), StoreError> {
-        let Step { order, events, outbox, digests, spend, payment, jobs, left: _ } = step;
+        let Step { order, events, outbox, digests, spend, payment, jobs, archive, left: _ } = step;
         if let Some(w) = order {
             self.write_order(&w, b)?;
         }
@@ -64,6 +64,9 @@ impl<E: Engine> KvStore<E> {
         }
         for (name, value) in jobs {
             b.put(key(JOBS, &[name.as_bytes()]), encode(&value));
+        }
+        for c in archive {
+            self.change_archive(c, b)?;
         }
         Ok(())
     }

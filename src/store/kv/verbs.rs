@@ -40,6 +40,22 @@ impl<E: Engine> Store for KvStore<E> {
         })
     }
 
+    fn archived(&self, id: OrderId) -> BoxFuture<'_, Result<Option<crate::store::ArchiveEntry>, StoreError>> {
+        Box::pin(async move { self.archived_entry(id) })
+    }
+
+    fn archive_entries(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(OrderId, crate::store::ArchiveEntry)>, StoreError>> {
+        Box::pin(async move { self.archive_page(after, limit) })
+    }
+
+    fn archive_log(&self) -> BoxFuture<'_, Result<Vec<crate::store::ArchiveLogEntry>, StoreError>> {
+        Box::pin(async move { self.archive_log_entries() })
+    }
+
     fn trails<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Trail>, StoreError>> {
         Box::pin(async move {
             let page = self.list(None, after, limit).await?;

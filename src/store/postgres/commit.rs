@@ -73,7 +73,7 @@ async fn put_pending(tx: &mut PgConnection, e: &EffectRecord) -> Result<(), Stor
 /// Checks a step's preconditions and writes its rows in the transaction `tx`; adds
 /// the changes to the pending, dead and unmatched counts to `delta`.
 async fn add_step(tx: &mut PgConnection, step: Step, delta: &mut [i64; 3]) -> Result<(), StoreError> {
-    let Step { order, events, outbox, digests, spend, payment, jobs, left: _ } = step;
+    let Step { order, events, outbox, digests, spend, payment, jobs, archive, left: _ } = step;
     if let Some(w) = order {
         write_order(tx, &w).await?;
     }
@@ -99,6 +99,9 @@ async fn add_step(tx: &mut PgConnection, step: Step, delta: &mut [i64; 3]) -> Re
         .bind(&name)
         .bind(json(&value));
         exec(tx, q).await?;
+    }
+    for c in archive {
+        super::archive::change(tx, c).await?;
     }
     Ok(())
 }

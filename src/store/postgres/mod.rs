@@ -27,8 +27,10 @@
 //! This file opens the store (pool, migrations, counts); `commit.rs` is the step
 //! commit with its SQL preconditions, `verbs.rs` the reads, claims, leases and scans
 //! of the `Store` trait, `rows.rs` decoding rows and setting the unreadable aside, and
-//! `copy.rs` what `store copy` reads and writes beyond the trait.
+//! `copy.rs` what `store copy` reads and writes beyond the trait, `archive.rs` the
+//! archive index and log (`migrations/0003_archive.sql`).
 
+mod archive;
 mod commit;
 mod copy;
 mod rows;

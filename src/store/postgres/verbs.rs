@@ -478,6 +478,22 @@ impl Store for PgStore {
         })
     }
 
+    fn archived(&self, id: OrderId) -> BoxFuture<'_, Result<Option<crate::store::ArchiveEntry>, StoreError>> {
+        Box::pin(self.archived_entry(id))
+    }
+
+    fn archive_entries(
+        &self,
+        after: Option<OrderId>,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<(OrderId, crate::store::ArchiveEntry)>, StoreError>> {
+        Box::pin(self.archive_page(after, n))
+    }
+
+    fn archive_log(&self) -> BoxFuture<'_, Result<Vec<crate::store::ArchiveLogEntry>, StoreError>> {
+        Box::pin(self.archive_log_entries())
+    }
+
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query("SELECT what, error, at, raw FROM quarantine ORDER BY space, key")
