@@ -82,6 +82,7 @@ pub(crate) struct RawSettings {
     pub(crate) scheduler: RawScheduler,
     #[serde(default)]
     pub(crate) archive: RawArchive,
+    #[serde(default)]
     pub(crate) evidence: evidence::RawEvidence,
     #[serde(default)]
     pub(crate) audit: audit::RawAudit,
