@@ -224,6 +224,9 @@ impl Application {
             admin_address = %admin,
             "orderbridge listening on http://{public} (admin API and metrics on http://{admin})"
         );
+        if state.settings.secret_policy.example.is_some() {
+            tracing::info!("{}", example_welcome(&state, public, admin));
+        }
 
         // Readiness goes false first, then both listeners stop accepting and finish
         // the requests in flight.
@@ -256,4 +259,21 @@ impl Application {
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// What the example configuration prints at start: where the console and the API are,
+/// and how to sign in as one of its demo people.
+fn example_welcome(state: &AppState, public: SocketAddr, admin: SocketAddr) -> String {
+    let base = state.settings.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
+    let approver =
+        state.rules.notify.directory.with_role("line_supervisor").next().map(|p| p.email.as_str().to_owned());
+    let smtp = state
+        .settings
+        .smtp
+        .as_ref()
+        .map_or_else(|| "(no [smtp] configured)".to_owned(), |s| format!("{}:{}", s.host, s.port));
+    format!(
+        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin with a directory address such as {} and open the link mailed to it (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value in config/demo-secrets.toml)",
+        approver.as_deref().unwrap_or("one in config/directory.toml"),
+    )
 }

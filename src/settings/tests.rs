@@ -151,6 +151,17 @@ fn secret_refs() {
     assert_eq!(SecretRef::parse("file:/run/secrets/x"), Ok(SecretRef::File("/run/secrets/x".into())));
     assert!(SecretRef::parse("hunter2").is_err());
     assert!(SecretRef::parse("${}").is_err());
+    assert_eq!(SecretRef::parse("${A_B:-demo}"), Ok(SecretRef::EnvOrDemo("A_B".into())));
+    assert!(SecretRef::parse("${A_B:-other}").is_err());
+    // Unset: the value in config/demo-secrets.toml under the configuration directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/demo-secrets.toml"), "ORDERBRIDGE_TEST_SURELY_UNSET = \"demo-x\"\n")
+        .unwrap();
+    let demo = SecretRef::EnvOrDemo("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(dir.path()).unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&demo), "demo-x");
+    let e = SecretRef::EnvOrDemo("ORDERBRIDGE_TEST_OTHER_UNSET".into()).resolve(dir.path()).unwrap_err();
+    assert!(e.contains("has no string `ORDERBRIDGE_TEST_OTHER_UNSET`"), "{e}");
     let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
     assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
 }

@@ -18,6 +18,7 @@ mod dispatcher;
 mod event_permissions;
 mod export;
 mod fairness;
+mod first_command;
 mod intake;
 mod intake_path;
 mod leaks;

@@ -61,14 +61,14 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
 /// reference, each example system address becomes `erp`.
 fn hermetic(text: &str, erp: SocketAddr) -> String {
     const SECRETS: [(&str, &str); 8] = [
-        ("${DEMO_CRM_SECRET}", "file:secrets/demo-crm"),
-        ("${DEMO_ERP_TOKEN}", "file:secrets/demo-erp"),
-        ("${SERVICE_DESK_TOKEN}", "file:secrets/desk"),
-        ("${DEMO_FINANCE_TOKEN}", "file:secrets/finance"),
-        ("${DEMO_ERP_SECRET}", "file:secrets/demo-crm"),
-        ("${DEMO_FINANCE_SECRET}", "file:secrets/demo-crm"),
-        ("${ORDERBRIDGE_ADMIN_TOKEN}", "file:secrets/admin"),
-        ("${ORDERBRIDGE_LINK_SECRET}", "file:secrets/links"),
+        ("${DEMO_CRM_SECRET:-demo}", "file:secrets/demo-crm"),
+        ("${DEMO_ERP_TOKEN:-demo}", "file:secrets/demo-erp"),
+        ("${SERVICE_DESK_TOKEN:-demo}", "file:secrets/desk"),
+        ("${DEMO_FINANCE_TOKEN:-demo}", "file:secrets/finance"),
+        ("${DEMO_ERP_SECRET:-demo}", "file:secrets/demo-crm"),
+        ("${DEMO_FINANCE_SECRET:-demo}", "file:secrets/demo-crm"),
+        ("${ORDERBRIDGE_ADMIN_TOKEN:-demo}", "file:secrets/admin"),
+        ("${ORDERBRIDGE_LINK_SECRET:-demo}", "file:secrets/links"),
     ];
     let erp = format!("http://{erp}");
     let systems = ["http://127.0.0.1:9090", "http://127.0.0.1:9091", "http://127.0.0.1:9092"];
