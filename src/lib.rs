@@ -27,6 +27,7 @@
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
 pub(crate) mod analytics;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -1,4 +1,5 @@
-//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`.
+//! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`,
+//! `tokens`.
 //!
 //! Read commands open the store directly when no daemon holds it, and otherwise go
 //! through the running daemon's admin API, so they work either way.
@@ -8,6 +9,7 @@ mod config_tools;
 mod reads;
 mod source;
 mod store_admin;
+mod tokens;
 
 use analysis::{export, report};
 use config_tools::{mapping_test, rules_diff};
@@ -108,6 +110,9 @@ pub(crate) enum Command {
     Rules(RulesCmd),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
+    /// API tokens for clients and personal tokens for people.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
     /// (the daemon also applies them at start), or an embedded store's layout.
     Migrate,
@@ -228,6 +233,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             store_copy(&dir, to_backend, to_path, to_url).await
         }
         Command::Migrate => migrate(&dir).await,
+        Command::Tokens(cmd) => tokens::tokens(&dir, cmd),
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await

@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
 pub(crate) mod pages;
+pub(crate) mod principal;
 pub(crate) mod reports;
 pub(crate) mod server;
 pub(crate) mod webhooks;
@@ -68,12 +69,17 @@ impl AppState {
     pub fn wake_dispatcher(&self) {
         self.dispatcher_wake.notify_one();
     }
+    /// The data directory (`store.path`): documents and the API token file live there.
+    pub fn store_path(&self) -> &std::path::Path {
+        &self.settings.store_path
+    }
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 }
 
-/// The admin listener's routes: `/api/*` (admin token), `/metrics`, and health.
+/// The admin listener's routes: `/api/*` (a token; the policy table decides what it
+/// may do, `principal::api_gate`), `/metrics`, and health.
 pub(crate) fn admin_router(state: AppState) -> Router {
     let api = Router::new()
         .route("/orders", get(api::list_orders))
@@ -99,7 +105,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
         .route("/export", get(reports::export))
-        .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), principal::api_gate));
     let gate = Gate::new(&state, "admin");
     Router::new()
         .nest("/api", api)

@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::domain::order::Locale;
+use crate::engine::OrderEvent;
 use crate::engine::answers::{AcceptanceDecision, AnswerError, ApprovalDecision, acceptance_event, approval_event};
 use crate::engine::receivables;
-use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::orders::OrderError;
 use crate::settings::Settings;
@@ -278,7 +278,7 @@ pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path
     let comment: String = f.comment.trim().chars().take(MAX_COMMENT).collect();
     let complaint = f.complaint.is_some();
     let event = OrderEvent::SurveyAnswered { score, comment, complaint };
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     match app
         .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
@@ -497,7 +497,7 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
         Err(AnswerError::CommentMissing | AnswerError::ReasonMissing) => return again("error.approval_reason"),
     };
     let once = decision.is_final();
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     let once = once.then_some(claims.link_id.as_str());
     match app.orders.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
         Ok(rec) => {
@@ -621,7 +621,7 @@ pub(crate) async fn acceptance_answer(
         Err(AnswerError::ReasonMissing | AnswerError::CommentMissing) => return bad("error.acceptance_reason"),
     };
     let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     match app
         .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())

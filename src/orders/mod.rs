@@ -32,6 +32,7 @@ pub use report::Named;
 use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};
+use crate::engine::access::Acting;
 use crate::engine::approval::Refusal;
 use crate::engine::intake::{Delivery, Existing, classify};
 use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
@@ -423,7 +424,7 @@ impl Orders {
     pub async fn apply(
         &self,
         id: OrderId,
-        actor: Actor,
+        actor: impl Into<Acting>,
         event: OrderEvent,
         rules: &Rules,
         now: DateTime<Utc>,
@@ -438,13 +439,14 @@ impl Orders {
     pub async fn apply_once(
         &self,
         id: OrderId,
-        actor: Actor,
+        acting: impl Into<Acting>,
         event: OrderEvent,
         once: Option<&str>,
         round: Option<u32>,
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<OrderRecord, OrderError> {
+        let Acting { actor, channel } = acting.into();
         let _g = self.lock_order(id).await;
         let result = self
             .retrying(|| async {
@@ -463,7 +465,10 @@ impl Orders {
                     ));
                 }
                 let history = self.history(&rec.order, Some(id), now, rules.history_days).await?;
-                let decision = crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                let mut decision =
+                    crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                // The principal's own entries say through which door they acted.
+                decision.audit.iter_mut().filter(|e| e.actor == actor).for_each(|e| e.channel = channel);
                 let loaded = Loaded::of(&rec);
                 let mut step = step_for(rec, Some(loaded), decision, now);
                 let rec = step.order.as_ref().expect("a decision writes its order").record.clone();

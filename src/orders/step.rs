@@ -18,7 +18,8 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
     let mut events = Vec::with_capacity(decision.audit.len());
     for entry in decision.audit {
         let seq = rec.last_seq + 1;
-        let ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state);
+        let ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state)
+            .via(entry.channel);
         rec.last_seq = seq;
         rec.last_hash.clone_from(&ev.hash);
         events.push(ev);
@@ -79,7 +80,7 @@ pub(crate) fn bookkeeping(
     let state = rec.state.clone();
     let decision = Decision {
         next: state.clone(),
-        audit: vec![AuditEntry { at: now, actor, event, state }],
+        audit: vec![AuditEntry { at: now, actor, channel: None, event, state }],
         effects: Vec::new(),
         approval: rec.approval.clone(),
         timers: rec.timers.clone(),

@@ -26,6 +26,7 @@ mod listeners;
 mod mail;
 mod poll;
 mod postgres;
+mod principals;
 mod prism;
 mod replicas;
 mod reports;

@@ -34,7 +34,8 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
     for sub in ["config", "connectors", "mappings"] {
         for e in std::fs::read_dir(repo.join(sub)).unwrap() {
             let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
+            // The demo secrets stay behind: a test's secrets are files of its own.
+            if p.extension().is_some_and(|x| x == "toml") && !p.ends_with("config/demo-secrets.toml") {
                 let text = hermetic(&std::fs::read_to_string(&p).unwrap(), erp);
                 std::fs::write(dir.join(sub).join(p.file_name().unwrap()), text).unwrap();
             }
