@@ -261,19 +261,18 @@ impl Application {
     }
 }
 
-/// What the example configuration prints at start: where the console and the API are,
-/// and how to sign in as one of its demo people.
+/// What the example configuration prints at start: where the pages and the API are,
+/// and how to act as one of its demo people (a personal token).
 fn example_welcome(state: &AppState, public: SocketAddr, admin: SocketAddr) -> String {
     let base = state.settings.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
-    let approver =
-        state.rules.notify.directory.with_role("line_supervisor").next().map(|p| p.email.as_str().to_owned());
+    let approver = state.rules.notify.directory.with_role("line_supervisor").next().map(|p| p.id.clone());
     let smtp = state
         .settings
         .smtp
         .as_ref()
         .map_or_else(|| "(no [smtp] configured)".to_owned(), |s| format!("{}:{}", s.host, s.port));
     format!(
-        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin with a directory address such as {} and open the link mailed to it (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value in config/demo-secrets.toml)",
-        approver.as_deref().unwrap_or("one in config/directory.toml"),
+        "example configuration with DEMO secrets (config/demo-secrets.toml): pages at {base}/pages (links in mail, sent to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints them); the admin API at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value). To act as a demo person, e.g. the line supervisor {who}: `orderbridge tokens create --person {who}` and send the printed token instead",
+        who = approver.as_deref().unwrap_or("ID"),
     )
 }

@@ -1,7 +1,9 @@
 //! Principals' credentials, kept by the daemon: API tokens for clients and people
-//! (`tokens`). Who may do what with them is `crate::engine::access`; finding the
+//! (`tokens`); console sessions and one-time sign-in links (`sessions`, the layer the
+//! console's sign-in and a later OpenID Connect callback both end in). Who may do what with them is `crate::engine::access`; finding the
 //! principal of a request is `crate::http::principal`.
 
+pub(crate) mod sessions;
 pub(crate) mod tokens;
 
 use std::path::Path;

@@ -56,7 +56,9 @@ async fn the_example_starts_with_no_environment_at_all() {
     let (public, admin) = (public.unwrap(), admin.unwrap());
     let welcome = lines.iter().find(|l| l.contains("example configuration with DEMO secrets")).unwrap();
     assert!(
-        welcome.contains(&format!("http://{public}/signin")) && welcome.contains("wang.fang@bank.example"),
+        welcome.contains(&format!("http://{admin}/api"))
+            && welcome.contains(&format!("http://{public}/pages"))
+            && welcome.contains("tokens create --person wang.fang"),
         "{welcome}"
     );
     let http = client();
@@ -69,7 +71,26 @@ async fn the_example_starts_with_no_environment_at_all() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready, "never ready");
-    // The admin API takes the demo admin token from the file.
+    // The admin API takes the demo admin token from the file; a demo person acts with
+    // the personal token the welcome line says how to make (the daemon running).
+    let made = std::process::Command::new(bin())
+        .args(["tokens", "create", "--person", "wang.fang"])
+        .env_clear()
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let personal = String::from_utf8(made.stdout).unwrap().lines().last().unwrap().to_owned();
+    assert!(personal.starts_with("obt_"), "{personal}");
+    let r = http
+        .get(format!("http://{admin}/api/reports/kpis?from=2026-11-30&to=2026-11-30"))
+        .bearer_auth(&personal)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "line supervisors see reports");
+    let r = http.get(format!("http://{admin}/api/audit/verify")).bearer_auth(&personal).send().await.unwrap();
+    assert_eq!(r.status(), 403, "but do not administer");
     let demo: toml::Table =
         toml::from_str(&std::fs::read_to_string(d.join("config/demo-secrets.toml")).unwrap()).unwrap();
     let token = demo["ORDERBRIDGE_ADMIN_TOKEN"].as_str().unwrap();

@@ -156,3 +156,43 @@ async fn the_bootstrap_admin_token_can_be_switched_off() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+#[test]
+fn the_tokens_commands_make_list_rotate_and_revoke_printing_a_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "127.0.0.1:9".parse().unwrap());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).arg("--config-dir").arg(dir.path()).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, out, err) = run(&[
+        "tokens",
+        "create",
+        "--client",
+        "erp",
+        "--scopes",
+        "record_delivery,take_acceptance",
+        "--expires",
+        "90d",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("client:erp  record_delivery,take_acceptance  expires "), "{out}");
+    let (id, secret) = (lines[0].split_whitespace().next().unwrap().to_owned(), lines[1].to_owned());
+    assert!(secret.starts_with(&format!("obt_{id}_")), "{out}");
+    let (_, listed, _) = run(&["tokens", "list"]);
+    assert!(listed.contains(&id) && !listed.contains(&secret), "{listed}");
+    let (code, out, _) = run(&["tokens", "rotate", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().nth(1).is_some_and(|t| t.starts_with(&format!("obt_{id}_")) && t != secret), "{out}");
+    let (code, out, _) = run(&["tokens", "revoke", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("revoked "), "{out}");
+    // Bad input is refused with a clear message.
+    let (code, _, err) = run(&["tokens", "create", "--client", "x", "--scopes", "approve"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("unknown action `approve`"), "{err}");
+    let (code, _, err) = run(&["tokens", "create", "--person", "nobody"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no person `nobody`"), "{err}");
+}
