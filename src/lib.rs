@@ -12,8 +12,9 @@
 //! - `mail`, `links`, `locale`, `directory`, `notifications`: e-mail (templates, SMTP),
 //!   signed links, showing values to people, reading the people we write to and who
 //!   hears about what.
-//! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
-//!   metrics), with connection and request limits (axum on hyper).
+//! - `http`: the public listener (webhooks, pages, the console, health) and the admin
+//!   one (API, metrics), with connection and request limits (axum on hyper).
+//! - `auth`: principals' credentials: API tokens (hashed) and console sessions.
 //! - `settings`: `orderbridge.toml`, typed, one file per section.
 //! - `config`: the one configuration loader `run` and `check` share (parse each file,
 //!   cross-check references, build).

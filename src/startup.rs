@@ -94,16 +94,8 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
         let page_templates = templates.clone();
-        if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
-            let mailer = Mailer::new(smtp, templates.clone(), links.clone(), &settings.site_name, &public_url)
-                .map_err(anyhow::Error::msg)?;
-            let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-            // Mail has slots of its own, outside dispatcher.concurrency: however slow
-            // another system is, mail is never waiting for a shared slot.
-            let limits =
-                crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
-            registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
-        }
+        let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)
+            .map_err(anyhow::Error::msg)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let rules = Arc::new(rules);
@@ -138,6 +130,7 @@ impl Application {
                 time_zone: settings.presentation.time_zone,
             })
             .collect();
+        let settings_console = settings.console;
         let state = AppState {
             templates: page_templates,
             paused: dispatcher.paused.clone(),
@@ -151,6 +144,9 @@ impl Application {
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
+            sessions: Arc::new(crate::auth::sessions::Sessions::new(settings_console)),
+            mailer: console_mailer,
+            public_url: public_url.into(),
         };
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }
@@ -225,7 +221,7 @@ impl Application {
             "orderbridge listening on http://{public} (admin API and metrics on http://{admin})"
         );
         if state.settings.secret_policy.example.is_some() {
-            tracing::info!("{}", example_welcome(&state, public, admin));
+            tracing::info!("{}", example_welcome(&state, admin));
         }
 
         // Readiness goes false first, then both listeners stop accepting and finish
@@ -261,18 +257,38 @@ impl Application {
     }
 }
 
-/// What the example configuration prints at start: where the pages and the API are,
-/// and how to act as one of its demo people (a personal token).
-fn example_welcome(state: &AppState, public: SocketAddr, admin: SocketAddr) -> String {
-    let base = state.settings.public_url.clone().unwrap_or_else(|| format!("http://{public}"));
-    let approver = state.rules.notify.directory.with_role("line_supervisor").next().map(|p| p.id.clone());
+/// What the example configuration prints at start: where the console and the API
+/// are, and how to sign in as one of its demo people.
+fn example_welcome(state: &AppState, admin: SocketAddr) -> String {
+    let base = &state.public_url;
+    let approver = state.rules.notify.directory.with_role("line_supervisor").next();
     let smtp = state
         .settings
         .smtp
         .as_ref()
         .map_or_else(|| "(no [smtp] configured)".to_owned(), |s| format!("{}:{}", s.host, s.port));
     format!(
-        "example configuration with DEMO secrets (config/demo-secrets.toml): pages at {base}/pages (links in mail, sent to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints them); the admin API at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value). To act as a demo person, e.g. the line supervisor {who}: `orderbridge tokens create --person {who}` and send the printed token instead",
-        who = approver.as_deref().unwrap_or("ID"),
+        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin as a demo person, e.g. the line supervisor {email}, and open the link mailed to that address (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value), or a personal token: `orderbridge tokens create --person {id}`",
+        email = approver.map_or("an address in config/directory.toml", |p| p.email.as_str()),
+        id = approver.map_or("ID", |p| p.id.as_str()),
     )
+}
+
+/// The built-in mail connector (with `[smtp]` and templates), registered; the mailer
+/// is also the console's, for sign-in links.
+fn mail_connector(
+    settings: &crate::settings::Settings,
+    templates: Option<Arc<crate::mail::Templates>>,
+    links: Option<Arc<LinkSigner>>,
+    public_url: &str,
+    registry: &mut crate::connectors::Registry,
+) -> Result<Option<Arc<Mailer>>, String> {
+    let (Some(smtp), Some(templates)) = (&settings.smtp, templates) else { return Ok(None) };
+    let mailer = Arc::new(Mailer::new(smtp, templates, links, &settings.site_name, public_url)?);
+    let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    // Mail has slots of its own, outside dispatcher.concurrency: however slow
+    // another system is, mail is never waiting for a shared slot.
+    let limits = crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
+    registry.add_builtin_with_limits(MAIL_CONNECTOR, mailer.clone(), names, limits);
+    Ok(Some(mailer))
 }

@@ -2,12 +2,14 @@
 //! Handlers translate HTTP to application calls (`crate::orders`) and store reads;
 //! they decide nothing and never perform effects (invariant 2).
 //!
-//! Two listeners: the public one (`router`: webhooks, pages, health) and the admin
-//! one (`admin_router`: `/api/*`, `/metrics`, health), each with its own slots.
+//! Two listeners: the public one (`router`: webhooks, pages, the console, health) and
+//! the admin one (`admin_router`: `/api/*`, `/metrics`, health), each with its own
+//! slots. `principal` finds who acts and asks the policy table (`engine::access`).
 //! `server` owns connections (header-read and idle timeouts); `guard` bounds each
 //! request (a slot, the whole-request and body timeouts, the panic boundary).
 
 pub(crate) mod api;
+pub(crate) mod console;
 pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
@@ -63,6 +65,13 @@ pub struct AppState {
     pub(crate) templates: Option<Arc<crate::mail::Templates>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
     pub(crate) paused: Arc<crate::workers::dispatcher::Paused>,
+    /// Console sessions and sign-in links.
+    pub(crate) sessions: Arc<crate::auth::sessions::Sessions>,
+    /// The base of links in mail: `site.public_url`, else the address the public
+    /// listener is bound to (never a request's `Host`).
+    pub(crate) public_url: Arc<str>,
+    /// Sends console sign-in links now (`None`: no `[smtp]`, so no sign-in by mail).
+    pub(crate) mailer: Option<Arc<crate::mail::Mailer>>,
 }
 
 impl AppState {
@@ -137,6 +146,11 @@ pub fn router(state: AppState) -> Router {
             get(pages::acceptance_page).post(pages::acceptance_answer).layer(pages_limit),
         )
         .route("/pages/status/{token}", get(pages::status_page))
+        .route("/signin", get(console::signin_form).post(console::signin).layer(pages_limit))
+        .route("/signin/{token}", get(console::signin_confirm).post(console::signin_link).layer(pages_limit))
+        .route("/signout", post(console::signout).layer(pages_limit))
+        .route("/console", get(console::inbox))
+        .route("/console/orders/{id}/approval", post(console::decide).layer(pages_limit))
         .route("/pages/assets/style.css", get(pages::style))
         .route("/pages/assets/logo", get(pages::logo))
         .route("/healthz", get(health::healthz))

@@ -11,6 +11,7 @@
 //! secret references. Each holds the raw shape and the checks that give it meaning;
 //! `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod console;
 mod limits;
 mod mail;
 mod secret_ref;
@@ -76,6 +77,8 @@ pub(crate) struct RawSettings {
     pub(crate) links: RawLinks,
     #[serde(default)]
     pub(crate) scheduler: RawScheduler,
+    #[serde(default)]
+    pub(crate) console: console::RawConsole,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +143,8 @@ pub struct Settings {
     pub secret_policy: crate::secrets::Policy,
     /// Secret references accepted only because this is the example configuration.
     pub accepted_weak_secrets: Vec<String>,
+    /// Console sessions and sign-in links (`[console]`).
+    pub(crate) console: crate::auth::sessions::Limits,
 }
 
 /// Collects the problems of one settings file, each located at its key in the file
@@ -244,6 +249,7 @@ impl RawSettings {
         let (presentation, site_logo) = site::parse(&self.site, config_dir, &mut p);
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
+        let console = console::limits(&self.console, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -277,6 +283,7 @@ impl RawSettings {
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             secret_policy,
             accepted_weak_secrets,
+            console,
         })
     }
 }

@@ -57,7 +57,8 @@ async fn the_example_starts_with_no_environment_at_all() {
     let welcome = lines.iter().find(|l| l.contains("example configuration with DEMO secrets")).unwrap();
     assert!(
         welcome.contains(&format!("http://{admin}/api"))
-            && welcome.contains(&format!("http://{public}/pages"))
+            && welcome.contains(&format!("http://{public}/signin"))
+            && welcome.contains("wang.fang@bank.example")
             && welcome.contains("tokens create --person wang.fang"),
         "{welcome}"
     );
@@ -71,6 +72,7 @@ async fn the_example_starts_with_no_environment_at_all() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready, "never ready");
+    assert_eq!(http.get(format!("http://{public}/signin")).send().await.unwrap().status(), 200);
     // The admin API takes the demo admin token from the file; a demo person acts with
     // the personal token the welcome line says how to make (the daemon running).
     let made = std::process::Command::new(bin())

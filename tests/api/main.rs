@@ -12,6 +12,7 @@ mod cash;
 mod check;
 mod cli;
 mod compliance;
+mod console;
 mod crash;
 mod credentials;
 mod dispatcher;
