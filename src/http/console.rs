@@ -118,11 +118,15 @@ pub(crate) async fn signin(State(app): State<AppState>, headers: HeaderMap, Form
         let ctx = json!({"site": app.settings.site_name, "minutes": minutes, "url": format!("{base}/signin/{token}")});
         let subject = super::pages::unescape(&view(&app, pl, "mail_subject", ctx.clone()));
         let text = super::pages::unescape(&view(&app, pl, "mail_text", ctx));
-        match &app.mailer {
+        // Sent apart from the answer, which must not take longer for a known address.
+        match app.mailer.clone() {
             Some(m) => {
-                if let Err(e) = m.send_now(person.email.as_str(), &subject, text).await {
-                    tracing::warn!(error = %e, person = %person.id, "the sign-in link could not be mailed");
-                }
+                let (to, id) = (person.email.as_str().to_owned(), person.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = m.send_now(&to, &subject, text).await {
+                        tracing::warn!(error = %e, person = %id, "the sign-in link could not be mailed");
+                    }
+                });
             }
             None => tracing::warn!("a sign-in link was asked for, but no [smtp] is configured"),
         }

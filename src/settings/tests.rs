@@ -165,3 +165,17 @@ fn secret_refs() {
     let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
     assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
 }
+
+#[test]
+fn console_limits_have_defaults_and_zero_is_refused_and_the_admin_token_can_be_switched_off() {
+    let s = parse("").unwrap();
+    assert_eq!(s.console.idle, chrono::Duration::minutes(30));
+    assert_eq!(s.console.absolute, chrono::Duration::hours(12));
+    assert_eq!(s.console.sign_in_link, chrono::Duration::minutes(15));
+    let problems = parse("[console]\nsession_idle_minutes = 0\n").unwrap_err();
+    assert!(problems.iter().any(|p| p.line == 2 && p.message.contains("at least 1")), "{problems:?}");
+    // Off: the reference is not even read (this variable is surely unset).
+    let s =
+        parse("[server]\nadmin_token = \"${ORDERBRIDGE_TEST_SURELY_UNSET}\"\nadmin_token_enabled = false\n").unwrap();
+    assert!(s.admin_token.is_none());
+}
