@@ -138,7 +138,7 @@ pub(crate) async fn replay_dead(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: EffectId = id.parse().map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
-    let effect = app.orders.replay(&id, acting.0.actor(), app.clock.now()).await?;
+    let effect = app.orders.replay(&id, acting.0.acting(), app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(json!({ "replayed": effect })))
 }

@@ -582,7 +582,14 @@ impl Orders {
 
     /// Moves a dead letter back to the outbox, due now, attempts reset (same
     /// idempotency key). Durable when it returns.
-    pub async fn replay(&self, id: &EffectId, actor: Actor, now: DateTime<Utc>) -> Result<EffectRecord, OrderError> {
+    pub async fn replay(
+        &self,
+        id: &EffectId,
+        acting: impl Into<Acting>,
+        now: DateTime<Utc>,
+    ) -> Result<EffectRecord, OrderError> {
+        let acting = acting.into();
+        let actor = &acting.actor;
         let _g = self.lock_order(id.order_id).await;
         let dead =
             self.store.dead_letter(id).await?.ok_or_else(|| OrderError::NotFound(format!("dead letter {id}")))?;
@@ -594,7 +601,7 @@ impl Orders {
             let rec = self.load_for_effect(id.order_id).await?;
             let loaded = Loaded::of(&rec);
             let ev = OrderEvent::EffectReplayed { effect_id: id.to_string(), effect: dead.name() };
-            step = merge(step, bookkeeping(rec, loaded, actor, ev, now));
+            step = merge(step, bookkeeping(rec, loaded, acting.clone(), ev, now));
         }
         self.commit(vec![step]).await?;
         Ok(again)
