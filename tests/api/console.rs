@@ -167,6 +167,12 @@ async fn approvers_sign_in_by_mail_and_decide_from_the_console_inbox() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("sun.li may not decide_approval"), "{}", r.body);
 
+    // James Wong reads the console in English; nothing waits for him here.
+    let mut james = sign_in(&app, &smtp, "james.wong@bank.example").await;
+    let page = james.get("/console").await;
+    assert!(page.body.contains("<html lang=\"en\"") && page.body.contains("My approvals"), "{}", page.body);
+    assert!(page.body.contains("Nothing is waiting for your decision."), "{}", page.body);
+
     // zhou.min (branch manager) completes level 2 from her console.
     let mut zhou = sign_in(&app, &smtp, "zhou.min@bank.example").await;
     let page = zhou.get("/console").await;
