@@ -5,7 +5,7 @@
 //!   cargo bench --bench analytics -- [ORDERS]
 //!
 //! Prints the time to fill the store, then the report's time (`Orders::kpi_report`
-//! over the 90 days) and the export's (`Orders::export_rows` + Parquet files), with
+//! over the 90 days) and the export's (`Orders::export_pages` into Parquet files), with
 //! the process's resident memory after each.
 
 mod common;
@@ -23,6 +23,7 @@ use orderbridge::store::{self, Backend};
 const DAYS: i64 = 90;
 
 fn main() {
+    orderbridge::allocator::tune();
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
     let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -30,6 +31,12 @@ fn main() {
         args.first().filter(|_| benching).and_then(|a| a.parse().ok()).unwrap_or(if benching { 100_000 } else { 300 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run(orders));
+}
+
+/// CPU seconds (user + system, every thread) the bench has used so far: beside the
+/// wall time, what a phase costs when the machine is shared.
+fn cpu_s() -> f64 {
+    orderbridge::bench::cpu_time(None).map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn rss_mib() -> u64 {
@@ -57,38 +64,39 @@ async fn run(orders: usize) {
         rss_mib()
     );
 
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_s());
     let report = app.kpi_report(start, start + chrono::Duration::days(DAYS), &rules.sla.calendar).await.unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(report.kpis.orders as usize, orders);
     println!(
-        "  report over {} orders: {secs:.2}s ({:.0} orders/s), {} variants, RSS {} MiB",
+        "  report over {} orders: {secs:.2}s ({:.0} orders/s), CPU {:.2}s, {} variants, RSS {} MiB",
         report.kpis.orders,
         orders as f64 / secs,
+        cpu_s() - cpu,
         report.process.variant_count,
         rss_mib()
     );
 
     let out = tempfile::tempdir().unwrap();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_s());
     let until = Utc::now() + chrono::Duration::days(1);
-    let (rows, events) = app.export_rows(None, until, &rules.sla.calendar).await.unwrap();
-    let read = t.elapsed().as_secs_f64();
-    let done = orderbridge::export::write_all(
-        out.path(),
-        &rows,
-        &events,
-        orderbridge::export::write::Format::Parquet,
-        None,
-        until,
-    )
-    .unwrap();
+    let mut export =
+        orderbridge::export::Export::begin(out.path(), orderbridge::export::write::Format::Parquet, None, until)
+            .unwrap();
+    let mut pages = app.export_pages(None, until, rules.sla.calendar.clone());
+    while let Some(page) = pages.recv().await {
+        let (rows, events) = page.unwrap();
+        rows.into_iter().for_each(|r| export.order(r).unwrap());
+        events.into_iter().for_each(|r| export.event(r).unwrap());
+    }
+    let done = export.finish().unwrap();
     let secs = t.elapsed().as_secs_f64();
     let bytes: u64 = done.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum();
     println!(
-        "  export of {} orders and {} events as Parquet: {secs:.2}s (reading {read:.2}s), {} files, {:.0} B/order, RSS {} MiB",
+        "  export of {} orders and {} events as Parquet: {secs:.2}s, CPU {:.2}s, {} files, {:.0} B/order, RSS {} MiB",
         done.orders,
         done.events,
+        cpu_s() - cpu,
         done.files.len(),
         bytes as f64 / orders as f64,
         rss_mib()

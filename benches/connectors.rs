@@ -18,6 +18,7 @@ use orderbridge::workers::poller::Poller;
 use serde_json::{Value, json};
 
 fn main() {
+    orderbridge::allocator::tune();
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
     let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();

@@ -26,6 +26,7 @@ use orderbridge::orders::{EffectOutcome, Orders};
 use orderbridge::store::{self, Backend};
 
 fn main() {
+    orderbridge::allocator::tune();
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
     let benching = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();

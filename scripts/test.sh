@@ -75,6 +75,7 @@ fi
 echo "== orderbridge check on the example configuration"
 DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example ORDERBRIDGE_ADMIN_TOKEN=example \
   SERVICE_DESK_TOKEN=example ORDERBRIDGE_LINK_SECRET=example-link-key-0123456789abcdef0123 \
+  ORDERBRIDGE_EVIDENCE_KEY=29218f698af6658ffd99d22334e3f7b400c3176fd69f3005272aebdc9d63eb97 \
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
 # promtool (Debian package prometheus) checks and unit-tests the alert rules.

@@ -119,7 +119,7 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-pub(crate) fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
     let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
     let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command (which is in parentheses and may hold spaces).

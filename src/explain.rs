@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::engine::rules::Level;
 use crate::engine::{Actor, OrderEvent, OrderState};
 use crate::store::EventRecord;
+use crate::versions::short;
 
 /// The explanation, as lines for people and as JSON for tools.
 pub struct Explanation {
@@ -61,7 +62,7 @@ pub fn explain(order: &Value) -> Result<Explanation, String> {
     for e in &events {
         story.tell(e);
     }
-    let Story { mut lines, chain, screening, decisions, effects } = story;
+    let Story { mut lines, chain, screening, decisions, effects, .. } = story;
     let waiting = waiting_for(&state, &chain);
     lines.push(format!("waiting for: {waiting}"));
     let json = json!({
@@ -80,6 +81,8 @@ struct Story {
     screening: Vec<Value>,
     decisions: Vec<Value>,
     effects: Vec<Value>,
+    /// The configuration's version of the last decision told.
+    config: Option<String>,
 }
 
 fn join(c: &[Level]) -> String {
@@ -96,6 +99,10 @@ fn by_on_behalf(e: &EventRecord, on_behalf_of: Option<&String>) -> String {
 impl Story {
     fn tell(&mut self, e: &EventRecord) {
         let at = e.at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        if let Some(v) = e.config_version.as_ref().filter(|v| self.config.as_ref() != Some(*v)) {
+            self.lines.push(format!("{at}  decided under configuration {} (`orderbridge rules history`)", short(v)));
+            self.config = Some(v.clone());
+        }
         if !self.screening(e, &at) && !self.decision(e, &at) {
             self.other(e, &at);
         }

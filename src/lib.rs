@@ -12,6 +12,7 @@
 //! - `mail`, `links`, `locale`, `directory`, `notifications`: e-mail (templates, SMTP),
 //!   signed links, showing values to people, reading the people we write to and who
 //!   hears about what.
+//! - `reports`: scheduled management reports (`[[reports]]`): read, checked, addressed.
 //! - `http`: the public listener (webhooks, pages, the console, health) and the admin
 //!   one (API, metrics), with connection and request limits (axum on hyper).
 //! - `auth`: principals' credentials: API tokens (hashed) and console sessions.
@@ -20,13 +21,17 @@
 //!   cross-check references, build).
 //! - `check`, `diagnostics`, `secrets`: printing the loader's problems, locating them,
 //!   and what a secret must be (not empty, not published, long enough).
+//! - `versions`: rules, mappings, notifications and templates versioned by content,
+//!   each version kept under the data directory as loaded.
+//! - `evidence`: an order's signed evidence pack for auditors, and its offline check.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
-//! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`: the process.
+//! - `startup`, `cli`, `telemetry`, `shutdown`, `clock`, `metrics`, `bench`, `allocator`: the process.
 //! - `future`: `BoxFuture`, the boxed future of trait objects (connectors, store).
 //! - `sample`: the sample order and mail context configuration checks render with.
 //! - `panics`: a panic caught at a task boundary (a request, an effect attempt).
 
+pub mod allocator;
 pub(crate) mod analytics;
 pub mod auth;
 pub mod bench;
@@ -40,6 +45,7 @@ pub(crate) mod directory;
 pub mod documents;
 pub mod domain;
 pub mod engine;
+pub mod evidence;
 pub mod explain;
 pub mod export;
 pub(crate) mod future;
@@ -52,6 +58,7 @@ pub mod metrics;
 pub(crate) mod notifications;
 pub mod orders;
 pub(crate) mod panics;
+pub(crate) mod reports;
 pub(crate) mod rules_diff;
 pub(crate) mod sample;
 pub(crate) mod schedule;
@@ -61,4 +68,5 @@ pub(crate) mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 pub mod workers;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    orderbridge::allocator::tune();
     // One TLS crypto provider for every client (reqwest, later lettre): ring.
     orderbridge::connectors::install_crypto_provider();
     let cli = orderbridge::cli::Cli::parse();

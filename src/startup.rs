@@ -77,12 +77,16 @@ impl Application {
 
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
-        let Loaded { settings, mut registry, rules, templates, .. } = loaded;
+        let Loaded { settings, mut registry, rules, templates, reports, versions, .. } = loaded;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(Orders::new(store.clone()).with_metrics(metrics.clone()));
+        let orders = Arc::new(
+            Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
+        );
+        crate::versions::kept::record(&settings.store_path, &versions, clock.now())
+            .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let admin_listener = TcpListener::bind(settings.admin_listen)
@@ -94,8 +98,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
         let page_templates = templates.clone();
-        let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)
-            .map_err(anyhow::Error::msg)?;
+        let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let rules = Arc::new(rules);
@@ -114,6 +117,9 @@ impl Application {
             interval: settings.scheduler_sweep_interval,
             rules: rules.clone(),
             dispatcher: wake.clone(),
+            reports: Arc::new(reports),
+            default_locale: settings.presentation.default_locale,
+            started: clock.now(),
         };
         let pollers = registry
             .connectors
@@ -130,7 +136,6 @@ impl Application {
                 time_zone: settings.presentation.time_zone,
             })
             .collect();
-        let settings_console = settings.console;
         let state = AppState {
             templates: page_templates,
             paused: dispatcher.paused.clone(),
@@ -139,14 +144,15 @@ impl Application {
             store,
             registry,
             rules,
+            sessions: Arc::new(crate::auth::sessions::Sessions::new(settings.console)),
             settings: Arc::new(settings),
             metrics,
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
-            sessions: Arc::new(crate::auth::sessions::Sessions::new(settings_console)),
             mailer: console_mailer,
             public_url: public_url.into(),
+            reports: digests.reports.clone(),
         };
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }
@@ -282,9 +288,10 @@ fn mail_connector(
     links: Option<Arc<LinkSigner>>,
     public_url: &str,
     registry: &mut crate::connectors::Registry,
-) -> Result<Option<Arc<Mailer>>, String> {
+) -> anyhow::Result<Option<Arc<Mailer>>> {
     let (Some(smtp), Some(templates)) = (&settings.smtp, templates) else { return Ok(None) };
-    let mailer = Arc::new(Mailer::new(smtp, templates, links, &settings.site_name, public_url)?);
+    let mailer =
+        Arc::new(Mailer::new(smtp, templates, links, &settings.site_name, public_url).map_err(anyhow::Error::msg)?);
     let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
     // Mail has slots of its own, outside dispatcher.concurrency: however slow
     // another system is, mail is never waiting for a shared slot.

@@ -9,9 +9,14 @@
 //! - `report`: a period's KPIs and process beside the period before it.
 //! - `render`: a report as text, CSV or HTML (JSON is the report itself).
 //! - `stats`: medians, percentiles and ratios.
+//! - `period`, `brief`, `chart`: a scheduled report's period, what its mail shows,
+//!   and its bar charts as PNG.
 
+pub(crate) mod brief;
+pub(crate) mod chart;
 pub(crate) mod journey;
 pub(crate) mod kpi;
+pub(crate) mod period;
 pub(crate) mod process;
 pub(crate) mod render;
 pub(crate) mod report;

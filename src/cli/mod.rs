@@ -6,16 +6,19 @@
 
 mod analysis;
 mod config_tools;
+mod evidence;
 mod reads;
 mod source;
 mod store_admin;
 mod tokens;
+mod versions;
 
-use analysis::{export, report};
+use analysis::{export, report, report_mail};
 use config_tools::{mapping_test, rules_diff};
 use reads::{audit_verify, orders, outbox, quarantine};
 use source::{Source, actor_text, fetch_order};
 use store_admin::{migrate, store_copy};
+use versions::{rules_history, rules_show};
 
 use std::path::{Path, PathBuf};
 
@@ -75,14 +78,21 @@ pub(crate) enum Command {
     /// the process map (the same as `GET /api/reports/kpis`).
     Report {
         /// First day (in the site's time zone) or an RFC 3339 time.
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "mail")]
+        from: Option<String>,
         /// Last day, included, or an RFC 3339 time, excluded (default: now).
         #[arg(long)]
         to: Option<String>,
         /// text, json, csv or html.
         #[arg(long, default_value = "text")]
         format: crate::analytics::render::Format,
+        /// Instead: the HTML mail the `[[reports]]` entry of this name would send
+        /// (charts inline), for the period before --at.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        mail: Option<String>,
+        /// With --mail: when it would be sent (a day or an RFC 3339 time; default now).
+        #[arg(long, requires = "mail")]
+        at: Option<String>,
     },
     /// Write the orders and events changed in a window to files for the data
     /// warehouse, partitioned by month; by default from where the last export into
@@ -108,6 +118,9 @@ pub(crate) enum Command {
     /// Rule changes: what a candidate rules.toml would decide differently.
     #[command(subcommand)]
     Rules(RulesCmd),
+    /// An order's evidence pack for auditors (`evidence ORDER_ID --out FILE.zip`), its
+    /// offline check (`evidence verify FILE.zip`) and the key that checks it.
+    Evidence(evidence::EvidenceArgs),
     /// Load generator: posts signed webhooks to a running daemon and reports throughput.
     Bench(crate::bench::BenchArgs),
     /// API tokens for clients and personal tokens for people.
@@ -192,6 +205,21 @@ pub(crate) enum RulesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every version of the rules, mappings, notifications and templates the daemon
+    /// has loaded (by content hash), with when each was first and last loaded.
+    History {
+        /// Also every load, with the configuration's version decisions record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a kept version's file exactly as it was loaded.
+    Show {
+        /// The version (its hash, or a unique prefix as `rules history` shows it).
+        version: String,
+        /// Which file of the version (default: its first, e.g. config/rules.toml).
+        #[arg(long)]
+        file: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,8 +266,14 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await
         }
+        Command::Rules(RulesCmd::History { json }) => rules_history(&dir, json),
+        Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
+        Command::Evidence(args) => evidence::run(&dir, args).await,
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
-        Command::Report { from, to, format } => report(&dir, &from, to.as_deref(), format).await,
+        Command::Report { mail: Some(name), at, .. } => report_mail(&dir, &name, at.as_deref()).await,
+        Command::Report { from, to, format, .. } => {
+            report(&dir, from.as_deref().unwrap_or_default(), to.as_deref(), format).await
+        }
         Command::Explain { id, json } => {
             let src = Source::open(&dir).await?;
             let order = fetch_order(&src, id.parse()?).await?;

@@ -36,7 +36,7 @@ impl Source {
             ..settings.store.clone()
         };
         match crate::store::open(&options, Arc::new(Metrics::default())).await {
-            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s)))),
+            Ok(s) => Ok(Source::Store(Arc::new(Orders::new(s).with_audit_keys(settings.audit_keys.clone())))),
             Err(StoreError::Locked(_)) => {
                 // The admin listener serves /api (the public one does not).
                 let mut addr = settings.admin_listen;
@@ -68,22 +68,29 @@ impl Source {
         path: &str,
         params: &[(&str, String)],
     ) -> anyhow::Result<(String, reqwest::header::HeaderMap)> {
-        let Source::Api { base, token, client } = self else {
-            unreachable!("api_text() is only called on Source::Api")
-        };
+        let resp = self.api_get(path, params).await?;
+        let headers = resp.headers().clone();
+        Ok((resp.text().await.context("reading the daemon's answer")?, headers))
+    }
+
+    /// A successful answer to `GET path?params`, its body still to be read (a piece at
+    /// a time with `chunk()` when it is long).
+    ///
+    /// # Errors
+    /// The daemon cannot be called, or answers with an error (its message).
+    pub(super) async fn api_get(&self, path: &str, params: &[(&str, String)]) -> anyhow::Result<reqwest::Response> {
+        let Source::Api { base, token, client } = self else { unreachable!("api_get() is only called on Source::Api") };
         let mut req = client.get(reqwest::Url::parse_with_params(&format!("{base}{path}"), params)?);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.context("calling the daemon's API")?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.context("reading the daemon's answer")?;
-        if !status.is_success() {
+        if !resp.status().is_success() {
+            let text = resp.text().await.context("reading the daemon's answer")?;
             let body: Value = serde_json::from_str(&text).unwrap_or_default();
             bail!("{}", body["error"]["message"].as_str().unwrap_or(&text));
         }
-        Ok((text, headers))
+        Ok(resp)
     }
 
     pub(super) async fn api(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {

@@ -1,6 +1,7 @@
 //! Cross-checks: what one configuration file names in another. Notification rules
-//! name templates, roles and people; the approval matrix, SLAs, tasks, exceptions and
-//! dunning name roles; effects, tasks and settlement name connector operations.
+//! name templates, roles and people; scheduled reports name roles and people; the
+//! approval matrix, SLAs, tasks, exceptions and dunning name roles; effects, tasks
+//! and settlement name connector operations.
 //! Every problem is located in the file that names the missing thing.
 
 use std::ops::Range;
@@ -37,6 +38,12 @@ pub(super) fn check(config_dir: &Path, parsed: &Parsed, problems: &mut Vec<Diagn
     if let (Some((n, located)), Some(settings)) = (&parsed.notifications, &parsed.settings) {
         let source = Source::read(crate::notifications::path(config_dir));
         notifications(&source, n, located, settings, parsed.templates.as_deref(), problems);
+    }
+    if let (Some((reports, located)), Some((n, _)), Some(settings)) =
+        (&parsed.reports, &parsed.notifications, &parsed.settings)
+    {
+        let source = Source::read(crate::notifications::path(config_dir));
+        scheduled_reports(&source, reports, located, &n.directory, settings, problems);
     }
     let source = Source::read(rules_path(config_dir));
     // Every role the approval matrix and the SLAs name must have somebody to act.
@@ -92,6 +99,35 @@ fn notifications(
         }
         if rule.link.is_some() && settings.links.is_none() {
             bad("notify: a mail with a link needs [links] secret in config/orderbridge.toml".into());
+        }
+    }
+}
+
+/// Each scheduled report's audience and mail server.
+fn scheduled_reports(
+    source: &Source,
+    reports: &[crate::reports::ReportSpec],
+    located: &[crate::reports::Located],
+    directory: &Directory,
+    settings: &Settings,
+    problems: &mut Vec<Diagnostic>,
+) {
+    use crate::reports::Audience;
+    for (r, at) in reports.iter().zip(located) {
+        let mut bad = |m: String| problems.push(source.at(Some(at.span.clone()), format!("reports {}: {m}", r.name)));
+        for a in &r.audience {
+            match a {
+                Audience::Role(role) if !directory.has_role(role) => {
+                    bad(format!("nobody in config/directory.toml has role `{role}`"))
+                }
+                Audience::Person(p) if directory.person(p).is_none() => {
+                    bad(format!("person `{p}` is not in config/directory.toml"))
+                }
+                _ => {}
+            }
+        }
+        if settings.smtp.is_none() {
+            bad("mail needs an [smtp] section in config/orderbridge.toml".into());
         }
     }
 }

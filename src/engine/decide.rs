@@ -42,6 +42,9 @@ pub struct Decision {
     pub(crate) timers: Vec<Timer>,
     /// Tasks, exception, invoice and payments after this decision (stored on the order).
     pub(crate) fulfilment: Option<Fulfilment>,
+    /// The configuration's version the decision was taken under (recorded on the
+    /// step's first event); empty for bookkeeping.
+    pub(crate) config_version: String,
 }
 
 /// What a decision looks at besides the event: the order as it stands.
@@ -90,6 +93,7 @@ pub(crate) fn decide(
         approval: case.approval.cloned(),
         timers: Vec::new(),
         fulfilment: case.fulfilment.cloned(),
+        config_version: rules.config_version.clone(),
     };
     d.check_fulfilment(&event)?;
     let event = d.complete_payment(event)?;
@@ -219,6 +223,7 @@ pub fn decide_new(
         approval: None,
         timers: vec![],
         fulfilment: None,
+        config_version: rules.config_version.clone(),
     };
     d.record(order, Some(next), actor, received, rules, now);
     d.run_automatic(order, history, rules, now)?;

@@ -4,12 +4,49 @@
 use serde::{Deserialize, Serialize};
 
 /// One level of an approval chain: one role, one of a group, or all of a group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Level {
     Role(String),
     Any { any: Vec<String> },
     All { all: Vec<String> },
+}
+
+/// `"role"`, `{any = [...]}` or `{all = [...]}`, read by the value's own shape rather
+/// than by trying each variant in turn (serde's `untagged` buffers the value and
+/// builds an error per miss; every approval event of every order carries levels).
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Level;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a role, {any = [roles]} or {all = [roles]}")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Level, E> {
+                Ok(Level::Role(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Level, E> {
+                Ok(Level::Role(s))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Level, A::Error> {
+                use serde::de::Error as _;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom("a level needs `any` or `all`"));
+                };
+                let roles: Vec<String> = map.next_value()?;
+                if let Some(other) = map.next_key::<String>()? {
+                    return Err(A::Error::custom(format!("a level has one key, `any` or `all`, not also `{other}`")));
+                }
+                match key.as_str() {
+                    "any" => Ok(Level::Any { any: roles }),
+                    "all" => Ok(Level::All { all: roles }),
+                    _ => Err(A::Error::unknown_field(&key, &["any", "all"])),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Level {

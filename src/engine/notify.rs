@@ -241,6 +241,9 @@ impl Notifications {
 struct NotificationsFile {
     #[serde(default)]
     notify: Vec<toml::Spanned<NotifyFile>>,
+    /// Scheduled management reports: read by `crate::reports`.
+    #[serde(default, rename = "reports")]
+    _reports: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

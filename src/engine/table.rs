@@ -86,14 +86,45 @@ impl History {
 /// One input value. Numbers are decimals (never floats). In the audit a number is
 /// written as a string (`"1250000.00"`) so no reader rounds it; read back, it is text
 /// with the same JSON, so the audit's hashes still verify.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Input {
     Null,
     Bool(bool),
-    #[serde(serialize_with = "decimal_text", skip_deserializing)]
+    #[serde(serialize_with = "decimal_text")]
     Number(Decimal),
     Text(String),
+}
+
+/// Read by the JSON value's own type, not by trying each variant in turn (serde's
+/// `untagged`), which buffers every value and builds an error for each miss: the
+/// report and the export read these for every decision of every order.
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Input;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("null, a boolean or text")
+            }
+            fn visit_unit<E>(self) -> Result<Input, E> {
+                Ok(Input::Null)
+            }
+            fn visit_none<E>(self) -> Result<Input, E> {
+                Ok(Input::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Input, E> {
+                Ok(Input::Bool(b))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Input, E> {
+                Ok(Input::Text(s.to_owned()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Input, E> {
+                Ok(Input::Text(s))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn decimal_text<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {

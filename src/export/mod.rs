@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use rows::{EventRow, OrderRow, Table};
-use write::Format;
+use write::{Format, Part};
 
 /// The state file an export leaves in its directory.
 const STATE: &str = ".export-state.json";
@@ -61,52 +61,133 @@ pub(crate) fn last_until(out: &Path) -> anyhow::Result<Option<DateTime<Utc>>> {
     }
 }
 
-/// Writes the rows of the window `since..until` into `out` and records `until`.
-///
-/// # Errors
-/// A file that cannot be written.
-pub fn write_all(
-    out: &Path,
-    orders: &[OrderRow],
-    events: &[EventRow],
+/// An export being written into a directory: rows go to their month's file as
+/// they come, aside under `.partial/`, and [`Export::finish`] moves every file into
+/// place and records the window's end.
+pub struct Export {
+    out: PathBuf,
+    aside: PathBuf,
+    part: String,
     format: Format,
     since: Option<DateTime<Utc>>,
     until: DateTime<Utc>,
-) -> anyhow::Result<Exported> {
-    let part = format!("part-{}.{}", until.format("%Y%m%dT%H%M%S%.3fZ"), format.extension());
-    let aside = out.join(".partial");
-    let mut files = Vec::new();
-    let mut written = Vec::new();
-    written.extend(partitions(&aside, orders, &part, format)?);
-    written.extend(partitions(&aside, events, &part, format)?);
-    for rel in written {
-        let to = out.join(&rel);
-        std::fs::create_dir_all(to.parent().expect("a partition has a directory"))?;
-        std::fs::rename(aside.join(&rel), &to).with_context(|| format!("moving {} into place", to.display()))?;
-        files.push(to);
-    }
-    let _ = std::fs::remove_dir_all(&aside);
-    let state = out.join(format!("{STATE}.new"));
-    let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    std::fs::write(&state, serde_json::json!({ "until": until_text }).to_string())?;
-    std::fs::File::open(&state)?.sync_all()?;
-    std::fs::rename(&state, out.join(STATE))?;
-    Ok(Exported { since, until, orders: orders.len(), events: events.len(), files })
+    orders: Parts<OrderRow>,
+    events: Parts<EventRow>,
 }
 
-/// Writes `rows` into `dir/TABLE/month=M/part`, one file a month; their paths under `dir`.
-fn partitions<T: Table + Clone>(dir: &Path, rows: &[T], part: &str, format: Format) -> anyhow::Result<Vec<PathBuf>> {
-    let mut months: BTreeMap<String, Vec<T>> = BTreeMap::new();
-    for row in rows {
-        months.entry(row.month()).or_default().push(row.clone());
+/// A table's open files, by month.
+struct Parts<T> {
+    open: BTreeMap<String, Part<T>>,
+    rows: usize,
+}
+
+impl<T: Table> Parts<T> {
+    fn new() -> Self {
+        Parts { open: BTreeMap::new(), rows: 0 }
     }
-    let mut out = Vec::new();
-    for (month, rows) in months {
-        let rel = Path::new(T::NAME).join(format!("month={month}")).join(part);
-        let path = dir.join(&rel);
-        std::fs::create_dir_all(path.parent().expect("a partition has a directory"))?;
-        write::write(&path, &rows, format).with_context(|| format!("writing {}", path.display()))?;
-        out.push(rel);
+
+    fn push(&mut self, aside: &Path, part: &str, format: Format, row: T) -> anyhow::Result<()> {
+        let month = row.month();
+        let file = match self.open.get_mut(&month) {
+            Some(file) => file,
+            None => {
+                let path = aside.join(Self::relative(&month, part));
+                std::fs::create_dir_all(path.parent().expect("a partition has a directory"))?;
+                let file = Part::create(&path, format).with_context(|| format!("creating {}", path.display()))?;
+                self.open.entry(month).or_insert(file)
+            }
+        };
+        file.push(row)?;
+        self.rows += 1;
+        Ok(())
     }
-    Ok(out)
+
+    fn relative(month: &str, part: &str) -> PathBuf {
+        Path::new(T::NAME).join(format!("month={month}")).join(part)
+    }
+
+    /// Finishes every file; their paths under the export's directory.
+    fn finish(self, part: &str) -> anyhow::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for (month, file) in self.open {
+            let rel = Self::relative(&month, part);
+            file.finish().with_context(|| format!("writing {}", rel.display()))?;
+            out.push(rel);
+        }
+        Ok(out)
+    }
+}
+
+impl Export {
+    /// Starts an export of the window `since..until` into `out`.
+    ///
+    /// # Errors
+    /// The directory cannot be written.
+    pub fn begin(
+        out: &Path,
+        format: Format,
+        since: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<Export> {
+        let aside = out.join(".partial");
+        // What a run that stopped half-way left aside is written again.
+        match std::fs::remove_dir_all(&aside) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("clearing {}", aside.display()));
+            }
+            _ => {}
+        }
+        Ok(Export {
+            out: out.to_path_buf(),
+            aside,
+            part: format!("part-{}.{}", until.format("%Y%m%dT%H%M%S%.3fZ"), format.extension()),
+            format,
+            since,
+            until,
+            orders: Parts::new(),
+            events: Parts::new(),
+        })
+    }
+
+    /// Adds a row of the `orders` table.
+    ///
+    /// # Errors
+    /// Its file cannot be written.
+    pub fn order(&mut self, row: OrderRow) -> anyhow::Result<()> {
+        self.orders.push(&self.aside, &self.part, self.format, row)
+    }
+
+    /// Adds a row of the `events` table.
+    ///
+    /// # Errors
+    /// Its file cannot be written.
+    pub fn event(&mut self, row: EventRow) -> anyhow::Result<()> {
+        self.events.push(&self.aside, &self.part, self.format, row)
+    }
+
+    /// Moves the files into place, then records the window's end: a run that stops
+    /// before this wrote nothing the next run does not write again.
+    ///
+    /// # Errors
+    /// A file that cannot be written or moved.
+    pub fn finish(self) -> anyhow::Result<Exported> {
+        let (orders, events) = (self.orders.rows, self.events.rows);
+        let mut written = self.orders.finish(&self.part)?;
+        written.extend(self.events.finish(&self.part)?);
+        let mut files = Vec::new();
+        for rel in written {
+            let to = self.out.join(&rel);
+            std::fs::create_dir_all(to.parent().expect("a partition has a directory"))?;
+            std::fs::rename(self.aside.join(&rel), &to)
+                .with_context(|| format!("moving {} into place", to.display()))?;
+            files.push(to);
+        }
+        let _ = std::fs::remove_dir_all(&self.aside);
+        let state = self.out.join(format!("{STATE}.new"));
+        let until_text = self.until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        std::fs::write(&state, serde_json::json!({ "until": until_text }).to_string())?;
+        std::fs::File::open(&state)?.sync_all()?;
+        std::fs::rename(&state, self.out.join(STATE))?;
+        Ok(Exported { since: self.since, until: self.until, orders, events, files })
+    }
 }

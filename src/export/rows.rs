@@ -127,10 +127,7 @@ impl OrderRow {
 
 impl EventRow {
     pub(crate) fn of(e: &EventRecord) -> EventRow {
-        let mut detail = serde_json::to_value(&e.event).unwrap_or_default();
-        if let Some(map) = detail.as_object_mut() {
-            map.remove("type");
-        }
+        let detail = detail(&e.event);
         EventRow {
             order_id: e.order_id.to_string(),
             seq: i32::try_from(e.seq).unwrap_or(i32::MAX),
@@ -138,8 +135,26 @@ impl EventRow {
             kind: e.event.name().to_owned(),
             actor: e.actor.to_string(),
             state: e.state.name().to_owned(),
-            detail: detail.to_string(),
+            detail,
             hash: e.hash.clone(),
+        }
+    }
+}
+
+/// The event's fields as JSON, without its `type`: the serialised event with the tag
+/// (which serde writes first) cut off.
+fn detail(event: &OrderEvent) -> String {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    let fields = json
+        .strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.find('"').map(|end| &rest[end + 1..]))
+        .and_then(|after| after.strip_prefix(',').or((after == "}").then_some("}")));
+    match fields {
+        Some(fields) => format!("{{{fields}"),
+        None => {
+            let mut v = serde_json::to_value(event).unwrap_or_default();
+            v.as_object_mut().map(|m| m.remove("type"));
+            v.to_string()
         }
     }
 }
@@ -159,8 +174,8 @@ fn approvers(j: &Journey) -> String {
 
 /// One value of a row, typed as the file formats need it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Cell {
-    Text(Option<String>),
+pub(crate) enum Cell<'a> {
+    Text(Option<&'a str>),
     Int(Option<i64>),
     Time(Option<DateTime<Utc>>),
 }
@@ -170,15 +185,15 @@ pub(crate) trait Table: Serialize + Default {
     const NAME: &'static str;
     /// The partition (`YYYY-MM`) a row goes in.
     fn month(&self) -> String;
-    fn cells(&self) -> Vec<(&'static str, Cell)>;
+    fn cells(&self) -> Vec<(&'static str, Cell<'_>)>;
 }
 
-fn text(s: &str) -> Cell {
-    Cell::Text(Some(s.to_owned()))
+fn text(s: &str) -> Cell<'_> {
+    Cell::Text(Some(s))
 }
 
-fn opt(s: &Option<String>) -> Cell {
-    Cell::Text(s.clone())
+fn opt(s: &Option<String>) -> Cell<'_> {
+    Cell::Text(s.as_deref())
 }
 
 impl Table for OrderRow {
@@ -188,7 +203,7 @@ impl Table for OrderRow {
         self.received_at.format("%Y-%m").to_string()
     }
 
-    fn cells(&self) -> Vec<(&'static str, Cell)> {
+    fn cells(&self) -> Vec<(&'static str, Cell<'_>)> {
         vec![
             ("order_id", text(&self.order_id)),
             ("source_connector", text(&self.source_connector)),
@@ -232,7 +247,7 @@ impl Table for EventRow {
         self.at.format("%Y-%m").to_string()
     }
 
-    fn cells(&self) -> Vec<(&'static str, Cell)> {
+    fn cells(&self) -> Vec<(&'static str, Cell<'_>)> {
         vec![
             ("order_id", text(&self.order_id)),
             ("seq", Cell::Int(Some(i64::from(self.seq)))),
@@ -243,5 +258,32 @@ impl Table for EventRow {
             ("detail", text(&self.detail)),
             ("hash", text(&self.hash)),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields of an event as the JSON value of the whole event less its type.
+    fn expected(event: &OrderEvent) -> serde_json::Value {
+        let mut v = serde_json::to_value(event).unwrap();
+        v.as_object_mut().unwrap().remove("type");
+        v
+    }
+
+    #[test]
+    fn the_detail_is_the_event_without_its_type() {
+        let events = [
+            OrderEvent::ExecutionStarted,
+            OrderEvent::ReviewReturned { comment: "补充材料：身份证复印件 \"正反面\"".into() },
+            OrderEvent::Cancelled { reason: "客户撤单".into() },
+        ];
+        for event in &events {
+            let d = detail(event);
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&d).unwrap(), expected(event), "{d}");
+            assert!(!d.contains("\"type\""), "{d}");
+        }
+        assert_eq!(detail(&OrderEvent::Closed), "{}");
     }
 }

@@ -1,8 +1,13 @@
 //! A table's rows as a file: Parquet (Snappy-compressed; times as UTC timestamps in
 //! milliseconds, amounts as exact decimal text), CSV (RFC 4180, a header row, times
 //! in RFC 3339) or JSON lines (the rows as the API sends them).
+//!
+//! A [`Part`] is one file being written: rows go in one at a time and out to the
+//! file as they come (Parquet a row group at a time), so an export holds at most a
+//! row group per open file, however many orders it covers.
 
-use std::io::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,8 +20,8 @@ use parquet::schema::parser::parse_message_type;
 use super::rows::{Cell, Table};
 use crate::analytics::render::csv_field;
 
-/// Rows per Parquet row group.
-const ROW_GROUP: usize = 65_536;
+/// Rows per Parquet row group: what a file holds in memory before writing it out.
+const ROW_GROUP: usize = 32_768;
 
 /// The file format of an export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,25 +53,76 @@ impl Format {
     }
 }
 
-/// Writes `rows` to `path` as `format`.
-///
-/// # Errors
-/// The file cannot be written.
-pub(crate) fn write<T: Table>(path: &Path, rows: &[T], format: Format) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)?;
-    match format {
-        Format::Parquet => parquet(file, rows)?,
-        Format::Csv => csv(std::io::BufWriter::new(file), rows)?,
-        Format::Jsonl => {
-            let mut out = std::io::BufWriter::new(file);
-            for row in rows {
-                serde_json::to_writer(&mut out, row)?;
+/// One file of a table being written.
+pub(crate) enum Part<T> {
+    Parquet { writer: SerializedFileWriter<File>, rows: Vec<T> },
+    Csv(BufWriter<File>),
+    Jsonl(BufWriter<File>),
+}
+
+impl<T: Table> Part<T> {
+    /// Creates `path` for rows of `T` as `format`.
+    ///
+    /// # Errors
+    /// The file cannot be created.
+    pub(crate) fn create(path: &Path, format: Format) -> anyhow::Result<Part<T>> {
+        let file = File::create(path)?;
+        Ok(match format {
+            Format::Parquet => {
+                let schema = Arc::new(parse_message_type(&schema::<T>())?);
+                let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
+                Part::Parquet { writer: SerializedFileWriter::new(file, schema, props)?, rows: Vec::new() }
+            }
+            Format::Csv => {
+                let mut out = BufWriter::new(file);
+                let header: Vec<&str> = T::default().cells().into_iter().map(|(n, _)| n).collect();
+                out.write_all(header.join(",").as_bytes())?;
+                out.write_all(b"\r\n")?;
+                Part::Csv(out)
+            }
+            Format::Jsonl => Part::Jsonl(BufWriter::new(file)),
+        })
+    }
+
+    /// Adds a row.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub(crate) fn push(&mut self, row: T) -> anyhow::Result<()> {
+        match self {
+            Part::Parquet { writer, rows } => {
+                rows.push(row);
+                if rows.len() == ROW_GROUP {
+                    row_group(writer, rows)?;
+                    rows.clear();
+                }
+            }
+            Part::Csv(out) => csv_row(out, &row)?,
+            Part::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, &row)?;
                 out.write_all(b"\n")?;
             }
-            out.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()?;
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Writes what is left and makes the file durable.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
+        let file = match self {
+            Part::Parquet { mut writer, rows } => {
+                if !rows.is_empty() {
+                    row_group(&mut writer, &rows)?;
+                }
+                writer.into_inner()?
+            }
+            Part::Csv(out) | Part::Jsonl(out) => out.into_inner().map_err(std::io::IntoInnerError::into_error)?,
+        };
+        file.sync_all()?;
+        Ok(())
+    }
 }
 
 /// The Parquet schema of `T`: every column optional.
@@ -84,72 +140,61 @@ pub(crate) fn schema<T: Table>() -> String {
     s
 }
 
-fn parquet<T: Table>(file: std::fs::File, rows: &[T]) -> anyhow::Result<()> {
-    let schema = Arc::new(parse_message_type(&schema::<T>())?);
-    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
-    let mut writer = SerializedFileWriter::new(file, schema, props)?;
-    for group in rows.chunks(ROW_GROUP) {
-        let cells: Vec<Vec<(&'static str, Cell)>> = group.iter().map(Table::cells).collect();
-        let mut rg = writer.next_row_group()?;
-        let mut index = 0;
-        while let Some(mut column) = rg.next_column()? {
-            let mut defs = Vec::with_capacity(cells.len());
-            match cells.first().map(|c| &c[index].1) {
-                Some(Cell::Text(_)) => {
-                    let values: Vec<ByteArray> = cells
-                        .iter()
-                        .filter_map(|c| match &c[index].1 {
-                            Cell::Text(t) => {
-                                defs.push(i16::from(t.is_some()));
-                                t.as_deref().map(|t| ByteArray::from(t.as_bytes().to_vec()))
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    column.typed::<ByteArrayType>().write_batch(&values, Some(&defs), None)?;
-                }
-                _ => {
-                    let values: Vec<i64> = cells
-                        .iter()
-                        .filter_map(|c| {
-                            let v = match &c[index].1 {
-                                Cell::Int(i) => *i,
-                                Cell::Time(t) => t.map(|t| t.timestamp_millis()),
-                                Cell::Text(_) => None,
-                            };
-                            defs.push(i16::from(v.is_some()));
-                            v
-                        })
-                        .collect();
-                    column.typed::<Int64Type>().write_batch(&values, Some(&defs), None)?;
-                }
+/// Writes `rows` as one row group, a column at a time.
+fn row_group<T: Table>(writer: &mut SerializedFileWriter<File>, rows: &[T]) -> anyhow::Result<()> {
+    let cells: Vec<Vec<(&'static str, Cell<'_>)>> = rows.iter().map(Table::cells).collect();
+    let mut rg = writer.next_row_group()?;
+    let mut index = 0;
+    while let Some(mut column) = rg.next_column()? {
+        let mut defs = Vec::with_capacity(cells.len());
+        match cells.first().map(|c| &c[index].1) {
+            Some(Cell::Text(_)) => {
+                let values: Vec<ByteArray> = cells
+                    .iter()
+                    .filter_map(|c| match &c[index].1 {
+                        Cell::Text(t) => {
+                            defs.push(i16::from(t.is_some()));
+                            t.map(|t| ByteArray::from(t.as_bytes().to_vec()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                column.typed::<ByteArrayType>().write_batch(&values, Some(&defs), None)?;
             }
-            column.close()?;
-            index += 1;
+            _ => {
+                let values: Vec<i64> = cells
+                    .iter()
+                    .filter_map(|c| {
+                        let v = match &c[index].1 {
+                            Cell::Int(i) => *i,
+                            Cell::Time(t) => t.map(|t| t.timestamp_millis()),
+                            Cell::Text(_) => None,
+                        };
+                        defs.push(i16::from(v.is_some()));
+                        v
+                    })
+                    .collect();
+                column.typed::<Int64Type>().write_batch(&values, Some(&defs), None)?;
+            }
         }
-        rg.close()?;
+        column.close()?;
+        index += 1;
     }
-    writer.into_inner()?.sync_all()?;
+    rg.close()?;
     Ok(())
 }
 
-fn csv<T: Table>(mut out: std::io::BufWriter<std::fs::File>, rows: &[T]) -> anyhow::Result<()> {
-    let header: Vec<&str> = T::default().cells().into_iter().map(|(n, _)| n).collect();
-    out.write_all(header.join(",").as_bytes())?;
+fn csv_row<T: Table>(out: &mut BufWriter<File>, row: &T) -> anyhow::Result<()> {
+    let fields: Vec<String> = row
+        .cells()
+        .into_iter()
+        .map(|(_, cell)| match cell {
+            Cell::Text(t) => csv_field(t.unwrap_or("")),
+            Cell::Int(i) => i.map(|i| i.to_string()).unwrap_or_default(),
+            Cell::Time(t) => t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default(),
+        })
+        .collect();
+    out.write_all(fields.join(",").as_bytes())?;
     out.write_all(b"\r\n")?;
-    for row in rows {
-        let fields: Vec<String> = row
-            .cells()
-            .into_iter()
-            .map(|(_, cell)| match cell {
-                Cell::Text(t) => csv_field(t.as_deref().unwrap_or("")),
-                Cell::Int(i) => i.map(|i| i.to_string()).unwrap_or_default(),
-                Cell::Time(t) => t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default(),
-            })
-            .collect();
-        out.write_all(fields.join(",").as_bytes())?;
-        out.write_all(b"\r\n")?;
-    }
-    out.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()?;
     Ok(())
 }

@@ -72,6 +72,8 @@ pub struct AppState {
     pub(crate) public_url: Arc<str>,
     /// Sends console sign-in links now (`None`: no `[smtp]`, so no sign-in by mail).
     pub(crate) mailer: Option<Arc<crate::mail::Mailer>>,
+    /// Scheduled management reports (`[[reports]]`), for their previews.
+    pub(crate) reports: Arc<Vec<crate::reports::ReportSpec>>,
 }
 
 impl AppState {
@@ -113,6 +115,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/audit/verify", get(api::verify_audit))
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
+        .route("/reports/scheduled/{name}", get(reports::scheduled))
         .route("/export", get(reports::export))
         .route_layer(middleware::from_fn_with_state(state.clone(), principal::api_gate));
     let gate = Gate::new(&state, "admin");

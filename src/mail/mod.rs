@@ -7,8 +7,10 @@
 //! (the server accepted it but we never saw the reply) is recognisable as the same
 //! message, never a silently different one. SMTP replies are classified: 4xx and
 //! connection failures are retried, 5xx are permanent (the server's text goes to the
-//! dead letter), authentication failures alert.
+//! dead letter), authentication failures alert. A scheduled report's mail, with its
+//! charts inline, is composed in `report.rs`.
 
+mod report;
 pub mod templates;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
+pub(crate) use report::preview as report_preview;
 pub(crate) use templates::Templates;
 
 use crate::connectors::{BoxFuture, ConnectorError, Outbound, Push, Receipt};
@@ -111,6 +114,9 @@ impl Mailer {
     /// `Permanent` when the effect cannot become a message (a template error, a bad
     /// address): retrying would not help; the dead letter says why.
     pub(crate) fn compose(&self, body: &Value) -> Result<(Message, String), ConnectorError> {
+        if body.get("report").is_some() {
+            return self.compose_report(body);
+        }
         let permanent = |message: String| ConnectorError::Permanent { message };
         let spec: MailSpec = serde_json::from_value(body.get("mail").cloned().unwrap_or(Value::Null))
             .map_err(|e| permanent(format!("mail effect without a valid `mail` section: {e}")))?;

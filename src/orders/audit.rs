@@ -71,7 +71,7 @@ pub(crate) async fn verify(orders: &Orders) -> Result<AuditReport, OrderError> {
             };
             report.orders += 1;
             let events = orders.store.events(id).await?;
-            match check_chain(&rec, &events) {
+            match check_chain(&rec, &events).and_then(|n| orders.audit_keys.check(&rec, &events).map(|_| n)) {
                 Ok(n) => report.events += n,
                 Err((seq, why)) => {
                     report.broken = Some((id, seq, why));

@@ -11,13 +11,15 @@
 //! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
 //! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
 //! systems report; `audit.rs`: `audit verify`; `analytics.rs`: the
-//! orders and trails a report reads.
+//! orders and trails a report reads; `reports.rs`: scheduled management reports.
 
 mod analytics;
 mod audit;
 mod payments;
 mod report;
+mod reports;
 mod schedule;
+pub mod seal;
 mod step;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
 pub use report::Named;
+pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};
@@ -151,6 +154,8 @@ pub struct Orders {
     digest_lock: Mutex<()>,
     /// Where durable steps report the stages orders left (`None`: nowhere).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Seals each step's chain head (`seal.rs`); no keys: plain SHA-256 chains.
+    audit_keys: Arc<seal::AuditKeys>,
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
@@ -179,7 +184,14 @@ impl Orders {
             payment_lock: Mutex::new(()),
             digest_lock: Mutex::new(()),
             metrics: None,
+            audit_keys: Arc::default(),
         }
+    }
+
+    /// The same, sealing the audit chain with `keys` and checking seals with them.
+    pub fn with_audit_keys(mut self, keys: seal::AuditKeys) -> Orders {
+        self.audit_keys = Arc::new(keys);
+        self
     }
 
     /// The same, reporting how long orders stayed in each stage they leave
@@ -191,7 +203,8 @@ impl Orders {
 
     /// Commits `steps` (see `Store::commit`); once they are durable, the stages
     /// orders left are observed. Every step of the application layer goes through here.
-    async fn commit(&self, steps: Vec<Step>) -> Result<(), StoreError> {
+    async fn commit(&self, mut steps: Vec<Step>) -> Result<(), StoreError> {
+        self.audit_keys.seal(&mut steps);
         let left: Vec<(String, std::time::Duration)> = steps.iter().filter_map(|s| s.left.clone()).collect();
         self.store.commit(steps).await?;
         if let Some(m) = &self.metrics {

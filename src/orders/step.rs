@@ -16,10 +16,13 @@ use crate::store::{
 /// order).
 pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: Decision, now: DateTime<Utc>) -> Step {
     let mut events = Vec::with_capacity(decision.audit.len());
-    for entry in decision.audit {
+    for (i, entry) in decision.audit.into_iter().enumerate() {
         let seq = rec.last_seq + 1;
-        let ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state)
-            .via(entry.channel);
+        let mut ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state);
+        if i == 0 && !decision.config_version.is_empty() {
+            ev = ev.under(&decision.config_version);
+        }
+        let ev = ev.via(entry.channel);
         rec.last_seq = seq;
         rec.last_hash.clone_from(&ev.hash);
         events.push(ev);
@@ -86,6 +89,7 @@ pub(crate) fn bookkeeping(
         approval: rec.approval.clone(),
         timers: rec.timers.clone(),
         fulfilment: rec.fulfilment.clone(),
+        config_version: String::new(),
     };
     step_for(rec, Some(loaded), decision, now)
 }

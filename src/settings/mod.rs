@@ -11,7 +11,9 @@
 //! secret references. Each holds the raw shape and the checks that give it meaning;
 //! `RawSettings::parse` runs them in file order and assembles `Settings`.
 
+mod audit;
 mod console;
+mod evidence;
 mod limits;
 mod mail;
 mod secret_ref;
@@ -79,6 +81,10 @@ pub(crate) struct RawSettings {
     pub(crate) scheduler: RawScheduler,
     #[serde(default)]
     pub(crate) console: console::RawConsole,
+    #[serde(default)]
+    pub(crate) evidence: evidence::RawEvidence,
+    #[serde(default)]
+    pub(crate) audit: audit::RawAudit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,6 +144,10 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// `None` when no link secret is configured (mail then carries no links).
     pub links: Option<LinkSettings>,
+    /// The Ed25519 key that signs evidence packs (`[evidence] signing_key`).
+    pub evidence_key: Option<SecretString>,
+    /// The keys that seal the audit chain (`[audit]`); empty: plain SHA-256 chains.
+    pub audit_keys: crate::orders::seal::AuditKeys,
     pub scheduler_sweep_interval: Duration,
     /// How weak secrets are judged (`example = true` on loopback accepts the demo ones).
     pub secret_policy: crate::secrets::Policy,
@@ -250,6 +260,8 @@ impl RawSettings {
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
         let console = console::limits(&self.console, &mut p);
+        let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
+        let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -280,6 +292,8 @@ impl RawSettings {
             presentation,
             smtp,
             links,
+            evidence_key,
+            audit_keys,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             secret_policy,
             accepted_weak_secrets,

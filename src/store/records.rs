@@ -77,6 +77,21 @@ pub struct EventRecord {
     pub state: OrderState,
     pub prev_hash: String,
     pub hash: String,
+    /// The configuration's version the step's decision was taken under (on a step's
+    /// first event; `crate::versions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// On a step's last event when the audit is keyed: an HMAC over this event's hash
+    /// and the order row the step wrote (`crate::orders::seal`). Not part of the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+}
+
+/// A keyed seal on a chain head: the key's id and the HMAC-SHA256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub key_id: String,
+    pub mac: String,
 }
 
 #[derive(Serialize)]
@@ -90,6 +105,8 @@ struct Hashed<'a> {
     channel: Option<Channel>,
     event: &'a OrderEvent,
     state: &'a OrderState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_version: Option<&'a String>,
 }
 
 impl EventRecord {
@@ -102,6 +119,7 @@ impl EventRecord {
             channel: self.channel,
             event: &self.event,
             state: &self.state,
+            config_version: self.config_version.as_ref(),
         })
         .expect("event serialises");
         let mut h = Sha256::new();
@@ -140,9 +158,19 @@ impl EventRecord {
             state,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
+            config_version: None,
+            seal: None,
         };
         e.hash = e.compute_hash();
         e
+    }
+
+    /// This link, recording the configuration's version it was decided under.
+    #[must_use]
+    pub(crate) fn under(mut self, config_version: &str) -> Self {
+        self.config_version = Some(config_version.to_owned());
+        self.hash = self.compute_hash();
+        self
     }
 
     pub fn key(&self) -> [u8; 20] {
@@ -181,6 +209,10 @@ struct StepEvent {
     channel: Option<Channel>,
     event: OrderEvent,
     state: OrderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seal: Option<Seal>,
 }
 
 impl StepEvents {
@@ -208,6 +240,8 @@ impl StepEvents {
                     channel: e.channel,
                     event: e.event.clone(),
                     state: e.state.clone(),
+                    config_version: e.config_version.clone(),
+                    seal: e.seal.clone(),
                 })
                 .collect(),
         })
@@ -230,6 +264,8 @@ impl StepEvents {
                 state: e.state,
                 prev_hash: prev,
                 hash: String::new(),
+                config_version: e.config_version,
+                seal: e.seal,
             };
             rec.hash = if i + 1 == n { self.hash.clone() } else { rec.compute_hash() };
             prev = rec.hash.clone();
@@ -393,5 +429,24 @@ mod tests {
         let mut t = e.clone();
         t.actor = Actor::Person("mallory".into());
         assert_ne!(t.compute_hash(), e.hash);
+    }
+
+    #[test]
+    fn a_packed_step_keeps_its_configuration_version_and_seal() {
+        let id = OrderId::new_v7();
+        let first =
+            EventRecord::chained(id, 1, GENESIS, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed)
+                .under("c0ffee");
+        let mut last =
+            EventRecord::chained(id, 2, &first.hash, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed);
+        last.seal = Some(Seal { key_id: "k1".into(), mac: "ab".repeat(32) });
+        let events = vec![first.clone(), last.clone()];
+        assert!(StepEvents::pack(&events).is_some(), "stored packed");
+        let back = StepEvents::decode(&StepEvents::encode(&events)).unwrap();
+        assert_eq!(back, events);
+        assert_eq!(back[0].compute_hash(), back[0].hash, "the version is part of the hash");
+        let mut moved = first;
+        moved.config_version = Some("decaf".into());
+        assert_ne!(moved.compute_hash(), back[0].hash);
     }
 }

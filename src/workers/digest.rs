@@ -5,7 +5,8 @@
 //! loses nothing and repeats nothing. Of several daemons sharing a database, the
 //! one holding the `scheduler` lease sweeps (`Store::try_lease`, renewed each sweep);
 //! should two ever sweep at once, each timer and digest is one step whose
-//! preconditions let only one of them commit.
+//! preconditions let only one of them commit. Scheduled management reports go the
+//! same way (`Orders::run_reports`): a stored due time, one step per period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,12 @@ pub(crate) struct DigestJob {
     pub(crate) interval: Duration,
     /// Woken when a digest was queued, so it goes out at once.
     pub(crate) dispatcher: Arc<Notify>,
+    /// `[[reports]]`, sent when due.
+    pub(crate) reports: Arc<Vec<crate::reports::ReportSpec>>,
+    /// The language of a report without its own, for people without theirs.
+    pub(crate) default_locale: crate::locale::Locale,
+    /// When the daemon started (a report's first due time is after it).
+    pub(crate) started: chrono::DateTime<chrono::Utc>,
 }
 
 /// The lease of the sweeping daemon lasts this many sweep intervals: a daemon that
@@ -71,6 +78,23 @@ impl DigestJob {
                 self.dispatcher.notify_one();
             }
             Err(e) => tracing::error!(error = %e, "scheduler cannot build digests; will try again"),
+        }
+        if self.reports.is_empty() {
+            return;
+        }
+        let ctx = crate::orders::ReportContext {
+            directory: &self.rules.notify.directory,
+            default_locale: self.default_locale,
+            calendar: &self.rules.sla.calendar,
+            since: self.started,
+        };
+        match self.orders.run_reports(&self.reports, &ctx, self.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(reports = n, "scheduled reports queued");
+                self.dispatcher.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "scheduler cannot build scheduled reports; will try again"),
         }
     }
 }

@@ -32,7 +32,7 @@ fn readme_exports() -> Vec<(String, String)> {
     let file = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-secrets.toml")).unwrap();
     let table: toml::Table = toml::from_str(&file).unwrap();
     let vars: Vec<(String, String)> = table.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
-    assert_eq!(vars.len(), 8, "{vars:?}");
+    assert_eq!(vars.len(), 9, "{vars:?}");
     vars
 }
 
@@ -61,7 +61,7 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
     let start = script.find("== orderbridge check on the example configuration").unwrap();
     let end = start + script[start..].find("cargo run --locked -q -- check").unwrap();
     let script_vars = assignments(&script[start..end], |l| Some(l.trim_end_matches('\\')));
-    assert_eq!(script_vars.len(), 8, "{script_vars:?}");
+    assert_eq!(script_vars.len(), 9, "{script_vars:?}");
     // The demo secrets from the environment, from the script, and from nowhere (the
     // README's first command: `config/demo-secrets.toml`).
     for env in [readme_exports(), script_vars, Vec::new()] {
@@ -75,7 +75,7 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
                 && lines[0].contains("note: this is the example configuration")
         );
         assert!(
-            lines[0].contains("8 published or short secrets accepted") && lines[0].contains("${DEMO_CRM_SECRET:-demo}")
+            lines[0].contains("9 published or short secrets accepted") && lines[0].contains("${DEMO_CRM_SECRET:-demo}")
         );
         assert!(lines[0].contains("DEMO VALUES from config/demo-secrets.toml"), "{text}");
         assert!(lines[1].ends_with("files checked, 0 problems"), "{text}");
@@ -114,7 +114,7 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
             at(file, needle)
         );
     }
-    assert!(text.trim_end().ends_with("8 problems"), "{text}");
+    assert!(text.trim_end().ends_with("9 problems"), "{text}");
     for (_, v) in &readme {
         assert!(!text.contains(v.as_str()), "a secret value in the output: {v}");
     }
@@ -146,7 +146,7 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
     // With no variable set, the demo values fall back from the file: refused alike.
     let text = stdout(&orderbridge(&["check"], d, &[]));
     assert!(text.contains("secret ${DEMO_ERP_TOKEN:-demo} is a demo value from config/demo-secrets.toml"), "{text}");
-    assert!(text.trim_end().ends_with("8 problems"), "{text}");
+    assert!(text.trim_end().ends_with("9 problems"), "{text}");
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn the_deploy_env_files_placeholders_are_refused_until_replaced() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(78), "{text}");
     let secrets: Vec<&(String, String)> = env.iter().filter(|(k, _)| !k.starts_with("ORDERBRIDGE__")).collect();
-    assert_eq!(secrets.len(), 8);
+    assert_eq!(secrets.len(), 9);
     for (name, _) in secrets {
         let want = format!("secret ${{{name}:-demo}} still holds a placeholder from deploy/orderbridge.env.example");
         assert!(text.contains(&want), "missing `{want}` in:\n{text}");

@@ -30,6 +30,7 @@ Scripted behaviour:
 
 import argparse
 import asyncio
+import base64
 import email
 import email.policy
 import json
@@ -61,6 +62,12 @@ def parse_message(raw):
             "charset": part.get_content_charset(),
             "transfer_encoding": part.get("Content-Transfer-Encoding"),
             "content": part.get_content() if part.get_content_maintype() == "text" else None,
+            # Images and attachments: how they are referenced, and their bytes.
+            "content_id": part.get("Content-ID"),
+            "disposition": part.get_content_disposition(),
+            "filename": part.get_filename(),
+            "data_b64": None if part.get_content_maintype() == "text"
+            else base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii"),
         })
     return {
         "subject": str(msg.get("Subject", "")),

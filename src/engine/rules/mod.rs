@@ -9,8 +9,9 @@ mod file;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod watch_list;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -22,13 +23,18 @@ pub(crate) use super::screening::Screening;
 use super::screening::{RuleHit, Severity};
 pub(crate) use super::sla::SlaRules;
 use super::table::{Inputs, Row};
-use crate::domain::{ConnectorId, Order};
+use crate::domain::ConnectorId;
 pub use file::RulesFile;
+pub(crate) use watch_list::WatchList;
 
 /// The loaded, validated rule set. `version` is recorded in every decision.
 #[derive(Clone, Debug)]
 pub struct Rules {
+    /// The hand-typed label (`version` in the file), shown beside content versions.
     pub(crate) version: String,
+    /// The configuration's version by content (`crate::versions`), set by the loader;
+    /// each decision records it.
+    pub(crate) config_version: String,
     pub(crate) screening: Vec<ScreeningRule>,
     pub(crate) approval: ApprovalRules,
     pub(crate) effects: Vec<EffectRule>,
@@ -96,56 +102,6 @@ pub(crate) struct EffectRule {
     pub(crate) on: String,
     pub(crate) connector: ConnectorId,
     pub(crate) operation: String,
-}
-
-/// Customers nobody may sell to without a second look: ids, ID numbers, names.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct WatchList {
-    customer_ids: HashSet<String>,
-    id_numbers: HashSet<String>,
-    names: HashSet<String>,
-}
-
-fn normalise(name: &str) -> String {
-    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
-}
-
-impl WatchList {
-    /// Parses `kind,value[,reason]` lines (`kind`: customer_id, id_number, name);
-    /// `#` starts a comment. Errors carry the 1-based line.
-    pub(crate) fn parse(text: &str) -> Result<WatchList, Vec<(usize, String)>> {
-        let mut w = WatchList::default();
-        let mut problems = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut parts = line.splitn(3, ',').map(str::trim);
-            let (kind, value) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-            if value.is_empty() {
-                problems.push((i + 1, format!("expected `kind,value[,reason]`, got `{line}`")));
-                continue;
-            }
-            match kind {
-                "customer_id" => w.customer_ids.insert(value.to_owned()),
-                "id_number" => w.id_numbers.insert(value.to_uppercase()),
-                "name" => w.names.insert(normalise(value)),
-                other => {
-                    problems.push((i + 1, format!("unknown kind `{other}` (customer_id, id_number, name)")));
-                    continue;
-                }
-            };
-        }
-        if problems.is_empty() { Ok(w) } else { Err(problems) }
-    }
-
-    pub(crate) fn matches(&self, order: &Order) -> bool {
-        let c = &order.customer;
-        self.customer_ids.contains(c.id.as_str())
-            || c.id_document.as_ref().is_some_and(|d| self.id_numbers.contains(&d.number.as_str().to_uppercase()))
-            || self.names.contains(&normalise(c.name.as_str()))
-    }
 }
 
 /// The approval route an order takes, with the matrix row that chose it.

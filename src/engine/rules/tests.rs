@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use super::*;
+use crate::domain::Order;
 use crate::engine::table::{History, inputs};
 
 fn repo_rules() -> Rules {

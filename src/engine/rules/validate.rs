@@ -45,6 +45,7 @@ impl RulesFile {
         }
         Ok(Rules {
             version: self.version.into_inner(),
+            config_version: String::new(),
             sla,
             screening,
             approval: ApprovalRules { auto_role: self.approval.auto_approver_role, matrix },

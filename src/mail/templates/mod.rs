@@ -6,6 +6,8 @@
 //! order data can never inject markup. Rendering is bounded (minijinja's fuel) and so
 //! is the output.
 //!
+//! The scheduled report's mail has templates of its own (`report.rs`).
+//!
 //! Filters: `money`, `datetime`, `date` (locale and time zone aware), `label` (codes
 //! in the reader's words), `paragraphs`, `lines`.
 
@@ -290,8 +292,10 @@ impl Templates {
                 tracing::info!(template = name, "page text not in the configuration: the shipped one is used");
             }
         }
+        report::add(&mut env, &root, &mut problems, &mut broken);
         let t = Templates { env, names, documents, fragments };
         problems.extend(t.self_check(&root, &broken));
+        problems.extend(t.check_reports(&root, &broken));
         if problems.is_empty() { Ok(t) } else { Err(problems) }
     }
 
@@ -693,6 +697,9 @@ pub(crate) fn sample_page_contexts() -> Vec<serde_json::Value> {
         })])
         .collect()
 }
+
+mod report;
+pub(crate) use report::context as report_context;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ADMIN_TOKEN, CRM_SECRET, DESK_TOKEN, ERP_TOKEN, FINANCE_TOKEN, LINK_SECRET, Settings};
+use super::{ADMIN_TOKEN, CRM_SECRET, DESK_TOKEN, ERP_TOKEN, EVIDENCE_KEY, FINANCE_TOKEN, LINK_SECRET, Settings};
 
 /// The example configuration in `dir` with the ERP (and service desk, finance system)
 /// at `erp`. Notifications are off: only mail tests (`write_mail_config`) send mail.
@@ -45,6 +45,13 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
     std::fs::copy(repo.join("config/watchlist.csv"), dir.join("config/watchlist.csv")).unwrap();
     if !mail {
         std::fs::write(dir.join("config/notifications.toml"), "# no notifications in this test\n").unwrap();
+    } else {
+        // Scheduled reports only where a test adds them (`scheduled_reports.rs`): the
+        // example's, due on Mondays, would arrive among another test's mail.
+        let path = dir.join("config/notifications.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.find("# --- Scheduled management reports").or_else(|| text.find("[[reports]]"));
+        std::fs::write(&path, &text[..cut.unwrap_or(text.len())]).unwrap();
     }
     for (file, secret) in [
         ("demo-crm", CRM_SECRET.to_owned()),
@@ -52,6 +59,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
         ("desk", DESK_TOKEN.to_owned()),
         ("finance", FINANCE_TOKEN.to_owned()),
         ("links", LINK_SECRET.to_owned()),
+        ("evidence", EVIDENCE_KEY.to_owned()),
         ("admin", format!("{ADMIN_TOKEN}\n")),
     ] {
         std::fs::write(dir.join("secrets").join(file), secret).unwrap();
@@ -61,7 +69,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
 /// One example file made hermetic: each `${ENV}` secret reference becomes a file
 /// reference, each example system address becomes `erp`.
 fn hermetic(text: &str, erp: SocketAddr) -> String {
-    const SECRETS: [(&str, &str); 8] = [
+    const SECRETS: [(&str, &str); 9] = [
         ("${DEMO_CRM_SECRET:-demo}", "file:secrets/demo-crm"),
         ("${DEMO_ERP_TOKEN:-demo}", "file:secrets/demo-erp"),
         ("${SERVICE_DESK_TOKEN:-demo}", "file:secrets/desk"),
@@ -70,6 +78,7 @@ fn hermetic(text: &str, erp: SocketAddr) -> String {
         ("${DEMO_FINANCE_SECRET:-demo}", "file:secrets/demo-crm"),
         ("${ORDERBRIDGE_ADMIN_TOKEN:-demo}", "file:secrets/admin"),
         ("${ORDERBRIDGE_LINK_SECRET:-demo}", "file:secrets/links"),
+        ("${ORDERBRIDGE_EVIDENCE_KEY:-demo}", "file:secrets/evidence"),
     ];
     let erp = format!("http://{erp}");
     let systems = ["http://127.0.0.1:9090", "http://127.0.0.1:9091", "http://127.0.0.1:9092"];

@@ -32,6 +32,8 @@ pub const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const ERP_TOKEN: &str = "test-erp-token";
 pub const LINK_SECRET: &str = "test-link-key-0123456789abcdef0123456789";
+/// The evidence signing key of the test configuration (an Ed25519 seed in hex).
+pub const EVIDENCE_KEY: &str = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
 pub const DESK_TOKEN: &str = "test-desk-token";
 pub const FINANCE_TOKEN: &str = "test-finance-token";
 pub const SAMPLE: &str = include_str!("../../fixtures/demo-crm-deal.json");

@@ -1,0 +1,51 @@
+//! `[audit]`: the keys that seal the audit chain (`crate::orders::seal`).
+
+use std::collections::BTreeMap;
+
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+
+use super::{Problems, SecretResolver};
+use crate::orders::seal::AuditKeys;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawAudit {
+    /// The key new seals use (an id in `keys`). Without it the chain is plain SHA-256.
+    pub(crate) key_id: Option<String>,
+    /// Every key by id, each a secret reference (at least 32 bytes). Keep a retired
+    /// key here after a rotation: seals made with it are checked with it.
+    pub(crate) keys: BTreeMap<String, String>,
+}
+
+pub(super) fn keys(raw: &RawAudit, secrets: &mut SecretResolver<'_>, p: &mut Problems<'_>) -> AuditKeys {
+    let mut out = AuditKeys::default();
+    for (id, r) in &raw.keys {
+        match secrets.resolve(r) {
+            Ok(Some(k)) => {
+                let judged = if secrets.strict { secrets.checks.judge(r, k.expose_secret(), None) } else { Ok(()) };
+                match judged {
+                    Err(m) => p.bad(&["audit", "keys", id], m),
+                    Ok(()) if k.expose_secret().len() < crate::secrets::MIN_HMAC_KEY => {
+                        p.bad(
+                            &["audit", "keys", id],
+                            "an audit key must be at least 32 bytes (e.g. `openssl rand -hex 32`)".into(),
+                        );
+                    }
+                    Ok(()) => {
+                        out.keys.insert(id.clone(), k);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => p.bad(&["audit", "keys", id], e),
+        }
+    }
+    if let Some(id) = &raw.key_id {
+        if !raw.keys.contains_key(id) {
+            p.bad(&["audit", "key_id"], format!("key `{id}` is not one of [audit] keys"));
+        }
+        out.current = Some(id.clone());
+    }
+    out
+}
