@@ -27,6 +27,9 @@ struct DirectoryFile {
     plus_alias_domains: Option<toml::Spanned<Vec<String>>>,
     #[serde(default)]
     person: Vec<toml::Spanned<PersonFile>>,
+    /// The policy table: each role and the actions it grants (`crate::engine::access`).
+    #[serde(default)]
+    policy: BTreeMap<String, toml::Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +128,8 @@ impl Directory {
                 bad(format!("person id `{id}` is used twice"));
             }
         }
-        let dir = Directory::new(people, plus_aliases);
+        let policy = policy(&file.policy, &mut |span, m| problems.push(Diagnostic::at(path, text, Some(span), m)));
+        let dir = Directory::new(people, plus_aliases).with_policy(policy);
         cross_check(&dir, &mut |id, m| problems.push(Diagnostic::at(path, text, spans.get(id).cloned(), m)));
         if problems.is_empty() { Ok(dir) } else { Err(problems) }
     }
@@ -158,6 +162,25 @@ fn plus_aliases(
             PlusAliases::Domains(domains)
         }
     }
+}
+
+/// The `[policy]` table: role → actions; `bad` hears of each unknown action.
+fn policy(
+    table: &BTreeMap<String, toml::Spanned<Vec<String>>>,
+    bad: &mut dyn FnMut(std::ops::Range<usize>, String),
+) -> crate::engine::access::Policy {
+    let mut grants = BTreeMap::new();
+    for (role, actions) in table {
+        let mut granted = Vec::new();
+        for a in actions.get_ref() {
+            match a.parse::<crate::engine::access::Action>() {
+                Ok(a) => granted.push(a),
+                Err(e) => bad(actions.span(), format!("policy: role `{role}`: {e}")),
+            }
+        }
+        grants.insert(role.clone(), granted);
+    }
+    crate::engine::access::Policy::new(grants)
 }
 
 /// One `[[person]]`, checked on its own; `None` when it cannot be a person at all.

@@ -14,8 +14,9 @@
 //!   signed links, showing values to people, reading the people we write to and who
 //!   hears about what.
 //! - `reports`: scheduled management reports (`[[reports]]`): read, checked, addressed.
-//! - `http`: the public listener (webhooks, pages, health) and the admin one (API,
-//!   metrics), with connection and request limits (axum on hyper).
+//! - `http`: the public listener (webhooks, pages, the console, health) and the admin
+//!   one (API, metrics), with connection and request limits (axum on hyper).
+//! - `auth`: principals' credentials: API tokens (hashed) and console sessions.
 //! - `settings`: `orderbridge.toml`, typed, one file per section.
 //! - `config`: the one configuration loader `run` and `check` share (parse each file,
 //!   cross-check references, build).
@@ -34,6 +35,7 @@
 pub mod allocator;
 pub(crate) mod analytics;
 pub mod archive;
+pub mod auth;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -6,7 +6,9 @@
 //! The repository's own example configuration says so (`example = true` in
 //! `config/orderbridge.toml`): there, published and short values are accepted (and
 //! reported as one note), but only while the daemon listens on a loopback address.
-//! Empty values and placeholders are refused everywhere. Pure: the loaders resolve the
+//! Empty values and placeholders are refused everywhere. The example's `${NAME:-demo}`
+//! references fall back to `config/demo-secrets.toml`, whose values are all published:
+//! outside the example they are refused with a message naming that file. Pure: the loaders resolve the
 //! secret and ask; messages name the reference, never the value.
 
 /// Fewest bytes of an admin token (`server.admin_token`).
@@ -79,6 +81,12 @@ impl Policy {
         match (weakness, &self.example) {
             (None, _) => Verdict::Fine,
             (Some(_), Some(_)) => Verdict::Accepted,
+            (Some(_), None) if reference.ends_with(crate::settings::DEMO_FALLBACK) && is_published(value) => {
+                Verdict::Refused(format!(
+                    "secret {reference} is a demo value from {} (the variable is not set, or holds a published value): only the example configuration (`example = true`, on loopback) may use them; set the variable to a secret of your own (e.g. `openssl rand -hex 32`)",
+                    crate::settings::DEMO_SECRETS_FILE
+                ))
+            }
             (Some(why), None) => {
                 let hint = if self.example_off_loopback {
                     " (`example = true` accepts the example's secrets only while server.host and server.admin.host are loopback addresses)"
@@ -94,6 +102,7 @@ impl Policy {
     /// `accepted` are the references it let through.
     pub(crate) fn note(&self, accepted: &[String]) -> Option<crate::diagnostics::Diagnostic> {
         let mut note = self.example.clone()?;
+        let demo = accepted.iter().any(|r| r.ends_with(crate::settings::DEMO_FALLBACK));
         note.message = if accepted.is_empty() {
             "note: this is the example configuration (`example = true`): it would accept the published demo secrets; remove the key for a real deployment".to_owned()
         } else {
@@ -104,6 +113,13 @@ impl Policy {
                 accepted.join(", ")
             )
         };
+        if demo {
+            note.message = format!(
+                "{}. The `:-demo` ones are DEMO VALUES from {} (published with orderbridge, used because their variable is not set)",
+                note.message,
+                crate::settings::DEMO_SECRETS_FILE
+            );
+        }
         Some(note)
     }
 }
@@ -215,6 +231,21 @@ mod tests {
         assert_eq!(strict().judge("${T}", real, Some(ADMIN(real.len()))), Verdict::Fine);
         assert_eq!(strict().judge("${T}", "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=", None), Verdict::Fine);
         assert_eq!(strict().judge("${T}", "tok-9c1e", None), Verdict::Fine, "no minimum given");
+    }
+
+    #[test]
+    fn every_demo_secret_is_a_published_value_refused_outside_the_example() {
+        let demo: toml::Table = toml::from_str(include_str!("../config/demo-secrets.toml")).unwrap();
+        assert_eq!(demo.len(), 9);
+        for (name, value) in &demo {
+            let value = value.as_str().unwrap();
+            let reference = format!("${{{name}:-demo}}");
+            let Verdict::Refused(m) = strict().judge(&reference, value, None) else { panic!("{name}") };
+            assert!(m.contains("is a demo value from config/demo-secrets.toml") && !m.contains(value), "{m}");
+            assert_eq!(example().judge(&reference, value, None), Verdict::Accepted);
+        }
+        let n = example().note(&["${A:-demo}".into()]).unwrap();
+        assert!(n.message.contains("DEMO VALUES from config/demo-secrets.toml"), "{}", n.message);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
         let page_templates = templates.clone();
-        add_mail(&mut registry, &settings, templates, links.clone(), &public_url)?;
+        let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
         let rules = Arc::new(rules);
@@ -144,11 +144,14 @@ impl Application {
             store,
             registry,
             rules,
+            sessions: Arc::new(crate::auth::sessions::Sessions::new(settings.console)),
             settings: Arc::new(settings),
             metrics,
             clock,
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
+            mailer: console_mailer,
+            public_url: public_url.into(),
             reports: digests.reports.clone(),
         };
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
@@ -228,6 +231,9 @@ impl Application {
             admin_address = %admin,
             "orderbridge listening on http://{public} (admin API and metrics on http://{admin})"
         );
+        if state.settings.secret_policy.example.is_some() {
+            tracing::info!("{}", example_welcome(&state, admin));
+        }
 
         // Readiness goes false first, then both listeners stop accepting and finish
         // the requests in flight.
@@ -262,25 +268,41 @@ impl Application {
     }
 }
 
-/// The mail connector, when `[smtp]` and templates are configured.
-fn add_mail(
-    registry: &mut crate::connectors::Registry,
+/// What the example configuration prints at start: where the console and the API
+/// are, and how to sign in as one of its demo people.
+fn example_welcome(state: &AppState, admin: SocketAddr) -> String {
+    let base = &state.public_url;
+    let approver = state.rules.notify.directory.with_role("line_supervisor").next();
+    let smtp = state
+        .settings
+        .smtp
+        .as_ref()
+        .map_or_else(|| "(no [smtp] configured)".to_owned(), |s| format!("{}:{}", s.host, s.port));
+    format!(
+        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin as a demo person, e.g. the line supervisor {email}, and open the link mailed to that address (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value), or a personal token: `orderbridge tokens create --person {id}`",
+        email = approver.map_or("an address in config/directory.toml", |p| p.email.as_str()),
+        id = approver.map_or("ID", |p| p.id.as_str()),
+    )
+}
+
+/// The built-in mail connector (with `[smtp]` and templates), registered; the mailer
+/// is also the console's, for sign-in links.
+fn mail_connector(
     settings: &crate::settings::Settings,
     templates: Option<Arc<crate::mail::Templates>>,
     links: Option<Arc<LinkSigner>>,
     public_url: &str,
-) -> anyhow::Result<()> {
-    if let (Some(smtp), Some(templates)) = (&settings.smtp, templates) {
-        let mailer =
-            Mailer::new(smtp, templates, links, &settings.site_name, public_url).map_err(anyhow::Error::msg)?;
-        let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
-        // Mail has slots of its own, outside dispatcher.concurrency: however slow
-        // another system is, mail is never waiting for a shared slot.
-        let limits =
-            crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
-        registry.add_builtin_with_limits(MAIL_CONNECTOR, Arc::new(mailer), names, limits);
-    }
-    Ok(())
+    registry: &mut crate::connectors::Registry,
+) -> anyhow::Result<Option<Arc<Mailer>>> {
+    let (Some(smtp), Some(templates)) = (&settings.smtp, templates) else { return Ok(None) };
+    let mailer =
+        Arc::new(Mailer::new(smtp, templates, links, &settings.site_name, public_url).map_err(anyhow::Error::msg)?);
+    let names = crate::mail::templates::TEMPLATE_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    // Mail has slots of its own, outside dispatcher.concurrency: however slow
+    // another system is, mail is never waiting for a shared slot.
+    let limits = crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
+    registry.add_builtin_with_limits(MAIL_CONNECTOR, mailer.clone(), names, limits);
+    Ok(Some(mailer))
 }
 
 /// The public listener and the admin one.

@@ -1,5 +1,5 @@
 //! The command line (INTERFACE.md): `run`, `check`, `orders`, `audit`, `outbox`, `bench`,
-//! `archive` (`archive.rs`).
+//! `archive` (`archive.rs`), `tokens`.
 //!
 //! Read commands open the store directly when no daemon holds it, and otherwise go
 //! through the running daemon's admin API, so they work either way.
@@ -11,6 +11,7 @@ mod evidence;
 mod reads;
 mod source;
 mod store_admin;
+mod tokens;
 mod versions;
 
 use analysis::{export, report, report_mail};
@@ -126,6 +127,9 @@ pub(crate) enum Command {
     /// The archive of ended orders: run a pass now, legal holds.
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// API tokens for clients and personal tokens for people.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
     /// (the daemon also applies them at start), or an embedded store's layout.
     Migrate,
@@ -281,6 +285,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Migrate => migrate(&dir).await,
         Command::Archive(cmd) => archive::archive(&dir, cmd).await,
+        Command::Tokens(cmd) => tokens::tokens(&dir, cmd),
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await

@@ -197,7 +197,11 @@ pub(super) async fn outbox(dir: &Path, cmd: OutboxCmd) -> anyhow::Result<i32> {
             let eid: EffectId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             match &src {
                 Source::Store(s, _) => {
-                    s.replay(&eid, Actor::Person(whoami()), chrono::Utc::now()).await?;
+                    let acting = crate::engine::access::Acting {
+                        actor: Actor::Person(whoami()),
+                        channel: Some(crate::engine::access::Channel::Cli),
+                    };
+                    s.replay(&eid, acting, chrono::Utc::now()).await?;
                 }
                 Source::Api { .. } => {
                     src.api(reqwest::Method::POST, &format!("/outbox/dead/{eid}/replay")).await?;

@@ -24,6 +24,8 @@ use crate::domain::{Money, Order};
 pub struct AuditEntry {
     pub(crate) at: DateTime<Utc>,
     pub(crate) actor: Actor,
+    /// Set by the application layer on the acting principal's own entries.
+    pub(crate) channel: Option<super::access::Channel>,
     pub event: OrderEvent,
     /// The state after this event.
     pub(crate) state: OrderState,
@@ -621,7 +623,7 @@ impl Decision {
             now,
         ));
         self.next = after;
-        self.audit.push(AuditEntry { at: now, actor, event, state: self.next.clone() });
+        self.audit.push(AuditEntry { at: now, actor, channel: None, event, state: self.next.clone() });
     }
 }
 

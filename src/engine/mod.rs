@@ -6,11 +6,13 @@
 //! 1. data shared by everything above: `screening` (rule hits, verdicts), `level`
 //!    (approval levels), `sla`, `dunning`, `calendar`, `table` (decision-table inputs),
 //!    `fulfilment`, `directory` (the people, as data);
-//! 2. `lifecycle`: states, events and the transitions between them;
+//! 2. `lifecycle`: states, events and the transitions between them; `access`
+//!    (principals, the policy table's actions, `authorize`);
 //! 3. `approval` (progress along a chain) and `effects` (effect and mail specs, bodies);
 //! 4. `notify` (who hears about what), then `rules` (the loaded rule set);
 //! 5. `intake`, `decide` on top, and `payments`, `reporting` that use its results.
 
+pub(crate) mod access;
 pub(crate) mod answers;
 pub(crate) mod approval;
 pub(crate) mod calendar;

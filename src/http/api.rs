@@ -1,20 +1,19 @@
-//! The admin API under `/api`, behind `Authorization: Bearer <admin token>`.
+//! The admin API under `/api`, behind `Authorization: Bearer <token>`: the bootstrap
+//! admin token or an API token (`principal`), each action allowed by the policy table.
+//! The actor of every change is the request's principal (`Acting`).
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::Response;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use super::principal::Acting;
 use crate::domain::OrderId;
+use crate::engine::OrderEvent;
 use crate::engine::answers::{ApprovalDecision, approval_event};
-use crate::engine::{Actor, OrderEvent};
 use crate::store::{EffectId, OrderRecord};
 
 /// `Query` whose rejection is our JSON error, naming the bad parameter.
@@ -28,23 +27,6 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
             .map(|Query(t)| ApiQuery(t))
             .map_err(|e| ApiError::bad_request(e.body_text()))
     }
-}
-
-pub(crate) async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let Some(expected) = &app.settings.admin_token else {
-        return Err(unauthorized("the admin API is disabled: set server.admin_token"));
-    };
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`"))?;
-    if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
-        return Err(unauthorized("invalid token"));
-    }
-    Ok(next.run(req).await)
 }
 
 pub(crate) fn parse_id(id: &str) -> Result<OrderId, ApiError> {
@@ -168,9 +150,13 @@ pub(crate) async fn list_dead(
     Ok(Json(json!({ "effects": rows })))
 }
 
-pub(crate) async fn replay_dead(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn replay_dead(
+    State(app): State<AppState>,
+    acting: Acting,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id: EffectId = id.parse().map_err(|e: String| ApiError::bad_request(e).with_field("id"))?;
-    let effect = app.orders.replay(&id, Actor::Person("admin-api".into()), app.clock.now()).await?;
+    let effect = app.orders.replay(&id, acting.0.acting(), app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(json!({ "replayed": effect })))
 }
@@ -215,8 +201,10 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApprovalBody {
-    /// The approver's directory id; the daemon checks they may decide.
-    approver: String,
+    /// The approver's directory id: the principal's own, or left out (a request never
+    /// decides for somebody else).
+    #[serde(default)]
+    approver: Option<String>,
     decision: ApprovalDecision,
     #[serde(default)]
     comment: String,
@@ -225,16 +213,19 @@ pub(crate) struct ApprovalBody {
     level: u8,
 }
 
-/// `POST /api/orders/{id}/approvals`: a decision on the level waiting, on behalf of
-/// `approver`, checked like a decision from an approval page.
+/// `POST /api/orders/{id}/approvals`: the principal's decision on the level waiting,
+/// checked like a decision from an approval page (only a person decides).
 pub(crate) async fn decide_approval(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ApprovalBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
+    acting.named_in_body("approver", b.approver.as_deref())?;
+    acting.person()?;
     let event = approval_event(b.decision, b.level, b.comment.trim().to_owned())?;
-    let rec = app.orders.apply(id, Actor::Person(b.approver), event, &app.rules, app.clock.now()).await?;
+    let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }
@@ -251,8 +242,9 @@ pub(crate) enum ReviewDecision {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewBody {
-    /// Who reviews (recorded in the audit).
-    operator: String,
+    /// Who reviews: the principal's own id, or left out.
+    #[serde(default)]
+    operator: Option<String>,
     decision: ReviewDecision,
     comment: String,
 }
@@ -261,6 +253,7 @@ pub(crate) struct ReviewBody {
 /// it to the approval chain the matrix gives now; `reject` rejects it.
 pub(crate) async fn review(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ReviewBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -274,20 +267,14 @@ pub(crate) async fn review(
         )
         .with_field("comment"));
     }
-    if b.operator.trim().is_empty() {
-        return Err(
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "name the operator").with_field("operator")
-        );
-    }
+    acting.named_in_body("operator", b.operator.as_deref())?;
     let event = match b.decision {
         ReviewDecision::Start => OrderEvent::ReviewStarted { comment },
         ReviewDecision::Return => OrderEvent::ReviewReturned { comment },
         ReviewDecision::Release => OrderEvent::ReviewReleased { comment, chain: Vec::new() },
         ReviewDecision::Reject => OrderEvent::ReviewRejected { comment },
     };
-    // An operator is not an approver: record them as such, not as a directory person.
-    let actor = Actor::Person(format!("operator:{}", b.operator.trim()));
-    let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
+    let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
 }
@@ -323,6 +310,7 @@ pub(crate) async fn list_connectors(State(app): State<AppState>) -> Json<Value> 
 /// `POST /api/connectors/{id}/resume`: after fixing a paused connector's credentials.
 pub(crate) async fn resume_connector(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     if app.registry.get(&id).is_none() {
@@ -330,7 +318,7 @@ pub(crate) async fn resume_connector(
     }
     let resumed = app.paused.resume(&id);
     if resumed {
-        tracing::warn!(connector = %id, "connector resumed by an operator");
+        tracing::warn!(connector = %id, by = %acting.id(), "connector resumed by an operator");
         app.metrics.set("orderbridge_connector_paused", &[("connector", &id), ("reason", "auth")], 0.0);
         app.wake_dispatcher();
     }

@@ -9,12 +9,16 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiJson, parse_id};
 use super::error::ApiError;
+use super::principal::Acting;
 
-/// Who the archive log names for what the admin API did.
-const BY: &str = "admin api";
+/// Who the archive log names: the principal calling (a person's id, `client:NAME`, the
+/// bootstrap admin).
+fn by(acting: &Acting) -> String {
+    acting.id()
+}
 
-pub(crate) async fn run(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let pass = app.archive.run(BY, app.clock.now()).await?;
+pub(crate) async fn run(State(app): State<AppState>, acting: Acting) -> Result<Json<Value>, ApiError> {
+    let pass = app.archive.run(&by(&acting), app.clock.now()).await?;
     Ok(Json(serde_json::to_value(pass).map_err(ApiError::unexpected)?))
 }
 
@@ -26,6 +30,7 @@ pub(crate) struct HoldBody {
 
 pub(crate) async fn hold(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<HoldBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -33,12 +38,16 @@ pub(crate) async fn hold(
     if body.reason.trim().is_empty() {
         return Err(ApiError::bad_request("a legal hold needs a reason").with_field("reason"));
     }
-    let entry = app.archive.hold(id, Some(body.reason.trim()), BY, app.clock.now()).await?;
+    let entry = app.archive.hold(id, Some(body.reason.trim()), &by(&acting), app.clock.now()).await?;
     Ok(Json(json!({"order_id": id.to_string(), "segment": entry.segment, "legal_hold": entry.hold})))
 }
 
-pub(crate) async fn release(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn release(
+    State(app): State<AppState>,
+    acting: Acting,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let entry = app.archive.hold(id, None, BY, app.clock.now()).await?;
+    let entry = app.archive.hold(id, None, &by(&acting), app.clock.now()).await?;
     Ok(Json(json!({"order_id": id.to_string(), "segment": entry.segment, "legal_hold": entry.hold})))
 }

@@ -1,5 +1,5 @@
 //! After approval: tasks reported done, delivery, acceptance, exceptions and payments,
-//! from operators (`/api/…`, admin token) or from the systems doing the work (signed
+//! from operators (`/api/…`, acting as the request's principal) or from the systems doing the work (signed
 //! `POST /webhooks/{connector}/events`). Every change goes through the engine; a
 //! payment no order takes waits in the unmatched queue for an operator.
 
@@ -13,12 +13,13 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiJson, order_json};
 use super::error::ApiError;
+use super::principal::Acting;
 use crate::domain::{ExternalRef, Money, OrderId};
+use crate::engine::OrderEvent;
 use crate::engine::answers::{AcceptanceDecision, acceptance_event};
 use crate::engine::payments::{PaymentOutcome, PaymentReport};
 use crate::engine::receivables::{self, Receivables};
 use crate::engine::reporting::Reporter;
-use crate::engine::{Actor, OrderEvent};
 use crate::orders::Named;
 
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
@@ -29,24 +30,27 @@ fn invalid(field: &str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message).with_field(field)
 }
 
-/// Who acts, recorded in the audit as `person:operator:<name>`.
-fn operator(name: &str) -> Result<Actor, ApiError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(invalid("operator", "name the operator"));
-    }
-    Ok(Actor::Person(format!("operator:{name}")))
+/// Who acts: the request's principal; a body's `operator` may only name them.
+fn operator(acting: &Acting, named: Option<&str>) -> Result<crate::engine::access::Acting, ApiError> {
+    acting.named_in_body("operator", named)?;
+    Ok(acting.0.acting())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OperatorBody {
-    operator: String,
+    #[serde(default)]
+    operator: Option<String>,
     #[serde(default)]
     note: String,
 }
 
-async fn step(app: &AppState, id: OrderId, actor: Actor, event: OrderEvent) -> Result<Json<Value>, ApiError> {
+async fn step(
+    app: &AppState,
+    id: OrderId,
+    actor: crate::engine::access::Acting,
+    event: OrderEvent,
+) -> Result<Json<Value>, ApiError> {
     let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(order_json(&rec)))
@@ -146,27 +150,42 @@ pub(crate) async fn reconcile(State(app): State<AppState>) -> Result<Json<Value>
 /// `POST /api/orders/{id}/tasks/{task}/done`
 pub(crate) async fn task_done(
     State(app): State<AppState>,
+    acting: Acting,
     Path((id, task)): Path<(String, String)>,
     ApiJson(b): ApiJson<OperatorBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    step(&app, id, operator(&b.operator)?, OrderEvent::TaskCompleted { task, note: b.note.trim().to_owned() }).await
+    step(
+        &app,
+        id,
+        operator(&acting, b.operator.as_deref())?,
+        OrderEvent::TaskCompleted { task, note: b.note.trim().to_owned() },
+    )
+    .await
 }
 
 /// `POST /api/orders/{id}/delivery`: delivery recorded (409 while required tasks are open).
 pub(crate) async fn delivery(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<OperatorBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    step(&app, id, operator(&b.operator)?, OrderEvent::DeliveryRecorded { note: b.note.trim().to_owned() }).await
+    step(
+        &app,
+        id,
+        operator(&acting, b.operator.as_deref())?,
+        OrderEvent::DeliveryRecorded { note: b.note.trim().to_owned() },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AcceptanceBody {
-    operator: String,
+    #[serde(default)]
+    operator: Option<String>,
     decision: AcceptanceDecision,
     #[serde(default)]
     note: String,
@@ -176,11 +195,12 @@ pub(crate) struct AcceptanceBody {
 /// (or refusal, which opens an exception).
 pub(crate) async fn acceptance(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<AcceptanceBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let actor = operator(&b.operator)?;
+    let actor = operator(&acting, b.operator.as_deref())?;
     let event = acceptance_event(b.decision, &b.note, "the customer")?;
     step(&app, id, actor, event).await
 }
@@ -196,7 +216,8 @@ pub(crate) enum ExceptionAction {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExceptionBody {
-    operator: String,
+    #[serde(default)]
+    operator: Option<String>,
     action: ExceptionAction,
     note: String,
 }
@@ -205,11 +226,12 @@ pub(crate) struct ExceptionBody {
 /// order resumes), or cancel the order (before invoicing).
 pub(crate) async fn exception(
     State(app): State<AppState>,
+    acting: Acting,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ExceptionBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let actor = operator(&b.operator)?;
+    let actor = operator(&acting, b.operator.as_deref())?;
     let note = b.note.trim().to_owned();
     if note.is_empty() {
         return Err(invalid("note", "say why (the reason or the resolution)"));
@@ -284,30 +306,21 @@ pub(crate) async fn unmatched(State(app): State<AppState>) -> Result<Json<Value>
 #[serde(deny_unknown_fields)]
 pub(crate) struct AssignBody {
     order_id: String,
-    operator: String,
+    #[serde(default)]
+    operator: Option<String>,
 }
 
 /// `POST /api/payments/unmatched/{source}/{payment_id}/assign`
 pub(crate) async fn assign(
     State(app): State<AppState>,
+    acting: Acting,
     Path((source, payment_id)): Path<(String, String)>,
     ApiJson(b): ApiJson<AssignBody>,
 ) -> Result<Json<Value>, ApiError> {
     let order = parse_id(&b.order_id)?;
-    if b.operator.trim().is_empty() {
-        return Err(invalid("operator", "name the operator"));
-    }
-    let outcome = app
-        .orders
-        .assign_payment(
-            &source,
-            &payment_id,
-            order,
-            &format!("operator:{}", b.operator.trim()),
-            &app.rules,
-            app.clock.now(),
-        )
-        .await?;
+    acting.named_in_body("operator", b.operator.as_deref())?;
+    let outcome =
+        app.orders.assign_payment(&source, &payment_id, order, &acting.id(), &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)))
 }

@@ -2,17 +2,20 @@
 //! Handlers translate HTTP to application calls (`crate::orders`) and store reads;
 //! they decide nothing and never perform effects (invariant 2).
 //!
-//! Two listeners: the public one (`router`: webhooks, pages, health) and the admin
-//! one (`admin_router`: `/api/*`, `/metrics`, health), each with its own slots.
+//! Two listeners: the public one (`router`: webhooks, pages, the console, health) and
+//! the admin one (`admin_router`: `/api/*`, `/metrics`, health), each with its own
+//! slots. `principal` finds who acts and asks the policy table (`engine::access`).
 //! `server` owns connections (header-read and idle timeouts); `guard` bounds each
 //! request (a slot, the whole-request and body timeouts, the panic boundary).
 
 pub(crate) mod api;
 pub(crate) mod archive;
+pub(crate) mod console;
 pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
 pub(crate) mod pages;
+pub(crate) mod principal;
 pub(crate) mod reports;
 pub(crate) mod server;
 pub(crate) mod webhooks;
@@ -65,6 +68,13 @@ pub struct AppState {
     pub(crate) templates: Option<Arc<crate::mail::Templates>>,
     /// Connectors paused after authentication failures (shared with the dispatcher).
     pub(crate) paused: Arc<crate::workers::dispatcher::Paused>,
+    /// Console sessions and sign-in links.
+    pub(crate) sessions: Arc<crate::auth::sessions::Sessions>,
+    /// The base of links in mail: `site.public_url`, else the address the public
+    /// listener is bound to (never a request's `Host`).
+    pub(crate) public_url: Arc<str>,
+    /// Sends console sign-in links now (`None`: no `[smtp]`, so no sign-in by mail).
+    pub(crate) mailer: Option<Arc<crate::mail::Mailer>>,
     /// Scheduled management reports (`[[reports]]`), for their previews.
     pub(crate) reports: Arc<Vec<crate::reports::ReportSpec>>,
 }
@@ -73,12 +83,17 @@ impl AppState {
     pub fn wake_dispatcher(&self) {
         self.dispatcher_wake.notify_one();
     }
+    /// The data directory (`store.path`): documents and the API token file live there.
+    pub fn store_path(&self) -> &std::path::Path {
+        &self.settings.store_path
+    }
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 }
 
-/// The admin listener's routes: `/api/*` (admin token), `/metrics`, and health.
+/// The admin listener's routes: `/api/*` (a token; the policy table decides what it
+/// may do, `principal::api_gate`), `/metrics`, and health.
 pub(crate) fn admin_router(state: AppState) -> Router {
     let api = Router::new()
         .route("/orders", get(api::list_orders))
@@ -107,7 +122,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/reports/kpis", get(reports::kpis))
         .route("/reports/scheduled/{name}", get(reports::scheduled))
         .route("/export", get(reports::export))
-        .route_layer(middleware::from_fn_with_state(state.clone(), api::require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), principal::api_gate));
     let gate = Gate::new(&state, "admin");
     Router::new()
         .nest("/api", api)
@@ -139,6 +154,11 @@ pub fn router(state: AppState) -> Router {
             get(pages::acceptance_page).post(pages::acceptance_answer).layer(pages_limit),
         )
         .route("/pages/status/{token}", get(pages::status_page))
+        .route("/signin", get(console::signin_form).post(console::signin).layer(pages_limit))
+        .route("/signin/{token}", get(console::signin_confirm).post(console::signin_link).layer(pages_limit))
+        .route("/signout", post(console::signout).layer(pages_limit))
+        .route("/console", get(console::inbox))
+        .route("/console/orders/{id}/approval", post(console::decide).layer(pages_limit))
         .route("/pages/assets/style.css", get(pages::style))
         .route("/pages/assets/logo", get(pages::logo))
         .route("/healthz", get(health::healthz))

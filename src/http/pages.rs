@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::domain::order::Locale;
+use crate::engine::OrderEvent;
 use crate::engine::answers::{AcceptanceDecision, AnswerError, ApprovalDecision, acceptance_event, approval_event};
 use crate::engine::receivables;
-use crate::engine::{Actor, OrderEvent};
 use crate::links::{LinkClaims, LinkError, LinkPurpose};
 use crate::orders::OrderError;
 use crate::settings::Settings;
@@ -27,7 +27,7 @@ use crate::store::OrderRecord;
 /// Longest survey comment kept, in characters.
 const MAX_COMMENT: usize = 2000;
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -44,13 +44,19 @@ fn esc(s: &str) -> String {
 
 /// `&amp;`, `&lt;` … back to characters: a sentence from the page text handed to
 /// another template as plain text (that template escapes it again).
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+pub(crate) fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
 }
 
 /// The page text: the configuration's templates, else the shipped ones compiled in
 /// (the same files; there is no second copy of the wording).
-fn texts(app: &AppState) -> &crate::mail::Templates {
+pub(crate) fn texts(app: &AppState) -> &crate::mail::Templates {
     static BUILTIN: std::sync::OnceLock<crate::mail::Templates> = std::sync::OnceLock::new();
     app.templates
         .as_deref()
@@ -108,7 +114,7 @@ pub(crate) async fn logo(State(app): State<AppState>) -> Response {
 }
 
 /// A whole page; `title` and `body` are HTML (page text, escaped by its templates).
-fn page(status: StatusCode, locale: Locale, site: &Settings, title: &str, body: &str) -> Response {
+pub(crate) fn page(status: StatusCode, locale: Locale, site: &Settings, title: &str, body: &str) -> Response {
     let logo = if site.site_logo.is_some() { "<img src=\"/pages/assets/logo\" alt=\"\">" } else { "" };
     let html = format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
@@ -278,7 +284,7 @@ pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path
     let comment: String = f.comment.trim().chars().take(MAX_COMMENT).collect();
     let complaint = f.complaint.is_some();
     let event = OrderEvent::SurveyAnswered { score, comment, complaint };
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     match app
         .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())
@@ -497,7 +503,7 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
         Err(AnswerError::CommentMissing | AnswerError::ReasonMissing) => return again("error.approval_reason"),
     };
     let once = decision.is_final();
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     let once = once.then_some(claims.link_id.as_str());
     match app.orders.apply_once(claims.order_id, actor, event, once, Some(round), &app.rules, app.clock.now()).await {
         Ok(rec) => {
@@ -621,7 +627,7 @@ pub(crate) async fn acceptance_answer(
         Err(AnswerError::ReasonMissing | AnswerError::CommentMissing) => return bad("error.acceptance_reason"),
     };
     let accepted = matches!(event, OrderEvent::AcceptanceConfirmed { .. });
-    let actor = Actor::Person(claims.subject.clone());
+    let actor = crate::engine::access::Principal::LinkHolder { subject: claims.subject.clone() }.acting();
     match app
         .orders
         .apply_once(claims.order_id, actor, event, Some(&claims.link_id), None, &app.rules, app.clock.now())

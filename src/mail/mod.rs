@@ -185,6 +185,31 @@ impl Mailer {
     }
 }
 
+impl Mailer {
+    /// Sends one plain-text mail now, outside the outbox: for a console sign-in link,
+    /// which is only worth anything within minutes (a failure: the person asks again).
+    ///
+    /// # Errors
+    /// A bad address, or the SMTP server refused or could not be reached.
+    pub(crate) async fn send_now(&self, to: &str, subject: &str, text: String) -> Result<(), String> {
+        let address = to.parse::<lettre::Address>().map_err(|e| format!("recipient: {e}"))?;
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, address))
+            .subject(subject)
+            .message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), self.domain)))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()));
+        if let Some(r) = &self.reply_to {
+            b = b.reply_to(r.clone());
+        }
+        let msg = b
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(text)
+            .map_err(|e| format!("cannot build the message: {e}"))?;
+        self.transport.send(msg).await.map(|_| ()).map_err(|e| classify(&e).to_string())
+    }
+}
+
 /// SMTP errors → what the dispatcher does next.
 fn classify(e: &lettre::transport::smtp::Error) -> ConnectorError {
     let message = e.to_string();

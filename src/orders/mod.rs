@@ -36,6 +36,7 @@ pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};
 
 use crate::domain::{ExternalRef, Order, OrderId};
+use crate::engine::access::Acting;
 use crate::engine::approval::Refusal;
 use crate::engine::intake::{Delivery, Existing, classify};
 use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
@@ -448,7 +449,7 @@ impl Orders {
     pub async fn apply(
         &self,
         id: OrderId,
-        actor: Actor,
+        actor: impl Into<Acting>,
         event: OrderEvent,
         rules: &Rules,
         now: DateTime<Utc>,
@@ -463,13 +464,14 @@ impl Orders {
     pub async fn apply_once(
         &self,
         id: OrderId,
-        actor: Actor,
+        acting: impl Into<Acting>,
         event: OrderEvent,
         once: Option<&str>,
         round: Option<u32>,
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<OrderRecord, OrderError> {
+        let Acting { actor, channel } = acting.into();
         let _g = self.lock_order(id).await;
         let result = self
             .retrying(|| async {
@@ -488,7 +490,10 @@ impl Orders {
                     ));
                 }
                 let history = self.history(&rec.order, Some(id), now, rules.history_days).await?;
-                let decision = crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                let mut decision =
+                    crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                // The principal's own entries say through which door they acted.
+                decision.audit.iter_mut().filter(|e| e.actor == actor).for_each(|e| e.channel = channel);
                 let loaded = Loaded::of(&rec);
                 let mut step = step_for(rec, Some(loaded), decision, now);
                 let rec = step.order.as_ref().expect("a decision writes its order").record.clone();
@@ -602,7 +607,14 @@ impl Orders {
 
     /// Moves a dead letter back to the outbox, due now, attempts reset (same
     /// idempotency key). Durable when it returns.
-    pub async fn replay(&self, id: &EffectId, actor: Actor, now: DateTime<Utc>) -> Result<EffectRecord, OrderError> {
+    pub async fn replay(
+        &self,
+        id: &EffectId,
+        acting: impl Into<Acting>,
+        now: DateTime<Utc>,
+    ) -> Result<EffectRecord, OrderError> {
+        let acting = acting.into();
+        let actor = &acting.actor;
         let _g = self.lock_order(id.order_id).await;
         let dead =
             self.store.dead_letter(id).await?.ok_or_else(|| OrderError::NotFound(format!("dead letter {id}")))?;
@@ -614,7 +626,7 @@ impl Orders {
             let rec = self.load_for_effect(id.order_id).await?;
             let loaded = Loaded::of(&rec);
             let ev = OrderEvent::EffectReplayed { effect_id: id.to_string(), effect: dead.name() };
-            step = merge(step, bookkeeping(rec, loaded, actor, ev, now));
+            step = merge(step, bookkeeping(rec, loaded, acting.clone(), ev, now));
         }
         self.commit(vec![step]).await?;
         Ok(again)

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::analytics::journey::node;
 use crate::engine::OrderState;
 use crate::engine::effects::{self, Subject};
-use crate::engine::{Actor, AuditEntry, Decision, OrderEvent};
+use crate::engine::{AuditEntry, Decision, OrderEvent};
 use crate::store::{
     DigestChange, DigestKey, EffectId, EffectRecord, EventRecord, Loaded, OrderRecord, OrderWrite, OutboxChange, Step,
 };
@@ -22,6 +22,7 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
         if i == 0 && !decision.config_version.is_empty() {
             ev = ev.under(&decision.config_version);
         }
+        let ev = ev.via(entry.channel);
         rec.last_seq = seq;
         rec.last_hash.clone_from(&ev.hash);
         events.push(ev);
@@ -75,14 +76,15 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
 pub(crate) fn bookkeeping(
     rec: OrderRecord,
     loaded: Loaded,
-    actor: Actor,
+    acting: impl Into<crate::engine::access::Acting>,
     event: OrderEvent,
     now: DateTime<Utc>,
 ) -> Step {
+    let crate::engine::access::Acting { actor, channel } = acting.into();
     let state = rec.state.clone();
     let decision = Decision {
         next: state.clone(),
-        audit: vec![AuditEntry { at: now, actor, event, state }],
+        audit: vec![AuditEntry { at: now, actor, channel, event, state }],
         effects: Vec::new(),
         approval: rec.approval.clone(),
         timers: rec.timers.clone(),

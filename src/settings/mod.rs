@@ -13,6 +13,7 @@
 
 mod archive;
 mod audit;
+mod console;
 mod evidence;
 mod limits;
 mod mail;
@@ -38,6 +39,7 @@ pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
 use self::mail::{RawLinks, RawSmtp};
 pub(crate) use self::secret_ref::SecretRef;
 pub(crate) use self::secret_ref::SecretResolver;
+pub(crate) use self::secret_ref::{DEMO_FALLBACK, DEMO_SECRETS_FILE};
 use self::server::{RawAdmin, RawServer};
 pub use self::site::Logo;
 use self::site::RawSite;
@@ -82,6 +84,8 @@ pub(crate) struct RawSettings {
     pub(crate) scheduler: RawScheduler,
     #[serde(default)]
     pub(crate) archive: RawArchive,
+    #[serde(default)]
+    pub(crate) console: console::RawConsole,
     #[serde(default)]
     pub(crate) evidence: evidence::RawEvidence,
     #[serde(default)]
@@ -156,6 +160,8 @@ pub struct Settings {
     pub secret_policy: crate::secrets::Policy,
     /// Secret references accepted only because this is the example configuration.
     pub accepted_weak_secrets: Vec<String>,
+    /// Console sessions and sign-in links (`[console]`).
+    pub(crate) console: crate::auth::sessions::Limits,
 }
 
 /// Collects the problems of one settings file, each located at its key in the file
@@ -261,6 +267,7 @@ impl RawSettings {
         let smtp = self.smtp.as_ref().map(|m| mail::smtp(m, &mut secrets, &mut p));
         let links = mail::links(&self.links, &mut secrets, &mut p);
         let archive = archive::parse(&self.archive, config_dir, &store::path(&self.store, config_dir), &mut p);
+        let console = console::limits(&self.console, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
@@ -299,6 +306,7 @@ impl RawSettings {
             archive,
             secret_policy,
             accepted_weak_secrets,
+            console,
         })
     }
 }

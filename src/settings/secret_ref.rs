@@ -1,5 +1,11 @@
 //! Secret references: `${ENV_NAME}` or `file:PATH`, never the value itself; resolved
 //! into `SecretString` while the settings are parsed, and judged (`crate::secrets`).
+//!
+//! The example configuration writes `${ENV_NAME:-demo}`: the variable when it is set,
+//! else the value of `ENV_NAME` in `config/demo-secrets.toml` (the example's published
+//! demo secrets, in one file, so its first command needs no exports). Those values are
+//! published, so outside the example configuration (`example = true`, on loopback) the
+//! secret policy refuses them, naming the file (`crate::secrets`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,15 +16,30 @@ use secrecy::SecretString;
 pub(crate) enum SecretRef {
     Env(String),
     File(PathBuf),
+    /// `${NAME:-demo}`: the variable, else its demo value in `DEMO_SECRETS_FILE`.
+    EnvOrDemo(String),
+}
+
+/// The example configuration's demo secrets, relative to the configuration directory.
+pub(crate) const DEMO_SECRETS_FILE: &str = "config/demo-secrets.toml";
+/// How a reference ends when it falls back to `DEMO_SECRETS_FILE`.
+pub(crate) const DEMO_FALLBACK: &str = ":-demo}";
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl SecretRef {
     /// Parses `${NAME}` or `file:PATH`. Anything else is refused, so a secret is never
     /// written into a config file by accident.
     pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix(DEMO_FALLBACK))
+            && is_env_name(name)
+        {
+            return Ok(SecretRef::EnvOrDemo(name.to_owned()));
+        }
         if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
-            && !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && is_env_name(name)
         {
             return Ok(SecretRef::Env(name.to_owned()));
         }
@@ -43,7 +64,30 @@ impl SecretRef {
                     .map(|v| SecretString::from(v.trim_end_matches(['\n', '\r']).to_owned()))
                     .map_err(|e| format!("secret file {}: {e}", p.display()))
             }
+            SecretRef::EnvOrDemo(n) => match std::env::var(n) {
+                Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                _ => demo_secret(base, n),
+            },
         }
+    }
+}
+
+/// The demo value of `name` in the example's `DEMO_SECRETS_FILE`.
+fn demo_secret(base: &Path, name: &str) -> Result<SecretString, String> {
+    let path = base.join(DEMO_SECRETS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "secret ${{{name}}}: environment variable {name} is not set, and its demo value cannot be read ({}: {e})",
+            path.display()
+        )
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    match table.get(name) {
+        Some(toml::Value::String(v)) => Ok(SecretString::from(v.clone())),
+        _ => Err(format!(
+            "secret ${{{name}}}: environment variable {name} is not set, and {} has no string `{name}`",
+            path.display()
+        )),
     }
 }
 

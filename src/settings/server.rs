@@ -33,6 +33,9 @@ pub(crate) struct RawServer {
     pub(crate) queue_timeout_secs: u64,
     /// Bearer token for `/api/*`: `${ENV_NAME}` or `file:PATH`.
     pub(crate) admin_token: Option<String>,
+    /// `false` switches the bootstrap admin token off (API tokens only, made with
+    /// `orderbridge tokens`); the reference is then not even read.
+    pub(crate) admin_token_enabled: bool,
     /// Most requests handled at once per listener; more wait, up to the request
     /// timeout, then get 503 with `Retry-After` (back-pressure).
     pub(crate) max_concurrent_requests: usize,
@@ -52,6 +55,7 @@ impl Default for RawServer {
             body_timeout_secs: 30,
             queue_timeout_secs: 10,
             admin_token: None,
+            admin_token_enabled: true,
             max_concurrent_requests: 1024,
             admin: RawAdmin::default(),
         }
@@ -130,6 +134,9 @@ pub(super) fn admin_token(
     secrets: &mut SecretResolver<'_>,
     p: &mut Problems<'_>,
 ) -> Option<SecretString> {
+    if !s.admin_token_enabled {
+        return None;
+    }
     let token = match s.admin_token.as_deref().map(SecretRef::parse) {
         None => None,
         Some(Err(e)) => {

@@ -151,6 +151,17 @@ fn secret_refs() {
     assert_eq!(SecretRef::parse("file:/run/secrets/x"), Ok(SecretRef::File("/run/secrets/x".into())));
     assert!(SecretRef::parse("hunter2").is_err());
     assert!(SecretRef::parse("${}").is_err());
+    assert_eq!(SecretRef::parse("${A_B:-demo}"), Ok(SecretRef::EnvOrDemo("A_B".into())));
+    assert!(SecretRef::parse("${A_B:-other}").is_err());
+    // Unset: the value in config/demo-secrets.toml under the configuration directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(dir.path().join("config/demo-secrets.toml"), "ORDERBRIDGE_TEST_SURELY_UNSET = \"demo-x\"\n")
+        .unwrap();
+    let demo = SecretRef::EnvOrDemo("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(dir.path()).unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&demo), "demo-x");
+    let e = SecretRef::EnvOrDemo("ORDERBRIDGE_TEST_OTHER_UNSET".into()).resolve(dir.path()).unwrap_err();
+    assert!(e.contains("has no string `ORDERBRIDGE_TEST_OTHER_UNSET`"), "{e}");
     let e = SecretRef::Env("ORDERBRIDGE_TEST_SURELY_UNSET".into()).resolve(Path::new(".")).unwrap_err();
     assert!(e.contains("ORDERBRIDGE_TEST_SURELY_UNSET"));
 }
@@ -174,4 +185,18 @@ fn archive_has_defaults_and_a_zero_is_refused_with_its_line() {
             "orderbridge.toml:3:16: must be at least 1",
         ]
     );
+}
+
+#[test]
+fn console_limits_have_defaults_and_zero_is_refused_and_the_admin_token_can_be_switched_off() {
+    let s = parse("").unwrap();
+    assert_eq!(s.console.idle, chrono::Duration::minutes(30));
+    assert_eq!(s.console.absolute, chrono::Duration::hours(12));
+    assert_eq!(s.console.sign_in_link, chrono::Duration::minutes(15));
+    let problems = parse("[console]\nsession_idle_minutes = 0\n").unwrap_err();
+    assert!(problems.iter().any(|p| p.line == 2 && p.message.contains("at least 1")), "{problems:?}");
+    // Off: the reference is not even read (this variable is surely unset).
+    let s =
+        parse("[server]\nadmin_token = \"${ORDERBRIDGE_TEST_SURELY_UNSET}\"\nadmin_token_enabled = false\n").unwrap();
+    assert!(s.admin_token.is_none());
 }

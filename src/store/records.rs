@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{ConnectorId, ExternalRef, Order, OrderId};
+use crate::engine::access::Channel;
 use crate::engine::{Actor, OrderEvent, OrderState};
 
 /// The hash before an order's first event.
@@ -67,6 +68,10 @@ pub struct EventRecord {
     pub seq: u32,
     pub at: DateTime<Utc>,
     pub actor: Actor,
+    /// Through which door the actor acted (api, console, mail link, cli); none for
+    /// the daemon's own steps and for entries older than principals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
     pub event: OrderEvent,
     /// The state after this event.
     pub state: OrderState,
@@ -95,6 +100,9 @@ struct Hashed<'a> {
     seq: u32,
     at: &'a DateTime<Utc>,
     actor: &'a Actor,
+    // Hashed only when present, so entries written before it still verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<Channel>,
     event: &'a OrderEvent,
     state: &'a OrderState,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +116,7 @@ impl EventRecord {
             seq: self.seq,
             at: &self.at,
             actor: &self.actor,
+            channel: self.channel,
             event: &self.event,
             state: &self.state,
             config_version: self.config_version.as_ref(),
@@ -117,6 +126,16 @@ impl EventRecord {
         h.update(self.prev_hash.as_bytes());
         h.update(&body);
         hex::encode(h.finalize())
+    }
+
+    /// The same link with the channel its actor acted through, hashed again.
+    #[must_use]
+    pub(crate) fn via(mut self, channel: Option<Channel>) -> Self {
+        if channel.is_some() {
+            self.channel = channel;
+            self.hash = self.compute_hash();
+        }
+        self
     }
 
     /// Builds the next link of a chain.
@@ -134,6 +153,7 @@ impl EventRecord {
             seq,
             at,
             actor,
+            channel: None,
             event,
             state,
             prev_hash: prev_hash.to_owned(),
@@ -185,6 +205,8 @@ struct StepEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     at: Option<DateTime<Utc>>,
     actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel: Option<Channel>,
     event: OrderEvent,
     state: OrderState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +237,7 @@ impl StepEvents {
                 .map(|e| StepEvent {
                     at: (e.at != first.at).then_some(e.at),
                     actor: e.actor.clone(),
+                    channel: e.channel,
                     event: e.event.clone(),
                     state: e.state.clone(),
                     config_version: e.config_version.clone(),
@@ -236,6 +259,7 @@ impl StepEvents {
                 seq: self.seq.wrapping_add(u32::try_from(i).unwrap_or(u32::MAX)),
                 at: e.at.unwrap_or(self.at),
                 actor: e.actor,
+                channel: e.channel,
                 event: e.event,
                 state: e.state,
                 prev_hash: prev,

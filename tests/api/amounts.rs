@@ -116,17 +116,17 @@ async fn invoiced(app: &TestApp, ext: &str, customer: &str, amount: &str) -> Str
     let id = b["order_id"].as_str().unwrap().to_owned();
     for approver in ["wang.fang", "zhou.min", "james.wong"] {
         let (s, b) = app
-            .api_post_json(
+            .api_post_json_as(
+                approver,
                 &format!("/orders/{id}/approvals"),
-                &json!({"approver": approver, "decision": "approve", "comment": "同意"}),
+                &json!({"decision": "approve", "comment": "同意"}),
             )
             .await;
         assert_eq!(s, 200, "{approver}: {b}");
     }
     deliver(app, &id).await;
-    let (s, b) = app
-        .api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
-        .await;
+    let (s, b) =
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
     assert_eq!(s, 200, "{b}");
     wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
     id

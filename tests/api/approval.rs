@@ -120,15 +120,13 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     // Level 2 goes to the branch managers; someone outside the chain is refused by the API.
     let zhou = approval_link(&smtp, "zhou.min@bank.example", &id, 0).await;
     let before = events(&app, &id).await.len();
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "james.wong", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("james.wong", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("not an approver of level 2"), "{body}");
     // Four eyes: wang.fang approved level 1 and may not approve level 2 too.
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("approves once"), "{body}");
     assert_eq!(events(&app, &id).await.len(), before, "refusals record nothing");
@@ -137,9 +135,8 @@ async fn an_order_is_approved_level_by_level_from_links_in_mail() {
     assert_eq!(status, 200);
     let order = app.order(&id).await;
     assert_eq!(order["state"], "executing");
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "zhao.lei", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("zhao.lei", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
 
     // The audit: who approved which level in which role.
@@ -188,9 +185,8 @@ async fn self_approval_expiry_and_rejection() {
         !smtp.messages().iter().any(|m| m.rcpt() == ["zhao.lei@bank.example"] && m.part("text/plain").contains(&id)),
         "the owner gets no approval request"
     );
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{id}/approvals"), &json!({"approver": "zhao.lei", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("zhao.lei", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 403);
     assert!(body["error"]["message"].as_str().unwrap().contains("segregation of duties"), "{body}");
 
@@ -269,25 +265,26 @@ async fn manual_review_releases_to_the_matrix_route_or_rejects() {
     let (_, b) = app.post_webhook(&p).await;
     assert_eq!(b["state"], "flagged");
     let id = b["order_id"].as_str().unwrap();
-    let review =
-        |decision: &str, comment: &str| json!({"operator": "ops.zhou", "decision": decision, "comment": comment});
-    let (s, body) = app.api_post_json(&format!("/orders/{id}/review"), &review("release", "")).await;
+    // A risk officer reviews (the policy table grants them review_flagged).
+    let review = |decision: &str, comment: &str| json!({"decision": decision, "comment": comment});
+    let chen = app.person_token("chen.jing");
+    let (s, body) = app.api_post_with(&chen, &format!("/orders/{id}/review"), &review("release", "")).await;
     assert_eq!((s, body["error"]["field"].as_str()), (422, Some("comment")));
-    let (s, body) = app
-        .api_post_json(&format!("/orders/{id}/review"), &json!({"operator": "x", "decision": "maybe", "comment": "c"}))
-        .await;
+    let (s, body) =
+        app.api_post_json(&format!("/orders/{id}/review"), &json!({"decision": "maybe", "comment": "c"})).await;
     assert_eq!(s, 422, "{body}");
-    let (s, body) = app.api_post_json(&format!("/orders/{id}/review"), &review("start", "核实 KYC 材料")).await;
+    let (s, body) = app.api_post_with(&chen, &format!("/orders/{id}/review"), &review("start", "核实 KYC 材料")).await;
     assert_eq!((s, body["state"].as_str()), (200, Some("manual_review")), "{body}");
-    let (s, body) = app.api_post_json(&format!("/orders/{id}/review"), &review("release", "线下已完成 KYC")).await;
+    let (s, body) =
+        app.api_post_with(&chen, &format!("/orders/{id}/review"), &review("release", "线下已完成 KYC")).await;
     assert_eq!((s, body["state"].as_str()), (200, Some("awaiting_approval")), "{body}");
     assert_eq!(body["approval"]["chain"], json!(["line_supervisor"]));
-    let (s, body) = app.api_post_json(&format!("/orders/{id}/review"), &review("reject", "again")).await;
+    let (s, body) = app.api_post_with(&chen, &format!("/orders/{id}/review"), &review("reject", "again")).await;
     assert_eq!(s, 409, "{body}");
     let order = app.order(id).await;
     let released =
         order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "review_released").unwrap().clone();
-    assert_eq!(released["actor"]["id"], "operator:ops.zhou");
+    assert_eq!((released["actor"]["id"].as_str(), released["channel"].as_str()), (Some("chen.jing"), Some("api")));
     app.stop().await;
 }
 

@@ -232,7 +232,7 @@ async fn a_legal_hold_survives_the_purge_and_every_purge_is_logged() {
     assert_eq!(status, 409, "a hot order is never purged: {body}");
     let (status, body) = app.api_post_json(&format!("/orders/{b}/legal-hold"), &reason).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["legal_hold"]["by"], "admin api");
+    assert_eq!(body["legal_hold"]["by"], "admin:bootstrap", "the principal calling");
 
     // Ten years after they ended: the two without a hold are purged, the held one is
     // kept (and the order that ended 91 days later is archived now, not purged).
@@ -261,7 +261,7 @@ async fn a_legal_hold_survives_the_purge_and_every_purge_is_logged() {
     expected.sort();
     assert_eq!(purged, expected);
     assert_eq!((purge.segment.as_str(), purge.replaced_by.as_deref()), (first.as_str(), Some(second.as_str())));
-    assert_eq!((purge.by.as_str(), purge.at), ("admin api", clock.now()));
+    assert_eq!((purge.by.as_str(), purge.at), ("admin:bootstrap", clock.now()));
     let (_, audit) = app.api("/audit/verify").await;
     assert_eq!(audit["intact"], true, "{audit}");
     assert_eq!(audit["archive"]["log_entries"], 2);

@@ -23,9 +23,10 @@ async fn approved(app: &TestApp, ext: &str) -> String {
     assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
     let id = b["order_id"].as_str().unwrap().to_owned();
     let (s, b) = app
-        .api_post_json(
+        .api_post_json_as(
+            "wang.fang",
             &format!("/orders/{id}/approvals"),
-            &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意"}),
+            &json!({"decision": "approve", "comment": "同意"}),
         )
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
@@ -45,10 +46,7 @@ pub(crate) async fn deliver(app: &TestApp, id: &str) {
         assert_eq!(s, 200, "{b}");
     }
     let (s, b) = app
-        .api_post_json(
-            &format!("/orders/{id}/delivery"),
-            &json!({"operator": "孙丽", "note": "合同已签署，产品已配置"}),
-        )
+        .api_post_json_as("sun.li", &format!("/orders/{id}/delivery"), &json!({"note": "合同已签署，产品已配置"}))
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("delivered")), "{b}");
 }
@@ -84,7 +82,7 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
     .await;
 
     // Delivery waits for the required tasks.
-    let (s, b) = app.api_post_json(&format!("/orders/{id}/delivery"), &json!({"operator": "孙丽"})).await;
+    let (s, b) = app.api_post_json_as("sun.li", &format!("/orders/{id}/delivery"), &json!({})).await;
     assert_eq!(s, 409, "{b}");
     assert!(b["error"]["message"].as_str().unwrap().contains("contract, product_setup"), "{b}");
     // A forged event is refused and changes nothing.
@@ -268,23 +266,22 @@ async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted(
     .await;
     // Resolved: back to delivered; an operator records the acceptance.
     let (s, b) = app
-        .api_post_json(
+        .api_post_json_as(
+            "sun.li",
             &format!("/orders/{id}/exception"),
-            &json!({"operator": "孙丽", "action": "resolve", "note": "已更正合同金额"}),
+            &json!({"action": "resolve", "note": "已更正合同金额"}),
         )
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("delivered")), "{b}");
     let (s, b) = app
-        .api_post_json(
-            &format!("/orders/{id}/exception"),
-            &json!({"operator": "孙丽", "action": "resolve", "note": "again"}),
-        )
+        .api_post_json_as("sun.li", &format!("/orders/{id}/exception"), &json!({"action": "resolve", "note": "again"}))
         .await;
     assert_eq!(s, 409, "nothing open: {b}");
     let (s, b) = app
-        .api_post_json(
+        .api_post_json_as(
+            "sun.li",
             &format!("/orders/{id}/acceptance"),
-            &json!({"operator": "孙丽", "decision": "accept", "note": "客户电话确认"}),
+            &json!({"decision": "accept", "note": "客户电话确认"}),
         )
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("accepted")), "{b}");
@@ -306,9 +303,8 @@ async fn a_lost_invoice_answer_never_makes_a_second_invoice() {
     assert_eq!((s, b["state"].as_str()), (202, Some("executing")));
     let id = b["order_id"].as_str().unwrap().to_owned();
     deliver(&app, &id).await;
-    let (s, _) = app
-        .api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
-        .await;
+    let (s, _) =
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
     assert_eq!(s, 200);
     wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
     assert_eq!(erp.invoices().len(), 1, "the retry found the invoice instead of making another");
@@ -335,8 +331,7 @@ async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
         let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;
         let id = b["order_id"].as_str().unwrap().to_owned();
         deliver(&app, &id).await;
-        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
-            .await;
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
         wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
         let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
         invoiced.push((id, number));
@@ -367,8 +362,7 @@ async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
     assert_eq!(app.order(b_id).await["state"], "invoiced");
 
     // An operator applies the unknown one to the second order: over by nothing, settled.
-    let (s, b) =
-        app.api_post_json("/payments/unmatched/api/P-3/assign", &json!({"order_id": b_id, "operator": "王会计"})).await;
+    let (s, b) = app.api_post_json_as("he.jun", "/payments/unmatched/api/P-3/assign", &json!({"order_id": b_id})).await;
     assert_eq!((s, b["settled"].as_bool(), b["state"].as_str()), (200, Some(true), Some("closed")), "{b}");
     let (_, q) = app.api("/payments/unmatched").await;
     assert_eq!(q["payments"].as_array().unwrap().len(), 1, "{q}");
@@ -378,7 +372,7 @@ async fn payments_are_matched_partly_over_or_queued_for_an_operator() {
     assert!(vouchers.iter().all(|(k, b)| k.starts_with("orderbridge:") && b["operation"] == "create_ar_voucher"));
     let events = app.order(b_id).await["events"].clone();
     let paid = events.as_array().unwrap().iter().find(|e| e["event"]["type"] == "payment_received").unwrap().clone();
-    assert_eq!(paid["actor"]["id"], "operator:王会计", "{paid}");
+    assert_eq!(paid["actor"]["id"], "he.jun", "{paid}");
     app.stop().await;
 }
 
@@ -410,8 +404,7 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
         assert_eq!((s, b["state"].as_str()), (202, Some("executing")), "{b}");
         let id = b["order_id"].as_str().unwrap().to_owned();
         deliver(&app, &id).await;
-        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
-            .await;
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
         wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
         ids.push(id);
     }
@@ -458,9 +451,10 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
 
     // B is disputed: its reminders pause. Day 15: the firm one for A alone.
     let (s, _) = app
-        .api_post_json(
+        .api_post_json_as(
+            "sun.li",
             &format!("/orders/{b}/exception"),
-            &json!({"operator": "孙丽", "action": "open", "note": "客户对存款利率有异议"}),
+            &json!({"action": "open", "note": "客户对存款利率有异议"}),
         )
         .await;
     assert_eq!(s, 200);
@@ -487,9 +481,10 @@ async fn dunning_follows_its_schedule_per_customer_pauses_for_a_dispute_and_stop
 
     // The dispute is settled on day 33: B catches up with its latest step only.
     let (s, _) = app
-        .api_post_json(
+        .api_post_json_as(
+            "sun.li",
             &format!("/orders/{b}/exception"),
-            &json!({"operator": "孙丽", "action": "resolve", "note": "利率已解释，客户认可"}),
+            &json!({"action": "resolve", "note": "利率已解释，客户认可"}),
         )
         .await;
     assert_eq!(s, 200);
@@ -526,8 +521,7 @@ async fn reconciliation_opens_an_exception_where_the_finance_system_disagrees() 
         let (_, b) = app.post_webhook(&deal(ext, 1, "8000.00")).await;
         let id = b["order_id"].as_str().unwrap().to_owned();
         deliver(&app, &id).await;
-        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "孙丽", "decision": "accept"}))
-            .await;
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
         wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
         let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
         invoiced.push((id, number));

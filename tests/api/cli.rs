@@ -76,6 +76,11 @@ async fn dead_letters_are_listed_and_replayed_from_the_cli() {
     let app = restart(dir, erp.clone()).await;
     app.drain_outbox().await;
     assert_eq!(erp.accepted_per_key().len(), 1);
+    // The audit says it was done on the command line.
+    let order = app.order(b["order_id"].as_str().unwrap()).await;
+    let replayed =
+        order["events"].as_array().unwrap().iter().find(|e| e["event"]["type"] == "effect_replayed").unwrap();
+    assert_eq!(replayed["channel"], "cli", "{replayed}");
     app.stop().await;
 }
 

@@ -207,16 +207,10 @@ async fn sigkill_during_the_invoice_push_still_makes_exactly_one_invoice() {
         .await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, b) =
-        admin_post(&client, daemon.admin, &format!("/orders/{id}/delivery"), &json!({"operator": "ops"})).await;
+    let (s, b) = admin_post(&client, daemon.admin, &format!("/orders/{id}/delivery"), &json!({})).await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = admin_post(
-        &client,
-        daemon.admin,
-        &format!("/orders/{id}/acceptance"),
-        &json!({"operator": "ops", "decision": "accept"}),
-    )
-    .await;
+    let (s, b) =
+        admin_post(&client, daemon.admin, &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
     assert_eq!(s, 200, "{b}");
     wait_until("the finance system created the invoice", || async { erp.invoices().len() == 1 }).await;
     // Its answer is still on the way: kill now.

@@ -27,8 +27,7 @@ async fn invoiced(app: &TestApp, ext: &str) -> (String, Value) {
     assert_eq!((s, b["state"].as_str()), (202, Some("executing")), "{b}");
     let id = b["order_id"].as_str().unwrap().to_owned();
     deliver(app, &id).await;
-    let (s, b) =
-        app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"operator": "ops", "decision": "accept"})).await;
+    let (s, b) = app.api_post_json(&format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
     assert_eq!(s, 200, "{b}");
     wait_until("the order is invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
     let invoice = app.order(&id).await["fulfilment"]["invoice"].clone();

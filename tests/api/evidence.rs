@@ -54,9 +54,10 @@ async fn a_pack_verifies_and_one_changed_byte_is_named() {
     assert_eq!(s, 202, "{b}");
     let id = b["order_id"].as_str().unwrap().to_owned();
     let (s, b) = app
-        .api_post_json(
+        .api_post_json_as(
+            "wang.fang",
             &format!("/orders/{id}/approvals"),
-            &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意，资料齐全"}),
+            &json!({"decision": "approve", "comment": "同意，资料齐全"}),
         )
         .await;
     assert_eq!(s, 200, "{b}");

@@ -85,9 +85,8 @@ async fn the_export_is_read_back_by_pyarrow_and_a_second_run_adds_only_what_chan
     // Later: one order approved, one new. The next run adds exactly those two orders'
     // rows and only the events made since the first run.
     clock.advance(Duration::hours(2));
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{waits}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{waits}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{body}");
     let third = post(&app, &deal("D-EXP-3", 1, "50000.00")).await;
     app.drain_outbox().await;

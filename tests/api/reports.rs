@@ -33,13 +33,12 @@ async fn the_report_measures_approvals_and_paths_from_the_audit_trail() {
     let waits = post(&app, &deal("D-REP-2", 1, "500000.00")).await;
     let declined = post(&app, &deal("D-REP-3", 1, "500000.00")).await;
     clock.advance(Duration::hours(1));
-    let decline = json!({"approver": "zhao.lei", "decision": "reject", "comment": "资料不全"});
-    let (status, body) = app.api_post_json(&format!("/orders/{declined}/approvals"), &decline).await;
+    let decline = json!({"decision": "reject", "comment": "资料不全"});
+    let (status, body) = app.api_post_json_as("zhao.lei", &format!("/orders/{declined}/approvals"), &decline).await;
     assert_eq!(status, 200, "{body}");
     clock.advance(Duration::hours(1));
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{waits}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{waits}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{body}");
 
     let (status, r) = app.api("/reports/kpis?from=2026-11-30&to=2026-11-30").await;
@@ -143,9 +142,8 @@ async fn metrics_show_orders_per_state_the_oldest_waiting_and_the_outbox_lag() {
     assert_eq!(series(&scrape, "orderbridge_outbox_lag_seconds"), Some(0.0), "{scrape}");
 
     // The first is approved an hour after it began to wait: the stage histogram has it.
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{first}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{first}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{body}");
     let scrape = app.metrics().await;
     let stage = |what: &str| {

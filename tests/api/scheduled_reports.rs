@@ -160,9 +160,8 @@ async fn a_scheduled_report_arrives_once_per_period_with_its_charts_in_both_lang
     post(&app, &deal("D-SR-1", 1, "50000.00")).await;
     let waits = post(&app, &deal("D-SR-2", 1, "500000.00")).await;
     clock.advance(Duration::hours(2));
-    let (status, body) = app
-        .api_post_json(&format!("/orders/{waits}/approvals"), &json!({"approver": "wang.fang", "decision": "approve"}))
-        .await;
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{waits}/approvals"), &json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{body}");
 
     // Monday 30 November, 08:01 in Shanghai: last week's report goes out.

@@ -433,9 +433,10 @@ async fn pages_in(lang: &str) -> Vec<String> {
     assert_eq!(s, 202, "{b}");
     let id = b["order_id"].as_str().unwrap().to_owned();
     let (s, b) = app
-        .api_post_json(
+        .api_post_json_as(
+            "wang.fang",
             &format!("/orders/{id}/approvals"),
-            &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意"}),
+            &json!({"decision": "approve", "comment": "同意"}),
         )
         .await;
     assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");

@@ -20,9 +20,10 @@ async fn the_sales_owner_cannot_approve_their_own_order_under_an_alias() {
         let id = b["order_id"].as_str().unwrap().to_owned();
 
         let (s, b) = app
-            .api_post_json(
+            .api_post_json_as(
+                "zhao.lei",
                 &format!("/orders/{id}/approvals"),
-                &json!({"approver": "zhao.lei", "decision": "approve", "comment": "同意"}),
+                &json!({"decision": "approve", "comment": "同意"}),
             )
             .await;
         assert_eq!((s, b["error"]["code"].as_str()), (403, Some("forbidden")), "{owner}: {b}");
@@ -30,9 +31,10 @@ async fn the_sales_owner_cannot_approve_their_own_order_under_an_alias() {
         assert_eq!(app.order(&id).await["state"], "awaiting_approval");
         // Another line supervisor may.
         let (s, b) = app
-            .api_post_json(
+            .api_post_json_as(
+                "wang.fang",
                 &format!("/orders/{id}/approvals"),
-                &json!({"approver": "wang.fang", "decision": "approve", "comment": "同意"}),
+                &json!({"decision": "approve", "comment": "同意"}),
             )
             .await;
         assert_eq!(s, 200, "{b}");

@@ -27,12 +27,11 @@ fn assignments(text: &str, line_filter: impl Fn(&str) -> Option<&str>) -> Vec<(S
         .collect()
 }
 
-/// The README quick start's `export NAME=value` lines.
+/// The example's demo secrets (`config/demo-secrets.toml`) as `NAME=value` pairs.
 fn readme_exports() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find("**1. Run the daemon on the example configuration").unwrap();
-    let end = start + readme[start..].find("cargo run --release -- run").unwrap();
-    let vars = assignments(&readme[start..end], |l| l.strip_prefix("export "));
+    let file = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-secrets.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&file).unwrap();
+    let vars: Vec<(String, String)> = table.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
     assert_eq!(vars.len(), 9, "{vars:?}");
     vars
 }
@@ -63,7 +62,9 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
     let end = start + script[start..].find("cargo run --locked -q -- check").unwrap();
     let script_vars = assignments(&script[start..end], |l| Some(l.trim_end_matches('\\')));
     assert_eq!(script_vars.len(), 9, "{script_vars:?}");
-    for env in [readme_exports(), script_vars] {
+    // The demo secrets from the environment, from the script, and from nowhere (the
+    // README's first command: `config/demo-secrets.toml`).
+    for env in [readme_exports(), script_vars, Vec::new()] {
         let out = orderbridge(&["check"], dir.path(), &env);
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{text}");
@@ -73,7 +74,10 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
             lines[0].contains("config/orderbridge.toml:")
                 && lines[0].contains("note: this is the example configuration")
         );
-        assert!(lines[0].contains("9 published or short secrets accepted") && lines[0].contains("${DEMO_CRM_SECRET}"));
+        assert!(
+            lines[0].contains("9 published or short secrets accepted") && lines[0].contains("${DEMO_CRM_SECRET:-demo}")
+        );
+        assert!(lines[0].contains("DEMO VALUES from config/demo-secrets.toml"), "{text}");
         assert!(lines[1].ends_with("files checked, 0 problems"), "{text}");
     }
 }
@@ -97,13 +101,13 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(78), "{text}");
     for (file, needle, reference) in [
-        ("config/orderbridge.toml", "admin_token =", "${ORDERBRIDGE_ADMIN_TOKEN}"),
-        ("config/orderbridge.toml", "secret = \"${ORDERBRIDGE_LINK_SECRET}\"", "${ORDERBRIDGE_LINK_SECRET}"),
-        ("connectors/demo-crm.toml", "secret =", "${DEMO_CRM_SECRET}"),
-        ("connectors/demo-erp.toml", "token =", "${DEMO_ERP_TOKEN}"),
-        ("connectors/demo-finance.toml", "secret =", "${DEMO_FINANCE_SECRET}"),
+        ("config/orderbridge.toml", "admin_token =", "${ORDERBRIDGE_ADMIN_TOKEN:-demo}"),
+        ("config/orderbridge.toml", "secret = \"${ORDERBRIDGE_LINK_SECRET", "${ORDERBRIDGE_LINK_SECRET:-demo}"),
+        ("connectors/demo-crm.toml", "secret =", "${DEMO_CRM_SECRET:-demo}"),
+        ("connectors/demo-erp.toml", "token =", "${DEMO_ERP_TOKEN:-demo}"),
+        ("connectors/demo-finance.toml", "secret =", "${DEMO_FINANCE_SECRET:-demo}"),
     ] {
-        let want = format!("secret {reference} is a value published with orderbridge");
+        let want = format!("secret {reference} is a demo value from config/demo-secrets.toml");
         assert!(
             text.lines().any(|l| l.starts_with(&at(file, needle)) && l.contains(&want)),
             "no `{want}` at {}:\n{text}",
@@ -120,10 +124,13 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
     let env = with(&readme, "ORDERBRIDGE_ADMIN_TOKEN", &short_token[..20]);
     let env = with(&env, "DEMO_CRM_SECRET", "whsec_ZmVkY2JhOTg3NjU0MzIxMA==");
     let text = stdout(&orderbridge(&["check"], d, &env));
-    assert!(text.contains("secret ${ORDERBRIDGE_ADMIN_TOKEN} is 20 bytes; an admin token needs at least 32"), "{text}");
+    assert!(
+        text.contains("secret ${ORDERBRIDGE_ADMIN_TOKEN:-demo} is 20 bytes; an admin token needs at least 32"),
+        "{text}"
+    );
     assert!(
         text.contains(
-            "secret ${DEMO_CRM_SECRET} is 16 bytes; a Standard Webhooks key (after whsec_, decoded) needs at least 24"
+            "secret ${DEMO_CRM_SECRET:-demo} is 16 bytes; a Standard Webhooks key (after whsec_, decoded) needs at least 24"
         ),
         "{text}"
     );
@@ -132,7 +139,14 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
     let out = orderbridge(&["run"], d, &readme);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("secret ${ORDERBRIDGE_ADMIN_TOKEN} is a value published with orderbridge"), "{err}");
+    assert!(
+        err.contains("secret ${ORDERBRIDGE_ADMIN_TOKEN:-demo} is a demo value from config/demo-secrets.toml"),
+        "{err}"
+    );
+    // With no variable set, the demo values fall back from the file: refused alike.
+    let text = stdout(&orderbridge(&["check"], d, &[]));
+    assert!(text.contains("secret ${DEMO_ERP_TOKEN:-demo} is a demo value from config/demo-secrets.toml"), "{text}");
+    assert!(text.trim_end().ends_with("9 problems"), "{text}");
 }
 
 #[test]
@@ -168,7 +182,7 @@ fn the_deploy_env_files_placeholders_are_refused_until_replaced() {
     let secrets: Vec<&(String, String)> = env.iter().filter(|(k, _)| !k.starts_with("ORDERBRIDGE__")).collect();
     assert_eq!(secrets.len(), 9);
     for (name, _) in secrets {
-        let want = format!("secret ${{{name}}} still holds a placeholder from deploy/orderbridge.env.example");
+        let want = format!("secret ${{{name}:-demo}} still holds a placeholder from deploy/orderbridge.env.example");
         assert!(text.contains(&want), "missing `{want}` in:\n{text}");
     }
     // Replaced by real values, the same file passes.

@@ -103,7 +103,7 @@ pub(crate) const WORD_KEYS: &[&str] = &[
 
 /// Page text every configuration needs (`<locale>/pages/<name>.html`).
 pub(crate) const FRAGMENT_NAMES: &[&str] =
-    &["history", "refusal", "status", "survey", "acceptance", "approval", "words"];
+    &["history", "refusal", "status", "survey", "acceptance", "approval", "words", "console"];
 
 pub(crate) fn dir(config_dir: &Path) -> PathBuf {
     config_dir.join("config").join("templates")
@@ -197,6 +197,8 @@ const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("zh-CN/pages/acceptance.html", include_str!("../../../config/templates/zh-CN/pages/acceptance.html")),
     ("zh-CN/pages/approval.html", include_str!("../../../config/templates/zh-CN/pages/approval.html")),
     ("zh-CN/pages/words.html", include_str!("../../../config/templates/zh-CN/pages/words.html")),
+    ("zh-CN/pages/console.html", include_str!("../../../config/templates/zh-CN/pages/console.html")),
+    ("en/pages/console.html", include_str!("../../../config/templates/en/pages/console.html")),
     ("en/pages/history.html", include_str!("../../../config/templates/en/pages/history.html")),
     ("en/pages/refusal.html", include_str!("../../../config/templates/en/pages/refusal.html")),
     ("en/pages/status.html", include_str!("../../../config/templates/en/pages/status.html")),
@@ -614,6 +616,20 @@ fn template_error(root: &Path, e: &Error) -> Diagnostic {
     RenderError::from_minijinja("?", e).diagnostic(root)
 }
 
+/// The views of `pages/console.html`.
+pub(crate) const CONSOLE_VIEWS: &[&str] = &[
+    "title_signin",
+    "title_console",
+    "title_refused",
+    "signin",
+    "sent",
+    "confirm",
+    "mail_subject",
+    "mail_text",
+    "inbox",
+    "refused",
+];
+
 /// Whether a sample context is one page text `name` is rendered with.
 fn fits(name: &str, ctx: &serde_json::Value) -> bool {
     match name {
@@ -622,6 +638,7 @@ fn fits(name: &str, ctx: &serde_json::Value) -> bool {
         "status" => ctx.get("steps").is_some(),
         "survey" | "acceptance" | "approval" => ctx.get("max_comment").is_some(),
         "words" => ctx.get("key").is_some(),
+        "console" => ctx.get("view").is_some(),
         _ => true,
     }
 }
@@ -664,6 +681,12 @@ pub(crate) fn sample_page_contexts() -> Vec<serde_json::Value> {
             "order": {"customer": "张伟", "customer_id": "C-778", "product": "wealth_management", "code": "WM-STABLE-12M",
                 "amount": amount, "term_months": 12, "credit_rating": "A", "need": "稳健型理财", "sales_owner": "li.na"},
         })])
+        .chain(CONSOLE_VIEWS.iter().map(|view| serde_json::json!({
+            "view": view, "csrf": "CSRF", "token": "TOKEN", "site": "示例银行", "minutes": 15,
+            "url": "https://orders.bank.example/signin/TOKEN", "person": "王芳", "notice": "已记录", "message": "不允许",
+            "error": "请输入电子邮箱", "items": [{"id": "ord_01", "customer": "张伟", "product": "wealth_management",
+                "code": "WM-STABLE-12M", "amount": amount, "level": 1, "of": 2, "role": "line_supervisor"}],
+        })))
         .chain([serde_json::json!({
             "state": "invoiced",
             "steps": (0..8).map(|i| serde_json::json!({"done": i <= 5, "current": i == 5,

@@ -274,6 +274,37 @@ impl TestApp {
         (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// A personal token acting as the directory person `person` (`orderbridge tokens
+    /// create --person`), with every action their roles allow.
+    pub fn person_token(&self, person: &str) -> String {
+        self.token(&format!("person:{person}"), &[], None)
+    }
+
+    /// A token for `holder` (`client:NAME` or `person:ID`) with `scopes`, expiring at `expires_at`.
+    pub fn token(&self, holder: &str, scopes: &[&str], expires_at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+        let now = self.state.clock.now();
+        orderbridge::auth::issue(self.state.store_path(), holder, scopes, expires_at, now).unwrap().1
+    }
+
+    /// `POST /api{path}` with `body`, acting as the directory person `person` (their
+    /// personal token): how a person decides or records something through the API.
+    pub async fn api_post_json_as(&self, person: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.api_post_with(&self.person_token(person), path, body).await
+    }
+
+    /// `POST /api{path}` with `body` and the bearer `token`.
+    pub async fn api_post_with(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.admin_url(&format!("/api{path}")))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn order(&self, id: &str) -> Value {
         let (status, body) = self.api(&format!("/orders/{id}")).await;
         assert_eq!(status, 200, "GET order {id}: {body}");
