@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use common::{inbound, sample_order};
-use orderbridge::metrics::Metrics;
+use common::{inbound, rss_mib, sample_order};
 use orderbridge::orders::{EffectOutcome, Orders};
-use orderbridge::store::{self, Backend};
 
 const DAYS: i64 = 90;
 
@@ -39,22 +36,10 @@ fn cpu_s() -> f64 {
     orderbridge::bench::cpu_time(None).map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn rss_mib() -> u64 {
-    orderbridge::bench::rss_kib(std::process::id()).map_or(0, |(_, rss)| rss / 1024)
-}
-
 async fn run(orders: usize) {
     println!("analytics bench: {orders} orders over {DAYS} days, {}", orderbridge::bench::machine());
     let dir = tempfile::tempdir().unwrap();
-    let options = store::Options {
-        backend: Backend::Fjall,
-        path: dir.path().join("data"),
-        cache_bytes: 16 << 20,
-        commit_delay: Duration::from_micros(1000),
-        postgres: None,
-    };
-    let app = Arc::new(Orders::new(store::open(&options, Arc::new(Metrics::default())).await.unwrap()));
-    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let (_, app, rules) = common::fjall_orders(dir.path()).await;
     let start: DateTime<Utc> = "2026-09-01T01:00:00Z".parse().unwrap();
     let started = Instant::now();
     fill(&app, &rules, orders, start).await;

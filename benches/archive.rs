@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{inbound, sample_order};
+use common::{inbound, rss_mib, sample_order};
 use orderbridge::archive::Archive;
 use orderbridge::engine::{Actor, OrderEvent, Rules};
 use orderbridge::metrics::Metrics;
 use orderbridge::orders::{EffectOutcome, Orders};
 use orderbridge::settings::ArchiveSettings;
-use orderbridge::store::{self, Backend};
+use orderbridge::store;
 
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test.
@@ -30,10 +30,6 @@ fn main() {
         args.first().filter(|_| benching).and_then(|a| a.parse().ok()).unwrap_or(if benching { 20_000 } else { 200 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(run(orders));
-}
-
-fn rss_mib() -> u64 {
-    orderbridge::bench::rss_kib(std::process::id()).map_or(0, |(_, rss)| rss / 1024)
 }
 
 /// Bytes the files under `dir` take on disk (allocated blocks, as `du`: the engine's
@@ -55,15 +51,7 @@ fn mib(b: u64) -> f64 {
 async fn run(orders: usize) {
     println!("archive bench: {orders} orders, {}", orderbridge::bench::machine());
     let dir = tempfile::tempdir().unwrap();
-    let options = store::Options {
-        backend: Backend::Fjall,
-        path: dir.path().join("data"),
-        cache_bytes: 16 << 20,
-        commit_delay: Duration::from_micros(1000),
-        postgres: None,
-    };
-    let app = Arc::new(Orders::new(store::open(&options, Arc::new(Metrics::default())).await.unwrap()));
-    let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let (options, app, rules) = common::fjall_orders(dir.path()).await;
     let start: DateTime<Utc> = "2026-01-05T01:00:00Z".parse().unwrap();
     let t = Instant::now();
     fill(&app, &rules, orders, start).await;

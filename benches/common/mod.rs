@@ -1,5 +1,7 @@
 //! What the benches share: the sample order and the stream of distinct orders made
-//! from it.
+//! from it, a fjall store opened as the step-8 benches open it, the process's memory.
+//! (Each bench uses some of it.)
+#![allow(dead_code)]
 
 use orderbridge::domain::{ExternalRef, Order};
 use orderbridge::orders::Inbound;
@@ -27,4 +29,34 @@ pub fn inbound(order: &Order, tag: &str, n: usize) -> Inbound {
         mapping_version: "1".into(),
         order,
     }
+}
+
+/// A fjall store under `dir/data` (16 MiB cache, 1 ms commit delay), its
+/// application layer, and the example rules.
+pub async fn fjall_orders(
+    dir: &std::path::Path,
+) -> (
+    orderbridge::store::Options,
+    std::sync::Arc<orderbridge::orders::Orders>,
+    std::sync::Arc<orderbridge::engine::Rules>,
+) {
+    let options = orderbridge::store::Options {
+        backend: orderbridge::store::Backend::Fjall,
+        path: dir.join("data"),
+        cache_bytes: 16 << 20,
+        commit_delay: std::time::Duration::from_micros(1000),
+        postgres: None,
+    };
+    let metrics = std::sync::Arc::new(orderbridge::metrics::Metrics::default());
+    let app = std::sync::Arc::new(orderbridge::orders::Orders::new(
+        orderbridge::store::open(&options, metrics).await.unwrap(),
+    ));
+    let rules =
+        std::sync::Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    (options, app, rules)
+}
+
+/// This process's resident memory, MiB.
+pub fn rss_mib() -> u64 {
+    orderbridge::bench::rss_kib(std::process::id()).map_or(0, |(_, rss)| rss / 1024)
 }

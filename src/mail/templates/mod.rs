@@ -450,35 +450,38 @@ impl Templates {
     /// A `RenderError` naming the template file and line.
     pub fn render(&self, name: &str, locale: Locale, mut ctx: serde_json::Value) -> Result<Rendered, RenderError> {
         let file = format!("{}/{name}.txt", locale.as_str());
-        let fail = |e: Error| RenderError::from_minijinja(&file, &e);
+        let (subject, text) = self.subject_and_text(&file, locale, &mut ctx)?;
         if let Some(o) = ctx.as_object_mut() {
-            o.insert("locale".into(), locale.as_str().into());
-        }
-        let tmpl = self.env.get_template(&file).map_err(fail)?;
-        let mut captured = tmpl.render_captured(Value::from_serialize(&ctx)).map_err(fail)?;
-        let subject = captured.with_state_mut(|s| s.render_block("subject")).map_err(fail)?;
-        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = tidy(&captured.with_state_mut(|s| s.render_block("body")).map_err(fail)?);
-        if let Some(o) = ctx.as_object_mut() {
-            o.insert("subject".into(), subject.clone().into());
             o.insert("body".into(), text.clone().into());
         }
         let layout_file = format!("{}/layout.html", locale.as_str());
         let layout = self.env.get_template(&layout_file).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
         let html =
             layout.render(Value::from_serialize(&ctx)).map_err(|e| RenderError::from_minijinja(&layout_file, &e))?;
-        let html = inline_css(&html).map_err(|e| RenderError {
-            file: layout_file.clone(),
-            line: None,
-            message: format!("inlining CSS: {e}"),
-        })?;
-        if subject.is_empty() {
-            return Err(RenderError { file, line: None, message: "the subject block rendered empty".into() });
+        finished(file, &layout_file, subject, text, &html)
+    }
+
+    /// The `subject` (on one line) and `body` blocks of the text template `file`,
+    /// rendered with `ctx`, which then holds the locale and the subject for the HTML.
+    pub(super) fn subject_and_text(
+        &self,
+        file: &str,
+        locale: Locale,
+        ctx: &mut serde_json::Value,
+    ) -> Result<(String, String), RenderError> {
+        let fail = |e: Error| RenderError::from_minijinja(file, &e);
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("locale".into(), locale.as_str().into());
         }
-        if text.len() > MAX_OUTPUT || html.len() > MAX_OUTPUT {
-            return Err(RenderError { file, line: None, message: format!("output larger than {MAX_OUTPUT} bytes") });
+        let tmpl = self.env.get_template(file).map_err(fail)?;
+        let mut captured = tmpl.render_captured(Value::from_serialize(&*ctx)).map_err(fail)?;
+        let subject = captured.with_state_mut(|s| s.render_block("subject")).map_err(fail)?;
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = tidy(&captured.with_state_mut(|s| s.render_block("body")).map_err(fail)?);
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert("subject".into(), subject.clone().into());
         }
-        Ok(Rendered { subject, text, html })
+        Ok((subject, text))
     }
 }
 
@@ -547,6 +550,29 @@ fn short_link(url: &str) -> String {
         Some((head, tail)) if tail.chars().count() > 16 => format!("{head}/…"),
         _ => rest.to_owned(),
     }
+}
+
+/// A rendered mail as sent: the HTML with its stylesheet inlined, a subject, and no
+/// part over `MAX_OUTPUT` bytes.
+pub(super) fn finished(
+    file: String,
+    html_file: &str,
+    subject: String,
+    text: String,
+    html: &str,
+) -> Result<Rendered, RenderError> {
+    let html = inline_css(html).map_err(|e| RenderError {
+        file: html_file.to_owned(),
+        line: None,
+        message: format!("inlining CSS: {e}"),
+    })?;
+    if subject.is_empty() {
+        return Err(RenderError { file, line: None, message: "the subject block rendered empty".into() });
+    }
+    if text.len() > MAX_OUTPUT || html.len() > MAX_OUTPUT {
+        return Err(RenderError { file, line: None, message: format!("output larger than {MAX_OUTPUT} bytes") });
+    }
+    Ok(Rendered { subject, text, html })
 }
 
 /// The layout's `<style>` moved into `style` attributes, as mail clients need; the

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use minijinja::Environment;
 use minijinja::value::Value;
 
-use super::{LOCALES, MAX_OUTPUT, RenderError, Rendered, Templates, inline_css, template_error, tidy};
+use super::{LOCALES, RenderError, Rendered, Templates, template_error};
 use crate::analytics::brief::Brief;
 use crate::diagnostics::Diagnostic;
 use crate::locale::Locale;
@@ -78,36 +78,14 @@ impl Templates {
     /// beyond the size limit.
     pub(crate) fn render_report(&self, locale: Locale, mut ctx: serde_json::Value) -> Result<Rendered, RenderError> {
         let file = format!("{}/reports/report.txt", locale.as_str());
-        let fail = |f: &str, e: minijinja::Error| RenderError::from_minijinja(f, &e);
-        if let Some(o) = ctx.as_object_mut() {
-            o.insert("locale".into(), locale.as_str().into());
-        }
-        let tmpl = self.env.get_template(&file).map_err(|e| fail(&file, e))?;
-        let mut captured = tmpl.render_captured(Value::from_serialize(&ctx)).map_err(|e| fail(&file, e))?;
-        let subject = captured.with_state_mut(|s| s.render_block("subject")).map_err(|e| fail(&file, e))?;
-        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = tidy(&captured.with_state_mut(|s| s.render_block("body")).map_err(|e| fail(&file, e))?);
-        if let Some(o) = ctx.as_object_mut() {
-            o.insert("subject".into(), subject.clone().into());
-        }
+        let (subject, text) = self.subject_and_text(&file, locale, &mut ctx)?;
         let html_file = format!("{}/reports/report.html", locale.as_str());
         let html = self
             .env
             .get_template(&html_file)
             .and_then(|t| t.render(Value::from_serialize(&ctx)))
-            .map_err(|e| fail(&html_file, e))?;
-        let html = inline_css(&html).map_err(|e| RenderError {
-            file: html_file.clone(),
-            line: None,
-            message: format!("inlining CSS: {e}"),
-        })?;
-        if subject.is_empty() {
-            return Err(RenderError { file, line: None, message: "the subject block rendered empty".into() });
-        }
-        if text.len() > MAX_OUTPUT || html.len() > MAX_OUTPUT {
-            return Err(RenderError { file, line: None, message: format!("output larger than {MAX_OUTPUT} bytes") });
-        }
-        Ok(Rendered { subject, text, html })
+            .map_err(|e| RenderError::from_minijinja(&html_file, &e))?;
+        super::finished(file, &html_file, subject, text, &html)
     }
 
     /// The report mail rendered in every locale with a sample brief.
