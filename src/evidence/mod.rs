@@ -139,16 +139,22 @@ fn configuration(data: &Path, configs: &BTreeSet<String>) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// Through which channel an actor acted, as the audit knows it.
-fn channel(actor: &Actor, on_behalf_of: Option<&String>) -> String {
-    match (actor, on_behalf_of) {
+/// Through which channel an actor acted: the one the event records (`api`,
+/// `console`, `mail_link`, `cli`), else what the actor alone tells.
+fn channel(e: &EventRecord, on_behalf_of: Option<&String>) -> Value {
+    if let Some(channel) = e.channel {
+        return json!(channel);
+    }
+    Value::from(match (&e.actor, on_behalf_of) {
         (Actor::System, Some(role)) => {
             format!("automatic approval by the daemon on behalf of {role} (approval matrix)")
         }
         (Actor::System, None) => "the daemon".into(),
-        (Actor::Person(_), _) => "a person, signed in or through their signed approval link".into(),
+        (Actor::Person(_), _) => {
+            "not recorded (an entry older than channels in the audit: a person signed in or through their signed approval link)".into()
+        }
         (Actor::Connector(c), _) => format!("connector {c}"),
-    }
+    })
 }
 
 fn approvals(events: &[EventRecord]) -> Value {
@@ -165,7 +171,7 @@ fn approvals(events: &[EventRecord]) -> Value {
                 OrderEvent::ApprovalDeclined { level, role, comment } => ("declined", level, role, comment, None),
                 _ => return None,
             };
-            Some(json!({"seq": e.seq, "at": e.at, "who": e.actor, "channel": channel(&e.actor, behalf),
+            Some(json!({"seq": e.seq, "at": e.at, "who": e.actor, "channel": channel(e, behalf),
                 "decision": decision, "level": level, "role": role, "comment": comment, "on_behalf_of": behalf}))
         })
         .collect();
