@@ -234,3 +234,45 @@ fn seal(
     }
     Ok(zip.finish().map_err(|e| e.to_string())?.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderId;
+    use crate::engine::OrderState;
+    use crate::engine::access::Channel;
+
+    fn approved(actor: Actor, channel: Option<Channel>, on_behalf_of: Option<&str>) -> EventRecord {
+        EventRecord {
+            order_id: OrderId::new_v7(),
+            seq: 3,
+            at: Utc::now(),
+            actor,
+            channel,
+            event: OrderEvent::Approved {
+                level: 1,
+                role: "line_supervisor".into(),
+                comment: "同意".into(),
+                on_behalf_of: on_behalf_of.map(str::to_owned),
+            },
+            state: OrderState::Approved,
+            prev_hash: String::new(),
+            hash: String::new(),
+            config_version: None,
+            seal: None,
+        }
+    }
+
+    #[test]
+    fn the_channel_is_the_recorded_one_else_what_the_actor_tells() {
+        let channel_of = |e: EventRecord| approvals(&[e])["approvals"][0]["channel"].clone();
+        let wang = || Actor::Person("wang.fang".into());
+        assert_eq!(channel_of(approved(wang(), Some(Channel::Api), None)), "api");
+        assert_eq!(channel_of(approved(wang(), Some(Channel::MailLink), None)), "mail_link");
+        assert_eq!(channel_of(approved(wang(), Some(Channel::Console), None)), "console");
+        let old = channel_of(approved(wang(), None, None));
+        assert!(old.as_str().unwrap().starts_with("not recorded"), "{old}");
+        let auto = channel_of(approved(Actor::System, None, Some("line_supervisor")));
+        assert!(auto.as_str().unwrap().contains("on behalf of line_supervisor"), "{auto}");
+    }
+}
