@@ -1,7 +1,8 @@
 //! Cross-checks: what one configuration file names in another. Notification rules
 //! name templates, roles and people; scheduled reports name roles and people; the
 //! approval matrix, SLAs, tasks, exceptions and dunning name roles; effects, tasks
-//! and settlement name connector operations.
+//! and settlement name connector operations; the roles of approval chains must be
+//! granted `decide_approval` in the policy table.
 //! Every problem is located in the file that names the missing thing.
 
 use std::ops::Range;
@@ -51,6 +52,7 @@ pub(super) fn check(config_dir: &Path, parsed: &Parsed, problems: &mut Vec<Diagn
         && !n.directory.is_empty()
     {
         approval_roles(&source, rules, &n.directory, problems);
+        approval_grants(&source, rules, &n.directory, problems);
     }
     if let (Some(rules), Some((registry, _))) = (&parsed.rules, &parsed.registry) {
         effect_operations(&source, rules, registry, problems);
@@ -161,6 +163,30 @@ fn approval_roles(source: &Source, rules: &Rules, directory: &Directory, problem
     }
 }
 
+/// Roles of approval chains that the policy table does not let decide an approval:
+/// their holders could never approve (a role nobody holds is reported above).
+fn approval_grants(source: &Source, rules: &Rules, directory: &Directory, problems: &mut Vec<Diagnostic>) {
+    use crate::engine::access::Action;
+    for (i, row) in rules.approval.matrix.iter().enumerate() {
+        for (l, level) in row.chain.iter().flatten().enumerate() {
+            for role in level.roles() {
+                let granted =
+                    directory.policy().actions_of(std::slice::from_ref(role)).any(|a| a == Action::DecideApproval);
+                if !granted && directory.has_role(role) {
+                    problems.push(source.at(
+                        locate_chain_level(&source.text, i, l),
+                        format!(
+                            "approval matrix row {}, level {}: role `{role}` is not granted `decide_approval` in the policy table ([policy] in config/directory.toml), so its holders can never approve",
+                            row.id,
+                            l + 1
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// What a connector offers, for a message naming a missing operation.
 fn offered(operations: &[String]) -> String {
     if operations.is_empty() { "none".into() } else { operations.join(", ") }
@@ -253,6 +279,15 @@ fn locate_matrix_row(text: &str, index: usize) -> Option<Range<usize>> {
     let table = DeTable::parse(text).ok()?;
     let root = DeValue::Table(table.into_inner());
     root.get("approval")?.get_ref().get("matrix")?.get_ref().get(index).map(|v| v.span())
+}
+
+/// Level `level` of the chain of matrix row `row`, or the row itself.
+fn locate_chain_level(text: &str, row: usize, level: usize) -> Option<Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let table = DeTable::parse(text).ok()?;
+    let root = DeValue::Table(table.into_inner());
+    let at = root.get("approval")?.get_ref().get("matrix")?.get_ref().get(row)?.get_ref().get("chain");
+    at.and_then(|c| c.get_ref().get(level)).map(|v| v.span()).or_else(|| locate_matrix_row(text, row))
 }
 
 /// The `index`th entry of the array `key`, or the array itself.

@@ -139,16 +139,22 @@ fn configuration(data: &Path, configs: &BTreeSet<String>) -> Result<Vec<(String,
     Ok(out)
 }
 
-/// Through which channel an actor acted, as the audit knows it.
-fn channel(actor: &Actor, on_behalf_of: Option<&String>) -> String {
-    match (actor, on_behalf_of) {
+/// Through which channel an actor acted: the one the event records (`api`,
+/// `console`, `mail_link`, `cli`), else what the actor alone tells.
+fn channel(e: &EventRecord, on_behalf_of: Option<&String>) -> Value {
+    if let Some(channel) = e.channel {
+        return json!(channel);
+    }
+    Value::from(match (&e.actor, on_behalf_of) {
         (Actor::System, Some(role)) => {
             format!("automatic approval by the daemon on behalf of {role} (approval matrix)")
         }
         (Actor::System, None) => "the daemon".into(),
-        (Actor::Person(_), _) => "a person, signed in or through their signed approval link".into(),
+        (Actor::Person(_), _) => {
+            "not recorded (an entry older than channels in the audit: a person signed in or through their signed approval link)".into()
+        }
         (Actor::Connector(c), _) => format!("connector {c}"),
-    }
+    })
 }
 
 fn approvals(events: &[EventRecord]) -> Value {
@@ -165,7 +171,7 @@ fn approvals(events: &[EventRecord]) -> Value {
                 OrderEvent::ApprovalDeclined { level, role, comment } => ("declined", level, role, comment, None),
                 _ => return None,
             };
-            Some(json!({"seq": e.seq, "at": e.at, "who": e.actor, "channel": channel(&e.actor, behalf),
+            Some(json!({"seq": e.seq, "at": e.at, "who": e.actor, "channel": channel(e, behalf),
                 "decision": decision, "level": level, "role": role, "comment": comment, "on_behalf_of": behalf}))
         })
         .collect();
@@ -227,4 +233,46 @@ fn seal(
         zip.write_all(bytes).map_err(|e| e.to_string())?;
     }
     Ok(zip.finish().map_err(|e| e.to_string())?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderId;
+    use crate::engine::OrderState;
+    use crate::engine::access::Channel;
+
+    fn approved(actor: Actor, channel: Option<Channel>, on_behalf_of: Option<&str>) -> EventRecord {
+        EventRecord {
+            order_id: OrderId::new_v7(),
+            seq: 3,
+            at: Utc::now(),
+            actor,
+            channel,
+            event: OrderEvent::Approved {
+                level: 1,
+                role: "line_supervisor".into(),
+                comment: "同意".into(),
+                on_behalf_of: on_behalf_of.map(str::to_owned),
+            },
+            state: OrderState::Approved,
+            prev_hash: String::new(),
+            hash: String::new(),
+            config_version: None,
+            seal: None,
+        }
+    }
+
+    #[test]
+    fn the_channel_is_the_recorded_one_else_what_the_actor_tells() {
+        let channel_of = |e: EventRecord| approvals(&[e])["approvals"][0]["channel"].clone();
+        let wang = || Actor::Person("wang.fang".into());
+        assert_eq!(channel_of(approved(wang(), Some(Channel::Api), None)), "api");
+        assert_eq!(channel_of(approved(wang(), Some(Channel::MailLink), None)), "mail_link");
+        assert_eq!(channel_of(approved(wang(), Some(Channel::Console), None)), "console");
+        let old = channel_of(approved(wang(), None, None));
+        assert!(old.as_str().unwrap().starts_with("not recorded"), "{old}");
+        let auto = channel_of(approved(Actor::System, None, Some("line_supervisor")));
+        assert!(auto.as_str().unwrap().contains("on behalf of line_supervisor"), "{auto}");
+    }
 }

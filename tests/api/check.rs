@@ -354,3 +354,29 @@ async fn intake_max_amount_problems_name_their_line_or_variable() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test]
+async fn a_chain_role_without_decide_approval_in_the_policy_is_a_problem_at_its_level() {
+    let dir = config_dir().await;
+    let d = dir.path();
+    edit(
+        d,
+        "config/directory.toml",
+        "risk_committee = [\"decide_approval\", \"review_flagged\", \"see_reports\"]",
+        "risk_committee = [\"review_flagged\", \"see_reports\"]",
+    );
+    let chain = "chain = [\"line_supervisor\", \"branch_manager\", \"risk_committee\"]";
+    let rules = std::fs::read_to_string(d.join("config/rules.toml")).unwrap();
+    let l_chain = rules[..rules.find(chain).expect("the VERY-LARGE chain")].matches('\n').count() + 1;
+    let col = chain.find("\"risk_committee\"").unwrap() + 1;
+    let (code, out) = check(d);
+    assert_eq!(code, 78, "{out}");
+    let expected = format!(
+        "{}:{l_chain}:{col}: approval matrix row VERY-LARGE, level 3: role `risk_committee` is not granted \
+         `decide_approval` in the policy table ([policy] in config/directory.toml), so its holders can never approve",
+        d.join("config/rules.toml").display()
+    );
+    assert!(out.lines().any(|l| l == expected), "missing `{expected}` in:\n{out}");
+    // Only that problem: the roles that keep the grant are fine.
+    assert_eq!(out.lines().filter(|l| l.contains("decide_approval")).count(), 1, "{out}");
+}
