@@ -11,6 +11,11 @@
 //! outside the example they are refused with a message naming that file. Pure: the loaders resolve the
 //! secret and ask; messages name the reference, never the value.
 
+/// The example configuration's demo secrets, relative to the configuration directory.
+pub(crate) const DEMO_SECRETS_FILE: &str = "config/demo-secrets.toml";
+/// How a reference ends when it falls back to `DEMO_SECRETS_FILE`.
+pub(crate) const DEMO_FALLBACK: &str = ":-demo}";
+
 /// Fewest bytes of an admin token (`server.admin_token`).
 pub(crate) const MIN_ADMIN_TOKEN: usize = 32;
 /// Fewest bytes of an HMAC key used as written (webhook secrets of every scheme but
@@ -81,12 +86,10 @@ impl Policy {
         match (weakness, &self.example) {
             (None, _) => Verdict::Fine,
             (Some(_), Some(_)) => Verdict::Accepted,
-            (Some(_), None) if reference.ends_with(crate::settings::DEMO_FALLBACK) && is_published(value) => {
-                Verdict::Refused(format!(
-                    "secret {reference} is a demo value from {} (the variable is not set, or holds a published value): only the example configuration (`example = true`, on loopback) may use them; set the variable to a secret of your own (e.g. `openssl rand -hex 32`)",
-                    crate::settings::DEMO_SECRETS_FILE
-                ))
-            }
+            (Some(_), None) if reference.ends_with(DEMO_FALLBACK) && is_published(value) => Verdict::Refused(format!(
+                "secret {reference} is a demo value from {} (the variable is not set, or holds a published value): only the example configuration (`example = true`, on loopback) may use them; set the variable to a secret of your own (e.g. `openssl rand -hex 32`)",
+                DEMO_SECRETS_FILE
+            )),
             (Some(why), None) => {
                 let hint = if self.example_off_loopback {
                     " (`example = true` accepts the example's secrets only while server.host and server.admin.host are loopback addresses)"
@@ -102,7 +105,7 @@ impl Policy {
     /// `accepted` are the references it let through.
     pub(crate) fn note(&self, accepted: &[String]) -> Option<crate::diagnostics::Diagnostic> {
         let mut note = self.example.clone()?;
-        let demo = accepted.iter().any(|r| r.ends_with(crate::settings::DEMO_FALLBACK));
+        let demo = accepted.iter().any(|r| r.ends_with(DEMO_FALLBACK));
         note.message = if accepted.is_empty() {
             "note: this is the example configuration (`example = true`): it would accept the published demo secrets; remove the key for a real deployment".to_owned()
         } else {
@@ -116,8 +119,7 @@ impl Policy {
         if demo {
             note.message = format!(
                 "{}. The `:-demo` ones are DEMO VALUES from {} (published with orderbridge, used because their variable is not set)",
-                note.message,
-                crate::settings::DEMO_SECRETS_FILE
+                note.message, DEMO_SECRETS_FILE
             );
         }
         Some(note)

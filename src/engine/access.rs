@@ -10,85 +10,11 @@
 //! acts as nobody in the directory, so it can never decide an approval (those checks
 //! stay in `approval`: level waiting, role, delegate, four eyes, own order).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::directory::Directory;
 use super::lifecycle::Actor;
-
-/// What a principal may be allowed to do: one row name of the policy table each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Decide the approval level waiting (the level's role is checked on top).
-    DecideApproval,
-    /// Review flagged orders (start, return, release, reject).
-    ReviewFlagged,
-    /// Record tasks done and deliveries.
-    RecordDelivery,
-    /// Record a customer's acceptance of a delivery.
-    TakeAcceptance,
-    /// Open, resolve or cancel on an exception.
-    HandleExceptions,
-    /// Record payments and assign unmatched ones.
-    AssignPayments,
-    /// See the outbox and the dead letters, replay them.
-    ReplayDeadLetters,
-    /// See connectors and resume a paused one.
-    ResumeConnectors,
-    /// See orders with their personal data (customer, documents, receivables).
-    SeePersonalData,
-    /// KPIs, reports and the export.
-    SeeReports,
-    /// Everything about the daemon itself: audit verification, the quarantine,
-    /// reconciliation, API clients and their tokens.
-    Administer,
-}
-
-/// Every action, in the order the policy table documents them.
-pub const ACTIONS: [Action; 11] = [
-    Action::DecideApproval,
-    Action::ReviewFlagged,
-    Action::RecordDelivery,
-    Action::TakeAcceptance,
-    Action::HandleExceptions,
-    Action::AssignPayments,
-    Action::ReplayDeadLetters,
-    Action::ResumeConnectors,
-    Action::SeePersonalData,
-    Action::SeeReports,
-    Action::Administer,
-];
-
-impl Action {
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::DecideApproval => "decide_approval",
-            Action::ReviewFlagged => "review_flagged",
-            Action::RecordDelivery => "record_delivery",
-            Action::TakeAcceptance => "take_acceptance",
-            Action::HandleExceptions => "handle_exceptions",
-            Action::AssignPayments => "assign_payments",
-            Action::ReplayDeadLetters => "replay_dead_letters",
-            Action::ResumeConnectors => "resume_connectors",
-            Action::SeePersonalData => "see_personal_data",
-            Action::SeeReports => "see_reports",
-            Action::Administer => "administer",
-        }
-    }
-}
-
-impl std::str::FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        ACTIONS
-            .iter()
-            .copied()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| format!("unknown action `{s}` (one of: {})", ACTIONS.map(Action::name).join(", ")))
-    }
-}
+pub use super::policy::{Action, Policy};
 
 /// Through which door a principal acts; recorded in the audit next to the actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,23 +90,6 @@ impl From<Actor> for Acting {
     }
 }
 
-/// The policy table: for each directory role, the actions it grants.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Policy {
-    grants: BTreeMap<String, Vec<Action>>,
-}
-
-impl Policy {
-    pub fn new(grants: BTreeMap<String, Vec<Action>>) -> Self {
-        Policy { grants }
-    }
-
-    /// The actions `roles` grant together.
-    pub fn actions_of<'a>(&'a self, roles: &'a [String]) -> impl Iterator<Item = Action> + 'a {
-        roles.iter().filter_map(|r| self.grants.get(r)).flatten().copied()
-    }
-}
-
 /// Why a principal may not take an action. Shown to them as it is.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
@@ -226,6 +135,8 @@ pub fn authorize(principal: &Principal, action: Action, policy: &Policy, directo
 mod tests {
     use super::*;
     use crate::engine::directory::{Person, PlusAliases};
+    use crate::engine::policy::ACTIONS;
+    use std::collections::BTreeMap;
 
     fn directory() -> Directory {
         let person = |id: &str, roles: &[&str]| Person {

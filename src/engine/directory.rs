@@ -34,7 +34,7 @@ pub(crate) struct Directory {
     people: BTreeMap<String, Person>,
     plus_aliases: PlusAliases,
     /// Which roles may take which actions (`[policy]`).
-    policy: super::access::Policy,
+    policy: super::policy::Policy,
 }
 
 /// Where `name+anything@domain` is the mailbox `name@domain` (plus addressing).
@@ -50,15 +50,15 @@ pub(crate) enum PlusAliases {
 impl Directory {
     /// A directory of these people (by id) and plus-alias rule; the loader checks them.
     pub(crate) fn new(people: BTreeMap<String, Person>, plus_aliases: PlusAliases) -> Self {
-        Directory { people, plus_aliases, policy: super::access::Policy::default() }
+        Directory { people, plus_aliases, policy: super::policy::Policy::default() }
     }
 
     /// The same directory with its policy table.
-    pub(crate) fn with_policy(self, policy: super::access::Policy) -> Self {
+    pub(crate) fn with_policy(self, policy: super::policy::Policy) -> Self {
         Directory { policy, ..self }
     }
 
-    pub(crate) fn policy(&self) -> &super::access::Policy {
+    pub(crate) fn policy(&self) -> &super::policy::Policy {
         &self.policy
     }
 

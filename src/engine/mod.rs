@@ -5,9 +5,10 @@
 //! Imports only go down these layers, so the files form no circle:
 //! 1. data shared by everything above: `screening` (rule hits, verdicts), `level`
 //!    (approval levels), `sla`, `dunning`, `calendar`, `table` (decision-table inputs),
-//!    `fulfilment`, `directory` (the people, as data);
+//!    `fulfilment`, `policy` (the policy table's actions and grants), `directory`
+//!    (the people, as data);
 //! 2. `lifecycle`: states, events and the transitions between them; `access`
-//!    (principals, the policy table's actions, `authorize`);
+//!    (principals, channels, `authorize`);
 //! 3. `approval` (progress along a chain) and `effects` (effect and mail specs, bodies);
 //! 4. `notify` (who hears about what), then `rules` (the loaded rule set);
 //! 5. `intake`, `decide` on top, and `payments`, `reporting` that use its results.
@@ -26,6 +27,7 @@ pub(crate) mod level;
 pub(crate) mod lifecycle;
 pub(crate) mod notify;
 pub mod payments;
+pub(crate) mod policy;
 pub(crate) mod receivables;
 pub(crate) mod reporting;
 pub mod rules;

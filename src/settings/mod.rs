@@ -39,7 +39,6 @@ pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
 use self::mail::{RawLinks, RawSmtp};
 pub(crate) use self::secret_ref::SecretRef;
 pub(crate) use self::secret_ref::SecretResolver;
-pub(crate) use self::secret_ref::{DEMO_FALLBACK, DEMO_SECRETS_FILE};
 use self::server::{RawAdmin, RawServer};
 pub use self::site::Logo;
 use self::site::RawSite;

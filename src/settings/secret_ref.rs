@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 
 /// A reference to a secret: an environment variable or a file.
+use crate::secrets::{DEMO_FALLBACK, DEMO_SECRETS_FILE};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SecretRef {
     Env(String),
@@ -19,11 +21,6 @@ pub(crate) enum SecretRef {
     /// `${NAME:-demo}`: the variable, else its demo value in `DEMO_SECRETS_FILE`.
     EnvOrDemo(String),
 }
-
-/// The example configuration's demo secrets, relative to the configuration directory.
-pub(crate) const DEMO_SECRETS_FILE: &str = "config/demo-secrets.toml";
-/// How a reference ends when it falls back to `DEMO_SECRETS_FILE`.
-pub(crate) const DEMO_FALLBACK: &str = ":-demo}";
 
 fn is_env_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
