@@ -36,20 +36,32 @@ impl SledEngine {
     /// never delete data to recover), `Io` otherwise.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<SledEngine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref ioe)
+        let ours = opened_here(dir);
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .flush_every_ms(None)
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref ioe))
                     if ioe.kind() == std::io::ErrorKind::WouldBlock || ioe.to_string().contains("lock") =>
                 {
-                    StoreError::Locked(dir.display().to_string())
+                    // A handle this process closed may hold sled's file lock a moment
+                    // longer (its I/O threads end after the handle is dropped): wait
+                    // for it, briefly. Another process's lock is refused at once.
+                    if !ours || waited >= OWN_LOCK_WAIT {
+                        return Err(StoreError::Locked(dir.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += std::time::Duration::from_millis(20);
                 }
-                other => engine_error(other).into(),
-            })?;
+                Err(other) => return Err(engine_error(other).into()),
+            }
+        };
         let tree = db.open_tree("orderbridge").map_err(|e| StoreError::from(engine_error(e)))?;
         let engine = SledEngine { db, tree, dir: dir.to_owned() };
         engine.sync().map_err(StoreError::Io)?;
@@ -63,6 +75,22 @@ impl SledEngine {
     pub(crate) fn exists(dir: &Path) -> bool {
         dir.join("db").exists()
     }
+}
+
+/// How long an open waits for a handle this process closed to let go of sled's lock.
+const OWN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether this process has opened a sled store at `dir` before (and records that it
+/// now has).
+fn opened_here(dir: &Path) -> bool {
+    static OPENED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mut opened = OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if opened.contains(&dir) {
+        return true;
+    }
+    opened.push(dir);
+    false
 }
 
 /// Opens the sled store at `dir`.
