@@ -141,7 +141,7 @@ async fn from_daemon(
     let mut export = Export::begin(out, format, since_at, until_at)?;
     let mut lines = Lines::default();
     while let Some(chunk) = resp.chunk().await.context("reading the daemon's export")? {
-        lines.feed(&chunk, |line| take_line(&mut export, line))?;
+        lines.feed(&chunk, |line| export.json_line(line))?;
     }
     if !lines.pending.is_empty() {
         bail!("the daemon's export ended in the middle of a line: nothing was recorded, run it again");
@@ -167,20 +167,6 @@ impl Lines {
         }
         self.pending.drain(..complete);
         Ok(())
-    }
-}
-
-/// One line of the daemon's export (`{"table": …, "row": …}`) into `export`.
-fn take_line(export: &mut Export, line: &[u8]) -> anyhow::Result<()> {
-    #[derive(serde::Deserialize)]
-    #[serde(tag = "table", content = "row", rename_all = "snake_case")]
-    enum Line {
-        Orders(Box<crate::export::rows::OrderRow>),
-        Events(crate::export::rows::EventRow),
-    }
-    match serde_json::from_slice(line).context("reading the daemon's export")? {
-        Line::Orders(row) => export.order(*row),
-        Line::Events(row) => export.event(row),
     }
 }
 

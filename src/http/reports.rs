@@ -13,7 +13,6 @@ use super::api::ApiQuery;
 use super::error::ApiError;
 use crate::analytics::render::{self, Format};
 use crate::analytics::report;
-use crate::export::rows::{EventRow, OrderRow};
 
 #[derive(Deserialize)]
 pub struct KpiQuery {
@@ -95,7 +94,7 @@ pub async fn export(State(app): State<AppState>, ApiQuery(q): ApiQuery<ExportQue
         while let Some(page) = pages.recv().await {
             let chunk = page
                 .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|(orders, events)| lines(&orders, &events));
+                .and_then(|(orders, events)| crate::export::json_lines(&orders, &events).map(Bytes::from));
             let failed = chunk.is_err();
             if tx.send(chunk).await.is_err() || failed {
                 return;
@@ -105,22 +104,6 @@ pub async fn export(State(app): State<AppState>, ApiQuery(q): ApiQuery<ExportQue
     let until = until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson".to_owned()), (UNTIL, until)];
     Ok((headers, axum::body::Body::new(Lines(rx))).into_response())
-}
-
-/// A page of rows as JSON lines, the table named first.
-fn lines(orders: &[OrderRow], events: &[EventRow]) -> std::io::Result<Bytes> {
-    fn line<T: serde::Serialize>(out: &mut Vec<u8>, table: &str, row: &T) -> std::io::Result<()> {
-        out.extend_from_slice(br#"{"table":""#);
-        out.extend_from_slice(table.as_bytes());
-        out.extend_from_slice(br#"","row":"#);
-        serde_json::to_writer(&mut *out, row)?;
-        out.extend_from_slice(b"}\n");
-        Ok(())
-    }
-    let mut out = Vec::with_capacity((orders.len() + events.len()) * 512);
-    orders.iter().try_for_each(|r| line(&mut out, "orders", r))?;
-    events.iter().try_for_each(|r| line(&mut out, "events", r))?;
-    Ok(Bytes::from(out))
 }
 
 /// A response body fed a chunk at a time through a channel.
