@@ -25,8 +25,9 @@ if ! PYTHONPATH="$PYDEPS" python3 -c 'import pyarrow' 2>/dev/null; then
 fi
 export PYTHONPATH="$PYDEPS${PYTHONPATH:+:$PYTHONPATH}"
 
-# Prism (serves the vendors' OpenAPI specs to validate our requests) and the vendors'
-# own webhook-signing libraries, pinned by tests/support/node/package-lock.json,
+# Prism (serves the vendors' OpenAPI specs to validate our requests), the vendors'
+# own webhook-signing libraries, oidc-provider (the console's sign-in tests) and
+# axe-core (the console's accessibility scan), pinned by tests/support/node/package-lock.json,
 # installed into target/node. Reinstalled only when the lock file changes.
 NODE_DIR="$PWD/target/node"
 if ! cmp -s tests/support/node/package-lock.json "$NODE_DIR/package-lock.json" || [ ! -x "$NODE_DIR/node_modules/.bin/prism" ]; then
