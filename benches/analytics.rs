@@ -7,6 +7,11 @@
 //! Prints the time to fill the store, then the report's time (`Orders::kpi_report`
 //! over the 90 days) and the export's (`Orders::export_pages` into Parquet files), with
 //! the process's resident memory after each.
+//!
+//! With `ANALYTICS_BENCH_STORE=DIR` the store is kept in DIR and filled only once per
+//! order count (a file `filled-ORDERS` marks it), so a change to the report or the
+//! export can be timed again, and profiled, without filling the store again;
+//! `ANALYTICS_BENCH_ONLY=report` (or `export`) runs one of the two.
 
 mod common;
 
@@ -38,17 +43,38 @@ fn cpu_s() -> f64 {
 
 async fn run(orders: usize) {
     println!("analytics bench: {orders} orders over {DAYS} days, {}", orderbridge::bench::machine());
-    let dir = tempfile::tempdir().unwrap();
-    let (_, app, rules) = common::fjall_orders(dir.path()).await;
+    let temp = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("ANALYTICS_BENCH_STORE").map(std::path::PathBuf::from);
+    let dir = kept.as_deref().unwrap_or(temp.path());
+    let marker = dir.join(format!("filled-{orders}"));
+    let (_, app, rules) = common::fjall_orders(dir).await;
     let start: DateTime<Utc> = "2026-09-01T01:00:00Z".parse().unwrap();
-    let started = Instant::now();
-    fill(&app, &rules, orders, start).await;
-    println!(
-        "  filled in {:.0}s (intake and every effect recorded done), RSS {} MiB",
-        started.elapsed().as_secs_f64(),
-        rss_mib()
-    );
+    if marker.exists() {
+        println!("  store kept in {} (filled before), RSS {} MiB", dir.display(), rss_mib());
+    } else {
+        let started = Instant::now();
+        fill(&app, &rules, orders, start).await;
+        println!(
+            "  filled in {:.0}s (intake and every effect recorded done), RSS {} MiB",
+            started.elapsed().as_secs_f64(),
+            rss_mib()
+        );
+        if kept.is_some() {
+            std::fs::write(&marker, b"").unwrap();
+        }
+    }
 
+    let only = std::env::var("ANALYTICS_BENCH_ONLY").ok();
+    if only.as_deref() != Some("export") {
+        report(&app, &rules, orders, start).await;
+    }
+    if only.as_deref() != Some("report") {
+        export(&app, &rules, orders).await;
+    }
+}
+
+/// Times the report over the 90 days.
+async fn report(app: &Orders, rules: &orderbridge::engine::Rules, orders: usize, start: DateTime<Utc>) {
     let (t, cpu) = (Instant::now(), cpu_s());
     let report = app.kpi_report(start, start + chrono::Duration::days(DAYS), &rules.sla.calendar).await.unwrap();
     let secs = t.elapsed().as_secs_f64();
@@ -61,7 +87,10 @@ async fn run(orders: usize) {
         report.process.variant_count,
         rss_mib()
     );
+}
 
+/// Times the export of every order as Parquet.
+async fn export(app: &Orders, rules: &orderbridge::engine::Rules, orders: usize) {
     let out = tempfile::tempdir().unwrap();
     let (t, cpu) = (Instant::now(), cpu_s());
     let until = Utc::now() + chrono::Duration::days(1);

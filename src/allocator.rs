@@ -28,12 +28,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Sets the allocator's options: call first thing in `main`.
+/// Sets the allocator's options: call first thing in `main`. An option given in
+/// mimalloc's own environment variable (`MIMALLOC_PURGE_DELAY`, …) is left as given.
 pub fn tune() {
-    // SAFETY: `mi_option_set` only stores an integer in mimalloc's option table; it
-    // may be called at any time from any thread.
-    unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
+    for (option, env, value) in
+        [(PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0), (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0)]
+    {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: `mi_option_set` only stores an integer in mimalloc's option
+            // table; it may be called at any time from any thread.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
     }
 }

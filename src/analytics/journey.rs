@@ -2,7 +2,10 @@
 //! stayed in each state, each approval level's wait and who ended it, each task's
 //! time with its department, and the milestones the KPIs measure between. Pure.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
 
 use crate::engine::{Actor, OrderEvent, OrderState};
 
@@ -10,13 +13,150 @@ use crate::engine::{Actor, OrderEvent, OrderState};
 pub(crate) type Span = (DateTime<Utc>, DateTime<Utc>);
 
 /// One audit entry as the analysis reads it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Entry<'a> {
     pub(crate) at: DateTime<Utc>,
     pub(crate) actor: &'a Actor,
-    pub(crate) event: &'a OrderEvent,
+    pub(crate) mark: Cow<'a, Mark>,
     /// The state after the event.
     pub(crate) state: &'a OrderState,
+}
+
+impl<'a> Entry<'a> {
+    /// An entry of a decoded event.
+    pub(crate) fn of(at: DateTime<Utc>, actor: &'a Actor, event: &OrderEvent, state: &'a OrderState) -> Entry<'a> {
+        Entry { at, actor, mark: Cow::Owned(Mark::of(event)), state }
+    }
+}
+
+/// What a journey reads of an event: the milestones, decisions, tasks and counts it
+/// measures, and nothing else. Made from an [`OrderEvent`], or read straight from an
+/// event's JSON (its `Deserialize` takes the event's own JSON form, skipping what it
+/// does not measure: a report over a million orders decodes no more than this).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mark {
+    Received,
+    ExecutionStarted,
+    Closed,
+    InvoiceIssued,
+    /// A payment that settled the invoice.
+    Settled,
+    /// An approval level approved or declined.
+    Decided {
+        level: u8,
+        role: String,
+        approved: bool,
+    },
+    TaskAssigned {
+        task: String,
+        department: String,
+    },
+    TaskCompleted {
+        task: String,
+    },
+    Survey {
+        score: u8,
+        complaint: bool,
+    },
+    Overdue,
+    DunningDue,
+    ReviewReturned,
+    ApprovalsVoided,
+    ExceptionOpened,
+    /// An approval level or an exception escalated past its deadline.
+    Escalated,
+    TicketRequested,
+    /// An event the analysis does not measure.
+    Other,
+}
+
+impl Mark {
+    /// What the analysis reads of `event`.
+    pub(crate) fn of(event: &OrderEvent) -> Mark {
+        use OrderEvent as E;
+        match event {
+            E::Received { .. } => Mark::Received,
+            E::ExecutionStarted => Mark::ExecutionStarted,
+            E::Closed => Mark::Closed,
+            E::InvoiceIssued { .. } => Mark::InvoiceIssued,
+            E::PaymentReceived { settled: true, .. } => Mark::Settled,
+            E::Approved { level, role, .. } => Mark::Decided { level: *level, role: role.clone(), approved: true },
+            E::ApprovalDeclined { level, role, .. } => {
+                Mark::Decided { level: *level, role: role.clone(), approved: false }
+            }
+            E::TaskAssigned { task, department, .. } => {
+                Mark::TaskAssigned { task: task.clone(), department: department.clone() }
+            }
+            E::TaskCompleted { task, .. } => Mark::TaskCompleted { task: task.clone() },
+            E::SurveyAnswered { score, complaint, .. } => Mark::Survey { score: *score, complaint: *complaint },
+            E::PaymentOverdue => Mark::Overdue,
+            E::DunningDue { .. } => Mark::DunningDue,
+            E::ReviewReturned { .. } => Mark::ReviewReturned,
+            E::ApprovalsVoided { .. } => Mark::ApprovalsVoided,
+            E::ExceptionOpened { .. } => Mark::ExceptionOpened,
+            E::ApprovalEscalated { .. } | E::ExceptionEscalated { .. } => Mark::Escalated,
+            E::AfterSalesTicketRequested { .. } => Mark::TicketRequested,
+            _ => Mark::Other,
+        }
+    }
+}
+
+/// The fields of an event's JSON that a [`Mark`] reads; serde skips the others
+/// without building them.
+#[derive(Deserialize)]
+struct MarkFields<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    level: Option<u8>,
+    role: Option<String>,
+    task: Option<String>,
+    department: Option<String>,
+    settled: Option<bool>,
+    score: Option<u8>,
+    complaint: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for Mark {
+    /// Reads an [`OrderEvent`]'s JSON (`{"type": "approved", "level": 1, …}`) as
+    /// [`Mark::of`] would see the event; a field a measured event needs is required.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Mark, D::Error> {
+        use serde::de::Error as _;
+        let f = MarkFields::deserialize(d)?;
+        let need = |name: &'static str| D::Error::missing_field(name);
+        let decided = |approved: bool| -> Result<Mark, D::Error> {
+            Ok(Mark::Decided {
+                level: f.level.ok_or_else(|| need("level"))?,
+                role: f.role.clone().ok_or_else(|| need("role"))?,
+                approved,
+            })
+        };
+        Ok(match f.kind.as_ref() {
+            "received" => Mark::Received,
+            "execution_started" => Mark::ExecutionStarted,
+            "closed" => Mark::Closed,
+            "invoice_issued" => Mark::InvoiceIssued,
+            "payment_received" if f.settled.ok_or_else(|| need("settled"))? => Mark::Settled,
+            "approved" => decided(true)?,
+            "approval_declined" => decided(false)?,
+            "task_assigned" => Mark::TaskAssigned {
+                task: f.task.clone().ok_or_else(|| need("task"))?,
+                department: f.department.clone().ok_or_else(|| need("department"))?,
+            },
+            "task_completed" => Mark::TaskCompleted { task: f.task.clone().ok_or_else(|| need("task"))? },
+            "survey_answered" => Mark::Survey {
+                score: f.score.ok_or_else(|| need("score"))?,
+                complaint: f.complaint.ok_or_else(|| need("complaint"))?,
+            },
+            "payment_overdue" => Mark::Overdue,
+            "dunning_due" => Mark::DunningDue,
+            "review_returned" => Mark::ReviewReturned,
+            "approvals_voided" => Mark::ApprovalsVoided,
+            "exception_opened" => Mark::ExceptionOpened,
+            "approval_escalated" | "exception_escalated" => Mark::Escalated,
+            "after_sales_ticket_requested" => Mark::TicketRequested,
+            _ => Mark::Other,
+        })
+    }
 }
 
 /// What a report groups orders by.
@@ -145,24 +285,22 @@ impl Journey {
     }
 
     fn milestone(&mut self, e: &Entry<'_>) {
-        use OrderEvent as E;
-        match e.event {
-            E::Received { .. } => {
+        match e.mark.as_ref() {
+            Mark::Received => {
                 self.received.get_or_insert(e.at);
             }
-            E::ExecutionStarted => {
+            Mark::ExecutionStarted => {
                 self.executing.get_or_insert(e.at);
             }
-            E::Closed => {
+            Mark::Closed => {
                 self.closed.get_or_insert(e.at);
             }
-            E::InvoiceIssued { .. } => {
+            Mark::InvoiceIssued => {
                 self.invoiced.get_or_insert(e.at);
             }
-            E::PaymentReceived { settled: true, .. } => self.paid = Some(e.at),
-            E::Approved { level, role, .. } | E::ApprovalDeclined { level, role, .. } => {
-                let approved = matches!(e.event, E::Approved { .. });
-                self.auto_approved |= approved && *e.actor == Actor::System;
+            Mark::Settled => self.paid = Some(e.at),
+            Mark::Decided { level, role, approved } => {
+                self.auto_approved |= *approved && *e.actor == Actor::System;
                 let actor = match e.actor {
                     Actor::Person(p) | Actor::Connector(p) => p.clone(),
                     Actor::System => "system".to_owned(),
@@ -171,32 +309,31 @@ impl Journey {
                 // wait may already be closed as `Ended` by `stay`: it was this decision.
                 if let Some(wait) = self.approvals.iter_mut().rev().find(|w| w.level == *level) {
                     let at = wait.to.as_ref().map_or(e.at, |(at, _)| *at);
-                    wait.to = Some((at, Decided::By { actor, role: role.clone(), approved }));
+                    wait.to = Some((at, Decided::By { actor, role: role.clone(), approved: *approved }));
                 }
             }
-            E::TaskAssigned { task, department, .. } => {
+            Mark::TaskAssigned { task, department } => {
                 self.tasks.push(TaskSpan { task: task.clone(), department: department.clone(), from: e.at, to: None });
             }
-            E::TaskCompleted { task, .. } => {
+            Mark::TaskCompleted { task } => {
                 if let Some(t) = self.tasks.iter_mut().find(|t| &t.task == task && t.to.is_none()) {
                     t.to = Some(e.at);
                 }
             }
-            E::SurveyAnswered { score, complaint, .. } => self.survey = Some((*score, *complaint)),
+            Mark::Survey { score, complaint } => self.survey = Some((*score, *complaint)),
             _ => {}
         }
     }
 
     fn count(&mut self, e: &Entry<'_>) {
-        use OrderEvent as E;
-        match e.event {
-            E::PaymentOverdue => self.overdue = true,
-            E::DunningDue { .. } => self.dunning_steps += 1,
-            E::ReviewReturned { .. } => self.reviews_returned += 1,
-            E::ApprovalsVoided { .. } => self.approvals_voided += 1,
-            E::ExceptionOpened { .. } => self.exceptions += 1,
-            E::ApprovalEscalated { .. } | E::ExceptionEscalated { .. } => self.sla_breaches += 1,
-            E::AfterSalesTicketRequested { .. } => self.ticket = true,
+        match e.mark.as_ref() {
+            Mark::Overdue => self.overdue = true,
+            Mark::DunningDue => self.dunning_steps += 1,
+            Mark::ReviewReturned => self.reviews_returned += 1,
+            Mark::ApprovalsVoided => self.approvals_voided += 1,
+            Mark::ExceptionOpened => self.exceptions += 1,
+            Mark::Escalated => self.sla_breaches += 1,
+            Mark::TicketRequested => self.ticket = true,
             _ => {}
         }
     }
@@ -209,6 +346,63 @@ mod tests {
 
     fn t(h: i64) -> DateTime<Utc> {
         "2026-11-30T01:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(h)
+    }
+
+    #[test]
+    fn a_mark_read_from_an_events_json_is_the_events_mark() {
+        use crate::domain::Money;
+        let cny = |a: &str| Money::new(a.parse().unwrap(), "CNY".parse().unwrap()).unwrap();
+        let paid = |settled| OrderEvent::PaymentReceived {
+            amount: cny("10.00"),
+            settled,
+            payment_id: "p".into(),
+            outstanding: None,
+            excess: None,
+        };
+        let events = [
+            OrderEvent::Received { connector: "crm".into(), external_id: "1".into(), version: 1 },
+            OrderEvent::ExecutionStarted,
+            OrderEvent::Closed,
+            OrderEvent::InvoiceIssued {
+                number: "I".into(),
+                net: cny("10.00"),
+                tax: cny("0.00"),
+                total: cny("10.00"),
+                due: "2027-01-07".parse().unwrap(),
+            },
+            paid(true),
+            paid(false),
+            OrderEvent::Approved {
+                level: 2,
+                role: "经理".into(),
+                comment: "好".into(),
+                on_behalf_of: Some("r".into()),
+            },
+            OrderEvent::ApprovalDeclined { level: 1, role: "r".into(), comment: "no".into() },
+            OrderEvent::ApprovalGiven { level: 1, role: "r".into(), comment: String::new(), on_behalf_of: None },
+            OrderEvent::TaskAssigned { task: "t".into(), name: "T".into(), department: "运营".into() },
+            OrderEvent::TaskCompleted { task: "t".into(), note: String::new() },
+            OrderEvent::SurveyAnswered { score: 2, comment: "慢".into(), complaint: true },
+            OrderEvent::PaymentOverdue,
+            OrderEvent::DunningDue { step: "first".into(), days_overdue: 3 },
+            OrderEvent::ReviewReturned { comment: "c".into() },
+            OrderEvent::ApprovalsVoided { approvals: 1, reason: "r".into() },
+            OrderEvent::ExceptionOpened { reason: "r".into() },
+            OrderEvent::ApprovalEscalated { level: 1, from_role: "a".into(), to_role: "b".into() },
+            OrderEvent::ExceptionEscalated { to_role: "b".into() },
+            OrderEvent::AfterSalesTicketRequested { score: 1, comment: "c".into(), reason: "r".into() },
+            OrderEvent::ApprovalReminderDue { level: 1 },
+            OrderEvent::InfoRequested { level: 1, role: "r".into(), question: "q".into() },
+        ];
+        for e in &events {
+            let read: Mark = serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap();
+            assert_eq!(read, Mark::of(e), "{e:?}");
+        }
+        let others = events.iter().filter(|e| Mark::of(e) == Mark::Other).count();
+        assert_eq!(others, 4, "each measured kind above is measured");
+        // A measured event without a field it needs is an error, not a guess.
+        let broken = serde_json::json!({"type": "approved", "role": "r", "comment": ""});
+        assert!(serde_json::from_value::<Mark>(broken).unwrap_err().to_string().contains("level"));
     }
 
     #[test]
@@ -253,7 +447,7 @@ mod tests {
         ];
         let j = Journey::of(
             Subject::default(),
-            trail.iter().map(|(h, actor, event, state)| Entry { at: t(*h), actor, event, state }),
+            trail.iter().map(|(h, actor, event, state)| Entry::of(t(*h), actor, event, state)),
         );
         assert_eq!(
             j.path(),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rust_decimal::Decimal;
 
-use super::journey::{Entry, Journey, Subject};
+use super::journey::{Entry, Journey, Mark, Subject};
 use super::report::Report;
 use crate::domain::Money;
 use crate::engine::calendar::Calendar;
@@ -67,11 +67,29 @@ impl Trail {
         )
     }
 
+    /// The trail's journey, read from its events and, as a report reads its rows,
+    /// from their JSON: both give the same journey.
     fn journey(&self) -> Journey {
-        Journey::of(
+        let full = Journey::of(
             self.subject.clone(),
-            self.entries.iter().map(|(at, actor, event, state)| Entry { at: *at, actor, event, state }),
-        )
+            self.entries.iter().map(|(at, actor, event, state)| Entry::of(*at, actor, event, state)),
+        );
+        let marks: Vec<Mark> = self
+            .entries
+            .iter()
+            .map(|(_, _, e, _)| serde_json::from_value(serde_json::to_value(e).unwrap()).unwrap())
+            .collect();
+        let read = Journey::of(
+            self.subject.clone(),
+            self.entries.iter().zip(&marks).map(|((at, actor, _, state), mark)| Entry {
+                at: *at,
+                actor,
+                mark: std::borrow::Cow::Borrowed(mark),
+                state,
+            }),
+        );
+        assert_eq!(read, full, "the journey read from the JSON");
+        full
     }
 }
 

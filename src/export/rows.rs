@@ -160,7 +160,7 @@ fn detail(event: &OrderEvent) -> String {
 }
 
 fn journey(events: &[EventRecord]) -> Journey {
-    let entries = events.iter().map(|e| Entry { at: e.at, actor: &e.actor, event: &e.event, state: &e.state });
+    let entries = events.iter().map(|e| Entry::of(e.at, &e.actor, &e.event, &e.state));
     Journey::of(Subject::default(), entries)
 }
 

@@ -14,7 +14,7 @@ use crate::analytics::{Entry, Journey, Report, Subject};
 use crate::domain::OrderId;
 use crate::engine::calendar::Calendar;
 use crate::export::rows::{EventRow, OrderRow};
-use crate::store::{OrderRecord, Store, StoreError, Trail};
+use crate::store::{Sketch, Store, StoreError, Trail};
 
 /// Orders read per page of the scan.
 const PAGE: usize = 1000;
@@ -45,17 +45,31 @@ impl Walk {
         if self.done {
             return Ok(None);
         }
-        let mut page = self.store.trails(self.after, PAGE).await?;
+        let page = self.store.trails(self.after, PAGE).await?;
+        Ok(self.cut(page, |(r, _)| r.id))
+    }
+
+    /// The next page as a report reads it, `None` after the last.
+    async fn next_sketches(&mut self) -> Result<Option<Vec<Sketch>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.store.sketches(self.after, PAGE).await?;
+        Ok(self.cut(page, |s| s.id))
+    }
+
+    /// `page` without the orders past the walk's end, and the walk moved past it.
+    fn cut<T>(&mut self, mut page: Vec<T>, id: impl Fn(&T) -> OrderId) -> Option<Vec<T>> {
         let full = page.len() == PAGE;
         if let Some(end) = self.end_ms
-            && let Some(cut) = page.iter().position(|(r, _)| r.id.created_ms() >= end)
+            && let Some(cut) = page.iter().position(|t| id(t).created_ms() >= end)
         {
             page.truncate(cut);
             self.done = true;
         }
         self.done |= !full;
-        self.after = page.last().map(|(r, _)| r.id);
-        Ok((!page.is_empty()).then_some(page))
+        self.after = page.last().map(&id);
+        (!page.is_empty()).then_some(page)
     }
 }
 
@@ -84,7 +98,7 @@ impl Orders {
                 let mut walk = Walk::new(self.store.clone(), Some(start), end);
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    while let Some(page) = walk.next().await? {
+                    while let Some(page) = walk.next_sketches().await? {
                         out.extend(page.iter().map(journey));
                     }
                     Ok::<_, StoreError>(out)
@@ -158,18 +172,19 @@ impl Orders {
     }
 }
 
-fn journey((rec, events): &Trail) -> Journey {
-    let entries = events.iter().map(|e| Entry { at: e.at, actor: &e.actor, event: &e.event, state: &e.state });
-    Journey::of(subject(rec), entries)
-}
-
-fn subject(rec: &OrderRecord) -> Subject {
-    let order = &rec.order;
-    Subject {
-        product: order.product.code.to_string(),
-        sales_owner: order.sales_owner.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
-        rating: order.customer.credit_rating.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string),
-    }
+fn journey(s: &Sketch) -> Journey {
+    let subject = Subject {
+        product: s.product.clone(),
+        sales_owner: s.sales_owner.clone().unwrap_or_else(|| "-".to_owned()),
+        rating: s.rating.clone().unwrap_or_else(|| "-".to_owned()),
+    };
+    let entries = s.entries.iter().map(|e| Entry {
+        at: e.at,
+        actor: &e.actor,
+        mark: std::borrow::Cow::Borrowed(&e.mark),
+        state: &e.state,
+    });
+    Journey::of(subject, entries)
 }
 
 /// The rows of the orders of `page` changed in the window, and their entries made in it.

@@ -36,6 +36,7 @@ pub mod kv;
 pub mod postgres;
 pub mod records;
 pub mod redb_engine;
+pub mod sketch;
 pub(crate) mod sled_engine;
 
 use chrono::{DateTime, Utc};
@@ -43,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 pub use archived::{ArchiveChange, ArchiveEntry, ArchiveLogEntry, LegalHold};
 pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
+pub use sketch::{Marked, Sketch};
 
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
@@ -385,6 +387,11 @@ pub trait Store: Send + Sync {
             }
             Ok(out)
         })
+    }
+    /// The page `trails` would give, as a report reads it ([`Sketch`]). This default
+    /// reads the trails whole; the key-value store decodes only what a sketch holds.
+    fn sketches<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Sketch>, StoreError>> {
+        Box::pin(async move { Ok(self.trails(after, limit).await?.iter().map(Sketch::of).collect()) })
     }
     /// Orders in each of `states` now, with the oldest (the smallest id, so the
     /// earliest received). For `/metrics`: the key-value store counts index keys and

@@ -22,8 +22,8 @@ use orderbridge::store::kv::{Batch, Engine, EngineError, KvIter, KvStore, tags};
 use orderbridge::store::postgres::PgStore;
 use orderbridge::store::records::StepEvents;
 use orderbridge::store::{
-    self, Backend, ConnectorFilter, EffectId, EffectRecord, EventRecord, Loaded, OrderWrite, Step, Store, StoreError,
-    UsedLink,
+    self, Backend, ConnectorFilter, EffectId, EffectRecord, EventRecord, Loaded, OrderWrite, Sketch, Step, Store,
+    StoreError, UsedLink,
 };
 use proptest::prelude::*;
 
@@ -367,6 +367,10 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
             assert!(!events.is_empty());
             assert_eq!(events, &store.events(rec.id).await.unwrap(), "{}", subject.name());
         }
+        // As a report reads them: what the trails say, decoded only as far as needed.
+        let sketches = store.sketches(None, 10).await.unwrap();
+        let expected: Vec<Sketch> = trails.iter().map(Sketch::of).collect();
+        assert_eq!(sketches, expected, "{}", subject.name());
         let after_first = store.trails(Some(trails[0].0.id), 1).await.unwrap();
         assert_eq!(after_first[0].0.id, trails[1].0.id, "{}: pages go on after `after`", subject.name());
         let mine: Vec<_> = store.customer_orders("C-IX", None).await.unwrap().into_iter().map(|(id, _)| id).collect();

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::store::sketch::{self, Marked, Sketch, SketchRow};
 use crate::store::{InState, Trail};
 
 impl<E: Engine> Store for KvStore<E> {
@@ -57,30 +58,18 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn trails<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Trail>, StoreError>> {
+        Box::pin(async move { self.page_with(after, limit, Self::read_order_row, |r| r.id, StepEvents::decode) })
+    }
+
+    fn sketches<'a>(&'a self, after: Option<OrderId>, limit: usize) -> BoxFuture<'a, Result<Vec<Sketch>, StoreError>> {
         Box::pin(async move {
-            let page = self.list(None, after, limit).await?;
-            let (Some(first), Some(last)) = (page.first(), page.last()) else { return Ok(Vec::new()) };
-            // The page's events in one range: event keys lead with the order's id.
-            let from = key(EVENTS, &[first.id.as_bytes()]);
-            let to = prefix_end(&key(EVENTS, &[last.id.as_bytes()]));
-            let mut steps =
-                self.scan_with(&from, &to, usize::MAX, "events", |_| true, StepEvents::decode)?.into_iter().peekable();
-            let mut out = Vec::with_capacity(page.len());
-            for rec in page {
-                let mut events = Vec::new();
-                while let Some((k, _)) = steps.peek() {
-                    match k.get(1..17).and_then(id_of) {
-                        Some(id) if id > rec.id => break,
-                        Some(id) if id == rec.id => events.extend(steps.next().map(|(_, s)| s).into_iter().flatten()),
-                        // An order not on the page (quarantined) or a key that names none.
-                        _ => {
-                            steps.next();
-                        }
-                    }
-                }
-                out.push((rec, events));
-            }
-            Ok(out)
+            // A step that does not read as marks is read whole: it is quarantined
+            // only when that fails too.
+            let step = |v: &[u8]| {
+                sketch::marks(v).or_else(|_| StepEvents::decode(v).map(|e| e.iter().map(Marked::of).collect()))
+            };
+            let page = self.page_with(after, limit, Self::read_sketch_row, |s| s.id, step)?;
+            Ok(page.into_iter().map(|(s, entries)| Sketch { entries, ..s }).collect())
         })
     }
 
@@ -105,23 +94,7 @@ impl<E: Engine> Store for KvStore<E> {
         Box::pin(async move {
             let mut out = Vec::new();
             match state {
-                None => {
-                    let from = match after {
-                        Some(a) => key(ORDERS, &[a.as_bytes(), &[0]]),
-                        None => vec![ORDERS],
-                    };
-                    for row in self.engine.range(&from, &[ORDERS + 1]) {
-                        if out.len() >= limit {
-                            break;
-                        }
-                        let (k, v) = row.map_err(|e| self.fault(e))?;
-                        match self.read_order_row(&k, &v) {
-                            Ok(r) => out.push(r),
-                            Err(StoreError::Quarantined(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                }
+                None => out = self.order_rows(after, limit, Self::read_order_row)?,
                 Some(s) => {
                     let prefix = pair(STATES, s, &[]);
                     let from = match after {
@@ -349,4 +322,78 @@ impl<E: Engine> Store for KvStore<E> {
 /// The first outbox key after every effect due at `now` (keys lead with the due ms).
 fn due_end(now: DateTime<Utc>) -> Vec<u8> {
     key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()])
+}
+
+impl<E: Engine> KvStore<E> {
+    /// The order rows after `after` in id order, each read by `read`; a row it
+    /// quarantines is left out.
+    fn order_rows<R>(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+        read: impl Fn(&Self, &[u8], &[u8]) -> Result<R, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
+        let from = match after {
+            Some(a) => key(ORDERS, &[a.as_bytes(), &[0]]),
+            None => vec![ORDERS],
+        };
+        let mut out = Vec::new();
+        for row in self.engine.range(&from, &[ORDERS + 1]) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(|e| self.fault(e))?;
+            match read(self, &k, &v) {
+                Ok(r) => out.push(r),
+                Err(StoreError::Quarantined(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of orders after `after`, each with its events: the rows read by `row`
+    /// (`id` names their order), each step's events row by `step`. The page's
+    /// events are read in one range: event keys lead with the order's id.
+    fn page_with<R, T>(
+        &self,
+        after: Option<OrderId>,
+        limit: usize,
+        row: impl Fn(&Self, &[u8], &[u8]) -> Result<R, StoreError>,
+        id: impl Fn(&R) -> OrderId,
+        step: impl Fn(&[u8]) -> Result<Vec<T>, String>,
+    ) -> Result<Vec<(R, Vec<T>)>, StoreError> {
+        let page = self.order_rows(after, limit, row)?;
+        let (Some(first), Some(last)) = (page.first().map(&id), page.last().map(&id)) else { return Ok(Vec::new()) };
+        let from = key(EVENTS, &[first.as_bytes()]);
+        let to = prefix_end(&key(EVENTS, &[last.as_bytes()]));
+        let mut steps = self.scan_with(&from, &to, usize::MAX, "events", |_| true, step)?.into_iter().peekable();
+        let mut out = Vec::with_capacity(page.len());
+        for r in page {
+            let this = id(&r);
+            let mut events = Vec::new();
+            while let Some((k, _)) = steps.peek() {
+                match k.get(1..17).and_then(id_of) {
+                    Some(id) if id > this => break,
+                    Some(id) if id == this => events.extend(steps.next().map(|(_, s)| s).into_iter().flatten()),
+                    // An order not on the page (quarantined) or a key that names none.
+                    _ => {
+                        steps.next();
+                    }
+                }
+            }
+            out.push((r, events));
+        }
+        Ok(out)
+    }
+
+    /// An order row as a sketch; a row that does not read that way is read whole
+    /// (and quarantined if that fails too).
+    fn read_sketch_row(&self, k: &[u8], v: &[u8]) -> Result<Sketch, StoreError> {
+        let lean = v.get(4..).and_then(|row| decode::<SketchRow>(row).ok());
+        match (lean, k.get(1..).and_then(id_of)) {
+            (Some(row), Some(id)) => Ok(row.sketch(id)),
+            _ => self.read_order_row(k, v).map(|rec| Sketch::head(&rec)),
+        }
+    }
 }
