@@ -63,6 +63,26 @@ fn fault(point: &str) {
     }
 }
 
+/// The external id of the archived order `id`, read from its line in the segment
+/// `entry` names under `dir`: what `store copy` takes for it on the target.
+///
+/// # Errors
+/// A segment that cannot be read there, or that holds another order.
+pub fn archived_source(
+    dir: &std::path::Path,
+    id: OrderId,
+    entry: &ArchiveEntry,
+) -> Result<crate::domain::ExternalRef, String> {
+    let line = segment::read_line(dir, &entry.segment, entry.offset, entry.len)?;
+    if line.order.id != id {
+        return Err(format!(
+            "segment {} holds order {} at byte {}, not {id}",
+            entry.segment, line.order.id, entry.offset
+        ));
+    }
+    Ok(line.order.source)
+}
+
 impl Archive {
     pub fn new(orders: Arc<Orders>, settings: ArchiveSettings) -> Archive {
         Archive { orders, settings, metrics: None, pass: tokio::sync::Mutex::new(()) }

@@ -93,7 +93,9 @@ pub(super) async fn store_copy(
         }
         .to_string()
     } else {
-        match crate::store::dump::copy(&from, &to, metrics.clone()).await {
+        let archive = settings.archive.dir.clone();
+        let source = move |id, e: &crate::store::ArchiveEntry| crate::archive::archived_source(&archive, id, e);
+        match crate::store::dump::copy(&from, &to, metrics.clone(), &source).await {
             Err(e @ StoreError::Locked(_)) => bail!("{e}; stop it before copying"),
             other => other.context("copying the store")?,
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Loaded;
-use crate::domain::OrderId;
+use crate::domain::{ExternalRef, OrderId};
 
 /// Where an archived order is, and what it was archived as.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,10 @@ pub enum ArchiveChange {
     Replace { id: OrderId, from: ArchiveEntry, to: Option<ArchiveEntry> },
     /// An entry appended to the archive log; its number must be free.
     Log(ArchiveLogEntry),
+    /// An archived order as another store held it (`store copy`): its entry, and its
+    /// external id taken for it. The order must be neither hot nor archived here and
+    /// the external id free, else `Conflict`.
+    Restore { id: OrderId, source: ExternalRef, entry: ArchiveEntry },
 }
 
 /// One entry of the archive log: a purge, a hold or a release, hash-chained like an

@@ -13,8 +13,10 @@ use super::extras::Extras;
 use super::kv::{Engine, KvStore};
 use super::postgres::PgStore;
 use super::{
-    Backend, DigestChange, Options, OrderWrite, OutboxChange, PaymentWrite, Quarantined, Step, Store, StoreError,
+    ArchiveChange, ArchiveEntry, Backend, DigestChange, Options, OrderWrite, OutboxChange, PaymentWrite, Quarantined,
+    Step, Store, StoreError,
 };
+use crate::domain::{ExternalRef, OrderId};
 use crate::metrics::Metrics;
 
 /// What `copy` moved.
@@ -30,6 +32,8 @@ pub struct Moved {
     pub links: u64,
     pub jobs: u64,
     pub quarantined: u64,
+    pub archived: u64,
+    pub archive_log: u64,
 }
 
 impl std::fmt::Display for Moved {
@@ -37,7 +41,7 @@ impl std::fmt::Display for Moved {
         write!(
             f,
             "{} orders, {} events, {} pending effects, {} dead letters, {} digest items, {} payments ({} unmatched), \
-             {} spent links, {} job states, {} quarantined rows",
+             {} spent links, {} job states, {} quarantined rows, {} archived orders, {} archive log entries",
             self.orders,
             self.events,
             self.pending,
@@ -47,7 +51,9 @@ impl std::fmt::Display for Moved {
             self.unmatched,
             self.links,
             self.jobs,
-            self.quarantined
+            self.quarantined,
+            self.archived,
+            self.archive_log
         )
     }
 }
@@ -143,7 +149,16 @@ async fn commit_chunks(target: &dyn Store, steps: Vec<Step>) -> Result<(), Store
 /// # Errors
 /// `Conflict` when the target holds data, `Locked` when an embedded store is in use,
 /// `Io`/`Corrupt` from either side.
-pub async fn copy(from: &Options, to: &Options, metrics: Arc<Metrics>) -> Result<Moved, StoreError> {
+/// An archived order's external id, read from its segment (the archive's business,
+/// handed in by the caller): the copy takes it for the order on the target.
+pub type ArchivedSource<'a> = &'a (dyn Fn(OrderId, &ArchiveEntry) -> Result<ExternalRef, String> + Sync);
+
+pub async fn copy(
+    from: &Options,
+    to: &Options,
+    metrics: Arc<Metrics>,
+    archived_source: ArchivedSource<'_>,
+) -> Result<Moved, StoreError> {
     let source = open_source(from, metrics.clone()).await?;
     let target = match open_empty_target(to, metrics).await {
         Ok(target) => target,
@@ -152,7 +167,7 @@ pub async fn copy(from: &Options, to: &Options, metrics: Arc<Metrics>) -> Result
             return Err(e);
         }
     };
-    let moved = move_rows(&source, &target).await;
+    let moved = move_rows(&source, &target, archived_source).await;
     // Both closed also after a failure: the stores are free again when this returns.
     let closed = (target.store().close().await, source.store().close().await);
     let moved = moved?;
@@ -162,7 +177,7 @@ pub async fn copy(from: &Options, to: &Options, metrics: Arc<Metrics>) -> Result
 }
 
 /// Every row of `source` into `target`, durable when it returns.
-async fn move_rows(source: &Side, target: &Side) -> Result<Moved, StoreError> {
+async fn move_rows(source: &Side, target: &Side, archived_source: ArchivedSource<'_>) -> Result<Moved, StoreError> {
     let (src, dst) = (source.store(), target.store());
     let mut moved = Moved::default();
 
@@ -181,6 +196,8 @@ async fn move_rows(source: &Side, target: &Side) -> Result<Moved, StoreError> {
         }
         dst.commit(steps).await?;
     }
+
+    move_archive(src, dst, archived_source, &mut moved).await?;
 
     // The outbox, then the dead letters (added, then buried as they were).
     let pending = src.pending_effects(usize::MAX).await?;
@@ -241,4 +258,32 @@ async fn move_rows(source: &Side, target: &Side) -> Result<Moved, StoreError> {
     target.add_quarantined(&extras.quarantine).await?;
     dst.flush().await?;
     Ok(moved)
+}
+
+/// The archive's index (each archived order with its external id) and its log.
+async fn move_archive(
+    src: &dyn Store,
+    dst: &dyn Store,
+    archived_source: ArchivedSource<'_>,
+    moved: &mut Moved,
+) -> Result<(), StoreError> {
+    let mut after = None;
+    loop {
+        let page = src.archive_entries(after, CHUNK).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(*last);
+        let mut archive = Vec::with_capacity(page.len());
+        for (id, entry) in page {
+            let source = archived_source(id, &entry).map_err(|e| {
+                StoreError::Corrupt(format!("archived order {id}: {e}; nothing after the orders was copied"))
+            })?;
+            archive.push(ArchiveChange::Restore { id, source, entry });
+        }
+        moved.archived += archive.len() as u64;
+        dst.commit(vec![Step { archive, ..Step::default() }]).await?;
+    }
+    let log = src.archive_log().await?;
+    moved.archive_log = log.len() as u64;
+    let steps = log.into_iter().map(|l| Step { archive: vec![ArchiveChange::Log(l)], ..Step::default() }).collect();
+    commit_chunks(dst, steps).await
 }

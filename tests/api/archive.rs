@@ -310,3 +310,41 @@ async fn the_archive_works_the_same_on_postgres() {
     assert_eq!((audit["intact"].as_bool(), audit["archive"]["log_entries"].as_u64()), (Some(true), Some(2)), "{audit}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn store_copy_to_postgres_carries_the_archived_orders_and_the_archive_log() {
+    use secrecy::ExposeSecret as _;
+    let clock = ManualClock::new(Utc::now() - Duration::days(100));
+    let app = TestApp::builder().clock(clock.clock()).start().await;
+    let (held, plain) = (rejected(&app, "D-CP1").await, rejected(&app, "D-CP2").await);
+    app.drain_outbox().await;
+    clock.advance(Duration::days(91));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["archived"], 2, "{pass}");
+    let (status, body) = app.api_post_json(&format!("/orders/{held}/legal-hold"), &json!({"reason": "审计"})).await;
+    assert_eq!(status, 200, "{body}");
+    let kept = app.stop_and_release().await;
+    let dir = kept.path().to_owned();
+
+    let pg = crate::postgres::fresh_database().await;
+    let url_file = dir.join("target-url");
+    std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
+    let to_url = format!("file:{}", url_file.display());
+    let out = cli(&dir, &["store", "copy", "--to-backend", "postgres", "--to-url", &to_url], &[]).await;
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 archived orders, 1 archive log entries"), "{text}");
+    assert!(text.contains("audit intact on the copy"), "{text}");
+
+    // On PostgreSQL, the orders are archived where they were, the hold kept.
+    let on_pg = [("ORDERBRIDGE__STORE__BACKEND", "postgres"), ("ORDERBRIDGE__STORE__URL", to_url.as_str())];
+    for (id, hold) in [(&held, true), (&plain, false)] {
+        let out = cli(&dir, &["orders", "show", id, "--json"], &on_pg).await;
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(shown["state"], "archived", "{shown}");
+        assert_eq!(shown["archived"]["legal_hold"].is_object(), hold, "{shown}");
+    }
+    let out = cli(&dir, &["audit", "verify"], &on_pg).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}

@@ -920,6 +920,15 @@ async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
             ..Step::default()
         };
         store.commit(vec![step]).await.unwrap();
+        // One order archived, with an entry in the archive's log.
+        let gone = orders.ingest(inbound("CP-3", 1, "500.00", "C-CP"), &rules, Utc::now()).await.unwrap();
+        let rec = store.order(gone.order_id).await.unwrap().unwrap();
+        let entry = archive_entry(&rec, "2026-01/seg-cp.jsonl");
+        let archive = vec![
+            store::ArchiveChange::Move { id: rec.id, loaded: Loaded::of(&rec), entry },
+            store::ArchiveChange::Log(archive_log(1)),
+        ];
+        store.commit(vec![Step { archive, ..Step::default() }]).await.unwrap();
         // One order row damaged in place, then read: quarantined.
         let mut b = Batch::default();
         let mut k = vec![tags::ORDERS];
@@ -936,9 +945,15 @@ async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
         ..sled.clone()
     };
     let fjall = options(Backend::Fjall, dir.path());
+    // The archived order's external id, as the archive reads it from its segment.
+    let archived = |_: orderbridge::domain::OrderId, e: &store::ArchiveEntry| {
+        assert_eq!(e.segment, "2026-01/seg-cp.jsonl");
+        Ok(ExternalRef { connector: "demo-crm".parse().unwrap(), id: "CP-3".parse().unwrap() })
+    };
     for (from, to) in [(&sled, &pg), (&pg, &fjall)] {
-        let moved = store::dump::copy(from, to, Arc::new(Metrics::default())).await.unwrap();
+        let moved = store::dump::copy(from, to, Arc::new(Metrics::default()), &archived).await.unwrap();
         assert_eq!((moved.orders, moved.links, moved.jobs, moved.quarantined), (1, 1, 1, 1), "{moved}");
+        assert_eq!((moved.archived, moved.archive_log), (1, 1), "{moved}");
         let store = Subject { options: to.clone(), _dir: tempfile::tempdir().unwrap() }.open().await;
         let name = to.backend.name();
         assert_eq!(store.used("link-cp").await.unwrap(), Some(used.clone()), "{name}");
@@ -948,6 +963,13 @@ async fn a_copy_through_postgres_keeps_links_jobs_timers_and_quarantine() {
         let rec = store.order(big.order_id).await.unwrap().unwrap();
         let due = rec.next_timer().unwrap();
         assert_eq!(store.due_timers(due, 10).await.unwrap(), vec![(big.order_id, truncated(due))], "{name}");
+        // The archived order is archived there too, its external id still taken.
+        let ext = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "CP-3".parse().unwrap() };
+        let id = store.find_external(&ext).await.unwrap().unwrap_or_else(|| panic!("{name}: CP-3 is taken"));
+        assert_eq!(store.archived(id).await.unwrap().unwrap().segment, "2026-01/seg-cp.jsonl", "{name}");
+        assert_eq!(store.order(id).await.unwrap(), None, "{name}: not hot");
+        let log = store.archive_log().await.unwrap();
+        assert_eq!(log.iter().map(|l| (l.seq, l.action.as_str())).collect::<Vec<_>>(), [(1, "purge")], "{name}");
         assert_eq!(Orders::new(store).verify_audit().await.unwrap().broken, None, "{name}");
     }
 }

@@ -3,8 +3,8 @@
 //! index keys and records its entry in the same batch.
 
 use super::{
-    ARCHIVE, ARCHIVE_LOG, Batch, CUSTOMERS, EVENTS, Engine, INVOICES, KvStore, key, order_key, pair, prefix_end,
-    seq_of, state_key, timer_key,
+    ARCHIVE, ARCHIVE_LOG, Batch, CUSTOMERS, EVENTS, EXTERNAL, Engine, INVOICES, KvStore, key, order_key, pair,
+    prefix_end, seq_of, state_key, timer_key,
 };
 use crate::domain::OrderId;
 use crate::store::codec::{decode, encode};
@@ -55,6 +55,18 @@ impl<E: Engine> KvStore<E> {
                     Some(to) => b.put(ek, encode(&to)),
                     None => b.del(ek),
                 }
+            }
+            ArchiveChange::Restore { id, source, entry } => {
+                let (ek, ext) =
+                    (entry_key(id), pair(EXTERNAL, source.connector.as_str(), source.id.as_str().as_bytes()));
+                if self.exists(&order_key(id))? || self.exists(&ek)? || self.exists(&ext)? {
+                    return Err(StoreError::Conflict(format!(
+                        "order {id} or {}/{} is here already",
+                        source.connector, source.id
+                    )));
+                }
+                b.put(ext, id.as_bytes().to_vec());
+                b.put(ek, encode(&entry));
             }
             ArchiveChange::Log(entry) => {
                 let k = key(ARCHIVE_LOG, &[&entry.seq.to_be_bytes()]);

@@ -67,6 +67,27 @@ pub(super) async fn change(tx: &mut PgConnection, c: ArchiveChange) -> Result<()
                 return conflict(format!("the archive entry of order {id} changed meanwhile"));
             }
         }
+        ArchiveChange::Restore { id, source, entry } => {
+            let q = sqlx::query(
+                "INSERT INTO external_ids (connector, external_id, order_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(source.connector.as_str())
+            .bind(source.id.as_str())
+            .bind(uuid(id));
+            let hot = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders WHERE id = $1").bind(uuid(id));
+            if exec(tx, q).await? == 0 || hot.fetch_one(&mut *tx).await.map_err(db)? > 0 {
+                return conflict(format!("order {id} or {}/{} is here already", source.connector, source.id));
+            }
+            let q = sqlx::query(
+                "INSERT INTO archive_index (order_id, segment, entry) VALUES ($1, $2, $3::json) ON CONFLICT DO NOTHING",
+            )
+            .bind(uuid(id))
+            .bind(&entry.segment)
+            .bind(json(&entry));
+            if exec(tx, q).await? == 0 {
+                return conflict(format!("order {id} is archived already"));
+            }
+        }
         ArchiveChange::Log(entry) => {
             let q = sqlx::query("INSERT INTO archive_log (seq, record) VALUES ($1, $2::json) ON CONFLICT DO NOTHING")
                 .bind(i64::try_from(entry.seq).unwrap_or(i64::MAX))
