@@ -86,21 +86,7 @@ pub(super) async fn store_copy(
         if o.backend.is_embedded() { o.path.display().to_string() } else { "the database".to_owned() }
     };
     let (from_name, to_name) = (name(&from), name(&to));
-    let copied = if from.backend.is_embedded() && to.backend.is_embedded() {
-        match crate::store::copy(&from, &to, metrics.clone()).await {
-            Err(StoreError::Locked(_)) => bail!("a store is in use (is the daemon running?); stop it before copying"),
-            other => other.context("copying the store")?,
-        }
-        .to_string()
-    } else {
-        let archive = settings.archive.dir.clone();
-        let source = move |id, e: &crate::store::ArchiveEntry| crate::archive::archived_source(&archive, id, e);
-        match crate::store::dump::copy(&from, &to, metrics.clone(), &source).await {
-            Err(e @ StoreError::Locked(_)) => bail!("{e}; stop it before copying"),
-            other => other.context("copying the store")?,
-        }
-        .to_string()
-    };
+    let copied = copy(&from, &to, &settings.archive.dir, &metrics).await?;
     println!("copied {copied} from {from_name} ({}) to {to_name} ({})", from.backend.name(), to.backend.name());
     // The copy's own handle on the target is closed; sled lets its file lock go a
     // moment later, so a lock still held by this process is waited for, briefly.
@@ -126,4 +112,29 @@ pub(super) async fn store_copy(
             Ok(1)
         }
     }
+}
+
+/// Copies the store `from` into `to`: raw rows between embedded engines, records to
+/// or from PostgreSQL (archived orders' external ids read from their segments under
+/// `archive`). What it copied, as text.
+async fn copy(
+    from: &crate::store::Options,
+    to: &crate::store::Options,
+    archive: &Path,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<String> {
+    Ok(if from.backend.is_embedded() && to.backend.is_embedded() {
+        match crate::store::copy(from, to, metrics.clone()).await {
+            Err(StoreError::Locked(_)) => bail!("a store is in use (is the daemon running?); stop it before copying"),
+            other => other.context("copying the store")?,
+        }
+        .to_string()
+    } else {
+        let source = |id, e: &crate::store::ArchiveEntry| crate::archive::archived_source(archive, id, e);
+        match crate::store::dump::copy(from, to, metrics.clone(), &source).await {
+            Err(e @ StoreError::Locked(_)) => bail!("{e}; stop it before copying"),
+            other => other.context("copying the store")?,
+        }
+        .to_string()
+    })
 }
