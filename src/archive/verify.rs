@@ -1,14 +1,15 @@
 //! The archive's part of `audit verify`: every segment the store names is there,
 //! whole and unaltered (its sha256 and length as recorded when it was written), each
 //! archived order's line is that order and its hash chain recomputes to the head it
-//! was archived with, and the archive log's chain is unbroken. Segment files no
+//! was archived with (its seals checked with the audit keys, as for a hot order), and
+//! the archive log's chain is unbroken. Segment files no
 //! entry names are listed (a pass removes them).
 
 use std::collections::BTreeMap;
 
 use super::{Archive, segment};
 use crate::domain::OrderId;
-use crate::orders::{OrderError, check_chain};
+use crate::orders::{OrderError, Orders};
 use crate::store::records::GENESIS;
 use crate::store::{ArchiveEntry, ArchiveLogEntry};
 
@@ -34,14 +35,15 @@ impl Archive {
         let mut by_segment: BTreeMap<String, Vec<(OrderId, ArchiveEntry)>> = BTreeMap::new();
         self.each_entry(|id, e| by_segment.entry(e.segment.clone()).or_default().push((id, e))).await?;
         let log = self.orders.store().archive_log().await?;
-        let dir = self.settings.dir.clone();
-        tokio::task::spawn_blocking(move || verify_files(&dir, &by_segment, &log))
+        let (dir, orders) = (self.settings.dir.clone(), self.orders.clone());
+        tokio::task::spawn_blocking(move || verify_files(&orders, &dir, &by_segment, &log))
             .await
             .map_err(|e| OrderError::Store(crate::store::StoreError::Io(e.to_string())))?
     }
 }
 
 fn verify_files(
+    orders: &Orders,
     dir: &std::path::Path,
     by_segment: &BTreeMap<String, Vec<(OrderId, ArchiveEntry)>>,
     log: &[ArchiveLogEntry],
@@ -49,7 +51,7 @@ fn verify_files(
     let mut a = ArchiveAudit { segments: by_segment.len() as u64, ..ArchiveAudit::default() };
     for (seg, entries) in by_segment {
         a.orders += entries.len() as u64;
-        if let Some(p) = verify_segment(dir, seg, entries, &mut a.events) {
+        if let Some(p) = verify_segment(orders, dir, seg, entries, &mut a.events) {
             a.problems.push(p);
         }
     }
@@ -73,6 +75,7 @@ fn verify_files(
 
 /// The first problem of one segment, if any.
 fn verify_segment(
+    orders: &Orders,
     dir: &std::path::Path,
     seg: &str,
     entries: &[(OrderId, ArchiveEntry)],
@@ -102,7 +105,7 @@ fn verify_segment(
         if line.order.id != *id || line.order.last_hash != e.last_hash {
             return Some(format!("archived order {id}: segment {seg} holds another order or head at its place"));
         }
-        match check_chain(&line.order, &line.events) {
+        match orders.check_trail(&line.order, &line.events) {
             Ok(k) => *events += k,
             Err((seq, why)) => return Some(format!("archived order {id} in segment {seg}, event {seq}: {why}")),
         }

@@ -48,6 +48,15 @@ pub(crate) fn check_chain(rec: &OrderRecord, events: &[EventRecord]) -> Result<u
     Ok(events.len() as u64)
 }
 
+impl Orders {
+    /// Checks one order's trail: its hash chain up to the head the order records,
+    /// and the seals of its steps with the configured audit keys. The events it
+    /// checked, or the first broken one and why.
+    pub(crate) fn check_trail(&self, rec: &OrderRecord, events: &[EventRecord]) -> Result<u64, (u32, String)> {
+        check_chain(rec, events).and_then(|n| self.audit_keys.check(rec, events).map(|_| n))
+    }
+}
+
 /// Verifies every order's chain. Each order is read under its lock, so a step
 /// committed meanwhile (the daemon keeps working) is seen whole or not at all.
 pub(crate) async fn verify(orders: &Orders) -> Result<AuditReport, OrderError> {
@@ -71,7 +80,7 @@ pub(crate) async fn verify(orders: &Orders) -> Result<AuditReport, OrderError> {
             };
             report.orders += 1;
             let events = orders.store.events(id).await?;
-            match check_chain(&rec, &events).and_then(|n| orders.audit_keys.check(&rec, &events).map(|_| n)) {
+            match orders.check_trail(&rec, &events) {
                 Ok(n) => report.events += n,
                 Err((seq, why)) => {
                     report.broken = Some((id, seq, why));

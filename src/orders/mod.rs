@@ -30,7 +30,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
-pub(crate) use audit::check_chain;
 pub use report::Named;
 pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};

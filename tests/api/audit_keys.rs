@@ -94,3 +94,30 @@ async fn seals_survive_a_key_rotation_and_an_altered_order_row_is_named() {
     assert!(text.contains(&format!("audit BROKEN at order {new}")), "{text}");
     assert!(text.contains("the order row or the chain does not match its seal"), "{text}");
 }
+
+#[tokio::test]
+async fn an_archived_orders_seals_are_checked_too() {
+    use chrono::{Duration, Utc};
+    let clock = ManualClock::new(Utc::now() - Duration::days(100));
+    let app = TestApp::builder().clock(clock.clock()).files(|d| keyed(d, "k1", &["k1"])).start().await;
+    let mut p = deal("D-SEAL-AR", 1, "5000.00");
+    p["deal"]["customer"]["credit_rating"] = "CCC".into();
+    let (_, b) = app.post_webhook(&p).await;
+    assert_eq!(b["state"], "rejected", "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    app.drain_outbox().await;
+    clock.advance(Duration::days(91));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["archived"], 1, "{pass}");
+    let dir = app.stop_and_release().await;
+    let out = cli(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("archive: 1 orders"), "{}", stdout(&out));
+
+    // The key that sealed it gone: the archived order's seal cannot be checked, named.
+    keyed(dir.path(), "k2", &["k2"]);
+    let out = cli(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("archived order {id}")) && text.contains("key `k1`"), "{text}");
+}
