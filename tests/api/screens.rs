@@ -35,8 +35,9 @@ fn screens_dir() -> PathBuf {
     dir
 }
 
-/// One headless Chromium behind chromedriver; killed on drop.
-struct Browser {
+/// One headless Chromium behind chromedriver; killed on drop. Also drives the OIDC
+/// sign-in (`oidc.rs`).
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -84,7 +85,7 @@ return out;
 "#;
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"])
             .expect("Chromium is required (scripts/test.sh installs it: apt-get install chromium chromium-driver)");
         let chromedriver =
@@ -119,7 +120,7 @@ impl Browser {
         Browser { driver, base, session, http }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -186,7 +187,7 @@ impl Browser {
         seen
     }
 
-    async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
