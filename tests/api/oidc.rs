@@ -138,9 +138,9 @@ impl Browser {
     async fn sign_in_with_provider(&self, app: &TestApp, issuer: &str, login: &str) {
         self.open(&app.url("/signin")).await;
         let button = format!("使用 {PROVIDER_NAME} 登录");
-        self.until("the sign-in page", "document.querySelector('form[action=\"/signin/oidc\"] button')").await;
+        self.until("the sign-in page", "document.querySelector('a[href=\"/signin/oidc\"]')").await;
         assert!(self.text().await.contains(&button), "{}", self.text().await);
-        self.run("document.querySelector('form[action=\"/signin/oidc\"] button').click();").await;
+        self.run("document.querySelector('a[href=\"/signin/oidc\"]').click();").await;
         self.until("the provider's login form", "document.querySelector('input[name=login]')").await;
         assert!(self.href().await.starts_with(issuer), "at {}", self.href().await);
         self.run(&format!(
