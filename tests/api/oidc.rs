@@ -21,7 +21,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as 
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use crate::screens::Browser;
+use crate::screens::{Browser, WIDTHS, problems};
 
 const NODE_MODULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/node/node_modules");
 const PROVIDER_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/oidc-provider.mjs");
@@ -134,12 +134,23 @@ impl Browser {
         self.run("return location.href;").await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Checks the page shown now as `screens` checks every page (phone and desktop,
+    /// Chinese), its screenshots saved as `name`.
+    async fn reads_well(&self, name: &str) {
+        for width in WIDTHS {
+            let seen = self.look_here(width, name).await;
+            let found = problems(name, width, &seen, "zh-CN");
+            assert!(found.is_empty(), "{found:#?}");
+        }
+    }
+
     /// From the console's sign-in page through the provider's login and consent forms.
     async fn sign_in_with_provider(&self, app: &TestApp, issuer: &str, login: &str) {
         self.open(&app.url("/signin")).await;
         let button = format!("使用 {PROVIDER_NAME} 登录");
         self.until("the sign-in page", "document.querySelector('a[href=\"/signin/oidc\"]')").await;
         assert!(self.text().await.contains(&button), "{}", self.text().await);
+        self.reads_well("console-signin-oidc").await;
         self.run("document.querySelector('a[href=\"/signin/oidc\"]').click();").await;
         self.until("the provider's login form", "document.querySelector('input[name=login]')").await;
         assert!(self.href().await.starts_with(issuer), "at {}", self.href().await);
@@ -197,6 +208,7 @@ async fn staff_sign_in_through_the_oidc_provider_in_a_browser() {
     let refusal = browser.text().await;
     assert!(refusal.contains("通讯录中没有该邮箱"), "{refusal}");
     assert!(!refusal.contains("stranger@elsewhere.example"), "the page names no address: {refusal}");
+    browser.reads_well("console-oidc-refused").await;
     browser.open(&console).await;
     browser.until("sign-in instead of the console", &format!("location.href === {signin:?}")).await;
     browser.quit().await;

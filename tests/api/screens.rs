@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::cash::{deliver, system_event};
 use crate::helpers::*;
 
-const WIDTHS: [u32; 2] = [420, 1200];
+pub(crate) const WIDTHS: [u32; 2] = [420, 1200];
 
 fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -46,7 +46,7 @@ pub(crate) struct Browser {
 
 /// What a page looks like to the checks (see `CHECKS`).
 #[derive(Debug, serde::Deserialize)]
-struct Seen {
+pub(crate) struct Seen {
     #[serde(rename = "scrollWidth")]
     scroll_width: f64,
     #[serde(rename = "innerWidth")]
@@ -160,7 +160,7 @@ impl Browser {
     }
 
     /// Checks the page shown now at `width` and saves its screenshot as `name`.
-    async fn look_here(&self, width: u32, name: &str) -> Seen {
+    pub(crate) async fn look_here(&self, width: u32, name: &str) -> Seen {
         self.resize(width, 900).await;
         let seen: Seen = serde_json::from_value(
             self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": CHECKS, "args": []}))).await,
@@ -201,7 +201,7 @@ impl Drop for Browser {
 }
 
 /// The findings for one page at one width; empty when it reads well.
-fn problems(name: &str, width: u32, seen: &Seen, expect_lang: &str) -> Vec<String> {
+pub(crate) fn problems(name: &str, width: u32, seen: &Seen, expect_lang: &str) -> Vec<String> {
     let mut out = Vec::new();
     let at = format!("{name} at {width} px");
     if seen.inner_width != f64::from(width) {
