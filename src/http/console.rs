@@ -4,7 +4,8 @@
 //! the mailed link and recorded with channel `console`. Server-rendered from
 //! `pages/console.html` (zh-CN and en), no JavaScript; every form carries a CSRF token
 //! (the sign-in form: a double-submit cookie; signed-in forms: the session's token) and
-//! a state-changing post without it is refused.
+//! a state-changing post without it is refused. Sign-in through an OpenID Connect
+//! provider is `http::oidc`; it ends in the same session cookie.
 
 use axum::Form;
 use axum::extract::{Path, State};
