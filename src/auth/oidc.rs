@@ -114,7 +114,7 @@ impl Oidc {
     ///
     /// # Errors
     /// The HTTP client cannot be built.
-    fn new(settings: OidcSettings, public_url: &str) -> Result<Oidc, String> {
+    pub(crate) fn new(settings: OidcSettings, public_url: &str) -> Result<Oidc, String> {
         let redirect_url =
             settings.redirect_url.clone().unwrap_or_else(|| format!("{public_url}/signin/oidc/callback"));
         let http = reqwest::Client::builder()
@@ -133,6 +133,16 @@ impl Oidc {
     /// The HTTP client cannot be built.
     pub(crate) fn configured(settings: Option<&OidcSettings>, public_url: &str) -> Result<Option<Arc<Oidc>>, String> {
         settings.map(|s| Oidc::new(s.clone(), public_url).map(Arc::new)).transpose()
+    }
+
+    /// For `check --online`: fetches the discovery document and the keys now.
+    ///
+    /// # Errors
+    /// What stopped a sign-in from starting.
+    pub(crate) async fn check(&self) -> Result<String, String> {
+        let p = self.provider().await.map_err(|e| e.to_string())?;
+        let n = p.keys.lock().expect("lock").len();
+        Ok(format!("{} publishes its endpoints and {n} key{}", self.settings.issuer, if n == 1 { "" } else { "s" }))
     }
 
     /// The configured issuer.

@@ -287,6 +287,18 @@ async fn fetch(http: &reqwest::Client, url: &str, cookie: &str) -> Answer {
     Answer { status, location, cookies, body: r.text().await.unwrap() }
 }
 
+/// What `orderbridge check --online` on `dir` printed (one line per system).
+async fn check_online(dir: &Path) -> String {
+    // On a blocking thread: the provider it calls is served by this test's runtime.
+    let dir = dir.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin()).args(["check", "--online", "--config-dir"]).arg(dir).output().unwrap()
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One sign-in started: the daemon's redirect to the provider (its URL) and the state.
 async fn begin(http: &reqwest::Client, app: &TestApp, issuer: &str) -> (String, String) {
     let r = fetch(http, &app.url("/signin/oidc"), "").await;
@@ -316,13 +328,19 @@ async fn the_callback_refuses_forged_replayed_and_misaddressed_id_tokens() {
     let app = daemon(&issuer).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
-    // The provider is down: a page says so, and the daemon keeps serving.
+    // The provider is down: a page says so, and the daemon keeps serving; `check
+    // --online` says so too.
     *fake.down.lock().unwrap() = true;
     let r = fetch(&http, &app.url("/signin/oidc"), "").await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("暂时无法连接 Bank SSO"), "{}", r.body);
     assert_eq!(fetch(&http, &app.url("/healthz"), "").await.status, 200);
+    let text = check_online(app.dir.path()).await;
+    assert!(text.contains(&format!("console.oidc: FAILED: the sign-in provider cannot be reached: {issuer}/.well-known/openid-configuration answered 503")), "{text}");
     *fake.down.lock().unwrap() = false;
+    let text = check_online(app.dir.path()).await;
+    assert!(text.contains(&format!("console.oidc: ok ({issuer} publishes its endpoints and 1 key)")), "{text}");
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
 
     let now = chrono::Utc::now().timestamp();
     let claims = |nonce: &str| {
