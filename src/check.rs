@@ -54,7 +54,8 @@ pub(crate) fn run_check(config_dir: &Path) -> i32 {
 pub(crate) const EX_UNAVAILABLE: i32 = 69;
 
 /// `orderbridge check --online`: calls each connector's health check (and the SMTP
-/// server), at most 20 seconds each; prints one line per system.
+/// server, and the console's OpenID Connect provider), at most 20 seconds each; prints
+/// one line per system.
 pub(crate) async fn run_online(config_dir: &Path) -> i32 {
     let Ok(loaded) = load_all(config_dir) else { return EX_CONFIG };
     let limit = std::time::Duration::from_secs(20);
@@ -88,6 +89,15 @@ pub(crate) async fn run_online(config_dir: &Path) -> i32 {
             Err(e) => Err(e),
         };
         report(crate::engine::notify::MAIL_CONNECTOR, r);
+    }
+    if let Some(o) = &loaded.settings.oidc {
+        let r = match crate::auth::oidc::Oidc::new(o.clone(), "") {
+            Ok(c) => tokio::time::timeout(limit, c.check())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", limit.as_secs()))),
+            Err(e) => Err(e),
+        };
+        report("console.oidc", r);
     }
     if failed == 0 {
         println!("every system answered");

@@ -88,12 +88,11 @@ impl Application {
         crate::versions::kept::record(&settings.store_path, &versions, clock.now())
             .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let (listener, admin_listener) = bind(&settings).await?;
-        let public_url = settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")));
+        let public_url = public_url(&settings, &listener);
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
         let page_templates = templates.clone();
+        let oidc =
+            crate::auth::oidc::Oidc::configured(settings.oidc.as_ref(), &public_url).map_err(anyhow::Error::msg)?;
         let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
@@ -151,6 +150,7 @@ impl Application {
             ready: Arc::new(AtomicBool::new(false)),
             dispatcher_wake: wake,
             mailer: console_mailer,
+            oidc,
             public_url: public_url.into(),
             reports: digests.reports.clone(),
         };
@@ -303,6 +303,14 @@ fn mail_connector(
     let limits = crate::connectors::limits::Limits { concurrency: smtp.pool_max as usize, rate: None, own_slots: true };
     registry.add_builtin_with_limits(MAIL_CONNECTOR, mailer.clone(), names, limits);
     Ok(Some(mailer))
+}
+
+/// The base of the daemon's own links: `site.public_url`, else the public listener's address.
+fn public_url(settings: &crate::settings::Settings, listener: &TcpListener) -> String {
+    settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound listener has an address")))
 }
 
 /// The public listener and the admin one.

@@ -1,8 +1,12 @@
 //! Principals' credentials, kept by the daemon: API tokens for clients and people
 //! (`tokens`); console sessions and one-time sign-in links (`sessions`, the layer the
-//! console's sign-in and a later OpenID Connect callback both end in). Who may do what with them is `crate::engine::access`; finding the
-//! principal of a request is `crate::http::principal`.
+//! console's sign-in and the OpenID Connect callback both end in); sign-in through an
+//! OpenID Connect provider (`oidc`, its ID token checks in `id_token`). Who may do
+//! what with them is `crate::engine::access`; finding the principal of a request is
+//! `crate::http::principal`.
 
+pub(crate) mod id_token;
+pub(crate) mod oidc;
 pub(crate) mod sessions;
 pub(crate) mod tokens;
 

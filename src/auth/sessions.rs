@@ -1,6 +1,6 @@
 //! Console sessions and one-time sign-in links: the layer a sign-in ends in, whatever
-//! proved who the person is (a link mailed to their directory address now; an OpenID
-//! Connect callback later calls `Sessions::start` the same way).
+//! proved who the person is (a link mailed to their directory address, or an OpenID
+//! Connect provider's answer: both call `Sessions::start`).
 //!
 //! A session is a random 32-byte id in an HttpOnly cookie (`cookie`: `Secure` when the
 //! public URL is https, `SameSite=Lax`), kept here only as its SHA-256, with the

@@ -4,7 +4,8 @@
 //! the mailed link and recorded with channel `console`. Server-rendered from
 //! `pages/console.html` (zh-CN and en), no JavaScript; every form carries a CSRF token
 //! (the sign-in form: a double-submit cookie; signed-in forms: the session's token) and
-//! a state-changing post without it is refused.
+//! a state-changing post without it is refused. Sign-in through an OpenID Connect
+//! provider is `http::oidc`; it ends in the same session cookie.
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -22,15 +23,15 @@ use crate::engine::access::{Action, Channel, Principal, authorize};
 use crate::engine::answers::{ApprovalDecision, approval_event};
 
 /// The session cookie.
-const SESSION: &str = "ob_session";
+pub(super) const SESSION: &str = "ob_session";
 /// The sign-in form's double-submit CSRF cookie.
 const SIGNIN_CSRF: &str = "ob_signin_csrf";
 
-fn secure(app: &AppState) -> bool {
+pub(super) fn secure(app: &AppState) -> bool {
     app.settings.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -49,7 +50,7 @@ fn locale_of(app: &AppState, person: Option<&str>) -> Locale {
 }
 
 /// A view of `pages/console.html`, as text (escaped HTML).
-fn view(app: &AppState, l: Locale, name: &str, mut ctx: serde_json::Value) -> String {
+pub(super) fn view(app: &AppState, l: Locale, name: &str, mut ctx: serde_json::Value) -> String {
     ctx["view"] = name.into();
     texts(app).render_fragment("console", l, ctx).unwrap_or_else(|e| {
         tracing::error!(error = %e, view = name, "console text not rendered");
@@ -57,15 +58,15 @@ fn view(app: &AppState, l: Locale, name: &str, mut ctx: serde_json::Value) -> St
     })
 }
 
-fn console_page(app: &AppState, status: StatusCode, l: Locale, title: &str, body: &str) -> Response {
+pub(super) fn console_page(app: &AppState, status: StatusCode, l: Locale, title: &str, body: &str) -> Response {
     page(status, l, &app.settings, &view(app, l, title, json!({})), body)
 }
 
-fn redirect(to: &str) -> Response {
+pub(super) fn redirect(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
 }
 
-fn with_cookie(mut resp: Response, set: &str) -> Response {
+pub(super) fn with_cookie(mut resp: Response, set: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(set) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -89,7 +90,8 @@ fn random_hex() -> String {
 pub(crate) async fn signin_form(State(app): State<AppState>) -> Response {
     let l = app.settings.presentation.default_locale;
     let csrf = random_hex();
-    let body = view(&app, l, "signin", json!({"csrf": csrf}));
+    let oidc = app.oidc.as_ref().map(|o| o.name());
+    let body = view(&app, l, "signin", json!({"csrf": csrf, "oidc": oidc}));
     let resp = console_page(&app, StatusCode::OK, l, "title_signin", &body);
     with_cookie(resp, &cookie(SIGNIN_CSRF, Some(&csrf), secure(&app)))
 }

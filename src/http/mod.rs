@@ -14,6 +14,7 @@ pub(crate) mod console;
 pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
+pub(crate) mod oidc;
 pub(crate) mod pages;
 pub(crate) mod principal;
 pub(crate) mod reports;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub(crate) public_url: Arc<str>,
     /// Sends console sign-in links now (`None`: no `[smtp]`, so no sign-in by mail).
     pub(crate) mailer: Option<Arc<crate::mail::Mailer>>,
+    /// Sign-in through an OpenID Connect provider (`None`: not configured).
+    pub(crate) oidc: Option<Arc<crate::auth::oidc::Oidc>>,
     /// Scheduled management reports (`[[reports]]`), for their previews.
     pub(crate) reports: Arc<Vec<crate::reports::ReportSpec>>,
 }
@@ -156,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .route("/pages/status/{token}", get(pages::status_page))
         .route("/signin", get(console::signin_form).post(console::signin).layer(pages_limit))
         .route("/signin/{token}", get(console::signin_confirm).post(console::signin_link).layer(pages_limit))
+        .route("/signin/oidc", get(oidc::start))
+        .route("/signin/oidc/callback", get(oidc::callback))
         .route("/signout", post(console::signout).layer(pages_limit))
         .route("/console", get(console::inbox))
         .route("/console/orders/{id}/approval", post(console::decide).layer(pages_limit))

@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 pub use self::archive::ArchiveSettings;
 use self::archive::RawArchive;
+pub(crate) use self::console::OidcSettings;
 pub use self::limits::{DispatcherSettings, QueueAlerts};
 use self::limits::{RawDispatcher, RawIntake, RawLimits, RawScheduler};
 pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
@@ -161,6 +162,8 @@ pub struct Settings {
     pub accepted_weak_secrets: Vec<String>,
     /// Console sessions and sign-in links (`[console]`).
     pub(crate) console: crate::auth::sessions::Limits,
+    /// Console sign-in through an OpenID Connect provider (`[console.oidc]`).
+    pub(crate) oidc: Option<console::OidcSettings>,
 }
 
 /// Collects the problems of one settings file, each located at its key in the file
@@ -267,6 +270,7 @@ impl RawSettings {
         let links = mail::links(&self.links, &mut secrets, &mut p);
         let archive = archive::parse(&self.archive, config_dir, &store::path(&self.store, config_dir), &mut p);
         let console = console::limits(&self.console, &mut p);
+        let oidc = console::oidc(&self.console, &mut secrets, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
@@ -306,6 +310,7 @@ impl RawSettings {
             secret_policy,
             accepted_weak_secrets,
             console,
+            oidc,
         })
     }
 }

@@ -200,3 +200,37 @@ fn console_limits_have_defaults_and_zero_is_refused_and_the_admin_token_can_be_s
         parse("[server]\nadmin_token = \"${ORDERBRIDGE_TEST_SURELY_UNSET}\"\nadmin_token_enabled = false\n").unwrap();
     assert!(s.admin_token.is_none());
 }
+
+#[test]
+fn console_oidc_reads_its_secret_by_reference_and_refuses_plain_http_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("oidc-secret"), "a-client-secret-of-the-provider-7d1f\n").unwrap();
+    let parse_in = |text: &str| {
+        let raw: RawSettings = toml::from_str(text).unwrap();
+        raw.parse(dir.path(), Path::new("orderbridge.toml"), text, false)
+    };
+    assert!(parse_in("").unwrap().oidc.is_none(), "off unless configured");
+    let s = parse_in(
+        "[console.oidc]\nissuer = \"https://login.bank.example/realms/staff\"\nclient_id = \"ob\"\nclient_secret = \"file:oidc-secret\"\n",
+    )
+    .unwrap();
+    let o = s.oidc.unwrap();
+    assert_eq!((o.name.as_str(), o.claim.as_str(), o.redirect_url.as_deref()), ("login.bank.example", "email", None));
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&o.client_secret), "a-client-secret-of-the-provider-7d1f");
+    assert!(format!("{o:?}").contains("REDACTED") && !format!("{o:?}").contains("7d1f"));
+    let local = "[console.oidc]\nissuer = \"http://127.0.0.1:9400\"\nclient_id = \"ob\"\nclient_secret = \"file:oidc-secret\"\n";
+    assert!(parse_in(local).is_ok(), "plain http on loopback (a provider on this machine)");
+
+    let text = "[console.oidc]\nissuer = \"http://login.bank.example\"\nclient_id = \"\"\nclient_secret = \"the-secret-itself\"\nredirect_url = \"ftp://x\"\n";
+    let problems: Vec<String> = parse_in(text).unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "orderbridge.toml:2:10: `http://login.bank.example` must be an https URL (plain http only on loopback)",
+            "orderbridge.toml:5:16: `ftp://x` must be an https URL (plain http only on loopback)",
+            "orderbridge.toml:3:13: `client_id` must not be empty",
+            "orderbridge.toml:4:17: a secret must be a reference, `${ENV_NAME}` or `file:PATH`, never the value itself",
+        ]
+    );
+    assert!(toml::from_str::<RawSettings>("[console.oidc]\nissuer = \"https://a\"\nclient = \"ob\"\n").is_err());
+}

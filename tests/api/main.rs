@@ -28,6 +28,7 @@ mod intake_path;
 mod leaks;
 mod listeners;
 mod mail;
+mod oidc;
 mod poll;
 mod postgres;
 mod principals;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::cash::{deliver, system_event};
 use crate::helpers::*;
 
-const WIDTHS: [u32; 2] = [420, 1200];
+pub(crate) const WIDTHS: [u32; 2] = [420, 1200];
 
 fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -35,8 +35,9 @@ fn screens_dir() -> PathBuf {
     dir
 }
 
-/// One headless Chromium behind chromedriver; killed on drop.
-struct Browser {
+/// One headless Chromium behind chromedriver; killed on drop. Also drives the OIDC
+/// sign-in (`oidc.rs`).
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -45,7 +46,7 @@ struct Browser {
 
 /// What a page looks like to the checks (see `CHECKS`).
 #[derive(Debug, serde::Deserialize)]
-struct Seen {
+pub(crate) struct Seen {
     #[serde(rename = "scrollWidth")]
     scroll_width: f64,
     #[serde(rename = "innerWidth")]
@@ -84,7 +85,7 @@ return out;
 "#;
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"])
             .expect("Chromium is required (scripts/test.sh installs it: apt-get install chromium chromium-driver)");
         let chromedriver =
@@ -119,7 +120,7 @@ impl Browser {
         Browser { driver, base, session, http }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -159,7 +160,7 @@ impl Browser {
     }
 
     /// Checks the page shown now at `width` and saves its screenshot as `name`.
-    async fn look_here(&self, width: u32, name: &str) -> Seen {
+    pub(crate) async fn look_here(&self, width: u32, name: &str) -> Seen {
         self.resize(width, 900).await;
         let seen: Seen = serde_json::from_value(
             self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": CHECKS, "args": []}))).await,
@@ -186,7 +187,7 @@ impl Browser {
         seen
     }
 
-    async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -200,7 +201,7 @@ impl Drop for Browser {
 }
 
 /// The findings for one page at one width; empty when it reads well.
-fn problems(name: &str, width: u32, seen: &Seen, expect_lang: &str) -> Vec<String> {
+pub(crate) fn problems(name: &str, width: u32, seen: &Seen, expect_lang: &str) -> Vec<String> {
     let mut out = Vec::new();
     let at = format!("{name} at {width} px");
     if seen.inner_width != f64::from(width) {

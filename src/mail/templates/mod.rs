@@ -650,6 +650,7 @@ pub(crate) const CONSOLE_VIEWS: &[&str] = &[
     "signin",
     "sent",
     "confirm",
+    "oidc_refused",
     "mail_subject",
     "mail_text",
     "inbox",
