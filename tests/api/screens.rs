@@ -19,14 +19,14 @@ use serde_json::{Value, json};
 use crate::cash::{deliver, system_event};
 use crate::helpers::*;
 
-const WIDTHS: [u32; 2] = [420, 1200];
+pub(crate) const WIDTHS: [u32; 2] = [420, 1200];
 
 fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
 }
 
-fn screens_dir() -> PathBuf {
+pub(crate) fn screens_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -36,7 +36,7 @@ fn screens_dir() -> PathBuf {
 }
 
 /// One headless Chromium behind chromedriver; killed on drop.
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -84,7 +84,7 @@ return out;
 "#;
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"])
             .expect("Chromium is required (scripts/test.sh installs it: apt-get install chromium chromium-driver)");
         let chromedriver =
@@ -119,7 +119,7 @@ impl Browser {
         Browser { driver, base, session, http }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -130,7 +130,7 @@ impl Browser {
         r["value"].clone()
     }
 
-    async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
 
@@ -186,7 +186,7 @@ impl Browser {
         seen
     }
 
-    async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send().await;
         let _ = self.driver.kill();
         let _ = self.driver.wait();
