@@ -157,3 +157,99 @@ async fn each_console_page_is_for_whoever_the_policy_table_lets_use_it() {
     assert!(page.body.contains("exception resolved") && page.body.contains("console"), "{}", page.body);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn archived_orders_are_found_and_shown_in_the_console() {
+    let smtp = SmtpServer::start(&[]);
+    let clock = ManualClock::new(chrono::Utc::now() - chrono::Duration::days(400));
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
+    // Rejected at screening (a CCC rating), then archived once it ended long enough ago.
+    let mut p = deal("D-PAGES-AR", 1, "5000.00");
+    p["deal"]["customer"]["credit_rating"] = "CCC".into();
+    let (_, b) = app.post_webhook(&p).await;
+    assert_eq!(b["state"], "rejected", "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    app.drain_outbox().await;
+    clock.advance(chrono::Duration::days(95));
+    let (status, pass) = app.api_post("/archive/run").await;
+    assert_eq!((status, pass["archived"].as_u64()), (200, Some(1)), "{pass}");
+    assert_eq!(app.state.store.order(id.parse().unwrap()).await.unwrap(), None, "left the hot store");
+
+    let mut zhou = sign_in(&app, &smtp, "zhou.min@bank.example").await;
+    for q in ["D-PAGES-AR", id.as_str()] {
+        let found = zhou.get(&format!("/console/orders?q={q}")).await;
+        assert!(found.body.contains(&id) && found.body.contains("已归档"), "{q}: {}", found.body);
+    }
+    let page = zhou.get(&format!("/console/orders/{id}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for expected in ["已归档", ".jsonl", "筛查拒绝", "CCC"] {
+        assert!(page.body.contains(expected), "`{expected}` not on the archived order's page: {}", page.body);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_replayed_and_a_paused_connector_is_resumed_from_the_console() {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    erp.set_down(true);
+    let app = TestApp::builder().erp(erp.clone()).mail(&smtp).settings(|s| s.dispatcher.max_attempts = 2).start().await;
+    let (s, b) = app.post_webhook(&deal("D-PAGES-DEAD", 1, "500000.00")).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    let (s, b) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    // The ERP is down: its effects end as dead letters.
+    app.drain_outbox().await;
+    let (_, dead) = app.api("/outbox/dead").await;
+    let effect = dead["effects"][0]["id"].as_str().unwrap_or_else(|| panic!("no dead letter: {dead}")).to_owned();
+
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let page = sun.get("/console/dead-letters").await;
+    let action = format!("/console/dead-letters/{effect}/replay");
+    assert!(page.status == 200 && page.body.contains(&format!("action=\"{action}\"")), "{}", page.body);
+    let r = sun.post(&action, &[]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let still_dead = |v: &Value| v["effects"].as_array().unwrap().iter().any(|e| e["id"] == effect.as_str());
+    assert!(still_dead(&app.api("/outbox/dead").await.1));
+    // The ERP is back but refuses our credentials: the replayed effect pauses it.
+    erp.unauthorized_next(1_000);
+    erp.set_down(false);
+    let r = sun.post(&action, &[("csrf", &csrf(&page.body))]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(&format!("action=\"{action}\"")), "{}", r.body);
+    assert!(!still_dead(&app.api("/outbox/dead").await.1));
+    let order = app.order(&id).await;
+    let replayed = order["events"].as_array().unwrap().iter().rfind(|e| e["event"]["type"] == "effect_replayed");
+    let replayed = replayed.unwrap_or_else(|| panic!("no replay in {order}"));
+    assert_eq!((replayed["actor"]["id"].as_str(), replayed["channel"].as_str()), (Some("sun.li"), Some("console")));
+    wait_until("demo-erp is paused", || async {
+        let (_, v) = app.api("/connectors").await;
+        v["connectors"].as_array().unwrap().iter().any(|c| c["id"] == "demo-erp" && c["paused"] == true)
+    })
+    .await;
+
+    // Connectors: the paused one has a resume button; li.na (sales) may not resume.
+    let page = sun.get("/console/connectors").await;
+    let resume = "/console/connectors/demo-erp/resume";
+    assert!(page.body.contains(&format!("action=\"{resume}\"")), "{}", page.body);
+    let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
+    let li_page = li.get("/console").await;
+    let r = li.post(resume, &[("csrf", &csrf(&li_page.body))]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = sun.post(resume, &[]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let paused = || async {
+        let (_, v) = app.api("/connectors").await;
+        v["connectors"].as_array().unwrap().iter().any(|c| c["id"] == "demo-erp" && c["paused"] == true)
+    };
+    assert!(paused().await);
+    erp.unauthorized_next(0);
+    let r = sun.post(resume, &[("csrf", &csrf(&page.body))]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(&format!("action=\"{resume}\"")), "{}", r.body);
+    assert!(!paused().await);
+    wait_until("the replayed effect reaches the ERP", || async { !erp.accepted_per_key().is_empty() }).await;
+    app.stop().await;
+}

@@ -217,8 +217,16 @@ async fn order_context(app: &AppState, found: &crate::archive::Found) -> Result<
             _ => None,
         })
         .collect();
+    // Mail has its own list; the rest of what was sent.
+    let mail = format!("{}.", crate::engine::notify::MAIL_CONNECTOR);
+    let effects: Vec<&Value> = explained["effects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| !e["effect"].as_str().is_some_and(|n| n.starts_with(&mail)))
+        .collect();
     Ok(json!({"order": order, "explain": explained, "people": people, "documents": documents, "mails": mails,
-        "waiting": waiting_effects(app, found.record.id).await?}))
+        "effects": effects, "waiting": waiting_effects(app, found.record.id).await?}))
 }
 
 /// The order's effects still in the outbox or among the dead letters (the first

@@ -108,7 +108,7 @@ pub(super) fn samples() -> Vec<Value> {
         "q": "张伟", "state": "awaiting_approval", "states": crate::engine::lifecycle::STATE_NAMES,
         "results": [page["order"].clone()], "complete": false, "scanned": 20000, "shown": 50,
         "order": page["order"], "explain": page["explain"], "people": page["people"], "documents": page["documents"],
-        "mails": page["mails"], "waiting": page["waiting"], "at": at,
+        "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
     let process = json!([
         {"state": "awaiting_approval", "orders": 3, "open": true, "share": 100, "age": {"days": 2, "hours": 3, "minutes": 4}},
