@@ -84,7 +84,7 @@ impl Staff {
     pub(super) fn refused(&self, app: &AppState, status: StatusCode, current: &str, message: &str) -> Response {
         let l = self.locale;
         let title = text(app, "console_nav", l, "title_refused", json!({}));
-        let body = text(app, "console_nav", l, "refused", json!({"message": message}));
+        let body = text(app, "console_nav", l, "refused", json!({"message": message, "status": status.as_u16()}));
         self.page(app, status, current, &title, &body)
     }
 
