@@ -253,3 +253,28 @@ async fn dead_letters_are_replayed_and_a_paused_connector_is_resumed_from_the_co
     wait_until("the replayed effect reaches the ERP", || async { !erp.accepted_per_key().is_empty() }).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_search_by_name_lists_the_newest_first_however_far_back() {
+    let smtp = SmtpServer::start(&[]);
+    let clock = ManualClock::new(chrono::Utc::now() - chrono::Duration::days(40));
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).start().await;
+    // Three orders for 张伟: 40 days, 5 days and a moment ago (each round of the search
+    // reaches further back: a day, a week, a month, a year, everything).
+    let mut ids = Vec::new();
+    for (ext, later) in [("D-PAGES-OLD", 35), ("D-PAGES-MID", 5), ("D-PAGES-NEW", 0)] {
+        let (s, b) = app.post_webhook(&deal(ext, 1, "5000.00")).await;
+        assert_eq!(s, 202, "{b}");
+        ids.push(b["order_id"].as_str().unwrap().to_owned());
+        clock.advance(chrono::Duration::days(later));
+    }
+    let mut zhou = sign_in(&app, &smtp, "zhou.min@bank.example").await;
+    let found = zhou.get("/console/orders?q=%E5%BC%A0%E4%BC%9F").await;
+    let at: Vec<usize> = ids.iter().map(|id| found.body.find(id.as_str()).unwrap_or_else(|| panic!("{id}"))).collect();
+    assert!(at[2] < at[1] && at[1] < at[0], "newest first: {at:?} in {}", found.body);
+    // The same without a query: the newest orders.
+    let recent = zhou.get("/console/orders").await;
+    let at: Vec<usize> = ids.iter().map(|id| recent.body.find(id.as_str()).unwrap()).collect();
+    assert!(at[2] < at[1] && at[1] < at[0], "{at:?}");
+    app.stop().await;
+}
