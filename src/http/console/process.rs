@@ -1,7 +1,7 @@
 //! The live process map (`GET /console/process`), for people the policy table grants
 //! `see_reports`: every lifecycle state in order with how many orders are in it now
 //! and how long ago the oldest of them was received, each linking to the order search
-//! in that state. The counts are the ones `/metrics` reports (`health::orders_in_states`).
+//! in that state (for those who may see orders). The counts are the ones `/metrics` reports (`health::orders_in_states`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -38,6 +38,8 @@ pub(crate) async fn map(State(app): State<AppState>, headers: HeaderMap) -> Resp
     let at = app.clock.now();
     let l = staff.locale;
     let title = text(&app, "console_process", l, "title", json!({}));
-    let body = text(&app, "console_process", l, "map", json!({"states": states, "at": at}));
+    // Each state links to its orders only for those who may see them.
+    let see_orders = staff.may(&app, Action::SeePersonalData);
+    let body = text(&app, "console_process", l, "map", json!({"states": states, "at": at, "see_orders": see_orders}));
     staff.page(&app, StatusCode::OK, "process", &title, &body)
 }

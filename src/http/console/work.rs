@@ -40,6 +40,8 @@ fn list_page(app: &AppState, staff: &Staff, view: &str, mut ctx: Value, notice: 
     let l = staff.locale;
     ctx["csrf"] = staff.session.csrf.clone().into();
     ctx["notice"] = notice.into();
+    // Links to an order's page only for those who may open it.
+    ctx["see_orders"] = staff.may(app, Action::SeePersonalData).into();
     let title = text(app, "console_work", l, &format!("title_{view}"), json!({}));
     let body = text(app, "console_work", l, view, ctx);
     staff.page(app, StatusCode::OK, view, &title, &body)

@@ -101,7 +101,7 @@ pub(super) fn samples() -> Vec<Value> {
     let at = "2026-11-26T09:30:00Z";
     let page = sample_order_page();
     let shared = json!({
-        "csrf": "CSRF", "notice": "ord_01: executing", "message": "不允许", "status": 403, "person": "王芳", "current": "orders",
+        "csrf": "CSRF", "notice": "ord_01: executing", "message": "不允许", "status": 403, "see_orders": true, "person": "王芳", "current": "orders",
         "pages": [{"key": "inbox", "href": "/console"}, {"key": "orders", "href": "/console/orders"},
             {"key": "process", "href": "/console/process"}, {"key": "exceptions", "href": "/console/exceptions"},
             {"key": "dead_letters", "href": "/console/dead-letters"}, {"key": "connectors", "href": "/console/connectors"}],
