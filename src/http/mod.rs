@@ -161,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/orders/{id}/approval", post(console::decide).layer(pages_limit))
         .route("/console/orders", get(console::orders::search))
         .route("/console/orders/{id}", get(console::orders::order))
+        .route("/console/orders/{id}/documents/{kind}", get(console::orders::document))
         .route("/console/process", get(console::process::map))
         .route("/console/exceptions", get(console::work::exceptions))
         .route("/console/exceptions/{id}/resolve", post(console::work::resolve).layer(pages_limit))

@@ -75,7 +75,12 @@ async fn each_console_page_is_for_whoever_the_policy_table_lets_use_it() {
     assert!(none.body.contains("没有符合条件的订单") && !none.body.contains(&small), "{}", none.body);
     let in_exception = zhou.get("/console/orders?state=exception").await;
     assert!(in_exception.body.contains(&small) && !in_exception.body.contains(&waiting), "{}", in_exception.body);
-    // The order page: fields, state, explain, the timeline with actor and channel.
+    // The order page: fields, state, explain, the timeline with actor and channel,
+    // documents (once the contract is made).
+    wait_until("the contract is made", || async {
+        app.order(&small).await["references"].get("documents.contract").is_some()
+    })
+    .await;
     let page = zhou.get(&format!("/console/orders/{small}")).await;
     assert_eq!(page.status, 200, "{}", page.body);
     for expected in
@@ -83,6 +88,16 @@ async fn each_console_page_is_for_whoever_the_policy_table_lets_use_it() {
     {
         assert!(page.body.contains(expected), "`{expected}` not on the order page: {}", page.body);
     }
+    // Its contract, checked against the hash the page shows.
+    let link = format!("/console/orders/{small}/documents/contract");
+    assert!(page.body.contains(&format!("href=\"{link}\"")), "{}", page.body);
+    let doc = zhou.get(&link).await;
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(doc.body.as_bytes()))
+    };
+    assert!(page.body.contains(&sha), "the page shows the document's SHA-256 {sha}");
     let missing = zhou.get("/console/orders/ord_0000000000000000000000000000").await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     // The process map: counts per state, each linking to its orders.

@@ -246,3 +246,23 @@ async fn waiting_effects(app: &AppState, id: OrderId) -> Result<Vec<Value>, Stor
         .chain(dead.iter().filter(|e| e.id.order_id == id).map(|e| row(e, "dead")))
         .collect())
 }
+
+/// `GET /console/orders/{id}/documents/{kind}`: the order's document, checked against
+/// its hash, as the API serves it (`fulfilment::archived_document`).
+pub(crate) async fn document(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path((id, kind)): Path<(String, String)>,
+) -> Response {
+    let staff = match staff(&app, &headers, Action::SeePersonalData, "orders") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(order) = id.parse::<OrderId>() else {
+        return staff.refused(&app, StatusCode::NOT_FOUND, "orders", &format!("order {id} not found"));
+    };
+    match super::super::fulfilment::archived_document(&app, order, &kind).await {
+        Ok(r) => r,
+        Err(e) => staff.refused(&app, e.status, "orders", &e.message),
+    }
+}
