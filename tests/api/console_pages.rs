@@ -152,6 +152,7 @@ async fn each_console_page_is_for_whoever_the_policy_table_lets_use_it() {
     // Without its CSRF token, or with another: refused, nothing recorded.
     let r = sun.post(&action, &[("note", "已与客户核实")]).await;
     assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("此表单已过期"), "{}", r.body);
     let r = sun.post(&action, &[("note", "已与客户核实"), ("csrf", "forged")]).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(app.order(&small).await["state"], "exception");

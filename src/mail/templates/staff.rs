@@ -125,6 +125,14 @@ pub(super) fn samples() -> Vec<Value> {
             "rate_limited_until": at},
     ]);
     let mut out = Vec::new();
+    // A refusal for a form without its CSRF token, and one for a missing page.
+    for (status, message) in [(403, "CSRF"), (404, "order ord_01 not found")] {
+        let mut ctx = shared.clone();
+        ctx["fragment"] = "console_nav".into();
+        ctx["view"] = "refused".into();
+        (ctx["status"], ctx["message"]) = (status.into(), message.into());
+        out.push(ctx);
+    }
     for (fragment, views) in FRAGMENTS {
         for view in *views {
             let mut ctx = shared.clone();
