@@ -1,9 +1,10 @@
 //! The console as a person sees it: every console page, in zh-CN and en, opened in
 //! headless Chromium (the `screens` module's WebDriver browser) at a phone's 420 px
-//! and a desktop's 1200 px, signed in as a person who may use it (and one refusal),
-//! screenshots saved as `target/screens/console-*.png`. Checked: no sideways
-//! scrolling, the page's language, and an axe-core scan (the pinned npm package,
-//! injected into the page) with no violation of impact serious or critical.
+//! and a desktop's 1200 px (and the phone in dark mode), signed in as a person who
+//! may use it (and one refusal), screenshots saved as `target/screens/console-*.png`.
+//! Checked: no sideways scrolling, the page's language, and an axe-core scan (the
+//! pinned npm package, injected into the page) with no violation of impact serious or
+//! critical.
 
 use std::path::{Path, PathBuf};
 
@@ -52,9 +53,9 @@ async fn as_holder(browser: &Browser, base: &str, cookie: Option<&str>) {
 }
 
 /// Opens `url` at each width: layout and axe findings, and a full-page screenshot.
-async fn look(browser: &Browser, axe_js: &str, url: &str, name: &str, lang: &str) -> Vec<String> {
+async fn look(browser: &Browser, axe_js: &str, url: &str, name: &str, lang: &str, widths: &[u32]) -> Vec<String> {
     let mut found = Vec::new();
-    for width in WIDTHS {
+    for &width in widths {
         let at = format!("console-{lang}-{name} at {width} px");
         browser.resize(width, 900).await;
         browser.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
@@ -128,9 +129,17 @@ async fn console_in(lang: &str) -> Vec<String> {
     let browser = Browser::start().await;
     browser.call(reqwest::Method::POST, "/timeouts", Some(json!({"script": 120_000}))).await;
     let mut found = Vec::new();
-    for (cookie, path, name) in pages {
-        as_holder(&browser, base, cookie).await;
-        found.extend(look(&browser, &axe, &format!("{base}{path}"), name, lang).await);
+    for (cookie, path, name) in &pages {
+        as_holder(&browser, base, *cookie).await;
+        found.extend(look(&browser, &axe, &format!("{base}{path}"), name, lang, &WIDTHS).await);
+    }
+    // A phone set to dark mode: the same pages, the same checks (contrast above all).
+    let dark = json!({"cmd": "Emulation.setEmulatedMedia",
+        "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}});
+    browser.call(reqwest::Method::POST, "/goog/cdp/execute", Some(dark)).await;
+    for (cookie, path, name) in &pages {
+        as_holder(&browser, base, *cookie).await;
+        found.extend(look(&browser, &axe, &format!("{base}{path}"), &format!("{name}-dark"), lang, &WIDTHS[..1]).await);
     }
     browser.quit().await;
     app.stop().await;
