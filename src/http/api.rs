@@ -281,11 +281,16 @@ pub(crate) async fn review(
 
 /// `GET /api/connectors`: every connector, what it does, and whether it is paused.
 pub(crate) async fn list_connectors(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({ "connectors": connectors_status(&app) }))
+}
+
+/// Every connector, what it does, and whether it is paused or rate limited now: what
+/// the API's `GET /api/connectors` and the console's connectors page show.
+pub(crate) fn connectors_status(app: &AppState) -> Vec<Value> {
     let paused = app.paused.connectors.lock().expect("lock").clone();
     let now = app.clock.now();
     let rate_limited = app.paused.rate_limited.lock().expect("lock").clone();
-    let list: Vec<Value> = app
-        .registry
+    app.registry
         .connectors
         .values()
         .map(|c| {
@@ -303,8 +308,7 @@ pub(crate) async fn list_connectors(State(app): State<AppState>) -> Json<Value> 
                 "rate_limited_until": rate_limited.get(c.id.as_str()).filter(|until| **until > now),
             })
         })
-        .collect();
-    Json(json!({ "connectors": list }))
+        .collect()
 }
 
 /// `POST /api/connectors/{id}/resume`: after fixing a paused connector's credentials.
@@ -313,14 +317,25 @@ pub(crate) async fn resume_connector(
     acting: Acting,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if app.registry.get(&id).is_none() {
+    let resumed = resume(&app, &id, &acting.0)?;
+    Ok(Json(json!({ "connector": id, "resumed": resumed })))
+}
+
+/// Resumes connector `id` if it is paused (its effects go out again), logged with who
+/// did it and through which door; whether it was paused.
+///
+/// # Errors
+/// 404 for a connector that does not exist.
+pub(crate) fn resume(app: &AppState, id: &str, by: &crate::engine::access::Principal) -> Result<bool, ApiError> {
+    if app.registry.get(id).is_none() {
         return Err(ApiError::not_found(format!("connector {id} not found")));
     }
-    let resumed = app.paused.resume(&id);
+    let resumed = app.paused.resume(id);
     if resumed {
-        tracing::warn!(connector = %id, by = %acting.id(), "connector resumed by an operator");
-        app.metrics.set("orderbridge_connector_paused", &[("connector", &id), ("reason", "auth")], 0.0);
+        let (who, channel) = (by.actor(), by.channel());
+        tracing::warn!(connector = %id, by = %who, ?channel, "connector resumed by an operator");
+        app.metrics.set("orderbridge_connector_paused", &[("connector", id), ("reason", "auth")], 0.0);
         app.wake_dispatcher();
     }
-    Ok(Json(json!({ "connector": id, "resumed": resumed })))
+    Ok(resumed)
 }

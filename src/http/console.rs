@@ -5,7 +5,10 @@
 //! `pages/console.html` (zh-CN and en), no JavaScript; every form carries a CSRF token
 //! (the sign-in form: a double-submit cookie; signed-in forms: the session's token) and
 //! a state-changing post without it is refused. Sign-in through an OpenID Connect
-//! provider is `http::oidc`; it ends in the same session cookie.
+//! provider is `http::oidc`; it ends in the same session cookie. The other pages,
+//! each behind its action in the policy table and under one navigation bar
+//! (`frame`): order search and the order page (`orders`), the live process map
+//! (`process`), and the work lists of exceptions, dead letters and connectors (`work`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -13,6 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+
+mod frame;
+pub(crate) mod orders;
+pub(crate) mod process;
+pub(crate) mod work;
 
 use super::AppState;
 use super::pages::{page, texts};
@@ -219,7 +227,8 @@ async fn render_inbox(app: &AppState, s: &Session, notice: Option<&str>) -> Resp
     };
     let name = app.rules.notify.directory.person(&s.person).map_or(s.person.clone(), |p| p.name.clone());
     let body = view(app, l, "inbox", json!({"person": name, "csrf": s.csrf, "items": items, "notice": notice}));
-    console_page(app, StatusCode::OK, l, "title_console", &body)
+    let staff = frame::Staff::of(app, s.clone());
+    staff.page(app, StatusCode::OK, "inbox", &view(app, l, "title_console", json!({})), &body)
 }
 
 #[derive(Deserialize)]

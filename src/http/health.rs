@@ -41,17 +41,47 @@ pub(crate) async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ready"})))
 }
 
+/// How many orders are in a state now, and how long ago the oldest was received.
+pub(crate) struct StateLoad {
+    pub(crate) state: String,
+    pub(crate) orders: u64,
+    /// Milliseconds since the oldest order in the state was received; 0 when none is.
+    pub(crate) oldest_age_ms: i64,
+}
+
+/// Orders per state and the age of the oldest of each: what `/metrics` reports for
+/// the open states and the console's process map shows for every state.
+///
+/// # Errors
+/// The store's.
+pub(crate) async fn orders_in_states(
+    app: &AppState,
+    states: &[&str],
+) -> Result<Vec<StateLoad>, crate::store::StoreError> {
+    let now = app.clock.now().timestamp_millis();
+    Ok(app
+        .store
+        .in_states(states)
+        .await?
+        .into_iter()
+        .map(|s| StateLoad {
+            oldest_age_ms: s.oldest.map_or(0, |id| (now - id.created_ms()).max(0)),
+            state: s.state,
+            orders: s.orders,
+        })
+        .collect())
+}
+
 /// Sets the gauges read from the store at each scrape: orders per open state, the
 /// oldest of each, and the outbox's lag. A store that cannot answer leaves them as
 /// they were (the scrape still answers; `/readyz` tells about the store).
 async fn observe_store(app: &AppState) {
     let now = app.clock.now();
-    if let Ok(states) = app.store.in_states(crate::engine::lifecycle::OPEN_STATES).await {
+    if let Ok(states) = orders_in_states(app, crate::engine::lifecycle::OPEN_STATES).await {
         for s in states {
             let labels = [("state", s.state.as_str())];
             app.metrics.set("orderbridge_orders", &labels, s.orders as f64);
-            let age = s.oldest.map_or(0, |id| (now.timestamp_millis() - id.created_ms()).max(0));
-            app.metrics.set("orderbridge_oldest_order_age_seconds", &labels, age as f64 / 1000.0);
+            app.metrics.set("orderbridge_oldest_order_age_seconds", &labels, s.oldest_age_ms as f64 / 1000.0);
         }
     }
     if let Ok(due) = app.store.due_effects(now, 1).await {

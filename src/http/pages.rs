@@ -115,14 +115,28 @@ pub(crate) async fn logo(State(app): State<AppState>) -> Response {
 
 /// A whole page; `title` and `body` are HTML (page text, escaped by its templates).
 pub(crate) fn page(status: StatusCode, locale: Locale, site: &Settings, title: &str, body: &str) -> Response {
+    staff_page(status, locale, site, title, "", body)
+}
+
+/// A whole page with `nav` (HTML: the console's navigation) in its header; with a
+/// navigation the page is a staff page, laid out wider for its tables.
+pub(crate) fn staff_page(
+    status: StatusCode,
+    locale: Locale,
+    site: &Settings,
+    title: &str,
+    nav: &str,
+    body: &str,
+) -> Response {
     let logo = if site.site_logo.is_some() { "<img src=\"/pages/assets/logo\" alt=\"\">" } else { "" };
+    let class = if nav.is_empty() { "" } else { " class=\"staff\"" };
     let html = format!(
         "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta name=\"color-scheme\" content=\"light dark\">\
          <meta name=\"referrer\" content=\"no-referrer\"><title>{title} · {name}</title>\
          <link rel=\"stylesheet\" href=\"/pages/assets/style.css\"></head>\
-         <body><header class=\"site\"><div class=\"in\">{logo}<span class=\"name\">{name}</span></div></header>\
+         <body{class}><header class=\"site\"><div class=\"in\">{logo}<span class=\"name\">{name}</span></div>{nav}</header>\
          <main><div class=\"card\"><h1>{title}</h1>{body}</div></main></body></html>\n",
         lang = locale.as_str(),
         name = esc(&site.site_name),

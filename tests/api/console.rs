@@ -11,21 +11,21 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// A browser without JavaScript: follows nothing by itself, keeps the cookies it is given.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
-    cookies: Vec<(String, String)>,
+    pub(crate) cookies: Vec<(String, String)>,
 }
 
-struct Answer {
-    status: u16,
-    location: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) location: String,
     set_cookies: Vec<String>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Browser {
+    pub(crate) fn new(app: &TestApp) -> Browser {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Browser { http, base: format!("http://{}", app.addr), cookies: Vec::new() }
     }
@@ -47,25 +47,25 @@ impl Browser {
         Answer { status, location, set_cookies, body: resp.text().await.unwrap() }
     }
 
-    async fn get(&mut self, path: &str) -> Answer {
+    pub(crate) async fn get(&mut self, path: &str) -> Answer {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         self.send(self.http.get(url)).await
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         self.send(self.http.post(url).form(form)).await
     }
 }
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf(page: &str) -> String {
+pub(crate) fn csrf(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap_or_else(|| panic!("no CSRF field in: {page}")) + 19;
     page[at..].split('"').next().unwrap().to_owned()
 }
 
 /// Signs `email` in through a mailed link; answers the browser, signed in.
-async fn sign_in(app: &TestApp, smtp: &SmtpServer, email: &str) -> Browser {
+pub(crate) async fn sign_in(app: &TestApp, smtp: &SmtpServer, email: &str) -> Browser {
     let mut b = Browser::new(app);
     let form = b.get("/signin").await;
     assert_eq!(form.status, 200, "{}", form.body);

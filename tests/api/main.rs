@@ -15,6 +15,8 @@ mod check;
 mod cli;
 mod compliance;
 mod console;
+mod console_pages;
+mod console_screens;
 mod crash;
 mod credentials;
 mod dispatcher;

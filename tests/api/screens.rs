@@ -26,7 +26,7 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
 }
 
-fn screens_dir() -> PathBuf {
+pub(crate) fn screens_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
@@ -36,7 +36,7 @@ fn screens_dir() -> PathBuf {
 }
 
 /// One headless Chromium behind chromedriver; killed on drop. Also drives the OIDC
-/// sign-in (`oidc.rs`).
+/// sign-in (`oidc.rs`) and the console's pages (`console_screens.rs`).
 pub(crate) struct Browser {
     driver: Child,
     base: String,
@@ -131,7 +131,7 @@ impl Browser {
         r["value"].clone()
     }
 
-    async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.call(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
 

@@ -101,7 +101,8 @@ pub(crate) const WORD_KEYS: &[&str] = &[
     "who.system",
 ];
 
-/// Page text every configuration needs (`<locale>/pages/<name>.html`).
+/// Page text every configuration needs (`<locale>/pages/<name>.html`); the console's
+/// other pages are `staff::FRAGMENTS`.
 pub(crate) const FRAGMENT_NAMES: &[&str] =
     &["history", "refusal", "status", "survey", "acceptance", "approval", "words", "console"];
 
@@ -284,7 +285,7 @@ impl Templates {
         // Page text a configuration lacks (it was written before that file was
         // shipped, e.g. `pages/words.html`): the shipped text, so an upgrade does
         // not stop the daemon (the log names it).
-        for (name, src) in BUILTIN_PAGES {
+        for (name, src) in BUILTIN_PAGES.iter().chain(staff::BUILTIN_PAGES) {
             if env.get_template(name).is_err() && !broken.contains(*name) {
                 env.add_template(name, src).expect("the shipped page text compiles");
                 let file = name.rsplit('/').next().unwrap_or(name);
@@ -307,7 +308,7 @@ impl Templates {
     pub(crate) fn builtin_pages(presentation: Presentation) -> Templates {
         let mut env = environment(presentation);
         let mut fragments = BTreeSet::new();
-        for (name, src) in BUILTIN_PAGES {
+        for (name, src) in BUILTIN_PAGES.iter().chain(staff::BUILTIN_PAGES) {
             env.add_template(name, src).expect("the shipped page text compiles");
             let file = name.rsplit('/').next().unwrap_or(name);
             fragments.insert(file.trim_end_matches(".html").to_owned());
@@ -360,7 +361,8 @@ impl Templates {
                 }
             }
         }
-        for name in FRAGMENT_NAMES.iter().copied().chain(self.fragments.iter().map(String::as_str)) {
+        let staff = staff::FRAGMENTS.iter().map(|(n, _)| *n);
+        for name in FRAGMENT_NAMES.iter().copied().chain(staff).chain(self.fragments.iter().map(String::as_str)) {
             for loc in LOCALES {
                 let file = format!("{}/pages/{name}.html", loc.as_str());
                 if broken.contains(&file) {
@@ -659,13 +661,16 @@ pub(crate) const CONSOLE_VIEWS: &[&str] = &[
 
 /// Whether a sample context is one page text `name` is rendered with.
 fn fits(name: &str, ctx: &serde_json::Value) -> bool {
+    if let Some(fits) = staff::fits(name, ctx) {
+        return fits;
+    }
     match name {
         "history" => ctx.get("event").is_some(),
         "refusal" => ctx.get("refusal").is_some(),
         "status" => ctx.get("steps").is_some(),
         "survey" | "acceptance" | "approval" => ctx.get("max_comment").is_some(),
         "words" => ctx.get("key").is_some(),
-        "console" => ctx.get("view").is_some(),
+        "console" => ctx.get("view").is_some() && ctx.get("fragment").is_none(),
         _ => true,
     }
 }
@@ -714,6 +719,7 @@ pub(crate) fn sample_page_contexts() -> Vec<serde_json::Value> {
             "error": "请输入电子邮箱", "items": [{"id": "ord_01", "customer": "张伟", "product": "wealth_management",
                 "code": "WM-STABLE-12M", "amount": amount, "level": 1, "of": 2, "role": "line_supervisor"}],
         })))
+        .chain(staff::samples())
         .chain([serde_json::json!({
             "state": "invoiced",
             "steps": (0..8).map(|i| serde_json::json!({"done": i <= 5, "current": i == 5,
@@ -727,6 +733,7 @@ pub(crate) fn sample_page_contexts() -> Vec<serde_json::Value> {
 
 mod report;
 pub(crate) use report::context as report_context;
+mod staff;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,151 @@
+//! The staff console's page text beyond sign-in and "my approvals": its frame
+//! (`console_nav`), orders (`console_orders`), process map (`console_process`) and
+//! work lists (`console_work`). Their shipped copies (compiled in, for a
+//! configuration without them) and the sample contexts `Templates::load` renders
+//! every view with, so `check` finds a broken one.
+
+use serde_json::{Value, json};
+
+/// The console's page text files besides `console`, each with the views it has.
+pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
+    ("console_nav", &["nav", "title_refused", "refused"]),
+    ("console_orders", &["title_search", "search", "title_order", "order"]),
+    ("console_process", &["title", "map"]),
+    (
+        "console_work",
+        &["title_exceptions", "exceptions", "title_dead_letters", "dead_letters", "title_connectors", "connectors"],
+    ),
+];
+
+/// The shipped copies, compiled in.
+pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
+    ("zh-CN/pages/console_nav.html", include_str!("../../../config/templates/zh-CN/pages/console_nav.html")),
+    ("zh-CN/pages/console_orders.html", include_str!("../../../config/templates/zh-CN/pages/console_orders.html")),
+    ("zh-CN/pages/console_process.html", include_str!("../../../config/templates/zh-CN/pages/console_process.html")),
+    ("zh-CN/pages/console_work.html", include_str!("../../../config/templates/zh-CN/pages/console_work.html")),
+    ("en/pages/console_nav.html", include_str!("../../../config/templates/en/pages/console_nav.html")),
+    ("en/pages/console_orders.html", include_str!("../../../config/templates/en/pages/console_orders.html")),
+    ("en/pages/console_process.html", include_str!("../../../config/templates/en/pages/console_process.html")),
+    ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
+];
+
+/// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
+/// console's (`None`).
+pub(super) fn fits(name: &str, ctx: &Value) -> Option<bool> {
+    FRAGMENTS.iter().any(|(n, _)| *n == name).then(|| ctx.get("fragment").and_then(Value::as_str) == Some(name))
+}
+
+/// An order as `GET /api/orders/{id}` shows it, with events.
+fn sample_order() -> Value {
+    let amount = json!({"amount": "1250000.00", "currency": "CNY"});
+    let at = "2026-11-26T09:30:00Z";
+    json!({
+        "id": "ord_01", "state": "awaiting_approval", "state_detail": {"level": 2, "of": 2},
+        "source": {"connector": "demo-crm", "external_id": "D-1001", "version": 1}, "mapping_version": "abc123",
+        "order": {"customer": {"id": "C-778", "name": "张伟", "kind": "individual", "credit_rating": "A",
+                "kyc_verified": true, "email": "zhang.wei@example.com", "phone": "+8613800000000"},
+            "product": {"type": "wealth_management", "code": "WM-STABLE-12M"}, "amount": amount,
+            "term_months": 12, "need": "稳健型理财", "sales_owner": "li.na@bank.example", "placed_at": at},
+        "created_at": at, "updated_at": at,
+        "archived": {"segment": "2026-11.seg", "archived_at": at, "ended": "closed", "ended_at": at, "legal_hold": null},
+        "events": [
+            {"at": at, "actor": {"kind": "connector", "id": "demo-crm"}, "event": {"type": "received"}},
+            {"at": at, "actor": {"kind": "person", "id": "wang.fang"}, "channel": "console",
+                "event": {"type": "approved", "level": 1, "role": "line_supervisor", "comment": "同意"}},
+            {"at": at, "actor": {"kind": "system"}, "event": {"type": "effect_succeeded",
+                "effect": "mail.approval_request", "receipt": "SMTP 250: queued"}},
+            {"at": at, "actor": {"kind": "person", "id": "sun.li"}, "channel": "api",
+                "event": {"type": "exception_opened", "reason": "合同金额与约定不符"}},
+        ],
+    })
+}
+
+/// What the order page is rendered with, `explain` included.
+fn sample_order_page() -> Value {
+    let at = "2026-11-26T09:30:00Z";
+    json!({
+        "order": sample_order(),
+        "explain": {
+            "screening": [
+                {"at": at, "rules_version": "1", "result": "passed", "matrix_row": "LARGE",
+                    "route": ["line_supervisor", {"any": ["branch_manager", "risk_officer"]}, {"all": ["compliance", "cfo"]}]},
+                {"at": at, "rules_version": "1", "result": "flagged", "fired": [{"rule_id": "KYC-001", "severity": "flag",
+                    "message": "客户未完成 KYC 认证 / customer KYC not verified"}]},
+            ],
+            "decisions": [
+                {"at": at, "by": {"kind": "person", "id": "wang.fang"}, "decision": "approved", "level": 1,
+                    "role": "line_supervisor", "comment": "同意"},
+                {"at": at, "by": {"kind": "person", "id": "chen.jing"}, "decision": "released", "comment": "已核实",
+                    "route": ["line_supervisor"]},
+                {"at": at, "decision": "escalated", "level": 2},
+            ],
+            "effects": [
+                {"at": at, "effect": "demo-erp.create_task", "result": "succeeded", "attempts": 1, "receipt": "HTTP 201: created"},
+                {"at": at, "effect": "mail.order_received", "result": "dead letter", "attempts": 5, "error": "550 mailbox unavailable"},
+            ],
+        },
+        "people": {"wang.fang": "王芳", "chen.jing": "陈静"},
+        "documents": [{"kind": "contract", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}],
+        "mails": [{"at": at, "template": "approval_request", "receipt": "SMTP 250: queued"}],
+        "waiting": [
+            {"id": "ord_01.3.0", "effect": "demo-erp.create_task", "status": "pending", "attempts": 1, "next_at": at,
+                "last_error": "HTTP 503"},
+            {"id": "ord_01.4.0", "effect": "mail.order_received", "status": "dead", "attempts": 5, "next_at": at},
+        ],
+    })
+}
+
+/// One context per view of each console page text, marked with its file (`fragment`).
+pub(super) fn samples() -> Vec<Value> {
+    let amount = json!({"amount": "1250000.00", "currency": "CNY"});
+    let at = "2026-11-26T09:30:00Z";
+    let page = sample_order_page();
+    let shared = json!({
+        "csrf": "CSRF", "notice": "ord_01: executing", "message": "不允许", "status": 403, "see_orders": true, "person": "王芳", "current": "orders",
+        "pages": [{"key": "inbox", "href": "/console"}, {"key": "orders", "href": "/console/orders"},
+            {"key": "process", "href": "/console/process"}, {"key": "exceptions", "href": "/console/exceptions"},
+            {"key": "dead_letters", "href": "/console/dead-letters"}, {"key": "connectors", "href": "/console/connectors"}],
+        "q": "张伟", "state": "awaiting_approval", "states": crate::engine::lifecycle::STATE_NAMES,
+        "results": [page["order"].clone()], "complete": false, "scanned": 20000, "shown": 50,
+        "order": page["order"], "explain": page["explain"], "people": page["people"], "documents": page["documents"],
+        "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
+    });
+    let process = json!([
+        {"state": "awaiting_approval", "orders": 3, "open": true, "share": 100, "age": {"days": 2, "hours": 3, "minutes": 4}},
+        {"state": "closed", "orders": 0, "open": false, "share": 0, "age": null},
+    ]);
+    let exceptions = json!([{"id": "ord_01", "customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M",
+        "amount": amount, "opened_at": at, "reason": "合同金额与约定不符"}]);
+    let dead = json!([{"id": "ord_01.4.0", "order_id": "ord_01", "effect": "mail.order_received", "attempts": 5,
+        "created_at": at, "last_error": "550 mailbox unavailable"}]);
+    let connectors = json!([
+        {"id": "demo-erp", "kind": "rest", "webhook": true, "poll": true, "operations": ["create_task", "invoice"],
+            "paused": true, "paused_because": "HTTP 401", "paused_at": at, "rate_limited_until": null},
+        {"id": "demo-crm", "kind": "hubspot", "webhook": true, "poll": false, "operations": [], "paused": false,
+            "rate_limited_until": at},
+    ]);
+    let mut out = Vec::new();
+    // A refusal for a form without its CSRF token, and one for a missing page.
+    for (status, message) in [(403, "CSRF"), (404, "order ord_01 not found")] {
+        let mut ctx = shared.clone();
+        ctx["fragment"] = "console_nav".into();
+        ctx["view"] = "refused".into();
+        (ctx["status"], ctx["message"]) = (status.into(), message.into());
+        out.push(ctx);
+    }
+    for (fragment, views) in FRAGMENTS {
+        for view in *views {
+            let mut ctx = shared.clone();
+            ctx["fragment"] = (*fragment).into();
+            ctx["view"] = (*view).into();
+            ctx["items"] = match *view {
+                "exceptions" => exceptions.clone(),
+                "dead_letters" => dead.clone(),
+                _ => connectors.clone(),
+            };
+            ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
+            out.push(ctx);
+        }
+    }
+    out
+}

@@ -1,0 +1,154 @@
+//! The console as a person sees it: every console page, in zh-CN and en, opened in
+//! headless Chromium (the `screens` module's WebDriver browser) at a phone's 420 px
+//! and a desktop's 1200 px (and the phone in dark mode), signed in as a person who
+//! may use it (and one refusal), screenshots saved as `target/screens/console-*.png`.
+//! Checked: no sideways scrolling, the page's language, and an axe-core scan (the
+//! pinned npm package, injected into the page) with no violation of impact serious or
+//! critical.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::console::sign_in;
+use crate::console_pages::two_orders;
+use crate::helpers::*;
+use crate::screens::{Browser, WIDTHS, screens_dir};
+
+/// Runs axe on the page and answers its serious and critical violations.
+const AXE_RUN: &str = r"
+const done = arguments[arguments.length - 1];
+axe.run(document)
+  .then(r => done({passes: r.passes.length, violations: r.violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}))}))
+  .catch(e => done({passes: 0, violations: [{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]}));
+";
+
+/// What the layout check reads.
+const LAYOUT: &str = "return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, \
+    lang: document.documentElement.lang, height: document.documentElement.scrollHeight, \
+    frame: window.outerHeight - window.innerHeight};";
+
+fn axe_source() -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let p = target.join("node/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (scripts/test.sh installs axe-core)", p.display()))
+}
+
+async fn script(browser: &Browser, js: &str) -> Value {
+    browser.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": js, "args": []}))).await
+}
+
+/// Makes the browser `cookie`'s holder (no cookie: nobody signed in).
+async fn as_holder(browser: &Browser, base: &str, cookie: Option<&str>) {
+    browser.call(reqwest::Method::POST, "/url", Some(json!({"url": format!("{base}/healthz")}))).await;
+    browser.call(reqwest::Method::DELETE, "/cookie", None).await;
+    if let Some(c) = cookie {
+        let cookie = json!({"cookie": {"name": "ob_session", "value": c, "path": "/", "httpOnly": true}});
+        browser.call(reqwest::Method::POST, "/cookie", Some(cookie)).await;
+    }
+}
+
+/// Opens `url` at each width: layout and axe findings, and a full-page screenshot.
+async fn look(browser: &Browser, axe_js: &str, url: &str, name: &str, lang: &str, widths: &[u32]) -> Vec<String> {
+    let mut found = Vec::new();
+    for &width in widths {
+        let at = format!("console-{lang}-{name} at {width} px");
+        browser.resize(width, 900).await;
+        browser.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        let seen = script(browser, LAYOUT).await;
+        if seen["scroll"].as_f64() > seen["inner"].as_f64() {
+            found.push(format!("{at}: scrolls sideways ({} > {})", seen["scroll"], seen["inner"]));
+        }
+        if seen["lang"] != lang {
+            found.push(format!("{at}: lang is {}, not {lang}", seen["lang"]));
+        }
+        script(browser, &format!("{axe_js}\nreturn true;")).await;
+        let axe =
+            browser.call(reqwest::Method::POST, "/execute/async", Some(json!({"script": AXE_RUN, "args": []}))).await;
+        // A scan that checked nothing proves nothing.
+        if axe["passes"].as_u64().unwrap_or(0) == 0 {
+            found.push(format!("{at}: axe checked nothing: {axe}"));
+        }
+        for v in axe["violations"].as_array().into_iter().flatten() {
+            found.push(format!("{at}: axe {} ({}): {} at {}", v["id"], v["impact"], v["help"], v["nodes"]));
+        }
+        let height = seen["height"].as_f64().unwrap_or(900.0) + seen["frame"].as_f64().unwrap_or(0.0).max(0.0);
+        browser.resize(width, (height as u32).clamp(400, 8000)).await;
+        let png = browser.call(reqwest::Method::GET, "/screenshot", None).await;
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        std::fs::write(screens_dir().join(format!("console-{lang}-{name}-{width}.png")), png).unwrap();
+    }
+    found
+}
+
+/// The session cookie of a browser signed in as `email`.
+async fn session(app: &TestApp, smtp: &SmtpServer, email: &str) -> String {
+    let b = sign_in(app, smtp, email).await;
+    b.cookies.iter().find(|(k, _)| k == "ob_session").map(|(_, v)| v.clone()).unwrap()
+}
+
+async fn console_in(lang: &str) -> Vec<String> {
+    let smtp = SmtpServer::start(&[]);
+    // The ERP is down: its effects end as dead letters, so that list has rows.
+    let erp = Receiver::start().await;
+    erp.set_down(true);
+    let mut app = TestApp::builder().erp(erp).mail(&smtp).settings(|s| s.dispatcher.max_attempts = 2);
+    if lang == "en" {
+        app = app
+            .files(|d| replace_in_file(d, "config/directory.toml", &[("locale = \"zh-CN\"", "locale = \"en\"")]))
+            .settings(|s| s.presentation.default_locale = orderbridge::locale::Locale::En);
+    }
+    let app = app.start().await;
+    let (waiting, small) = two_orders(&app).await;
+    app.drain_outbox().await;
+    // zhou.min: approvals and reports; sun.li: orders and the work lists; li.na: reports only.
+    let zhou = session(&app, &smtp, "zhou.min@bank.example").await;
+    let sun = session(&app, &smtp, "operations@bank.example").await;
+    let li = session(&app, &smtp, "li.na@bank.example").await;
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    let pages: Vec<(Option<&str>, String, &str)> = vec![
+        (None, "/signin".into(), "signin"),
+        (Some(&zhou), "/console".into(), "inbox"),
+        (Some(&zhou), "/console/process".into(), "process"),
+        (Some(&zhou), format!("/console/orders/{waiting}"), "order-waiting"),
+        (Some(&sun), "/console/orders".into(), "orders"),
+        (Some(&sun), "/console/orders?q=nobody-at-all".into(), "orders-none"),
+        (Some(&sun), format!("/console/orders/{small}"), "order"),
+        (Some(&sun), "/console/exceptions".into(), "exceptions"),
+        (Some(&sun), "/console/dead-letters".into(), "dead-letters"),
+        (Some(&sun), "/console/connectors".into(), "connectors"),
+        (Some(&li), "/console/orders".into(), "refused"),
+    ];
+    let axe = axe_source();
+    let browser = Browser::start().await;
+    browser.call(reqwest::Method::POST, "/timeouts", Some(json!({"script": 120_000}))).await;
+    let mut found = Vec::new();
+    for (cookie, path, name) in &pages {
+        as_holder(&browser, base, *cookie).await;
+        found.extend(look(&browser, &axe, &format!("{base}{path}"), name, lang, &WIDTHS).await);
+    }
+    // A phone set to dark mode: the same pages, the same checks (contrast above all).
+    let dark = json!({"cmd": "Emulation.setEmulatedMedia",
+        "params": {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}});
+    browser.call(reqwest::Method::POST, "/goog/cdp/execute", Some(dark)).await;
+    for (cookie, path, name) in &pages {
+        as_holder(&browser, base, *cookie).await;
+        found.extend(look(&browser, &axe, &format!("{base}{path}"), &format!("{name}-dark"), lang, &WIDTHS[..1]).await);
+    }
+    browser.quit().await;
+    app.stop().await;
+    found
+}
+
+#[tokio::test]
+async fn every_console_page_reads_well_and_passes_axe_on_a_phone_and_a_desktop() {
+    let mut found = console_in("zh-CN").await;
+    found.extend(console_in("en").await);
+    assert!(found.is_empty(), "{found:#?}\n(screenshots in {})", screens_dir().display());
+}
