@@ -17,6 +17,39 @@ use crate::engine::rules::{Level, NO_ROUTE, Rules, Screening};
 use crate::engine::table::{self, History, INPUTS, Input, Inputs};
 use crate::store::EventRecord;
 
+/// Replays the orders of the store (the last `last`, or all; archived ones found in
+/// the archive) through `candidate`: the impact report of `rules diff` and `rules
+/// propose` on the store itself (the CLI without a daemon, and the daemon's API).
+///
+/// # Errors
+/// The store or the archive could not be read.
+pub(crate) async fn over_store(
+    orders: &crate::orders::Orders,
+    archive: &crate::archive::Archive,
+    candidate: &Rules,
+    last: Option<usize>,
+) -> anyhow::Result<Report> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page: Vec<_> = orders.store().list(None, after, 1000).await?.into_iter().map(|r| r.id).collect();
+        let Some(l) = page.last().copied() else { break };
+        after = Some(l);
+        ids.extend(page);
+    }
+    if let Some(n) = last {
+        ids = ids.split_off(ids.len().saturating_sub(n));
+    }
+    let mut report = Report::new(candidate);
+    for id in ids {
+        let Some(found) = archive.find(id).await? else { continue };
+        let order = crate::http::api::found_json(&found);
+        let events: Vec<EventRecord> = serde_json::from_value(order["events"].clone())?;
+        report.add(candidate, &order, &events);
+    }
+    Ok(report)
+}
+
 /// A screening outcome, comparable across rule sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Outcome {

@@ -1,0 +1,34 @@
+//! Following the rules change log: every sweep, the live rules catch up with what the
+//! log makes live now (an activation or rollback made through the CLI or another
+//! replica, or one scheduled with `--at` whose time came). The swap itself is
+//! `review::LiveRules::sync`; this only calls it on a timer and logs the outcome.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::review::LiveRules;
+
+pub(crate) struct RulesWatch {
+    pub(crate) live: LiveRules,
+    /// The data directory (`store.path`): the change log and the kept versions.
+    pub(crate) data: PathBuf,
+    pub(crate) clock: Clock,
+    pub(crate) interval: Duration,
+}
+
+impl RulesWatch {
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.live.sync(&self.data, self.clock.now()) {
+                tracing::error!(error = %e, "the live rules cannot follow the rules change log; they stay as they are");
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+}
