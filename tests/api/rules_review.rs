@@ -23,13 +23,13 @@ fn candidate(current: &str) -> String {
 /// configuration versions its steps recorded.
 async fn screened(app: &TestApp, external: &str) -> (String, String, Vec<String>) {
     let (status, body) = app.post_webhook(&deal(external, 1, "1500000.00")).await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 202, "{body}");
     let id = body["order_id"].as_str().unwrap_or_else(|| panic!("no order id: {body}")).to_owned();
     let order = app.order(&id).await;
     let events = order["events"].as_array().unwrap();
     let passed = events
         .iter()
-        .find(|e| e["event"]["name"] == "screening_passed")
+        .find(|e| e["event"]["type"] == "screening_passed")
         .unwrap_or_else(|| panic!("not screened: {order}"));
     let versions = events.iter().filter_map(|e| e["config_version"].as_str().map(str::to_owned)).collect();
     (
