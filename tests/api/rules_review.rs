@@ -146,7 +146,11 @@ async fn a_change_is_approved_by_a_second_person_activated_live_and_rolled_back_
 }
 
 fn orderbridge(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin()).args(args).arg("--config-dir").arg(dir).output().unwrap();
+    orderbridge_with(dir, args, &[])
+}
+
+fn orderbridge_with(dir: &std::path::Path, args: &[&str], env: &[(String, String)]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin()).args(args).arg("--config-dir").arg(dir).envs(env.iter().cloned()).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -186,8 +190,51 @@ async fn with_review_on_the_daemon_starts_only_on_approved_rules() {
 
     // Now it starts (and says the file's version is live).
     let daemon = start_daemon(dir.path(), &[]);
-    let client = client();
-    let trail: Value = client
+    let trail = changes(&daemon).await;
+    assert_eq!(trail["live"]["rules_version"], version.as_str(), "{trail}");
+    assert_eq!(trail["changes"].as_array().unwrap().len(), 3, "proposed, approved, activated at start: {trail}");
+
+    // A change made with the CLI while the daemon runs: it follows without a restart.
+    let rules = std::fs::read_to_string(dir.path().join("config/rules.toml")).unwrap();
+    std::fs::write(dir.path().join("candidate.toml"), candidate(&rules)).unwrap();
+    let candidate_file = dir.path().join("candidate.toml");
+    // (The daemon holds the store: the impact report comes through its admin API.)
+    let admin = [("ORDERBRIDGE__SERVER__ADMIN__PORT".to_owned(), daemon.admin.port().to_string())];
+    let (code, out, err) = orderbridge_with(
+        dir.path(),
+        &["rules", "propose", candidate_file.to_str().unwrap(), "--by", "james.wong"],
+        &admin,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("0 order(s) replayed through rules 2026-12-06.1"), "through the daemon's API: {out}");
+    let v2 = out.lines().find_map(|l| l.strip_prefix("candidate ")).unwrap().to_owned();
+    for args in
+        [["rules", "approve", &v2[..12], "--by", "chen.jing"], ["rules", "activate", &v2[..12], "--by", "chen.jing"]]
+    {
+        let (code, out, err) = orderbridge(dir.path(), &args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+    }
+    let mut live = Value::Null;
+    for _ in 0..500 {
+        live = changes(&daemon).await["live"].clone();
+        if live["rules_version"] == v2.as_str() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(live["rules_version"], v2.as_str(), "the running daemon never switched: {live}");
+    assert_eq!(live["label"], "2026-12-06.1");
+
+    // A restart keeps the activated version (config/rules.toml is still the first one).
+    drop(daemon);
+    let daemon = start_daemon(dir.path(), &[]);
+    assert_eq!(changes(&daemon).await["live"]["rules_version"], v2.as_str());
+    let log = daemon.log.lock().unwrap().join("\n");
+    assert!(log.contains("not the live version") && log.contains(&v2[..12]), "{log}");
+}
+
+async fn changes(daemon: &Daemon) -> Value {
+    client()
         .get(format!("http://{}/api/rules/changes", daemon.admin))
         .bearer_auth(ADMIN_TOKEN)
         .send()
@@ -195,7 +242,5 @@ async fn with_review_on_the_daemon_starts_only_on_approved_rules() {
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(trail["live"]["rules_version"], version.as_str(), "{trail}");
-    assert_eq!(trail["changes"].as_array().unwrap().len(), 3, "proposed, approved, activated at start: {trail}");
+        .unwrap()
 }
