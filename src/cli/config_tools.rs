@@ -125,7 +125,7 @@ pub(super) async fn rules_diff(
             println!("{l}");
         }
     }
-    Ok(i32::from(!report.changes.is_empty()))
+    Ok(i32::from(!report.changes.is_empty() || !report.later.is_empty()))
 }
 
 /// Replays the stored orders (the last `last`, or all) through `rules`: the impact
