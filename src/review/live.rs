@@ -38,9 +38,9 @@ impl LiveRules {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// The rules live now, for one step.
+    /// The rules live now, for one step (a read lock held only to copy the reference).
     pub fn current(&self) -> &Rules {
-        self.running().rules
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).rules
     }
 
     /// The live rules' version by content (the `rules` part's hash).
