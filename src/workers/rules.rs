@@ -21,9 +21,16 @@ pub(crate) struct RulesWatch {
 
 impl RulesWatch {
     pub(crate) async fn run(self, stop: CancellationToken) {
+        // Said once per distinct failure, not every sweep.
+        let mut failing: Option<String> = None;
         loop {
-            if let Err(e) = self.live.sync(&self.data, self.clock.now()) {
-                tracing::error!(error = %e, "the live rules cannot follow the rules change log; they stay as they are");
+            match self.live.sync(&self.data, self.clock.now()) {
+                Err(e) if failing.as_deref() != Some(&e.to_string()) => {
+                    tracing::error!(error = %e, "the live rules cannot follow the rules change log; they stay as they are");
+                    failing = Some(e.to_string());
+                }
+                Err(_) => {}
+                Ok(_) => failing = None,
             }
             tokio::select! {
                 () = stop.cancelled() => break,

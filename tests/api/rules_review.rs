@@ -143,6 +143,17 @@ async fn a_change_is_approved_by_a_second_person_activated_live_and_rolled_back_
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("the chain verifies"), "{text}");
     assert!(text.contains(&format!("approved    {} by james.wong (api): 同意", &version[..12])), "{text}");
+
+    // An edited line (another approver written in) is found and named.
+    let log = app.dir.path().join("data/config-versions/rules-changes.jsonl");
+    let edited = std::fs::read_to_string(&log).unwrap().replacen("\"by\":\"james.wong\"", "\"by\":\"zhou.min\"", 1);
+    std::fs::write(&log, edited).unwrap();
+    let out = Command::new(bin()).args(["rules", "changes", "--config-dir"]).arg(app.dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("rules-changes.jsonl:3: the rules change log was altered"), "{err}");
+    let (status, _) = app.api("/rules/changes").await;
+    assert_eq!(status, 503);
 }
 
 fn orderbridge(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
