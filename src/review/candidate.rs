@@ -11,11 +11,11 @@ use crate::engine::Rules;
 use crate::versions::{Part, Versions, kept};
 
 /// A checked and kept candidate.
-pub struct Candidate {
+pub(crate) struct Candidate {
     /// Its rules, as `rules diff` replays them.
-    pub rules: Rules,
+    pub(crate) rules: Rules,
     /// Its version (`hash`), label and files.
-    pub part: Part,
+    pub(crate) part: Part,
 }
 
 /// Checks `text` (shown as `shown`) as the rules of the configuration in
@@ -23,7 +23,12 @@ pub struct Candidate {
 ///
 /// # Errors
 /// Every problem the loader finds (`file:line:col: …`), or it could not be kept.
-pub fn check_and_keep(config_dir: &Path, data: &Path, shown: &Path, text: &str) -> Result<Candidate, ReviewError> {
+pub(crate) fn check_and_keep(
+    config_dir: &Path,
+    data: &Path,
+    shown: &Path,
+    text: &str,
+) -> Result<Candidate, ReviewError> {
     let loaded = crate::config::load_all_with(config_dir, Some((shown, text)))
         .map_err(|ps| ReviewError::Invalid(ps.iter().map(ToString::to_string).collect()))?;
     let versions = Versions::rules_candidate(config_dir, text.as_bytes(), Some(&loaded.rules.version));

@@ -44,7 +44,7 @@ impl LiveRules {
     }
 
     /// The live rules' version by content (the `rules` part's hash).
-    pub fn version(&self) -> String {
+    pub(crate) fn version(&self) -> String {
         self.running().versions.part("rules").map(|p| p.hash.clone()).unwrap_or_default()
     }
 
@@ -64,7 +64,7 @@ impl LiveRules {
     ///
     /// # Errors
     /// The log does not verify, or the version no longer loads (the rules stay).
-    pub fn sync(&self, data: &Path, now: DateTime<Utc>) -> Result<Option<String>, ReviewError> {
+    pub(crate) fn sync(&self, data: &Path, now: DateTime<Utc>) -> Result<Option<String>, ReviewError> {
         let log = log::read(data)?;
         let Some(active) = active_at(&log, now) else { return Ok(None) };
         if active.version == self.version() {

@@ -24,7 +24,7 @@ const LOCK: &str = "rules-changes.lock";
 /// What happened to a rules version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum What {
+pub(crate) enum What {
     /// A candidate was checked, kept and its impact reported.
     Proposed,
     /// A second person with `approve_rules` approved it.
@@ -36,7 +36,7 @@ pub enum What {
 }
 
 impl What {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             What::Proposed => "proposed",
             What::Approved => "approved",
@@ -48,48 +48,48 @@ impl What {
 
 /// One line of the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
+pub(crate) struct Change {
     /// 1, 2, …: the line's place in the log.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// When it was recorded.
-    pub at: DateTime<Utc>,
-    pub what: What,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) what: What,
     /// The rules version (its content hash) this change is about.
-    pub version: String,
+    pub(crate) version: String,
     /// Who: a directory person's id, `admin:NAME`, `client:NAME`, or `system` (the
     /// daemon at start).
-    pub by: String,
+    pub(crate) by: String,
     /// Through which door: `cli`, `api`, `console` or `start`.
-    pub channel: String,
+    pub(crate) channel: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
     /// Activated: when it takes effect (the time it was recorded, or `--at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effective_at: Option<DateTime<Utc>>,
+    pub(crate) effective_at: Option<DateTime<Utc>>,
     /// Activated and rolled back: the version live before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// The previous line's `hash` (empty on the first).
-    pub prev: String,
+    pub(crate) prev: String,
     /// SHA-256 over `prev` and this line without `hash`.
-    pub hash: String,
+    pub(crate) hash: String,
 }
 
 /// A change to append: everything but its place and hashes.
 #[derive(Clone, Debug)]
-pub struct Draft {
-    pub what: What,
-    pub version: String,
-    pub by: String,
-    pub channel: String,
-    pub note: Option<String>,
-    pub effective_at: Option<DateTime<Utc>>,
-    pub from: Option<String>,
+pub(crate) struct Draft {
+    pub(crate) what: What,
+    pub(crate) version: String,
+    pub(crate) by: String,
+    pub(crate) channel: String,
+    pub(crate) note: Option<String>,
+    pub(crate) effective_at: Option<DateTime<Utc>>,
+    pub(crate) from: Option<String>,
 }
 
 /// Why the log could not be read or appended to.
 #[derive(Debug, thiserror::Error)]
-pub enum LogError {
+pub(crate) enum LogError {
     #[error("{path}:{line}: the rules change log was altered (its hash chain breaks here); restore it from a backup")]
     Tampered { path: String, line: usize },
     #[error("{path}:{line}: not a rules change: {reason}")]
@@ -103,7 +103,7 @@ fn dir(data: &Path) -> PathBuf {
 }
 
 /// The log's path under the data directory.
-pub fn path(data: &Path) -> PathBuf {
+pub(crate) fn path(data: &Path) -> PathBuf {
     dir(data).join(FILE)
 }
 
@@ -118,7 +118,7 @@ fn seal(prev: &str, c: &Change) -> String {
 ///
 /// # Errors
 /// A line that does not parse or whose hash does not follow (named by its number).
-pub fn read(data: &Path) -> Result<Vec<Change>, LogError> {
+pub(crate) fn read(data: &Path) -> Result<Vec<Change>, LogError> {
     let path = path(data);
     let text = match fs::read_to_string(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -146,7 +146,7 @@ pub fn read(data: &Path) -> Result<Vec<Change>, LogError> {
 ///
 /// # Errors
 /// `decide`'s refusal, or the log could not be read, verified or written.
-pub fn append<E: From<LogError>>(
+pub(crate) fn append<E: From<LogError>>(
     data: &Path,
     now: DateTime<Utc>,
     decide: impl FnOnce(&[Change]) -> Result<Draft, E>,

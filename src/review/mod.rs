@@ -10,9 +10,9 @@
 //! API (`crate::http::rules`) only name the actor and call them. At start, the
 //! daemon runs only approved rules unless `rules.require_review = false` (`at_start`).
 
-pub mod candidate;
+pub(crate) mod candidate;
 pub(crate) mod live;
-pub mod log;
+pub(crate) mod log;
 
 use std::path::Path;
 
@@ -26,7 +26,7 @@ use crate::versions::{Versions, kept, short};
 
 /// Why a change was refused. Shown to the person as it is.
 #[derive(Debug, thiserror::Error)]
-pub enum ReviewError {
+pub(crate) enum ReviewError {
     #[error(
         "no proposed rules version starts with `{0}` (see `orderbridge rules changes`; propose one with `orderbridge rules propose FILE`)"
     )]
@@ -72,12 +72,12 @@ fn effective(c: &Change) -> DateTime<Utc> {
 }
 
 /// The proposal of `version`, if any.
-pub fn proposal<'a>(log: &'a [Change], version: &str) -> Option<&'a Change> {
+pub(crate) fn proposal<'a>(log: &'a [Change], version: &str) -> Option<&'a Change> {
     log.iter().find(|c| c.what == What::Proposed && c.version == version)
 }
 
 /// The approval of `version`, if any.
-pub fn approval<'a>(log: &'a [Change], version: &str) -> Option<&'a Change> {
+pub(crate) fn approval<'a>(log: &'a [Change], version: &str) -> Option<&'a Change> {
     log.iter().find(|c| c.what == What::Approved && c.version == version)
 }
 
@@ -85,7 +85,7 @@ pub fn approval<'a>(log: &'a [Change], version: &str) -> Option<&'a Change> {
 ///
 /// # Errors
 /// None or several proposed versions start so.
-pub fn resolve(log: &[Change], prefix: &str) -> Result<String, ReviewError> {
+pub(crate) fn resolve(log: &[Change], prefix: &str) -> Result<String, ReviewError> {
     let p = prefix.trim().to_ascii_lowercase();
     let mut found: Vec<&str> = log
         .iter()
@@ -118,23 +118,23 @@ fn switches(log: &[Change]) -> Vec<&Change> {
 }
 
 /// The change that made the live rules at `t` (`None`: the log names none yet).
-pub fn active_at(log: &[Change], t: DateTime<Utc>) -> Option<&Change> {
+pub(crate) fn active_at(log: &[Change], t: DateTime<Utc>) -> Option<&Change> {
     switches(log).into_iter().rev().find(|c| effective(c) <= t)
 }
 
 /// Activations recorded but not in effect yet at `t`.
-pub fn scheduled(log: &[Change], t: DateTime<Utc>) -> Vec<&Change> {
+pub(crate) fn scheduled(log: &[Change], t: DateTime<Utc>) -> Vec<&Change> {
     switches(log).into_iter().filter(|c| effective(c) > t).collect()
 }
 
 /// Who acts on a change, as the log records them.
 #[derive(Clone, Debug)]
-pub struct Actor {
+pub(crate) struct Actor {
     /// A directory person's id, `admin:NAME` or `client:NAME`.
-    pub id: String,
+    pub(crate) id: String,
     /// The directory person, when it is one (only a person approves).
-    pub person: Option<String>,
-    pub channel: Channel,
+    pub(crate) person: Option<String>,
+    pub(crate) channel: Channel,
 }
 
 /// Proposing `version` (already kept and checked): a line, unless it was proposed
@@ -142,7 +142,7 @@ pub struct Actor {
 ///
 /// # Errors
 /// The log could not be read or written.
-pub fn propose(
+pub(crate) fn propose(
     data: &Path,
     version: &str,
     by: &Actor,
@@ -170,7 +170,7 @@ pub fn propose(
 ///
 /// # Errors
 /// Not proposed, not a person, the proposer themselves, or approved already.
-pub fn approve(
+pub(crate) fn approve(
     data: &Path,
     prefix: &str,
     by: &Actor,
@@ -209,7 +209,7 @@ pub fn approve(
 ///
 /// # Errors
 /// Not proposed or not approved, or live already with nothing scheduled.
-pub fn activate(
+pub(crate) fn activate(
     data: &Path,
     prefix: &str,
     at: Option<DateTime<Utc>>,
@@ -243,7 +243,7 @@ pub fn activate(
 ///
 /// # Errors
 /// No earlier version was live.
-pub fn rollback(data: &Path, by: &Actor, now: DateTime<Utc>) -> Result<Change, ReviewError> {
+pub(crate) fn rollback(data: &Path, by: &Actor, now: DateTime<Utc>) -> Result<Change, ReviewError> {
     log::append(data, now, |log| {
         let done: Vec<&Change> = switches(log).into_iter().filter(|c| effective(c) <= now).collect();
         let Some(current) = done.last() else { return Err(ReviewError::NothingToRollBack) };
@@ -265,7 +265,7 @@ pub fn rollback(data: &Path, by: &Actor, now: DateTime<Utc>) -> Result<Change, R
 
 /// What the daemon runs at start.
 #[derive(Debug, PartialEq, Eq)]
-pub enum AtStart {
+pub(crate) enum AtStart {
     /// `config/rules.toml` (approved, or review is off).
     File,
     /// The version the change log made live, which is not `config/rules.toml`.
@@ -280,7 +280,7 @@ pub enum AtStart {
 /// # Errors
 /// The file's version was not approved (the message says how to get it approved), or
 /// the log does not verify.
-pub fn at_start(
+pub(crate) fn at_start(
     data: &Path,
     file: &Versions,
     require_review: bool,
@@ -322,7 +322,7 @@ pub fn at_start(
 ///
 /// # Errors
 /// As `at_start`; a kept version that no longer loads; the versions not kept.
-pub fn start(
+pub(crate) fn start(
     data: &Path,
     rules: Rules,
     versions: Versions,
