@@ -255,3 +255,38 @@ async fn changes(daemon: &Daemon) -> Value {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn an_activation_set_for_a_time_takes_effect_then_in_the_running_daemon() {
+    let clock = ManualClock::new("2026-12-07T01:00:00Z".parse().unwrap());
+    let app = TestApp::builder().clock(clock.clock()).start().await;
+    let rules = std::fs::read_to_string(app.dir.path().join("config/rules.toml")).unwrap();
+    let (status, proposed) = app
+        .api_post_with(&app.person_token("chen.jing"), "/rules/candidates", &json!({"rules": candidate(&rules)}))
+        .await;
+    assert_eq!(status, 200, "{proposed}");
+    let version = proposed["version"].as_str().unwrap().to_owned();
+    let james = app.person_token("james.wong");
+    let (status, _) = app.api_post_with(&james, &format!("/rules/candidates/{version}/approve"), &json!({})).await;
+    assert_eq!(status, 200);
+
+    // Set for 02:00 (Beijing 10:00): until then the rules stay; then the daemon switches.
+    let (status, activated) = app
+        .api_post_with(&james, "/rules/activate", &json!({"version": version, "at": "2026-12-07T10:00:00+08:00"}))
+        .await;
+    assert_eq!(status, 200, "{activated}");
+    assert_eq!(activated["activated"]["effective_at"], "2026-12-07T02:00:00Z");
+    assert_ne!(activated["live"]["rules_version"], version.as_str(), "not before its time");
+    let (_, trail) = app.api("/rules/changes").await;
+    assert_eq!(trail["scheduled"].as_array().unwrap().len(), 1, "{trail}");
+    let (row, _, _) = screened(&app, "RT-1").await;
+    assert_eq!(row, "LARGE");
+
+    clock.advance(chrono::Duration::hours(1));
+    wait_until("the scheduled rules are live", || async {
+        app.api("/rules/changes").await.1["live"]["rules_version"] == version.as_str()
+    })
+    .await;
+    let (row, label, _) = screened(&app, "RT-2").await;
+    assert_eq!((row.as_str(), label.as_str()), ("STANDARD", "2026-12-06.1"));
+}
