@@ -10,7 +10,7 @@
 
 use std::ops::Deref;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
@@ -20,7 +20,14 @@ use crate::versions::{Versions, kept, short};
 
 /// The rules the daemon decides with now; cheap to clone (all clones see a swap).
 #[derive(Clone)]
-pub struct LiveRules(Arc<RwLock<Running>>);
+pub struct LiveRules(Arc<Inner>);
+
+struct Inner {
+    running: RwLock<Running>,
+    /// One `sync` at a time (the watch and an API activation), so a switch is built,
+    /// recorded and swapped once.
+    syncing: Mutex<()>,
+}
 
 #[derive(Clone)]
 struct Running {
@@ -31,16 +38,17 @@ struct Running {
 
 impl LiveRules {
     pub fn new(rules: Rules, versions: Versions) -> LiveRules {
-        LiveRules(Arc::new(RwLock::new(Running { rules: Box::leak(Box::new(rules)), versions: Arc::new(versions) })))
+        let running = Running { rules: Box::leak(Box::new(rules)), versions: Arc::new(versions) };
+        LiveRules(Arc::new(Inner { running: RwLock::new(running), syncing: Mutex::new(()) }))
     }
 
     fn running(&self) -> Running {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.0.running.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The rules live now, for one step (a read lock held only to copy the reference).
     pub fn current(&self) -> &Rules {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).rules
+        self.0.running.read().unwrap_or_else(std::sync::PoisonError::into_inner).rules
     }
 
     /// The live rules' version by content (the `rules` part's hash).
@@ -55,7 +63,7 @@ impl LiveRules {
 
     fn swap(&self, rules: Rules, versions: Versions) {
         let next = Running { rules: Box::leak(Box::new(rules)), versions: Arc::new(versions) };
-        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        *self.0.running.write().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
     }
 
     /// Follows the change log: when it makes another version live at `now` than the
@@ -65,6 +73,7 @@ impl LiveRules {
     /// # Errors
     /// The log does not verify, or the version no longer loads (the rules stay).
     pub(crate) fn sync(&self, data: &Path, now: DateTime<Utc>) -> Result<Option<String>, ReviewError> {
+        let _one = self.0.syncing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let log = log::read(data)?;
         let Some(active) = active_at(&log, now) else { return Ok(None) };
         if active.version == self.version() {

@@ -24,10 +24,15 @@ impl RulesWatch {
         // Said once per distinct failure, not every sweep.
         let mut failing: Option<String> = None;
         loop {
-            match self.live.sync(&self.data, self.clock.now()) {
-                Err(e) if failing.as_deref() != Some(&e.to_string()) => {
+            // File reads (and, on a switch, a synced write): off the async threads.
+            let (live, data, now) = (self.live.clone(), self.data.clone(), self.clock.now());
+            let synced = tokio::task::spawn_blocking(move || live.sync(&data, now).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match synced {
+                Err(e) if failing.as_deref() != Some(e.as_str()) => {
                     tracing::error!(error = %e, "the live rules cannot follow the rules change log; they stay as they are");
-                    failing = Some(e.to_string());
+                    failing = Some(e);
                 }
                 Err(_) => {}
                 Ok(_) => failing = None,
