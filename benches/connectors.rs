@@ -131,7 +131,9 @@ async fn poll(registry: &Registry, d: &std::path::Path, records: usize, page: us
     };
     let store = orderbridge::store::open(&options, metrics.clone()).await.unwrap();
     let orders = std::sync::Arc::new(orderbridge::orders::Orders::new(store));
-    let rules = Arc::new(orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
+    let rules = orderbridge::review::LiveRules::from(
+        orderbridge::check::load_rules(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    );
     let poller = Poller {
         poll: registry.get("source").unwrap().poll.clone().unwrap(),
         orders,

@@ -24,6 +24,8 @@
 //!   and what a secret must be (not empty, not published, long enough).
 //! - `versions`: rules, mappings, notifications and templates versioned by content,
 //!   each version kept under the data directory as loaded.
+//! - `review`: reviewed rule changes: propose, approve (a second person), activate at
+//!   a time without a restart, roll back; the hash-chained change log; the live rules.
 //! - `evidence`: an order's signed evidence pack for auditors, and its offline check.
 //! - `explain`: why an order is where it is, from its audit trail.
 //! - `export`: the warehouse's tables (orders, events) as Parquet, CSV or JSON lines.
@@ -61,6 +63,7 @@ pub(crate) mod notifications;
 pub mod orders;
 pub(crate) mod panics;
 pub(crate) mod reports;
+pub mod review;
 pub(crate) mod rules_diff;
 pub(crate) mod sample;
 pub(crate) mod schedule;

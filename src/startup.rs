@@ -55,6 +55,16 @@ async fn drain(mut tasks: Vec<JoinHandle<()>>) {
     }
 }
 
+/// The live rules following the change log (activations from the CLI, scheduled ones).
+fn rules_watch(state: &AppState) -> crate::workers::rules::RulesWatch {
+    crate::workers::rules::RulesWatch {
+        live: state.rules.clone(),
+        data: state.settings.store_path.clone(),
+        clock: state.clock.clone(),
+        interval: state.settings.scheduler_sweep_interval,
+    }
+}
+
 /// How long shutdown waits for effects in flight before giving up on them (they stay
 /// in the outbox and run again after restart, with the same idempotency key).
 const GRACE: Duration = Duration::from_secs(10);
@@ -78,6 +88,10 @@ impl Application {
     /// Opens the store and binds first, so `address()` is real even for port 0.
     pub async fn build_with_clock(loaded: Loaded, clock: Clock) -> anyhow::Result<Application> {
         let Loaded { settings, mut registry, rules, templates, reports, versions, .. } = loaded;
+        // Reviewed rules only (unless review is off): refused before anything is opened.
+        let rules =
+            crate::review::start(&settings.store_path, rules, versions, settings.require_review, clock.now())
+                .with_context(|| format!("the rules, with the change log under {}", settings.store_path.display()))?;
         let metrics = Arc::new(Metrics::default());
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
@@ -85,8 +99,6 @@ impl Application {
         let orders = Arc::new(
             Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
         );
-        crate::versions::kept::record(&settings.store_path, &versions, clock.now())
-            .with_context(|| format!("keeping the configuration's versions under {}", settings.store_path.display()))?;
         let (listener, admin_listener) = bind(&settings).await?;
         let public_url = public_url(&settings, &listener);
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
@@ -96,7 +108,6 @@ impl Application {
         let console_mailer = mail_connector(&settings, templates, links.clone(), &public_url, &mut registry)?;
         let registry = Arc::new(registry);
         let wake = Arc::new(Notify::new());
-        let rules = Arc::new(rules);
         let dispatcher = Dispatcher::new(
             orders.clone(),
             rules.clone(),
@@ -192,7 +203,8 @@ impl Application {
         };
         // Every task started here is awaited at shutdown (`drain`): once this returns,
         // none of them holds the store any more.
-        let mut tasks = vec![tokio::spawn(reconciler.run(stop.clone()))];
+        let mut tasks =
+            vec![tokio::spawn(reconciler.run(stop.clone())), tokio::spawn(rules_watch(&state).run(stop.clone()))];
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
         if state.settings.archive.enabled {

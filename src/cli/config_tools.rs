@@ -117,36 +117,7 @@ pub(super) async fn rules_diff(
         }
     };
     let src = Source::open(dir).await?;
-    // Every order id, in arrival order (pages of 1000).
-    let mut ids: Vec<OrderId> = Vec::new();
-    let mut after: Option<OrderId> = None;
-    loop {
-        let page: Vec<OrderId> = match &src {
-            Source::Store(s, _) => s.store().list(None, after, 1000).await?.into_iter().map(|r| r.id).collect(),
-            Source::Api { .. } => {
-                let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
-                let v = src.api(reqwest::Method::GET, &format!("/orders?limit=1000{q}")).await?;
-                v["orders"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|o| o["id"].as_str().and_then(|i| i.parse().ok()))
-                    .collect()
-            }
-        };
-        let Some(l) = page.last().copied() else { break };
-        after = Some(l);
-        ids.extend(page);
-    }
-    if let Some(n) = last {
-        ids = ids.split_off(ids.len().saturating_sub(n));
-    }
-    let mut report = crate::rules_diff::Report::new(&rules);
-    for id in ids {
-        let order = fetch_order(&src, id).await?;
-        let events: Vec<crate::store::EventRecord> = serde_json::from_value(order["events"].clone())?;
-        report.add(&rules, &order, &events);
-    }
+    let report = impact(&src, &rules, last).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -154,5 +125,43 @@ pub(super) async fn rules_diff(
             println!("{l}");
         }
     }
-    Ok(i32::from(!report.changes.is_empty()))
+    Ok(i32::from(!report.changes.is_empty() || !report.later.is_empty()))
+}
+
+/// Replays the stored orders (the last `last`, or all) through `rules`: the impact
+/// report of `rules diff` and `rules propose`.
+pub(super) async fn impact(
+    src: &Source,
+    rules: &crate::engine::Rules,
+    last: Option<usize>,
+) -> anyhow::Result<crate::rules_diff::Report> {
+    if let Source::Store(orders, archive) = src {
+        return crate::rules_diff::over_store(orders, archive, rules, last).await;
+    }
+    // Through the running daemon: every order id, in arrival order (pages of 1000).
+    let mut ids: Vec<OrderId> = Vec::new();
+    let mut after: Option<OrderId> = None;
+    loop {
+        let q = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let v = src.api(reqwest::Method::GET, &format!("/orders?limit=1000{q}")).await?;
+        let page: Vec<OrderId> = v["orders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["id"].as_str().and_then(|i| i.parse().ok()))
+            .collect();
+        let Some(l) = page.last().copied() else { break };
+        after = Some(l);
+        ids.extend(page);
+    }
+    if let Some(n) = last {
+        ids = ids.split_off(ids.len().saturating_sub(n));
+    }
+    let mut report = crate::rules_diff::Report::new(rules);
+    for id in ids {
+        let order = fetch_order(src, id).await?;
+        let events: Vec<crate::store::EventRecord> = serde_json::from_value(order["events"].clone())?;
+        report.add(rules, &order, &events);
+    }
+    Ok(report)
 }

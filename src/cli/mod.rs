@@ -9,6 +9,7 @@ mod archive;
 mod config_tools;
 mod evidence;
 mod reads;
+mod review;
 mod source;
 mod store_admin;
 mod tokens;
@@ -49,6 +50,10 @@ pub(crate) enum Command {
         /// Log format, overriding `log.format` (text or json).
         #[arg(long)]
         log_format: Option<String>,
+        /// Development only: run config/rules.toml even if nobody approved it (as
+        /// `rules.require_review = false`).
+        #[arg(long)]
+        allow_unreviewed_rules: bool,
     },
     /// Validate every configuration file; exit 78 on any problem.
     Check {
@@ -116,7 +121,8 @@ pub(crate) enum Command {
     /// Try a mapping before deploying it.
     #[command(subcommand)]
     Mapping(MappingCmd),
-    /// Rule changes: what a candidate rules.toml would decide differently.
+    /// Rule changes: what a candidate rules.toml would decide differently, and the
+    /// reviewed change (propose, approve, activate, rollback, changes).
     #[command(subcommand)]
     Rules(RulesCmd),
     /// An order's evidence pack for auditors (`evidence ORDER_ID --out FILE.zip`), its
@@ -216,6 +222,49 @@ pub(crate) enum RulesCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Propose a candidate rules file: checked like `check` does, kept by its content
+    /// version, its impact on the stored orders printed (as `rules diff`), then its id.
+    Propose {
+        /// The candidate (its watch list is read from config/).
+        file: PathBuf,
+        /// Why: shown in the change log.
+        #[arg(long)]
+        note: Option<String>,
+        /// Who proposes (a directory person granted `propose_rules`).
+        #[arg(long)]
+        by: String,
+        /// Replay only the N most recent orders.
+        #[arg(long)]
+        last: Option<usize>,
+    },
+    /// Approve a proposed version: a person granted `approve_rules` who did not propose it.
+    Approve {
+        version: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Make an approved version the live rules, now or at --at; a running daemon
+    /// switches without a restart.
+    Activate {
+        version: String,
+        /// When (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        by: String,
+    },
+    /// Return to the rules version live before the current one.
+    Rollback {
+        #[arg(long)]
+        by: String,
+    },
+    /// The change log: every proposal, approval, activation and rollback, verified.
+    Changes {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a kept version's file exactly as it was loaded.
     Show {
         /// The version (its hash, or a unique prefix as `rules history` shows it).
@@ -270,7 +319,9 @@ pub(crate) enum OutboxCmd {
 pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     let dir = cli.config_dir.clone();
     match cli.command {
-        Command::Run { log_format } => run_daemon(&dir, log_format).await,
+        Command::Run { log_format, allow_unreviewed_rules } => {
+            run_daemon(&dir, log_format, allow_unreviewed_rules).await
+        }
         Command::Check { online } => {
             let code = crate::check::run_check(&dir);
             if code != 0 || !online { Ok(code) } else { Ok(crate::check::run_online(&dir).await) }
@@ -291,6 +342,13 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
             rules_diff(&dir, last, candidate, json).await
         }
         Command::Rules(RulesCmd::History { json }) => rules_history(&dir, json),
+        Command::Rules(RulesCmd::Propose { file, note, by, last }) => {
+            review::propose(&dir, &file, note, &by, last).await
+        }
+        Command::Rules(RulesCmd::Approve { version, by, note }) => review::approve(&dir, &version, &by, note),
+        Command::Rules(RulesCmd::Activate { version, at, by }) => review::activate(&dir, &version, at.as_deref(), &by),
+        Command::Rules(RulesCmd::Rollback { by }) => review::rollback(&dir, &by),
+        Command::Rules(RulesCmd::Changes { json }) => review::changes(&dir, json),
         Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
         Command::Evidence(args) => evidence::run(&dir, args).await,
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,
@@ -312,8 +370,8 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i32> {
-    let loaded = match crate::config::load_all(dir) {
+async fn run_daemon(dir: &Path, log_format: Option<String>, allow_unreviewed_rules: bool) -> anyhow::Result<i32> {
+    let mut loaded = match crate::config::load_all(dir) {
         Ok(l) => l,
         Err(problems) => {
             for p in &problems {
@@ -332,6 +390,12 @@ async fn run_daemon(dir: &Path, log_format: Option<String>) -> anyhow::Result<i3
     crate::telemetry::init(format, &loaded.settings.log_level);
     for note in &loaded.notes {
         tracing::warn!("{note}");
+    }
+    if allow_unreviewed_rules && loaded.settings.require_review {
+        tracing::warn!(
+            "--allow-unreviewed-rules: this process runs config/rules.toml without review (development only)"
+        );
+        loaded.settings.require_review = false;
     }
     let app = crate::startup::Application::build(loaded).await?;
     app.run_until_stopped(crate::shutdown::signal()).await?;

@@ -8,7 +8,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::{Parsed, rules_path};
+use super::Parsed;
 use crate::connectors::Registry;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::directory::Directory;
@@ -46,7 +46,8 @@ pub(super) fn check(config_dir: &Path, parsed: &Parsed, problems: &mut Vec<Diagn
         let source = Source::read(crate::notifications::path(config_dir));
         scheduled_reports(&source, reports, located, &n.directory, settings, problems);
     }
-    let source = Source::read(rules_path(config_dir));
+    let (path, text) = parsed.rules_source(config_dir);
+    let source = Source { path, text };
     // Every role the approval matrix and the SLAs name must have somebody to act.
     if let (Some(rules), Some((n, _))) = (&parsed.rules, &parsed.notifications)
         && !n.directory.is_empty()

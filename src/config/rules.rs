@@ -19,14 +19,19 @@ pub fn load_rules(config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
 /// Loads a rules file (e.g. a candidate for `rules diff`); files it names are read
 /// from `config_dir/config/`.
 pub(crate) fn load_rules_file(path: &Path, config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
-    let path = path.to_owned();
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| vec![Diagnostic::file(&path, format!("cannot read: {e}"))])?;
-    let file: RulesFile = toml::from_str(&text).map_err(|e| vec![Diagnostic::from_toml(&path, &text, &e)])?;
+    let text = std::fs::read_to_string(path).map_err(|e| vec![Diagnostic::file(path, format!("cannot read: {e}"))])?;
+    load_rules_text(path, &text, config_dir)
+}
+
+/// Parses and validates rules text (a candidate sent to the API); problems are
+/// located in `path` (the name shown); files it names are read from
+/// `config_dir/config/`.
+pub(crate) fn load_rules_text(path: &Path, text: &str, config_dir: &Path) -> Result<Rules, Vec<Diagnostic>> {
+    let file: RulesFile = toml::from_str(text).map_err(|e| vec![Diagnostic::from_toml(path, text, &e)])?;
     let config = config_dir.join("config");
     let read = |name: &str| -> Result<String, String> {
         std::fs::read_to_string(config.join(name)).map_err(|e| format!("cannot read: {e}"))
     };
     file.validate(&read)
-        .map_err(|ps| ps.into_iter().map(|p| Diagnostic::at(&path, &text, Some(p.span), p.message)).collect())
+        .map_err(|ps| ps.into_iter().map(|p| Diagnostic::at(path, text, Some(p.span), p.message)).collect())
 }

@@ -192,10 +192,8 @@ pub(crate) fn due_timer_event(case: &Case<'_>, rules: &Rules, now: DateTime<Utc>
             let overdue_from = end_of_day(f.invoice.as_ref()?.due, rules);
             let rating = case.order.customer.credit_rating.map(|r| r.to_string());
             let step = rules
-                .dunning
-                .iter()
+                .dunning_for(rating.as_deref())
                 .filter(|s| !f.dunning.contains(&s.id))
-                .filter(|s| s.ratings.is_empty() || rating.as_ref().is_some_and(|r| s.ratings.contains(r)))
                 .filter(|s| overdue_from + chrono::Duration::days(i64::from(s.days_overdue)) <= now)
                 .max_by_key(|s| s.days_overdue)?;
             OrderEvent::DunningDue { step: step.id.clone(), days_overdue: step.days_overdue }
@@ -341,16 +339,11 @@ impl Decision {
         }
         let assigned = self.fulfilment.as_ref().map(|f| f.tasks.as_slice()).unwrap_or_default();
         let product = order.product.kind.to_string();
-        rules
-            .tasks
-            .iter()
-            .filter(|t| t.products.is_empty() || t.products.contains(&product))
-            .find(|t| !assigned.iter().any(|a| a.id == t.id))
-            .map(|t| OrderEvent::TaskAssigned {
-                task: t.id.clone(),
-                name: t.name.clone(),
-                department: t.department.clone(),
-            })
+        rules.tasks_for(&product).find(|t| !assigned.iter().any(|a| a.id == t.id)).map(|t| OrderEvent::TaskAssigned {
+            task: t.id.clone(),
+            name: t.name.clone(),
+            department: t.department.clone(),
+        })
     }
 
     /// Accepted, and the settlement push just answered with the invoice number: the

@@ -34,10 +34,16 @@ pub enum Action {
     /// Everything about the daemon itself: audit verification, the quarantine,
     /// reconciliation, API clients and their tokens.
     Administer,
+    /// Propose a rules change (a candidate with its impact report), read the
+    /// change log.
+    ProposeRules,
+    /// Approve someone else's proposed rules change; activate an approved one, roll
+    /// back (a person of the directory approves, never the proposer).
+    ApproveRules,
 }
 
 /// Every action, in the order the policy table documents them.
-pub const ACTIONS: [Action; 11] = [
+pub const ACTIONS: [Action; 13] = [
     Action::DecideApproval,
     Action::ReviewFlagged,
     Action::RecordDelivery,
@@ -49,6 +55,8 @@ pub const ACTIONS: [Action; 11] = [
     Action::SeePersonalData,
     Action::SeeReports,
     Action::Administer,
+    Action::ProposeRules,
+    Action::ApproveRules,
 ];
 
 impl Action {
@@ -65,6 +73,8 @@ impl Action {
             Action::SeePersonalData => "see_personal_data",
             Action::SeeReports => "see_reports",
             Action::Administer => "administer",
+            Action::ProposeRules => "propose_rules",
+            Action::ApproveRules => "approve_rules",
         }
     }
 }

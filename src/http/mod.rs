@@ -18,6 +18,7 @@ pub(crate) mod oidc;
 pub(crate) mod pages;
 pub(crate) mod principal;
 pub(crate) mod reports;
+pub(crate) mod rules;
 pub(crate) mod server;
 pub(crate) mod webhooks;
 
@@ -38,7 +39,6 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::clock::Clock;
 use crate::connectors::Registry;
-use crate::engine::Rules;
 use crate::links::LinkSigner;
 use crate::metrics::Metrics;
 use crate::orders::Orders;
@@ -55,7 +55,8 @@ pub struct AppState {
     /// Archived orders: finding them, holds, passes.
     pub archive: Arc<crate::archive::Archive>,
     pub(crate) registry: Arc<Registry>,
-    pub rules: Arc<Rules>,
+    /// The live rules (`crate::review::LiveRules`): swapped on activation, read per step.
+    pub rules: crate::review::LiveRules,
     pub(crate) settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
@@ -125,6 +126,11 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/reports/kpis", get(reports::kpis))
         .route("/reports/scheduled/{name}", get(reports::scheduled))
         .route("/export", get(reports::export))
+        .route("/rules/candidates", post(rules::propose))
+        .route("/rules/candidates/{version}/approve", post(rules::approve))
+        .route("/rules/activate", post(rules::activate))
+        .route("/rules/rollback", post(rules::rollback))
+        .route("/rules/changes", get(rules::changes))
         .route_layer(middleware::from_fn_with_state(state.clone(), principal::api_gate));
     let gate = Gate::new(&state, "admin");
     Router::new()

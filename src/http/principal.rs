@@ -43,6 +43,11 @@ const API_ACTIONS: &[(Method, &str, Action)] = &[
     (Method::GET, "/api/reports/kpis", Action::SeeReports),
     (Method::GET, "/api/export", Action::SeeReports),
     (Method::GET, "/api/reports/scheduled/{name}", Action::SeeReports),
+    (Method::POST, "/api/rules/candidates", Action::ProposeRules),
+    (Method::GET, "/api/rules/changes", Action::ProposeRules),
+    (Method::POST, "/api/rules/candidates/{version}/approve", Action::ApproveRules),
+    (Method::POST, "/api/rules/activate", Action::ApproveRules),
+    (Method::POST, "/api/rules/rollback", Action::ApproveRules),
 ];
 
 /// The action a request to `route` takes (`administer` for any route not listed).

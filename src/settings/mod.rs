@@ -17,6 +17,7 @@ mod console;
 mod evidence;
 mod limits;
 mod mail;
+mod rules;
 mod secret_ref;
 mod server;
 mod site;
@@ -90,6 +91,8 @@ pub(crate) struct RawSettings {
     pub(crate) evidence: evidence::RawEvidence,
     #[serde(default)]
     pub(crate) audit: audit::RawAudit,
+    #[serde(default)]
+    pub(crate) rules: rules::RawRules,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +167,11 @@ pub struct Settings {
     pub(crate) console: crate::auth::sessions::Limits,
     /// Console sign-in through an OpenID Connect provider (`[console.oidc]`).
     pub(crate) oidc: Option<console::OidcSettings>,
+    /// `rules.require_review`: start only on approved rules (`crate::review`); `run
+    /// --allow-unreviewed-rules` turns it off for one process.
+    pub require_review: bool,
+    /// `check`'s warning when review is off (located at the key).
+    pub(crate) review_off: Option<Diagnostic>,
 }
 
 /// Collects the problems of one settings file, each located at its key in the file
@@ -273,6 +281,7 @@ impl RawSettings {
         let oidc = console::oidc(&self.console, &mut secrets, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
+        let (require_review, review_off) = rules::review(&self.rules, path, text);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -311,6 +320,8 @@ impl RawSettings {
             accepted_weak_secrets,
             console,
             oidc,
+            require_review,
+            review_off,
         })
     }
 }

@@ -60,7 +60,7 @@ pub fn record(data: &Path, versions: &Versions, at: DateTime<Utc>) -> io::Result
     let root = root(data);
     fs::create_dir_all(&root)?;
     for part in &versions.parts {
-        keep(&root, part, versions)?;
+        keep(&root, part, &versions.contents)?;
     }
     let load = Load {
         at,
@@ -80,8 +80,24 @@ pub fn record(data: &Path, versions: &Versions, at: DateTime<Utc>) -> io::Result
     Ok(())
 }
 
+/// Keeps one part version (a proposed candidate) without recording a load.
+///
+/// # Errors
+/// A file that could not be written or synced.
+pub(crate) fn keep_part(data: &Path, part: &Part, contents: &[(String, Vec<u8>)]) -> io::Result<()> {
+    let root = root(data);
+    fs::create_dir_all(&root)?;
+    keep(&root, part, contents)
+}
+
+/// Where a kept part version's files are, under their paths relative to the
+/// configuration directory (`config/rules.toml`, …).
+pub(crate) fn files_dir(data: &Path, part: &Part) -> PathBuf {
+    root(data).join(&part.kind).join(&part.hash).join("files")
+}
+
 /// Writes one part's files, unless that version is kept already.
-fn keep(root: &Path, part: &Part, versions: &Versions) -> io::Result<()> {
+fn keep(root: &Path, part: &Part, contents: &[(String, Vec<u8>)]) -> io::Result<()> {
     let kind_dir = root.join(&part.kind);
     let dest = kind_dir.join(&part.hash);
     if dest.join("part.json").is_file() {
@@ -95,7 +111,7 @@ fn keep(root: &Path, part: &Part, versions: &Versions) -> io::Result<()> {
     fs::create_dir_all(&tmp)?;
     let mut dirs = vec![tmp.clone()];
     for f in &part.files {
-        let Some((_, bytes)) = versions.contents.iter().find(|(p, _)| *p == f.path) else { continue };
+        let Some((_, bytes)) = contents.iter().find(|(p, _)| *p == f.path) else { continue };
         let to = tmp.join("files").join(&f.path);
         let parent = to.parent().expect("a file under files/ has a parent");
         fs::create_dir_all(parent)?;

@@ -88,6 +88,49 @@ impl Versions {
     pub fn part(&self, kind: &str) -> Option<&Part> {
         self.parts.iter().find(|p| p.kind == kind)
     }
+
+    /// The rules' part a candidate file would have as `config/rules.toml` of
+    /// `config_dir` (the watch list it names read from there), with its files' bytes:
+    /// the version `rules propose` stores and the start compares against.
+    pub(crate) fn rules_candidate(config_dir: &Path, rules: &[u8], label: Option<&str>) -> Versions {
+        let mut files = vec![("config/rules.toml".to_owned(), rules.to_vec())];
+        let list = std::str::from_utf8(rules)
+            .ok()
+            .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+            .and_then(|v| v.get("reference")?.get("watch_list")?.as_str().map(|l| format!("config/{l}")));
+        if let Some(list) = list
+            && let Ok(bytes) = std::fs::read(config_dir.join(&list))
+        {
+            files.push((list, bytes));
+        }
+        files.sort();
+        let hashes: Vec<FileHash> =
+            files.iter().map(|(path, b)| FileHash { path: path.clone(), sha256: sha256_hex(b) }).collect();
+        let listing: String = hashes.iter().map(|f| format!("{}  {}\n", f.sha256, f.path)).collect();
+        let part = Part {
+            kind: "rules".to_owned(),
+            hash: sha256_hex(listing.as_bytes()),
+            label: label.map(str::to_owned),
+            files: hashes,
+        };
+        Versions { id: set_id(std::slice::from_ref(&part)), parts: vec![part], contents: files }
+    }
+
+    /// These versions with `part` in place of the part of its kind (the configuration's
+    /// id computed again): what runs after a rules version is activated.
+    pub(crate) fn with_part(&self, part: Part, contents: Vec<(String, Vec<u8>)>) -> Versions {
+        let mut v = self.clone();
+        if let Some(old) = v.parts.iter_mut().find(|p| p.kind == part.kind) {
+            let gone: Vec<String> = old.files.iter().map(|f| f.path.clone()).collect();
+            v.contents.retain(|(p, _)| !gone.contains(p));
+            *old = part;
+        } else {
+            v.parts.push(part);
+        }
+        v.contents.extend(contents);
+        v.id = set_id(&v.parts);
+        v
+    }
 }
 
 /// The configuration's version: SHA-256 over `kind hash` lines.

@@ -19,7 +19,7 @@ use crate::orders::Orders;
 
 pub(crate) struct DigestJob {
     pub(crate) orders: Arc<Orders>,
-    pub(crate) rules: Arc<crate::engine::Rules>,
+    pub(crate) rules: crate::review::LiveRules,
     pub(crate) clock: Clock,
     pub(crate) interval: Duration,
     /// Woken when a digest was queued, so it goes out at once.

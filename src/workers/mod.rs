@@ -1,6 +1,7 @@
 //! Background workers: the outbox dispatcher, the scheduler (`digest.rs`: approval
 //! reminders and escalations, digests) and the pollers.
-//! `archive.rs`: the archive sweep.
+//! `archive.rs`: the archive sweep. `rules.rs`: the live rules following the rules
+//! change log.
 //! Each exposes one step for tests and a `run(stop)` loop for the daemon.
 
 pub(crate) mod archive;
@@ -8,3 +9,4 @@ pub(crate) mod digest;
 pub mod dispatcher;
 pub mod poller;
 pub(crate) mod reconcile;
+pub(crate) mod rules;

@@ -14,7 +14,6 @@ use crate::clock::Clock;
 use crate::connectors::ConnectorError;
 use crate::connectors::{Poll, PollState};
 use crate::domain::ExternalRef;
-use crate::engine::Rules;
 use crate::metrics::Metrics;
 use crate::orders::{Inbound, OrderError, Orders};
 
@@ -24,7 +23,7 @@ const MAX_PAGES: usize = 10_000;
 pub struct Poller {
     pub poll: Arc<dyn Poll>,
     pub orders: Arc<Orders>,
-    pub rules: Arc<Rules>,
+    pub rules: crate::review::LiveRules,
     /// The order template and amount limits (`[intake]`), as for webhooks.
     pub intake: crate::engine::IntakeRules,
     pub metrics: Arc<Metrics>,

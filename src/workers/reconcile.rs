@@ -112,7 +112,7 @@ pub(crate) async fn run_once(
 pub(crate) struct Reconciler {
     pub(crate) orders: Arc<Orders>,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) rules: Arc<Rules>,
+    pub(crate) rules: crate::review::LiveRules,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
     pub(crate) time_zone: chrono_tz::Tz,

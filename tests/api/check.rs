@@ -37,7 +37,9 @@ async fn the_example_configuration_is_clean() {
     let dir = config_dir().await;
     let (code, out) = check(dir.path());
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!((code, lines.len(), lines.last().copied()), (0, 2, Some("43 files checked, 0 problems")), "{out}");
+    assert_eq!((code, lines.len(), lines.last().copied()), (0, 3, Some("43 files checked, 0 problems")), "{out}");
+    // Review of rule changes is off in the example, and it says so.
+    assert!(lines[1].contains("warning: `rules.require_review = false` is a development setting"), "{out}");
     // The example's own secrets (test values here) are accepted, and it says so.
     let note = format!("{}:", dir.path().join("config/orderbridge.toml").display());
     assert!(lines[0].starts_with(&note) && lines[0].contains("note: this is the example configuration"), "{out}");

@@ -38,6 +38,7 @@ mod prism;
 mod replicas;
 mod reports;
 mod rules_diff;
+mod rules_review;
 mod scheduled_reports;
 mod screens;
 mod separation;

@@ -69,7 +69,7 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(0), "{text}");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "the note, the review warning, the count: {text}");
         assert!(
             lines[0].contains("config/orderbridge.toml:")
                 && lines[0].contains("note: this is the example configuration")
@@ -78,7 +78,7 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
             lines[0].contains("9 published or short secrets accepted") && lines[0].contains("${DEMO_CRM_SECRET:-demo}")
         );
         assert!(lines[0].contains("DEMO VALUES from config/demo-secrets.toml"), "{text}");
-        assert!(lines[1].ends_with("files checked, 0 problems"), "{text}");
+        assert!(lines[2].ends_with("files checked, 0 problems"), "{text}");
     }
 }
 

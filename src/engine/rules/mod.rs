@@ -122,6 +122,19 @@ pub(crate) const NO_ROUTE: &str = "NO-ROUTE";
 pub(crate) const HISTORY_OVERFLOW: &str = "HISTORY-OVERFLOW";
 
 impl Rules {
+    /// The execution tasks of a product (`product.type`), in file order.
+    pub(crate) fn tasks_for<'a>(&'a self, product: &'a str) -> impl Iterator<Item = &'a TaskRule> + 'a {
+        self.tasks.iter().filter(move |t| t.products.is_empty() || t.products.iter().any(|p| p == product))
+    }
+
+    /// The dunning steps for a customer of this credit rating (a step without ratings
+    /// is for everyone).
+    pub(crate) fn dunning_for<'a>(&'a self, rating: Option<&'a str>) -> impl Iterator<Item = &'a DunningStep> + 'a {
+        self.dunning
+            .iter()
+            .filter(move |s| s.ratings.is_empty() || rating.is_some_and(|r| s.ratings.iter().any(|x| x == r)))
+    }
+
     /// Every rule is evaluated (collect-all); all that fire are recorded. A rule that
     /// cannot be evaluated flags the order rather than letting it pass, and so does a
     /// history total too large to compute (`history.amount` is null only then).

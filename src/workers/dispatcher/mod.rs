@@ -28,7 +28,6 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::connectors::{ConnectorError, Outbound, Registry};
-use crate::engine::Rules;
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::orders::{EffectOutcome, Orders};
 use crate::settings::DispatcherSettings;
@@ -91,7 +90,7 @@ const AUTH_FAILURES_TO_PAUSE: u32 = 2;
 pub struct Dispatcher {
     pub(crate) paused: Arc<Paused>,
     orders: Arc<Orders>,
-    rules: Arc<Rules>,
+    rules: crate::review::LiveRules,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     settings: DispatcherSettings,
@@ -137,7 +136,7 @@ impl Drop for Claim {
 impl Dispatcher {
     pub fn new(
         orders: Arc<Orders>,
-        rules: Arc<Rules>,
+        rules: crate::review::LiveRules,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
         settings: DispatcherSettings,

@@ -1,0 +1,141 @@
+//! `/api/rules/…` on the admin listener: a reviewed rule change through the API
+//! (`crate::review`), with the token's principal as the actor. Propose sends the
+//! candidate's text and gets its impact report and id; approve, activate and roll
+//! back name a version; `changes` is the verified change log. An activation taking
+//! effect now is live when the answer comes (`LiveRules::sync`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::api::ApiJson;
+use super::error::ApiError;
+use super::principal::Acting;
+use crate::review::{self, Actor, ReviewError};
+use crate::versions::short;
+
+impl From<ReviewError> for ApiError {
+    fn from(e: ReviewError) -> Self {
+        let (status, code) = match &e {
+            ReviewError::NotProposed(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ReviewError::Ambiguous(..) => (StatusCode::BAD_REQUEST, "ambiguous_version"),
+            ReviewError::OwnProposal { .. } => (StatusCode::FORBIDDEN, "own_proposal"),
+            ReviewError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ReviewError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"),
+            ReviewError::NotApproved(_) => (StatusCode::CONFLICT, "not_approved"),
+            ReviewError::AlreadyApproved { .. } | ReviewError::AlreadyActive(_) => (StatusCode::CONFLICT, "conflict"),
+            ReviewError::NothingToRollBack => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+            ReviewError::Log(_) => return ApiError::unexpected(e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn actor(acting: &Acting) -> Actor {
+    Actor { id: acting.id(), person: acting.0.person().map(str::to_owned), channel: acting.0.channel() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProposeBody {
+    /// The candidate `rules.toml`, as text.
+    rules: String,
+    note: Option<String>,
+    /// Replay only the N most recent orders.
+    last: Option<usize>,
+}
+
+/// `POST /api/rules/candidates`: check, keep and propose; the impact report.
+pub(crate) async fn propose(
+    State(app): State<AppState>,
+    acting: Acting,
+    ApiJson(b): ApiJson<ProposeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (config_dir, data) = (app.settings.config_dir.clone(), app.settings.store_path.clone());
+    let text = b.rules;
+    let candidate = tokio::task::spawn_blocking(move || {
+        review::candidate::check_and_keep(&config_dir, &data, std::path::Path::new("candidate rules.toml"), &text)
+    })
+    .await
+    .map_err(ApiError::unexpected)??;
+    let report = crate::rules_diff::over_store(&app.orders, &app.archive, &candidate.rules, b.last)
+        .await
+        .map_err(ApiError::unexpected)?;
+    let change = review::propose(app.store_path(), &candidate.part.hash, &actor(&acting), b.note, app.clock.now())?;
+    Ok(Json(json!({
+        "version": change.version,
+        "label": candidate.part.label,
+        "proposed": change,
+        "impact": report,
+        "summary": report.lines().last(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoteBody {
+    note: Option<String>,
+}
+
+/// `POST /api/rules/candidates/{version}/approve` (`{}` or `{"note": …}`): a second
+/// person's approval.
+pub(crate) async fn approve(
+    State(app): State<AppState>,
+    acting: Acting,
+    Path(version): Path<String>,
+    ApiJson(b): ApiJson<NoteBody>,
+) -> Result<Json<Value>, ApiError> {
+    let change = review::approve(app.store_path(), &version, &actor(&acting), b.note, app.clock.now())?;
+    Ok(Json(json!({ "approved": change })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ActivateBody {
+    version: String,
+    /// When it takes effect (RFC 3339); default now.
+    at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/rules/activate`: an approved version live now (or at `at`).
+pub(crate) async fn activate(
+    State(app): State<AppState>,
+    acting: Acting,
+    ApiJson(b): ApiJson<ActivateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let now = app.clock.now();
+    let change = review::activate(app.store_path(), &b.version, b.at, &actor(&acting), &app.rules.version(), now)?;
+    app.rules.sync(app.store_path(), now)?;
+    Ok(Json(live(&app, json!({ "activated": change }))))
+}
+
+/// `POST /api/rules/rollback`: back to the version live before.
+pub(crate) async fn rollback(State(app): State<AppState>, acting: Acting) -> Result<Json<Value>, ApiError> {
+    let now = app.clock.now();
+    let change = review::rollback(app.store_path(), &actor(&acting), now)?;
+    app.rules.sync(app.store_path(), now)?;
+    Ok(Json(live(&app, json!({ "rolled_back": change }))))
+}
+
+/// `GET /api/rules/changes`: the change log, verified, and what is live.
+pub(crate) async fn changes(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let log = review::log::read(app.store_path()).map_err(ReviewError::from)?;
+    let scheduled: Vec<_> = review::scheduled(&log, app.clock.now()).into_iter().cloned().collect();
+    Ok(Json(live(&app, json!({ "changes": log, "scheduled": scheduled }))))
+}
+
+/// `body` with what is live now: the rules version and the configuration's.
+fn live(app: &AppState, mut body: Value) -> Value {
+    let version = app.rules.version();
+    body["live"] = json!({
+        "rules_version": version,
+        "rules_version_short": short(&version),
+        "label": app.rules.version,
+        "config_version": app.rules.config_version,
+    });
+    body
+}
