@@ -18,12 +18,25 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::id_token::{self, Expected, Jwk, JwkSet, TokenError};
-use crate::settings::OidcSettings;
+
+/// `[console.oidc]`, checked, its secret resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct OidcSettings {
+    /// Exactly as configured: the ID token's `iss` and the discovery's `issuer` must equal it.
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: SecretString,
+    /// `None`: `<public url>/signin/oidc/callback`.
+    pub(crate) redirect_url: Option<String>,
+    pub(crate) claim: String,
+    /// The provider's name on the sign-in button.
+    pub(crate) name: String,
+}
 
 /// How long a started sign-in waits for the provider's answer.
 const PENDING_MINUTES: i64 = 10;

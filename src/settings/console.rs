@@ -1,10 +1,11 @@
 //! `[console]`: how long a console session and a mailed sign-in link last;
 //! `[console.oidc]`: sign-in through an OpenID Connect provider (`crate::auth::oidc`).
 
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use super::{Problems, SecretResolver};
+use crate::auth::oidc::OidcSettings;
 use crate::auth::sessions::Limits;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,20 +50,6 @@ pub(crate) struct RawOidc {
 
 fn default_claim() -> String {
     "email".into()
-}
-
-/// `[console.oidc]`, checked, its secret resolved.
-#[derive(Debug, Clone)]
-pub(crate) struct OidcSettings {
-    /// Exactly as configured: the ID token's `iss` and the discovery's `issuer` must equal it.
-    pub(crate) issuer: String,
-    pub(crate) client_id: String,
-    pub(crate) client_secret: SecretString,
-    /// `None`: `<public url>/signin/oidc/callback`.
-    pub(crate) redirect_url: Option<String>,
-    pub(crate) claim: String,
-    /// The provider's name on the sign-in button.
-    pub(crate) name: String,
 }
 
 /// An http(s) URL; plain http only to a loopback host (a provider on this machine).

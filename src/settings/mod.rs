@@ -34,7 +34,6 @@ use serde::Deserialize;
 
 pub use self::archive::ArchiveSettings;
 use self::archive::RawArchive;
-pub(crate) use self::console::OidcSettings;
 pub use self::limits::{DispatcherSettings, QueueAlerts};
 use self::limits::{RawDispatcher, RawIntake, RawLimits, RawScheduler};
 pub use self::mail::{LinkSettings, SmtpSettings, SmtpTls};
@@ -46,6 +45,7 @@ pub use self::site::Logo;
 use self::site::RawSite;
 use self::store::RawStore;
 pub use self::store::postgres_defaults;
+pub(crate) use crate::auth::oidc::OidcSettings;
 use crate::diagnostics::{Diagnostic, locate};
 use crate::locale::Presentation;
 use crate::telemetry::LogFormat;
@@ -166,7 +166,7 @@ pub struct Settings {
     /// Console sessions and sign-in links (`[console]`).
     pub(crate) console: crate::auth::sessions::Limits,
     /// Console sign-in through an OpenID Connect provider (`[console.oidc]`).
-    pub(crate) oidc: Option<console::OidcSettings>,
+    pub(crate) oidc: Option<OidcSettings>,
     /// `rules.require_review`: start only on approved rules (`crate::review`); `run
     /// --allow-unreviewed-rules` turns it off for one process.
     pub require_review: bool,
