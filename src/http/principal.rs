@@ -198,6 +198,9 @@ mod tests {
         assert_eq!(api_action(&Method::GET, "/api/orders/{id}"), Action::SeePersonalData);
         assert_eq!(api_action(&Method::GET, "/api/audit/verify"), Action::Administer);
         assert_eq!(api_action(&Method::DELETE, "/api/orders/{id}"), Action::Administer);
+        // Order reads open to order work are the routes `see_personal_data` unmasks.
+        assert!(ORDER_READS.iter().all(|r| api_action(&Method::GET, r) == Action::SeePersonalData));
+        assert!(ORDER_WORK.contains(&Action::SeePersonalData) && !ORDER_WORK.contains(&Action::SeeReports));
         for (i, (m, r, _)) in API_ACTIONS.iter().enumerate() {
             assert!(API_ACTIONS[..i].iter().all(|(m2, r2, _)| !(m == m2 && r == r2)), "{m} {r} twice");
         }
