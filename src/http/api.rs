@@ -12,7 +12,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::principal::Acting;
 use crate::domain::OrderId;
+use crate::domain::privacy::mask_order_json;
 use crate::engine::OrderEvent;
+use crate::engine::access::{Action, Principal, authorize};
 use crate::engine::answers::{ApprovalDecision, approval_event};
 use crate::store::{EffectId, OrderRecord};
 
@@ -52,6 +54,22 @@ pub(crate) fn order_json(rec: &OrderRecord) -> Value {
     })
 }
 
+/// Whether `who` sees personal data in clear: the policy table grants them
+/// `see_personal_data` (the bootstrap admin token always does).
+pub(crate) fn sees_personal_data(app: &AppState, who: &Principal) -> bool {
+    let directory = &app.rules.notify.directory;
+    authorize(who, Action::SeePersonalData, directory.policy(), directory).is_ok()
+}
+
+/// An order document (`order_json`, `found_json`) as `who` may see it: masked by
+/// `domain::privacy` unless they see personal data.
+pub(crate) fn as_seen_by(app: &AppState, who: &Principal, mut doc: Value) -> Value {
+    if !sees_personal_data(app, who) {
+        mask_order_json(&mut doc);
+    }
+    doc
+}
+
 /// An order found hot or archived, with its events, as the API shows it: an archived
 /// order's state is `archived`, and `archived` says where and how it ended.
 pub(crate) fn found_json(f: &crate::archive::Found) -> Value {
@@ -68,10 +86,16 @@ pub(crate) fn found_json(f: &crate::archive::Found) -> Value {
     body
 }
 
-pub(crate) async fn get_order(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/orders/{id}`: the order with its events, masked unless the principal
+/// sees personal data.
+pub(crate) async fn get_order(
+    State(app): State<AppState>,
+    acting: Acting,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let found = app.archive.find(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
-    Ok(Json(found_json(&found)))
+    Ok(Json(as_seen_by(&app, &acting.0, found_json(&found))))
 }
 
 #[derive(Deserialize)]
@@ -85,8 +109,10 @@ pub(crate) struct ListQuery {
     external_id: Option<String>,
 }
 
+/// `GET /api/orders`: a page of orders, masked unless the principal sees personal data.
 pub(crate) async fn list_orders(
     State(app): State<AppState>,
+    acting: Acting,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     match (&q.connector, &q.external_id) {
@@ -105,7 +131,7 @@ pub(crate) async fn list_orders(
             let listed = found.map(|f| {
                 let mut v = found_json(&f);
                 v.as_object_mut().map(|o| o.remove("events"));
-                v
+                as_seen_by(&app, &acting.0, v)
             });
             return Ok(Json(json!({"orders": listed.into_iter().collect::<Vec<_>>(), "next_after": null})));
         }
@@ -125,7 +151,8 @@ pub(crate) async fn list_orders(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let page = app.store.list(q.state.as_deref(), after, limit).await?;
     let next = if page.len() == limit { page.last().map(|r| r.id.to_string()) } else { None };
-    Ok(Json(json!({"orders": page.iter().map(order_json).collect::<Vec<_>>(), "next_after": next})))
+    let orders: Vec<Value> = page.iter().map(|r| as_seen_by(&app, &acting.0, order_json(r))).collect();
+    Ok(Json(json!({"orders": orders, "next_after": next})))
 }
 
 #[derive(Deserialize)]
@@ -227,7 +254,7 @@ pub(crate) async fn decide_approval(
     let event = approval_event(b.decision, b.level, b.comment.trim().to_owned())?;
     let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(order_json(&rec)))
+    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec))))
 }
 
 #[derive(Deserialize)]
@@ -276,7 +303,7 @@ pub(crate) async fn review(
     };
     let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(order_json(&rec)))
+    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec))))
 }
 
 /// `GET /api/connectors`: every connector, what it does, and whether it is paused.

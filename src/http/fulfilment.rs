@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{ApiJson, order_json};
+use super::api::{ApiJson, as_seen_by, order_json};
 use super::error::ApiError;
 use super::principal::Acting;
 use crate::domain::{ExternalRef, Money, OrderId};
@@ -45,15 +45,17 @@ pub(crate) struct OperatorBody {
     note: String,
 }
 
+/// Applies `event` as `actor`; the order as `who` may see it (`api::as_seen_by`).
 async fn step(
     app: &AppState,
+    who: &Acting,
     id: OrderId,
     actor: crate::engine::access::Acting,
     event: OrderEvent,
 ) -> Result<Json<Value>, ApiError> {
     let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(order_json(&rec)))
+    Ok(Json(as_seen_by(app, &who.0, order_json(&rec))))
 }
 
 /// What an archived document may do when opened: show itself with its inline styles.
@@ -171,6 +173,7 @@ pub(crate) async fn task_done(
     let id = parse_id(&id)?;
     step(
         &app,
+        &acting,
         id,
         operator(&acting, b.operator.as_deref())?,
         OrderEvent::TaskCompleted { task, note: b.note.trim().to_owned() },
@@ -188,6 +191,7 @@ pub(crate) async fn delivery(
     let id = parse_id(&id)?;
     step(
         &app,
+        &acting,
         id,
         operator(&acting, b.operator.as_deref())?,
         OrderEvent::DeliveryRecorded { note: b.note.trim().to_owned() },
@@ -216,7 +220,7 @@ pub(crate) async fn acceptance(
     let id = parse_id(&id)?;
     let actor = operator(&acting, b.operator.as_deref())?;
     let event = acceptance_event(b.decision, &b.note, "the customer")?;
-    step(&app, id, actor, event).await
+    step(&app, &acting, id, actor, event).await
 }
 
 #[derive(Deserialize)]
@@ -255,7 +259,7 @@ pub(crate) async fn exception(
         ExceptionAction::Resolve => OrderEvent::ExceptionResolved { resolution: note, cancel: false },
         ExceptionAction::Cancel => OrderEvent::ExceptionResolved { resolution: note, cancel: true },
     };
-    step(&app, id, actor, event).await
+    step(&app, &acting, id, actor, event).await
 }
 
 #[derive(Deserialize)]

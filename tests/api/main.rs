@@ -30,6 +30,7 @@ mod intake_path;
 mod leaks;
 mod listeners;
 mod mail;
+mod masking;
 mod oidc;
 mod poll;
 mod postgres;
