@@ -74,4 +74,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod versions;
+pub(crate) mod view;
 pub mod workers;

@@ -46,7 +46,7 @@ pub(crate) async fn over_store(
     let mut report = Report::new(candidate);
     for id in ids {
         let Some(found) = archive.find(id).await? else { continue };
-        let order = crate::http::api::found_json(&found);
+        let order = crate::view::found_json(&found);
         let events: Vec<EventRecord> = serde_json::from_value(order["events"].clone())?;
         report.add(candidate, &order, &events);
     }

@@ -14,13 +14,9 @@ pub(super) async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
-                Source::Store(s, _) => s
-                    .store()
-                    .list(state.as_deref(), None, limit)
-                    .await?
-                    .iter()
-                    .map(crate::http::api::order_json)
-                    .collect(),
+                Source::Store(s, _) => {
+                    s.store().list(state.as_deref(), None, limit).await?.iter().map(crate::view::order_json).collect()
+                }
                 Source::Api { .. } => {
                     let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
                     let v = src.api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}")).await?;

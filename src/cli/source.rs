@@ -136,7 +136,7 @@ pub(super) async fn fetch_order(src: &Source, oid: OrderId) -> anyhow::Result<Va
     Ok(match src {
         Source::Store(_, archive) => {
             let found = archive.find(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
-            crate::http::api::found_json(&found)
+            crate::view::found_json(&found)
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
     })

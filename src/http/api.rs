@@ -16,7 +16,8 @@ use crate::domain::privacy::mask_order_json;
 use crate::engine::OrderEvent;
 use crate::engine::access::{Action, Principal, authorize};
 use crate::engine::answers::{ApprovalDecision, approval_event};
-use crate::store::{EffectId, OrderRecord};
+use crate::store::EffectId;
+use crate::view::{found_json, order_json};
 
 /// `Query` whose rejection is our JSON error, naming the bad parameter.
 pub(crate) struct ApiQuery<T>(pub T);
@@ -35,25 +36,6 @@ pub(crate) fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))
 }
 
-/// The order as the API shows it.
-pub(crate) fn order_json(rec: &OrderRecord) -> Value {
-    json!({
-        "id": rec.id.to_string(),
-        "state": rec.state.name(),
-        "state_detail": rec.state,
-        "source": {"connector": rec.source.connector, "external_id": rec.source.id, "version": rec.source_version},
-        "mapping_version": rec.mapping_version,
-        "order": rec.order,
-        "created_at": rec.created_at,
-        "updated_at": rec.updated_at,
-        "references": rec.references,
-        "approval": rec.approval,
-        "fulfilment": rec.fulfilment,
-        "event_count": rec.last_seq,
-        "chain_head": rec.last_hash,
-    })
-}
-
 /// Whether `who` sees personal data in clear: the policy table grants them
 /// `see_personal_data` (the bootstrap admin token always does).
 pub(crate) fn sees_personal_data(app: &AppState, who: &Principal) -> bool {
@@ -68,22 +50,6 @@ pub(crate) fn as_seen_by(app: &AppState, who: &Principal, mut doc: Value) -> Val
         mask_order_json(&mut doc);
     }
     doc
-}
-
-/// An order found hot or archived, with its events, as the API shows it: an archived
-/// order's state is `archived`, and `archived` says where and how it ended.
-pub(crate) fn found_json(f: &crate::archive::Found) -> Value {
-    let mut body = order_json(&f.record);
-    if let Some(a) = &f.archived {
-        body["state"] = "archived".into();
-        body["state_detail"] = serde_json::to_value(crate::engine::OrderState::Archived).unwrap_or_default();
-        body["archived"] = json!({
-            "segment": a.segment, "archived_at": a.archived_at, "ended": a.ended, "ended_at": a.ended_at,
-            "legal_hold": a.hold,
-        });
-    }
-    body["events"] = serde_json::to_value(&f.events).unwrap_or_default();
-    body
 }
 
 /// `GET /api/orders/{id}`: the order with its events, masked unless the principal

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{ApiJson, as_seen_by, order_json};
+use super::api::{ApiJson, as_seen_by};
 use super::error::ApiError;
 use super::principal::Acting;
 use crate::domain::{ExternalRef, Money, OrderId};
@@ -21,6 +21,7 @@ use crate::engine::payments::{PaymentOutcome, PaymentReport};
 use crate::engine::receivables::{self, Receivables};
 use crate::engine::reporting::Reporter;
 use crate::orders::Named;
+use crate::view::order_json;
 
 fn parse_id(id: &str) -> Result<OrderId, ApiError> {
     id.parse().map_err(|e: crate::domain::IdError| ApiError::bad_request(e.to_string()).with_field("id"))

@@ -4,7 +4,7 @@
 //! connector's index) or by customer name or id (newest first, a bounded scan);
 //! without a query it lists the newest orders, optionally in one state. Archived
 //! orders are found by id and external id through `Archive::find`, the one home for
-//! finding an order. The order page shows what the API shows (`api::found_json`) and
+//! finding an order. The order page shows what the API shows (`view::found_json`) and
 //! what `orderbridge explain` tells (`explain::explain`), from `pages/console_orders.html`.
 
 // A refusal is a whole page: helpers return `Result<_, Response>` on purpose.
@@ -18,12 +18,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::AppState;
-use super::super::api::{found_json, order_json};
 use super::frame::{Staff, staff, text};
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::access::Action;
 use crate::engine::lifecycle::STATE_NAMES;
 use crate::store::{OrderRecord, StoreError};
+use crate::view::{found_json, order_json};
 
 /// Most orders a search shows.
 const SHOWN: usize = 50;
