@@ -1,4 +1,5 @@
-//! `[audit]`: the keys that seal the audit chain (`crate::orders::seal`).
+//! `[audit]`: the keys that seal the audit chain (`crate::orders::seal`), and how
+//! often the daemon anchors it (`crate::anchor`).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use super::{Problems, SecretResolver};
 use crate::orders::seal::AuditKeys;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawAudit {
     /// The key new seals use (an id in `keys`). Without it the chain is plain SHA-256.
@@ -16,6 +17,19 @@ pub(crate) struct RawAudit {
     /// Every key by id, each a secret reference (at least 32 bytes). Keep a retired
     /// key here after a rotation: seals made with it are checked with it.
     pub(crate) keys: BTreeMap<String, String>,
+    /// How often the daemon writes an audit anchor (`crate::anchor`); 0: never.
+    pub(crate) anchor_every_minutes: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit { key_id: None, keys: BTreeMap::new(), anchor_every_minutes: 60 }
+    }
+}
+
+/// How often the daemon writes an audit anchor (`None`: only on demand).
+pub(super) fn anchor_every(raw: &RawAudit) -> Option<std::time::Duration> {
+    (raw.anchor_every_minutes > 0).then(|| std::time::Duration::from_secs(raw.anchor_every_minutes.saturating_mul(60)))
 }
 
 pub(super) fn keys(raw: &RawAudit, secrets: &mut SecretResolver<'_>, p: &mut Problems<'_>) -> AuditKeys {

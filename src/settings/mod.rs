@@ -153,6 +153,9 @@ pub struct Settings {
     pub evidence_key: Option<SecretString>,
     /// The keys that seal the audit chain (`[audit]`); empty: plain SHA-256 chains.
     pub audit_keys: crate::orders::seal::AuditKeys,
+    /// How often the daemon writes an audit anchor (`[audit] anchor_every_minutes`;
+    /// `None`: only `audit anchor`).
+    pub audit_anchor_every: Option<Duration>,
     pub scheduler_sweep_interval: Duration,
     /// Moving ended orders to the archive, and purging them (`[archive]`).
     pub archive: ArchiveSettings,
@@ -305,6 +308,7 @@ impl RawSettings {
             links,
             evidence_key,
             audit_keys,
+            audit_anchor_every: audit::anchor_every(&self.audit),
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             archive,
             secret_policy,

@@ -1,8 +1,9 @@
 //! Background workers: the outbox dispatcher, the scheduler (`digest.rs`: approval
 //! reminders and escalations, digests) and the pollers.
-//! `archive.rs`: the archive sweep.
+//! `archive.rs`: the archive sweep; `anchor.rs`: the periodic audit anchor.
 //! Each exposes one step for tests and a `run(stop)` loop for the daemon.
 
+pub(crate) mod anchor;
 pub(crate) mod archive;
 pub(crate) mod digest;
 pub mod dispatcher;
