@@ -218,3 +218,36 @@ pub async fn write(archive: &Archive, now: DateTime<Utc>) -> Result<Anchor, Orde
     orders.commit(vec![step]).await?;
     Ok(anchor)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Head, merkle_root};
+
+    fn head(n: u8, seq: Option<u32>) -> Head {
+        let id = format!("ord_0190000000007000800000000000000{n:x}").parse().unwrap();
+        Head { order_id: id, seq, hash: format!("{n:064x}") }
+    }
+
+    #[test]
+    fn the_root_changes_with_any_head_and_with_their_number() {
+        let heads: Vec<Head> = (1..=5).map(|n| head(n, Some(u32::from(n)))).collect();
+        let root = merkle_root(&heads);
+        assert_eq!(root, merkle_root(&heads.clone()), "deterministic");
+        for i in 0..heads.len() {
+            let mut fewer = heads.clone();
+            fewer.remove(i);
+            assert_ne!(merkle_root(&fewer), root, "head {i} removed");
+            let mut shorter = heads.clone();
+            shorter[i].seq = shorter[i].seq.map(|s| s - 1);
+            assert_ne!(merkle_root(&shorter), root, "head {i} truncated");
+            let mut moved = heads.clone();
+            moved[i].seq = None;
+            assert_ne!(merkle_root(&moved), root, "head {i} as archived");
+        }
+        // An odd last node carried up is not the same as a duplicated one.
+        let mut doubled = heads.clone();
+        doubled.push(heads[4].clone());
+        assert_ne!(merkle_root(&doubled), root);
+        assert_ne!(merkle_root(&[]), merkle_root(&heads[..1]));
+    }
+}

@@ -229,3 +229,54 @@ async fn on_postgres_a_deleted_order_is_named_against_the_anchor() {
     assert_eq!(s, 409, "{b}");
     assert!(b.to_string().contains(&deleted), "{b}");
 }
+
+/// A rejected order (ends at once, so the archive takes it after its retention).
+async fn rejected(app: &TestApp, deal_id: &str) -> String {
+    let mut p = deal(deal_id, 1, "5000.00");
+    p["deal"]["customer"]["credit_rating"] = "CCC".into();
+    let (_, b) = app.post_webhook(&p).await;
+    assert_eq!(b["state"], "rejected", "{b}");
+    b["order_id"].as_str().unwrap().to_owned()
+}
+
+/// Anchored orders that move to the archive, and are purged with a log entry, still
+/// verify; an archived order whose index entry is deleted is named.
+#[tokio::test]
+async fn archived_and_purged_orders_hold_and_a_deleted_archive_entry_is_named() {
+    use chrono::{Duration, Utc};
+    let clock = ManualClock::new(Utc::now() - Duration::days(100));
+    let app = TestApp::builder().clock(clock.clock()).start().await;
+    let (a, b, held) =
+        (rejected(&app, "D-ANC-A1").await, rejected(&app, "D-ANC-A2").await, rejected(&app, "D-ANC-A3").await);
+    app.drain_outbox().await;
+    let (s, anchor) = app.api_post("/audit/anchor").await;
+    assert_eq!((s, anchor["orders"].as_u64(), anchor["archived"].as_u64()), (200, Some(3), Some(0)), "{anchor}");
+    clock.advance(Duration::days(91));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["archived"], 3, "{pass}");
+    // Anchored hot, archived since: found in their segment, the anchored event there.
+    let (_, v) = app.api("/audit/verify").await;
+    assert_eq!(v["intact"], true, "{v}");
+    let (s, anchor) = app.api_post("/audit/anchor").await;
+    assert_eq!((s, anchor["orders"].as_u64(), anchor["archived"].as_u64()), (200, Some(3), Some(3)), "{anchor}");
+
+    // Ten years on, two are purged (logged); the held one stays.
+    let (s, body) = app.api_post_json(&format!("/orders/{held}/legal-hold"), &json!({"reason": "审计保全"})).await;
+    assert_eq!(s, 200, "{body}");
+    clock.advance(Duration::days(3653));
+    let (_, pass) = app.api_post("/archive/run").await;
+    assert_eq!(pass["purged"], 2, "{pass}");
+    let (_, v) = app.api("/audit/verify").await;
+    assert_eq!(v["intact"], true, "purges are logged: {v}");
+    let (s, anchor) = app.api_post("/audit/anchor").await;
+    assert_eq!((s, anchor["seq"].as_u64(), anchor["orders"].as_u64()), (200, Some(3), Some(1)), "{anchor}");
+    let dir = app.stop_and_release().await;
+
+    // The held order's archive entry deleted: it is nowhere, and no purge says so.
+    edit(dir.path(), |_, batch| batch.del(order_key(b'a', &held)));
+    let out = cli(dir.path(), &["audit", "verify"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("order {held} is gone: audit anchor 3 covers it as archived")), "{text}");
+    assert!(!text.contains(&a) && !text.contains(&b), "{text}");
+}
