@@ -82,7 +82,7 @@ pub async fn check(archive: &Archive) -> Result<AnchorAudit, OrderError> {
         store.archive_log().await?.into_iter().filter(|e| e.action == "purge").flat_map(|e| e.orders).collect();
     let mut named = 0usize;
     for h in &heads {
-        if let Some(p) = check_head(archive, n, h, &purged).await? {
+        if let Some(p) = check_head(archive, n, h, &purged).await {
             named += 1;
             if named <= NAMED {
                 a.problems.push(p);
@@ -126,49 +126,55 @@ async fn chain(archive: &Archive, n: u64) -> Result<Anchor, String> {
 }
 
 /// What is wrong with one anchored order now, if anything.
-async fn check_head(
-    archive: &Archive,
-    n: u64,
-    h: &Head,
-    purged: &BTreeSet<OrderId>,
-) -> Result<Option<String>, OrderError> {
+async fn check_head(archive: &Archive, n: u64, h: &Head, purged: &BTreeSet<OrderId>) -> Option<String> {
     let store = archive.orders().store();
     let id = h.order_id;
     let at = h.seq.map_or_else(|| "as archived".to_owned(), |s| format!("at event {s}"));
+    // A row that cannot be read (quarantined) is named, not a failure of the check.
+    let unreadable =
+        |e: crate::store::StoreError| Some(format!("order {id} (covered by audit anchor {n}) cannot be read: {e}"));
+    let (hot, archived) = match store.order(id).await {
+        Ok(Some(rec)) => (Some(rec), None),
+        Ok(None) => match store.archived(id).await {
+            Ok(e) => (None, e),
+            Err(e) => return unreadable(e),
+        },
+        Err(e) => return unreadable(e),
+    };
     // The quick answers: unchanged since the anchor, or purged as logged.
-    if let Some(rec) = store.order(id).await? {
+    if let Some(rec) = hot {
         if Some(rec.last_seq) == h.seq && rec.last_hash == h.hash {
-            return Ok(None);
+            return None;
         }
-    } else if let Some(e) = store.archived(id).await? {
+    } else if let Some(e) = archived {
         if e.last_hash == h.hash {
-            return Ok(None);
+            return None;
         }
     } else if purged.contains(&id) {
-        return Ok(None);
+        return None;
     } else {
-        return Ok(Some(format!(
+        return Some(format!(
             "order {id} is gone: audit anchor {n} covers it {at}, but it is neither in the store nor in the archive, and no purge of it is logged"
-        )));
+        ));
     }
     let found = match archive.find(id).await {
         Ok(Some(f)) => f,
-        Ok(None) => return Ok(Some(format!("order {id} is gone: audit anchor {n} covers it {at}"))),
-        Err(e) => return Ok(Some(format!("order {id} (covered by audit anchor {n}) cannot be read: {e}"))),
+        Ok(None) => return Some(format!("order {id} is gone: audit anchor {n} covers it {at}")),
+        Err(e) => return Some(format!("order {id} (covered by audit anchor {n}) cannot be read: {e}")),
     };
     let Some(seq) = h.seq else {
         let kept = found.events.iter().any(|e| e.hash == h.hash);
-        return Ok((!kept).then(|| format!("order {id}: its chain no longer holds the head audit anchor {n} recorded")));
+        return (!kept).then(|| format!("order {id}: its chain no longer holds the head audit anchor {n} recorded"));
     };
     if found.record.last_seq < seq {
-        return Ok(Some(format!(
+        return Some(format!(
             "order {id}: its chain was truncated: audit anchor {n} covers it at event {seq}, it now ends at event {}",
             found.record.last_seq
-        )));
+        ));
     }
     let kept = (seq as usize)
         .checked_sub(1)
         .and_then(|i| found.events.get(i))
         .is_some_and(|e| e.seq == seq && e.hash == h.hash);
-    Ok((!kept).then(|| format!("order {id}: event {seq} no longer has the hash audit anchor {n} recorded (rewritten)")))
+    (!kept).then(|| format!("order {id}: event {seq} no longer has the hash audit anchor {n} recorded (rewritten)"))
 }
