@@ -327,8 +327,12 @@ fn sweeps(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::JoinHa
         tasks.push(tokio::spawn(job.run(stop.clone())));
     }
     if let Some(every) = state.settings.audit_anchor_every {
-        let job =
-            crate::workers::anchor::AnchorJob { archive: state.archive.clone(), clock: state.clock.clone(), every };
+        let job = crate::workers::anchor::AnchorJob {
+            archive: state.archive.clone(),
+            clock: state.clock.clone(),
+            every,
+            push: state.settings.audit_anchor_push.clone(),
+        };
         tasks.push(tokio::spawn(job.run(stop.clone())));
     }
     tasks

@@ -14,7 +14,9 @@
 //! number, the latest heads), written in one commit: durable on every backend,
 //! copied by `store copy`, with no table of their own. A new anchor is written only
 //! when the latest one still holds, so the evidence of a deletion is never
-//! overwritten by an anchor that no longer covers the order.
+//! overwritten by an anchor that no longer covers the order. With `[audit]
+//! anchor_push`, the same commit queues an effect that pushes the anchor to that
+//! connector operation (e.g. write-once storage), so a copy leaves the machine.
 
 pub(crate) mod verify;
 
@@ -25,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::archive::Archive;
-use crate::domain::OrderId;
+use crate::domain::{ConnectorId, OrderId};
 use crate::orders::OrderError;
 use crate::store::records::Seal;
-use crate::store::{Step, Store, StoreError};
+use crate::store::{EffectId, EffectRecord, OutboxChange, Step, Store, StoreError};
 
 /// The lease of the anchor job (`Store::try_lease`): one daemon of several writes.
 pub(crate) const LEASE: &str = "audit-anchor";
@@ -120,6 +122,28 @@ pub(crate) fn merkle_root(heads: &[Head]) -> String {
     hex::encode(level[0])
 }
 
+/// The connector operation each new anchor is pushed to (`[audit] anchor_push`).
+pub(crate) type Push = (ConnectorId, String);
+
+/// The effect that pushes `anchor` (its JSON as the body), queued in the anchor's
+/// commit. Its id has no order: the anchor's number and index 65535 (digests use
+/// index 0; a report's mail has the days since year 1, over 700 000, as its number).
+fn push_effect((connector, operation): &Push, anchor: &Anchor, now: DateTime<Utc>) -> EffectRecord {
+    let id = EffectId { order_id: OrderId::nil(), seq: u32::try_from(anchor.seq).unwrap_or(u32::MAX), index: u16::MAX };
+    EffectRecord {
+        id,
+        connector: connector.clone(),
+        operation: operation.clone(),
+        cause: "audit_anchor".into(),
+        idempotency_key: format!("orderbridge:audit-anchor:{}:{}", anchor.seq, anchor.hash),
+        body: value(anchor),
+        attempts: 0,
+        next_at: now,
+        created_at: now,
+        last_error: None,
+    }
+}
+
 fn value<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("an anchor serialises")
 }
@@ -172,7 +196,7 @@ async fn heads_now(archive: &Archive) -> Result<Vec<Head>, OrderError> {
 /// `Conflict` when the anchors or the orders they cover were tampered with (nothing
 /// is written: the latest anchor stays the evidence), or another anchor was written
 /// meanwhile; store errors.
-pub async fn write(archive: &Archive, now: DateTime<Utc>) -> Result<Anchor, OrderError> {
+pub async fn write(archive: &Archive, push: Option<&Push>, now: DateTime<Utc>) -> Result<Anchor, OrderError> {
     let orders = archive.orders();
     let store = orders.store().as_ref();
     let found = verify::check(archive).await?;
@@ -208,6 +232,7 @@ pub async fn write(archive: &Archive, now: DateTime<Utc>) -> Result<Anchor, Orde
     anchor.hash = anchor.compute_hash();
     anchor.seal = orders.audit_keys().seal_anchor(&anchor.hash);
     let step = Step {
+        outbox: push.map(|p| OutboxChange::Add(push_effect(p, &anchor, now))).into_iter().collect(),
         jobs: vec![
             (anchor_key(n), value(&anchor)),
             (HEADS.to_owned(), value(&Heads { anchor: n, heads })),

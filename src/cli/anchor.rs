@@ -18,7 +18,9 @@ pub(super) async fn audit_anchor(dir: &Path) -> anyhow::Result<i32> {
             if !archive.orders().store().try_lease(crate::anchor::LEASE, lease).await? {
                 bail!("a daemon is writing audit anchors (it holds the `audit-anchor` lease); try again later");
             }
-            match crate::anchor::write(archive, chrono::Utc::now()).await {
+            let settings = crate::settings::Settings::load_with(dir, false)
+                .map_err(|ds| anyhow::anyhow!(ds.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+            match crate::anchor::write(archive, settings.audit_anchor_push.as_ref(), chrono::Utc::now()).await {
                 Ok(a) => serde_json::to_value(a)?,
                 Err(OrderError::Conflict(m)) => {
                     println!("audit anchor NOT written: {m}");

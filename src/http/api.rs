@@ -189,7 +189,7 @@ pub(crate) async fn write_anchor(State(app): State<AppState>) -> Result<Json<Val
         let held = "another daemon is writing audit anchors (it holds the `audit-anchor` lease); try again later";
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", held));
     }
-    let a = crate::anchor::write(&app.archive, app.clock.now()).await?;
+    let a = crate::anchor::write(&app.archive, app.settings.audit_anchor_push.as_ref(), app.clock.now()).await?;
     Ok(Json(json!(a)))
 }
 

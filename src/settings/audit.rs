@@ -19,11 +19,33 @@ pub(crate) struct RawAudit {
     pub(crate) keys: BTreeMap<String, String>,
     /// How often the daemon writes an audit anchor (`crate::anchor`); 0: never.
     pub(crate) anchor_every_minutes: u64,
+    /// A connector operation each new anchor is pushed to (e.g. write-once storage).
+    pub(crate) anchor_push: Option<RawPush>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPush {
+    pub(crate) connector: String,
+    pub(crate) operation: String,
 }
 
 impl Default for RawAudit {
     fn default() -> Self {
-        RawAudit { key_id: None, keys: BTreeMap::new(), anchor_every_minutes: 60 }
+        RawAudit { key_id: None, keys: BTreeMap::new(), anchor_every_minutes: 60, anchor_push: None }
+    }
+}
+
+/// The connector operation anchors are pushed to, if any (that it exists is checked
+/// with the connectors, `crate::config`).
+pub(super) fn anchor_push(raw: &RawAudit, p: &mut Problems<'_>) -> Option<(crate::domain::ConnectorId, String)> {
+    let push = raw.anchor_push.as_ref()?;
+    match push.connector.parse() {
+        Ok(c) => Some((c, push.operation.clone())),
+        Err(e) => {
+            p.bad(&["audit", "anchor_push", "connector"], format!("{e}"));
+            None
+        }
     }
 }
 

@@ -156,6 +156,8 @@ pub struct Settings {
     /// How often the daemon writes an audit anchor (`[audit] anchor_every_minutes`;
     /// `None`: only `audit anchor`).
     pub audit_anchor_every: Option<Duration>,
+    /// The connector operation each new anchor is pushed to (`[audit] anchor_push`).
+    pub(crate) audit_anchor_push: Option<(crate::domain::ConnectorId, String)>,
     pub scheduler_sweep_interval: Duration,
     /// Moving ended orders to the archive, and purging them (`[archive]`).
     pub archive: ArchiveSettings,
@@ -276,6 +278,7 @@ impl RawSettings {
         let oidc = console::oidc(&self.console, &mut secrets, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
+        let audit_anchor_push = audit::anchor_push(&self.audit, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -309,6 +312,7 @@ impl RawSettings {
             evidence_key,
             audit_keys,
             audit_anchor_every: audit::anchor_every(&self.audit),
+            audit_anchor_push,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             archive,
             secret_policy,

@@ -15,6 +15,7 @@ pub(crate) struct AnchorJob {
     pub(crate) archive: Arc<Archive>,
     pub(crate) clock: Clock,
     pub(crate) every: std::time::Duration,
+    pub(crate) push: Option<crate::anchor::Push>,
 }
 
 impl AnchorJob {
@@ -32,7 +33,7 @@ impl AnchorJob {
                     continue;
                 }
             }
-            match crate::anchor::write(&self.archive, self.clock.now()).await {
+            match crate::anchor::write(&self.archive, self.push.as_ref(), self.clock.now()).await {
                 Ok(a) => tracing::info!(anchor = a.seq, orders = a.orders, events = a.events, "audit anchor written"),
                 Err(e) => tracing::error!(error = %e, "no audit anchor written"),
             }

@@ -280,3 +280,38 @@ async fn archived_and_purged_orders_hold_and_a_deleted_archive_entry_is_named() 
     assert!(text.contains(&format!("order {held} is gone: audit anchor 3 covers it as archived")), "{text}");
     assert!(!text.contains(&a) && !text.contains(&b), "{text}");
 }
+
+/// `[audit] anchor_push`: each anchor is pushed to that connector operation by the
+/// outbox, with an idempotency key of its own; `check` names an operation that does
+/// not exist.
+#[tokio::test]
+async fn each_anchor_is_pushed_to_the_configured_connector_operation() {
+    let erp = Receiver::start().await;
+    let push = |d: &Path| {
+        let path = d.join("config/orderbridge.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let push = "anchor_push = { connector = \"demo-erp\", operation = \"store_document\" }";
+        std::fs::write(&path, format!("{text}\n[audit]\n{push}\n")).unwrap();
+    };
+    let app = TestApp::builder().erp(erp.clone()).files(push).start().await;
+    new_order(&app, "D-ANC-PUSH").await;
+    app.drain_outbox().await;
+    let (s, anchor) = app.api_post("/audit/anchor").await;
+    assert_eq!(s, 200, "{anchor}");
+    app.drain_outbox().await;
+    let pushed: Vec<(String, Value)> =
+        erp.documents().into_iter().filter(|(k, _)| k.starts_with("orderbridge:audit-anchor:")).collect();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(pushed[0].1, anchor, "the anchor as written");
+    assert_eq!(pushed[0].0, format!("orderbridge:audit-anchor:1:{}", anchor["hash"].as_str().unwrap()));
+    let dir = app.stop_and_release().await;
+
+    let path = dir.path().join("config/orderbridge.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("operation = \"store_document\"", "operation = \"keep_anchor\"")).unwrap();
+    let out = cli(dir.path(), &["check"]);
+    let all = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("audit.anchor_push: connector `demo-erp` has no operation `keep_anchor`"), "{all}");
+    assert!(all.contains("orderbridge.toml:"), "file:line: {all}");
+}
