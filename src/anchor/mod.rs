@@ -194,9 +194,14 @@ async fn heads_now(archive: &Archive) -> Result<Vec<Head>, OrderError> {
 ///
 /// # Errors
 /// `Conflict` when the anchors or the orders they cover were tampered with (nothing
-/// is written: the latest anchor stays the evidence), or another anchor was written
-/// meanwhile; store errors.
+/// is written: the latest anchor stays the evidence); store errors.
 pub async fn write(archive: &Archive, push: Option<&Push>, now: DateTime<Utc>) -> Result<Anchor, OrderError> {
+    // One writer at a time in this process (the periodic job and `POST
+    // /api/audit/anchor`); between daemons, the `audit-anchor` lease. Should two
+    // daemons still both write anchor n, the latest, its heads and its number are one
+    // commit, so the last one stands whole.
+    static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = WRITING.lock().await;
     let orders = archive.orders();
     let store = orders.store().as_ref();
     let found = verify::check(archive).await?;
