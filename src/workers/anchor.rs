@@ -40,3 +40,61 @@ impl AnchorJob {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::AnchorJob;
+    use crate::archive::Archive;
+    use crate::orders::Orders;
+    use crate::store::{Backend, Options};
+
+    /// The job writes an anchor at each interval, each chained to the one before.
+    #[tokio::test]
+    async fn the_job_writes_an_anchor_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            backend: Backend::Fjall,
+            path: dir.path().join("data"),
+            cache_bytes: 4 << 20,
+            commit_delay: Duration::ZERO,
+            postgres: None,
+        };
+        let store = crate::store::open(&options, Arc::default()).await.unwrap();
+        let settings = crate::settings::ArchiveSettings {
+            enabled: false,
+            after_days: 90,
+            retain_years: 10,
+            sweep_interval: Duration::from_secs(3600),
+            segment_orders: 1000,
+            dir: dir.path().join("archive"),
+        };
+        let archive = Arc::new(Archive::new(Arc::new(Orders::new(store.clone())), settings));
+        let job = AnchorJob {
+            archive: archive.clone(),
+            clock: crate::clock::Clock::system(),
+            every: Duration::from_millis(20),
+            push: None,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(job.run(stop.clone()));
+        let mut latest = None;
+        for _ in 0..500 {
+            latest = crate::anchor::latest(store.as_ref()).await.unwrap();
+            if latest >= Some(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert!(latest >= Some(2), "{latest:?}");
+        let checked = crate::anchor::verify::check(&archive).await.unwrap();
+        assert!(checked.problems.is_empty(), "{checked:?}");
+        assert!(checked.latest >= 2, "{checked:?}");
+    }
+}
