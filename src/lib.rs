@@ -6,6 +6,7 @@
 //! - `mapping`: declarative payload → canonical order mapping (pure).
 //! - `connectors`: external systems: webhook verification, outbound pushes, their limits.
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
+//! - `anchor`: the periodic sealed audit anchor over every order's chain head, and its check.
 //! - `archive`: ended orders moved to immutable segment files, found there, held, purged.
 //! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
 //! - `workers`: the outbox dispatcher (fair per-connector scheduling), the scheduler
@@ -36,6 +37,7 @@
 
 pub mod allocator;
 pub(crate) mod analytics;
+pub(crate) mod anchor;
 pub mod archive;
 pub mod auth;
 pub mod bench;

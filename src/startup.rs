@@ -207,11 +207,7 @@ impl Application {
             vec![tokio::spawn(reconciler.run(stop.clone())), tokio::spawn(rules_watch(&state).run(stop.clone()))];
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
-        if state.settings.archive.enabled {
-            let job =
-                crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
-            tasks.push(tokio::spawn(job.run(stop.clone())));
-        }
+        tasks.extend(sweeps(&state, &stop));
         tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();
@@ -332,4 +328,24 @@ async fn bind(settings: &crate::settings::Settings) -> anyhow::Result<(TcpListen
         .await
         .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
     Ok((listener, admin_listener))
+}
+
+/// The periodic sweeps over the store that are switched on: the archive sweep and the
+/// audit anchor.
+fn sweeps(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if state.settings.archive.enabled {
+        let job = crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
+        tasks.push(tokio::spawn(job.run(stop.clone())));
+    }
+    if let Some(every) = state.settings.audit_anchor_every {
+        let job = crate::workers::anchor::AnchorJob {
+            archive: state.archive.clone(),
+            clock: state.clock.clone(),
+            every,
+            push: state.settings.audit_anchor_push.clone(),
+        };
+        tasks.push(tokio::spawn(job.run(stop.clone())));
+    }
+    tasks
 }

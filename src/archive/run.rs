@@ -63,7 +63,7 @@ impl Archive {
     }
 
     /// Every archive entry, a page at a time, to `each`.
-    pub(super) async fn each_entry(&self, mut each: impl FnMut(OrderId, ArchiveEntry)) -> Result<(), OrderError> {
+    pub(crate) async fn each_entry(&self, mut each: impl FnMut(OrderId, ArchiveEntry)) -> Result<(), OrderError> {
         let mut after = None;
         loop {
             let page = self.orders.store().archive_entries(after, PAGE).await?;

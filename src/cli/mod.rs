@@ -5,6 +5,7 @@
 //! through the running daemon's admin API, so they work either way.
 
 mod analysis;
+mod anchor;
 mod archive;
 mod config_tools;
 mod evidence;
@@ -279,6 +280,9 @@ pub(crate) enum RulesCmd {
 pub(crate) enum AuditCmd {
     /// Check every order's hash chain; exit 1 naming the first broken order and event.
     Verify,
+    /// Write an audit anchor now (a sealed Merkle root over every order's chain head)
+    /// and print it as one JSON line; exit 1 when the latest anchor no longer holds.
+    Anchor,
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,6 +333,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
         Command::Orders(cmd) => orders(&dir, cmd).await,
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
+        Command::Audit(AuditCmd::Anchor) => anchor::audit_anchor(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
         Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
         Command::Store(StoreCmd::Copy { to_backend, to_path, to_url }) => {

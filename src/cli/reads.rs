@@ -105,10 +105,13 @@ pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
         Source::Store(s, archive) => {
             let r = s.verify_audit().await?;
             let a = archive.verify().await?;
+            let anchors = crate::anchor::verify::check(archive).await?;
             serde_json::json!({
-                "orders": r.orders, "events": r.events, "intact": r.broken.is_none() && a.problems.is_empty(),
+                "orders": r.orders, "events": r.events,
+                "intact": r.broken.is_none() && a.problems.is_empty() && anchors.problems.is_empty(),
                 "broken": r.broken.map(|(o, seq, why)| serde_json::json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
                 "archive": a,
+                "anchors": anchors,
             })
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, "/audit/verify").await?,
@@ -132,11 +135,23 @@ pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
     for p in &problems {
         println!("audit BROKEN in the archive: {p}");
     }
+    let anchors = &v["anchors"];
+    for p in anchors["problems"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        println!("audit BROKEN against the anchors: {p}");
+    }
     if v["intact"].as_bool() == Some(true) {
         println!(
             "audit intact: {} orders, {} events verified; archive: {} orders, {} events in {} segments, {} log entries",
             v["orders"], v["events"], a["orders"], a["events"], a["segments"], a["log_entries"]
         );
+        match anchors["latest"].as_u64() {
+            Some(n) if n > 0 => println!(
+                "anchors intact: {n} anchors; the latest ({}) covers {} orders, each still there with its chain",
+                anchors["at"].as_str().unwrap_or("?"),
+                anchors["orders"]
+            ),
+            _ => println!("note: no audit anchor written yet (`orderbridge audit anchor`)"),
+        }
         Ok(0)
     } else {
         Ok(1)

@@ -91,6 +91,7 @@ pub(crate) fn load_all_with(config_dir: &Path, candidate: Option<(&Path, &str)>)
     let mut problems = Vec::new();
     let mut parsed = parse_files(config_dir, candidate, &mut problems);
     add_documents(config_dir, &mut parsed, &mut problems);
+    check_anchor_push(config_dir, &parsed, &mut problems);
     references::check(config_dir, &parsed, &mut problems);
     build(config_dir, parsed, problems)
 }
@@ -154,6 +155,23 @@ fn add_documents(config_dir: &Path, parsed: &mut Parsed, problems: &mut Vec<Diag
     if !kinds.is_empty() {
         reg.add_builtin(crate::documents::DOCUMENTS_CONNECTOR, Arc::new(docs), kinds);
     }
+}
+
+/// `[audit] anchor_push` names a connector operation that exists.
+fn check_anchor_push(config_dir: &Path, parsed: &Parsed, problems: &mut Vec<Diagnostic>) {
+    let (Some(s), Some((reg, _))) = (&parsed.settings, &parsed.registry) else { return };
+    let Some((c, op)) = &s.audit_anchor_push else { return };
+    if reg.connectors.get(c).is_some_and(|x| x.push.is_some() && x.operations.contains(op)) {
+        return;
+    }
+    let path = Settings::file_path(config_dir);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    problems.push(Diagnostic::at(
+        &path,
+        &text,
+        locate(&text, &["audit", "anchor_push"]),
+        format!("audit.anchor_push: connector `{c}` has no operation `{op}`"),
+    ));
 }
 
 /// Phase 3: the runtime values, when no file had a problem.

@@ -163,13 +163,27 @@ pub(crate) async fn quarantined(State(app): State<AppState>) -> Result<Json<Valu
 pub(crate) async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let r = app.orders.verify_audit().await?;
     let archive = app.archive.verify().await?;
+    let anchors = crate::anchor::verify::check(&app.archive).await?;
     Ok(Json(json!({
         "orders": r.orders,
         "events": r.events,
-        "intact": r.broken.is_none() && archive.problems.is_empty(),
+        "intact": r.broken.is_none() && archive.problems.is_empty() && anchors.problems.is_empty(),
         "broken": r.broken.map(|(o, seq, why)| json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
         "archive": archive,
+        "anchors": anchors,
     })))
+}
+
+/// `POST /api/audit/anchor`: writes an audit anchor now (`crate::anchor`); 409 when
+/// the latest one no longer holds.
+pub(crate) async fn write_anchor(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // Several daemons on one database: the anchor is written where the lease is.
+    if !app.store.try_lease(crate::anchor::LEASE, std::time::Duration::from_secs(60)).await? {
+        let held = "another daemon is writing audit anchors (it holds the `audit-anchor` lease); try again later";
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", held));
+    }
+    let a = crate::anchor::write(&app.archive, app.settings.audit_anchor_push.as_ref(), app.clock.now()).await?;
+    Ok(Json(json!(a)))
 }
 
 /// A JSON body whose rejection is our JSON error (422 naming the field when it can).

@@ -120,6 +120,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/outbox/dead", get(api::list_dead))
         .route("/outbox/dead/{id}/replay", post(api::replay_dead))
         .route("/audit/verify", get(api::verify_audit))
+        .route("/audit/anchor", post(api::write_anchor))
         .route("/archive/run", post(archive::run))
         .route("/orders/{id}/legal-hold", post(archive::hold).delete(archive::release))
         .route("/store/quarantine", get(api::quarantined))

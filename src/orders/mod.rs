@@ -215,6 +215,11 @@ impl Orders {
         Ok(())
     }
 
+    /// The keys that seal the audit chain, and its anchors (`crate::anchor`).
+    pub(crate) fn audit_keys(&self) -> &seal::AuditKeys {
+        &self.audit_keys
+    }
+
     /// The store, for reads.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -40,7 +40,48 @@ fn mac(key: &SecretString, event_hash: &str, rec: &OrderRecord) -> Hmac<Sha256> 
     m
 }
 
+/// The MAC of an audit anchor's hash (`crate::anchor`) under `key`.
+fn anchor_mac(key: &SecretString, anchor_hash: &str) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()).expect("HMAC takes any key length");
+    m.update(b"orderbridge-anchor/1\n");
+    m.update(anchor_hash.as_bytes());
+    m
+}
+
 impl AuditKeys {
+    /// The seal of an audit anchor whose hash is `anchor_hash`, with the current key
+    /// (`None` without keys: the anchor is then a plain hash chain).
+    pub(crate) fn seal_anchor(&self, anchor_hash: &str) -> Option<Seal> {
+        let (id, key) = self.current.as_ref().and_then(|id| self.keys.get(id).map(|k| (id, k)))?;
+        let mac = hex::encode(anchor_mac(key, anchor_hash).finalize().into_bytes());
+        Some(Seal { key_id: id.clone(), mac })
+    }
+
+    /// Checks an anchor's seal against its hash; `after_sealed`: an earlier anchor is
+    /// sealed, so this one must be too (a seal removed to hide a rewrite).
+    pub(crate) fn check_anchor(
+        &self,
+        seal: Option<&Seal>,
+        anchor_hash: &str,
+        after_sealed: bool,
+    ) -> Result<(), String> {
+        let Some(s) = seal else {
+            return if after_sealed {
+                Err("it is not sealed but an earlier anchor is (seal removed)".to_owned())
+            } else {
+                Ok(())
+            };
+        };
+        let Some(key) = self.keys.get(&s.key_id) else {
+            return Err(format!("sealed with key `{}`, which is not configured ([audit] keys)", s.key_id));
+        };
+        if hex::decode(&s.mac).is_ok_and(|b| anchor_mac(key, anchor_hash).verify_slice(&b).is_ok()) {
+            Ok(())
+        } else {
+            Err("it does not match its seal (altered)".to_owned())
+        }
+    }
+
     /// Seals the last event of each step that writes its order row.
     pub(crate) fn seal(&self, steps: &mut [Step]) {
         let Some((id, key)) = self.current.as_ref().and_then(|id| self.keys.get(id).map(|k| (id, k))) else {

@@ -156,6 +156,11 @@ pub struct Settings {
     pub evidence_key: Option<SecretString>,
     /// The keys that seal the audit chain (`[audit]`); empty: plain SHA-256 chains.
     pub audit_keys: crate::orders::seal::AuditKeys,
+    /// How often the daemon writes an audit anchor (`[audit] anchor_every_minutes`;
+    /// `None`: only `audit anchor`).
+    pub audit_anchor_every: Option<Duration>,
+    /// The connector operation each new anchor is pushed to (`[audit] anchor_push`).
+    pub(crate) audit_anchor_push: Option<(crate::domain::ConnectorId, String)>,
     pub scheduler_sweep_interval: Duration,
     /// Moving ended orders to the archive, and purging them (`[archive]`).
     pub archive: ArchiveSettings,
@@ -282,6 +287,7 @@ impl RawSettings {
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
         let (require_review, review_off) = rules::review(&self.rules, path, text);
+        let audit_anchor_push = audit::anchor_push(&self.audit, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
         let (Some((host, admin_host)), Some(store), true) = (hosts, store, p.found.is_empty()) else {
             return Err(p.found);
@@ -314,6 +320,8 @@ impl RawSettings {
             links,
             evidence_key,
             audit_keys,
+            audit_anchor_every: audit::anchor_every(&self.audit),
+            audit_anchor_push,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             archive,
             secret_policy,

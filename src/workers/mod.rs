@@ -1,9 +1,10 @@
 //! Background workers: the outbox dispatcher, the scheduler (`digest.rs`: approval
 //! reminders and escalations, digests) and the pollers.
-//! `archive.rs`: the archive sweep. `rules.rs`: the live rules following the rules
-//! change log.
+//! `archive.rs`: the archive sweep; `anchor.rs`: the periodic audit anchor. `rules.rs`:
+//! the live rules following the rules change log.
 //! Each exposes one step for tests and a `run(stop)` loop for the daemon.
 
+pub(crate) mod anchor;
 pub(crate) mod archive;
 pub(crate) mod digest;
 pub mod dispatcher;

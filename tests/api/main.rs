@@ -6,6 +6,7 @@
 mod helpers;
 
 mod amounts;
+mod anchor;
 mod approval;
 mod archive;
 mod audit_keys;
