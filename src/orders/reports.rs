@@ -156,10 +156,9 @@ impl Orders {
 mod tests {
     use std::path::Path;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
-    use crate::store::{Backend, Options, Store};
+    use crate::store::{Options, Store};
 
     const DIRECTORY: &str = r#"
 [[person]]
@@ -189,13 +188,7 @@ period = "previous_day"
     #[tokio::test]
     async fn each_period_is_queued_once_even_when_its_due_time_comes_back() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            backend: Backend::Fjall,
-            path: dir.path().join("data"),
-            cache_bytes: 4 << 20,
-            commit_delay: Duration::ZERO,
-            postgres: None,
-        };
+        let options = Options::test_fjall(dir.path());
         let store = crate::store::open(&options, Arc::default()).await.unwrap();
         let (a, b) = (Orders::new(store.clone()), Orders::new(store.clone()));
         let directory = crate::directory::Directory::parse(Path::new("d.toml"), DIRECTORY).unwrap();

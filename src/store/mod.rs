@@ -525,6 +525,20 @@ pub struct Options {
     pub postgres: Option<postgres::PgOptions>,
 }
 
+impl Options {
+    /// A small fjall store under `dir` that syncs at once: what unit tests open.
+    #[cfg(test)]
+    pub(crate) fn test_fjall(dir: &std::path::Path) -> Options {
+        Options {
+            backend: Backend::Fjall,
+            path: dir.join("data"),
+            cache_bytes: 4 << 20,
+            commit_delay: std::time::Duration::ZERO,
+            postgres: None,
+        }
+    }
+}
+
 pub(crate) fn no_postgres() -> StoreError {
     StoreError::Io("store.backend = \"postgres\" needs store.url".into())
 }

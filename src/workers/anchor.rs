@@ -51,19 +51,13 @@ mod tests {
     use super::AnchorJob;
     use crate::archive::Archive;
     use crate::orders::Orders;
-    use crate::store::{Backend, Options};
+    use crate::store::Options;
 
     /// The job writes an anchor at each interval, each chained to the one before.
     #[tokio::test]
     async fn the_job_writes_an_anchor_every_interval() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            backend: Backend::Fjall,
-            path: dir.path().join("data"),
-            cache_bytes: 4 << 20,
-            commit_delay: Duration::ZERO,
-            postgres: None,
-        };
+        let options = Options::test_fjall(dir.path());
         let store = crate::store::open(&options, Arc::default()).await.unwrap();
         let settings = crate::settings::ArchiveSettings {
             enabled: false,

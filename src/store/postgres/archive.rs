@@ -19,6 +19,20 @@ fn conflict<T>(m: String) -> Result<T, StoreError> {
     Err(StoreError::Conflict(m))
 }
 
+/// The archive index entry of order `id`; `Conflict` when it has one already.
+async fn insert_entry(tx: &mut PgConnection, id: OrderId, entry: &ArchiveEntry) -> Result<(), StoreError> {
+    let q = sqlx::query(
+        "INSERT INTO archive_index (order_id, segment, entry) VALUES ($1, $2, $3::json) ON CONFLICT DO NOTHING",
+    )
+    .bind(uuid(id))
+    .bind(&entry.segment)
+    .bind(json(entry));
+    if exec(tx, q).await? == 0 {
+        return conflict(format!("order {id} is archived already"));
+    }
+    Ok(())
+}
+
 /// One archive change in the transaction `tx`.
 pub(super) async fn change(tx: &mut PgConnection, c: ArchiveChange) -> Result<(), StoreError> {
     match c {
@@ -34,15 +48,7 @@ pub(super) async fn change(tx: &mut PgConnection, c: ArchiveChange) -> Result<()
                 let q = sqlx::query("DELETE FROM invoices WHERE number = $1 AND order_id = $2").bind(n).bind(uuid(id));
                 exec(tx, q).await?;
             }
-            let q = sqlx::query(
-                "INSERT INTO archive_index (order_id, segment, entry) VALUES ($1, $2, $3::json) ON CONFLICT DO NOTHING",
-            )
-            .bind(uuid(id))
-            .bind(&entry.segment)
-            .bind(json(&entry));
-            if exec(tx, q).await? == 0 {
-                return conflict(format!("order {id} is archived already"));
-            }
+            insert_entry(tx, id, &entry).await?;
         }
         ArchiveChange::Replace { id, from, to } => {
             let n = match to {
@@ -78,15 +84,7 @@ pub(super) async fn change(tx: &mut PgConnection, c: ArchiveChange) -> Result<()
             if exec(tx, q).await? == 0 || hot.fetch_one(&mut *tx).await.map_err(db)? > 0 {
                 return conflict(format!("order {id} or {}/{} is here already", source.connector, source.id));
             }
-            let q = sqlx::query(
-                "INSERT INTO archive_index (order_id, segment, entry) VALUES ($1, $2, $3::json) ON CONFLICT DO NOTHING",
-            )
-            .bind(uuid(id))
-            .bind(&entry.segment)
-            .bind(json(&entry));
-            if exec(tx, q).await? == 0 {
-                return conflict(format!("order {id} is archived already"));
-            }
+            insert_entry(tx, id, &entry).await?;
         }
         ArchiveChange::Log(entry) => {
             let q = sqlx::query("INSERT INTO archive_log (seq, record) VALUES ($1, $2::json) ON CONFLICT DO NOTHING")
