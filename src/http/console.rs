@@ -8,7 +8,8 @@
 //! provider is `http::oidc`; it ends in the same session cookie. The other pages,
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
-//! (`process`), and the work lists of exceptions, dead letters and connectors (`work`).
+//! (`process`), the work lists of exceptions, dead letters and connectors (`work`),
+//! and those of flagged orders and unmatched payments (`review`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -20,6 +21,7 @@ use serde_json::json;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;
+pub(crate) mod review;
 pub(crate) mod work;
 
 use super::AppState;

@@ -339,7 +339,7 @@ pub(crate) async fn assign(
     let order = parse_id(&b.order_id)?;
     acting.named_in_body("operator", b.operator.as_deref())?;
     let outcome =
-        app.orders.assign_payment(&source, &payment_id, order, &acting.id(), &app.rules, app.clock.now()).await?;
+        app.orders.assign_payment(&source, &payment_id, order, acting.0.acting(), &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)))
 }

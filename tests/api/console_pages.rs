@@ -300,3 +300,135 @@ async fn a_search_by_name_lists_the_newest_first_however_far_back() {
     assert!(at[2] < at[1] && at[1] < at[0], "{at:?}");
     app.stop().await;
 }
+
+/// The audit entry of the order's last `kind` event.
+fn last_event(order: &Value, kind: &str) -> Value {
+    let events = order["events"].as_array().unwrap();
+    events.iter().rfind(|e| e["event"]["type"] == kind).unwrap_or_else(|| panic!("no {kind} in {order}")).clone()
+}
+
+#[tokio::test]
+async fn flagged_orders_are_reviewed_from_the_console_by_whoever_may_review_them() {
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().mail(&smtp).start().await;
+    let mut ids = Vec::new();
+    for ext in ["D-PAGES-FLAG-1", "D-PAGES-FLAG-2"] {
+        let mut p = deal(ext, 1, "500000.00");
+        p["deal"]["customer"]["kyc_verified"] = false.into();
+        let (_, b) = app.post_webhook(&p).await;
+        assert_eq!(b["state"], "flagged", "{b}");
+        ids.push(b["order_id"].as_str().unwrap().to_owned());
+    }
+    let (first, second) = (&ids[0], &ids[1]);
+
+    // sun.li (operations) may not review: 403 naming it, no link, no form.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/review\""), "{}", inbox.body);
+    let r = sun.get("/console/review").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not review_flagged") && !r.body.contains(first.as_str()), "{}", r.body);
+    let r = sun
+        .post(
+            &format!("/console/review/{first}"),
+            &[("csrf", &csrf(&inbox.body)), ("decision", "start"), ("comment", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "flagged");
+
+    // chen.jing (risk officer): the list with the rules that fired, one form per order.
+    let mut chen = sign_in(&app, &smtp, "chen.jing@bank.example").await;
+    let list = chen.get("/console/review").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("href=\"/console/review\"") && list.body.contains("KYC-001"), "{}", list.body);
+    let action = format!("/console/review/{first}");
+    assert!(
+        list.body.contains(&format!("action=\"{action}\"")) && list.body.contains(second.as_str()),
+        "{}",
+        list.body
+    );
+    // Without its CSRF token: refused, nothing recorded.
+    let r = chen.post(&action, &[("decision", "start"), ("comment", "核实 KYC 材料")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "flagged");
+    // Without a comment: refused.
+    let token = csrf(&list.body);
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "start"), ("comment", " ")]).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Start, then release: the order goes to its approval route; audited as chen.jing, console.
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "start"), ("comment", "核实 KYC 材料")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("role=\"status\"") && r.body.contains("人工复核中"), "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "manual_review");
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "release"), ("comment", "线下已完成 KYC")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(&format!("action=\"{action}\"")), "{}", r.body);
+    let order = app.order(first).await;
+    assert_eq!(order["state"], "awaiting_approval", "{order}");
+    for kind in ["review_started", "review_released"] {
+        let e = last_event(&order, kind);
+        assert_eq!((e["actor"]["id"].as_str(), e["channel"].as_str()), (Some("chen.jing"), Some("console")), "{e}");
+    }
+    // The other is rejected straight from the list.
+    let r = chen
+        .post(
+            &format!("/console/review/{second}"),
+            &[("csrf", &token), ("decision", "reject"), ("comment", "材料不全")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(app.order(second).await["state"], "rejected");
+    let (_, verify) = app.api("/audit/verify").await;
+    assert_eq!(verify["intact"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unmatched_payment_is_assigned_from_the_console_by_whoever_may_assign_it() {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp).mail(&smtp).start().await;
+    let (_, b) = app.post_webhook(&deal("D-PAGES-PAY", 1, "8000.00")).await;
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    crate::cash::deliver(&app, &id).await;
+    app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
+    wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    let pay = json!({"payment_id": "P-CON-1", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"});
+    let (s, b) = app.api_post_json("/payments", &pay).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+
+    // sun.li (operations) may not assign payments: 403, no link.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/payments\""), "{}", inbox.body);
+    let r = sun.get("/console/payments").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not assign_payments") && !r.body.contains("P-CON-1"), "{}", r.body);
+    let action = "/console/payments/api/P-CON-1/assign";
+    let r = sun.post(action, &[("csrf", &csrf(&inbox.body)), ("order_id", &id)]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // he.jun (credit operations): the queue with the reason; assigns it.
+    let mut he = sign_in(&app, &smtp, "credit-ops@bank.example").await;
+    let list = he.get("/console/payments").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("href=\"/console/payments\"") && list.body.contains("INV-NOPE"), "{}", list.body);
+    assert!(list.body.contains("张伟 货款") && list.body.contains(&format!("action=\"{action}\"")), "{}", list.body);
+    let r = he.post(action, &[("order_id", &id)]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(&id).await["state"], "invoiced");
+    let r = he.post(action, &[("csrf", &csrf(&list.body)), ("order_id", "ord_nope")]).await;
+    assert!(r.status >= 400 && r.status < 500, "{}: {}", r.status, r.body);
+    let r = he.post(action, &[("csrf", &csrf(&list.body)), ("order_id", &id)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("role=\"status\"") && !r.body.contains(&format!("action=\"{action}\"")), "{}", r.body);
+    let order = app.order(&id).await;
+    assert_eq!(order["state"], "closed", "{order}");
+    let paid = last_event(&order, "payment_received");
+    assert_eq!((paid["actor"]["id"].as_str(), paid["channel"].as_str()), (Some("he.jun"), Some("console")), "{paid}");
+    let (_, q) = app.api("/payments/unmatched").await;
+    assert_eq!(q["payments"], json!([]), "{q}");
+    app.stop().await;
+}

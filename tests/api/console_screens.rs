@@ -105,11 +105,20 @@ async fn console_in(lang: &str) -> Vec<String> {
     }
     let app = app.start().await;
     let (waiting, small) = two_orders(&app).await;
+    // A flagged order and an unmatched payment, so those lists have rows.
+    let mut flagged = deal("D-SCREENS-FLAG", 1, "500000.00");
+    flagged["deal"]["customer"]["kyc_verified"] = false.into();
+    assert_eq!(app.post_webhook(&flagged).await.1["state"], "flagged");
+    let pay = json!({"payment_id": "P-SCREENS", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"});
+    assert_eq!(app.api_post_json("/payments", &pay).await.0, 202);
     app.drain_outbox().await;
     // zhou.min: approvals and reports; sun.li: orders and the work lists; li.na: reports only.
     let zhou = session(&app, &smtp, "zhou.min@bank.example").await;
     let sun = session(&app, &smtp, "operations@bank.example").await;
     let li = session(&app, &smtp, "li.na@bank.example").await;
+    let chen = session(&app, &smtp, "chen.jing@bank.example").await;
+    let he = session(&app, &smtp, "credit-ops@bank.example").await;
     let base = app.url("");
     let base = base.trim_end_matches('/');
     let pages: Vec<(Option<&str>, String, &str)> = vec![
@@ -123,6 +132,8 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&sun), "/console/exceptions".into(), "exceptions"),
         (Some(&sun), "/console/dead-letters".into(), "dead-letters"),
         (Some(&sun), "/console/connectors".into(), "connectors"),
+        (Some(&chen), "/console/review".into(), "review"),
+        (Some(&he), "/console/payments".into(), "payments"),
         (Some(&li), "/console/orders".into(), "refused"),
     ];
     let axe = axe_source();

@@ -24,7 +24,9 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("inbox", "/console", None),
     ("orders", "/console/orders", Some(Action::SeePersonalData)),
     ("process", "/console/process", Some(Action::SeeReports)),
+    ("review", "/console/review", Some(Action::ReviewFlagged)),
     ("exceptions", "/console/exceptions", Some(Action::HandleExceptions)),
+    ("payments", "/console/payments", Some(Action::AssignPayments)),
     ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
     ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
 ];

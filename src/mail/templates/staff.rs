@@ -13,7 +13,18 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_process", &["title", "map"]),
     (
         "console_work",
-        &["title_exceptions", "exceptions", "title_dead_letters", "dead_letters", "title_connectors", "connectors"],
+        &[
+            "title_exceptions",
+            "exceptions",
+            "title_dead_letters",
+            "dead_letters",
+            "title_connectors",
+            "connectors",
+            "title_review",
+            "review",
+            "title_payments",
+            "payments",
+        ],
     ),
 ];
 
@@ -124,6 +135,15 @@ pub(super) fn samples() -> Vec<Value> {
         {"id": "demo-crm", "kind": "hubspot", "webhook": true, "poll": false, "operations": [], "paused": false,
             "rate_limited_until": at},
     ]);
+    let review = json!([
+        {"id": "ord_01", "state": "flagged", "customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M",
+            "amount": amount, "flagged_at": at, "fired": [{"rule_id": "KYC-001", "severity": "flag",
+            "message": "客户未完成 KYC 认证 / customer KYC not verified"}]},
+        {"id": "ord_02", "state": "manual_review", "customer": "张伟", "product": "wealth_management",
+            "code": "WM-STABLE-12M", "amount": amount, "flagged_at": null, "fired": []},
+    ]);
+    let payments = json!([{"payment": {"source": "api", "payment_id": "P-3", "amount": amount,
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"}, "reason": "no order has invoice `INV-NOPE`", "at": at}]);
     let mut out = Vec::new();
     // A refusal for a form without its CSRF token, and one for a missing page.
     for (status, message) in [(403, "CSRF"), (404, "order ord_01 not found")] {
@@ -141,6 +161,8 @@ pub(super) fn samples() -> Vec<Value> {
             ctx["items"] = match *view {
                 "exceptions" => exceptions.clone(),
                 "dead_letters" => dead.clone(),
+                "review" => review.clone(),
+                "payments" => payments.clone(),
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
