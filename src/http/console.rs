@@ -9,7 +9,8 @@
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
 //! (`process`), the work lists of exceptions, dead letters and connectors (`work`),
-//! and those of flagged orders and unmatched payments (`review`).
+//! those of flagged orders and unmatched payments (`review`), and administration
+//! (`admin`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+pub(crate) mod admin;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;

@@ -432,3 +432,55 @@ async fn an_unmatched_payment_is_assigned_from_the_console_by_whoever_may_assign
     assert_eq!(q["payments"], json!([]), "{q}");
     app.stop().await;
 }
+
+/// Grants chen.jing (rules approver) `administer` in the written policy table.
+pub(crate) fn chen_administers(dir: &std::path::Path) {
+    let roles = "rules_approver = [\"propose_rules\", \"approve_rules\"]";
+    let more = "rules_approver = [\"propose_rules\", \"approve_rules\", \"administer\"]";
+    replace_in_file(dir, "config/directory.toml", &[(roles, more)]);
+}
+
+#[tokio::test]
+async fn the_administration_page_shows_the_configuration_check_and_the_versions_in_force() {
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().mail(&smtp).files(chen_administers).start().await;
+
+    // sun.li (operations) may not administer: 403 naming it, no link.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/admin\""), "{}", inbox.body);
+    let r = sun.get("/console/admin").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not administer") && !r.body.contains("files checked"), "{}", r.body);
+
+    // chen.jing: what `orderbridge check` prints, and the versions `rules history` lists.
+    let mut chen = sign_in(&app, &smtp, "chen.jing@bank.example").await;
+    let page = chen.get("/console/admin").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("href=\"/console/admin\""), "{}", page.body);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).arg("--config-dir").arg(app.dir.path()).output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    let out = cli(&["check"]);
+    let summary = out.lines().rfind(|l| l.contains("files checked")).unwrap_or_else(|| panic!("{out}"));
+    assert!(page.body.contains(summary) && page.body.contains("没有问题"), "`{summary}` not in {}", page.body);
+    let history = cli(&["rules", "history", "--json"]);
+    let history: Value = serde_json::from_str(&history).unwrap_or_else(|e| panic!("{e}: {history}"));
+    let active: Vec<&Value> = history["versions"].as_array().unwrap().iter().filter(|v| v["active"] == true).collect();
+    assert!(!active.is_empty(), "{history}");
+    for v in active {
+        let hash = &v["hash"].as_str().unwrap()[..12];
+        assert!(page.body.contains(hash), "{} {hash} not on the page: {}", v["kind"], page.body);
+    }
+
+    // A broken file on disk shows as the problem `check` names, file and line.
+    let rules = app.dir.path().join("config/rules.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{text}\n[[nonsense\n")).unwrap();
+    let page = chen.get("/console/admin").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let named = page.body.contains("rules.toml:") && page.body.contains("unclosed array table");
+    assert!(named && page.body.contains("role=\"alert\""), "{}", page.body);
+    app.stop().await;
+}

@@ -97,7 +97,11 @@ async fn console_in(lang: &str) -> Vec<String> {
     // The ERP is down: its effects end as dead letters, so that list has rows.
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let mut app = TestApp::builder().erp(erp).mail(&smtp).settings(|s| s.dispatcher.max_attempts = 2);
+    let mut app = TestApp::builder()
+        .erp(erp)
+        .mail(&smtp)
+        .settings(|s| s.dispatcher.max_attempts = 2)
+        .files(crate::console_pages::chen_administers);
     if lang == "en" {
         app = app
             .files(|d| replace_in_file(d, "config/directory.toml", &[("locale = \"zh-CN\"", "locale = \"en\"")]))
@@ -134,6 +138,7 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&sun), "/console/connectors".into(), "connectors"),
         (Some(&chen), "/console/review".into(), "review"),
         (Some(&he), "/console/payments".into(), "payments"),
+        (Some(&chen), "/console/admin".into(), "admin"),
         (Some(&li), "/console/orders".into(), "refused"),
     ];
     let axe = axe_source();

@@ -29,6 +29,7 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("payments", "/console/payments", Some(Action::AssignPayments)),
     ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
     ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
+    ("admin", "/console/admin", Some(Action::Administer)),
 ];
 
 /// Page text `fragment` (`pages/<fragment>.html`) for `view`, as HTML.

@@ -1,8 +1,8 @@
 //! The staff console's page text beyond sign-in and "my approvals": its frame
-//! (`console_nav`), orders (`console_orders`), process map (`console_process`) and
-//! work lists (`console_work`). Their shipped copies (compiled in, for a
-//! configuration without them) and the sample contexts `Templates::load` renders
-//! every view with, so `check` finds a broken one.
+//! (`console_nav`), orders (`console_orders`), process map (`console_process`),
+//! work lists (`console_work`) and administration (`console_admin`). Their shipped
+//! copies (compiled in, for a configuration without them) and the sample contexts
+//! `Templates::load` renders every view with, so `check` finds a broken one.
 
 use serde_json::{Value, json};
 
@@ -11,6 +11,7 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_nav", &["nav", "title_refused", "refused"]),
     ("console_orders", &["title_search", "search", "title_order", "order"]),
     ("console_process", &["title", "map"]),
+    ("console_admin", &["title", "admin"]),
     (
         "console_work",
         &[
@@ -34,10 +35,12 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("zh-CN/pages/console_orders.html", include_str!("../../../config/templates/zh-CN/pages/console_orders.html")),
     ("zh-CN/pages/console_process.html", include_str!("../../../config/templates/zh-CN/pages/console_process.html")),
     ("zh-CN/pages/console_work.html", include_str!("../../../config/templates/zh-CN/pages/console_work.html")),
+    ("zh-CN/pages/console_admin.html", include_str!("../../../config/templates/zh-CN/pages/console_admin.html")),
     ("en/pages/console_nav.html", include_str!("../../../config/templates/en/pages/console_nav.html")),
     ("en/pages/console_orders.html", include_str!("../../../config/templates/en/pages/console_orders.html")),
     ("en/pages/console_process.html", include_str!("../../../config/templates/en/pages/console_process.html")),
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
+    ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
 ];
 
 /// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
@@ -119,6 +122,10 @@ pub(super) fn samples() -> Vec<Value> {
         "q": "张伟", "state": "awaiting_approval", "states": crate::engine::lifecycle::STATE_NAMES,
         "results": [page["order"].clone()], "complete": false, "scanned": 20000, "shown": 50,
         "order": page["order"], "explain": page["explain"], "people": page["people"], "documents": page["documents"],
+        "check": ["config/rules.toml:12:1: warning: rule `KYC-001` never fires", "31 files checked, 0 problems"],
+        "check_ok": true, "rules": {"label": "2026-11", "version": "abc123def4567890"},
+        "versions": [{"kind": "rules", "hash": "abc123def4567890", "label": "2026-11", "first_loaded": at,
+            "last_loaded": at, "active": true}],
         "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
     let process = json!([
