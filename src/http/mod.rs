@@ -185,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/review/{id}", post(console::review::review).layer(pages_limit))
         .route("/console/payments", get(console::review::payments))
         .route("/console/admin", get(console::admin::admin))
+        .route("/console/receivables", get(console::review::receivables))
         .route("/console/payments/{source}/{payment_id}/assign", post(console::review::assign).layer(pages_limit))
         .route("/pages/assets/style.css", get(pages::style))
         .route("/pages/assets/logo", get(pages::logo))

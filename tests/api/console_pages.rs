@@ -416,6 +416,20 @@ async fn an_unmatched_payment_is_assigned_from_the_console_by_whoever_may_assign
     assert_eq!(list.status, 200, "{}", list.body);
     assert!(list.body.contains("href=\"/console/payments\"") && list.body.contains("INV-NOPE"), "{}", list.body);
     assert!(list.body.contains("张伟 货款") && list.body.contains(&format!("action=\"{action}\"")), "{}", list.body);
+    // Its customer's receivables, as the API's receivables route answers: owed in full.
+    let customer = app.order(&id).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
+    let invoice = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+    let owed = he.get(&format!("/console/receivables?customer={customer}")).await;
+    assert_eq!(owed.status, 200, "{}", owed.body);
+    assert!(owed.body.contains("href=\"/console/receivables\"") && owed.body.contains(&invoice), "{}", owed.body);
+    assert!(owed.body.contains("欠款：<strong>¥8,000.00</strong>"), "{}", owed.body);
+    let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
+    let li_inbox = li.get("/console").await;
+    assert!(!li_inbox.body.contains("href=\"/console/receivables\""), "{}", li_inbox.body);
+    let r = li.get(&format!("/console/receivables?customer={customer}")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("li.na may not see_personal_data") && !r.body.contains(&invoice), "{}", r.body);
+
     let r = he.post(action, &[("order_id", &id)]).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(app.order(&id).await["state"], "invoiced");
@@ -430,6 +444,9 @@ async fn an_unmatched_payment_is_assigned_from_the_console_by_whoever_may_assign
     assert_eq!((paid["actor"]["id"].as_str(), paid["channel"].as_str()), (Some("he.jun"), Some("console")), "{paid}");
     let (_, q) = app.api("/payments/unmatched").await;
     assert_eq!(q["payments"], json!([]), "{q}");
+    let paid = he.get(&format!("/console/receivables?customer={customer}")).await;
+    assert!(paid.body.contains(&invoice) && paid.body.contains("已付 ¥8,000.00"), "{}", paid.body);
+    assert!(paid.body.contains("欠款：<strong>¥0.00</strong>"), "{}", paid.body);
     app.stop().await;
 }
 

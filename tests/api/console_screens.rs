@@ -109,6 +109,7 @@ async fn console_in(lang: &str) -> Vec<String> {
     }
     let app = app.start().await;
     let (waiting, small) = two_orders(&app).await;
+    let customer = app.order(&small).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
     // A flagged order and an unmatched payment, so those lists have rows.
     let mut flagged = deal("D-SCREENS-FLAG", 1, "500000.00");
     flagged["deal"]["customer"]["kyc_verified"] = false.into();
@@ -139,6 +140,7 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&chen), "/console/review".into(), "review"),
         (Some(&he), "/console/payments".into(), "payments"),
         (Some(&chen), "/console/admin".into(), "admin"),
+        (Some(&sun), format!("/console/receivables?customer={customer}"), "receivables"),
         (Some(&li), "/console/orders".into(), "refused"),
     ];
     let axe = axe_source();

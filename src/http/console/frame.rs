@@ -27,6 +27,7 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("review", "/console/review", Some(Action::ReviewFlagged)),
     ("exceptions", "/console/exceptions", Some(Action::HandleExceptions)),
     ("payments", "/console/payments", Some(Action::AssignPayments)),
+    ("receivables", "/console/receivables", Some(Action::SeePersonalData)),
     ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
     ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
     ("admin", "/console/admin", Some(Action::Administer)),

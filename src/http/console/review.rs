@@ -3,11 +3,13 @@
 //! API's route calls: flagged orders and manual review (`review_flagged`; start,
 //! return, release, reject: `Orders::apply` with `ReviewDecision::event`, as
 //! `POST /api/orders/{id}/review`) and unmatched payments (`assign_payments`; assign:
-//! `Orders::assign_payment`, as the API's assign route). Changes are recorded with the
-//! signed-in person and channel `console`. Text from `pages/console_work.html`.
+//! `Orders::assign_payment`, as the API's assign route); and, read only, a customer's
+//! receivables and dunning (`see_personal_data`; `fulfilment::customer_receivables`,
+//! as `GET /api/customers/{id}/receivables`). Changes are recorded with the signed-in
+//! person and channel `console`. Text from `pages/console_work.html`.
 
 use axum::Form;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -150,4 +152,33 @@ pub(crate) async fn assign(
         }
         Err(e) => failed(&staff, &app, "payments", ApiError::from(e)),
     }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CustomerQuery {
+    #[serde(default)]
+    customer: String,
+}
+
+/// `GET /console/receivables?customer=`: the customer's invoices, paid and owed, the
+/// dunning steps sent, and the total owed per currency.
+pub(crate) async fn receivables(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CustomerQuery>,
+) -> Response {
+    let staff = match staff(&app, &headers, Action::SeePersonalData, "receivables") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let customer = q.customer.trim();
+    let found = if customer.is_empty() {
+        Value::Null
+    } else {
+        match super::super::fulfilment::customer_receivables(&app, customer).await {
+            Ok(v) => v,
+            Err(e) => return failed(&staff, &app, "receivables", e),
+        }
+    };
+    list_page(&app, &staff, "receivables", json!({"customer": customer, "found": found, "items": []}), None)
 }
