@@ -31,21 +31,29 @@ fn count_files(config_dir: &Path) -> usize {
 
 /// `orderbridge check`: prints every problem and a summary; returns the exit code.
 pub(crate) fn run_check(config_dir: &Path) -> i32 {
+    let (lines, ok) = report(config_dir);
+    for l in &lines {
+        println!("{l}");
+    }
+    if ok { 0 } else { EX_CONFIG }
+}
+
+/// What `check` prints: each problem (or, when there is none, each note), then the
+/// summary line; and whether the configuration loads. `orderbridge check` and the
+/// console's administration page show it.
+pub(crate) fn report(config_dir: &Path) -> (Vec<String>, bool) {
     let files = count_files(config_dir);
     match load_all(config_dir) {
         Ok(loaded) => {
-            for n in &loaded.notes {
-                println!("{n}");
-            }
-            println!("{files} files checked, 0 problems");
-            0
+            let mut lines: Vec<String> = loaded.notes.iter().map(ToString::to_string).collect();
+            lines.push(format!("{files} files checked, 0 problems"));
+            (lines, true)
         }
         Err(problems) => {
-            for p in &problems {
-                println!("{p}");
-            }
-            println!("{files} files checked, {} problem{}", problems.len(), if problems.len() == 1 { "" } else { "s" });
-            EX_CONFIG
+            let mut lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let n = problems.len();
+            lines.push(format!("{files} files checked, {n} problem{}", if n == 1 { "" } else { "s" }));
+            (lines, false)
         }
     }
 }

@@ -246,6 +246,19 @@ pub(crate) enum ReviewDecision {
     Reject,
 }
 
+impl ReviewDecision {
+    /// The event this decision on a flagged order records (the API's review route
+    /// and the console's review page).
+    pub(crate) fn event(self, comment: String) -> OrderEvent {
+        match self {
+            ReviewDecision::Start => OrderEvent::ReviewStarted { comment },
+            ReviewDecision::Return => OrderEvent::ReviewReturned { comment },
+            ReviewDecision::Release => OrderEvent::ReviewReleased { comment, chain: Vec::new() },
+            ReviewDecision::Reject => OrderEvent::ReviewRejected { comment },
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReviewBody {
@@ -275,12 +288,7 @@ pub(crate) async fn review(
         .with_field("comment"));
     }
     acting.named_in_body("operator", b.operator.as_deref())?;
-    let event = match b.decision {
-        ReviewDecision::Start => OrderEvent::ReviewStarted { comment },
-        ReviewDecision::Return => OrderEvent::ReviewReturned { comment },
-        ReviewDecision::Release => OrderEvent::ReviewReleased { comment, chain: Vec::new() },
-        ReviewDecision::Reject => OrderEvent::ReviewRejected { comment },
-    };
+    let event = b.decision.event(comment);
     let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec))))

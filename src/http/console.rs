@@ -8,7 +8,9 @@
 //! provider is `http::oidc`; it ends in the same session cookie. The other pages,
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
-//! (`process`), and the work lists of exceptions, dead letters and connectors (`work`).
+//! (`process`), the work lists of exceptions, dead letters and connectors (`work`),
+//! those of flagged orders and unmatched payments (`review`), and administration
+//! (`admin`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -17,9 +19,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+pub(crate) mod admin;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;
+pub(crate) mod review;
 pub(crate) mod work;
 
 use super::AppState;

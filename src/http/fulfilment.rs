@@ -129,7 +129,14 @@ pub(crate) async fn receivables(
     State(app): State<AppState>,
     Path(customer): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let orders = app.orders.customer_orders(&customer).await?;
+    Ok(Json(customer_receivables(&app, &customer).await?))
+}
+
+/// A customer's invoices, paid and owed, and the total owed per currency: what
+/// `GET /api/customers/{id}/receivables` answers and the console's receivables page
+/// shows.
+pub(crate) async fn customer_receivables(app: &AppState, customer: &str) -> Result<Value, ApiError> {
+    let orders = app.orders.customer_orders(customer).await?;
     let mut owed = Receivables::default();
     let mut invoices = Vec::new();
     for o in &orders {
@@ -153,7 +160,7 @@ pub(crate) async fn receivables(
             Err(e) => json!({"amount": null, "currency": c.as_str(), "error": e.to_string()}),
         })
         .collect();
-    Ok(Json(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total})))
+    Ok(json!({"customer": customer, "orders": orders.len(), "invoices": invoices, "outstanding": total}))
 }
 
 /// `POST /api/reconcile`: runs the reconciliation now and answers its report.
@@ -339,7 +346,7 @@ pub(crate) async fn assign(
     let order = parse_id(&b.order_id)?;
     acting.named_in_body("operator", b.operator.as_deref())?;
     let outcome =
-        app.orders.assign_payment(&source, &payment_id, order, &acting.id(), &app.rules, app.clock.now()).await?;
+        app.orders.assign_payment(&source, &payment_id, order, acting.0.acting(), &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
     Ok(Json(serde_json::to_value(outcome).unwrap_or(Value::Null)))
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use super::step::step_for;
 use super::{OrderError, Orders, case};
 use crate::domain::OrderId;
+use crate::engine::access::Acting;
 use crate::engine::payments::{self, PaymentOutcome, PaymentReport, UnmatchedPayment};
 use crate::engine::reporting::{self, Reported, Reporter};
 use crate::engine::{Actor, History, Rules};
@@ -96,13 +97,14 @@ impl Orders {
         Ok(outcome)
     }
 
-    /// An operator applies an unmatched payment to an order.
+    /// An operator applies an unmatched payment to an order; the audit names them and
+    /// the channel they acted through.
     pub async fn assign_payment(
         &self,
         source: &str,
         payment_id: &str,
         order: OrderId,
-        operator: &str,
+        operator: impl Into<Acting>,
         rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<PaymentOutcome, OrderError> {
@@ -117,9 +119,10 @@ impl Orders {
         let _o = self.lock_order(order).await;
         let rec = self.load(order).await?;
         let history = History::default();
-        let actor = Actor::Person(operator.to_owned());
-        let decision =
-            crate::engine::decide(&case(&rec, &history), actor, payments::event(&waiting.payment), rules, now)?;
+        let Acting { actor, channel } = operator.into();
+        let mut decision =
+            crate::engine::decide(&case(&rec, &history), actor.clone(), payments::event(&waiting.payment), rules, now)?;
+        decision.audit.iter_mut().filter(|e| e.actor == actor).for_each(|e| e.channel = channel);
         let loaded = Loaded::of(&rec);
         let mut step = step_for(rec, Some(loaded), decision.clone(), now);
         let after = step.order.as_ref().expect("a decision writes its order").record.state.name();

@@ -300,3 +300,204 @@ async fn a_search_by_name_lists_the_newest_first_however_far_back() {
     assert!(at[2] < at[1] && at[1] < at[0], "{at:?}");
     app.stop().await;
 }
+
+/// The audit entry of the order's last `kind` event.
+fn last_event(order: &Value, kind: &str) -> Value {
+    let events = order["events"].as_array().unwrap();
+    events.iter().rfind(|e| e["event"]["type"] == kind).unwrap_or_else(|| panic!("no {kind} in {order}")).clone()
+}
+
+#[tokio::test]
+async fn flagged_orders_are_reviewed_from_the_console_by_whoever_may_review_them() {
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().mail(&smtp).start().await;
+    let mut ids = Vec::new();
+    for ext in ["D-PAGES-FLAG-1", "D-PAGES-FLAG-2"] {
+        let mut p = deal(ext, 1, "500000.00");
+        p["deal"]["customer"]["kyc_verified"] = false.into();
+        let (_, b) = app.post_webhook(&p).await;
+        assert_eq!(b["state"], "flagged", "{b}");
+        ids.push(b["order_id"].as_str().unwrap().to_owned());
+    }
+    let (first, second) = (&ids[0], &ids[1]);
+
+    // sun.li (operations) may not review: 403 naming it, no link, no form.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/review\""), "{}", inbox.body);
+    let r = sun.get("/console/review").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not review_flagged") && !r.body.contains(first.as_str()), "{}", r.body);
+    let r = sun
+        .post(
+            &format!("/console/review/{first}"),
+            &[("csrf", &csrf(&inbox.body)), ("decision", "start"), ("comment", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "flagged");
+
+    // chen.jing (risk officer): the list with the rules that fired, one form per order.
+    let mut chen = sign_in(&app, &smtp, "chen.jing@bank.example").await;
+    let list = chen.get("/console/review").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("href=\"/console/review\"") && list.body.contains("KYC-001"), "{}", list.body);
+    let action = format!("/console/review/{first}");
+    assert!(
+        list.body.contains(&format!("action=\"{action}\"")) && list.body.contains(second.as_str()),
+        "{}",
+        list.body
+    );
+    // Without its CSRF token: refused, nothing recorded.
+    let r = chen.post(&action, &[("decision", "start"), ("comment", "核实 KYC 材料")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "flagged");
+    // Without a comment: refused.
+    let token = csrf(&list.body);
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "start"), ("comment", " ")]).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Start, then release: the order goes to its approval route; audited as chen.jing, console.
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "start"), ("comment", "核实 KYC 材料")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("role=\"status\"") && r.body.contains("人工复核中"), "{}", r.body);
+    assert_eq!(app.order(first).await["state"], "manual_review");
+    let r = chen.post(&action, &[("csrf", &token), ("decision", "release"), ("comment", "线下已完成 KYC")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(&format!("action=\"{action}\"")), "{}", r.body);
+    let order = app.order(first).await;
+    assert_eq!(order["state"], "awaiting_approval", "{order}");
+    for kind in ["review_started", "review_released"] {
+        let e = last_event(&order, kind);
+        assert_eq!((e["actor"]["id"].as_str(), e["channel"].as_str()), (Some("chen.jing"), Some("console")), "{e}");
+    }
+    // The other is rejected straight from the list.
+    let r = chen
+        .post(
+            &format!("/console/review/{second}"),
+            &[("csrf", &token), ("decision", "reject"), ("comment", "材料不全")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(app.order(second).await["state"], "rejected");
+    let (_, verify) = app.api("/audit/verify").await;
+    assert_eq!(verify["intact"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unmatched_payment_is_assigned_from_the_console_by_whoever_may_assign_it() {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp).mail(&smtp).start().await;
+    let (_, b) = app.post_webhook(&deal("D-PAGES-PAY", 1, "8000.00")).await;
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    crate::cash::deliver(&app, &id).await;
+    app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
+    wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    let pay = json!({"payment_id": "P-CON-1", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"});
+    let (s, b) = app.api_post_json("/payments", &pay).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+
+    // sun.li (operations) may not assign payments: 403, no link.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/payments\""), "{}", inbox.body);
+    let r = sun.get("/console/payments").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not assign_payments") && !r.body.contains("P-CON-1"), "{}", r.body);
+    let action = "/console/payments/api/P-CON-1/assign";
+    let r = sun.post(action, &[("csrf", &csrf(&inbox.body)), ("order_id", &id)]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // he.jun (credit operations): the queue with the reason; assigns it.
+    let mut he = sign_in(&app, &smtp, "credit-ops@bank.example").await;
+    let list = he.get("/console/payments").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(list.body.contains("href=\"/console/payments\"") && list.body.contains("INV-NOPE"), "{}", list.body);
+    assert!(list.body.contains("张伟 货款") && list.body.contains(&format!("action=\"{action}\"")), "{}", list.body);
+    // Its customer's receivables, as the API's receivables route answers: owed in full.
+    let customer = app.order(&id).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
+    let invoice = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+    let owed = he.get(&format!("/console/receivables?customer={customer}")).await;
+    assert_eq!(owed.status, 200, "{}", owed.body);
+    assert!(owed.body.contains("href=\"/console/receivables\"") && owed.body.contains(&invoice), "{}", owed.body);
+    assert!(owed.body.contains("欠款：<strong>¥8,000.00</strong>"), "{}", owed.body);
+    let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
+    let li_inbox = li.get("/console").await;
+    assert!(!li_inbox.body.contains("href=\"/console/receivables\""), "{}", li_inbox.body);
+    let r = li.get(&format!("/console/receivables?customer={customer}")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("li.na may not see_personal_data") && !r.body.contains(&invoice), "{}", r.body);
+
+    let r = he.post(action, &[("order_id", &id)]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(app.order(&id).await["state"], "invoiced");
+    let r = he.post(action, &[("csrf", &csrf(&list.body)), ("order_id", "ord_nope")]).await;
+    assert!(r.status >= 400 && r.status < 500, "{}: {}", r.status, r.body);
+    let r = he.post(action, &[("csrf", &csrf(&list.body)), ("order_id", &id)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("role=\"status\"") && !r.body.contains(&format!("action=\"{action}\"")), "{}", r.body);
+    let order = app.order(&id).await;
+    assert_eq!(order["state"], "closed", "{order}");
+    let paid = last_event(&order, "payment_received");
+    assert_eq!((paid["actor"]["id"].as_str(), paid["channel"].as_str()), (Some("he.jun"), Some("console")), "{paid}");
+    let (_, q) = app.api("/payments/unmatched").await;
+    assert_eq!(q["payments"], json!([]), "{q}");
+    let paid = he.get(&format!("/console/receivables?customer={customer}")).await;
+    assert!(paid.body.contains(&invoice) && paid.body.contains("已付 ¥8,000.00"), "{}", paid.body);
+    assert!(paid.body.contains("欠款：<strong>¥0.00</strong>"), "{}", paid.body);
+    app.stop().await;
+}
+
+/// Grants chen.jing (rules approver) `administer` in the written policy table.
+pub(crate) fn chen_administers(dir: &std::path::Path) {
+    let roles = "rules_approver = [\"propose_rules\", \"approve_rules\"]";
+    let more = "rules_approver = [\"propose_rules\", \"approve_rules\", \"administer\"]";
+    replace_in_file(dir, "config/directory.toml", &[(roles, more)]);
+}
+
+#[tokio::test]
+async fn the_administration_page_shows_the_configuration_check_and_the_versions_in_force() {
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().mail(&smtp).files(chen_administers).start().await;
+
+    // sun.li (operations) may not administer: 403 naming it, no link.
+    let mut sun = sign_in(&app, &smtp, "operations@bank.example").await;
+    let inbox = sun.get("/console").await;
+    assert!(!inbox.body.contains("href=\"/console/admin\""), "{}", inbox.body);
+    let r = sun.get("/console/admin").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("sun.li may not administer") && !r.body.contains("files checked"), "{}", r.body);
+
+    // chen.jing: what `orderbridge check` prints, and the versions `rules history` lists.
+    let mut chen = sign_in(&app, &smtp, "chen.jing@bank.example").await;
+    let page = chen.get("/console/admin").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("href=\"/console/admin\""), "{}", page.body);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).arg("--config-dir").arg(app.dir.path()).output();
+        String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+    };
+    let out = cli(&["check"]);
+    let summary = out.lines().rfind(|l| l.contains("files checked")).unwrap_or_else(|| panic!("{out}"));
+    assert!(page.body.contains(summary) && page.body.contains("没有问题"), "`{summary}` not in {}", page.body);
+    let history = cli(&["rules", "history", "--json"]);
+    let history: Value = serde_json::from_str(&history).unwrap_or_else(|e| panic!("{e}: {history}"));
+    let active: Vec<&Value> = history["versions"].as_array().unwrap().iter().filter(|v| v["active"] == true).collect();
+    assert!(!active.is_empty(), "{history}");
+    for v in active {
+        let hash = &v["hash"].as_str().unwrap()[..12];
+        assert!(page.body.contains(hash), "{} {hash} not on the page: {}", v["kind"], page.body);
+    }
+
+    // A broken file on disk shows as the problem `check` names, file and line.
+    let rules = app.dir.path().join("config/rules.toml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{text}\n[[nonsense\n")).unwrap();
+    let page = chen.get("/console/admin").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let named = page.body.contains("rules.toml:") && page.body.contains("unclosed array table");
+    assert!(named && page.body.contains("role=\"alert\""), "{}", page.body);
+    app.stop().await;
+}

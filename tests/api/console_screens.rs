@@ -97,7 +97,11 @@ async fn console_in(lang: &str) -> Vec<String> {
     // The ERP is down: its effects end as dead letters, so that list has rows.
     let erp = Receiver::start().await;
     erp.set_down(true);
-    let mut app = TestApp::builder().erp(erp).mail(&smtp).settings(|s| s.dispatcher.max_attempts = 2);
+    let mut app = TestApp::builder()
+        .erp(erp)
+        .mail(&smtp)
+        .settings(|s| s.dispatcher.max_attempts = 2)
+        .files(crate::console_pages::chen_administers);
     if lang == "en" {
         app = app
             .files(|d| replace_in_file(d, "config/directory.toml", &[("locale = \"zh-CN\"", "locale = \"en\"")]))
@@ -105,11 +109,21 @@ async fn console_in(lang: &str) -> Vec<String> {
     }
     let app = app.start().await;
     let (waiting, small) = two_orders(&app).await;
+    let customer = app.order(&small).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
+    // A flagged order and an unmatched payment, so those lists have rows.
+    let mut flagged = deal("D-SCREENS-FLAG", 1, "500000.00");
+    flagged["deal"]["customer"]["kyc_verified"] = false.into();
+    assert_eq!(app.post_webhook(&flagged).await.1["state"], "flagged");
+    let pay = json!({"payment_id": "P-SCREENS", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"});
+    assert_eq!(app.api_post_json("/payments", &pay).await.0, 202);
     app.drain_outbox().await;
     // zhou.min: approvals and reports; sun.li: orders and the work lists; li.na: reports only.
     let zhou = session(&app, &smtp, "zhou.min@bank.example").await;
     let sun = session(&app, &smtp, "operations@bank.example").await;
     let li = session(&app, &smtp, "li.na@bank.example").await;
+    let chen = session(&app, &smtp, "chen.jing@bank.example").await;
+    let he = session(&app, &smtp, "credit-ops@bank.example").await;
     let base = app.url("");
     let base = base.trim_end_matches('/');
     let pages: Vec<(Option<&str>, String, &str)> = vec![
@@ -123,6 +137,10 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&sun), "/console/exceptions".into(), "exceptions"),
         (Some(&sun), "/console/dead-letters".into(), "dead-letters"),
         (Some(&sun), "/console/connectors".into(), "connectors"),
+        (Some(&chen), "/console/review".into(), "review"),
+        (Some(&he), "/console/payments".into(), "payments"),
+        (Some(&chen), "/console/admin".into(), "admin"),
+        (Some(&sun), format!("/console/receivables?customer={customer}"), "receivables"),
         (Some(&li), "/console/orders".into(), "refused"),
     ];
     let axe = axe_source();

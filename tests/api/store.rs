@@ -297,7 +297,7 @@ async fn single_use_links_and_payments_are_taken_once() {
         assert_eq!(orders.store().unmatched_payments().await.unwrap().len(), 1, "{}: queued once", subject.name());
         assert_eq!(orders.store().counts().unmatched, 1, "{}: counted for /metrics", subject.name());
         // Assigned by an operator: no longer waiting, also after a reopen (counted at open).
-        orders.assign_payment("bank", "P-1", a.order_id, "op", &rules, Utc::now()).await.ok();
+        orders.assign_payment("bank", "P-1", a.order_id, Actor::Person("op".into()), &rules, Utc::now()).await.ok();
         let waiting = orders.store().unmatched_payments().await.unwrap().len() as u64;
         assert_eq!(orders.store().counts().unmatched, waiting, "{}", subject.name());
         assert_eq!(subject.reopen(orders).await.counts().unmatched, waiting, "{}: after a reopen", subject.name());

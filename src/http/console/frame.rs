@@ -24,9 +24,13 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("inbox", "/console", None),
     ("orders", "/console/orders", Some(Action::SeePersonalData)),
     ("process", "/console/process", Some(Action::SeeReports)),
+    ("review", "/console/review", Some(Action::ReviewFlagged)),
     ("exceptions", "/console/exceptions", Some(Action::HandleExceptions)),
+    ("payments", "/console/payments", Some(Action::AssignPayments)),
+    ("receivables", "/console/receivables", Some(Action::SeePersonalData)),
     ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
     ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
+    ("admin", "/console/admin", Some(Action::Administer)),
 ];
 
 /// Page text `fragment` (`pages/<fragment>.html`) for `view`, as HTML.

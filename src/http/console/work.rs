@@ -21,7 +21,7 @@ use crate::engine::access::Action;
 use crate::store::EffectId;
 
 /// Most rows a work list shows.
-const ROWS: usize = 200;
+pub(super) const ROWS: usize = 200;
 
 #[derive(Deserialize)]
 pub(crate) struct ActionForm {
@@ -31,12 +31,12 @@ pub(crate) struct ActionForm {
     note: String,
 }
 
-fn failed(staff: &Staff, app: &AppState, current: &str, e: ApiError) -> Response {
+pub(super) fn failed(staff: &Staff, app: &AppState, current: &str, e: ApiError) -> Response {
     staff.refused(app, e.status, current, &e.message)
 }
 
 /// A work list page: `view` of `pages/console_work.html` with `ctx`, and a notice.
-fn list_page(app: &AppState, staff: &Staff, view: &str, mut ctx: Value, notice: Option<&str>) -> Response {
+pub(super) fn list_page(app: &AppState, staff: &Staff, view: &str, mut ctx: Value, notice: Option<&str>) -> Response {
     let l = staff.locale;
     ctx["csrf"] = staff.session.csrf.clone().into();
     ctx["notice"] = notice.into();

@@ -1,8 +1,8 @@
 //! The staff console's page text beyond sign-in and "my approvals": its frame
-//! (`console_nav`), orders (`console_orders`), process map (`console_process`) and
-//! work lists (`console_work`). Their shipped copies (compiled in, for a
-//! configuration without them) and the sample contexts `Templates::load` renders
-//! every view with, so `check` finds a broken one.
+//! (`console_nav`), orders (`console_orders`), process map (`console_process`),
+//! work lists (`console_work`) and administration (`console_admin`). Their shipped
+//! copies (compiled in, for a configuration without them) and the sample contexts
+//! `Templates::load` renders every view with, so `check` finds a broken one.
 
 use serde_json::{Value, json};
 
@@ -11,9 +11,23 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_nav", &["nav", "title_refused", "refused"]),
     ("console_orders", &["title_search", "search", "title_order", "order"]),
     ("console_process", &["title", "map"]),
+    ("console_admin", &["title", "admin"]),
     (
         "console_work",
-        &["title_exceptions", "exceptions", "title_dead_letters", "dead_letters", "title_connectors", "connectors"],
+        &[
+            "title_exceptions",
+            "exceptions",
+            "title_dead_letters",
+            "dead_letters",
+            "title_connectors",
+            "connectors",
+            "title_review",
+            "review",
+            "title_payments",
+            "payments",
+            "title_receivables",
+            "receivables",
+        ],
     ),
 ];
 
@@ -23,10 +37,12 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("zh-CN/pages/console_orders.html", include_str!("../../../config/templates/zh-CN/pages/console_orders.html")),
     ("zh-CN/pages/console_process.html", include_str!("../../../config/templates/zh-CN/pages/console_process.html")),
     ("zh-CN/pages/console_work.html", include_str!("../../../config/templates/zh-CN/pages/console_work.html")),
+    ("zh-CN/pages/console_admin.html", include_str!("../../../config/templates/zh-CN/pages/console_admin.html")),
     ("en/pages/console_nav.html", include_str!("../../../config/templates/en/pages/console_nav.html")),
     ("en/pages/console_orders.html", include_str!("../../../config/templates/en/pages/console_orders.html")),
     ("en/pages/console_process.html", include_str!("../../../config/templates/en/pages/console_process.html")),
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
+    ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
 ];
 
 /// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
@@ -108,6 +124,14 @@ pub(super) fn samples() -> Vec<Value> {
         "q": "张伟", "state": "awaiting_approval", "states": crate::engine::lifecycle::STATE_NAMES,
         "results": [page["order"].clone()], "complete": false, "scanned": 20000, "shown": 50,
         "order": page["order"], "explain": page["explain"], "people": page["people"], "documents": page["documents"],
+        "check": ["config/rules.toml:12:1: warning: rule `KYC-001` never fires", "31 files checked, 0 problems"],
+        "customer": "C-778", "found": {"customer": "C-778", "orders": 2, "outstanding": [amount],
+            "invoices": [{"order_id": "ord_01", "state": "overdue", "invoice": {"number": "INV-2026-0001",
+                "net": amount, "tax": amount, "total": amount, "issued_at": at, "due": "2026-12-26"},
+                "paid": amount, "outstanding": amount, "overdue": true, "dunning": ["first_reminder"]}]},
+        "check_ok": true, "rules": {"label": "2026-11", "version": "abc123def4567890"},
+        "versions": [{"kind": "rules", "hash": "abc123def4567890", "label": "2026-11", "first_loaded": at,
+            "last_loaded": at, "active": true}],
         "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
     let process = json!([
@@ -124,6 +148,15 @@ pub(super) fn samples() -> Vec<Value> {
         {"id": "demo-crm", "kind": "hubspot", "webhook": true, "poll": false, "operations": [], "paused": false,
             "rate_limited_until": at},
     ]);
+    let review = json!([
+        {"id": "ord_01", "state": "flagged", "customer": "张伟", "product": "wealth_management", "code": "WM-STABLE-12M",
+            "amount": amount, "flagged_at": at, "fired": [{"rule_id": "KYC-001", "severity": "flag",
+            "message": "客户未完成 KYC 认证 / customer KYC not verified"}]},
+        {"id": "ord_02", "state": "manual_review", "customer": "张伟", "product": "wealth_management",
+            "code": "WM-STABLE-12M", "amount": amount, "flagged_at": null, "fired": []},
+    ]);
+    let payments = json!([{"payment": {"source": "api", "payment_id": "P-3", "amount": amount,
+        "invoice_number": "INV-NOPE", "reference": "张伟 货款"}, "reason": "no order has invoice `INV-NOPE`", "at": at}]);
     let mut out = Vec::new();
     // A refusal for a form without its CSRF token, and one for a missing page.
     for (status, message) in [(403, "CSRF"), (404, "order ord_01 not found")] {
@@ -141,6 +174,8 @@ pub(super) fn samples() -> Vec<Value> {
             ctx["items"] = match *view {
                 "exceptions" => exceptions.clone(),
                 "dead_letters" => dead.clone(),
+                "review" => review.clone(),
+                "payments" => payments.clone(),
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
