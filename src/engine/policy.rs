@@ -60,6 +60,26 @@ pub const ACTIONS: [Action; 13] = [
 ];
 
 impl Action {
+    /// Whether the action works on orders, and so is enough to read them (with the
+    /// personal data masked unless `SeePersonalData` is granted too).
+    pub(crate) fn works_on_orders(self) -> bool {
+        match self {
+            Action::SeePersonalData
+            | Action::DecideApproval
+            | Action::ReviewFlagged
+            | Action::RecordDelivery
+            | Action::TakeAcceptance
+            | Action::HandleExceptions
+            | Action::AssignPayments => true,
+            Action::ReplayDeadLetters
+            | Action::ResumeConnectors
+            | Action::SeeReports
+            | Action::Administer
+            | Action::ProposeRules
+            | Action::ApproveRules => false,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Action::DecideApproval => "decide_approval",

@@ -16,6 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::tokens::{TokenError, TokenFile, looks_like_token};
 use crate::engine::access::{Action, Principal, authorize};
+use crate::engine::policy::ACTIONS;
 
 /// The audit name of the bootstrap admin token's principal (`admin:bootstrap`).
 pub(crate) const BOOTSTRAP_ADMIN: &str = "bootstrap";
@@ -50,21 +51,11 @@ const API_ACTIONS: &[(Method, &str, Action)] = &[
     (Method::POST, "/api/rules/rollback", Action::ApproveRules),
 ];
 
-/// Routes that read orders: open to a principal granted any action of `ORDER_WORK`;
+/// Routes that read orders: open to a principal granted any action that works on
+/// orders (`Action::works_on_orders`);
 /// the handlers mask the personal data unless `see_personal_data` is granted too
 /// (`api::as_seen_by`). Documents and receivables stay behind `see_personal_data`.
 const ORDER_READS: &[&str] = &["/api/orders", "/api/orders/{id}"];
-
-/// The actions that work on orders, each enough to read them (masked).
-const ORDER_WORK: [Action; 7] = [
-    Action::SeePersonalData,
-    Action::DecideApproval,
-    Action::ReviewFlagged,
-    Action::RecordDelivery,
-    Action::TakeAcceptance,
-    Action::HandleExceptions,
-    Action::AssignPayments,
-];
 
 /// The action a request to `route` takes (`administer` for any route not listed).
 pub(crate) fn api_action(method: &Method, route: &str) -> Action {
@@ -118,7 +109,7 @@ pub(crate) async fn api_gate(State(app): State<AppState>, req: Request, next: Ne
     let may = |a: Action| authorize(&principal, a, directory.policy(), directory);
     let reads_orders = parts.method == Method::GET && ORDER_READS.contains(&route.as_str());
     match may(action) {
-        Err(_) if reads_orders && ORDER_WORK.iter().any(|a| may(*a).is_ok()) => {}
+        Err(_) if reads_orders && ACTIONS.iter().any(|a| a.works_on_orders() && may(*a).is_ok()) => {}
         allowed => allowed.map_err(|d| ApiError::new(StatusCode::FORBIDDEN, "forbidden", d.to_string()))?,
     }
     parts.extensions.insert(principal);
@@ -200,7 +191,7 @@ mod tests {
         assert_eq!(api_action(&Method::DELETE, "/api/orders/{id}"), Action::Administer);
         // Order reads open to order work are the routes `see_personal_data` unmasks.
         assert!(ORDER_READS.iter().all(|r| api_action(&Method::GET, r) == Action::SeePersonalData));
-        assert!(ORDER_WORK.contains(&Action::SeePersonalData) && !ORDER_WORK.contains(&Action::SeeReports));
+        assert!(Action::SeePersonalData.works_on_orders() && !Action::SeeReports.works_on_orders());
         for (i, (m, r, _)) in API_ACTIONS.iter().enumerate() {
             assert!(API_ACTIONS[..i].iter().all(|(m2, r2, _)| !(m == m2 && r == r2)), "{m} {r} twice");
         }
