@@ -246,6 +246,17 @@ pub(crate) fn node(state: &OrderState) -> String {
     }
 }
 
+/// Whether `state` is the process map's node `name`, without building the name (a
+/// report asks this for every audit entry).
+fn is_node(state: &OrderState, name: &str) -> bool {
+    match state {
+        OrderState::AwaitingApproval { level, .. } => {
+            name.strip_prefix("awaiting_approval.").and_then(|l| l.parse::<u8>().ok()) == Some(*level)
+        }
+        s => s.name() == name,
+    }
+}
+
 impl Journey {
     /// Reads `entries` (one order's audit trail, oldest first).
     pub(crate) fn of<'a>(subject: Subject, entries: impl IntoIterator<Item = Entry<'a>>) -> Journey {
@@ -264,8 +275,7 @@ impl Journey {
     }
 
     fn stay(&mut self, e: &Entry<'_>) {
-        let here = node(e.state);
-        if self.stays.last().is_some_and(|s| s.node == here) {
+        if self.stays.last().is_some_and(|s| is_node(e.state, &s.node)) {
             return;
         }
         if let Some(last) = self.stays.last_mut() {
@@ -281,7 +291,7 @@ impl Journey {
         if matches!(e.state, OrderState::Closed | OrderState::Cancelled | OrderState::Rejected) {
             self.ended.get_or_insert((e.state.name(), e.at));
         }
-        self.stays.push(Stay { node: here, from: e.at, to: None });
+        self.stays.push(Stay { node: node(e.state), from: e.at, to: None });
     }
 
     fn milestone(&mut self, e: &Entry<'_>) {
@@ -346,6 +356,22 @@ mod tests {
 
     fn t(h: i64) -> DateTime<Utc> {
         "2026-11-30T01:00:00Z".parse::<DateTime<Utc>>().unwrap() + chrono::Duration::hours(h)
+    }
+
+    #[test]
+    fn a_state_is_its_own_node_and_no_other() {
+        let states = [
+            OrderState::Received,
+            OrderState::AwaitingApproval { level: 1, of: 2 },
+            OrderState::AwaitingApproval { level: 2, of: 2 },
+            OrderState::Closed,
+        ];
+        for a in &states {
+            for b in &states {
+                assert_eq!(is_node(a, &node(b)), a == b, "{a:?} {b:?}");
+            }
+        }
+        assert!(!is_node(&states[1], "awaiting_approval.x"));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Orders {
                 tokio::spawn(async move {
                     let mut out = Vec::new();
                     while let Some(page) = walk.next_sketches().await? {
-                        out.extend(page.iter().map(journey));
+                        out.extend(page.into_iter().map(journey));
                     }
                     Ok::<_, StoreError>(out)
                 })
@@ -172,11 +172,11 @@ impl Orders {
     }
 }
 
-fn journey(s: &Sketch) -> Journey {
+fn journey(s: Sketch) -> Journey {
     let subject = Subject {
-        product: s.product.clone(),
-        sales_owner: s.sales_owner.clone().unwrap_or_else(|| "-".to_owned()),
-        rating: s.rating.clone().unwrap_or_else(|| "-".to_owned()),
+        product: s.product,
+        sales_owner: s.sales_owner.unwrap_or_else(|| "-".to_owned()),
+        rating: s.rating.unwrap_or_else(|| "-".to_owned()),
     };
     let entries = s.entries.iter().map(|e| Entry {
         at: e.at,
