@@ -650,8 +650,9 @@ async fn a_layout_1_store_is_upgraded_in_place() {
             // Rewrite what layout 2 changed back into layout 1.
             let e = store.engine();
             let mut b = Batch::default();
+            // Layout 1 wrote an order row as JSON (LZ4 or plain), without the seq.
             for (k, v) in e.range(b"o", b"p").map(Result::unwrap) {
-                b.put(k, v[4..].to_vec());
+                b.put(k, orderbridge::store::codec::json(&v[4..]).unwrap().into_owned());
             }
             for (k, _) in e.range(b"t", b"u").map(Result::unwrap) {
                 b.put([k.as_slice(), &[0]].concat(), Vec::new());
