@@ -8,7 +8,7 @@
 //! provider is `http::oidc`; it ends in the same session cookie. The other pages,
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
-//! (`process`), the work lists of exceptions, dead letters and connectors (`work`),
+//! (`process`) and the KPIs of a period (`reports`), the work lists of exceptions, dead letters and connectors (`work`),
 //! those of flagged orders and unmatched payments (`review`), and administration
 //! (`admin`).
 
@@ -23,6 +23,7 @@ pub(crate) mod admin;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;
+pub(crate) mod reports;
 pub(crate) mod review;
 pub(crate) mod work;
 
