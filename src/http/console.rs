@@ -294,6 +294,7 @@ pub(crate) async fn signout(State(app): State<AppState>, headers: HeaderMap, For
         let l = locale_of(&app, Some(&s.person));
         return refused(&app, StatusCode::FORBIDDEN, l, "CSRF");
     }
-    app.sessions.end(&c);
-    with_cookie(redirect("/signin"), &cookie(SESSION, None, secure(&app)))
+    let ended = app.sessions.end(&c);
+    let to = super::oidc::sign_out(&app, ended.as_ref()).await;
+    with_cookie(redirect(&to), &cookie(SESSION, None, secure(&app)))
 }

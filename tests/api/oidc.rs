@@ -187,12 +187,22 @@ async fn staff_sign_in_through_the_oidc_provider_in_a_browser() {
     let cookies = browser.run("return document.cookie;").await;
     assert!(!cookies.as_str().unwrap_or_default().contains("ob_session"), "{cookies}");
 
-    // Sign-out leads back to sign-in, and the console stays closed.
+    // Sign-out ends the session at the provider too (RP-initiated logout: its
+    // end-session page, which asks to confirm), then leads back to sign-in, and the
+    // console stays closed.
     browser.run("document.querySelector('form[action=\"/signout\"] button').click();").await;
+    browser.until("the provider's sign-out page", "document.querySelector('button[name=logout][value=yes]')").await;
+    let end_session = browser.href().await;
+    assert!(end_session.starts_with(&format!("{}/session/end", provider.issuer)), "at {end_session}");
+    browser.run("document.querySelector('button[name=logout][value=yes]').click();").await;
     let signin = app.url("/signin");
     browser.until("the sign-in page after sign-out", &format!("location.href === {signin:?}")).await;
     browser.open(&console).await;
     browser.until("sign-in instead of the console", &format!("location.href === {signin:?}")).await;
+    // The provider forgot her too: signing in again asks for a login, it does not
+    // come straight back signed in as wang.fang.
+    browser.open(&app.url("/signin/oidc")).await;
+    browser.until("the provider's login form again", "document.querySelector('input[name=login]')").await;
 
     // An answer carrying a state this browser did not start is refused.
     browser.open(&app.url("/signin/oidc/callback?code=stolen&state=forged")).await;
