@@ -104,6 +104,27 @@ pub(crate) fn short_date(d: NaiveDate, locale: Locale) -> String {
     }
 }
 
+/// A duration of whole seconds, its two largest units: `2 天 3 小时` / `2 d 3 h`,
+/// `3 h 5 min`, `12 min`, `42 s`.
+pub(crate) fn duration(seconds: i64, locale: Locale) -> String {
+    let (d, h, m) = (seconds / 86_400, seconds % 86_400 / 3600, seconds % 3600 / 60);
+    let [day, hour, minute, second] = match locale {
+        Locale::ZhCn => ["天", "小时", "分钟", "秒"],
+        Locale::En => ["d", "h", "min", "s"],
+    };
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds} {second}"),
+        (0, 0, m) => format!("{m} {minute}"),
+        (0, h, m) => format!("{h} {hour} {m} {minute}"),
+        (d, h, _) => format!("{d} {day} {h} {hour}"),
+    }
+}
+
+/// A share (0–1) as a percentage to one place, without float: `0.3333` → `33.3 %`.
+pub(crate) fn percent(share: Decimal) -> String {
+    format!("{} %", (share * Decimal::ONE_HUNDRED).round_dp(1).normalize())
+}
+
 /// The reader's wording for a code (state, product type, customer kind, severity,
 /// link purpose, template). Unknown codes are shown as they are.
 pub(crate) fn label(code: &str, locale: Locale) -> &str {
@@ -208,6 +229,16 @@ mod tests {
         assert_eq!(datetime(at, sh, Locale::ZhCn), "2026年11月27日 05:07（UTC+08:00）");
         assert_eq!(datetime(at, sh, Locale::En), "27 Nov 2026, 05:07 (UTC+08:00)");
         assert_eq!(datetime(at, chrono_tz::Europe::London, Locale::En), "26 Nov 2026, 21:07 (UTC+00:00)");
+    }
+
+    #[test]
+    fn durations_and_shares_read_in_the_readers_language() {
+        assert_eq!(duration(93_784, Locale::ZhCn), "1 天 2 小时");
+        assert_eq!(duration(3 * 3600 + 5 * 60, Locale::En), "3 h 5 min");
+        assert_eq!(duration(600, Locale::ZhCn), "10 分钟");
+        assert_eq!(duration(42, Locale::En), "42 s");
+        assert_eq!(percent(Decimal::new(3333, 4)), "33.3 %");
+        assert_eq!(percent(Decimal::ONE), "100 %");
     }
 
     #[test]

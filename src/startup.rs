@@ -280,16 +280,21 @@ impl Application {
 /// are, and how to sign in as one of its demo people.
 fn example_welcome(state: &AppState, admin: SocketAddr) -> String {
     let base = &state.public_url;
-    let approver = state.rules.notify.directory.with_role("line_supervisor").next();
+    let directory = &state.rules.notify.directory;
+    let approver = directory.with_role("line_supervisor").next();
+    let administrator = directory
+        .people()
+        .find(|p| directory.policy().actions_of(&p.roles).any(|a| a == crate::engine::access::Action::Administer));
     let smtp = state
         .settings
         .smtp
         .as_ref()
         .map_or_else(|| "(no [smtp] configured)".to_owned(), |s| format!("{}:{}", s.host, s.port));
     format!(
-        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin as a demo person, e.g. the line supervisor {email}, and open the link mailed to that address (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value), or a personal token: `orderbridge tokens create --person {id}`",
+        "example configuration with DEMO secrets (config/demo-secrets.toml): the console is at {base}/console; sign in at {base}/signin as a demo person, e.g. the line supervisor {email} (the administration page: {admin_email}), and open the link mailed to that address (the example sends mail to {smtp}; `python3 -m aiosmtpd -n -l 127.0.0.1:2525` prints it). The admin API is at http://{admin}/api with `Authorization: Bearer <server.admin_token>` (ORDERBRIDGE_ADMIN_TOKEN, else its demo value), or a personal token: `orderbridge tokens create --person {id}`",
         email = approver.map_or("an address in config/directory.toml", |p| p.email.as_str()),
         id = approver.map_or("ID", |p| p.id.as_str()),
+        admin_email = administrator.map_or("nobody in config/directory.toml", |p| p.email.as_str()),
     )
 }
 

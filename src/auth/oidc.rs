@@ -4,7 +4,8 @@
 //! memory, for ten minutes); `finish` takes the provider's answer back, exchanges the
 //! code at the token endpoint (client_secret_basic, or _post when that is all the
 //! provider takes), checks the ID token (`auth::id_token`) and answers the configured
-//! claim (from the ID token, else from the userinfo endpoint).
+//! claim (from the ID token, else from the userinfo endpoint) with the ID token;
+//! `sign_out_url` sends a browser signing out to the provider's end-session endpoint.
 //!
 //! The provider's discovery document and keys are fetched when first needed and kept;
 //! a provider that is down is an error for that sign-in only, tried again on the next.
@@ -72,6 +73,9 @@ struct Discovery {
     userinfo_endpoint: Option<String>,
     #[serde(default)]
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// RP-Initiated Logout 1.0: where a browser is sent to sign out at the provider.
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
 }
 
 struct Provider {
@@ -93,10 +97,26 @@ struct TokenAnswer {
     access_token: Option<String>,
 }
 
+/// A person the provider signed in: the configured claim, and the ID token (kept
+/// with the session for signing out at the provider).
+pub(crate) struct SignedIn {
+    pub(crate) claim: String,
+    pub(crate) id_token: String,
+}
+
+/// The origin (`https://sso.bank.example`) of an issuer URL: where the console's pages
+/// let a form lead (sign-out continues at the provider).
+pub(crate) fn issuer_origin(issuer: &str) -> Option<String> {
+    let origin = reqwest::Url::parse(issuer).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
 /// The daemon's OIDC client.
 pub(crate) struct Oidc {
     settings: OidcSettings,
     redirect_url: String,
+    /// Where the provider sends the browser back after signing out: the sign-in page.
+    signed_out_url: String,
     http: reqwest::Client,
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
     /// By `state`.
@@ -137,7 +157,14 @@ impl Oidc {
             .user_agent(concat!("orderbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the OIDC HTTP client: {e}"))?;
-        Ok(Oidc { settings, redirect_url, http, provider: tokio::sync::Mutex::default(), pending: Mutex::default() })
+        Ok(Oidc {
+            settings,
+            redirect_url,
+            signed_out_url: format!("{public_url}/signin"),
+            http,
+            provider: tokio::sync::Mutex::default(),
+            pending: Mutex::default(),
+        })
     }
 
     /// The client of `[console.oidc]`, when it is configured.
@@ -222,7 +249,7 @@ impl Oidc {
     /// # Errors
     /// Unknown or expired `state`, the exchange failed, the ID token was refused, or
     /// the claim is missing (or is an e-mail address the provider marks unverified).
-    pub(crate) async fn finish(&self, state: &str, code: &str, now: DateTime<Utc>) -> Result<String, OidcError> {
+    pub(crate) async fn finish(&self, state: &str, code: &str, now: DateTime<Utc>) -> Result<SignedIn, OidcError> {
         let pending = self.pending.lock().expect("lock").remove(state).filter(|p| p.until > now);
         let pending = pending.ok_or(OidcError::UnknownState)?;
         let provider = self.provider().await?;
@@ -240,9 +267,31 @@ impl Oidc {
             return Err(OidcError::NoClaim(claim.clone()));
         }
         match claims.get(claim).and_then(Value::as_str).map(str::trim) {
-            Some(v) if !v.is_empty() => Ok(v.to_owned()),
+            Some(v) if !v.is_empty() => Ok(SignedIn { claim: v.to_owned(), id_token: answer.id_token }),
             _ => Err(OidcError::NoClaim(claim.clone())),
         }
+    }
+
+    /// Where to send a browser whose console session just ended so that it signs out
+    /// at the provider too (OpenID Connect RP-Initiated Logout 1.0): the provider's
+    /// `end_session_endpoint` with `id_token_hint`, `client_id` and
+    /// `post_logout_redirect_uri` (the console's sign-in page). `None` when discovery
+    /// publishes no such endpoint, or one off the issuer's origin (the only one the
+    /// console's pages let a form lead to), or the provider cannot be reached now.
+    pub(crate) async fn sign_out_url(&self, id_token: &str) -> Option<String> {
+        let provider = self.provider().await.ok()?;
+        let mut url = reqwest::Url::parse(provider.discovery.end_session_endpoint.as_deref()?).ok()?;
+        if issuer_origin(url.as_str()) != issuer_origin(&self.settings.issuer) {
+            tracing::warn!(
+                "the OIDC provider's end_session_endpoint is on another origin: signed out of the console only"
+            );
+            return None;
+        }
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token)
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("post_logout_redirect_uri", &self.signed_out_url);
+        Some(url.into())
     }
 
     /// The discovery document (fetched once it can be, then kept).

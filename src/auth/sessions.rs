@@ -28,6 +28,30 @@ pub(crate) struct Session {
     pub(crate) csrf: String,
     pub(crate) started: DateTime<Utc>,
     pub(crate) last_seen: DateTime<Utc>,
+    /// The ID token of a sign-in through an OpenID Connect provider, for signing out
+    /// there too; `None` after a mailed link.
+    pub(crate) id_token: Option<IdTokenHint>,
+}
+
+/// An ID token kept to be sent back to its provider as `id_token_hint` at sign-out.
+/// It names the person, so it is never printed (`Debug` leaves it out).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct IdTokenHint(String);
+
+impl IdTokenHint {
+    pub(crate) fn new(token: String) -> IdTokenHint {
+        IdTokenHint(token)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for IdTokenHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdTokenHint(…)")
+    }
 }
 
 impl Session {
@@ -90,8 +114,14 @@ impl Sessions {
 
     /// Signs `person` in (after a sign-in link or an OIDC callback proved who they are).
     pub(crate) fn start(&self, person: &str, now: DateTime<Utc>) -> Started {
+        self.start_holding(person, None, now)
+    }
+
+    /// Signs `person` in, keeping the ID token a provider signed them in with.
+    pub(crate) fn start_holding(&self, person: &str, id_token: Option<IdTokenHint>, now: DateTime<Utc>) -> Started {
         let cookie = random_hex(32);
-        let session = Session { person: person.to_owned(), csrf: random_hex(32), started: now, last_seen: now };
+        let session =
+            Session { person: person.to_owned(), csrf: random_hex(32), started: now, last_seen: now, id_token };
         let mut all = self.sessions.lock().expect("lock");
         // Ended sessions go as new ones start: the map holds live ones only.
         all.retain(|_, s| self.ended(s, now).is_none());
@@ -122,9 +152,9 @@ impl Sessions {
         Ok(s.clone())
     }
 
-    /// Signs out.
-    pub(crate) fn end(&self, cookie: &str) {
-        self.sessions.lock().expect("lock").remove(&hash(cookie));
+    /// Signs out: the session ended, if there was one.
+    pub(crate) fn end(&self, cookie: &str) -> Option<Session> {
+        self.sessions.lock().expect("lock").remove(&hash(cookie))
     }
 
     /// A one-time sign-in token for `person`, good for `limits.sign_in_link`.

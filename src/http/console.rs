@@ -8,7 +8,7 @@
 //! provider is `http::oidc`; it ends in the same session cookie. The other pages,
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
-//! (`process`), the work lists of exceptions, dead letters and connectors (`work`),
+//! (`process`) and the KPIs of a period (`reports`), the work lists of exceptions, dead letters and connectors (`work`),
 //! those of flagged orders and unmatched payments (`review`), and administration
 //! (`admin`).
 
@@ -23,6 +23,7 @@ pub(crate) mod admin;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;
+pub(crate) mod reports;
 pub(crate) mod review;
 pub(crate) mod work;
 
@@ -293,6 +294,7 @@ pub(crate) async fn signout(State(app): State<AppState>, headers: HeaderMap, For
         let l = locale_of(&app, Some(&s.person));
         return refused(&app, StatusCode::FORBIDDEN, l, "CSRF");
     }
-    app.sessions.end(&c);
-    with_cookie(redirect("/signin"), &cookie(SESSION, None, secure(&app)))
+    let ended = app.sessions.end(&c);
+    let to = super::oidc::sign_out(&app, ended.as_ref()).await;
+    with_cookie(redirect(&to), &cookie(SESSION, None, secure(&app)))
 }

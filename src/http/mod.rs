@@ -175,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/orders/{id}", get(console::orders::order))
         .route("/console/orders/{id}/documents/{kind}", get(console::orders::document))
         .route("/console/process", get(console::process::map))
+        .route("/console/reports", get(console::reports::kpis))
         .route("/console/exceptions", get(console::work::exceptions))
         .route("/console/exceptions/{id}/resolve", post(console::work::resolve).layer(pages_limit))
         .route("/console/dead-letters", get(console::work::dead_letters))

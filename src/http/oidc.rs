@@ -4,7 +4,8 @@
 //! `GET /signin/oidc/callback` takes the answer back, lets `auth::oidc` exchange the
 //! code and check the ID token, finds the directory person whose mailbox the
 //! configured claim names, and starts a session exactly as a mailed link does
-//! (`console`'s cookie, 303 to `/console`). Every refusal is a page of
+//! (`console`'s cookie, 303 to `/console`), keeping the ID token for signing out at
+//! the provider too (`sign_out`). Every refusal is a page of
 //! `pages/console.html` (`oidc_refused`) that names no token, claim or address.
 
 use axum::extract::{Query, State};
@@ -16,7 +17,7 @@ use serde_json::json;
 use super::AppState;
 use super::console::{SESSION, console_page, cookie_value, redirect, secure, view, with_cookie};
 use crate::auth::oidc::OidcError;
-use crate::auth::sessions::cookie;
+use crate::auth::sessions::{IdTokenHint, Session, cookie};
 
 /// The started sign-in's `state`, for the callback only.
 const STATE_COOKIE: &str = "ob_oidc";
@@ -87,7 +88,7 @@ pub(crate) async fn callback(
         return refused(&app, StatusCode::FORBIDDEN, "denied");
     };
     let now = app.clock.now();
-    let value = match oidc.finish(&answer.state, &code, now).await {
+    let signed_in = match oidc.finish(&answer.state, &code, now).await {
         Ok(v) => v,
         Err(e) => {
             let (status, reason) = match &e {
@@ -99,15 +100,25 @@ pub(crate) async fn callback(
             return refused(&app, status, reason);
         }
     };
-    let Some(person) = app.rules.notify.directory.by_email(&value) else {
+    let Some(person) = app.rules.notify.directory.by_email(&signed_in.claim) else {
         // The address is personal data: not logged.
         tracing::info!("an OIDC sign-in named no one in the directory");
         return refused(&app, StatusCode::FORBIDDEN, "unknown_person");
     };
-    let started = app.sessions.start(&person.id, now);
+    let started = app.sessions.start_holding(&person.id, Some(IdTokenHint::new(signed_in.id_token)), now);
     tracing::info!(person = %person.id, channel = "console", "signed in through OIDC");
     let resp = with_cookie(redirect("/console"), &cookie(SESSION, Some(&started.cookie), secure(&app)));
     with_cookie(resp, &state_cookie(None, secure(&app)))
+}
+
+/// Where `POST /signout` sends the browser once the console session `ended`: to the
+/// provider's end-session endpoint when the person signed in there and the provider
+/// publishes one (it sends them back to `/signin`), else straight to `/signin`.
+pub(crate) async fn sign_out(app: &AppState, ended: Option<&Session>) -> String {
+    let (Some(oidc), Some(token)) = (app.oidc.as_ref(), ended.and_then(|s| s.id_token.as_ref())) else {
+        return "/signin".to_owned();
+    };
+    oidc.sign_out_url(token.as_str()).await.unwrap_or_else(|| "/signin".to_owned())
 }
 
 #[cfg(test)]

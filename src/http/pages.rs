@@ -145,12 +145,15 @@ pub(crate) fn staff_page(
     let h = resp.headers_mut();
     h.insert("cache-control", "no-store".parse().expect("valid"));
     h.insert("x-frame-options", "DENY".parse().expect("valid"));
-    h.insert(
-        "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-            .parse()
-            .expect("valid"),
+    // Forms post here, and sign-out may continue at the OIDC provider (a redirect a
+    // form's answer makes is held to form-action too).
+    let provider = site.oidc.as_ref().and_then(|o| crate::auth::oidc::issuer_origin(&o.issuer));
+    let forms = provider.map_or_else(|| "'self'".to_owned(), |o| format!("'self' {o}"));
+    let csp = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action {forms}; base-uri 'none'; frame-ancestors 'none'"
     );
+    let strict = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+    h.insert("content-security-policy", csp.parse().unwrap_or_else(|_| axum::http::HeaderValue::from_static(strict)));
     resp
 }
 

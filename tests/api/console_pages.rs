@@ -342,6 +342,9 @@ async fn flagged_orders_are_reviewed_from_the_console_by_whoever_may_review_them
     let list = chen.get("/console/review").await;
     assert_eq!(list.status, 200, "{}", list.body);
     assert!(list.body.contains("href=\"/console/review\"") && list.body.contains("KYC-001"), "{}", list.body);
+    // The rule's severity and message in her language, not as codes.
+    assert!(list.body.contains("（需复核）：客户未完成 KYC 认证<"), "{}", list.body);
+    assert!(!list.body.contains("(flag)") && !list.body.contains("（flag）"), "{}", list.body);
     let action = format!("/console/review/{first}");
     assert!(
         list.body.contains(&format!("action=\"{action}\"")) && list.body.contains(second.as_str()),

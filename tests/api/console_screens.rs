@@ -130,6 +130,8 @@ async fn console_in(lang: &str) -> Vec<String> {
         (None, "/signin".into(), "signin"),
         (Some(&zhou), "/console".into(), "inbox"),
         (Some(&zhou), "/console/process".into(), "process"),
+        (Some(&zhou), "/console/reports".into(), "reports"),
+        (Some(&zhou), "/console/reports?from=2026-13-01".into(), "reports-error"),
         (Some(&zhou), format!("/console/orders/{waiting}"), "order-waiting"),
         (Some(&sun), "/console/orders".into(), "orders"),
         (Some(&sun), "/console/orders?q=nobody-at-all".into(), "orders-none"),

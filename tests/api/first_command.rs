@@ -59,7 +59,8 @@ async fn the_example_starts_with_no_environment_at_all() {
         welcome.contains(&format!("http://{admin}/api"))
             && welcome.contains(&format!("http://{public}/signin"))
             && welcome.contains("wang.fang@bank.example")
-            && welcome.contains("tokens create --person wang.fang"),
+            && welcome.contains("tokens create --person wang.fang")
+            && welcome.contains("the administration page: it-admin@bank.example"),
         "{welcome}"
     );
     let http = client();
@@ -93,6 +94,17 @@ async fn the_example_starts_with_no_environment_at_all() {
     assert_eq!(r.status(), 200, "line supervisors see reports");
     let r = http.get(format!("http://{admin}/api/audit/verify")).bearer_auth(&personal).send().await.unwrap();
     assert_eq!(r.status(), 403, "but do not administer");
+    // The example's administrator does (the console's administration page asks the same).
+    let made = std::process::Command::new(bin())
+        .args(["tokens", "create", "--person", "ma.lin"])
+        .env_clear()
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let admin_token = String::from_utf8(made.stdout).unwrap().lines().last().unwrap().to_owned();
+    let r = http.get(format!("http://{admin}/api/audit/verify")).bearer_auth(&admin_token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the example's administrator administers");
     let demo: toml::Table =
         toml::from_str(&std::fs::read_to_string(d.join("config/demo-secrets.toml")).unwrap()).unwrap();
     let token = demo["ORDERBRIDGE_ADMIN_TOKEN"].as_str().unwrap();

@@ -17,6 +17,7 @@ mod cli;
 mod compliance;
 mod console;
 mod console_pages;
+mod console_reports;
 mod console_screens;
 mod crash;
 mod credentials;

@@ -187,12 +187,29 @@ async fn staff_sign_in_through_the_oidc_provider_in_a_browser() {
     let cookies = browser.run("return document.cookie;").await;
     assert!(!cookies.as_str().unwrap_or_default().contains("ob_session"), "{cookies}");
 
-    // Sign-out leads back to sign-in, and the console stays closed.
+    // Sign-out ends the session at the provider too (RP-initiated logout: its
+    // end-session page, which asks to confirm), then leads back to sign-in, and the
+    // console stays closed.
     browser.run("document.querySelector('form[action=\"/signout\"] button').click();").await;
+    browser.until("the provider's sign-out page", "document.querySelector('button[name=logout][value=yes]')").await;
+    let end_session = browser.href().await;
+    assert!(end_session.starts_with(&format!("{}/session/end?", provider.issuer)), "at {end_session}");
+    assert!(param(&end_session, "id_token_hint").split('.').count() == 3, "the ID token as the hint: {end_session}");
+    assert_eq!(param(&end_session, "client_id"), CLIENT_ID);
+    let back: String =
+        form_urlencoded::parse(format!("u={}", param(&end_session, "post_logout_redirect_uri")).as_bytes())
+            .map(|(_, v)| v.into_owned())
+            .collect();
+    assert_eq!(back, app.url("/signin"));
+    browser.run("document.querySelector('button[name=logout][value=yes]').click();").await;
     let signin = app.url("/signin");
     browser.until("the sign-in page after sign-out", &format!("location.href === {signin:?}")).await;
     browser.open(&console).await;
     browser.until("sign-in instead of the console", &format!("location.href === {signin:?}")).await;
+    // The provider forgot her too: signing in again asks for a login, it does not
+    // come straight back signed in as wang.fang.
+    browser.open(&app.url("/signin/oidc")).await;
+    browser.until("the provider's login form again", "document.querySelector('input[name=login]')").await;
 
     // An answer carrying a state this browser did not start is refused.
     browser.open(&app.url("/signin/oidc/callback?code=stolen&state=forged")).await;
@@ -369,6 +386,16 @@ async fn the_callback_refuses_forged_replayed_and_misaddressed_id_tokens() {
     assert_eq!(param(&auth_url, "code_challenge_method"), "S256");
     assert!(form.contains("grant_type=authorization_code") && form.contains("code=c-1"), "{form}");
     let good = fake.next.lock().unwrap().clone();
+    // Signing out where the provider publishes no end_session_endpoint: straight back
+    // to sign-in, the console session ended.
+    let session = r.cookies.iter().find(|c| c.starts_with("ob_session=")).unwrap();
+    let session = session.split(';').next().unwrap().to_owned();
+    let inbox = fetch(&http, &app.url("/console"), &session).await;
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    let csrf = crate::console::csrf(&inbox.body);
+    let out = http.post(app.url("/signout")).header("cookie", &session).form(&[("csrf", csrf)]).send().await.unwrap();
+    assert_eq!((out.status().as_u16(), out.headers()["location"].to_str().unwrap()), (303, "/signin"));
+    assert_eq!(fetch(&http, &app.url("/console"), &session).await.status, 303);
 
     // The same state again: used up.
     let r = fetch(&http, &answer(&state), &format!("ob_oidc={state}")).await;

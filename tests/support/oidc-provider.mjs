@@ -44,6 +44,8 @@ const provider = new Provider(issuer, {
       client_id: env("OIDC_CLIENT_ID"),
       client_secret: env("OIDC_CLIENT_SECRET"),
       redirect_uris: [env("OIDC_REDIRECT_URI")],
+      // Sign-out (RP-initiated logout) sends the browser back to the console's sign-in page.
+      post_logout_redirect_uris: [new URL("/signin", env("OIDC_REDIRECT_URI")).href],
       grant_types: ["authorization_code"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",

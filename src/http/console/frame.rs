@@ -24,6 +24,7 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("inbox", "/console", None),
     ("orders", "/console/orders", Some(Action::SeePersonalData)),
     ("process", "/console/process", Some(Action::SeeReports)),
+    ("reports", "/console/reports", Some(Action::SeeReports)),
     ("review", "/console/review", Some(Action::ReviewFlagged)),
     ("exceptions", "/console/exceptions", Some(Action::HandleExceptions)),
     ("payments", "/console/payments", Some(Action::AssignPayments)),

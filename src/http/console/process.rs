@@ -1,7 +1,8 @@
 //! The live process map (`GET /console/process`), for people the policy table grants
 //! `see_reports`: every lifecycle state in order with how many orders are in it now
 //! and how long ago the oldest of them was received, each linking to the order search
-//! in that state (for those who may see orders). The counts are the ones `/metrics` reports (`health::orders_in_states`).
+//! in that state (for those who may see orders) and to the state's row on the KPI
+//! page (`reports`). The counts are the ones `/metrics` reports (`health::orders_in_states`).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

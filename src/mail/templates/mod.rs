@@ -163,6 +163,13 @@ fn environment(presentation: Presentation) -> Environment<'static> {
         let code = v.to_string();
         locale::label(&code, locale_of(state)).to_owned()
     });
+    // Seconds (a report's durations) and shares (decimals 0–1, as strings); `–` for none.
+    env.add_filter("duration", |state: &State, v: Value| -> String {
+        i64::try_from(v).map_or_else(|_| "–".to_owned(), |s| locale::duration(s, locale_of(state)))
+    });
+    env.add_filter("percent", |v: Value| -> String {
+        v.as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok()).map_or_else(|| "–".to_owned(), locale::percent)
+    });
     env.add_filter("paragraphs", |v: Value| -> Vec<String> {
         v.to_string().split("\n\n").map(|p| p.trim_matches('\n').to_owned()).filter(|p| !p.trim().is_empty()).collect()
     });

@@ -1,5 +1,6 @@
 //! The staff console's page text beyond sign-in and "my approvals": its frame
-//! (`console_nav`), orders (`console_orders`), process map (`console_process`),
+//! (`console_nav`), orders (`console_orders`), process map (`console_process`), KPIs
+//! (`console_reports`),
 //! work lists (`console_work`) and administration (`console_admin`). Their shipped
 //! copies (compiled in, for a configuration without them) and the sample contexts
 //! `Templates::load` renders every view with, so `check` finds a broken one.
@@ -11,6 +12,7 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_nav", &["nav", "title_refused", "refused"]),
     ("console_orders", &["title_search", "search", "title_order", "order"]),
     ("console_process", &["title", "map"]),
+    ("console_reports", &["title", "report"]),
     ("console_admin", &["title", "admin"]),
     (
         "console_work",
@@ -36,11 +38,13 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("zh-CN/pages/console_nav.html", include_str!("../../../config/templates/zh-CN/pages/console_nav.html")),
     ("zh-CN/pages/console_orders.html", include_str!("../../../config/templates/zh-CN/pages/console_orders.html")),
     ("zh-CN/pages/console_process.html", include_str!("../../../config/templates/zh-CN/pages/console_process.html")),
+    ("zh-CN/pages/console_reports.html", include_str!("../../../config/templates/zh-CN/pages/console_reports.html")),
     ("zh-CN/pages/console_work.html", include_str!("../../../config/templates/zh-CN/pages/console_work.html")),
     ("zh-CN/pages/console_admin.html", include_str!("../../../config/templates/zh-CN/pages/console_admin.html")),
     ("en/pages/console_nav.html", include_str!("../../../config/templates/en/pages/console_nav.html")),
     ("en/pages/console_orders.html", include_str!("../../../config/templates/en/pages/console_orders.html")),
     ("en/pages/console_process.html", include_str!("../../../config/templates/en/pages/console_process.html")),
+    ("en/pages/console_reports.html", include_str!("../../../config/templates/en/pages/console_reports.html")),
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
     ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
 ];
@@ -111,6 +115,59 @@ fn sample_order_page() -> Value {
     })
 }
 
+/// What the KPI page is rendered with: a report as `GET /api/reports/kpis` gives it
+/// (every section with a row), the states' rows, and directory names.
+fn sample_report() -> Value {
+    let summary = |n: u64, s: i64| json!({"count": n, "mean_s": s, "median_s": s, "p90_s": s * 3, "total_s": s * 5});
+    let timing = |n: u64, s: i64| json!({"elapsed": summary(n, s * 2), "business_hours": summary(n, s)});
+    let headline = |key: &str, orders: u64| {
+        json!({"key": key, "orders": orders, "closed": 1, "to_closed_median_s": 93_784, "approval_median_s": 5400,
+            "exceptions_per_100": "33.33", "satisfaction": "4.5", "overdue_ratio": "0.25"})
+    };
+    let level = |key: &str| json!({"key": key, "approved": 2, "declined": 1, "wait": timing(3, 3600)});
+    let report = json!({
+        "from": "2026-10-31T16:00:00Z", "to": "2026-11-30T16:00:00Z", "time_zone": "Asia/Shanghai",
+        "current": headline("current", 3), "previous": headline("previous", 2),
+        "kpis": {"orders": 3, "ended": {"closed": 1, "rejected": 1},
+            "processing": {"to_executing": timing(2, 7200), "to_closed": timing(1, 93_784)},
+            "approval_levels": [level("1"), level("2")], "approvers": [level("wang.fang")],
+            "stages": {"awaiting_approval.1": timing(3, 3600), "exception": timing(1, 60)},
+            "departments": {"legal": timing(1, 1800)}, "sla_breaches": 1, "auto_approval_share": "0.5",
+            "rework": 1, "rework_per_100": "33.33", "exceptions_per_100": "33.33",
+            "invoice_to_cash": summary(1, 86_400), "overdue_ratio": "0.25", "dunning_success": null,
+            "satisfaction": {"answers": 2, "average": "4.5", "promoters": 1, "passives": 1, "detractors": 0,
+                "net": "50", "complaints": 0},
+            "tickets_per_100": "0", "by_product": [headline("wealth_management", 3)],
+            "by_sales_owner": [headline("li.na@bank.example", 3)], "by_rating": [headline("A", 3)],
+            "by_month": [headline("2026-11", 3)]},
+        "process": {"arcs": [], "bottlenecks": [{"kind": "stage", "name": "awaiting_approval.1",
+                "business_hours": summary(3, 3600)}, {"kind": "department", "name": "legal", "business_hours": summary(1, 1800)}],
+            "approvers": [{"kind": "approver", "name": "wang.fang", "business_hours": summary(2, 3600)}],
+            "variants": [{"path": ["received", "screening", "awaiting_approval.1", "approved"], "orders": 2, "share": "0.6667"}],
+            "variant_count": 2},
+    });
+    let states = json!([
+        {"state": "awaiting_approval", "open": true, "ended": 0,
+            "places": [{"node": "awaiting_approval.1", "level": "1", "timing": timing(3, 3600)}]},
+        {"state": "rejected", "open": false, "ended": 1, "places": []},
+    ]);
+    json!({"report": report, "states": states, "people": {"wang.fang": "王芳"}, "from": "2026-11-01",
+        "to": "2026-11-30", "time_zone": "Asia/Shanghai"})
+}
+
+/// The KPI page with a period that does not parse: the form alone, its field named.
+fn period_errors(shared: &Value) -> Vec<Value> {
+    ["from", "to", "order"]
+        .into_iter()
+        .map(|error| {
+            let mut ctx = shared.clone();
+            (ctx["fragment"], ctx["view"], ctx["error"]) = ("console_reports".into(), "report".into(), error.into());
+            (ctx["from"], ctx["to"]) = ("2026-13-01".into(), "2026-11-30".into());
+            ctx
+        })
+        .collect()
+}
+
 /// One context per view of each console page text, marked with its file (`fragment`).
 pub(super) fn samples() -> Vec<Value> {
     let amount = json!({"amount": "1250000.00", "currency": "CNY"});
@@ -157,7 +214,8 @@ pub(super) fn samples() -> Vec<Value> {
     ]);
     let payments = json!([{"payment": {"source": "api", "payment_id": "P-3", "amount": amount,
         "invoice_number": "INV-NOPE", "reference": "张伟 货款"}, "reason": "no order has invoice `INV-NOPE`", "at": at}]);
-    let mut out = Vec::new();
+    let kpis = sample_report();
+    let mut out = period_errors(&shared);
     // A refusal for a form without its CSRF token, and one for a missing page.
     for (status, message) in [(403, "CSRF"), (404, "order ord_01 not found")] {
         let mut ctx = shared.clone();
@@ -179,6 +237,11 @@ pub(super) fn samples() -> Vec<Value> {
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
+            if *fragment == "console_reports" {
+                for key in ["report", "states", "people", "from", "to", "time_zone"] {
+                    ctx[key] = kpis[key].clone();
+                }
+            }
             out.push(ctx);
         }
     }
