@@ -44,6 +44,7 @@ mod rules_review;
 mod scheduled_reports;
 mod screens;
 mod separation;
+mod shadow;
 mod signatures;
 mod store;
 mod vendor_shapes;
