@@ -33,6 +33,7 @@ mod listeners;
 mod mail;
 mod masking;
 mod oidc;
+mod outbound_bodies;
 mod poll;
 mod postgres;
 mod principals;
