@@ -192,6 +192,8 @@ pub(crate) async fn shadow_report(
     let summary = report.lines().last().cloned();
     let mut body = serde_json::to_value(&report).map_err(ApiError::unexpected)?;
     body["summary"] = json!(summary);
+    // What this daemon runs in shadow now (it follows the change log within a sweep).
+    body["daemon_shadow_version"] = json!(app.orders.shadow().and_then(review::Shadow::version));
     Ok(Json(live(&app, body)))
 }
 

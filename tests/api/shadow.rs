@@ -181,3 +181,54 @@ fn promtool_accepts(metrics: &str) {
     let about_shadow: Vec<&str> = said.lines().filter(|l| l.contains("shadow")).collect();
     assert!(about_shadow.is_empty(), "promtool on the shadow metrics: {about_shadow:?}");
 }
+
+/// Started from the command line while the daemon runs: the daemon follows the
+/// change log within a sweep, and the next order is compared.
+#[tokio::test]
+async fn a_shadow_started_with_the_cli_is_followed_by_the_running_daemon() {
+    let app = spawn_app().await;
+    let rules = std::fs::read_to_string(app.dir.path().join("config/rules.toml")).unwrap();
+    let (status, proposed) = app
+        .api_post_with(&app.person_token("chen.jing"), "/rules/candidates", &json!({"rules": lowered(&rules)}))
+        .await;
+    assert_eq!(status, 200, "{proposed}");
+    let version = proposed["version"].as_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin()).args(args).arg("--config-dir").arg(app.dir.path()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = cli(&["rules", "shadow", &version[..12], "--by", "james.wong"]);
+    assert_eq!(code, Some(1), "not approved yet");
+    assert!(err.contains("is not approved"), "{err}");
+    let (code, out, err) = cli(&["rules", "approve", &version[..12], "--by", "james.wong"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = cli(&["rules", "shadow", &version[..12], "--by", "james.wong"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&format!("shadow_started {} by james.wong (cli)", &version[..12])), "{out}");
+
+    wait_until("the daemon runs the shadow", || async {
+        app.api("/rules/shadow-report").await.1["daemon_shadow_version"] == version.as_str()
+    })
+    .await;
+    let changed = push(&app, "SC-1", "70000.00").await;
+    push(&app, "SC-2", "20000.00").await;
+    let (_, report) = app.api("/rules/shadow-report").await;
+    let listed: Vec<&str> =
+        report["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [changed.as_str()], "{report}");
+
+    let (code, out, err) = cli(&["rules", "shadow", "--stop", "--by", "james.wong"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    wait_until("the daemon stops the shadow", || async {
+        app.api("/rules/shadow-report").await.1["daemon_shadow_version"].is_null()
+    })
+    .await;
+    let (code, out, _) = cli(&["rules", "shadow-report", "--json"]);
+    assert_eq!(code, Some(0));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((report["running"].as_bool(), report["orders"].as_array().map(Vec::len)), (Some(false), Some(1)));
+}
