@@ -232,3 +232,50 @@ async fn a_shadow_started_with_the_cli_is_followed_by_the_running_daemon() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!((report["running"].as_bool(), report["orders"].as_array().map(Vec::len)), (Some(false), Some(1)));
 }
+
+/// A later step is compared too: an edit to the execution tasks changes nothing at
+/// intake of an order that waits for approval, and shows at its approval.
+#[tokio::test]
+async fn a_later_step_decided_differently_is_recorded_with_its_step() {
+    let app = spawn_app().await;
+    let rules = std::fs::read_to_string(app.dir.path().join("config/rules.toml")).unwrap();
+    let fewer_tasks = rules
+        .replace("products = [\"wealth_management\", \"fund\", \"deposit\", \"brokerage\"]", "products = [\"fund\"]");
+    assert_ne!(fewer_tasks, rules, "the example rules changed: update this edit");
+    let (status, proposed) =
+        app.api_post_with(&app.person_token("chen.jing"), "/rules/candidates", &json!({"rules": fewer_tasks})).await;
+    assert_eq!(status, 200, "{proposed}");
+    let version = proposed["version"].as_str().unwrap().to_owned();
+    let james = app.person_token("james.wong");
+    let (status, _) = app.api_post_with(&james, &format!("/rules/candidates/{version}/approve"), &json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.api_post_with(&james, "/rules/shadow", &json!({"version": version})).await;
+    assert_eq!(status, 200);
+
+    let id = push(&app, "SL-1", "500000.00").await;
+    let (_, report) = app.api("/rules/shadow-report").await;
+    assert_eq!(report["orders"], json!([]), "the same at intake: {report}");
+
+    let (status, body) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
+    assert_eq!(status, 200, "{body}");
+    let order = app.order(&id).await;
+    let tasks = order["events"].as_array().unwrap().iter().filter(|e| e["event"]["type"] == "task_assigned").count();
+    assert_eq!(tasks, 3, "the live rules assigned their tasks: {order}");
+
+    let (_, report) = app.api("/rules/shadow-report").await;
+    let orders = report["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1, "{report}");
+    let decision = &orders[0]["decisions"][0];
+    assert_eq!(orders[0]["order_id"], id.as_str());
+    assert_ne!(decision["step"], "intake", "{decision}");
+    let tasks = decision["differences"].as_array().unwrap().iter().find(|d| d["kind"] == "tasks").unwrap();
+    assert_eq!(
+        (tasks["live"].as_str(), tasks["shadow"].as_str()),
+        (Some("client_briefing, contract, product_setup"), Some("client_briefing, contract"))
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(counter(&metrics, "orderbridge_shadow_orders_compared_total", &version[..12]), Some(1));
+    assert_eq!(counter(&metrics, "orderbridge_shadow_orders_differing_total", &version[..12]), None);
+    assert_eq!(counter(&metrics, "orderbridge_shadow_later_decisions_differing_total", &version[..12]), Some(1));
+}
