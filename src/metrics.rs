@@ -127,6 +127,21 @@ const HELP: &[(&str, &str, &str)] = &[
     ("orderbridge_build_info", "gauge", "Build information."),
     ("orderbridge_archive_orders_total", "counter", "Orders moved from the hot store to the archive."),
     ("orderbridge_archive_purged_total", "counter", "Archived orders purged after `archive.retain_years`."),
+    (
+        "orderbridge_shadow_orders_compared_total",
+        "counter",
+        "New orders decided a second time under the shadow rules, by shadow rules_version.",
+    ),
+    (
+        "orderbridge_shadow_orders_differing_total",
+        "counter",
+        "New orders whose intake decision differs under the shadow rules, by shadow rules_version.",
+    ),
+    (
+        "orderbridge_shadow_later_decisions_differing_total",
+        "counter",
+        "Later steps of orders (approvals, execution, invoices…) decided differently under the shadow rules.",
+    ),
     ("orderbridge_archive_segments", "gauge", "Segment files in the archive after the last pass."),
     (
         "orderbridge_archive_last_run_timestamp_seconds",

@@ -9,14 +9,13 @@
 //! decision recorded (so history-based inputs are what they were then); an order
 //! decided before inputs were recorded is rebuilt from its data, with no history.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::OrderEvent;
-use crate::engine::lifecycle::RuleHit;
-use crate::engine::rules::{Level, NO_ROUTE, Rules, Screening};
+pub(crate) use crate::engine::compare::{Outcome, outcome};
+use crate::engine::compare::{dunning_text, invoice_text};
+use crate::engine::rules::Rules;
 use crate::engine::table::{self, History, INPUTS, Input, Inputs};
 use crate::store::EventRecord;
 
@@ -51,37 +50,6 @@ pub(crate) async fn over_store(
         report.add(candidate, &order, &events);
     }
     Ok(report)
-}
-
-/// A screening outcome, comparable across rule sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct Outcome {
-    /// `passed`, `flagged` or `rejected`.
-    pub(crate) result: &'static str,
-    pub(crate) fired: BTreeSet<String>,
-    pub(crate) row: Option<String>,
-    pub(crate) chain: Vec<String>,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.result)?;
-        if !self.fired.is_empty() {
-            write!(f, " [{}]", self.fired.iter().cloned().collect::<Vec<_>>().join(", "))?;
-        }
-        if let Some(row) = &self.row {
-            write!(f, " via {row} ({})", if self.chain.is_empty() { "—".into() } else { self.chain.join(" → ") })?;
-        }
-        Ok(())
-    }
-}
-
-fn chain_text(c: &[Level]) -> Vec<String> {
-    c.iter().map(ToString::to_string).collect()
-}
-
-fn fired_ids(h: &[RuleHit]) -> BTreeSet<String> {
-    h.iter().map(|h| h.rule_id.clone()).collect()
 }
 
 /// One order whose decision would change.
@@ -142,20 +110,6 @@ pub(crate) fn restore(recorded: &Inputs) -> Inputs {
         .collect()
 }
 
-/// What `rules` decide on `inputs`.
-pub(crate) fn outcome(rules: &Rules, inputs: &Inputs) -> Outcome {
-    match rules.screen(inputs) {
-        Screening::Passed => match rules.route(inputs) {
-            Ok(r) => {
-                Outcome { result: "passed", fired: BTreeSet::new(), row: Some(r.row), chain: chain_text(&r.chain) }
-            }
-            Err(_) => Outcome { result: "flagged", fired: [NO_ROUTE.to_owned()].into(), row: None, chain: vec![] },
-        },
-        Screening::Flagged(h) => Outcome { result: "flagged", fired: fired_ids(&h), row: None, chain: vec![] },
-        Screening::Rejected(h) => Outcome { result: "rejected", fired: fired_ids(&h), row: None, chain: vec![] },
-    }
-}
-
 impl Report {
     pub(crate) fn new(candidate: &Rules) -> Self {
         Report { candidate_version: candidate.version.clone(), ..Default::default() }
@@ -197,19 +151,19 @@ impl Report {
                             let day = e.at.with_timezone(&candidate.sla.calendar.tz).date_naive();
                             let due = day + chrono::Duration::days(i64::from(s.due_days));
                             match crate::engine::fulfilment::tax_on(net, s.tax_rate) {
-                                Ok(t) => format!("tax {t}, due {due}"),
+                                Ok(t) => invoice_text(t, due),
                                 Err(e) => format!("tax not computable ({e})"),
                             }
                         }
                     };
-                    found.push(("invoice", format!("tax {tax}, due {due}"), after));
+                    found.push(("invoice", invoice_text(tax, due), after));
                 }
                 OrderEvent::DunningDue { step, days_overdue } => {
                     let after = candidate
                         .dunning_for(rating)
                         .find(|s| s.id == *step)
-                        .map_or_else(|| "not sent".to_owned(), |s| format!("{} at {} days", s.id, s.days_overdue));
-                    found.push(("dunning", format!("{step} at {days_overdue} days"), after));
+                        .map_or_else(|| "not sent".to_owned(), |s| dunning_text(&s.id, s.days_overdue));
+                    found.push(("dunning", dunning_text(step, days_overdue), after));
                 }
                 _ => {}
             }
@@ -225,24 +179,7 @@ impl Report {
     }
 
     fn add_screening(&mut self, candidate: &Rules, order: &Value, events: &[EventRecord]) {
-        let last = events.iter().rev().find_map(|e| match &e.event {
-            OrderEvent::ScreeningPassed { rules_version, chain, row, inputs, .. } => Some((
-                rules_version,
-                Outcome { result: "passed", fired: BTreeSet::new(), row: Some(row.clone()), chain: chain_text(chain) },
-                inputs,
-            )),
-            OrderEvent::ScreeningFlagged { rules_version, fired, inputs } => Some((
-                rules_version,
-                Outcome { result: "flagged", fired: fired_ids(fired), row: None, chain: vec![] },
-                inputs,
-            )),
-            OrderEvent::ScreeningRejected { rules_version, fired, inputs } => Some((
-                rules_version,
-                Outcome { result: "rejected", fired: fired_ids(fired), row: None, chain: vec![] },
-                inputs,
-            )),
-            _ => None,
-        });
+        let last = events.iter().rev().find_map(|e| Outcome::of_event(&e.event));
         let Some((version, before, recorded)) = last else {
             self.not_screened += 1;
             return;
@@ -258,9 +195,7 @@ impl Report {
         };
         self.rebuilt += usize::from(rebuilt);
         let after = outcome(candidate, &inputs);
-        // A recorded route's row was not kept before rows had ids: compare chains only then.
-        let route_differs = before.chain != after.chain
-            || (before.row.as_deref().is_some_and(|r| !r.is_empty()) && before.row != after.row);
+        let route_differs = before.route_differs(&after);
         if before.result == after.result && before.fired == after.fired && !route_differs {
             return;
         }

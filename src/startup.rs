@@ -59,10 +59,30 @@ async fn drain(mut tasks: Vec<JoinHandle<()>>) {
 fn rules_watch(state: &AppState) -> crate::workers::rules::RulesWatch {
     crate::workers::rules::RulesWatch {
         live: state.rules.clone(),
+        shadow: state.orders.shadow().cloned(),
         data: state.settings.store_path.clone(),
         clock: state.clock.clone(),
         interval: state.settings.scheduler_sweep_interval,
     }
+}
+
+/// The application over `store`, with the shadow run the change log names (if any).
+fn orders(
+    store: &Arc<dyn crate::store::Store>,
+    metrics: &Arc<Metrics>,
+    settings: &crate::settings::Settings,
+    rules: &crate::review::LiveRules,
+) -> Arc<Orders> {
+    let shadow = crate::review::Shadow::new(rules.clone(), settings.store_path.clone(), Some(metrics.clone()));
+    if let Err(e) = shadow.sync() {
+        tracing::error!(error = %e, "the shadow rules the change log names cannot run; no shadow runs");
+    }
+    Arc::new(
+        Orders::new(store.clone())
+            .with_metrics(metrics.clone())
+            .with_audit_keys(settings.audit_keys.clone())
+            .with_shadow(shadow),
+    )
 }
 
 /// How long shutdown waits for effects in flight before giving up on them (they stay
@@ -96,9 +116,7 @@ impl Application {
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(
-            Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
-        );
+        let orders = orders(&store, &metrics, &settings, &rules);
         let (listener, admin_listener) = bind(&settings).await?;
         let public_url = public_url(&settings, &listener);
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));

@@ -17,6 +17,13 @@
 //! overwritten by an anchor that no longer covers the order. With `[audit]
 //! anchor_push`, the same commit queues an effect that pushes the anchor to that
 //! connector operation (e.g. write-once storage), so a copy leaves the machine.
+//!
+//! The heads are paged by the day (UTC) each order was created (its id says when):
+//! one row per day (`audit-anchor/heads/<date>`) and an index (`audit-anchor/pages`:
+//! each page's day, count and Merkle root). An anchor rewrites only the pages whose
+//! heads changed since the one before (the recent days, mostly) and the index, never
+//! one row with every order; the root over all heads is as before, so anchors written
+//! before paging (one `audit-anchor/heads` row) still verify.
 
 pub(crate) mod verify;
 
@@ -35,8 +42,15 @@ use crate::store::{EffectId, EffectRecord, OutboxChange, Step, Store, StoreError
 /// The lease of the anchor job (`Store::try_lease`): one daemon of several writes.
 pub(crate) const LEASE: &str = "audit-anchor";
 const LATEST: &str = "audit-anchor/latest";
+/// The heads of anchors written before paging: one row.
 const HEADS: &str = "audit-anchor/heads";
+/// The index of the latest anchor's pages of heads.
+const PAGES: &str = "audit-anchor/pages";
 const PAGE: usize = 1000;
+
+fn page_key(day: &str) -> String {
+    format!("{HEADS}/{day}")
+}
 
 fn anchor_key(n: u64) -> String {
     format!("audit-anchor/{n:012}")
@@ -88,6 +102,52 @@ pub(crate) struct Head {
 pub(crate) struct Heads {
     pub(crate) anchor: u64,
     pub(crate) heads: Vec<Head>,
+}
+
+/// One page of heads as stored: the orders created on one day.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Page {
+    heads: Vec<Head>,
+}
+
+/// A page as the index names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct PageRef {
+    /// The day (UTC, `YYYY-MM-DD`) its orders were created.
+    day: String,
+    orders: u64,
+    /// The Merkle root over its heads.
+    root: String,
+}
+
+/// The index of the latest anchor's heads, in day order (so in order id order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pages {
+    anchor: u64,
+    pages: Vec<PageRef>,
+}
+
+/// The day an order was created (its id is time-ordered), as a page's name.
+fn day_of(id: OrderId) -> String {
+    DateTime::<Utc>::from_timestamp_millis(id.created_ms())
+        .map_or_else(|| "unknown".to_owned(), |t| t.date_naive().to_string())
+}
+
+/// `heads` (in order id order) cut into pages by day, each with its index entry.
+fn paged(heads: Vec<Head>) -> Vec<(PageRef, Page)> {
+    let mut out: Vec<(PageRef, Page)> = Vec::new();
+    for h in heads {
+        let day = day_of(h.order_id);
+        match out.last_mut() {
+            Some((r, p)) if r.day == day => p.heads.push(h),
+            _ => out.push((PageRef { day, orders: 0, root: String::new() }, Page { heads: vec![h] })),
+        }
+    }
+    for (r, p) in &mut out {
+        r.orders = p.heads.len() as u64;
+        r.root = merkle_root(&p.heads);
+    }
+    out
 }
 
 fn leaf(h: &Head) -> [u8; 32] {
@@ -163,9 +223,34 @@ pub(crate) async fn read_anchor(store: &dyn Store, n: u64) -> Result<Option<Anch
     v.map(|v| serde_json::from_value(v).map_err(|e| corrupt(&format!("audit anchor {n}"), &e))).transpose()
 }
 
+async fn read_index(store: &dyn Store) -> Result<Option<Pages>, StoreError> {
+    let v = store.job_state(PAGES).await?;
+    v.map(|v| serde_json::from_value(v).map_err(|e| corrupt("the index of the anchored order heads", &e))).transpose()
+}
+
+/// The latest anchor's heads, every page checked against the index.
+///
+/// # Errors
+/// `Corrupt` naming a page that is missing or does not match its index entry.
 pub(crate) async fn read_heads(store: &dyn Store) -> Result<Option<Heads>, StoreError> {
-    let v = store.job_state(HEADS).await?;
-    v.map(|v| serde_json::from_value(v).map_err(|e| corrupt("the anchored order heads", &e))).transpose()
+    let Some(index) = read_index(store).await? else {
+        // Written before paging: one row.
+        let v = store.job_state(HEADS).await?.filter(|v| !v.is_null());
+        return v.map(|v| serde_json::from_value(v).map_err(|e| corrupt("the anchored order heads", &e))).transpose();
+    };
+    let mut heads = Vec::new();
+    for r in &index.pages {
+        let what = format!("the anchored order heads of {}", r.day);
+        let Some(v) = store.job_state(&page_key(&r.day)).await? else {
+            return Err(StoreError::Corrupt(format!("{what} are missing (removed)")));
+        };
+        let page: Page = serde_json::from_value(v).map_err(|e| corrupt(&what, &e))?;
+        if page.heads.len() as u64 != r.orders || merkle_root(&page.heads) != r.root {
+            return Err(StoreError::Corrupt(format!("{what} do not match their index entry (altered)")));
+        }
+        heads.extend(page.heads);
+    }
+    Ok(Some(Heads { anchor: index.anchor, heads }))
 }
 
 /// Every order's chain head now: hot orders first, then archived ones (an order
@@ -188,6 +273,38 @@ async fn heads_now(archive: &Archive) -> Result<Vec<Head>, OrderError> {
         })
         .await?;
     Ok(by_id.into_values().collect())
+}
+
+/// The rows anchor `n` writes for `heads`: each page that changed since the latest
+/// index (same day, count and root: not written again) and the new index. The first
+/// paged anchor empties the single row of the anchors before.
+async fn heads_rows(
+    store: &dyn Store,
+    n: u64,
+    heads: Vec<Head>,
+) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    let before = read_index(store).await?;
+    let mut rows = Vec::new();
+    if before.is_none() && store.job_state(HEADS).await?.is_some() {
+        rows.push((HEADS.to_owned(), serde_json::Value::Null));
+    }
+    rows.extend(page_rows(before.as_ref(), n, heads));
+    Ok(rows)
+}
+
+/// The pages of `heads` not in the index `before` as they are, then the new index.
+fn page_rows(before: Option<&Pages>, n: u64, heads: Vec<Head>) -> Vec<(String, serde_json::Value)> {
+    let kept: std::collections::BTreeSet<&PageRef> = before.map(|i| i.pages.iter().collect()).unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut index = Pages { anchor: n, pages: Vec::new() };
+    for (r, page) in paged(heads) {
+        if !kept.contains(&r) {
+            rows.push((page_key(&r.day), value(&page)));
+        }
+        index.pages.push(r);
+    }
+    rows.push((PAGES.to_owned(), value(&index)));
+    rows
 }
 
 /// Writes the next anchor, after checking that the latest one still holds.
@@ -236,13 +353,12 @@ pub async fn write(archive: &Archive, push: Option<&Push>, now: DateTime<Utc>) -
     };
     anchor.hash = anchor.compute_hash();
     anchor.seal = orders.audit_keys().seal_anchor(&anchor.hash);
+    let mut jobs = heads_rows(store, n, heads).await?;
+    jobs.push((anchor_key(n), value(&anchor)));
+    jobs.push((LATEST.to_owned(), serde_json::Value::from(n)));
     let step = Step {
         outbox: push.map(|p| OutboxChange::Add(push_effect(p, &anchor, now))).into_iter().collect(),
-        jobs: vec![
-            (anchor_key(n), value(&anchor)),
-            (HEADS.to_owned(), value(&Heads { anchor: n, heads })),
-            (LATEST.to_owned(), serde_json::Value::from(n)),
-        ],
+        jobs,
         ..Step::default()
     };
     orders.commit(vec![step]).await?;
@@ -251,7 +367,76 @@ pub async fn write(archive: &Archive, push: Option<&Push>, now: DateTime<Utc>) -
 
 #[cfg(test)]
 mod tests {
-    use super::{Head, merkle_root};
+    use super::{Head, Pages, merkle_root, page_rows, paged};
+    use crate::domain::OrderId;
+
+    /// `per_day` orders on each of `days` days from 2026-01-01, each at event 5.
+    fn heads(days: i64, per_day: i64) -> Vec<Head> {
+        let start: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut ids: Vec<OrderId> =
+            (0..days * per_day).map(|i| OrderId::at(start + chrono::Duration::seconds(i * 86_400 / per_day))).collect();
+        ids.sort();
+        ids.into_iter().map(|id| Head { order_id: id, seq: Some(5), hash: "ab".repeat(32) }).collect()
+    }
+
+    #[test]
+    fn an_anchor_rewrites_only_the_days_that_changed() {
+        let mut now = heads(3, 4);
+        let first = page_rows(None, 1, now.clone());
+        assert_eq!(first.len(), 4, "three pages and the index");
+        let index: Pages = serde_json::from_value(first.last().unwrap().1.clone()).unwrap();
+        // An order of the last day took a step.
+        now.last_mut().unwrap().seq = Some(6);
+        let keys: Vec<String> = page_rows(Some(&index), 2, now).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["audit-anchor/heads/2026-01-03", "audit-anchor/pages"]);
+    }
+
+    /// The sizes an anchor over a million orders writes (run with `--ignored
+    /// --nocapture`): a year of orders, the last day changed.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn sizes_of_an_anchor_over_a_million_orders() {
+        let mut now = heads(365, 2740);
+        let size = |rows: &[(String, serde_json::Value)]| rows.iter().map(|(_, v)| v.to_string().len()).sum::<usize>();
+        let first = page_rows(None, 1, now.clone());
+        let index: Pages = serde_json::from_value(first.last().unwrap().1.clone()).unwrap();
+        now.last_mut().unwrap().seq = Some(6);
+        let next = page_rows(Some(&index), 2, now.clone());
+        let one_row = serde_json::json!({"anchor": 1, "heads": now}).to_string().len();
+        println!(
+            "{} orders: one row {one_row} B; paged first anchor {} rows {} B (largest {} B); next anchor {} rows {} B (index {} B)",
+            now.len(),
+            first.len(),
+            size(&first),
+            first.iter().map(|(_, v)| v.to_string().len()).max().unwrap(),
+            next.len(),
+            size(&next),
+            next.last().unwrap().1.to_string().len()
+        );
+    }
+
+    #[test]
+    fn heads_are_paged_by_the_day_their_orders_were_created() {
+        let at = |t: &str| OrderId::at(t.parse().unwrap());
+        let mut ids = [
+            at("2026-12-05T23:59:59Z"),
+            at("2026-12-05T08:00:00Z"),
+            at("2026-12-06T00:00:00Z"),
+            at("2026-12-07T12:00:00Z"),
+        ];
+        ids.sort();
+        let heads: Vec<Head> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Head { order_id: *id, seq: Some(3), hash: format!("{i:064x}") })
+            .collect();
+        let pages = paged(heads.clone());
+        let days: Vec<(&str, u64)> = pages.iter().map(|(r, _)| (r.day.as_str(), r.orders)).collect();
+        assert_eq!(days, [("2026-12-05", 2), ("2026-12-06", 1), ("2026-12-07", 1)]);
+        assert!(pages.iter().all(|(r, p)| r.root == merkle_root(&p.heads)));
+        let joined: Vec<Head> = pages.into_iter().flat_map(|(_, p)| p.heads).collect();
+        assert_eq!(joined, heads, "the pages in day order are the heads in order id order");
+    }
 
     fn head(n: u8, seq: Option<u32>) -> Head {
         let id = format!("ord_0190000000007000800000000000000{n:x}").parse().unwrap();

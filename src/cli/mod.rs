@@ -261,6 +261,26 @@ pub(crate) enum RulesCmd {
         #[arg(long)]
         by: String,
     },
+    /// Run an approved version in shadow beside the live rules (every new order is
+    /// also decided under it, without effects; differences are recorded), or stop.
+    Shadow {
+        /// The approved version (its hash, or a unique prefix).
+        #[arg(required_unless_present = "stop")]
+        version: Option<String>,
+        /// Stop the shadow run.
+        #[arg(long, conflicts_with = "version")]
+        stop: bool,
+        #[arg(long)]
+        by: String,
+    },
+    /// The orders a shadow version decided differently, and how.
+    ShadowReport {
+        /// The shadow version (default: the one running, else the last one).
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The change log: every proposal, approval, activation and rollback, verified.
     Changes {
         #[arg(long)]
@@ -354,6 +374,10 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Rules(RulesCmd::Activate { version, at, by }) => review::activate(&dir, &version, at.as_deref(), &by),
         Command::Rules(RulesCmd::Rollback { by }) => review::rollback(&dir, &by),
         Command::Rules(RulesCmd::Changes { json }) => review::changes(&dir, json),
+        Command::Rules(RulesCmd::Shadow { version, stop, by }) => review::shadow(&dir, version.as_deref(), stop, &by),
+        Command::Rules(RulesCmd::ShadowReport { version, json }) => {
+            review::shadow_report(&dir, version.as_deref(), json)
+        }
         Command::Rules(RulesCmd::Show { version, file }) => rules_show(&dir, &version, file.as_deref()),
         Command::Evidence(args) => evidence::run(&dir, args).await,
         Command::Export { since, until, format, out } => export(&dir, since, until.as_deref(), format, &out).await,

@@ -1,5 +1,6 @@
-//! `rules propose | approve | activate | rollback | changes`: reviewed rule changes
-//! from the command line (`crate::review`). The person is named with `--by` (the CLI
+//! `rules propose | approve | activate | rollback | changes | shadow | shadow-report`:
+//! reviewed rule changes and shadow runs from the command line (`crate::review`).
+//! The person is named with `--by` (the CLI
 //! runs beside the data directory, so it names who acts; the API takes the token's
 //! principal instead) and must hold the action in the policy table. They write the
 //! change log under the data directory whether or not the daemon runs; a running
@@ -139,4 +140,38 @@ fn has_store(dir: &Path) -> anyhow::Result<bool> {
 fn last_loaded(data: &Path) -> anyhow::Result<String> {
     let loads = kept::loads(data).with_context(|| format!("reading {}", data.display()))?;
     Ok(loads.last().and_then(|l| l.parts.get("rules").cloned()).unwrap_or_default())
+}
+
+pub(super) fn shadow(dir: &Path, version: Option<&str>, stop: bool, by: &str) -> anyhow::Result<i32> {
+    let actor = person(dir, by, Action::ApproveRules)?;
+    let data = super::versions::data_dir(dir)?;
+    let c = match version {
+        Some(v) if !stop => review::shadow::start(&data, v, &actor, &live_now(&data)?, Utc::now())?,
+        _ => review::shadow::stop(&data, &actor, Utc::now())?,
+    };
+    println!("{}", line(&c));
+    eprintln!(
+        "a running daemon follows within a scheduler sweep; `orderbridge rules shadow-report` lists what differs"
+    );
+    Ok(0)
+}
+
+pub(super) fn shadow_report(dir: &Path, version: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let data = super::versions::data_dir(dir)?;
+    let report = review::shadow::report(&data, version)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.lines().iter().for_each(|l| println!("{l}"));
+    }
+    Ok(0)
+}
+
+/// The rules version live now: the one the change log made live, else the one the
+/// daemon last started on.
+fn live_now(data: &Path) -> anyhow::Result<String> {
+    match review::active_at(&log::read(data)?, Utc::now()) {
+        Some(c) => Ok(c.version.clone()),
+        None => last_loaded(data),
+    }
 }

@@ -193,6 +193,7 @@ fn build(config_dir: &Path, parsed: Parsed, problems: Vec<Diagnostic>) -> Result
             }
             let mut notes: Vec<Diagnostic> = settings.secret_policy.note(&accepted).into_iter().collect();
             notes.extend(settings.review_off.clone());
+            notes.extend(registry.notes.iter().cloned());
             Ok(Loaded { settings, registry, rules, templates, reports, files: n + 2, versions, notes })
         }
         _ => Err(problems),

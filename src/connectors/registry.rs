@@ -25,6 +25,9 @@ pub struct Registry {
     pub outbound: BTreeMap<String, Arc<OutboundMapping>>,
     /// Secret references accepted only because this is the example configuration.
     pub accepted_weak_secrets: Vec<String>,
+    /// What `check` points out without refusing (operations sending the whole
+    /// order snapshot).
+    pub notes: Vec<Diagnostic>,
 }
 
 /// The `kind` of a connector file picks the Rust code; the whole file is then read as
@@ -112,7 +115,9 @@ impl Registry {
         let connector_files = toml_files(&config_dir.join("connectors"), &mut problems);
         files += connector_files.len();
         let mut connectors = BTreeMap::new();
+        let mut notes = Vec::new();
         for (path, text) in connector_files {
+            notes.extend(snapshot_notes(&path, &text));
             let built = load_connector(&path, &text, config_dir, &mappings, &mut checks);
             match built {
                 Ok(Some((id, c))) => {
@@ -127,7 +132,7 @@ impl Registry {
 
         if problems.is_empty() {
             let Mappings { inbound: mappings, outbound, .. } = mappings;
-            Ok((Registry { connectors, mappings, outbound, accepted_weak_secrets: checks.accepted }, files))
+            Ok((Registry { connectors, mappings, outbound, accepted_weak_secrets: checks.accepted, notes }, files))
         } else {
             Err(problems)
         }
@@ -228,6 +233,26 @@ fn load_connector(
         Ok(c) => Ok(Some((id, c))),
         Err(ps) => Err(ps.into_iter().map(|(span, m)| Diagnostic::at(path, text, span, m)).collect()),
     }
+}
+
+/// Each operation of a connector file that sends the whole order snapshot
+/// (`body = "snapshot"`): the customer's personal data leaves with it.
+fn snapshot_notes(path: &Path, text: &str) -> Vec<Diagnostic> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return Vec::new() };
+    let Some(ops) = table.get("operations").and_then(toml::Value::as_table) else { return Vec::new() };
+    ops.iter()
+        .filter(|(_, op)| op.get("body").and_then(toml::Value::as_str) == Some(rest::SNAPSHOT_BODY))
+        .map(|(name, _)| {
+            Diagnostic::at(
+                path,
+                text,
+                crate::diagnostics::locate(text, &["operations", name, "body"]),
+                format!(
+                    "note: operation {name} sends the whole order snapshot, the customer's personal data (ID number, phone, e-mail) with it; map only the fields the receiver needs (mappings/, direction = \"outbound\")"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A connector's id: its file name, unless that is invalid or a built-in's.

@@ -102,6 +102,48 @@ pub(crate) fn body(subject: &Subject<'_>, effect_id: &str, spec: &EffectSpec, no
     body
 }
 
+/// What a connector receives for an effect when its operation has no body mapping:
+/// the effect's ids, state and references, the order's product, amount and term, and
+/// the event that caused it (without a screening's inputs and rule hits); never the
+/// customer (name, ID document, phone, e-mail, address). Taken from the stored `body`, so effects queued before stay as lean.
+/// An operation opts into the whole body with `body = "snapshot"`.
+pub(crate) fn envelope(body: &serde_json::Value) -> serde_json::Value {
+    const KEPT: &[&str] = &[
+        "effect_id",
+        "order_id",
+        "source",
+        "external_id",
+        "operation",
+        "cause",
+        "state",
+        "references",
+        "event",
+        "created_at",
+    ];
+    const ORDER_KEPT: &[&str] = &["product", "amount", "term_months", "placed_at"];
+    // Not an effect's body (a generated document, an audit anchor): sent as it is.
+    if body.get("order").is_none() {
+        return body.clone();
+    }
+    let mut out = serde_json::Map::new();
+    for k in KEPT {
+        if let Some(v) = body.get(*k) {
+            out.insert((*k).to_owned(), v.clone());
+        }
+    }
+    for k in ORDER_KEPT {
+        if let Some(v) = body.get("order").and_then(|o| o.get(*k)) {
+            out.insert((*k).to_owned(), v.clone());
+        }
+    }
+    // A screening's inputs and rule hits describe the customer (rating, watch list).
+    if let Some(serde_json::Value::Object(ev)) = out.get_mut("event") {
+        ev.remove("inputs");
+        ev.remove("fired");
+    }
+    serde_json::Value::Object(out)
+}
+
 /// A notification held for a recipient's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DigestItem {

@@ -11,12 +11,14 @@
 //!    (principals, channels, `authorize`);
 //! 3. `approval` (progress along a chain) and `effects` (effect and mail specs, bodies);
 //! 4. `notify` (who hears about what), then `rules` (the loaded rule set);
-//! 5. `intake`, `decide` on top, and `payments`, `reporting` that use its results.
+//! 5. `intake`, `decide` on top, and `payments`, `reporting`, `compare` (two rule
+//!    sets' decisions side by side) that use its results.
 
 pub(crate) mod access;
 pub(crate) mod answers;
 pub(crate) mod approval;
 pub(crate) mod calendar;
+pub(crate) mod compare;
 pub(crate) mod decide;
 pub(crate) mod directory;
 pub(crate) mod dunning;

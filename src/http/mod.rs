@@ -132,6 +132,8 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/rules/activate", post(rules::activate))
         .route("/rules/rollback", post(rules::rollback))
         .route("/rules/changes", get(rules::changes))
+        .route("/rules/shadow", post(rules::shadow))
+        .route("/rules/shadow-report", get(rules::shadow_report))
         .route_layer(middleware::from_fn_with_state(state.clone(), principal::api_gate));
     let gate = Gate::new(&state, "admin");
     Router::new()

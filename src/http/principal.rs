@@ -49,6 +49,8 @@ const API_ACTIONS: &[(Method, &str, Action)] = &[
     (Method::POST, "/api/rules/candidates/{version}/approve", Action::ApproveRules),
     (Method::POST, "/api/rules/activate", Action::ApproveRules),
     (Method::POST, "/api/rules/rollback", Action::ApproveRules),
+    (Method::POST, "/api/rules/shadow", Action::ApproveRules),
+    (Method::GET, "/api/rules/shadow-report", Action::ProposeRules),
 ];
 
 /// Routes that read orders: open to a principal granted any action that works on

@@ -2,7 +2,8 @@
 //! (`crate::review`), with the token's principal as the actor. Propose sends the
 //! candidate's text and gets its impact report and id; approve, activate and roll
 //! back name a version; `changes` is the verified change log. An activation taking
-//! effect now is live when the answer comes (`LiveRules::sync`).
+//! effect now is live when the answer comes (`LiveRules::sync`); so is a shadow run
+//! started or stopped (`Shadow::sync`), whose differences `shadow-report` reads.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::ApiJson;
+use super::api::{ApiJson, ApiQuery};
 use super::error::ApiError;
 use super::principal::Acting;
 use crate::review::{self, Actor, ReviewError};
@@ -29,6 +30,8 @@ impl From<ReviewError> for ApiError {
             ReviewError::NotApproved(_) => (StatusCode::CONFLICT, "not_approved"),
             ReviewError::AlreadyApproved { .. } | ReviewError::AlreadyActive(_) => (StatusCode::CONFLICT, "conflict"),
             ReviewError::NothingToRollBack => (StatusCode::CONFLICT, "nothing_to_roll_back"),
+            ReviewError::AlreadyShadowed(_) => (StatusCode::CONFLICT, "conflict"),
+            ReviewError::NoShadow => (StatusCode::CONFLICT, "no_shadow"),
             ReviewError::Log(_) => return ApiError::unexpected(e),
         };
         ApiError::new(status, code, e.to_string())
@@ -126,6 +129,72 @@ pub(crate) async fn changes(State(app): State<AppState>) -> Result<Json<Value>, 
     let log = review::log::read(app.store_path()).map_err(ReviewError::from)?;
     let scheduled: Vec<_> = review::scheduled(&log, app.clock.now()).into_iter().cloned().collect();
     Ok(Json(live(&app, json!({ "changes": log, "scheduled": scheduled }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShadowBody {
+    /// The approved version to run in shadow (its hash or a unique prefix).
+    version: Option<String>,
+    /// Stop the shadow run instead.
+    #[serde(default)]
+    stop: bool,
+}
+
+/// `POST /api/rules/shadow` (`{"version": V}` or `{"stop": true}`): an approved
+/// version runs beside the live rules on every new order, without effects; or stops.
+pub(crate) async fn shadow(
+    State(app): State<AppState>,
+    acting: Acting,
+    ApiJson(b): ApiJson<ShadowBody>,
+) -> Result<Json<Value>, ApiError> {
+    let now = app.clock.now();
+    let change = match (b.version, b.stop) {
+        (Some(v), false) => review::shadow::start(app.store_path(), &v, &actor(&acting), &app.rules.version(), now)?,
+        (None, true) => review::shadow::stop(app.store_path(), &actor(&acting), now)?,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "give either {\"version\": V} to start a shadow run or {\"stop\": true} to stop it",
+            ));
+        }
+    };
+    let running = match app.orders.shadow() {
+        Some(s) => {
+            s.sync()?;
+            s.version()
+        }
+        None => None,
+    };
+    let mut body = json!({ "shadow_version": running });
+    body[change.what.name()] = json!(change);
+    Ok(Json(live(&app, body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportQuery {
+    /// The shadow version (default: the one running, else the last one).
+    version: Option<String>,
+}
+
+/// `GET /api/rules/shadow-report[?version=V]`: the orders the shadow rules decided
+/// differently, each with the kinds of decision that differed.
+pub(crate) async fn shadow_report(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let data = app.settings.store_path.clone();
+    let report = tokio::task::spawn_blocking(move || review::shadow::report(&data, q.version.as_deref()))
+        .await
+        .map_err(ApiError::unexpected)??;
+    let summary = report.lines().last().cloned();
+    let mut body = serde_json::to_value(&report).map_err(ApiError::unexpected)?;
+    body["summary"] = json!(summary);
+    // What this daemon runs in shadow now (it follows the change log within a sweep).
+    body["daemon_shadow_version"] = json!(app.orders.shadow().and_then(review::Shadow::version));
+    Ok(Json(live(&app, body)))
 }
 
 /// `body` with what is live now: the rules version and the configuration's.

@@ -39,6 +39,8 @@ use crate::engine::access::Acting;
 use crate::engine::approval::Refusal;
 use crate::engine::intake::{Delivery, Existing, classify};
 use crate::engine::{Actor, Case, DecideError, History, IllegalTransition, OrderEvent, OrderState, Rules};
+use crate::review::Shadow;
+use crate::review::shadow::{self, Compared};
 use crate::store::records::GENESIS;
 use crate::store::{EffectId, EffectRecord, Loaded, OrderRecord, OutboxChange, Step, Store, StoreError, UsedLink};
 
@@ -139,7 +141,9 @@ pub enum EffectOutcome {
 
 /// What intake does with one record.
 enum Planned {
-    Write(Box<Step>, Ingested),
+    /// The step, what intake did, and the shadow run's comparison (recorded once the
+    /// step is durable).
+    Write(Box<Step>, Ingested, Option<Compared>),
     Duplicate(Ingested),
 }
 
@@ -156,6 +160,8 @@ pub struct Orders {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Seals each step's chain head (`seal.rs`); no keys: plain SHA-256 chains.
     audit_keys: Arc<seal::AuditKeys>,
+    /// The shadow run each step is also decided under (`crate::review::shadow`).
+    shadow: Option<Shadow>,
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
@@ -185,6 +191,31 @@ impl Orders {
             digest_lock: Mutex::new(()),
             metrics: None,
             audit_keys: Arc::default(),
+            shadow: None,
+        }
+    }
+
+    /// The same, deciding every step a second time under the shadow rules when a
+    /// shadow runs, and recording where the decisions differ.
+    pub fn with_shadow(mut self, shadow: Shadow) -> Orders {
+        self.shadow = Some(shadow);
+        self
+    }
+
+    /// The shadow run, if this application has one.
+    pub(crate) fn shadow(&self) -> Option<&Shadow> {
+        self.shadow.as_ref()
+    }
+
+    /// The shadow rules running now (one atomic load when none).
+    fn shadow_running(&self) -> Option<Arc<shadow::Running>> {
+        self.shadow.as_ref().and_then(Shadow::running)
+    }
+
+    /// Records a shadow comparison of a durable step of `id`.
+    async fn record_shadow(&self, id: OrderId, compared: Option<Compared>, now: DateTime<Utc>) {
+        if let (Some(s), Some(c)) = (&self.shadow, compared) {
+            s.record(id.to_string(), c, now).await;
         }
     }
 
@@ -285,8 +316,9 @@ impl Orders {
                 None => None,
             };
             match self.plan_ingest(&inbound, existing, rules, now).await? {
-                Planned::Write(step, ingested) => {
+                Planned::Write(step, ingested, compared) => {
                     self.commit(vec![*step]).await?;
+                    self.record_shadow(ingested.order_id, compared, now).await;
                     Ok(ingested)
                 }
                 Planned::Duplicate(ingested) => {
@@ -332,36 +364,7 @@ impl Orders {
             OrderError::Conflict(format!("order {}: {e}", existing.map(|i| i.to_string()).unwrap_or_default()))
         })?;
         match (delivery, rec) {
-            (Delivery::New, _) => {
-                let id = OrderId::at(now);
-                let received = OrderEvent::Received {
-                    connector: inbound.source.connector.to_string(),
-                    external_id: inbound.source.id.to_string(),
-                    version: inbound.version,
-                };
-                let history = self.history(&inbound.order, None, now, rules.history_days).await?;
-                let decision = crate::engine::decide_new(&inbound.order, &history, actor, received, rules, now)?;
-                let rec = OrderRecord {
-                    id,
-                    source: inbound.source.clone(),
-                    source_version: inbound.version,
-                    mapping_version: inbound.mapping_version.clone(),
-                    order: inbound.order.clone(),
-                    state: OrderState::Received,
-                    created_at: now,
-                    updated_at: now,
-                    last_seq: 0,
-                    last_hash: GENESIS.to_owned(),
-                    references: BTreeMap::new(),
-                    approval: None,
-                    fulfilment: None,
-                    timers: Vec::new(),
-                    state_since: Some(now),
-                };
-                let step = step_for(rec, None, decision, now);
-                let ingested = ingested(&step, false);
-                Ok(Planned::Write(Box::new(step), ingested))
-            }
+            (Delivery::New, _) => self.plan_new(inbound, actor, rules, now).await,
             (Delivery::Duplicate, Some(rec)) => {
                 Ok(Planned::Duplicate(Ingested { order_id: rec.id, state: rec.state, duplicate: true, effects: 0 }))
             }
@@ -369,16 +372,65 @@ impl Orders {
                 let history = self.history(&inbound.order, Some(rec.id), now, rules.history_days).await?;
                 let loaded = Loaded::of(&rec);
                 let case = Case { order: &inbound.order, ..case(&rec, &history) };
+                let shadow = self.shadow_running().map(|s| {
+                    let d = crate::engine::decide(&case, actor.clone(), event.clone(), &s.rules, now);
+                    (s, d)
+                });
+                let step_name = event.name();
                 let decision = crate::engine::decide(&case, actor, event, rules, now)?;
+                let compared = shadow.map(|(s, d)| s.compare(step_name, &decision, d));
                 rec.order = inbound.order.clone();
                 rec.source_version = inbound.version;
                 rec.mapping_version = inbound.mapping_version.clone();
                 let step = step_for(rec, Some(loaded), decision, now);
                 let ingested = ingested(&step, false);
-                Ok(Planned::Write(Box::new(step), ingested))
+                Ok(Planned::Write(Box::new(step), ingested, compared))
             }
             (_, None) => Err(StoreError::Corrupt("an existing delivery without its order".into()).into()),
         }
+    }
+
+    /// Intake of an order not seen before: decided (and shadowed) as a new record.
+    async fn plan_new(
+        &self,
+        inbound: &Inbound,
+        actor: Actor,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Planned, OrderError> {
+        let id = OrderId::at(now);
+        let received = OrderEvent::Received {
+            connector: inbound.source.connector.to_string(),
+            external_id: inbound.source.id.to_string(),
+            version: inbound.version,
+        };
+        let history = self.history(&inbound.order, None, now, rules.history_days).await?;
+        let shadow = self.shadow_running().map(|s| {
+            let d = crate::engine::decide_new(&inbound.order, &history, actor.clone(), received.clone(), &s.rules, now);
+            (s, d)
+        });
+        let decision = crate::engine::decide_new(&inbound.order, &history, actor, received, rules, now)?;
+        let compared = shadow.map(|(s, d)| s.compare("intake", &decision, d));
+        let rec = OrderRecord {
+            id,
+            source: inbound.source.clone(),
+            source_version: inbound.version,
+            mapping_version: inbound.mapping_version.clone(),
+            order: inbound.order.clone(),
+            state: OrderState::Received,
+            created_at: now,
+            updated_at: now,
+            last_seq: 0,
+            last_hash: GENESIS.to_owned(),
+            references: BTreeMap::new(),
+            approval: None,
+            fulfilment: None,
+            timers: Vec::new(),
+            state_since: Some(now),
+        };
+        let step = step_for(rec, None, decision, now);
+        let ingested = ingested(&step, false);
+        Ok(Planned::Write(Box::new(step), ingested, compared))
     }
 
     /// A polled page: every record (as `ingest` would take it) and the connector's new
@@ -423,10 +475,12 @@ impl Orders {
             }
             let mut steps = Vec::with_capacity(plans.len() + 1);
             let mut out = Vec::with_capacity(plans.len());
+            let mut shadowed = Vec::new();
             for (inbound, existing) in plans {
                 match self.plan_ingest(inbound, existing, rules, now).await {
-                    Ok(Planned::Write(step, ingested)) => {
+                    Ok(Planned::Write(step, ingested, compared)) => {
                         steps.push(*step);
+                        shadowed.push((ingested.order_id, compared));
                         out.push(Ok(ingested));
                     }
                     Ok(Planned::Duplicate(ingested)) => out.push(Ok(ingested)),
@@ -438,6 +492,9 @@ impl Orders {
             }
             steps.push(Step { jobs: vec![(poll_job(poll_key), poll_state.clone())], ..Step::default() });
             self.commit(steps).await?;
+            for (id, compared) in shadowed {
+                self.record_shadow(id, compared, now).await;
+            }
             Ok(out)
         })
         .await
@@ -494,8 +551,13 @@ impl Orders {
                     ));
                 }
                 let history = self.history(&rec.order, Some(id), now, rules.history_days).await?;
+                let shadow = self.shadow_running().map(|s| {
+                    let d = crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), &s.rules, now);
+                    (s, d)
+                });
                 let mut decision =
                     crate::engine::decide(&case(&rec, &history), actor.clone(), event.clone(), rules, now)?;
+                let compared = shadow.map(|(s, d)| s.compare(event.name(), &decision, d));
                 // The principal's own entries say through which door they acted.
                 decision.audit.iter_mut().filter(|e| e.actor == actor).for_each(|e| e.channel = channel);
                 let loaded = Loaded::of(&rec);
@@ -505,6 +567,7 @@ impl Orders {
                     step.spend = Some((once.to_owned(), UsedLink { at: now, order_id: id, seq: rec.last_seq }));
                 }
                 self.commit(vec![step]).await?;
+                self.record_shadow(id, compared, now).await;
                 Ok(rec)
             })
             .await;

@@ -76,8 +76,15 @@ impl Orders {
         let mut loaded = Loaded::of(&rec);
         match crate::engine::decide::due_timer_event(&case(&rec, &history), rules, now) {
             Some(event) => {
+                let shadow = self.shadow_running().map(|s| {
+                    let d = crate::engine::decide(&case(&rec, &history), Actor::System, event.clone(), &s.rules, now);
+                    (s, d)
+                });
+                let step_name = event.name();
                 let decision = crate::engine::decide(&case(&rec, &history), Actor::System, event, rules, now)?;
+                let compared = shadow.map(|(s, d)| s.compare(step_name, &decision, d));
                 self.commit(vec![step_for(rec, Some(loaded), decision, now)]).await?;
+                self.record_shadow(id, compared, now).await;
                 Ok(true)
             }
             None => {

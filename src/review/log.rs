@@ -1,6 +1,7 @@
 //! The change log of the rules: `<data>/config-versions/rules-changes.jsonl`, one line
-//! per change (proposed, approved, activated, rolled back: who, when, which version,
-//! through which door), appended and never rewritten. Each line carries the SHA-256
+//! per change (proposed, approved, activated, rolled back, shadow run started or
+//! stopped: who, when, which version, through which door), appended and never
+//! rewritten. Each line carries the SHA-256
 //! of the line before it and its own (`prev`, `hash`), so an edited, removed or
 //! reordered line is found when the log is read (`read` names it): the daemon and
 //! every command refuse a log that does not verify.
@@ -33,6 +34,11 @@ pub(crate) enum What {
     Activated,
     /// The live rules went back to `version`, the version active before `from`.
     RolledBack,
+    /// An approved version runs beside the live rules on every new order, without
+    /// effects (`crate::review::shadow`); `from` is the shadow it replaced.
+    ShadowStarted,
+    /// The shadow run of `version` stopped.
+    ShadowStopped,
 }
 
 impl What {
@@ -42,6 +48,8 @@ impl What {
             What::Approved => "approved",
             What::Activated => "activated",
             What::RolledBack => "rolled_back",
+            What::ShadowStarted => "shadow_started",
+            What::ShadowStopped => "shadow_stopped",
         }
     }
 }

@@ -9,10 +9,12 @@
 //! the log alone, by the functions here; the CLI (`crate::cli::review`) and the admin
 //! API (`crate::http::rules`) only name the actor and call them. At start, the
 //! daemon runs only approved rules unless `rules.require_review = false` (`at_start`).
+//! An approved version may also run in shadow beside the live rules (`shadow`).
 
 pub(crate) mod candidate;
 pub(crate) mod live;
 pub(crate) mod log;
+pub(crate) mod shadow;
 
 use std::path::Path;
 
@@ -20,6 +22,7 @@ use chrono::{DateTime, Utc};
 
 pub use self::live::LiveRules;
 use self::log::{Change, Draft, LogError, What};
+pub use self::shadow::Shadow;
 use crate::engine::Rules;
 use crate::engine::access::Channel;
 use crate::versions::{Versions, kept, short};
@@ -47,6 +50,10 @@ pub(crate) enum ReviewError {
     AlreadyActive(String),
     #[error("nothing to roll back: no earlier rules version was live")]
     NothingToRollBack,
+    #[error("rules {0} runs in shadow already")]
+    AlreadyShadowed(String),
+    #[error("no rules version runs in shadow")]
+    NoShadow,
     /// Not allowed by the policy table, or not a person of the directory.
     #[error("{0}")]
     Denied(String),

@@ -91,3 +91,65 @@ fn review_on_refuses_an_unapproved_file_at_start() {
     assert_eq!(log.len(), 1);
     assert_eq!((log[0].what, log[0].by.as_str()), (What::Activated, "system"));
 }
+
+#[test]
+fn a_shadow_is_started_only_when_approved_replaced_stopped_and_reported_per_order() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 6, 8, 0, 0).unwrap();
+    let (live, v2, v3) = ("a1".repeat(32), "b2".repeat(32), "c3".repeat(32));
+    for v in [&v2, &v3] {
+        propose(d, v, &person("chen.jing"), None, t0).unwrap();
+    }
+    let james = person("james.wong");
+    assert!(matches!(shadow::start(d, "b2b2", &james, &live, t0), Err(ReviewError::NotApproved(_))));
+    approve(d, "b2b2", &james, None, t0).unwrap();
+    approve(d, "c3c3", &james, None, t0).unwrap();
+    assert!(matches!(shadow::stop(d, &james, t0), Err(ReviewError::NoShadow)));
+    shadow::start(d, "b2b2", &james, &live, t0).unwrap();
+    assert!(matches!(shadow::start(d, "b2b2", &james, &live, t0), Err(ReviewError::AlreadyShadowed(_))));
+    let replaced = shadow::start(d, "c3c3", &james, &live, t0).unwrap();
+    assert_eq!(replaced.from.as_deref(), Some(v2.as_str()));
+    assert_eq!(shadow::current(&log::read(d).unwrap()).map(|c| c.version.clone()), Some(v3.clone()));
+
+    // Two decisions of one order and one of another differed; a torn last line is skipped.
+    let line = |order: &str, step: &str, kind: &str, version: &str| {
+        let r = shadow::Record {
+            at: t0,
+            order_id: order.into(),
+            step: step.into(),
+            live_version: live.clone(),
+            shadow_version: version.into(),
+            differences: vec![crate::engine::compare::Difference {
+                kind: kind.into(),
+                live: "a".into(),
+                shadow: "b".into(),
+            }],
+        };
+        serde_json::to_string(&r).unwrap()
+    };
+    let text = [
+        line("ord_1", "intake", "route", &v3),
+        line("ord_1", "approved", "tasks", &v3),
+        line("ord_2", "intake", "route", &v3),
+        line("ord_3", "intake", "route", &v2),
+    ]
+    .join("\n");
+    std::fs::write(shadow::path(d), format!("{text}\n{{\"at\": \"2026-")).unwrap();
+    let report = shadow::report(d, None).unwrap();
+    assert!(report.running);
+    assert_eq!(report.orders.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(), ["ord_1", "ord_2"]);
+    assert_eq!(report.orders[0].kinds.iter().map(String::as_str).collect::<Vec<_>>(), ["route", "tasks"]);
+    assert_eq!(report.kinds.get("route"), Some(&2));
+    assert_eq!(
+        report.lines().last().unwrap(),
+        &format!("2 order(s) decided differently under rules {} (2 route, 1 tasks)", short(&v3))
+    );
+    let earlier = shadow::report(d, Some("b2b2")).unwrap();
+    assert!(!earlier.running);
+    assert_eq!(earlier.orders.len(), 1);
+
+    shadow::stop(d, &james, t0).unwrap();
+    assert!(shadow::current(&log::read(d).unwrap()).is_none());
+    assert!(!shadow::report(d, None).unwrap().running, "the last one run, stopped");
+}

@@ -315,3 +315,46 @@ async fn each_anchor_is_pushed_to_the_configured_connector_operation() {
     assert!(all.contains("audit.anchor_push: connector `demo-erp` has no operation `keep_anchor`"), "{all}");
     assert!(all.contains("orderbridge.toml:"), "file:line: {all}");
 }
+
+/// The anchored heads are paged by the day orders were created: a page edited to
+/// hide an order, or removed, is named; the root over all heads is unchanged by it.
+#[tokio::test]
+async fn an_altered_or_removed_page_of_anchored_heads_is_named() {
+    let app = TestApp::builder().start().await;
+    let first = new_order(&app, "D-PAGE1").await;
+    new_order(&app, "D-PAGE2").await;
+    let created = app.order(&first).await["created_at"].as_str().unwrap()[..10].to_owned();
+    for n in 1..=2 {
+        let (s, anchor) = app.api_post("/audit/anchor").await;
+        assert_eq!((s, anchor["seq"].as_u64()), (200, Some(n)), "{anchor}");
+    }
+    let dir = app.stop_and_release().await;
+    let out = cli(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("anchors intact: 2 anchors"), "{}", stdout(&out));
+
+    let page = [vec![b'j'], format!("audit-anchor/heads/{created}").into_bytes()].concat();
+    let original = {
+        let settings = load_settings(dir.path());
+        let engine = orderbridge::store::open_engine(&settings.store).unwrap();
+        engine.get(&page).unwrap().unwrap_or_else(|| panic!("the page of {created}"))
+    };
+    edit(dir.path(), |_, b| {
+        let mut p: Value = orderbridge::store::codec::decode(&original).unwrap();
+        assert_eq!(p["heads"].as_array().unwrap().len(), 2, "{p}");
+        p["heads"].as_array_mut().unwrap().remove(0);
+        b.put(page.clone(), orderbridge::store::codec::encode(&p));
+    });
+    let out = cli(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("the anchored order heads of {created} do not match their index entry")),
+        "{}",
+        stdout(&out)
+    );
+
+    edit(dir.path(), |_, b| b.del(page.clone()));
+    let out = cli(dir.path(), &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("the anchored order heads of {created} are missing")), "{}", stdout(&out));
+}

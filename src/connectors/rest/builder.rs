@@ -19,7 +19,7 @@ use super::Problems;
 use super::client::{Auth, RestHealth, Shared};
 use super::config::{AuthFile, Config, OperationFile, PagingFile, PollFile, WebhookFile};
 use super::poll::{Paging, PollPlan, RestPoll};
-use super::push::{Call, Lookup, Operation, RestPush};
+use super::push::{Call, Lookup, Operation, RestPush, SNAPSHOT_BODY};
 use crate::connectors::oauth2::ClientCredentials;
 use crate::connectors::signature::Verifier;
 use crate::connectors::{Connector, Health, Poll, Push, Webhook, resolve_secret};
@@ -263,7 +263,14 @@ impl Builder<'_, '_> {
             self.problems.push((Some(span.clone()), format!("{what}: path must start with `/`")));
         }
         let path = self.template(true, format!("{name}.path"), &legacy_placeholders(&path), &span);
-        let body = op.body.as_ref().and_then(|b| self.outbound(b));
+        let snapshot = op.body.as_ref().is_some_and(|b| b.get_ref() == SNAPSHOT_BODY);
+        if snapshot && self.outbound.contains_key(SNAPSHOT_BODY) {
+            self.problems.push((
+                op.body.as_ref().map(Spanned::span),
+                format!("{what}: body = \"{SNAPSHOT_BODY}\" sends the whole order; rename mappings/{SNAPSHOT_BODY}.toml to use it as a mapping"),
+            ));
+        }
+        let body = op.body.as_ref().filter(|_| !snapshot).and_then(|b| self.outbound(b));
         let idempotency_header = match op.idempotency_header.as_deref().unwrap_or("Idempotency-Key") {
             "" => None,
             h => match HeaderName::from_bytes(h.as_bytes()) {
@@ -309,6 +316,7 @@ impl Builder<'_, '_> {
             reference,
             headers,
             lookup,
+            snapshot,
         })
     }
 

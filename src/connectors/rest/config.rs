@@ -151,7 +151,9 @@ pub struct OperationFile {
     /// created (e.g. `$.id`); stored on the order under `<connector>.<operation>`.
     pub reference: Option<String>,
     /// An outbound mapping (`mappings/<name>.toml`, `direction = "outbound"`) that
-    /// renders the body; without it the effect (order snapshot and metadata) is sent.
+    /// renders the body; without it a minimal envelope is sent (ids, state, amounts,
+    /// no personal data: `engine::effects::envelope`); `"snapshot"` sends the whole
+    /// order (an explicit opt-in that `check` notes).
     pub body: Option<Spanned<String>>,
     /// Extra headers, as templates.
     #[serde(default)]

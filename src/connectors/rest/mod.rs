@@ -17,6 +17,7 @@ mod push;
 use std::ops::Range;
 
 pub(crate) use config::Config;
+pub(crate) use push::SNAPSHOT_BODY;
 
 /// Every problem of one file, located where known.
 type Problems = Vec<(Option<Range<usize>>, String)>;

@@ -1,6 +1,8 @@
 //! The outbound half of a `rest` connector: an operation's calls (an optional
 //! look-up for what an unanswered attempt created, the first call, then further
-//! steps), each with the effect's idempotency key.
+//! steps), each with the effect's idempotency key. A call without a body mapping
+//! sends the effect's envelope (no personal data), or the whole snapshot when the
+//! operation opts in (`body = "snapshot"`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,7 +37,13 @@ pub(super) struct Operation {
     pub(super) reference: Option<JsonPath>,
     pub(super) headers: Vec<(HeaderName, String)>,
     pub(super) lookup: Option<Lookup>,
+    /// `body = "snapshot"`: the first call without a mapping sends the whole effect
+    /// (the order snapshot) instead of the envelope.
+    pub(super) snapshot: bool,
 }
+
+/// The `body` that opts an operation into the whole order snapshot.
+pub(crate) const SNAPSHOT_BODY: &str = "snapshot";
 
 /// The outbound half of a `rest` connector.
 pub struct RestPush {
@@ -65,7 +73,8 @@ impl RestPush {
                 with_body(req, &m.render(ctx).map_err(|e| ConnectorError::Permanent { message: e.to_string() })?)
             }
             None if call.method == reqwest::Method::GET => req,
-            None if std::ptr::eq(call, &op.first) => req.json(&ctx["effect"]),
+            None if std::ptr::eq(call, &op.first) && op.snapshot => req.json(&ctx["effect"]),
+            None if std::ptr::eq(call, &op.first) => req.json(&crate::engine::effects::envelope(&ctx["effect"])),
             None => req,
         };
         let (receipt, _) = s.send(req).await?;
