@@ -607,8 +607,11 @@ impl Decision {
         let due = self.approval.as_ref().and_then(|p| {
             p.timers(&after, &rules.sla).into_iter().find(|t| t.kind == TimerKind::Escalate).map(|t| t.due)
         });
+        // A screening that approves level 1 automatically passes through the waiting
+        // state within this decision: nobody is asked to approve what is approved.
+        let waits = !matches!(event, OrderEvent::ScreeningPassed { auto_on_behalf_of: Some(_), .. });
         self.effects.extend(effects_of_step(
-            entered.as_ref(),
+            entered.as_ref().filter(|_| waits),
             &event,
             order,
             (&after, self.approval.as_ref(), due),

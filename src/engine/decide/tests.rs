@@ -276,3 +276,29 @@ branch_manager = "risk_committee"
     assert!(matches!(&d.audit[0].event, OrderEvent::ApprovalEscalated { to_role, .. } if to_role == "risk_committee"));
     assert!(d.timers.is_empty(), "risk_committee escalates nowhere");
 }
+
+#[test]
+fn an_automatic_approval_asks_nobody_to_approve() {
+    let mut r = rules();
+    let dir = crate::directory::Directory::parse(
+        std::path::Path::new("directory.toml"),
+        "[[person]]\nid = \"wang\"\nname = \"王芳\"\nemail = \"wang@bank.example\"\nroles = [\"line_supervisor\"]\n",
+    )
+    .unwrap();
+    let text = "[[notify]]\non = \"awaiting_approval\"\ntemplate = \"approval_request\"\nto = [\"approvers\"]\n";
+    let (n, _) = crate::engine::notify::parse(
+        std::path::Path::new("notifications.toml"),
+        text,
+        std::sync::Arc::new(dir),
+        crate::locale::Presentation::default(),
+    )
+    .unwrap();
+    r.notify = std::sync::Arc::new(n);
+    let asked = |amount: &str| {
+        let d = decide_new(&sample_order(amount), &History::default(), Actor::System, received(), &r, Utc::now())
+            .unwrap();
+        d.effects.iter().filter(|e| e.cause == "awaiting_approval").count()
+    };
+    assert_eq!(asked("5000.00"), 0, "approved automatically at screening");
+    assert_eq!(asked("500000.00"), 1, "the line supervisor is asked");
+}
