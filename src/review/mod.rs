@@ -88,6 +88,18 @@ pub(crate) fn approval<'a>(log: &'a [Change], version: &str) -> Option<&'a Chang
     log.iter().find(|c| c.what == What::Approved && c.version == version)
 }
 
+/// The approved version `prefix` names: what may go live or run in shadow.
+///
+/// # Errors
+/// Not proposed (or ambiguous), or not approved.
+pub(crate) fn resolve_approved(log: &[Change], prefix: &str) -> Result<String, ReviewError> {
+    let version = resolve(log, prefix)?;
+    if approval(log, &version).is_none() {
+        return Err(ReviewError::NotApproved(short(&version).to_owned()));
+    }
+    Ok(version)
+}
+
 /// The proposed version `prefix` names (its hash or a unique start of it).
 ///
 /// # Errors
@@ -225,10 +237,7 @@ pub(crate) fn activate(
     now: DateTime<Utc>,
 ) -> Result<Change, ReviewError> {
     log::append(data, now, |log| {
-        let version = resolve(log, prefix)?;
-        if approval(log, &version).is_none() {
-            return Err(ReviewError::NotApproved(short(&version).to_owned()));
-        }
+        let version = resolve_approved(log, prefix)?;
         let live = active_at(log, now).map_or(running, |c| c.version.as_str());
         if live == version && at.is_none() && scheduled(log, now).is_empty() {
             return Err(ReviewError::AlreadyActive(short(&version).to_owned()));

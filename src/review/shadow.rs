@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::log::{self, Change, Draft, LogError, What};
-use super::{Actor, LiveRules, ReviewError, approval, build, channel_name, resolve};
+use super::{Actor, LiveRules, ReviewError, build, channel_name, resolve, resolve_approved};
 use crate::engine::compare::{Difference, differences};
 use crate::engine::{DecideError, Decision, Rules};
 use crate::metrics::Metrics;
@@ -48,10 +48,7 @@ pub(crate) fn start(
     now: DateTime<Utc>,
 ) -> Result<Change, ReviewError> {
     log::append(data, now, |log| {
-        let version = resolve(log, prefix)?;
-        if approval(log, &version).is_none() {
-            return Err(ReviewError::NotApproved(short(&version).to_owned()));
-        }
+        let version = resolve_approved(log, prefix)?;
         if version == live {
             return Err(ReviewError::AlreadyActive(short(&version).to_owned()));
         }

@@ -295,8 +295,8 @@ fn an_automatic_approval_asks_nobody_to_approve() {
     .unwrap();
     r.notify = std::sync::Arc::new(n);
     let asked = |amount: &str| {
-        let d = decide_new(&sample_order(amount), &History::default(), Actor::System, received(), &r, Utc::now())
-            .unwrap();
+        let d =
+            decide_new(&sample_order(amount), &History::default(), Actor::System, received(), &r, Utc::now()).unwrap();
         d.effects.iter().filter(|e| e.cause == "awaiting_approval").count()
     };
     assert_eq!(asked("5000.00"), 0, "approved automatically at screening");
