@@ -294,7 +294,12 @@ pub(crate) async fn signout(State(app): State<AppState>, headers: HeaderMap, For
         let l = locale_of(&app, Some(&s.person));
         return refused(&app, StatusCode::FORBIDDEN, l, "CSRF");
     }
-    let ended = app.sessions.end(&c);
-    let to = super::oidc::sign_out(&app, ended.as_ref()).await;
-    with_cookie(redirect(&to), &cookie(SESSION, None, secure(&app)))
+    // A person signed in at the provider signs out there too when it publishes an
+    // end-session endpoint (it sends them back to `/signin`).
+    let hint = app.sessions.end(&c).and_then(|s| s.id_token);
+    let to = match (app.oidc.as_ref(), hint) {
+        (Some(oidc), Some(token)) => oidc.sign_out_url(token.as_str()).await,
+        _ => None,
+    };
+    with_cookie(redirect(to.as_deref().unwrap_or("/signin")), &cookie(SESSION, None, secure(&app)))
 }

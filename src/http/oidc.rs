@@ -5,7 +5,7 @@
 //! code and check the ID token, finds the directory person whose mailbox the
 //! configured claim names, and starts a session exactly as a mailed link does
 //! (`console`'s cookie, 303 to `/console`), keeping the ID token for signing out at
-//! the provider too (`sign_out`). Every refusal is a page of
+//! the provider too (`console::signout`). Every refusal is a page of
 //! `pages/console.html` (`oidc_refused`) that names no token, claim or address.
 
 use axum::extract::{Query, State};
@@ -17,7 +17,7 @@ use serde_json::json;
 use super::AppState;
 use super::console::{SESSION, console_page, cookie_value, redirect, secure, view, with_cookie};
 use crate::auth::oidc::OidcError;
-use crate::auth::sessions::{IdTokenHint, Session, cookie};
+use crate::auth::sessions::{IdTokenHint, cookie};
 
 /// The started sign-in's `state`, for the callback only.
 const STATE_COOKIE: &str = "ob_oidc";
@@ -109,16 +109,6 @@ pub(crate) async fn callback(
     tracing::info!(person = %person.id, channel = "console", "signed in through OIDC");
     let resp = with_cookie(redirect("/console"), &cookie(SESSION, Some(&started.cookie), secure(&app)));
     with_cookie(resp, &state_cookie(None, secure(&app)))
-}
-
-/// Where `POST /signout` sends the browser once the console session `ended`: to the
-/// provider's end-session endpoint when the person signed in there and the provider
-/// publishes one (it sends them back to `/signin`), else straight to `/signin`.
-pub(crate) async fn sign_out(app: &AppState, ended: Option<&Session>) -> String {
-    let (Some(oidc), Some(token)) = (app.oidc.as_ref(), ended.and_then(|s| s.id_token.as_ref())) else {
-        return "/signin".to_owned();
-    };
-    oidc.sign_out_url(token.as_str()).await.unwrap_or_else(|| "/signin".to_owned())
 }
 
 #[cfg(test)]
