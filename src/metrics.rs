@@ -127,6 +127,11 @@ const HELP: &[(&str, &str, &str)] = &[
     ("orderbridge_build_info", "gauge", "Build information."),
     ("orderbridge_archive_orders_total", "counter", "Orders moved from the hot store to the archive."),
     ("orderbridge_archive_purged_total", "counter", "Archived orders purged after `archive.retain_years`."),
+    (
+        "orderbridge_personal_data_erased_total",
+        "counter",
+        "Orders whose personal data was erased (data key deleted), by reason (`retention`, `request`).",
+    ),
     ("orderbridge_archive_segments", "gauge", "Segment files in the archive after the last pass."),
     (
         "orderbridge_archive_last_run_timestamp_seconds",

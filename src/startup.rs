@@ -96,9 +96,7 @@ impl Application {
         let store = crate::store::open(&settings.store, metrics.clone())
             .await
             .with_context(|| format!("opening the store at {}", settings.store_path.display()))?;
-        let orders = Arc::new(
-            Orders::new(store.clone()).with_metrics(metrics.clone()).with_audit_keys(settings.audit_keys.clone()),
-        );
+        let orders = orders(&store, &metrics, &settings);
         let (listener, admin_listener) = bind(&settings).await?;
         let public_url = public_url(&settings, &listener);
         let links = settings.links.as_ref().map(|l| Arc::new(LinkSigner::new(l.keys.clone(), &public_url, l.ttl)));
@@ -330,10 +328,28 @@ async fn bind(settings: &crate::settings::Settings) -> anyhow::Result<(TcpListen
     Ok((listener, admin_listener))
 }
 
-/// The periodic sweeps over the store that are switched on: the archive sweep and the
-/// audit anchor.
+/// The application layer over `store`, with the configured keys.
+fn orders(
+    store: &Arc<dyn crate::store::Store>,
+    metrics: &Arc<Metrics>,
+    settings: &crate::settings::Settings,
+) -> Arc<Orders> {
+    Arc::new(
+        Orders::new(store.clone())
+            .with_metrics(metrics.clone())
+            .with_audit_keys(settings.audit_keys.clone())
+            .with_privacy_keys(settings.privacy_keys.clone()),
+    )
+}
+
+/// The periodic sweeps over the store that are switched on: personal data's (key
+/// rotation, erasure), the archive sweep and the audit anchor.
 fn sweeps(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if state.orders.vault().encrypts() || state.settings.privacy_keys.retain_years.is_some() {
+        let job = crate::workers::privacy::PrivacyJob { orders: state.orders.clone(), clock: state.clock.clone() };
+        tasks.push(tokio::spawn(job.run(stop.clone())));
+    }
     if state.settings.archive.enabled {
         let job = crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
         tasks.push(tokio::spawn(job.run(stop.clone())));
