@@ -207,3 +207,78 @@ async fn on_postgres_no_row_holds_personal_data_in_clear() {
     }
     assert!(rows > 0);
 }
+
+/// `[privacy]` in `config/orderbridge.toml`, its key in a file of its own: for the
+/// built binary, which reads the files.
+fn privacy_in_files(dir: &Path) {
+    std::fs::write(
+        dir.join("config/privacy-k1.key"),
+        "6c0d9a7e2f4b8c1d3e5f7a9b0c2d4e6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d",
+    )
+    .unwrap();
+    set_in_file(
+        dir,
+        &[
+            ("privacy.active_key", "k1".into()),
+            ("privacy.keys.k1", "file:config/privacy-k1.key".into()),
+            ("privacy.retain_years", 1.into()),
+        ],
+    );
+}
+
+async fn cli(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut c = std::process::Command::new(bin());
+    c.args(args).arg("--config-dir").arg(dir);
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+}
+
+#[tokio::test]
+async fn an_erasure_request_through_the_command_line() {
+    let app = TestApp::builder().files(privacy_in_files).start().await;
+    assert!(app.state.orders.vault().encrypts(), "[privacy] read from the file");
+    let id = post(&app, "D-PII-CLI").await;
+    app.drain_outbox().await;
+    let dir = app.stop_and_release().await;
+
+    let (code, out) = cli(dir.path(), &["keys", "status", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((status["active"].as_str(), status["by_key"]["k1"].as_u64()), (Some("k1"), Some(1)), "{status}");
+    let (code, out) = cli(dir.path(), &["keys", "erase", &id, "--reason", "PIPL 删除请求 #42"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("personal data erased"), "{out}");
+    let (code, out) = cli(dir.path(), &["keys", "erase", &id, "--reason", "again"]).await;
+    assert_eq!((code, out.contains("nothing to erase")), (Some(0), true), "{out}");
+    let (code, out) = cli(dir.path(), &["audit", "verify"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(dir.path(), &["orders", "show", &id, "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let order: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(customer(&order)["id_document"]["number"], "erased", "{order}");
+    assert_eq!(customer(&order)["email"], "erased");
+    let last = order["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"], serde_json::json!({"type": "personal_data_erased", "reason": "PIPL 删除请求 #42"}));
+    assert_eq!(last["actor"]["kind"], "person", "{last}");
+    let (_, out) = cli(dir.path(), &["keys", "status", "--json"]).await;
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((status["erased"].as_u64(), status["by_key"].get("k1")), (Some(1), None), "{status}");
+}
+
+#[tokio::test]
+async fn sled_and_redb_keep_no_personal_data_in_clear_either() {
+    for backend in [orderbridge::store::Backend::Sled, orderbridge::store::Backend::Redb] {
+        let edit = move |s: &mut Settings| s.store.backend = backend;
+        let app = TestApp::builder().settings(edit).settings(privacy(&["k1"], "k1")).start().await;
+        let id = post(&app, &format!("D-PII-{}", backend.name())).await;
+        app.drain_outbox().await;
+        let dir = app.stop().await;
+        set_in_file(dir.path(), &[("store.backend", backend.name().into())]);
+        assert_eq!(rows_with_clear(dir.path()), Vec::<String>::new(), "{}", backend.name());
+        assert_eq!(files_with_clear(dir.path()), vec![], "{}", backend.name());
+        let app = TestApp::builder().in_dir(dir).settings(edit).settings(privacy(&["k1"], "k1")).start().await;
+        assert_eq!(customer(&app.order(&id).await)["phone"], PHONE, "{}", backend.name());
+        audit_intact(&app).await;
+        app.stop().await;
+    }
+}
