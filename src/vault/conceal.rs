@@ -153,11 +153,15 @@ impl Vault {
                 continue;
             }
             let erasing = step.jobs.iter().any(|(k, _)| *k == super::row_key(id));
-            let dek = match fresh.get(&id) {
-                Some(k) => k.clone(),
+            let dek = if let Some(k) = fresh.get(&id) {
+                k.clone()
+            } else if erasing {
                 // The step erases the order's data key: what it writes is sealed for nobody.
-                None if erasing => Key::random(),
-                None => match self.dek(id).await? {
+                Key::random()
+            } else {
+                // A new order (its first row) has no data key yet: no need to look.
+                let stored = if w.loaded.is_none() { Dek::Absent } else { self.dek(id).await? };
+                match stored {
                     Dek::Live(k) => k,
                     Dek::Absent => {
                         let (k, row) = self.new_dek(id).expect("an active key (checked above)");
@@ -173,7 +177,7 @@ impl Vault {
                              ([privacy] keys); put it back, or run `orderbridge keys rotate` before removing a key"
                         )));
                     }
-                },
+                }
             };
             conceal_step(step, id, &pairs(&dek, id, values))?;
         }

@@ -282,3 +282,26 @@ async fn sled_and_redb_keep_no_personal_data_in_clear_either() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_erasure_request_through_the_api_while_the_daemon_runs() {
+    let app = TestApp::builder().settings(privacy(&["k1"], "k1")).start().await;
+    let id = post(&app, "D-PII-API").await;
+    let (s, keys) = app.api("/keys").await;
+    assert_eq!((s, keys["by_key"]["k1"].as_u64()), (200, Some(1)), "{keys}");
+    let person = app.person_token("wang.fang");
+    let path = format!("/orders/{id}/erase-personal-data");
+    let (s, b) = app.api_post_with(&person, &path, &serde_json::json!({"reason": "request 7"})).await;
+    assert_eq!(s, 403, "administer only: {b}");
+    let (s, b) = app.api_post_json(&path, &serde_json::json!({"reason": " "})).await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = app.api_post_json(&path, &serde_json::json!({"reason": "request 7"})).await;
+    assert_eq!((s, b["erased"]["reason"].as_str()), (200, Some("request 7")), "{b}");
+    let order = app.order(&id).await;
+    assert_eq!(customer(&order)["id_document"]["number"], "erased", "{order}");
+    assert!(app.metrics().await.contains("orderbridge_personal_data_erased_total{reason=\"request\"} 1"));
+    let (s, b) = app.api_post_json(&path, &serde_json::json!({"reason": "again"})).await;
+    assert_eq!((s, &b["erased"]), (200, &Value::Null), "{b}");
+    audit_intact(&app).await;
+    app.stop().await;
+}
