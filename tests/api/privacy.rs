@@ -245,6 +245,10 @@ async fn an_erasure_request_through_the_command_line() {
     assert_eq!(code, Some(0), "{out}");
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!((status["active"].as_str(), status["by_key"]["k1"].as_u64()), (Some("k1"), Some(1)), "{status}");
+    let (code, out) = cli(dir.path(), &["orders", "list", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(customer(&listed[0])["id_document"]["number"], ID_NUMBER, "opened for the command line: {listed}");
     let (code, out) = cli(dir.path(), &["keys", "erase", &id, "--reason", "PIPL 删除请求 #42"]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("personal data erased"), "{out}");
