@@ -34,6 +34,15 @@ fn privacy(ids: &'static [&'static str], active: &'static str) -> impl Fn(&mut S
     }
 }
 
+/// `[audit]` with one key: each step's chain head sealed.
+fn sealed(s: &mut Settings) {
+    let key = secrecy::SecretString::from("audit-key-a1-0123456789abcdef0123456789abcdef");
+    s.audit_keys = orderbridge::orders::seal::AuditKeys {
+        current: Some("a1".into()),
+        keys: std::collections::BTreeMap::from([("a1".to_owned(), key)]),
+    };
+}
+
 /// Every file under `dir` holding one of the clear values: (file, value).
 fn files_with_clear(dir: &Path) -> Vec<(String, &'static str)> {
     let mut found = Vec::new();
@@ -96,7 +105,8 @@ async fn personal_data_is_encrypted_at_rest_survives_rotation_and_is_erased_afte
     let clock = ManualClock::new(Utc::now());
     let smtp = SmtpServer::start(&[]);
     let erp = Receiver::start().await;
-    let start = || TestApp::builder().erp(erp.clone()).clock(clock.clock()).mail(&smtp);
+    // The audit keyed too: seals are over what is stored, and still verify after erasure.
+    let start = || TestApp::builder().erp(erp.clone()).clock(clock.clock()).mail(&smtp).settings(sealed);
     let app = start().settings(privacy(&["k1"], "k1")).start().await;
     // One order through its whole life (mail to the customer, the ERP, the finance
     // system, the contract), one cancelled.
@@ -115,6 +125,8 @@ async fn personal_data_is_encrypted_at_rest_survives_rotation_and_is_erased_afte
     assert_eq!(customer(&order)["phone"], PHONE);
     assert_eq!(customer(&order)["email"], EMAIL);
     audit_intact(&app).await;
+    let last = order["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["seal"]["key_id"], "a1", "sealed: {last}");
     let dir = app.stop().await;
     assert_eq!(files_with_clear(dir.path()), vec![], "clear personal data in the data directory");
     assert_eq!(rows_with_clear(dir.path()), Vec::<String>::new(), "clear personal data in the store's rows");
