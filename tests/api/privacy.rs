@@ -124,6 +124,13 @@ async fn personal_data_is_encrypted_at_rest_survives_rotation_and_is_erased_afte
     assert_eq!(customer(&order)["id_document"]["number"], ID_NUMBER, "{order}");
     assert_eq!(customer(&order)["phone"], PHONE);
     assert_eq!(customer(&order)["email"], EMAIL);
+    // The contract is archived with tokens, served and delivered to the ERP opened.
+    let delivered = erp.documents();
+    let contract = delivered.iter().find(|(_, b)| b["kind"] == "contract").expect("the contract reached the ERP");
+    assert!(contract.1["content"].as_str().unwrap().contains(ID_NUMBER), "{}", contract.1);
+    let url = app.admin_url(&format!("/api/orders/{closed}/documents/contract"));
+    let served = app.client.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().text().await.unwrap();
+    assert!(served.contains(ID_NUMBER) && !served.contains("enc:v1:"), "{served}");
     audit_intact(&app).await;
     let last = order["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["seal"]["key_id"], "a1", "sealed: {last}");

@@ -465,14 +465,17 @@ impl Dispatcher {
     }
 
     /// The body to send: personal data leaves encrypted storage here only, so the
-    /// receiver gets it in clear. Documents are archived as rendered, so they keep the
-    /// tokens (opened when served).
+    /// receiver gets it in clear. The documents connector also gets the body as stored
+    /// (`documents::STORED`): it archives that one, with the tokens (opened when served).
     async fn opened_body(&self, effect: &EffectRecord) -> Result<serde_json::Value, EffectOutcome> {
         let mut body = effect.body.clone();
-        if effect.connector.as_str() == crate::documents::DOCUMENTS_CONNECTOR {
-            return Ok(body);
-        }
         match self.orders.vault().reveal_value(&mut body).await {
+            Ok(()) if body != effect.body && effect.connector.as_str() == crate::documents::DOCUMENTS_CONNECTOR => {
+                if let Some(o) = body.as_object_mut() {
+                    o.insert(crate::documents::STORED.into(), effect.body.clone());
+                }
+                Ok(body)
+            }
             Ok(()) => Ok(body),
             Err(e) => Err(EffectOutcome::Retry {
                 error: format!("opening the effect's personal data: {e}"),
