@@ -21,6 +21,11 @@ use crate::mail::templates::Templates;
 /// file name).
 pub use crate::connectors::DOCUMENTS_CONNECTOR;
 
+/// Where the dispatcher puts an effect's body as stored when it hands the documents
+/// connector the body with personal data opened (`crate::vault`): the archived copy
+/// keeps the tokens, the delivered one has the clear values.
+pub(crate) const STORED: &str = "_stored";
+
 pub struct Documents {
     dir: PathBuf,
     templates: Arc<Templates>,
@@ -58,7 +63,8 @@ impl Documents {
         store_path.join("documents").join(order_id).join(format!("{kind}-{sha256}.html"))
     }
 
-    fn generate(&self, kind: &str, body: &Value) -> Result<(Receipt, String), ConnectorError> {
+    /// The document `kind` for the effect `body`, as HTML.
+    fn render(&self, kind: &str, body: &Value) -> Result<String, ConnectorError> {
         let permanent = |message: String| ConnectorError::Permanent { message };
         let order_id = body.get("order_id").and_then(Value::as_str).ok_or_else(|| permanent("no order id".into()))?;
         let locale = body
@@ -73,7 +79,13 @@ impl Documents {
             "state": body.get("state").cloned().unwrap_or(Value::Null),
             "generated_at": body.get("created_at").cloned().unwrap_or(Value::Null),
         });
-        let html = self.templates.render_document(kind, locale, ctx).map_err(|e| permanent(e.to_string()))?;
+        self.templates.render_document(kind, locale, ctx).map_err(|e| permanent(e.to_string()))
+    }
+
+    /// Renders and archives the document; its receipt (with the SHA-256) and HTML.
+    fn generate(&self, kind: &str, body: &Value) -> Result<(Receipt, String), ConnectorError> {
+        let html = self.render(kind, body)?;
+        let order_id = body.get("order_id").and_then(Value::as_str).unwrap_or_default();
         let sha = hex::encode(Sha256::digest(html.as_bytes()));
         let path = self.dir.join(order_id).join(format!("{kind}-{sha}.html"));
         write_durably(&path, html.as_bytes()).map_err(|e| ConnectorError::Retryable {
@@ -118,7 +130,11 @@ impl Push for Documents {
                 });
             }
             let kind = effect.operation.to_owned();
-            let body = effect.body.clone();
+            // Archived as stored (personal data as tokens), delivered opened.
+            let mut body = effect.body.clone();
+            let stored = body.as_object_mut().and_then(|o| o.remove(STORED));
+            let opened = stored.is_some().then(|| body.clone());
+            let body = stored.unwrap_or(body);
             let this = Documents {
                 dir: self.dir.clone(),
                 templates: self.templates.clone(),
@@ -134,6 +150,10 @@ impl Push for Documents {
                     }
                 })??;
             let Some((to, operation)) = &self.push else { return Ok(receipt) };
+            let html = match &opened {
+                Some(o) => self.render(effect.operation, o)?,
+                None => html,
+            };
             // The same bytes on every retry, under a key of their own.
             let key = format!("{}/document", effect.idempotency_key);
             let delivery = json!({

@@ -8,6 +8,8 @@
 //! - `orders`: the application layer: per step, lock → load → `decide` → commit.
 //! - `anchor`: the periodic sealed audit anchor over every order's chain head, and its check.
 //! - `archive`: ended orders moved to immutable segment files, found there, held, purged.
+//! - `vault`: personal data encrypted at rest per order, key rotation, erasure by
+//!   deleting an order's data key.
 //! - `store`: persistence verbs behind the `Store` trait (embedded engines; decides nothing).
 //! - `workers`: the outbox dispatcher (fair per-connector scheduling), the scheduler
 //!   (reminders, escalations, digests), pollers.
@@ -75,6 +77,7 @@ pub(crate) mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
 pub mod versions;
 pub(crate) mod view;
 pub mod workers;

@@ -142,6 +142,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "Later steps of orders (approvals, execution, invoices…) decided differently under the shadow rules.",
     ),
+    (
+        "orderbridge_personal_data_erased_total",
+        "counter",
+        "Orders whose personal data was erased (data key deleted), by reason (`retention`, `request`).",
+    ),
     ("orderbridge_archive_segments", "gauge", "Segment files in the archive after the last pass."),
     (
         "orderbridge_archive_last_run_timestamp_seconds",

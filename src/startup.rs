@@ -81,6 +81,7 @@ fn orders(
         Orders::new(store.clone())
             .with_metrics(metrics.clone())
             .with_audit_keys(settings.audit_keys.clone())
+            .with_privacy_keys(settings.privacy_keys.clone())
             .with_shadow(shadow),
     )
 }
@@ -353,10 +354,14 @@ async fn bind(settings: &crate::settings::Settings) -> anyhow::Result<(TcpListen
     Ok((listener, admin_listener))
 }
 
-/// The periodic sweeps over the store that are switched on: the archive sweep and the
-/// audit anchor.
+/// The periodic sweeps over the store that are switched on: personal data's (key
+/// rotation, erasure), the archive sweep and the audit anchor.
 fn sweeps(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if state.orders.vault().encrypts() || state.settings.privacy_keys.retain_years.is_some() {
+        let job = crate::workers::privacy::PrivacyJob { orders: state.orders.clone(), clock: state.clock.clone() };
+        tasks.push(tokio::spawn(job.run(stop.clone())));
+    }
     if state.settings.archive.enabled {
         let job = crate::workers::archive::ArchiveJob { archive: state.archive.clone(), clock: state.clock.clone() };
         tasks.push(tokio::spawn(job.run(stop.clone())));

@@ -9,6 +9,7 @@ mod anchor;
 mod archive;
 mod config_tools;
 mod evidence;
+mod keys;
 mod reads;
 mod review;
 mod source;
@@ -137,6 +138,9 @@ pub(crate) enum Command {
     /// API tokens for clients and personal tokens for people.
     #[command(subcommand)]
     Tokens(tokens::TokensCmd),
+    /// Personal data's keys: status, rotation, erasure of one order's personal data.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
     /// Bring the store's schema up to this version: PostgreSQL's embedded migrations
     /// (the daemon also applies them at start), or an embedded store's layout.
     Migrate,
@@ -362,6 +366,7 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Migrate => migrate(&dir).await,
         Command::Archive(cmd) => archive::archive(&dir, cmd).await,
         Command::Tokens(cmd) => tokens::tokens(&dir, cmd),
+        Command::Keys(cmd) => keys::keys(&dir, cmd).await,
         Command::Mapping(MappingCmd::Test { mapping, input }) => mapping_test(&dir, &mapping, &input),
         Command::Rules(RulesCmd::Diff { against_history: _, last, candidate, json }) => {
             rules_diff(&dir, last, candidate, json).await

@@ -9,14 +9,23 @@ use crate::store::EffectId;
 
 use super::*;
 
+/// A page of orders from the store, each as the API shows it (personal data opened).
+async fn listed(orders: &crate::orders::Orders, state: Option<&str>, limit: usize) -> anyhow::Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for rec in orders.store().list(state, None, limit).await? {
+        let mut v = crate::view::order_json(&rec);
+        orders.vault().reveal_order_doc(&mut v).await?;
+        rows.push(v);
+    }
+    Ok(rows)
+}
+
 pub(super) async fn orders(dir: &Path, cmd: OrdersCmd) -> anyhow::Result<i32> {
     let src = Source::open(dir).await?;
     match cmd {
         OrdersCmd::List { state, limit, json } => {
             let rows: Vec<Value> = match &src {
-                Source::Store(s, _) => {
-                    s.store().list(state.as_deref(), None, limit).await?.iter().map(crate::view::order_json).collect()
-                }
+                Source::Store(s, _) => listed(s, state.as_deref(), limit).await?,
                 Source::Api { .. } => {
                     let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
                     let v = src.api(reqwest::Method::GET, &format!("/orders?limit={limit}{q}")).await?;

@@ -42,7 +42,11 @@ impl Source {
         };
         match crate::store::open(&options, Arc::new(Metrics::default())).await {
             Ok(s) => {
-                let orders = Arc::new(Orders::new(s).with_audit_keys(settings.audit_keys.clone()));
+                let orders = Arc::new(
+                    Orders::new(s)
+                        .with_audit_keys(settings.audit_keys.clone())
+                        .with_privacy_keys(settings.privacy_keys.clone()),
+                );
                 let archive = crate::archive::Archive::new(orders.clone(), settings.archive.clone());
                 Ok(Source::Store(orders, Arc::new(archive)))
             }
@@ -134,9 +138,11 @@ impl Source {
 /// An order with its events, as `GET /api/orders/{id}` shows it.
 pub(super) async fn fetch_order(src: &Source, oid: OrderId) -> anyhow::Result<Value> {
     Ok(match src {
-        Source::Store(_, archive) => {
+        Source::Store(orders, archive) => {
             let found = archive.find(oid).await?.ok_or_else(|| anyhow::anyhow!("order {oid} not found"))?;
-            crate::view::found_json(&found)
+            let mut doc = crate::view::found_json(&found);
+            orders.vault().reveal_order_doc(&mut doc).await?;
+            doc
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, &format!("/orders/{oid}")).await?,
     })

@@ -97,6 +97,9 @@ impl FromStr for Email {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
         let t = s.trim();
+        if super::privacy::is_token(t) {
+            return Ok(Email(t.to_owned()));
+        }
         let ok = t.len() <= 254
             && !t.chars().any(|c| c.is_whitespace() || c.is_control())
             && matches!(t.split_once('@'), Some((l, d)) if !l.is_empty() && !d.contains('@')
@@ -130,10 +133,18 @@ impl fmt::Debug for Email {
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub(crate) struct Phone(String);
+impl Phone {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 impl FromStr for Phone {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
         let t = s.trim();
+        if super::privacy::is_token(t) {
+            return Ok(Phone(t.to_owned()));
+        }
         let ok = t.len() <= 32
             && t.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
             && t.chars().filter(char::is_ascii_digit).count() >= 6;
@@ -238,6 +249,9 @@ impl FromStr for DocumentNumber {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, FieldError> {
         let t = s.trim();
+        if super::privacy::is_token(t) {
+            return Ok(DocumentNumber(t.to_owned()));
+        }
         if !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             Ok(DocumentNumber(t.to_owned()))
         } else {

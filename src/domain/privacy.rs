@@ -22,9 +22,29 @@
 //! occurs in the same document (an event's order snapshot, a comment, an effect's
 //! body), so a masked document never carries the clear value.
 
+//!
+//! Stored personal values may be tokens (`TOKEN_PREFIX`, encrypted by `crate::vault`):
+//! the domain types take them as they are, and readers see them opened, or as
+//! `ERASED` once the order's data key was deleted (masking leaves that word alone).
+
 use serde_json::Value;
 
 const MASK: char = '*';
+
+/// How an encrypted personal value starts (`crate::vault::token`).
+pub(crate) const TOKEN_PREFIX: &str = "enc:v1:";
+
+/// What a personal value reads as once its order's data key was deleted.
+pub(crate) const ERASED: &str = "erased";
+
+/// Whether `s` is an encrypted personal value (its shape only: `crate::vault` opens it).
+pub(crate) fn is_token(s: &str) -> bool {
+    s.strip_prefix(TOKEN_PREFIX).and_then(|r| r.split_once(':')).is_some_and(|(id, body)| {
+        id.starts_with("ord_")
+            && !body.is_empty()
+            && body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
 
 /// The ID document number with the first 3 and the last 2 characters kept.
 pub(crate) fn mask_id_number(number: &str) -> String {
@@ -122,6 +142,9 @@ fn mask_customers(v: &mut Value, found: &mut Vec<(String, String)>) {
                     let Some(Value::String(s)) = path.iter().try_fold(&mut *customer, |c, k| c.get_mut(*k)) else {
                         continue;
                     };
+                    if s == ERASED || is_token(s) {
+                        continue;
+                    }
                     let masked = rule(s);
                     found.push((std::mem::replace(s, masked.clone()), masked));
                 }

@@ -205,7 +205,13 @@ impl OrderState {
         use OrderState as S;
         Ok(match (self, ev) {
             // Bookkeeping events are legal everywhere and change nothing.
-            (s, E::EffectSucceeded { .. } | E::EffectDeadLettered { .. } | E::EffectReplayed { .. }) => s.clone(),
+            (
+                s,
+                E::EffectSucceeded { .. }
+                | E::EffectDeadLettered { .. }
+                | E::EffectReplayed { .. }
+                | E::PersonalDataErased { .. },
+            ) => s.clone(),
 
             (S::Received, E::ScreeningStarted { .. }) => S::Screening,
             (S::Screening, E::ScreeningPassed { chain, .. }) => awaiting(chain.len()),
@@ -497,6 +503,11 @@ pub enum OrderEvent {
         effect_id: String,
         effect: String,
     },
+    /// The order's data key was deleted (`crate::vault`): its personal data reads
+    /// `erased` from now on. `reason`: `retention`, or an erasure request's.
+    PersonalDataErased {
+        reason: String,
+    },
 }
 
 impl OrderEvent {
@@ -563,6 +574,7 @@ impl OrderEvent {
             E::EffectSucceeded { .. } => "effect_succeeded",
             E::EffectDeadLettered { .. } => "effect_dead_lettered",
             E::EffectReplayed { .. } => "effect_replayed",
+            E::PersonalDataErased { .. } => "personal_data_erased",
         }
     }
 }

@@ -45,11 +45,14 @@ pub(crate) fn sees_personal_data(app: &AppState, who: &Principal) -> bool {
 
 /// An order document (`order_json`, `found_json`) as `who` may see it: masked by
 /// `domain::privacy` unless they see personal data.
-pub(crate) fn as_seen_by(app: &AppState, who: &Principal, mut doc: Value) -> Value {
+/// Personal data is opened first (`crate::vault`; events stay as stored): masked from
+/// clear text, and an erased order's values read `erased`.
+pub(crate) async fn as_seen_by(app: &AppState, who: &Principal, mut doc: Value) -> Result<Value, ApiError> {
+    app.orders.vault().reveal_order_doc(&mut doc).await?;
     if !sees_personal_data(app, who) {
         mask_order_json(&mut doc);
     }
-    doc
+    Ok(doc)
 }
 
 /// `GET /api/orders/{id}`: the order with its events, masked unless the principal
@@ -61,7 +64,7 @@ pub(crate) async fn get_order(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let found = app.archive.find(id).await?.ok_or_else(|| ApiError::not_found(format!("order {id} not found")))?;
-    Ok(Json(as_seen_by(&app, &acting.0, found_json(&found))))
+    Ok(Json(as_seen_by(&app, &acting.0, found_json(&found)).await?))
 }
 
 #[derive(Deserialize)]
@@ -94,11 +97,12 @@ pub(crate) async fn list_orders(
                 Some(id) => app.archive.find(id).await?,
                 None => None,
             };
-            let listed = found.map(|f| {
+            let mut listed = None;
+            if let Some(f) = found {
                 let mut v = found_json(&f);
                 v.as_object_mut().map(|o| o.remove("events"));
-                as_seen_by(&app, &acting.0, v)
-            });
+                listed = Some(as_seen_by(&app, &acting.0, v).await?);
+            }
             return Ok(Json(json!({"orders": listed.into_iter().collect::<Vec<_>>(), "next_after": null})));
         }
         (None, None) => {}
@@ -117,7 +121,10 @@ pub(crate) async fn list_orders(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let page = app.store.list(q.state.as_deref(), after, limit).await?;
     let next = if page.len() == limit { page.last().map(|r| r.id.to_string()) } else { None };
-    let orders: Vec<Value> = page.iter().map(|r| as_seen_by(&app, &acting.0, order_json(r))).collect();
+    let mut orders: Vec<Value> = Vec::with_capacity(page.len());
+    for r in &page {
+        orders.push(as_seen_by(&app, &acting.0, order_json(r)).await?);
+    }
     Ok(Json(json!({"orders": orders, "next_after": next})))
 }
 
@@ -234,7 +241,7 @@ pub(crate) async fn decide_approval(
     let event = approval_event(b.decision, b.level, b.comment.trim().to_owned())?;
     let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec))))
+    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec)).await?))
 }
 
 #[derive(Deserialize)]
@@ -291,7 +298,7 @@ pub(crate) async fn review(
     let event = b.decision.event(comment);
     let rec = app.orders.apply(id, acting.0.acting(), event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec))))
+    Ok(Json(as_seen_by(&app, &acting.0, order_json(&rec)).await?))
 }
 
 /// `GET /api/connectors`: every connector, what it does, and whether it is paused.

@@ -56,7 +56,7 @@ async fn step(
 ) -> Result<Json<Value>, ApiError> {
     let rec = app.orders.apply(id, actor, event, &app.rules, app.clock.now()).await?;
     app.wake_dispatcher();
-    Ok(Json(as_seen_by(app, &who.0, order_json(&rec))))
+    Ok(Json(as_seen_by(app, &who.0, order_json(&rec)).await?))
 }
 
 /// What an archived document may do when opened: show itself with its inline styles.
@@ -117,7 +117,7 @@ pub(crate) async fn archived_document(
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{kind}-{id}.html\"")),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
-        bytes,
+        app.orders.vault().reveal_html(&String::from_utf8_lossy(&bytes)).await?,
     )
         .into_response())
 }

@@ -14,6 +14,7 @@ pub(crate) mod console;
 pub(crate) mod error;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
+pub(crate) mod keys;
 pub(crate) mod oidc;
 pub(crate) mod pages;
 pub(crate) mod principal;
@@ -123,6 +124,9 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/audit/anchor", post(api::write_anchor))
         .route("/archive/run", post(archive::run))
         .route("/orders/{id}/legal-hold", post(archive::hold).delete(archive::release))
+        .route("/keys", get(keys::status))
+        .route("/keys/rotate", post(keys::rotate))
+        .route("/orders/{id}/erase-personal-data", post(keys::erase))
         .route("/store/quarantine", get(api::quarantined))
         .route("/reports/kpis", get(reports::kpis))
         .route("/reports/scheduled/{name}", get(reports::scheduled))

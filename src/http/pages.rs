@@ -217,7 +217,7 @@ async fn open(
         return Err(refusal(app, StatusCode::NOT_FOUND, l, &w(app, l, "refused.disabled")));
     };
     let claims = signer.verify(token, purpose, app.clock.now()).map_err(|e| link_refusal(app, &e))?;
-    let order = match app.store.order(claims.order_id).await {
+    let order = match app.orders.opened(claims.order_id).await {
         Ok(Some(o)) => o,
         Ok(None) => {
             let l = app.settings.presentation.default_locale;

@@ -11,11 +11,12 @@
 //! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
 //! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
 //! systems report; `audit.rs`: `audit verify`; `analytics.rs`: the
-//! orders and trails a report reads; `reports.rs`: scheduled management reports.
+//! orders and trails a report reads; `reports.rs`: scheduled management reports; `privacy.rs`: erasing personal data.
 
 mod analytics;
 mod audit;
 mod payments;
+mod privacy;
 mod report;
 mod reports;
 mod schedule;
@@ -162,6 +163,8 @@ pub struct Orders {
     audit_keys: Arc<seal::AuditKeys>,
     /// The shadow run each step is also decided under (`crate::review::shadow`).
     shadow: Option<Shadow>,
+    /// Encrypts personal data in each step and opens it for decisions (`crate::vault`).
+    vault: Arc<crate::vault::Vault>,
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
@@ -184,7 +187,6 @@ pub(crate) fn case<'a>(rec: &'a OrderRecord, history: &'a History) -> Case<'a> {
 impl Orders {
     pub fn new(store: Arc<dyn Store>) -> Orders {
         Orders {
-            store,
             ext_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             order_locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             payment_lock: Mutex::new(()),
@@ -192,6 +194,8 @@ impl Orders {
             metrics: None,
             audit_keys: Arc::default(),
             shadow: None,
+            vault: Arc::new(crate::vault::Vault::new(crate::vault::PrivacyKeys::default(), store.clone())),
+            store,
         }
     }
 
@@ -219,6 +223,17 @@ impl Orders {
         }
     }
 
+    /// The same, encrypting personal data with `keys` (`[privacy]`).
+    pub fn with_privacy_keys(mut self, keys: crate::vault::PrivacyKeys) -> Orders {
+        self.vault = Arc::new(crate::vault::Vault::new(keys, self.store.clone()));
+        self
+    }
+
+    /// Personal data at rest: opening it for the edges, rotation, erasure.
+    pub fn vault(&self) -> &Arc<crate::vault::Vault> {
+        &self.vault
+    }
+
     /// The same, sealing the audit chain with `keys` and checking seals with them.
     pub fn with_audit_keys(mut self, keys: seal::AuditKeys) -> Orders {
         self.audit_keys = Arc::new(keys);
@@ -235,6 +250,7 @@ impl Orders {
     /// Commits `steps` (see `Store::commit`); once they are durable, the stages
     /// orders left are observed. Every step of the application layer goes through here.
     pub(crate) async fn commit(&self, mut steps: Vec<Step>) -> Result<(), StoreError> {
+        self.vault.conceal(&mut steps).await?;
         self.audit_keys.seal(&mut steps);
         let left: Vec<(String, std::time::Duration)> = steps.iter().filter_map(|s| s.left.clone()).collect();
         self.store.commit(steps).await?;
@@ -261,7 +277,14 @@ impl Orders {
     }
 
     async fn load(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
-        self.store.order(id).await?.ok_or_else(|| OrderError::NotFound(format!("order {id}")))
+        self.opened(id).await?.ok_or_else(|| OrderError::NotFound(format!("order {id}")))
+    }
+
+    /// The order row with its personal data in clear (`crate::vault`), for a decision.
+    pub(crate) async fn opened(&self, id: OrderId) -> Result<Option<OrderRecord>, StoreError> {
+        let Some(mut rec) = self.store.order(id).await? else { return Ok(None) };
+        self.vault.reveal_record(&mut rec).await?;
+        Ok(Some(rec))
     }
 
     /// The customer's other orders placed in the last `days` days.
@@ -342,7 +365,7 @@ impl Orders {
     ) -> Result<Planned, OrderError> {
         let actor = Actor::Connector(inbound.source.connector.to_string());
         let rec = match existing {
-            Some(id) => match self.store.order(id).await? {
+            Some(id) => match self.opened(id).await? {
                 Some(rec) => Some(rec),
                 // Archived: ended long ago, and it stays as it ended.
                 None if self.store.archived(id).await?.is_some() => {
@@ -582,7 +605,7 @@ impl Orders {
     pub async fn customer_orders(&self, customer: &str) -> Result<Vec<OrderRecord>, OrderError> {
         let mut out = Vec::new();
         for (id, _) in self.store.customer_orders(customer, None).await? {
-            if let Some(rec) = self.store.order(id).await? {
+            if let Some(rec) = self.opened(id).await? {
                 out.push(rec);
             }
         }
@@ -666,10 +689,7 @@ impl Orders {
     }
 
     async fn load_for_effect(&self, id: OrderId) -> Result<OrderRecord, OrderError> {
-        self.store
-            .order(id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("an effect for missing order {id}")).into())
+        self.opened(id).await?.ok_or_else(|| StoreError::Corrupt(format!("an effect for missing order {id}")).into())
     }
 
     /// Moves a dead letter back to the outbox, due now, attempts reset (same

@@ -62,7 +62,7 @@ impl Orders {
             Err(reason) => unmatched(None, reason),
             Ok(id) => {
                 let _o = self.lock_order(id).await;
-                match self.store.order(id).await? {
+                match self.opened(id).await? {
                     None => unmatched(Some(id), format!("order {id} does not exist")),
                     Some(rec) => {
                         if let Some(reporter) = reporter {

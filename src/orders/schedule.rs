@@ -71,7 +71,7 @@ impl Orders {
         now: DateTime<Utc>,
     ) -> Result<bool, OrderError> {
         let _g = self.lock_order(id).await;
-        let Some(rec) = self.store.order(id).await? else { return Ok(false) };
+        let Some(rec) = self.opened(id).await? else { return Ok(false) };
         let history = History::default();
         let mut loaded = Loaded::of(&rec);
         match crate::engine::decide::due_timer_event(&case(&rec, &history), rules, now) {
@@ -138,7 +138,7 @@ impl Orders {
             let to = items.last().map(|(_, i)| i.to.clone()).expect("a group has items");
             let mail = if DigestItem::is_for_customer(&group) {
                 let only = match items.as_slice() {
-                    [(_, single)] => self.store.order(single.order_id).await.ok().flatten(),
+                    [(_, single)] => self.opened(single.order_id).await.ok().flatten(),
                     _ => None,
                 };
                 let plain: Vec<DigestItem> = items.iter().map(|(_, i)| i.clone()).collect();

@@ -17,6 +17,7 @@ mod console;
 mod evidence;
 mod limits;
 mod mail;
+mod privacy;
 mod rules;
 mod secret_ref;
 mod server;
@@ -92,6 +93,8 @@ pub(crate) struct RawSettings {
     #[serde(default)]
     pub(crate) audit: audit::RawAudit,
     #[serde(default)]
+    pub(crate) privacy: privacy::RawPrivacy,
+    #[serde(default)]
     pub(crate) rules: rules::RawRules,
 }
 
@@ -161,6 +164,8 @@ pub struct Settings {
     pub audit_anchor_every: Option<Duration>,
     /// The connector operation each new anchor is pushed to (`[audit] anchor_push`).
     pub(crate) audit_anchor_push: Option<(crate::domain::ConnectorId, String)>,
+    /// The keys that encrypt personal data, and its retention (`[privacy]`).
+    pub privacy_keys: crate::vault::PrivacyKeys,
     pub scheduler_sweep_interval: Duration,
     /// Moving ended orders to the archive, and purging them (`[archive]`).
     pub archive: ArchiveSettings,
@@ -286,6 +291,7 @@ impl RawSettings {
         let oidc = console::oidc(&self.console, &mut secrets, &mut p);
         let evidence_key = evidence::signing_key(&self.evidence, &mut secrets, &mut p);
         let audit_keys = audit::keys(&self.audit, &mut secrets, &mut p);
+        let privacy_keys = privacy::keys(&self.privacy, &mut secrets, &mut p);
         let (require_review, review_off) = rules::review(&self.rules, path, text);
         let audit_anchor_push = audit::anchor_push(&self.audit, &mut p);
         let accepted_weak_secrets = secrets.checks.accepted;
@@ -322,6 +328,7 @@ impl RawSettings {
             audit_keys,
             audit_anchor_every: audit::anchor_every(&self.audit),
             audit_anchor_push,
+            privacy_keys,
             scheduler_sweep_interval: Duration::from_millis(self.scheduler.sweep_interval_ms.max(10)),
             archive,
             secret_policy,

@@ -167,7 +167,7 @@ async fn a_rejected_address_goes_to_dead_letters_with_the_servers_reply() {
 /// Moves an order from awaiting approval to closed the way it really goes: two
 /// approvals, its tasks reported done, delivery, acceptance, the invoice the finance
 /// system issues, and the payment that settles it.
-async fn close_order(app: &TestApp, id: &str) {
+pub(crate) async fn close_order(app: &TestApp, id: &str) {
     let oid = id.parse().unwrap();
     let rules = &app.state.rules;
     let approve = OrderEvent::Approved { level: 0, role: String::new(), comment: "同意".into(), on_behalf_of: None };

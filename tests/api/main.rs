@@ -39,6 +39,7 @@ mod poll;
 mod postgres;
 mod principals;
 mod prism;
+mod privacy;
 mod replicas;
 mod reports;
 mod rules_diff;

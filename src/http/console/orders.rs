@@ -141,17 +141,17 @@ pub(crate) async fn search(State(app): State<AppState>, headers: HeaderMap, Quer
             Err(e) => return super::super::error::ApiError::from(e).into_response(),
         };
     }
-    let results: Vec<Value> = found
-        .orders
-        .iter()
-        .map(|(r, archived)| {
-            let mut v = order_json(r);
-            if *archived {
-                v["state"] = "archived".into();
-            }
-            v
-        })
-        .collect();
+    let mut results: Vec<Value> = Vec::with_capacity(found.orders.len());
+    for (r, archived) in &found.orders {
+        let mut v = order_json(r);
+        if *archived {
+            v["state"] = "archived".into();
+        }
+        if let Err(e) = app.orders.vault().reveal_value(&mut v).await {
+            return super::super::error::ApiError::from(e).into_response();
+        }
+        results.push(v);
+    }
     let ctx = json!({"q": query, "state": state, "states": STATE_NAMES, "results": results,
         "complete": found.complete, "scanned": SCANNED, "shown": SHOWN});
     let l = staff.locale;
@@ -186,7 +186,8 @@ pub(crate) async fn order(State(app): State<AppState>, headers: HeaderMap, Path(
 /// What the order page shows: the order as the API has it, the explanation, the
 /// people its trail names, its documents, the mail sent, and its effects.
 async fn order_context(app: &AppState, found: &crate::archive::Found) -> Result<Value, StoreError> {
-    let order = found_json(found);
+    let mut order = found_json(found);
+    app.orders.vault().reveal_order_doc(&mut order).await?;
     let explained = crate::explain::explain(&order).map(|e| e.json).unwrap_or_else(|e| json!({"error": e}));
     let directory = &app.rules.notify.directory;
     let people: serde_json::Map<String, Value> = found

@@ -464,14 +464,37 @@ impl Dispatcher {
         outcome
     }
 
+    /// The body to send: personal data leaves encrypted storage here only, so the
+    /// receiver gets it in clear. The documents connector also gets the body as stored
+    /// (`documents::STORED`): it archives that one, with the tokens (opened when served).
+    async fn opened_body(&self, effect: &EffectRecord) -> Result<serde_json::Value, EffectOutcome> {
+        let mut body = effect.body.clone();
+        match self.orders.vault().reveal_value(&mut body).await {
+            Ok(()) if body != effect.body && effect.connector.as_str() == crate::documents::DOCUMENTS_CONNECTOR => {
+                if let Some(o) = body.as_object_mut() {
+                    o.insert(crate::documents::STORED.into(), effect.body.clone());
+                }
+                Ok(body)
+            }
+            Ok(()) => Ok(body),
+            Err(e) => Err(EffectOutcome::Retry {
+                error: format!("opening the effect's personal data: {e}"),
+                next_at: self.next_attempt(effect.attempts.saturating_add(1), None),
+            }),
+        }
+    }
+
     async fn attempt_push(&self, effect: &EffectRecord) -> EffectOutcome {
         let Some(push) = self.registry.get(effect.connector.as_str()).and_then(|c| c.push.clone()) else {
             return EffectOutcome::Dead {
                 error: format!("connector `{}` is not configured for outbound operations", effect.connector),
             };
         };
-        let out =
-            Outbound { operation: &effect.operation, idempotency_key: &effect.idempotency_key, body: &effect.body };
+        let body = match self.opened_body(effect).await {
+            Ok(b) => b,
+            Err(outcome) => return outcome,
+        };
+        let out = Outbound { operation: &effect.operation, idempotency_key: &effect.idempotency_key, body: &body };
         let attempts = effect.attempts.saturating_add(1);
         // A connector that panics (a bug) fails this attempt like a timeout would: it is
         // recorded, backs off and is retried (or dead-lettered after max_attempts). The
