@@ -45,7 +45,9 @@ pub(crate) async fn over_store(
     let mut report = Report::new(candidate);
     for id in ids {
         let Some(found) = archive.find(id).await? else { continue };
-        let order = crate::view::found_json(&found);
+        let mut order = crate::view::found_json(&found);
+        // Rules read the customer's data in clear (an ID number's checksum, say).
+        orders.vault().reveal_order_doc(&mut order).await?;
         let events: Vec<EventRecord> = serde_json::from_value(order["events"].clone())?;
         report.add(candidate, &order, &events);
     }

@@ -125,9 +125,14 @@ struct Parts {
     effects: Vec<String>,
 }
 
+/// An effect as a line of a report kept on disk: a mail names the directory person
+/// it goes to, or the customer's address masked (personal data stays out of it).
 fn effect_text(e: &EffectSpec) -> String {
     match &e.mail {
-        Some(m) => format!("mail {} to {}", m.template, m.to.person.as_deref().unwrap_or(&m.to.email)),
+        Some(m) => match &m.to.person {
+            Some(person) => format!("mail {} to {person}", m.template),
+            None => format!("mail {} to {}", m.template, crate::domain::privacy::mask_email(&m.to.email)),
+        },
         None => format!("{}.{}", e.connector, e.operation),
     }
 }
@@ -206,6 +211,19 @@ chain = ["line_supervisor"]
         let received = OrderEvent::Received { connector: "demo-crm".into(), external_id: "D-1".into(), version: 1 };
         let now = "2026-12-06T02:00:00Z".parse().unwrap();
         decide_new(&sample_order(amount), &History::default(), Actor::System, received, rules, now).unwrap()
+    }
+
+    #[test]
+    fn a_mail_to_the_customer_is_reported_with_the_address_masked() {
+        let mut mail: EffectSpec = serde_json::from_value(serde_json::json!({
+            "connector": "mail", "operation": "send", "cause": "received",
+            "mail": {"template": "order_received",
+                "to": {"email": "zhang.wei@example.com", "name": "张伟", "locale": "zh-CN"}}
+        }))
+        .unwrap();
+        assert_eq!(effect_text(&mail), "mail order_received to z***@example.com");
+        mail.mail.as_mut().unwrap().to.person = Some("li.na".into());
+        assert_eq!(effect_text(&mail), "mail order_received to li.na");
     }
 
     #[test]
