@@ -9,8 +9,8 @@
 //! each behind its action in the policy table and under one navigation bar
 //! (`frame`): order search and the order page (`orders`), the live process map
 //! (`process`) and the KPIs of a period (`reports`), the work lists of exceptions, dead letters and connectors (`work`),
-//! those of flagged orders and unmatched payments (`review`), and administration
-//! (`admin`).
+//! those of flagged orders and unmatched payments (`review`), administration
+//! (`admin`) and the review of rule changes (`rules`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -25,6 +25,7 @@ pub(crate) mod orders;
 pub(crate) mod process;
 pub(crate) mod reports;
 pub(crate) mod review;
+pub(crate) mod rules;
 pub(crate) mod work;
 
 use super::AppState;

@@ -16,6 +16,8 @@ use super::AppState;
 use super::api::{ApiJson, ApiQuery};
 use super::error::ApiError;
 use super::principal::Acting;
+use crate::engine::access::Channel;
+use crate::review::log::Change;
 use crate::review::{self, Actor, ReviewError};
 use crate::versions::short;
 
@@ -42,6 +44,11 @@ fn actor(acting: &Acting) -> Actor {
     Actor { id: acting.id(), person: acting.0.person().map(str::to_owned), channel: acting.0.channel() }
 }
 
+/// A directory person acting through the console, as the change log records them.
+pub(crate) fn person_actor(person: &str) -> Actor {
+    Actor { id: person.to_owned(), person: Some(person.to_owned()), channel: Channel::Console }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProposeBody {
@@ -58,24 +65,40 @@ pub(crate) async fn propose(
     acting: Acting,
     ApiJson(b): ApiJson<ProposeBody>,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(proposed(&app, &actor(&acting), b.rules, b.note, b.last).await?))
+}
+
+/// Checks, keeps and proposes the candidate `text` by `by`: its version, label,
+/// proposal, impact report and the report's summary line (the API's and the
+/// console's answer).
+///
+/// # Errors
+/// The candidate's problems (`ReviewError::Invalid`, each `candidate rules.toml:line:col: …`);
+/// the history or the log could not be read.
+pub(crate) async fn proposed(
+    app: &AppState,
+    by: &Actor,
+    text: String,
+    note: Option<String>,
+    last: Option<usize>,
+) -> Result<Value, ApiError> {
     let (config_dir, data) = (app.settings.config_dir.clone(), app.settings.store_path.clone());
-    let text = b.rules;
     let candidate = tokio::task::spawn_blocking(move || {
         review::candidate::check_and_keep(&config_dir, &data, std::path::Path::new("candidate rules.toml"), &text)
     })
     .await
     .map_err(ApiError::unexpected)??;
-    let report = crate::rules_diff::over_store(&app.orders, &app.archive, &candidate.rules, b.last)
+    let report = crate::rules_diff::over_store(&app.orders, &app.archive, &candidate.rules, last)
         .await
         .map_err(ApiError::unexpected)?;
-    let change = review::propose(app.store_path(), &candidate.part.hash, &actor(&acting), b.note, app.clock.now())?;
-    Ok(Json(json!({
+    let change = review::propose(app.store_path(), &candidate.part.hash, by, note, app.clock.now())?;
+    Ok(json!({
         "version": change.version,
         "label": candidate.part.label,
         "proposed": change,
         "impact": report,
         "summary": report.lines().last(),
-    })))
+    }))
 }
 
 #[derive(Deserialize)]
@@ -110,10 +133,24 @@ pub(crate) async fn activate(
     acting: Acting,
     ApiJson(b): ApiJson<ActivateBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = app.clock.now();
-    let change = review::activate(app.store_path(), &b.version, b.at, &actor(&acting), &app.rules.version(), now)?;
-    app.rules.sync(app.store_path(), now)?;
+    let change = activated(&app, &actor(&acting), &b.version, b.at)?;
     Ok(Json(live(&app, json!({ "activated": change }))))
+}
+
+/// Activates the approved `version` (now, or at `at`) and follows it here at once.
+///
+/// # Errors
+/// As `review::activate`; the log could not be read again.
+pub(crate) fn activated(
+    app: &AppState,
+    by: &Actor,
+    version: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Change, ApiError> {
+    let now = app.clock.now();
+    let change = review::activate(app.store_path(), version, at, by, &app.rules.version(), now)?;
+    app.rules.sync(app.store_path(), now)?;
+    Ok(change)
 }
 
 /// `POST /api/rules/rollback`: back to the version live before.
@@ -148,10 +185,9 @@ pub(crate) async fn shadow(
     acting: Acting,
     ApiJson(b): ApiJson<ShadowBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = app.clock.now();
-    let change = match (b.version, b.stop) {
-        (Some(v), false) => review::shadow::start(app.store_path(), &v, &actor(&acting), &app.rules.version(), now)?,
-        (None, true) => review::shadow::stop(app.store_path(), &actor(&acting), now)?,
+    let version = match (b.version, b.stop) {
+        (Some(v), false) => Some(v),
+        (None, true) => None,
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -160,6 +196,28 @@ pub(crate) async fn shadow(
             ));
         }
     };
+    let (change, running) = shadowed(&app, &actor(&acting), version.as_deref())?;
+    let mut body = json!({ "shadow_version": running });
+    body[change.what.name()] = json!(change);
+    Ok(Json(live(&app, body)))
+}
+
+/// Starts the shadow run of the approved `version` (`None`: stops the one running)
+/// and follows it here at once: the change, and the version this daemon now runs in
+/// shadow.
+///
+/// # Errors
+/// As `review::shadow::start` and `stop`.
+pub(crate) fn shadowed(
+    app: &AppState,
+    by: &Actor,
+    version: Option<&str>,
+) -> Result<(Change, Option<String>), ApiError> {
+    let now = app.clock.now();
+    let change = match version {
+        Some(v) => review::shadow::start(app.store_path(), v, by, &app.rules.version(), now)?,
+        None => review::shadow::stop(app.store_path(), by, now)?,
+    };
     let running = match app.orders.shadow() {
         Some(s) => {
             s.sync()?;
@@ -167,9 +225,7 @@ pub(crate) async fn shadow(
         }
         None => None,
     };
-    let mut body = json!({ "shadow_version": running });
-    body[change.what.name()] = json!(change);
-    Ok(Json(live(&app, body)))
+    Ok((change, running))
 }
 
 #[derive(Deserialize)]

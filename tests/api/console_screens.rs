@@ -118,7 +118,12 @@ async fn console_in(lang: &str) -> Vec<String> {
         "invoice_number": "INV-NOPE", "reference": "张伟 货款"});
     assert_eq!(app.api_post_json("/payments", &pay).await.0, 202);
     app.drain_outbox().await;
-    // zhou.min: approvals and reports; sun.li: orders and the work lists; li.na: reports only.
+    // A rules candidate proposed by James Wong, for chen.jing to approve on the rules page.
+    let rules = std::fs::read_to_string(app.dir.path().join("config/rules.toml")).unwrap();
+    let body = json!({"rules": crate::rules_review::candidate(&rules), "note": "STANDARD 至 200 万"});
+    let (status, proposed) = app.api_post_with(&app.person_token("james.wong"), "/rules/candidates", &body).await;
+    assert_eq!(status, 200, "{proposed}");
+    // zhou.min: approvals and reports; sun.li: orders and the work lists; li.na: reports only; chen.jing: rules review.
     let zhou = session(&app, &smtp, "zhou.min@bank.example").await;
     let sun = session(&app, &smtp, "operations@bank.example").await;
     let li = session(&app, &smtp, "li.na@bank.example").await;
@@ -142,6 +147,7 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&chen), "/console/review".into(), "review"),
         (Some(&he), "/console/payments".into(), "payments"),
         (Some(&chen), "/console/admin".into(), "admin"),
+        (Some(&chen), "/console/rules".into(), "rules"),
         (Some(&sun), format!("/console/receivables?customer={customer}"), "receivables"),
         (Some(&li), "/console/orders".into(), "refused"),
     ];

@@ -18,6 +18,7 @@ mod compliance;
 mod console;
 mod console_pages;
 mod console_reports;
+mod console_rules;
 mod console_screens;
 mod crash;
 mod credentials;

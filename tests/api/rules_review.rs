@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// The example rules with STANDARD reaching 2,000,000 (was 1,000,000).
-fn candidate(current: &str) -> String {
+pub(crate) fn candidate(current: &str) -> String {
     let edited = current
         .replace(r#"version = "2026-11-27.1""#, r#"version = "2026-12-06.1""#)
         .replace(r#"amount = "(100000..1000000]""#, r#"amount = "(100000..2000000]""#)

@@ -20,18 +20,19 @@ use crate::engine::access::{Action, Principal, authorize};
 
 /// The console's pages in the navigation's order: key, path, and the action the
 /// policy table must grant (`None`: every signed-in person).
-pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
-    ("inbox", "/console", None),
-    ("orders", "/console/orders", Some(Action::SeePersonalData)),
-    ("process", "/console/process", Some(Action::SeeReports)),
-    ("reports", "/console/reports", Some(Action::SeeReports)),
-    ("review", "/console/review", Some(Action::ReviewFlagged)),
-    ("exceptions", "/console/exceptions", Some(Action::HandleExceptions)),
-    ("payments", "/console/payments", Some(Action::AssignPayments)),
-    ("receivables", "/console/receivables", Some(Action::SeePersonalData)),
-    ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
-    ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
-    ("admin", "/console/admin", Some(Action::Administer)),
+pub(super) const PAGES: &[(&str, &str, &[Action])] = &[
+    ("inbox", "/console", &[]),
+    ("orders", "/console/orders", &[Action::SeePersonalData]),
+    ("process", "/console/process", &[Action::SeeReports]),
+    ("reports", "/console/reports", &[Action::SeeReports]),
+    ("review", "/console/review", &[Action::ReviewFlagged]),
+    ("exceptions", "/console/exceptions", &[Action::HandleExceptions]),
+    ("payments", "/console/payments", &[Action::AssignPayments]),
+    ("receivables", "/console/receivables", &[Action::SeePersonalData]),
+    ("dead_letters", "/console/dead-letters", &[Action::ReplayDeadLetters]),
+    ("connectors", "/console/connectors", &[Action::ResumeConnectors]),
+    ("admin", "/console/admin", &[Action::Administer]),
+    ("rules", "/console/rules", &[Action::ProposeRules, Action::ApproveRules]),
 ];
 
 /// Page text `fragment` (`pages/<fragment>.html`) for `view`, as HTML.
@@ -67,7 +68,7 @@ impl Staff {
     fn nav(&self, app: &AppState, current: &str) -> String {
         let pages: Vec<_> = PAGES
             .iter()
-            .filter(|(_, _, action)| action.is_none_or(|a| self.may(app, a)))
+            .filter(|(_, _, actions)| actions.is_empty() || actions.iter().any(|a| self.may(app, *a)))
             .map(|(key, href, _)| json!({"key": key, "href": href}))
             .collect();
         let person = app
@@ -106,11 +107,25 @@ impl Staff {
 /// The signed-in person of a request, if the policy table grants them `action`: back
 /// to sign-in when nobody is signed in, a 403 page saying what is missing otherwise.
 pub(super) fn staff(app: &AppState, headers: &HeaderMap, action: Action, current: &str) -> Result<Staff, Response> {
+    staff_any(app, headers, &[action], current)
+}
+
+/// As `staff`, for a page any one of `actions` opens (the refusal names the first).
+pub(super) fn staff_any(
+    app: &AppState,
+    headers: &HeaderMap,
+    actions: &[Action],
+    current: &str,
+) -> Result<Staff, Response> {
     let Some((_, session)) = signed_in(app, headers) else { return Err(back_to_signin(app)) };
     let staff = Staff::of(app, session);
     let directory = &app.rules.notify.directory;
-    match authorize(&staff.who, action, directory.policy(), directory) {
-        Ok(()) => Ok(staff),
-        Err(d) => Err(staff.refused(app, StatusCode::FORBIDDEN, current, &d.to_string())),
+    let mut refusal = None;
+    for action in actions {
+        match authorize(&staff.who, *action, directory.policy(), directory) {
+            Ok(()) => return Ok(staff),
+            Err(d) => refusal = refusal.or(Some(d.to_string())),
+        }
     }
+    Err(staff.refused(app, StatusCode::FORBIDDEN, current, &refusal.unwrap_or_default()))
 }

@@ -1,7 +1,8 @@
 //! The staff console's page text beyond sign-in and "my approvals": its frame
 //! (`console_nav`), orders (`console_orders`), process map (`console_process`), KPIs
 //! (`console_reports`),
-//! work lists (`console_work`) and administration (`console_admin`). Their shipped
+//! work lists (`console_work`), administration (`console_admin`) and rules review
+//! (`console_rules`). Their shipped
 //! copies (compiled in, for a configuration without them) and the sample contexts
 //! `Templates::load` renders every view with, so `check` finds a broken one.
 
@@ -14,6 +15,7 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_process", &["title", "map"]),
     ("console_reports", &["title", "report"]),
     ("console_admin", &["title", "admin"]),
+    ("console_rules", &["title", "rules"]),
     (
         "console_work",
         &[
@@ -41,12 +43,14 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("zh-CN/pages/console_reports.html", include_str!("../../../config/templates/zh-CN/pages/console_reports.html")),
     ("zh-CN/pages/console_work.html", include_str!("../../../config/templates/zh-CN/pages/console_work.html")),
     ("zh-CN/pages/console_admin.html", include_str!("../../../config/templates/zh-CN/pages/console_admin.html")),
+    ("zh-CN/pages/console_rules.html", include_str!("../../../config/templates/zh-CN/pages/console_rules.html")),
     ("en/pages/console_nav.html", include_str!("../../../config/templates/en/pages/console_nav.html")),
     ("en/pages/console_orders.html", include_str!("../../../config/templates/en/pages/console_orders.html")),
     ("en/pages/console_process.html", include_str!("../../../config/templates/en/pages/console_process.html")),
     ("en/pages/console_reports.html", include_str!("../../../config/templates/en/pages/console_reports.html")),
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
     ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
+    ("en/pages/console_rules.html", include_str!("../../../config/templates/en/pages/console_rules.html")),
 ];
 
 /// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
@@ -155,6 +159,33 @@ fn sample_report() -> Value {
         "to": "2026-11-30", "time_zone": "Asia/Shanghai"})
 }
 
+/// The rules review page: a candidate proposed and approved, one running in shadow
+/// with a difference, and a proposal's problems.
+fn rules_sample(ctx: &mut Value) {
+    let at = "2026-11-26T09:30:00Z";
+    let change = |what: &str, by: &str| {
+        json!({"seq": 1, "at": at, "what": what, "version": "abc123def456", "by": by, "name": "陈静",
+            "channel": "console", "note": "STANDARD 至 200 万", "effective_at": at})
+    };
+    let candidate = |shadow: bool, approved: bool| {
+        json!({"version": "abc123def4567890", "short": "abc123def456", "label": "2026-12-06.1",
+            "proposed": change("proposed", "chen.jing"), "approved": approved.then(|| change("approved", "james.wong")),
+            "live": false, "shadow": shadow})
+    };
+    let difference = json!({"kind": "route", "live": "LARGE", "shadow": "STANDARD"});
+    *ctx = json!({"fragment": "console_rules", "view": ctx["view"], "csrf": "CSRF", "me": "chen.jing",
+        "may_propose": true, "may_approve": true, "notice": {"what": "approved", "version": "abc123def456"},
+        "live": {"version": "fed987", "short": "fed987", "label": "2026-11-27.1"},
+        "scheduled": [change("activated", "james.wong")], "shadow": change("shadow_started", "james.wong"),
+        "candidates": [candidate(true, true), candidate(false, false)],
+        "changes": [change("proposed", "chen.jing"), change("rolled_back", "system")],
+        "report": {"shadow_version": "abc123def4567890", "running": true, "orders": [{"order_id": "ord_01",
+            "kinds": ["route"], "decisions": [{"step": "intake", "differences": [difference]}]}]},
+        "report_summary": "1 order(s) decided differently under rules abc123def456 (1 route)",
+        "proposed": {"version": "abc123def4567890", "label": "2026-12-06.1", "summary": "3 order(s) replayed"},
+        "problems": ["candidate rules.toml:3:1: unknown role `nobody_role`"], "text": "version = \"x\"", "note": "说明"});
+}
+
 /// The KPI page with a period that does not parse: the form alone, its field named.
 fn period_errors(shared: &Value) -> Vec<Value> {
     ["from", "to", "order"]
@@ -237,6 +268,9 @@ pub(super) fn samples() -> Vec<Value> {
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
+            if *fragment == "console_rules" {
+                rules_sample(&mut ctx);
+            }
             if *fragment == "console_reports" {
                 for key in ["report", "states", "people", "from", "to", "time_zone"] {
                     ctx[key] = kpis[key].clone();
