@@ -42,17 +42,7 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-/// `&amp;`, `&lt;` … back to characters: a sentence from the page text handed to
-/// another template as plain text (that template escapes it again).
-pub(crate) fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
+pub(crate) use crate::mail::unescape;
 
 /// The page text: the configuration's templates, else the shipped ones compiled in
 /// (the same files; there is no second copy of the wording).

@@ -14,6 +14,7 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_process", &["title", "map"]),
     ("console_reports", &["title", "report"]),
     ("console_admin", &["title", "admin"]),
+    ("feedback", &["title", "form", "done", "title_list", "list", "mail_subject", "mail_text", "mail_footer"]),
     (
         "console_work",
         &[
@@ -47,6 +48,8 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("en/pages/console_reports.html", include_str!("../../../config/templates/en/pages/console_reports.html")),
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
     ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
+    ("zh-CN/pages/feedback.html", include_str!("../../../config/templates/zh-CN/pages/feedback.html")),
+    ("en/pages/feedback.html", include_str!("../../../config/templates/en/pages/feedback.html")),
 ];
 
 /// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
@@ -191,6 +194,15 @@ pub(super) fn samples() -> Vec<Value> {
             "last_loaded": at, "active": true}],
         "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
+    // The feedback form's and listing's own names.
+    let feedback = json!({"action": "/pages/feedback/TOKEN", "category": "problem", "order_ref": "ord_01",
+        "text": "审批邮件链接打不开", "max_text": 2000, "id": 7, "site": "示例银行",
+        "feedback": [{"id": 7, "at": at, "category": "complaint", "order_id": "ord_01", "author": "王芳",
+            "channel": "mail", "text": "审批邮件链接打不开"}]});
+    let mut shared = shared;
+    for (k, v) in feedback.as_object().into_iter().flatten() {
+        shared[k.as_str()] = v.clone();
+    }
     let process = json!([
         {"state": "awaiting_approval", "orders": 3, "open": true, "share": 100, "age": {"days": 2, "hours": 3, "minutes": 4}},
         {"state": "closed", "orders": 0, "open": false, "share": 0, "age": null},
@@ -234,6 +246,7 @@ pub(super) fn samples() -> Vec<Value> {
                 "dead_letters" => dead.clone(),
                 "review" => review.clone(),
                 "payments" => payments.clone(),
+                "list" => shared["feedback"].clone(),
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
