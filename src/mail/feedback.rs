@@ -4,8 +4,8 @@
 //! acknowledgement of a report, queued already rendered (`plain`), is built here.
 
 use lettre::Message;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::Mailer;
@@ -19,7 +19,8 @@ impl Mailer {
     /// The feedback link for `spec`'s recipient on the effect's order (none without link keys).
     pub(super) fn feedback_link(&self, body: &Value, spec: &MailSpec) -> Option<String> {
         let signer: &LinkSigner = self.links.as_deref()?;
-        let order_id: OrderId = body.get("order_id").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or_else(OrderId::nil);
+        let order_id: OrderId =
+            body.get("order_id").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or_else(OrderId::nil);
         let issued = body
             .get("created_at")
             .and_then(Value::as_str)

@@ -26,8 +26,8 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-pub(crate) use report::preview as report_preview;
 pub(crate) use feedback::unescape;
+pub(crate) use report::preview as report_preview;
 pub(crate) use templates::Templates;
 
 use crate::connectors::{BoxFuture, ConnectorError, Outbound, Push, Receipt};

@@ -74,7 +74,7 @@ pub(crate) struct NewFeedback {
     pub(crate) text: String,
 }
 
-/// The thank-you mail, rendered in the author's language by the caller.
+/// The thank-you mail, rendered in the author's language by the caller for its number.
 pub(crate) struct Ack {
     pub(crate) subject: String,
     pub(crate) text: String,
@@ -89,10 +89,16 @@ static SUBMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 impl Orders {
     /// Stores `f` under the next number and queues its acknowledgement, in one commit.
     /// The caller has checked the text and the order.
-    pub(crate) async fn add_feedback(&self, f: NewFeedback, ack: Ack, now: DateTime<Utc>) -> Result<u64, OrderError> {
+    pub(crate) async fn add_feedback(
+        &self,
+        f: NewFeedback,
+        ack: impl FnOnce(u64) -> Ack,
+        now: DateTime<Utc>,
+    ) -> Result<u64, OrderError> {
         let _g = SUBMIT.lock().await;
         let last = self.store.job_state(SEQ).await?.and_then(|v| v.as_u64()).unwrap_or(0);
         let n = last + 1;
+        let ack = ack(n);
         let stored = Feedback {
             id: n,
             at: now,
@@ -131,7 +137,12 @@ impl Orders {
             ..Step::default()
         };
         self.commit(vec![step]).await?;
-        tracing::info!(feedback = n, channel = stored.channel, category = stored.category.as_str(), "feedback received");
+        tracing::info!(
+            feedback = n,
+            channel = stored.channel,
+            category = stored.category.as_str(),
+            "feedback received"
+        );
         Ok(n)
     }
 

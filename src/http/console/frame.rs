@@ -32,6 +32,8 @@ pub(super) const PAGES: &[(&str, &str, Option<Action>)] = &[
     ("dead_letters", "/console/dead-letters", Some(Action::ReplayDeadLetters)),
     ("connectors", "/console/connectors", Some(Action::ResumeConnectors)),
     ("admin", "/console/admin", Some(Action::Administer)),
+    ("feedback", "/console/feedback", Some(Action::SeeReports)),
+    ("feedback_new", "/console/feedback/new", None),
 ];
 
 /// Page text `fragment` (`pages/<fragment>.html`) for `view`, as HTML.

@@ -171,6 +171,18 @@ fn period_errors(shared: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// `shared` with what the feedback form and listing name (`pages/feedback.html`).
+fn with_feedback(mut shared: Value, at: &str) -> Value {
+    let feedback = json!({"action": "/pages/feedback/TOKEN", "category": "problem", "order_ref": "ord_01",
+        "text": "审批邮件链接打不开", "max_text": 2000, "id": 7, "site": "示例银行",
+        "feedback": [{"id": 7, "at": at, "category": "complaint", "order_id": "ord_01", "author": "王芳",
+            "channel": "mail", "text": "审批邮件链接打不开"}]});
+    for (k, v) in feedback.as_object().into_iter().flatten() {
+        shared[k.as_str()] = v.clone();
+    }
+    shared
+}
+
 /// One context per view of each console page text, marked with its file (`fragment`).
 pub(super) fn samples() -> Vec<Value> {
     let amount = json!({"amount": "1250000.00", "currency": "CNY"});
@@ -194,15 +206,7 @@ pub(super) fn samples() -> Vec<Value> {
             "last_loaded": at, "active": true}],
         "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
-    // The feedback form's and listing's own names.
-    let feedback = json!({"action": "/pages/feedback/TOKEN", "category": "problem", "order_ref": "ord_01",
-        "text": "审批邮件链接打不开", "max_text": 2000, "id": 7, "site": "示例银行",
-        "feedback": [{"id": 7, "at": at, "category": "complaint", "order_id": "ord_01", "author": "王芳",
-            "channel": "mail", "text": "审批邮件链接打不开"}]});
-    let mut shared = shared;
-    for (k, v) in feedback.as_object().into_iter().flatten() {
-        shared[k.as_str()] = v.clone();
-    }
+    let shared = with_feedback(shared, at);
     let process = json!([
         {"state": "awaiting_approval", "orders": 3, "open": true, "share": 100, "age": {"days": 2, "hours": 3, "minutes": 4}},
         {"state": "closed", "orders": 0, "open": false, "share": 0, "age": null},
@@ -254,6 +258,7 @@ pub(super) fn samples() -> Vec<Value> {
                 for key in ["report", "states", "people", "from", "to", "time_zone"] {
                     ctx[key] = kpis[key].clone();
                 }
+                ctx["feedback"] = json!({"problem": 2, "suggestion": 1, "complaint": 0, "total": 3});
             }
             out.push(ctx);
         }
