@@ -149,3 +149,30 @@ async fn feedback_goes_from_a_mail_link_to_the_process_owner_the_kpis_and_a_than
     assert_eq!(Browser::new(&app).get(&broken).await.status, 403);
     app.stop().await;
 }
+
+/// On PostgreSQL (the reports are job rows, as on the embedded stores): a report from
+/// a mail's link is stored, listed, counted and acknowledged.
+#[tokio::test]
+async fn on_postgres_feedback_is_stored_listed_and_acknowledged() {
+    use secrecy::ExposeSecret as _;
+
+    let pg = crate::postgres::fresh_database().await;
+    let secret = tempfile::tempdir().unwrap();
+    let url_file = secret.path().join("url");
+    std::fs::write(&url_file, pg.url.expose_secret()).unwrap();
+    let store: [(&str, toml::Value); 2] =
+        [("store.backend", "postgres".into()), ("store.url", format!("file:{}", url_file.display()).into())];
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().mail(&smtp).files(move |d| set_in_file(d, &store)).start().await;
+    two_orders(&app).await;
+    let (_, link) = mail_with_link(&smtp, "wang.fang@bank.example").await;
+    let mut b = Browser::new(&app);
+    let sent = b.post(&link, &[("category", "suggestion"), ("text", "希望审批邮件附上合同摘要")]).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    thanks(&smtp, "wang.fang@bank.example", "第 1 号").await;
+    let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
+    let list = li.get("/console/feedback").await;
+    assert_eq!(rows(&list.body), 1, "{}", list.body);
+    assert!(list.body.contains("希望审批邮件附上合同摘要"), "{}", list.body);
+    app.stop().await;
+}
