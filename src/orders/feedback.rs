@@ -1,6 +1,7 @@
 //! Feedback on the process (seed §五): what staff and customers report through the
 //! feedback form (`http::feedback`), kept in the store's job rows on every backend
-//! (`feedback:seq`, the last number given, and `feedback:<n>`, one report each), with
+//! (`feedback:seq`, the last number given, and `feedback:<n>`, one report each, its
+//! number also spent as a single-use key so two daemons never share one), with
 //! the thank-you mail to its author queued in the same commit (the mail connector
 //! sends it; retries and dead letters apply). Listed newest first for the process
 //! owner and counted per category for a period in the KPI page.
@@ -11,7 +12,7 @@ use serde_json::json;
 
 use super::{OrderError, Orders};
 use crate::domain::OrderId;
-use crate::store::{EffectId, EffectRecord, OutboxChange, Step};
+use crate::store::{EffectId, EffectRecord, OutboxChange, Step, StoreError, UsedLink};
 
 /// Longest feedback text kept, in characters.
 pub(crate) const MAX_TEXT: usize = 2000;
@@ -86,64 +87,81 @@ fn row_key(n: u64) -> String {
 
 static SUBMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The commit of report `n`: its row, the number, its spent key and the thank-you mail.
+fn numbered(f: &NewFeedback, n: u64, ack: Ack, now: DateTime<Utc>) -> Step {
+    let stored = Feedback {
+        id: n,
+        at: now,
+        category: f.category,
+        order_id: f.order_id,
+        author: f.author.clone(),
+        email: f.email.clone(),
+        channel: f.channel.to_owned(),
+        text: f.text.clone(),
+    };
+    let id = EffectId {
+        order_id: OrderId::nil(),
+        seq: ACK_SEQ_BASE.saturating_add(u32::try_from(n).unwrap_or(u32::MAX - ACK_SEQ_BASE)),
+        index: ACK_INDEX,
+    };
+    let effect = EffectRecord {
+        idempotency_key: format!("orderbridge:{id}"),
+        id,
+        connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
+        operation: "feedback_ack".into(),
+        cause: "feedback".into(),
+        body: json!({
+            "effect_id": id.to_string(),
+            "plain": {"to": stored.email, "subject": ack.subject, "text": ack.text},
+            "created_at": now,
+        }),
+        attempts: 0,
+        next_at: now,
+        created_at: now,
+        last_error: None,
+    };
+    let row = serde_json::to_value(&stored).expect("feedback serialises");
+    Step {
+        outbox: vec![OutboxChange::Add(effect)],
+        spend: Some((row_key(n), UsedLink { at: now, order_id: OrderId::nil(), seq: 0 })),
+        jobs: vec![(SEQ.to_owned(), json!(n)), (row_key(n), row)],
+        ..Step::default()
+    }
+}
+
 impl Orders {
     /// Stores `f` under the next number and queues its acknowledgement, in one commit.
     /// The caller has checked the text and the order.
     pub(crate) async fn add_feedback(
         &self,
         f: NewFeedback,
-        ack: impl FnOnce(u64) -> Ack,
+        ack: impl Fn(u64) -> Ack,
         now: DateTime<Utc>,
     ) -> Result<u64, OrderError> {
         let _g = SUBMIT.lock().await;
-        let last = self.store.job_state(SEQ).await?.and_then(|v| v.as_u64()).unwrap_or(0);
-        let n = last + 1;
-        let ack = ack(n);
-        let stored = Feedback {
-            id: n,
-            at: now,
-            category: f.category,
-            order_id: f.order_id,
-            author: f.author,
-            email: f.email,
-            channel: f.channel.to_owned(),
-            text: f.text,
-        };
-        let id = EffectId {
-            order_id: OrderId::nil(),
-            seq: ACK_SEQ_BASE.saturating_add(u32::try_from(n).unwrap_or(u32::MAX - ACK_SEQ_BASE)),
-            index: ACK_INDEX,
-        };
-        let effect = EffectRecord {
-            idempotency_key: format!("orderbridge:{id}"),
-            id,
-            connector: crate::engine::notify::MAIL_CONNECTOR.parse().expect("valid id"),
-            operation: "feedback_ack".into(),
-            cause: "feedback".into(),
-            body: json!({
-                "effect_id": id.to_string(),
-                "plain": {"to": stored.email, "subject": ack.subject, "text": ack.text},
-                "created_at": now,
-            }),
-            attempts: 0,
-            next_at: now,
-            created_at: now,
-            last_error: None,
-        };
-        let row = serde_json::to_value(&stored).expect("feedback serialises");
-        let step = Step {
-            outbox: vec![OutboxChange::Add(effect)],
-            jobs: vec![(SEQ.to_owned(), json!(n)), (row_key(n), row)],
-            ..Step::default()
-        };
-        self.commit(vec![step]).await?;
-        tracing::info!(
-            feedback = n,
-            channel = stored.channel,
-            category = stored.category.as_str(),
-            "feedback received"
-        );
-        Ok(n)
+        // Each number is also spent as a single-use key: another daemon on the same
+        // database that took it first makes this commit a conflict, and the next is tried.
+        let mut tries = 0;
+        loop {
+            let last = self.store.job_state(SEQ).await?.and_then(|v| v.as_u64()).unwrap_or(0);
+            let n = last + 1;
+            match self.commit(vec![numbered(&f, n, ack(n), now)]).await {
+                Ok(()) => {
+                    tracing::info!(
+                        feedback = n,
+                        channel = f.channel,
+                        category = f.category.as_str(),
+                        "feedback received"
+                    );
+                    return Ok(n);
+                }
+                Err(StoreError::Conflict(reason)) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(feedback = n, %reason, "feedback number taken by another daemon; the next is tried");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Feedback newest first (at most the last `LIST_LIMIT`), only `order`'s if given.
