@@ -38,6 +38,9 @@ pub enum LinkPurpose {
     Status,
     Acceptance,
     Survey,
+    /// The feedback form (`/pages/feedback/…`): reusable, on the order the mail was
+    /// about (nil for none), for the person it was sent to.
+    Feedback,
 }
 
 impl LinkPurpose {
@@ -50,6 +53,7 @@ impl LinkPurpose {
             LinkPurpose::Status => "status",
             LinkPurpose::Acceptance => "acceptance",
             LinkPurpose::Survey => "survey",
+            LinkPurpose::Feedback => "feedback",
         }
     }
 }
@@ -92,6 +96,8 @@ const DOMAIN: &[u8] = b"orderbridge-link-v1.";
 const V2: &str = "v2.";
 const V2_SALT: &[u8] = b"orderbridge-link-v2";
 const NONCE_LEN: usize = 12;
+/// How long a mail's feedback link works, in days (it asks nothing of the order).
+const FEEDBACK_TTL_DAYS: i64 = 90;
 
 /// The keys one link secret yields for the encrypted format.
 struct SealKeys {
@@ -176,6 +182,9 @@ impl LinkSigner {
     }
 
     pub(crate) fn ttl(&self, purpose: LinkPurpose) -> chrono::Duration {
+        if purpose == LinkPurpose::Feedback {
+            return chrono::Duration::days(FEEDBACK_TTL_DAYS);
+        }
         self.ttl[LinkPurpose::ALL.iter().position(|p| *p == purpose).unwrap_or(0)]
     }
 

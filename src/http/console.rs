@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub(crate) mod admin;
+pub(crate) mod feedback;
 mod frame;
 pub(crate) mod orders;
 pub(crate) mod process;

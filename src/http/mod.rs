@@ -12,6 +12,7 @@ pub(crate) mod api;
 pub(crate) mod archive;
 pub(crate) mod console;
 pub(crate) mod error;
+pub(crate) mod feedback;
 pub(crate) mod fulfilment;
 pub(crate) mod health;
 pub(crate) mod keys;
@@ -170,6 +171,7 @@ pub fn router(state: AppState) -> Router {
             get(pages::acceptance_page).post(pages::acceptance_answer).layer(pages_limit),
         )
         .route("/pages/status/{token}", get(pages::status_page))
+        .route("/pages/feedback/{token}", get(feedback::feedback_form).post(feedback::feedback_send).layer(pages_limit))
         .route("/signin", get(console::signin_form).post(console::signin).layer(pages_limit))
         .route("/signin/{token}", get(console::signin_confirm).post(console::signin_link).layer(pages_limit))
         .route("/signin/oidc", get(oidc::start))
@@ -192,6 +194,8 @@ pub fn router(state: AppState) -> Router {
         .route("/console/review/{id}", post(console::review::review).layer(pages_limit))
         .route("/console/payments", get(console::review::payments))
         .route("/console/admin", get(console::admin::admin))
+        .route("/console/feedback", get(console::feedback::list))
+        .route("/console/feedback/new", get(console::feedback::new).post(console::feedback::send).layer(pages_limit))
         .route("/console/receivables", get(console::review::receivables))
         .route("/console/payments/{source}/{payment_id}/assign", post(console::review::assign).layer(pages_limit))
         .route("/console/rules", get(console::rules::page))

@@ -42,17 +42,7 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
-/// `&amp;`, `&lt;` … back to characters: a sentence from the page text handed to
-/// another template as plain text (that template escapes it again).
-pub(crate) fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&#x2f;", "/")
-        .replace("&amp;", "&")
-}
+pub(crate) use crate::mail::unescape;
 
 /// The page text: the configuration's templates, else the shipped ones compiled in
 /// (the same files; there is no second copy of the wording).
@@ -83,7 +73,7 @@ fn say(app: &AppState, l: Locale, key: &str, mut ctx: serde_json::Value) -> Stri
 }
 
 /// A sentence of `pages/words.html` that names nothing.
-fn w(app: &AppState, l: Locale, key: &str) -> String {
+pub(crate) fn w(app: &AppState, l: Locale, key: &str) -> String {
     say(app, l, key, serde_json::json!({}))
 }
 
@@ -158,12 +148,12 @@ pub(crate) fn staff_page(
 }
 
 /// A refusal page: what happened (HTML from the page text), in the reader's language.
-fn refusal(app: &AppState, status: StatusCode, locale: Locale, html: &str) -> Response {
+pub(crate) fn refusal(app: &AppState, status: StatusCode, locale: Locale, html: &str) -> Response {
     page(status, locale, &app.settings, &w(app, locale, "title.refused"), &format!("<p>{html}</p>"))
 }
 
 /// The store could not be read or written: nothing was recorded; try again.
-fn busy(app: &AppState, l: Locale) -> Response {
+pub(crate) fn busy(app: &AppState, l: Locale) -> Response {
     refusal(app, StatusCode::SERVICE_UNAVAILABLE, l, &w(app, l, "refused.busy"))
 }
 
@@ -191,7 +181,7 @@ fn sentence_page(app: &AppState, status: StatusCode, l: Locale, title: &str, htm
     page(status, l, &app.settings, &w(app, l, title), &format!("<p>{html}</p>"))
 }
 
-fn link_refusal(app: &AppState, e: &LinkError) -> Response {
+pub(crate) fn link_refusal(app: &AppState, e: &LinkError) -> Response {
     let l = app.settings.presentation.default_locale;
     match e {
         LinkError::Invalid | LinkError::WrongPurpose => {

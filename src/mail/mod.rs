@@ -10,6 +10,7 @@
 //! dead letter), authentication failures alert. A scheduled report's mail, with its
 //! charts inline, is composed in `report.rs`.
 
+mod feedback;
 mod report;
 pub mod templates;
 
@@ -25,6 +26,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
+pub(crate) use feedback::unescape;
 pub(crate) use report::preview as report_preview;
 pub(crate) use templates::Templates;
 
@@ -117,6 +119,9 @@ impl Mailer {
         if body.get("report").is_some() {
             return self.compose_report(body);
         }
+        if body.get("plain").is_some() {
+            return self.compose_plain(body);
+        }
         let permanent = |message: String| ConnectorError::Permanent { message };
         let spec: MailSpec = serde_json::from_value(body.get("mail").cloned().unwrap_or(Value::Null))
             .map_err(|e| permanent(format!("mail effect without a valid `mail` section: {e}")))?;
@@ -156,8 +161,15 @@ impl Mailer {
             claims.context = spec.link_context.clone().unwrap_or_default();
             ctx["links"][purpose.as_str()] = json!(signer.url(&claims));
         }
-        let rendered =
+        let feedback = self.feedback_link(body, &spec);
+        if let Some(url) = &feedback {
+            ctx["links"]["feedback"] = json!(url);
+        }
+        let mut rendered =
             self.templates.render(&spec.template, spec.to.locale, ctx).map_err(|e| permanent(e.to_string()))?;
+        if let Some(url) = &feedback {
+            rendered.text.push_str(&self.feedback_footer(spec.to.locale, url));
+        }
         // The display name is quoted or encoded by lettre (an unknown sales owner's
         // name is their address, which may not stand unquoted before `<…>`).
         let address = spec

@@ -15,6 +15,7 @@
 
 mod analytics;
 mod audit;
+pub(crate) mod feedback;
 mod payments;
 mod privacy;
 mod report;

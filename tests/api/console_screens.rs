@@ -150,6 +150,8 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&chen), "/console/rules".into(), "rules"),
         (Some(&sun), format!("/console/receivables?customer={customer}"), "receivables"),
         (Some(&li), "/console/orders".into(), "refused"),
+        (Some(&sun), "/console/feedback/new".into(), "feedback-form"),
+        (Some(&li), "/console/feedback".into(), "feedback"),
     ];
     let axe = axe_source();
     let browser = Browser::start().await;

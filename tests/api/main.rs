@@ -27,6 +27,7 @@ mod event_permissions;
 mod evidence;
 mod export;
 mod fairness;
+mod feedback;
 mod first_command;
 mod intake;
 mod intake_path;

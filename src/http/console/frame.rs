@@ -33,6 +33,8 @@ pub(super) const PAGES: &[(&str, &str, &[Action])] = &[
     ("connectors", "/console/connectors", &[Action::ResumeConnectors]),
     ("admin", "/console/admin", &[Action::Administer]),
     ("rules", "/console/rules", &[Action::ProposeRules, Action::ApproveRules]),
+    ("feedback", "/console/feedback", &[Action::SeeReports]),
+    ("feedback_new", "/console/feedback/new", &[]),
 ];
 
 /// Page text `fragment` (`pages/<fragment>.html`) for `view`, as HTML.

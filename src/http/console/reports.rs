@@ -5,7 +5,8 @@
 //! included; by default the last 30 days up to today); a period that does not parse is
 //! said at its field (422), with no report. Every lifecycle state has a row in the
 //! time-in-state table (`#state-<state>`), which the process map links to. Text from
-//! `pages/console_reports.html`.
+//! `pages/console_reports.html`. Beside the orders' figures, the feedback on the process
+//! received in the period, per category (`Orders::feedback_counts`).
 
 use std::collections::BTreeMap;
 
@@ -55,6 +56,10 @@ pub(crate) async fn kpis(State(app): State<AppState>, headers: HeaderMap, Query(
                 ctx["report"] = serde_json::to_value(&r).unwrap_or_default();
                 ctx["states"] = by_state(&r);
                 ctx["people"] = people(&app);
+                match app.orders.feedback_counts(start, end).await {
+                    Ok(counts) => ctx["feedback"] = counts,
+                    Err(e) => return ApiError::from(e).into_response(),
+                }
                 StatusCode::OK
             }
             Err(e) => return ApiError::from(e).into_response(),

@@ -543,7 +543,8 @@ fn blocks(body: &str, links: &[(String, String)]) -> Vec<Block> {
         }
         out.push(block);
     }
-    for (purpose, url) in links {
+    // The feedback link is the footer's, not a button of the message.
+    for (purpose, url) in links.iter().filter(|(p, _)| p != "feedback") {
         if !out.iter().any(|b| b.link.as_ref().is_some_and(|(_, u)| u == url)) {
             out.push(Block { facts: Vec::new(), lines: Vec::new(), link: Some((purpose.clone(), url.clone())) });
         }

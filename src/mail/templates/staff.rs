@@ -16,6 +16,7 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_reports", &["title", "report"]),
     ("console_admin", &["title", "admin"]),
     ("console_rules", &["title", "rules"]),
+    ("feedback", &["title", "form", "done", "title_list", "list", "mail_subject", "mail_text", "mail_footer"]),
     (
         "console_work",
         &[
@@ -51,6 +52,8 @@ pub(super) const BUILTIN_PAGES: &[(&str, &str)] = &[
     ("en/pages/console_work.html", include_str!("../../../config/templates/en/pages/console_work.html")),
     ("en/pages/console_admin.html", include_str!("../../../config/templates/en/pages/console_admin.html")),
     ("en/pages/console_rules.html", include_str!("../../../config/templates/en/pages/console_rules.html")),
+    ("zh-CN/pages/feedback.html", include_str!("../../../config/templates/zh-CN/pages/feedback.html")),
+    ("en/pages/feedback.html", include_str!("../../../config/templates/en/pages/feedback.html")),
 ];
 
 /// Whether sample `ctx` is one of page text `name`'s (`Some`), or `name` is not the
@@ -199,6 +202,31 @@ fn period_errors(shared: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// `shared` with what the feedback form and listing name (`pages/feedback.html`).
+fn with_feedback(mut shared: Value, at: &str) -> Value {
+    let feedback = json!({"action": "/pages/feedback/TOKEN", "category": "problem", "order_ref": "ord_01",
+        "text": "审批邮件链接打不开", "max_text": 2000, "id": 7, "site": "示例银行",
+        "feedback": [{"id": 7, "at": at, "category": "complaint", "order_id": "ord_01", "author": "王芳",
+            "channel": "mail", "text": "审批邮件链接打不开"}]});
+    for (k, v) in feedback.as_object().into_iter().flatten() {
+        shared[k.as_str()] = v.clone();
+    }
+    shared
+}
+
+/// What one page's sample context holds beyond the shared one.
+fn page_sample(fragment: &str, ctx: &mut Value, kpis: &Value) {
+    if fragment == "console_rules" {
+        rules_sample(ctx);
+    }
+    if fragment == "console_reports" {
+        for key in ["report", "states", "people", "from", "to", "time_zone"] {
+            ctx[key] = kpis[key].clone();
+        }
+        ctx["feedback"] = json!({"problem": 2, "suggestion": 1, "complaint": 0, "total": 3});
+    }
+}
+
 /// One context per view of each console page text, marked with its file (`fragment`).
 pub(super) fn samples() -> Vec<Value> {
     let amount = json!({"amount": "1250000.00", "currency": "CNY"});
@@ -222,6 +250,7 @@ pub(super) fn samples() -> Vec<Value> {
             "last_loaded": at, "active": true}],
         "mails": page["mails"], "waiting": page["waiting"], "effects": page["explain"]["effects"], "at": at,
     });
+    let shared = with_feedback(shared, at);
     let process = json!([
         {"state": "awaiting_approval", "orders": 3, "open": true, "share": 100, "age": {"days": 2, "hours": 3, "minutes": 4}},
         {"state": "closed", "orders": 0, "open": false, "share": 0, "age": null},
@@ -265,17 +294,11 @@ pub(super) fn samples() -> Vec<Value> {
                 "dead_letters" => dead.clone(),
                 "review" => review.clone(),
                 "payments" => payments.clone(),
+                "list" => shared["feedback"].clone(),
                 _ => connectors.clone(),
             };
             ctx["states"] = if *fragment == "console_process" { process.clone() } else { shared["states"].clone() };
-            if *fragment == "console_rules" {
-                rules_sample(&mut ctx);
-            }
-            if *fragment == "console_reports" {
-                for key in ["report", "states", "people", "from", "to", "time_zone"] {
-                    ctx[key] = kpis[key].clone();
-                }
-            }
+            page_sample(fragment, &mut ctx, &kpis);
             out.push(ctx);
         }
     }
