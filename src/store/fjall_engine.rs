@@ -33,11 +33,8 @@ use crate::metrics::Metrics;
 const OWN: [(u8, &str); 3] = [(b'o', "orders"), (b'e', "events"), (b'q', "outbox")];
 const SHARED: &str = "rows";
 const MEMTABLE: u64 = 4 << 20;
-/// Values from this size on are kept apart from the LSM tree (orders, events). Rows
-/// compressed against the dictionary (`codec.rs`) are 300–450 B: at 512 they stayed
-/// in the tree, and compaction rewriting them took the store bench at 1 M orders from
-/// 272–298 to 1 055 µs of CPU per order.
-const SEPARATE_FROM: u32 = 128;
+/// Values from this size on are kept apart from the LSM tree (orders, events).
+const SEPARATE_FROM: u32 = 512;
 
 pub(crate) struct FjallEngine {
     db: Database,
