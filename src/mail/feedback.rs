@@ -5,7 +5,7 @@
 
 use lettre::Message;
 use lettre::message::Mailbox;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::header::ContentType;
 use serde_json::Value;
 
 use super::Mailer;
@@ -48,17 +48,8 @@ impl Mailer {
         let to = plain["to"].as_str().unwrap_or_default();
         let address = to.parse::<lettre::Address>().map_err(|e| permanent(format!("recipient `{to}`: {e}")))?;
         let effect_id = body["effect_id"].as_str().unwrap_or_default().to_owned();
-        let message_id = format!("<{}@{}>", effect_id, self.domain);
-        let mut b = Message::builder()
-            .from(self.from.clone())
-            .to(Mailbox::new(None, address))
-            .subject(plain["subject"].as_str().unwrap_or_default())
-            .message_id(Some(message_id.clone()))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Orderbridge-Effect"), effect_id));
-        if let Some(r) = &self.reply_to {
-            b = b.reply_to(r.clone());
-        }
+        let subject = plain["subject"].as_str().unwrap_or_default();
+        let (b, message_id) = self.envelope(Mailbox::new(None, address), subject, effect_id);
         let msg = b
             .header(ContentType::TEXT_PLAIN)
             .body(plain["text"].as_str().unwrap_or_default().to_owned())

@@ -179,17 +179,7 @@ impl Mailer {
             .map_err(|e| permanent(format!("recipient `{}`: {e}", spec.to.email)))?;
         let name = spec.to.name.replace(['\r', '\n'], "");
         let to = Mailbox::new((!name.is_empty() && name != spec.to.email).then_some(name), address);
-        let message_id = format!("<{}@{}>", effect_id, self.domain);
-        let mut b = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(rendered.subject)
-            .message_id(Some(message_id.clone()))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Orderbridge-Effect"), effect_id));
-        if let Some(r) = &self.reply_to {
-            b = b.reply_to(r.clone());
-        }
+        let (b, message_id) = self.envelope(to, &rendered.subject, effect_id);
         let msg = b
             .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
             .map_err(|e| permanent(format!("cannot build the message: {e}")))?;
@@ -198,6 +188,29 @@ impl Mailer {
 }
 
 impl Mailer {
+    /// What every mail of an effect carries: sender, recipient, subject, a message id
+    /// made of the effect id (a resent mail keeps it), `Auto-Submitted`, the effect
+    /// header and the reply-to address. The one home for a mail's envelope.
+    pub(super) fn envelope(
+        &self,
+        to: Mailbox,
+        subject: &str,
+        effect_id: String,
+    ) -> (lettre::message::MessageBuilder, String) {
+        let message_id = format!("<{}@{}>", effect_id, self.domain);
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(message_id.clone()))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Orderbridge-Effect"), effect_id));
+        if let Some(r) = &self.reply_to {
+            b = b.reply_to(r.clone());
+        }
+        (b, message_id)
+    }
+
     /// Sends one plain-text mail now, outside the outbox: for a console sign-in link,
     /// which is only worth anything within minutes (a failure: the person asks again).
     ///
