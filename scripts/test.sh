@@ -111,3 +111,6 @@ BENCH_CRM_SECRET="whsec_$(openssl rand -base64 32)" cargo run --locked -q -- che
 echo "== cargo test"
 cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
 cargo test --locked --doc
+echo "== the book (docs/): built with mdBook, every link checked"
+# After the tests: the staff guides show the screenshots they took (target/screens).
+scripts/book.sh
