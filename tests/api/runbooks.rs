@@ -34,7 +34,7 @@ const BLOCKS: &[(&str, &[&str])] = &[
     ("disk-full.md", &["disk-full-verify"]),
     ("quarantine.md", &["quarantine-list", "quarantine-from-backup"]),
     ("restore.md", &["restore-take-backup", "restore-put-back", "restore-verify"]),
-    ("rotate-secrets.md", &["rotate-api-token"]),
+    ("rotate-secrets.md", &["rotate-api-token", "rotate-privacy-status"]),
 ];
 
 fn runbooks_dir() -> PathBuf {
@@ -597,4 +597,58 @@ fn every_runbook_an_alert_names_is_a_page_of_the_book() {
         assert!(runbooks_dir().join(page).exists(), "{page} does not exist");
         assert!(summary.contains(&format!("(runbooks/{page})")), "{page} is not in docs/src/SUMMARY.md");
     }
+}
+
+/// Adds the privacy key `id` (a file of its own) to `config/orderbridge.toml` and makes
+/// it the active one, as rotate-secrets.md says.
+fn add_active_privacy_key(dir: &Path, id: &str, key: &str) {
+    std::fs::write(dir.join(format!("config/privacy-{id}.key")), key).unwrap();
+    set_in_file(
+        dir,
+        &[
+            ("privacy.active_key", id.into()),
+            (&format!("privacy.keys.{id}"), format!("file:config/privacy-{id}.key").into()),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_privacy_key_rotated_as_written_rewraps_every_order_and_the_old_key_can_go() {
+    // Arrange: two orders under p2026.
+    let app = TestApp::builder()
+        .only_approval()
+        .files(|d| {
+            add_active_privacy_key(d, "p2026", "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0")
+        })
+        .start()
+        .await;
+    let ids = [post(&app, &deal("RB-KEY-1", 1, "8000.00")).await, post(&app, &deal("RB-KEY-2", 1, "8000.00")).await];
+    let erp = app.erp.clone();
+    let dir = app.stop().await;
+
+    // Act 1: p2027 becomes the active key; the daemon rewraps at start.
+    add_active_privacy_key(dir.path(), "p2027", "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9");
+    let app = restart(dir, erp.clone()).await;
+    wait_until("every data key is under p2027", || async { app.api("/keys").await.1["by_key"] == json!({"p2027": 2}) })
+        .await;
+    let status = Shell::of(&app).ok("rotate-secrets.md", "rotate-privacy-status").await;
+    assert!(status.contains("active key: p2027") && status.contains("p2027: 2 data keys"), "{status}");
+    assert!(!status.contains("p2026:"), "{status}");
+    assert!(status.contains("audit intact: 2 orders"), "{status}");
+    let dir = app.stop().await;
+
+    // Act 2: the old key leaves the configuration.
+    let path = dir.path().join("config/orderbridge.toml");
+    let mut doc: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["privacy"]["keys"].as_table_mut().unwrap().remove("p2026").expect("p2026 was configured");
+    std::fs::write(&path, toml::to_string(&doc).unwrap()).unwrap();
+    let app = restart(dir, erp).await;
+
+    // Assert: the commands still pass, and every order opens without the old key.
+    let status = Shell::of(&app).ok("rotate-secrets.md", "rotate-privacy-status").await;
+    assert!(status.contains("p2027: 2 data keys") && status.contains("audit intact: 2 orders"), "{status}");
+    for id in &ids {
+        assert_eq!(app.order(id).await["order"]["customer"]["email"], "zhang.wei@example.com");
+    }
+    app.stop().await;
 }
