@@ -46,6 +46,7 @@ mod replicas;
 mod reports;
 mod rules_diff;
 mod rules_review;
+mod runbooks;
 mod scheduled_reports;
 mod screens;
 mod separation;
