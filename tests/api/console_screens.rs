@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::console::sign_in;
 use crate::console_pages::two_orders;
 use crate::helpers::*;
-use crate::screens::{Browser, WIDTHS, screens_dir};
+use crate::screens::{Browser, WIDTHS, problems, screens_dir};
 
 /// Runs axe on the page and answers its serious and critical violations.
 const AXE_RUN: &str = r"
@@ -102,6 +102,8 @@ async fn console_in(lang: &str) -> Vec<String> {
         .mail(&smtp)
         .settings(|s| s.dispatcher.max_attempts = 2)
         .files(crate::console_pages::chen_administers);
+    let reports_in = lang.to_owned();
+    app = app.files(move |d| example_report(d, &reports_in));
     if lang == "en" {
         app = app
             .files(|d| replace_in_file(d, "config/directory.toml", &[("locale = \"zh-CN\"", "locale = \"en\"")]))
@@ -109,7 +111,9 @@ async fn console_in(lang: &str) -> Vec<String> {
     }
     let app = app.start().await;
     let (waiting, small) = two_orders(&app).await;
-    let customer = app.order(&small).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
+    // An order invoiced and part paid, so the receivables page shows an invoice.
+    let invoiced = invoiced_part_paid(&app).await;
+    let customer = app.order(&invoiced).await["order"]["customer"]["id"].as_str().unwrap().to_owned();
     // A flagged order and an unmatched payment, so those lists have rows.
     let mut flagged = deal("D-SCREENS-FLAG", 1, "500000.00");
     flagged["deal"]["customer"]["kyc_verified"] = false.into();
@@ -148,7 +152,7 @@ async fn console_in(lang: &str) -> Vec<String> {
         (Some(&he), "/console/payments".into(), "payments"),
         (Some(&chen), "/console/admin".into(), "admin"),
         (Some(&chen), "/console/rules".into(), "rules"),
-        (Some(&sun), format!("/console/receivables?customer={customer}"), "receivables"),
+        (Some(&he), format!("/console/receivables?customer={customer}"), "receivables"),
         (Some(&li), "/console/orders".into(), "refused"),
         (Some(&sun), "/console/feedback/new".into(), "feedback-form"),
         (Some(&li), "/console/feedback".into(), "feedback"),
@@ -169,8 +173,62 @@ async fn console_in(lang: &str) -> Vec<String> {
         as_holder(&browser, base, *cookie).await;
         found.extend(look(&browser, &axe, &format!("{base}{path}"), &format!("{name}-dark"), lang, &WIDTHS[..1]).await);
     }
+    found.extend(report_mail(&app, &browser, lang).await);
     browser.quit().await;
     app.stop().await;
+    found
+}
+
+/// The example's scheduled management report (the tests' configuration leaves reports
+/// out), its mail in `lang`.
+fn example_report(dir: &Path, lang: &str) {
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/notifications.toml"));
+    let example = example.unwrap();
+    let from = example.find("# --- Scheduled management reports").expect("the example schedules a report");
+    let block = example[from..].replace("locale = \"zh-CN\"", &format!("locale = \"{lang}\""));
+    edit_file(dir, "config/notifications.toml", |text| format!("{text}\n{block}"));
+}
+
+/// A 300 000 CNY order approved, its tasks done, delivered, accepted, invoiced by the
+/// finance system, and paid 100 000 CNY of it.
+async fn invoiced_part_paid(app: &TestApp) -> String {
+    let (s, b) = app.post_webhook(&deal("D-SCREENS-CASH", 1, "300000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    let (s, b) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{id}/approvals"), &json!({"decision": "approve"})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    crate::cash::deliver(app, &id).await;
+    let accept = json!({"decision": "accept", "note": "客户电话确认"});
+    let (s, b) = app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &accept).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("accepted")), "{b}");
+    wait_until("the invoice is issued", || async { app.order(&id).await["state"] == "invoiced" }).await;
+    let invoice = app.order(&id).await["fulfilment"]["invoice"]["number"].clone();
+    let pay = json!({"payment_id": "P-SCREENS-PART", "amount": {"amount": "100000.00", "currency": "CNY"},
+        "invoice_number": invoice});
+    let (s, b) = app.api_post_json("/payments", &pay).await;
+    assert_eq!((s, b["matched"].as_bool()), (200, Some(true)), "{b}");
+    id
+}
+
+/// The scheduled management report's mail (`weekly-management`) for the week of these
+/// orders, as `GET /api/reports/scheduled/{name}` shows it: checked and photographed as
+/// the `screens` module does every mail.
+async fn report_mail(app: &TestApp, browser: &Browser, lang: &str) -> Vec<String> {
+    let at = (app.state.clock.now() + chrono::Duration::days(7)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let url = app.admin_url(&format!("/api/reports/scheduled/weekly-management?at={at}"));
+    let r = app.client.get(url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("data:image/png;base64,"), "the mail carries its charts");
+    let label = format!("mail-{lang}-weekly-report");
+    let file = screens_dir().join(format!("{label}.html"));
+    std::fs::write(&file, &html).unwrap();
+    let mut found = Vec::new();
+    for width in WIDTHS {
+        let seen = browser.look(&format!("file://{}", file.display()), width, &label).await;
+        found.extend(problems(&label, width, &seen, lang));
+    }
     found
 }
 

@@ -136,7 +136,7 @@ impl Browser {
     }
 
     /// Opens `url` at `width`, checks it, and saves a full-page screenshot as `name`.
-    async fn look(&self, url: &str, width: u32, name: &str) -> Seen {
+    pub(crate) async fn look(&self, url: &str, width: u32, name: &str) -> Seen {
         self.resize(width, 900).await;
         self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
         self.look_here(width, name).await
@@ -245,6 +245,8 @@ async fn every_mail_reads_well_on_a_phone_and_a_desktop() {
                 Some(purpose) => json!({ purpose: format!("https://orders.bank.example/pages/{purpose}/v2.TOKEN") }),
                 None => json!({}),
             };
+            // Every mail ends with its feedback link (src/mail/feedback.rs adds it).
+            ctx["links"]["feedback"] = json!("https://orders.bank.example/pages/feedback/v2.TOKEN");
             if *name != "digest" {
                 ctx.as_object_mut().unwrap().remove("items");
             }
@@ -272,6 +274,8 @@ async fn every_mail_reads_well_on_a_phone_and_a_desktop() {
                 assert!(!r.html.contains(&format!(">{}<", url.trim())), "{name} {loc}: the bare URL is shown");
                 assert!(!token.is_empty());
             }
+            // The footer's feedback link, as every mail carries it.
+            assert!(r.html.contains("href=\"https://orders.bank.example/pages/feedback/v2.TOKEN\""), "{name} {loc}");
             // CSS is inlined: the layout's classes carry their styles.
             assert!(r.html.contains("style=\"") && r.html.contains("prefers-color-scheme"), "{name} {loc}");
         }
@@ -329,6 +333,10 @@ const ACCEPT: &str =
 const SURVEY: &str =
     "document.querySelector('input[name=score][value=\"5\"]').checked = true; document.querySelector('form').submit();";
 
+const FEEDBACK: &str = "document.querySelector('input[value=suggestion]').checked = true; \
+     document.querySelector('textarea[name=text]').value = '审批邮件里请写明截止时间'; \
+     document.querySelector('form').submit();";
+
 /// The Chinese run's logo (`site.logo`).
 const LOGO: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"64\" height=\"64\" viewBox=\"0 0 64 64\">\
      <circle cx=\"32\" cy=\"32\" r=\"30\" fill=\"#ffffff\"/><text x=\"32\" y=\"42\" font-size=\"28\" \
@@ -371,8 +379,10 @@ async fn pages_in(lang: &str) -> Vec<String> {
                 None => browser.look_here(width, &label).await,
             };
             found.extend(problems(&label, width, &seen, page_lang));
-            // A form's or the status page's summary; a sentence page has none, but says something.
-            if url.is_some() && !name.starts_with("refused") && seen.values.is_empty() {
+            // A form's or the status page's summary; a sentence page has none, nor has the
+            // feedback form (it names the order only), but each says something.
+            if url.is_some() && !name.starts_with("refused") && !name.starts_with("feedback") && seen.values.is_empty()
+            {
                 found.push(format!("{label}: no summary values"));
             }
             if seen.height < 100.0 {
@@ -423,6 +433,11 @@ async fn pages_in(lang: &str) -> Vec<String> {
     let expired = app.url(&format!("/pages/status/{}", signer.legacy_token(&expired)));
     assert_eq!(app.client.get(&expired).send().await.unwrap().status(), 410);
     look(Some(&expired), "refused-expired", lang).await;
+    // The feedback link at the foot of the approver's mail: the form, then its thanks.
+    let feedback = wait_link(&smtp, "wang.fang@bank.example", "feedback", &large).await;
+    look(Some(&feedback), "feedback", lang).await;
+    browser.submit(&feedback, FEEDBACK, DONE).await;
+    look(None, "feedback-done", lang).await;
     // The first approver decides: the confirmation, then the used link's refusal.
     browser.submit(&approval, APPROVE, DONE).await;
     look(None, "approval-done", lang).await;
