@@ -68,7 +68,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
 
 /// One example file made hermetic: each `${ENV}` secret reference becomes a file
 /// reference, each example system address becomes `erp`.
-fn hermetic(text: &str, erp: SocketAddr) -> String {
+pub fn hermetic(text: &str, erp: SocketAddr) -> String {
     const SECRETS: [(&str, &str); 9] = [
         ("${DEMO_CRM_SECRET:-demo}", "file:secrets/demo-crm"),
         ("${DEMO_ERP_TOKEN:-demo}", "file:secrets/demo-erp"),
