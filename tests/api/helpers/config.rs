@@ -178,7 +178,7 @@ impl TestDefaults {
         s.scheduler_sweep_interval = Duration::from_millis(Self::SCHEDULER_SWEEP_MS);
     }
 
-    /// As environment overrides (the built binary; README "Environment overrides").
+    /// As environment overrides (the built binary; the book, "Environment overrides").
     pub fn env() -> Vec<(String, String)> {
         [
             ("SERVER__PORT", 0),
