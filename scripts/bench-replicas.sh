@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Several daemons on one PostgreSQL database under `orderbridge bench` load (README,
+# Several daemons on one PostgreSQL database under `orderbridge bench` load (docs/src/admin/operations.md,
 # "Running several daemons"): starts N daemons on the example configuration and a new
 # database of the test cluster, posts ORDERS_PER_DAEMON orders to each at once (16 in
 # flight per daemon; the first bench also serves the ERP sink on 127.0.0.1:9090),

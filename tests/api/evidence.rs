@@ -1,5 +1,5 @@
 //! Evidence packs: a pack of an approved order verifies, with the CLI and with the
-//! README's standard tools (openssl, sha256sum); one changed byte in one file makes
+//! book's standard tools (openssl, sha256sum); one changed byte in one file makes
 //! both fail, and the CLI names the file.
 
 use std::io::{Read as _, Write as _};
@@ -18,9 +18,10 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// The README's standard-tools check, run by `sh -e` in `cwd`.
+/// The book's standard-tools check (docs/src/admin/audit.md), run by `sh -e` in `cwd`.
 fn readme_check(cwd: &Path, pack: &Path, pubkey: &Path) -> Output {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/admin/audit.md")).unwrap();
     let at = readme.find("**The same check with standard tools**").unwrap();
     let block = &readme[at..];
     let start = block.find("```sh\n").unwrap() + 6;
@@ -100,7 +101,7 @@ async fn a_pack_verifies_and_one_changed_byte_is_named() {
     let effects = read(&mut zip, "effects.json");
     assert!(effects.contains("effect_succeeded"), "{effects}");
 
-    // The README's procedure with standard tools accepts it.
+    // The book's procedure with standard tools accepts it.
     let work = tempfile::tempdir().unwrap();
     let out = readme_check(work.path(), &pack, &pubkey);
     assert!(out.status.success(), "{}", text(&out));

@@ -1,4 +1,5 @@
-//! The README's first command on a fresh copy of the repository's configuration:
+//! The quick start's first command (docs/src/admin/installation.md) on a fresh copy
+//! of the repository's configuration:
 //! `orderbridge run` from its directory with no environment variable at all starts
 //! the example (its demo secrets come from `config/demo-secrets.toml`), says where
 //! the console and the API are, and answers `/readyz`.

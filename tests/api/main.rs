@@ -11,6 +11,7 @@ mod approval;
 mod archive;
 mod audit_keys;
 mod bench_peers;
+mod book;
 mod cash;
 mod check;
 mod cli;

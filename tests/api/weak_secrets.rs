@@ -1,7 +1,7 @@
 //! `check` and `run` refuse weak secrets: empty ones, placeholders, the values this
-//! repository publishes (README quick start, scripts) and short HMAC keys or admin
+//! repository publishes (the quick start, scripts) and short HMAC keys or admin
 //! tokens. The repository's example configuration (`example = true`, on loopback)
-//! keeps working with the README's demo values and says so in one note.
+//! keeps working with the quick start's demo values and says so in one note.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -63,7 +63,7 @@ fn the_example_configuration_takes_the_readme_and_test_script_values_with_one_no
     let script_vars = assignments(&script[start..end], |l| Some(l.trim_end_matches('\\')));
     assert_eq!(script_vars.len(), 9, "{script_vars:?}");
     // The demo secrets from the environment, from the script, and from nowhere (the
-    // README's first command: `config/demo-secrets.toml`).
+    // quick start's first command: `config/demo-secrets.toml`).
     for env in [readme_exports(), script_vars, Vec::new()] {
         let out = orderbridge(&["check"], dir.path(), &env);
         let text = stdout(&out);
@@ -95,7 +95,7 @@ fn outside_the_example_published_short_and_empty_secrets_are_refused_at_their_li
     };
     let at = |file: &str, needle: &str| format!("{}:{}:", d.join(file).display(), line_of(file, needle));
 
-    // The README's demo values: each refused at its line.
+    // The quick start's demo values: each refused at its line.
     let readme = readme_exports();
     let out = orderbridge(&["check"], d, &readme);
     let text = stdout(&out);

@@ -68,7 +68,7 @@ fn write_example(dir: &Path, erp: SocketAddr, mail: bool) {
 
 /// One example file made hermetic: each `${ENV}` secret reference becomes a file
 /// reference, each example system address becomes `erp`.
-fn hermetic(text: &str, erp: SocketAddr) -> String {
+pub fn hermetic(text: &str, erp: SocketAddr) -> String {
     const SECRETS: [(&str, &str); 9] = [
         ("${DEMO_CRM_SECRET:-demo}", "file:secrets/demo-crm"),
         ("${DEMO_ERP_TOKEN:-demo}", "file:secrets/demo-erp"),
@@ -178,7 +178,7 @@ impl TestDefaults {
         s.scheduler_sweep_interval = Duration::from_millis(Self::SCHEDULER_SWEEP_MS);
     }
 
-    /// As environment overrides (the built binary; README "Environment overrides").
+    /// As environment overrides (the built binary; the book, "Environment overrides").
     pub fn env() -> Vec<(String, String)> {
         [
             ("SERVER__PORT", 0),
