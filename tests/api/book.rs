@@ -31,13 +31,18 @@ struct Block {
 /// The fenced blocks of a markdown text (``` fences, not nested).
 fn blocks(md: &str) -> Vec<Block> {
     let mut out = Vec::new();
-    let mut open: Option<Block> = None;
+    let (mut open, mut indent): (Option<Block>, usize) = (None, 0);
     for (i, l) in md.lines().enumerate() {
         match (open.take(), l.trim_start().strip_prefix("```")) {
-            (None, Some(info)) => open = Some(Block { line: i + 1, info: info.trim().to_owned(), text: String::new() }),
+            (None, Some(info)) => {
+                // A block inside a list item: its lines lose the fence's indentation.
+                indent = l.len() - l.trim_start().len();
+                open = Some(Block { line: i + 1, info: info.trim().to_owned(), text: String::new() });
+            }
             (Some(b), Some(_)) => out.push(b),
             (Some(mut b), None) => {
-                b.text.push_str(l);
+                let keep = l.len() - l.trim_start().len();
+                b.text.push_str(&l[indent.min(keep)..]);
                 b.text.push('\n');
                 open = Some(b);
             }
@@ -222,8 +227,13 @@ fn is_new(file: &str) -> bool {
     !repo().join(file).exists() && !repo().join("examples").join(file).exists()
 }
 
+/// Stands for an unquoted shell operator (`|`, `;`, `&`, `<`, `>`) among the words:
+/// the command before it ends there.
+const OPERATOR: &str = "\u{0}";
+
 /// The words of one shell command line: quotes and backslashes as the shell reads
-/// them; a word starting with `#` ends the line.
+/// them; a word starting with `#` ends the line; an unquoted operator is a word of
+/// its own, `OPERATOR`.
 fn words(line: &str) -> Vec<String> {
     let (mut out, mut word, mut quote, mut any) = (Vec::new(), String::new(), None, false);
     let mut chars = line.chars();
@@ -234,6 +244,15 @@ fn words(line: &str) -> Vec<String> {
             (None, '\'' | '"') => (quote, any) = (Some(c), true),
             (None, '\\') => word.extend(chars.next()),
             (None, '#') if !any => break,
+            (None, '|' | ';' | '&' | '<' | '>') => {
+                if matches!(c, '<' | '>') && any && word.chars().all(|d| d.is_ascii_digit()) {
+                    (any, _) = (false, word.clear()); // a descriptor: `2>&1`
+                }
+                if any {
+                    out.push(std::mem::take(&mut word));
+                }
+                (any, _) = (false, out.push(OPERATOR.to_owned()));
+            }
             (None, c) if c.is_whitespace() => {
                 if any {
                     out.push(std::mem::take(&mut word));
@@ -250,7 +269,8 @@ fn words(line: &str) -> Vec<String> {
 }
 
 /// The commands of a shell block with their lines: continuation lines joined, a
-/// `$ ` prompt removed, here-documents left out.
+/// `$ ` prompt removed, here-documents left out, a pipeline or list split into its
+/// commands.
 fn commands(block: &Block) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
     let (mut pending, mut start, mut heredoc): (String, usize, Option<String>) = (String::new(), 0, None);
@@ -282,7 +302,10 @@ fn commands(block: &Block) -> Vec<(usize, Vec<String>)> {
                     .to_owned(),
             );
         }
-        out.push((start, words(&std::mem::take(&mut pending))));
+        let words = words(&std::mem::take(&mut pending));
+        for command in words.split(|w| w == OPERATOR).filter(|c| !c.is_empty()) {
+            out.push((start, command.to_vec()));
+        }
     }
     out
 }
@@ -416,9 +439,16 @@ fn the_extractors_read_blocks_commands_and_file_names() {
     let c: Vec<(usize, Option<Vec<String>>)> =
         commands(&b[0]).into_iter().map(|(l, w)| (l, orderbridge_args(&w))).collect();
     let s = |v: &[&str]| Some(v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
-    assert_eq!(c, [(3, s(&["check"])), (4, s(&["orders", "show", "ord_1"])), (6, None)]);
+    assert_eq!(c, [(3, s(&["check"])), (4, s(&["orders", "show", "ord_1"])), (6, None), (6, None)]);
     assert_eq!(target(&b[1]), Ok(("config/rules.toml".to_owned(), true)));
     assert_eq!(secret_names("a = \"${A}\"\nb = \"${B:-demo}\""), ["A"]);
+    // A pipeline or list is its commands; a redirection's descriptor is not an argument.
+    let md = "```sh\norderbridge outbox dead 2>&1 | awk '{print $1}' && orderbridge audit verify > out.txt\n```\n";
+    let c: Vec<Option<Vec<String>>> = commands(&blocks(md)[0]).into_iter().map(|(_, w)| orderbridge_args(&w)).collect();
+    assert_eq!(
+        c.into_iter().flatten().collect::<Vec<_>>(),
+        [s(&["outbox", "dead"]), s(&["audit", "verify"])].map(Option::unwrap)
+    );
 }
 
 #[test]
