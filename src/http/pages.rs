@@ -496,8 +496,9 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
         return refusal(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
     }
     let events = app.store.events(order.id).await.unwrap_or_default();
-    let again =
-        |msg: &str| approval_form(&app, (&token, &claims), &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let again = |msg: &str| {
+        approval_form(&app, (&token, &claims), &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY)
+    };
     let Ok(Form(f)) = form_data else {
         return again("error.form");
     };
@@ -621,8 +622,9 @@ pub(crate) async fn acceptance_answer(
         Ok(e) => e,
         Err(_) => return busy(&app, l),
     };
-    let bad =
-        |msg: &str| acceptance_form(&app, (&token, &claims), &order, &events, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = |msg: &str| {
+        acceptance_form(&app, (&token, &claims), &order, &events, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY)
+    };
     let Ok(Form(f)) = form_data else {
         return bad("error.form");
     };

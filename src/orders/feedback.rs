@@ -233,7 +233,11 @@ impl Orders {
     }
 
     /// How much feedback came in within `[from, to)`, per category.
-    pub(crate) async fn feedback_counts(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<FeedbackCounts, OrderError> {
+    pub(crate) async fn feedback_counts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<FeedbackCounts, OrderError> {
         Ok(count(&self.feedback(None).await?, from, to))
     }
 }
