@@ -148,6 +148,7 @@ pub(crate) const EVENT_NAMES: &[&str] = &[
     "effect_succeeded",
     "effect_dead_lettered",
     "effect_replayed",
+    "feedback_received",
 ];
 
 fn yes() -> bool {

@@ -268,4 +268,29 @@ mod tests {
         assert_eq!(Category::parse("praise"), None);
         assert_eq!(Category::parse(""), None);
     }
+
+    #[test]
+    fn a_period_counts_from_its_first_instant_up_to_its_end_excluded() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let report = |id, category, when: &str| Feedback {
+            id,
+            at: at(when),
+            category,
+            order_id: None,
+            author: "wang.fang".into(),
+            email: "wang.fang@bank.example".into(),
+            channel: "mail".into(),
+            text: "慢".into(),
+        };
+        let all = [
+            report(1, Category::Problem, "2026-11-22T15:59:59Z"),
+            report(2, Category::Problem, "2026-11-22T16:00:00Z"),
+            report(3, Category::Complaint, "2026-11-29T15:59:59Z"),
+            report(4, Category::Suggestion, "2026-11-29T16:00:00Z"),
+        ];
+        let c = count(&all, at("2026-11-22T16:00:00Z"), at("2026-11-29T16:00:00Z"));
+        assert_eq!(c, FeedbackCounts { problem: 1, suggestion: 0, complaint: 1, total: 2 });
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json, json!({"problem": 1, "suggestion": 0, "complaint": 1, "total": 2}));
+    }
 }
