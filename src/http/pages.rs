@@ -183,6 +183,19 @@ fn sentence_page(app: &AppState, status: StatusCode, l: Locale, title: &str, htm
     page(status, l, &app.settings, &w(app, l, title), &format!("<p>{html}</p>"))
 }
 
+/// The page after an answer was taken (`html` from the page text), ending with the
+/// feedback link for the link's person and order.
+fn thanks(app: &AppState, l: Locale, html: &str, claims: &LinkClaims) -> Response {
+    let footer = super::feedback::page_link(app, claims).map(|url| super::feedback::page_footer(app, l, &url));
+    page(
+        StatusCode::OK,
+        l,
+        &app.settings,
+        &w(app, l, "title.thanks"),
+        &format!("<p>{html}</p>{}", footer.unwrap_or_default()),
+    )
+}
+
 pub(crate) fn link_refusal(app: &AppState, e: &LinkError) -> Response {
     let l = app.settings.presentation.default_locale;
     match e {
@@ -302,7 +315,7 @@ pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path
     {
         Ok(_) => {
             app.wake_dispatcher();
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &w(&app, l, "done.survey"))
+            thanks(&app, l, &w(&app, l, "done.survey"), &claims)
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_)) => already_answered(&app, l),
         Err(OrderError::Illegal(_)) => refusal(&app, StatusCode::CONFLICT, l, &w(&app, l, "refused.survey_closed")),
@@ -525,7 +538,7 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
                 }
                 state => say(&app, l, "done.approval", serde_json::json!({"state": state.name()})),
             };
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &text)
+            thanks(&app, l, &text, &claims)
         }
         // The standing was checked above; a refusal here is a race (e.g. the directory changed).
         Err(OrderError::Refused(why)) => {
@@ -648,7 +661,7 @@ pub(crate) async fn acceptance_answer(
         Ok(_) => {
             app.wake_dispatcher();
             let text = w(&app, l, if accepted { "done.accepted" } else { "done.not_accepted" });
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &text)
+            thanks(&app, l, &text, &claims)
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_) | OrderError::Illegal(_)) => {
             not_waiting_for_acceptance(&app, &order, l)

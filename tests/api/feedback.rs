@@ -405,6 +405,11 @@ async fn every_page_from_a_signed_link_links_the_feedback_form_for_its_person_an
     report_from(&app, &acceptance, "验收说明看不懂", "对流程的意见").await;
     let accepted = Browser::new(&app).post(&acceptance, &[("decision", "accept"), ("note", "")]).await;
     assert_eq!(accepted.status, 200, "{}", accepted.body);
+    // The page after the answer links the form too, for the same address and order.
+    let after = page_link(&accepted.body);
+    let form = Browser::new(&app).get(&after).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains(&format!("name=\"order\" value=\"{small}\"")), "{}", form.body);
     wait_until("the invoice is issued", || async { app.order(&small).await["state"] == "invoiced" }).await;
     let inv = app.order(&small).await["fulfilment"]["invoice"]["number"].clone();
     let pay = json!({"type": "payment.received", "payment_id": "BANK-FB-1",
