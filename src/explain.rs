@@ -219,6 +219,12 @@ impl Story {
             OrderEvent::EffectReplayed { effect, .. } => {
                 lines.push(format!("{at}  {effect} replayed by {}", actor(&e.actor)));
             }
+            OrderEvent::FeedbackReceived { feedback, category, channel } => {
+                lines.push(format!(
+                    "{at}  feedback no. {feedback} ({category}, through {channel}) from {}",
+                    actor(&e.actor)
+                ));
+            }
             other => lines.push(format!("{at}  {} by {}", other.name(), actor(&e.actor))),
         }
     }

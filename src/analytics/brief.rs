@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chart::{Orientation, bars};
 use super::period::Span;
-use super::report::Report;
+use super::report::{FeedbackCounts, Report};
 
 /// Bottlenecks a report mail shows (the report ranks them by total business hours).
 const BOTTLENECKS: usize = 6;
@@ -70,6 +70,10 @@ pub(crate) struct Brief {
     pub(crate) bottlenecks: Vec<Bar>,
     /// Each approval level's mean wait, business hours.
     pub(crate) levels: Vec<Bar>,
+    /// Feedback on the process reported in the period, per category (zero in a mail
+    /// queued before it was counted).
+    #[serde(default)]
+    pub(crate) feedback: FeedbackCounts,
 }
 
 /// A chart of a brief, ready to embed: `id` is how the mail refers to it.
@@ -169,6 +173,7 @@ impl Brief {
             received,
             bottlenecks,
             levels,
+            feedback: report.feedback,
         }
     }
 
@@ -222,6 +227,7 @@ impl Brief {
                 .collect(),
             bottlenecks: vec![bar("awaiting_approval.2", "stage", 7200), bar("legal", "department", 3600)],
             levels: vec![bar("1", "", 1800)],
+            feedback: FeedbackCounts { problem: 2, suggestion: 1, complaint: 0, total: 3 },
         }
     }
 }

@@ -2,7 +2,7 @@
 //! in a period, beside the headline figures of the period before it.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::journey::Journey;
 use super::kpi::{Headline, Kpis, headline};
@@ -21,6 +21,18 @@ pub struct Report {
     /// The headline figures of this period and of the one as long before it.
     pub(crate) current: Headline,
     pub(crate) previous: Headline,
+    /// The feedback on the process reported in the period, per category (filled in
+    /// by the application layer, which reads the reports; zero in `of`).
+    pub(crate) feedback: FeedbackCounts,
+}
+
+/// Feedback on the process reported in a period, per category.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackCounts {
+    pub problem: u64,
+    pub suggestion: u64,
+    pub complaint: u64,
+    pub total: u64,
 }
 
 impl Report {
@@ -41,6 +53,7 @@ impl Report {
             process: Process::of(journeys, calendar),
             current: headline("current".into(), &journeys.iter().collect::<Vec<_>>(), calendar),
             previous: headline("previous".into(), &before.iter().collect::<Vec<_>>(), calendar),
+            feedback: FeedbackCounts::default(),
         }
     }
 

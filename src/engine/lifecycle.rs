@@ -148,6 +148,7 @@ pub(crate) const EVENT_NAMES: &[&str] = &[
     "effect_succeeded",
     "effect_dead_lettered",
     "effect_replayed",
+    "feedback_received",
 ];
 
 fn yes() -> bool {
@@ -210,6 +211,7 @@ impl OrderState {
                 E::EffectSucceeded { .. }
                 | E::EffectDeadLettered { .. }
                 | E::EffectReplayed { .. }
+                | E::FeedbackReceived { .. }
                 | E::PersonalDataErased { .. },
             ) => s.clone(),
 
@@ -503,6 +505,14 @@ pub enum OrderEvent {
         effect_id: String,
         effect: String,
     },
+    /// Feedback on the process named this order (`orders::feedback`): its number and
+    /// category, and through which channel it came (`mail`, `console`, `customer`).
+    /// The text stays with the report, not in the trail.
+    FeedbackReceived {
+        feedback: u64,
+        category: String,
+        channel: String,
+    },
     /// The order's data key was deleted (`crate::vault`): its personal data reads
     /// `erased` from now on. `reason`: `retention`, or an erasure request's.
     PersonalDataErased {
@@ -574,6 +584,7 @@ impl OrderEvent {
             E::EffectSucceeded { .. } => "effect_succeeded",
             E::EffectDeadLettered { .. } => "effect_dead_lettered",
             E::EffectReplayed { .. } => "effect_replayed",
+            E::FeedbackReceived { .. } => "feedback_received",
             E::PersonalDataErased { .. } => "personal_data_erased",
         }
     }

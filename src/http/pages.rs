@@ -167,8 +167,10 @@ fn text_page(
     name: &str,
     ctx: serde_json::Value,
 ) -> Response {
+    // A page opened from a signed link ends with that person's feedback link.
+    let footer = ctx["feedback"].as_str().map(|url| super::feedback::page_footer(app, l, url)).unwrap_or_default();
     match texts(app).render_fragment(name, l, ctx) {
-        Ok(body) => page(status, l, &app.settings, &w(app, l, title), &body),
+        Ok(body) => page(status, l, &app.settings, &w(app, l, title), &format!("{body}{footer}")),
         Err(e) => {
             tracing::error!(error = %e, page = name, "page text not rendered");
             busy(app, l)
@@ -179,6 +181,19 @@ fn text_page(
 /// A page of one sentence (HTML from `pages/words.html`) under a title (a key).
 fn sentence_page(app: &AppState, status: StatusCode, l: Locale, title: &str, html: &str) -> Response {
     page(status, l, &app.settings, &w(app, l, title), &format!("<p>{html}</p>"))
+}
+
+/// The page after an answer was taken (`html` from the page text), ending with the
+/// feedback link for the link's person and order.
+fn thanks(app: &AppState, l: Locale, html: &str, claims: &LinkClaims) -> Response {
+    let footer = super::feedback::page_link(app, claims).map(|url| super::feedback::page_footer(app, l, &url));
+    page(
+        StatusCode::OK,
+        l,
+        &app.settings,
+        &w(app, l, "title.thanks"),
+        &format!("<p>{html}</p>{}", footer.unwrap_or_default()),
+    )
 }
 
 pub(crate) fn link_refusal(app: &AppState, e: &LinkError) -> Response {
@@ -234,7 +249,7 @@ fn form_error(app: &AppState, l: Locale, key: &str) -> String {
 
 fn form(
     app: &AppState,
-    token: &str,
+    (token, claims): (&str, &LinkClaims),
     order: &OrderRecord,
     l: Locale,
     error: Option<&str>,
@@ -243,6 +258,7 @@ fn form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
+        "feedback": super::feedback::page_link(app, claims),
     });
     text_page(app, status, l, "title.survey", "survey", ctx)
 }
@@ -255,7 +271,7 @@ pub(crate) async fn survey_form(State(app): State<AppState>, Path(token): Path<S
     };
     match app.store.used(&claims.link_id).await {
         Ok(Some(_)) => already_answered(&app, l),
-        Ok(None) => form(&app, &token, &order, l, None, StatusCode::OK),
+        Ok(None) => form(&app, (&token, &claims), &order, l, None, StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, "survey page cannot read the store");
             busy(&app, l)
@@ -280,7 +296,7 @@ pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path
     };
     // The link is checked before the form is read (a stranger's body is never read).
     let form_data = Form::<SurveyForm>::from_request(req, &app).await;
-    let bad = |msg: &str| form(&app, &token, &order, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = |msg: &str| form(&app, (&token, &claims), &order, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
     let Ok(Form(f)) = form_data else {
         return bad("error.form");
     };
@@ -299,7 +315,7 @@ pub(crate) async fn survey_answer(State(app): State<AppState>, Path(token): Path
     {
         Ok(_) => {
             app.wake_dispatcher();
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &w(&app, l, "done.survey"))
+            thanks(&app, l, &w(&app, l, "done.survey"), &claims)
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_)) => already_answered(&app, l),
         Err(OrderError::Illegal(_)) => refusal(&app, StatusCode::CONFLICT, l, &w(&app, l, "refused.survey_closed")),
@@ -338,7 +354,7 @@ fn current_level(app: &AppState, claims: &LinkClaims, order: &OrderRecord, l: Lo
 #[allow(clippy::too_many_arguments)]
 fn approval_form(
     app: &AppState,
-    token: &str,
+    (token, claims): (&str, &LinkClaims),
     order: &OrderRecord,
     events: &[crate::store::EventRecord],
     level: u8,
@@ -367,7 +383,7 @@ fn approval_form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "level": level, "of": of,
-        "order": order_ctx, "history": lines,
+        "order": order_ctx, "history": lines, "feedback": super::feedback::page_link(app, claims),
     });
     text_page(app, status, l, "title.approval", "approval", ctx)
 }
@@ -463,7 +479,7 @@ pub(crate) async fn approval_form_page(State(app): State<AppState>, Path(token):
         return refusal(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
     }
     let events = app.store.events(order.id).await.unwrap_or_default();
-    approval_form(&app, &token, &order, &events, level, l, None, StatusCode::OK)
+    approval_form(&app, (&token, &claims), &order, &events, level, l, None, StatusCode::OK)
 }
 
 #[derive(Debug, Deserialize)]
@@ -493,8 +509,9 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
         return refusal(&app, StatusCode::FORBIDDEN, l, &refusal_words(&app, &why, l));
     }
     let events = app.store.events(order.id).await.unwrap_or_default();
-    let again =
-        |msg: &str| approval_form(&app, &token, &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let again = |msg: &str| {
+        approval_form(&app, (&token, &claims), &order, &events, level, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY)
+    };
     let Ok(Form(f)) = form_data else {
         return again("error.form");
     };
@@ -521,7 +538,7 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
                 }
                 state => say(&app, l, "done.approval", serde_json::json!({"state": state.name()})),
             };
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &text)
+            thanks(&app, l, &text, &claims)
         }
         // The standing was checked above; a refusal here is a race (e.g. the directory changed).
         Err(OrderError::Refused(why)) => {
@@ -544,7 +561,7 @@ pub(crate) async fn approval_answer(State(app): State<AppState>, Path(token): Pa
 
 fn acceptance_form(
     app: &AppState,
-    token: &str,
+    (token, claims): (&str, &LinkClaims),
     order: &OrderRecord,
     events: &[crate::store::EventRecord],
     l: Locale,
@@ -565,7 +582,7 @@ fn acceptance_form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
-        "note": note, "tasks": tasks,
+        "note": note, "tasks": tasks, "feedback": super::feedback::page_link(app, claims),
     });
     text_page(app, status, l, "title.acceptance", "acceptance", ctx)
 }
@@ -581,7 +598,7 @@ pub(crate) async fn acceptance_page(State(app): State<AppState>, Path(token): Pa
     }
     match (app.store.used(&claims.link_id).await, app.store.events(order.id).await) {
         (Ok(Some(_)), _) => not_waiting_for_acceptance(&app, &order, l),
-        (Ok(None), Ok(events)) => acceptance_form(&app, &token, &order, &events, l, None, StatusCode::OK),
+        (Ok(None), Ok(events)) => acceptance_form(&app, (&token, &claims), &order, &events, l, None, StatusCode::OK),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "acceptance page cannot read the store");
             busy(&app, l)
@@ -618,8 +635,9 @@ pub(crate) async fn acceptance_answer(
         Ok(e) => e,
         Err(_) => return busy(&app, l),
     };
-    let bad =
-        |msg: &str| acceptance_form(&app, &token, &order, &events, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = |msg: &str| {
+        acceptance_form(&app, (&token, &claims), &order, &events, l, Some(msg), StatusCode::UNPROCESSABLE_ENTITY)
+    };
     let Ok(Form(f)) = form_data else {
         return bad("error.form");
     };
@@ -643,7 +661,7 @@ pub(crate) async fn acceptance_answer(
         Ok(_) => {
             app.wake_dispatcher();
             let text = w(&app, l, if accepted { "done.accepted" } else { "done.not_accepted" });
-            sentence_page(&app, StatusCode::OK, l, "title.thanks", &text)
+            thanks(&app, l, &text, &claims)
         }
         Err(OrderError::LinkUsed(_) | OrderError::Conflict(_) | OrderError::Illegal(_)) => {
             not_waiting_for_acceptance(&app, &order, l)
@@ -734,7 +752,7 @@ fn status_ctx(app: &AppState, order: &OrderRecord, events: &[crate::store::Event
 /// in the customer's language. The link may be opened again and again (until it
 /// expires); it changes nothing.
 pub(crate) async fn status_page(State(app): State<AppState>, Path(token): Path<String>) -> Response {
-    let (_, order, l) = match open(&app, &token, LinkPurpose::Status).await {
+    let (claims, order, l) = match open(&app, &token, LinkPurpose::Status).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -745,5 +763,7 @@ pub(crate) async fn status_page(State(app): State<AppState>, Path(token): Path<S
             return busy(&app, l);
         }
     };
-    text_page(&app, StatusCode::OK, l, "title.status", "status", status_ctx(&app, &order, &events))
+    let mut ctx = status_ctx(&app, &order, &events);
+    ctx["feedback"] = super::feedback::page_link(&app, &claims).into();
+    text_page(&app, StatusCode::OK, l, "title.status", "status", ctx)
 }

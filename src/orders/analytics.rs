@@ -113,7 +113,7 @@ impl Orders {
     }
 
     /// The report of the orders received from `from` to `to`, beside the period as
-    /// long before it.
+    /// long before it, with the feedback reported in the period.
     ///
     /// # Errors
     /// A store that cannot be read.
@@ -125,7 +125,9 @@ impl Orders {
     ) -> Result<Report, OrderError> {
         let (before_from, before_to) = Report::previous_period(from, to);
         let (journeys, before) = tokio::join!(self.journeys(from, to), self.journeys(before_from, before_to));
-        Ok(Report::of(from, to, &journeys?, &before?, calendar))
+        let mut report = Report::of(from, to, &journeys?, &before?, calendar);
+        report.feedback = self.feedback_counts(from, to).await?;
+        Ok(report)
     }
 
     /// The warehouse rows of the orders changed in `since..until` (every order

@@ -3,16 +3,23 @@
 //! (`feedback:seq`, the last number given, and `feedback:<n>`, one report each, its
 //! number also spent as a single-use key so two daemons never share one), with
 //! the thank-you mail to its author queued in the same commit (the mail connector
-//! sends it; retries and dead letters apply). Listed newest first for the process
-//! owner and counted per category for a period in the KPI page.
+//! sends it; retries and dead letters apply). A report that names an order also
+//! appends `feedback_received` (its number, category and channel; the author is the
+//! entry's actor, the text stays in the report) to that order's audit trail in the
+//! same commit: lock → load → `engine::decide` → commit, like every other step.
+//! Listed newest first for the process owner and counted per category for a period
+//! in the KPI page, `GET /api/reports/kpis` and the scheduled report mail.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{OrderError, Orders};
+use super::{OrderError, Orders, case, step_for};
+use crate::analytics::report::FeedbackCounts;
 use crate::domain::OrderId;
-use crate::store::{EffectId, EffectRecord, OutboxChange, Step, StoreError, UsedLink};
+use crate::engine::access::{Acting, Channel};
+use crate::engine::{Actor, History, OrderEvent, Rules};
+use crate::store::{EffectId, EffectRecord, Loaded, OutboxChange, Step, StoreError, UsedLink};
 
 /// Longest feedback text kept, in characters.
 pub(crate) const MAX_TEXT: usize = 2000;
@@ -129,23 +136,40 @@ fn numbered(f: &NewFeedback, n: u64, ack: Ack, now: DateTime<Utc>) -> Step {
     }
 }
 
+impl NewFeedback {
+    /// Who the order's trail names: the directory person, or the customer's address
+    /// as a survey answer records it; the channel is the door they came through.
+    fn acting(&self) -> Acting {
+        let channel = if self.channel == "console" { Channel::Console } else { Channel::MailLink };
+        Acting { actor: Actor::Person(self.author.clone()), channel: Some(channel) }
+    }
+}
+
 impl Orders {
-    /// Stores `f` under the next number and queues its acknowledgement, in one commit.
+    /// Stores `f` under the next number and queues its acknowledgement, in one commit;
+    /// a report on an order appends `feedback_received` to its trail in that commit.
     /// The caller has checked the text and the order.
     pub(crate) async fn add_feedback(
         &self,
         f: NewFeedback,
         ack: impl Fn(u64) -> Ack,
+        rules: &Rules,
         now: DateTime<Utc>,
     ) -> Result<u64, OrderError> {
         let _g = SUBMIT.lock().await;
+        let _order = match f.order_id {
+            Some(id) => Some(self.lock_order(id).await),
+            None => None,
+        };
         // Each number is also spent as a single-use key: another daemon on the same
-        // database that took it first makes this commit a conflict, and the next is tried.
+        // database that took it first makes this commit a conflict, and the next is
+        // tried (as is a step that lost a race for the order).
         let mut tries = 0;
         loop {
             let last = self.store.job_state(SEQ).await?.and_then(|v| v.as_u64()).unwrap_or(0);
             let n = last + 1;
-            match self.commit(vec![numbered(&f, n, ack(n), now)]).await {
+            let step = self.on_order(&f, n, numbered(&f, n, ack(n), now), rules, now).await?;
+            match self.commit(vec![step]).await {
                 Ok(()) => {
                     tracing::info!(
                         feedback = n,
@@ -157,11 +181,40 @@ impl Orders {
                 }
                 Err(StoreError::Conflict(reason)) if tries < 3 => {
                     tries += 1;
-                    tracing::debug!(feedback = n, %reason, "feedback number taken by another daemon; the next is tried");
+                    tracing::debug!(feedback = n, %reason, "feedback number or order taken by another step; tried again");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// `report` with the order's `feedback_received` entry, as the engine decides it
+    /// (no order named: `report` as it is). The caller holds the order's lock.
+    async fn on_order(
+        &self,
+        f: &NewFeedback,
+        n: u64,
+        report: Step,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<Step, OrderError> {
+        let Some(id) = f.order_id else { return Ok(report) };
+        let rec = self.load(id).await?;
+        let event = OrderEvent::FeedbackReceived {
+            feedback: n,
+            category: f.category.as_str().to_owned(),
+            channel: f.channel.to_owned(),
+        };
+        let Acting { actor, channel } = f.acting();
+        let history = History::default();
+        let mut decision = crate::engine::decide(&case(&rec, &history), actor.clone(), event, rules, now)?;
+        decision.audit.iter_mut().filter(|e| e.actor == actor).for_each(|e| e.channel = channel);
+        let loaded = Loaded::of(&rec);
+        let mut step = step_for(rec, Some(loaded), decision, now);
+        step.outbox.extend(report.outbox);
+        step.jobs.extend(report.jobs);
+        step.spend = report.spend;
+        Ok(step)
     }
 
     /// Feedback newest first (at most the last `LIST_LIMIT`), only `order`'s if given.
@@ -179,23 +232,28 @@ impl Orders {
         Ok(out)
     }
 
-    /// How much feedback came in within `[from, to)`, per category (every category named).
+    /// How much feedback came in within `[from, to)`, per category.
     pub(crate) async fn feedback_counts(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<serde_json::Value, OrderError> {
-        let all = self.feedback(None).await?;
-        let mut counts = serde_json::Map::new();
-        let mut total = 0;
-        for c in Category::ALL {
-            let n = all.iter().filter(|f| f.category == c && f.at >= from && f.at < to).count();
-            total += n;
-            counts.insert(c.as_str().to_owned(), json!(n));
-        }
-        counts.insert("total".into(), json!(total));
-        Ok(serde_json::Value::Object(counts))
+    ) -> Result<FeedbackCounts, OrderError> {
+        Ok(count(&self.feedback(None).await?, from, to))
     }
+}
+
+/// The reports of `all` made within `[from, to)`, per category.
+fn count(all: &[Feedback], from: DateTime<Utc>, to: DateTime<Utc>) -> FeedbackCounts {
+    let mut c = FeedbackCounts::default();
+    for f in all.iter().filter(|f| f.at >= from && f.at < to) {
+        match f.category {
+            Category::Problem => c.problem += 1,
+            Category::Suggestion => c.suggestion += 1,
+            Category::Complaint => c.complaint += 1,
+        }
+        c.total += 1;
+    }
+    c
 }
 
 #[cfg(test)]
@@ -209,5 +267,30 @@ mod tests {
         }
         assert_eq!(Category::parse("praise"), None);
         assert_eq!(Category::parse(""), None);
+    }
+
+    #[test]
+    fn a_period_counts_from_its_first_instant_up_to_its_end_excluded() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let report = |id, category, when: &str| Feedback {
+            id,
+            at: at(when),
+            category,
+            order_id: None,
+            author: "wang.fang".into(),
+            email: "wang.fang@bank.example".into(),
+            channel: "mail".into(),
+            text: "慢".into(),
+        };
+        let all = [
+            report(1, Category::Problem, "2026-11-22T15:59:59Z"),
+            report(2, Category::Problem, "2026-11-22T16:00:00Z"),
+            report(3, Category::Complaint, "2026-11-29T15:59:59Z"),
+            report(4, Category::Suggestion, "2026-11-29T16:00:00Z"),
+        ];
+        let c = count(&all, at("2026-11-22T16:00:00Z"), at("2026-11-29T16:00:00Z"));
+        assert_eq!(c, FeedbackCounts { problem: 1, suggestion: 0, complaint: 1, total: 2 });
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(json, json!({"problem": 1, "suggestion": 0, "complaint": 1, "total": 2}));
     }
 }

@@ -131,8 +131,8 @@ impl Orders {
         }
     }
 
-    /// The brief of `spec`'s period `span`: its report beside the period before, and
-    /// the orders received per hour or day.
+    /// The brief of `spec`'s period `span`: its report beside the period before, the
+    /// orders received per hour or day, and the feedback reported in the period.
     ///
     /// # Errors
     /// A store that cannot be read.
@@ -145,7 +145,8 @@ impl Orders {
         let (before_from, before_to) = Report::previous_period(span.from, span.to);
         let (journeys, before) = tokio::join!(self.journeys(span.from, span.to), self.journeys(before_from, before_to));
         let (journeys, before) = (journeys?, before?);
-        let report = Report::of(span.from, span.to, &journeys, &before, calendar);
+        let mut report = Report::of(span.from, span.to, &journeys, &before, calendar);
+        report.feedback = self.feedback_counts(span.from, span.to).await?;
         let buckets = spec.period.buckets(span, calendar.tz);
         let received = count_in(&buckets, span.to, journeys.iter().filter_map(|j: &Journey| j.received));
         Ok(Brief::of((&spec.name, &spec.period_text), span, calendar.tz, &report, &buckets, &received))

@@ -3,11 +3,31 @@
 //! (no text, an unknown order) are answered at their field and store nothing; the
 //! process owner (`see_reports`) reads it on `/console/feedback`, filtered by order,
 //! and counted on the KPI page; the thank-you mail arrives; a customer's mail link
-//! and the console's own form work the same way.
+//! and the console's own form work the same way. A report on an order is an audited
+//! `feedback_received` entry of its trail (API, console, `audit verify`); the reports
+//! of a period are counted in `GET /api/reports/kpis` and the scheduled report mail;
+//! every page opened from a signed link links the feedback form for its person and order.
 
+use serde_json::{Value, json};
+
+use crate::cash::{deliver, system_event};
 use crate::console::{Browser, csrf, sign_in};
 use crate::console_pages::two_orders;
 use crate::helpers::*;
+
+/// The `feedback_received` entries of an order's trail, as the API shows them.
+async fn feedback_entries(app: &TestApp, order_id: &str) -> Vec<Value> {
+    let order = app.order(order_id).await;
+    let events = order["events"].as_array().unwrap_or_else(|| panic!("events: {order}"));
+    events.iter().filter(|e| e["event"]["type"] == "feedback_received").cloned().collect()
+}
+
+/// `GET /api/audit/verify` says every chain is intact.
+async fn assert_audit_intact(app: &TestApp) {
+    let (s, v) = app.api("/audit/verify").await;
+    assert_eq!((s, &v["intact"]), (200, &json!(true)), "{v}");
+    assert!(v["broken"].is_null(), "{v}");
+}
 
 /// The feedback link in the text part of `mail`, if it has one.
 fn feedback_link(mail: &Mail) -> Option<String> {
@@ -90,6 +110,24 @@ async fn feedback_goes_from_a_mail_link_to_the_process_owner_the_kpis_and_a_than
     let ack = thanks(&smtp, "wang.fang@bank.example", "第 1 号").await;
     assert!(ack.part("text/plain").contains("第 1 号反馈"), "{}", ack.raw);
 
+    // Stored with the order: one audited entry (the bad forms appended none), the
+    // person as its actor through the mail's link; the text stays in the report.
+    let entries = feedback_entries(&app, &order_id).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(
+        e["event"],
+        json!({"type": "feedback_received", "feedback": 1, "category": "problem", "channel": "mail"}),
+        "{e}"
+    );
+    assert_eq!(
+        (&e["actor"]["kind"], &e["actor"]["id"], &e["channel"]),
+        (&json!("person"), &json!("wang.fang"), &json!("mail_link")),
+        "{e}"
+    );
+    assert!(!app.order(&order_id).await.to_string().contains("千位分隔符"), "the text is not in the trail");
+    assert_audit_intact(&app).await;
+
     // The process owner (li.na: see_reports) reads it, filtered by order.
     let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
     let list = li.get("/console/feedback").await;
@@ -132,6 +170,25 @@ async fn feedback_goes_from_a_mail_link_to_the_process_owner_the_kpis_and_a_than
     assert!(list.body.contains(text) && list.body.contains(&format!("{email}（客户）")), "{}", list.body);
     let theirs = li.get(&format!("/console/feedback?order={unknown}")).await;
     assert_eq!(rows(&theirs.body), 0, "{}", theirs.body);
+    // The customer's report is on their order's trail, through the customer channel.
+    let their_order = {
+        let at = form.body.find("name=\"order\" value=\"").unwrap() + 20;
+        form.body[at..].split('"').next().unwrap().to_owned()
+    };
+    let entries = feedback_entries(&app, &their_order).await;
+    let last = entries.last().unwrap_or_else(|| panic!("no feedback entry on {their_order}"));
+    assert_eq!((&last["event"]["feedback"], &last["event"]["category"]), (&json!(3), &json!("complaint")), "{last}");
+    assert_eq!((&last["event"]["channel"], &last["actor"]["id"]), (&json!("customer"), &json!(email)), "{last}");
+    // The console's report named no order: no order's trail has no. 2.
+    for id in [&order_id, &their_order] {
+        assert!(feedback_entries(&app, id).await.iter().all(|e| e["event"]["feedback"] != 2), "{id}");
+    }
+    // The order's timeline in the console says it.
+    let mut zhou = sign_in(&app, &smtp, "zhou.min@bank.example").await;
+    let timeline = zhou.get(&format!("/console/orders/{order_id}")).await;
+    assert_eq!(timeline.status, 200, "{}", timeline.body);
+    assert!(timeline.body.contains("收到对流程的意见：第 1 号，问题"), "{}", timeline.body);
+    assert_audit_intact(&app).await;
 
     // Counted on the KPI page for the period, per category.
     let kpis = li.get("/console/reports").await;
@@ -167,12 +224,236 @@ async fn on_postgres_feedback_is_stored_listed_and_acknowledged() {
     two_orders(&app).await;
     let (_, link) = mail_with_link(&smtp, "wang.fang@bank.example").await;
     let mut b = Browser::new(&app);
-    let sent = b.post(&link, &[("category", "suggestion"), ("text", "希望审批邮件附上合同摘要")]).await;
+    let order_id = {
+        let form = b.get(&link).await;
+        let at = form.body.find("id=\"order\" name=\"order\" value=\"").expect("the order field") + 31;
+        form.body[at..].split('"').next().unwrap().to_owned()
+    };
+    let sent =
+        b.post(&link, &[("category", "suggestion"), ("order", &order_id), ("text", "希望审批邮件附上合同摘要")]).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     thanks(&smtp, "wang.fang@bank.example", "第 1 号").await;
     let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
     let list = li.get("/console/feedback").await;
     assert_eq!(rows(&list.body), 1, "{}", list.body);
     assert!(list.body.contains("希望审批邮件附上合同摘要"), "{}", list.body);
+    // On the mail's order's trail, in the same commit, and the chain verifies.
+    let entries = feedback_entries(&app, &order_id).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["event"]["category"], "suggestion", "{}", entries[0]);
+    assert_audit_intact(&app).await;
     app.stop().await;
+}
+
+/// A weekly report at Monday 08:00 in Shanghai, in Chinese and in English.
+fn weekly_reports(dir: &std::path::Path) {
+    edit_file(dir, "config/notifications.toml", |text| {
+        format!(
+            "{text}\n{}",
+            r#"
+[[reports]]
+name = "weekly-zh"
+schedule = "0 8 * * MON"
+audience = ["role:management"]
+period = "previous_week"
+locale = "zh-CN"
+
+[[reports]]
+name = "weekly-en"
+schedule = "0 8 * * MON"
+audience = ["person:james.wong"]
+period = "previous_week"
+locale = "en"
+"#
+        )
+    });
+}
+
+fn set_clock(clock: &ManualClock, to: &str) {
+    let to: chrono::DateTime<chrono::Utc> = to.parse().unwrap();
+    clock.advance(to - clock.now());
+}
+
+/// Two reports in the week of 23 November (a problem and a complaint) and one the
+/// Monday after (a suggestion): the week's figures count the two, in the API and in
+/// both languages of the report mail, text and HTML.
+#[tokio::test]
+async fn the_reports_of_a_period_are_counted_in_the_kpis_and_the_report_mail() {
+    // Wednesday 25 November 2026, 10:00 in Shanghai.
+    let clock = ManualClock::new("2026-11-25T02:00:00Z".parse().unwrap());
+    let smtp = SmtpServer::start(&[]);
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).files(weekly_reports).start().await;
+    let (s, b) = app.post_webhook(&deal("D-FB-K1", 1, "500000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let (_, link) = mail_with_link(&smtp, "wang.fang@bank.example").await;
+    let mut b = Browser::new(&app);
+    let send = |category: &'static str, text: &'static str| (category, text);
+    for (category, text) in [send("problem", "审批链接打开很慢"), send("complaint", "同一封邮件收到两次")]
+    {
+        let sent = b.post(&link, &[("category", category), ("text", text)]).await;
+        assert_eq!(sent.status, 200, "{}", sent.body);
+    }
+    // Monday 30 November, 00:30 in Shanghai: after the week, before its report.
+    set_clock(&clock, "2026-11-29T16:30:00Z");
+    let sent = b.post(&link, &[("category", "suggestion"), ("text", "希望能在手机上审批")]).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+
+    // The API: the week counts two, the Monday one; the other fields are still there.
+    let (s, week) = app.api("/reports/kpis?from=2026-11-23&to=2026-11-29").await;
+    assert_eq!(s, 200, "{week}");
+    assert_eq!(week["feedback"], json!({"problem": 1, "suggestion": 0, "complaint": 1, "total": 2}), "{week}");
+    assert!(week["kpis"].is_object() && week["process"].is_object() && week["current"]["orders"] == 1, "{week}");
+    let (_, monday) = app.api("/reports/kpis?from=2026-11-30&to=2026-11-30").await;
+    assert_eq!(monday["feedback"], json!({"problem": 0, "suggestion": 1, "complaint": 0, "total": 1}), "{monday}");
+
+    // Monday 08:01: the week's report mails say the same, in text and HTML.
+    set_clock(&clock, "2026-11-30T00:01:00Z");
+    let is_report = |m: &Mail| !m.header("X-Orderbridge-Report").is_empty();
+    let dir = smtp.maildir.clone();
+    wait_until("both report mails", || {
+        let dir = dir.clone();
+        async move { messages_in(&dir).iter().filter(|m| is_report(m)).count() >= 2 }
+    })
+    .await;
+    let mails: Vec<Mail> = smtp.messages().into_iter().filter(is_report).collect();
+    let zh = mails.iter().find(|m| m.header("X-Orderbridge-Report") == "weekly-zh").unwrap();
+    let en = mails.iter().find(|m| m.header("X-Orderbridge-Report") == "weekly-en").unwrap();
+    // Lines as written (the message carries CRLF).
+    let text = zh.part("text/plain").replace("\r\n", "\n");
+    assert!(text.contains("本期收到的流程意见：\n- 问题：1\n- 建议：0\n- 投诉：1\n- 合计：2"), "{text}");
+    let text = en.part("text/plain").replace("\r\n", "\n");
+    assert!(
+        text.contains("Feedback on the process received in the period:\n- Problems: 1\n- Suggestions: 0\n- Complaints: 1\n- In all: 2"),
+        "{text}"
+    );
+    let cell = |html: &str, label: &str| {
+        let table = html.split("id=\"feedback\"").nth(1).unwrap_or_else(|| panic!("no feedback table: {html}"));
+        // Styles are inlined into the cells: the figure is the text of the cell after the label's.
+        let after = table.split(&format!(">{label}</td>")).nth(1).unwrap_or_default();
+        after.split("</td>").next().and_then(|c| c.rsplit('>').next()).unwrap_or_default().to_owned()
+    };
+    let (zh_html, en_html) = (zh.part("text/html"), en.part("text/html"));
+    assert_eq!(
+        [cell(zh_html, "问题"), cell(zh_html, "建议"), cell(zh_html, "投诉"), cell(zh_html, "合计")],
+        ["1", "0", "1", "2"],
+        "{zh_html}"
+    );
+    assert_eq!(
+        [cell(en_html, "Problems"), cell(en_html, "Suggestions"), cell(en_html, "Complaints"), cell(en_html, "In all")],
+        ["1", "0", "1", "2"],
+        "{en_html}"
+    );
+    app.stop().await;
+}
+
+/// The feedback link a page ends with (a path on the daemon).
+fn page_link(page: &str) -> String {
+    let at = page.find("<p class=\"feedback\"><a href=\"").unwrap_or_else(|| panic!("no feedback link: {page}")) + 29;
+    page[at..].split('"').next().unwrap().replace("&amp;", "&")
+}
+
+/// Opens `page`, follows its feedback link and reports `text` on it; returns the
+/// form as it was shown.
+async fn report_from(app: &TestApp, page: &str, text: &str, words: &str) -> String {
+    let mut b = Browser::new(app);
+    let shown = b.get(page).await;
+    assert_eq!(shown.status, 200, "{page}: {}", shown.body);
+    assert!(shown.body.contains(words), "the link says what it is: {}", shown.body);
+    let link = page_link(&shown.body);
+    assert!(link.starts_with("/pages/feedback/"), "{link}");
+    let form = b.get(&link).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    // Sent with the order as the form has it filled in.
+    let at = form.body.find("name=\"order\" value=\"").expect("the order field") + 20;
+    let order = form.body[at..].split('"').next().unwrap().to_owned();
+    let sent = b.post(&link, &[("category", "suggestion"), ("order", &order), ("text", text)]).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    form.body
+}
+
+/// The approval page (an approver), and the customer's status, acceptance and
+/// survey pages each end with a feedback link for their person and order; each
+/// report sent through one is listed for the process owner and on the order.
+#[tokio::test]
+async fn every_page_from_a_signed_link_links_the_feedback_form_for_its_person_and_order() {
+    let smtp = SmtpServer::start(&[]);
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp).mail(&smtp).start().await;
+    let customer = "zhang.wei@example.com";
+
+    // A large order: the approver's page and the customer's status page.
+    let (s, b) = app.post_webhook(&deal("D-FB-P1", 1, "1250000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let large = b["order_id"].as_str().unwrap().to_owned();
+    let approval = wait_link(&smtp, "wang.fang@bank.example", "approval", &large).await;
+    let form = report_from(&app, &approval, "审批页面上看不到合同附件", "对流程的意见").await;
+    assert!(form.contains(&format!("id=\"order\" name=\"order\" value=\"{large}\"")), "the page's order: {form}");
+    let status = wait_link(&smtp, customer, "status", &large).await;
+    let form = report_from(&app, &status, "状态页没有预计完成时间", "对流程的意见").await;
+    assert!(form.contains(&format!("name=\"order\" value=\"{large}\"")), "{form}");
+
+    // A smaller one through delivery (acceptance) and payment (survey).
+    let (s, b) = app.post_webhook(&deal("D-FB-P2", 1, "500000.00")).await;
+    assert_eq!(s, 202, "{b}");
+    let small = b["order_id"].as_str().unwrap().to_owned();
+    let (s, b) =
+        app.api_post_json_as("wang.fang", &format!("/orders/{small}/approvals"), &json!({"decision": "approve"})).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    wait_until("both tasks reach the ERP", || async { app.erp.tasks().len() == 2 }).await;
+    deliver(&app, &small).await;
+    let acceptance = wait_link(&smtp, customer, "acceptance", &small).await;
+    report_from(&app, &acceptance, "验收说明看不懂", "对流程的意见").await;
+    let accepted = Browser::new(&app).post(&acceptance, &[("decision", "accept"), ("note", "")]).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    // The page after the answer links the form too, for the same address and order.
+    let after = page_link(&accepted.body);
+    let form = Browser::new(&app).get(&after).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains(&format!("name=\"order\" value=\"{small}\"")), "{}", form.body);
+    wait_until("the invoice is issued", || async { app.order(&small).await["state"] == "invoiced" }).await;
+    let inv = app.order(&small).await["fulfilment"]["invoice"]["number"].clone();
+    let pay = json!({"type": "payment.received", "payment_id": "BANK-FB-1",
+        "amount": {"amount": "500000.00", "currency": "CNY"}, "invoice_number": inv});
+    let (s, b) = system_event(&app, "demo-finance", &pay).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("closed")), "{b}");
+    let survey = wait_link(&smtp, customer, "survey", &small).await;
+    report_from(&app, &survey, "问卷太长", "对流程的意见").await;
+
+    // The process owner reads all four, each on its page's order and person.
+    let mut li = sign_in(&app, &smtp, "li.na@bank.example").await;
+    let list = li.get("/console/feedback").await;
+    assert_eq!(rows(&list.body), 4, "{}", list.body);
+    for text in ["审批页面上看不到合同附件", "状态页没有预计完成时间", "验收说明看不懂", "问卷太长"]
+    {
+        assert!(list.body.contains(text), "{text}: {}", list.body);
+    }
+    assert!(list.body.contains("王芳（邮件）") && list.body.contains(&format!("{customer}（客户）")), "{}", list.body);
+    let on = |id: &str| {
+        let id = id.to_owned();
+        let app = &app;
+        async move { feedback_entries(app, &id).await.iter().map(|e| e["event"]["channel"].clone()).collect::<Vec<_>>() }
+    };
+    assert_eq!(on(&large).await, [json!("mail"), json!("customer")]);
+    assert_eq!(on(&small).await, [json!("customer"), json!("customer")]);
+    // The console's frame links its own form.
+    let frame = li.get("/console").await;
+    assert!(frame.body.contains("href=\"/console/feedback/new\""), "{}", frame.body);
+    assert_audit_intact(&app).await;
+    app.stop().await;
+}
+
+/// The link in the newest mail to `to` about order `id` that carries `/pages/<purpose>/`.
+fn link_to(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> Option<String> {
+    let needle = format!("/pages/{purpose}/");
+    smtp.messages().into_iter().rev().filter(|m| m.rcpt().iter().any(|r| r == to)).find_map(|m| {
+        let text = m.part("text/plain");
+        let start = text.find(&needle).filter(|_| text.contains(id))?;
+        let from = text[..start].rfind("http")?;
+        Some(text[from..].split_whitespace().next()?.to_owned())
+    })
+}
+
+async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> String {
+    wait_until(&format!("a {purpose} link to {to}"), || async { link_to(smtp, to, purpose, id).is_some() }).await;
+    link_to(smtp, to, purpose, id).unwrap()
 }

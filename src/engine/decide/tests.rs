@@ -161,6 +161,28 @@ fn survey_answers_ask_for_a_ticket_at_or_below_the_threshold_or_on_complaint() {
 }
 
 #[test]
+fn feedback_on_an_order_is_one_entry_in_any_state_and_decides_nothing_else() {
+    let o = sample_order("100.00");
+    let states = [
+        OrderState::AwaitingApproval { level: 1, of: 2 },
+        OrderState::Executing,
+        OrderState::Delivered,
+        OrderState::Invoiced,
+        OrderState::Closed,
+        OrderState::Rejected,
+        OrderState::Cancelled,
+    ];
+    for state in states {
+        let ev = OrderEvent::FeedbackReceived { feedback: 7, category: "problem".into(), channel: "mail".into() };
+        let d = run(&state, &o, Actor::Person("wang.fang".into()), ev.clone(), &rules()).unwrap();
+        assert_eq!(d.next, state);
+        assert_eq!(d.audit.len(), 1, "{state:?}: {:?}", d.audit);
+        assert_eq!((&d.audit[0].event, &d.audit[0].actor), (&ev, &Actor::Person("wang.fang".into())));
+        assert!(d.effects.is_empty(), "{state:?}: {:?}", d.effects);
+    }
+}
+
+#[test]
 fn an_all_of_level_waits_for_each_role_and_refuses_outsiders() {
     let mut r = rules_from(
         r#"

@@ -251,10 +251,21 @@ fn any_event() -> impl Strategy<Value = OrderEvent> {
         Just(E::Archived),
         Just(E::Cancelled { reason: String::new() }),
         (1u8..=5).prop_map(|score| E::SurveyAnswered { score, comment: "慢".into(), complaint: score < 3 }),
+        (1u64..100).prop_map(|feedback| E::FeedbackReceived {
+            feedback,
+            category: "complaint".into(),
+            channel: "customer".into()
+        }),
     ]
 }
 
 proptest! {
+    #[test]
+    fn feedback_is_legal_in_every_state_and_changes_none(s in any_state(), n in 1u64..1000) {
+        let ev = E::FeedbackReceived { feedback: n, category: "problem".into(), channel: "mail".into() };
+        prop_assert_eq!(s.on(&ev), Ok(s.clone()));
+    }
+
     #[test]
     fn random_sequences_never_panic_and_stay_in_listed_states(start in any_state(), evs in proptest::collection::vec(any_event(), 0..40)) {
         let mut s = start;

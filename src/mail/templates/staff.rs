@@ -16,7 +16,10 @@ pub(crate) const FRAGMENTS: &[(&str, &[&str])] = &[
     ("console_reports", &["title", "report"]),
     ("console_admin", &["title", "admin"]),
     ("console_rules", &["title", "rules"]),
-    ("feedback", &["title", "form", "done", "title_list", "list", "mail_subject", "mail_text", "mail_footer"]),
+    (
+        "feedback",
+        &["title", "form", "done", "title_list", "list", "mail_subject", "mail_text", "mail_footer", "page_footer"],
+    ),
     (
         "console_work",
         &[
