@@ -23,6 +23,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use fjall::config::PinningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use super::StoreError;
@@ -76,6 +77,8 @@ impl FjallEngine {
                 let o = KeyspaceCreateOptions::default()
                     .manual_journal_persist(true)
                     .max_memtable_size(MEMTABLE)
+                    .filter_block_pinning_policy(PinningPolicy::all(true))
+                    .index_block_pinning_policy(PinningPolicy::all(true))
                     .data_block_compression_policy(fjall::config::CompressionPolicy::disabled());
                 if separate {
                     o.with_kv_separation(Some(
