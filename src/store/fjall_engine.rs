@@ -17,6 +17,9 @@
 //! - 4 MiB memtables: fjall's memory is mostly unflushed memtables, bounded only by
 //!   the journal (64 MiB at least); small memtables keep the daemon's RSS down.
 //! - No block compression: rows are LZ4-compressed already (`codec.rs`).
+//! - Filter and index blocks pinned at every level (fjall pins them in the first
+//!   levels only): otherwise a point read below those loads a table's whole filter
+//!   through the cache and frees it again, five times the CPU per step at 1 M orders.
 //! - A failed write or persist poisons the database (every later call fails), which
 //!   is our rule too: fatal, never retried.
 
