@@ -67,7 +67,10 @@ pub(crate) fn context(
     for (id, width, height, cid) in charts {
         c.insert(id.clone(), serde_json::json!({"cid": cid, "width": width, "height": height}));
     }
-    serde_json::json!({"site": site, "brief": brief, "charts": c})
+    // One mail goes to every recipient, so its feedback link is the console's form
+    // (management signs in), not a link signed for one person.
+    let feedback = site["public_url"].as_str().map(|u| format!("{}/console/feedback/new", u.trim_end_matches('/')));
+    serde_json::json!({"site": site, "brief": brief, "charts": c, "links": {"feedback": feedback}})
 }
 
 impl Templates {
@@ -132,6 +135,13 @@ mod tests {
             // The figures are in the text part as well.
             assert!(r.text.contains("awaiting_approval.2") || r.text.contains("2"), "{}", r.text);
         }
+        // With a public address, both parts link the console's feedback form.
+        let site = serde_json::json!({"name": "示例银行", "public_url": "https://orders.bank.example/"});
+        for loc in LOCALES {
+            let r = t.render_report(loc, context(&site, &brief, &charts)).unwrap();
+            let url = "https://orders.bank.example/console/feedback/new";
+            assert!(r.text.contains(url) && r.html.contains(&format!("href=\"{url}\"")), "{loc:?}: {}", r.text);
+        }
         // Without a chart (nothing to draw), no image is referenced.
         let r = t.render_report(Locale::En, context(&site, &brief, &[])).unwrap();
         assert!(!r.html.contains("cid:"), "{}", r.html);
@@ -146,7 +156,7 @@ mod tests {
         let brief = Brief::sample();
         let charts: Vec<_> =
             brief.charts().iter().map(|c| (c.id.to_owned(), c.width, c.height, format!("{}@x", c.id))).collect();
-        let site = serde_json::json!({"name": "示例银行"});
+        let site = serde_json::json!({"name": "示例银行", "public_url": "https://orders.bank.example"});
         for loc in LOCALES {
             let r = t.render_report(loc, context(&site, &brief, &charts)).unwrap();
             let got = format!("Subject: {}\n\n--- text ---\n{}\n--- html ---\n{}", r.subject, r.text, r.html);
