@@ -14,6 +14,8 @@ use crate::cash::{deliver, system_event};
 use crate::console::{Browser, csrf, sign_in};
 use crate::console_pages::two_orders;
 use crate::helpers::*;
+use crate::scheduled_reports::add_reports;
+use crate::screens::wait_link;
 
 /// The `feedback_received` entries of an order's trail, as the API shows them.
 async fn feedback_entries(app: &TestApp, order_id: &str) -> Vec<Value> {
@@ -245,30 +247,6 @@ async fn on_postgres_feedback_is_stored_listed_and_acknowledged() {
     app.stop().await;
 }
 
-/// A weekly report at Monday 08:00 in Shanghai, in Chinese and in English.
-fn weekly_reports(dir: &std::path::Path) {
-    edit_file(dir, "config/notifications.toml", |text| {
-        format!(
-            "{text}\n{}",
-            r#"
-[[reports]]
-name = "weekly-zh"
-schedule = "0 8 * * MON"
-audience = ["role:management"]
-period = "previous_week"
-locale = "zh-CN"
-
-[[reports]]
-name = "weekly-en"
-schedule = "0 8 * * MON"
-audience = ["person:james.wong"]
-period = "previous_week"
-locale = "en"
-"#
-        )
-    });
-}
-
 fn set_clock(clock: &ManualClock, to: &str) {
     let to: chrono::DateTime<chrono::Utc> = to.parse().unwrap();
     clock.advance(to - clock.now());
@@ -282,7 +260,7 @@ async fn the_reports_of_a_period_are_counted_in_the_kpis_and_the_report_mail() {
     // Wednesday 25 November 2026, 10:00 in Shanghai.
     let clock = ManualClock::new("2026-11-25T02:00:00Z".parse().unwrap());
     let smtp = SmtpServer::start(&[]);
-    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).files(weekly_reports).start().await;
+    let app = TestApp::builder().clock(clock.clock()).mail(&smtp).files(add_reports).start().await;
     let (s, b) = app.post_webhook(&deal("D-FB-K1", 1, "500000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
     let (_, link) = mail_with_link(&smtp, "wang.fang@bank.example").await;
@@ -440,20 +418,4 @@ async fn every_page_from_a_signed_link_links_the_feedback_form_for_its_person_an
     assert!(frame.body.contains("href=\"/console/feedback/new\""), "{}", frame.body);
     assert_audit_intact(&app).await;
     app.stop().await;
-}
-
-/// The link in the newest mail to `to` about order `id` that carries `/pages/<purpose>/`.
-fn link_to(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> Option<String> {
-    let needle = format!("/pages/{purpose}/");
-    smtp.messages().into_iter().rev().filter(|m| m.rcpt().iter().any(|r| r == to)).find_map(|m| {
-        let text = m.part("text/plain");
-        let start = text.find(&needle).filter(|_| text.contains(id))?;
-        let from = text[..start].rfind("http")?;
-        Some(text[from..].split_whitespace().next()?.to_owned())
-    })
-}
-
-async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> String {
-    wait_until(&format!("a {purpose} link to {to}"), || async { link_to(smtp, to, purpose, id).is_some() }).await;
-    link_to(smtp, to, purpose, id).unwrap()
 }

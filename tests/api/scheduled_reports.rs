@@ -10,7 +10,7 @@ use crate::helpers::*;
 
 /// Two reports at Monday 08:00 in Shanghai: one for the management role in Chinese,
 /// one for a person in English.
-fn add_reports(dir: &std::path::Path) {
+pub(crate) fn add_reports(dir: &std::path::Path) {
     edit_file(dir, "config/notifications.toml", |text| {
         format!(
             "{text}\n{}",

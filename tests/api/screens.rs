@@ -316,7 +316,7 @@ fn link_to(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> Option<Strin
     })
 }
 
-async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> String {
+pub(crate) async fn wait_link(smtp: &SmtpServer, to: &str, purpose: &str, id: &str) -> String {
     wait_until(&format!("a {purpose} link to {to}"), || async { link_to(smtp, to, purpose, id).is_some() }).await;
     link_to(smtp, to, purpose, id).unwrap()
 }
