@@ -32,7 +32,10 @@ const BLOCKS: &[(&str, &[&str])] = &[
     ("paused-connector.md", &["paused-inspect", "paused-resume", "paused-verify"]),
     ("stuck-approval.md", &["stuck-approval-find", "stuck-approval-review"]),
     ("disk-full.md", &["disk-full-verify"]),
-    ("quarantine.md", &["quarantine-list", "quarantine-from-backup"]),
+    (
+        "quarantine.md",
+        &["quarantine-list", "quarantine-from-backup", "quarantine-restore", "quarantine-discard", "quarantine-verify"],
+    ),
     ("restore.md", &["restore-take-backup", "restore-put-back", "restore-verify"]),
     ("rotate-secrets.md", &["rotate-api-token", "rotate-privacy-status"]),
 ];
@@ -479,10 +482,11 @@ fn damage_order_row(dir: &Path, order: &str) {
 }
 
 #[tokio::test]
-async fn a_quarantined_order_is_listed_and_read_from_the_backup_as_the_runbook_says() {
-    // Arrange: two orders, a backup taken as restore.md says, then one row damaged.
+async fn quarantined_orders_are_named_by_the_audit_then_restored_or_discarded_as_the_runbook_says() {
+    // Arrange: two orders and a backup taken as restore.md says; then an order the
+    // backup lacks; then the rows of the first and of the last damaged in place.
     let app = TestApp::builder().only_approval().start().await;
-    let damaged = post(&app, &deal("RB-Q-1", 1, "8000.00")).await;
+    let restorable = post(&app, &deal("RB-Q-1", 1, "8000.00")).await;
     let intact = post(&app, &deal("RB-Q-2", 1, "8000.00")).await;
     app.drain_outbox().await;
     let erp = app.erp.clone();
@@ -493,24 +497,55 @@ async fn a_quarantined_order_is_listed_and_read_from_the_backup_as_the_runbook_s
         .set("BACKUP", &backup.display().to_string())
         .ok("restore.md", "restore-take-backup")
         .await;
-    damage_order_row(dir.path(), &damaged);
+    let app = restart(dir, erp.clone()).await;
+    let newer = post(&app, &deal("RB-Q-3", 1, "8000.00")).await;
+    app.drain_outbox().await;
+    let dir = app.stop().await;
+    damage_order_row(dir.path(), &restorable);
+    damage_order_row(dir.path(), &newer);
     let app = restart(dir, erp).await;
-    let (status, _) = app.api(&format!("/orders/{damaged}")).await;
-    assert_ne!(status, 200, "the damaged order cannot be read");
-    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 1"));
+    for id in [&restorable, &newer] {
+        assert_ne!(app.api(&format!("/orders/{id}")).await.0, 200, "the damaged order cannot be read");
+    }
+    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 2"));
+    let sh = Shell::of(&app)
+        .set("BACKUP", &backup.display().to_string())
+        .set("PERSON", "li.na")
+        .set("REASON", "INC-4711: row damaged on disk");
 
-    // Act
-    let sh = Shell::of(&app).set("BACKUP", &backup.display().to_string()).set("ORDER_ID", &damaged);
-    let listed = sh.ok("quarantine.md", "quarantine-list").await;
-    let from_backup = sh.ok("quarantine.md", "quarantine-from-backup").await;
-
-    // Assert: the row is named; the backup shows the order as it was; the rest goes on.
-    assert!(listed.contains(&format!("order {damaged}")) && listed.contains("1 quarantined row(s)"), "{listed}");
-    assert!(listed.contains("audit intact"), "{listed}");
-    assert!(from_backup.contains(&format!("order     {damaged}")), "{from_backup}");
+    // Act 1: the list and the audit name both rows; the audit is not verifiable.
+    let listed = sh.run("quarantine.md", "quarantine-list").await;
+    assert_eq!(listed.code, Some(1), "audit verify fails while a row is quarantined: {}", listed.stdout);
+    for id in [&restorable, &newer] {
+        assert!(listed.stdout.contains(&format!("audit NOT VERIFIABLE: order {id} is quarantined")), "{}", listed.stdout);
+    }
+    assert!(listed.stdout.contains("2 quarantined row(s)") && !listed.stdout.contains("audit intact"), "{}", listed.stdout);
+    let sh1 = sh.clone().set("ORDER_ID", &restorable);
+    let from_backup = sh1.ok("quarantine.md", "quarantine-from-backup").await;
+    assert!(from_backup.contains(&format!("order     {restorable}")), "{from_backup}");
     assert!(from_backup.contains("state     approved") && from_backup.contains("RB-Q-1"), "{from_backup}");
+
+    // Act 2: the first is put back from the backup; the newer one is not in it, so
+    // the restore refuses and it is discarded.
+    let restored = sh1.ok("quarantine.md", "quarantine-restore").await;
+    assert!(restored.contains(&format!("order {restorable} restored by li.na")), "{restored}");
+    let sh3 = sh.clone().set("ORDER_ID", &newer);
+    let refused = sh3.run("quarantine.md", "quarantine-restore").await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("the backup does not hold this order"), "{}", refused.stderr);
+    let discarded = sh3.ok("quarantine.md", "quarantine-discard").await;
+    assert!(discarded.contains(&format!("order {newer} discarded by li.na")), "{discarded}");
+
+    // Assert: nothing unresolved, the audit passes and names the discarded order.
+    let verified = sh.ok("quarantine.md", "quarantine-verify").await;
+    assert!(verified.contains("0 quarantined row(s) (2 resolved, kept for the record)"), "{verified}");
+    assert!(verified.contains("audit intact: 2 orders"), "{verified}");
+    assert!(verified.contains(&format!("note: order {newer} was discarded by li.na")), "{verified}");
+    assert!(verified.contains(r#"{"status":"ready"}"#), "{verified}");
+    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 0"));
+    assert_eq!(app.order(&restorable).await["state"], "approved", "the restored order reads again");
     assert_eq!(app.order(&intact).await["state"], "approved");
-    post(&app, &deal("RB-Q-3", 1, "8000.00")).await;
+    post(&app, &deal("RB-Q-4", 1, "8000.00")).await;
     assert!(backup.exists(), "the backup itself is left as it was");
     app.stop().await;
 }
