@@ -37,6 +37,8 @@ const BLOCKS: &[(&str, &[&str])] = &[
         &["quarantine-list", "quarantine-from-backup", "quarantine-restore", "quarantine-discard", "quarantine-verify"],
     ),
     ("restore.md", &["restore-take-backup", "restore-put-back", "restore-verify"]),
+    ("unmatched-payments.md", &["unmatched-list", "unmatched-assign", "unmatched-verify"]),
+    ("exceptions.md", &["exception-find", "exception-resolve", "exception-verify"]),
     ("rotate-secrets.md", &["rotate-api-token", "rotate-privacy-status"]),
 ];
 
@@ -547,6 +549,96 @@ async fn quarantined_orders_are_named_by_the_audit_then_restored_or_discarded_as
     assert_eq!(app.order(&intact).await["state"], "approved");
     post(&app, &deal("RB-Q-4", 1, "8000.00")).await;
     assert!(backup.exists(), "the backup itself is left as it was");
+    app.stop().await;
+}
+
+/// Two orders delivered, accepted and invoiced; their ids and invoice numbers.
+async fn two_invoiced(app: &TestApp) -> Vec<(String, String)> {
+    let mut invoiced = Vec::new();
+    for ext in ["RB-CASH-1", "RB-CASH-2"] {
+        let id = post(app, &deal(ext, 1, "8000.00")).await;
+        crate::cash::deliver(app, &id).await;
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
+        wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+        let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+        invoiced.push((id, number));
+    }
+    invoiced
+}
+
+#[tokio::test]
+async fn an_unmatched_payment_is_assigned_by_hand_as_the_runbook_says() {
+    // Arrange: a payment quoting an invoice number nobody issued waits for an operator.
+    let app = TestApp::builder().erp(Receiver::start().await).start().await;
+    let invoiced = two_invoiced(&app).await;
+    let pay = json!({"payment_id": "RB-PAY-1", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-TYPO", "reference": "张伟 货款"});
+    let (s, b) = app.api_post_json("/payments", &pay).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+    let sh = Shell::of(&app);
+    let listed = sh.ok("unmatched-payments.md", "unmatched-list").await;
+    assert!(listed.contains("RB-PAY-1") && listed.contains("INV-TYPO"), "{listed}");
+    assert!(listed.contains(&invoiced[0].0) && listed.contains("2 order(s)"), "{listed}");
+
+    // Act: credit operations (he.jun) assign it to the order it pays.
+    let assigned = sh
+        .clone()
+        .set("TOKEN", &app.person_token("he.jun"))
+        .set("SOURCE", "api")
+        .set("PAYMENT_ID", "RB-PAY-1")
+        .set("ORDER_ID", &invoiced[0].0)
+        .ok("unmatched-payments.md", "unmatched-assign")
+        .await;
+    let assigned: Value = serde_json::from_str(&assigned).unwrap_or_else(|e| panic!("{e}: {assigned}"));
+    assert_eq!(assigned["matched"], true, "{assigned}");
+
+    // Assert: the queue is empty, the order moved on, the assignment is he.jun's.
+    let verified = sh.ok("unmatched-payments.md", "unmatched-verify").await;
+    assert!(verified.contains(r#"{"payments":[]}"#), "{verified}");
+    assert!(verified.contains("orderbridge_unmatched_payments 0"), "{verified}");
+    let order = app.order(&invoiced[0].0).await;
+    assert_ne!(order["state"], "invoiced", "{order}");
+    let by = order["events"].as_array().unwrap().iter().rev().find_map(|e| e["actor"]["id"].as_str().map(str::to_owned));
+    assert!(order["events"].to_string().contains("he.jun"), "the trail names who assigned it: {by:?}");
+    assert_eq!(app.order(&invoiced[1].0).await["state"], "invoiced", "the other order is untouched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconciliation_mismatch_is_explained_and_its_exception_resolved_as_the_runbook_says() {
+    // Arrange: the finance system voided an invoice; reconciliation opens an exception.
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
+    let invoiced = two_invoiced(&app).await;
+    let (id, number) = invoiced[1].clone();
+    erp.set_invoice_status(&number, "voided");
+    let (s, r) = app.api_post("/reconcile").await;
+    assert_eq!((s, r["mismatches"].as_array().map(Vec::len)), (200, Some(1)), "{r}");
+    assert!(app.metrics().await.contains(r#"orderbridge_reconcile_mismatches_total{check="FINANCE-INVOICE"} 1"#));
+    let sh = Shell::of(&app).set("ORDER_ID", &id);
+
+    // Act 1: the page finds the order and shows why.
+    let found = sh.ok("exceptions.md", "exception-find").await;
+    assert!(found.contains(&id) && found.contains("1 order(s)"), "{found}");
+    assert!(found.contains("reconciliation FINANCE-INVOICE: demo-finance reports `voided`"), "{found}");
+
+    // Act 2: finance reinstates the invoice; operations (sun.li) resolve the exception.
+    erp.set_invoice_status(&number, "open");
+    let resolved = sh
+        .clone()
+        .set("TOKEN", &app.person_token("sun.li"))
+        .set("NOTE", "INC-12: invoice reinstated in the finance system")
+        .ok("exceptions.md", "exception-resolve")
+        .await;
+    let resolved: Value = serde_json::from_str(&resolved).unwrap_or_else(|e| panic!("{e}: {resolved}"));
+    assert_eq!(resolved["state"], "invoiced", "{resolved}");
+
+    // Assert: nothing in exception, and reconciliation agrees now.
+    let verified = sh.ok("exceptions.md", "exception-verify").await;
+    assert!(verified.contains("0 order(s)"), "{verified}");
+    assert!(verified.contains(r#""mismatches":[]"#) && verified.contains(r#""checked":2"#), "{verified}");
+    let order = app.order(&id).await;
+    assert!(order["events"].to_string().contains("INC-12"), "the resolution is in the trail: {order}");
     app.stop().await;
 }
 
