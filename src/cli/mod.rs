@@ -388,9 +388,10 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(AuditCmd::Anchor) => anchor::audit_anchor(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
         Command::Store(StoreCmd::Quarantine { json, action: None }) => quarantine(&dir, json).await,
-        Command::Store(StoreCmd::Quarantine { action: Some(QuarantineCmd::Resolve { row, by, reason, from, discard }), .. }) => {
-            quarantine::resolve(&dir, &row, &by, &reason, if discard { None } else { from }).await
-        }
+        Command::Store(StoreCmd::Quarantine {
+            action: Some(QuarantineCmd::Resolve { row, by, reason, from, discard }),
+            ..
+        }) => quarantine::resolve(&dir, &row, &by, &reason, if discard { None } else { from }).await,
         Command::Store(StoreCmd::Copy { to_backend, to_path, to_url }) => {
             store_copy(&dir, to_backend, to_path, to_url).await
         }

@@ -5,8 +5,8 @@
 
 use super::{OrderError, Orders};
 use crate::domain::OrderId;
-use crate::store::{Quarantined, ResolutionOutcome, StoreError};
 use crate::store::records::{EventRecord, GENESIS, OrderRecord};
+use crate::store::{Quarantined, ResolutionOutcome, StoreError};
 
 /// Result of `audit verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -84,7 +84,9 @@ impl Orders {
         let rec = match from.order(id).await {
             Ok(Some(rec)) => rec,
             Ok(None) => return Err(refuse("the backup does not hold this order".into())),
-            Err(StoreError::Quarantined(_)) => return Err(refuse("its row cannot be read in the backup either".into())),
+            Err(StoreError::Quarantined(_)) => {
+                return Err(refuse("its row cannot be read in the backup either".into()));
+            }
             Err(e) => return Err(e.into()),
         };
         let events = self.store.events(id).await?;

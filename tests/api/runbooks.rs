@@ -519,9 +519,17 @@ async fn quarantined_orders_are_named_by_the_audit_then_restored_or_discarded_as
     let listed = sh.run("quarantine.md", "quarantine-list").await;
     assert_eq!(listed.code, Some(1), "audit verify fails while a row is quarantined: {}", listed.stdout);
     for id in [&restorable, &newer] {
-        assert!(listed.stdout.contains(&format!("audit NOT VERIFIABLE: order {id} is quarantined")), "{}", listed.stdout);
+        assert!(
+            listed.stdout.contains(&format!("audit NOT VERIFIABLE: order {id} is quarantined")),
+            "{}",
+            listed.stdout
+        );
     }
-    assert!(listed.stdout.contains("2 quarantined row(s)") && !listed.stdout.contains("audit intact"), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("2 quarantined row(s)") && !listed.stdout.contains("audit intact"),
+        "{}",
+        listed.stdout
+    );
     let sh1 = sh.clone().set("ORDER_ID", &restorable);
     let from_backup = sh1.ok("quarantine.md", "quarantine-from-backup").await;
     assert!(from_backup.contains(&format!("order     {restorable}")), "{from_backup}");
@@ -598,7 +606,8 @@ async fn an_unmatched_payment_is_assigned_by_hand_as_the_runbook_says() {
     assert!(verified.contains("orderbridge_unmatched_payments 0"), "{verified}");
     let order = app.order(&invoiced[0].0).await;
     assert_ne!(order["state"], "invoiced", "{order}");
-    let by = order["events"].as_array().unwrap().iter().rev().find_map(|e| e["actor"]["id"].as_str().map(str::to_owned));
+    let by =
+        order["events"].as_array().unwrap().iter().rev().find_map(|e| e["actor"]["id"].as_str().map(str::to_owned));
     assert!(order["events"].to_string().contains("he.jun"), "the trail names who assigned it: {by:?}");
     assert_eq!(app.order(&invoiced[1].0).await["state"], "invoiced", "the other order is untouched");
     app.stop().await;

@@ -628,7 +628,12 @@ async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
 /// a person and a reason; it is restored from one that holds it, the effect row is
 /// discarded; then nothing counts, both stay listed, and the audit passes, naming the
 /// discarded row. `name` is the backend, for messages.
-async fn resolve_quarantine(name: &str, store: Arc<dyn Store>, bad: orderbridge::domain::OrderId, good: Arc<dyn Store>) {
+async fn resolve_quarantine(
+    name: &str,
+    store: Arc<dyn Store>,
+    bad: orderbridge::domain::OrderId,
+    good: Arc<dyn Store>,
+) {
     use orderbridge::orders::Resolve;
     use orderbridge::store::ResolutionOutcome;
     let orders = Orders::new(store.clone());
@@ -654,8 +659,10 @@ async fn resolve_quarantine(name: &str, store: Arc<dyn Store>, bad: orderbridge:
         .await
         .unwrap();
     assert_eq!(restored.resolved.as_ref().map(|r| r.outcome), Some(ResolutionOutcome::Restored), "{name}");
-    let discarded =
-        orders.resolve_quarantined(&effect_row, Resolve::Discard, "wang.fang", "INC-8 pushed by hand", now).await.unwrap();
+    let discarded = orders
+        .resolve_quarantined(&effect_row, Resolve::Discard, "wang.fang", "INC-8 pushed by hand", now)
+        .await
+        .unwrap();
     assert_eq!(discarded.resolved.as_ref().map(|r| r.by.as_str()), Some("wang.fang"), "{name}");
 
     assert_eq!(store.counts().quarantined, 0, "{name}");

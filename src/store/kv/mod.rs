@@ -346,8 +346,13 @@ impl<E: Engine> KvStore<E> {
     /// kept whole under `x`), counts it and says so at error level.
     fn quarantine(&self, k: &[u8], raw: &[u8], what: &str, error: &str) -> StoreError {
         tracing::error!(row = what, error, "a stored row cannot be read; it is quarantined and the rest goes on");
-        let q =
-            Quarantined { what: what.to_owned(), error: error.to_owned(), at: Utc::now(), raw_hex: hex::encode(raw), resolved: None };
+        let q = Quarantined {
+            what: what.to_owned(),
+            error: error.to_owned(),
+            at: Utc::now(),
+            raw_hex: hex::encode(raw),
+            resolved: None,
+        };
         let mut b = Batch::default();
         b.del(k.to_vec());
         b.put(key(QUARANTINE, &[k]), encode(&q));

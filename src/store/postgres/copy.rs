@@ -92,10 +92,12 @@ impl PgStore {
         let payments = self.keyed("payments", ["source", "payment_id", "outcome"], "payment").await?;
         let links = self.keyed::<UsedLink>("used_links", ["link_id", "", "used"], "spent link").await?;
         let jobs = self.keyed::<serde_json::Value>("jobs", ["name", "", "state"], "job state").await?;
-        let rows = sqlx::query("SELECT space, key, what, error, at, raw, resolution::text FROM quarantine ORDER BY space, key")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT space, key, what, error, at, raw, resolution::text FROM quarantine ORDER BY space, key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         let quarantine = rows
             .into_iter()
             .map(|r| {
