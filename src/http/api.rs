@@ -183,11 +183,17 @@ pub(crate) struct ResolveBody {
 }
 
 /// `POST /api/store/quarantine/resolve`: a quarantined row put back from a copy of a
-/// backup (`from`) or given up (`discard`), by a person for a reason.
+/// backup (`from`) or given up (`discard`), by a person (`by`: the principal itself
+/// when it is a person) for a reason.
 pub(crate) async fn resolve_quarantined(
     State(app): State<AppState>,
+    acting: Acting,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<Json<Value>, ApiError> {
+    // A person resolves as themselves; the admin token (the CLI) names the person.
+    if acting.person().is_ok() {
+        acting.named_in_body("by", Some(&body.by))?;
+    }
     let how = match (&body.from, body.discard) {
         (Some(path), false) => crate::orders::Resolve::Restore {
             from: crate::store::open_backup(path)
