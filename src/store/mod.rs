@@ -417,6 +417,7 @@ pub trait Store: Send + Sync {
     /// listed): the row stays in the quarantine, no longer counted. With `restore`
     /// (an order row only), that order row is written back in the same write, where
     /// its indexes expect it; the caller has checked it (it decodes, its chain holds).
+    /// A discarded order row takes the order out of the state and timer indexes.
     ///
     /// # Errors
     /// `NotFound` when no unresolved row is `what`; `Conflict` when `restore` is not

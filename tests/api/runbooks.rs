@@ -556,6 +556,11 @@ async fn quarantined_orders_are_named_by_the_audit_then_restored_or_discarded_as
     assert_eq!(app.order(&restorable).await["state"], "approved", "the restored order reads again");
     assert_eq!(app.order(&intact).await["state"], "approved");
     post(&app, &deal("RB-Q-4", 1, "8000.00")).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"orderbridge_orders{state="approved"} 3"#),
+        "the discarded order is not counted: {metrics}"
+    );
     assert!(backup.exists(), "the backup itself is left as it was");
     app.stop().await;
 }

@@ -1,10 +1,10 @@
 //! Resolving a quarantined row on the key-value layout: its entry under `x` gets the
 //! resolution (it is kept, never deleted), and a restored order row goes back under
-//! `o`, in one batch. The application layer decided; this only writes.
+//! `o` (a discarded one leaves the state and timer indexes), in one batch. The application layer decided; this only writes.
 
 use std::sync::atomic::Ordering;
 
-use super::{Batch, Engine, KvStore, ORDERS, QUARANTINE, order_key, order_row};
+use super::{Batch, Engine, KvStore, ORDERS, QUARANTINE, STATES, TIMERS, order_key, order_row};
 use crate::store::codec::{decode, encode};
 use crate::store::records::OrderRecord;
 use crate::store::{Quarantined, Resolution, StoreError};
@@ -55,6 +55,18 @@ impl<E: Engine> KvStore<E> {
                 return Err(StoreError::Conflict(format!("order {} has a row again", rec.id)));
             }
             b.put(ok, order_row(&rec));
+        } else if let Some(id) = q.order_id() {
+            // A discarded order leaves the state and timer indexes (PostgreSQL keeps
+            // them in the order row, gone with it): no longer counted as open, no
+            // timer fires for it. Its external id and customer history stay.
+            for tag in [STATES, TIMERS] {
+                for row in self.engine.range(&[tag], &[tag + 1]) {
+                    let (k, _) = row.map_err(|e| self.fault(e))?;
+                    if k.ends_with(id.as_bytes()) {
+                        b.del(k);
+                    }
+                }
+            }
         }
         q.resolved = Some(resolution);
         b.put(k, encode(&q));
