@@ -10,6 +10,7 @@ mod archive;
 mod config_tools;
 mod evidence;
 mod keys;
+mod quarantine;
 mod reads;
 mod review;
 mod source;
@@ -167,11 +168,14 @@ pub(crate) enum OrdersCmd {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum StoreCmd {
-    /// List quarantined rows: what each was, why it could not be read, when, and its
-    /// raw bytes (hex). They are kept for analysis; restore the order from a backup.
+    /// List quarantined rows: what each was, why it could not be read, when, how it
+    /// was resolved, and its raw bytes (hex, with --json). They are kept for analysis,
+    /// also once resolved (`store quarantine resolve`).
     Quarantine {
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<QuarantineCmd>,
     },
     /// Copy the store (stopped daemon) into a new, empty one: another backend (also
     /// PostgreSQL, either way), or the same one elsewhere (a compacted copy). Verifies
@@ -188,6 +192,30 @@ pub(crate) enum StoreCmd {
         /// `${ENV_NAME}` or `file:PATH` (its tables must be empty).
         #[arg(long)]
         to_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum QuarantineCmd {
+    /// Resolve the quarantined row ROW (as listed: `order ord_…`, or just `ord_…`):
+    /// with --from, put the order row back from a copy of a backup (only if it reads
+    /// there and its audit chain verifies against the stored events); with --discard,
+    /// give the row up. Either way it stays listed, resolved, with --by and --reason;
+    /// it no longer counts (metric, /readyz, `audit verify`).
+    Resolve {
+        row: String,
+        /// Who resolves it (a person).
+        #[arg(long)]
+        by: String,
+        /// Why (a ticket, what was done).
+        #[arg(long)]
+        reason: String,
+        /// A copy of a backup of the data directory holding the row readable.
+        #[arg(long, conflicts_with = "discard", required_unless_present = "discard")]
+        from: Option<PathBuf>,
+        /// Give the row up: it stays unreadable, reported as discarded by --by.
+        #[arg(long)]
+        discard: bool,
     },
 }
 
@@ -359,7 +387,11 @@ pub async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(AuditCmd::Verify) => audit_verify(&dir).await,
         Command::Audit(AuditCmd::Anchor) => anchor::audit_anchor(&dir).await,
         Command::Outbox(cmd) => outbox(&dir, cmd).await,
-        Command::Store(StoreCmd::Quarantine { json }) => quarantine(&dir, json).await,
+        Command::Store(StoreCmd::Quarantine { json, action: None }) => quarantine(&dir, json).await,
+        Command::Store(StoreCmd::Quarantine {
+            action: Some(QuarantineCmd::Resolve { row, by, reason, from, discard }),
+            ..
+        }) => quarantine::resolve(&dir, &row, &by, &reason, if discard { None } else { from }).await,
         Command::Store(StoreCmd::Copy { to_backend, to_path, to_url }) => {
             store_copy(&dir, to_backend, to_path, to_url).await
         }

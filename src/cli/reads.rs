@@ -115,13 +115,11 @@ pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
             let r = s.verify_audit().await?;
             let a = archive.verify().await?;
             let anchors = crate::anchor::verify::check(archive).await?;
-            serde_json::json!({
-                "orders": r.orders, "events": r.events,
-                "intact": r.broken.is_none() && a.problems.is_empty() && anchors.problems.is_empty(),
-                "broken": r.broken.map(|(o, seq, why)| serde_json::json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
-                "archive": a,
-                "anchors": anchors,
-            })
+            let mut v = r.to_json();
+            v["intact"] = serde_json::json!(r.intact() && a.problems.is_empty() && anchors.problems.is_empty());
+            v["archive"] = serde_json::json!(a);
+            v["anchors"] = serde_json::json!(anchors);
+            v
         }
         Source::Api { .. } => src.api(reqwest::Method::GET, "/audit/verify").await?,
     };
@@ -144,6 +142,7 @@ pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
     for p in &problems {
         println!("audit BROKEN in the archive: {p}");
     }
+    print_set_aside(&v);
     let anchors = &v["anchors"];
     for p in anchors["problems"].as_array().into_iter().flatten().filter_map(Value::as_str) {
         println!("audit BROKEN against the anchors: {p}");
@@ -164,6 +163,35 @@ pub(super) async fn audit_verify(dir: &Path) -> anyhow::Result<i32> {
         Ok(0)
     } else {
         Ok(1)
+    }
+}
+
+/// The rows `audit verify` could not read: each unresolved one (the audit is not
+/// verifiable while there is one) and each discarded one, with who gave it up.
+fn print_set_aside(v: &Value) {
+    let text = |q: &Value, k: &str| q[k].as_str().unwrap_or("?").to_owned();
+    let rows = |k: &str| v[k].as_array().cloned().unwrap_or_default();
+    let unresolved = rows("quarantined");
+    for q in &unresolved {
+        println!(
+            "audit NOT VERIFIABLE: {} is quarantined (since {}: {}); resolve it (`orderbridge store quarantine resolve`)",
+            text(q, "what"),
+            text(q, "at"),
+            text(q, "error")
+        );
+    }
+    if !unresolved.is_empty() {
+        println!("audit not verifiable: {} quarantined row(s) unresolved", unresolved.len());
+    }
+    for q in rows("discarded") {
+        let r = &q["resolved"];
+        println!(
+            "note: {} was discarded by {} at {} ({}): not verified",
+            text(&q, "what"),
+            text(r, "by"),
+            text(r, "at"),
+            text(r, "reason")
+        );
     }
 }
 
@@ -246,15 +274,27 @@ pub(super) async fn quarantine(dir: &Path, json: bool) -> anyhow::Result<i32> {
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
+        let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
         for r in &rows {
-            println!(
-                "{}  {}: {}",
-                r["at"].as_str().unwrap_or(""),
-                r["what"].as_str().unwrap_or(""),
-                r["error"].as_str().unwrap_or("")
-            );
+            let res = &r["resolved"];
+            let how = if res.is_object() {
+                format!(
+                    "  [{} by {} at {}: {}]",
+                    text(res, "outcome"),
+                    text(res, "by"),
+                    text(res, "at"),
+                    text(res, "reason")
+                )
+            } else {
+                String::new()
+            };
+            println!("{}  {}: {}{how}", text(r, "at"), text(r, "what"), text(r, "error"));
         }
-        println!("{} quarantined row(s)", rows.len());
+        let resolved = rows.iter().filter(|r| r["resolved"].is_object()).count();
+        match resolved {
+            0 => println!("{} quarantined row(s)", rows.len()),
+            n => println!("{} quarantined row(s) ({n} resolved, kept for the record)", rows.len() - n),
+        }
     }
     Ok(0)
 }

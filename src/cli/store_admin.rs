@@ -102,7 +102,11 @@ pub(super) async fn store_copy(
     };
     let orders = Orders::new(target);
     let r = orders.verify_audit().await?;
+    for q in &r.quarantined {
+        println!("audit NOT VERIFIABLE on the copy: {} is quarantined ({})", q.what, q.error);
+    }
     match r.broken {
+        None if !r.quarantined.is_empty() => Ok(1),
         None => {
             println!("audit intact on the copy: {} orders, {} events verified", r.orders, r.events);
             Ok(0)

@@ -167,18 +167,59 @@ pub(crate) async fn quarantined(State(app): State<AppState>) -> Result<Json<Valu
     Ok(Json(json!({"rows": rows})))
 }
 
+/// The body of `POST /api/store/quarantine/resolve`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResolveBody {
+    /// The row as listed (`order ord_…`).
+    row: String,
+    by: String,
+    reason: String,
+    #[serde(default)]
+    discard: bool,
+    /// A copy of a backup of the data directory, on the daemon's host.
+    #[serde(default)]
+    from: Option<std::path::PathBuf>,
+}
+
+/// `POST /api/store/quarantine/resolve`: a quarantined row put back from a copy of a
+/// backup (`from`) or given up (`discard`), by a person (`by`: the principal itself
+/// when it is a person) for a reason.
+pub(crate) async fn resolve_quarantined(
+    State(app): State<AppState>,
+    acting: Acting,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    // A person resolves as themselves; the admin token (the CLI) names the person.
+    if acting.person().is_ok() {
+        acting.named_in_body("by", Some(&body.by))?;
+    }
+    let how = match (&body.from, body.discard) {
+        (Some(path), false) => crate::orders::Resolve::Restore {
+            from: crate::store::open_backup(path)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("the backup copy: {e}")).with_field("from"))?,
+        },
+        (None, true) => crate::orders::Resolve::Discard,
+        _ => return Err(ApiError::bad_request("give either `from` (a backup copy) or `discard`").with_field("from")),
+    };
+    let what = crate::orders::quarantined_row(&body.row);
+    let result = app.orders.resolve_quarantined(&what, how.clone(), &body.by, &body.reason, app.clock.now()).await;
+    if let crate::orders::Resolve::Restore { from } = how {
+        from.close().await?;
+    }
+    Ok(Json(json!({ "resolved": result? })))
+}
+
 pub(crate) async fn verify_audit(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let r = app.orders.verify_audit().await?;
     let archive = app.archive.verify().await?;
     let anchors = crate::anchor::verify::check(&app.archive).await?;
-    Ok(Json(json!({
-        "orders": r.orders,
-        "events": r.events,
-        "intact": r.broken.is_none() && archive.problems.is_empty() && anchors.problems.is_empty(),
-        "broken": r.broken.map(|(o, seq, why)| json!({"order_id": o.to_string(), "seq": seq, "problem": why})),
-        "archive": archive,
-        "anchors": anchors,
-    })))
+    let mut v = r.to_json();
+    v["intact"] = json!(r.intact() && archive.problems.is_empty() && anchors.problems.is_empty());
+    v["archive"] = json!(archive);
+    v["anchors"] = json!(anchors);
+    Ok(Json(v))
 }
 
 /// `POST /api/audit/anchor`: writes an audit anchor now (`crate::anchor`); 409 when

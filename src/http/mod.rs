@@ -129,6 +129,7 @@ pub(crate) fn admin_router(state: AppState) -> Router {
         .route("/keys/rotate", post(keys::rotate))
         .route("/orders/{id}/erase-personal-data", post(keys::erase))
         .route("/store/quarantine", get(api::quarantined))
+        .route("/store/quarantine/resolve", post(api::resolve_quarantined))
         .route("/reports/kpis", get(reports::kpis))
         .route("/reports/scheduled/{name}", get(reports::scheduled))
         .route("/export", get(reports::export))

@@ -190,6 +190,7 @@ mod tests {
         assert_eq!(api_action(&Method::POST, "/api/orders/{id}/approvals"), Action::DecideApproval);
         assert_eq!(api_action(&Method::GET, "/api/orders/{id}"), Action::SeePersonalData);
         assert_eq!(api_action(&Method::GET, "/api/audit/verify"), Action::Administer);
+        assert_eq!(api_action(&Method::POST, "/api/store/quarantine/resolve"), Action::Administer);
         assert_eq!(api_action(&Method::DELETE, "/api/orders/{id}"), Action::Administer);
         // Order reads open to order work are the routes `see_personal_data` unmasks.
         assert!(ORDER_READS.iter().all(|r| api_action(&Method::GET, r) == Action::SeePersonalData));

@@ -11,13 +11,15 @@
 //! Here: intake, events, effect outcomes and replays. `payments.rs`: payments and the
 //! unmatched queue; `schedule.rs`: due timers and digests; `report.rs`: events other
 //! systems report; `audit.rs`: `audit verify`; `analytics.rs`: the
-//! orders and trails a report reads; `reports.rs`: scheduled management reports; `privacy.rs`: erasing personal data.
+//! orders and trails a report reads; `reports.rs`: scheduled management reports; `privacy.rs`: erasing personal data;
+//! `quarantine.rs`: resolving a quarantined row.
 
 mod analytics;
 mod audit;
 pub(crate) mod feedback;
 mod payments;
 mod privacy;
+mod quarantine;
 mod report;
 mod reports;
 mod schedule;
@@ -32,6 +34,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use audit::AuditReport;
+pub use quarantine::{Resolve, quarantined_row};
 pub use report::Named;
 pub(crate) use reports::ReportContext;
 use step::{bookkeeping, step_for};

@@ -210,6 +210,47 @@ pub struct Quarantined {
     pub at: DateTime<Utc>,
     /// The raw row, hex-encoded (for analysis; never edited in place).
     pub raw_hex: String,
+    /// How an operator resolved it (`None`: unresolved, counted and alerted on).
+    /// A resolved row stays in the quarantine, with who resolved it and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolution>,
+}
+
+impl Quarantined {
+    /// The order the row was, when it was an order row (`order ord_…`).
+    pub fn order_id(&self) -> Option<OrderId> {
+        self.what.strip_prefix("order ")?.parse().ok()
+    }
+}
+
+/// How a quarantined row was resolved, by whom and why (the application layer
+/// decides; the store records it with the row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub outcome: ResolutionOutcome,
+    /// The person who resolved it.
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What became of a quarantined row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolutionOutcome {
+    /// Its row was put back (readable again, its audit chain verified).
+    Restored,
+    /// Given up by an operator: the row stays unreadable, kept in the quarantine.
+    Discarded,
+}
+
+impl ResolutionOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResolutionOutcome::Restored => "restored",
+            ResolutionOutcome::Discarded => "discarded",
+        }
+    }
 }
 
 /// Row counts for metrics and health.
@@ -370,8 +411,23 @@ pub trait Store: Send + Sync {
     /// The archive log (purges, holds, releases), in order.
     fn archive_log(&self) -> BoxFuture<'_, Result<Vec<ArchiveLogEntry>, StoreError>>;
 
-    /// Rows set aside because they could not be decoded.
+    /// Rows set aside because they could not be decoded, resolved ones included.
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>>;
+    /// Records `resolution` on the unresolved quarantined row `what` (its `what`, as
+    /// listed): the row stays in the quarantine, no longer counted. With `restore`
+    /// (an order row only), that order row is written back in the same write, where
+    /// its indexes expect it; the caller has checked it (it decodes, its chain holds).
+    /// A discarded order row takes the order out of the state and timer indexes.
+    ///
+    /// # Errors
+    /// `NotFound` when no unresolved row is `what`; `Conflict` when `restore` is not
+    /// the order `what` names, or that order has a row again.
+    fn resolve_quarantined<'a>(
+        &'a self,
+        what: &'a str,
+        resolution: Resolution,
+        restore: Option<OrderRecord>,
+    ) -> BoxFuture<'a, Result<Quarantined, StoreError>>;
     /// Counts for metrics and health, kept current (no scan).
     fn counts(&self) -> Counts;
     /// A page of orders in id (= arrival) order after `after`, each with its events:
@@ -574,6 +630,25 @@ pub fn open_engine(options: &Options) -> Result<Box<dyn kv::Engine>, StoreError>
         Backend::Sled => Ok(Box::new(sled_engine::SledEngine::open(&options.path, options.cache_bytes)?)),
         Backend::Redb => Ok(Box::new(redb_engine::RedbEngine::open(&options.path, options.cache_bytes)?)),
     }
+}
+
+/// Opens a copy of a backup to read rows from (`store quarantine resolve --from`):
+/// the embedded store at `path`, its engine detected. Use a copy: opening a store
+/// may write to it. Close it (`Store::close`) when done.
+///
+/// # Errors
+/// `NotFound` when no store is at `path`; as `open` otherwise.
+pub async fn open_backup(path: &std::path::Path) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let backend =
+        Backend::detect(path).ok_or_else(|| StoreError::NotFound(format!("a store at {}", path.display())))?;
+    let options = Options {
+        backend,
+        path: path.to_owned(),
+        cache_bytes: 4 << 20,
+        commit_delay: std::time::Duration::ZERO,
+        postgres: None,
+    };
+    open(&options, std::sync::Arc::new(crate::metrics::Metrics::default())).await
 }
 
 /// Whether a store of `options.backend` exists at `options.path` (PostgreSQL: the

@@ -32,8 +32,13 @@ const BLOCKS: &[(&str, &[&str])] = &[
     ("paused-connector.md", &["paused-inspect", "paused-resume", "paused-verify"]),
     ("stuck-approval.md", &["stuck-approval-find", "stuck-approval-review"]),
     ("disk-full.md", &["disk-full-verify"]),
-    ("quarantine.md", &["quarantine-list", "quarantine-from-backup"]),
+    (
+        "quarantine.md",
+        &["quarantine-list", "quarantine-from-backup", "quarantine-restore", "quarantine-discard", "quarantine-verify"],
+    ),
     ("restore.md", &["restore-take-backup", "restore-put-back", "restore-verify"]),
+    ("unmatched-payments.md", &["unmatched-list", "unmatched-assign", "unmatched-verify"]),
+    ("exceptions.md", &["exception-find", "exception-resolve", "exception-verify"]),
     ("rotate-secrets.md", &["rotate-api-token", "rotate-privacy-status"]),
 ];
 
@@ -479,10 +484,11 @@ fn damage_order_row(dir: &Path, order: &str) {
 }
 
 #[tokio::test]
-async fn a_quarantined_order_is_listed_and_read_from_the_backup_as_the_runbook_says() {
-    // Arrange: two orders, a backup taken as restore.md says, then one row damaged.
+async fn quarantined_orders_are_named_by_the_audit_then_restored_or_discarded_as_the_runbook_says() {
+    // Arrange: two orders and a backup taken as restore.md says; then an order the
+    // backup lacks; then the rows of the first and of the last damaged in place.
     let app = TestApp::builder().only_approval().start().await;
-    let damaged = post(&app, &deal("RB-Q-1", 1, "8000.00")).await;
+    let restorable = post(&app, &deal("RB-Q-1", 1, "8000.00")).await;
     let intact = post(&app, &deal("RB-Q-2", 1, "8000.00")).await;
     app.drain_outbox().await;
     let erp = app.erp.clone();
@@ -493,25 +499,160 @@ async fn a_quarantined_order_is_listed_and_read_from_the_backup_as_the_runbook_s
         .set("BACKUP", &backup.display().to_string())
         .ok("restore.md", "restore-take-backup")
         .await;
-    damage_order_row(dir.path(), &damaged);
+    let app = restart(dir, erp.clone()).await;
+    let newer = post(&app, &deal("RB-Q-3", 1, "8000.00")).await;
+    app.drain_outbox().await;
+    let dir = app.stop().await;
+    damage_order_row(dir.path(), &restorable);
+    damage_order_row(dir.path(), &newer);
     let app = restart(dir, erp).await;
-    let (status, _) = app.api(&format!("/orders/{damaged}")).await;
-    assert_ne!(status, 200, "the damaged order cannot be read");
-    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 1"));
+    for id in [&restorable, &newer] {
+        assert_ne!(app.api(&format!("/orders/{id}")).await.0, 200, "the damaged order cannot be read");
+    }
+    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 2"));
+    let sh = Shell::of(&app)
+        .set("BACKUP", &backup.display().to_string())
+        .set("PERSON", "li.na")
+        .set("REASON", "INC-4711: row damaged on disk");
 
-    // Act
-    let sh = Shell::of(&app).set("BACKUP", &backup.display().to_string()).set("ORDER_ID", &damaged);
-    let listed = sh.ok("quarantine.md", "quarantine-list").await;
-    let from_backup = sh.ok("quarantine.md", "quarantine-from-backup").await;
-
-    // Assert: the row is named; the backup shows the order as it was; the rest goes on.
-    assert!(listed.contains(&format!("order {damaged}")) && listed.contains("1 quarantined row(s)"), "{listed}");
-    assert!(listed.contains("audit intact"), "{listed}");
-    assert!(from_backup.contains(&format!("order     {damaged}")), "{from_backup}");
+    // Act 1: the list and the audit name both rows; the audit is not verifiable.
+    let listed = sh.run("quarantine.md", "quarantine-list").await;
+    assert_eq!(listed.code, Some(1), "audit verify fails while a row is quarantined: {}", listed.stdout);
+    for id in [&restorable, &newer] {
+        assert!(
+            listed.stdout.contains(&format!("audit NOT VERIFIABLE: order {id} is quarantined")),
+            "{}",
+            listed.stdout
+        );
+    }
+    assert!(
+        listed.stdout.contains("2 quarantined row(s)") && !listed.stdout.contains("audit intact"),
+        "{}",
+        listed.stdout
+    );
+    let sh1 = sh.clone().set("ORDER_ID", &restorable);
+    let from_backup = sh1.ok("quarantine.md", "quarantine-from-backup").await;
+    assert!(from_backup.contains(&format!("order     {restorable}")), "{from_backup}");
     assert!(from_backup.contains("state     approved") && from_backup.contains("RB-Q-1"), "{from_backup}");
+
+    // Act 2: the first is put back from the backup; the newer one is not in it, so
+    // the restore refuses and it is discarded.
+    let restored = sh1.ok("quarantine.md", "quarantine-restore").await;
+    assert!(restored.contains(&format!("order {restorable} restored by li.na")), "{restored}");
+    let sh3 = sh.clone().set("ORDER_ID", &newer);
+    let refused = sh3.run("quarantine.md", "quarantine-restore").await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("the backup does not hold this order"), "{}", refused.stderr);
+    let discarded = sh3.ok("quarantine.md", "quarantine-discard").await;
+    assert!(discarded.contains(&format!("order {newer} discarded by li.na")), "{discarded}");
+
+    // Assert: nothing unresolved, the audit passes and names the discarded order.
+    let verified = sh.ok("quarantine.md", "quarantine-verify").await;
+    assert!(verified.contains("0 quarantined row(s) (2 resolved, kept for the record)"), "{verified}");
+    assert!(verified.contains("audit intact: 2 orders"), "{verified}");
+    assert!(verified.contains(&format!("note: order {newer} was discarded by li.na")), "{verified}");
+    assert!(verified.contains(r#"{"status":"ready"}"#), "{verified}");
+    assert!(app.metrics().await.contains("orderbridge_quarantined_rows 0"));
+    assert_eq!(app.order(&restorable).await["state"], "approved", "the restored order reads again");
     assert_eq!(app.order(&intact).await["state"], "approved");
-    post(&app, &deal("RB-Q-3", 1, "8000.00")).await;
+    post(&app, &deal("RB-Q-4", 1, "8000.00")).await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"orderbridge_orders{state="approved"} 3"#),
+        "the discarded order is not counted: {metrics}"
+    );
     assert!(backup.exists(), "the backup itself is left as it was");
+    app.stop().await;
+}
+
+/// Two orders delivered, accepted and invoiced; their ids and invoice numbers.
+async fn two_invoiced(app: &TestApp) -> Vec<(String, String)> {
+    let mut invoiced = Vec::new();
+    for ext in ["RB-CASH-1", "RB-CASH-2"] {
+        let id = post(app, &deal(ext, 1, "8000.00")).await;
+        crate::cash::deliver(app, &id).await;
+        app.api_post_json_as("sun.li", &format!("/orders/{id}/acceptance"), &json!({"decision": "accept"})).await;
+        wait_until("invoiced", || async { app.order(&id).await["state"] == "invoiced" }).await;
+        let number = app.order(&id).await["fulfilment"]["invoice"]["number"].as_str().unwrap().to_owned();
+        invoiced.push((id, number));
+    }
+    invoiced
+}
+
+#[tokio::test]
+async fn an_unmatched_payment_is_assigned_by_hand_as_the_runbook_says() {
+    // Arrange: a payment quoting an invoice number nobody issued waits for an operator.
+    let app = TestApp::builder().erp(Receiver::start().await).start().await;
+    let invoiced = two_invoiced(&app).await;
+    let pay = json!({"payment_id": "RB-PAY-1", "amount": {"amount": "8000.00", "currency": "CNY"},
+        "invoice_number": "INV-TYPO", "reference": "张伟 货款"});
+    let (s, b) = app.api_post_json("/payments", &pay).await;
+    assert_eq!((s, b["matched"].as_bool()), (202, Some(false)), "{b}");
+    let sh = Shell::of(&app);
+    let listed = sh.ok("unmatched-payments.md", "unmatched-list").await;
+    assert!(listed.contains("RB-PAY-1") && listed.contains("INV-TYPO"), "{listed}");
+    assert!(listed.contains(&invoiced[0].0) && listed.contains("2 order(s)"), "{listed}");
+
+    // Act: credit operations (he.jun) assign it to the order it pays.
+    let assigned = sh
+        .clone()
+        .set("TOKEN", &app.person_token("he.jun"))
+        .set("SOURCE", "api")
+        .set("PAYMENT_ID", "RB-PAY-1")
+        .set("ORDER_ID", &invoiced[0].0)
+        .ok("unmatched-payments.md", "unmatched-assign")
+        .await;
+    let assigned: Value = serde_json::from_str(&assigned).unwrap_or_else(|e| panic!("{e}: {assigned}"));
+    assert_eq!(assigned["matched"], true, "{assigned}");
+
+    // Assert: the queue is empty, the order moved on, the assignment is he.jun's.
+    let verified = sh.ok("unmatched-payments.md", "unmatched-verify").await;
+    assert!(verified.contains(r#"{"payments":[]}"#), "{verified}");
+    assert!(verified.contains("orderbridge_unmatched_payments 0"), "{verified}");
+    let order = app.order(&invoiced[0].0).await;
+    assert_ne!(order["state"], "invoiced", "{order}");
+    let by =
+        order["events"].as_array().unwrap().iter().rev().find_map(|e| e["actor"]["id"].as_str().map(str::to_owned));
+    assert!(order["events"].to_string().contains("he.jun"), "the trail names who assigned it: {by:?}");
+    assert_eq!(app.order(&invoiced[1].0).await["state"], "invoiced", "the other order is untouched");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconciliation_mismatch_is_explained_and_its_exception_resolved_as_the_runbook_says() {
+    // Arrange: the finance system voided an invoice; reconciliation opens an exception.
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
+    let invoiced = two_invoiced(&app).await;
+    let (id, number) = invoiced[1].clone();
+    erp.set_invoice_status(&number, "voided");
+    let (s, r) = app.api_post("/reconcile").await;
+    assert_eq!((s, r["mismatches"].as_array().map(Vec::len)), (200, Some(1)), "{r}");
+    assert!(app.metrics().await.contains(r#"orderbridge_reconcile_mismatches_total{check="FINANCE-INVOICE"} 1"#));
+    let sh = Shell::of(&app).set("ORDER_ID", &id);
+
+    // Act 1: the page finds the order and shows why.
+    let found = sh.ok("exceptions.md", "exception-find").await;
+    assert!(found.contains(&id) && found.contains("1 order(s)"), "{found}");
+    assert!(found.contains("reconciliation FINANCE-INVOICE: demo-finance reports `voided`"), "{found}");
+
+    // Act 2: finance reinstates the invoice; operations (sun.li) resolve the exception.
+    erp.set_invoice_status(&number, "open");
+    let resolved = sh
+        .clone()
+        .set("TOKEN", &app.person_token("sun.li"))
+        .set("NOTE", "INC-12: invoice reinstated in the finance system")
+        .ok("exceptions.md", "exception-resolve")
+        .await;
+    let resolved: Value = serde_json::from_str(&resolved).unwrap_or_else(|e| panic!("{e}: {resolved}"));
+    assert_eq!(resolved["state"], "invoiced", "{resolved}");
+
+    // Assert: nothing in exception, and reconciliation agrees now.
+    let verified = sh.ok("exceptions.md", "exception-verify").await;
+    assert!(verified.contains("0 order(s)"), "{verified}");
+    assert!(verified.contains(r#""mismatches":[]"#) && verified.contains(r#""checked":2"#), "{verified}");
+    let order = app.order(&id).await;
+    assert!(order["events"].to_string().contains("INC-12"), "the resolution is in the trail: {order}");
     app.stop().await;
 }
 

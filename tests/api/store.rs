@@ -622,6 +622,110 @@ async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
     }
 }
 
+/// A quarantined order row (`bad`, whose good record is `good`) and effect row on
+/// `store`, resolved as an operator would: audit verify names both and is not
+/// verifiable; the order cannot be restored from a backup that lacks it, nor without
+/// a person and a reason; it is restored from one that holds it, the effect row is
+/// discarded; then nothing counts, both stay listed, and the audit passes, naming the
+/// discarded row. `name` is the backend, for messages.
+async fn resolve_quarantine(
+    name: &str,
+    store: Arc<dyn Store>,
+    bad: orderbridge::domain::OrderId,
+    good: Arc<dyn Store>,
+) {
+    use orderbridge::orders::Resolve;
+    use orderbridge::store::ResolutionOutcome;
+    let orders = Orders::new(store.clone());
+    let report = orders.verify_audit().await.unwrap();
+    assert!(!report.intact(), "{name}: {report:?}");
+    assert_eq!(report.quarantined.len(), 2, "{name}: both rows named: {report:?}");
+    let order_row = format!("order {bad}");
+    let effect_row = report.quarantined.iter().find(|q| q.what != order_row).unwrap().what.clone();
+    let empty_dir = tempfile::tempdir().unwrap();
+    let empty = open(Backend::Fjall, empty_dir.path()).await;
+    let now = Utc::now();
+    let lacking = orders
+        .resolve_quarantined(&order_row, Resolve::Restore { from: empty }, "li.na", "INC-7", now)
+        .await
+        .unwrap_err();
+    assert!(matches!(&lacking, OrderError::Conflict(m) if m.contains("does not hold")), "{name}: {lacking}");
+    let nobody = orders.resolve_quarantined(&effect_row, Resolve::Discard, " ", "INC-7", now).await.unwrap_err();
+    assert!(matches!(nobody, OrderError::Refused(_)), "{name}: {nobody}");
+    assert_eq!(store.counts().quarantined, 2, "{name}: nothing resolved yet");
+
+    let restored = orders
+        .resolve_quarantined(&order_row, Resolve::Restore { from: good }, "li.na", "INC-7 restored from backup", now)
+        .await
+        .unwrap();
+    assert_eq!(restored.resolved.as_ref().map(|r| r.outcome), Some(ResolutionOutcome::Restored), "{name}");
+    let discarded = orders
+        .resolve_quarantined(&effect_row, Resolve::Discard, "wang.fang", "INC-8 pushed by hand", now)
+        .await
+        .unwrap();
+    assert_eq!(discarded.resolved.as_ref().map(|r| r.by.as_str()), Some("wang.fang"), "{name}");
+
+    assert_eq!(store.counts().quarantined, 0, "{name}");
+    assert_eq!(store.order(bad).await.unwrap().map(|r| r.id), Some(bad), "{name}: the order reads again");
+    let kept = store.quarantined().await.unwrap();
+    assert_eq!(kept.len(), 2, "{name}: resolved rows are kept: {kept:?}");
+    assert!(kept.iter().all(|q| q.resolved.is_some()), "{name}: {kept:?}");
+    let report = orders.verify_audit().await.unwrap();
+    assert!(report.intact(), "{name}: {report:?}");
+    assert_eq!(report.orders, 2, "{name}: the restored order is verified again");
+    assert_eq!(report.discarded.iter().map(|q| q.what.as_str()).collect::<Vec<_>>(), [effect_row.as_str()], "{name}");
+    let again = orders.resolve_quarantined(&effect_row, Resolve::Discard, "li.na", "twice", now).await.unwrap_err();
+    assert!(matches!(again, OrderError::NotFound(_)), "{name}: {again}");
+}
+
+/// A quarantined row is resolved on each embedded engine, and stays resolved (not
+/// counted) when the store opens again.
+#[tokio::test]
+async fn a_quarantined_row_is_restored_from_a_backup_or_discarded_and_stops_counting() {
+    for backend in backends() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = tempfile::tempdir().unwrap();
+        let rules = rules();
+        let bad = {
+            let store =
+                KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+            let orders = Orders::new(store.clone());
+            let a = orders.ingest(inbound("QR-1", 1, "500.00", "C-QR1"), &rules, Utc::now()).await.unwrap();
+            orders.ingest(inbound("QR-2", 1, "500.00", "C-QR2"), &rules, Utc::now()).await.unwrap();
+            store.close().await.unwrap();
+            drop((orders, store));
+            store::copy(&options(backend, dir.path()), &options(backend, backup.path()), Arc::new(Metrics::default()))
+                .await
+                .unwrap();
+            // Then one effect row and the order row damaged in place.
+            let store =
+                KvStore::open(engine(backend, dir.path()), Duration::ZERO, Arc::new(Metrics::default())).unwrap();
+            let e = store.pending_effects(10).await.unwrap().into_iter().find(|e| e.id.order_id == a.order_id);
+            let mut b = Batch::default();
+            let mut k = vec![tags::OUTBOX];
+            k.extend_from_slice(&e.unwrap().due_key());
+            b.put(k, b"\x01garbage".to_vec());
+            let mut k = vec![tags::ORDERS];
+            k.extend_from_slice(a.order_id.as_bytes());
+            b.put(k, b"\x00\x00\x00\x05{not json".to_vec());
+            store.engine().write(b).unwrap();
+            store.close().await.unwrap();
+            a.order_id
+        };
+        let store = open(backend, dir.path()).await;
+        let far = Utc::now() + chrono::Duration::days(1);
+        store.due_effects(far, 10).await.unwrap();
+        assert!(matches!(store.order(bad).await, Err(StoreError::Quarantined(_))), "{}", backend.name());
+        let good = store::open_backup(&backup.path().join(backend.name())).await.unwrap();
+        resolve_quarantine(backend.name(), store.clone(), bad, good).await;
+        store.close().await.unwrap();
+        drop(store);
+        let store = open(backend, dir.path()).await;
+        assert_eq!(store.counts().quarantined, 0, "{}: still resolved after a restart", backend.name());
+        assert_eq!(store.quarantined().await.unwrap().len(), 2, "{}", backend.name());
+    }
+}
+
 /// A store written by layout 1 (before the application layer) opens: it is upgraded
 /// in place, and every order, index, payment and job state reads as before.
 #[tokio::test]
@@ -794,6 +898,43 @@ async fn an_unreadable_row_in_postgres_is_quarantined_and_the_others_go_on() {
     assert_eq!(store.list(None, None, 10).await.unwrap().len(), 1);
     orders.run_timers(&rules, far).await.unwrap();
     orders.ingest(inbound("Q-3", 1, "500.00", "C-Q3"), &rules, Utc::now()).await.unwrap();
+}
+
+/// The same resolution on PostgreSQL: the order row put back from a backup (here an
+/// embedded copy taken before the damage), the effect row discarded.
+#[tokio::test]
+async fn a_quarantined_row_in_postgres_is_restored_or_discarded_and_stops_counting() {
+    let pg = crate::postgres::fresh_database().await;
+    let rules = rules();
+    let backup = tempfile::tempdir().unwrap();
+    let bad = {
+        let store = PgStore::open(&pg).await.unwrap();
+        let orders = Orders::new(store.clone());
+        let a = orders.ingest(inbound("QR-1", 1, "500.00", "C-QR1"), &rules, Utc::now()).await.unwrap();
+        orders.ingest(inbound("QR-2", 1, "500.00", "C-QR2"), &rules, Utc::now()).await.unwrap();
+        let copy = options(Backend::Fjall, backup.path());
+        let from = store::Options { backend: Backend::Postgres, postgres: Some(pg.clone()), ..copy.clone() };
+        store.close().await.unwrap();
+        store::dump::copy(&from, &copy, Arc::new(Metrics::default()), &|_, _| unreachable!("nothing archived"))
+            .await
+            .unwrap();
+        let store = PgStore::open(&pg).await.unwrap();
+        let id = uuid::Uuid::from_bytes(*a.order_id.as_bytes());
+        for sql in [
+            "UPDATE outbox SET record = '\"garbage\"' WHERE order_id = $1",
+            "UPDATE orders SET record = '{\"not\": \"an order\"}' WHERE id = $1",
+        ] {
+            assert_eq!(sqlx::query(sql).bind(id).execute(store.pool()).await.unwrap().rows_affected(), 1);
+        }
+        a.order_id
+    };
+    let store = PgStore::open(&pg).await.unwrap();
+    store.due_effects(Utc::now() + chrono::Duration::days(1), 10).await.unwrap();
+    assert!(matches!(store.order(bad).await, Err(StoreError::Quarantined(_))));
+    let good = store::open_backup(&backup.path().join("fjall")).await.unwrap();
+    resolve_quarantine("postgres", store.clone(), bad, good).await;
+    let store = PgStore::open(&pg).await.unwrap();
+    assert_eq!(store.counts().quarantined, 0, "still resolved after a restart");
 }
 
 /// Daemons starting together on an empty database all come up: the schema is

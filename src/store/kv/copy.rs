@@ -53,6 +53,7 @@ impl<E: Engine> KvStore<E> {
                 error: format!("the quarantine entry itself cannot be read: {e}"),
                 at: Utc::now(),
                 raw_hex: hex::encode(&v),
+                resolved: None,
             });
             quarantine.push((space, hex::encode(k.get(2..).unwrap_or_default()), q));
         }
@@ -75,7 +76,8 @@ impl<E: Engine> KvStore<E> {
         let _guard = self.write_lock.lock().expect("write lock");
         self.engine.write(b)?;
         self.engine.sync().map_err(StoreError::Failed)?;
-        self.quarantined.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let unresolved = rows.iter().filter(|(_, _, q)| q.resolved.is_none()).count();
+        self.quarantined.fetch_add(unresolved as u64, Ordering::Relaxed);
         Ok(())
     }
 }

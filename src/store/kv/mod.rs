@@ -16,13 +16,15 @@
 //! - `p` payments seen: source ‖ 0 ‖ payment id → outcome; `w` payments waiting for
 //!   an operator: the same key → payment.
 //! - `u` spent links: link id → use. `g` digest items: group ‖ 0 ‖ effect key → item.
-//! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside.
+//! - `j` job state: name → JSON. `x` quarantine: tag ‖ key → what was set aside
+//!   (and, once resolved, how: `quarantine.rs`).
 //! - `a` archive index: order id → where the archived order is; `l` archive log:
 //!   seq (u64 BE) → a purge, hold or release (`archive.rs`).
 //! - `m` meta: `schema` → layout version (`SCHEMA`).
 
 mod archive;
 mod copy;
+mod quarantine;
 mod step;
 mod upgrade;
 mod verbs;
@@ -290,7 +292,8 @@ impl<E: Engine> KvStore<E> {
             }
         }
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
-        let (dead, quarantined, unmatched) = (count(DEAD), count(QUARANTINE), count(WAITING));
+        let (dead, unmatched) = (count(DEAD), count(WAITING));
+        let quarantined = Self::count_unresolved(&engine)?;
         let mut outbox = BTreeMap::new();
         let mut names = std::collections::HashSet::<Arc<str>>::new();
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
@@ -343,8 +346,13 @@ impl<E: Engine> KvStore<E> {
     /// kept whole under `x`), counts it and says so at error level.
     fn quarantine(&self, k: &[u8], raw: &[u8], what: &str, error: &str) -> StoreError {
         tracing::error!(row = what, error, "a stored row cannot be read; it is quarantined and the rest goes on");
-        let q =
-            Quarantined { what: what.to_owned(), error: error.to_owned(), at: Utc::now(), raw_hex: hex::encode(raw) };
+        let q = Quarantined {
+            what: what.to_owned(),
+            error: error.to_owned(),
+            at: Utc::now(),
+            raw_hex: hex::encode(raw),
+            resolved: None,
+        };
         let mut b = Batch::default();
         b.del(k.to_vec());
         b.put(key(QUARANTINE, &[k]), encode(&q));

@@ -303,10 +303,20 @@ impl<E: Engine> Store for KvStore<E> {
                     error: format!("the quarantine entry itself cannot be read: {e}"),
                     at: Utc::now(),
                     raw_hex: hex::encode(&v),
+                    resolved: None,
                 }));
             }
             Ok(out)
         })
+    }
+
+    fn resolve_quarantined<'a>(
+        &'a self,
+        what: &'a str,
+        resolution: crate::store::Resolution,
+        restore: Option<OrderRecord>,
+    ) -> BoxFuture<'a, Result<Quarantined, StoreError>> {
+        Box::pin(async move { self.resolve(what, resolution, restore) })
     }
 
     fn counts(&self) -> Counts {

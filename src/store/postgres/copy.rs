@@ -92,10 +92,12 @@ impl PgStore {
         let payments = self.keyed("payments", ["source", "payment_id", "outcome"], "payment").await?;
         let links = self.keyed::<UsedLink>("used_links", ["link_id", "", "used"], "spent link").await?;
         let jobs = self.keyed::<serde_json::Value>("jobs", ["name", "", "state"], "job state").await?;
-        let rows = sqlx::query("SELECT space, key, what, error, at, raw FROM quarantine ORDER BY space, key")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows = sqlx::query(
+            "SELECT space, key, what, error, at, raw, resolution::text FROM quarantine ORDER BY space, key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         let quarantine = rows
             .into_iter()
             .map(|r| {
@@ -104,6 +106,7 @@ impl PgStore {
                     error: r.get(3),
                     at: r.get(4),
                     raw_hex: hex::encode(r.get::<String, _>(5)),
+                    resolved: super::quarantine::resolution(r.get(6)),
                 };
                 (r.get(0), r.get(1), q)
             })
@@ -126,8 +129,8 @@ impl PgStore {
         for (space, key, q) in rows {
             let raw = hex::decode(&q.raw_hex).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             sqlx::query(
-                "INSERT INTO quarantine (space, key, what, error, at, raw) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO quarantine (space, key, what, error, at, raw, resolution)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::json) ON CONFLICT DO NOTHING",
             )
             .bind(format!("copied:{space}"))
             .bind(key)
@@ -135,12 +138,14 @@ impl PgStore {
             .bind(&q.error)
             .bind(q.at)
             .bind(raw.replace('\0', "\u{fffd}"))
+            .bind(q.resolved.as_ref().map(super::json))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
-        self.quarantined.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        let unresolved = rows.iter().filter(|(_, _, q)| q.resolved.is_none()).count();
+        self.quarantined.fetch_add(unresolved as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -33,6 +33,7 @@
 mod archive;
 mod commit;
 mod copy;
+mod quarantine;
 mod rows;
 mod verbs;
 
@@ -284,7 +285,7 @@ impl PgStore {
 async fn recount(pool: &PgPool) -> Result<[u64; 4], StoreError> {
     let row = sqlx::query(
         "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM dead_letters),
-                (SELECT count(*) FROM quarantine), (SELECT count(*) FROM unmatched_payments)",
+                (SELECT count(*) FROM quarantine WHERE resolution IS NULL), (SELECT count(*) FROM unmatched_payments)",
     )
     .fetch_one(pool)
     .await

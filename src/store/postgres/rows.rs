@@ -32,7 +32,7 @@ impl PgStore {
             sqlx::query(
                 "INSERT INTO quarantine (space, key, what, error, at, raw) VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (space, key) DO UPDATE SET what = EXCLUDED.what, error = EXCLUDED.error,
-                 at = EXCLUDED.at, raw = EXCLUDED.raw",
+                 at = EXCLUDED.at, raw = EXCLUDED.raw, resolution = NULL",
             )
             .bind(table)
             .bind(key)

@@ -496,7 +496,7 @@ impl Store for PgStore {
 
     fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Quarantined>, StoreError>> {
         Box::pin(async move {
-            let rows = sqlx::query("SELECT what, error, at, raw FROM quarantine ORDER BY space, key")
+            let rows = sqlx::query("SELECT what, error, at, raw, resolution::text FROM quarantine ORDER BY space, key")
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
@@ -507,9 +507,19 @@ impl Store for PgStore {
                     error: r.get(1),
                     at: r.get(2),
                     raw_hex: hex::encode(r.get::<String, _>(3)),
+                    resolved: super::quarantine::resolution(r.get(4)),
                 })
                 .collect())
         })
+    }
+
+    fn resolve_quarantined<'a>(
+        &'a self,
+        what: &'a str,
+        resolution: crate::store::Resolution,
+        restore: Option<OrderRecord>,
+    ) -> BoxFuture<'a, Result<Quarantined, StoreError>> {
+        Box::pin(self.resolve(what, resolution, restore))
     }
 
     fn counts(&self) -> Counts {
