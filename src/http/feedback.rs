@@ -6,7 +6,7 @@
 //! category, a text (required, at most `MAX_TEXT` characters), an order that exists
 //! if one is named; a bad form is answered 422 at its field and stores nothing. Works
 //! without JavaScript. Text from `pages/feedback.html`. Every page opened from a
-//! signed link ends with such a link too (`page_link`, `page_footer`).
+//! signed link ends with such a link too (`pages::page_link`, `pages::page_footer`).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -16,27 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::pages::{busy, link_refusal, page, refusal, texts, unescape, w};
+use super::pages::{busy, link_refusal, page, refusal, unescape, view_text, w};
 use crate::domain::OrderId;
 use crate::domain::order::Locale;
 use crate::links::{LinkClaims, LinkPurpose};
 use crate::orders::feedback::{Ack, Category, MAX_TEXT, NewFeedback};
-
-/// The feedback link that ends a page opened from `claims` (approval, acceptance,
-/// survey, status): for the same person or address and order, issued now, so it
-/// is valid as long as a mail's. `None` without link keys.
-pub(crate) fn page_link(app: &AppState, claims: &LinkClaims) -> Option<String> {
-    let signer = app.links.as_ref()?;
-    let link_id = format!("{}/feedback", claims.link_id);
-    let fb = signer.claims(LinkPurpose::Feedback, claims.order_id, &claims.subject, &link_id, app.clock.now());
-    Some(format!("/pages/feedback/{}", signer.token(&fb)))
-}
-
-/// The paragraph with that link (HTML), worded by `pages/feedback.html` (`page_footer`).
-pub(crate) fn page_footer(app: &AppState, l: Locale, url: &str) -> String {
-    let words = view_text(app, l, "page_footer", json!({}));
-    format!("<p class=\"feedback\"><a href=\"{}\">{words}</a></p>", super::pages::esc(url))
-}
 
 /// Who writes, as the report keeps them.
 pub(crate) struct Author {
@@ -129,15 +113,6 @@ pub(crate) async fn submit(app: &AppState, author: &Author, f: &FeedbackForm) ->
             Outcome::Failed
         }
     }
-}
-
-/// A view of `pages/feedback.html`, as HTML.
-pub(crate) fn view_text(app: &AppState, l: Locale, view: &str, mut ctx: Value) -> String {
-    ctx["view"] = view.into();
-    texts(app).render_fragment("feedback", l, ctx).unwrap_or_else(|e| {
-        tracing::error!(error = %e, view, "feedback text not rendered");
-        String::new()
-    })
 }
 
 /// The form's context: as given (or prefilled), with the field to correct.

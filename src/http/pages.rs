@@ -168,7 +168,7 @@ fn text_page(
     ctx: serde_json::Value,
 ) -> Response {
     // A page opened from a signed link ends with that person's feedback link.
-    let footer = ctx["feedback"].as_str().map(|url| super::feedback::page_footer(app, l, url)).unwrap_or_default();
+    let footer = ctx["feedback"].as_str().map(|url| page_footer(app, l, url)).unwrap_or_default();
     match texts(app).render_fragment(name, l, ctx) {
         Ok(body) => page(status, l, &app.settings, &w(app, l, title), &format!("{body}{footer}")),
         Err(e) => {
@@ -186,7 +186,7 @@ fn sentence_page(app: &AppState, status: StatusCode, l: Locale, title: &str, htm
 /// The page after an answer was taken (`html` from the page text), ending with the
 /// feedback link for the link's person and order.
 fn thanks(app: &AppState, l: Locale, html: &str, claims: &LinkClaims) -> Response {
-    let footer = super::feedback::page_link(app, claims).map(|url| super::feedback::page_footer(app, l, &url));
+    let footer = page_link(app, claims).map(|url| page_footer(app, l, &url));
     page(
         StatusCode::OK,
         l,
@@ -258,7 +258,7 @@ fn form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
-        "feedback": super::feedback::page_link(app, claims),
+        "feedback": page_link(app, claims),
     });
     text_page(app, status, l, "title.survey", "survey", ctx)
 }
@@ -383,7 +383,7 @@ fn approval_form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "level": level, "of": of,
-        "order": order_ctx, "history": lines, "feedback": super::feedback::page_link(app, claims),
+        "order": order_ctx, "history": lines, "feedback": page_link(app, claims),
     });
     text_page(app, status, l, "title.approval", "approval", ctx)
 }
@@ -582,7 +582,7 @@ fn acceptance_form(
     let error = error.map(|k| form_error(app, l, k));
     let ctx = serde_json::json!({
         "token": token, "error": error, "max_comment": MAX_COMMENT, "order": order_ctx(order),
-        "note": note, "tasks": tasks, "feedback": super::feedback::page_link(app, claims),
+        "note": note, "tasks": tasks, "feedback": page_link(app, claims),
     });
     text_page(app, status, l, "title.acceptance", "acceptance", ctx)
 }
@@ -764,6 +764,31 @@ pub(crate) async fn status_page(State(app): State<AppState>, Path(token): Path<S
         }
     };
     let mut ctx = status_ctx(&app, &order, &events);
-    ctx["feedback"] = super::feedback::page_link(&app, &claims).into();
+    ctx["feedback"] = page_link(&app, &claims).into();
     text_page(&app, StatusCode::OK, l, "title.status", "status", ctx)
+}
+
+/// The feedback link that ends a page opened from `claims` (approval, acceptance,
+/// survey, status): for the same person or address and order, issued now, so it
+/// is valid as long as a mail's. `None` without link keys.
+pub(crate) fn page_link(app: &AppState, claims: &LinkClaims) -> Option<String> {
+    let signer = app.links.as_ref()?;
+    let link_id = format!("{}/feedback", claims.link_id);
+    let fb = signer.claims(LinkPurpose::Feedback, claims.order_id, &claims.subject, &link_id, app.clock.now());
+    Some(format!("/pages/feedback/{}", signer.token(&fb)))
+}
+
+/// The paragraph with that link (HTML), worded by `pages/feedback.html` (`page_footer`).
+pub(crate) fn page_footer(app: &AppState, l: Locale, url: &str) -> String {
+    let words = view_text(app, l, "page_footer", serde_json::json!({}));
+    format!("<p class=\"feedback\"><a href=\"{}\">{words}</a></p>", esc(url))
+}
+
+/// A view of `pages/feedback.html`, as HTML.
+pub(crate) fn view_text(app: &AppState, l: Locale, view: &str, mut ctx: serde_json::Value) -> String {
+    ctx["view"] = view.into();
+    texts(app).render_fragment("feedback", l, ctx).unwrap_or_else(|e| {
+        tracing::error!(error = %e, view, "feedback text not rendered");
+        String::new()
+    })
 }

@@ -17,7 +17,8 @@ use serde_json::json;
 
 use super::super::AppState;
 use super::super::error::ApiError;
-use super::super::feedback::{Author, FeedbackForm, answer, blank, view_text};
+use super::super::feedback::{Author, FeedbackForm, answer, blank};
+use super::super::pages::view_text;
 use super::frame::{Staff, staff};
 use super::{back_to_signin, signed_in};
 use crate::domain::OrderId;
