@@ -630,7 +630,7 @@ impl Orders {
         let _g = self.lock_order(id).await;
         self.retrying(|| async {
             // The row may have changed since it was claimed (e.g. replayed): use the stored one.
-            let Some(current) = self.store.current(effect).await? else { return Ok(()) };
+            let Some(current) = self.store.current(&effect.into()).await? else { return Ok(()) };
             let attempts = current.attempts.saturating_add(1);
             let mut step = Step::default();
             match outcome.clone() {

@@ -43,7 +43,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use archived::{ArchiveChange, ArchiveEntry, ArchiveLogEntry, LegalHold};
-pub use records::{EffectId, EffectRecord, EventRecord, OrderRecord};
+pub use records::{DueEffect, EffectId, EffectRecord, EventRecord, OrderRecord};
 pub use sketch::{Marked, Sketch};
 
 use crate::domain::{ExternalRef, OrderId};
@@ -270,11 +270,19 @@ pub struct ConnectorFilter {
     pub skip: std::collections::HashSet<String>,
     /// When set, only these (and not those in `skip`).
     pub only: Option<std::collections::HashSet<String>>,
+    /// Effects this process is performing now: left out before their rows are read,
+    /// so a backlog in flight is not decoded again every round.
+    pub performing: std::collections::HashSet<EffectId>,
 }
 
 impl ConnectorFilter {
     pub fn keeps(&self, connector: &str) -> bool {
         !self.skip.contains(connector) && self.only.as_ref().is_none_or(|o| o.contains(connector))
+    }
+
+    /// `keeps` for one effect: its connector is kept and it is not being performed.
+    pub fn keeps_effect(&self, id: &EffectId, connector: &str) -> bool {
+        !self.performing.contains(id) && self.keeps(connector)
     }
 }
 
@@ -346,20 +354,22 @@ pub trait Store: Send + Sync {
     /// that cannot take an effect now, so a backlog of one never hides the others'
     /// effects. A backend should apply it before reading rows (the key-value store
     /// does); this default filters what `due_effects` read.
+    /// Only what the dispatcher chooses and claims by is listed (`DueEffect`): the
+    /// rows are read by `claim`, for the effects it starts.
     fn due_effects_where<'a>(
         &'a self,
         now: DateTime<Utc>,
         limit: usize,
         filter: &'a ConnectorFilter,
-    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
         Box::pin(async move {
             let due = self.due_effects(now, limit).await?;
-            Ok(due.into_iter().filter(|e| filter.keeps(e.connector.as_str())).collect())
+            Ok(due.iter().filter(|e| filter.keeps_effect(&e.id, e.connector.as_str())).map(DueEffect::from).collect())
         })
     }
     /// The effect as stored now, if it is still pending with the same schedule
     /// (`None` once it finished, was rescheduled or dead-lettered).
-    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
+    fn current<'a>(&'a self, effect: &'a DueEffect) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>>;
     /// Claims a listed effect for this process before it is performed: the effect as
     /// stored now if it is still pending with the same schedule, due at `now` and
     /// claimed by no other live process; `None` otherwise. On PostgreSQL the claim is
@@ -369,7 +379,7 @@ pub trait Store: Send + Sync {
     /// checks the effect is still due.
     fn claim<'a>(
         &'a self,
-        effect: &'a EffectRecord,
+        effect: &'a DueEffect,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move { Ok(self.current(effect).await?.filter(|e| e.next_at <= now)) })

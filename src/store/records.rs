@@ -385,14 +385,41 @@ pub struct EffectRecord {
     pub last_error: Option<String>,
 }
 
+/// A due effect as the dispatcher lists it: what it chooses by (the connector) and
+/// claims with (the id and the schedule), without the effect's row, which is read
+/// only for an effect it claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueEffect {
+    pub id: EffectId,
+    pub connector: std::sync::Arc<str>,
+    pub next_at: DateTime<Utc>,
+}
+
+impl DueEffect {
+    /// Due-index key: due time (ms, big-endian) then the effect key.
+    pub fn due_key(&self) -> [u8; 30] {
+        due_key(self.id, self.next_at)
+    }
+}
+
+impl From<&EffectRecord> for DueEffect {
+    fn from(e: &EffectRecord) -> Self {
+        DueEffect { id: e.id, connector: e.connector.as_str().into(), next_at: e.next_at }
+    }
+}
+
+fn due_key(id: EffectId, next_at: DateTime<Utc>) -> [u8; 30] {
+    let mut k = [0u8; 30];
+    let ms = u64::try_from(next_at.timestamp_millis()).unwrap_or(0);
+    k[..8].copy_from_slice(&ms.to_be_bytes());
+    k[8..].copy_from_slice(&id.key());
+    k
+}
+
 impl EffectRecord {
     /// Due-index key: due time (ms, big-endian) then the effect key.
     pub fn due_key(&self) -> [u8; 30] {
-        let mut k = [0u8; 30];
-        let ms = u64::try_from(self.next_at.timestamp_millis()).unwrap_or(0);
-        k[..8].copy_from_slice(&ms.to_be_bytes());
-        k[8..].copy_from_slice(&self.id.key());
-        k
+        due_key(self.id, self.next_at)
     }
 
     pub fn name(&self) -> String {

@@ -305,7 +305,7 @@ async fn single_use_links_and_payments_are_taken_once() {
 }
 
 #[tokio::test]
-async fn the_dispatcher_reads_only_the_connectors_it_asks_for_also_after_a_reopen() {
+async fn the_dispatcher_reads_only_the_connectors_and_effects_it_asks_for_also_after_a_reopen() {
     for subject in subjects().await {
         let orders = Orders::new(subject.open().await);
         let rules = rules();
@@ -320,12 +320,16 @@ async fn the_dispatcher_reads_only_the_connectors_it_asks_for_also_after_a_reope
         let check = |store: Arc<dyn Store>| async move {
             let all = store.due_effects_where(far, 10, &ConnectorFilter::default()).await.unwrap();
             assert_eq!(all.len(), 3, "{}", name);
-            assert!(all.iter().all(|e| e.connector.as_str() == "demo-erp"));
-            let skip = ConnectorFilter { skip: ["demo-erp".to_owned()].into(), only: None };
+            assert!(all.iter().all(|e| &*e.connector == "demo-erp"));
+            let skip = ConnectorFilter { skip: ["demo-erp".to_owned()].into(), ..Default::default() };
             let others = store.due_effects_where(far, 10, &skip).await.unwrap();
             assert!(others.is_empty(), "{}: {others:?}", name);
-            let only = ConnectorFilter { skip: Default::default(), only: Some(["mail".to_owned()].into()) };
+            let only = ConnectorFilter { only: Some(["mail".to_owned()].into()), ..Default::default() };
             assert!(store.due_effects_where(far, 10, &only).await.unwrap().is_empty(), "{}", name);
+            // Effects being performed are left out; the others are still listed.
+            let performing = ConnectorFilter { performing: [all[0].id, all[2].id].into(), ..Default::default() };
+            let rest = store.due_effects_where(far, 10, &performing).await.unwrap();
+            assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![all[1].id], "{}", name);
         };
         check(orders.store().clone()).await;
         check(subject.reopen(orders).await).await;

@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 pub use super::batch::Batch;
 use super::codec::{decode, encode};
 use super::commit::Committer;
-use super::records::{EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents};
+use super::records::{DueEffect, EffectId, EffectRecord, EventRecord, OrderRecord, StepEvents};
 use super::{BoxFuture, ConnectorFilter, Counts, DigestKey, Quarantined, Step, Store, StoreError, UsedLink};
 use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
@@ -148,6 +148,22 @@ fn ms(t: DateTime<Utc>) -> [u8; 8] {
 
 fn due_key(e: &EffectRecord) -> Vec<u8> {
     key(OUTBOX, &[&e.due_key()])
+}
+
+fn listed_key(e: &DueEffect) -> Vec<u8> {
+    key(OUTBOX, &[&e.due_key()])
+}
+
+/// Whether the effect an outbox key names is one `filter` says is being performed.
+fn performing(filter: &ConnectorFilter, k: &[u8]) -> bool {
+    k.get(9..).and_then(EffectId::from_key).is_some_and(|id| filter.performing.contains(&id))
+}
+
+/// The due effect an outbox key names (OUTBOX ‖ due time, 8 bytes ‖ the effect's key).
+fn due_effect(k: &[u8], connector: Arc<str>) -> Option<DueEffect> {
+    let ms = i64::try_from(u64::from_be_bytes(k.get(1..9)?.try_into().ok()?)).ok()?;
+    let next_at = DateTime::<Utc>::from_timestamp_millis(ms)?;
+    Some(DueEffect { id: EffectId::from_key(k.get(9..)?)?, connector, next_at })
 }
 
 fn order_key(id: OrderId) -> Vec<u8> {
@@ -475,33 +491,42 @@ impl<E: Engine> KvStore<E> {
         Ok(self.current_row(k)?.is_some())
     }
 
-    /// Pending effects in due order up to the key `to`, read through the outbox
-    /// index; with `durable_only`, effects whose commit is not durable yet are left
-    /// out (what the dispatcher may perform); with `filter`, only effects of the
-    /// connectors it keeps are read.
+    /// Outbox keys in due order up to the key `to`, with their connector, from the
+    /// outbox index; with `durable_only`, effects whose commit is not durable yet are
+    /// left out (what the dispatcher may perform); with `filter`, only the effects it
+    /// keeps.
+    fn outbox_keys(
+        &self,
+        limit: usize,
+        to: Option<&[u8]>,
+        durable_only: bool,
+        filter: Option<&ConnectorFilter>,
+    ) -> Vec<(Vec<u8>, Arc<str>)> {
+        let index = self.outbox.lock().expect("outbox index");
+        let range = match to {
+            Some(to) => index.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(to))),
+            None => index.range::<[u8], _>(..),
+        };
+        range
+            .filter(|(k, e)| {
+                (!durable_only || e.slot == Slot::Durable)
+                    && filter.is_none_or(|f| f.keeps(&e.connector) && (f.performing.is_empty() || !performing(f, k)))
+            })
+            .take(limit)
+            .map(|(k, e)| (k.clone(), e.connector.clone()))
+            .collect()
+    }
+
+    /// Pending effects as `outbox_keys` lists them, their rows read.
     fn outbox_effects(
         &self,
         limit: usize,
-        to: Option<Vec<u8>>,
+        to: Option<&[u8]>,
         durable_only: bool,
-        filter: Option<&ConnectorFilter>,
     ) -> Result<Vec<EffectRecord>, StoreError> {
-        let keys: Vec<Vec<u8>> = {
-            let index = self.outbox.lock().expect("outbox index");
-            let range = match &to {
-                Some(to) => index.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(&to[..]))),
-                None => index.range::<[u8], _>(..),
-            };
-            range
-                .filter(|(_, e)| {
-                    (!durable_only || e.slot == Slot::Durable) && filter.is_none_or(|f| f.keeps(&e.connector))
-                })
-                .take(limit)
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
+        let keys = self.outbox_keys(limit, to, durable_only, None);
         let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
+        for (k, _) in keys {
             // Gone since the index was read: performed or rescheduled meanwhile.
             let Some(v) = self.get(&k)? else { continue };
             match decode::<EffectRecord>(&v) {

@@ -253,21 +253,25 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn due_effects(&self, now: DateTime<Utc>, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.outbox_effects(limit, Some(due_end(now)), true, None) })
+        Box::pin(async move { self.outbox_effects(limit, Some(&due_end(now)), true) })
     }
 
+    /// Read from the outbox index alone: no row is read or decoded.
     fn due_effects_where<'a>(
         &'a self,
         now: DateTime<Utc>,
         limit: usize,
         filter: &'a ConnectorFilter,
-    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.outbox_effects(limit, Some(due_end(now)), true, Some(filter)) })
+    ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
+        Box::pin(async move {
+            let keys = self.outbox_keys(limit, Some(&due_end(now)), true, Some(filter));
+            Ok(keys.into_iter().filter_map(|(k, connector)| due_effect(&k, connector)).collect())
+        })
     }
 
-    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+    fn current<'a>(&'a self, effect: &'a DueEffect) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
-            let k = due_key(effect);
+            let k = listed_key(effect);
             match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("effect {}", effect.id)).map(Some),
@@ -276,7 +280,7 @@ impl<E: Engine> Store for KvStore<E> {
     }
 
     fn pending_effects(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {
-        Box::pin(async move { self.outbox_effects(limit, None, false, None) })
+        Box::pin(async move { self.outbox_effects(limit, None, false) })
     }
 
     fn dead_letters(&self, limit: usize) -> BoxFuture<'_, Result<Vec<EffectRecord>, StoreError>> {

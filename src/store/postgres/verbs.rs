@@ -15,7 +15,7 @@ use crate::domain::{ExternalRef, OrderId};
 use crate::engine::effects::DigestItem;
 use crate::engine::payments::{PaymentOutcome, UnmatchedPayment};
 use crate::engine::table::Prior;
-use crate::store::records::{EffectId, EffectRecord, EventRecord, OrderRecord};
+use crate::store::records::{DueEffect, EffectId, EffectRecord, EventRecord, OrderRecord};
 use crate::store::{BoxFuture, Counts, DigestKey, DueTimer, InState, Quarantined, Step, Store, StoreError, UsedLink};
 
 /// Reads one JSON column of one row by a text key; `(ctid, text)`.
@@ -301,39 +301,41 @@ impl Store for PgStore {
     }
 
     /// Due effects not claimed by a live replica, of the connectors `filter` keeps
-    /// (applied in SQL, before the limit).
+    /// (applied in SQL, before the limit); their ids and schedules only, the rows are
+    /// read by `claim`.
     fn due_effects_where<'a>(
         &'a self,
         now: DateTime<Utc>,
         n: usize,
         filter: &'a crate::store::ConnectorFilter,
-    ) -> BoxFuture<'a, Result<Vec<EffectRecord>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
         Box::pin(async move {
             let skip: Vec<&str> = filter.skip.iter().map(String::as_str).collect();
             let only: Option<Vec<&str>> = filter.only.as_ref().map(|o| o.iter().map(String::as_str).collect());
-            let sql = format!(
-                "SELECT {EFFECT_COLS} FROM outbox WHERE due_ms <= $1
+            let rows = sqlx::query(
+                "SELECT order_id, seq, idx, due_ms, record->>'connector' FROM outbox WHERE due_ms <= $1
                  AND (claimed_until IS NULL OR claimed_until < now())
                  AND NOT (record->>'connector' = ANY($2::text[]))
                  AND ($3::text[] IS NULL OR record->>'connector' = ANY($3::text[]))
-                 ORDER BY due_ms, order_id, seq, idx LIMIT $4"
-            );
-            let rows = sqlx::query(&sql)
-                .bind(ms(now))
-                .bind(skip)
-                .bind(only)
-                .bind(limit(n))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-            let rows = rows
+                 ORDER BY due_ms, order_id, seq, idx LIMIT $4",
+            )
+            .bind(ms(now))
+            .bind(skip)
+            .bind(only)
+            .bind(limit(n))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(rows
                 .into_iter()
-                .map(|r| {
-                    let key = effect_id(r.get(2), r.get(3), r.get(4)).map(|i| i.to_string()).unwrap_or_default();
-                    (key, Raw { ctid: r.get(0), text: r.get(1) })
+                .filter_map(|r| {
+                    let id = effect_id(r.get(0), r.get(1), r.get(2))?;
+                    let next_at = DateTime::<Utc>::from_timestamp_millis(r.get(3))?;
+                    let connector: Option<String> = r.get(4);
+                    Some(DueEffect { id, connector: connector.unwrap_or_default().into(), next_at })
                 })
-                .collect();
-            self.decode_all("outbox", rows, "effect").await
+                .filter(|e| !filter.performing.contains(&e.id))
+                .collect())
         })
     }
 
@@ -341,7 +343,7 @@ impl Store for PgStore {
     /// then find it claimed.
     fn claim<'a>(
         &'a self,
-        effect: &'a EffectRecord,
+        effect: &'a DueEffect,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
@@ -417,7 +419,7 @@ impl Store for PgStore {
         Box::pin(async move { sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(db) })
     }
 
-    fn current<'a>(&'a self, effect: &'a EffectRecord) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
+    fn current<'a>(&'a self, effect: &'a DueEffect) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
             let (o, s, i) = effect_cols(&effect.id);
             let row = sqlx::query(

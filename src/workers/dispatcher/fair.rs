@@ -132,7 +132,11 @@ impl Round {
 
     /// `keeps` for the store's read (`Store::due_effects_where`).
     pub(crate) fn filter(&self) -> ConnectorFilter {
-        ConnectorFilter { skip: self.blocked.clone(), only: self.full.then(|| self.own_slots.clone()) }
+        ConnectorFilter {
+            skip: self.blocked.clone(),
+            only: self.full.then(|| self.own_slots.clone()),
+            performing: Default::default(),
+        }
     }
 
     /// Something the round did not know: the dispatcher reads another page only then.
@@ -234,6 +238,23 @@ impl Scheduler {
             }
         }
         round
+    }
+
+    /// How many effects could start now among the connectors `round` keeps: their
+    /// free slots, those without slots of their own no more than the shared cap
+    /// leaves; at least one (a connector not met yet has no gate to count). The
+    /// dispatcher reads no more due effects a page: a backlog for a connector with
+    /// one free slot is then not read whole each time an attempt ends.
+    pub(crate) fn room(&self, round: &Round) -> usize {
+        let (mut own, mut shared) = (0usize, 0usize);
+        for (name, g) in &self.gates {
+            if round.keeps(name) {
+                let free = g.limits.concurrency.saturating_sub(g.in_flight);
+                if g.limits.own_slots { own += free } else { shared += free }
+            }
+        }
+        let shared_free = self.global_cap.saturating_sub(self.global_in_flight);
+        (own + shared.min(shared_free)).max(1)
     }
 
     /// Whether an effect of `connector` may start now; if so, its slot (and token) is
@@ -423,6 +444,25 @@ mod tests {
         assert!(round.keeps("erp") && !round.keeps("slow"));
         assert_eq!(s.choose(&["slow", "erp", "erp"], &mut round, now(), t), [1]);
         assert_eq!(round.wake_in, None, "a busy connector is woken by a finishing attempt, not a timer");
+    }
+
+    #[test]
+    fn a_page_is_no_larger_than_the_free_slots_of_the_connectors_kept() {
+        let t = Instant::now();
+        let mail = Limits { concurrency: 2, own_slots: true, rate: None };
+        let mut s = Scheduler::new(3, [("erp".into(), limits(8)), ("mail".into(), mail)], t);
+        assert_eq!(s.room(&s.round(now(), t)), 2 + 3, "mail's own 2, and the shared cap bounds erp's 8");
+        let mut round = s.round(now(), t);
+        assert_eq!(s.choose(&["erp", "erp", "mail"], &mut round, now(), t), [0, 1, 2]);
+        assert_eq!(s.room(&s.round(now(), t)), 1 + 1);
+        let mut round = s.round(now(), t);
+        assert_eq!(s.choose(&["erp", "mail"], &mut round, now(), t), [0, 1]);
+        let round = s.round(now(), t);
+        assert!(!round.keeps("erp") && !round.keeps("mail"));
+        assert_eq!(s.room(&round), 1, "nothing kept has room: one effect is still read (a connector not met yet)");
+        s.release("erp");
+        s.release("mail");
+        assert_eq!(s.room(&s.round(now(), t)), 1 + 1, "a slot each");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::connectors::{ConnectorError, Outbound, Registry};
 use crate::metrics::{LATENCY_BUCKETS, Metrics};
 use crate::orders::{EffectOutcome, Orders};
 use crate::settings::DispatcherSettings;
-use crate::store::{EffectId, EffectRecord, Store};
+use crate::store::{DueEffect, EffectId, EffectRecord, Store};
 
 use fair::{PAUSE_CEILING, Round, Scheduler};
 
@@ -209,23 +209,25 @@ impl Dispatcher {
         let mut round: Round = self.scheduler.lock().expect("lock").round(now, mono);
         let mut started = 0;
         for _ in 0..PAGES_PER_ROUND {
-            let filter = round.filter();
-            let due = self.store().due_effects_where(now, self.window, &filter).await?;
-            let full_page = due.len() >= self.window;
-            let fresh: Vec<EffectRecord> = {
+            let mut filter = round.filter();
+            filter.performing = self.in_flight.lock().expect("lock").clone();
+            let page = self.scheduler.lock().expect("lock").room(&round).min(self.window);
+            let due = self.store().due_effects_where(now, page, &filter).await?;
+            let full_page = due.len() >= page;
+            let fresh: Vec<DueEffect> = {
                 let in_flight = self.in_flight.lock().expect("lock");
                 due.into_iter().filter(|e| !in_flight.contains(&e.id)).collect()
             };
             let learnt = round.learnt();
             let chosen = {
-                let connectors: Vec<&str> = fresh.iter().map(|e| e.connector.as_str()).collect();
+                let connectors: Vec<&str> = fresh.iter().map(|e| &*e.connector).collect();
                 self.scheduler.lock().expect("lock").choose(&connectors, &mut round, now, mono)
             };
             let mut chosen = chosen.into_iter().peekable();
             let mut started_here = 0;
             for (i, effect) in fresh.into_iter().enumerate() {
                 if chosen.next_if_eq(&i).is_some() {
-                    self.note_in_flight(effect.connector.as_str());
+                    self.note_in_flight(&effect.connector);
                     if self.start(effect, now).await? {
                         started_here += 1;
                     }
@@ -244,11 +246,7 @@ impl Dispatcher {
     /// store, which checks it is still due (the list may be stale: it can have
     /// finished, been rescheduled or been claimed by another daemon since it was
     /// read), and spawns its attempt. False when it was not started.
-    async fn start(
-        self: &Arc<Self>,
-        listed: EffectRecord,
-        now: DateTime<Utc>,
-    ) -> Result<bool, crate::store::StoreError> {
+    async fn start(self: &Arc<Self>, listed: DueEffect, now: DateTime<Utc>) -> Result<bool, crate::store::StoreError> {
         let connector = listed.connector.to_string();
         if !self.in_flight.lock().expect("lock").insert(listed.id) {
             self.release(&connector);
