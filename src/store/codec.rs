@@ -26,11 +26,14 @@ const LZ4_DICTIONARY_1: u8 = 0x02;
 /// hashes, ids and personal data taken out.
 const DICTIONARY_1: &[u8] = include_bytes!("rows.dict");
 
+/// `DICTIONARY_1` with its hash table, built once (`super::lz4`).
+static PREPARED_1: std::sync::OnceLock<super::lz4::Prepared> = std::sync::OnceLock::new();
+
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let json = serde_json::to_vec(v).expect("records serialise");
-    let mut out = Vec::with_capacity(json.len() / 3 + 8);
+    let mut out = Vec::with_capacity(json.len() / 2 + 16);
     out.push(LZ4_DICTIONARY_1);
-    out.extend_from_slice(&lz4_flex::block::compress_prepend_size_with_dict(&json, DICTIONARY_1));
+    super::lz4::prepared(&PREPARED_1, DICTIONARY_1).compress_prepend_size(&json, &mut out);
     out
 }
 

@@ -33,6 +33,7 @@ pub mod dump;
 mod extras;
 pub(crate) mod fjall_engine;
 pub mod kv;
+mod lz4;
 pub mod postgres;
 pub mod records;
 pub mod redb_engine;
