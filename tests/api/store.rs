@@ -398,6 +398,17 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
         assert!(store.customer_orders("C-IY", None).await.unwrap().is_empty(), "{}", subject.name());
         assert_eq!(store.customer_orders("C-IZ", None).await.unwrap().len(), 1, "{}", subject.name());
         assert!(store.due_timers(due, 10).await.unwrap().is_empty(), "{}: no reminder any more", subject.name());
+        // A customer's orders are found after a reopen too (the embedded stores keep
+        // which customers they hold in memory and build it again at open), and a
+        // customer with none has none.
+        orders.ingest(inbound("IX-4", 1, "500.00", "客户-浦东-7"), &rules, now).await.unwrap();
+        let store = subject.reopen(orders).await;
+        assert_eq!(store.customer_orders("C-IX", None).await.unwrap().len(), 2, "{}", subject.name());
+        assert_eq!(store.customer_orders("客户-浦东-7", None).await.unwrap().len(), 1, "{}", subject.name());
+        assert!(store.customer_orders("客户-浦东-8", None).await.unwrap().is_empty(), "{}", subject.name());
+        let orders = Orders::new(store.clone());
+        orders.ingest(inbound("IX-5", 1, "500.00", "C-NEW"), &rules, now).await.unwrap();
+        assert_eq!(store.customer_orders("C-NEW", None).await.unwrap().len(), 1, "{}", subject.name());
     }
 }
 

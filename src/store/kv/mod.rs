@@ -24,6 +24,7 @@
 
 mod archive;
 mod copy;
+mod customers;
 mod quarantine;
 mod step;
 mod upgrade;
@@ -263,6 +264,8 @@ pub struct KvStore<E: Engine> {
     /// could take back. Built at open, changed under the write lock in commit order
     /// and again once each commit is durable.
     outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Indexed>>,
+    /// Which customers the customer index holds rows for (`customers`).
+    customers: customers::Customers,
     /// One copy of each connector name the index holds (a name per entry would
     /// cost an allocation for every pending effect).
     connector_names: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
@@ -322,6 +325,16 @@ impl<E: Engine> KvStore<E> {
             outbox.insert(k, Indexed { slot: Slot::Durable, connector });
         }
         let pending = outbox.len() as u64;
+        let customers = {
+            let mut seen = Vec::new();
+            for row in engine.range(&[CUSTOMERS], &[CUSTOMERS + 1]) {
+                let (k, _) = row?;
+                seen.extend(customers::of_key(&k).map(customers::hash));
+            }
+            let filter = customers::Customers::sized_for(seen.len());
+            seen.into_iter().for_each(|h| filter.insert_hash(h));
+            filter
+        };
         let sync_engine = engine.clone();
         let committer = Committer::start(
             Arc::new(move |batch| {
@@ -342,6 +355,7 @@ impl<E: Engine> KvStore<E> {
             committer,
             write_lock: std::sync::Mutex::new(()),
             outbox: std::sync::Mutex::new(outbox),
+            customers,
             connector_names: std::sync::Mutex::new(names),
             pending_writes: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),

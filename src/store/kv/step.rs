@@ -123,6 +123,8 @@ impl<E: Engine> KvStore<E> {
             if let Some(l) = before.filter(|l| l.customer != after.customer) {
                 b.del(pair(CUSTOMERS, &l.customer, rec.id.as_bytes()));
             }
+            // Held by the filter before the batch can be committed (`customers`).
+            self.customers.insert(after.customer.as_bytes());
             b.put(pair(CUSTOMERS, &after.customer, rec.id.as_bytes()), encode(&after.prior));
         }
         b.put(k, order_row(rec));

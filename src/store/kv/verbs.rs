@@ -142,6 +142,9 @@ impl<E: Engine> Store for KvStore<E> {
         since: Option<DateTime<Utc>>,
     ) -> BoxFuture<'a, Result<Vec<(OrderId, Prior)>, StoreError>> {
         Box::pin(async move {
+            if !self.customers.may_hold(customer.as_bytes()) {
+                return Ok(Vec::new());
+            }
             let prefix = pair(CUSTOMERS, customer, &[]);
             // Order ids are UUIDv7: their first 48 bits are the creation time in ms,
             // so the window's start is a key.
