@@ -136,18 +136,6 @@ fn secret_value(name: &str) -> String {
     }
 }
 
-/// The secrets the vendor examples name.
-const VENDOR_SECRETS: [&str; 8] = [
-    "HUBSPOT_TOKEN",
-    "XERO_CLIENT_ID",
-    "XERO_CLIENT_SECRET",
-    "XERO_TENANT_ID",
-    "STRIPE_SECRET_KEY",
-    "ERPNEXT_API_KEY",
-    "ERPNEXT_API_SECRET",
-    "ODOO_API_KEY",
-];
-
 /// The example configuration with the vendor examples, in a new temp dir.
 fn example_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -17,22 +17,6 @@ pub(crate) async fn system_event(app: &TestApp, connector: &str, event: &Value) 
     app.post_raw(&format!("{connector}/events"), body, headers).await
 }
 
-/// A 500 000 CNY wealth-management deal (one approval level), approved by wang.fang.
-async fn approved(app: &TestApp, ext: &str) -> String {
-    let (s, b) = app.post_webhook(&deal(ext, 1, "500000.00")).await;
-    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
-    let id = b["order_id"].as_str().unwrap().to_owned();
-    let (s, b) = app
-        .api_post_json_as(
-            "wang.fang",
-            &format!("/orders/{id}/approvals"),
-            &json!({"decision": "approve", "comment": "同意"}),
-        )
-        .await;
-    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
-    id
-}
-
 /// Reports the order's required tasks done as the ERP does, and records delivery.
 pub(crate) async fn deliver(app: &TestApp, id: &str) {
     let order = app.order(id).await;
@@ -59,7 +43,7 @@ fn mails_to<'a>(mails: &'a [Mail], to: &str, subject_has: &str) -> Vec<&'a Mail>
 async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surveyed() {
     let smtp = SmtpServer::start(&[]);
     let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
-    let id = approved(&app, "D-CASH-1").await;
+    let id = executing_order(&app, "D-CASH-1", Some("同意")).await;
 
     // Tasks: contract and product set-up (required) go to the ERP; the client briefing
     // (optional, no system) only to its department.
@@ -241,7 +225,7 @@ async fn an_approved_order_is_executed_delivered_accepted_invoiced_paid_and_surv
 async fn a_refused_acceptance_opens_an_exception_that_is_resolved_then_accepted() {
     let smtp = SmtpServer::start(&[]);
     let app = TestApp::builder().clock(Clock::system()).mail(&smtp).start().await;
-    let id = approved(&app, "D-CASH-2").await;
+    let id = executing_order(&app, "D-CASH-2", Some("同意")).await;
     deliver(&app, &id).await;
     wait_until("the acceptance mail", || async {
         !mails_to(&smtp.messages(), "zhang.wei@example.com", "交付确认").is_empty()

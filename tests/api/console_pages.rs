@@ -16,12 +16,7 @@ pub(crate) async fn two_orders(app: &TestApp) -> (String, String) {
     let (s, b) = app.post_webhook(&deal("D-PAGES-1", 1, "1250000.00")).await;
     assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
     let waiting = b["order_id"].as_str().unwrap().to_owned();
-    let (s, b) = app.post_webhook(&deal("D-PAGES-2", 1, "500000.00")).await;
-    assert_eq!(s, 202, "{b}");
-    let small = b["order_id"].as_str().unwrap().to_owned();
-    let (s, b) =
-        app.api_post_json_as("wang.fang", &format!("/orders/{small}/approvals"), &json!({"decision": "approve"})).await;
-    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    let small = executing_order(app, "D-PAGES-2", None).await;
     let note = json!({"action": "open", "note": "合同金额与约定不符"});
     let (s, b) = app.api_post_json(&format!("/orders/{small}/exception"), &note).await;
     assert_eq!((s, b["state"].as_str()), (200, Some("exception")), "{b}");

@@ -3,14 +3,6 @@
 
 use crate::helpers::*;
 
-/// Small orders are approved automatically, which pushes `create_order` to the ERP
-/// (execution is left out here: one effect per order).
-async fn approved_order(app: &TestApp, id: &str) -> String {
-    let (s, b) = app.post_webhook(&deal(id, 1, "8000.00")).await;
-    assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
-    b["order_id"].as_str().unwrap().to_owned()
-}
-
 fn metric(text: &str, line_prefix: &str) -> u64 {
     text.lines()
         .find(|l| l.starts_with(line_prefix))

@@ -136,12 +136,6 @@ async fn app_with_sink(
         .await
 }
 
-async fn approved_order(app: &TestApp, id: &str) -> String {
-    let (s, b) = app.post_webhook(&deal(id, 1, "8000.00")).await;
-    assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
-    b["order_id"].as_str().unwrap().to_owned()
-}
-
 async fn outbox_of(app: &TestApp, connector: &str) -> Vec<Value> {
     let (_, v) = app.api("/outbox?limit=1000").await;
     v["effects"].as_array().unwrap().iter().filter(|e| e["connector"] == connector).cloned().collect()

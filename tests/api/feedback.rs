@@ -371,12 +371,7 @@ async fn every_page_from_a_signed_link_links_the_feedback_form_for_its_person_an
     assert!(form.contains(&format!("name=\"order\" value=\"{large}\"")), "{form}");
 
     // A smaller one through delivery (acceptance) and payment (survey).
-    let (s, b) = app.post_webhook(&deal("D-FB-P2", 1, "500000.00")).await;
-    assert_eq!(s, 202, "{b}");
-    let small = b["order_id"].as_str().unwrap().to_owned();
-    let (s, b) =
-        app.api_post_json_as("wang.fang", &format!("/orders/{small}/approvals"), &json!({"decision": "approve"})).await;
-    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    let small = executing_order(&app, "D-FB-P2", None).await;
     wait_until("both tasks reach the ERP", || async { app.erp.tasks().len() == 2 }).await;
     deliver(&app, &small).await;
     let acceptance = wait_link(&smtp, customer, "acceptance", &small).await;

@@ -37,6 +37,17 @@ pub const EVIDENCE_KEY: &str = "4c0883a69102937d6231471b5dbb6204fe5129617082792a
 pub const DESK_TOKEN: &str = "test-desk-token";
 pub const FINANCE_TOKEN: &str = "test-finance-token";
 pub const SAMPLE: &str = include_str!("../../fixtures/demo-crm-deal.json");
+/// The secrets the vendor examples (`examples/connectors`) name.
+pub const VENDOR_SECRETS: [&str; 8] = [
+    "HUBSPOT_TOKEN",
+    "XERO_CLIENT_ID",
+    "XERO_CLIENT_SECRET",
+    "XERO_TENANT_ID",
+    "STRIPE_SECRET_KEY",
+    "ERPNEXT_API_KEY",
+    "ERPNEXT_API_SECRET",
+    "ODOO_API_KEY",
+];
 
 pub fn client() -> reqwest::Client {
     orderbridge::connectors::install_crypto_provider();
@@ -56,6 +67,29 @@ pub fn deal(id: &str, version: u64, amount: &str) -> Value {
     v["deal"]["version"] = version.into();
     v["deal"]["amount"] = amount.into();
     v
+}
+
+/// An 8 000 CNY deal, approved automatically at intake (its `create_order` goes to
+/// the ERP): its order id.
+pub async fn approved_order(app: &TestApp, id: &str) -> String {
+    let (s, b) = app.post_webhook(&deal(id, 1, "8000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("approved")), "{b}");
+    b["order_id"].as_str().unwrap().to_owned()
+}
+
+/// A 500 000 CNY deal (one approval level) approved by wang.fang, with `comment` if
+/// any: its order id, now executing.
+pub async fn executing_order(app: &TestApp, ext: &str, comment: Option<&str>) -> String {
+    let (s, b) = app.post_webhook(&deal(ext, 1, "500000.00")).await;
+    assert_eq!((s, b["state"].as_str()), (202, Some("awaiting_approval")), "{b}");
+    let id = b["order_id"].as_str().unwrap().to_owned();
+    let mut decision = serde_json::json!({"decision": "approve"});
+    if let Some(c) = comment {
+        decision["comment"] = c.into();
+    }
+    let (s, b) = app.api_post_json_as("wang.fang", &format!("/orders/{id}/approvals"), &decision).await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("executing")), "{b}");
+    id
 }
 
 /// Polls `cond` until true; panics naming `what` after a generous bound.
