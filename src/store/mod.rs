@@ -282,8 +282,10 @@ impl ConnectorFilter {
     }
 
     /// `keeps` for one effect: its connector is kept and it is not being performed.
-    pub fn keeps_effect(&self, id: &EffectId, connector: &str) -> bool {
-        !self.performing.contains(id) && self.keeps(connector)
+    /// `id` is asked for only when that is in question (a key-value store reads it
+    /// from the outbox key).
+    pub fn keeps_effect(&self, connector: &str, id: impl FnOnce() -> Option<EffectId>) -> bool {
+        self.keeps(connector) && (self.performing.is_empty() || id().is_none_or(|id| !self.performing.contains(&id)))
     }
 }
 
@@ -355,6 +357,7 @@ pub trait Store: Send + Sync {
     /// that cannot take an effect now, so a backlog of one never hides the others'
     /// effects. A backend should apply it before reading rows (the key-value store
     /// does); this default filters what `due_effects` read.
+    ///
     /// Only what the dispatcher chooses and claims by is listed (`DueEffect`): the
     /// rows are read by `claim`, for the effects it starts.
     fn due_effects_where<'a>(
@@ -365,7 +368,11 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
         Box::pin(async move {
             let due = self.due_effects(now, limit).await?;
-            Ok(due.iter().filter(|e| filter.keeps_effect(&e.id, e.connector.as_str())).map(DueEffect::from).collect())
+            Ok(due
+                .iter()
+                .filter(|e| filter.keeps_effect(e.connector.as_str(), || Some(e.id)))
+                .map(DueEffect::from)
+                .collect())
         })
     }
     /// The effect as stored now, if it is still pending with the same schedule

@@ -147,24 +147,21 @@ fn ms(t: DateTime<Utc>) -> [u8; 8] {
     u64::try_from(t.timestamp_millis()).unwrap_or(0).to_be_bytes()
 }
 
-fn due_key(e: &EffectRecord) -> Vec<u8> {
-    key(OUTBOX, &[&e.due_key()])
+/// An outbox key: OUTBOX ‖ the effect's due key (due time, 8 bytes ‖ its id's key).
+fn outbox_key(due: [u8; 30]) -> Vec<u8> {
+    key(OUTBOX, &[&due])
 }
 
-fn listed_key(e: &DueEffect) -> Vec<u8> {
-    key(OUTBOX, &[&e.due_key()])
+/// The effect an outbox key names.
+fn outbox_effect(k: &[u8]) -> Option<EffectId> {
+    k.get(9..).and_then(EffectId::from_key)
 }
 
-/// Whether the effect an outbox key names is one `filter` says is being performed.
-fn performing(filter: &ConnectorFilter, k: &[u8]) -> bool {
-    k.get(9..).and_then(EffectId::from_key).is_some_and(|id| filter.performing.contains(&id))
-}
-
-/// The due effect an outbox key names (OUTBOX ‖ due time, 8 bytes ‖ the effect's key).
+/// The due effect an outbox key names.
 fn due_effect(k: &[u8], connector: Arc<str>) -> Option<DueEffect> {
     let ms = i64::try_from(u64::from_be_bytes(k.get(1..9)?.try_into().ok()?)).ok()?;
     let next_at = DateTime::<Utc>::from_timestamp_millis(ms)?;
-    Some(DueEffect { id: EffectId::from_key(k.get(9..)?)?, connector, next_at })
+    Some(DueEffect { id: outbox_effect(k)?, connector, next_at })
 }
 
 fn order_key(id: OrderId) -> Vec<u8> {
@@ -524,7 +521,7 @@ impl<E: Engine> KvStore<E> {
         range
             .filter(|(k, e)| {
                 (!durable_only || e.slot == Slot::Durable)
-                    && filter.is_none_or(|f| f.keeps(&e.connector) && (f.performing.is_empty() || !performing(f, k)))
+                    && filter.is_none_or(|f| f.keeps_effect(&e.connector, || outbox_effect(k)))
             })
             .take(limit)
             .map(|(k, e)| (k.clone(), e.connector.clone()))

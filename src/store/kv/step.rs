@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
     Batch, CUSTOMERS, DEAD, EVENTS, EXTERNAL, Engine, INVOICES, Indexed, JOBS, KvStore, LINKS, OutboxKey, PAYMENTS,
-    Slot, WAITING, digest_key, due_key, key, order_key, order_row, pair, payment_key, seq_of, state_key, timer_key,
+    Slot, WAITING, digest_key, key, order_key, order_row, outbox_key, pair, payment_key, seq_of, state_key, timer_key,
 };
 use crate::store::codec::{decode, encode};
 use crate::store::records::{StepEvents, event_key};
@@ -142,24 +142,24 @@ impl<E: Engine> KvStore<E> {
     ) -> Result<(), StoreError> {
         match c {
             OutboxChange::Add(e) => {
-                let k = due_key(&e);
+                let k = outbox_key(e.due_key());
                 outbox_keys.push((k.clone(), Some(self.intern(e.connector.as_str()))));
                 b.put(k, encode(&e));
                 delta[0] += 1;
             }
             OutboxChange::Reschedule { from, to } => {
-                let old = due_key(&from);
+                let old = outbox_key(from.due_key());
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", from.id));
                 }
                 outbox_keys.push((old.clone(), None));
                 b.del(old);
-                let k = due_key(&to);
+                let k = outbox_key(to.due_key());
                 outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
                 b.put(k, encode(&to));
             }
             OutboxChange::Remove(e) => {
-                let old = due_key(&e);
+                let old = outbox_key(e.due_key());
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", e.id));
                 }
@@ -168,7 +168,7 @@ impl<E: Engine> KvStore<E> {
                 delta[0] -= 1;
             }
             OutboxChange::Bury { from, dead } => {
-                let old = due_key(&from);
+                let old = outbox_key(from.due_key());
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", from.id));
                 }
@@ -184,7 +184,7 @@ impl<E: Engine> KvStore<E> {
                     return conflict(format!("dead letter {dead} was replayed already"));
                 }
                 b.del(old);
-                let k = due_key(&to);
+                let k = outbox_key(to.due_key());
                 outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
                 b.put(k, encode(&to));
                 delta[0] += 1;

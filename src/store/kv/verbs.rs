@@ -274,7 +274,7 @@ impl<E: Engine> Store for KvStore<E> {
 
     fn current<'a>(&'a self, effect: &'a DueEffect) -> BoxFuture<'a, Result<Option<EffectRecord>, StoreError>> {
         Box::pin(async move {
-            let k = listed_key(effect);
+            let k = outbox_key(effect.due_key());
             match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => self.read(&k, &v, || format!("effect {}", effect.id)).map(Some),
