@@ -181,8 +181,17 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        let _ = write!(s, "{k}=\"{v}\"");
+        s.push_str(k);
+        s.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
     }
     s
 }
@@ -320,5 +329,13 @@ mod tests {
             text.contains("orderbridge_connector_paused{connector=\"demo-erp\",reason=\"rate_limit\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn label_values_are_escaped_as_the_text_format_asks() {
+        let m = Metrics::default();
+        m.inc("orderbridge_webhooks_total", &[("connector", "a\"b\\c\nd 订单"), ("status", "202")]);
+        let text = m.render(&[]);
+        assert!(text.contains(r#"orderbridge_webhooks_total{connector="a\"b\\c\nd 订单",status="202"} 1"#), "{text}");
     }
 }

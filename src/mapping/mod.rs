@@ -324,6 +324,10 @@ impl Mapping {
                 None => {}
             }
         }
+        // Read plainly; read again tracking the path only to say where it failed.
+        if let Ok(order) = Order::deserialize(&root) {
+            return Ok(Ok(Mapped { external_id, version, order }));
+        }
         let order: Order = serde_path_to_error::deserialize(&root).map_err(|e| {
             let mut field = canonical_path(&e.path().to_string());
             let reason = e.into_inner().to_string();
@@ -360,7 +364,7 @@ impl Mapping {
         let selected = match &rule.path {
             None => None,
             Some(p) => {
-                let nodes = p.query_located(payload);
+                let nodes = p.query(payload);
                 let n = nodes.len();
                 if n > 1 && !rule.first {
                     return Err(self.err(
@@ -368,16 +372,18 @@ impl Mapping {
                         format!("selects {n} values, expected one (set `first = true` to take the first)"),
                     ));
                 }
-                nodes.into_iter().next()
+                nodes.first()
             }
         };
-        let Some(located) = selected.filter(|l| !l.node().is_null()) else {
+        let Some(raw) = selected.filter(|v| !v.is_null()) else {
             return Ok(rule.default.clone());
         };
-        let raw = located.node();
-        // A number serde_json did not keep exactly, as the payload wrote it.
-        let mut written = match raw {
-            Value::Number(n) if !(n.is_u64() || n.is_i64()) => numbers.text(located.location()).map(str::to_owned),
+        // A number serde_json did not keep exactly, as the payload wrote it. Where it
+        // stands is asked only then: a located query allocates a path per node.
+        let mut written = match (raw, &rule.path) {
+            (Value::Number(n), Some(p)) if !(n.is_u64() || n.is_i64()) && numbers.is_exact() => {
+                p.query_located(payload).first().and_then(|l| numbers.text(l.location())).map(str::to_owned)
+            }
             _ => None,
         };
         let mut v = raw.clone();

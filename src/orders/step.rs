@@ -8,6 +8,7 @@ use crate::analytics::journey::node;
 use crate::engine::OrderState;
 use crate::engine::effects::{self, Subject};
 use crate::engine::{AuditEntry, Decision, OrderEvent};
+use crate::store::records::Link;
 use crate::store::{
     DigestChange, DigestKey, EffectId, EffectRecord, EventRecord, Loaded, OrderRecord, OrderWrite, OutboxChange, Step,
 };
@@ -18,11 +19,16 @@ pub(crate) fn step_for(mut rec: OrderRecord, loaded: Option<Loaded>, decision: D
     let mut events = Vec::with_capacity(decision.audit.len());
     for (i, entry) in decision.audit.into_iter().enumerate() {
         let seq = rec.last_seq + 1;
-        let mut ev = EventRecord::chained(rec.id, seq, &rec.last_hash, entry.at, entry.actor, entry.event, entry.state);
-        if i == 0 && !decision.config_version.is_empty() {
-            ev = ev.under(&decision.config_version);
-        }
-        let ev = ev.via(entry.channel);
+        let config_version = (i == 0 && !decision.config_version.is_empty()).then(|| decision.config_version.clone());
+        let link = Link {
+            at: entry.at,
+            actor: entry.actor,
+            channel: entry.channel,
+            event: entry.event,
+            state: entry.state,
+            config_version,
+        };
+        let ev = EventRecord::link(rec.id, seq, &rec.last_hash, link);
         rec.last_seq = seq;
         rec.last_hash.clone_from(&ev.hash);
         events.push(ev);

@@ -87,6 +87,17 @@ pub struct EventRecord {
     pub seal: Option<Seal>,
 }
 
+/// What one link of a chain says, apart from where it sits (order, sequence number,
+/// previous hash).
+pub(crate) struct Link {
+    pub at: DateTime<Utc>,
+    pub actor: Actor,
+    pub channel: Option<Channel>,
+    pub event: OrderEvent,
+    pub state: OrderState,
+    pub config_version: Option<String>,
+}
+
 /// A keyed seal on a chain head: the key's id and the HMAC-SHA256 (hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seal {
@@ -128,16 +139,6 @@ impl EventRecord {
         hex::encode(h.finalize())
     }
 
-    /// The same link with the channel its actor acted through, hashed again.
-    #[must_use]
-    pub(crate) fn via(mut self, channel: Option<Channel>) -> Self {
-        if channel.is_some() {
-            self.channel = channel;
-            self.hash = self.compute_hash();
-        }
-        self
-    }
-
     /// Builds the next link of a chain.
     pub fn chained(
         order_id: OrderId,
@@ -148,29 +149,27 @@ impl EventRecord {
         event: OrderEvent,
         state: OrderState,
     ) -> Self {
+        Self::link(order_id, seq, prev_hash, Link { at, actor, channel: None, event, state, config_version: None })
+    }
+
+    /// Builds the next link of a chain with everything its hash covers, hashed once.
+    pub(crate) fn link(order_id: OrderId, seq: u32, prev_hash: &str, link: Link) -> Self {
+        let Link { at, actor, channel, event, state, config_version } = link;
         let mut e = EventRecord {
             order_id,
             seq,
             at,
             actor,
-            channel: None,
+            channel,
             event,
             state,
             prev_hash: prev_hash.to_owned(),
             hash: String::new(),
-            config_version: None,
+            config_version,
             seal: None,
         };
         e.hash = e.compute_hash();
         e
-    }
-
-    /// This link, recording the configuration's version it was decided under.
-    #[must_use]
-    pub(crate) fn under(mut self, config_version: &str) -> Self {
-        self.config_version = Some(config_version.to_owned());
-        self.hash = self.compute_hash();
-        self
     }
 
     pub fn key(&self) -> [u8; 20] {
@@ -461,9 +460,15 @@ mod tests {
     #[test]
     fn a_packed_step_keeps_its_configuration_version_and_seal() {
         let id = OrderId::new_v7();
-        let first =
-            EventRecord::chained(id, 1, GENESIS, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed)
-                .under("c0ffee");
+        let link = Link {
+            at: Utc::now(),
+            actor: Actor::System,
+            channel: None,
+            event: OrderEvent::Closed,
+            state: OrderState::Closed,
+            config_version: Some("c0ffee".into()),
+        };
+        let first = EventRecord::link(id, 1, GENESIS, link);
         let mut last =
             EventRecord::chained(id, 2, &first.hash, Utc::now(), Actor::System, OrderEvent::Closed, OrderState::Closed);
         last.seal = Some(Seal { key_id: "k1".into(), mac: "ab".repeat(32) });
