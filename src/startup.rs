@@ -227,13 +227,16 @@ impl Application {
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
         tasks.extend(sweeps(&state, &stop));
+        let background = Background::start(state.settings.dispatcher.background_nice)
+            .context("starting the dispatcher's and scheduler's threads")?;
         tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();
+            let background = background.handle();
             tokio::spawn(async move {
                 // Aborted with this task if shutdown gives up waiting for it.
-                let mut dispatch = AbortOnDropHandle::new(tokio::spawn(dispatcher.run(stop.clone())));
-                let mut digest = AbortOnDropHandle::new(tokio::spawn(digests.run(stop.clone())));
+                let mut dispatch = AbortOnDropHandle::new(background.spawn(dispatcher.run(stop.clone())));
+                let mut digest = AbortOnDropHandle::new(background.spawn(digests.run(stop.clone())));
                 let (name, result, first_is_dispatch) = tokio::select! {
                     r = &mut dispatch => ("dispatcher", r, true),
                     r = &mut digest => ("scheduler", r, false),
@@ -284,6 +287,7 @@ impl Application {
 
         stop.cancel();
         drain(tasks).await;
+        drop(background);
         // Last, once nothing writes any more: flushes and stops the store's own tasks,
         // so the store is released when `state` (its last holder here) goes.
         state.store.close().await.context("final flush")?;
@@ -377,3 +381,60 @@ fn sweeps(state: &AppState, stop: &CancellationToken) -> Vec<tokio::task::JoinHa
     }
     tasks
 }
+
+/// The threads the dispatcher and the scheduler run on: a runtime of their own, at a
+/// lower CPU priority than the listeners' (`dispatcher.background_nice`). Under full
+/// load the kernel gives acknowledgements the CPU first and pushes what is left
+/// (about a tenth at nice 10, never nothing); on a machine with CPU to spare they take
+/// all they need. Effects wait in the durable outbox meanwhile: later, never lost.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start(nice: i32) -> std::io::Result<Background> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("orderbridge-background")
+            .enable_all()
+            .on_thread_start(move || lower_priority(nice))
+            .build()?;
+        Ok(Background(Some(runtime)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle().clone()
+    }
+}
+
+impl Drop for Background {
+    /// Its tasks have ended by then (`drain`); idle connections' tasks are dropped.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Raises the calling thread's nice value by `by` (at most to 19). Linux keeps a nice
+/// value per thread; elsewhere the threads keep the process's priority.
+#[cfg(target_os = "linux")]
+fn lower_priority(by: i32) {
+    if by == 0 {
+        return;
+    }
+    // SAFETY: gettid, getpriority and setpriority take integers and touch no memory
+    // of ours; errno is read right after the call that set it.
+    let failed = unsafe {
+        let tid = libc::id_t::try_from(libc::syscall(libc::SYS_gettid)).unwrap_or(0);
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        let now = if now == -1 && *libc::__errno_location() != 0 { 0 } else { now };
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0
+    };
+    if failed {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the background threads' priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_by: i32) {}

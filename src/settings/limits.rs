@@ -57,6 +57,9 @@ pub(crate) struct RawDispatcher {
     pub(crate) backoff_max_ms: u64,
     /// How often the dispatcher looks for due work when nothing woke it.
     pub(crate) sweep_interval_ms: u64,
+    /// How much lower the CPU priority of the dispatcher's and scheduler's threads is
+    /// than the listeners' (a nice increment, 0–19).
+    pub(crate) background_nice: i32,
 }
 
 impl Default for RawDispatcher {
@@ -67,6 +70,7 @@ impl Default for RawDispatcher {
             backoff_initial_ms: 1000,
             backoff_max_ms: 10 * 60 * 1000,
             sweep_interval_ms: 1000,
+            background_nice: 10,
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct DispatcherSettings {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub sweep_interval: Duration,
+    /// The nice increment of the background threads (`startup::Background`).
+    pub background_nice: i32,
     /// Queue sizes the dispatcher warns about (`[limits]`); `/metrics` shows them.
     pub(crate) queue_alerts: QueueAlerts,
 }
@@ -181,6 +187,9 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
             "concurrency, max_attempts, backoff_initial_ms and sweep_interval_ms must be positive".into(),
         );
     }
+    if !(0..=19).contains(&d.background_nice) {
+        p.bad(&["dispatcher", "background_nice"], format!("must be 0 to 19, got {}", d.background_nice));
+    }
     if d.backoff_max_ms < d.backoff_initial_ms {
         p.bad(&["dispatcher", "backoff_max_ms"], "must be at least backoff_initial_ms".into());
     }
@@ -204,6 +213,7 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
         backoff_initial: Duration::from_millis(d.backoff_initial_ms),
         backoff_max: Duration::from_millis(d.backoff_max_ms),
         sweep_interval: Duration::from_millis(d.sweep_interval_ms),
+        background_nice: d.background_nice,
         queue_alerts,
     }
 }

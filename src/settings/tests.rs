@@ -113,6 +113,15 @@ fn queue_alert_sizes_have_defaults_and_must_be_positive() {
 }
 
 #[test]
+fn the_background_threads_run_ten_nice_steps_down_unless_told_and_stay_in_range() {
+    assert_eq!(parse("").unwrap().dispatcher.background_nice, 10);
+    assert_eq!(parse("[dispatcher]\nbackground_nice = 0\n").unwrap().dispatcher.background_nice, 0);
+    let problems: Vec<String> =
+        parse("[dispatcher]\nbackground_nice = 20\n").unwrap_err().iter().map(ToString::to_string).collect();
+    assert_eq!(problems, ["orderbridge.toml:2:19: must be 0 to 19, got 20"]);
+}
+
+#[test]
 fn the_postgres_backend_needs_a_url_reference_and_never_echoes_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("url");

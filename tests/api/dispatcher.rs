@@ -392,3 +392,36 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
         "the panic counts as one retryable failure: {text}"
     );
 }
+
+/// This process's threads named `name…`: their nice values (`/proc/<pid>/task`).
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the parenthesised name: state is field 3, nice field 19.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
+        if comm.trim_end().starts_with(name) {
+            nice.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+        }
+    }
+    nice
+}
+
+#[tokio::test]
+async fn pushes_run_on_threads_of_their_own_ten_nice_steps_below_the_listeners() {
+    let erp = Receiver::start().await;
+    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
+    let order = approved_order(&app, "D-NICE-1").await;
+    app.drain_outbox().await;
+    assert_eq!(erp.accepted_per_key().get(&format!("orderbridge:{order}.4.0")), Some(&1), "pushed as before");
+
+    // Linux's `comm` keeps 15 bytes of a thread's name.
+    let background = nice_of_threads("orderbridge-bac");
+    assert!(!background.is_empty(), "the dispatcher has threads of its own");
+    let own: i64 = {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        stat.rsplit_once(") ").unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap()
+    };
+    assert!(background.iter().all(|&n| n == (own + 10).min(19)), "test thread {own}, background {background:?}");
+}
