@@ -137,6 +137,11 @@ async fn store_copy_moves_an_embedded_store_into_postgres_and_back() {
     erp.set_refuse(false);
     erp.set_down(true);
     app.post_webhook(&deal("D-PGC-PENDING", 1, "200.00")).await;
+    // Its other effects are done; the ERP's waits (the dispatcher runs beside intake).
+    wait_until("only the ERP's effect waits", || async {
+        app.api("/outbox").await.1["effects"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
     let dir = app.stop_and_release().await;
 
     let cli = |args: Vec<String>, env: Vec<(&'static str, String)>| {
