@@ -251,9 +251,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let signer =
         Arc::new(StandardWebhooks::new(&SecretString::from(args.secret.clone()), 300).map_err(|e| anyhow::anyhow!(e))?);
-    let client =
-        reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(30)).build()?;
     let url = format!("{}/webhooks/{}", args.url.trim_end_matches('/'), args.connector);
+    let parsed = reqwest::Url::parse(&url).with_context(|| format!("--url {}", args.url))?;
+    anyhow::ensure!(parsed.scheme() == "http", "--url must be plain http (the bench writes HTTP/1.1 itself)");
+    let host = parsed.host_str().context("--url has no host")?;
+    let addr = format!("{host}:{}", parsed.port_or_known_default().unwrap_or(80));
+    let head = format!("POST {} HTTP/1.1\r\nhost: {addr}\r\n", parsed.path());
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = args.pid.map(|pid| spawn_sampler(pid, peak.clone(), stop.clone()));
@@ -262,8 +265,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cpu_before = (args.pid.and_then(|p| cpu_time(Some(p))), cpu_time(None));
     let started = Instant::now();
     let sender = Sender {
-        client,
-        url,
+        addr,
+        head: head.into(),
         signer,
         prefix: args.prefix.clone(),
         total: args.orders,
@@ -328,8 +331,9 @@ fn spawn_progress(done: Arc<AtomicU64>, stop: Arc<AtomicBool>, pushed: Arc<Atomi
 /// One of `concurrency` senders: posts signed orders until `total` are taken.
 #[derive(Clone)]
 struct Sender {
-    client: reqwest::Client,
-    url: String,
+    /// The daemon's address, and the request line and `Host` header of every post.
+    addr: String,
+    head: Arc<str>,
     signer: Arc<StandardWebhooks>,
     prefix: String,
     total: u64,
@@ -345,6 +349,8 @@ impl Sender {
     /// Sends until every order is taken; returns the latency of each accepted one.
     async fn send_all(self) -> Vec<Duration> {
         let mut lat = Vec::new();
+        let mut conn: Option<Conn> = None;
+        let mut request = Vec::new();
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             if n >= self.total {
@@ -354,29 +360,35 @@ impl Sender {
             let id = format!("msg_{}_{n}", self.prefix);
             let ts = chrono::Utc::now().timestamp();
             let sig = self.signer.sign(&id, ts, &body);
+            request.clear();
+            let _ = write!(
+                request,
+                "{}content-type: application/json\r\nwebhook-id: {id}\r\nwebhook-timestamp: {ts}\r\n\
+                 webhook-signature: {sig}\r\ncontent-length: {}\r\n\r\n",
+                self.head,
+                body.len()
+            );
+            request.extend_from_slice(&body);
             let t = Instant::now();
-            let resp = self
-                .client
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", sig)
-                .body(body)
-                .send()
-                .await;
-            match resp {
-                Ok(r) if r.status().as_u16() == 202 => {
-                    let _ = r.bytes().await;
+            let answer = match conn.as_mut() {
+                Some(c) => c.exchange(&request).await,
+                None => match Conn::open(&self.addr).await {
+                    Ok(c) => conn.insert(c).exchange(&request).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match answer {
+                Ok((202, _)) => {
                     lat.push(t.elapsed());
                     self.done.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(r) => {
+                Ok((status, text)) => {
                     if self.failures.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("bench: HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+                        eprintln!("bench: HTTP {status}: {}", String::from_utf8_lossy(&text));
                     }
                 }
                 Err(e) => {
+                    conn = None;
                     if self.failures.fetch_add(1, Ordering::Relaxed) < 5 {
                         eprintln!("bench: {e}");
                     }
@@ -384,6 +396,59 @@ impl Sender {
             }
         }
         lat
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection, written and read by hand: the load generator
+/// shares the machine with the daemon, so it should spend its CPU on requests, not on
+/// a client library's pools and URL parsing (wrk does the same). It reads answers
+/// with a `content-length`, as the daemon gives them.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::with_capacity(4096) })
+    }
+
+    /// Writes one request and reads its answer: the status and the body.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
+        tokio::time::timeout(Duration::from_secs(30), async {
+            self.stream.write_all(request).await?;
+            self.buf.clear();
+            loop {
+                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = std::str::from_utf8(&self.buf[..end]).map_err(|_| bad("a header that is not UTF-8"))?;
+                    let status: u16 =
+                        head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("no status line"))?;
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+                        })
+                        .ok_or_else(|| bad("an answer without content-length"))?;
+                    let total = end + 4 + length;
+                    while self.buf.len() < total {
+                        if self.stream.read_buf(&mut self.buf).await? == 0 {
+                            return Err(bad("the connection closed mid-answer"));
+                        }
+                    }
+                    return Ok((status, self.buf[end + 4..total].to_vec()));
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Err(bad("the connection closed"));
+                }
+            }
+        })
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s"))?
     }
 }
 

@@ -190,3 +190,33 @@ async fn pooled_requests_become_one_approved_order_and_one_push_each() {
         }
     }
 }
+
+/// `orderbridge bench` (what `scripts/bench.sh` runs) against a daemon over TCP: its
+/// hand-written HTTP/1.1 posts signed orders on keep-alive connections, each taken
+/// once as a new order, and it reports them all accepted.
+#[tokio::test]
+async fn the_load_generator_posts_distinct_signed_orders_over_keep_alive_connections() {
+    let app = spawn_app().await;
+    let (bin, url) = (bin(), format!("http://{}", app.addr));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["bench", "--url", &url, "--orders", "40", "--concurrency", "4", "--prefix", "LG"])
+            .env("DEMO_CRM_SECRET", CRM_SECRET)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("accepted:   40 orders"), "{text}");
+    assert!(text.contains("failed:     0"), "{text}");
+    let (_, listed) = app.api("/orders?limit=100").await;
+    let ids: std::collections::HashSet<&str> = listed["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["source"]["external_id"].as_str().filter(|x| x.starts_with("LG-")))
+        .collect();
+    assert_eq!(ids.len(), 40, "forty distinct orders: {ids:?}");
+}
