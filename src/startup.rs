@@ -415,21 +415,25 @@ impl Drop for Background {
     }
 }
 
-/// Raises the calling thread's nice value by `by` (at most to 19). Linux keeps a nice
-/// value per thread; elsewhere the threads keep the process's priority.
+/// Sets the calling thread's nice value `by` above the process's (its main thread's;
+/// at most 19). Linux keeps a nice value per thread, and a thread starts with its
+/// creator's, so the base is the process's, not the caller's: a blocking thread
+/// started by a background thread is not lowered twice. Elsewhere the threads keep
+/// the process's priority.
 #[cfg(target_os = "linux")]
 fn lower_priority(by: i32) {
     if by == 0 {
         return;
     }
-    // SAFETY: gettid, getpriority and setpriority take integers and touch no memory
-    // of ours; errno is read right after the call that set it.
+    // SAFETY: getpid, gettid, getpriority and setpriority take integers and touch no
+    // memory of ours; errno is read right after the call that set it.
     let failed = unsafe {
+        let pid = libc::id_t::try_from(libc::getpid()).unwrap_or(0);
         let tid = libc::id_t::try_from(libc::syscall(libc::SYS_gettid)).unwrap_or(0);
         *libc::__errno_location() = 0;
-        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-        let now = if now == -1 && *libc::__errno_location() != 0 { 0 } else { now };
-        libc::setpriority(libc::PRIO_PROCESS, tid, (now + by).min(19)) != 0
+        let base = libc::getpriority(libc::PRIO_PROCESS, pid);
+        let base = if base == -1 && *libc::__errno_location() != 0 { 0 } else { base };
+        libc::setpriority(libc::PRIO_PROCESS, tid, (base + by).min(19)) != 0
     };
     if failed {
         tracing::warn!(error = %std::io::Error::last_os_error(), "could not lower the background threads' priority");

@@ -411,10 +411,13 @@ fn nice_of_threads(name: &str) -> Vec<i64> {
 #[tokio::test]
 async fn pushes_run_on_threads_of_their_own_ten_nice_steps_below_the_listeners() {
     let erp = Receiver::start().await;
-    let app = TestApp::builder().erp(erp.clone()).only_approval().start().await;
-    let order = approved_order(&app, "D-NICE-1").await;
+    let app = TestApp::builder().erp(erp.clone()).start().await;
+    // Executing: its contract is generated on a blocking thread the background
+    // threads start (which must not be lowered twice).
+    let order = executing_order(&app, "D-NICE-1", None).await;
     app.drain_outbox().await;
-    assert_eq!(erp.accepted_per_key().get(&format!("orderbridge:{order}.4.0")), Some(&1), "pushed as before");
+    assert!(erp.accepted_per_key().keys().any(|k| k.starts_with(&format!("orderbridge:{order}"))), "pushed as before");
+    assert!(app.order(&order).await["references"]["documents.contract"].is_string(), "the contract was generated");
 
     // Linux's `comm` keeps 15 bytes of a thread's name.
     let background = nice_of_threads("orderbridge-bac");
