@@ -170,8 +170,8 @@ impl Committer {
 /// One batch out of several, in order; where two write the same key, the later
 /// wins and the earlier is dropped (an engine batch holds each key once).
 fn merge(batches: impl Iterator<Item = Batch>) -> Option<Batch> {
-    let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut ops: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::new();
+    let mut at: HashMap<bytes::Bytes, usize> = HashMap::new();
     for b in batches {
         for (k, v) in b.ops {
             match at.get(&k) {
@@ -200,10 +200,8 @@ mod tests {
         b.del(b"k1".to_vec());
         b.put(b"k3".to_vec(), b"c".to_vec());
         let m = merge([a, b].into_iter()).unwrap();
-        assert_eq!(
-            m.ops,
-            vec![(b"k1".to_vec(), None), (b"k2".to_vec(), Some(b"b".to_vec())), (b"k3".to_vec(), Some(b"c".to_vec()))]
-        );
+        let ops: Vec<(&[u8], Option<&[u8]>)> = m.ops.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+        assert_eq!(ops, [(&b"k1"[..], None), (&b"k2"[..], Some(&b"b"[..])), (&b"k3"[..], Some(&b"c"[..]))]);
         assert!(merge(std::iter::empty()).is_none());
     }
 }

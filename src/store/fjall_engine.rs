@@ -186,9 +186,9 @@ impl Engine for FjallEngine {
                 continue;
             }
             let (ks, tagged) = self.space(key[0]);
-            let k = if tagged { key } else { key[1..].to_vec() };
+            let k = if tagged { &key[..] } else { &key[1..] };
             match value {
-                Some(v) => b.insert(ks, k, v),
+                Some(v) => b.insert(ks, k, &v[..]),
                 None => b.remove(ks, k),
             }
         }

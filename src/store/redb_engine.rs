@@ -190,10 +190,10 @@ impl Engine for RedbEngine {
             for (k, v) in &batch.ops {
                 match v {
                     Some(v) => {
-                        table.insert(k.as_slice(), v.as_slice())?;
+                        table.insert(&k[..], &v[..])?;
                     }
                     None => {
-                        table.remove(k.as_slice())?;
+                        table.remove(&k[..])?;
                     }
                 }
             }

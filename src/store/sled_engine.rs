@@ -123,8 +123,8 @@ impl Engine for SledEngine {
         let mut b = sled::Batch::default();
         for (k, v) in batch.ops {
             match v {
-                Some(v) => b.insert(k, v),
-                None => b.remove(k),
+                Some(v) => b.insert(&k[..], &v[..]),
+                None => b.remove(&k[..]),
             }
         }
         self.tree.apply_batch(b).map_err(engine_error)

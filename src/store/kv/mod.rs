@@ -243,7 +243,7 @@ struct ConnectorOnly {
 
 /// A row of a batch the committer has not written yet (`None`: a removal), with
 /// the generation of that batch.
-type PendingRow = (Option<Vec<u8>>, u64);
+type PendingRow = (Option<bytes::Bytes>, u64);
 
 /// The store over an engine `E`.
 pub struct KvStore<E: Engine> {
@@ -268,7 +268,7 @@ pub struct KvStore<E: Engine> {
     connector_names: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
-    pending_writes: std::sync::Mutex<HashMap<Vec<u8>, PendingRow>>,
+    pending_writes: std::sync::Mutex<HashMap<bytes::Bytes, PendingRow>>,
     generation: AtomicU64,
     pending: AtomicU64,
     dead: AtomicU64,
@@ -493,7 +493,7 @@ impl<E: Engine> KvStore<E> {
     /// write lock) read through this; readers see what the engine holds.
     fn current_row(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some((v, _)) = self.pending_writes.lock().expect("pending writes").get(k) {
-            return Ok(v.clone());
+            return Ok(v.as_deref().map(<[u8]>::to_vec));
         }
         self.get(k)
     }

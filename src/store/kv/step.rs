@@ -272,7 +272,7 @@ impl<E: Engine> KvStore<E> {
             add(&self.unmatched, delta[2]);
             (b, generation)
         };
-        let written: Vec<Vec<u8>> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
+        let written: Vec<bytes::Bytes> = batch.ops.iter().map(|(k, _)| k.clone()).collect();
         let durable = self.committer.commit(Some(batch)).await;
         {
             let mut pending = self.pending_writes.lock().expect("pending writes");
