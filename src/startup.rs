@@ -220,6 +220,9 @@ impl Application {
             clock: state.clock.clone(),
             time_zone: state.settings.presentation.time_zone,
         };
+        // Started before any task: failing here leaves nothing running.
+        let background = Background::start(state.settings.dispatcher.background_nice)
+            .context("starting the dispatcher's and scheduler's threads")?;
         // Every task started here is awaited at shutdown (`drain`): once this returns,
         // none of them holds the store any more.
         let mut tasks =
@@ -227,8 +230,6 @@ impl Application {
         // Pollers stop with the daemon; one that fails only logs (it retries each run).
         tasks.extend(pollers.into_iter().map(|p| tokio::spawn(p.run(stop.clone()))));
         tasks.extend(sweeps(&state, &stop));
-        let background = Background::start(state.settings.dispatcher.background_nice)
-            .context("starting the dispatcher's and scheduler's threads")?;
         tasks.push({
             let (stop, died) = (stop.clone(), worker_died.clone());
             let store = state.store.clone();
