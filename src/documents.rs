@@ -104,10 +104,11 @@ impl Documents {
 }
 
 /// Writes a file so that it is complete or absent after a crash: a temporary file,
-/// fsync, rename, fsync of the directory.
+/// fsync, rename, fsync of the directory (and of the directories above any it had to
+/// create, so a new order's directory is not lost while its document survives).
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("documents live in a directory");
-    std::fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -116,6 +117,28 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing directory above it, each made durable in its parent.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another effect of the same order made it just now: its parent is synced
+        // here too, as that one may not have got that far.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    match parent {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 impl Push for Documents {
@@ -167,5 +190,27 @@ impl Push for Documents {
             let stored = to.perform(Outbound { operation, idempotency_key: &key, body: &delivery }).await?;
             Ok(Receipt { summary: format!("{}; delivered ({})", receipt.summary, stored.status), ..receipt })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_is_written_where_missing_directories_are_made_and_again_in_place() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("documents").join("ord_1").join("contract-ab.html");
+        write_durably(&path, "合同 / contract".as_bytes()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "合同 / contract");
+        write_durably(&path, b"again").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"again");
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["contract-ab.html"], "no temporary file left");
+        // A file where a directory should be is an error, not a silent success.
+        std::fs::write(root.path().join("documents").join("ord_2"), b"x").unwrap();
+        let blocked = root.path().join("documents").join("ord_2").join("contract-cd.html");
+        assert!(write_durably(&blocked, b"y").is_err());
     }
 }
