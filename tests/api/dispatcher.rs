@@ -393,16 +393,20 @@ async fn a_panicking_push_is_recorded_as_a_retryable_failure_and_retried() {
     );
 }
 
+/// The nice value in a thread's `/proc/…/stat` (field 19; fields count on after the
+/// parenthesised name, which may hold spaces).
+fn nice_in(stat: &str) -> Option<i64> {
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(16)?.parse().ok()
+}
+
 /// This process's threads named `name…`: their nice values (`/proc/<pid>/task`).
 fn nice_of_threads(name: &str) -> Vec<i64> {
     let mut nice = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // After the parenthesised name: state is field 3, nice field 19.
-        let Some((_, rest)) = stat.rsplit_once(") ") else { continue };
         if comm.trim_end().starts_with(name) {
-            nice.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+            nice.push(nice_in(&stat).expect("a nice value"));
         }
     }
     nice
@@ -422,9 +426,6 @@ async fn pushes_run_on_threads_of_their_own_ten_nice_steps_below_the_listeners()
     // Linux's `comm` keeps 15 bytes of a thread's name.
     let background = nice_of_threads("orderbridge-bac");
     assert!(!background.is_empty(), "the dispatcher has threads of its own");
-    let own: i64 = {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        stat.rsplit_once(") ").unwrap().1.split_whitespace().nth(16).unwrap().parse().unwrap()
-    };
+    let own = nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap();
     assert!(background.iter().all(|&n| n == (own + 10).min(19)), "test thread {own}, background {background:?}");
 }
