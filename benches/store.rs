@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{inbound, sample_order};
+use orderbridge::bench::Latencies;
 use orderbridge::engine::Rules;
 use orderbridge::metrics::Metrics;
 use orderbridge::orders::{EffectOutcome, Orders};
@@ -110,29 +111,28 @@ async fn reopen_after_crash(backend: Backend, dir: &Path) {
 }
 
 /// Ingests `orders` orders from `concurrency` tasks; the latency of each.
-async fn ingest_all(app: &Arc<Orders>, rules: &Arc<Rules>, orders: usize, concurrency: usize) -> Vec<Duration> {
+async fn ingest_all(app: &Arc<Orders>, rules: &Arc<Rules>, orders: usize, concurrency: usize) -> Arc<Latencies> {
     let order = sample_order();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lat = Arc::new(Latencies::default());
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (app, rules, next, order) = (app.clone(), rules.clone(), next.clone(), order.clone());
+        let (app, rules, next, order, lat) = (app.clone(), rules.clone(), next.clone(), order.clone(), lat.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n >= orders {
-                    return lat;
+                    return;
                 }
                 let inbound = inbound(&order, "S", n);
                 let t = Instant::now();
                 app.ingest(inbound, &rules, chrono::Utc::now()).await.unwrap();
-                lat.push(t.elapsed());
+                lat.record(t.elapsed());
             }
         }));
     }
-    let mut lat: Vec<Duration> = Vec::new();
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        t.await.unwrap();
     }
     lat
 }
@@ -203,11 +203,10 @@ async fn run(backend: Backend, dir: &Path, orders: usize, concurrency: usize) {
     let rules = Arc::new(orderbridge::check::load_rules(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap());
     let cpu0 = cpu_seconds();
     let started = Instant::now();
-    let mut lat = ingest_all(&app, &rules, orders, concurrency).await;
+    let lat = ingest_all(&app, &rules, orders, concurrency).await;
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let p = |q: f64| lat.quantile(q).as_secs_f64() * 1000.0;
     let (hwm, rss) = orderbridge::bench::rss_kib(std::process::id()).unwrap_or((0, 0));
 
     let drain_started = Instant::now();
