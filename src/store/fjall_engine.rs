@@ -14,9 +14,12 @@
 //!   only it reads (fjall-rs/fjall#323, open): a hang. With two, worker 0 re-queues
 //!   compaction work it leaves to worker 1, which costs CPU while a compaction runs,
 //!   but never hangs.
-//! - 4 MiB memtables and a 64 MiB journal (fjall's least; its default is 512 MiB):
+//! - 2 MiB memtables and a 64 MiB journal (fjall's least; its default is 512 MiB):
 //!   fjall's memory is mostly unflushed memtables, bounded only by the journal; at
 //!   1 M orders the smaller journal took the store bench's RSS from 154 to 126 MiB.
+//!   2 MiB memtables against 4: the daemon's RSS after `scripts/bench.sh 1000000
+//!   64` 128 → 106 MiB, orders/s not lower (4 055 → 4 383); 1 MiB saved nothing
+//!   more and cost a fifth more CPU per order (flushes and compactions).
 //! - No block compression: rows are LZ4-compressed already (`codec.rs`).
 //! - Filter and index blocks partitioned at every level (fjall partitions them in
 //!   the last level only), the top-level index of each pinned: memory no longer
@@ -48,7 +51,7 @@ use crate::metrics::Metrics;
 /// Tags with a keyspace of their own (the tag is not part of the key there).
 const OWN: [(u8, &str); 3] = [(b'o', "orders"), (b'e', "events"), (b'q', "outbox")];
 const SHARED: &str = "rows";
-const MEMTABLE: u64 = 4 << 20;
+const MEMTABLE: u64 = 2 << 20;
 /// The journal, past which the oldest memtables are flushed however small (fjall's
 /// default 512 MiB; 64 MiB is its least): what bounds memtables that wait for a
 /// flush while the workers compact.
