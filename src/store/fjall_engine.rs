@@ -18,7 +18,7 @@
 //!   fjall's memory is mostly unflushed memtables, bounded only by the journal; at
 //!   1 M orders the smaller journal took the store bench's RSS from 154 to 126 MiB.
 //!   2 MiB memtables against 4: the daemon's RSS after `scripts/bench.sh 1000000
-//!   64` 128 → 106 MiB, orders/s not lower (4 055 → 4 383); 1 MiB saved nothing
+//!   64` 128 → 106–117 MiB, orders/s not lower (4 055 → 4 383–4 581); 1 MiB saved nothing
 //!   more and cost a fifth more CPU per order (flushes and compactions).
 //! - No block compression: rows are LZ4-compressed already (`codec.rs`).
 //! - Filter and index blocks partitioned at every level (fjall partitions them in
@@ -29,7 +29,7 @@
 //!   table. With 16 MiB tables (fjall's default is 64 MiB) a compaction holds less
 //!   and a restart opens less. `cargo bench --bench store -- 1000000 64 fjall`:
 //!   RSS 112 → 73–79 MiB (peak 153 → 81–86 MiB), CPU per order and orders/s within
-//!   the machine's noise, disk 1 033 → 954–996 B per order, reopen 0.80 → 0.40–0.46 s.
+//!   the machine's noise, disk 1 033 → 954–1 010 B per order, reopen 0.80 → 0.40–0.53 s.
 //!   (A whole filter, unpinned, was loaded through the cache and freed again for
 //!   every point read below the pinned levels: five times the CPU per step.)
 //!   Keyspace options are fixed when a keyspace is created: a store created before
