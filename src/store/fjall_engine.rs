@@ -18,8 +18,9 @@
 //!   fjall's memory is mostly unflushed memtables, bounded only by the journal; at
 //!   1 M orders the smaller journal took the store bench's RSS from 154 to 126 MiB.
 //!   2 MiB memtables against 4: the daemon's RSS after `scripts/bench.sh 1000000
-//!   64` 128 → 106–117 MiB, orders/s not lower (4 055 → 4 383–4 581); 1 MiB saved nothing
-//!   more and cost a fifth more CPU per order (flushes and compactions).
+//!   64` 128 → 106–117 MiB, orders/s not lower (4 055 → 4 383–4 581); 1 MiB
+//!   saved nothing more and cost a fifth more CPU per order (flushes and
+//!   compactions).
 //! - No block compression: rows are LZ4-compressed already (`codec.rs`).
 //! - Filter and index blocks partitioned at every level (fjall partitions them in
 //!   the last level only), the top-level index of each pinned: memory no longer
@@ -30,8 +31,8 @@
 //!   and a restart opens less. `cargo bench --bench store -- 1000000 64 fjall`:
 //!   RSS 112 → 73–79 MiB (peak 153 → 81–86 MiB), CPU per order and orders/s within
 //!   the machine's noise, disk 1 033 → 954–1 010 B per order, reopen 0.80 → 0.40–0.53 s.
-//!   (A whole filter, unpinned, was loaded through the cache and freed again for
-//!   every point read below the pinned levels: five times the CPU per step.)
+//!   (Whole filters must then be pinned, as they were: unpinned, a whole filter
+//!   went through the cache for every point read, five times the CPU per step.)
 //!   Keyspace options are fixed when a keyspace is created: a store created before
 //!   keeps its own until it is copied (`orderbridge store copy`) into a new one.
 //! - A failed write or persist poisons the database (every later call fails), which
