@@ -25,12 +25,13 @@
 mod archive;
 mod copy;
 mod customers;
+mod outbox;
 mod quarantine;
 mod step;
 mod upgrade;
 mod verbs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -152,16 +153,16 @@ fn outbox_key(due: [u8; 30]) -> Vec<u8> {
     key(OUTBOX, &[&due])
 }
 
-/// The effect an outbox key names.
-fn outbox_effect(k: &[u8]) -> Option<EffectId> {
-    k.get(9..).and_then(EffectId::from_key)
+/// The due effect a due key names.
+fn due_effect(due: &outbox::Due, connector: Arc<str>) -> Option<DueEffect> {
+    let ms = i64::try_from(u64::from_be_bytes(due[..8].try_into().ok()?)).ok()?;
+    let next_at = DateTime::<Utc>::from_timestamp_millis(ms)?;
+    Some(DueEffect { id: EffectId::from_key(&due[8..])?, connector, next_at })
 }
 
-/// The due effect an outbox key names.
-fn due_effect(k: &[u8], connector: Arc<str>) -> Option<DueEffect> {
-    let ms = i64::try_from(u64::from_be_bytes(k.get(1..9)?.try_into().ok()?)).ok()?;
-    let next_at = DateTime::<Utc>::from_timestamp_millis(ms)?;
-    Some(DueEffect { id: outbox_effect(k)?, connector, next_at })
+/// The due key of an outbox key (`None` for a key of another shape).
+fn due_of(k: &[u8]) -> Option<outbox::Due> {
+    k.get(1..)?.try_into().ok()
 }
 
 fn order_key(id: OrderId) -> Vec<u8> {
@@ -210,31 +211,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xff; prefix.len() + 1]
 }
 
-/// Where an outbox key stands in the index (`KvStore::outbox`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    /// Written by the commit of this generation, which is not durable yet.
-    Pending(u64),
-    /// On disk: the dispatcher may perform it.
-    Durable,
-    /// Removed by the commit of this generation, not durable yet: listings still
-    /// read the row until it is gone, so an effect is never in neither the outbox
-    /// nor the dead letters; the dispatcher no longer takes it.
-    Removing(u64),
-}
-
-/// An outbox key's entry in the index.
-#[derive(Debug, Clone)]
-struct Indexed {
-    slot: Slot,
-    /// The effect's connector: the dispatcher leaves out connectors that cannot take
-    /// an effect now without reading their rows (`due_effects_where`).
-    connector: Arc<str>,
-}
-
-/// An outbox key a batch writes (with the effect's connector) or removes (`None`).
-type OutboxKey = (Vec<u8>, Option<Arc<str>>);
-
 /// Only the connector of an effect row (the rest of the JSON is skipped).
 #[derive(serde::Deserialize)]
 struct ConnectorOnly {
@@ -252,20 +228,12 @@ pub struct KvStore<E: Engine> {
     /// Checks preconditions and writes one batch at a time, so a check still holds
     /// when its batch lands.
     write_lock: std::sync::Mutex<()>,
-    /// Every outbox key, in due order, with where its row stands (`Slot`) and its
-    /// effect's connector. The
-    /// dispatcher's `due_effects` reads this index instead of scanning the outbox
-    /// space, whose removed rows an LSM engine keeps as tombstones until compaction
-    /// (a scan from the front walked them all: a tenth of the daemon's CPU under
-    /// load), and takes only durable rows, so it never performs an effect a crash
-    /// could take back. Built at open, changed under the write lock in commit order
-    /// and again once each commit is durable.
-    outbox: std::sync::Mutex<BTreeMap<Vec<u8>, Indexed>>,
+    /// Every outbox row by connector and due key, with where it stands (`outbox`).
+    /// Built at open, changed under the write lock in commit order and again once
+    /// each commit is durable.
+    outbox: std::sync::Mutex<outbox::OutboxIndex>,
     /// Which customers the customer index holds rows for (`customers`).
     customers: customers::Customers,
-    /// One copy of each connector name the index holds (a name per entry would
-    /// cost an allocation for every pending effect).
-    connector_names: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<bytes::Bytes, PendingRow>>,
@@ -310,18 +278,19 @@ impl<E: Engine> KvStore<E> {
         let count = |tag: u8| engine.range(&[tag], &[tag + 1]).count() as u64;
         let (dead, unmatched) = (count(DEAD), count(WAITING));
         let quarantined = Self::count_unresolved(&engine)?;
-        let mut outbox = BTreeMap::new();
-        let mut names = std::collections::HashSet::<Arc<str>>::new();
+        let mut outbox = outbox::OutboxIndex::default();
+        let mut pending = 0;
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
             let (k, v) = row?;
+            let due = due_of(&k).ok_or_else(|| {
+                StoreError::Corrupt(format!("an outbox key of {} bytes (31 expected): {}", k.len(), hex::encode(&k)))
+            })?;
             // A row that cannot be read keeps an empty connector: the dispatcher reads
             // it like any other and quarantines it then.
             let connector = decode::<ConnectorOnly>(&v).map(|c| c.connector).unwrap_or_default();
-            let connector = names.get(connector.as_str()).cloned().unwrap_or_else(|| Arc::from(connector));
-            names.insert(connector.clone());
-            outbox.insert(k, Indexed { slot: Slot::Durable, connector });
+            outbox.insert_durable(&connector, due);
+            pending += 1;
         }
-        let pending = outbox.len() as u64;
         let customers = {
             let mut seen = Vec::new();
             for row in engine.range(&[CUSTOMERS], &[CUSTOMERS + 1]) {
@@ -353,7 +322,6 @@ impl<E: Engine> KvStore<E> {
             write_lock: std::sync::Mutex::new(()),
             outbox: std::sync::Mutex::new(outbox),
             customers,
-            connector_names: std::sync::Mutex::new(names),
             pending_writes: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             pending: AtomicU64::new(pending),
@@ -389,7 +357,9 @@ impl<E: Engine> KvStore<E> {
         }
         match k.first() {
             Some(&OUTBOX) => {
-                self.outbox.lock().expect("outbox index").remove(k);
+                if let Some(due) = due_of(k) {
+                    self.outbox.lock().expect("outbox index").forget(&due);
+                }
                 self.pending.fetch_sub(1, Ordering::Relaxed);
             }
             Some(&DEAD) => {
@@ -502,42 +472,29 @@ impl<E: Engine> KvStore<E> {
         Ok(self.current_row(k)?.is_some())
     }
 
-    /// Outbox keys in due order up to the key `to`, with their connector, from the
-    /// outbox index; with `durable_only`, effects whose commit is not durable yet are
-    /// left out (what the dispatcher may perform); with `filter`, only the effects it
-    /// keeps.
+    /// Outbox keys in due order before the due key `to`, with their connector, as the
+    /// outbox index lists them (`OutboxIndex::list`).
     fn outbox_keys(
         &self,
         limit: usize,
-        to: Option<&[u8]>,
+        to: Option<&outbox::Due>,
         durable_only: bool,
         filter: Option<&ConnectorFilter>,
-    ) -> Vec<(Vec<u8>, Arc<str>)> {
-        let index = self.outbox.lock().expect("outbox index");
-        let range = match to {
-            Some(to) => index.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(to))),
-            None => index.range::<[u8], _>(..),
-        };
-        range
-            .filter(|(k, e)| {
-                (!durable_only || e.slot == Slot::Durable)
-                    && filter.is_none_or(|f| f.keeps_effect(&e.connector, || outbox_effect(k)))
-            })
-            .take(limit)
-            .map(|(k, e)| (k.clone(), e.connector.clone()))
-            .collect()
+    ) -> Vec<(outbox::Due, Arc<str>)> {
+        self.outbox.lock().expect("outbox index").list(limit, to, durable_only, filter)
     }
 
     /// Pending effects as `outbox_keys` lists them, their rows read.
     fn outbox_effects(
         &self,
         limit: usize,
-        to: Option<&[u8]>,
+        to: Option<&outbox::Due>,
         durable_only: bool,
     ) -> Result<Vec<EffectRecord>, StoreError> {
         let keys = self.outbox_keys(limit, to, durable_only, None);
         let mut out = Vec::with_capacity(keys.len());
-        for (k, _) in keys {
+        for (due, _) in keys {
+            let k = outbox_key(due);
             // Gone since the index was read: performed or rescheduled meanwhile.
             let Some(v) = self.get(&k)? else { continue };
             match decode::<EffectRecord>(&v) {

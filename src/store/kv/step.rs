@@ -3,15 +3,15 @@
 //! not written yet), its rows added to one batch with the indexes they change, and
 //! the outbox index moved along as the batch is handed over and made durable.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::outbox::Move;
 use super::{
-    Batch, CUSTOMERS, DEAD, EVENTS, EXTERNAL, Engine, INVOICES, Indexed, JOBS, KvStore, LINKS, OutboxKey, PAYMENTS,
-    Slot, WAITING, digest_key, key, order_key, order_row, outbox_key, pair, payment_key, seq_of, state_key, timer_key,
+    Batch, CUSTOMERS, DEAD, EVENTS, EXTERNAL, Engine, INVOICES, JOBS, KvStore, LINKS, PAYMENTS, WAITING, digest_key,
+    key, order_key, order_row, outbox_key, pair, payment_key, seq_of, state_key, timer_key,
 };
 use crate::store::codec::{decode, encode};
-use crate::store::records::{StepEvents, event_key};
+use crate::store::records::{EffectRecord, StepEvents, event_key};
 use crate::store::{DigestChange, Loaded, OrderWrite, OutboxChange, PaymentWrite, Step, StoreError, UsedLink};
 
 fn conflict<T>(m: String) -> Result<T, StoreError> {
@@ -19,14 +19,14 @@ fn conflict<T>(m: String) -> Result<T, StoreError> {
 }
 
 impl<E: Engine> KvStore<E> {
-    /// Checks a step's preconditions and adds its rows to `b`; adds the outbox keys
-    /// it writes (with their connector) and removes (`None`) to `outbox_keys` and the
+    /// Checks a step's preconditions and adds its rows to `b`; adds the outbox rows
+    /// it writes and removes to `moves` and the
     /// count changes (pending, dead, unmatched) to `delta`.
     fn add_step(
         &self,
         step: Step,
         b: &mut Batch,
-        outbox_keys: &mut Vec<OutboxKey>,
+        moves: &mut Vec<Move>,
         delta: &mut [i64; 3],
     ) -> Result<(), StoreError> {
         let Step { order, events, outbox, digests, spend, payment, jobs, archive, left: _ } = step;
@@ -37,7 +37,7 @@ impl<E: Engine> KvStore<E> {
             b.put(key(EVENTS, &[&event_key(first.order_id, first.seq)]), StepEvents::encode(&events));
         }
         for c in outbox {
-            self.change_outbox(c, b, outbox_keys, delta)?;
+            self.change_outbox(c, b, moves, delta)?;
         }
         for c in digests {
             match c {
@@ -137,13 +137,13 @@ impl<E: Engine> KvStore<E> {
         &self,
         c: OutboxChange,
         b: &mut Batch,
-        outbox_keys: &mut Vec<OutboxKey>,
+        moves: &mut Vec<Move>,
         delta: &mut [i64; 3],
     ) -> Result<(), StoreError> {
         match c {
             OutboxChange::Add(e) => {
                 let k = outbox_key(e.due_key());
-                outbox_keys.push((k.clone(), Some(self.intern(e.connector.as_str()))));
+                self.note(moves, &e, true);
                 b.put(k, encode(&e));
                 delta[0] += 1;
             }
@@ -152,10 +152,10 @@ impl<E: Engine> KvStore<E> {
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", from.id));
                 }
-                outbox_keys.push((old.clone(), None));
+                self.note(moves, &from, false);
                 b.del(old);
                 let k = outbox_key(to.due_key());
-                outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
+                self.note(moves, &to, true);
                 b.put(k, encode(&to));
             }
             OutboxChange::Remove(e) => {
@@ -163,7 +163,7 @@ impl<E: Engine> KvStore<E> {
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", e.id));
                 }
-                outbox_keys.push((old.clone(), None));
+                self.note(moves, &e, false);
                 b.del(old);
                 delta[0] -= 1;
             }
@@ -172,7 +172,7 @@ impl<E: Engine> KvStore<E> {
                 if !self.exists(&old)? {
                     return conflict(format!("effect {} is no longer pending as read", from.id));
                 }
-                outbox_keys.push((old.clone(), None));
+                self.note(moves, &from, false);
                 b.del(old);
                 b.put(key(DEAD, &[&dead.id.key()]), encode(&dead));
                 delta[0] -= 1;
@@ -185,7 +185,7 @@ impl<E: Engine> KvStore<E> {
                 }
                 b.del(old);
                 let k = outbox_key(to.due_key());
-                outbox_keys.push((k.clone(), Some(self.intern(to.connector.as_str()))));
+                self.note(moves, &to, true);
                 b.put(k, encode(&to));
                 delta[0] += 1;
                 delta[1] -= 1;
@@ -226,13 +226,13 @@ impl<E: Engine> KvStore<E> {
         if let Some(e) = self.committer.failure() {
             return Err(StoreError::Failed(e));
         }
-        let mut outbox_keys = Vec::new();
+        let mut moves = Vec::new();
         let mut delta = [0i64; 3];
         let (batch, generation) = {
             let _guard = self.write_lock.lock().expect("write lock");
             let mut b = Batch::default();
             for step in steps {
-                self.add_step(step, &mut b, &mut outbox_keys, &mut delta)?;
+                self.add_step(step, &mut b, &mut moves, &mut delta)?;
             }
             if b.ops.is_empty() {
                 drop(_guard);
@@ -244,18 +244,8 @@ impl<E: Engine> KvStore<E> {
             for (k, v) in &b.ops {
                 pending.insert(k.clone(), (v.clone(), generation));
             }
-            if !outbox_keys.is_empty() {
-                let mut index = self.outbox.lock().expect("outbox index");
-                for (k, added) in &outbox_keys {
-                    if let Some(connector) = added {
-                        index.insert(
-                            k.clone(),
-                            Indexed { slot: Slot::Pending(generation), connector: connector.clone() },
-                        );
-                    } else if let Some(e) = index.get_mut(k) {
-                        e.slot = Slot::Removing(generation);
-                    }
-                }
+            if !moves.is_empty() {
+                self.outbox.lock().expect("outbox index").written(&moves, generation);
             }
             // Counted with the batch, before anyone can read its rows: a listing that
             // shows a dead letter is never ahead of the count (a failed commit is fatal,
@@ -283,42 +273,23 @@ impl<E: Engine> KvStore<E> {
             }
         }
         if durable.is_ok() {
-            self.now_durable(&outbox_keys, generation);
+            self.now_durable(&moves, generation);
         }
         durable
     }
 
-    /// The shared copy of a connector's name.
-    fn intern(&self, name: &str) -> Arc<str> {
-        let mut names = self.connector_names.lock().expect("connector names");
-        if let Some(n) = names.get(name) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(name);
-        names.insert(n.clone());
-        n
+    /// Notes that the batch writes (`added`) or removes `e`'s outbox row.
+    fn note(&self, moves: &mut Vec<Move>, e: &EffectRecord, added: bool) {
+        let connector = self.outbox.lock().expect("outbox index").name(e.connector.as_str());
+        moves.push(Move { due: e.due_key(), connector, added });
     }
 
-    /// Shows the outbox keys a durable commit of `generation` added to the
+    /// Shows the outbox rows a durable commit of `generation` added to the
     /// dispatcher and drops those it removed (unless a later commit changed them
     /// again).
-    fn now_durable(&self, keys: &[OutboxKey], generation: u64) {
-        if keys.is_empty() {
-            return;
-        }
-        let mut index = self.outbox.lock().expect("outbox index");
-        for (k, added) in keys {
-            match index.get(k).map(|e| e.slot) {
-                Some(Slot::Pending(g)) if added.is_some() && g == generation => {
-                    if let Some(e) = index.get_mut(k) {
-                        e.slot = Slot::Durable;
-                    }
-                }
-                Some(Slot::Removing(g)) if added.is_none() && g == generation => {
-                    index.remove(k);
-                }
-                _ => {}
-            }
+    fn now_durable(&self, moves: &[Move], generation: u64) {
+        if !moves.is_empty() {
+            self.outbox.lock().expect("outbox index").durable(moves, generation);
         }
     }
 }

@@ -268,7 +268,7 @@ impl<E: Engine> Store for KvStore<E> {
     ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
         Box::pin(async move {
             let keys = self.outbox_keys(limit, Some(&due_end(now)), true, Some(filter));
-            Ok(keys.into_iter().filter_map(|(k, connector)| due_effect(&k, connector)).collect())
+            Ok(keys.into_iter().filter_map(|(due, connector)| due_effect(&due, connector)).collect())
         })
     }
 
@@ -336,9 +336,11 @@ impl<E: Engine> Store for KvStore<E> {
     }
 }
 
-/// The first outbox key after every effect due at `now` (keys lead with the due ms).
-fn due_end(now: DateTime<Utc>) -> Vec<u8> {
-    key(OUTBOX, &[&(u64::from_be_bytes(ms(now)).saturating_add(1)).to_be_bytes()])
+/// The first due key after every effect due at `now` (due keys lead with the due ms).
+fn due_end(now: DateTime<Utc>) -> outbox::Due {
+    let mut end = [0; 30];
+    end[..8].copy_from_slice(&u64::from_be_bytes(ms(now)).saturating_add(1).to_be_bytes());
+    end
 }
 
 impl<E: Engine> KvStore<E> {
