@@ -11,9 +11,11 @@
 //!
 //! Choices measured on the project's 2-core machine (README, "Performance"):
 //! - Two background workers. With one, a worker can block sending into the queue
-//!   only it reads (fjall-rs/fjall#323, open): a hang. With two, worker 0 re-queues
-//!   compaction work it leaves to worker 1, which costs CPU while a compaction runs,
-//!   but never hangs.
+//!   only it reads (fjall-rs/fjall#323, open): a hang. With two, worker 0 hands
+//!   compaction work back to the queue for worker 1; released fjall did so in a
+//!   busy loop while worker 1 compacted (a tenth of the daemon's CPU under sustained
+//!   intake), so we build fjall from `vendor/fjall` with a 1 ms wait there
+//!   (`vendor/README.md`).
 //! - 2 MiB memtables and a 64 MiB journal (fjall's least; its default is 512 MiB):
 //!   fjall's memory is mostly unflushed memtables, bounded only by the journal; at
 //!   1 M orders the smaller journal took the store bench's RSS from 154 to 126 MiB.
