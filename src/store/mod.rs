@@ -285,7 +285,13 @@ impl ConnectorFilter {
     /// `id` is asked for only when that is in question (a key-value store reads it
     /// from the outbox key).
     pub fn keeps_effect(&self, connector: &str, id: impl FnOnce() -> Option<EffectId>) -> bool {
-        self.keeps(connector) && (self.performing.is_empty() || id().is_none_or(|id| !self.performing.contains(&id)))
+        self.keeps(connector) && !self.is_performing(id)
+    }
+
+    /// Whether this process is performing the effect now (`id` is asked for only when
+    /// it performs any).
+    pub fn is_performing(&self, id: impl FnOnce() -> Option<EffectId>) -> bool {
+        !self.performing.is_empty() && id().is_some_and(|id| self.performing.contains(&id))
     }
 }
 

@@ -615,6 +615,8 @@ async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
             let mut k = vec![tags::ORDERS];
             k.extend_from_slice(a.order_id.as_bytes());
             b1.put(k, b"\x00\x00\x00\x05{not json".to_vec());
+            // And an outbox key that is no due key at all.
+            b1.put(vec![tags::OUTBOX, 0xab, 0xcd], b"{}".to_vec());
             store.engine().write(b1).unwrap();
             store.close().await.unwrap();
             (a.order_id, b.order_id)
@@ -626,10 +628,12 @@ async fn an_unreadable_row_is_quarantined_and_the_others_go_on() {
         assert_eq!(due.iter().map(|e| e.id.order_id).collect::<Vec<_>>(), vec![good_order], "{}", backend.name());
         assert!(matches!(store.order(bad_order).await, Err(StoreError::Quarantined(_))), "{}", backend.name());
         assert!(store.order(good_order).await.unwrap().is_some());
-        assert_eq!(store.counts().quarantined, 2, "{}", backend.name());
+        assert_eq!(store.counts().quarantined, 3, "{}", backend.name());
+        assert_eq!(store.counts().pending, due.len() as u64, "{}: the bad rows no longer count", backend.name());
         let q = store.quarantined().await.unwrap();
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.len(), 3);
         assert!(q.iter().any(|r| r.what.starts_with("order ")), "{q:?}");
+        assert!(q.iter().any(|r| r.what == "effect abcd" && r.error.contains("3 bytes")), "{q:?}");
         // Listing, timers and new orders go on.
         assert_eq!(store.list(None, None, 10).await.unwrap().len(), 1);
         orders.run_timers(&rules, far).await.unwrap();

@@ -280,16 +280,19 @@ impl<E: Engine> KvStore<E> {
         let quarantined = Self::count_unresolved(&engine)?;
         let mut outbox = outbox::OutboxIndex::default();
         let mut pending = 0;
+        // Keys of another shape than a due key: quarantined once the store is open.
+        let mut misshapen = Vec::new();
         for row in engine.range(&[OUTBOX], &[OUTBOX + 1]) {
             let (k, v) = row?;
-            let due = due_of(&k).ok_or_else(|| {
-                StoreError::Corrupt(format!("an outbox key of {} bytes (31 expected): {}", k.len(), hex::encode(&k)))
-            })?;
+            pending += 1;
+            let Some(due) = due_of(&k) else {
+                misshapen.push((k, v));
+                continue;
+            };
             // A row that cannot be read keeps an empty connector: the dispatcher reads
             // it like any other and quarantines it then.
             let connector = decode::<ConnectorOnly>(&v).map(|c| c.connector).unwrap_or_default();
             outbox.insert_durable(&connector, due);
-            pending += 1;
         }
         let customers = {
             let mut seen = Vec::new();
@@ -329,6 +332,10 @@ impl<E: Engine> KvStore<E> {
             quarantined: AtomicU64::new(quarantined),
             unmatched: AtomicU64::new(unmatched),
         };
+        for (k, v) in misshapen {
+            let error = format!("an outbox key of {} bytes, not 31", k.len());
+            store.quarantine(&k, &v, &format!("effect {}", hex::encode(&k[1..])), &error);
+        }
         Ok(Arc::new(store))
     }
 

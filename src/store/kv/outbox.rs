@@ -129,10 +129,7 @@ impl OutboxIndex {
                 range
                     .filter(|(due, slot)| {
                         (!durable_only || **slot == Slot::Durable)
-                            && filter.is_none_or(|f| {
-                                f.performing.is_empty()
-                                    || EffectId::from_key(&due[8..]).is_none_or(|id| !f.performing.contains(&id))
-                            })
+                            && filter.is_none_or(|f| !f.is_performing(|| EffectId::from_key(&due[8..])))
                     })
                     .take(limit)
                     .map(|(due, _)| (*due, connector.clone())),
