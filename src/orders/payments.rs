@@ -27,7 +27,9 @@ impl Orders {
     }
 
     /// `record_payment`; with `reporter`, the payment's order must involve it
-    /// (`engine::reporting`), else nothing is recorded.
+    /// (`engine::reporting`), else nothing is recorded. A step that lost a race (its
+    /// order moved on, or another daemon recorded the payment first) is taken again
+    /// from the start, as every step is.
     pub(super) async fn take_payment(
         &self,
         p: &PaymentReport,
@@ -36,6 +38,16 @@ impl Orders {
         now: DateTime<Utc>,
     ) -> Result<PaymentOutcome, OrderError> {
         let _g = self.payment_lock.lock().await;
+        self.retrying(|| self.take_payment_once(p, reporter, rules, now)).await
+    }
+
+    async fn take_payment_once(
+        &self,
+        p: &PaymentReport,
+        reporter: Option<Reporter<'_>>,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentOutcome, OrderError> {
         if let Some(mut previous) = self.store.payment(&p.source, &p.payment_id).await? {
             previous.duplicate = true;
             return Ok(previous);
