@@ -70,40 +70,43 @@ impl Orders {
             };
             (outcome, step)
         };
-        let (outcome, step) = match payments::target(p, by_invoice) {
+        let target = payments::target(p, by_invoice);
+        // Held until the step is committed: a step on the order taken meanwhile (an
+        // effect's outcome) would make this one a conflict.
+        let _order = match &target {
+            Ok(id) => Some(self.lock_order(*id).await),
+            Err(_) => None,
+        };
+        let (outcome, step) = match target {
             Err(reason) => unmatched(None, reason),
-            Ok(id) => {
-                let _o = self.lock_order(id).await;
-                match self.opened(id).await? {
-                    None => unmatched(Some(id), format!("order {id} does not exist")),
-                    Some(rec) => {
-                        if let Some(reporter) = reporter {
-                            let involvement = self.involvement(&rec, rules).await?;
-                            reporting::may_report(reporter, Reported::PaymentReceived, &involvement)?;
-                        }
-                        let state = rec.state.name();
-                        let history = History::default();
-                        let actor = Actor::Connector(p.source.clone());
-                        match crate::engine::decide(&case(&rec, &history), actor, payments::event(p), rules, now) {
-                            Err(e) => unmatched(Some(id), format!("order {id} ({state}): {e}")),
-                            Ok(decision) => {
-                                let loaded = Loaded::of(&rec);
-                                let mut step = step_for(rec, Some(loaded), decision.clone(), now);
-                                let after =
-                                    step.order.as_ref().expect("a decision writes its order").record.state.name();
-                                let outcome = payments::matched(id, after, &decision);
-                                step.payment = Some(PaymentWrite::Reported {
-                                    source: p.source.clone(),
-                                    payment_id: p.payment_id.clone(),
-                                    outcome: outcome.clone(),
-                                    unmatched: None,
-                                });
-                                (outcome, step)
-                            }
+            Ok(id) => match self.opened(id).await? {
+                None => unmatched(Some(id), format!("order {id} does not exist")),
+                Some(rec) => {
+                    if let Some(reporter) = reporter {
+                        let involvement = self.involvement(&rec, rules).await?;
+                        reporting::may_report(reporter, Reported::PaymentReceived, &involvement)?;
+                    }
+                    let state = rec.state.name();
+                    let history = History::default();
+                    let actor = Actor::Connector(p.source.clone());
+                    match crate::engine::decide(&case(&rec, &history), actor, payments::event(p), rules, now) {
+                        Err(e) => unmatched(Some(id), format!("order {id} ({state}): {e}")),
+                        Ok(decision) => {
+                            let loaded = Loaded::of(&rec);
+                            let mut step = step_for(rec, Some(loaded), decision.clone(), now);
+                            let after = step.order.as_ref().expect("a decision writes its order").record.state.name();
+                            let outcome = payments::matched(id, after, &decision);
+                            step.payment = Some(PaymentWrite::Reported {
+                                source: p.source.clone(),
+                                payment_id: p.payment_id.clone(),
+                                outcome: outcome.clone(),
+                                unmatched: None,
+                            });
+                            (outcome, step)
                         }
                     }
                 }
-            }
+            },
         };
         self.commit(vec![step]).await?;
         Ok(outcome)
