@@ -282,14 +282,12 @@ impl ConnectorFilter {
     }
 
     /// `keeps` for one effect: its connector is kept and it is not being performed.
-    /// `id` is asked for only when that is in question (a key-value store reads it
-    /// from the outbox key).
-    pub fn keeps_effect(&self, connector: &str, id: impl FnOnce() -> Option<EffectId>) -> bool {
-        self.keeps(connector) && !self.is_performing(id)
+    pub fn keeps_effect(&self, connector: &str, id: EffectId) -> bool {
+        self.keeps(connector) && !self.is_performing(|| Some(id))
     }
 
     /// Whether this process is performing the effect now (`id` is asked for only when
-    /// it performs any).
+    /// it performs any: the key-value store reads it from the outbox key).
     pub fn is_performing(&self, id: impl FnOnce() -> Option<EffectId>) -> bool {
         !self.performing.is_empty() && id().is_some_and(|id| self.performing.contains(&id))
     }
@@ -374,11 +372,7 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<DueEffect>, StoreError>> {
         Box::pin(async move {
             let due = self.due_effects(now, limit).await?;
-            Ok(due
-                .iter()
-                .filter(|e| filter.keeps_effect(e.connector.as_str(), || Some(e.id)))
-                .map(DueEffect::from)
-                .collect())
+            Ok(due.iter().filter(|e| filter.keeps_effect(e.connector.as_str(), e.id)).map(DueEffect::from).collect())
         })
     }
     /// The effect as stored now, if it is still pending with the same schedule

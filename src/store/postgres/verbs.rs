@@ -334,7 +334,7 @@ impl Store for PgStore {
                     let connector: Option<String> = r.get(4);
                     Some(DueEffect { id, connector: connector.unwrap_or_default().into(), next_at })
                 })
-                .filter(|e| filter.keeps_effect(&e.connector, || Some(e.id)))
+                .filter(|e| filter.keeps_effect(&e.connector, e.id))
                 .collect())
         })
     }
