@@ -40,6 +40,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "gauge",
         "Effects being performed now, by connector (at most its `[limits] concurrency`).",
     ),
+    (
+        "orderbridge_dispatcher_concurrency",
+        "gauge",
+        "Effects the dispatcher lets be in flight at once now: `dispatcher.concurrency`, or `busy_concurrency` while intake is under full load.",
+    ),
     ("orderbridge_commit_batch_size", "histogram", "Writes made durable by one group commit (flush + fsync)."),
     ("orderbridge_commit_duration_seconds", "histogram", "Duration of one group commit (flush + fsync)."),
     ("orderbridge_outbox_pending", "gauge", "Effects waiting in the outbox (due or backing off)."),

@@ -27,6 +27,7 @@ pub(crate) async fn receive(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
     let started = Instant::now();
+    let _taking_in = app.orders.taking_in();
     let result = receive_inner(&app, &connector, &uri, &headers, body).await;
     let status = match &result {
         Ok((s, _)) => *s,

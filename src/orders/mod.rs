@@ -169,6 +169,17 @@ pub struct Orders {
     shadow: Option<Shadow>,
     /// Encrypts personal data in each step and opens it for decisions (`crate::vault`).
     vault: Arc<crate::vault::Vault>,
+    /// Deliveries being taken in now (`taking_in`).
+    intake_load: std::sync::atomic::AtomicUsize,
+}
+
+/// One delivery being taken in, counted in `Orders::intake_load` until dropped.
+pub struct TakingIn<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for TakingIn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn stripe<T: Hash + ?Sized>(v: &T) -> usize {
@@ -200,7 +211,21 @@ impl Orders {
             shadow: None,
             vault: Arc::new(crate::vault::Vault::new(crate::vault::PrivacyKeys::default(), store.clone())),
             store,
+            intake_load: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a delivery (a webhook's, from its first byte to its answer) as being
+    /// taken in until the guard is dropped.
+    pub fn taking_in(&self) -> TakingIn<'_> {
+        self.intake_load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TakingIn(&self.intake_load)
+    }
+
+    /// Deliveries being taken in now. The dispatcher holds back while intake is under
+    /// full load (`dispatcher.busy_intake`): acknowledgements come first.
+    pub fn intake_load(&self) -> usize {
+        self.intake_load.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The same, deciding every step a second time under the shadow rules when a

@@ -60,6 +60,12 @@ pub(crate) struct RawDispatcher {
     /// How much lower the CPU priority of the dispatcher's and scheduler's threads is
     /// than the listeners' (a nice increment, 0–19).
     pub(crate) background_nice: i32,
+    /// Webhook deliveries being taken in at once from which intake is under full
+    /// load (0: never).
+    pub(crate) busy_intake: usize,
+    /// Effects in flight at once while intake is under full load (in place of
+    /// `concurrency`).
+    pub(crate) busy_concurrency: usize,
 }
 
 impl Default for RawDispatcher {
@@ -71,6 +77,8 @@ impl Default for RawDispatcher {
             backoff_max_ms: 10 * 60 * 1000,
             sweep_interval_ms: 1000,
             background_nice: 10,
+            busy_intake: 16,
+            busy_concurrency: 2,
         }
     }
 }
@@ -105,6 +113,10 @@ pub struct DispatcherSettings {
     pub sweep_interval: Duration,
     /// The nice increment of the background threads (`startup::Background`).
     pub background_nice: i32,
+    /// Under full intake load (this many webhook deliveries or more being taken in;
+    /// `None`: never), at most `busy_concurrency` effects are in flight.
+    pub busy_intake: Option<usize>,
+    pub busy_concurrency: usize,
     /// Queue sizes the dispatcher warns about (`[limits]`); `/metrics` shows them.
     pub(crate) queue_alerts: QueueAlerts,
 }
@@ -190,6 +202,12 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
     if !(0..=19).contains(&d.background_nice) {
         p.bad(&["dispatcher", "background_nice"], format!("must be 0 to 19, got {}", d.background_nice));
     }
+    if d.busy_concurrency == 0 || d.busy_concurrency > d.concurrency {
+        p.bad(
+            &["dispatcher", "busy_concurrency"],
+            format!("must be 1 to concurrency ({}), got {}", d.concurrency, d.busy_concurrency),
+        );
+    }
     if d.backoff_max_ms < d.backoff_initial_ms {
         p.bad(&["dispatcher", "backoff_max_ms"], "must be at least backoff_initial_ms".into());
     }
@@ -214,6 +232,8 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
         backoff_max: Duration::from_millis(d.backoff_max_ms),
         sweep_interval: Duration::from_millis(d.sweep_interval_ms),
         background_nice: d.background_nice,
+        busy_intake: (d.busy_intake > 0).then_some(d.busy_intake),
+        busy_concurrency: d.busy_concurrency,
         queue_alerts,
     }
 }

@@ -122,6 +122,23 @@ fn the_background_threads_run_ten_nice_steps_down_unless_told_and_stay_in_range(
 }
 
 #[test]
+fn the_dispatcher_holds_back_under_full_intake_load_unless_told_not_to() {
+    let d = parse("").unwrap().dispatcher;
+    assert_eq!((d.busy_intake, d.busy_concurrency, d.concurrency), (Some(16), 2, 16));
+    assert_eq!(parse("[dispatcher]\nbusy_intake = 0\n").unwrap().dispatcher.busy_intake, None, "0: never");
+    for (text, problem) in [
+        ("[dispatcher]\nbusy_concurrency = 0\n", "orderbridge.toml:2:20: must be 1 to concurrency (16), got 0"),
+        (
+            "[dispatcher]\nconcurrency = 4\nbusy_concurrency = 5\n",
+            "orderbridge.toml:3:20: must be 1 to concurrency (4), got 5",
+        ),
+    ] {
+        let problems: Vec<String> = parse(text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(problems, [problem], "{text}");
+    }
+}
+
+#[test]
 fn the_postgres_backend_needs_a_url_reference_and_never_echoes_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().join("url");

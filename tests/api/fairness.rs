@@ -1,7 +1,8 @@
 //! Fair outbound scheduling end to end: a slow system holds only its own slots (mail
 //! and other connectors go on), a 429 pauses its connector until Retry-After without
 //! using attempts, and a connector never has more calls in flight than its
-//! `[limits] concurrency`. The ERP is a small server here that can hold requests,
+//! `[limits] concurrency`, and under full intake load the dispatcher holds back to
+//! `dispatcher.busy_concurrency` until intake eases. The ERP is a small server here that can hold requests,
 //! count them and answer 429.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -296,5 +297,74 @@ async fn a_connector_never_has_more_calls_in_flight_than_its_concurrency() {
     ] {
         assert!(m.lines().any(|l| l == line), "{line} in {m}");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn under_full_intake_load_the_dispatcher_holds_back_and_goes_on_when_intake_eases() {
+    let sink = Sink::start().await;
+    sink.hold(true);
+    let erp = Receiver::start().await;
+    let smtp = SmtpServer::start(&[]);
+    // One delivery being taken in is "full load" here; then one effect at a time.
+    let app = app_with_sink(
+        &sink,
+        erp.clone(),
+        &smtp,
+        "concurrency = 3",
+        |s| {
+            s.dispatcher.concurrency = 3;
+            s.dispatcher.busy_intake = Some(1);
+            s.dispatcher.busy_concurrency = 1;
+        },
+        "",
+    )
+    .await;
+
+    // A delivery whose body is still arriving keeps intake busy for as long as it does.
+    let body = serde_json::to_vec(&deal("D-BUSY-SLOW", 1, "8000.00")).unwrap();
+    let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let mut head = format!(
+        "POST /webhooks/demo-crm HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        app.addr,
+        body.len()
+    );
+    for (k, v) in app.signed_headers(&id, app.state.clock.now().timestamp(), &body) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..body.len() / 2]).await.unwrap();
+
+    for i in 0..4 {
+        approved_order(&app, &format!("D-BUSY-{i}")).await;
+    }
+    smtp.wait_for(4).await;
+    wait_until("the ERP holds one call", || async { sink.in_flight() == 1 }).await;
+    wait_until("the other three wait in the outbox", || async {
+        let waiting = outbox_of(&app, "demo-erp").await;
+        waiting.len() == 4 && waiting.iter().all(|e| e["attempts"] == 0)
+    })
+    .await;
+    let m = app.metrics().await;
+    assert_eq!(gauge(&m, "orderbridge_dispatcher_concurrency"), Some(1.0), "{m}");
+    assert_eq!((sink.in_flight(), sink.most_in_flight()), (1, 1), "three free slots, one used under load");
+
+    // The slow delivery completes: intake eases and the full three slots are back.
+    slow.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = slow.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    wait_until("the ERP holds three calls", || async { sink.in_flight() == 3 }).await;
+    let m = app.metrics().await;
+    assert_eq!(gauge(&m, "orderbridge_dispatcher_concurrency"), Some(3.0), "{m}");
+
+    sink.hold(false);
+    app.drain_outbox().await;
+    assert_eq!(sink.answered().len(), 5, "every order pushed once: {:?}", sink.answered());
+    assert_eq!(sink.most_in_flight(), 3);
     app.stop().await;
 }

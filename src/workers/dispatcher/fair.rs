@@ -211,6 +211,13 @@ impl Scheduler {
         self.gates.get_mut(connector).expect("inserted above")
     }
 
+    /// Changes the shared cap (the dispatcher holds back under full intake load).
+    /// Effects already in flight above a lowered cap go on; no new one starts until
+    /// they are fewer than it.
+    pub(crate) fn set_cap(&mut self, cap: usize) {
+        self.global_cap = cap;
+    }
+
     /// Total slots: the shared cap plus every connector's own slots (the dispatcher
     /// sizes its reads by it).
     pub(crate) fn capacity(&self) -> usize {

@@ -206,7 +206,12 @@ impl Dispatcher {
         let mono = Instant::now();
         self.end_pauses(now);
         self.watch_queues();
-        let mut round: Round = self.scheduler.lock().expect("lock").round(now, mono);
+        let cap = self.shared_cap();
+        let mut round: Round = {
+            let mut scheduler = self.scheduler.lock().expect("lock");
+            scheduler.set_cap(cap);
+            scheduler.round(now, mono)
+        };
         let mut started = 0;
         for _ in 0..PAGES_PER_ROUND {
             let mut filter = round.filter();
@@ -294,6 +299,18 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Effects in flight at once across connectors without slots of their own:
+    /// `dispatcher.concurrency`, or `busy_concurrency` while intake is under full load
+    /// (acknowledgements come first; the outbox holds the rest durably). Read at each
+    /// round, so the full cap is back at the first round after intake eases.
+    fn shared_cap(&self) -> usize {
+        let s = &self.settings;
+        let busy = s.busy_intake.is_some_and(|from| self.orders.intake_load() >= from);
+        let cap = if busy { s.busy_concurrency } else { s.concurrency };
+        self.metrics.set("orderbridge_dispatcher_concurrency", &[], cap as f64);
+        cap
     }
 
     /// Gives a connector's slot back.
