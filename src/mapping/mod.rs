@@ -130,7 +130,7 @@ pub struct MappingProblem {
 #[derive(Debug, Clone)]
 struct FieldRule {
     target: String,
-    path: Option<JsonPath>,
+    path: Option<Selector>,
     path_text: Option<String>,
     transform: Vec<TextStep>,
     lookup: Option<BTreeMap<String, String>>,
@@ -140,12 +140,83 @@ struct FieldRule {
     first: bool,
 }
 
+/// A rule's compiled `path`: the JSONPath, and for a plain chain of member names and
+/// array indexes (`$.deal.customer.id`, `$.lines[0].sku`: nearly every rule) the same
+/// steps taken directly, without the node list a query builds. Both select the same:
+/// a name only in an object, an index only in an array, at most one value.
+#[derive(Debug, Clone)]
+struct Selector {
+    query: JsonPath,
+    plain: Option<Vec<Plain>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Plain {
+    Name(String),
+    Index(usize),
+}
+
+impl Selector {
+    fn parse(text: &str) -> Result<Selector, serde_json_path::ParseError> {
+        Ok(Selector { query: JsonPath::parse(text)?, plain: plain_steps(text) })
+    }
+
+    /// How many values the path selects in `payload`, and the first.
+    fn select<'v>(&self, payload: &'v Value) -> (usize, Option<&'v Value>) {
+        match &self.plain {
+            Some(steps) => {
+                let found = steps.iter().try_fold(payload, |v, step| match step {
+                    Plain::Name(n) => v.as_object()?.get(n),
+                    Plain::Index(i) => v.as_array()?.get(*i),
+                });
+                (usize::from(found.is_some()), found)
+            }
+            None => {
+                let nodes = self.query.query(payload);
+                (nodes.len(), nodes.first())
+            }
+        }
+    }
+}
+
+/// The steps of `$.name`, `$.name[0].name`… (names of ASCII letters, digits and `_`,
+/// not starting with a digit; indexes of decimal digits without a leading zero), or
+/// `None` for any other JSONPath.
+fn plain_steps(text: &str) -> Option<Vec<Plain>> {
+    let mut rest = text.strip_prefix('$')?;
+    let mut steps = Vec::new();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(r.len());
+            let name = &r[..end];
+            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+                return None;
+            }
+            steps.push(Plain::Name(name.to_owned()));
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let (digits, after) = r.split_once(']')?;
+            let plain_number = !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            if !plain_number {
+                return None;
+            }
+            steps.push(Plain::Index(digits.parse().ok()?));
+            rest = after;
+        } else {
+            return None;
+        }
+    }
+    Some(steps)
+}
+
 /// A validated mapping, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Mapping {
     pub(crate) id: String,
     pub(crate) version: String,
-    accept: Option<(JsonPath, String, Vec<String>)>,
+    accept: Option<(Selector, String, Vec<String>)>,
     external_id: FieldRule,
     record_version: Option<FieldRule>,
     fields: Vec<FieldRule>,
@@ -187,7 +258,7 @@ impl MappingFile {
         let accept = self.accept.and_then(|a| {
             let span = a.span();
             let a = a.into_inner();
-            match JsonPath::parse(&a.path) {
+            match Selector::parse(&a.path) {
                 Ok(p) => Some((p, a.path, a.one_of)),
                 Err(e) => {
                     problems
@@ -212,7 +283,7 @@ fn field_rule(target: &str, f: toml::Spanned<FieldFile>, problems: &mut Vec<Mapp
     let f = f.into_inner();
     let mut bad = |m: String| problems.push(MappingProblem { span: span.clone(), message: m });
     let path = match &f.path {
-        Some(p) => match JsonPath::parse(p) {
+        Some(p) => match Selector::parse(p) {
             Ok(jp) => Some(jp),
             Err(e) => {
                 bad(format!("field `{target}`: `{p}` is not a JSONPath: {e}"));
@@ -279,7 +350,7 @@ impl Mapping {
     /// field and value when a value is missing, malformed or outside its domain.
     pub fn apply_exact(&self, payload: &Value, numbers: &Numbers) -> Result<Result<Mapped, Skipped>, MappingError> {
         if let Some((path, text, allowed)) = &self.accept {
-            let got = path.query(payload).first().and_then(Value::as_str).map(str::to_owned);
+            let got = path.select(payload).1.and_then(Value::as_str).map(str::to_owned);
             if !got.as_ref().is_some_and(|g| allowed.contains(g)) {
                 return Ok(Err(Skipped {
                     reason: format!(
@@ -342,9 +413,7 @@ impl Mapping {
                     ("is required by the canonical order but the payload has no value for it".to_owned(), None)
                 }
                 (Some(_), None) => ("is required by the canonical order but no mapping rule sets it".to_owned(), None),
-                (None, r) => {
-                    (reason, r.and_then(|r| r.path.as_ref()).and_then(|p| p.query(payload).first().map(brief)))
-                }
+                (None, r) => (reason, r.and_then(|r| r.path.as_ref()).and_then(|p| p.select(payload).1.map(brief))),
             };
             MappingError {
                 mapping: self.id.clone(),
@@ -364,15 +433,14 @@ impl Mapping {
         let selected = match &rule.path {
             None => None,
             Some(p) => {
-                let nodes = p.query(payload);
-                let n = nodes.len();
+                let (n, first) = p.select(payload);
                 if n > 1 && !rule.first {
                     return Err(self.err(
                         rule,
                         format!("selects {n} values, expected one (set `first = true` to take the first)"),
                     ));
                 }
-                nodes.first()
+                first
             }
         };
         let Some(raw) = selected.filter(|v| !v.is_null()) else {
@@ -382,7 +450,7 @@ impl Mapping {
         // stands is asked only then: a located query allocates a path per node.
         let mut written = match (raw, &rule.path) {
             (Value::Number(n), Some(p)) if !(n.is_u64() || n.is_i64()) && numbers.is_exact() => {
-                p.query_located(payload).first().and_then(|l| numbers.text(l.location())).map(str::to_owned)
+                p.query.query_located(payload).first().and_then(|l| numbers.text(l.location())).map(str::to_owned)
             }
             _ => None,
         };
@@ -600,6 +668,47 @@ mod tests {
 
     pub(crate) const DEMO: &str = include_str!("../../mappings/demo-crm.toml");
     const SAMPLE: &str = include_str!("../../tests/fixtures/demo-crm-deal.json");
+
+    #[test]
+    fn a_plain_path_selects_what_its_jsonpath_selects() {
+        let docs = [
+            serde_json::json!({"deal": {"id": "D-1", "lines": [{"sku": "A"}, {"sku": null}], "n": 0, "0": "zero"}}),
+            serde_json::json!({"deal": [{"id": 1}], "lines": {"0": "key, not index"}}),
+            serde_json::json!({"deal": null}),
+            serde_json::json!([{"deal": {"id": "in a list"}}]),
+            serde_json::json!("text"),
+        ];
+        let plain = [
+            "$",
+            "$.deal",
+            "$.deal.id",
+            "$.deal.lines[0].sku",
+            "$.deal.lines[1].sku",
+            "$.deal.lines[2].sku",
+            "$.deal.lines[10]",
+            "$.deal[0].id",
+            "$.deal.n",
+            "$.lines[0]",
+            "$[0].deal.id",
+            "$.deal.missing.deeper",
+            "$._x9",
+        ];
+        for path in plain {
+            let sel = Selector::parse(path).unwrap();
+            assert!(sel.plain.is_some(), "{path} is plain");
+            for doc in &docs {
+                let nodes = sel.query.query(doc);
+                assert_eq!(sel.select(doc), (nodes.len(), nodes.first()), "{path} in {doc}");
+            }
+        }
+        for path in ["$..id", "$.deal[*]", "$['deal']", "$.deal[-1]", "$.deal[0:1]", "$.a[?@.b]"] {
+            let sel = Selector::parse(path).unwrap();
+            assert!(sel.plain.is_none(), "{path} is a query");
+        }
+        // A query still answers through JSONPath: several values, counted.
+        let sel = Selector::parse("$..sku").unwrap();
+        assert_eq!(sel.select(&docs[0]).0, 2);
+    }
 
     fn demo() -> Mapping {
         toml::from_str::<MappingFile>(DEMO).unwrap().validate("demo-crm").unwrap()
