@@ -121,8 +121,17 @@ struct Hashed<'a> {
 }
 
 impl EventRecord {
+    /// SHA-256 of the previous hash and the event's JSON (`Hashed`), in hex. The JSON
+    /// is written into the hash as it is made, never held whole.
     pub(crate) fn compute_hash(&self) -> String {
-        let body = serde_json::to_vec(&Hashed {
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        serde_json::to_writer(&mut h, &self.hashed()).expect("event serialises");
+        hex::encode(h.finalize())
+    }
+
+    fn hashed(&self) -> Hashed<'_> {
+        Hashed {
             order_id: &self.order_id,
             seq: self.seq,
             at: &self.at,
@@ -131,12 +140,7 @@ impl EventRecord {
             event: &self.event,
             state: &self.state,
             config_version: self.config_version.as_ref(),
-        })
-        .expect("event serialises");
-        let mut h = Sha256::new();
-        h.update(self.prev_hash.as_bytes());
-        h.update(&body);
-        hex::encode(h.finalize())
+        }
     }
 
     /// Builds the next link of a chain.
@@ -452,6 +456,10 @@ mod tests {
             OrderState::Closed,
         );
         assert_eq!(e.compute_hash(), e.hash);
+        // What verifiers recompute: SHA-256 over the previous hash, then the JSON.
+        let mut whole = e.prev_hash.as_bytes().to_vec();
+        whole.extend(serde_json::to_vec(&e.hashed()).unwrap());
+        assert_eq!(e.hash, hex::encode(Sha256::digest(&whole)));
         let mut t = e.clone();
         t.actor = Actor::Person("mallory".into());
         assert_ne!(t.compute_hash(), e.hash);
