@@ -64,8 +64,8 @@ pub(crate) struct RawDispatcher {
     /// load (0: never).
     pub(crate) busy_intake: usize,
     /// Effects in flight at once while intake is under full load (in place of
-    /// `concurrency`).
-    pub(crate) busy_concurrency: usize,
+    /// `concurrency`; unset: 2, or `concurrency` when that is less).
+    pub(crate) busy_concurrency: Option<usize>,
 }
 
 impl Default for RawDispatcher {
@@ -78,7 +78,7 @@ impl Default for RawDispatcher {
             sweep_interval_ms: 1000,
             background_nice: 10,
             busy_intake: 16,
-            busy_concurrency: 2,
+            busy_concurrency: None,
         }
     }
 }
@@ -191,6 +191,10 @@ fn max_amount(raw: &RawIntake, p: &mut Problems<'_>) -> BTreeMap<crate::domain::
     max_amount
 }
 
+/// Effects in flight under full intake load when `busy_concurrency` is not set (or
+/// `concurrency`, when that is less).
+const BUSY_CONCURRENCY: usize = 2;
+
 /// Retry and sweep settings, with the queue sizes that `[limits]` warns at.
 pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems<'_>) -> DispatcherSettings {
     if d.concurrency == 0 || d.max_attempts == 0 || d.backoff_initial_ms == 0 || d.sweep_interval_ms == 0 {
@@ -202,10 +206,11 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
     if !(0..=19).contains(&d.background_nice) {
         p.bad(&["dispatcher", "background_nice"], format!("must be 0 to 19, got {}", d.background_nice));
     }
-    if d.busy_concurrency == 0 || d.busy_concurrency > d.concurrency {
+    let busy_concurrency = d.busy_concurrency.unwrap_or(BUSY_CONCURRENCY.min(d.concurrency));
+    if busy_concurrency == 0 || busy_concurrency > d.concurrency {
         p.bad(
             &["dispatcher", "busy_concurrency"],
-            format!("must be 1 to concurrency ({}), got {}", d.concurrency, d.busy_concurrency),
+            format!("must be 1 to concurrency ({}), got {busy_concurrency}", d.concurrency),
         );
     }
     if d.backoff_max_ms < d.backoff_initial_ms {
@@ -233,7 +238,7 @@ pub(super) fn dispatcher(d: &RawDispatcher, limits: &RawLimits, p: &mut Problems
         sweep_interval: Duration::from_millis(d.sweep_interval_ms),
         background_nice: d.background_nice,
         busy_intake: (d.busy_intake > 0).then_some(d.busy_intake),
-        busy_concurrency: d.busy_concurrency,
+        busy_concurrency,
         queue_alerts,
     }
 }

@@ -126,6 +126,8 @@ fn the_dispatcher_holds_back_under_full_intake_load_unless_told_not_to() {
     let d = parse("").unwrap().dispatcher;
     assert_eq!((d.busy_intake, d.busy_concurrency, d.concurrency), (Some(16), 2, 16));
     assert_eq!(parse("[dispatcher]\nbusy_intake = 0\n").unwrap().dispatcher.busy_intake, None, "0: never");
+    let one = parse("[dispatcher]\nconcurrency = 1\n").unwrap().dispatcher;
+    assert_eq!(one.busy_concurrency, 1, "unset, it is never more than concurrency");
     for (text, problem) in [
         ("[dispatcher]\nbusy_concurrency = 0\n", "orderbridge.toml:2:20: must be 1 to concurrency (16), got 0"),
         (

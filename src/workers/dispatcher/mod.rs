@@ -308,7 +308,7 @@ impl Dispatcher {
     fn shared_cap(&self) -> usize {
         let s = &self.settings;
         let busy = s.busy_intake.is_some_and(|from| self.orders.intake_load() >= from);
-        let cap = if busy { s.busy_concurrency } else { s.concurrency };
+        let cap = if busy { s.busy_concurrency.min(s.concurrency) } else { s.concurrency };
         self.metrics.set("orderbridge_dispatcher_concurrency", &[], cap as f64);
         cap
     }
