@@ -337,6 +337,7 @@ async fn under_full_intake_load_the_dispatcher_holds_back_and_goes_on_when_intak
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     slow.write_all(head.as_bytes()).await.unwrap();
     slow.write_all(&body[..body.len() / 2]).await.unwrap();
+    wait_until("the slow delivery is being taken in", || async { app.state.orders.intake_load() == 1 }).await;
 
     for i in 0..4 {
         approved_order(&app, &format!("D-BUSY-{i}")).await;
