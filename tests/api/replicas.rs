@@ -164,9 +164,11 @@ async fn three_daemons_on_one_database_push_each_effect_once() {
     let accepted = erp.accepted_per_key();
     assert_eq!(accepted.len(), expected.len(), "one key per approved order, no phantom effects");
     // A repeat is only ever an effect the killed daemon had in flight: at most its
-    // dispatcher's concurrency per kill, each at most twice.
+    // dispatcher's concurrency per kill, each once more per kill. One in flight at the
+    // first kill, taken again when its claim lapsed and in flight again at the second
+    // is pushed three times (seen once in CI); never more than once per kill and once.
     let repeated: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.iter().all(|(_, n)| **n == 2), "an effect pushed more than twice: {repeated:?}");
+    assert!(repeated.iter().all(|(_, n)| **n <= 3), "an effect pushed more than once per kill and once: {repeated:?}");
     assert!(repeated.len() <= 2 * 16, "more repeats than effects in flight at the kills: {repeated:?}");
     eprintln!(
         "three daemons: {} orders acknowledged, {} pushes ({} after the first phase), {} repeated after a kill",
