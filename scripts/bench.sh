@@ -49,4 +49,4 @@ done
 $BIN bench --url "http://127.0.0.1:$PORT" --orders "$ORDERS" --concurrency "$CONCURRENCY" \
   --pid "$DAEMON" --sink "$SINK"
 echo "store size on disk: $(du -sh "$WORK/data" | cut -f1)"
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^orderbridge_commit_(batch_size|duration_seconds)_(sum|count)'
+curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^orderbridge_(commit_(batch_size|duration_seconds)_(sum|count)|outbox_pending|outbox_lag_seconds) '
