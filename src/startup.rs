@@ -164,7 +164,7 @@ impl Application {
         let archive = Arc::new(
             crate::archive::Archive::new(orders.clone(), settings.archive.clone()).with_metrics(metrics.clone()),
         );
-        let state = AppState {
+        let state = AppState::new(crate::http::App {
             archive,
             templates: page_templates,
             paused: dispatcher.paused.clone(),
@@ -183,7 +183,7 @@ impl Application {
             oidc,
             public_url: public_url.into(),
             reports: digests.reports.clone(),
-        };
+        });
         Ok(Application { listener, admin_listener, state, dispatcher, digests, pollers })
     }
 
