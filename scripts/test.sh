@@ -55,6 +55,12 @@ if impure=$(grep -rnE '\b(std::fs|tokio|reqwest|sled|axum|lettre)\b' $pure_dirs)
   echo "domain, engine, mapping and analytics are pure: read files, talk to the network or the store outside them (invariant 6)" >&2
   exit 1
 fi
+echo "== the store keeps persistence verbs only: no rules and no decisions under src/store"
+if deciding=$(grep -rnE 'engine::(decide|rules)\b|\bRules\b|\bdecide(_new)?\(' src/store); then
+  echo "$deciding" >&2
+  echo "src/store decides nothing: deciding belongs to the engine, called from the application layer (src/orders)" >&2
+  exit 1
+fi
 echo "== structure: no import cycles between modules, no file under src/ over 800 lines"
 # Functions over 80 lines are refused by clippy above (clippy.toml, [lints] in Cargo.toml).
 TOOLS="$PWD/target/tools"
