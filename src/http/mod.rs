@@ -54,6 +54,7 @@ use crate::store::Store;
 pub struct AppState(Arc<App>);
 
 impl AppState {
+    /// The shared state, built once at startup (`crate::startup`).
     pub fn new(app: App) -> AppState {
         AppState(Arc::new(app))
     }
