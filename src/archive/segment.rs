@@ -48,7 +48,7 @@ pub(crate) struct Written {
 
 /// A new segment's name in the directory of `month` (`YYYY-MM`).
 pub(crate) fn new_name(month: &str, now: DateTime<Utc>) -> String {
-    let id = uuid::Uuid::now_v7().simple().to_string();
+    let id = crate::domain::ids::uuid_v7_now().simple().to_string();
     format!("{month}/seg-{}-{}.{EXT}", now.format("%Y%m%dT%H%M%S"), &id[id.len() - 8..])
 }
 

@@ -40,7 +40,7 @@ pub(super) fn mapping_test(dir: &Path, mapping: &str, input: &Path) -> anyhow::R
             return Ok(crate::check::EX_CONFIG);
         }
     };
-    match m.apply_exact(&payload, &std::sync::Arc::new(crate::mapping::NumberTexts::scan(&bytes)).root()) {
+    match m.apply_exact(&payload, &std::sync::Arc::new(crate::mapping::NumberTexts::of(&bytes, &payload)).root()) {
         Ok(Ok(mapped)) => {
             let out = serde_json::json!({
                 "external_id": mapped.external_id.as_str(),

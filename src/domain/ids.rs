@@ -22,16 +22,48 @@ pub enum IdError {
 #[serde(try_from = "String", into = "String")]
 pub struct OrderId(Uuid);
 
+/// A UUIDv7 for `ms` (milliseconds since 1970): the time in its first 48 bits, 74
+/// random bits from the operating system in the rest.
+pub(crate) fn uuid_v7_at(ms: u64) -> Uuid {
+    uuid::Builder::from_unix_timestamp_millis(ms, &random_bytes()).into_uuid()
+}
+
+/// A UUIDv7 for now (request ids, file names).
+pub(crate) fn uuid_v7_now() -> Uuid {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    uuid_v7_at(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// Ten bytes from the operating system's random source, drawn a few thousand at a
+/// time per thread: one `getrandom` call per id (two per webhook: the request's and
+/// the order's) showed in intake profiles. Bytes handed out are wiped from the pool.
+fn random_bytes() -> [u8; 10] {
+    use ring::rand::SecureRandom as _;
+    const POOL: usize = 4000;
+    thread_local!(static RANDOM: std::cell::RefCell<(Box<[u8; POOL]>, usize)> =
+        std::cell::RefCell::new((Box::new([0; POOL]), POOL)));
+    RANDOM.with_borrow_mut(|(pool, used)| {
+        if *used + 10 > POOL {
+            ring::rand::SystemRandom::new().fill(&mut pool[..]).expect("the operating system gives random bytes");
+            *used = 0;
+        }
+        let taken = &mut pool[*used..*used + 10];
+        let out: [u8; 10] = (*taken).try_into().expect("ten bytes");
+        taken.fill(0);
+        *used += 10;
+        out
+    })
+}
+
 impl OrderId {
     pub fn new_v7() -> Self {
-        OrderId(Uuid::now_v7())
+        OrderId(uuid_v7_now())
     }
 
     /// A new id for an order created at `at` (the daemon's clock, which tests control):
     /// its first 48 bits are `at` in ms, the rest random.
     pub(crate) fn at(at: chrono::DateTime<chrono::Utc>) -> Self {
-        let secs = u64::try_from(at.timestamp()).unwrap_or(0);
-        OrderId(Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, at.timestamp_subsec_nanos())))
+        OrderId(uuid_v7_at(u64::try_from(at.timestamp_millis()).unwrap_or(0)))
     }
 
     /// An id below every order created at `at` or later (and above those created
@@ -176,6 +208,24 @@ impl fmt::Display for ExternalRef {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn new_ids_are_v7_carry_their_time_and_never_repeat_across_pool_refills() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T08:00:00.123Z").unwrap().to_utc();
+        // 1 000 ids take the pool (400 ids) through two refills.
+        let ids: std::collections::HashSet<OrderId> = (0..1000).map(|_| OrderId::at(at)).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.0.get_version_num(), 7);
+            assert_eq!(id.created_ms(), at.timestamp_millis());
+        }
+        // The random part is not a constant: some byte of it differs between two ids.
+        let [a, b] = [OrderId::at(at), OrderId::at(at)].map(|i| i.0.as_bytes()[6..].to_vec());
+        assert_ne!(a, b);
+        let now = uuid_v7_now();
+        assert_eq!(now.get_version_num(), 7);
+        assert!(OrderId(now).created_ms() >= at.timestamp_millis());
+    }
 
     #[test]
     fn connector_ids() {

@@ -64,7 +64,7 @@ tokio::task_local! {
 
 /// The current request's id, or a fresh one outside a request.
 pub(crate) fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| uuid::Uuid::now_v7().simple().to_string())
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| crate::domain::ids::uuid_v7_now().simple().to_string())
 }
 
 impl From<crate::store::StoreError> for ApiError {

@@ -286,10 +286,15 @@ async fn guard(State(gate): State<Gate>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-    // Signed links carry their token in the path: the span gets the route's shape.
-    let path = loggable_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str), req.uri().path());
-    let span = tracing::info_span!("http", method = %req.method(), path = %path, request_id = %request_id);
+        .unwrap_or_else(|| crate::domain::ids::uuid_v7_now().simple().to_string());
+    // Signed links carry their token in the path: the span gets the route's shape
+    // (worked out only when the span is recorded: not with `log.level = "warn"`).
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %loggable_path(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str), req.uri().path()),
+        request_id = %request_id
+    );
     let slot_by = deadline.min(tokio::time::Instant::now() + app.settings.queue_timeout);
     let _permit = match tokio::time::timeout_at(slot_by, gate.slots.clone().acquire_owned()).await {
         Ok(Ok(p)) => p,

@@ -96,7 +96,7 @@ async fn receive_inner(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not JSON: {e}")))?;
 
     // Amounts sent as JSON numbers are read as written, never through an f64.
-    let numbers = std::sync::Arc::new(crate::mapping::NumberTexts::scan(&bytes)).root();
+    let numbers = std::sync::Arc::new(crate::mapping::NumberTexts::of(&bytes, &payload)).root();
     let mapped = match mapping.apply_exact(&payload, &numbers) {
         Err(e) => {
             return Err(

@@ -222,7 +222,7 @@ impl Mailer {
             .from(self.from.clone())
             .to(Mailbox::new(None, address))
             .subject(subject)
-            .message_id(Some(format!("<{}@{}>", uuid::Uuid::now_v7().simple(), self.domain)))
+            .message_id(Some(format!("<{}@{}>", crate::domain::ids::uuid_v7_now().simple(), self.domain)))
             .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("Auto-Submitted"), "auto-generated".into()));
         if let Some(r) = &self.reply_to {
             b = b.reply_to(r.clone());

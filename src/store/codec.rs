@@ -30,11 +30,21 @@ const DICTIONARY_1: &[u8] = include_bytes!("rows.dict");
 static PREPARED_1: std::sync::OnceLock<super::lz4::Prepared> = std::sync::OnceLock::new();
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let json = serde_json::to_vec(v).expect("records serialise");
-    let mut out = Vec::with_capacity(json.len() / 2 + 16);
-    out.push(LZ4_DICTIONARY_1);
-    super::lz4::prepared(&PREPARED_1, DICTIONARY_1).compress_prepend_size(&json, &mut out);
-    out
+    // The JSON is written into a buffer each thread keeps (a fresh one grew through
+    // four reallocations per row), then compressed into the row.
+    thread_local!(static JSON: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096)));
+    JSON.with_borrow_mut(|json| {
+        json.clear();
+        serde_json::to_writer(&mut *json, v).expect("records serialise");
+        let mut out = Vec::with_capacity(json.len() / 2 + 16);
+        out.push(LZ4_DICTIONARY_1);
+        super::lz4::prepared(&PREPARED_1, DICTIONARY_1).compress_prepend_size(json, &mut out);
+        // A rare large row (a long history) gives its memory back.
+        if json.capacity() > 64 * 1024 {
+            *json = Vec::with_capacity(4096);
+        }
+        out
+    })
 }
 
 /// # Errors

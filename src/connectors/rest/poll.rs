@@ -78,7 +78,7 @@ impl RestPoll {
     /// The page's records, each with where its numbers sit in the page's `text` (so
     /// its amounts are read as the page wrote them, see mapping::numbers).
     fn records(&self, page: &Value, text: &str) -> (Vec<Value>, Vec<crate::mapping::Numbers>) {
-        let texts = std::sync::Arc::new(crate::mapping::NumberTexts::scan(text.as_bytes()));
+        let texts = std::sync::Arc::new(crate::mapping::NumberTexts::of(text.as_bytes(), page));
         let located: Vec<_> = self.plan.records.query_located(page).into_iter().collect();
         match located.as_slice() {
             [one] => match one.node() {
