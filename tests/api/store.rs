@@ -409,6 +409,19 @@ async fn indexes_find_orders_by_external_id_state_customer_and_due_time() {
         let orders = Orders::new(store.clone());
         orders.ingest(inbound("IX-5", 1, "500.00", "C-NEW"), &rules, now).await.unwrap();
         assert_eq!(store.customer_orders("C-NEW", None).await.unwrap().len(), 1, "{}", subject.name());
+        // External ids too (kept in memory the same way): taken before the reopen or
+        // after it, found; a redelivery of either is the same order, not a new one.
+        let ix5 = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "IX-5".parse().unwrap() };
+        assert_eq!(store.find_external(&ext).await.unwrap(), Some(big.order_id), "{}", subject.name());
+        assert!(store.find_external(&ix5).await.unwrap().is_some(), "{}", subject.name());
+        let unknown = ExternalRef { connector: "demo-crm".parse().unwrap(), id: "IX-404".parse().unwrap() };
+        assert_eq!(store.find_external(&unknown).await.unwrap(), None, "{}", subject.name());
+        for (id, version, customer) in [("IX-2", 2, "C-IZ"), ("IX-5", 1, "C-NEW")] {
+            let again = orders.ingest(inbound(id, version, "500.00", customer), &rules, now).await.unwrap();
+            assert!(again.duplicate, "{}: {id} delivered again", subject.name());
+        }
+        let counted = store.in_states(orderbridge::engine::STATE_NAMES).await.unwrap();
+        assert_eq!(counted.iter().map(|c| c.orders).sum::<u64>(), 5, "{}: {counted:?}", subject.name());
     }
 }
 

@@ -65,6 +65,8 @@ impl<E: Engine> KvStore<E> {
                         source.connector, source.id
                     )));
                 }
+                // Held by the filter before the batch can be committed (`held`).
+                self.externals.insert(&ext);
                 b.put(ext, id.as_bytes().to_vec());
                 b.put(ek, encode(&entry));
             }

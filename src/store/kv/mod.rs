@@ -24,7 +24,7 @@
 
 mod archive;
 mod copy;
-mod customers;
+mod held;
 mod outbox;
 mod quarantine;
 mod step;
@@ -232,8 +232,10 @@ pub struct KvStore<E: Engine> {
     /// Built at open, changed under the write lock in commit order and again once
     /// each commit is durable.
     outbox: std::sync::Mutex<outbox::OutboxIndex>,
-    /// Which customers the customer index holds rows for (`customers`).
-    customers: customers::Customers,
+    /// Which customers the customer index holds rows for (`held`).
+    customers: held::Held,
+    /// Which keys the external-id index holds (`held`).
+    externals: held::Held,
     /// Rows of batches handed to the committer and not yet written, with the batch's
     /// generation: precondition checks see them (readers do not).
     pending_writes: std::sync::Mutex<HashMap<bytes::Bytes, PendingRow>>,
@@ -294,16 +296,8 @@ impl<E: Engine> KvStore<E> {
             let connector = decode::<ConnectorOnly>(&v).map(|c| c.connector).unwrap_or_default();
             outbox.insert_durable(&connector, due);
         }
-        let customers = {
-            let mut seen = Vec::new();
-            for row in engine.range(&[CUSTOMERS], &[CUSTOMERS + 1]) {
-                let (k, _) = row?;
-                seen.extend(customers::of_key(&k).map(customers::hash));
-            }
-            let filter = customers::Customers::sized_for(seen.len());
-            seen.into_iter().for_each(|h| filter.insert_hash(h));
-            filter
-        };
+        let customers = held::Held::built(&*engine, CUSTOMERS, |k| held::customer_of_key(k).map(held::hash))?;
+        let externals = held::Held::built(&*engine, EXTERNAL, |k| Some(held::hash(k)))?;
         let sync_engine = engine.clone();
         let committer = Committer::start(
             Arc::new(move |batch| {
@@ -325,6 +319,7 @@ impl<E: Engine> KvStore<E> {
             write_lock: std::sync::Mutex::new(()),
             outbox: std::sync::Mutex::new(outbox),
             customers,
+            externals,
             pending_writes: std::sync::Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             pending: AtomicU64::new(pending),

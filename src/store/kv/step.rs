@@ -82,9 +82,11 @@ impl<E: Engine> KvStore<E> {
         match (&w.loaded, stored_seq) {
             (None, None) => {
                 let ext = pair(EXTERNAL, rec.source.connector.as_str(), rec.source.id.as_str().as_bytes());
-                if self.exists(&ext)? {
+                if self.externals.may_hold(&ext) && self.exists(&ext)? {
                     return conflict(format!("{}/{} is already an order", rec.source.connector, rec.source.id));
                 }
+                // Held by the filter before the batch can be committed (`held`).
+                self.externals.insert(&ext);
                 b.put(ext, rec.id.as_bytes().to_vec());
             }
             (Some(l), Some(s)) if l.last_seq == s => {}

@@ -76,6 +76,9 @@ impl<E: Engine> Store for KvStore<E> {
     fn find_external<'a>(&'a self, source: &'a ExternalRef) -> BoxFuture<'a, Result<Option<OrderId>, StoreError>> {
         Box::pin(async move {
             let k = pair(EXTERNAL, source.connector.as_str(), source.id.as_str().as_bytes());
+            if !self.externals.may_hold(&k) {
+                return Ok(None);
+            }
             match self.get(&k)? {
                 None => Ok(None),
                 Some(v) => {
