@@ -30,21 +30,28 @@ const DICTIONARY_1: &[u8] = include_bytes!("rows.dict");
 static PREPARED_1: std::sync::OnceLock<super::lz4::Prepared> = std::sync::OnceLock::new();
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // The JSON is written into a buffer each thread keeps (a fresh one grew through
-    // four reallocations per row), then compressed into the row.
-    thread_local!(static JSON: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096)));
-    JSON.with_borrow_mut(|json| {
-        json.clear();
-        serde_json::to_writer(&mut *json, v).expect("records serialise");
+    with_json(v, |json| {
         let mut out = Vec::with_capacity(json.len() / 2 + 16);
         out.push(LZ4_DICTIONARY_1);
         super::lz4::prepared(&PREPARED_1, DICTIONARY_1).compress_prepend_size(json, &mut out);
-        // A rare large row (a long history) gives its memory back.
-        if json.capacity() > 64 * 1024 {
-            *json = Vec::with_capacity(4096);
-        }
         out
     })
+}
+
+/// Calls `f` with the JSON of `v`, written into a buffer each thread keeps (a fresh
+/// one grew through four reallocations per row). A rare large value (a long history)
+/// gives the memory back afterwards. Safe to nest: an inner call gets a buffer of its
+/// own.
+pub(crate) fn with_json<T: Serialize, R>(v: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local!(static JSON: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) });
+    let mut json = JSON.take();
+    json.clear();
+    serde_json::to_writer(&mut json, v).expect("records serialise");
+    let out = f(&json);
+    if json.capacity() <= 64 * 1024 {
+        JSON.set(json);
+    }
+    out
 }
 
 /// # Errors
@@ -84,6 +91,15 @@ mod tests {
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode::<serde_json::Value>(&bytes);
         }
+    }
+
+    #[test]
+    fn the_kept_json_buffer_serves_nested_and_large_values() {
+        let inner = with_json(&"outer", |outer| (outer.to_vec(), with_json(&[1, 2], <[u8]>::to_vec)));
+        assert_eq!(inner, (br#""outer""#.to_vec(), b"[1,2]".to_vec()));
+        let large = "x".repeat(100 * 1024);
+        assert_eq!(with_json(&large, <[u8]>::len), large.len() + 2);
+        assert_eq!(with_json(&7, <[u8]>::to_vec), b"7");
     }
 
     #[test]

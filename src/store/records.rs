@@ -122,19 +122,13 @@ struct Hashed<'a> {
 
 impl EventRecord {
     /// SHA-256 of the previous hash and the event's JSON (`Hashed`), in hex. The JSON
-    /// is written into a buffer each thread keeps, then hashed at once (written into
-    /// the hash piece by piece, a few bytes a call, it cost twice the hashing).
+    /// is written whole (`codec::with_json`), then hashed at once: written into the
+    /// hash piece by piece, a few bytes a call, it cost twice the hashing.
     pub(crate) fn compute_hash(&self) -> String {
-        thread_local!(static JSON: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096)));
-        JSON.with_borrow_mut(|json| {
-            json.clear();
-            serde_json::to_writer(&mut *json, &self.hashed()).expect("event serialises");
+        super::codec::with_json(&self.hashed(), |json| {
             let mut h = Sha256::new();
             h.update(self.prev_hash.as_bytes());
-            h.update(&json);
-            if json.capacity() > 64 * 1024 {
-                *json = Vec::with_capacity(4096);
-            }
+            h.update(json);
             hex::encode(h.finalize())
         })
     }
