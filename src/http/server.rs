@@ -24,7 +24,6 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,13 +64,13 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, timeouts: Timeo
 }
 
 async fn serve_connection(tcp: TcpStream, router: Router, timeouts: Timeouts, stop: CancellationToken) {
-    let (phase, mut watch_phase) = watch::channel(Phase::Head(Instant::now()));
-    let phase = Arc::new(phase);
+    let phase = Arc::new(Watch::new());
     let io = TokioIo::new(Watched { inner: tcp, phase: phase.clone() });
     let router = TowerToHyperService::new(router);
+    let requests = phase.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         // Busy until the answer is ready (also when the future is dropped unfinished).
-        let busy = Busy::begin(phase.clone());
+        let busy = Busy::begin(requests.clone());
         let fut = hyper::service::Service::call(&router, req.map(axum::body::Body::new));
         async move {
             let resp = fut.await;
@@ -84,7 +83,7 @@ async fn serve_connection(tcp: TcpStream, router: Router, timeouts: Timeouts, st
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let expired = expired(&mut watch_phase, timeouts);
+    let expired = expired(&phase, timeouts);
     tokio::pin!(expired);
     let mut stopping = false;
     loop {
@@ -110,27 +109,24 @@ async fn serve_connection(tcp: TcpStream, router: Router, timeouts: Timeouts, st
 }
 
 /// Resolves when the connection has been in its current phase for too long.
-async fn expired(phase: &mut watch::Receiver<Phase>, t: Timeouts) -> &'static str {
+///
+/// The phase changes three times a request and wakes nothing: the watchdog sleeps
+/// until the deadline of the phase it last saw, then looks again. A connection that
+/// moved on meanwhile gets the deadline of its new phase; a busy one is looked at
+/// again after the shorter limit (its request has time limits of its own).
+async fn expired(phase: &Watch, t: Timeouts) -> &'static str {
     loop {
-        let now = *phase.borrow_and_update();
-        let deadline = match now {
-            Phase::Head(since) => Some((since + t.header_read, "headers not received within header_read_timeout_secs")),
-            Phase::Idle(since) => Some((since + t.idle, "idle for idle_timeout_secs")),
-            Phase::Busy(_) => None,
+        let (at, why) = match phase.now() {
+            Phase::Head(since) => (since + t.header_read, Some("headers not received within header_read_timeout_secs")),
+            Phase::Idle(since) => (since + t.idle, Some("idle for idle_timeout_secs")),
+            Phase::Busy(_) => (Instant::now() + t.header_read.min(t.idle), None),
         };
-        let changed = async {
-            if phase.changed().await.is_err() {
-                // The connection is going away anyway.
-                std::future::pending::<()>().await;
-            }
-        };
-        match deadline {
-            Some((at, why)) => tokio::select! {
-                () = tokio::time::sleep_until(at) => return why,
-                () = changed => {}
-            },
-            None => changed.await,
+        if let Some(why) = why
+            && at <= Instant::now()
+        {
+            return why;
         }
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -144,16 +140,33 @@ enum Phase {
     Busy(usize),
 }
 
+/// A connection's phase, shared by its socket, its requests and its watchdog (all on
+/// the connection's task, so the lock is never contended).
+struct Watch(std::sync::Mutex<Phase>);
+
+impl Watch {
+    fn new() -> Watch {
+        Watch(std::sync::Mutex::new(Phase::Head(Instant::now())))
+    }
+
+    fn now(&self) -> Phase {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn change(&self, f: impl FnOnce(Phase) -> Phase) {
+        let mut p = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *p = f(*p);
+    }
+}
+
 /// A request being handled on a connection; back to idle when the last one ends.
-struct Busy(Arc<watch::Sender<Phase>>);
+struct Busy(Arc<Watch>);
 
 impl Busy {
-    fn begin(phase: Arc<watch::Sender<Phase>>) -> Busy {
-        phase.send_modify(|p| {
-            *p = match *p {
-                Phase::Busy(n) => Phase::Busy(n + 1),
-                Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
-            }
+    fn begin(phase: Arc<Watch>) -> Busy {
+        phase.change(|p| match p {
+            Phase::Busy(n) => Phase::Busy(n + 1),
+            Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
         });
         Busy(phase)
     }
@@ -161,11 +174,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|p| {
-            *p = match *p {
-                Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
-                _ => Phase::Idle(Instant::now()),
-            }
+        self.0.change(|p| match p {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle(Instant::now()),
         });
     }
 }
@@ -173,7 +184,7 @@ impl Drop for Busy {
 /// The socket, noting when bytes of a new request arrive on an idle connection.
 struct Watched {
     inner: TcpStream,
-    phase: Arc<watch::Sender<Phase>>,
+    phase: Arc<Watch>,
 }
 
 impl AsyncRead for Watched {
@@ -181,12 +192,9 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.phase.send_if_modified(|p| match p {
-                Phase::Idle(_) => {
-                    *p = Phase::Head(Instant::now());
-                    true
-                }
-                _ => false,
+            self.phase.change(|p| match p {
+                Phase::Idle(_) => Phase::Head(Instant::now()),
+                p => p,
             });
         }
         r

@@ -121,9 +121,25 @@ async fn a_connection_that_sends_nothing_or_stays_idle_is_closed() {
         .settings(|s| {
             s.header_read_timeout = Duration::from_secs(1);
             s.idle_timeout = Duration::from_secs(1);
+            s.body_timeout = Duration::from_secs(30);
         })
         .start()
         .await;
+    // A request being handled for longer than both limits (its body comes late) is
+    // not cut: it is answered, on the same connection.
+    let body = serde_json::to_vec(&deal("D-BUSY-PAST-IDLE", 1, "9000.00")).unwrap();
+    let mut busy = TcpStream::connect(app.addr).await.unwrap();
+    let mut head = String::from("POST /webhooks/demo-crm HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (k, v) in app.signed_headers("msg_busy", app.state.clock.now().timestamp(), &body) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    busy.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    busy.write_all(&body).await.unwrap();
+    let answer = read_until_closed(&mut busy).await.expect("answered, then closed as asked");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
     // Connected, never a byte: closed (the header-read limit counts from the connection).
     let mut silent = TcpStream::connect(app.addr).await.unwrap();
     assert_eq!(read_until_closed(&mut silent).await.as_deref(), Some(""), "closed without an answer");
