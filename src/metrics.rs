@@ -169,10 +169,39 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    histograms: Mutex<BTreeMap<(&'static str, String), Histogram>>,
+    counters: Mutex<Series<u64>>,
+    histograms: Mutex<Series<Histogram>>,
     /// Gauges with labels, set by their owner (the dispatcher) as things change.
-    gauges: Mutex<BTreeMap<(&'static str, String), f64>>,
+    gauges: Mutex<Series<f64>>,
+}
+
+/// Values by metric name, then by their labels as exposed (`a="x",b="y"`).
+type Series<T> = BTreeMap<&'static str, BTreeMap<String, T>>;
+
+/// Changes the value of one series, made with `new` when it is first seen. A series
+/// seen before costs no allocation: its labels are written into a buffer the thread
+/// keeps, outside the lock, and looked up by that text.
+fn update<T>(
+    map: &Mutex<Series<T>>,
+    name: &'static str,
+    pairs: &[(&str, &str)],
+    new: impl FnOnce() -> T,
+    f: impl FnOnce(&mut T),
+) {
+    thread_local!(static LABELS: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    LABELS.with_borrow_mut(|text| {
+        text.clear();
+        write_labels(text, pairs);
+        let mut map = map.lock().expect("metrics lock");
+        let of_name = map.entry(name).or_default();
+        if let Some(v) = of_name.get_mut(text.as_str()) {
+            f(v);
+        } else {
+            let mut v = new();
+            f(&mut v);
+            of_name.insert(text.clone(), v);
+        }
+    });
 }
 
 /// A series' name with its labels, or bare when it has none.
@@ -180,8 +209,7 @@ fn series(name: &str, labels: &str) -> String {
     if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut s = String::new();
+fn write_labels(s: &mut String, pairs: &[(&str, &str)]) {
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {
             s.push(',');
@@ -198,37 +226,33 @@ fn labels(pairs: &[(&str, &str)]) -> String {
         }
         s.push('"');
     }
-    s
 }
 
 impl Metrics {
     pub(crate) fn inc(&self, name: &'static str, pairs: &[(&str, &str)]) {
-        let mut c = self.counters.lock().expect("metrics lock");
-        *c.entry((name, labels(pairs))).or_default() += 1;
+        update(&self.counters, name, pairs, || 0, |c| *c += 1);
     }
 
     pub(crate) fn add(&self, name: &'static str, pairs: &[(&str, &str)], n: u64) {
-        let mut c = self.counters.lock().expect("metrics lock");
-        *c.entry((name, labels(pairs))).or_default() += n;
+        update(&self.counters, name, pairs, || 0, |c| *c += n);
     }
 
     /// Sets a labelled gauge.
     pub(crate) fn set(&self, name: &'static str, pairs: &[(&str, &str)], value: f64) {
-        self.gauges.lock().expect("metrics lock").insert((name, labels(pairs)), value);
+        update(&self.gauges, name, pairs, || value, |g| *g = value);
     }
 
     pub(crate) fn observe(&self, name: &'static str, pairs: &[(&str, &str)], value: f64, bounds: &'static [f64]) {
-        let mut h = self.histograms.lock().expect("metrics lock");
-        let e = h
-            .entry((name, labels(pairs)))
-            .or_insert_with(|| Histogram { buckets: bounds.iter().map(|b| (*b, 0)).collect(), ..Default::default() });
-        for (b, n) in &mut e.buckets {
-            if value <= *b {
-                *n += 1;
+        let new = || Histogram { buckets: bounds.iter().map(|b| (*b, 0)).collect(), ..Default::default() };
+        update(&self.histograms, name, pairs, new, |h| {
+            for (b, n) in &mut h.buckets {
+                if value <= *b {
+                    *n += 1;
+                }
             }
-        }
-        e.sum += value;
-        e.count += 1;
+            h.sum += value;
+            h.count += 1;
+        });
     }
 
     /// An order left `stage` after staying `stayed`.
@@ -251,12 +275,13 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             match *kind {
                 "counter" => {
-                    for ((n, l), v) in counters.iter().filter(|((n, _), _)| n == name) {
-                        let _ = writeln!(out, "{} {v}", series(n, l));
+                    for (l, v) in counters.get(name).into_iter().flatten() {
+                        let _ = writeln!(out, "{} {v}", series(name, l));
                     }
                 }
                 "histogram" => {
-                    for ((n, l), h) in histograms.iter().filter(|((n, _), _)| n == name) {
+                    for (l, h) in histograms.get(name).into_iter().flatten() {
+                        let n = name;
                         let sep = if l.is_empty() { "" } else { "," };
                         for (b, c) in &h.buckets {
                             let _ = writeln!(out, "{n}_bucket{{{l}{sep}le=\"{b}\"}} {c}");
@@ -273,8 +298,8 @@ impl Metrics {
                     for (g, v) in gauges.iter().filter(|(g, _)| g == name) {
                         let _ = writeln!(out, "{g} {v}");
                     }
-                    for ((n, l), v) in stored.iter().filter(|((n, _), _)| n == name) {
-                        let _ = writeln!(out, "{} {v}", series(n, l));
+                    for (l, v) in stored.get(name).into_iter().flatten() {
+                        let _ = writeln!(out, "{} {v}", series(name, l));
                     }
                 }
             }
