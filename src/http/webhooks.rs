@@ -21,14 +21,14 @@ use crate::orders::Inbound;
 pub(crate) async fn receive(
     State(app): State<AppState>,
     Path(connector): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
     let started = Instant::now();
     let _taking_in = app.orders.taking_in();
-    let result = receive_inner(&app, &connector, &uri, &headers, body).await;
+    // The request taken apart, not its headers copied out of it.
+    let (head, body) = request.into_parts();
+    let result = receive_inner(&app, &connector, &head.uri, &head.headers, body).await;
     let status = match &result {
         Ok((s, _)) => *s,
         Err(e) => e.status,
