@@ -24,6 +24,7 @@ mod console_screens;
 mod crash;
 mod credentials;
 mod dispatcher;
+mod docker;
 mod event_permissions;
 mod evidence;
 mod export;
