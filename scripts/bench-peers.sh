@@ -17,7 +17,7 @@
 #   POOL_RATE=20000                          requests/s each run's pool of signed orders is sized for
 #   DRAIN_MAX=600                            s the harness waits for pushes still in the outbox
 #
-# What it does: builds the release binary, checks bench/peers, starts the sink (the
+# What it does: builds the deployed binary (profile dist), checks bench/peers, starts the sink (the
 # peers' ctl.sh start-sink) unless one answers, starts orderbridge on a fresh data
 # directory with bench/peers and writes its PID where the peers' scripts look
 # ($PEERS_WORK/orderbridge.pid), sends one order through the whole pipe, runs the
@@ -64,9 +64,9 @@ if ! command -v wrk >/dev/null || [[ ! -x $PEERS_WORK/node24/node_modules/node-l
   "$PEERS/ctl.sh" setup
 fi
 
-echo "== building the release binary"
-cargo build --release --locked -q
-BIN=$REPO/target/release/orderbridge
+echo "== building the deployed binary (profile dist)"
+cargo build --profile dist --locked -q
+BIN=$REPO/target/dist/orderbridge
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 export RESULTS=${RESULTS:-$REPO/target/bench-peers/$STAMP/results.jsonl}
