@@ -31,8 +31,6 @@ pub(crate) type WriteSyncFn = Arc<dyn Fn(Option<Batch>) -> Result<(), String> + 
 struct Job {
     batch: Option<Batch>,
     done: oneshot::Sender<Result<(), StoreError>>,
-    /// When the writer handed it over.
-    queued: tokio::time::Instant,
 }
 
 #[derive(Clone)]
@@ -54,12 +52,10 @@ const QUEUE: usize = 16 * 1024;
 const GATHER: usize = 256;
 
 impl Committer {
-    /// Starts the committer task. A group's first writer waits up to `delay` from
-    /// when it handed its batch over for others to join (or until `GATHER` are
-    /// waiting): one sync costs the same kernel work for one write as for a hundred,
-    /// and on a small machine that work competes with request handling for the CPU.
-    /// Under load the writers that queued during the last sync have waited that long
-    /// already, so their group is written at once.
+    /// Starts the committer task. After the first batch arrives it gathers more for
+    /// up to `delay` (or until `GATHER` are waiting): one sync costs the same kernel
+    /// work for one write as for a hundred, and on a small machine that work competes
+    /// with request handling for the CPU.
     pub(crate) fn start(write_sync: WriteSyncFn, delay: Duration, metrics: Arc<Metrics>) -> Committer {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
         let failed: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
@@ -80,7 +76,7 @@ impl Committer {
                     break;
                 }
                 if !delay.is_zero() {
-                    let deadline = jobs[0].queued + delay;
+                    let deadline = tokio::time::Instant::now() + delay;
                     while jobs.len() < GATHER {
                         match tokio::time::timeout_at(deadline, rx.recv_many(&mut jobs, QUEUE)).await {
                             Ok(n) if n > 0 => {}
@@ -143,7 +139,7 @@ impl Committer {
         }
         let (done, rx) = oneshot::channel();
         let stopped = || StoreError::Io("the committer stopped".into());
-        self.tx.send(Job { batch, done, queued: tokio::time::Instant::now() }).await.map_err(|_| stopped())?;
+        self.tx.send(Job { batch, done }).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -207,49 +203,5 @@ mod tests {
         let ops: Vec<(&[u8], Option<&[u8]>)> = m.ops.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
         assert_eq!(ops, [(&b"k1"[..], None), (&b"k2"[..], Some(&b"b"[..])), (&b"k3"[..], Some(&b"c"[..]))]);
         assert!(merge(std::iter::empty()).is_none());
-    }
-
-    /// A group's first writer waits `delay` for company from when it handed its batch
-    /// over; writers that queued while a sync ran have waited already and are written
-    /// as soon as it ends, not `delay` later with whoever comes next.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writers_that_queued_during_a_sync_are_written_when_it_ends() {
-        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let released = std::sync::Mutex::new(released);
-        let groups = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
-        let seen = groups.clone();
-        let write_sync: WriteSyncFn = Arc::new(move |b: Option<Batch>| {
-            let first = seen.lock().unwrap().is_empty();
-            seen.lock().unwrap().push(b.map_or(0, |b| b.ops.len()));
-            if first {
-                let _ = entered_tx.send(());
-                let _ = released.lock().unwrap().recv();
-            }
-            Ok(())
-        });
-        let delay = Duration::from_millis(1500);
-        let c = Committer::start(write_sync, delay, Arc::new(Metrics::default()));
-        let write = |key: &str| {
-            let c = c.clone();
-            let mut b = Batch::default();
-            b.put(key.as_bytes().to_vec(), b"v".to_vec());
-            tokio::spawn(async move { c.commit(Some(b)).await })
-        };
-
-        // A's group syncs (held); B and C queue meanwhile and wait longer than `delay`.
-        let a = write("a");
-        tokio::task::spawn_blocking(move || entered.recv()).await.unwrap().unwrap();
-        let (b, c2) = (write("b"), write("c"));
-        tokio::time::sleep(delay + Duration::from_millis(200)).await;
-        release.send(()).unwrap();
-        a.await.unwrap().unwrap();
-        // D comes well within `delay` of the sync's end: B and C are not held for it.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let d = write("d");
-        b.await.unwrap().unwrap();
-        c2.await.unwrap().unwrap();
-        d.await.unwrap().unwrap();
-        assert_eq!(*groups.lock().unwrap(), [1, 2, 1], "groups written, by writers in each");
     }
 }
