@@ -111,22 +111,23 @@ async fn serve_connection(tcp: TcpStream, router: Router, timeouts: Timeouts, st
 /// Resolves when the connection has been in its current phase for too long.
 ///
 /// The phase changes three times a request and wakes nothing: the watchdog sleeps
-/// until the deadline of the phase it last saw, then looks again. A connection that
-/// moved on meanwhile gets the deadline of its new phase; a busy one is looked at
-/// again after the shorter limit (its request has time limits of its own).
+/// until the deadline of the phase it last saw, and never longer than the shorter of
+/// the two limits, then looks again. So a phase that began meanwhile (the headers of a
+/// request on a connection that was idle, whose limit is shorter) is seen before its
+/// own deadline and ends on time.
 async fn expired(phase: &Watch, t: Timeouts) -> &'static str {
+    let every = t.header_read.min(t.idle);
     loop {
-        let (at, why) = match phase.now() {
-            Phase::Head(since) => (since + t.header_read, Some("headers not received within header_read_timeout_secs")),
-            Phase::Idle(since) => (since + t.idle, Some("idle for idle_timeout_secs")),
-            Phase::Busy(_) => (Instant::now() + t.header_read.min(t.idle), None),
+        let now = Instant::now();
+        let (deadline, why) = match phase.now() {
+            Phase::Head(since) => (Some(since + t.header_read), "headers not received within header_read_timeout_secs"),
+            Phase::Idle(since) => (Some(since + t.idle), "idle for idle_timeout_secs"),
+            Phase::Busy(_) => (None, ""),
         };
-        if let Some(why) = why
-            && at <= Instant::now()
-        {
+        if deadline.is_some_and(|d| d <= now) {
             return why;
         }
-        tokio::time::sleep_until(at).await;
+        tokio::time::sleep_until(deadline.map_or(now + every, |d| d.min(now + every))).await;
     }
 }
 

@@ -153,6 +153,30 @@ async fn a_connection_that_sends_nothing_or_stays_idle_is_closed() {
 }
 
 #[tokio::test]
+async fn headers_that_trickle_in_on_a_kept_alive_connection_get_the_header_limit_not_the_idle_one() {
+    let app = TestApp::builder()
+        .settings(|s| {
+            s.header_read_timeout = Duration::from_secs(1);
+            s.idle_timeout = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    // One request answered; then the start of another whose headers never end.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), kept.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Idle for longer than the header limit (the watchdog has seen it idle), then
+    // headers that never end.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    // Closed by the header limit (the idle one is an hour; the read gives up at 60 s).
+    assert_eq!(read_until_closed(&mut kept).await.as_deref(), Some(""), "closed without a second answer");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn api_and_metrics_are_served_on_the_admin_listener_only() {
     let app = spawn_app().await;
     let c = &app.client;
