@@ -129,11 +129,7 @@ async fn a_connection_that_sends_nothing_or_stays_idle_is_closed() {
     // not cut: it is answered, on the same connection.
     let body = serde_json::to_vec(&deal("D-BUSY-PAST-IDLE", 1, "9000.00")).unwrap();
     let mut busy = TcpStream::connect(app.addr).await.unwrap();
-    let mut head = String::from("POST /webhooks/demo-crm HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
-    for (k, v) in app.signed_headers("msg_busy", app.state.clock.now().timestamp(), &body) {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let head = signed_head(&app, "msg_busy", &body, body.len(), "Connection: close\r\n");
     busy.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     busy.write_all(&body).await.unwrap();
@@ -211,8 +207,13 @@ async fn api_and_metrics_are_served_on_the_admin_listener_only() {
 
 /// Headers of a delivery to demo-crm that are well formed and fresh, for any body.
 fn fresh_headers(app: &TestApp, content_length: usize) -> String {
-    let sig = app.signed_headers("msg_held", app.state.clock.now().timestamp(), b"not the body");
-    let mut head = String::from("POST /webhooks/demo-crm HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n");
+    signed_head(app, "msg_held", b"not the body", content_length, "")
+}
+
+/// The head of a delivery to demo-crm signed over `signed` (with `extra` header lines).
+fn signed_head(app: &TestApp, id: &str, signed: &[u8], content_length: usize, extra: &str) -> String {
+    let sig = app.signed_headers(id, app.state.clock.now().timestamp(), signed);
+    let mut head = format!("POST /webhooks/demo-crm HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}");
     for (k, v) in sig.iter().filter(|(k, _)| *k != "content-type") {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
