@@ -74,6 +74,12 @@ const HELP: &[(&str, &str, &str)] = &[
         "`limits.unmatched_payments_alert` (compare orderbridge_unmatched_payments).",
     ),
     (
+        "orderbridge_disk_free_bytes",
+        "gauge",
+        "Bytes the daemon may still write on a volume it writes (data: the store and documents; archive: its segments). A full volume stops the daemon.",
+    ),
+    ("orderbridge_disk_size_bytes", "gauge", "Size of that volume, in bytes."),
+    (
         "orderbridge_quarantined_rows",
         "gauge",
         "Stored rows that could not be decoded and were set aside (`orderbridge store quarantine`).",

@@ -90,8 +90,45 @@ async fn observe_store(app: &AppState) {
     }
 }
 
+/// Sets the free and total bytes of the volumes the daemon writes: `data` (the
+/// embedded store, documents) and `archive` (the segment files, inside `data` unless
+/// `archive.path` moves them). A failed fsync stops the daemon on purpose
+/// (`docs/src/runbooks/disk-full.md`): these are what warn before it. A directory not
+/// made yet is left out.
+fn observe_disk(app: &AppState) {
+    for (volume, dir) in [("data", &app.settings.store_path), ("archive", &app.settings.archive.dir)] {
+        if let Some(space) = volume_space(dir) {
+            app.metrics.set("orderbridge_disk_free_bytes", &[("volume", volume)], space.free as f64);
+            app.metrics.set("orderbridge_disk_size_bytes", &[("volume", volume)], space.size as f64);
+        }
+    }
+}
+
+/// A volume's size, and what an unprivileged process may still write to it.
+#[derive(Debug, Clone, Copy)]
+struct Space {
+    free: u64,
+    size: u64,
+}
+
+fn volume_space(dir: &std::path::Path) -> Option<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `st` is
+    // memory for one `statvfs`, which the call fills when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: filled, as the call returned 0.
+    let st = unsafe { st.assume_init() };
+    let unit = st.f_frsize;
+    Some(Space { free: st.f_bavail.saturating_mul(unit), size: st.f_blocks.saturating_mul(unit) })
+}
+
 pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     observe_store(&app).await;
+    observe_disk(&app);
     let c = app.store.counts();
     let alerts = app.settings.dispatcher.queue_alerts;
     let body = app.metrics.render(&[
@@ -104,4 +141,22 @@ pub(crate) async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         ("orderbridge_quarantined_rows", c.quarantined as f64),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_s_space_is_what_df_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let space = volume_space(dir.path()).unwrap();
+        assert!(space.size > 0 && space.free <= space.size, "{space:?}");
+        // The size in the units df uses (what is free moves with other writers).
+        let df = std::process::Command::new("df").args(["-B1", "--output=size"]).arg(dir.path()).output().unwrap();
+        let df = String::from_utf8(df.stdout).unwrap();
+        let size: u64 = df.lines().nth(1).unwrap().trim().parse().unwrap();
+        assert_eq!(space.size, size, "df: {df}");
+        assert!(volume_space(&dir.path().join("not made yet")).is_none());
+    }
 }

@@ -121,6 +121,20 @@ fn series(scrape: &str, name: &str) -> Option<f64> {
 }
 
 #[tokio::test]
+async fn metrics_show_the_space_left_on_the_data_volume() {
+    let app = TestApp::builder().start().await;
+    let scrape = app.metrics().await;
+    let free = series(&scrape, r#"orderbridge_disk_free_bytes{volume="data"}"#).expect("free space of data");
+    let size = series(&scrape, r#"orderbridge_disk_size_bytes{volume="data"}"#).expect("size of data");
+    // The data directory is in the test's directory, on the volume df sees there.
+    let df = Command::new("df").args(["-B1", "--output=size"]).arg(app.dir.path()).output().unwrap();
+    let df = String::from_utf8(df.stdout).unwrap();
+    let df_size: f64 = df.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(size, df_size, "{scrape}");
+    assert!(free > 0.0 && free <= size, "free {free} of {size}");
+}
+
+#[tokio::test]
 async fn metrics_show_orders_per_state_the_oldest_waiting_and_the_outbox_lag() {
     let start: DateTime<Utc> = "2026-11-30T02:00:00Z".parse().unwrap();
     let clock = ManualClock::new(start);
