@@ -111,6 +111,21 @@ fi
 echo "== promtool: the alert rules in deploy/"
 promtool check rules deploy/prometheus-rules.yml
 promtool test rules deploy/prometheus-rules.test.yml
+# systemd-analyze (Debian package systemd) expands the unit's system-call filter groups.
+if ! command -v systemd-analyze >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing systemd-analyze (Debian package systemd)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+  else
+    echo "systemd-analyze is required to check deploy/orderbridge.service (Debian: apt-get install systemd)" >&2
+    exit 1
+  fi
+fi
+echo "== systemd: the unit's system-call filter allows the calls the daemon makes"
+# prctl: no transparent huge pages (src/allocator.rs); get/setpriority: the background
+# threads' nice value (src/startup.rs); statfs: the disk gauges; fsync/fdatasync: the store.
+python3 scripts/check-unit-syscalls.py deploy/orderbridge.service prctl getpriority setpriority statfs fsync fdatasync
 echo "== orderbridge check on the peer benchmark configuration (bench/peers)"
 # A fresh secret, as scripts/bench-peers.sh makes for each run (published values are refused).
 BENCH_CRM_SECRET="whsec_$(openssl rand -base64 32)" cargo run --locked -q -- check --config-dir bench/peers
