@@ -8,6 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installs the Debian packages named when the shell test `present` fails (as root, with
+# apt-get), or says what is required and stops.
+#   need_packages WHAT PRESENT PACKAGE…
+need_packages() {
+  local what=$1 present=$2
+  shift 2
+  if eval "$present" >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing $what (Debian: $*)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    echo "$what is required (Debian: apt-get install $*)" >&2
+    exit 1
+  fi
+}
+
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is required (the test SMTP server runs on it)" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "openssl is required (tests make throwaway TLS certificates)" >&2; exit 1; }
@@ -86,42 +103,17 @@ DEMO_CRM_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_ERP_TOKEN=example OR
   DEMO_FINANCE_TOKEN=example DEMO_ERP_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw DEMO_FINANCE_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw \
   cargo run --locked -q -- check --config-dir .
 # promtool (Debian package prometheus) checks and unit-tests the alert rules.
-if ! command -v promtool >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing promtool (Debian package prometheus)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "promtool is required to check deploy/prometheus-rules.yml (Debian: apt-get install prometheus)" >&2
-    exit 1
-  fi
-fi
+need_packages "promtool (checks deploy/prometheus-rules.yml)" "command -v promtool" prometheus
 # Headless Chromium and chromedriver (Debian packages chromium, chromium-driver) for
 # the screenshot tests of mail and pages (tests/api/screens.rs; PNGs in target/screens).
-if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing Chromium (Debian packages chromium, chromium-driver, fonts-noto-cjk)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-noto-cjk >/dev/null
-  else
-    echo "Chromium and chromedriver are required for the screenshot tests (Debian: apt-get install chromium chromium-driver fonts-noto-cjk)" >&2
-    exit 1
-  fi
-fi
+need_packages "Chromium and chromedriver (the screenshot tests)" \
+  "command -v chromedriver && { command -v chromium || command -v chromium-browser; }" \
+  chromium chromium-driver fonts-noto-cjk
 echo "== promtool: the alert rules in deploy/"
 promtool check rules deploy/prometheus-rules.yml
 promtool test rules deploy/prometheus-rules.test.yml
 # systemd-analyze (Debian package systemd) expands the unit's system-call filter groups.
-if ! command -v systemd-analyze >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing systemd-analyze (Debian package systemd)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
-  else
-    echo "systemd-analyze is required to check deploy/orderbridge.service (Debian: apt-get install systemd)" >&2
-    exit 1
-  fi
-fi
+need_packages "systemd-analyze (checks deploy/orderbridge.service)" "command -v systemd-analyze" systemd
 echo "== systemd: the unit's system-call filter allows the calls the daemon makes"
 # prctl: no transparent huge pages (src/allocator.rs); get/setpriority: the background
 # threads' nice value (src/startup.rs); statfs: the disk gauges; fsync/fdatasync: the store.
